@@ -1,0 +1,1 @@
+//! mcp-authz: a Cedar policy decision service for the MCP mesh.
