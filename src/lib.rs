@@ -1,1 +1,9 @@
 //! mcp-authz: a Cedar policy decision service for the MCP mesh.
+//!
+//! Security teams write Cedar policies in files ([`policy`]); every interface
+//! translates its wire format into a [`authz::DecisionRequest`] and asks the one
+//! decision core ([`authz`]) for a [`authz::Decision`].
+
+pub mod authz;
+pub mod mcp;
+pub mod policy;

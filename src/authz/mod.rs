@@ -1,0 +1,333 @@
+//! The one decision core: a [`DecisionRequest`] in, a [`Decision`] out.
+//!
+//! Two principals: a request made by an application for a user is allowed only
+//! if both evaluations allow it — Cedar with `principal = user` and with
+//! `principal = application`, each with the same context (which carries both).
+//! One principal alone decides alone; none is a deny. Every failure (an unknown
+//! action, a context that does not fit the schema, an evaluation error in any
+//! policy) is a deny with a reason, never an allow.
+
+mod context;
+
+use std::sync::Arc;
+
+use cedar_policy::{Authorizer, Context, Entities, Entity, EntityUid, Request};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::policy::{PolicyStore, Snapshot};
+
+pub use context::build_context;
+
+/// Extra data about one entity, for this request only (e.g. groups from a token).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestEntity {
+    /// The entity.
+    pub uid: EntityUid,
+    /// Parents added to those the entity data gives it.
+    pub parents: Vec<EntityUid>,
+    /// Attributes, used where the entity data does not set them.
+    pub attrs: Map<String, Value>,
+}
+
+/// Everything a decision depends on, already taken out of its wire format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionRequest {
+    /// The end user, if the request is made for one.
+    pub user: Option<EntityUid>,
+    /// The calling application, if known.
+    pub application: Option<EntityUid>,
+    /// The action, e.g. `Mcp::Action::"tools/call"`.
+    pub action: EntityUid,
+    /// The resource, e.g. `Mcp::Tool::"docs/get_document"`.
+    pub resource: EntityUid,
+    /// The MCP server the resource belongs to: the parent of a resource that the
+    /// entity data does not list, and `context.server`.
+    pub server: Option<EntityUid>,
+    /// Context attributes besides `application`, `user` and `server`
+    /// (`arguments`, `scopes`, `claims`, `request`, ...). What the schema does not
+    /// declare for the action is left out.
+    pub context: Map<String, Value>,
+    /// Per-request entity data, merged over the policy directory's.
+    pub entities: Vec<RequestEntity>,
+}
+
+impl DecisionRequest {
+    /// A request for `action` on `resource`, with no principal or context yet.
+    pub fn new(action: EntityUid, resource: EntityUid) -> Self {
+        Self {
+            user: None,
+            application: None,
+            action,
+            resource,
+            server: None,
+            context: Map::new(),
+            entities: Vec::new(),
+        }
+    }
+}
+
+/// Which principal an evaluation was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The end user.
+    User,
+    /// The calling application.
+    Application,
+}
+
+/// One Cedar evaluation, for one principal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Evaluation {
+    /// Which principal.
+    pub role: Role,
+    /// The principal, as Cedar prints it.
+    pub principal: String,
+    /// Whether this evaluation allows.
+    pub allow: bool,
+    /// The policies that determined it: the permits that allowed, or the forbids that denied.
+    pub policies: Vec<String>,
+    /// Errors met while evaluating (each one makes the evaluation a deny).
+    pub errors: Vec<String>,
+}
+
+/// The answer to a [`DecisionRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Allow only if every evaluation allowed.
+    pub allow: bool,
+    /// Why, in one sentence safe to show the caller.
+    pub reason: String,
+    /// One evaluation per principal (none if the request failed before evaluation).
+    pub evaluations: Vec<Evaluation>,
+    /// The snapshot generation that decided.
+    pub generation: u64,
+}
+
+impl Decision {
+    fn denied_before_evaluation(reason: String, generation: u64) -> Self {
+        Self {
+            allow: false,
+            reason,
+            evaluations: Vec::new(),
+            generation,
+        }
+    }
+
+    /// `"allow"` or `"deny"`.
+    pub fn verdict(&self) -> &'static str {
+        if self.allow { "allow" } else { "deny" }
+    }
+}
+
+/// The decision engine: evaluates requests against the store's current snapshot.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    store: Arc<PolicyStore>,
+}
+
+impl Engine {
+    /// An engine deciding on the store's snapshots.
+    pub fn new(store: Arc<PolicyStore>) -> Self {
+        Self { store }
+    }
+
+    /// The policy store.
+    pub fn store(&self) -> &Arc<PolicyStore> {
+        &self.store
+    }
+
+    /// Decide on the current snapshot.
+    pub fn decide(&self, request: &DecisionRequest) -> Decision {
+        decide(&self.store.snapshot(), request)
+    }
+}
+
+/// Decide `request` on `snapshot`.
+pub fn decide(snapshot: &Snapshot, request: &DecisionRequest) -> Decision {
+    let generation = snapshot.generation;
+    let principals: Vec<(Role, &EntityUid)> = [
+        (Role::User, request.user.as_ref()),
+        (Role::Application, request.application.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(role, p)| p.map(|p| (role, p)))
+    .collect();
+    if principals.is_empty() {
+        return Decision::denied_before_evaluation(
+            "no user or application to evaluate".into(),
+            generation,
+        );
+    }
+    let context = match build_context(snapshot, request) {
+        Ok(c) => c,
+        Err(reason) => return Decision::denied_before_evaluation(reason, generation),
+    };
+    let merged;
+    let entities = match request_entities(snapshot, request) {
+        Ok(None) => &snapshot.entities,
+        Ok(Some(e)) => {
+            merged = e;
+            &merged
+        }
+        Err(reason) => return Decision::denied_before_evaluation(reason, generation),
+    };
+    let authorizer = Authorizer::new();
+    let evaluations: Vec<Evaluation> = principals
+        .into_iter()
+        .map(|(role, principal)| {
+            evaluate(
+                snapshot,
+                &authorizer,
+                role,
+                principal,
+                request,
+                &context,
+                entities,
+            )
+        })
+        .collect();
+    let allow = evaluations.iter().all(|e| e.allow);
+    let reason = summarize(&evaluations);
+    Decision {
+        allow,
+        reason,
+        evaluations,
+        generation,
+    }
+}
+
+fn evaluate(
+    snapshot: &Snapshot,
+    authorizer: &Authorizer,
+    role: Role,
+    principal: &EntityUid,
+    request: &DecisionRequest,
+    context: &Context,
+    entities: &Entities,
+) -> Evaluation {
+    let mut evaluation = Evaluation {
+        role,
+        principal: principal.to_string(),
+        allow: false,
+        policies: Vec::new(),
+        errors: Vec::new(),
+    };
+    let cedar_request = match Request::new(
+        principal.clone(),
+        request.action.clone(),
+        request.resource.clone(),
+        context.clone(),
+        Some(&snapshot.schema),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            evaluation
+                .errors
+                .push(format!("request does not fit the schema: {e}"));
+            return evaluation;
+        }
+    };
+    let response = authorizer.is_authorized(&cedar_request, &snapshot.policies, entities);
+    let diagnostics = response.diagnostics();
+    evaluation.policies = diagnostics.reason().map(ToString::to_string).collect();
+    evaluation.policies.sort();
+    evaluation.errors = diagnostics.errors().map(ToString::to_string).collect();
+    // Fail closed: an error in any policy (a forbid among them, perhaps) makes it a deny.
+    evaluation.allow =
+        response.decision() == cedar_policy::Decision::Allow && evaluation.errors.is_empty();
+    evaluation
+}
+
+fn summarize(evaluations: &[Evaluation]) -> String {
+    if evaluations.iter().all(|e| e.allow) {
+        return "allowed".into();
+    }
+    let mut parts = Vec::new();
+    for e in evaluations.iter().filter(|e| !e.allow) {
+        let who = match e.role {
+            Role::User => "user",
+            Role::Application => "application",
+        };
+        if let Some(err) = e.errors.first() {
+            parts.push(format!("{who} {}: {err}", e.principal));
+        } else if e.policies.is_empty() {
+            parts.push(format!("no policy permits the {who} {}", e.principal));
+        } else {
+            let ids: Vec<String> = e.policies.iter().map(|p| format!("`{p}`")).collect();
+            parts.push(format!(
+                "the {who} {} is forbidden by {}",
+                e.principal,
+                ids.join(", ")
+            ));
+        }
+    }
+    format!("denied: {}", parts.join("; "))
+}
+
+/// The snapshot's entities with this request's additions, or `None` when it adds nothing.
+fn request_entities(
+    snapshot: &Snapshot,
+    request: &DecisionRequest,
+) -> Result<Option<Entities>, String> {
+    let mut additions: Vec<Entity> = Vec::new();
+    for extra in &request.entities {
+        additions.push(merge_entity(snapshot, extra)?);
+    }
+    // A tool, resource or prompt that the entity data does not list still belongs
+    // to its server, so that server-wide policies apply to it.
+    if let Some(server) = &request.server
+        && &request.resource != server
+        && snapshot.entities.get(&request.resource).is_none()
+        && !request.entities.iter().any(|e| e.uid == request.resource)
+    {
+        additions.push(Entity::new_no_attrs(
+            request.resource.clone(),
+            std::iter::once(server.clone()).collect(),
+        ));
+    }
+    if additions.is_empty() {
+        return Ok(None);
+    }
+    snapshot
+        .entities
+        .clone()
+        .upsert_entities(additions, Some(&snapshot.schema))
+        .map(Some)
+        .map_err(|e| format!("request entity data does not fit the schema: {e}"))
+}
+
+fn merge_entity(snapshot: &Snapshot, extra: &RequestEntity) -> Result<Entity, String> {
+    let existing = snapshot.entities.get(&extra.uid);
+    let mut json = match existing {
+        Some(e) => e
+            .to_json_value()
+            .map_err(|e| format!("cannot merge entity data: {e}"))?,
+        None => serde_json::json!({ "uid": uid_json(&extra.uid), "attrs": {}, "parents": [] }),
+    };
+    if let Some(attrs) = json.get_mut("attrs").and_then(Value::as_object_mut) {
+        for (k, v) in &extra.attrs {
+            // The policy directory's entity data is authoritative.
+            attrs.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    if let Some(parents) = json.get_mut("parents").and_then(Value::as_array_mut) {
+        for p in &extra.parents {
+            let p = uid_json(p);
+            if !parents.contains(&p) {
+                parents.push(p);
+            }
+        }
+    }
+    Entity::from_json_value(json, Some(&snapshot.schema))
+        .map_err(|e| format!("entity data for {} does not fit the schema: {e}", extra.uid))
+}
+
+/// `{"type": ..., "id": ...}` of an entity uid.
+pub(crate) fn uid_json(uid: &EntityUid) -> Value {
+    serde_json::json!({ "type": uid.type_name().to_string(), "id": uid.id().unescaped() })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,423 @@
+use std::path::Path;
+
+use serde_json::json;
+
+use super::*;
+use crate::mcp::{Kind, action, qualified_id};
+
+fn reference() -> Snapshot {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    Snapshot::load(&dir, 7).expect("reference policies load")
+}
+
+fn snapshot_from(files: &[(&str, &str)]) -> Snapshot {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write");
+    }
+    Snapshot::load(dir.path(), 1).expect("policies load")
+}
+
+fn tool_call(user: Option<&str>, app: Option<&str>, server: &str, tool: &str) -> DecisionRequest {
+    let mut r = DecisionRequest::new(
+        action("tools/call"),
+        Kind::Tool.uid(&qualified_id(server, tool)),
+    );
+    r.user = user.map(|u| Kind::User.uid(u));
+    r.application = app.map(|a| Kind::Application.uid(a));
+    r.server = Some(Kind::Server.uid(server));
+    r
+}
+
+fn with_args(mut r: DecisionRequest, args: Value) -> DecisionRequest {
+    r.context.insert("arguments".into(), args);
+    r
+}
+
+#[test]
+fn both_principals_allow() {
+    let s = reference();
+    let d = decide(
+        &s,
+        &tool_call(Some("alice"), Some("corpassist"), "docs", "get_document"),
+    );
+    assert!(d.allow, "{d:?}");
+    assert_eq!(d.generation, 7);
+    assert_eq!(d.evaluations.len(), 2);
+    assert_eq!(d.evaluations[0].role, Role::User);
+    assert_eq!(d.evaluations[0].policies, vec!["employees-use-docs"]);
+    assert_eq!(d.evaluations[1].role, Role::Application);
+    assert_eq!(d.evaluations[1].policies, vec!["corpassist-read-docs"]);
+}
+
+#[test]
+fn user_allows_but_application_denies() {
+    let s = reference();
+    // dave is a document administrator; CorpAssist never deletes.
+    let d = decide(
+        &s,
+        &tool_call(Some("dave"), Some("corpassist"), "docs", "delete_document"),
+    );
+    assert!(!d.allow);
+    assert!(d.evaluations[0].allow, "{d:?}");
+    assert!(!d.evaluations[1].allow);
+    assert_eq!(
+        d.evaluations[1].policies,
+        vec!["corpassist-never-deletes", "only-doc-admins-delete"]
+    );
+    assert!(
+        d.reason.contains("corpassist-never-deletes"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn application_allows_but_user_denies() {
+    let s = reference();
+    // alice is no document administrator; the summarizer would not delete anyway,
+    // so use a tool the application may use and the user may not.
+    let d = decide(
+        &s,
+        &tool_call(
+            Some("mallory"),
+            Some("summarizer"),
+            "docs",
+            "search_documents",
+        ),
+    );
+    assert!(!d.allow);
+    assert!(!d.evaluations[0].allow);
+    assert!(d.evaluations[0].policies.is_empty());
+    assert!(d.evaluations[1].allow, "{d:?}");
+    assert!(
+        d.reason.contains("no policy permits the user"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn both_deny() {
+    let s = reference();
+    let d = decide(
+        &s,
+        &tool_call(
+            Some("alice"),
+            Some("corpassist"),
+            "projects",
+            "update_issue",
+        ),
+    );
+    assert!(!d.allow);
+    assert!(d.evaluations.iter().all(|e| !e.allow), "{d:?}");
+}
+
+#[test]
+fn user_alone_decides_alone() {
+    let s = reference();
+    let d = decide(
+        &s,
+        &tool_call(Some("dave"), None, "docs", "delete_document"),
+    );
+    assert!(d.allow, "{d:?}");
+    assert_eq!(d.evaluations.len(), 1);
+    let d = decide(
+        &s,
+        &tool_call(Some("alice"), None, "docs", "delete_document"),
+    );
+    assert!(!d.allow);
+    assert_eq!(d.evaluations[0].policies, vec!["only-doc-admins-delete"]);
+}
+
+#[test]
+fn application_alone_decides_alone() {
+    let s = reference();
+    let d = decide(
+        &s,
+        &tool_call(None, Some("corpassist"), "projects", "find_project"),
+    );
+    assert!(d.allow, "{d:?}");
+    assert_eq!(d.evaluations.len(), 1);
+    assert_eq!(d.evaluations[0].role, Role::Application);
+    // Approved applications update issues only for a user.
+    let d = decide(
+        &s,
+        &tool_call(None, Some("ops-console"), "projects", "update_issue"),
+    );
+    assert!(!d.allow);
+}
+
+#[test]
+fn neither_principal_is_a_deny() {
+    let s = reference();
+    let d = decide(&s, &tool_call(None, None, "docs", "get_document"));
+    assert!(!d.allow);
+    assert!(d.evaluations.is_empty());
+    assert!(d.reason.contains("no user or application"));
+}
+
+#[test]
+fn delegation_needs_an_approved_application() {
+    let s = reference();
+    assert!(
+        decide(
+            &s,
+            &tool_call(
+                Some("alice"),
+                Some("ops-console"),
+                "projects",
+                "update_issue"
+            )
+        )
+        .allow
+    );
+    assert!(
+        !decide(
+            &s,
+            &tool_call(Some("bob"), Some("ops-console"), "projects", "update_issue")
+        )
+        .allow
+    );
+}
+
+#[test]
+fn declared_arguments_are_typed_and_evaluated() {
+    let s = reference();
+    let base = || {
+        tool_call(
+            Some("alice"),
+            Some("corpassist"),
+            "docs",
+            "search_documents",
+        )
+    };
+    assert!(
+        decide(
+            &s,
+            &with_args(base(), json!({ "query": "titan", "max_results": 10 }))
+        )
+        .allow
+    );
+    let d = decide(
+        &s,
+        &with_args(base(), json!({ "query": "titan", "max_results": 500 })),
+    );
+    assert!(!d.allow);
+    assert_eq!(d.evaluations[1].policies, vec!["corpassist-bounded-search"]);
+}
+
+#[test]
+fn undeclared_arguments_and_context_are_dropped() {
+    let s = reference();
+    let mut r = with_args(
+        tool_call(
+            Some("alice"),
+            Some("corpassist"),
+            "docs",
+            "search_documents",
+        ),
+        json!({ "query": "titan", "not_declared": { "deep": [1, 2] } }),
+    );
+    r.context.insert("something_else".into(), json!(42));
+    let d = decide(&s, &r);
+    assert!(d.allow, "{d:?}");
+}
+
+#[test]
+fn declared_argument_of_the_wrong_type_is_a_deny_with_a_reason() {
+    let s = reference();
+    let r = with_args(
+        tool_call(
+            Some("alice"),
+            Some("corpassist"),
+            "docs",
+            "search_documents",
+        ),
+        json!({ "query": 42 }),
+    );
+    let d = decide(&s, &r);
+    assert!(!d.allow);
+    assert!(d.evaluations.is_empty());
+    assert!(
+        d.reason.contains("context does not fit the schema"),
+        "{}",
+        d.reason
+    );
+    assert!(
+        d.reason
+            .contains("`arguments.query` should be a String, not an integer"),
+        "{}",
+        d.reason
+    );
+    // A string where a Long is declared is not coerced either.
+    let r = with_args(
+        tool_call(
+            Some("alice"),
+            Some("corpassist"),
+            "docs",
+            "search_documents",
+        ),
+        json!({ "max_results": "10" }),
+    );
+    assert!(!decide(&s, &r).allow);
+}
+
+#[test]
+fn extension_types_are_read_from_strings() {
+    let s = reference();
+    let mut r = tool_call(Some("alice"), Some("corpassist"), "docs", "get_document");
+    r.context
+        .insert("request".into(), json!({ "source_ip": "10.1.2.3" }));
+    assert!(decide(&s, &r).allow);
+    r.context
+        .insert("request".into(), json!({ "source_ip": "not an address" }));
+    let d = decide(&s, &r);
+    assert!(!d.allow);
+}
+
+#[test]
+fn unknown_tool_is_synthesized_under_its_server() {
+    let s = reference();
+    // Not in the entity data, but the server-wide grant and the application's covers it.
+    let d = decide(
+        &s,
+        &tool_call(Some("alice"), Some("corpassist"), "docs", "brand_new_tool"),
+    );
+    assert!(d.allow, "{d:?}");
+    // Without a server there is no parent, and no grant.
+    let mut r = tool_call(Some("alice"), Some("corpassist"), "docs", "brand_new_tool");
+    r.server = None;
+    assert!(!decide(&s, &r).allow);
+}
+
+#[test]
+fn unknown_resource_and_prompt_are_synthesized_too() {
+    let s = reference();
+    let mut r = DecisionRequest::new(
+        action("resources/read"),
+        Kind::Resource.uid("docs/docs://new/thing"),
+    );
+    r.user = Some(Kind::User.uid("bob"));
+    r.application = Some(Kind::Application.uid("corpassist"));
+    r.server = Some(Kind::Server.uid("docs"));
+    assert!(decide(&s, &r).allow);
+    let mut r = DecisionRequest::new(action("prompts/get"), Kind::Prompt.uid("docs/new_prompt"));
+    r.user = Some(Kind::User.uid("bob"));
+    r.server = Some(Kind::Server.uid("docs"));
+    assert!(decide(&s, &r).allow);
+}
+
+#[test]
+fn unknown_action_is_a_deny() {
+    let s = reference();
+    let mut r = tool_call(Some("alice"), Some("corpassist"), "docs", "get_document");
+    r.action = action("tools/frobnicate");
+    let d = decide(&s, &r);
+    assert!(!d.allow);
+    assert!(d.reason.contains("unknown action"), "{}", d.reason);
+}
+
+#[test]
+fn resource_of_the_wrong_type_is_a_deny() {
+    let s = reference();
+    let mut r = tool_call(Some("alice"), Some("corpassist"), "docs", "get_document");
+    r.resource = Kind::Server.uid("docs");
+    let d = decide(&s, &r);
+    assert!(!d.allow);
+    assert!(d.evaluations.iter().all(|e| !e.errors.is_empty()), "{d:?}");
+}
+
+#[test]
+fn token_groups_become_parents_for_this_request_only() {
+    let s = reference();
+    let mut r = tool_call(Some("erin"), Some("corpassist"), "docs", "get_document");
+    assert!(!decide(&s, &r).allow);
+    r.entities.push(RequestEntity {
+        uid: Kind::User.uid("erin"),
+        parents: vec![Kind::Group.uid("engineering")],
+        attrs: Map::new(),
+    });
+    assert!(decide(&s, &r).allow);
+    // A known user keeps the groups of the entity data and gains the token's.
+    let mut r = tool_call(Some("bob"), Some("ops-console"), "projects", "update_issue");
+    assert!(!decide(&s, &r).allow);
+    r.entities.push(RequestEntity {
+        uid: Kind::User.uid("bob"),
+        parents: vec![Kind::Group.uid("project-ops")],
+        attrs: Map::new(),
+    });
+    assert!(decide(&s, &r).allow);
+    // The snapshot itself is unchanged.
+    assert!(
+        !decide(
+            &s,
+            &tool_call(Some("bob"), Some("ops-console"), "projects", "update_issue")
+        )
+        .allow
+    );
+}
+
+#[test]
+fn request_entity_data_that_violates_the_schema_is_a_deny() {
+    let s = reference();
+    let mut r = tool_call(Some("erin"), Some("corpassist"), "docs", "get_document");
+    r.entities.push(RequestEntity {
+        uid: Kind::User.uid("erin"),
+        parents: vec![Kind::Group.uid("engineering")],
+        attrs: [("department".to_owned(), json!(17))].into_iter().collect(),
+    });
+    let d = decide(&s, &r);
+    assert!(!d.allow);
+    assert!(d.reason.contains("does not fit the schema"), "{}", d.reason);
+}
+
+const TINY_SCHEMA: &str = r#"namespace Mcp {
+    entity User { level?: Long };
+    entity Application;
+    entity Server;
+    entity Tool in [Server];
+    action "tools/call" appliesTo { principal: [User, Application], resource: Tool, context: { n?: Long } };
+}"#;
+
+#[test]
+fn an_evaluation_error_is_a_deny_even_when_a_permit_matches() {
+    // The forbid fails at run time (overflow); the permit alone would allow.
+    let s = snapshot_from(&[
+        ("s.cedarschema", TINY_SCHEMA),
+        (
+            "p.cedar",
+            r#"@id("all") permit(principal, action, resource);
+               @id("overflow") forbid(principal, action, resource) when { context has n && context.n * 9223372036854775807 > 0 };"#,
+        ),
+    ]);
+    let mut r = DecisionRequest::new(action("tools/call"), Kind::Tool.uid("s/t"));
+    r.user = Some(Kind::User.uid("u"));
+    assert!(decide(&s, &r).allow);
+    r.context.insert("n".into(), json!(5));
+    let d = decide(&s, &r);
+    assert!(!d.allow, "{d:?}");
+    assert!(d.evaluations[0].errors[0].contains("overflow"), "{d:?}");
+}
+
+#[test]
+fn policy_ids_are_stable() {
+    let s = snapshot_from(&[
+        ("s.cedarschema", TINY_SCHEMA),
+        (
+            "p.cedar",
+            r#"permit(principal, action, resource) when { context has n && context.n == 1 };
+               @id("named") permit(principal, action, resource) when { context has n && context.n == 2 };
+               permit(principal, action, resource) when { context has n && context.n == 3 };"#,
+        ),
+    ]);
+    let mut r = DecisionRequest::new(action("tools/call"), Kind::Tool.uid("s/t"));
+    r.application = Some(Kind::Application.uid("a"));
+    let ids = |n: i64, r: &mut DecisionRequest| {
+        r.context.insert("n".into(), json!(n));
+        decide(&s, r).evaluations[0].policies.clone()
+    };
+    assert_eq!(ids(1, &mut r), vec!["p.cedar:0"]);
+    assert_eq!(ids(2, &mut r), vec!["named"]);
+    assert_eq!(ids(3, &mut r), vec!["p.cedar:2"]);
+}

@@ -1,0 +1,549 @@
+//! Reading a policy directory and building a validated [`Snapshot`] from it.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use cedar_policy::{
+    Entities, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+    schema_str_to_json_with_resolved_types,
+};
+
+use super::diagnostics::{Problem, Problems, Severity};
+use super::shape::{Shape, context_shapes};
+use super::{PolicyOrigin, Snapshot};
+
+/// The entity data file of a policy directory (at its top level).
+pub const ENTITIES_FILE: &str = "entities.json";
+/// Largest policy, schema or entity file read.
+pub const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
+/// Most files walked in a policy directory.
+const MAX_FILES: usize = 10_000;
+/// Deepest directory nesting walked.
+const MAX_DEPTH: usize = 16;
+/// Deepest bracket nesting accepted in a policy before Cedar parses it.
+const MAX_NESTING: usize = 200;
+
+/// The files of a policy directory, read into memory.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The directory they were read from.
+    pub dir: PathBuf,
+    /// Policy files: relative path and text, sorted by path.
+    pub policies: Vec<(String, String)>,
+    /// The schema file: relative path and text.
+    pub schema: (String, String),
+    /// The entity data file, if there is one.
+    pub entities: Option<(String, String)>,
+    /// A hash of every path and text above: equal fingerprints mean equal inputs.
+    pub fingerprint: u64,
+}
+
+/// Read every input file of a policy directory.
+pub fn read_sources(dir: &Path) -> Result<Sources, Problems> {
+    let mut problems = Vec::new();
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        Problems(vec![Problem::error(
+            None,
+            format!("cannot read policy directory `{}`: {e}", dir.display()),
+        )])
+    })?;
+    if !meta.is_dir() {
+        return Err(Problems(vec![Problem::error(
+            None,
+            format!("`{}` is not a directory", dir.display()),
+        )]));
+    }
+    let mut found = Vec::new();
+    let mut visited = HashSet::new();
+    walk(dir, dir, 0, &mut found, &mut visited, &mut problems);
+    found.sort();
+
+    let mut policies = Vec::new();
+    let mut schemas = Vec::new();
+    let mut entities = None;
+    for (rel, path) in found {
+        let is_policy = rel.ends_with(".cedar");
+        let is_schema = rel.ends_with(".cedarschema");
+        let is_entities = rel == ENTITIES_FILE;
+        if !(is_policy || is_schema || is_entities) {
+            continue;
+        }
+        let Some(text) = read_text(&path, &rel, &mut problems) else {
+            continue;
+        };
+        if is_policy {
+            policies.push((rel, text));
+        } else if is_schema {
+            schemas.push((rel, text));
+        } else {
+            entities = Some((rel, text));
+        }
+    }
+    let schema = match schemas.len() {
+        1 => schemas.pop(),
+        0 => {
+            if !problems.iter().any(|p: &Problem| {
+                p.file
+                    .as_deref()
+                    .is_some_and(|f| f.ends_with(".cedarschema"))
+            }) {
+                problems.push(
+                    Problem::error(
+                        None,
+                        format!("no `*.cedarschema` file in `{}`", dir.display()),
+                    )
+                    .with_help(Some(
+                        "a policy directory holds exactly one Cedar schema".into(),
+                    )),
+                );
+            }
+            None
+        }
+        _ => {
+            let names: Vec<_> = schemas.iter().map(|(r, _)| format!("`{r}`")).collect();
+            problems.push(
+                Problem::error(
+                    None,
+                    format!("more than one schema file: {}", names.join(", ")),
+                )
+                .with_help(Some(
+                    "a policy directory holds exactly one Cedar schema".into(),
+                )),
+            );
+            None
+        }
+    };
+    if policies.is_empty()
+        && !problems
+            .iter()
+            .any(|p| p.file.as_deref().is_some_and(|f| f.ends_with(".cedar")))
+    {
+        problems.push(
+            Problem::error(
+                None,
+                format!("no `*.cedar` policy files in `{}`", dir.display()),
+            )
+            .with_help(Some("mcp-authz never runs with an empty policy set".into())),
+        );
+    }
+    match schema {
+        Some(schema) if problems.is_empty() => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            policies.hash(&mut h);
+            schema.hash(&mut h);
+            entities.hash(&mut h);
+            Ok(Sources {
+                dir: dir.to_path_buf(),
+                policies,
+                schema,
+                entities,
+                fingerprint: h.finish(),
+            })
+        }
+        _ => Err(Problems(problems)),
+    }
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    found: &mut Vec<(String, PathBuf)>,
+    visited: &mut HashSet<PathBuf>,
+    problems: &mut Vec<Problem>,
+) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    // Follow directory symlinks, but never into a loop.
+    if let Ok(canon) = std::fs::canonicalize(dir)
+        && !visited.insert(canon)
+    {
+        return;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(Problem::error(
+                None,
+                format!("cannot read `{}`: {e}", dir.display()),
+            ));
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        // Hidden entries are skipped: editors' temporary files, and a Kubernetes
+        // ConfigMap's `..data` / `..<timestamp>` directories, whose files are also
+        // linked at the top level.
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue; // a dangling symlink, or a file removed while we read
+        };
+        if meta.is_dir() {
+            walk(root, &path, depth + 1, found, visited, problems);
+        } else if meta.is_file() {
+            if found.len() >= MAX_FILES {
+                problems.push(Problem::error(
+                    None,
+                    format!("more than {MAX_FILES} files under `{}`", root.display()),
+                ));
+                return;
+            }
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            found.push((rel, path));
+        }
+    }
+}
+
+fn read_text(path: &Path, rel: &str, problems: &mut Vec<Problem>) -> Option<String> {
+    let bytes = match std::fs::metadata(path) {
+        Ok(m) if m.len() > MAX_FILE_BYTES => {
+            problems.push(Problem::error(
+                Some(rel),
+                format!(
+                    "file is {} bytes, more than the limit of {MAX_FILE_BYTES}",
+                    m.len()
+                ),
+            ));
+            return None;
+        }
+        _ => match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                problems.push(Problem::error(Some(rel), format!("cannot read file: {e}")));
+                return None;
+            }
+        },
+    };
+    match String::from_utf8(bytes) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
+            let p = Problem::error(Some(rel), format!("file is not valid UTF-8 (byte {valid})"));
+            problems.push(p.at_offset(&lossy, prefix.len(), 1));
+            None
+        }
+    }
+}
+
+/// Build a validated snapshot from the sources of a policy directory.
+pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
+    let mut problems = Vec::new();
+    let (schema_rel, schema_text) = &sources.schema;
+    let schema = match Schema::from_cedarschema_str(schema_text) {
+        Ok((schema, warnings)) => {
+            for w in warnings {
+                problems.extend(Problem::from_diagnostic(
+                    &w,
+                    Some(schema_rel),
+                    Some(schema_text),
+                    Severity::Warning,
+                ));
+            }
+            Some(schema)
+        }
+        Err(e) => {
+            problems.extend(Problem::from_diagnostic(
+                &e,
+                Some(schema_rel),
+                Some(schema_text),
+                Severity::Error,
+            ));
+            None
+        }
+    };
+    let Some(schema) = schema else {
+        return Err(Problems(problems));
+    };
+    let shapes: HashMap<cedar_policy::EntityUid, Shape> =
+        match schema_str_to_json_with_resolved_types(schema_text) {
+            Ok((json, _)) => context_shapes(&json),
+            Err(e) => {
+                problems.extend(Problem::from_diagnostic(
+                    &e,
+                    Some(schema_rel),
+                    Some(schema_text),
+                    Severity::Error,
+                ));
+                return Err(Problems(problems));
+            }
+        };
+
+    let validator = Validator::new(schema.clone());
+    let mut policies = PolicySet::new();
+    let mut origins: HashMap<String, PolicyOrigin> = HashMap::new();
+    for (rel, text) in &sources.policies {
+        if let Some(p) = nesting_problem(rel, text) {
+            problems.push(p);
+            continue;
+        }
+        let parsed = match PolicySet::from_str(text) {
+            Ok(p) => p,
+            Err(e) => {
+                for err in e.iter() {
+                    problems.extend(Problem::from_diagnostic(
+                        err,
+                        Some(rel),
+                        Some(text),
+                        Severity::Error,
+                    ));
+                }
+                continue;
+            }
+        };
+        let result = validator.validate(&parsed, ValidationMode::Strict);
+        for err in result.validation_errors() {
+            problems.extend(Problem::from_diagnostic(
+                err,
+                Some(rel),
+                Some(text),
+                Severity::Error,
+            ));
+        }
+        for w in result.validation_warnings() {
+            problems.extend(Problem::from_diagnostic(
+                w,
+                Some(rel),
+                Some(text),
+                Severity::Warning,
+            ));
+        }
+        add_with_stable_ids(
+            rel,
+            text,
+            &parsed,
+            &mut policies,
+            &mut origins,
+            &mut problems,
+        );
+    }
+
+    let entities = match &sources.entities {
+        Some((rel, text)) => load_entities(rel, text, &schema, &mut problems),
+        None => schema
+            .action_entities()
+            .map_err(|e| {
+                problems.push(Problem::error(
+                    Some(schema_rel),
+                    format!("cannot build action entities: {e}"),
+                ));
+            })
+            .ok(),
+    };
+
+    if policies.is_empty() && !problems.iter().any(|p| p.severity == Severity::Error) {
+        problems.push(
+            Problem::error(None, "the policy files hold no policies")
+                .with_help(Some("mcp-authz never runs with an empty policy set".into())),
+        );
+    }
+    let problems = Problems(problems);
+    if problems.has_errors() {
+        return Err(problems);
+    }
+    let Some(entities) = entities else {
+        return Err(problems);
+    };
+    Ok(Snapshot {
+        generation,
+        dir: sources.dir.clone(),
+        policies,
+        schema,
+        entities,
+        context_shapes: shapes,
+        origins,
+        fingerprint: sources.fingerprint,
+        warnings: problems,
+        loaded_at: SystemTime::now(),
+        policy_files: sources.policies.len(),
+    })
+}
+
+/// Give each policy of one file its stable id (`@id("...")`, else `<file>:<index>`)
+/// and add it to the combined set; report duplicates with both places.
+fn add_with_stable_ids(
+    rel: &str,
+    text: &str,
+    parsed: &PolicySet,
+    set: &mut PolicySet,
+    origins: &mut HashMap<String, PolicyOrigin>,
+    problems: &mut Vec<Problem>,
+) {
+    // Cedar names a file's policies `policy0`, `policy1`, ... in source order,
+    // templates included.
+    let index_of = |id: &PolicyId| -> usize {
+        AsRef::<str>::as_ref(id)
+            .strip_prefix("policy")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(usize::MAX)
+    };
+    enum Item<'a> {
+        Policy(&'a cedar_policy::Policy),
+        Template(&'a cedar_policy::Template),
+    }
+    let mut items: Vec<(usize, Item<'_>)> = parsed
+        .policies()
+        .map(|p| (index_of(p.id()), Item::Policy(p)))
+        .chain(
+            parsed
+                .templates()
+                .map(|t| (index_of(t.id()), Item::Template(t))),
+        )
+        .collect();
+    items.sort_by_key(|(i, _)| *i);
+    let mut cursor = 0;
+    for (index, item) in items {
+        let (annotation, source) = match &item {
+            Item::Policy(p) => (p.annotation("id").map(str::to_owned), p.to_string()),
+            Item::Template(t) => (t.annotation("id").map(str::to_owned), t.to_string()),
+        };
+        // Where the policy starts, for messages: its text appears in order in the file.
+        let offset = text[cursor..]
+            .find(source.trim())
+            .map_or(cursor, |o| cursor + o);
+        cursor = offset.min(text.len());
+        let located = Problem::error(Some(rel), String::new()).at_offset(text, offset, 1);
+        let origin = PolicyOrigin {
+            file: rel.to_owned(),
+            line: located.line.unwrap_or(1),
+            column: located.column.unwrap_or(1),
+        };
+        let id = annotation.unwrap_or_else(|| format!("{rel}:{index}"));
+        if let Some(prev) = origins.get(&id) {
+            let p = Problem::error(
+                Some(rel),
+                format!(
+                    "duplicate policy id `{id}`: also used at {}:{}:{}",
+                    prev.file, prev.line, prev.column
+                ),
+            )
+            .at_offset(text, offset, 1)
+            .with_help(Some(
+                "policy ids (`@id(\"...\")`) must be unique across all policy files".into(),
+            ));
+            problems.push(p);
+            continue;
+        }
+        let new_id = PolicyId::new(id.clone());
+        let added = match item {
+            Item::Policy(p) => set.add(p.new_id(new_id)),
+            Item::Template(t) => set.add_template(t.new_id(new_id)),
+        };
+        if let Err(e) = added {
+            problems.push(
+                Problem::error(Some(rel), format!("cannot add policy `{id}`: {e}"))
+                    .at_offset(text, offset, 1),
+            );
+            continue;
+        }
+        origins.insert(id, origin);
+    }
+}
+
+fn load_entities(
+    rel: &str,
+    text: &str,
+    schema: &Schema,
+    problems: &mut Vec<Problem>,
+) -> Option<Entities> {
+    let json: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push(
+                Problem::error(Some(rel), format!("entity data is not valid JSON: {e}"))
+                    .at_line_col(text, e.line(), e.column()),
+            );
+            return None;
+        }
+    };
+    match Entities::from_json_value(json, Some(schema)) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            let mut p = Problem::error(Some(rel), e.to_string())
+                .with_help(miette::Diagnostic::help(&e).map(|h| h.to_string()));
+            if let Some(offset) = locate_entity(text, &e.to_string()) {
+                p = p.at_offset(text, offset, 1);
+            }
+            problems.push(p);
+            None
+        }
+    }
+}
+
+/// Find where the entity named in a Cedar entity error (`Type::"id"`) sits in the JSON text.
+fn locate_entity(text: &str, message: &str) -> Option<usize> {
+    let start = message.find("::\"")? + 3;
+    let rest = &message[start..];
+    let mut id = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => id.push(chars.next()?),
+            '"' => break,
+            c => id.push(c),
+        }
+    }
+    let needle = serde_json::to_string(&id).ok()?;
+    text.find(&needle)
+}
+
+/// Reject absurd bracket nesting before Cedar's recursive parser sees it.
+fn nesting_problem(rel: &str, text: &str) -> Option<Problem> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut in_comment = false;
+    let mut prev = '\0';
+    for (i, c) in text.char_indices() {
+        if in_comment {
+            if c == '\n' {
+                in_comment = false;
+            }
+        } else if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else {
+            match c {
+                '"' => in_string = true,
+                '/' if prev == '/' => in_comment = true,
+                '(' | '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Some(
+                            Problem::error(
+                                Some(rel),
+                                format!("brackets nested more than {MAX_NESTING} deep"),
+                            )
+                            .at_offset(text, i, 1),
+                        );
+                    }
+                }
+                ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        prev = if in_comment { '\0' } else { c };
+    }
+    None
+}

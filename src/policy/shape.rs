@@ -1,0 +1,336 @@
+//! The record shape of each action's context, read from the schema, so that the
+//! decision core can leave out what the schema does not declare (DESIGN: context
+//! contract). Types themselves are checked by Cedar's schema-based JSON parsing;
+//! this only knows which attributes exist, and where records and sets nest.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use cedar_policy::{EntityId, EntityTypeName, EntityUid};
+
+use serde_json::{Map, Value};
+
+/// Which attributes a context value may carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// A record: only these attributes are kept.
+    Record(HashMap<String, Shape>),
+    /// A set of values of the inner shape.
+    Set(Box<Shape>),
+    /// Anything else: kept as given.
+    Leaf(Leaf),
+}
+
+/// The declared type of a leaf, as far as a JSON value can be checked against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaf {
+    /// `String`.
+    String,
+    /// `Long`.
+    Long,
+    /// `Bool`.
+    Bool,
+    /// An entity type.
+    Entity,
+    /// An extension type (`ipaddr`, `decimal`, `datetime`, `duration`).
+    Extension,
+}
+
+impl Leaf {
+    fn describe(self) -> &'static str {
+        match self {
+            Leaf::String => "a String",
+            Leaf::Long => "a Long",
+            Leaf::Bool => "a Bool",
+            Leaf::Entity => "an entity",
+            Leaf::Extension => "an extension value",
+        }
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() => "an integer",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Shape {
+    /// Keep only the attributes this shape declares (recursively); values of another
+    /// JSON kind are kept as they are so that Cedar reports the type mismatch.
+    pub fn prune(&self, value: Value) -> Value {
+        match (self, value) {
+            (Shape::Record(attrs), Value::Object(obj)) => {
+                Value::Object(self.prune_object(attrs, obj))
+            }
+            (Shape::Set(inner), Value::Array(items)) => {
+                Value::Array(items.into_iter().map(|v| inner.prune(v)).collect())
+            }
+            (_, v) => v,
+        }
+    }
+
+    fn prune_object(
+        &self,
+        attrs: &HashMap<String, Shape>,
+        obj: Map<String, Value>,
+    ) -> Map<String, Value> {
+        // Entity references and extension values written with `__entity`/`__extn` are leaves.
+        if obj.contains_key("__entity") || obj.contains_key("__extn") {
+            return obj;
+        }
+        obj.into_iter()
+            .filter_map(|(k, v)| attrs.get(&k).map(|s| (k, s.prune(v))))
+            .collect()
+    }
+
+    /// The first place where `value` is of another kind than declared, as
+    /// `(path, expected, found)`; `None` if the kinds fit as far as JSON tells.
+    pub fn mismatch(&self, value: &Value) -> Option<(String, &'static str, &'static str)> {
+        self.mismatch_at(value, String::new())
+    }
+
+    fn mismatch_at(
+        &self,
+        value: &Value,
+        path: String,
+    ) -> Option<(String, &'static str, &'static str)> {
+        let join = |k: &str| {
+            if path.is_empty() {
+                k.to_owned()
+            } else {
+                format!("{path}.{k}")
+            }
+        };
+        match (self, value) {
+            (Shape::Record(attrs), Value::Object(obj)) => obj
+                .iter()
+                .find_map(|(k, v)| attrs.get(k).and_then(|s| s.mismatch_at(v, join(k)))),
+            (Shape::Record(_), v) => Some((path, "a record", json_kind(v))),
+            (Shape::Set(inner), Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| inner.mismatch_at(v, format!("{path}[{i}]"))),
+            (Shape::Set(_), v) => Some((path, "a Set", json_kind(v))),
+            (Shape::Leaf(leaf), v) => {
+                let fits = match leaf {
+                    Leaf::String => v.is_string(),
+                    Leaf::Long => v.is_i64(),
+                    Leaf::Bool => v.is_boolean(),
+                    Leaf::Entity => v.is_object(),
+                    Leaf::Extension => v.is_string() || v.is_object(),
+                };
+                (!fits).then(|| (path, leaf.describe(), json_kind(v)))
+            }
+        }
+    }
+
+    /// The attributes of a record shape.
+    pub fn attributes(&self) -> Option<&HashMap<String, Shape>> {
+        match self {
+            Shape::Record(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// Context shapes of every action of a schema, keyed by the action's uid.
+pub fn context_shapes(schema_json: &Value) -> HashMap<EntityUid, Shape> {
+    let mut out = HashMap::new();
+    let Some(namespaces) = schema_json.as_object() else {
+        return out;
+    };
+    let resolver = Resolver { schema: namespaces };
+    for (ns, body) in namespaces {
+        let Some(actions) = body.get("actions").and_then(Value::as_object) else {
+            continue;
+        };
+        for (name, action) in actions {
+            let shape = action
+                .get("appliesTo")
+                .and_then(|a| a.get("context"))
+                .map_or_else(
+                    || Shape::Record(HashMap::new()),
+                    |t| resolver.shape(ns, t, 0),
+                );
+            let action_type = if ns.is_empty() {
+                "Action".to_owned()
+            } else {
+                format!("{ns}::Action")
+            };
+            let Ok(type_name) = EntityTypeName::from_str(&action_type) else {
+                continue;
+            };
+            out.insert(
+                EntityUid::from_type_name_and_id(type_name, EntityId::new(name)),
+                shape,
+            );
+        }
+    }
+    out
+}
+
+struct Resolver<'a> {
+    schema: &'a Map<String, Value>,
+}
+
+impl Resolver<'_> {
+    fn shape(&self, ns: &str, ty: &Value, depth: usize) -> Shape {
+        // Cedar rejects cyclic common types; the bound only guards against surprises.
+        if depth > 64 {
+            return Shape::Leaf(Leaf::Extension);
+        }
+        let Some(kind) = ty.get("type").and_then(Value::as_str) else {
+            return Shape::Leaf(Leaf::Extension);
+        };
+        match kind {
+            "Record" => {
+                let attrs = ty
+                    .get("attributes")
+                    .and_then(Value::as_object)
+                    .map(|attrs| {
+                        attrs
+                            .iter()
+                            .map(|(k, v)| (k.clone(), self.shape(ns, v, depth + 1)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Shape::Record(attrs)
+            }
+            "Set" => Shape::Set(Box::new(
+                ty.get("element").map_or(Shape::Leaf(Leaf::Extension), |e| {
+                    self.shape(ns, e, depth + 1)
+                }),
+            )),
+            "String" => Shape::Leaf(Leaf::String),
+            "Long" => Shape::Leaf(Leaf::Long),
+            "Boolean" | "Bool" => Shape::Leaf(Leaf::Bool),
+            "Entity" => Shape::Leaf(Leaf::Entity),
+            "Extension" => Shape::Leaf(Leaf::Extension),
+            "EntityOrCommon" => match ty.get("name").and_then(Value::as_str) {
+                Some(name) => self.common(ns, name, depth),
+                None => Shape::Leaf(Leaf::Entity),
+            },
+            other => self.common(ns, other, depth),
+        }
+    }
+
+    fn common(&self, ns: &str, name: &str, depth: usize) -> Shape {
+        let (target_ns, local) = match name.rsplit_once("::") {
+            Some((n, l)) => (n, l),
+            None => (ns, name),
+        };
+        let lookup = |n: &str| {
+            self.schema
+                .get(n)
+                .and_then(|b| b.get("commonTypes"))
+                .and_then(|c| c.get(local))
+        };
+        let found = lookup(target_ns).or_else(|| {
+            if name.contains("::") {
+                None
+            } else {
+                lookup("")
+            }
+        });
+        match found {
+            Some(t) => self.shape(target_ns, t, depth + 1),
+            // Not a common type: an extension type such as `ipaddr`, or an entity type.
+            None if matches!(local, "ipaddr" | "decimal" | "datetime" | "duration") => {
+                Shape::Leaf(Leaf::Extension)
+            }
+            None => Shape::Leaf(Leaf::Entity),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn shapes(src: &str) -> HashMap<String, Shape> {
+        let (json, _) = cedar_policy::schema_str_to_json_with_resolved_types(src).expect("schema");
+        context_shapes(&json)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    #[test]
+    fn resolves_common_types_and_prunes_undeclared_attributes() {
+        let s = shapes(
+            r#"namespace Mcp {
+                entity User; entity Tool;
+                type Args = { path?: String, tags?: Set<{ name: String }> };
+                action "tools/call" appliesTo { principal: User, resource: Tool, context: { arguments?: Args, user?: User } };
+            }"#,
+        );
+        let shape = &s[r#"Mcp::Action::"tools/call""#];
+        let pruned = shape.prune(json!({
+            "arguments": { "path": "/a", "extra": 1, "tags": [{ "name": "x", "junk": true }] },
+            "user": { "__entity": { "type": "Mcp::User", "id": "u" } },
+            "undeclared": "dropped"
+        }));
+        assert_eq!(
+            pruned,
+            json!({
+                "arguments": { "path": "/a", "tags": [{ "name": "x" }] },
+                "user": { "__entity": { "type": "Mcp::User", "id": "u" } }
+            })
+        );
+    }
+
+    #[test]
+    fn action_without_context_has_an_empty_record() {
+        let s = shapes(r#"entity U; action "a" appliesTo { principal: U, resource: U };"#);
+        assert_eq!(s[r#"Action::"a""#].prune(json!({ "x": 1 })), json!({}));
+    }
+
+    #[test]
+    fn mismatches_are_named_by_path() {
+        let s = shapes(
+            r#"entity U; action "a" appliesTo { principal: U, resource: U,
+                context: { args?: { path?: String, n?: Long, tags?: Set<String> }, ip?: ipaddr, who?: U } };"#,
+        );
+        let shape = &s[r#"Action::"a""#];
+        assert_eq!(
+            shape.mismatch(
+                &json!({ "args": { "path": "/x", "n": 3, "tags": ["a"] }, "ip": "10.0.0.1" })
+            ),
+            None
+        );
+        assert_eq!(
+            shape.mismatch(&json!({ "args": { "path": 42 } })),
+            Some(("args.path".into(), "a String", "an integer"))
+        );
+        assert_eq!(
+            shape.mismatch(&json!({ "args": { "n": "3" } })),
+            Some(("args.n".into(), "a Long", "a string"))
+        );
+        assert_eq!(
+            shape.mismatch(&json!({ "args": { "tags": ["a", 1] } })),
+            Some(("args.tags[1]".into(), "a String", "an integer"))
+        );
+        assert_eq!(
+            shape.mismatch(&json!({ "ip": true })),
+            Some(("ip".into(), "an extension value", "a boolean"))
+        );
+    }
+
+    #[test]
+    fn wrong_kinds_are_kept_for_cedar_to_reject() {
+        let s = shapes(
+            r#"entity U; action "a" appliesTo { principal: U, resource: U, context: { r?: { x?: Long } } };"#,
+        );
+        assert_eq!(
+            s[r#"Action::"a""#].prune(json!({ "r": 42 })),
+            json!({ "r": 42 })
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! The current snapshot, swapped atomically when the directory changes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use super::{Problems, Snapshot, build_with_big_stack, read_sources};
+
+/// How the last reload attempts went.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// False when the last attempt failed: the store still serves its last good
+    /// snapshot, which no longer matches the files.
+    pub in_sync: bool,
+    /// The problems of the last failed attempt, one line each.
+    pub last_errors: Vec<String>,
+    /// Reloads that swapped in a new snapshot.
+    pub successes: u64,
+    /// Reloads that were rejected.
+    pub failures: u64,
+    /// When the last attempt ended.
+    pub last_attempt: Option<SystemTime>,
+}
+
+/// What one reload did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    /// A new snapshot serves from now on.
+    Reloaded {
+        /// Its generation.
+        generation: u64,
+    },
+    /// The files are what the current snapshot was built from.
+    Unchanged,
+    /// The new files are invalid; the last good snapshot still serves.
+    Failed(Problems),
+}
+
+/// Holds the current [`Snapshot`]. Reading it is one atomic load; a reload builds
+/// the next snapshot aside and swaps it in, so decisions in flight finish on the
+/// snapshot they started with.
+#[derive(Debug)]
+pub struct PolicyStore {
+    dir: PathBuf,
+    current: ArcSwap<Snapshot>,
+    status: Mutex<ReloadStatus>,
+    reloading: Mutex<()>,
+}
+
+impl PolicyStore {
+    /// Load the directory; fails with its problems if it is not valid, so that
+    /// the service never starts without policies.
+    pub fn open(dir: &Path) -> Result<Self, Problems> {
+        let snapshot = Snapshot::load(dir, 1)?;
+        for w in snapshot.warnings.one_line_each() {
+            tracing::warn!(warning = %w, "policy warning");
+        }
+        Ok(Self::from_snapshot(snapshot))
+    }
+
+    /// A store serving `snapshot`, reloading from its directory.
+    pub fn from_snapshot(snapshot: Snapshot) -> Self {
+        Self {
+            dir: snapshot.dir.clone(),
+            current: ArcSwap::from_pointee(snapshot),
+            status: Mutex::new(ReloadStatus {
+                in_sync: true,
+                ..ReloadStatus::default()
+            }),
+            reloading: Mutex::new(()),
+        }
+    }
+
+    /// The policy directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The snapshot serving now. Hold the `Arc` for the whole decision.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// How reloads went so far.
+    pub fn status(&self) -> ReloadStatus {
+        lock(&self.status).clone()
+    }
+
+    /// Read the directory again and swap in the result if it is valid and
+    /// differs from what serves now (or always, with `force`). An invalid
+    /// directory keeps the last good snapshot and logs every problem.
+    pub fn reload(&self, force: bool) -> ReloadOutcome {
+        let _one_at_a_time = lock(&self.reloading);
+        let current = self.snapshot();
+        let result = read_sources(&self.dir).and_then(|sources| {
+            if !force && sources.fingerprint == current.fingerprint {
+                return Ok(None);
+            }
+            build_with_big_stack(&sources, current.generation + 1).map(Some)
+        });
+        let mut status = lock(&self.status);
+        status.last_attempt = Some(SystemTime::now());
+        match result {
+            Ok(None) => {
+                status.in_sync = true;
+                status.last_errors.clear();
+                ReloadOutcome::Unchanged
+            }
+            Ok(Some(next)) => {
+                let generation = next.generation;
+                for w in next.warnings.one_line_each() {
+                    tracing::warn!(warning = %w, "policy warning");
+                }
+                tracing::info!(
+                    generation,
+                    policies = next.policy_count(),
+                    files = next.policy_files,
+                    "policies reloaded"
+                );
+                self.current.store(Arc::new(next));
+                status.in_sync = true;
+                status.last_errors.clear();
+                status.successes += 1;
+                ReloadOutcome::Reloaded { generation }
+            }
+            Err(problems) => {
+                let lines = problems.one_line_each();
+                for line in &lines {
+                    tracing::error!(problem = %line, "policy reload rejected");
+                }
+                tracing::error!(
+                    generation = current.generation,
+                    errors = problems.errors().count(),
+                    "invalid policy change: still serving the last good policies"
+                );
+                status.in_sync = false;
+                status.last_errors = lines;
+                status.failures += 1;
+                ReloadOutcome::Failed(problems)
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
