@@ -4,6 +4,10 @@
 //! translates its wire format into a [`authz::DecisionRequest`] and asks the one
 //! decision core ([`authz`]) for a [`authz::Decision`].
 
+pub mod api;
 pub mod authz;
+pub mod cli;
+pub mod config;
 pub mod mcp;
 pub mod policy;
+pub mod telemetry;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `mcp-authz` command.
+
+fn main() -> std::process::ExitCode {
+    mcp_authz::cli::main()
+}

@@ -105,6 +105,62 @@ pub fn qualified_id(server: &str, name: &str) -> String {
     format!("{server}/{name}")
 }
 
+/// The resource entity and its server for an MCP `method`, from how a person
+/// names it: `server/name` for a tool, resource (`server/uri`) or prompt, the
+/// server id for methods on a server, or a full Cedar uid. `server` qualifies a
+/// bare name.
+pub fn resource_for(
+    method: &str,
+    resource: &str,
+    server: Option<&str>,
+) -> Result<(EntityUid, Option<EntityUid>), String> {
+    if resource.contains("::\"") {
+        let uid = EntityUid::from_str(resource)
+            .map_err(|e| format!("`{resource}` is not an entity uid: {e}"))?;
+        let id = uid.id().unescaped().to_owned();
+        let server = match server {
+            Some(s) => Some(s.to_owned()),
+            None if uid.type_name() == Kind::Server.type_name() => Some(id),
+            None if [Kind::Tool, Kind::Resource, Kind::Prompt]
+                .iter()
+                .any(|k| k.type_name() == uid.type_name()) =>
+            {
+                id.split_once('/').map(|(s, _)| s.to_owned())
+            }
+            None => None,
+        };
+        return Ok((uid, server.map(|s| Kind::Server.uid(&s))));
+    }
+    let target = target_of(method);
+    if target == Target::Server {
+        if let Some(s) = server
+            && s != resource
+        {
+            return Err(format!(
+                "`{method}` acts on a server: `{resource}` and `--server {s}` disagree"
+            ));
+        }
+        let uid = Kind::Server.uid(resource);
+        return Ok((uid.clone(), Some(uid)));
+    }
+    let (server, name) = match server {
+        Some(s) => (
+            s,
+            resource.strip_prefix(&format!("{s}/")).unwrap_or(resource),
+        ),
+        None => resource.split_once('/').ok_or_else(|| {
+            format!("`{resource}` names no server: write `server/name`, or give the server")
+        })?,
+    };
+    if server.is_empty() || name.is_empty() {
+        return Err(format!("`{resource}` is not of the form `server/name`"));
+    }
+    Ok((
+        target.kind().uid(&qualified_id(server, name)),
+        Some(Kind::Server.uid(server)),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +175,48 @@ mod tests {
             action("tools/call").to_string(),
             r#"Mcp::Action::"tools/call""#
         );
+    }
+
+    #[test]
+    fn resources_are_named_as_people_write_them() {
+        let r = |m, res, s| {
+            resource_for(m, res, s).map(|(u, s)| (u.to_string(), s.map(|s| s.to_string())))
+        };
+        let docs = Some(r#"Mcp::Server::"docs""#.to_owned());
+        assert_eq!(
+            r("tools/call", "docs/get_document", None),
+            Ok((r#"Mcp::Tool::"docs/get_document""#.into(), docs.clone()))
+        );
+        assert_eq!(
+            r("tools/call", "get_document", Some("docs")),
+            Ok((r#"Mcp::Tool::"docs/get_document""#.into(), docs.clone()))
+        );
+        assert_eq!(
+            r("resources/read", "docs/docs://titan/q1", None),
+            Ok((
+                r#"Mcp::Resource::"docs/docs://titan/q1""#.into(),
+                docs.clone()
+            ))
+        );
+        assert_eq!(
+            r("resources/read", "docs://titan/q1", Some("docs")),
+            Ok((
+                r#"Mcp::Resource::"docs/docs://titan/q1""#.into(),
+                docs.clone()
+            ))
+        );
+        assert_eq!(
+            r("tools/list", "docs", None),
+            Ok((r#"Mcp::Server::"docs""#.into(), docs.clone()))
+        );
+        assert_eq!(
+            r("prompts/get", r#"Mcp::Prompt::"docs/p""#, None),
+            Ok((r#"Mcp::Prompt::"docs/p""#.into(), docs))
+        );
+        assert!(r("tools/call", "get_document", None).is_err());
+        assert!(r("tools/call", "/x", None).is_err());
+        assert!(r("tools/list", "docs", Some("projects")).is_err());
+        assert!(r("tools/call", r#"Mcp::Tool::"unterminated"#, None).is_err());
     }
 
     #[test]

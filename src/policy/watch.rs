@@ -7,7 +7,7 @@
 //! set up again; a periodic check of the files' fingerprint catches anything a
 //! watch could still miss.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,8 +103,8 @@ async fn watch_loop(store: Arc<PolicyStore>, options: WatchOptions) {
     }
 }
 
-fn arm(dir: &PathBuf, tx: mpsc::Sender<Signal>) -> Option<RecommendedWatcher> {
-    let root = dir.clone();
+fn arm(dir: &Path, tx: mpsc::Sender<Signal>) -> Option<RecommendedWatcher> {
+    let root = dir.to_path_buf();
     let handler = move |res: notify::Result<notify::Event>| {
         let signal = match res {
             Ok(event) => {

@@ -1,0 +1,176 @@
+//! `mcp-authz check`: decide one request and explain it.
+
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use cedar_policy::EntityUid;
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::{CommonArgs, EXIT_DENY, EXIT_ERROR, load_config, report_problems};
+use crate::authz::{Decision, DecisionRequest, Role, decide};
+use crate::config::Overrides;
+use crate::mcp::{self, Kind};
+use crate::policy::Snapshot;
+
+/// `check` arguments.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 allow, 1 deny, 2 bad input, configuration or policies.
+
+Examples:
+  mcp-authz check --action tools/call --resource docs/get_document --user alice --app corpassist
+  mcp-authz check --action tools/call --resource docs/search_documents --user alice --app corpassist \\
+      --context '{\"arguments\": {\"query\": \"titan\", \"max_results\": 500}}' --json"
+)]
+pub struct CheckArgs {
+    /// The MCP method, e.g. `tools/call` (or a full Cedar action uid)
+    #[arg(long, value_name = "ACTION")]
+    action: String,
+    /// What is used: `server/tool` for a tool, `server/uri` for a resource,
+    /// `server/prompt` for a prompt, the server id for methods on a server,
+    /// or a full Cedar uid
+    #[arg(long, value_name = "RESOURCE")]
+    resource: String,
+    /// The end user's id (`Mcp::User`)
+    #[arg(long, value_name = "ID")]
+    user: Option<String>,
+    /// The calling application's id (`Mcp::Application`)
+    #[arg(long = "app", value_name = "ID")]
+    application: Option<String>,
+    /// The MCP server id, when RESOURCE does not name it
+    #[arg(long, value_name = "ID")]
+    server: Option<String>,
+    /// A bearer token (JWT) to verify; its user, application, groups and scopes are used
+    #[arg(long, value_name = "JWT")]
+    token: Option<String>,
+    /// Context attributes as a JSON object, e.g. `{"arguments": {"document_id": "x"}}`
+    #[arg(long, value_name = "JSON")]
+    context: Option<String>,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+pub(super) fn run(args: &CheckArgs) -> ExitCode {
+    match run_inner(args) {
+        Ok(code) => code,
+        Err(code) => code,
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_ERROR)
+}
+
+fn run_inner(args: &CheckArgs) -> Result<ExitCode, ExitCode> {
+    let config = load_config(&args.common, Overrides::default())?;
+    crate::telemetry::init(config.log_format, "warn");
+    let request = build_request(args).map_err(fail)?;
+    let snapshot = Snapshot::load(&config.policies, 1).map_err(|problems| {
+        report_problems(&config.policies, &problems);
+        ExitCode::from(EXIT_ERROR)
+    })?;
+    let decision = decide(&snapshot, &request);
+    if args.json {
+        println!("{}", to_json(&decision, &request, &snapshot));
+    } else {
+        print!("{}", explain(&decision, &request, &snapshot));
+    }
+    Ok(if decision.allow {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DENY)
+    })
+}
+
+fn build_request(args: &CheckArgs) -> Result<DecisionRequest, String> {
+    let (action, method) = if args.action.contains("::\"") {
+        let uid = EntityUid::from_str(&args.action)
+            .map_err(|e| format!("`{}` is not an action uid: {e}", args.action))?;
+        let method = uid.id().unescaped().to_owned();
+        (uid, method)
+    } else {
+        (mcp::action(&args.action), args.action.clone())
+    };
+    let (resource, server) = mcp::resource_for(&method, &args.resource, args.server.as_deref())?;
+    let mut request = DecisionRequest::new(action, resource);
+    request.server = server;
+    request.user = args.user.as_deref().map(|u| Kind::User.uid(u));
+    request.application = args
+        .application
+        .as_deref()
+        .map(|a| Kind::Application.uid(a));
+    if let Some(text) = &args.context {
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => request.context = map,
+            Ok(_) => return Err("`--context` must be a JSON object".into()),
+            Err(e) => return Err(format!("`--context` is not valid JSON: {e}")),
+        }
+    }
+    if args.token.is_some() {
+        return Err(
+            "`--token` needs token verification, which this build does not have yet".into(),
+        );
+    }
+    Ok(request)
+}
+
+fn origin(snapshot: &Snapshot, id: &str) -> String {
+    match snapshot.origins.get(id) {
+        Some(o) => format!("{id} ({}:{})", o.file, o.line),
+        None => id.to_owned(),
+    }
+}
+
+fn explain(decision: &Decision, request: &DecisionRequest, snapshot: &Snapshot) -> String {
+    let mut out = format!(
+        "{}: {} on {}\n",
+        decision.verdict().to_uppercase(),
+        request.action,
+        request.resource
+    );
+    for e in &decision.evaluations {
+        let role = match e.role {
+            Role::User => "user",
+            Role::Application => "application",
+        };
+        let verdict = if e.allow { "allow" } else { "deny" };
+        out.push_str(&format!("  {role:<11} {}: {verdict}\n", e.principal));
+        for p in &e.policies {
+            let how = if e.allow {
+                "permitted by"
+            } else {
+                "forbidden by"
+            };
+            out.push_str(&format!("      {how} {}\n", origin(snapshot, p)));
+        }
+        if !e.allow && e.policies.is_empty() && e.errors.is_empty() {
+            out.push_str("      no policy permits it\n");
+        }
+        for err in &e.errors {
+            out.push_str(&format!("      error: {err}\n"));
+        }
+    }
+    if !decision.allow {
+        out.push_str(&format!("  reason: {}\n", decision.reason));
+    }
+    out
+}
+
+fn to_json(decision: &Decision, request: &DecisionRequest, snapshot: &Snapshot) -> Value {
+    json!({
+        "decision": decision.verdict(),
+        "reason": decision.reason,
+        "action": request.action.to_string(),
+        "resource": request.resource.to_string(),
+        "user": request.user.as_ref().map(ToString::to_string),
+        "application": request.application.as_ref().map(ToString::to_string),
+        "evaluations": decision.evaluations,
+        "generation": decision.generation,
+        "policies": snapshot.policy_count(),
+    })
+}

@@ -1,0 +1,137 @@
+//! The command line: `serve`, `validate`, `check`.
+
+mod check;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, LogFormat, Overrides};
+use crate::policy::{Problems, Snapshot};
+
+/// Exit code of `check` for a deny.
+pub const EXIT_DENY: u8 = 1;
+/// Exit code for bad usage, configuration or policies.
+pub const EXIT_ERROR: u8 = 2;
+
+/// mcp-authz: Cedar policy decisions for the MCP mesh.
+///
+/// May this user, through this application, use this MCP tool, resource or
+/// prompt? mcp-authz answers from Cedar policies kept in a directory.
+#[derive(Debug, Parser)]
+#[command(name = "mcp-authz", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the decision service on a policy directory, reloading it when it changes.
+    Serve(ServeArgs),
+    /// Check a policy directory: parse, validate against its schema, report problems.
+    Validate(ValidateArgs),
+    /// Decide one request from the command line and explain the decision.
+    Check(check::CheckArgs),
+}
+
+/// Settings shared by `serve` and `check`.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// Configuration file (TOML). Environment variables `MCP_AUTHZ_*` override it,
+    /// flags override both.
+    #[arg(long, value_name = "FILE", env = crate::config::CONFIG_ENV)]
+    pub config: Option<PathBuf>,
+    /// Policy directory [default: ./policies]
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+}
+
+/// `serve` arguments.
+#[derive(Debug, Args)]
+#[command(after_help = ENV_HELP)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// gRPC listen address (our API, Envoy ext_authz, health) [default: 127.0.0.1:9191]
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<String>,
+    /// HTTP listen address (AuthZEN, health, metrics) [default: 127.0.0.1:8181]
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
+    /// Separate listen address for health and policy status (optional)
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
+    /// Log format [default: text]
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+const ENV_HELP: &str = "Environment (overrides the config file, overridden by flags):
+  MCP_AUTHZ_CONFIG, MCP_AUTHZ_POLICIES, MCP_AUTHZ_GRPC_LISTEN, MCP_AUTHZ_HTTP_LISTEN,
+  MCP_AUTHZ_ADMIN_LISTEN, MCP_AUTHZ_LOG_FORMAT, MCP_AUTHZ_LOG_LEVEL,
+  MCP_AUTHZ_RELOAD_DEBOUNCE_MS, MCP_AUTHZ_RELOAD_POLL_INTERVAL_SECS,
+  MCP_AUTHZ_ENVOY_DEFAULT_SERVER; RUST_LOG sets the log filter.
+Send SIGHUP to reload the policies at once.";
+
+/// `validate` arguments.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Policy directory
+    #[arg(value_name = "DIR", default_value = "policies")]
+    dir: PathBuf,
+}
+
+/// Parse the command line and run it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Validate(args) => validate(&args),
+        Command::Check(args) => check::run(&args),
+    }
+}
+
+fn validate(args: &ValidateArgs) -> ExitCode {
+    match Snapshot::load(&args.dir, 1) {
+        Ok(snapshot) => {
+            eprint!("{}", snapshot.warnings);
+            println!(
+                "ok: {} policies in {} files, validated against the schema in `{}`",
+                snapshot.policy_count(),
+                snapshot.policy_files,
+                args.dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            report_problems(&args.dir, &problems);
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Print the problems of a policy directory, and a summary line, to stderr.
+pub fn report_problems(dir: &std::path::Path, problems: &Problems) {
+    eprint!("{problems}");
+    let errors = problems.errors().count();
+    eprintln!(
+        "error: `{}` is not a valid policy directory ({errors} error{})",
+        dir.display(),
+        if errors == 1 { "" } else { "s" }
+    );
+}
+
+/// Merge the configuration for a command, or print the one-line reason.
+fn load_config(common: &CommonArgs, overrides: Overrides) -> Result<Config, ExitCode> {
+    let overrides = Overrides {
+        policies: common.policies.clone(),
+        ..overrides
+    };
+    Config::load(common.config.as_deref(), &Config::process_env(), &overrides).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_ERROR)
+    })
+}

@@ -1,0 +1,445 @@
+//! Service configuration: a TOML file, overridden by `MCP_AUTHZ_*` environment
+//! variables, overridden by command-line flags — merged explicitly, in that order.
+//!
+//! Every problem is reported as one line naming the key, before any port is bound.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default policy directory.
+pub const DEFAULT_POLICIES: &str = "policies";
+/// Default gRPC listen address (our API, Envoy ext_authz, health, reflection).
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:9191";
+/// Default HTTP listen address (AuthZEN, HTTP ext_authz, health, metrics).
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8181";
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "MCP_AUTHZ_CONFIG";
+
+/// A configuration problem, in one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config file `{path}`: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("invalid config file `{path}`: {reason}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why, with the line.
+        reason: String,
+    },
+    /// A value is not acceptable.
+    #[error("invalid `{key}` (from {origin}): {reason}")]
+    Value {
+        /// The key, e.g. `http_listen`.
+        key: String,
+        /// Where the value came from: the file, an environment variable, a flag.
+        origin: String,
+        /// Why.
+        reason: String,
+    },
+    /// An `MCP_AUTHZ_*` environment variable that names no setting.
+    #[error("unknown environment variable `{0}` (see `mcp-authz serve --help` for the settings)")]
+    UnknownEnv(String),
+}
+
+/// Output format of the service's own log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `text` or `json`.
+    pub format: Option<LogFormat>,
+    /// A tracing filter such as `info` or `mcp_authz=debug` (`RUST_LOG` wins).
+    pub level: Option<String>,
+}
+
+/// The `[reload]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadFile {
+    /// Quiet time after a change before reloading, in milliseconds (default 250).
+    pub debounce_ms: Option<u64>,
+    /// Interval of the fallback check of the policy files, in seconds (default 5; 0 turns it off).
+    pub poll_interval_secs: Option<u64>,
+}
+
+/// The `[envoy]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvoyFile {
+    /// Server id when a route carries no `context_extensions.mcp_server`.
+    pub default_server: Option<String>,
+}
+
+/// The configuration file as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Policy directory (relative paths are relative to the config file).
+    pub policies: Option<PathBuf>,
+    /// gRPC listen address.
+    pub grpc_listen: Option<String>,
+    /// HTTP listen address.
+    pub http_listen: Option<String>,
+    /// Optional separate listen address for health and admin endpoints.
+    pub admin_listen: Option<String>,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogFile,
+    /// Policy reloading.
+    #[serde(default)]
+    pub reload: ReloadFile,
+    /// Envoy ext_authz settings.
+    #[serde(default)]
+    pub envoy: EnvoyFile,
+}
+
+/// Values given as command-line flags (highest precedence).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--policies`.
+    pub policies: Option<PathBuf>,
+    /// `--grpc-listen`.
+    pub grpc_listen: Option<String>,
+    /// `--http-listen`.
+    pub http_listen: Option<String>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+}
+
+/// The merged, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Policy directory.
+    pub policies: PathBuf,
+    /// gRPC listen address.
+    pub grpc_listen: SocketAddr,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// Separate health/admin listen address, if any.
+    pub admin_listen: Option<SocketAddr>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+    /// Reload debounce.
+    pub reload_debounce: Duration,
+    /// Fallback check interval (zero: off).
+    pub reload_poll_interval: Duration,
+    /// Envoy default server.
+    pub envoy_default_server: Option<String>,
+    /// Directory that relative paths of the config file are resolved against.
+    pub base_dir: PathBuf,
+}
+
+impl Config {
+    /// Read `file` (if any), apply `env` (the process environment, passed in so it
+    /// can be tested) and `flags`, and check the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        flags: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let (mut fc, base_dir, file_origin) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                let fc: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    reason: one_line(&e.to_string()),
+                })?;
+                let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                (fc, base, format!("config file `{}`", path.display()))
+            }
+            None => (FileConfig::default(), PathBuf::new(), String::new()),
+        };
+        // Paths written in the file are relative to the file.
+        if let Some(p) = &fc.policies
+            && p.is_relative()
+        {
+            fc.policies = Some(base_dir.join(p));
+        }
+        // Where each value came from, for messages: the file unless overridden.
+        let mut origins = BTreeMap::new();
+        apply_env(&mut fc, env, &mut origins)?;
+        apply_flags(&mut fc, flags, &mut origins);
+        let origin = |k: &str| {
+            origins.get(k).cloned().unwrap_or_else(|| {
+                if file_origin.is_empty() {
+                    "default".into()
+                } else {
+                    file_origin.clone()
+                }
+            })
+        };
+
+        let addr =
+            |key: &str, v: Option<&String>, default: &str| -> Result<SocketAddr, ConfigError> {
+                let text = v.map_or(default, String::as_str);
+                text.parse().map_err(|_| ConfigError::Value {
+                    key: key.into(),
+                    origin: origin(key),
+                    reason: format!("`{text}` is not an address such as `127.0.0.1:8181`"),
+                })
+            };
+        let grpc_listen = addr("grpc_listen", fc.grpc_listen.as_ref(), DEFAULT_GRPC_LISTEN)?;
+        let http_listen = addr("http_listen", fc.http_listen.as_ref(), DEFAULT_HTTP_LISTEN)?;
+        let admin_listen = match &fc.admin_listen {
+            Some(a) => Some(addr("admin_listen", Some(a), "")?),
+            None => None,
+        };
+        if grpc_listen == http_listen && grpc_listen.port() != 0 {
+            return Err(ConfigError::Value {
+                key: "http_listen".into(),
+                origin: origin("http_listen"),
+                reason: format!("`{http_listen}` is also the gRPC listen address"),
+            });
+        }
+        let policies = fc
+            .policies
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICIES));
+        if policies.as_os_str().is_empty() {
+            return Err(ConfigError::Value {
+                key: "policies".into(),
+                origin: origin("policies"),
+                reason: "empty path".into(),
+            });
+        }
+        if let Some(s) = &fc.envoy.default_server
+            && s.trim().is_empty()
+        {
+            return Err(ConfigError::Value {
+                key: "envoy.default_server".into(),
+                origin: origin("envoy.default_server"),
+                reason: "empty server id".into(),
+            });
+        }
+        Ok(Config {
+            policies,
+            grpc_listen,
+            http_listen,
+            admin_listen,
+            log_format: fc.log.format.unwrap_or_default(),
+            log_level: fc.log.level.clone().unwrap_or_else(|| "info".into()),
+            reload_debounce: Duration::from_millis(fc.reload.debounce_ms.unwrap_or(250)),
+            reload_poll_interval: Duration::from_secs(fc.reload.poll_interval_secs.unwrap_or(5)),
+            envoy_default_server: fc.envoy.default_server.clone(),
+            base_dir,
+        })
+    }
+
+    /// The process environment's `MCP_AUTHZ_*` variables.
+    pub fn process_env() -> BTreeMap<String, String> {
+        std::env::vars()
+            .filter(|(k, _)| k.starts_with("MCP_AUTHZ_"))
+            .collect()
+    }
+}
+
+/// The environment variables this configuration reads, with their keys.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("MCP_AUTHZ_POLICIES", "policies"),
+    ("MCP_AUTHZ_GRPC_LISTEN", "grpc_listen"),
+    ("MCP_AUTHZ_HTTP_LISTEN", "http_listen"),
+    ("MCP_AUTHZ_ADMIN_LISTEN", "admin_listen"),
+    ("MCP_AUTHZ_LOG_FORMAT", "log.format"),
+    ("MCP_AUTHZ_LOG_LEVEL", "log.level"),
+    ("MCP_AUTHZ_RELOAD_DEBOUNCE_MS", "reload.debounce_ms"),
+    (
+        "MCP_AUTHZ_RELOAD_POLL_INTERVAL_SECS",
+        "reload.poll_interval_secs",
+    ),
+    ("MCP_AUTHZ_ENVOY_DEFAULT_SERVER", "envoy.default_server"),
+];
+
+fn apply_env(
+    fc: &mut FileConfig,
+    env: &BTreeMap<String, String>,
+    origins: &mut BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        if !name.starts_with("MCP_AUTHZ_") || name == CONFIG_ENV {
+            continue;
+        }
+        let Some((_, key)) = ENV_KEYS.iter().find(|(n, _)| n == name) else {
+            return Err(ConfigError::UnknownEnv(name.clone()));
+        };
+        let origin = format!("environment variable `{name}`");
+        let number = |v: &str| -> Result<u64, ConfigError> {
+            v.trim().parse().map_err(|_| ConfigError::Value {
+                key: (*key).into(),
+                origin: origin.clone(),
+                reason: format!("`{v}` is not a whole number"),
+            })
+        };
+        match *key {
+            "policies" => fc.policies = Some(PathBuf::from(value)),
+            "grpc_listen" => fc.grpc_listen = Some(value.clone()),
+            "http_listen" => fc.http_listen = Some(value.clone()),
+            "admin_listen" => fc.admin_listen = Some(value.clone()),
+            "log.format" => {
+                fc.log.format = Some(match value.as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    other => {
+                        return Err(ConfigError::Value {
+                            key: (*key).into(),
+                            origin,
+                            reason: format!("`{other}` is not `text` or `json`"),
+                        });
+                    }
+                })
+            }
+            "log.level" => fc.log.level = Some(value.clone()),
+            "reload.debounce_ms" => fc.reload.debounce_ms = Some(number(value)?),
+            "reload.poll_interval_secs" => fc.reload.poll_interval_secs = Some(number(value)?),
+            "envoy.default_server" => fc.envoy.default_server = Some(value.clone()),
+            _ => return Err(ConfigError::UnknownEnv(name.clone())),
+        }
+        origins.insert((*key).into(), origin);
+    }
+    Ok(())
+}
+
+fn apply_flags(fc: &mut FileConfig, flags: &Overrides, origins: &mut BTreeMap<String, String>) {
+    let mut set = |key: &str, flag: &str| {
+        origins.insert(key.into(), format!("flag `--{flag}`"));
+    };
+    if let Some(p) = &flags.policies {
+        fc.policies = Some(p.clone());
+        set("policies", "policies");
+    }
+    if let Some(a) = &flags.grpc_listen {
+        fc.grpc_listen = Some(a.clone());
+        set("grpc_listen", "grpc-listen");
+    }
+    if let Some(a) = &flags.http_listen {
+        fc.http_listen = Some(a.clone());
+        set("http_listen", "http-listen");
+    }
+    if let Some(a) = &flags.admin_listen {
+        fc.admin_listen = Some(a.clone());
+        set("admin_listen", "admin-listen");
+    }
+    if let Some(f) = flags.log_format {
+        fc.log.format = Some(f);
+        set("log.format", "log-format");
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mcp-authz.toml");
+        std::fs::write(&path, text).expect("write");
+        (dir, path)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::load(None, &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!(c.policies, PathBuf::from("policies"));
+        assert_eq!(c.grpc_listen.to_string(), "127.0.0.1:9191");
+        assert_eq!(c.http_listen.to_string(), "127.0.0.1:8181");
+        assert_eq!(c.admin_listen, None);
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let (_d, path) = write(
+            "policies = \"p\"\nhttp_listen = \"127.0.0.1:1\"\ngrpc_listen = \"127.0.0.1:2\"\n[envoy]\ndefault_server = \"docs\"\n",
+        );
+        let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!(c.policies, path.parent().expect("dir").join("p"));
+        assert_eq!(c.http_listen.port(), 1);
+        assert_eq!(c.envoy_default_server.as_deref(), Some("docs"));
+        let e = env(&[
+            ("MCP_AUTHZ_HTTP_LISTEN", "127.0.0.1:3"),
+            ("MCP_AUTHZ_GRPC_LISTEN", "127.0.0.1:4"),
+        ]);
+        let c = Config::load(Some(&path), &e, &Overrides::default()).expect("config");
+        assert_eq!((c.http_listen.port(), c.grpc_listen.port()), (3, 4));
+        let flags = Overrides {
+            http_listen: Some("127.0.0.1:5".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(Some(&path), &e, &flags).expect("config");
+        assert_eq!((c.http_listen.port(), c.grpc_listen.port()), (5, 4));
+    }
+
+    #[test]
+    fn bad_values_name_key_and_origin_in_one_line() {
+        let e = env(&[("MCP_AUTHZ_HTTP_LISTEN", "nowhere")]);
+        let err = Config::load(None, &e, &Overrides::default())
+            .expect_err("bad")
+            .to_string();
+        assert!(
+            err.contains("`http_listen`") && err.contains("MCP_AUTHZ_HTTP_LISTEN"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+        let err = Config::load(
+            None,
+            &env(&[("MCP_AUTHZ_NOPE", "1")]),
+            &Overrides::default(),
+        )
+        .expect_err("unknown")
+        .to_string();
+        assert!(err.contains("MCP_AUTHZ_NOPE"), "{err}");
+        let (_d, path) = write("polices = \"typo\"\n");
+        let err = Config::load(Some(&path), &env(&[]), &Overrides::default())
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("polices") && !err.contains('\n'), "{err}");
+        let (_d, path) = write("http_listen = 5\n");
+        assert!(Config::load(Some(&path), &env(&[]), &Overrides::default()).is_err());
+        let err = Config::load(
+            Some(Path::new("/nonexistent/x.toml")),
+            &env(&[]),
+            &Overrides::default(),
+        )
+        .expect_err("missing")
+        .to_string();
+        assert!(err.contains("cannot read config file"), "{err}");
+    }
+}
