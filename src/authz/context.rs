@@ -5,7 +5,7 @@ use cedar_policy::{Context, EntityUid};
 use serde_json::{Map, Value};
 
 use super::{DecisionRequest, uid_json};
-use crate::policy::Snapshot;
+use crate::policy::{Snapshot, error_chain};
 
 /// The context for `request`: `application`, `user` and `server` where known,
 /// plus the request's other attributes, less whatever the schema does not declare
@@ -35,7 +35,7 @@ pub fn build_context(snapshot: &Snapshot, request: &DecisionRequest) -> Result<C
             format!(
                 "context does not fit the schema of {}: {}",
                 request.action,
-                flatten(&e)
+                error_chain(&e)
             )
         })?;
     // Values are not repeated in the reason: they may be sensitive.
@@ -49,18 +49,4 @@ fn entity_ref(uid: &EntityUid) -> Value {
     let mut m = Map::new();
     m.insert("__entity".into(), uid_json(uid));
     Value::Object(m)
-}
-
-fn flatten(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        source = inner.source();
-    }
-    s
 }

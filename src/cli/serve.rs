@@ -107,7 +107,7 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<tokio::net::TcpL
         .await
         .map_err(|e| format!("cannot listen for {what} on `{addr}`: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(listener = what, addr = %local, "listening");
+    tracing::info!(listener = %what, addr = %local, "listening");
     Ok(listener)
 }
 

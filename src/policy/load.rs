@@ -11,7 +11,7 @@ use cedar_policy::{
     schema_str_to_json_with_resolved_types,
 };
 
-use super::diagnostics::{Problem, Problems, Severity};
+use super::diagnostics::{Problem, Problems, Severity, error_chain};
 use super::shape::{Shape, context_shapes};
 use super::{PolicyOrigin, Snapshot};
 
@@ -25,6 +25,10 @@ const MAX_FILES: usize = 10_000;
 const MAX_DEPTH: usize = 16;
 /// Deepest bracket nesting accepted in a policy before Cedar parses it.
 const MAX_NESTING: usize = 200;
+/// Most operators accepted in one policy. A chain of binary operators nests as deep
+/// as it is long in Cedar's syntax tree, which is parsed, evaluated and dropped
+/// recursively; a legitimate policy stays far below this.
+const MAX_OPERATORS: usize = 2_000;
 
 /// The files of a policy directory, read into memory.
 #[derive(Debug, Clone)]
@@ -475,9 +479,10 @@ fn load_entities(
     match Entities::from_json_value(json, Some(schema)) {
         Ok(e) => Some(e),
         Err(e) => {
-            let mut p = Problem::error(Some(rel), e.to_string())
+            let message = error_chain(&e);
+            let mut p = Problem::error(Some(rel), message.clone())
                 .with_help(miette::Diagnostic::help(&e).map(|h| h.to_string()));
-            if let Some(offset) = locate_entity(text, &e.to_string()) {
+            if let Some(offset) = locate_entity(text, &message) {
                 p = p.at_offset(text, offset, 1);
             }
             problems.push(p);
@@ -503,9 +508,12 @@ fn locate_entity(text: &str, message: &str) -> Option<usize> {
     text.find(&needle)
 }
 
-/// Reject absurd bracket nesting before Cedar's recursive parser sees it.
+/// Reject absurd nesting (brackets, or long operator chains) before Cedar's
+/// recursive parser sees it.
 fn nesting_problem(rel: &str, text: &str) -> Option<Problem> {
     let mut depth = 0usize;
+    let mut operators = 0usize;
+    let mut policy_start = 0usize;
     let mut in_string = false;
     let mut escaped = false;
     let mut in_comment = false;
@@ -540,6 +548,26 @@ fn nesting_problem(rel: &str, text: &str) -> Option<Problem> {
                     }
                 }
                 ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                ';' if depth == 0 => {
+                    operators = 0;
+                    policy_start = i + 1;
+                }
+                // `&&`, `||`, comparisons, arithmetic, `.`: each counted once per character.
+                '&' | '|' | '+' | '-' | '*' | '<' | '>' | '=' | '!' | '.' => {
+                    operators += 1;
+                    if operators > MAX_OPERATORS * 2 {
+                        let start = policy_start + text[policy_start..].len()
+                            - text[policy_start..].trim_start().len();
+                        return Some(
+                            Problem::error(
+                                Some(rel),
+                                format!("policy has more than {MAX_OPERATORS} operators"),
+                            )
+                            .at_offset(text, start, 1)
+                            .with_help(Some("split the condition into several policies".into())),
+                        );
+                    }
+                }
                 _ => {}
             }
         }

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use cedar_policy::{Entities, PolicySet, Schema};
 
-pub use diagnostics::{Problem, Problems, Severity};
+pub use diagnostics::{Problem, Problems, Severity, error_chain};
 pub use load::{ENTITIES_FILE, MAX_FILE_BYTES, Sources, build, read_sources};
 pub use shape::{Leaf, Shape};
 pub use store::{PolicyStore, ReloadOutcome, ReloadStatus};

@@ -1,0 +1,228 @@
+//! Hot reload: the policy store and its watcher in-process, on real directories.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{copy_dir, copy_of_reference, poll, reference_policies};
+use mcp_authz::authz::{DecisionRequest, Engine};
+use mcp_authz::mcp::{Kind, action, qualified_id};
+use mcp_authz::policy::{PolicyStore, WatchOptions, spawn_watcher};
+
+const GRANT: &str = "@id(\"summarizer-gets-documents\")\npermit (principal == Mcp::Application::\"summarizer\", action == Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/get_document\");\n";
+
+fn summarizer_gets_document() -> DecisionRequest {
+    let mut r = DecisionRequest::new(
+        action("tools/call"),
+        Kind::Tool.uid(&qualified_id("docs", "get_document")),
+    );
+    r.user = Some(Kind::User.uid("bob"));
+    r.application = Some(Kind::Application.uid("summarizer"));
+    r.server = Some(Kind::Server.uid("docs"));
+    r
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn watch(dir: &Path, poll_interval: Duration) -> (tokio::runtime::Runtime, Engine) {
+    let rt = runtime();
+    let store = Arc::new(PolicyStore::open(dir).expect("valid policies"));
+    let engine = Engine::new(Arc::clone(&store));
+    let _guard = rt.enter();
+    spawn_watcher(
+        store,
+        WatchOptions {
+            debounce: Duration::from_millis(100),
+            poll_interval,
+        },
+    );
+    (rt, engine)
+}
+
+/// Write a file the way editors and deploy tools do: aside, then renamed into place.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+#[test]
+fn an_edit_flips_the_decision_within_two_seconds() {
+    let dir = copy_of_reference();
+    let (_rt, engine) = watch(dir.path(), Duration::ZERO);
+    let before = engine.decide(&summarizer_gets_document());
+    assert!(!before.allow);
+    let path = dir.path().join("applications.cedar");
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(&path, format!("{text}\n{GRANT}")).expect("write");
+    let after = poll(Duration::from_secs(2), || {
+        let d = engine.decide(&summarizer_gets_document());
+        d.allow.then_some(d)
+    })
+    .expect("the edit was not picked up within 2 s");
+    assert_eq!(after.generation, before.generation + 1);
+    assert!(
+        after.evaluations[1]
+            .policies
+            .contains(&"summarizer-gets-documents".to_owned())
+    );
+    // And back.
+    std::fs::write(&path, text).expect("write");
+    poll(Duration::from_secs(2), || {
+        (!engine.decide(&summarizer_gets_document()).allow).then_some(())
+    })
+    .expect("the revert was not picked up within 2 s");
+}
+
+#[test]
+fn a_broken_file_keeps_the_last_good_snapshot() {
+    let dir = copy_of_reference();
+    let (_rt, engine) = watch(dir.path(), Duration::ZERO);
+    std::fs::write(dir.path().join("grant.cedar"), GRANT).expect("write");
+    poll(Duration::from_secs(2), || {
+        engine
+            .decide(&summarizer_gets_document())
+            .allow
+            .then_some(())
+    })
+    .expect("grant picked up");
+    let good = engine.store().snapshot().generation;
+    // A broken edit: the grant loses its closing parenthesis.
+    replace(&dir.path().join("grant.cedar"), &GRANT.replace(");", ";"));
+    let status = poll(Duration::from_secs(2), || {
+        let s = engine.store().status();
+        (!s.in_sync).then_some(s)
+    })
+    .expect("the broken file was not noticed");
+    assert!(
+        status
+            .last_errors
+            .iter()
+            .any(|e| e.starts_with("grant.cedar:2:")),
+        "{:?}",
+        status.last_errors
+    );
+    assert_eq!(status.failures, 1);
+    // Still deciding on the last good snapshot.
+    let d = engine.decide(&summarizer_gets_document());
+    assert!(d.allow);
+    assert_eq!(d.generation, good);
+    // Fixing the file brings the store back in sync.
+    replace(&dir.path().join("grant.cedar"), GRANT);
+    poll(Duration::from_secs(2), || {
+        engine.store().status().in_sync.then_some(())
+    })
+    .expect("back in sync");
+    assert!(engine.decide(&summarizer_gets_document()).allow);
+}
+
+#[test]
+fn decisions_in_flight_finish_on_their_snapshot() {
+    let dir = copy_of_reference();
+    let store = PolicyStore::open(dir.path()).expect("valid");
+    let held = store.snapshot();
+    std::fs::write(dir.path().join("grant.cedar"), GRANT).expect("write");
+    assert!(matches!(
+        store.reload(false),
+        mcp_authz::policy::ReloadOutcome::Reloaded { generation: 2 }
+    ));
+    assert!(!mcp_authz::authz::decide(&held, &summarizer_gets_document()).allow);
+    assert!(mcp_authz::authz::decide(&store.snapshot(), &summarizer_gets_document()).allow);
+    // Unchanged files make no new generation; a forced reload does.
+    assert!(matches!(
+        store.reload(false),
+        mcp_authz::policy::ReloadOutcome::Unchanged
+    ));
+    assert!(matches!(
+        store.reload(true),
+        mcp_authz::policy::ReloadOutcome::Reloaded { generation: 3 }
+    ));
+}
+
+/// Lay out `dir` as Kubernetes mounts a ConfigMap: the files in a timestamped
+/// directory, `..data` linking to it, and top-level links through `..data`.
+#[cfg(unix)]
+fn configmap(dir: &Path, version: &str, files: &Path) {
+    use std::os::unix::fs::symlink;
+    let versioned = dir.join(format!("..{version}"));
+    std::fs::create_dir(&versioned).expect("mkdir");
+    copy_dir(files, &versioned);
+    let tmp = dir.join("..data_tmp");
+    symlink(format!("..{version}"), &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    for entry in std::fs::read_dir(&versioned).expect("read") {
+        let name = entry.expect("entry").file_name();
+        let link = dir.join(&name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            symlink(Path::new("..data").join(&name), &link).expect("symlink");
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_configmap_data_swap_is_picked_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    configmap(dir.path(), "2026_11_25_10_00_00.1", &reference_policies());
+    let (_rt, engine) = watch(dir.path(), Duration::ZERO);
+    assert!(!engine.decide(&summarizer_gets_document()).allow);
+    // The next version of the ConfigMap carries the grant in applications.cedar.
+    let next = copy_of_reference();
+    let path = next.path().join("applications.cedar");
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(&path, format!("{text}\n{GRANT}")).expect("write");
+    configmap(dir.path(), "2026_11_25_10_05_00.2", next.path());
+    std::fs::remove_dir_all(dir.path().join("..2026_11_25_10_00_00.1"))
+        .expect("remove old version");
+    let d = poll(Duration::from_secs(2), || {
+        let d = engine.decide(&summarizer_gets_document());
+        d.allow.then_some(d)
+    })
+    .expect("the ConfigMap swap was not picked up within 2 s");
+    assert_eq!(d.generation, 2);
+    // Hidden versioned directories are not read twice: the set has one more policy.
+    assert_eq!(engine.store().snapshot().policy_count(), 15);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_replaced_directory_is_watched_again() {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().expect("tempdir");
+    let v1 = root.path().join("v1");
+    let v2 = root.path().join("v2");
+    std::fs::create_dir(&v1).expect("mkdir");
+    std::fs::create_dir(&v2).expect("mkdir");
+    copy_dir(&reference_policies(), &v1);
+    copy_dir(&reference_policies(), &v2);
+    std::fs::write(v2.join("grant.cedar"), GRANT).expect("write");
+    let link = root.path().join("policies");
+    symlink(&v1, &link).expect("symlink");
+    let (_rt, engine) = watch(&link, Duration::from_millis(300));
+    assert!(!engine.decide(&summarizer_gets_document()).allow);
+    // Point the directory elsewhere: the old watch sees nothing of it.
+    let tmp = root.path().join("policies.tmp");
+    symlink(&v2, &tmp).expect("symlink");
+    std::fs::rename(&tmp, &link).expect("swap");
+    poll(Duration::from_secs(3), || {
+        engine
+            .decide(&summarizer_gets_document())
+            .allow
+            .then_some(())
+    })
+    .expect("the replaced directory was not picked up");
+    // The new directory is watched: an edit there is seen.
+    std::fs::remove_file(v2.join("grant.cedar")).expect("rm");
+    poll(Duration::from_secs(3), || {
+        (!engine.decide(&summarizer_gets_document()).allow).then_some(())
+    })
+    .expect("an edit in the new directory was not picked up");
+}
