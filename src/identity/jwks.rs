@@ -324,7 +324,9 @@ fn parse_key(jwk: RawJwk) -> Result<VerifyingKey, &'static str> {
     }
     // EC and Ed keys are decoded when a verifier is built: a point off the curve fails here.
     if matches!(kind, KeyKind::P256 | KeyKind::P384 | KeyKind::Ed25519)
-        && jsonwebtoken::crypto::verify("", b"", &key, algorithms[0]).is_err()
+        && algorithms
+            .first()
+            .is_none_or(|alg| jsonwebtoken::crypto::verify("", b"", &key, *alg).is_err())
     {
         return Err("public key is not valid");
     }
@@ -522,7 +524,11 @@ impl IssuerKeys {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
                 self.last_success.store(now, Ordering::Relaxed);
-                tracing::debug!(issuer = %issuer, cause = cause.as_str(), keys = count, "jwks refreshed");
+                if cause == RefreshCause::Startup {
+                    tracing::info!(issuer = %issuer, keys = count, "jwks loaded");
+                } else {
+                    tracing::debug!(issuer = %issuer, cause = cause.as_str(), keys = count, "jwks refreshed");
+                }
                 true
             }
             Err(error) => {

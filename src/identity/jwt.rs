@@ -302,7 +302,10 @@ impl TokenVerifier {
             .by_issuer
             .get(iss.as_str())
             .ok_or_else(|| AuthnError::WrongIssuer { issuer: shown(iss) })?;
-        let issuer = &self.issuers[index];
+        let issuer = self
+            .issuers
+            .get(index)
+            .ok_or_else(|| AuthnError::WrongIssuer { issuer: shown(iss) })?;
         let cfg = &issuer.cfg;
         if !cfg.algorithms.contains(&parsed.alg) {
             return Err(AuthnError::DisallowedAlgorithm {
@@ -469,6 +472,72 @@ mod tests {
             check_audience(&claims(json!({"aud": 1})), &auds, "i"),
             Err(AuthnError::InvalidClaim { .. })
         ));
+    }
+
+    mod cache {
+        use super::super::*;
+        use crate::identity::config::{IdentityConfig, IssuerConfig};
+        use jsonwebtoken::{EncodingKey, Header, jwk::Jwk};
+        use std::path::Path;
+
+        fn fixture_key() -> EncodingKey {
+            let path =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/identity/ec1.pem");
+            EncodingKey::from_ec_pem(&std::fs::read(path).unwrap()).unwrap()
+        }
+
+        fn verifier(dir: &Path) -> TokenVerifier {
+            let mut jwk = serde_json::to_value(
+                Jwk::from_encoding_key(&fixture_key(), Algorithm::ES256).unwrap(),
+            )
+            .unwrap();
+            jwk["kid"] = "k".into();
+            std::fs::write(
+                dir.join("jwks.json"),
+                serde_json::json!({"keys": [jwk]}).to_string(),
+            )
+            .unwrap();
+            let mut issuer = IssuerConfig::new("https://idp.test", vec!["aud".into()]);
+            issuer.algorithms = vec!["ES256".into()];
+            issuer.jwks_file = Some("jwks.json".into());
+            let mut config = IdentityConfig {
+                issuers: vec![issuer],
+                ..Default::default()
+            };
+            config.jwt.clock_skew_secs = 0;
+            let valid = config.check(dir).unwrap();
+            let keys = valid
+                .issuers
+                .into_iter()
+                .map(|cfg| {
+                    Arc::new(
+                        IssuerKeys::new(cfg, reqwest::Client::new(), Duration::from_secs(10))
+                            .unwrap(),
+                    )
+                })
+                .collect();
+            TokenVerifier::new(keys, 0, 16 * 1024, 100)
+        }
+
+        #[tokio::test]
+        async fn a_cached_token_is_not_used_at_or_after_its_exp() {
+            let dir = tempfile::tempdir().unwrap();
+            let verifier = verifier(dir.path());
+            let now = 1_900_000_000;
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = Some("k".into());
+            let claims = serde_json::json!({"iss": "https://idp.test", "aud": "aud", "exp": now + 60, "sub": "u"});
+            let token = jsonwebtoken::encode(&header, &claims, &fixture_key()).unwrap();
+
+            verifier.verify_at(&token, now).await.unwrap();
+            assert_eq!(verifier.cached_tokens(), 1);
+            verifier.verify_at(&token, now + 59).await.unwrap();
+            assert_eq!(
+                verifier.verify_at(&token, now + 60).await.unwrap_err(),
+                AuthnError::Expired
+            );
+            assert_eq!(verifier.cached_tokens(), 0, "the stale entry was dropped");
+        }
     }
 
     fn b64(s: &str) -> String {

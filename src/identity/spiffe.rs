@@ -104,7 +104,7 @@ impl SpiffeId {
         if path.is_empty() {
             return Err(SpiffeIdError::MissingPath);
         }
-        for segment in path[1..].split('/') {
+        for segment in path.strip_prefix('/').unwrap_or(path).split('/') {
             validate_segment(segment)?;
         }
         Ok(SpiffeId {
@@ -125,7 +125,7 @@ impl SpiffeId {
 
     /// The path segments, e.g. `["ns", "prod", "sa", "chatbot"]`.
     pub fn segments(&self) -> impl Iterator<Item = &str> {
-        self.path[1..].split('/')
+        self.path.strip_prefix('/').unwrap_or(&self.path).split('/')
     }
 }
 
@@ -206,7 +206,7 @@ impl SpiffeApplicationId {
                 _ => None,
             }
         };
-        let whole_path = || id.path()[1..].to_owned();
+        let whole_path = || id.path().strip_prefix('/').unwrap_or(id.path()).to_owned();
         match self {
             SpiffeApplicationId::K8sServiceAccount => k8s()
                 .map(|(_, name)| name.to_owned())
