@@ -10,8 +10,12 @@ use mcp_authz::identity::{AuthnError, IdentityConfig, IdentityInput, JwtSettings
 use serde_json::{Value, json};
 
 async fn url_resolver(server: &JwksServer, refresh_secs: u64, min_refresh_secs: u64) -> Resolver {
+    resolver_for(server.url(), refresh_secs, min_refresh_secs).await
+}
+
+async fn resolver_for(url: String, refresh_secs: u64, min_refresh_secs: u64) -> Resolver {
     let mut issuer = issuer_config();
-    issuer.jwks_url = Some(server.url());
+    issuer.jwks_url = Some(url);
     let config = IdentityConfig {
         issuers: vec![issuer],
         jwt: JwtSettings {
@@ -204,5 +208,23 @@ async fn a_bad_document_keeps_the_last_good_keys() {
     assert_eq!(
         (stats.refresh_successes, stats.refresh_failures, stats.keys),
         (1, 3, 1)
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_followed_but_never_down_to_plain_http() {
+    let k1 = TestKey::rsa(1, "k1");
+    let server = JwksServer::start(jwks(&[&k1])).await;
+    let resolver = resolver_for(server.url_for("/moved"), 3600, 3600).await;
+    assert!(resolver.jwks_ready());
+    resolve(&resolver, &k1.sign(&claims())).await.unwrap();
+
+    let resolver = resolver_for(server.url_for("/downgrade"), 3600, 3600).await;
+    assert!(!resolver.jwks_ready());
+    let stats = &resolver.jwks_stats()[0];
+    assert_eq!(stats.refresh_failures, 1);
+    assert_eq!(
+        stats.last_error.as_deref(),
+        Some("server answered with status 307")
     );
 }

@@ -416,7 +416,8 @@ fn check_jwks_url(raw: &str) -> Result<Url, &'static str> {
     Ok(url)
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// Whether the URL's host is `localhost` or a loopback address.
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host_str() {
         Some("localhost") => true,
         Some(host) => host

@@ -421,6 +421,8 @@ pub struct JwksStats {
     pub refresh_failures: u64,
     /// When the last successful fetch completed.
     pub last_success: Option<SystemTime>,
+    /// Why the last fetch failed, if it did (cleared by a success); never holds secrets.
+    pub last_error: Option<String>,
 }
 
 /// What triggered a fetch.
@@ -457,6 +459,7 @@ pub(crate) struct IssuerKeys {
     failures: AtomicU64,
     /// Seconds since the epoch of the last successful fetch; 0 when none.
     last_success: AtomicU64,
+    last_error: std::sync::Mutex<Option<JwksError>>,
 }
 
 impl fmt::Debug for IssuerKeys {
@@ -492,6 +495,7 @@ impl IssuerKeys {
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             last_success: AtomicU64::new(0),
+            last_error: std::sync::Mutex::new(None),
         })
     }
 
@@ -524,6 +528,7 @@ impl IssuerKeys {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
                 self.last_success.store(now, Ordering::Relaxed);
+                self.set_last_error(None);
                 if cause == RefreshCause::Startup {
                     tracing::info!(issuer = %issuer, keys = count, "jwks loaded");
                 } else {
@@ -533,6 +538,7 @@ impl IssuerKeys {
             }
             Err(error) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
+                self.set_last_error(Some(error.clone()));
                 tracing::warn!(
                     issuer = %issuer,
                     url = %loggable_url(url),
@@ -562,6 +568,12 @@ impl IssuerKeys {
         true
     }
 
+    fn set_last_error(&self, error: Option<JwksError>) {
+        // A poisoned lock only means another thread panicked mid-store; the value is still usable.
+        let mut slot = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = error;
+    }
+
     /// The counters for metrics.
     pub fn stats(&self) -> JwksStats {
         let last = self.last_success.load(Ordering::Relaxed);
@@ -572,6 +584,12 @@ impl IssuerKeys {
             refresh_successes: self.successes.load(Ordering::Relaxed),
             refresh_failures: self.failures.load(Ordering::Relaxed),
             last_success: (last > 0).then(|| UNIX_EPOCH + Duration::from_secs(last)),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(ToString::to_string),
         }
     }
 }

@@ -248,7 +248,16 @@ impl Resolver {
         let client = reqwest::Client::builder()
             .timeout(valid.fetch_timeout)
             .connect_timeout(valid.fetch_timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                // At most 3 redirects, and never from https down to plain http (except loopback).
+                let allowed =
+                    attempt.url().scheme() == "https" || config::is_loopback(attempt.url());
+                if attempt.previous().len() > 3 || !allowed {
+                    attempt.stop()
+                } else {
+                    attempt.follow()
+                }
+            }))
             .user_agent(concat!("mcp-authz/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|_| IdentityConfigError::Jwt("cannot build the http client".to_owned()))?;

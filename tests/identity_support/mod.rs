@@ -189,22 +189,33 @@ impl JwksServer {
         let router = {
             let doc = Arc::clone(&doc);
             let hits = Arc::clone(&hits);
-            axum::Router::new().route(
-                "/jwks",
-                axum::routing::get(move || {
-                    let doc = Arc::clone(&doc);
-                    let hits = Arc::clone(&hits);
-                    async move {
-                        hits.fetch_add(1, Ordering::SeqCst);
-                        let body = doc.lock().unwrap().clone();
-                        if body.is_null() {
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
-                        } else {
-                            axum::Json(body).into_response()
+            axum::Router::new()
+                .route(
+                    "/moved",
+                    axum::routing::get(|| async { axum::response::Redirect::temporary("/jwks") }),
+                )
+                .route(
+                    "/downgrade",
+                    axum::routing::get(|| async {
+                        axum::response::Redirect::temporary("http://jwks.example.invalid/jwks")
+                    }),
+                )
+                .route(
+                    "/jwks",
+                    axum::routing::get(move || {
+                        let doc = Arc::clone(&doc);
+                        let hits = Arc::clone(&hits);
+                        async move {
+                            hits.fetch_add(1, Ordering::SeqCst);
+                            let body = doc.lock().unwrap().clone();
+                            if body.is_null() {
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
+                            } else {
+                                axum::Json(body).into_response()
+                            }
                         }
-                    }
-                }),
-            )
+                    }),
+                )
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
@@ -225,7 +236,12 @@ impl JwksServer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/jwks", self.addr)
+        self.url_for("/jwks")
+    }
+
+    /// `/moved` redirects to `/jwks`; `/downgrade` redirects to a plain-http remote host.
+    pub fn url_for(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 
     pub fn set(&self, doc: Value) {
