@@ -2,12 +2,14 @@
 //!
 //! Security teams write Cedar policies in files ([`policy`]); every interface
 //! translates its wire format into a [`authz::DecisionRequest`] and asks the one
-//! decision core ([`authz`]) for a [`authz::Decision`].
+//! decision core ([`authz`]) for a [`authz::Decision`]. Who asks is proven by
+//! [`identity`]: verified tokens and SPIFFE IDs.
 
 pub mod api;
 pub mod authz;
 pub mod cli;
 pub mod config;
+pub mod identity;
 pub mod mcp;
 pub mod policy;
 pub mod telemetry;
