@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::identity::{
+    IdentityConfig, IdentityConfigError, IssuerConfig, JwtSettings, SpiffeConfig,
+};
+
 /// Default policy directory.
 pub const DEFAULT_POLICIES: &str = "policies";
 /// Default gRPC listen address (our API, Envoy ext_authz, health, reflection).
@@ -48,6 +52,9 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// The issuers, SPIFFE or token settings are not usable.
+    #[error("invalid identity configuration: {0}")]
+    Identity(#[from] IdentityConfigError),
     /// An `MCP_AUTHZ_*` environment variable that names no setting.
     #[error("unknown environment variable `{0}` (see `mcp-authz serve --help` for the settings)")]
     UnknownEnv(String),
@@ -113,6 +120,15 @@ pub struct FileConfig {
     /// Envoy ext_authz settings.
     #[serde(default)]
     pub envoy: EnvoyFile,
+    /// Trusted token issuers.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    /// SPIFFE (workload identity) settings.
+    #[serde(default)]
+    pub spiffe: SpiffeConfig,
+    /// Token verification settings.
+    #[serde(default)]
+    pub jwt: JwtSettings,
 }
 
 /// Values given as command-line flags (highest precedence).
@@ -151,6 +167,8 @@ pub struct Config {
     pub reload_poll_interval: Duration,
     /// Envoy default server.
     pub envoy_default_server: Option<String>,
+    /// Token issuers, SPIFFE and token verification settings.
+    pub identity: IdentityConfig,
     /// Directory that relative paths of the config file are resolved against.
     pub base_dir: PathBuf,
 }
@@ -240,7 +258,14 @@ impl Config {
                 reason: "empty server id".into(),
             });
         }
+        let identity = IdentityConfig {
+            issuers: fc.issuers.clone(),
+            spiffe: fc.spiffe.clone(),
+            jwt: fc.jwt.clone(),
+        };
+        identity.validate()?;
         Ok(Config {
+            identity,
             policies,
             grpc_listen,
             http_listen,
@@ -276,6 +301,15 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "reload.poll_interval_secs",
     ),
     ("MCP_AUTHZ_ENVOY_DEFAULT_SERVER", "envoy.default_server"),
+    ("MCP_AUTHZ_SPIFFE_TRUST_DOMAINS", "spiffe.trust_domains"),
+    ("MCP_AUTHZ_SPIFFE_FORWARDERS", "spiffe.forwarders"),
+    ("MCP_AUTHZ_JWT_CLOCK_SKEW_SECS", "jwt.clock_skew_secs"),
+    ("MCP_AUTHZ_JWT_JWKS_REFRESH_SECS", "jwt.jwks_refresh_secs"),
+    (
+        "MCP_AUTHZ_JWT_JWKS_MIN_REFRESH_SECS",
+        "jwt.jwks_min_refresh_secs",
+    ),
+    ("MCP_AUTHZ_JWT_TOKEN_CACHE_SIZE", "jwt.token_cache_size"),
 ];
 
 fn apply_env(
@@ -320,6 +354,12 @@ fn apply_env(
             "reload.debounce_ms" => fc.reload.debounce_ms = Some(number(value)?),
             "reload.poll_interval_secs" => fc.reload.poll_interval_secs = Some(number(value)?),
             "envoy.default_server" => fc.envoy.default_server = Some(value.clone()),
+            "spiffe.trust_domains" => fc.spiffe.trust_domains = list(value),
+            "spiffe.forwarders" => fc.spiffe.forwarders = list(value),
+            "jwt.clock_skew_secs" => fc.jwt.clock_skew_secs = number(value)?,
+            "jwt.jwks_refresh_secs" => fc.jwt.jwks_refresh_secs = number(value)?,
+            "jwt.jwks_min_refresh_secs" => fc.jwt.jwks_min_refresh_secs = number(value)?,
+            "jwt.token_cache_size" => fc.jwt.token_cache_size = number(value)?,
             _ => return Err(ConfigError::UnknownEnv(name.clone())),
         }
         origins.insert((*key).into(), origin);
@@ -351,6 +391,15 @@ fn apply_flags(fc: &mut FileConfig, flags: &Overrides, origins: &mut BTreeMap<St
         fc.log.format = Some(f);
         set("log.format", "log-format");
     }
+}
+
+/// A comma-separated list.
+fn list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn one_line(s: &str) -> String {
@@ -405,6 +454,36 @@ mod tests {
         };
         let c = Config::load(Some(&path), &e, &flags).expect("config");
         assert_eq!((c.http_listen.port(), c.grpc_listen.port()), (5, 4));
+    }
+
+    #[test]
+    fn issuers_and_spiffe_from_the_file_and_environment() {
+        let (_d, path) = write(
+            "[[issuers]]\nissuer = \"https://idp.example.com\"\naudiences = [\"mcp-mesh\"]\njwks_file = \"keys.json\"\nalgorithms = [\"RS256\"]\ngroups_claim = \"groups\"\n[spiffe]\ntrust_domains = [\"corp.example\"]\n",
+        );
+        let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!(c.identity.issuers.len(), 1);
+        assert_eq!(c.identity.spiffe.trust_domains, vec!["corp.example"]);
+        let e = env(&[
+            ("MCP_AUTHZ_SPIFFE_TRUST_DOMAINS", "a.example, b.example"),
+            ("MCP_AUTHZ_JWT_CLOCK_SKEW_SECS", "5"),
+        ]);
+        let c = Config::load(Some(&path), &e, &Overrides::default()).expect("config");
+        assert_eq!(
+            c.identity.spiffe.trust_domains,
+            vec!["a.example", "b.example"]
+        );
+        assert_eq!(c.identity.jwt.clock_skew_secs, 5);
+        let (_d, path) = write(
+            "[[issuers]]\nissuer = \"https://idp.example.com\"\naudiences = []\njwks_file = \"k.json\"\n",
+        );
+        let err = Config::load(Some(&path), &env(&[]), &Overrides::default())
+            .expect_err("no audience")
+            .to_string();
+        assert!(
+            err.contains("idp.example.com") && !err.contains('\n'),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use super::{CommonArgs, EXIT_DENY, EXIT_ERROR, load_config, report_problems};
 use crate::authz::{Decision, DecisionRequest, Role, decide};
-use crate::config::Overrides;
+use crate::config::{Config, Overrides};
+use crate::identity::{Identity, IdentityInput, Resolver, TrustedIdentity};
 use crate::mcp::{self, Kind};
 use crate::policy::Snapshot;
 
@@ -41,7 +42,8 @@ pub struct CheckArgs {
     /// The MCP server id, when RESOURCE does not name it
     #[arg(long, value_name = "ID")]
     server: Option<String>,
-    /// A bearer token (JWT) to verify; its user, application, groups and scopes are used
+    /// A bearer token (JWT) to verify with the configured `[[issuers]]`; its user,
+    /// application, groups, scopes and claims are used
     #[arg(long, value_name = "JWT")]
     token: Option<String>,
     /// Context attributes as a JSON object, e.g. `{"arguments": {"document_id": "x"}}`
@@ -69,7 +71,11 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 fn run_inner(args: &CheckArgs) -> Result<ExitCode, ExitCode> {
     let config = load_config(&args.common, Overrides::default())?;
     crate::telemetry::init(config.log_format, "warn");
-    let request = build_request(args).map_err(fail)?;
+    let mut request = build_request(args).map_err(fail)?;
+    if let Some(token) = &args.token {
+        let identity = verify(&config, token, args)?;
+        identity.apply_to(&mut request);
+    }
     let snapshot = Snapshot::load(&config.policies, 1).map_err(|problems| {
         report_problems(&config.policies, &problems);
         ExitCode::from(EXIT_ERROR)
@@ -111,12 +117,39 @@ fn build_request(args: &CheckArgs) -> Result<DecisionRequest, String> {
             Err(e) => return Err(format!("`--context` is not valid JSON: {e}")),
         }
     }
-    if args.token.is_some() {
-        return Err(
-            "`--token` needs token verification, which this build does not have yet".into(),
-        );
-    }
     Ok(request)
+}
+
+/// Verify the token with the configured issuers; `--user` and `--app`, when given,
+/// must agree with it.
+fn verify(config: &Config, token: &str, args: &CheckArgs) -> Result<Identity, ExitCode> {
+    if config.identity.issuers.is_empty() {
+        return Err(fail(
+            "`--token` needs trusted issuers: add `[[issuers]]` to the file given with `--config`",
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async {
+        let resolver = Resolver::new(&config.identity, &config.base_dir)
+            .await
+            .map_err(fail)?;
+        let input = IdentityInput {
+            bearer_token: Some(token),
+            spiffe_id: None,
+            trusted: Some(TrustedIdentity {
+                user: args.user.clone(),
+                application: args.application.clone(),
+                groups: Vec::new(),
+            }),
+        };
+        resolver.resolve(input).await.map_err(|e| {
+            eprintln!("error: the token was refused: {e} ({})", e.reason_code());
+            ExitCode::from(EXIT_DENY)
+        })
+    })
 }
 
 fn origin(snapshot: &Snapshot, id: &str) -> String {
@@ -168,6 +201,7 @@ fn to_json(decision: &Decision, request: &DecisionRequest, snapshot: &Snapshot) 
         "action": request.action.to_string(),
         "resource": request.resource.to_string(),
         "user": request.user.as_ref().map(ToString::to_string),
+        "groups": request.entities.iter().flat_map(|e| e.parents.iter().map(ToString::to_string)).collect::<Vec<_>>(),
         "application": request.application.as_ref().map(ToString::to_string),
         "evaluations": decision.evaluations,
         "generation": decision.generation,

@@ -469,6 +469,38 @@ fn agree(
     Ok(Some(first))
 }
 
+impl Identity {
+    /// Put this identity into a decision request: the user and application as
+    /// principals, the token's groups as extra parents of the user for this
+    /// request only, `scopes` and `claims` into the context.
+    pub fn apply_to(&self, request: &mut crate::authz::DecisionRequest) {
+        use crate::mcp::Kind;
+        request.user = self.user.as_deref().map(|u| Kind::User.uid(u));
+        request.application = self
+            .application
+            .as_deref()
+            .map(|a| Kind::Application.uid(a));
+        if let Some(user) = &request.user
+            && !self.groups.is_empty()
+        {
+            request.entities.push(crate::authz::RequestEntity {
+                uid: user.clone(),
+                parents: self.groups.iter().map(|g| Kind::Group.uid(g)).collect(),
+                attrs: Map::new(),
+            });
+        }
+        if self.issuer.is_some() {
+            request.context.insert(
+                "scopes".into(),
+                Value::Array(self.scopes.iter().cloned().map(Value::String).collect()),
+            );
+            request
+                .context
+                .insert("claims".into(), Value::Object(self.claims.clone()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

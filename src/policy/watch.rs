@@ -41,18 +41,47 @@ enum Signal {
 
 /// Watch the store's directory until the returned task is aborted; reload on
 /// changes, and on SIGHUP (forced). Must be called inside a Tokio runtime.
+///
+/// The watch is armed before this returns, so no change made after it can be missed;
+/// a change made between loading the snapshot and arming is caught by a first check.
 pub fn spawn_watcher(
     store: Arc<PolicyStore>,
     options: WatchOptions,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move { watch_loop(store, options).await })
+    let (tx, rx) = mpsc::channel::<Signal>(1024);
+    let dir = store.dir().to_path_buf();
+    let watcher = arm(&dir, tx.clone());
+    let armed = Armed {
+        armed_target: std::fs::canonicalize(&dir).ok(),
+        tx,
+        rx,
+        watcher,
+    };
+    tokio::spawn(async move {
+        let s = Arc::clone(&store);
+        if let Err(e) = tokio::task::spawn_blocking(move || s.reload(false)).await {
+            tracing::error!(error = %e, "policy reload task failed");
+        }
+        watch_loop(store, options, armed).await;
+    })
 }
 
-async fn watch_loop(store: Arc<PolicyStore>, options: WatchOptions) {
-    let (tx, mut rx) = mpsc::channel::<Signal>(1024);
+/// A watch set up on the directory, and the channel its events arrive on.
+struct Armed {
+    tx: mpsc::Sender<Signal>,
+    rx: mpsc::Receiver<Signal>,
+    watcher: Option<RecommendedWatcher>,
+    armed_target: Option<std::path::PathBuf>,
+}
+
+async fn watch_loop(store: Arc<PolicyStore>, options: WatchOptions, armed: Armed) {
+    let Armed {
+        tx,
+        mut rx,
+        mut watcher,
+        mut armed_target,
+    } = armed;
     let dir = store.dir().to_path_buf();
-    let mut watcher = arm(&dir, tx.clone());
-    let mut armed_target = std::fs::canonicalize(&dir).ok();
     let mut hangup = sighup();
     let poll = if options.poll_interval.is_zero() {
         Duration::from_secs(365 * 24 * 3600)
@@ -107,6 +136,8 @@ fn arm(dir: &Path, tx: mpsc::Sender<Signal>) -> Option<RecommendedWatcher> {
     let root = dir.to_path_buf();
     let handler = move |res: notify::Result<notify::Event>| {
         let signal = match res {
+            // Reading the files (our own reloads among them) is no change.
+            Ok(event) if event.kind.is_access() => return,
             Ok(event) => {
                 let root_gone = event.kind.is_remove() && event.paths.iter().any(|p| p == &root);
                 if root_gone {

@@ -1,0 +1,220 @@
+//! `mcp-authz check --token`: decisions on the reference policies with real signed tokens.
+
+mod common;
+#[path = "identity_support/mod.rs"]
+mod support;
+
+use common::{bin, reference_policies, run, text};
+use serde_json::{Value, json};
+use support::{AUDIENCE, ISSUER, TestKey, claims_with, jwks, now};
+
+struct Setup {
+    dir: tempfile::TempDir,
+    key: TestKey,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = TestKey::rsa(1, "k1");
+    std::fs::write(dir.path().join("jwks.json"), jwks(&[&key]).to_string()).expect("write");
+    let config = format!(
+        "policies = \"{}\"\n[[issuers]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\njwks_file = \"jwks.json\"\nalgorithms = [\"RS256\"]\ngroups_claim = \"groups\"\ncontext_claims = [\"email\"]\n",
+        reference_policies().display()
+    );
+    std::fs::write(dir.path().join("mcp-authz.toml"), config).expect("write");
+    Setup { dir, key }
+}
+
+fn check(s: &Setup, token: &str, extra: &[&str]) -> (i32, String, String) {
+    let out = run(bin()
+        .args(["check", "--json", "--config"])
+        .arg(s.dir.path().join("mcp-authz.toml"))
+        .args(["--token", token])
+        .args(extra));
+    let (o, e) = text(&out);
+    (out.status.code().unwrap_or(-1), o, e)
+}
+
+fn decision(stdout: &str) -> Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+const GET_DOCUMENT: [&str; 4] = ["--action", "tools/call", "--resource", "docs/get_document"];
+
+#[test]
+fn groups_from_the_token_grant_what_the_policy_says() {
+    let s = setup();
+    // erin is not in the entity data: only the token's groups make her an employee.
+    let without = s.key.sign(&claims_with(json!({ "sub": "erin" })));
+    let (code, out, _) = check(&s, &without, &GET_DOCUMENT);
+    assert_eq!(
+        (code, decision(&out)["decision"].clone()),
+        (1, json!("deny"))
+    );
+    let with = s.key.sign(&claims_with(
+        json!({ "sub": "erin", "groups": ["engineering"] }),
+    ));
+    let (code, out, err) = check(&s, &with, &GET_DOCUMENT);
+    assert_eq!(code, 0, "{out}{err}");
+    let d = decision(&out);
+    assert_eq!(d["user"], "Mcp::User::\"erin\"");
+    assert_eq!(
+        d["evaluations"][0]["policies"],
+        json!(["employees-use-docs"])
+    );
+    // A group from the token that a forbid names applies as well.
+    let contractor = s.key.sign(&claims_with(
+        json!({ "sub": "erin", "groups": ["contractors"] }),
+    ));
+    let (code, out, _) = check(
+        &s,
+        &contractor,
+        &[
+            &GET_DOCUMENT[..],
+            &[
+                "--context",
+                r#"{"arguments": {"document_id": "finance/q1"}}"#,
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        decision(&out)["evaluations"][0]["policies"],
+        json!(["contractors-no-finance-documents"])
+    );
+}
+
+#[test]
+fn the_application_from_azp_is_the_one_evaluated() {
+    let s = setup();
+    let token = s
+        .key
+        .sign(&claims_with(json!({ "sub": "alice", "azp": "summarizer" })));
+    let (code, out, _) = check(&s, &token, &GET_DOCUMENT);
+    assert_eq!(code, 1);
+    let d = decision(&out);
+    assert_eq!(d["application"], "Mcp::Application::\"summarizer\"");
+    assert_eq!(
+        d["evaluations"][1]["principal"],
+        "Mcp::Application::\"summarizer\""
+    );
+    assert_eq!(d["evaluations"][1]["allow"], false);
+    let token = s
+        .key
+        .sign(&claims_with(json!({ "sub": "alice", "azp": "corpassist" })));
+    let (code, _, _) = check(&s, &token, &GET_DOCUMENT);
+    assert_eq!(code, 0);
+    // `client_id` when there is no `azp`.
+    let token = s.key.sign(&claims_with(
+        json!({ "sub": "alice", "azp": null, "client_id": "summarizer" }),
+    ));
+    let (_, out, _) = check(&s, &token, &GET_DOCUMENT);
+    assert_eq!(
+        decision(&out)["application"],
+        "Mcp::Application::\"summarizer\""
+    );
+}
+
+#[test]
+fn a_refused_token_is_a_deny_with_its_reason_and_never_printed() {
+    let s = setup();
+    let cases = [
+        (
+            s.key.sign(&claims_with(json!({ "exp": now() - 3600 }))),
+            "token_expired",
+        ),
+        (
+            s.key.sign(&claims_with(json!({ "aud": "someone-else" }))),
+            "token_wrong_audience",
+        ),
+        (
+            TestKey::rsa(2, "k1").sign(&support::claims()),
+            "token_bad_signature",
+        ),
+    ];
+    for (token, reason) in cases {
+        let (code, out, err) = check(&s, &token, &GET_DOCUMENT);
+        assert_eq!(code, 1, "{err}");
+        assert!(out.is_empty());
+        assert!(err.contains(reason), "{reason}: {err}");
+        let signature = token.rsplit('.').next().expect("signature");
+        assert!(
+            !err.contains(signature) && !err.contains(&token[..40]),
+            "token printed: {err}"
+        );
+    }
+}
+
+#[test]
+fn flags_must_agree_with_the_token() {
+    let s = setup();
+    let token = s.key.sign(&support::claims());
+    let (code, _, _) = check(
+        &s,
+        &token,
+        &[
+            &GET_DOCUMENT[..],
+            &["--user", "alice", "--app", "corpassist"],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0);
+    let (code, _, err) = check(
+        &s,
+        &token,
+        &[&GET_DOCUMENT[..], &["--user", "bob"]].concat(),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("user_mismatch"), "{err}");
+    let (code, _, err) = check(
+        &s,
+        &token,
+        &[&GET_DOCUMENT[..], &["--app", "summarizer"]].concat(),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("application_mismatch"), "{err}");
+}
+
+#[test]
+fn a_token_without_issuers_is_a_usage_error() {
+    let out = run(bin()
+        .args(["check", "--token", "a.b.c", "--policies"])
+        .arg(reference_policies())
+        .args(GET_DOCUMENT));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("[[issuers]]"));
+}
+
+#[test]
+fn the_readme_demo_tokens_work() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = root.join("examples/identity/mcp-authz.toml");
+    for (file, expected) in [("erin.jwt", 0), ("frank.jwt", 1)] {
+        let token =
+            std::fs::read_to_string(root.join("examples/identity").join(file)).expect("token");
+        let out = run(bin()
+            .current_dir(root)
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--token",
+                token.trim(),
+                "--action",
+                "tools/call",
+                "--resource",
+                "docs/get_document",
+            ])
+            .args([
+                "--context",
+                r#"{"arguments": {"document_id": "finance/budget-2026"}}"#,
+            ]));
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "{file}: {:?}",
+            text(&out)
+        );
+    }
+}
