@@ -121,6 +121,51 @@ impl Decision {
     }
 }
 
+/// Which interface a request came in through (for the decision log and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interface {
+    /// The gateway's gRPC API.
+    Grpc,
+    /// Envoy ext_authz over gRPC.
+    ExtAuthzGrpc,
+    /// Envoy ext_authz over HTTP.
+    ExtAuthzHttp,
+    /// OpenID AuthZEN over HTTP.
+    Authzen,
+    /// The command line.
+    Cli,
+}
+
+impl Interface {
+    /// The label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Grpc => "grpc",
+            Interface::ExtAuthzGrpc => "ext_authz_grpc",
+            Interface::ExtAuthzHttp => "ext_authz_http",
+            Interface::Authzen => "authzen",
+            Interface::Cli => "cli",
+        }
+    }
+}
+
+/// A decision as an interface returns it: with its id and how long it took.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The decision.
+    pub decision: Decision,
+    /// Unique id of this decision (returned to the caller, and in the decision log).
+    pub decision_id: String,
+    /// Time spent deciding.
+    pub latency: std::time::Duration,
+}
+
+/// A new decision id: a UUIDv7 (time-ordered), as text.
+pub fn new_decision_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// The decision engine: evaluates requests against the store's current snapshot.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -141,6 +186,18 @@ impl Engine {
     /// Decide on the current snapshot.
     pub fn decide(&self, request: &DecisionRequest) -> Decision {
         decide(&self.store.snapshot(), request)
+    }
+
+    /// Decide for an interface: the one entry point of every adapter. Gives the
+    /// decision an id and measures it.
+    pub fn decide_for(&self, _interface: Interface, request: &DecisionRequest) -> Outcome {
+        let started = std::time::Instant::now();
+        let decision = self.decide(request);
+        Outcome {
+            decision,
+            decision_id: new_decision_id(),
+            latency: started.elapsed(),
+        }
     }
 }
 
