@@ -6,6 +6,9 @@ use std::sync::LazyLock;
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 
+mod json;
+pub mod jsonrpc;
+
 /// The Cedar namespace of the MCP model.
 pub const NAMESPACE: &str = "Mcp";
 
