@@ -38,6 +38,18 @@
 //! keys case-insensitively), and a near-miss of a member the mapping reads
 //! (`"Name"` or `"argumentſ"` instead of `"name"` / `"arguments"`, which such a
 //! server would take for the real one).
+//!
+//! # Not covered
+//!
+//! - Which request a response answers: the mapper is stateless, so every response
+//!   is the one action [`RESPONSE_ACTION`]. Likewise `tasks/*` act on the server,
+//!   not on the tool whose task they concern.
+//! - `Mcp-Param-*` headers (`x-mcp-header` in a tool's `inputSchema`): checking
+//!   them needs the tool definitions; the MCP server must check them.
+//! - `MCP-Protocol-Version`, and whether the headers are present at all.
+//! - `_meta`, `params.task`, `inputResponses`: not part of the mapping.
+//! - Numbers are read as serde_json reads them: a float may differ in its last
+//!   digit from another parser's reading (integers are exact).
 
 use std::borrow::Cow;
 use std::fmt;

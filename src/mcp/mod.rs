@@ -1,5 +1,8 @@
 //! The MCP side of the Cedar model: entity types of namespace `Mcp`, action names,
 //! and which kind of entity each MCP method acts on. Pure functions, no I/O.
+//!
+//! [`jsonrpc`] maps MCP JSON-RPC bodies (and the 2026-07-28 `Mcp-Method` /
+//! `Mcp-Name` headers) to the action, resource, arguments and id of each call.
 
 use std::str::FromStr;
 use std::sync::LazyLock;

@@ -588,3 +588,120 @@ fn headers_are_picked_case_insensitively_and_once() {
         Err("`Mcp-Method` is given more than once".into())
     );
 }
+
+/// Requests the real Python SDK client (`mcp` 2.3.0) sent to a real `MCPServer`,
+/// in 2026-07-28 and in legacy (2025-11-25) mode; see `tests/fixtures/mcp/capture.py`.
+#[test]
+fn real_client_requests_map_and_agree_with_their_headers() {
+    let captured: Value = serde_json::from_str(include_str!(
+        "../../../tests/fixtures/mcp/client_requests.json"
+    ))
+    .unwrap_or_default();
+    let captured = captured.as_array().cloned().unwrap_or_default();
+    assert!(captured.len() >= 20);
+    let mut named = 0;
+    for exchange in &captured {
+        let body = exchange["body"].as_str().unwrap_or_default();
+        let sent: Value = serde_json::from_str(body).unwrap_or_default();
+        let pairs: Vec<(&str, &str)> = exchange["headers"]
+            .as_object()
+            .map(|h| {
+                h.iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let headers = McpHeaders::from_pairs(pairs).unwrap_or_else(|e| panic!("{body}: {e}"));
+        let call = single(body);
+        assert_eq!(check_headers(&ok(body), &headers), Ok(()), "{body}");
+        assert_eq!(Some(call.method.as_str()), sent["method"].as_str());
+        assert_eq!(call.id.as_ref(), sent.get("id"));
+        if let Some(name) = headers.name {
+            named += 1;
+            assert_eq!(call.header_name(), Some(name));
+        }
+        let expected = match call.method.as_str() {
+            "tools/call" => tool(sent["params"]["name"].as_str().unwrap_or_default()),
+            "prompts/get" => prompt(sent["params"]["name"].as_str().unwrap_or_default()),
+            "resources/read" => resource(sent["params"]["uri"].as_str().unwrap_or_default()),
+            "completion/complete" => match sent["params"]["ref"]["type"].as_str() {
+                Some("ref/prompt") => {
+                    prompt(sent["params"]["ref"]["name"].as_str().unwrap_or_default())
+                }
+                _ => resource(sent["params"]["ref"]["uri"].as_str().unwrap_or_default()),
+            },
+            _ => Subject::Server,
+        };
+        assert_eq!(call.subject, expected, "{body}");
+        if matches!(call.method.as_str(), "tools/call" | "prompts/get") {
+            assert_eq!(
+                Some(&Value::Object(call.arguments.clone())),
+                sent["params"].get("arguments")
+            );
+        }
+    }
+    assert!(named >= 4, "the 2026-07-28 requests carry `Mcp-Name`");
+}
+
+/// The `tools/list` result of the reference scenario's document server, as the
+/// real Python SDK server sends it: every tool gets its own qualified entity.
+#[test]
+fn every_tool_of_a_real_tools_list_is_a_qualified_entity() {
+    let result: Value = serde_json::from_str(include_str!(
+        "../../../tests/fixtures/mcp/tools_list_result.json"
+    ))
+    .unwrap_or_default();
+    let tools = result["tools"].as_array().cloned().unwrap_or_default();
+    let mut names = Vec::new();
+    for t in &tools {
+        let name = t["name"].as_str().unwrap_or_default();
+        let arguments: Map<String, Value> = t["inputSchema"]["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|p| (p.to_owned(), json!("titan-q1-strategy")))
+            .collect();
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+            "params":{"name":name,"arguments":arguments}});
+        let call = single(&body.to_string());
+        assert_eq!(
+            call.resource("docs").0.to_string(),
+            format!(r#"Mcp::Tool::"docs/{name}""#)
+        );
+        assert_eq!(call.arguments, arguments);
+        names.push(name.to_owned());
+    }
+    assert_eq!(
+        names,
+        [
+            "search_documents",
+            "get_document",
+            "summarize_document",
+            "delete_document"
+        ]
+    );
+}
+
+#[test]
+fn nesting_up_to_the_limit_is_fine() {
+    // The message, `params` and `arguments` are three levels.
+    let body = |levels: usize| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"t","arguments":{{"a":{}0{}}}}}}}"#,
+            "[".repeat(levels),
+            "]".repeat(levels)
+        )
+    };
+    let call = single(&body(MAX_DEPTH - 3));
+    assert_eq!(call.subject, tool("t"));
+    assert_eq!(
+        err(body(MAX_DEPTH - 2).as_bytes()).reason(),
+        &Reason::TooDeep
+    );
+    // In a batch, the batch array is one more.
+    let batch = format!("[{}]", body(MAX_DEPTH - 4));
+    assert_eq!(ok(&batch).calls.len(), 1);
+    let batch = format!("[{}]", body(MAX_DEPTH - 3));
+    assert_eq!(err(batch.as_bytes()).reason(), &Reason::TooDeep);
+}
