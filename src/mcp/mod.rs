@@ -1,10 +1,16 @@
 //! The MCP side of the Cedar model: entity types of namespace `Mcp`, action names,
 //! and which kind of entity each MCP method acts on. Pure functions, no I/O.
+//!
+//! [`jsonrpc`] maps MCP JSON-RPC bodies (and the 2026-07-28 `Mcp-Method` /
+//! `Mcp-Name` headers) to the action, resource, arguments and id of each call.
 
 use std::str::FromStr;
 use std::sync::LazyLock;
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
+
+mod json;
+pub mod jsonrpc;
 
 /// The Cedar namespace of the MCP model.
 pub const NAMESPACE: &str = "Mcp";
