@@ -99,6 +99,37 @@ pub struct EnvoyFile {
     pub default_server: Option<String>,
 }
 
+/// A secret read from configuration: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, to compare with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// The `[grpc]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcFile {
+    /// A file holding the secret that a trusted caller (the gateway) sends in the
+    /// `x-mcp-authz-caller-token` metadata to have its verified identities honoured.
+    pub trusted_caller_token_file: Option<PathBuf>,
+}
+
 /// The configuration file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,6 +151,9 @@ pub struct FileConfig {
     /// Envoy ext_authz settings.
     #[serde(default)]
     pub envoy: EnvoyFile,
+    /// The gateway API.
+    #[serde(default)]
+    pub grpc: GrpcFile,
     /// Trusted token issuers.
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
@@ -169,6 +203,8 @@ pub struct Config {
     pub envoy_default_server: Option<String>,
     /// Token issuers, SPIFFE and token verification settings.
     pub identity: IdentityConfig,
+    /// The trusted caller's secret, read from `grpc.trusted_caller_token_file`.
+    pub trusted_caller_token: Option<Secret>,
     /// Directory that relative paths of the config file are resolved against.
     pub base_dir: PathBuf,
 }
@@ -264,8 +300,33 @@ impl Config {
             jwt: fc.jwt.clone(),
         };
         identity.validate()?;
+        let trusted_caller_token = match &fc.grpc.trusted_caller_token_file {
+            Some(path) => {
+                let path = if path.is_relative() {
+                    base_dir.join(path)
+                } else {
+                    path.clone()
+                };
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Value {
+                    key: "grpc.trusted_caller_token_file".into(),
+                    origin: origin("grpc.trusted_caller_token_file"),
+                    reason: format!("cannot read `{}`: {e}", path.display()),
+                })?;
+                let token = text.trim().to_owned();
+                if token.len() < 16 {
+                    return Err(ConfigError::Value {
+                        key: "grpc.trusted_caller_token_file".into(),
+                        origin: origin("grpc.trusted_caller_token_file"),
+                        reason: "the secret must be at least 16 characters".into(),
+                    });
+                }
+                Some(Secret(token))
+            }
+            None => None,
+        };
         Ok(Config {
             identity,
+            trusted_caller_token,
             policies,
             grpc_listen,
             http_listen,
@@ -301,6 +362,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "reload.poll_interval_secs",
     ),
     ("MCP_AUTHZ_ENVOY_DEFAULT_SERVER", "envoy.default_server"),
+    (
+        "MCP_AUTHZ_GRPC_TRUSTED_CALLER_TOKEN_FILE",
+        "grpc.trusted_caller_token_file",
+    ),
     ("MCP_AUTHZ_SPIFFE_TRUST_DOMAINS", "spiffe.trust_domains"),
     ("MCP_AUTHZ_SPIFFE_FORWARDERS", "spiffe.forwarders"),
     ("MCP_AUTHZ_JWT_CLOCK_SKEW_SECS", "jwt.clock_skew_secs"),
@@ -354,6 +419,9 @@ fn apply_env(
             "reload.debounce_ms" => fc.reload.debounce_ms = Some(number(value)?),
             "reload.poll_interval_secs" => fc.reload.poll_interval_secs = Some(number(value)?),
             "envoy.default_server" => fc.envoy.default_server = Some(value.clone()),
+            "grpc.trusted_caller_token_file" => {
+                fc.grpc.trusted_caller_token_file = Some(PathBuf::from(value))
+            }
             "spiffe.trust_domains" => fc.spiffe.trust_domains = list(value),
             "spiffe.forwarders" => fc.spiffe.forwarders = list(value),
             "jwt.clock_skew_secs" => fc.jwt.clock_skew_secs = number(value)?,

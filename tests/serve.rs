@@ -27,7 +27,7 @@ fn invalid_policies_at_startup_fail_with_diagnostics() {
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--> bad.cedar:1:"), "{err}");
-    assert!(!err.contains("listening"), "{err}");
+    assert!(!err.contains("listener=HTTP"), "{err}");
     // An empty directory never starts either.
     let empty = tempfile::tempdir().expect("tempdir");
     let out = run(bin()

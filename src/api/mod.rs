@@ -1,4 +1,10 @@
 //! Adapters: each translates its wire format into a decision request and the
 //! decision back. None of them evaluates policy itself.
 
+pub mod ext_authz;
+pub mod grpc;
 pub mod http;
+pub mod mcp_check;
+pub mod pbjson;
+pub mod proto;
+pub mod services;

@@ -1,13 +1,45 @@
 //! `mcp-authz serve`: load the policies, watch them, serve.
+//!
+//! Order: configuration and identity settings are checked before any port is
+//! bound; the gRPC listener comes up next, reporting NOT_SERVING (and answering
+//! "unavailable") until the policies are loaded; an invalid policy directory ends
+//! the process with its diagnostics; then everything serves.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
 use super::{EXIT_ERROR, ServeArgs, load_config, report_problems};
+use crate::api::ext_authz::{self, ExtAuthzGrpc};
+use crate::api::grpc::GatewayApi;
 use crate::api::http::{HttpState, router};
+use crate::api::proto::{self, v1::authorizer_server::AuthorizerServer};
+use crate::api::services::{Ready, Services};
 use crate::authz::Engine;
 use crate::config::{Config, Overrides};
-use crate::policy::{PolicyStore, WatchOptions, spawn_watcher};
+use crate::identity::Resolver;
+use crate::policy::{PolicyStore, Problems, WatchOptions, spawn_watcher};
+
+/// gRPC services whose health is reported.
+const GRPC_SERVICES: [&str; 3] = [
+    "",
+    "mcp_authz.v1.Authorizer",
+    "envoy.service.auth.v3.Authorization",
+];
+
+enum Failure {
+    Policies(Problems),
+    Message(String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Message(s)
+    }
+}
 
 pub(super) fn run(args: ServeArgs) -> ExitCode {
     let overrides = Overrides {
@@ -22,23 +54,6 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
         Err(code) => return code,
     };
     crate::telemetry::init(config.log_format, &config.log_level);
-    // Never start without a valid policy set.
-    let store = match PolicyStore::open(&config.policies) {
-        Ok(s) => Arc::new(s),
-        Err(problems) => {
-            report_problems(&config.policies, &problems);
-            return ExitCode::from(EXIT_ERROR);
-        }
-    };
-    let snapshot = store.snapshot();
-    tracing::info!(
-        dir = %config.policies.display(),
-        policies = snapshot.policy_count(),
-        files = snapshot.policy_files,
-        generation = snapshot.generation,
-        "policies loaded"
-    );
-    drop(snapshot);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,9 +64,15 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    match runtime.block_on(serve(config, store)) {
+    let dir = config.policies.clone();
+    match runtime.block_on(serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err(Failure::Policies(problems)) => {
+            // Never start without a valid policy set.
+            report_problems(&dir, &problems);
+            ExitCode::from(EXIT_ERROR)
+        }
+        Err(Failure::Message(message)) => {
             tracing::error!("{message}");
             eprintln!("error: {message}");
             ExitCode::from(EXIT_ERROR)
@@ -59,8 +80,73 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn serve(config: Config, store: Arc<PolicyStore>) -> Result<(), String> {
+async fn serve(config: Config) -> Result<(), Failure> {
+    let resolver = Resolver::new(&config.identity, &config.base_dir)
+        .await
+        .map_err(|e| format!("invalid identity configuration: {e}"))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut servers = tokio::task::JoinSet::new();
+
+    // gRPC first: its health says NOT_SERVING until the policies are loaded.
+    let ready = Ready::new();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in GRPC_SERVICES {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("cannot build gRPC reflection: {e}"))?;
+    let grpc_listener = bind(config.grpc_listen, "gRPC").await?;
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(AuthorizerServer::new(GatewayApi::new(ready.clone())))
+        .add_service(AuthorizationServer::new(ExtAuthzGrpc::new(ready.clone())));
+    let stop = stopped(stop_rx.clone());
+    servers.spawn(async move {
+        grpc.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stop)
+            .await
+            .map_err(|e| format!("gRPC server failed: {e}"))
+    });
+
+    let dir = config.policies.clone();
+    let store = match tokio::task::spawn_blocking(move || PolicyStore::open(&dir)).await {
+        Ok(Ok(store)) => Arc::new(store),
+        Ok(Err(problems)) => {
+            let _ = stop_tx.send(true);
+            return Err(Failure::Policies(problems));
+        }
+        Err(e) => return Err(format!("policy loading failed: {e}").into()),
+    };
+    let snapshot = store.snapshot();
+    tracing::info!(
+        dir = %config.policies.display(),
+        policies = snapshot.policy_count(),
+        files = snapshot.policy_files,
+        generation = snapshot.generation,
+        "policies loaded"
+    );
+    drop(snapshot);
     let engine = Engine::new(Arc::clone(&store));
+    ready.set(Services {
+        engine: engine.clone(),
+        resolver,
+        trusted_caller_token: config.trusted_caller_token.clone(),
+        envoy_default_server: config.envoy_default_server.clone(),
+    });
+    for name in GRPC_SERVICES {
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+
     let state = Arc::new(HttpState { engine });
     let http = bind(config.http_listen, "HTTP").await?;
     let admin = match config.admin_listen {
@@ -74,17 +160,16 @@ async fn serve(config: Config, store: Arc<PolicyStore>) -> Result<(), String> {
             poll_interval: config.reload_poll_interval,
         },
     );
-    let mut servers = tokio::task::JoinSet::new();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for (listener, name) in [(Some(http), "http"), (admin, "admin")] {
         let Some(listener) = listener else { continue };
-        let app = router(Arc::clone(&state));
-        let mut stop = stop_rx.clone();
+        let mut app = router(Arc::clone(&state));
+        if name == "http" {
+            app = app.merge(ext_authz::http_router(ready.clone()));
+        }
+        let stop = stopped(stop_rx.clone());
         servers.spawn(async move {
             axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
+                .with_graceful_shutdown(stop)
                 .await
                 .map_err(|e| format!("{name} server failed: {e}"))
         });
@@ -99,7 +184,7 @@ async fn serve(config: Config, store: Arc<PolicyStore>) -> Result<(), String> {
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
     watcher.abort();
-    result
+    result.map_err(Failure::Message)
 }
 
 async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<tokio::net::TcpListener, String> {

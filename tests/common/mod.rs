@@ -93,11 +93,50 @@ pub struct Server {
     pub child: std::process::Child,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub http: String,
+    pub grpc: String,
 }
 
 impl Server {
     /// Start `serve` on ephemeral ports with extra arguments; wait until it listens.
     pub fn start(args: &[&str], policies: &Path) -> Server {
+        let mut server = Server::spawn(args, policies);
+        server.grpc = server.wait_for_listener("gRPC");
+        server.http = server.wait_for_listener("HTTP");
+        server
+    }
+
+    /// Start `serve` and return as soon as its gRPC listener is up (its policies
+    /// may still be loading).
+    pub fn start_grpc_only(args: &[&str], policies: &Path) -> Server {
+        let mut server = Server::spawn(args, policies);
+        server.grpc = server.wait_for_listener("gRPC");
+        server
+    }
+
+    /// The address a listener (`HTTP`, `gRPC`) was bound to, from the log.
+    pub fn wait_for_listener(&self, name: &str) -> String {
+        let needle = format!("listener={name}");
+        let json_needle = format!("\"listener\":\"{name}\"");
+        let found = poll(Duration::from_secs(60), || {
+            let line = self.find_log(|l| {
+                l.contains("listening") && (l.contains(&needle) || l.contains(&json_needle))
+            })?;
+            match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(json) => json["addr"].as_str().map(str::to_owned),
+                Err(_) => line
+                    .split("addr=")
+                    .nth(1)
+                    .and_then(|a| a.split_whitespace().next())
+                    .map(str::to_owned),
+            }
+        });
+        match found {
+            Some(addr) => addr,
+            None => panic!("serve did not listen for {name}: {:?}", self.log()),
+        }
+    }
+
+    fn spawn(args: &[&str], policies: &Path) -> Server {
         use std::io::BufRead;
         let mut child = bin()
             .args([
@@ -126,27 +165,12 @@ impl Server {
                 sink.lock().expect("log").push(line);
             }
         });
-        let mut server = Server {
+        Server {
             child,
             log,
             http: String::new(),
-        };
-        let http = poll(Duration::from_secs(30), || {
-            let line = server.find_log(|l| l.contains("listening") && l.contains("HTTP"))?;
-            match serde_json::from_str::<serde_json::Value>(&line) {
-                Ok(json) => json["addr"].as_str().map(str::to_owned),
-                Err(_) => line
-                    .split("addr=")
-                    .nth(1)
-                    .and_then(|a| a.split_whitespace().next())
-                    .map(str::to_owned),
-            }
-        });
-        match http {
-            Some(addr) => server.http = addr,
-            None => panic!("serve did not start: {:?}", server.log()),
+            grpc: String::new(),
         }
-        server
     }
 
     /// The log so far.

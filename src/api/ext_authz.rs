@@ -1,0 +1,577 @@
+//! Envoy ext_authz: Envoy asks before each request reaches an MCP server. One
+//! mapping from the HTTP request Envoy describes to decisions, two wire formats:
+//! `envoy.service.auth.v3.Authorization/Check` over gRPC, and the HTTP mode
+//! (`http_service`), served under `/ext_authz` on the HTTP listener.
+//!
+//! - POST: the JSON-RPC body (a single message, or a 2025-03-26 batch that is
+//!   allowed only if every message is). A body Envoy marked partial
+//!   (`x-envoy-auth-partial-body: true`) is a deny: what was not seen is not allowed.
+//!   The `mcp-method` / `mcp-name` headers and the method Envoy's MCP filter put in
+//!   the metadata must agree with the body.
+//! - GET (the server's SSE stream): the action `session/stream`; DELETE (the end of
+//!   a session): `session/end` — both on the server.
+//! - Any other HTTP method is a deny.
+//!
+//! The server is the route's `context_extensions.mcp_server` (gRPC), the
+//! `x-mcp-authz-server` header (HTTP mode), else `[envoy] default_server`.
+//! Allowed requests go on with `x-mcp-authz-decision-id`, `x-mcp-authz-user` and
+//! `x-mcp-authz-application`; the same headers sent by a client are removed.
+//! Denied ones get 403 with a JSON-RPC error carrying the request's id;
+//! unauthenticated ones 401 with `WWW-Authenticate`; malformed ones 400.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValueOption,
+    HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::envoy::config::core::v3::HeaderValue as EnvoyHeader;
+use envoy_types::pb::envoy::config::core::v3::address::Address;
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
+use envoy_types::pb::google::rpc;
+use serde_json::{Map, Value, json};
+use tonic::{Request, Status};
+
+use super::mcp_check::{
+    Credentials, FORBIDDEN_CODE, UNAUTHENTICATED_CODE, Verdict, check_calls, forbidden_message,
+};
+use super::pbjson::envoy_struct_to_json;
+use super::services::{REALM, Ready, Services};
+use crate::authz::Interface;
+use crate::identity::{AuthnError, bearer_token_from_header};
+use crate::mcp::jsonrpc::{McpCall, McpHeaders, MessageKind, Subject, check_headers, parse_body};
+
+/// Header carrying the decision id to the MCP server.
+pub const DECISION_ID_HEADER: &str = "x-mcp-authz-decision-id";
+/// Header carrying the verified user id to the MCP server.
+pub const USER_HEADER: &str = "x-mcp-authz-user";
+/// Header carrying the verified application id to the MCP server.
+pub const APPLICATION_HEADER: &str = "x-mcp-authz-application";
+/// Header naming the MCP server in the HTTP mode.
+pub const SERVER_HEADER: &str = "x-mcp-authz-server";
+/// Envoy's MCP filter's metadata namespace.
+pub const MCP_FILTER_NAMESPACE: &str = "envoy.filters.http.mcp";
+/// Action of `GET` (opening the server's SSE stream).
+pub const STREAM_ACTION: &str = "session/stream";
+/// Action of `DELETE` (ending a session).
+pub const END_ACTION: &str = "session/end";
+
+/// The HTTP request Envoy asks about, whatever the wire format.
+#[derive(Debug, Default)]
+pub struct EnvoyRequest<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// Headers, lower-case names.
+    pub headers: HashMap<String, String>,
+    /// The body as Envoy forwarded it.
+    pub body: &'a [u8],
+    /// The MCP server id from the route, if any.
+    pub server: Option<&'a str>,
+    /// The caller's SPIFFE ID (mTLS peer), if any.
+    pub spiffe_id: Option<&'a str>,
+    /// The caller's address, if known.
+    pub source_ip: Option<String>,
+    /// The metadata of Envoy's MCP filter, if present.
+    pub mcp_metadata: Option<Map<String, Value>>,
+}
+
+/// What to tell Envoy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnvoyAnswer {
+    /// Let the request through.
+    Allow {
+        /// The decision id.
+        decision_id: String,
+        /// Headers to set on the upstream request.
+        set_headers: Vec<(&'static str, String)>,
+        /// Headers to remove from it (identity headers a client sent, with no verified value).
+        remove_headers: Vec<&'static str>,
+        /// The determining policies, for the access log.
+        policies: Vec<String>,
+    },
+    /// Answer the client instead.
+    Deny {
+        /// The decision id.
+        decision_id: String,
+        /// HTTP status: 400, 401 or 403.
+        status: u16,
+        /// Extra headers for the client (`WWW-Authenticate`).
+        headers: Vec<(&'static str, String)>,
+        /// A JSON-RPC error response.
+        body: String,
+        /// The reason, for logs.
+        reason: String,
+    },
+}
+
+/// Decide on the request Envoy describes.
+pub async fn decide(
+    services: &Services,
+    request: EnvoyRequest<'_>,
+    interface: Interface,
+) -> EnvoyAnswer {
+    let Some(server) = request.server.or(services.envoy_default_server.as_deref()) else {
+        return invalid(
+            None,
+            -32600,
+            "no MCP server is configured for this route".into(),
+        );
+    };
+    let calls = match calls_of(&request) {
+        Ok(c) => c,
+        Err(answer) => return *answer,
+    };
+    let request_id = calls.first().and_then(|c| c.id.clone());
+    let bearer = match request.headers.get("authorization") {
+        Some(h) => match bearer_token_from_header(h) {
+            Ok(t) => Some(t),
+            Err(e) => return unauthenticated(request_id, &e),
+        },
+        None => None,
+    };
+    let credentials = Credentials {
+        bearer_token: bearer,
+        spiffe_id: request.spiffe_id.filter(|s| !s.is_empty()),
+        verified: None,
+    };
+    let mut extra = Map::new();
+    if let Some(ip) = &request.source_ip {
+        extra.insert("request".into(), json!({ "source_ip": ip }));
+    }
+    let verdict = check_calls(
+        &services.engine,
+        &services.resolver,
+        interface,
+        credentials,
+        server,
+        calls,
+        &extra,
+    )
+    .await;
+    let allowed = verdict.allowed();
+    match verdict {
+        Verdict::Unauthenticated(e) => unauthenticated(request_id, &e),
+        Verdict::Decided { ref identity, .. } => {
+            let Some(deciding) = verdict.deciding() else {
+                return invalid(request_id, -32600, "the request holds no message".into());
+            };
+            let decision = &deciding.outcome.decision;
+            let decision_id = deciding.outcome.decision_id.clone();
+            if allowed {
+                let mut set_headers = vec![(DECISION_ID_HEADER, decision_id.clone())];
+                let mut remove_headers = Vec::new();
+                for (name, value) in [
+                    (USER_HEADER, &identity.user),
+                    (APPLICATION_HEADER, &identity.application),
+                ] {
+                    match value {
+                        Some(v) => set_headers.push((name, v.clone())),
+                        None => remove_headers.push(name),
+                    }
+                }
+                let mut policies: Vec<String> = decision
+                    .evaluations
+                    .iter()
+                    .flat_map(|e| e.policies.clone())
+                    .collect();
+                policies.sort();
+                policies.dedup();
+                EnvoyAnswer::Allow {
+                    decision_id,
+                    set_headers,
+                    remove_headers,
+                    policies,
+                }
+            } else {
+                let id = deciding.call.id.clone();
+                EnvoyAnswer::Deny {
+                    decision_id,
+                    status: 403,
+                    headers: Vec::new(),
+                    body: error_body(id, FORBIDDEN_CODE, &forbidden_message(&decision.reason)),
+                    reason: decision.reason.clone(),
+                }
+            }
+        }
+    }
+}
+
+/// The MCP messages of the request, or the answer refusing it.
+fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<EnvoyAnswer>> {
+    let session_call = |method: &str| McpCall {
+        method: method.to_owned(),
+        subject: Subject::Server,
+        arguments: Map::new(),
+        id: None,
+        kind: MessageKind::Request,
+    };
+    match request.method.to_ascii_uppercase().as_str() {
+        "POST" => {}
+        "GET" => return Ok(vec![session_call(STREAM_ACTION)]),
+        "DELETE" => return Ok(vec![session_call(END_ACTION)]),
+        other => {
+            let other: String = other.chars().take(16).collect();
+            return Err(Box::new(invalid(
+                None,
+                -32600,
+                format!("HTTP method `{other}` is not used by MCP"),
+            )));
+        }
+    }
+    if request
+        .headers
+        .get("x-envoy-auth-partial-body")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        return Err(Box::new(invalid(
+            None,
+            -32600,
+            "the request body is larger than what can be authorized".into(),
+        )));
+    }
+    let message = parse_body(request.body)
+        .map_err(|e| Box::new(invalid(e.id().cloned(), e.code(), e.to_string())))?;
+    let id = message.single().and_then(|c| c.id.clone());
+    let headers = McpHeaders::from_pairs(
+        request
+            .headers
+            .iter()
+            .filter(|(k, _)| k.starts_with("mcp-"))
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .map_err(|e| Box::new(invalid(id.clone(), e.code(), e.to_string())))?;
+    check_headers(&message, &headers)
+        .map_err(|e| Box::new(invalid(id.clone(), e.code(), e.to_string())))?;
+    // Envoy's MCP filter read the same body: it must have seen the same method.
+    if let Some(meta) = &request.mcp_metadata
+        && let Some(seen) = meta.get("method").and_then(Value::as_str)
+        && let Some(call) = message.single()
+        && seen != call.method
+    {
+        return Err(Box::new(invalid(
+            id,
+            -32600,
+            "the MCP filter and the body disagree on the method".into(),
+        )));
+    }
+    Ok(message.calls)
+}
+
+fn error_body(id: Option<Value>, code: i64, message: &str) -> String {
+    json!({ "jsonrpc": "2.0", "id": id.unwrap_or(Value::Null), "error": { "code": code, "message": message } })
+        .to_string()
+}
+
+fn invalid(id: Option<Value>, code: i64, message: String) -> EnvoyAnswer {
+    EnvoyAnswer::Deny {
+        decision_id: crate::authz::new_decision_id(),
+        status: 400,
+        headers: Vec::new(),
+        body: error_body(id, code, &message),
+        reason: message,
+    }
+}
+
+fn unauthenticated(id: Option<Value>, e: &AuthnError) -> EnvoyAnswer {
+    let message = format!("unauthenticated: {e}");
+    EnvoyAnswer::Deny {
+        decision_id: crate::authz::new_decision_id(),
+        status: 401,
+        headers: vec![("www-authenticate", e.www_authenticate(REALM))],
+        body: error_body(id, UNAUTHENTICATED_CODE, &message),
+        reason: message,
+    }
+}
+
+// ---- gRPC: envoy.service.auth.v3.Authorization ----
+
+/// The `envoy.service.auth.v3.Authorization` service.
+#[derive(Debug, Clone)]
+pub struct ExtAuthzGrpc {
+    ready: Ready,
+}
+
+impl ExtAuthzGrpc {
+    /// The service, answering once `ready` is.
+    pub fn new(ready: Ready) -> Self {
+        Self { ready }
+    }
+}
+
+/// The request Envoy describes in a `CheckRequest`.
+pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
+    let attrs = check.attributes.as_ref();
+    let http = attrs
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref());
+    let mut headers: HashMap<String, String> = http
+        .map(|h| {
+            h.headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(map) = http.and_then(|h| h.header_map.as_ref()) {
+        for h in &map.headers {
+            let value = if h.value.is_empty() {
+                String::from_utf8_lossy(&h.raw_value).into_owned()
+            } else {
+                h.value.clone()
+            };
+            headers
+                .entry(h.key.to_ascii_lowercase())
+                .and_modify(|v| {
+                    v.push(',');
+                    v.push_str(&value);
+                })
+                .or_insert(value);
+        }
+    }
+    let body: &[u8] = match http {
+        Some(h) if !h.raw_body.is_empty() => &h.raw_body,
+        Some(h) => h.body.as_bytes(),
+        None => &[],
+    };
+    let source = attrs.and_then(|a| a.source.as_ref());
+    let source_ip = source
+        .and_then(|s| s.address.as_ref())
+        .and_then(|a| a.address.as_ref())
+        .and_then(|a| match a {
+            Address::SocketAddress(s) => Some(s.address.clone()),
+            _ => None,
+        });
+    EnvoyRequest {
+        method: http.map_or("", |h| h.method.as_str()),
+        headers,
+        body,
+        server: attrs
+            .and_then(|a| a.context_extensions.get("mcp_server"))
+            .map(String::as_str)
+            .filter(|s| !s.is_empty()),
+        spiffe_id: source
+            .map(|s| s.principal.as_str())
+            .filter(|s| !s.is_empty()),
+        source_ip,
+        mcp_metadata: attrs
+            .and_then(|a| a.metadata_context.as_ref())
+            .and_then(|m| m.filter_metadata.get(MCP_FILTER_NAMESPACE))
+            .map(envoy_struct_to_json),
+    }
+}
+
+fn header(name: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(EnvoyHeader {
+            key: name.to_owned(),
+            value: value.to_owned(),
+            ..EnvoyHeader::default()
+        }),
+        append_action: action as i32,
+        ..HeaderValueOption::default()
+    }
+}
+
+fn string_value(s: String) -> PbValue {
+    PbValue {
+        kind: Some(Kind::StringValue(s)),
+    }
+}
+
+/// The `CheckResponse` for an answer.
+pub fn check_response(answer: EnvoyAnswer) -> CheckResponse {
+    match answer {
+        EnvoyAnswer::Allow {
+            decision_id,
+            set_headers,
+            remove_headers,
+            policies,
+        } => {
+            let metadata = Struct {
+                fields: [
+                    ("decision_id".to_owned(), string_value(decision_id)),
+                    ("policies".to_owned(), string_value(policies.join(","))),
+                ]
+                .into_iter()
+                .collect(),
+            };
+            CheckResponse {
+                status: Some(rpc::Status {
+                    code: tonic::Code::Ok as i32,
+                    ..rpc::Status::default()
+                }),
+                dynamic_metadata: Some(metadata),
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                    headers: set_headers
+                        .iter()
+                        .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
+                        .collect(),
+                    headers_to_remove: remove_headers.iter().map(|h| (*h).to_owned()).collect(),
+                    ..OkHttpResponse::default()
+                })),
+            }
+        }
+        EnvoyAnswer::Deny {
+            decision_id,
+            status,
+            headers,
+            body,
+            ..
+        } => {
+            let code = match status {
+                401 => tonic::Code::Unauthenticated,
+                400 => tonic::Code::InvalidArgument,
+                _ => tonic::Code::PermissionDenied,
+            };
+            let mut hs = vec![
+                header(
+                    "content-type",
+                    "application/json",
+                    HeaderAppendAction::OverwriteIfExistsOrAdd,
+                ),
+                header(
+                    DECISION_ID_HEADER,
+                    &decision_id,
+                    HeaderAppendAction::OverwriteIfExistsOrAdd,
+                ),
+            ];
+            hs.extend(
+                headers
+                    .iter()
+                    .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd)),
+            );
+            let metadata = Struct {
+                fields: [("decision_id".to_owned(), string_value(decision_id))]
+                    .into_iter()
+                    .collect(),
+            };
+            CheckResponse {
+                status: Some(rpc::Status {
+                    code: code as i32,
+                    ..rpc::Status::default()
+                }),
+                dynamic_metadata: Some(metadata),
+                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                    status: Some(HttpStatus {
+                        code: i32::from(status),
+                    }),
+                    headers: hs,
+                    body,
+                })),
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthzGrpc {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, Status> {
+        let services = self
+            .ready
+            .get()
+            .ok_or_else(|| Status::unavailable("policies are not loaded yet"))?;
+        let answer = decide(
+            services,
+            envoy_request(request.get_ref()),
+            Interface::ExtAuthzGrpc,
+        )
+        .await;
+        Ok(tonic::Response::new(check_response(answer)))
+    }
+}
+
+// ---- HTTP mode ----
+
+/// The routes of the HTTP mode: every method and path under `/ext_authz`.
+pub fn http_router(ready: Ready) -> axum::Router {
+    axum::Router::new()
+        .route("/ext_authz", axum::routing::any(http_check))
+        .route("/ext_authz/{*path}", axum::routing::any(http_check))
+        .with_state(ready)
+}
+
+async fn http_check(
+    State(ready): State<Ready>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(services) = ready.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "policies are not loaded yet\n",
+        )
+            .into_response();
+    };
+    let mut map: HashMap<String, String> = HashMap::new();
+    for (k, v) in &headers {
+        let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        map.entry(k.as_str().to_owned())
+            .and_modify(|e| {
+                e.push(',');
+                e.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    let server = map.get(SERVER_HEADER).cloned();
+    let request = EnvoyRequest {
+        method: method.as_str(),
+        headers: map,
+        body: &body,
+        server: server.as_deref().filter(|s| !s.is_empty()),
+        ..EnvoyRequest::default()
+    };
+    http_response(decide(services, request, Interface::ExtAuthzHttp).await)
+}
+
+fn http_response(answer: EnvoyAnswer) -> Response {
+    let mut out = HeaderMap::new();
+    let put = |out: &mut HeaderMap, k: &str, v: &str| {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            out.insert(k, v);
+        }
+    };
+    match answer {
+        EnvoyAnswer::Allow {
+            decision_id,
+            set_headers,
+            ..
+        } => {
+            put(&mut out, DECISION_ID_HEADER, &decision_id);
+            for (k, v) in &set_headers {
+                put(&mut out, k, v);
+            }
+            // Headers with no verified value are sent empty so that Envoy overwrites
+            // whatever a client put there.
+            for name in [USER_HEADER, APPLICATION_HEADER] {
+                if !out.contains_key(name) {
+                    put(&mut out, name, "");
+                }
+            }
+            (StatusCode::OK, out).into_response()
+        }
+        EnvoyAnswer::Deny {
+            decision_id,
+            status,
+            headers,
+            body,
+            ..
+        } => {
+            put(&mut out, "content-type", "application/json");
+            put(&mut out, DECISION_ID_HEADER, &decision_id);
+            for (k, v) in &headers {
+                put(&mut out, k, v);
+            }
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            (status, out, body).into_response()
+        }
+    }
+}
