@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::authz::CacheSettings;
 use crate::identity::{
     IdentityConfig, IdentityConfigError, IssuerConfig, JwtSettings, SpiffeConfig,
 };
@@ -121,6 +122,18 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The `[cache]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFile {
+    /// Cache decisions (default true).
+    pub enabled: Option<bool>,
+    /// Most decisions kept (default 100000).
+    pub max_entries: Option<u64>,
+    /// Seconds a decision is kept (default 60).
+    pub ttl_secs: Option<u64>,
+}
+
 /// The `[grpc]` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,6 +167,9 @@ pub struct FileConfig {
     /// The gateway API.
     #[serde(default)]
     pub grpc: GrpcFile,
+    /// The decision cache.
+    #[serde(default)]
+    pub cache: CacheFile,
     /// Trusted token issuers.
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
@@ -203,6 +219,8 @@ pub struct Config {
     pub envoy_default_server: Option<String>,
     /// Token issuers, SPIFFE and token verification settings.
     pub identity: IdentityConfig,
+    /// The decision cache.
+    pub cache: CacheSettings,
     /// The trusted caller's secret, read from `grpc.trusted_caller_token_file`.
     pub trusted_caller_token: Option<Secret>,
     /// Directory that relative paths of the config file are resolved against.
@@ -324,7 +342,22 @@ impl Config {
             }
             None => None,
         };
+        let defaults = CacheSettings::default();
+        if fc.cache.ttl_secs == Some(0) {
+            return Err(ConfigError::Value {
+                key: "cache.ttl_secs".into(),
+                origin: origin("cache.ttl_secs"),
+                reason: "must be at least 1 (set `cache.enabled = false` to turn the cache off)"
+                    .into(),
+            });
+        }
+        let cache = CacheSettings {
+            enabled: fc.cache.enabled.unwrap_or(defaults.enabled),
+            max_entries: fc.cache.max_entries.unwrap_or(defaults.max_entries),
+            ttl: fc.cache.ttl_secs.map_or(defaults.ttl, Duration::from_secs),
+        };
         Ok(Config {
+            cache,
             identity,
             trusted_caller_token,
             policies,
@@ -419,6 +452,21 @@ fn apply_env(
             "reload.debounce_ms" => fc.reload.debounce_ms = Some(number(value)?),
             "reload.poll_interval_secs" => fc.reload.poll_interval_secs = Some(number(value)?),
             "envoy.default_server" => fc.envoy.default_server = Some(value.clone()),
+            "cache.enabled" => {
+                fc.cache.enabled = Some(match value.trim() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => {
+                        return Err(ConfigError::Value {
+                            key: (*key).into(),
+                            origin,
+                            reason: format!("`{other}` is not `true` or `false`"),
+                        });
+                    }
+                })
+            }
+            "cache.max_entries" => fc.cache.max_entries = Some(number(value)?),
+            "cache.ttl_secs" => fc.cache.ttl_secs = Some(number(value)?),
             "grpc.trusted_caller_token_file" => {
                 fc.grpc.trusted_caller_token_file = Some(PathBuf::from(value))
             }

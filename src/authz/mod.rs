@@ -7,6 +7,7 @@
 //! action, a context that does not fit the schema, an evaluation error in any
 //! policy) is a deny with a reason, never an allow.
 
+mod cache;
 mod context;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::policy::{PolicyStore, Snapshot};
 
+pub use cache::{CacheSettings, CacheStats, DecisionCache};
 pub use context::build_context;
 
 /// Extra data about one entity, for this request only (e.g. groups from a token).
@@ -153,8 +155,8 @@ impl Interface {
 /// A decision as an interface returns it: with its id and how long it took.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// The decision.
-    pub decision: Decision,
+    /// The decision (shared with the cache).
+    pub decision: Arc<Decision>,
     /// Unique id of this decision (returned to the caller, and in the decision log).
     pub decision_id: String,
     /// Time spent deciding.
@@ -166,16 +168,26 @@ pub fn new_decision_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// The decision engine: evaluates requests against the store's current snapshot.
+/// The decision engine: evaluates requests against the store's current snapshot,
+/// through the decision cache when it has one.
 #[derive(Debug, Clone)]
 pub struct Engine {
     store: Arc<PolicyStore>,
+    cache: Option<Arc<DecisionCache>>,
 }
 
 impl Engine {
-    /// An engine deciding on the store's snapshots.
+    /// An engine deciding on the store's snapshots, without a cache.
     pub fn new(store: Arc<PolicyStore>) -> Self {
-        Self { store }
+        Self { store, cache: None }
+    }
+
+    /// The same engine with a decision cache (none if `settings` disable it).
+    pub fn with_cache(mut self, settings: &CacheSettings) -> Self {
+        self.cache = settings
+            .enabled
+            .then(|| Arc::new(DecisionCache::new(settings)));
+        self
     }
 
     /// The policy store.
@@ -183,9 +195,20 @@ impl Engine {
         &self.store
     }
 
+    /// The decision cache, if there is one.
+    pub fn cache(&self) -> Option<&Arc<DecisionCache>> {
+        self.cache.as_ref()
+    }
+
     /// Decide on the current snapshot.
-    pub fn decide(&self, request: &DecisionRequest) -> Decision {
-        decide(&self.store.snapshot(), request)
+    pub fn decide(&self, request: &DecisionRequest) -> Arc<Decision> {
+        let snapshot = self.store.snapshot();
+        match &self.cache {
+            Some(cache) => {
+                cache.get_or_compute(snapshot.generation, request, || decide(&snapshot, request))
+            }
+            None => Arc::new(decide(&snapshot, request)),
+        }
     }
 
     /// Decide for an interface: the one entry point of every adapter. Gives the

@@ -134,7 +134,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
         "policies loaded"
     );
     drop(snapshot);
-    let engine = Engine::new(Arc::clone(&store));
+    let engine = Engine::new(Arc::clone(&store)).with_cache(&config.cache);
     ready.set(Services {
         engine: engine.clone(),
         resolver,

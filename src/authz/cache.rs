@@ -1,0 +1,295 @@
+//! The decision cache: decisions keyed by a 128-bit keyed hash of every input of
+//! the decision — the snapshot generation, both principals, the action, the
+//! resource, its server, the whole context as given, and the per-request entity
+//! data (token-derived groups among them). A reload changes the generation, so an
+//! earlier snapshot's decision is never served; anything that varies per request
+//! (a time, an address) is part of the context and so of the key.
+//!
+//! The hash is SipHash-1-3 with 128 bits of output and a random key per process:
+//! a collision is as unlikely as guessing the key, and no caller can aim for one.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+use super::{Decision, DecisionRequest};
+
+/// Cache settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Whether decisions are cached.
+    pub enabled: bool,
+    /// Most decisions kept.
+    pub max_entries: u64,
+    /// How long a decision is kept.
+    pub ttl: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_entries: 100_000,
+            ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Hit and miss counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Decisions served from the cache.
+    pub hits: u64,
+    /// Decisions computed.
+    pub misses: u64,
+    /// Decisions held now (approximate).
+    pub entries: u64,
+}
+
+/// A bounded cache of decisions.
+pub struct DecisionCache {
+    entries: moka::sync::Cache<u128, Arc<Decision>>,
+    keys: (u64, u64),
+    hits: AtomicU64,
+    misses: AtomicU64,
+    generation: AtomicU64,
+}
+
+impl std::fmt::Debug for DecisionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecisionCache")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DecisionCache {
+    /// An empty cache.
+    pub fn new(settings: &CacheSettings) -> Self {
+        let random = std::collections::hash_map::RandomState::new();
+        Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(settings.max_entries)
+                .time_to_live(settings.ttl)
+                .build(),
+            keys: (random.hash_one(1u8), random.hash_one(2u8)),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The cached decision for `request` on snapshot `generation`, or the one
+    /// `compute` makes (then cached).
+    pub fn get_or_compute(
+        &self,
+        generation: u64,
+        request: &DecisionRequest,
+        compute: impl FnOnce() -> Decision,
+    ) -> Arc<Decision> {
+        // A new snapshot: the old decisions can never be served again; free them.
+        if self.generation.swap(generation, Ordering::Relaxed) != generation {
+            self.entries.invalidate_all();
+        }
+        let key = self.key(generation, request);
+        if let Some(d) = self.entries.get(&key) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return d;
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let decision = Arc::new(compute());
+        self.entries.insert(key, Arc::clone(&decision));
+        decision
+    }
+
+    /// Hits, misses and size so far.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.entries.entry_count(),
+        }
+    }
+
+    /// Finish pending maintenance (for exact counts in tests and benchmarks).
+    pub fn sync(&self) {
+        self.entries.run_pending_tasks();
+    }
+
+    fn key(&self, generation: u64, r: &DecisionRequest) -> u128 {
+        let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
+        h.write_u64(generation);
+        hash_uid(&mut h, r.user.as_ref());
+        hash_uid(&mut h, r.application.as_ref());
+        hash_uid(&mut h, Some(&r.action));
+        hash_uid(&mut h, Some(&r.resource));
+        hash_uid(&mut h, r.server.as_ref());
+        hash_map(&mut h, &r.context);
+        h.write_usize(r.entities.len());
+        for e in &r.entities {
+            hash_uid(&mut h, Some(&e.uid));
+            h.write_usize(e.parents.len());
+            for p in &e.parents {
+                hash_uid(&mut h, Some(p));
+            }
+            hash_map(&mut h, &e.attrs);
+        }
+        h.finish128().as_u128()
+    }
+}
+
+fn hash_str(h: &mut impl Hasher, s: &str) {
+    h.write_usize(s.len());
+    h.write(s.as_bytes());
+}
+
+fn hash_uid(h: &mut impl Hasher, uid: Option<&cedar_policy::EntityUid>) {
+    match uid {
+        None => h.write_u8(0),
+        Some(u) => {
+            h.write_u8(1);
+            // Type and id separately: `A::"x"` and the like can never run together.
+            hash_str(h, &u.type_name().to_string());
+            hash_str(h, u.id().unescaped());
+        }
+    }
+}
+
+fn hash_map(h: &mut impl Hasher, m: &Map<String, Value>) {
+    // serde_json's map is ordered by key: the same object always hashes the same.
+    h.write_usize(m.len());
+    for (k, v) in m {
+        hash_str(h, k);
+        hash_value(h, v);
+    }
+}
+
+fn hash_value(h: &mut impl Hasher, v: &Value) {
+    match v {
+        Value::Null => h.write_u8(0),
+        Value::Bool(b) => {
+            h.write_u8(1);
+            h.write_u8(u8::from(*b));
+        }
+        Value::Number(n) => {
+            h.write_u8(2);
+            hash_str(h, &n.to_string());
+        }
+        Value::String(s) => {
+            h.write_u8(3);
+            hash_str(h, s);
+        }
+        Value::Array(a) => {
+            h.write_u8(4);
+            h.write_usize(a.len());
+            for x in a {
+                hash_value(h, x);
+            }
+        }
+        Value::Object(o) => {
+            h.write_u8(5);
+            hash_map(h, o);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::RequestEntity;
+    use crate::mcp::{Kind, action};
+    use serde_json::json;
+
+    fn request() -> DecisionRequest {
+        let mut r = DecisionRequest::new(action("tools/call"), Kind::Tool.uid("docs/t"));
+        r.user = Some(Kind::User.uid("u"));
+        r.application = Some(Kind::Application.uid("a"));
+        r.server = Some(Kind::Server.uid("docs"));
+        r.context
+            .insert("arguments".into(), json!({ "q": "x", "n": 1 }));
+        r
+    }
+
+    #[test]
+    fn every_input_changes_the_key() {
+        let c = DecisionCache::new(&CacheSettings::default());
+        let base = c.key(1, &request());
+        assert_eq!(base, c.key(1, &request()));
+        assert_ne!(base, c.key(2, &request()));
+        type Change = Box<dyn Fn(&mut DecisionRequest)>;
+        let variants: Vec<Change> = vec![
+            Box::new(|r| r.user = Some(Kind::User.uid("v"))),
+            Box::new(|r| r.user = None),
+            Box::new(|r| r.application = Some(Kind::Application.uid("b"))),
+            Box::new(|r| r.action = action("prompts/get")),
+            Box::new(|r| r.resource = Kind::Tool.uid("docs/u")),
+            Box::new(|r| r.resource = Kind::Prompt.uid("docs/t")),
+            Box::new(|r| r.server = None),
+            Box::new(|r| {
+                r.context
+                    .insert("arguments".into(), json!({ "q": "y", "n": 1 }));
+            }),
+            Box::new(|r| {
+                r.context
+                    .insert("arguments".into(), json!({ "q": "x", "n": "1" }));
+            }),
+            Box::new(|r| {
+                r.context
+                    .insert("arguments".into(), json!({ "q": "x", "n": 1.0 }));
+            }),
+            Box::new(|r| {
+                r.context.insert("scopes".into(), json!(["a"]));
+            }),
+            Box::new(|r| {
+                r.entities.push(RequestEntity {
+                    uid: Kind::User.uid("u"),
+                    parents: vec![Kind::Group.uid("g")],
+                    attrs: Map::new(),
+                });
+            }),
+        ];
+        for (i, change) in variants.iter().enumerate() {
+            let mut r = request();
+            change(&mut r);
+            assert_ne!(base, c.key(1, &r), "variant {i} shares the key");
+        }
+        // Different groups never share an entry.
+        let with_group = |g: &str| {
+            let mut r = request();
+            r.entities.push(RequestEntity {
+                uid: Kind::User.uid("u"),
+                parents: vec![Kind::Group.uid(g)],
+                attrs: Map::new(),
+            });
+            c.key(1, &r)
+        };
+        assert_ne!(with_group("a"), with_group("b"));
+        // Strings cannot run together across fields.
+        let mut a = request();
+        a.context = [("ab".to_owned(), json!("c"))].into_iter().collect();
+        let mut b = request();
+        b.context = [("a".to_owned(), json!("bc"))].into_iter().collect();
+        assert_ne!(c.key(1, &a), c.key(1, &b));
+    }
+
+    #[test]
+    fn hits_and_misses_are_counted_and_a_new_generation_clears() {
+        let c = DecisionCache::new(&CacheSettings::default());
+        let make = |allow| Decision {
+            allow,
+            reason: String::new(),
+            evaluations: Vec::new(),
+            generation: 1,
+        };
+        assert!(c.get_or_compute(1, &request(), || make(true)).allow);
+        assert!(c.get_or_compute(1, &request(), || make(false)).allow);
+        assert_eq!((c.stats().hits, c.stats().misses), (1, 1));
+        assert!(!c.get_or_compute(2, &request(), || make(false)).allow);
+        c.sync();
+        assert_eq!(c.stats().entries, 1);
+    }
+}
