@@ -1,0 +1,178 @@
+//! Criterion benchmarks of the decision path on the reference policies:
+//! a decision (cache miss and cache hit) beside raw Cedar on the same request,
+//! MCP body parsing, JWT verification (cold and cached), and Envoy's
+//! `CheckRequest` → decision request mapping.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cedar_policy::{Authorizer, Context, Request};
+use criterion::{Criterion, criterion_group, criterion_main};
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request as EnvoyHttp};
+use mcp_authz::api::ext_authz::envoy_request;
+use mcp_authz::api::mcp_check::request_for;
+use mcp_authz::authz::{CacheSettings, DecisionRequest, Engine, decide};
+use mcp_authz::identity::{Identity, IdentityConfig, IdentityInput, IssuerConfig, Resolver};
+use mcp_authz::mcp::jsonrpc::parse_body;
+use mcp_authz::mcp::{Kind, action};
+use mcp_authz::policy::{PolicyStore, Snapshot};
+use serde_json::json;
+
+const BODY: &str = r#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"search_documents","arguments":{"query":"titan strategy","max_results":20}}}"#;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn request() -> DecisionRequest {
+    let mut r = DecisionRequest::new(action("tools/call"), Kind::Tool.uid("docs/search_documents"));
+    r.user = Some(Kind::User.uid("alice"));
+    r.application = Some(Kind::Application.uid("corpassist"));
+    r.server = Some(Kind::Server.uid("docs"));
+    r.context.insert("arguments".into(), json!({ "query": "titan strategy", "max_results": 20 }));
+    r
+}
+
+fn decisions(c: &mut Criterion) {
+    let dir = root().join("policies");
+    let snapshot = Snapshot::load(&dir, 1).expect("reference policies");
+    let req = request();
+    assert!(decide(&snapshot, &req).allow);
+
+    // Raw Cedar, the baseline: the same two evaluations (user, then application) with
+    // the request, context and entities already built.
+    let authorizer = Authorizer::new();
+    let context = Context::from_json_value(
+        json!({
+            "arguments": { "query": "titan strategy", "max_results": 20 },
+            "application": { "__entity": { "type": "Mcp::Application", "id": "corpassist" } },
+            "user": { "__entity": { "type": "Mcp::User", "id": "alice" } },
+            "server": { "__entity": { "type": "Mcp::Server", "id": "docs" } },
+        }),
+        Some((&snapshot.schema, &req.action)),
+    )
+    .expect("context");
+    let cedar_requests: Vec<Request> = [req.user.clone(), req.application.clone()]
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            Request::new(p, req.action.clone(), req.resource.clone(), context.clone(), Some(&snapshot.schema))
+                .expect("request")
+        })
+        .collect();
+    c.bench_function("raw_cedar_is_authorized_x2", |b| {
+        b.iter(|| {
+            for r in &cedar_requests {
+                black_box(authorizer.is_authorized(r, &snapshot.policies, &snapshot.entities));
+            }
+        })
+    });
+    c.bench_function("decision_cache_miss", |b| b.iter(|| black_box(decide(&snapshot, black_box(&req)))));
+
+    let store = Arc::new(PolicyStore::open(&dir).expect("policies"));
+    let engine = Engine::new(store).with_cache(&CacheSettings::default());
+    engine.decide(&req);
+    c.bench_function("decision_cache_hit", |b| b.iter(|| black_box(engine.decide(black_box(&req)))));
+
+    let mut unknown = request();
+    unknown.resource = Kind::Tool.uid("docs/not_in_the_entity_data");
+    c.bench_function("decision_cache_miss_synthesized_tool", |b| {
+        b.iter(|| black_box(decide(&snapshot, black_box(&unknown))))
+    });
+}
+
+fn parsing(c: &mut Criterion) {
+    assert!(parse_body(BODY.as_bytes()).is_ok());
+    c.bench_function("mcp_parse_tools_call", |b| b.iter(|| black_box(parse_body(black_box(BODY.as_bytes())))));
+}
+
+fn envoy_check_request() -> CheckRequest {
+    let headers = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2025-11-25"),
+        ("mcp-session-id", "7d1f0b6a9c2e4f31a8b5c6d7e8f90123"),
+        ("authorization", "Bearer eyJhbGciOiJFZERTQSJ9.e30.sig"),
+        (":path", "/mcp"),
+        (":method", "POST"),
+        (":authority", "127.0.0.1:10000"),
+    ];
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(EnvoyHttp {
+                http: Some(HttpRequest {
+                    method: "POST".into(),
+                    path: "/mcp".into(),
+                    headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+                    raw_body: BODY.as_bytes().to_vec(),
+                    ..HttpRequest::default()
+                }),
+                ..EnvoyHttp::default()
+            }),
+            context_extensions: [("mcp_server".to_owned(), "docs".to_owned())].into_iter().collect(),
+            ..AttributeContext::default()
+        }),
+        ..CheckRequest::default()
+    }
+}
+
+fn mapping(c: &mut Criterion) {
+    let check = envoy_check_request();
+    let identity = Identity {
+        user: Some("alice".into()),
+        application: Some("corpassist".into()),
+        ..Identity::default()
+    };
+    let extra = serde_json::Map::new();
+    c.bench_function("envoy_check_request_to_decision_request", |b| {
+        b.iter(|| {
+            let r = envoy_request(black_box(&check));
+            let message = parse_body(r.body).expect("body");
+            let call = &message.calls[0];
+            black_box(request_for(call, r.server.unwrap_or("docs"), &identity, &extra))
+        })
+    });
+}
+
+fn jwt(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let token = std::fs::read_to_string(root().join("examples/identity/erin.jwt")).expect("token");
+    let token = token.trim();
+    let resolver = |cache: u64| {
+        let mut issuer = IssuerConfig::new("https://idp.corp.example", vec!["mcp-mesh".into()]);
+        issuer.jwks_file = Some(root().join("examples/identity/jwks.json"));
+        issuer.algorithms = vec!["EdDSA".into()];
+        issuer.groups_claim = Some("groups".into());
+        let mut config = IdentityConfig {
+            issuers: vec![issuer],
+            ..IdentityConfig::default()
+        };
+        config.jwt.token_cache_size = cache;
+        rt.block_on(Resolver::new(&config, root())).expect("resolver")
+    };
+    let input = || IdentityInput {
+        bearer_token: Some(token),
+        spiffe_id: None,
+        trusted: None,
+    };
+    let cold = resolver(0);
+    assert!(rt.block_on(cold.resolve(input())).is_ok());
+    c.bench_function("jwt_verify_eddsa_cold", |b| b.iter(|| black_box(rt.block_on(cold.resolve(input())))));
+    let cached = resolver(10_000);
+    assert!(rt.block_on(cached.resolve(input())).is_ok());
+    c.bench_function("jwt_verify_cached", |b| b.iter(|| black_box(rt.block_on(cached.resolve(input())))));
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(50)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = decisions, parsing, mapping, jwt
+}
+criterion_main!(benches);
