@@ -4,10 +4,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::{EXIT_ERROR, ServeArgs, load_config, report_problems};
-use crate::api::http::{HttpState, router};
+use crate::api::http::{AdminToken, HttpState, admin_router, router};
 use crate::authz::Engine;
 use crate::config::{Config, Overrides};
+use crate::identity::Resolver;
 use crate::policy::{PolicyStore, WatchOptions, spawn_watcher};
+use crate::telemetry::{DecisionLog, Telemetry};
 
 pub(super) fn run(args: ServeArgs) -> ExitCode {
     let overrides = Overrides {
@@ -60,8 +62,36 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(config: Config, store: Arc<PolicyStore>) -> Result<(), String> {
-    let engine = Engine::new(Arc::clone(&store));
-    let state = Arc::new(HttpState { engine });
+    // Everything that can fail on configuration fails before a port is bound.
+    let decision_log = if config.decision_log.enabled {
+        let log = DecisionLog::open(&config.decision_log).map_err(|e| {
+            let target = config
+                .decision_log
+                .file
+                .as_ref()
+                .map_or_else(|| "stdout".to_owned(), |p| format!("`{}`", p.display()));
+            format!("cannot open the decision log {target}: {e}")
+        })?;
+        Some(log)
+    } else {
+        None
+    };
+    let telemetry = Arc::new(Telemetry::new(decision_log));
+    let engine = Engine::with_telemetry(Arc::clone(&store), Arc::clone(&telemetry));
+    let resolver = Resolver::new(&config.identity, &config.base_dir)
+        .await
+        .map_err(|e| format!("invalid identity configuration: {e}"))?;
+    let admin_token = config
+        .admin_token_file
+        .as_deref()
+        .map(AdminToken::from_file)
+        .transpose()?;
+    let state = Arc::new(HttpState {
+        engine,
+        resolver: Some(resolver),
+        authzen: config.authzen.clone(),
+        admin_token,
+    });
     let http = bind(config.http_listen, "HTTP").await?;
     let admin = match config.admin_listen {
         Some(addr) => Some(bind(addr, "admin").await?),
@@ -78,7 +108,11 @@ async fn serve(config: Config, store: Arc<PolicyStore>) -> Result<(), String> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for (listener, name) in [(Some(http), "http"), (admin, "admin")] {
         let Some(listener) = listener else { continue };
-        let app = router(Arc::clone(&state));
+        let app = if name == "admin" {
+            admin_router(Arc::clone(&state))
+        } else {
+            router(Arc::clone(&state))
+        };
         let mut stop = stop_rx.clone();
         servers.spawn(async move {
             axum::serve(listener, app)
@@ -99,6 +133,11 @@ async fn serve(config: Config, store: Arc<PolicyStore>) -> Result<(), String> {
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
     watcher.abort();
+    if let Some(log) = &telemetry.decision_log
+        && !log.close(std::time::Duration::from_secs(2))
+    {
+        tracing::warn!("the decision log writer did not finish in time; records may be lost");
+    }
     result
 }
 

@@ -88,11 +88,69 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Response headers: lowercase names and values.
+pub type Headers = Vec<(String, String)>;
+
+/// A plain HTTP/1.1 request on 127.0.0.1: status code, headers (lowercase names)
+/// and body.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, Headers, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body.as_bytes()).ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Some((status, headers, body.to_owned()))
+}
+
+/// POST a JSON body: status and body parsed as JSON (`Null` if it is not JSON).
+pub fn post_json(
+    addr: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> Option<(u16, serde_json::Value)> {
+    let (status, _, text) = http_request(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        &body.to_string(),
+    )?;
+    Some((
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
 /// A running `mcp-authz serve`, its log collected line by line; killed on drop.
 pub struct Server {
     pub child: std::process::Child,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub http: String,
+    /// The admin listener's address, when `--admin-listen` was given.
+    pub admin: String,
 }
 
 impl Server {
@@ -130,9 +188,29 @@ impl Server {
             child,
             log,
             http: String::new(),
+            admin: String::new(),
         };
-        let http = poll(Duration::from_secs(30), || {
-            let line = server.find_log(|l| l.contains("listening") && l.contains("HTTP"))?;
+        match server.listening_on("HTTP") {
+            Some(addr) => server.http = addr,
+            None => panic!("serve did not start: {:?}", server.log()),
+        }
+        if args.contains(&"--admin-listen") {
+            match server.listening_on("admin") {
+                Some(addr) => server.admin = addr,
+                None => panic!("no admin listener: {:?}", server.log()),
+            }
+        }
+        server
+    }
+
+    /// The address a listener logged, waiting for it.
+    fn listening_on(&self, listener: &str) -> Option<String> {
+        poll(Duration::from_secs(30), || {
+            let line = self.find_log(|l| {
+                l.contains("listening")
+                    && (l.contains(&format!("listener={listener} "))
+                        || l.contains(&format!("\"listener\":\"{listener}\"")))
+            })?;
             match serde_json::from_str::<serde_json::Value>(&line) {
                 Ok(json) => json["addr"].as_str().map(str::to_owned),
                 Err(_) => line
@@ -141,12 +219,7 @@ impl Server {
                     .and_then(|a| a.split_whitespace().next())
                     .map(str::to_owned),
             }
-        });
-        match http {
-            Some(addr) => server.http = addr,
-            None => panic!("serve did not start: {:?}", server.log()),
-        }
-        server
+        })
     }
 
     /// The log so far.
