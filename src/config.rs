@@ -731,4 +731,83 @@ mod tests {
         .to_string();
         assert!(err.contains("cannot read config file"), "{err}");
     }
+
+    #[test]
+    fn http_observability_and_admin_settings() {
+        let c = Config::load(None, &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!(c.authzen, AuthzenSettings::default());
+        assert!(c.decision_log.enabled && c.decision_log.file.is_none());
+        assert!(!c.decision_log.include_arguments);
+        assert_eq!(c.admin_token_file, None);
+        let (d, path) = write(
+            "[authzen]\nbase_url = \"https://pdp.example.com/\"\nmax_batch = 10\n[admin]\ntoken_file = \"admin.token\"\n[decision_log]\nfile = \"d.jsonl\"\nqueue_capacity = 8\ninclude_arguments = true\nredact = [\"pin\"]\n",
+        );
+        let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!(
+            c.authzen.base_url.as_deref(),
+            Some("https://pdp.example.com")
+        );
+        assert_eq!(c.authzen.max_batch, 10);
+        assert_eq!(c.admin_token_file, Some(d.path().join("admin.token")));
+        assert_eq!(c.decision_log.file, Some(d.path().join("d.jsonl")));
+        assert_eq!(c.decision_log.queue_capacity, 8);
+        assert!(c.decision_log.include_arguments);
+        assert_eq!(c.decision_log.redact, vec!["pin"]);
+        let e = env(&[
+            ("MCP_AUTHZ_DECISION_LOG_ENABLED", "false"),
+            ("MCP_AUTHZ_DECISION_LOG_REDACT", "a, b"),
+            ("MCP_AUTHZ_AUTHZEN_MAX_BATCH", "3"),
+            ("MCP_AUTHZ_ADMIN_TOKEN_FILE", "/run/secrets/t"),
+            ("MCP_AUTHZ_ADMIN_LISTEN", "0.0.0.0:9901"),
+        ]);
+        let c = Config::load(Some(&path), &e, &Overrides::default()).expect("config");
+        assert!(!c.decision_log.enabled);
+        assert_eq!(c.decision_log.redact, vec!["a", "b"]);
+        assert_eq!(c.authzen.max_batch, 3);
+        assert_eq!(c.admin_token_file, Some(PathBuf::from("/run/secrets/t")));
+        assert_eq!(
+            c.admin_listen.map(|a| a.to_string()).as_deref(),
+            Some("0.0.0.0:9901")
+        );
+    }
+
+    #[test]
+    fn the_admin_listener_is_local_unless_protected() {
+        let flags = Overrides {
+            admin_listen: Some("9901".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(None, &env(&[]), &flags).expect("config");
+        assert_eq!(
+            c.admin_listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9901")
+        );
+        let flags = Overrides {
+            admin_listen: Some("0.0.0.0:9901".into()),
+            ..Overrides::default()
+        };
+        let err = Config::load(None, &env(&[]), &flags)
+            .expect_err("open admin")
+            .to_string();
+        assert!(
+            err.contains("admin.token_file") && err.contains("--admin-listen"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_http_settings_are_one_line_errors() {
+        for (name, value) in [
+            ("MCP_AUTHZ_AUTHZEN_BASE_URL", "pdp.example.com"),
+            ("MCP_AUTHZ_AUTHZEN_BASE_URL", "https://pdp.example.com/?x=1"),
+            ("MCP_AUTHZ_AUTHZEN_MAX_BATCH", "0"),
+            ("MCP_AUTHZ_DECISION_LOG_ENABLED", "maybe"),
+            ("MCP_AUTHZ_DECISION_LOG_QUEUE_CAPACITY", "0"),
+        ] {
+            let err = Config::load(None, &env(&[(name, value)]), &Overrides::default())
+                .expect_err(name)
+                .to_string();
+            assert!(err.contains(name) && !err.contains('\n'), "{err}");
+        }
+    }
 }
