@@ -214,3 +214,32 @@ fn authzen_endpoints_on_the_socket() {
     .expect("bad request");
     assert_eq!(status, 400);
 }
+
+#[test]
+fn unusable_admin_token_or_decision_log_fail_before_binding() {
+    for (name, value) in [
+        ("MCP_AUTHZ_ADMIN_TOKEN_FILE", "/nonexistent/admin.token"),
+        (
+            "MCP_AUTHZ_DECISION_LOG_FILE",
+            "/nonexistent/dir/decisions.jsonl",
+        ),
+    ] {
+        let out = common::run(
+            common::bin()
+                .args([
+                    "serve",
+                    "--http-listen",
+                    "127.0.0.1:0",
+                    "--grpc-listen",
+                    "127.0.0.1:0",
+                    "--policies",
+                ])
+                .arg(common::reference_policies())
+                .env(name, value),
+        );
+        let (_, err) = common::text(&out);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains("/nonexistent/"), "{err}");
+        assert!(!err.contains("listening"), "{err}");
+    }
+}
