@@ -12,7 +12,9 @@ use cedar_policy::{Authorizer, Context, Request};
 use criterion::{Criterion, criterion_group, criterion_main};
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request as EnvoyHttp};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Request as EnvoyHttp,
+};
 use mcp_authz::api::ext_authz::envoy_request;
 use mcp_authz::api::mcp_check::request_for;
 use mcp_authz::authz::{CacheSettings, DecisionRequest, Engine, decide};
@@ -29,11 +31,17 @@ fn root() -> &'static Path {
 }
 
 fn request() -> DecisionRequest {
-    let mut r = DecisionRequest::new(action("tools/call"), Kind::Tool.uid("docs/search_documents"));
+    let mut r = DecisionRequest::new(
+        action("tools/call"),
+        Kind::Tool.uid("docs/search_documents"),
+    );
     r.user = Some(Kind::User.uid("alice"));
     r.application = Some(Kind::Application.uid("corpassist"));
     r.server = Some(Kind::Server.uid("docs"));
-    r.context.insert("arguments".into(), json!({ "query": "titan strategy", "max_results": 20 }));
+    r.context.insert(
+        "arguments".into(),
+        json!({ "query": "titan strategy", "max_results": 20 }),
+    );
     r
 }
 
@@ -60,8 +68,14 @@ fn decisions(c: &mut Criterion) {
         .into_iter()
         .flatten()
         .map(|p| {
-            Request::new(p, req.action.clone(), req.resource.clone(), context.clone(), Some(&snapshot.schema))
-                .expect("request")
+            Request::new(
+                p,
+                req.action.clone(),
+                req.resource.clone(),
+                context.clone(),
+                Some(&snapshot.schema),
+            )
+            .expect("request")
         })
         .collect();
     c.bench_function("raw_cedar_is_authorized_x2", |b| {
@@ -71,12 +85,16 @@ fn decisions(c: &mut Criterion) {
             }
         })
     });
-    c.bench_function("decision_cache_miss", |b| b.iter(|| black_box(decide(&snapshot, black_box(&req)))));
+    c.bench_function("decision_cache_miss", |b| {
+        b.iter(|| black_box(decide(&snapshot, black_box(&req))))
+    });
 
     let store = Arc::new(PolicyStore::open(&dir).expect("policies"));
     let engine = Engine::new(store).with_cache(&CacheSettings::default());
     engine.decide(&req);
-    c.bench_function("decision_cache_hit", |b| b.iter(|| black_box(engine.decide(black_box(&req)))));
+    c.bench_function("decision_cache_hit", |b| {
+        b.iter(|| black_box(engine.decide(black_box(&req))))
+    });
 
     let mut unknown = request();
     unknown.resource = Kind::Tool.uid("docs/not_in_the_entity_data");
@@ -87,7 +105,9 @@ fn decisions(c: &mut Criterion) {
 
 fn parsing(c: &mut Criterion) {
     assert!(parse_body(BODY.as_bytes()).is_ok());
-    c.bench_function("mcp_parse_tools_call", |b| b.iter(|| black_box(parse_body(black_box(BODY.as_bytes())))));
+    c.bench_function("mcp_parse_tools_call", |b| {
+        b.iter(|| black_box(parse_body(black_box(BODY.as_bytes()))))
+    });
 }
 
 fn envoy_check_request() -> CheckRequest {
@@ -107,13 +127,18 @@ fn envoy_check_request() -> CheckRequest {
                 http: Some(HttpRequest {
                     method: "POST".into(),
                     path: "/mcp".into(),
-                    headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
                     raw_body: BODY.as_bytes().to_vec(),
                     ..HttpRequest::default()
                 }),
                 ..EnvoyHttp::default()
             }),
-            context_extensions: [("mcp_server".to_owned(), "docs".to_owned())].into_iter().collect(),
+            context_extensions: [("mcp_server".to_owned(), "docs".to_owned())]
+                .into_iter()
+                .collect(),
             ..AttributeContext::default()
         }),
         ..CheckRequest::default()
@@ -133,13 +158,21 @@ fn mapping(c: &mut Criterion) {
             let r = envoy_request(black_box(&check));
             let message = parse_body(r.body).expect("body");
             let call = &message.calls[0];
-            black_box(request_for(call, r.server.unwrap_or("docs"), &identity, &extra))
+            black_box(request_for(
+                call,
+                r.server.unwrap_or("docs"),
+                &identity,
+                &extra,
+            ))
         })
     });
 }
 
 fn jwt(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let token = std::fs::read_to_string(root().join("examples/identity/erin.jwt")).expect("token");
     let token = token.trim();
     let resolver = |cache: u64| {
@@ -152,7 +185,8 @@ fn jwt(c: &mut Criterion) {
             ..IdentityConfig::default()
         };
         config.jwt.token_cache_size = cache;
-        rt.block_on(Resolver::new(&config, root())).expect("resolver")
+        rt.block_on(Resolver::new(&config, root()))
+            .expect("resolver")
     };
     let input = || IdentityInput {
         bearer_token: Some(token),
@@ -161,10 +195,14 @@ fn jwt(c: &mut Criterion) {
     };
     let cold = resolver(0);
     assert!(rt.block_on(cold.resolve(input())).is_ok());
-    c.bench_function("jwt_verify_eddsa_cold", |b| b.iter(|| black_box(rt.block_on(cold.resolve(input())))));
+    c.bench_function("jwt_verify_eddsa_cold", |b| {
+        b.iter(|| black_box(rt.block_on(cold.resolve(input()))))
+    });
     let cached = resolver(10_000);
     assert!(rt.block_on(cached.resolve(input())).is_ok());
-    c.bench_function("jwt_verify_cached", |b| b.iter(|| black_box(rt.block_on(cached.resolve(input())))));
+    c.bench_function("jwt_verify_cached", |b| {
+        b.iter(|| black_box(rt.block_on(cached.resolve(input()))))
+    });
 }
 
 criterion_group! {

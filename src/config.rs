@@ -14,6 +14,7 @@ use crate::authz::CacheSettings;
 use crate::identity::{
     IdentityConfig, IdentityConfigError, IssuerConfig, JwtSettings, SpiffeConfig,
 };
+use crate::telemetry::DecisionLogConfig;
 
 /// Default policy directory.
 pub const DEFAULT_POLICIES: &str = "policies";
@@ -143,6 +144,61 @@ pub struct GrpcFile {
     pub trusted_caller_token_file: Option<PathBuf>,
 }
 
+/// The `[authzen]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzenFile {
+    /// The PDP's public base URL (`policy_decision_point` in the AuthZEN metadata);
+    /// default: `http://` and the request's `Host`.
+    pub base_url: Option<String>,
+    /// Most evaluations in one `/access/v1/evaluations` request (default 1000).
+    pub max_batch: Option<u64>,
+}
+
+/// The `[admin]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// A file holding the bearer token of the admin endpoints (`/v1/policies`,
+    /// `/v1/reload`). Without it they are served on the admin listener only.
+    pub token_file: Option<PathBuf>,
+}
+
+/// The `[decision_log]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionLogFile {
+    /// Whether every decision is logged (default true).
+    pub enabled: Option<bool>,
+    /// A file to append to (default: stdout).
+    pub file: Option<PathBuf>,
+    /// Records waiting for the writer before new ones are dropped (default 4096).
+    pub queue_capacity: Option<u64>,
+    /// Whether tool and prompt arguments are logged (default false).
+    pub include_arguments: Option<bool>,
+    /// Argument keys whose values are redacted (default: password, secret, token,
+    /// api_key, apikey, authorization).
+    pub redact: Option<Vec<String>>,
+}
+
+/// AuthZEN settings, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthzenSettings {
+    /// The PDP's public base URL, without a trailing `/`.
+    pub base_url: Option<String>,
+    /// Most evaluations in one batch.
+    pub max_batch: usize,
+}
+
+impl Default for AuthzenSettings {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            max_batch: 1000,
+        }
+    }
+}
+
 /// The configuration file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -179,6 +235,15 @@ pub struct FileConfig {
     /// Token verification settings.
     #[serde(default)]
     pub jwt: JwtSettings,
+    /// AuthZEN API settings.
+    #[serde(default)]
+    pub authzen: AuthzenFile,
+    /// Admin endpoint settings.
+    #[serde(default)]
+    pub admin: AdminFile,
+    /// The decision log.
+    #[serde(default)]
+    pub decision_log: DecisionLogFile,
 }
 
 /// Values given as command-line flags (highest precedence).
@@ -225,6 +290,12 @@ pub struct Config {
     pub trusted_caller_token: Option<Secret>,
     /// Directory that relative paths of the config file are resolved against.
     pub base_dir: PathBuf,
+    /// AuthZEN API settings.
+    pub authzen: AuthzenSettings,
+    /// The admin bearer token's file, if admin endpoints are token-protected.
+    pub admin_token_file: Option<PathBuf>,
+    /// The decision log.
+    pub decision_log: DecisionLogConfig,
 }
 
 impl Config {
@@ -256,6 +327,14 @@ impl Config {
         {
             fc.policies = Some(base_dir.join(p));
         }
+        for p in [&mut fc.admin.token_file, &mut fc.decision_log.file]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base_dir.join(&*p);
+            }
+        }
         // Where each value came from, for messages: the file unless overridden.
         let mut origins = BTreeMap::new();
         apply_env(&mut fc, env, &mut origins)?;
@@ -281,10 +360,28 @@ impl Config {
             };
         let grpc_listen = addr("grpc_listen", fc.grpc_listen.as_ref(), DEFAULT_GRPC_LISTEN)?;
         let http_listen = addr("http_listen", fc.http_listen.as_ref(), DEFAULT_HTTP_LISTEN)?;
+        // A bare port is a loopback address: the admin listener is local by default.
         let admin_listen = match &fc.admin_listen {
+            Some(a) if !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(addr("admin_listen", Some(&format!("127.0.0.1:{a}")), "")?)
+            }
             Some(a) => Some(addr("admin_listen", Some(a), "")?),
             None => None,
         };
+        if let Some(a) = admin_listen
+            && !a.ip().is_loopback()
+            && fc.admin.token_file.is_none()
+        {
+            return Err(ConfigError::Value {
+                key: "admin_listen".into(),
+                origin: origin("admin_listen"),
+                reason: format!(
+                    "`{a}` is not a loopback address: set `admin.token_file` to protect the admin endpoints"
+                ),
+            });
+        }
+        let authzen = checked_authzen(&fc.authzen, &origin)?;
+        let decision_log = checked_decision_log(&fc.decision_log, &origin)?;
         if grpc_listen == http_listen && grpc_listen.port() != 0 {
             return Err(ConfigError::Value {
                 key: "http_listen".into(),
@@ -370,6 +467,9 @@ impl Config {
             reload_poll_interval: Duration::from_secs(fc.reload.poll_interval_secs.unwrap_or(5)),
             envoy_default_server: fc.envoy.default_server.clone(),
             base_dir,
+            authzen,
+            admin_token_file: fc.admin.token_file.clone(),
+            decision_log,
         })
     }
 
@@ -408,6 +508,20 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "jwt.jwks_min_refresh_secs",
     ),
     ("MCP_AUTHZ_JWT_TOKEN_CACHE_SIZE", "jwt.token_cache_size"),
+    ("MCP_AUTHZ_AUTHZEN_BASE_URL", "authzen.base_url"),
+    ("MCP_AUTHZ_AUTHZEN_MAX_BATCH", "authzen.max_batch"),
+    ("MCP_AUTHZ_ADMIN_TOKEN_FILE", "admin.token_file"),
+    ("MCP_AUTHZ_DECISION_LOG_ENABLED", "decision_log.enabled"),
+    ("MCP_AUTHZ_DECISION_LOG_FILE", "decision_log.file"),
+    (
+        "MCP_AUTHZ_DECISION_LOG_QUEUE_CAPACITY",
+        "decision_log.queue_capacity",
+    ),
+    (
+        "MCP_AUTHZ_DECISION_LOG_INCLUDE_ARGUMENTS",
+        "decision_log.include_arguments",
+    ),
+    ("MCP_AUTHZ_DECISION_LOG_REDACT", "decision_log.redact"),
 ];
 
 fn apply_env(
@@ -429,6 +543,17 @@ fn apply_env(
                 origin: origin.clone(),
                 reason: format!("`{v}` is not a whole number"),
             })
+        };
+        let boolean = |v: &str| -> Result<bool, ConfigError> {
+            match v.trim() {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                other => Err(ConfigError::Value {
+                    key: (*key).into(),
+                    origin: origin.clone(),
+                    reason: format!("`{other}` is not `true` or `false`"),
+                }),
+            }
         };
         match *key {
             "policies" => fc.policies = Some(PathBuf::from(value)),
@@ -476,6 +601,18 @@ fn apply_env(
             "jwt.jwks_refresh_secs" => fc.jwt.jwks_refresh_secs = number(value)?,
             "jwt.jwks_min_refresh_secs" => fc.jwt.jwks_min_refresh_secs = number(value)?,
             "jwt.token_cache_size" => fc.jwt.token_cache_size = number(value)?,
+            "authzen.base_url" => fc.authzen.base_url = Some(value.clone()),
+            "authzen.max_batch" => fc.authzen.max_batch = Some(number(value)?),
+            "admin.token_file" => fc.admin.token_file = Some(PathBuf::from(value)),
+            "decision_log.enabled" => fc.decision_log.enabled = Some(boolean(value)?),
+            "decision_log.file" => fc.decision_log.file = Some(PathBuf::from(value)),
+            "decision_log.queue_capacity" => {
+                fc.decision_log.queue_capacity = Some(number(value)?);
+            }
+            "decision_log.include_arguments" => {
+                fc.decision_log.include_arguments = Some(boolean(value)?);
+            }
+            "decision_log.redact" => fc.decision_log.redact = Some(list(value)),
             _ => return Err(ConfigError::UnknownEnv(name.clone())),
         }
         origins.insert((*key).into(), origin);
@@ -507,6 +644,79 @@ fn apply_flags(fc: &mut FileConfig, flags: &Overrides, origins: &mut BTreeMap<St
         fc.log.format = Some(f);
         set("log.format", "log-format");
     }
+}
+
+fn checked_authzen(
+    file: &AuthzenFile,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<AuthzenSettings, ConfigError> {
+    let base_url = match &file.base_url {
+        Some(url) => {
+            let trimmed = url.trim_end_matches('/');
+            let scheme_ok = trimmed.starts_with("https://") || trimmed.starts_with("http://");
+            let host = trimmed.split_once("://").map_or("", |(_, rest)| rest);
+            if !scheme_ok || host.is_empty() || trimmed.contains(['?', '#', ' ']) {
+                return Err(ConfigError::Value {
+                    key: "authzen.base_url".into(),
+                    origin: origin("authzen.base_url"),
+                    reason: format!(
+                        "`{url}` is not a URL such as `https://pdp.example.com` (no query or fragment)"
+                    ),
+                });
+            }
+            Some(trimmed.to_owned())
+        }
+        None => None,
+    };
+    let max_batch = match file.max_batch {
+        Some(0) => {
+            return Err(ConfigError::Value {
+                key: "authzen.max_batch".into(),
+                origin: origin("authzen.max_batch"),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => AuthzenSettings::default().max_batch,
+    };
+    Ok(AuthzenSettings {
+        base_url,
+        max_batch,
+    })
+}
+
+fn checked_decision_log(
+    file: &DecisionLogFile,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<DecisionLogConfig, ConfigError> {
+    let defaults = DecisionLogConfig::default();
+    let queue_capacity = match file.queue_capacity {
+        Some(0) => {
+            return Err(ConfigError::Value {
+                key: "decision_log.queue_capacity".into(),
+                origin: origin("decision_log.queue_capacity"),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX).min(1 << 20),
+        None => defaults.queue_capacity,
+    };
+    if let Some(f) = &file.file
+        && f.as_os_str().is_empty()
+    {
+        return Err(ConfigError::Value {
+            key: "decision_log.file".into(),
+            origin: origin("decision_log.file"),
+            reason: "empty path".into(),
+        });
+    }
+    Ok(DecisionLogConfig {
+        enabled: file.enabled.unwrap_or(defaults.enabled),
+        file: file.file.clone(),
+        queue_capacity,
+        include_arguments: file.include_arguments.unwrap_or(defaults.include_arguments),
+        redact: file.redact.clone().unwrap_or(defaults.redact),
+    })
 }
 
 /// A comma-separated list.
@@ -636,5 +846,84 @@ mod tests {
         .expect_err("missing")
         .to_string();
         assert!(err.contains("cannot read config file"), "{err}");
+    }
+
+    #[test]
+    fn http_observability_and_admin_settings() {
+        let c = Config::load(None, &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!(c.authzen, AuthzenSettings::default());
+        assert!(c.decision_log.enabled && c.decision_log.file.is_none());
+        assert!(!c.decision_log.include_arguments);
+        assert_eq!(c.admin_token_file, None);
+        let (d, path) = write(
+            "[authzen]\nbase_url = \"https://pdp.example.com/\"\nmax_batch = 10\n[admin]\ntoken_file = \"admin.token\"\n[decision_log]\nfile = \"d.jsonl\"\nqueue_capacity = 8\ninclude_arguments = true\nredact = [\"pin\"]\n",
+        );
+        let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!(
+            c.authzen.base_url.as_deref(),
+            Some("https://pdp.example.com")
+        );
+        assert_eq!(c.authzen.max_batch, 10);
+        assert_eq!(c.admin_token_file, Some(d.path().join("admin.token")));
+        assert_eq!(c.decision_log.file, Some(d.path().join("d.jsonl")));
+        assert_eq!(c.decision_log.queue_capacity, 8);
+        assert!(c.decision_log.include_arguments);
+        assert_eq!(c.decision_log.redact, vec!["pin"]);
+        let e = env(&[
+            ("MCP_AUTHZ_DECISION_LOG_ENABLED", "false"),
+            ("MCP_AUTHZ_DECISION_LOG_REDACT", "a, b"),
+            ("MCP_AUTHZ_AUTHZEN_MAX_BATCH", "3"),
+            ("MCP_AUTHZ_ADMIN_TOKEN_FILE", "/run/secrets/t"),
+            ("MCP_AUTHZ_ADMIN_LISTEN", "0.0.0.0:9901"),
+        ]);
+        let c = Config::load(Some(&path), &e, &Overrides::default()).expect("config");
+        assert!(!c.decision_log.enabled);
+        assert_eq!(c.decision_log.redact, vec!["a", "b"]);
+        assert_eq!(c.authzen.max_batch, 3);
+        assert_eq!(c.admin_token_file, Some(PathBuf::from("/run/secrets/t")));
+        assert_eq!(
+            c.admin_listen.map(|a| a.to_string()).as_deref(),
+            Some("0.0.0.0:9901")
+        );
+    }
+
+    #[test]
+    fn the_admin_listener_is_local_unless_protected() {
+        let flags = Overrides {
+            admin_listen: Some("9901".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(None, &env(&[]), &flags).expect("config");
+        assert_eq!(
+            c.admin_listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9901")
+        );
+        let flags = Overrides {
+            admin_listen: Some("0.0.0.0:9901".into()),
+            ..Overrides::default()
+        };
+        let err = Config::load(None, &env(&[]), &flags)
+            .expect_err("open admin")
+            .to_string();
+        assert!(
+            err.contains("admin.token_file") && err.contains("--admin-listen"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_http_settings_are_one_line_errors() {
+        for (name, value) in [
+            ("MCP_AUTHZ_AUTHZEN_BASE_URL", "pdp.example.com"),
+            ("MCP_AUTHZ_AUTHZEN_BASE_URL", "https://pdp.example.com/?x=1"),
+            ("MCP_AUTHZ_AUTHZEN_MAX_BATCH", "0"),
+            ("MCP_AUTHZ_DECISION_LOG_ENABLED", "maybe"),
+            ("MCP_AUTHZ_DECISION_LOG_QUEUE_CAPACITY", "0"),
+        ] {
+            let err = Config::load(None, &env(&[(name, value)]), &Overrides::default())
+                .expect_err(name)
+                .to_string();
+            assert!(err.contains(name) && !err.contains('\n'), "{err}");
+        }
     }
 }

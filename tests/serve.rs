@@ -38,10 +38,16 @@ fn invalid_policies_at_startup_fail_with_diagnostics() {
 
 #[test]
 fn serves_health_and_policy_status() {
-    let server = Server::start(&[], &reference_policies());
+    let server = Server::start(&["--admin-listen", "127.0.0.1:0"], &reference_policies());
     assert_eq!(http_get(&server.http, "/healthz").map(|r| r.0), Some(200));
     assert_eq!(http_get(&server.http, "/readyz").map(|r| r.0), Some(200));
-    let (status, body) = http_get(&server.http, "/v1/policies").expect("status");
+    // Without an admin token the policy status is on the admin listener only.
+    assert_eq!(
+        http_get(&server.http, "/v1/policies").map(|r| r.0),
+        Some(404)
+    );
+    assert_eq!(http_get(&server.admin, "/healthz").map(|r| r.0), Some(200));
+    let (status, body) = http_get(&server.admin, "/v1/policies").expect("status");
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(json["generation"], 1);
@@ -53,7 +59,7 @@ fn serves_health_and_policy_status() {
 #[test]
 fn broken_change_is_logged_and_sighup_reloads_and_sigterm_stops() {
     let dir = copy_of_reference();
-    let mut server = Server::start(&[], dir.path());
+    let mut server = Server::start(&["--admin-listen", "127.0.0.1:0"], dir.path());
     std::fs::write(
         dir.path().join("broken.cedar"),
         "permit(principal, action, resource\n",
@@ -69,7 +75,7 @@ fn broken_change_is_logged_and_sighup_reloads_and_sigterm_stops() {
             .find_log(|l| l.contains("still serving the last good policies"))
             .is_some()
     );
-    let (_, body) = http_get(&server.http, "/v1/policies").expect("status");
+    let (_, body) = http_get(&server.admin, "/v1/policies").expect("status");
     let json: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(json["in_sync"], false);
     assert_eq!(json["generation"], 1);
@@ -81,14 +87,14 @@ fn broken_change_is_logged_and_sighup_reloads_and_sigterm_stops() {
 
     std::fs::remove_file(dir.path().join("broken.cedar")).expect("rm");
     poll(Duration::from_secs(5), || {
-        let (_, body) = http_get(&server.http, "/v1/policies")?;
+        let (_, body) = http_get(&server.admin, "/v1/policies")?;
         body.contains("\"in_sync\":true").then_some(())
     })
     .expect("back in sync");
 
     server.signal("HUP");
     poll(Duration::from_secs(5), || {
-        let (_, body) = http_get(&server.http, "/v1/policies")?;
+        let (_, body) = http_get(&server.admin, "/v1/policies")?;
         body.contains("\"generation\":2").then_some(())
     })
     .expect("SIGHUP did not reload");

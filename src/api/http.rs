@@ -1,30 +1,460 @@
-//! The HTTP listener: health, readiness and policy status.
+//! The HTTP listeners: AuthZEN, health, readiness, metrics and admin.
+//!
+//! Main listener ([`router`]):
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /access/v1/evaluation` | AuthZEN access evaluation |
+//! | `POST /access/v1/evaluations` | AuthZEN batch (`options.evaluations_semantic`) |
+//! | `POST /access/v1/search/{subject,resource,action}` | AuthZEN searches |
+//! | `GET /.well-known/authzen-configuration` | AuthZEN PDP metadata |
+//! | `GET /healthz`, `/readyz` | alive; a policy snapshot is loaded |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /v1/policies`, `POST /v1/reload` | admin, only with `[admin] token_file` (bearer) |
+//!
+//! Admin listener (`--admin-listen`, [`admin_router`]): health, readiness, metrics
+//! and the admin endpoints (bearer token required when one is configured).
+//!
+//! AuthZEN error rules: a body that is not `application/json`, empty, malformed,
+//! not an object, or missing `subject`/`action`/`resource` (or their
+//! `type`/`id`/`name`) is a 400 with `{"error": {"status": 400, "message": ...}}`; in
+//! a batch, a bad item is `{"decision": false}` with `context.error` and the others
+//! are decided. Unknown fields are ignored. `X-Request-ID` is echoed; a
+//! single evaluation's decision id is in the `X-Decision-ID` header. A bearer token
+//! in `Authorization`, when present, is verified and its identity wins over the
+//! body; an invalid one is a 401 with `WWW-Authenticate`.
+//!
+//! Each request runs in a `http.request` span with the method, route, status,
+//! decision id(s), request id and the W3C `traceparent`'s trace id and parent span
+//! id; headers and tokens are never recorded.
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde_json::{Map, Value, json};
+use sha2::Digest;
+use tracing::Instrument;
 
-use crate::authz::Engine;
+use super::authzen::{self, BadRequest, BatchResult, SearchKind};
+use crate::authz::{DecisionMeta, Engine};
+use crate::config::AuthzenSettings;
+use crate::identity::{
+    AuthnError, Identity, IdentityInput, Resolver, bearer_challenge, bearer_token_from_header,
+};
+use crate::policy::ReloadOutcome;
+use crate::telemetry::TraceContext;
+use crate::telemetry::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+
+/// The realm named in `WWW-Authenticate` challenges.
+pub const REALM: &str = "mcp-authz";
+const ADMIN_REALM: &str = "mcp-authz-admin";
+
+/// The admin bearer token, kept as its SHA-256 only.
+#[derive(Clone)]
+pub struct AdminToken {
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl AdminToken {
+    /// A token from its text (surrounding whitespace ignored); `None` if empty.
+    pub fn new(secret: &str) -> Option<Self> {
+        let secret = secret.trim();
+        (!secret.is_empty()).then(|| Self {
+            digest: sha2::Sha256::digest(secret.as_bytes()).into(),
+        })
+    }
+
+    /// Read the token from `path`.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read admin token file `{}`: {e}", path.display()))?;
+        Self::new(&text).ok_or_else(|| format!("admin token file `{}` is empty", path.display()))
+    }
+
+    /// Whether `presented` is the token, compared in constant time.
+    pub fn verify(&self, presented: &str) -> bool {
+        let other: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
+        let diff = self
+            .digest
+            .iter()
+            .zip(other.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(diff) == 0
+    }
+}
 
 /// Shared state of the HTTP handlers.
 #[derive(Debug, Clone)]
 pub struct HttpState {
-    /// The decision engine (and through it, the policy store).
+    /// The decision engine (and through it, the policy store and telemetry).
     pub engine: Engine,
+    /// Verifies bearer tokens; without it a presented token is refused.
+    pub resolver: Option<Resolver>,
+    /// AuthZEN settings.
+    pub authzen: AuthzenSettings,
+    /// The admin bearer token, if configured.
+    pub admin_token: Option<AdminToken>,
 }
 
-/// The HTTP routes.
+impl HttpState {
+    /// State with no token verification, default AuthZEN settings and no admin token.
+    pub fn new(engine: Engine) -> Self {
+        Self {
+            engine,
+            resolver: None,
+            authzen: AuthzenSettings::default(),
+            admin_token: None,
+        }
+    }
+}
+
+/// The routes of the main HTTP listener.
 pub fn router(state: Arc<HttpState>) -> Router {
+    let mut r = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/access/v1/evaluation", post(evaluation))
+        .route("/access/v1/evaluations", post(evaluations))
+        .route("/access/v1/search/subject", post(search_subject))
+        .route("/access/v1/search/resource", post(search_resource))
+        .route("/access/v1/search/action", post(search_action))
+        .route(
+            "/.well-known/authzen-configuration",
+            get(authzen_configuration),
+        );
+    // Admin endpoints share the main listener only behind a token.
+    if state.admin_token.is_some() {
+        r = r
+            .route("/v1/policies", get(policies))
+            .route("/v1/reload", post(reload));
+    }
+    r.route_layer(axum::middleware::from_fn(observe))
+        .with_state(state)
+}
+
+/// The routes of the admin listener.
+pub fn admin_router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v1/policies", get(policies))
+        .route("/v1/reload", post(reload))
+        .route_layer(axum::middleware::from_fn(observe))
         .with_state(state)
+}
+
+/// What the middleware learned about a request, for the handlers.
+#[derive(Debug, Clone, Default)]
+struct RequestMeta {
+    decision: DecisionMeta,
+}
+
+/// A request id safe to log: at most 128 printable ASCII characters.
+fn loggable_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| s.to_owned())
+}
+
+/// The span of a request, the `X-Request-ID` echo and the trace context.
+async fn observe(mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let request_id = req.headers().get("x-request-id").cloned();
+    let trace = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse);
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "-".to_owned(), |p| p.as_str().to_owned());
+    let meta = DecisionMeta {
+        trace,
+        request_id: request_id.as_ref().and_then(loggable_request_id),
+    };
+    let span = tracing::info_span!(
+        "http.request",
+        method = %req.method(),
+        route = %route,
+        status = tracing::field::Empty,
+        decision_id = tracing::field::Empty,
+        request_id = meta.request_id.as_deref(),
+        trace_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+    );
+    if let Some(t) = &trace {
+        span.record("trace_id", t.trace_id());
+        span.record("parent_span_id", t.parent_span_id());
+    }
+    req.extensions_mut().insert(RequestMeta { decision: meta });
+    let mut response = next.run(req).instrument(span.clone()).await;
+    span.record("status", response.status().as_u16());
+    span.in_scope(|| {
+        tracing::debug!(
+            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "request handled"
+        );
+    });
+    if let Some(id) = request_id {
+        response.headers_mut().insert("x-request-id", id);
+    }
+    response
+}
+
+/// An HTTP error of the AuthZEN API.
+#[derive(Debug)]
+enum ApiError {
+    Bad(String),
+    Unauthorized { challenge: String, message: String },
+    Internal(String),
+}
+
+impl From<BadRequest> for ApiError {
+    fn from(e: BadRequest) -> Self {
+        ApiError::Bad(e.0)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message, challenge) = match self {
+            ApiError::Bad(m) => (StatusCode::BAD_REQUEST, m, None),
+            ApiError::Unauthorized { challenge, message } => {
+                (StatusCode::UNAUTHORIZED, message, Some(challenge))
+            }
+            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m, None),
+        };
+        let body = json!({ "error": { "status": status.as_u16(), "message": message } });
+        let mut response = (status, Json(body)).into_response();
+        if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+        }
+        response
+    }
+}
+
+/// The JSON object body of an AuthZEN request.
+fn json_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if media != "application/json" {
+        return Err(ApiError::Bad(
+            "the request content type must be `application/json`".into(),
+        ));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::Bad("the request body is empty".into()));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::Bad(
+            "the request body must be a JSON object".into(),
+        )),
+        Err(e) => Err(ApiError::Bad(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// The identity of a bearer token in `Authorization`, if one is presented.
+async fn bearer_identity(
+    state: &HttpState,
+    headers: &HeaderMap,
+) -> Result<Option<Identity>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let refuse = |e: AuthnError| ApiError::Unauthorized {
+        challenge: e.www_authenticate(REALM),
+        message: format!("invalid credentials: {e}"),
+    };
+    let text = value.to_str().map_err(|_| {
+        refuse(AuthnError::Malformed {
+            detail: "the authorization header is not visible ascii",
+        })
+    })?;
+    let token = bearer_token_from_header(text).map_err(refuse)?;
+    let Some(resolver) = &state.resolver else {
+        return Err(ApiError::Unauthorized {
+            challenge: bearer_challenge(REALM),
+            message: "no token issuers are configured".into(),
+        });
+    };
+    let identity = resolver
+        .resolve(IdentityInput {
+            bearer_token: Some(token),
+            ..IdentityInput::default()
+        })
+        .await
+        .map_err(refuse)?;
+    Ok(Some(identity))
+}
+
+fn json_response(body: Value) -> Response {
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+fn record_decision_ids(ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    // A batch may make many decisions; the span keeps the first 32.
+    let shown: Vec<&str> = ids.iter().take(32).map(String::as_str).collect();
+    tracing::Span::current().record("decision_id", shown.join(","));
+}
+
+async fn evaluation(
+    State(state): State<Arc<HttpState>>,
+    Extension(meta): Extension<RequestMeta>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = json_object(&headers, &body)?;
+    let identity = bearer_identity(&state, &headers).await?;
+    let eval = authzen::parse_evaluation(&body)?;
+    let outcome = authzen::decide(&state.engine, &eval, identity.as_ref(), &meta.decision)?;
+    record_decision_ids(std::slice::from_ref(&outcome.decision_id));
+    let snapshot = state.engine.store().snapshot();
+    let json = authzen::decision_json(&outcome, authzen::explain_requested(&body), &snapshot);
+    let mut response = json_response(json);
+    if let Ok(v) = HeaderValue::from_str(&outcome.decision_id) {
+        response.headers_mut().insert("x-decision-id", v);
+    }
+    Ok(response)
+}
+
+async fn evaluations(
+    State(state): State<Arc<HttpState>>,
+    Extension(meta): Extension<RequestMeta>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = json_object(&headers, &body)?;
+    let identity = bearer_identity(&state, &headers).await?;
+    let engine = state.engine.clone();
+    let max_batch = state.authzen.max_batch;
+    // A batch may be long: decide it off the async workers.
+    let result = tokio::task::spawn_blocking(move || {
+        authzen::evaluate_batch(&engine, &body, identity.as_ref(), &meta.decision, max_batch)
+    })
+    .await
+    .map_err(|_| ApiError::Internal("the evaluation failed".into()))??;
+    Ok(match result {
+        BatchResult::Single(json, id) => {
+            record_decision_ids(id.as_slice());
+            let mut response = json_response(json);
+            if let Some(v) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+                response.headers_mut().insert("x-decision-id", v);
+            }
+            response
+        }
+        BatchResult::Batch(json, ids) => {
+            record_decision_ids(&ids);
+            json_response(json)
+        }
+    })
+}
+
+async fn search(
+    kind: SearchKind,
+    state: Arc<HttpState>,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = json_object(&headers, &body)?;
+    let identity = bearer_identity(&state, &headers).await?;
+    let engine = state.engine.clone();
+    let json = tokio::task::spawn_blocking(move || {
+        authzen::search(&engine, kind, &body, identity.as_ref(), &meta.decision)
+    })
+    .await
+    .map_err(|_| ApiError::Internal("the search failed".into()))??;
+    Ok(json_response(json))
+}
+
+async fn search_subject(
+    State(state): State<Arc<HttpState>>,
+    Extension(meta): Extension<RequestMeta>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    search(SearchKind::Subject, state, meta, headers, body).await
+}
+
+async fn search_resource(
+    State(state): State<Arc<HttpState>>,
+    Extension(meta): Extension<RequestMeta>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    search(SearchKind::Resource, state, meta, headers, body).await
+}
+
+async fn search_action(
+    State(state): State<Arc<HttpState>>,
+    Extension(meta): Extension<RequestMeta>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    search(SearchKind::Action, state, meta, headers, body).await
+}
+
+/// A `Host` header usable in a URL: `host` or `host:port`, nothing else.
+fn plain_host(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let ok = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    ok.then(|| host.to_owned())
+}
+
+async fn authzen_configuration(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let base = match &state.authzen.base_url {
+        Some(b) => b.clone(),
+        None => format!(
+            "http://{}",
+            plain_host(&headers).ok_or_else(|| ApiError::Bad(
+                "no usable `Host` header: configure `authzen.base_url`".into()
+            ))?
+        ),
+    };
+    Ok(json_response(json!({
+        "policy_decision_point": base,
+        "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),
+        "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
+        "search_subject_endpoint": format!("{base}/access/v1/search/subject"),
+        "search_resource_endpoint": format!("{base}/access/v1/search/resource"),
+        "search_action_endpoint": format!("{base}/access/v1/search/action"),
+    })))
 }
 
 async fn healthz() -> &'static str {
@@ -42,25 +472,110 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     }
 }
 
-async fn policies(State(state): State<Arc<HttpState>>) -> Json<serde_json::Value> {
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+    let text = state
+        .engine
+        .telemetry()
+        .render_prometheus(state.engine.store(), state.resolver.as_ref());
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        text,
+    )
+        .into_response()
+}
+
+/// Check the admin bearer token, when one is configured.
+fn admin_allowed(state: &HttpState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let Some(expected) = &state.admin_token else {
+        return Ok(());
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| bearer_token_from_header(v).ok());
+    match presented {
+        Some(t) if expected.verify(t) => Ok(()),
+        _ => {
+            let mut r = (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({ "error": { "status": 401, "message": "admin token required" } })),
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&bearer_challenge(ADMIN_REALM)) {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            Err(Box::new(r))
+        }
+    }
+}
+
+fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+async fn policies(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin_allowed(&state, &headers) {
+        return *r;
+    }
     let store = state.engine.store();
     let snapshot = store.snapshot();
     let status = store.status();
-    let loaded_at = snapshot
-        .loaded_at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    Json(json!({
+    let mut ids: Vec<(&String, &crate::policy::PolicyOrigin)> = snapshot.origins.iter().collect();
+    ids.sort_by(|a, b| (&a.1.file, a.1.line, a.0).cmp(&(&b.1.file, b.1.line, b.0)));
+    let mut files: Vec<&str> = ids.iter().map(|(_, o)| o.file.as_str()).collect();
+    files.dedup();
+    let ids: Vec<Value> = ids
+        .iter()
+        .map(|(id, o)| json!({ "id": id, "file": o.file, "line": o.line, "column": o.column }))
+        .collect();
+    json_response(json!({
         "directory": snapshot.dir.display().to_string(),
         "generation": snapshot.generation,
         "policies": snapshot.policy_count(),
         "policy_files": snapshot.policy_files,
-        "loaded_at_unix": loaded_at,
+        "files": files,
+        "policy_ids": ids,
+        "loaded_at_unix": unix_secs(snapshot.loaded_at),
         "in_sync": status.in_sync,
         "reload_successes": status.successes,
         "reload_failures": status.failures,
+        "last_reload_attempt_unix": status.last_attempt.map(unix_secs),
+        "last_reload_error": status.last_errors.first(),
         "last_errors": status.last_errors,
         "warnings": snapshot.warnings.one_line_each(),
     }))
+}
+
+async fn reload(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin_allowed(&state, &headers) {
+        return *r;
+    }
+    let store = Arc::clone(state.engine.store());
+    let outcome = match tokio::task::spawn_blocking(move || store.reload(true)).await {
+        Ok(o) => o,
+        Err(_) => {
+            return ApiError::Internal("the reload failed".into()).into_response();
+        }
+    };
+    let generation = state.engine.store().snapshot().generation;
+    match outcome {
+        ReloadOutcome::Reloaded { generation } => {
+            json_response(json!({ "outcome": "reloaded", "generation": generation }))
+        }
+        ReloadOutcome::Unchanged => {
+            json_response(json!({ "outcome": "unchanged", "generation": generation }))
+        }
+        ReloadOutcome::Failed(problems) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "outcome": "failed",
+                "generation": generation,
+                "errors": problems.one_line_each(),
+            })),
+        )
+            .into_response(),
+    }
 }

@@ -1,6 +1,7 @@
 //! Adapters: each translates its wire format into a decision request and the
 //! decision back. None of them evaluates policy itself.
 
+pub mod authzen;
 pub mod ext_authz;
 pub mod grpc;
 pub mod http;

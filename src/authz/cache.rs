@@ -84,13 +84,13 @@ impl DecisionCache {
     }
 
     /// The cached decision for `request` on snapshot `generation`, or the one
-    /// `compute` makes (then cached).
+    /// `compute` makes (then cached); and whether it was a hit.
     pub fn get_or_compute(
         &self,
         generation: u64,
         request: &DecisionRequest,
         compute: impl FnOnce() -> Decision,
-    ) -> Arc<Decision> {
+    ) -> (Arc<Decision>, bool) {
         // A new snapshot: the old decisions can never be served again; free them.
         if self.generation.swap(generation, Ordering::Relaxed) != generation {
             self.entries.invalidate_all();
@@ -98,12 +98,12 @@ impl DecisionCache {
         let key = self.key(generation, request);
         if let Some(d) = self.entries.get(&key) {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return d;
+            return (d, true);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let decision = Arc::new(compute());
         self.entries.insert(key, Arc::clone(&decision));
-        decision
+        (decision, false)
     }
 
     /// Hits, misses and size so far.
@@ -285,10 +285,10 @@ mod tests {
             evaluations: Vec::new(),
             generation: 1,
         };
-        assert!(c.get_or_compute(1, &request(), || make(true)).allow);
-        assert!(c.get_or_compute(1, &request(), || make(false)).allow);
+        assert!(c.get_or_compute(1, &request(), || make(true)).0.allow);
+        assert!(c.get_or_compute(1, &request(), || make(false)).0.allow);
         assert_eq!((c.stats().hits, c.stats().misses), (1, 1));
-        assert!(!c.get_or_compute(2, &request(), || make(false)).allow);
+        assert!(!c.get_or_compute(2, &request(), || make(false)).0.allow);
         c.sync();
         assert_eq!(c.stats().entries, 1);
     }

@@ -9,6 +9,7 @@
 
 mod cache;
 mod context;
+pub mod names;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::policy::{PolicyStore, Snapshot};
+use crate::telemetry::{DecisionRecord, Telemetry};
 
 pub use cache::{CacheSettings, CacheStats, DecisionCache};
 pub use context::build_context;
@@ -168,18 +170,39 @@ pub fn new_decision_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// Facts about the call a decision is made for, kept in its decision log record.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionMeta {
+    /// The caller's W3C trace context (`traceparent`), if valid.
+    pub trace: Option<crate::telemetry::TraceContext>,
+    /// The caller's request id (e.g. `X-Request-ID`), already made safe to log.
+    pub request_id: Option<String>,
+}
+
 /// The decision engine: evaluates requests against the store's current snapshot,
-/// through the decision cache when it has one.
+/// through the decision cache when it has one, and records every decision made
+/// through [`Engine::decide_for`] (metrics and decision log, see [`crate::telemetry`]).
 #[derive(Debug, Clone)]
 pub struct Engine {
     store: Arc<PolicyStore>,
+    telemetry: Arc<Telemetry>,
     cache: Option<Arc<DecisionCache>>,
 }
 
 impl Engine {
-    /// An engine deciding on the store's snapshots, without a cache.
+    /// An engine deciding on the store's snapshots, with metrics, no decision log
+    /// and no cache.
     pub fn new(store: Arc<PolicyStore>) -> Self {
-        Self { store, cache: None }
+        Self::with_telemetry(store, Arc::new(Telemetry::default()))
+    }
+
+    /// An engine recording its decisions into `telemetry`.
+    pub fn with_telemetry(store: Arc<PolicyStore>, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            store,
+            telemetry,
+            cache: None,
+        }
     }
 
     /// The same engine with a decision cache (none if `settings` disable it).
@@ -200,27 +223,100 @@ impl Engine {
         self.cache.as_ref()
     }
 
-    /// Decide on the current snapshot.
+    /// What decisions are recorded into.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// Decide on the current snapshot (nothing is recorded but cache hits and misses).
     pub fn decide(&self, request: &DecisionRequest) -> Arc<Decision> {
         let snapshot = self.store.snapshot();
         match &self.cache {
             Some(cache) => {
-                cache.get_or_compute(snapshot.generation, request, || decide(&snapshot, request))
+                let (decision, hit) = cache
+                    .get_or_compute(snapshot.generation, request, || decide(&snapshot, request));
+                if hit {
+                    self.telemetry.metrics.cache_hit();
+                } else {
+                    self.telemetry.metrics.cache_miss();
+                }
+                decision
             }
             None => Arc::new(decide(&snapshot, request)),
         }
     }
 
     /// Decide for an interface: the one entry point of every adapter. Gives the
-    /// decision an id and measures it.
-    pub fn decide_for(&self, _interface: Interface, request: &DecisionRequest) -> Outcome {
+    /// decision an id, measures it, counts it and queues its decision log record.
+    pub fn decide_for(&self, interface: Interface, request: &DecisionRequest) -> Outcome {
+        self.decide_with(interface, request, &DecisionMeta::default())
+    }
+
+    /// [`Engine::decide_for`], with the caller's trace context and request id for
+    /// the decision log.
+    pub fn decide_with(
+        &self,
+        interface: Interface,
+        request: &DecisionRequest,
+        meta: &DecisionMeta,
+    ) -> Outcome {
         let started = std::time::Instant::now();
         let decision = self.decide(request);
-        Outcome {
+        let outcome = Outcome {
             decision,
             decision_id: new_decision_id(),
             latency: started.elapsed(),
-        }
+        };
+        self.record(interface, Some(request), &outcome, meta);
+        outcome
+    }
+
+    /// A deny decided before any evaluation, for a request an adapter could not
+    /// turn into a [`DecisionRequest`] (say an entity type the schema does not
+    /// know): given an id, counted and logged like every other decision.
+    pub fn reject_for(&self, interface: Interface, reason: String, meta: &DecisionMeta) -> Outcome {
+        let generation = self.store.snapshot().generation;
+        let outcome = Outcome {
+            decision: Arc::new(Decision::denied_before_evaluation(reason, generation)),
+            decision_id: new_decision_id(),
+            latency: std::time::Duration::ZERO,
+        };
+        self.record(interface, None, &outcome, meta);
+        outcome
+    }
+
+    fn record(
+        &self,
+        interface: Interface,
+        request: Option<&DecisionRequest>,
+        outcome: &Outcome,
+        meta: &DecisionMeta,
+    ) {
+        self.telemetry
+            .metrics
+            .record_decision(interface, outcome.decision.allow, outcome.latency);
+        let Some(log) = &self.telemetry.decision_log else {
+            return;
+        };
+        let arguments = match request {
+            Some(r) if log.include_arguments() => r.context.get("arguments").cloned(),
+            _ => None,
+        };
+        log.submit(DecisionRecord {
+            decision_id: outcome.decision_id.clone(),
+            time: std::time::SystemTime::now(),
+            interface,
+            user: request.and_then(|r| r.user.clone()),
+            application: request.and_then(|r| r.application.clone()),
+            server: request.and_then(|r| r.server.clone()),
+            action: request.map(|r| r.action.clone()),
+            resource: request.map(|r| r.resource.clone()),
+            decision: outcome.decision.clone(),
+            latency: outcome.latency,
+            arguments,
+            trace: meta.trace,
+            request_id: meta.request_id.clone(),
+        });
     }
 }
 

@@ -61,7 +61,8 @@ pub struct ServeArgs {
     /// HTTP listen address (AuthZEN, health, metrics) [default: 127.0.0.1:8181]
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<String>,
-    /// Separate listen address for health and policy status (optional)
+    /// Admin listen address: health, metrics, /v1/policies, /v1/reload (optional;
+    /// a bare port means 127.0.0.1)
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<String>,
     /// Log format [default: text]
@@ -73,7 +74,10 @@ const ENV_HELP: &str = "Environment (overrides the config file, overridden by fl
   MCP_AUTHZ_CONFIG, MCP_AUTHZ_POLICIES, MCP_AUTHZ_GRPC_LISTEN, MCP_AUTHZ_HTTP_LISTEN,
   MCP_AUTHZ_ADMIN_LISTEN, MCP_AUTHZ_LOG_FORMAT, MCP_AUTHZ_LOG_LEVEL,
   MCP_AUTHZ_RELOAD_DEBOUNCE_MS, MCP_AUTHZ_RELOAD_POLL_INTERVAL_SECS,
-  MCP_AUTHZ_ENVOY_DEFAULT_SERVER; RUST_LOG sets the log filter.
+  MCP_AUTHZ_ENVOY_DEFAULT_SERVER, MCP_AUTHZ_AUTHZEN_BASE_URL, MCP_AUTHZ_AUTHZEN_MAX_BATCH,
+  MCP_AUTHZ_ADMIN_TOKEN_FILE, MCP_AUTHZ_DECISION_LOG_ENABLED, MCP_AUTHZ_DECISION_LOG_FILE,
+  MCP_AUTHZ_DECISION_LOG_QUEUE_CAPACITY, MCP_AUTHZ_DECISION_LOG_INCLUDE_ARGUMENTS,
+  MCP_AUTHZ_DECISION_LOG_REDACT; RUST_LOG sets the log filter.
 Send SIGHUP to reload the policies at once.";
 
 /// `validate` arguments.

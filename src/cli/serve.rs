@@ -15,13 +15,14 @@ use tonic_health::ServingStatus;
 use super::{EXIT_ERROR, ServeArgs, load_config, report_problems};
 use crate::api::ext_authz::{self, ExtAuthzGrpc};
 use crate::api::grpc::GatewayApi;
-use crate::api::http::{HttpState, router};
+use crate::api::http::{AdminToken, HttpState, admin_router, router};
 use crate::api::proto::{self, v1::authorizer_server::AuthorizerServer};
 use crate::api::services::{Ready, Services};
 use crate::authz::Engine;
 use crate::config::{Config, Overrides};
 use crate::identity::Resolver;
 use crate::policy::{PolicyStore, Problems, WatchOptions, spawn_watcher};
+use crate::telemetry::{DecisionLog, Telemetry};
 
 /// gRPC services whose health is reported.
 const GRPC_SERVICES: [&str; 3] = [
@@ -81,9 +82,29 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {
+    // Everything that can fail on configuration fails before a port is bound.
+    let decision_log = if config.decision_log.enabled {
+        let log = DecisionLog::open(&config.decision_log).map_err(|e| {
+            let target = config
+                .decision_log
+                .file
+                .as_ref()
+                .map_or_else(|| "stdout".to_owned(), |p| format!("`{}`", p.display()));
+            format!("cannot open the decision log {target}: {e}")
+        })?;
+        Some(log)
+    } else {
+        None
+    };
+    let telemetry = Arc::new(Telemetry::new(decision_log));
     let resolver = Resolver::new(&config.identity, &config.base_dir)
         .await
         .map_err(|e| format!("invalid identity configuration: {e}"))?;
+    let admin_token = config
+        .admin_token_file
+        .as_deref()
+        .map(AdminToken::from_file)
+        .transpose()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -134,10 +155,11 @@ async fn serve(config: Config) -> Result<(), Failure> {
         "policies loaded"
     );
     drop(snapshot);
-    let engine = Engine::new(Arc::clone(&store)).with_cache(&config.cache);
+    let engine = Engine::with_telemetry(Arc::clone(&store), Arc::clone(&telemetry))
+        .with_cache(&config.cache);
     ready.set(Services {
         engine: engine.clone(),
-        resolver,
+        resolver: resolver.clone(),
         trusted_caller_token: config.trusted_caller_token.clone(),
         envoy_default_server: config.envoy_default_server.clone(),
     });
@@ -147,7 +169,12 @@ async fn serve(config: Config) -> Result<(), Failure> {
             .await;
     }
 
-    let state = Arc::new(HttpState { engine });
+    let state = Arc::new(HttpState {
+        engine,
+        resolver: Some(resolver),
+        authzen: config.authzen.clone(),
+        admin_token,
+    });
     let http = bind(config.http_listen, "HTTP").await?;
     let admin = match config.admin_listen {
         Some(addr) => Some(bind(addr, "admin").await?),
@@ -162,10 +189,11 @@ async fn serve(config: Config) -> Result<(), Failure> {
     );
     for (listener, name) in [(Some(http), "http"), (admin, "admin")] {
         let Some(listener) = listener else { continue };
-        let mut app = router(Arc::clone(&state));
-        if name == "http" {
-            app = app.merge(ext_authz::http_router(ready.clone()));
-        }
+        let app = if name == "admin" {
+            admin_router(Arc::clone(&state))
+        } else {
+            router(Arc::clone(&state)).merge(ext_authz::http_router(ready.clone()))
+        };
         let stop = stopped(stop_rx.clone());
         servers.spawn(async move {
             axum::serve(listener, app)
@@ -184,6 +212,11 @@ async fn serve(config: Config) -> Result<(), Failure> {
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
     watcher.abort();
+    if let Some(log) = &telemetry.decision_log
+        && !log.close(std::time::Duration::from_secs(2))
+    {
+        tracing::warn!("the decision log writer did not finish in time; records may be lost");
+    }
     result.map_err(Failure::Message)
 }
 

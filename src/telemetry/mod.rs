@@ -1,10 +1,25 @@
-//! The service's own log (tracing). Decisions get their own log in a later step.
+//! The service's own log (tracing), decision metrics ([`metrics`]), the decision
+//! log ([`decision_log`]) and W3C trace context ([`trace`]).
+//!
+//! [`Telemetry`] is what the decision core records into: `Engine::decide_for`
+//! counts every decision and queues its decision log record, so every interface
+//! gets both without doing anything.
+
+pub mod decision_log;
+pub mod metrics;
+pub mod trace;
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::identity::Resolver;
+use crate::policy::PolicyStore;
+
+pub use decision_log::{DecisionLog, DecisionLogConfig, DecisionRecord};
+pub use metrics::Metrics;
+pub use trace::TraceContext;
 
 /// Send the log to stderr in `format`, filtered by `RUST_LOG` or else `level`.
 /// Calling it twice is harmless (the second call does nothing).
@@ -21,4 +36,152 @@ pub fn init(format: LogFormat, level: &str) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// What decisions are recorded into: the metrics, and the decision log if one is
+/// configured.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    /// Decision counters and latency.
+    pub metrics: Metrics,
+    /// The decision log, if enabled.
+    pub decision_log: Option<DecisionLog>,
+}
+
+impl Telemetry {
+    /// Metrics and the given decision log.
+    pub fn new(decision_log: Option<DecisionLog>) -> Self {
+        Self {
+            metrics: Metrics::default(),
+            decision_log,
+        }
+    }
+
+    /// Every series of the service in the Prometheus text format: the decision
+    /// metrics, the policy store's state, the JWKS refreshes of `resolver` (when
+    /// given) and the decision log's counters.
+    pub fn render_prometheus(&self, store: &PolicyStore, resolver: Option<&Resolver>) -> String {
+        use metrics::Exposition;
+        use std::sync::atomic::Ordering;
+        let mut out = Exposition::default();
+        self.metrics.render(&mut out);
+
+        let snapshot = store.snapshot();
+        let status = store.status();
+        out.family(
+            "mcp_authz_policy_generation",
+            "gauge",
+            "Generation of the policy snapshot serving now.",
+        );
+        out.sample("mcp_authz_policy_generation", &[], snapshot.generation);
+        out.family(
+            "mcp_authz_policies",
+            "gauge",
+            "Policies in the snapshot serving now.",
+        );
+        out.sample(
+            "mcp_authz_policies",
+            &[],
+            u64::try_from(snapshot.policy_count()).unwrap_or(u64::MAX),
+        );
+        out.family(
+            "mcp_authz_policy_reloads_total",
+            "counter",
+            "Policy reloads that swapped in a new snapshot (success) or were rejected (failure).",
+        );
+        out.sample(
+            "mcp_authz_policy_reloads_total",
+            &[("result", "success")],
+            status.successes,
+        );
+        out.sample(
+            "mcp_authz_policy_reloads_total",
+            &[("result", "failure")],
+            status.failures,
+        );
+        out.family(
+            "mcp_authz_policies_in_sync",
+            "gauge",
+            "1 when the policies serving match the files, 0 while an invalid change is pending.",
+        );
+        out.sample("mcp_authz_policies_in_sync", &[], u64::from(status.in_sync));
+        if let Some(t) = status.last_attempt {
+            out.family(
+                "mcp_authz_policy_last_reload_timestamp_seconds",
+                "gauge",
+                "When the last policy reload attempt ended (Unix time).",
+            );
+            let secs = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default();
+            out.sample_f64("mcp_authz_policy_last_reload_timestamp_seconds", &[], secs);
+        }
+
+        let stats = resolver.map(Resolver::jwks_stats).unwrap_or_default();
+        out.family(
+            "mcp_authz_jwks_refreshes_total",
+            "counter",
+            "JWKS fetches per issuer, by result.",
+        );
+        for s in stats.iter().filter(|s| s.has_url) {
+            out.sample(
+                "mcp_authz_jwks_refreshes_total",
+                &[("issuer", &s.issuer), ("result", "success")],
+                s.refresh_successes,
+            );
+            out.sample(
+                "mcp_authz_jwks_refreshes_total",
+                &[("issuer", &s.issuer), ("result", "failure")],
+                s.refresh_failures,
+            );
+        }
+        out.family("mcp_authz_jwks_keys", "gauge", "Keys in force per issuer.");
+        for s in &stats {
+            out.sample(
+                "mcp_authz_jwks_keys",
+                &[("issuer", &s.issuer)],
+                u64::try_from(s.keys).unwrap_or(u64::MAX),
+            );
+        }
+
+        out.family(
+            "mcp_authz_decision_log_records_total",
+            "counter",
+            "Decision log records written, dropped because the queue was full, or lost to a write error.",
+        );
+        let (written, dropped, failed) = match &self.decision_log {
+            Some(log) => {
+                let s = log.stats();
+                (
+                    s.written.load(Ordering::Relaxed),
+                    s.dropped.load(Ordering::Relaxed),
+                    s.failed.load(Ordering::Relaxed),
+                )
+            }
+            None => (0, 0, 0),
+        };
+        out.sample(
+            "mcp_authz_decision_log_records_total",
+            &[("result", "written")],
+            written,
+        );
+        out.sample(
+            "mcp_authz_decision_log_records_total",
+            &[("result", "dropped")],
+            dropped,
+        );
+        out.sample(
+            "mcp_authz_decision_log_records_total",
+            &[("result", "failed")],
+            failed,
+        );
+        out.family("mcp_authz_build_info", "gauge", "The running version.");
+        out.sample(
+            "mcp_authz_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1,
+        );
+        out.finish()
+    }
 }

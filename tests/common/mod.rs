@@ -88,12 +88,70 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Response headers: lowercase names and values.
+pub type Headers = Vec<(String, String)>;
+
+/// A plain HTTP/1.1 request on 127.0.0.1: status code, headers (lowercase names)
+/// and body.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, Headers, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body.as_bytes()).ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Some((status, headers, body.to_owned()))
+}
+
+/// POST a JSON body: status and body parsed as JSON (`Null` if it is not JSON).
+pub fn post_json(
+    addr: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> Option<(u16, serde_json::Value)> {
+    let (status, _, text) = http_request(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        &body.to_string(),
+    )?;
+    Some((
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
 /// A running `mcp-authz serve`, its log collected line by line; killed on drop.
 pub struct Server {
     pub child: std::process::Child,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub http: String,
     pub grpc: String,
+    /// The admin listener's address, when `--admin-listen` was given.
+    pub admin: String,
 }
 
 impl Server {
@@ -102,6 +160,9 @@ impl Server {
         let mut server = Server::spawn(args, policies);
         server.grpc = server.wait_for_listener("gRPC");
         server.http = server.wait_for_listener("HTTP");
+        if args.contains(&"--admin-listen") {
+            server.admin = server.wait_for_listener("admin");
+        }
         server
     }
 
@@ -170,6 +231,7 @@ impl Server {
             log,
             http: String::new(),
             grpc: String::new(),
+            admin: String::new(),
         }
     }
 

@@ -1,0 +1,334 @@
+//! Decision metrics, kept in atomics (no lock, no allocation when recording), and
+//! their rendering in the Prometheus text exposition format (version 0.0.4).
+//!
+//! Series (all prefixed `mcp_authz_`):
+//!
+//! | name | type | labels | what |
+//! |---|---|---|---|
+//! | `decisions_total` | counter | `interface`, `decision` (`allow`/`deny`) | decisions made |
+//! | `decision_duration_seconds` | histogram | `interface` | time spent deciding |
+//! | `decision_cache_hits_total`, `decision_cache_misses_total` | counter | | decision cache lookups (see below) |
+//! | `policy_generation` | gauge | | generation of the snapshot serving now |
+//! | `policies` | gauge | | policies in that snapshot |
+//! | `policy_reloads_total` | counter | `result` (`success`/`failure`) | reloads that swapped in a snapshot, or were rejected |
+//! | `policies_in_sync` | gauge | | 1 when the last reload attempt succeeded, 0 while a broken change is pending |
+//! | `policy_last_reload_timestamp_seconds` | gauge | | end of the last reload attempt (absent before one) |
+//! | `jwks_refreshes_total` | counter | `issuer`, `result` | JWKS fetches per issuer with a `jwks_url` |
+//! | `jwks_keys` | gauge | `issuer` | keys in force per issuer |
+//! | `decision_log_records_total` | counter | `result` (`written`/`dropped`/`failed`) | decision log records written, dropped because the queue was full, or lost to a write error |
+//! | `build_info` | gauge | `version` | always 1 |
+//!
+//! The decision cache does not exist yet; its counters are exported (as zeros) so
+//! dashboards need no change when it comes. Its hook points are
+//! [`Metrics::cache_hit`] and [`Metrics::cache_miss`], to be called by
+//! `Engine::decide_for` around the cache lookup.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::authz::Interface;
+
+/// Every interface, in the order series are rendered.
+pub const INTERFACES: [Interface; 5] = [
+    Interface::Grpc,
+    Interface::ExtAuthzGrpc,
+    Interface::ExtAuthzHttp,
+    Interface::Authzen,
+    Interface::Cli,
+];
+
+fn index(interface: Interface) -> usize {
+    match interface {
+        Interface::Grpc => 0,
+        Interface::ExtAuthzGrpc => 1,
+        Interface::ExtAuthzHttp => 2,
+        Interface::Authzen => 3,
+        Interface::Cli => 4,
+    }
+}
+
+/// Upper bounds of the latency buckets, in nanoseconds (5 µs to 1 s: Cedar
+/// decides in microseconds; the tail shows trouble).
+const BUCKETS_NS: [u64; 16] = [
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    1_000_000_000,
+];
+
+/// A latency histogram: one counter per bucket (not cumulative; summed when
+/// rendered), plus the overflow, the sum and the count.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS_NS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = BUCKETS_NS.partition_point(|&b| b < ns);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+/// The decision counters of the service.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// `[interface][0 = allow, 1 = deny]`.
+    decisions: [[AtomicU64; 2]; INTERFACES.len()],
+    latency: [Histogram; INTERFACES.len()],
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+}
+
+impl Metrics {
+    /// Count one decision and its latency.
+    pub fn record_decision(&self, interface: Interface, allow: bool, latency: Duration) {
+        let i = index(interface);
+        self.decisions[i][usize::from(!allow)].fetch_add(1, Ordering::Relaxed);
+        self.latency[i].observe(latency);
+    }
+
+    /// Hook for the decision cache: a lookup found its decision.
+    pub fn cache_hit(&self) {
+        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Hook for the decision cache: a lookup found nothing.
+    pub fn cache_miss(&self) {
+        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Decisions counted for `interface` with verdict `allow`.
+    pub fn decisions(&self, interface: Interface, allow: bool) -> u64 {
+        self.decisions[index(interface)][usize::from(!allow)].load(Ordering::Relaxed)
+    }
+
+    /// Render the decision series (the others come from [`Exposition`] callers).
+    pub fn render(&self, out: &mut Exposition) {
+        out.family(
+            "mcp_authz_decisions_total",
+            "counter",
+            "Decisions made, by interface and verdict.",
+        );
+        for interface in INTERFACES {
+            for (j, verdict) in ["allow", "deny"].into_iter().enumerate() {
+                let v = self.decisions[index(interface)][j].load(Ordering::Relaxed);
+                out.sample(
+                    "mcp_authz_decisions_total",
+                    &[("interface", interface.as_str()), ("decision", verdict)],
+                    v,
+                );
+            }
+        }
+        out.family(
+            "mcp_authz_decision_duration_seconds",
+            "histogram",
+            "Time spent deciding, by interface.",
+        );
+        for interface in INTERFACES {
+            let h = &self.latency[index(interface)];
+            let counts: Vec<u64> = h
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect();
+            let mut cumulative = 0u64;
+            for (bound, count) in BUCKETS_NS.iter().zip(&counts) {
+                cumulative += count;
+                let le = seconds(*bound);
+                out.sample(
+                    "mcp_authz_decision_duration_seconds_bucket",
+                    &[("interface", interface.as_str()), ("le", &le)],
+                    cumulative,
+                );
+            }
+            cumulative += counts.last().copied().unwrap_or(0);
+            out.sample(
+                "mcp_authz_decision_duration_seconds_bucket",
+                &[("interface", interface.as_str()), ("le", "+Inf")],
+                cumulative,
+            );
+            out.sample_f64(
+                "mcp_authz_decision_duration_seconds_sum",
+                &[("interface", interface.as_str())],
+                h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            );
+            out.sample(
+                "mcp_authz_decision_duration_seconds_count",
+                &[("interface", interface.as_str())],
+                cumulative,
+            );
+        }
+        out.family(
+            "mcp_authz_decision_cache_hits_total",
+            "counter",
+            "Decision cache lookups that found a decision.",
+        );
+        out.sample(
+            "mcp_authz_decision_cache_hits_total",
+            &[],
+            self.cache_hits.load(Ordering::Relaxed),
+        );
+        out.family(
+            "mcp_authz_decision_cache_misses_total",
+            "counter",
+            "Decision cache lookups that found nothing.",
+        );
+        out.sample(
+            "mcp_authz_decision_cache_misses_total",
+            &[],
+            self.cache_misses.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// A bucket bound in seconds, as Prometheus clients print it (`5e-06` style is
+/// avoided: plain decimals).
+fn seconds(ns: u64) -> String {
+    let s = format!("{:.9}", ns as f64 / 1e9);
+    let s = s.trim_end_matches('0');
+    s.strip_suffix('.').unwrap_or(s).to_owned()
+}
+
+/// A Prometheus text exposition being written.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    text: String,
+}
+
+/// The content type of the Prometheus text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+impl Exposition {
+    /// Start a metric family: its `# HELP` and `# TYPE` lines.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    /// One sample with an integer value.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.name_and_labels(name, labels);
+        let _ = writeln!(self.text, " {value}");
+    }
+
+    /// One sample with a floating-point value.
+    pub fn sample_f64(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.name_and_labels(name, labels);
+        if value.is_finite() {
+            let _ = writeln!(self.text, " {value}");
+        } else {
+            let _ = writeln!(self.text, " NaN");
+        }
+    }
+
+    fn name_and_labels(&mut self, name: &str, labels: &[(&str, &str)]) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{k}=\"{}\"", escape_label(v));
+            }
+            self.text.push('}');
+        }
+    }
+
+    /// The text.
+    pub fn finish(self) -> String {
+        self.text
+    }
+}
+
+fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_bounds_print_as_plain_decimals() {
+        assert_eq!(seconds(5_000), "0.000005");
+        assert_eq!(seconds(2_500_000), "0.0025");
+        assert_eq!(seconds(1_000_000_000), "1");
+    }
+
+    #[test]
+    fn decisions_and_latency_are_counted_per_interface() {
+        let m = Metrics::default();
+        m.record_decision(Interface::Authzen, true, Duration::from_micros(7));
+        m.record_decision(Interface::Authzen, false, Duration::from_secs(3));
+        m.record_decision(Interface::Grpc, true, Duration::from_micros(30));
+        assert_eq!(m.decisions(Interface::Authzen, true), 1);
+        assert_eq!(m.decisions(Interface::Authzen, false), 1);
+        let mut out = Exposition::default();
+        m.render(&mut out);
+        let text = out.finish();
+        assert!(
+            text.contains(
+                "mcp_authz_decisions_total{interface=\"authzen\",decision=\"allow\"} 1\n"
+            )
+        );
+        // 7 µs lands in the 10 µs bucket; 3 s only in +Inf.
+        assert!(text.contains(
+            "mcp_authz_decision_duration_seconds_bucket{interface=\"authzen\",le=\"0.000005\"} 0\n"
+        ));
+        assert!(text.contains(
+            "mcp_authz_decision_duration_seconds_bucket{interface=\"authzen\",le=\"0.00001\"} 1\n"
+        ));
+        assert!(text.contains(
+            "mcp_authz_decision_duration_seconds_bucket{interface=\"authzen\",le=\"1\"} 1\n"
+        ));
+        assert!(text.contains(
+            "mcp_authz_decision_duration_seconds_bucket{interface=\"authzen\",le=\"+Inf\"} 2\n"
+        ));
+        assert!(
+            text.contains("mcp_authz_decision_duration_seconds_count{interface=\"authzen\"} 2\n")
+        );
+        assert!(
+            text.contains(
+                "mcp_authz_decision_duration_seconds_sum{interface=\"authzen\"} 3.000007\n"
+            )
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = Exposition::default();
+        out.sample("x", &[("issuer", "a\"b\\c\nd")], 1);
+        assert_eq!(out.finish(), "x{issuer=\"a\\\"b\\\\c\\nd\"} 1\n");
+    }
+}

@@ -1,0 +1,370 @@
+//! The AuthZEN MCP binding profile on the reference policies (`policies/`): subject
+//! `user`, action `tools/call`, resource `tool` with id `server/name`, the acting
+//! application in `context.agent`; bearer tokens whose identity wins.
+
+mod http_support;
+
+use std::path::Path;
+
+use axum::http::StatusCode;
+use http_support::{app, app_of, decision, engine_with, post, post_with, reference};
+use mcp_authz::api::http::HttpState;
+use mcp_authz::config::{Config, Overrides};
+use mcp_authz::identity::Resolver;
+use serde_json::{Value, json};
+
+fn call(user: &str, agent: Option<&str>, tool: &str) -> Value {
+    let mut body = json!({
+        "subject": { "type": "user", "id": user },
+        "action": { "name": "tools/call" },
+        "resource": { "type": "tool", "id": tool },
+    });
+    if let Some(a) = agent {
+        body["context"] = json!({ "agent": a });
+    }
+    body
+}
+
+#[tokio::test]
+async fn both_principals_decide() {
+    let app = app(&reference());
+    assert!(
+        decision(
+            &app,
+            &call("alice", Some("corpassist"), "docs/summarize_document")
+        )
+        .await
+    );
+    assert!(
+        decision(
+            &app,
+            &call("alice", Some("corpassist"), "projects/get_project_lead")
+        )
+        .await
+    );
+    // dave may delete documents, CorpAssist never does.
+    assert!(
+        !decision(
+            &app,
+            &call("dave", Some("corpassist"), "docs/delete_document")
+        )
+        .await
+    );
+    // The summarizer only searches and summarizes.
+    assert!(
+        !decision(
+            &app,
+            &call("alice", Some("summarizer"), "docs/get_document")
+        )
+        .await
+    );
+    // `context.application` works as `context.agent`, and so does an entity object.
+    let mut body = call("alice", None, "docs/get_document");
+    body["context"] = json!({ "application": "corpassist" });
+    assert!(decision(&app, &body).await);
+    body["context"] = json!({ "agent": { "type": "application", "id": "summarizer" } });
+    assert!(!decision(&app, &body).await);
+    // Qualified names work too.
+    let body = json!({
+        "subject": { "type": "Mcp::User", "id": "alice" },
+        "action": { "name": "Mcp::Action::\"tools/call\"" },
+        "resource": { "type": "Mcp::Tool", "id": "docs/get_document" },
+        "context": { "agent": "corpassist" }
+    });
+    assert!(decision(&app, &body).await);
+}
+
+#[tokio::test]
+async fn explanation_shows_each_principal_and_the_forbidding_policies() {
+    let app = app(&reference());
+    let mut body = call("dave", Some("corpassist"), "docs/delete_document");
+    body["options"] = json!({ "explain": true });
+    let r = post(&app, "/access/v1/evaluation", &body).await.json();
+    assert_eq!(r["decision"], false);
+    let evals = &r["context"]["evaluations"];
+    assert_eq!(evals[0]["principal"], "Mcp::User::\"dave\"");
+    assert_eq!(evals[0]["decision"], true);
+    assert_eq!(evals[1]["principal"], "Mcp::Application::\"corpassist\"");
+    assert_eq!(evals[1]["decision"], false);
+    let ids: Vec<&str> = evals[1]["policies"]
+        .as_array()
+        .expect("policies")
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["corpassist-never-deletes", "only-doc-admins-delete"]);
+    assert_eq!(evals[1]["policies"][0]["file"], "applications.cedar");
+    assert_eq!(evals[1]["policies"][0]["line"], 13);
+}
+
+#[tokio::test]
+async fn unknown_tools_of_a_known_server_get_server_wide_policies() {
+    let app = app(&reference());
+    assert!(
+        decision(
+            &app,
+            &call("alice", Some("corpassist"), "docs/brand_new_tool")
+        )
+        .await
+    );
+    assert!(
+        !decision(
+            &app,
+            &call("alice", Some("corpassist"), "projects/brand_new_tool")
+        )
+        .await
+    );
+}
+
+#[tokio::test]
+async fn application_only_requests() {
+    let app = app(&reference());
+    let body = |app_id: &str, tool: &str| {
+        json!({
+            "subject": { "type": "application", "id": app_id },
+            "action": { "name": "tools/call" },
+            "resource": { "type": "tool", "id": tool },
+        })
+    };
+    assert!(decision(&app, &body("corpassist", "docs/get_document")).await);
+    assert!(!decision(&app, &body("summarizer", "docs/get_document")).await);
+    // Approved applications update issues only on behalf of a user.
+    assert!(!decision(&app, &body("ops-console", "projects/update_issue")).await);
+    assert!(
+        decision(
+            &app,
+            &call("alice", Some("ops-console"), "projects/update_issue")
+        )
+        .await
+    );
+}
+
+#[tokio::test]
+async fn tool_arguments_are_typed_by_the_schema() {
+    let app = app(&reference());
+    let with_args = |args: Value| {
+        let mut b = call("alice", Some("corpassist"), "docs/search_documents");
+        b["context"]["arguments"] = args;
+        b
+    };
+    assert!(
+        decision(
+            &app,
+            &with_args(json!({ "query": "titan", "max_results": 10 }))
+        )
+        .await
+    );
+    assert!(
+        !decision(
+            &app,
+            &with_args(json!({ "query": "titan", "max_results": 500 }))
+        )
+        .await
+    );
+    // The wrong type is a deny, never coerced; an undeclared argument is dropped.
+    assert!(!decision(&app, &with_args(json!({ "max_results": "10" }))).await);
+    assert!(decision(&app, &with_args(json!({ "query": "x", "unknown": [1, 2] }))).await);
+}
+
+#[tokio::test]
+async fn searches_on_the_mcp_model() {
+    let app = app(&reference());
+    let r = post(
+        &app,
+        "/access/v1/search/resource",
+        &json!({
+            "subject": { "type": "user", "id": "alice" },
+            "action": { "name": "tools/call" },
+            "resource": { "type": "tool" },
+            "context": { "agent": "summarizer" }
+        }),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let json = r.json();
+    let ids: Vec<&str> = json["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["docs/search_documents", "docs/summarize_document"]);
+    let r = post(
+        &app,
+        "/access/v1/search/subject",
+        &json!({
+            "subject": { "type": "user" },
+            "action": { "name": "tools/call" },
+            "resource": { "type": "tool", "id": "projects/update_issue" },
+            "context": { "agent": "ops-console" }
+        }),
+    )
+    .await
+    .json();
+    assert_eq!(r["results"], json!([{ "type": "user", "id": "alice" }]));
+    let r = post(
+        &app,
+        "/access/v1/search/action",
+        &json!({
+            "subject": { "type": "user", "id": "alice" },
+            "resource": { "type": "tool", "id": "docs/get_document" },
+            "context": { "agent": "corpassist" }
+        }),
+    )
+    .await
+    .json();
+    assert_eq!(r["results"], json!([{ "name": "tools/call" }]));
+}
+
+#[tokio::test]
+async fn ambiguous_names_are_bad_requests_and_unknown_types_deny() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("s.cedarschema"), r#"
+        namespace A { entity User; entity Doc; action "read" appliesTo { principal: User, resource: Doc }; action "only_a" appliesTo { principal: User, resource: Doc }; }
+        namespace B { entity User; entity Doc; action "read" appliesTo { principal: User, resource: Doc }; }
+    "#).expect("write");
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        r#"
+        permit (principal == A::User::"u", action == A::Action::"read", resource);
+        permit (principal == B::User::"u", action == B::Action::"read", resource);
+        permit (principal, action == A::Action::"only_a", resource);
+    "#,
+    )
+    .expect("write");
+    let app = app(dir.path());
+    let body = |action: &str, subject_type: &str| {
+        json!({
+            "subject": { "type": subject_type, "id": "u" },
+            "action": { "name": action },
+            "resource": { "type": "doc", "id": "d" },
+        })
+    };
+    // `read` is declared in both namespaces: it must be qualified.
+    let r = post(&app, "/access/v1/evaluation", &body("read", "user")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text.contains("ambiguous"), "{}", r.text);
+    // Qualified, the action's namespace picks `B::User` and `B::Doc`.
+    assert!(decision(&app, &body("B::Action::\"read\"", "user")).await);
+    assert!(decision(&app, &body("only_a", "user")).await);
+    // An unknown type is a deny.
+    assert!(!decision(&app, &body("only_a", "spaceship")).await);
+}
+
+async fn with_tokens() -> axum::Router {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/identity/mcp-authz.toml");
+    let config =
+        Config::load(Some(&path), &Default::default(), &Overrides::default()).expect("config");
+    let resolver = Resolver::new(&config.identity, &config.base_dir)
+        .await
+        .expect("resolver");
+    let mut state = HttpState::new(engine_with(&config.policies, Default::default()));
+    state.resolver = Some(resolver);
+    app_of(state)
+}
+
+fn token(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/identity/{name}.jwt"));
+    std::fs::read_to_string(path)
+        .expect("token")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_verified_token_wins_over_the_body() {
+    let app = with_tokens().await;
+    let bearer = format!("Bearer {}", token("erin"));
+    // erin (engineering, via corpassist) is not in the entity data: her token's groups count.
+    let body = call("mallory", Some("summarizer"), "docs/get_document");
+    let r = post_with(
+        &app,
+        "/access/v1/evaluation",
+        &body,
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()),
+        (StatusCode::OK, json!({ "decision": true }))
+    );
+    let mut explained = body.clone();
+    explained["options"] = json!({ "explain": true });
+    let r = post_with(
+        &app,
+        "/access/v1/evaluation",
+        &explained,
+        &[("authorization", &bearer)],
+    )
+    .await
+    .json();
+    assert_eq!(
+        r["context"]["evaluations"][0]["principal"],
+        "Mcp::User::\"erin\""
+    );
+    assert_eq!(
+        r["context"]["evaluations"][1]["principal"],
+        "Mcp::Application::\"corpassist\""
+    );
+    // frank is a contractor: no finance documents.
+    let mut finance = call("frank", None, "docs/get_document");
+    finance["context"] = json!({ "arguments": { "document_id": "finance/budget" } });
+    let r = post_with(
+        &app,
+        "/access/v1/evaluation",
+        &finance,
+        &[("authorization", &format!("Bearer {}", token("frank")))],
+    )
+    .await;
+    assert_eq!(r.json(), json!({ "decision": false }));
+}
+
+#[tokio::test]
+async fn an_invalid_token_is_a_401_with_a_challenge() {
+    let app = with_tokens().await;
+    let body = call("alice", Some("corpassist"), "docs/get_document");
+    let mut tampered = token("erin");
+    tampered.pop();
+    tampered.push('A');
+    for value in [
+        format!("Bearer {tampered}"),
+        "Bearer not-a-jwt".to_owned(),
+        "Basic dXNlcjpwdw==".to_owned(),
+    ] {
+        let r = post_with(
+            &app,
+            "/access/v1/evaluation",
+            &body,
+            &[("authorization", &value)],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{value}");
+        let challenge = r.header("www-authenticate").expect("challenge");
+        assert!(
+            challenge.starts_with("Bearer realm=\"mcp-authz\""),
+            "{challenge}"
+        );
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+        assert!(!r.text.contains(&tampered));
+    }
+    // Batches and searches too.
+    let r = post_with(
+        &app,
+        "/access/v1/evaluations",
+        &json!({ "evaluations": [body.clone()] }),
+        &[("authorization", "Bearer x.y.z")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Without issuers a token is refused as well.
+    let plain = http_support::app(&reference());
+    let r = post_with(
+        &plain,
+        "/access/v1/evaluation",
+        &body,
+        &[("authorization", &format!("Bearer {}", token("erin")))],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.header("www-authenticate").is_some());
+}
