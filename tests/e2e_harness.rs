@@ -79,7 +79,7 @@ fn real_client_through_passthrough_envoy_reaches_both_real_servers() {
         None,
         json!([
             {"op": "list_tools"},
-            {"op": "call_tool", "name": "get_document", "arguments": {"document_id": "titan-q1-strategy"}},
+            {"op": "call_tool", "name": "get_document", "arguments": {"document_id": "titan/q1-strategy"}},
             {"op": "read_resource", "uri": "docs://titan/q1-strategy"},
             {"op": "get_prompt", "name": "executive_summary", "arguments": {"audience": "the board"}},
         ]),
@@ -215,8 +215,8 @@ fn mid_session_deny_is_a_step_error_and_never_reaches_the_server() {
         None,
         json!([
             {"op": "list_tools"},
-            {"op": "call_tool", "name": "delete_document", "arguments": {"document_id": "titan-q1-strategy"}},
-            {"op": "call_tool", "name": "summarize_document", "arguments": {"document_id": "titan-q1-strategy"}},
+            {"op": "call_tool", "name": "delete_document", "arguments": {"document_id": "titan/q1-strategy"}},
+            {"op": "call_tool", "name": "summarize_document", "arguments": {"document_id": "titan/q1-strategy"}},
         ]),
     );
     assert_eq!(report["exit_code"], 0, "{report:#}");

@@ -9,7 +9,10 @@ scenario (see policies/):
   prompt `executive_summary`.
 - `--server projects`: tools `find_project`, `get_project_lead`, `list_issues`, `update_issue`.
 
-Every result is deterministic text, so a test can compare it exactly.
+Every result is deterministic text, so a test can compare it exactly. Document ids are
+`titan/q1-strategy`, `finance/budget-2026` and `hr/onboarding-guide` (the policies'
+`document_id like "finance/*"` condition applies to them); projects are `titan`
+(led by Dana Whitfield) and `atlas`.
 
 Usage:
     python mcp_server.py --server docs [--port 0] [--request-log FILE] [--json-response]
@@ -60,16 +63,16 @@ from starlette.responses import PlainTextResponse
 # The data of the scenario.
 
 DOCUMENTS = {
-    "titan-q1-strategy": (
+    "titan/q1-strategy": (
         "Project Titan Q1 strategy",
         "Project Titan Q1 strategy: ship the MCP gateway to every business unit, "
         "cut integration time by half, and put every tool call under policy.",
     ),
-    "finance-budget-2026": (
+    "finance/budget-2026": (
         "Budget 2026",
         "Budget 2026: engineering 12.4M, sales 8.1M, operations 3.3M (confidential).",
     ),
-    "onboarding-guide": (
+    "hr/onboarding-guide": (
         "Onboarding guide",
         "Onboarding guide: request access through the service desk; never share tokens.",
     ),
@@ -120,12 +123,12 @@ def build_docs(log_level: str) -> MCPServer:
     @server.resource("docs://titan/q1-strategy", mime_type="text/plain")
     def titan_q1_strategy() -> str:
         """The Q1 strategy of Project Titan."""
-        return DOCUMENTS["titan-q1-strategy"][1]
+        return DOCUMENTS["titan/q1-strategy"][1]
 
     @server.resource("docs://finance/budget-2026", mime_type="text/plain")
     def finance_budget_2026() -> str:
         """The 2026 budget (finance only)."""
-        return DOCUMENTS["finance-budget-2026"][1]
+        return DOCUMENTS["finance/budget-2026"][1]
 
     @server.prompt()
     def executive_summary(audience: str) -> str:
