@@ -10,9 +10,9 @@ mod e2e;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    Envoy, McpAuthz, McpServer, demo_config, e2e_dir, envoy_example, envoy_vars, raw_post,
-    reference_policies, run_client, run_client_with, step_text, substitute, unused_port,
-    validate_envoy_config,
+    ClientOptions, Envoy, McpAuthz, McpServer, Protocol, demo_config, e2e_dir, envoy_example,
+    envoy_vars, raw_post, reference_policies, run_client, run_client_opts, run_client_with,
+    step_text, substitute, unused_port, validate_envoy_config,
 };
 use serde_json::{Value, json};
 
@@ -151,6 +151,30 @@ fn real_client_through_passthrough_envoy_reaches_both_real_servers() {
         requests.iter().any(|r| r["http_method"] == "DELETE"),
         "{requests:#?}"
     );
+    // The 2026-07-28 client (server/discover, stateless) through Envoy: the Mcp-Method and
+    // Mcp-Name headers reach the server.
+    let report = run_client_opts(
+        &envoy.url("/projects/mcp"),
+        None,
+        json!([{"op": "call_tool", "name": "find_project", "arguments": {"name": "Project Titan"}}]),
+        &ClientOptions {
+            protocol: Protocol::Discover,
+            ..ClientOptions::default()
+        },
+    );
+    assert_eq!(
+        report["initialize"]["protocol_version"], "2026-07-28",
+        "{report:#}"
+    );
+    assert_eq!(step_text(&report, 0), "Found Project Titan (key titan)");
+    let modern = projects
+        .requests()
+        .into_iter()
+        .find(|r| r["name"] == "find_project")
+        .expect("find_project reached projects");
+    assert_eq!(modern["headers"]["mcp-method"], "tools/call", "{modern:#}");
+    assert_eq!(modern["headers"]["mcp-name"], "find_project", "{modern:#}");
+
     // Nothing of the projects session went to docs, and the other way round.
     assert!(
         docs.requests()
@@ -210,7 +234,13 @@ fn real_client_reports_403_and_401_with_status_and_details() {
 fn mid_session_deny_is_a_step_error_and_never_reaches_the_server() {
     let docs = McpServer::start("docs");
     let envoy = Envoy::start(&passthrough(), &envoy_vars(None, Some(&docs), None));
-    let report = run_client(
+    for protocol in [Protocol::Handshake, Protocol::Discover] {
+        mid_session_deny(&envoy, &docs, protocol);
+    }
+}
+
+fn mid_session_deny(envoy: &Envoy, docs: &McpServer, protocol: Protocol) {
+    let report = run_client_opts(
         &envoy.url("/docs/mcp"),
         None,
         json!([
@@ -218,8 +248,12 @@ fn mid_session_deny_is_a_step_error_and_never_reaches_the_server() {
             {"op": "call_tool", "name": "delete_document", "arguments": {"document_id": "titan/q1-strategy"}},
             {"op": "call_tool", "name": "summarize_document", "arguments": {"document_id": "titan/q1-strategy"}},
         ]),
+        &ClientOptions {
+            protocol,
+            ..ClientOptions::default()
+        },
     );
-    assert_eq!(report["exit_code"], 0, "{report:#}");
+    assert_eq!(report["exit_code"], 0, "{protocol:?}: {report:#}");
     assert_eq!(report["ok"], false, "one step failed");
     let denied = &report["steps"][1];
     assert_eq!(denied["ok"], false, "{report:#}");

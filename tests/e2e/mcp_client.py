@@ -5,6 +5,7 @@ Built on the MCP Python SDK 2.x: `mcp.client.streamable_http.streamable_http_cli
 
 Usage:
     python mcp_client.py URL --steps JSON [--token TOKEN] [--timeout SECONDS]
+                         [--protocol handshake|discover]
 
 - `URL`: the MCP endpoint, e.g. `http://127.0.0.1:10000/docs/mcp` (through Envoy) or
   `http://127.0.0.1:PORT/mcp` (the server itself).
@@ -19,6 +20,14 @@ Usage:
   `Authorization` header.
 - `--timeout`: the whole run, initialize included (default 20 s). Each request also has
   its own read timeout (`--request-timeout`, default 10 s).
+- `--protocol`: how the session opens. `handshake` (default): `ClientSession.initialize()`,
+  protocol 2025-11-25: POST initialize (sets `mcp-session-id`), POST
+  notifications/initialized, GET (the SSE stream), the steps, DELETE; no `Mcp-Method` /
+  `Mcp-Name` headers. `discover`: `ClientSession.discover()`, protocol 2026-07-28:
+  POST server/discover then one POST per step, no session id, no GET/DELETE, each POST
+  with `Mcp-Method` (and `Mcp-Name` for tools/call, resources/read, prompts/get).
+  Either way `call_tool` may be followed by a `tools/list` (the SDK lists the tools
+  to validate the result against the tool's output schema).
 
 Output: ONE JSON object on stdout, e.g. (a denied tool call through Envoy and mcp-authz):
 
@@ -207,18 +216,24 @@ async def run(args: argparse.Namespace, steps: list[dict[str, Any]], report: dic
     try:
         async with http, streamable_http_client(args.url, http_client=http) as (read, write):
             async with ClientSession(read, write, read_timeout_seconds=args.request_timeout) as session:
+                opening = "initialize" if args.protocol == "handshake" else "server/discover"
                 try:
-                    init = await session.initialize()
+                    if args.protocol == "handshake":
+                        await session.initialize()
+                    else:
+                        await session.discover()
                 except Exception as e:  # noqa: BLE001 - every failure is reported
-                    report["initialize"]["error"] = describe_error(e, exchanges.since(0), "initialize")
+                    report["initialize"]["error"] = describe_error(e, exchanges.since(0), opening)
                     report["error"] = report["initialize"]["error"]
                     return 2
+                info = session.server_info
                 report["initialize"] = {
                     "ok": True,
-                    "protocol_version": init.protocol_version,
-                    "server": init.server_info.name,
+                    "method": opening,
+                    "protocol_version": session.protocol_version,
+                    "server": info.name if info is not None else None,
                     "http_status": next(
-                        (x["status"] for x in exchanges.items if x["jsonrpc_method"] == "initialize"), None
+                        (x["status"] for x in exchanges.items if x["jsonrpc_method"] == opening), None
                     ),
                 }
                 for step in steps:
@@ -237,7 +252,8 @@ async def run(args: argparse.Namespace, steps: list[dict[str, Any]], report: dic
                     report["steps"].append(entry)
     except Exception as e:  # noqa: BLE001 - transport failures (connection refused, ...)
         if not report["initialize"]["ok"]:
-            report["initialize"]["error"] = describe_error(e, exchanges.since(0), "initialize")
+            opening = "initialize" if args.protocol == "handshake" else "server/discover"
+            report["initialize"]["error"] = describe_error(e, exchanges.since(0), opening)
             report["error"] = report["initialize"]["error"]
             return 2
         report["error"] = describe_error(e, exchanges.since(0), None)
@@ -252,6 +268,12 @@ def main() -> None:
     parser.add_argument("--token", help="bearer token (default: $MCP_CLIENT_TOKEN)")
     parser.add_argument("--timeout", type=float, default=20.0, help="the whole run, in seconds")
     parser.add_argument("--request-timeout", type=float, default=10.0, help="one request, in seconds")
+    parser.add_argument(
+        "--protocol",
+        choices=["handshake", "discover"],
+        default="handshake",
+        help="handshake: initialize (2025-11-25, a session); discover: server/discover (2026-07-28, stateless)",
+    )
     args = parser.parse_args()
 
     report: dict[str, Any] = {"ok": False, "url": args.url, "steps": []}

@@ -848,6 +848,36 @@ pub fn envoy_vars(
 // ---------------------------------------------------------------------------------------
 // The MCP client (tests/e2e/mcp_client.py).
 
+/// How the client opens its session (see `tests/e2e/mcp_client.py --protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// `initialize`, protocol 2025-11-25: a session (`mcp-session-id`), an SSE GET, a
+    /// closing DELETE; no `Mcp-Method` / `Mcp-Name` headers.
+    #[default]
+    Handshake,
+    /// `server/discover`, protocol 2026-07-28: stateless POSTs carrying `Mcp-Method`
+    /// (and `Mcp-Name` for tools/call, resources/read, prompts/get).
+    Discover,
+}
+
+/// Options of [`run_client_opts`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The client's global timeout (each request's own is at most 10 s, and at most this).
+    pub timeout: Duration,
+    /// How the session opens.
+    pub protocol: Protocol,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            timeout: CLIENT_TIMEOUT,
+            protocol: Protocol::Handshake,
+        }
+    }
+}
+
 /// Run the real MCP client: one session at `url` (bearer `token` if any), the `steps`
 /// (a JSON list, see `tests/e2e/mcp_client.py`), bounded by [`CLIENT_TIMEOUT`]. Returns
 /// the client's JSON report with `exit_code` added (0 initialized, 2 could not initialize,
@@ -859,7 +889,30 @@ pub fn run_client(url: &str, token: Option<&str>, steps: Value) -> Value {
 /// [`run_client`] with another global timeout (each request's own timeout is at most
 /// 10 s, and at most the global one).
 pub fn run_client_with(url: &str, token: Option<&str>, steps: Value, timeout: Duration) -> Value {
+    run_client_opts(
+        url,
+        token,
+        steps,
+        &ClientOptions {
+            timeout,
+            ..ClientOptions::default()
+        },
+    )
+}
+
+/// [`run_client`] with [`ClientOptions`].
+pub fn run_client_opts(
+    url: &str,
+    token: Option<&str>,
+    steps: Value,
+    options: &ClientOptions,
+) -> Value {
+    let timeout = options.timeout;
     let secs = timeout.as_secs_f64();
+    let protocol = match options.protocol {
+        Protocol::Handshake => "handshake",
+        Protocol::Discover => "discover",
+    };
     let mut cmd = Command::new(python());
     cmd.arg(e2e_dir().join("mcp_client.py"))
         .arg(url)
@@ -867,6 +920,7 @@ pub fn run_client_with(url: &str, token: Option<&str>, steps: Value, timeout: Du
         .arg(steps.to_string())
         .args(["--timeout", &format!("{secs}")])
         .args(["--request-timeout", &format!("{}", secs.min(10.0))])
+        .args(["--protocol", protocol])
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env_remove("MCP_CLIENT_TOKEN")
         .stdin(Stdio::null())
