@@ -116,7 +116,7 @@ sed -e "s/\${LISTEN_PORT}/$envoy_port/g" \
     -e "s/\${DOCS_PORT}/$docs_port/g" \
     -e "s/\${PROJECTS_PORT}/$projects_port/g" \
     examples/envoy/envoy-grpc.yaml >"$logs/envoy.yaml"
-start envoy "$root/.venv/bin/envoy" -c "$logs/envoy.yaml" --use-dynamic-base-id \
+start envoy "$root/.venv/bin/envoy" -c "$logs/envoy.yaml" --disable-hot-restart \
     --concurrency 1 --log-level warn --component-log-level misc:error
 wait_http "http://127.0.0.1:$envoy_admin_port/ready"
 

@@ -442,7 +442,7 @@ pub fn validate_envoy_config(template: &Path, vars: &[(&str, String)]) -> Result
         .args([
             "--mode",
             "validate",
-            "--use-dynamic-base-id",
+            "--disable-hot-restart",
             "--log-level",
             "warn",
             "-c",
@@ -473,12 +473,13 @@ pub struct Envoy {
 impl Envoy {
     /// Substitute `vars` into the template (`${LISTEN_PORT}` and `${ADMIN_PORT}` default
     /// to 0: Envoy binds free ports and the real ones are read back from its admin API),
-    /// start `envoy -c FILE --use-dynamic-base-id --concurrency 1 --log-level warn` and wait
+    /// start `envoy -c FILE --disable-hot-restart --concurrency 1 --log-level warn` and wait
     /// until `GET /ready` on its admin port answers 200.
     ///
-    /// `--use-dynamic-base-id` gives every Envoy its own shared-memory base id, so any
-    /// number run at once, across test binaries and worktrees, where a fixed `--base-id`
-    /// per test could still collide with another checkout's tests.
+    /// `--disable-hot-restart` instead of a `--base-id` per test: without hot restart Envoy
+    /// opens no shared memory and no domain socket, so any number of Envoys run at once
+    /// (across test binaries and worktrees, where fixed base ids could still collide) and a
+    /// killed one leaves nothing behind in `/dev/shm` (`--use-dynamic-base-id` did).
     pub fn start(template: &Path, vars: &[(&str, String)]) -> Envoy {
         let text = std::fs::read_to_string(template)
             .unwrap_or_else(|e| panic!("read {}: {e}", template.display()));
@@ -498,8 +499,7 @@ impl Envoy {
         let child = Command::new(envoy_bin())
             .arg("-c")
             .arg(&file)
-            .args(["--use-dynamic-base-id", "--base-id-path"])
-            .arg(dir.path().join("base-id.txt"))
+            .arg("--disable-hot-restart")
             .args(["--concurrency", "1", "--log-level", "warn"])
             .args(["--component-log-level", "misc:error"]) // the MCP filter's work-in-progress notice
             .arg("--admin-address-path")
