@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use e2e::{
     ClientOptions, Envoy, McpAuthz, McpServer, Protocol, demo_config, e2e_dir, envoy_example,
-    envoy_vars, raw_post, reference_policies, run_client, run_client_opts, run_client_with,
-    step_text, substitute, unused_port, validate_envoy_config,
+    envoy_vars, listening_line, raw_post, reference_policies, run_client, run_client_opts,
+    run_client_with, step_text, substitute, unused_port, validate_envoy_config,
 };
 use serde_json::{Value, json};
 
@@ -448,6 +448,28 @@ fn raw_post_sends_hand_made_requests() {
     let last = docs.requests().pop().expect("logged");
     assert_eq!(last["batch"][0]["name"], "delete_document", "{last:#}");
     assert_eq!(last["batch"][1]["jsonrpc_method"], "tools/list", "{last:#}");
+}
+
+#[test]
+fn mcp_authz_listening_lines_are_parsed_in_every_log_format() {
+    let addr = |s: &str| s.parse::<std::net::SocketAddr>().expect("addr");
+    assert_eq!(
+        listening_line("2026-11-25T13:29:06.98Z  INFO listening listener=gRPC addr=127.0.0.1:9191"),
+        Some(("gRPC".to_owned(), addr("127.0.0.1:9191")))
+    );
+    assert_eq!(
+        listening_line(
+            "\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m listening \u{1b}[3mlistener\u{1b}[0m\u{1b}[2m=\u{1b}[0mHTTP \u{1b}[3maddr\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:8181"
+        ),
+        Some(("HTTP".to_owned(), addr("127.0.0.1:8181")))
+    );
+    assert_eq!(
+        listening_line(
+            r#"{"level":"INFO","fields":{"message":"listening","listener":"HTTP","addr":"127.0.0.1:1"}}"#
+        ),
+        Some(("HTTP".to_owned(), addr("127.0.0.1:1")))
+    );
+    assert_eq!(listening_line("INFO policies loaded dir=policies"), None);
 }
 
 #[test]

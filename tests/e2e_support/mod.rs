@@ -424,6 +424,7 @@ pub fn substitute(template: &str, vars: &[(&str, String)]) -> Result<String, Str
     if missing.is_empty() {
         Ok(out)
     } else {
+        missing.sort();
         missing.dedup();
         Err(format!("no value for {}", missing.join(", ")))
     }
@@ -684,26 +685,10 @@ impl McpAuthz {
             .spawn()
             .map_err(|e| format!("start mcp-authz: {e}"))?;
         let addr_of = |what: &str| {
-            read_text(&log).lines().find_map(|l| {
-                if !l.contains("listening") {
-                    return None;
-                }
-                let json = serde_json::from_str::<Value>(l).ok();
-                let (listener, addr) = match &json {
-                    Some(j) => (
-                        j["fields"]["listener"]
-                            .as_str()
-                            .or(j["listener"].as_str())?
-                            .to_owned(),
-                        j["fields"]["addr"]
-                            .as_str()
-                            .or(j["addr"].as_str())?
-                            .to_owned(),
-                    ),
-                    None => (field(l, "listener")?, field(l, "addr")?),
-                };
-                (listener == what).then(|| addr.parse::<SocketAddr>().ok())?
-            })
+            read_text(&log)
+                .lines()
+                .filter_map(listening_line)
+                .find_map(|(listener, addr)| (listener == what).then_some(addr))
         };
         let http = poll(STARTUP_LIMIT, || {
             if let Ok(Some(status)) = child.try_wait() {
@@ -812,11 +797,54 @@ impl McpAuthz {
     }
 }
 
-/// `key=value` from a text log line (value up to the next space).
+/// The listener name and address of an mcp-authz `listening` log line, text
+/// (`... INFO listening listener=HTTP addr=127.0.0.1:8181`, ANSI colours or not) or JSON
+/// (`{"fields": {"message": "listening", "listener": "HTTP", "addr": "..."}}`).
+pub fn listening_line(line: &str) -> Option<(String, SocketAddr)> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let (listener, addr) = match serde_json::from_str::<Value>(line).ok() {
+        Some(j) => (
+            j["fields"]["listener"]
+                .as_str()
+                .or(j["listener"].as_str())?
+                .to_owned(),
+            j["fields"]["addr"]
+                .as_str()
+                .or(j["addr"].as_str())?
+                .to_owned(),
+        ),
+        None => (field(line, "listener")?, field(line, "addr")?),
+    };
+    Some((listener, addr.parse().ok()?))
+}
+
+/// `key=value` from a text log line (value up to the next space), ANSI colours ignored.
 fn field(line: &str, key: &str) -> Option<String> {
-    line.split_whitespace()
+    strip_ansi(line)
+        .split_whitespace()
         .find_map(|w| w.strip_prefix(&format!("{key}=")))
         .map(|v| v.trim_matches('"').to_owned())
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip `[`, the parameters, and the final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for McpAuthz {
