@@ -164,16 +164,15 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 }
 
 /// Stop a child started in its own process group: `TERM` (when `grace` > 0), then `KILL`.
+/// The group is signalled only while its leader is our child and not yet reaped, so its id
+/// (the leader's PID) cannot belong to anyone else.
 fn stop_child(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     if let Ok(Some(status)) = child.try_wait() {
-        // Its group may still hold children: kill them too.
-        kill_group(child.id(), "KILL");
         return Some(status);
     }
     if !grace.is_zero() {
         kill_group(child.id(), "TERM");
         if let Some(status) = wait_exit(child, grace) {
-            kill_group(child.id(), "KILL");
             return Some(status);
         }
     }
@@ -621,7 +620,8 @@ impl McpAuthz {
     }
 
     /// [`McpAuthz::start`] with extra `MCP_AUTHZ_*` environment variables (the developer's
-    /// own `MCP_AUTHZ_*` and `RUST_LOG` are removed).
+    /// own `MCP_AUTHZ_*` and `RUST_LOG` are removed; `MCP_AUTHZ_RELOAD_DEBOUNCE_MS` is 100
+    /// unless given here).
     pub fn start_with_env(
         policies: &Path,
         config: Option<&Path>,
@@ -677,6 +677,8 @@ impl McpAuthz {
             cmd.arg("--config").arg(config);
         }
         let mut child = cmd
+            // Reload tests need not wait the default 250 ms debounce (overridable).
+            .env("MCP_AUTHZ_RELOAD_DEBOUNCE_MS", "100")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
