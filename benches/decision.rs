@@ -141,7 +141,6 @@ fn envoy_check_request() -> CheckRequest {
                 .collect(),
             ..AttributeContext::default()
         }),
-        ..CheckRequest::default()
     }
 }
 
