@@ -17,7 +17,8 @@
 //! Allowed requests go on with `x-mcp-authz-decision-id`, `x-mcp-authz-user` and
 //! `x-mcp-authz-application`; the same headers sent by a client are removed.
 //! Denied ones get 403 with a JSON-RPC error carrying the request's id;
-//! unauthenticated ones 401 with `WWW-Authenticate`; malformed ones 400.
+//! unauthenticated ones — no credentials at all, or a token that fails — 401 with
+//! `WWW-Authenticate: Bearer ...` as the MCP authorization spec asks; malformed ones 400.
 
 use std::collections::HashMap;
 
@@ -42,7 +43,7 @@ use super::mcp_check::{
 };
 use super::pbjson::envoy_struct_to_json;
 use super::services::{REALM, Ready, Services};
-use crate::authz::Interface;
+use crate::authz::{DecisionMeta, Interface};
 use crate::identity::{AuthnError, bearer_token_from_header};
 use crate::mcp::jsonrpc::{McpCall, McpHeaders, MessageKind, Subject, check_headers, parse_body};
 
@@ -109,8 +110,31 @@ pub enum EnvoyAnswer {
     },
 }
 
-/// Decide on the request Envoy describes.
+/// Decide on the request Envoy describes. Requests refused before any policy was
+/// asked (malformed, unauthenticated) are counted and logged as denies too.
 pub async fn decide(
+    services: &Services,
+    request: EnvoyRequest<'_>,
+    interface: Interface,
+) -> EnvoyAnswer {
+    let mut answer = decide_request(services, request, interface).await;
+    if let EnvoyAnswer::Deny {
+        decision_id,
+        reason,
+        ..
+    } = &mut answer
+        && decision_id.is_empty()
+    {
+        let outcome =
+            services
+                .engine
+                .reject_for(interface, reason.clone(), &DecisionMeta::default());
+        *decision_id = outcome.decision_id;
+    }
+    answer
+}
+
+async fn decide_request(
     services: &Services,
     request: EnvoyRequest<'_>,
     interface: Interface,
@@ -134,6 +158,17 @@ pub async fn decide(
         },
         None => None,
     };
+    // MCP's authorization: a request without credentials is told how to get them.
+    if bearer.is_none() && request.spiffe_id.is_none_or(str::is_empty) {
+        let message = "unauthenticated: a bearer token is required".to_owned();
+        return EnvoyAnswer::Deny {
+            decision_id: String::new(),
+            status: 401,
+            headers: vec![("www-authenticate", crate::identity::bearer_challenge(REALM))],
+            body: error_body(request_id, UNAUTHENTICATED_CODE, &message),
+            reason: message,
+        };
+    }
     let credentials = Credentials {
         bearer_token: bearer,
         spiffe_id: request.spiffe_id.filter(|s| !s.is_empty()),
@@ -269,7 +304,7 @@ fn error_body(id: Option<Value>, code: i64, message: &str) -> String {
 
 fn invalid(id: Option<Value>, code: i64, message: String) -> EnvoyAnswer {
     EnvoyAnswer::Deny {
-        decision_id: crate::authz::new_decision_id(),
+        decision_id: String::new(),
         status: 400,
         headers: Vec::new(),
         body: error_body(id, code, &message),
@@ -280,7 +315,7 @@ fn invalid(id: Option<Value>, code: i64, message: String) -> EnvoyAnswer {
 fn unauthenticated(id: Option<Value>, e: &AuthnError) -> EnvoyAnswer {
     let message = format!("unauthenticated: {e}");
     EnvoyAnswer::Deny {
-        decision_id: crate::authz::new_decision_id(),
+        decision_id: String::new(),
         status: 401,
         headers: vec![("www-authenticate", e.www_authenticate(REALM))],
         body: error_body(id, UNAUTHENTICATED_CODE, &message),

@@ -16,7 +16,7 @@ use super::proto::v1::{
     check_request, filter_list_request,
 };
 use super::services::{REALM, Ready, Services, secret_matches};
-use crate::authz::{Decision, Interface, Role};
+use crate::authz::{Decision, DecisionMeta, Interface, Role};
 use crate::identity::{AuthnError, TrustedIdentity, bearer_token_from_header};
 use crate::mcp::jsonrpc::{McpCall, McpError, McpHeaders, check_headers, parse_body};
 
@@ -174,16 +174,20 @@ impl Refusal {
     }
 }
 
-fn refused(refusal: &Refusal, generation: u64) -> CheckResponse {
+fn refused(services: &Services, refusal: &Refusal) -> CheckResponse {
     let (kind, reason, error, www_authenticate) = refusal.parts();
+    let outcome =
+        services
+            .engine
+            .reject_for(Interface::Grpc, reason.clone(), &DecisionMeta::default());
     CheckResponse {
         allowed: false,
-        decision_id: crate::authz::new_decision_id(),
+        decision_id: outcome.decision_id,
+        policy_generation: outcome.decision.generation,
         reason,
         error: Some(error),
         deny_kind: kind as i32,
         www_authenticate,
-        policy_generation: generation,
         ..CheckResponse::default()
     }
 }
@@ -267,17 +271,16 @@ fn message_from_fields(m: &pb::McpRequest) -> Result<Vec<u8>, Refusal> {
 }
 
 async fn check(services: &Services, caller: &Caller<'_>, request: &CheckRequest) -> CheckResponse {
-    let generation = || services.engine.store().snapshot().generation;
     if request.server.is_empty() {
-        return refused(&Refusal::invalid("`server` is empty"), generation());
+        return refused(services, &Refusal::invalid("`server` is empty"));
     }
     let creds = match credentials(request.identity.as_ref(), caller) {
         Ok(c) => c,
-        Err(r) => return refused(&r, generation()),
+        Err(r) => return refused(services, &r),
     };
     let calls = match calls_of(request) {
         Ok(c) => c,
-        Err(r) => return refused(&r, generation()),
+        Err(r) => return refused(services, &r),
     };
     let extra = request
         .context
@@ -295,17 +298,14 @@ async fn check(services: &Services, caller: &Caller<'_>, request: &CheckRequest)
     )
     .await;
     match verdict {
-        Verdict::Unauthenticated(e) => refused(&Refusal::Unauthenticated(e), generation()),
+        Verdict::Unauthenticated(e) => refused(services, &Refusal::Unauthenticated(e)),
         Verdict::Decided {
             ref identity,
             ref calls,
         } => {
             let allowed = verdict.allowed();
             let Some(deciding) = verdict.deciding() else {
-                return refused(
-                    &Refusal::invalid("the request holds no message"),
-                    generation(),
-                );
+                return refused(services, &Refusal::invalid("the request holds no message"));
             };
             let decision = &deciding.outcome.decision;
             CheckResponse {
@@ -371,13 +371,17 @@ fn list_kind(method: &str) -> Option<(&'static str, &'static str, &'static str)>
     }
 }
 
-fn filter_refused(refusal: &Refusal, generation: u64) -> FilterListResponse {
-    let (kind, _, error, www_authenticate) = refusal.parts();
+fn filter_refused(services: &Services, refusal: &Refusal) -> FilterListResponse {
+    let (kind, reason, error, www_authenticate) = refusal.parts();
+    let outcome = services
+        .engine
+        .reject_for(Interface::Grpc, reason, &DecisionMeta::default());
     FilterListResponse {
+        decision_id: outcome.decision_id,
+        policy_generation: outcome.decision.generation,
         error: Some(error),
         deny_kind: kind as i32,
         www_authenticate,
-        policy_generation: generation,
         ..FilterListResponse::default()
     }
 }
@@ -390,23 +394,23 @@ async fn filter_list(
     let generation = || services.engine.store().snapshot().generation;
     let Some((array, key, use_method)) = list_kind(&request.method) else {
         return filter_refused(
+            services,
             &Refusal::invalid(format!(
                 "`{}` is not a list method",
                 truncate(&request.method)
             )),
-            generation(),
         );
     };
     if request.server.is_empty() {
-        return filter_refused(&Refusal::invalid("`server` is empty"), generation());
+        return filter_refused(services, &Refusal::invalid("`server` is empty"));
     }
     let creds = match credentials(request.identity.as_ref(), caller) {
         Ok(c) => c,
-        Err(r) => return filter_refused(&r, generation()),
+        Err(r) => return filter_refused(services, &r),
     };
     let identity = match resolve(&services.resolver, creds).await {
         Ok(i) => i,
-        Err(e) => return filter_refused(&Refusal::Unauthenticated(e), generation()),
+        Err(e) => return filter_refused(services, &Refusal::Unauthenticated(e)),
     };
     let extra = request
         .context
@@ -421,12 +425,12 @@ async fn filter_list(
                 result_json = Some(json);
                 names
             }
-            Err(message) => return filter_refused(&Refusal::invalid(message), generation()),
+            Err(message) => return filter_refused(services, &Refusal::invalid(message)),
         },
         None => {
             return filter_refused(
+                services,
                 &Refusal::invalid("the request has neither `names` nor `result`"),
-                generation(),
             );
         }
     };
