@@ -426,15 +426,7 @@ fn apply_identity(
             attrs: Map::new(),
         });
     }
-    if identity.issuer.is_some() {
-        request.context.insert(
-            "scopes".into(),
-            Value::Array(identity.scopes.iter().cloned().map(Value::String).collect()),
-        );
-        request
-            .context
-            .insert("claims".into(), Value::Object(identity.claims.clone()));
-    }
+    identity.apply_context(&mut request.context);
     Ok(())
 }
 
@@ -1008,14 +1000,6 @@ fn subject_search_request(
         let ty = resolve_entity_type(schema, "application", Some(namespace))?;
         request.application = Some(uid(&ty, app));
     }
-    if identity.issuer.is_some() {
-        request.context.insert(
-            "scopes".into(),
-            Value::Array(identity.scopes.iter().cloned().map(Value::String).collect()),
-        );
-        request
-            .context
-            .insert("claims".into(), Value::Object(identity.claims.clone()));
-    }
+    identity.apply_context(&mut request.context);
     Ok(())
 }

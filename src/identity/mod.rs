@@ -489,14 +489,17 @@ impl Identity {
                 attrs: Map::new(),
             });
         }
+        self.apply_context(&mut request.context);
+    }
+
+    /// Put the token's `scopes` and `claims` into a context (when a token was verified).
+    pub fn apply_context(&self, context: &mut Map<String, Value>) {
         if self.issuer.is_some() {
-            request.context.insert(
+            context.insert(
                 "scopes".into(),
                 Value::Array(self.scopes.iter().cloned().map(Value::String).collect()),
             );
-            request
-                .context
-                .insert("claims".into(), Value::Object(self.claims.clone()));
+            context.insert("claims".into(), Value::Object(self.claims.clone()));
         }
     }
 }
