@@ -37,9 +37,11 @@ use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
 use envoy_types::pb::google::rpc;
 use serde_json::{Map, Value, json};
 use tonic::{Request, Status};
+use tracing::Instrument;
 
 use super::mcp_check::{
-    Credentials, FORBIDDEN_CODE, UNAUTHENTICATED_CODE, Verdict, check_calls, forbidden_message,
+    Credentials, FORBIDDEN_CODE, UNAUTHENTICATED_CODE, Verdict, check_calls, decision_meta,
+    forbidden_message,
 };
 use super::pbjson::envoy_struct_to_json;
 use super::services::{REALM, Ready, Services};
@@ -79,6 +81,8 @@ pub struct EnvoyRequest<'a> {
     pub source_ip: Option<String>,
     /// The metadata of Envoy's MCP filter, if present.
     pub mcp_metadata: Option<Map<String, Value>>,
+    /// Trace context and request id, for the decision log.
+    pub meta: DecisionMeta,
 }
 
 /// What to tell Envoy.
@@ -117,6 +121,7 @@ pub async fn decide(
     request: EnvoyRequest<'_>,
     interface: Interface,
 ) -> EnvoyAnswer {
+    let meta = request.meta.clone();
     let mut answer = decide_request(services, request, interface).await;
     if let EnvoyAnswer::Deny {
         decision_id,
@@ -125,10 +130,7 @@ pub async fn decide(
     } = &mut answer
         && decision_id.is_empty()
     {
-        let outcome =
-            services
-                .engine
-                .reject_for(interface, reason.clone(), &DecisionMeta::default());
+        let outcome = services.engine.reject_for(interface, reason.clone(), &meta);
         *decision_id = outcome.decision_id;
     }
     answer
@@ -179,13 +181,13 @@ async fn decide_request(
         extra.insert("request".into(), json!({ "source_ip": ip }));
     }
     let verdict = check_calls(
-        &services.engine,
-        &services.resolver,
+        services,
         interface,
         credentials,
         server,
         calls,
         &extra,
+        &request.meta,
     )
     .await;
     let allowed = verdict.allowed();
@@ -381,7 +383,12 @@ pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
             Address::SocketAddress(s) => Some(s.address.clone()),
             _ => None,
         });
+    let meta = decision_meta(
+        headers.get("traceparent").map(String::as_str),
+        headers.get("x-request-id").map(String::as_str),
+    );
     EnvoyRequest {
+        meta,
         method: http.map_or("", |h| h.method.as_str()),
         headers,
         body,
@@ -513,12 +520,15 @@ impl Authorization for ExtAuthzGrpc {
             .ready
             .get()
             .ok_or_else(|| Status::unavailable("policies are not loaded yet"))?;
-        let answer = decide(
-            services,
-            envoy_request(request.get_ref()),
-            Interface::ExtAuthzGrpc,
-        )
-        .await;
+        let envoy = envoy_request(request.get_ref());
+        let span =
+            super::grpc::request_span("envoy.service.auth.v3.Authorization/Check", &envoy.meta);
+        let answer = decide(services, envoy, Interface::ExtAuthzGrpc)
+            .instrument(span.clone())
+            .await;
+        let (EnvoyAnswer::Allow { decision_id, .. } | EnvoyAnswer::Deny { decision_id, .. }) =
+            &answer;
+        span.record("decision_id", decision_id.as_str());
         Ok(tonic::Response::new(check_response(answer)))
     }
 }
@@ -557,7 +567,12 @@ async fn http_check(
             .or_insert(value);
     }
     let server = map.get(SERVER_HEADER).cloned();
+    let meta = decision_meta(
+        map.get("traceparent").map(String::as_str),
+        map.get("x-request-id").map(String::as_str),
+    );
     let request = EnvoyRequest {
+        meta,
         method: method.as_str(),
         headers: map,
         body: &body,

@@ -4,10 +4,11 @@
 use serde_json::{Map, Value, json};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::mcp_check::{
     CallOutcome, Credentials, FORBIDDEN_CODE, UNAUTHENTICATED_CODE, Verdict, check_calls,
-    forbidden_message, request_for, resolve,
+    decision_meta, forbidden_message, request_for, resolve,
 };
 use super::pbjson::struct_to_json;
 use super::proto::v1::{
@@ -47,6 +48,7 @@ impl GatewayApi {
 struct Caller<'a> {
     trusted: bool,
     authorization: Option<&'a str>,
+    meta: DecisionMeta,
 }
 
 fn caller<'a>(metadata: &'a MetadataMap, services: &Services) -> Caller<'a> {
@@ -59,9 +61,11 @@ fn caller<'a>(metadata: &'a MetadataMap, services: &Services) -> Caller<'a> {
         }
         _ => false,
     };
+    let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
     Caller {
         trusted,
-        authorization: metadata.get("authorization").and_then(|v| v.to_str().ok()),
+        authorization: text("authorization"),
+        meta: decision_meta(text("traceparent"), text("x-request-id")),
     }
 }
 
@@ -73,9 +77,12 @@ impl Authorizer for GatewayApi {
     ) -> Result<Response<CheckResponse>, Status> {
         let services = self.services()?;
         let caller = caller(request.metadata(), services);
-        Ok(Response::new(
-            check(services, &caller, request.get_ref()).await,
-        ))
+        let span = request_span("mcp_authz.v1.Authorizer/Check", &caller.meta);
+        let response = check(services, &caller, request.get_ref())
+            .instrument(span.clone())
+            .await;
+        span.record("decision_id", response.decision_id.as_str());
+        Ok(Response::new(response))
     }
 
     async fn batch_check(
@@ -112,6 +119,24 @@ impl Authorizer for GatewayApi {
             filter_list(services, &caller, request.get_ref()).await,
         ))
     }
+}
+
+/// The span of one gRPC call: the method, the caller's trace context; the decision
+/// id is recorded when known. Never a token, never the request itself.
+pub(crate) fn request_span(method: &'static str, meta: &DecisionMeta) -> tracing::Span {
+    let span = tracing::info_span!(
+        "grpc.request",
+        method,
+        decision_id = tracing::field::Empty,
+        request_id = meta.request_id.as_deref(),
+        trace_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+    );
+    if let Some(t) = &meta.trace {
+        span.record("trace_id", t.trace_id());
+        span.record("parent_span_id", t.parent_span_id());
+    }
+    span
 }
 
 /// Why a request was refused before any policy was asked.
@@ -174,12 +199,11 @@ impl Refusal {
     }
 }
 
-fn refused(services: &Services, refusal: &Refusal) -> CheckResponse {
+fn refused(services: &Services, caller: &Caller<'_>, refusal: &Refusal) -> CheckResponse {
     let (kind, reason, error, www_authenticate) = refusal.parts();
-    let outcome =
-        services
-            .engine
-            .reject_for(Interface::Grpc, reason.clone(), &DecisionMeta::default());
+    let outcome = services
+        .engine
+        .reject_for(Interface::Grpc, reason.clone(), &caller.meta);
     CheckResponse {
         allowed: false,
         decision_id: outcome.decision_id,
@@ -272,15 +296,15 @@ fn message_from_fields(m: &pb::McpRequest) -> Result<Vec<u8>, Refusal> {
 
 async fn check(services: &Services, caller: &Caller<'_>, request: &CheckRequest) -> CheckResponse {
     if request.server.is_empty() {
-        return refused(services, &Refusal::invalid("`server` is empty"));
+        return refused(services, caller, &Refusal::invalid("`server` is empty"));
     }
     let creds = match credentials(request.identity.as_ref(), caller) {
         Ok(c) => c,
-        Err(r) => return refused(services, &r),
+        Err(r) => return refused(services, caller, &r),
     };
     let calls = match calls_of(request) {
         Ok(c) => c,
-        Err(r) => return refused(services, &r),
+        Err(r) => return refused(services, caller, &r),
     };
     let extra = request
         .context
@@ -288,24 +312,28 @@ async fn check(services: &Services, caller: &Caller<'_>, request: &CheckRequest)
         .map(struct_to_json)
         .unwrap_or_default();
     let verdict = check_calls(
-        &services.engine,
-        &services.resolver,
+        services,
         Interface::Grpc,
         creds,
         &request.server,
         calls,
         &extra,
+        &caller.meta,
     )
     .await;
     match verdict {
-        Verdict::Unauthenticated(e) => refused(services, &Refusal::Unauthenticated(e)),
+        Verdict::Unauthenticated(e) => refused(services, caller, &Refusal::Unauthenticated(e)),
         Verdict::Decided {
             ref identity,
             ref calls,
         } => {
             let allowed = verdict.allowed();
             let Some(deciding) = verdict.deciding() else {
-                return refused(services, &Refusal::invalid("the request holds no message"));
+                return refused(
+                    services,
+                    caller,
+                    &Refusal::invalid("the request holds no message"),
+                );
             };
             let decision = &deciding.outcome.decision;
             CheckResponse {
@@ -371,11 +399,15 @@ fn list_kind(method: &str) -> Option<(&'static str, &'static str, &'static str)>
     }
 }
 
-fn filter_refused(services: &Services, refusal: &Refusal) -> FilterListResponse {
+fn filter_refused(
+    services: &Services,
+    caller: &Caller<'_>,
+    refusal: &Refusal,
+) -> FilterListResponse {
     let (kind, reason, error, www_authenticate) = refusal.parts();
     let outcome = services
         .engine
-        .reject_for(Interface::Grpc, reason, &DecisionMeta::default());
+        .reject_for(Interface::Grpc, reason, &caller.meta);
     FilterListResponse {
         decision_id: outcome.decision_id,
         policy_generation: outcome.decision.generation,
@@ -395,6 +427,7 @@ async fn filter_list(
     let Some((array, key, use_method)) = list_kind(&request.method) else {
         return filter_refused(
             services,
+            caller,
             &Refusal::invalid(format!(
                 "`{}` is not a list method",
                 truncate(&request.method)
@@ -402,15 +435,15 @@ async fn filter_list(
         );
     };
     if request.server.is_empty() {
-        return filter_refused(services, &Refusal::invalid("`server` is empty"));
+        return filter_refused(services, caller, &Refusal::invalid("`server` is empty"));
     }
     let creds = match credentials(request.identity.as_ref(), caller) {
         Ok(c) => c,
-        Err(r) => return filter_refused(services, &r),
+        Err(r) => return filter_refused(services, caller, &r),
     };
     let identity = match resolve(&services.resolver, creds).await {
         Ok(i) => i,
-        Err(e) => return filter_refused(services, &Refusal::Unauthenticated(e)),
+        Err(e) => return filter_refused(services, caller, &Refusal::Unauthenticated(e)),
     };
     let extra = request
         .context
@@ -425,11 +458,12 @@ async fn filter_list(
                 result_json = Some(json);
                 names
             }
-            Err(message) => return filter_refused(services, &Refusal::invalid(message)),
+            Err(message) => return filter_refused(services, caller, &Refusal::invalid(message)),
         },
         None => {
             return filter_refused(
                 services,
+                caller,
                 &Refusal::invalid("the request has neither `names` nor `result`"),
             );
         }
@@ -441,7 +475,9 @@ async fn filter_list(
         let allowed = match use_call(use_method, name) {
             Some(call) => {
                 let req = request_for(&call, &request.server, &identity, &extra);
-                let outcome = services.engine.decide_for(Interface::Grpc, &req);
+                let outcome = services
+                    .engine
+                    .decide_with(Interface::Grpc, &req, &caller.meta);
                 response.policy_generation = outcome.decision.generation;
                 first_id.get_or_insert(outcome.decision_id);
                 outcome.decision.allow

@@ -4,9 +4,11 @@
 
 use serde_json::{Map, Value};
 
-use crate::authz::{DecisionRequest, Engine, Interface, Outcome};
+use super::services::Services;
+use crate::authz::{DecisionMeta, DecisionRequest, Interface, Outcome};
 use crate::identity::{AuthnError, Identity, IdentityInput, Resolver, TrustedIdentity};
 use crate::mcp::jsonrpc::McpCall;
+use crate::telemetry::TraceContext;
 
 /// JSON-RPC error code of an authentication failure.
 pub const UNAUTHENTICATED_CODE: i64 = -32001;
@@ -85,15 +87,15 @@ impl Verdict {
 
 /// Prove the identity, then decide every message.
 pub async fn check_calls(
-    engine: &Engine,
-    resolver: &Resolver,
+    services: &Services,
     interface: Interface,
     credentials: Credentials<'_>,
     server: &str,
     calls: Vec<McpCall>,
     extra_context: &Map<String, Value>,
+    meta: &DecisionMeta,
 ) -> Verdict {
-    let identity = match resolve(resolver, credentials).await {
+    let identity = match resolve(&services.resolver, credentials).await {
         Ok(i) => i,
         Err(e) => return Verdict::Unauthenticated(e),
     };
@@ -101,7 +103,7 @@ pub async fn check_calls(
         .into_iter()
         .map(|call| {
             let request = request_for(&call, server, &identity, extra_context);
-            let outcome = engine.decide_for(interface, &request);
+            let outcome = services.engine.decide_with(interface, &request, meta);
             CallOutcome {
                 call,
                 request,
@@ -157,4 +159,15 @@ pub fn add_context(request: &mut DecisionRequest, extra: &Map<String, Value>) {
 /// The JSON-RPC error for a deny, and its message (safe to show a client).
 pub fn forbidden_message(reason: &str) -> String {
     format!("forbidden: {reason}")
+}
+
+/// What the decision log keeps of a call: its W3C trace context and request id
+/// (at most 128 printable ASCII characters), from headers or gRPC metadata.
+pub fn decision_meta(traceparent: Option<&str>, request_id: Option<&str>) -> DecisionMeta {
+    DecisionMeta {
+        trace: traceparent.and_then(TraceContext::parse),
+        request_id: request_id
+            .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_owned),
+    }
 }
