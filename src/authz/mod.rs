@@ -320,6 +320,9 @@ impl Engine {
     }
 }
 
+/// Cedar's authorizer holds no state of its own: one serves every decision.
+static AUTHORIZER: std::sync::LazyLock<Authorizer> = std::sync::LazyLock::new(Authorizer::new);
+
 /// Decide `request` on `snapshot`.
 pub fn decide(snapshot: &Snapshot, request: &DecisionRequest) -> Decision {
     let generation = snapshot.generation;
@@ -349,13 +352,12 @@ pub fn decide(snapshot: &Snapshot, request: &DecisionRequest) -> Decision {
         }
         Err(reason) => return Decision::denied_before_evaluation(reason, generation),
     };
-    let authorizer = Authorizer::new();
     let evaluations: Vec<Evaluation> = principals
         .into_iter()
         .map(|(role, principal)| {
             evaluate(
                 snapshot,
-                &authorizer,
+                &AUTHORIZER,
                 role,
                 principal,
                 request,
@@ -390,12 +392,23 @@ fn evaluate(
         policies: Vec::new(),
         errors: Vec::new(),
     };
+    // The context was validated once for both principals (`build_context`); what is
+    // left to check against the schema is which types may do the action.
+    if !snapshot.allows_request(principal, &request.action, &request.resource) {
+        evaluation.errors.push(format!(
+            "request does not fit the schema: {} may not be the principal of {} on {}",
+            principal.type_name(),
+            request.action,
+            request.resource.type_name()
+        ));
+        return evaluation;
+    }
     let cedar_request = match Request::new(
         principal.clone(),
         request.action.clone(),
         request.resource.clone(),
         context.clone(),
-        Some(&snapshot.schema),
+        None,
     ) {
         Ok(r) => r,
         Err(e) => {

@@ -364,6 +364,10 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
     let Some(entities) = entities else {
         return Err(problems);
     };
+    let request_envs = schema
+        .request_envs()
+        .map(|env| (env.principal().clone(), env.action().clone(), env.resource().clone()))
+        .collect();
     Ok(Snapshot {
         generation,
         dir: sources.dir.clone(),
@@ -371,6 +375,7 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
         schema,
         entities,
         context_shapes: shapes,
+        request_envs,
         origins,
         fingerprint: sources.fingerprint,
         warnings: problems,

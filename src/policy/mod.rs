@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use cedar_policy::{Entities, PolicySet, Schema};
+use cedar_policy::{Entities, EntityTypeName, EntityUid, PolicySet, Schema};
 
 pub use diagnostics::{Problem, Problems, Severity, error_chain};
 pub use load::{ENTITIES_FILE, MAX_FILE_BYTES, Sources, build, read_sources};
@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub entities: Entities,
     /// The declared context of each action (keyed by the action uid as Cedar prints it).
     pub context_shapes: HashMap<cedar_policy::EntityUid, Shape>,
+    /// The (principal type, action, resource type) combinations the schema allows.
+    pub request_envs: std::collections::HashSet<(EntityTypeName, EntityUid, EntityTypeName)>,
     /// Where each policy id was written.
     pub origins: HashMap<String, PolicyOrigin>,
     /// Hash of the input files; equal fingerprints mean equal inputs.
@@ -67,6 +69,13 @@ impl Snapshot {
     pub fn load(dir: &std::path::Path, generation: u64) -> Result<Snapshot, Problems> {
         let sources = read_sources(dir)?;
         build_with_big_stack(&sources, generation)
+    }
+
+    /// Whether the schema allows `principal` to do `action` on `resource` (by type).
+    pub fn allows_request(&self, principal: &EntityUid, action: &EntityUid, resource: &EntityUid) -> bool {
+        // Keyed by owned values; the set is small and the clones are of interned names.
+        self.request_envs
+            .contains(&(principal.type_name().clone(), action.clone(), resource.type_name().clone()))
     }
 
     /// Number of policies (templates included).
