@@ -366,7 +366,13 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
     };
     let request_envs = schema
         .request_envs()
-        .map(|env| (env.principal().clone(), env.action().clone(), env.resource().clone()))
+        .map(|env| {
+            (
+                env.principal().clone(),
+                env.action().clone(),
+                env.resource().clone(),
+            )
+        })
         .collect();
     Ok(Snapshot {
         generation,

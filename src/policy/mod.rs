@@ -72,10 +72,18 @@ impl Snapshot {
     }
 
     /// Whether the schema allows `principal` to do `action` on `resource` (by type).
-    pub fn allows_request(&self, principal: &EntityUid, action: &EntityUid, resource: &EntityUid) -> bool {
+    pub fn allows_request(
+        &self,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource: &EntityUid,
+    ) -> bool {
         // Keyed by owned values; the set is small and the clones are of interned names.
-        self.request_envs
-            .contains(&(principal.type_name().clone(), action.clone(), resource.type_name().clone()))
+        self.request_envs.contains(&(
+            principal.type_name().clone(),
+            action.clone(),
+            resource.type_name().clone(),
+        ))
     }
 
     /// Number of policies (templates included).
