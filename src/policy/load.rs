@@ -12,6 +12,7 @@ use cedar_policy::{
 };
 
 use super::diagnostics::{Problem, Problems, Severity, error_chain};
+use super::index::PolicyIndex;
 use super::shape::{Shape, context_shapes};
 use super::{PolicyOrigin, Snapshot};
 
@@ -364,6 +365,7 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
     let Some(entities) = entities else {
         return Err(problems);
     };
+    let index = PolicyIndex::new(&policies);
     Ok(Snapshot {
         generation,
         dir: sources.dir.clone(),
@@ -376,6 +378,7 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
         warnings: problems,
         loaded_at: SystemTime::now(),
         policy_files: sources.policies.len(),
+        index,
     })
 }
 
