@@ -61,6 +61,10 @@ pub struct IndexOptions {
     /// of `n` policies weighs `n + 1`). `0` caches nothing: every evaluation
     /// builds its candidate set.
     pub cache_policies: u64,
+    /// Evaluate the whole set instead of the candidates when they are more than
+    /// this percentage of it (copying most of a set buys nothing). `100` always
+    /// evaluates the candidates.
+    pub whole_set_above_percent: usize,
 }
 
 impl Default for IndexOptions {
@@ -69,6 +73,7 @@ impl Default for IndexOptions {
         // or small); 64 Ki of them stay well within tens of MiB.
         Self {
             cache_policies: 64 * 1024,
+            whole_set_above_percent: 50,
         }
     }
 }
@@ -105,6 +110,7 @@ pub struct PolicyIndex {
     /// False when the set cannot be indexed (more policies than positions): every
     /// request evaluates the whole set.
     usable: bool,
+    whole_set_above_percent: usize,
 }
 
 struct IndexEntry {
@@ -330,6 +336,7 @@ impl PolicyIndex {
             }),
             empty: Arc::new(PolicySet::new()),
             usable: true,
+            whole_set_above_percent: options.whole_set_above_percent,
         };
         for (position, policy) in policies.policies().enumerate() {
             let Ok(at) = u32::try_from(position) else {
@@ -455,8 +462,13 @@ impl PolicyIndex {
         if ids.is_empty() {
             return Some(Arc::clone(&self.empty));
         }
-        // Evaluating the set it came from is as cheap, and copies nothing.
-        if ids.len() * 2 > self.entries.len() {
+        // Evaluating the set it came from is about as cheap, and copies nothing.
+        if ids.len().saturating_mul(100)
+            > self
+                .entries
+                .len()
+                .saturating_mul(self.whole_set_above_percent)
+        {
             return None;
         }
         if let Some(cache) = &self.cache
