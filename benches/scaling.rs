@@ -372,6 +372,33 @@ fn reference_forbids() -> usize {
     n
 }
 
+/// Fill the largest mesh's cache of candidate sets to its capacity (every tool,
+/// for users of every group combination), and report what it holds and costs.
+fn fill_set_cache(m: &Mesh) {
+    let before = memory();
+    let tools = (m.policies - reference_forbids()) / GROUPS;
+    let started = std::time::Instant::now();
+    let mut decisions = 0;
+    for t in 0..tools {
+        let s = server_of(t);
+        for k in 0..11 {
+            let mut r = tool_call(s, &format!("mesh{s}/tool{t}"));
+            r.user = Some(Kind::User.uid(&format!("m{k}")));
+            r.application = Some(Kind::Application.uid(&format!("agent{}", k % APPS)));
+            black_box(decide(&m.snapshot, &r));
+            decisions += 1;
+        }
+    }
+    let stats = m.snapshot.index.stats();
+    eprintln!(
+        "{} policies: {decisions} distinct decisions in {:?}; {} candidate sets cached; memory before: {before}; after: {}",
+        m.policies,
+        started.elapsed(),
+        stats.cached_sets,
+        memory()
+    );
+}
+
 /// `VmRSS` and `VmHWM` of this process, from `/proc/self/status` (Linux).
 fn memory() -> String {
     std::fs::read_to_string("/proc/self/status")
@@ -413,6 +440,9 @@ fn main() {
         );
     }
     eprintln!("memory after the decide benchmarks: {}", memory());
+    if let Some(m) = meshes.last() {
+        fill_set_cache(m);
+    }
     bench_build(&mut c, &meshes);
     c.final_summary();
 }

@@ -1,11 +1,9 @@
 //! Reading a policy directory and building a validated [`Snapshot`] from it.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use cedar_policy::{
@@ -293,47 +291,44 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
         };
 
     let validator = Validator::new(schema.clone());
-    // Parsing and validating dominate the build (validation is most of it), and
-    // files are independent: both run on several threads. Ids are then given in
-    // file order, as before.
-    let parsed = parallel_map(&sources.policies, |(rel, text)| parse_file(rel, text));
-    let parts: Vec<(usize, Cow<'_, PolicySet>)> = parsed
-        .iter()
-        .enumerate()
-        .filter_map(|(file, p)| p.as_ref().ok().map(|set| (file, set)))
-        .flat_map(|(file, set)| {
-            validation_parts(set)
-                .into_iter()
-                .map(move |part| (file, part))
-        })
-        .collect();
-    let validated = parallel_map(&parts, |(file, part)| {
-        let (rel, text) = &sources.policies[*file];
-        validate_part(&validator, rel, text, part)
-    });
-    let mut findings: Vec<(Vec<Problem>, Vec<Problem>)> = sources
-        .policies
-        .iter()
-        .map(|_| Default::default())
-        .collect();
-    for ((file, _), (errors, warnings)) in parts.iter().zip(validated) {
-        findings[*file].0.extend(errors);
-        findings[*file].1.extend(warnings);
-    }
     let mut policies = PolicySet::new();
     let mut origins: HashMap<String, PolicyOrigin> = HashMap::new();
-    for (((rel, text), parsed), (errors, warnings)) in
-        sources.policies.iter().zip(parsed).zip(findings)
-    {
-        let parsed = match parsed {
-            Ok(set) => set,
-            Err(file_problems) => {
-                problems.extend(file_problems);
+    for (rel, text) in &sources.policies {
+        if let Some(p) = nesting_problem(rel, text) {
+            problems.push(p);
+            continue;
+        }
+        let parsed = match PolicySet::from_str(text) {
+            Ok(p) => p,
+            Err(e) => {
+                for err in e.iter() {
+                    problems.extend(Problem::from_diagnostic(
+                        err,
+                        Some(rel),
+                        Some(text),
+                        Severity::Error,
+                    ));
+                }
                 continue;
             }
         };
-        problems.extend(errors);
-        problems.extend(warnings);
+        let result = validator.validate(&parsed, ValidationMode::Strict);
+        for err in result.validation_errors() {
+            problems.extend(Problem::from_diagnostic(
+                err,
+                Some(rel),
+                Some(text),
+                Severity::Error,
+            ));
+        }
+        for w in result.validation_warnings() {
+            problems.extend(Problem::from_diagnostic(
+                w,
+                Some(rel),
+                Some(text),
+                Severity::Warning,
+            ));
+        }
         add_with_stable_ids(
             rel,
             text,
@@ -387,142 +382,6 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
     })
 }
 
-/// Most threads parsing and validating policy files.
-const MAX_THREADS: usize = 8;
-/// Policies validated together: a larger file is validated in parts of this many,
-/// in parallel.
-const VALIDATION_PART: usize = 500;
-/// Stack of each thread building a snapshot: Cedar's parser and validator recurse
-/// over the syntax tree, and a policy file is input we do not control.
-pub(crate) const BUILD_STACK_BYTES: usize = 256 * 1024 * 1024;
-
-/// `f` of every item, in order, computed on up to [`MAX_THREADS`] threads (this
-/// one included). A panic in `f` is resumed on this thread.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .min(MAX_THREADS)
-        .min(items.len());
-    if threads <= 1 {
-        return items.iter().map(f).collect();
-    }
-    // Each worker takes the next item not taken yet, and remembers which it was.
-    let next = AtomicUsize::new(0);
-    let indexed_work = || {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(item) = items.get(i) else { break };
-            done.push((i, f(item)));
-        }
-        done
-    };
-    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
-        // A thread that cannot be started leaves its share to the others.
-        let helpers: Vec<_> = (1..threads)
-            .filter_map(|_| {
-                std::thread::Builder::new()
-                    .name("policy-load".into())
-                    .stack_size(BUILD_STACK_BYTES)
-                    .spawn_scoped(s, indexed_work)
-                    .ok()
-            })
-            .collect();
-        let mut done = indexed_work();
-        for helper in helpers {
-            match helper.join() {
-                Ok(more) => done.extend(more),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        done
-    });
-    done.sort_unstable_by_key(|(i, _)| *i);
-    done.into_iter().map(|(_, r)| r).collect()
-}
-
-/// One policy file parsed, or its problems.
-fn parse_file(rel: &str, text: &str) -> Result<PolicySet, Vec<Problem>> {
-    if let Some(p) = nesting_problem(rel, text) {
-        return Err(vec![p]);
-    }
-    PolicySet::from_str(text).map_err(|e| {
-        e.iter()
-            .flat_map(|err| Problem::from_diagnostic(err, Some(rel), Some(text), Severity::Error))
-            .collect()
-    })
-}
-
-/// The policies of one file in source order (Cedar names them `policy0`,
-/// `policy1`, ... in source order, templates included).
-enum Item<'a> {
-    Policy(&'a cedar_policy::Policy),
-    Template(&'a cedar_policy::Template),
-}
-
-fn items_in_order(parsed: &PolicySet) -> Vec<(usize, Item<'_>)> {
-    let index_of = |id: &PolicyId| -> usize {
-        AsRef::<str>::as_ref(id)
-            .strip_prefix("policy")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(usize::MAX)
-    };
-    let mut items: Vec<(usize, Item<'_>)> = parsed
-        .policies()
-        .map(|p| (index_of(p.id()), Item::Policy(p)))
-        .chain(
-            parsed
-                .templates()
-                .map(|t| (index_of(t.id()), Item::Template(t))),
-        )
-        .collect();
-    items.sort_by_key(|(i, _)| *i);
-    items
-}
-
-/// A parsed file in parts of at most [`VALIDATION_PART`] policies, in source order
-/// (the file itself when it is small).
-fn validation_parts(parsed: &PolicySet) -> Vec<Cow<'_, PolicySet>> {
-    if parsed.num_of_policies() + parsed.num_of_templates() <= VALIDATION_PART {
-        return vec![Cow::Borrowed(parsed)];
-    }
-    let mut parts = Vec::new();
-    for chunk in items_in_order(parsed).chunks(VALIDATION_PART) {
-        let mut part = PolicySet::new();
-        for (_, item) in chunk {
-            let added = match item {
-                Item::Policy(p) => part.add((*p).clone()),
-                Item::Template(t) => part.add_template((*t).clone()),
-            };
-            if added.is_err() {
-                // Never happens to a parsed file; validate it whole then.
-                return vec![Cow::Borrowed(parsed)];
-            }
-        }
-        parts.push(Cow::Owned(part));
-    }
-    parts
-}
-
-/// Validation errors and warnings of (part of) one file.
-fn validate_part(
-    validator: &Validator,
-    rel: &str,
-    text: &str,
-    part: &PolicySet,
-) -> (Vec<Problem>, Vec<Problem>) {
-    let result = validator.validate(part, ValidationMode::Strict);
-    let errors = result
-        .validation_errors()
-        .flat_map(|e| Problem::from_diagnostic(e, Some(rel), Some(text), Severity::Error))
-        .collect();
-    let warnings = result
-        .validation_warnings()
-        .flat_map(|w| Problem::from_diagnostic(w, Some(rel), Some(text), Severity::Warning))
-        .collect();
-    (errors, warnings)
-}
-
 /// Give each policy of one file its stable id (`@id("...")`, else `<file>:<index>`)
 /// and add it to the combined set; report duplicates with both places.
 fn add_with_stable_ids(
@@ -533,7 +392,28 @@ fn add_with_stable_ids(
     origins: &mut HashMap<String, PolicyOrigin>,
     problems: &mut Vec<Problem>,
 ) {
-    let items = items_in_order(parsed);
+    // Cedar names a file's policies `policy0`, `policy1`, ... in source order,
+    // templates included.
+    let index_of = |id: &PolicyId| -> usize {
+        AsRef::<str>::as_ref(id)
+            .strip_prefix("policy")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(usize::MAX)
+    };
+    enum Item<'a> {
+        Policy(&'a cedar_policy::Policy),
+        Template(&'a cedar_policy::Template),
+    }
+    let mut items: Vec<(usize, Item<'_>)> = parsed
+        .policies()
+        .map(|p| (index_of(p.id()), Item::Policy(p)))
+        .chain(
+            parsed
+                .templates()
+                .map(|t| (index_of(t.id()), Item::Template(t))),
+        )
+        .collect();
+    items.sort_by_key(|(i, _)| *i);
     let mut cursor = 0;
     let mut lines = LineCounter::default();
     for (index, item) in items {
@@ -760,12 +640,12 @@ mod tests {
     }
 
     #[test]
-    fn a_large_file_is_validated_in_parts_with_exact_locations() {
+    fn policies_of_a_large_file_are_located_exactly() {
         let schema = "entity U { n: Long }; action a appliesTo { principal: U, resource: U };";
         let mut text = String::new();
-        let n = VALIDATION_PART * 2 + 100;
+        let n = 1_100;
         for i in 0..n {
-            if i == VALIDATION_PART + 7 || i == 3 {
+            if i == 507 || i == 3 {
                 // `nope` is no attribute of `U`: a validation error.
                 text.push_str(
                     "permit (principal, action, resource) when { principal.nope > 1 };\n",
@@ -787,11 +667,7 @@ mod tests {
             panic!("two invalid policies must fail the build");
         };
         let lines: Vec<Option<usize>> = problems.errors().map(|p| p.line).collect();
-        assert_eq!(
-            lines,
-            vec![Some(4), Some(VALIDATION_PART + 8)],
-            "{problems:?}"
-        );
+        assert_eq!(lines, vec![Some(4), Some(508)], "{problems:?}");
 
         // Without them, every policy is there, with its line.
         let valid = sources.policies[0]

@@ -86,7 +86,7 @@ pub fn build_with_big_stack(sources: &Sources, generation: u64) -> Result<Snapsh
     std::thread::scope(|s| {
         let handle = std::thread::Builder::new()
             .name("policy-load".into())
-            .stack_size(load::BUILD_STACK_BYTES)
+            .stack_size(256 * 1024 * 1024)
             .spawn_scoped(s, || build(sources, generation));
         match handle {
             Ok(h) => h.join().unwrap_or_else(|_| {
