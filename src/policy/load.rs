@@ -12,6 +12,7 @@ use cedar_policy::{
 };
 
 use super::diagnostics::{Problem, Problems, Severity, error_chain};
+use super::index::PolicyIndex;
 use super::shape::{Shape, context_shapes};
 use super::{PolicyOrigin, Snapshot};
 
@@ -374,6 +375,7 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
             )
         })
         .collect();
+    let index = PolicyIndex::new(&policies);
     Ok(Snapshot {
         generation,
         dir: sources.dir.clone(),
@@ -387,6 +389,7 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
         warnings: problems,
         loaded_at: SystemTime::now(),
         policy_files: sources.policies.len(),
+        index,
     })
 }
 
@@ -423,6 +426,7 @@ fn add_with_stable_ids(
         .collect();
     items.sort_by_key(|(i, _)| *i);
     let mut cursor = 0;
+    let mut lines = LineCounter::default();
     for (index, item) in items {
         let (annotation, source) = match &item {
             Item::Policy(p) => (p.annotation("id").map(str::to_owned), p.to_string()),
@@ -433,11 +437,11 @@ fn add_with_stable_ids(
             .find(source.trim())
             .map_or(cursor, |o| cursor + o);
         cursor = offset.min(text.len());
-        let located = Problem::error(Some(rel), String::new()).at_offset(text, offset, 1);
+        let (line, column) = lines.locate(text, cursor);
         let origin = PolicyOrigin {
             file: rel.to_owned(),
-            line: located.line.unwrap_or(1),
-            column: located.column.unwrap_or(1),
+            line,
+            column,
         };
         let id = annotation.unwrap_or_else(|| format!("{rel}:{index}"));
         if let Some(prev) = origins.get(&id) {
@@ -468,6 +472,45 @@ fn add_with_stable_ids(
             continue;
         }
         origins.insert(id, origin);
+    }
+}
+
+/// Line and column of increasing offsets into one text, counted incrementally so
+/// that locating every policy of a large file stays linear in its size.
+#[derive(Default)]
+struct LineCounter {
+    /// Where counting stopped.
+    offset: usize,
+    /// 1-based line number at `offset` (0 before the first call).
+    line: usize,
+    /// Byte offset where that line starts.
+    line_start: usize,
+}
+
+impl LineCounter {
+    /// 1-based line and column (in characters) of `offset`, which must not be
+    /// less than the previous call's; a smaller one counts from the start again.
+    fn locate(&mut self, text: &str, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        if offset < self.offset || self.line == 0 {
+            *self = Self {
+                offset: 0,
+                line: 1,
+                line_start: 0,
+            };
+        }
+        for (i, b) in text.as_bytes()[self.offset..offset].iter().enumerate() {
+            if *b == b'\n' {
+                self.line += 1;
+                self.line_start = self.offset + i + 1;
+            }
+        }
+        self.offset = offset;
+        let column = text[self.line_start..offset].chars().count() + 1;
+        (self.line, column)
     }
 }
 
@@ -585,4 +628,69 @@ fn nesting_problem(rel: &str, text: &str) -> Option<Problem> {
         prev = if in_comment { '\0' } else { c };
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_counter_agrees_with_problem_locations() {
+        let text = "permit (principal, action, resource);\n// é ü\n  forbid (principal, action, resource);\n\n\u{1F600} permit (principal, action, resource);";
+        let mut counter = LineCounter::default();
+        for offset in [0, 5, 38, 40, 50, 52, text.len() - 5, text.len()] {
+            let p = Problem::error(None, String::new()).at_offset(text, offset, 1);
+            assert_eq!(
+                counter.locate(text, offset),
+                (p.line.unwrap_or(0), p.column.unwrap_or(0)),
+                "offset {offset}"
+            );
+        }
+        // Going back starts over.
+        assert_eq!(counter.locate(text, 0), (1, 1));
+    }
+
+    #[test]
+    fn policies_of_a_large_file_are_located_exactly() {
+        let schema = "entity U { n: Long }; action a appliesTo { principal: U, resource: U };";
+        let mut text = String::new();
+        let n = 1_100;
+        for i in 0..n {
+            if i == 507 || i == 3 {
+                // `nope` is no attribute of `U`: a validation error.
+                text.push_str(
+                    "permit (principal, action, resource) when { principal.nope > 1 };\n",
+                );
+            } else {
+                text.push_str(&format!(
+                    "permit (principal == U::\"u{i}\", action, resource);\n"
+                ));
+            }
+        }
+        let sources = Sources {
+            dir: PathBuf::from("mem"),
+            policies: vec![("big.cedar".into(), text)],
+            schema: ("s.cedarschema".into(), schema.into()),
+            entities: None,
+            fingerprint: 0,
+        };
+        let Err(problems) = build(&sources, 1) else {
+            panic!("two invalid policies must fail the build");
+        };
+        let lines: Vec<Option<usize>> = problems.errors().map(|p| p.line).collect();
+        assert_eq!(lines, vec![Some(4), Some(508)], "{problems:?}");
+
+        // Without them, every policy is there, with its line.
+        let valid = sources.policies[0]
+            .1
+            .replace("principal.nope > 1", "principal.n > 1");
+        let sources = Sources {
+            policies: vec![("big.cedar".into(), valid)],
+            ..sources
+        };
+        let snapshot = build(&sources, 1).expect("valid");
+        assert_eq!(snapshot.policy_count(), n);
+        assert_eq!(snapshot.origins["big.cedar:1000"].line, 1001);
+        assert_eq!(snapshot.index.len(), n);
+    }
 }

@@ -7,6 +7,7 @@
 //! schema in strict mode, and so is the entity data.
 
 mod diagnostics;
+mod index;
 mod load;
 mod shape;
 mod store;
@@ -19,6 +20,7 @@ use std::time::SystemTime;
 use cedar_policy::{Entities, EntityTypeName, EntityUid, PolicySet, Schema};
 
 pub use diagnostics::{Problem, Problems, Severity, error_chain};
+pub use index::{IndexOptions, IndexStats, PolicyIndex};
 pub use load::{ENTITIES_FILE, MAX_FILE_BYTES, Sources, build, read_sources};
 pub use shape::{Leaf, Shape};
 pub use store::{PolicyStore, ReloadOutcome, ReloadStatus};
@@ -62,6 +64,9 @@ pub struct Snapshot {
     pub loaded_at: SystemTime,
     /// How many policy files it came from.
     pub policy_files: usize,
+    /// The scope index of `policies`, built with them: which policies a request
+    /// can match. Rebuild it if `policies` is changed.
+    pub index: PolicyIndex,
 }
 
 impl Snapshot {

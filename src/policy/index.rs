@@ -1,0 +1,531 @@
+//! A scope index over a snapshot's policies: for a request, which policies can
+//! possibly apply to it.
+//!
+//! Cedar evaluates every policy of a set for every request, so a decision costs
+//! time in proportion to the number of policies (issue 8: 10,001 policies take
+//! about 10 ms). Most of those policies cannot apply: a permit for one tool and
+//! one group says nothing about any other tool.
+//!
+//! # Why skipping a policy changes nothing
+//!
+//! Cedar evaluates a policy as `principal-scope && (action-scope &&
+//! (resource-scope && conditions))`, left to right, stopping at the first
+//! `false`. The scope parts cannot fail: the request's principal, action and
+//! resource are entities, and a scope compares them with entity literals (`==`,
+//! `in`), entity types (`is`) or a set of action literals (`in [...]`). `e in u`
+//! is true when `e == u` or `u` is one of `e`'s ancestors in the entity data
+//! (an entity missing from the data has none). So a policy whose scope is false
+//! for a request is neither satisfied nor in error: Cedar reports nothing about
+//! it. Leaving it out of the evaluated set leaves the decision, the determining
+//! policies and the errors exactly as they were.
+//!
+//! # How candidates are found
+//!
+//! Each static policy is filed once per scope variable: under the entity its
+//! `==`, `in` or `is ... in` constraint names, under the type its `is` constraint
+//! names, or among the unconstrained ones (`action in [a, b]` is filed under each
+//! action it lists). For a request, the principal, action and resource each give
+//! the buckets they can match: their own uid and each of their ancestors in this
+//! request's entity data (so per-request parents such as groups from a token, a
+//! tool synthesized as a child of its server, and the schema's action groups all
+//! count, exactly as Cedar sees them), their type, and the unconstrained bucket.
+//! The variable with the fewest policies in its buckets is chosen, and each of
+//! those policies is kept only if its whole scope holds (all three variables,
+//! with the same `==`/`in`/`is` semantics as Cedar's).
+//!
+//! Template-linked policies are not filed: they are candidates of every
+//! request. Templates themselves are never evaluated by Cedar.
+//!
+//! # How candidates are evaluated
+//!
+//! The candidates, in the order of the snapshot's set (the order Cedar evaluates
+//! and reports errors in), become a `PolicySet` of their own. A mesh has few
+//! distinct candidate lists (about one per tool and group combination), so the
+//! built sets are kept in a bounded cache keyed by the list; it belongs to the
+//! snapshot and goes with it on reload. When most of the snapshot's policies are
+//! candidates anyway, the snapshot's own set is evaluated instead.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use cedar_policy::{
+    ActionConstraint, Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
+    PrincipalConstraint, ResourceConstraint, Template,
+};
+
+/// Tuning of a [`PolicyIndex`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexOptions {
+    /// Capacity of the cache of candidate sets, counted in policies (a cached set
+    /// of `n` policies weighs `n + 1`). `0` caches nothing: every evaluation
+    /// builds its candidate set.
+    pub cache_policies: u64,
+    /// Evaluate the whole set instead of the candidates when they are more than
+    /// this percentage of it (copying most of a set buys nothing). `100` always
+    /// evaluates the candidates.
+    pub whole_set_above_percent: usize,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        // Measured: a cached set of a mesh's 3 to 4 policies takes about 3 KiB, so
+        // this bounds the cache to about 13 MiB. Small sets are cheap to rebuild
+        // (the benchmark sees no difference without the cache); it pays for
+        // requests that match hundreds of policies.
+        Self {
+            cache_policies: 16 * 1024,
+            whole_set_above_percent: 50,
+        }
+    }
+}
+
+/// Counts describing a [`PolicyIndex`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Policies (static and template-linked) in the indexed set.
+    pub policies: usize,
+    /// Policies filed by their scope.
+    pub indexed: usize,
+    /// Policies evaluated for every request (template-linked ones).
+    pub always: usize,
+    /// Candidate sets in the cache now.
+    pub cached_sets: u64,
+}
+
+/// The scope index of one policy set. Build it with the set it indexes
+/// ([`PolicyIndex::new`]) and use it only with that set.
+pub struct PolicyIndex {
+    /// Every policy of the set, in the set's order.
+    entries: Vec<IndexEntry>,
+    principal: EntityBuckets,
+    action: ActionBuckets,
+    resource: EntityBuckets,
+    /// Policies that are candidates of every request, in the set's order.
+    always: Vec<u32>,
+    /// The set's templates, for linking template-linked candidates.
+    templates: HashMap<PolicyId, Template>,
+    /// Candidate sets already built, keyed by the positions of their policies.
+    cache: Option<moka::sync::Cache<Arc<[u32]>, Arc<PolicySet>>>,
+    /// The set of no policy.
+    empty: Arc<PolicySet>,
+    /// False when the set cannot be indexed (more policies than positions): every
+    /// request evaluates the whole set.
+    usable: bool,
+    whole_set_above_percent: usize,
+}
+
+struct IndexEntry {
+    policy: Policy,
+    /// `None`: not filed, a candidate of every request.
+    scope: Option<Scope>,
+}
+
+/// A static policy's scope.
+struct Scope {
+    principal: EntityScope,
+    action: ActionScope,
+    resource: EntityScope,
+}
+
+/// A principal or resource scope constraint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EntityScope {
+    Any,
+    Eq(EntityUid),
+    In(EntityUid),
+    Is(EntityTypeName),
+    IsIn(EntityTypeName, EntityUid),
+}
+
+impl From<PrincipalConstraint> for EntityScope {
+    fn from(c: PrincipalConstraint) -> Self {
+        match c {
+            PrincipalConstraint::Any => Self::Any,
+            PrincipalConstraint::Eq(u) => Self::Eq(u),
+            PrincipalConstraint::In(u) => Self::In(u),
+            PrincipalConstraint::Is(t) => Self::Is(t),
+            PrincipalConstraint::IsIn(t, u) => Self::IsIn(t, u),
+        }
+    }
+}
+
+impl From<ResourceConstraint> for EntityScope {
+    fn from(c: ResourceConstraint) -> Self {
+        match c {
+            ResourceConstraint::Any => Self::Any,
+            ResourceConstraint::Eq(u) => Self::Eq(u),
+            ResourceConstraint::In(u) => Self::In(u),
+            ResourceConstraint::Is(t) => Self::Is(t),
+            ResourceConstraint::IsIn(t, u) => Self::IsIn(t, u),
+        }
+    }
+}
+
+impl EntityScope {
+    /// Whether Cedar's scope expression holds for `e` (`==`, `in`, `is`, `is ... in`).
+    fn holds(&self, e: &Lineage<'_>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Eq(u) => e.uid == u,
+            Self::In(u) => e.is_in(u),
+            Self::Is(t) => e.uid.type_name() == t,
+            Self::IsIn(t, u) => e.uid.type_name() == t && e.is_in(u),
+        }
+    }
+}
+
+/// An action scope constraint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ActionScope {
+    Any,
+    Eq(EntityUid),
+    In(Vec<EntityUid>),
+}
+
+impl ActionScope {
+    fn holds(&self, e: &Lineage<'_>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Eq(u) => e.uid == u,
+            Self::In(us) => us.iter().any(|u| e.is_in(u)),
+        }
+    }
+}
+
+impl Scope {
+    fn holds(&self, principal: &Lineage<'_>, action: &Lineage<'_>, resource: &Lineage<'_>) -> bool {
+        self.principal.holds(principal)
+            && self.action.holds(action)
+            && self.resource.holds(resource)
+    }
+}
+
+/// A request's principal, action or resource with its ancestors in the entity
+/// data the request is evaluated with.
+struct Lineage<'a> {
+    uid: &'a EntityUid,
+    ancestors: Vec<&'a EntityUid>,
+}
+
+impl<'a> Lineage<'a> {
+    fn new(uid: &'a EntityUid, entities: &'a Entities) -> Self {
+        let ancestors = entities
+            .ancestors(uid)
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        Self { uid, ancestors }
+    }
+
+    /// Cedar's `uid in u`: equal, or `u` is an ancestor.
+    fn is_in(&self, u: &EntityUid) -> bool {
+        self.uid == u || self.ancestors.contains(&u)
+    }
+
+    /// The uids whose buckets this entity can match: its own and its ancestors'.
+    fn uids(&self) -> impl Iterator<Item = &'a EntityUid> + '_ {
+        std::iter::once(self.uid).chain(self.ancestors.iter().copied())
+    }
+}
+
+/// Principal or resource buckets.
+#[derive(Default)]
+struct EntityBuckets {
+    /// `== u`, `in u`, `is T in u`: filed under `u`.
+    by_uid: HashMap<EntityUid, Vec<u32>>,
+    /// `is T`: filed under `T`.
+    by_type: HashMap<EntityTypeName, Vec<u32>>,
+    /// Unconstrained.
+    any: Vec<u32>,
+}
+
+impl EntityBuckets {
+    fn file(&mut self, scope: &EntityScope, at: u32) {
+        match scope {
+            EntityScope::Any => self.any.push(at),
+            EntityScope::Eq(u) | EntityScope::In(u) | EntityScope::IsIn(_, u) => {
+                self.by_uid.entry(u.clone()).or_default().push(at);
+            }
+            EntityScope::Is(t) => self.by_type.entry(t.clone()).or_default().push(at),
+        }
+    }
+
+    /// Every bucket `e` can match. A policy is in at most one of them.
+    fn lookup<'s>(&'s self, e: &Lineage<'_>, out: &mut Vec<&'s [u32]>) {
+        out.clear();
+        out.extend(
+            e.uids()
+                .filter_map(|u| self.by_uid.get(u))
+                .map(Vec::as_slice),
+        );
+        if let Some(b) = self.by_type.get(e.uid.type_name()) {
+            out.push(b);
+        }
+        out.push(&self.any);
+    }
+}
+
+/// Action buckets.
+#[derive(Default)]
+struct ActionBuckets {
+    /// `== a`, and `in [.., a, ..]` under each action listed.
+    by_uid: HashMap<EntityUid, Vec<u32>>,
+    /// Unconstrained.
+    any: Vec<u32>,
+}
+
+impl ActionBuckets {
+    fn file(&mut self, scope: &ActionScope, at: u32) {
+        match scope {
+            ActionScope::Any => self.any.push(at),
+            ActionScope::Eq(u) => self.by_uid.entry(u.clone()).or_default().push(at),
+            ActionScope::In(us) => {
+                let mut seen: Vec<&EntityUid> = Vec::with_capacity(us.len());
+                for u in us {
+                    if !seen.contains(&u) {
+                        seen.push(u);
+                        self.by_uid.entry(u.clone()).or_default().push(at);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every bucket `e` can match. A policy listing several of the action's
+    /// ancestors is in several of them.
+    fn lookup<'s>(&'s self, e: &Lineage<'_>, out: &mut Vec<&'s [u32]>) {
+        out.clear();
+        out.extend(
+            e.uids()
+                .filter_map(|u| self.by_uid.get(u))
+                .map(Vec::as_slice),
+        );
+        out.push(&self.any);
+    }
+}
+
+fn total(buckets: &[&[u32]]) -> usize {
+    buckets.iter().map(|b| b.len()).sum()
+}
+
+impl PolicyIndex {
+    /// Index `policies` with the default options.
+    pub fn new(policies: &PolicySet) -> Self {
+        Self::with_options(policies, IndexOptions::default())
+    }
+
+    /// Index `policies`. Time and memory are proportional to the number of policies.
+    pub fn with_options(policies: &PolicySet, options: IndexOptions) -> Self {
+        let mut index = Self {
+            entries: Vec::with_capacity(policies.num_of_policies()),
+            principal: EntityBuckets::default(),
+            action: ActionBuckets::default(),
+            resource: EntityBuckets::default(),
+            always: Vec::new(),
+            templates: policies
+                .templates()
+                .map(|t| (t.id().clone(), t.clone()))
+                .collect(),
+            cache: (options.cache_policies > 0).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(options.cache_policies)
+                    .weigher(|ids: &Arc<[u32]>, _: &Arc<PolicySet>| {
+                        u32::try_from(ids.len())
+                            .unwrap_or(u32::MAX)
+                            .saturating_add(1)
+                    })
+                    .build()
+            }),
+            empty: Arc::new(PolicySet::new()),
+            usable: true,
+            whole_set_above_percent: options.whole_set_above_percent,
+        };
+        for (position, policy) in policies.policies().enumerate() {
+            let Ok(at) = u32::try_from(position) else {
+                index.usable = false;
+                break;
+            };
+            let scope = policy.is_static().then(|| Scope {
+                principal: policy.principal_constraint().into(),
+                action: match policy.action_constraint() {
+                    ActionConstraint::Any => ActionScope::Any,
+                    ActionConstraint::Eq(u) => ActionScope::Eq(u),
+                    ActionConstraint::In(us) => ActionScope::In(us),
+                },
+                resource: policy.resource_constraint().into(),
+            });
+            match &scope {
+                Some(s) => {
+                    index.principal.file(&s.principal, at);
+                    index.action.file(&s.action, at);
+                    index.resource.file(&s.resource, at);
+                }
+                None => index.always.push(at),
+            }
+            index.entries.push(IndexEntry {
+                policy: policy.clone(),
+                scope,
+            });
+        }
+        index
+    }
+
+    /// Number of policies (static and template-linked) in the indexed set.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the indexed set has no policies.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Counts describing the index.
+    pub fn stats(&self) -> IndexStats {
+        IndexStats {
+            policies: self.entries.len(),
+            indexed: self.entries.iter().filter(|e| e.scope.is_some()).count(),
+            always: self.always.len(),
+            cached_sets: self.cache.as_ref().map_or(0, |c| {
+                c.run_pending_tasks();
+                c.entry_count()
+            }),
+        }
+    }
+
+    /// The policies whose scope holds for `principal`, `action` and `resource`
+    /// (with ancestors taken from `entities`, the data the request is evaluated
+    /// with), and those evaluated for every request, in the set's order.
+    pub fn candidates<'s>(
+        &'s self,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource: &EntityUid,
+        entities: &Entities,
+    ) -> Vec<&'s PolicyId> {
+        self.candidate_positions(principal, action, resource, entities)
+            .into_iter()
+            .filter_map(|at| self.entries.get(at as usize).map(|e| e.policy.id()))
+            .collect()
+    }
+
+    fn candidate_positions(
+        &self,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource: &EntityUid,
+        entities: &Entities,
+    ) -> Vec<u32> {
+        let p = Lineage::new(principal, entities);
+        let a = Lineage::new(action, entities);
+        let r = Lineage::new(resource, entities);
+        // The scope variable whose buckets hold the fewest policies.
+        let mut best: Vec<&[u32]> = Vec::new();
+        let mut other: Vec<&[u32]> = Vec::new();
+        self.resource.lookup(&r, &mut best);
+        self.principal.lookup(&p, &mut other);
+        if total(&other) < total(&best) {
+            std::mem::swap(&mut best, &mut other);
+        }
+        self.action.lookup(&a, &mut other);
+        if total(&other) < total(&best) {
+            std::mem::swap(&mut best, &mut other);
+        }
+        let mut out: Vec<u32> = best
+            .iter()
+            .flat_map(|b| b.iter().copied())
+            .filter(|&at| {
+                self.entries
+                    .get(at as usize)
+                    .and_then(|e| e.scope.as_ref())
+                    .is_some_and(|s| s.holds(&p, &a, &r))
+            })
+            .collect();
+        out.extend_from_slice(&self.always);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The policies to evaluate for this request: a set of the candidates, or
+    /// `None` to evaluate the whole set the index was built from (when it cannot
+    /// be indexed, or most of its policies are candidates anyway).
+    pub fn select(
+        &self,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource: &EntityUid,
+        entities: &Entities,
+    ) -> Option<Arc<PolicySet>> {
+        if !self.usable {
+            return None;
+        }
+        let ids = self.candidate_positions(principal, action, resource, entities);
+        if ids.is_empty() {
+            return Some(Arc::clone(&self.empty));
+        }
+        // Evaluating the set it came from is about as cheap, and copies nothing.
+        if ids.len().saturating_mul(100)
+            > self
+                .entries
+                .len()
+                .saturating_mul(self.whole_set_above_percent)
+        {
+            return None;
+        }
+        if let Some(cache) = &self.cache
+            && let Some(set) = cache.get(&ids[..])
+        {
+            return Some(set);
+        }
+        let set = Arc::new(self.build_set(&ids)?);
+        if let Some(cache) = &self.cache {
+            cache.insert(Arc::from(ids), Arc::clone(&set));
+        }
+        Some(set)
+    }
+
+    /// A set of the policies at `ids` (ascending), in that order. `None` if one
+    /// cannot be added, which a set the index was built from never causes.
+    fn build_set(&self, ids: &[u32]) -> Option<PolicySet> {
+        let mut set = PolicySet::new();
+        for &at in ids {
+            let policy = &self.entries.get(at as usize)?.policy;
+            match policy.template_id() {
+                None => set.add(policy.clone()).ok()?,
+                Some(template) => {
+                    if set.template(template).is_none() {
+                        set.add_template(self.templates.get(template)?.clone())
+                            .ok()?;
+                    }
+                    set.link(
+                        template.clone(),
+                        policy.id().clone(),
+                        policy.template_links()?,
+                    )
+                    .ok()?;
+                }
+            }
+        }
+        Some(set)
+    }
+
+    /// Empty the cache of candidate sets (for measurements).
+    pub fn clear_cache(&self) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
+        }
+    }
+}
+
+impl fmt::Debug for PolicyIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stats = self.stats();
+        f.debug_struct("PolicyIndex")
+            .field("policies", &stats.policies)
+            .field("indexed", &stats.indexed)
+            .field("always", &stats.always)
+            .field("cached_sets", &stats.cached_sets)
+            .finish_non_exhaustive()
+    }
+}
