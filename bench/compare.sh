@@ -1,0 +1,362 @@
+#!/usr/bin/env bash
+# Side by side, same machine, same run: mcp-authz (Envoy ext_authz gRPC, gateway gRPC,
+# AuthZEN HTTP), Cerbos (CheckResources gRPC and HTTP) and cedar-agent (is_authorized
+# HTTP) on the same workload: the same users, applications, tools and expected decisions
+# (see benches/load/workload.rs and BENCHMARKS.md).
+#
+# Usage: bench/compare.sh
+#
+# It installs the peers if they are missing (Cerbos from npm, cedar-agent with cargo
+# install: about 4 minutes) under $PEERS_DIR, builds mcp-authz (release) and the load
+# driver (benches/load), writes every PDP's policies and configuration under $WORK_DIR
+# (checking the workload's expected decisions against mcp-authz's decision core), then
+# for each PDP in turn: starts it on 127.0.0.1, checks its answers to a handful of
+# requests, loads it for $DURATION seconds per run (after $WARMUP seconds of warm-up),
+# reads its memory and CPU time, and stops it. Everything it starts it stops by PID.
+# wrk and h2load re-measure each repeated request as a cross-check of the driver.
+# Results: $WORK_DIR/results.jsonl, $WORK_DIR/report.md, $WORK_DIR/logs/ and
+# $WORK_DIR/crosscheck/.
+#
+# Environment (defaults in brackets): DURATION [10], WARMUP [2], GRPC_CONNS [4],
+# GRPC_STREAMS [8], HTTP_CONNS [32], USERS [10000], SMALL_USERS (a second, small entity
+# data set for mcp-authz AuthZEN / ext_authz and cedar-agent; 0: none) [15],
+# MCP_AUTHZ_BIN (another mcp-authz binary to measure) [the release build],
+# JOBS (cargo build jobs) [1],
+# LOAD_THREADS (load driver threads) [1], QUIET_WAIT (seconds to wait for an idle machine
+# before each run) [300],
+# PEERS_DIR [target/bench-peers], WORK_DIR [target/bench-work],
+# CARGO_TARGET_DIR [target], ONLY (space-separated subset of: mcp-authz cerbos cedar-agent).
+# Needs: cargo, npm, curl, wrk, h2load (Debian: apt-get install -y wrk nghttp2-client).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+GRPC_CONNS=${GRPC_CONNS:-4}
+GRPC_STREAMS=${GRPC_STREAMS:-8}
+HTTP_CONNS=${HTTP_CONNS:-32}
+USERS=${USERS:-10000}
+SMALL_USERS=${SMALL_USERS:-15}
+JOBS=${JOBS:-1}
+QUIET_WAIT=${QUIET_WAIT:-300}
+LOAD_THREADS=${LOAD_THREADS:-1}
+PEERS_DIR=$(realpath -m "${PEERS_DIR:-target/bench-peers}")
+WORK_DIR=$(realpath -m "${WORK_DIR:-target/bench-work}")
+export CARGO_TARGET_DIR=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+ONLY=${ONLY:-mcp-authz cerbos cedar-agent}
+
+# Fixed local ports (all on 127.0.0.1).
+AUTHZ_GRPC=127.0.0.1:19191
+AUTHZ_HTTP=127.0.0.1:18181
+CERBOS_HTTP_PORT=13592
+CERBOS_GRPC_PORT=13593
+CERBOS_DEBUG=127.0.0.1:13594
+CEDAR_AGENT_PORT=18180
+
+CERBOS_VERSION=0.55.0
+CEDAR_AGENT_VERSION=0.2.0
+
+log() { printf '\n== %s\n' "$*" >&2; }
+die() {
+  printf 'error: %s\n' "$*" >&2
+  exit 2
+}
+need() { command -v "$1" >/dev/null || die "\`$1\` is missing ($2)"; }
+
+need cargo "https://rustup.rs"
+need curl "apt-get install -y curl"
+need npm "apt-get install -y npm"
+need wrk "apt-get install -y wrk"
+need h2load "apt-get install -y nghttp2-client"
+
+mkdir -p "$WORK_DIR/logs" "$WORK_DIR/crosscheck"
+RESULTS=$WORK_DIR/results.jsonl
+: >"$RESULTS"
+CROSS=$WORK_DIR/crosscheck/summary.txt
+: >"$CROSS"
+
+# ---- processes: every one started here is stopped here, by its PID ----
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+# start NAME READY_URL CMD...: start CMD in its own session, wait (up to 60 s) until
+# READY_URL answers; sets STARTED_PID.
+start() {
+  local name=$1 ready=$2
+  shift 2
+  setsid "$@" >"$WORK_DIR/logs/$name.log" 2>&1 &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+  local i
+  for i in $(seq 1 600); do
+    if curl -fsS -o /dev/null --max-time 1 "$ready" 2>/dev/null; then
+      return 0
+    fi
+    if ! kill -0 "$STARTED_PID" 2>/dev/null; then
+      cat "$WORK_DIR/logs/$name.log" >&2
+      die "$name exited before it was ready"
+    fi
+    sleep 0.1
+  done
+  die "$name was not ready after 60 s"
+}
+
+stop() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+port_free() {
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+for p in 19191 18181 $CERBOS_HTTP_PORT $CERBOS_GRPC_PORT 13594 $CEDAR_AGENT_PORT; do
+  port_free "$p" || die "port $p on 127.0.0.1 is in use"
+done
+
+# ---- peers ----
+CERBOS=$PEERS_DIR/cerbos/node_modules/@cerbos/cerbos-linux-x64/cerbos-linux-x64
+if [[ $ONLY == *cerbos* && ! -x $CERBOS ]]; then
+  log "installing Cerbos $CERBOS_VERSION (npm) into $PEERS_DIR/cerbos"
+  mkdir -p "$PEERS_DIR/cerbos"
+  (cd "$PEERS_DIR/cerbos" && npm install --no-audit --no-fund --silent "@cerbos/cerbos-linux-x64@$CERBOS_VERSION")
+fi
+CEDAR_AGENT=$PEERS_DIR/cedar-agent/bin/cedar-agent
+if [[ $ONLY == *cedar-agent* && ! -x $CEDAR_AGENT ]]; then
+  log "installing cedar-agent $CEDAR_AGENT_VERSION (cargo install, about 4 minutes) into $PEERS_DIR/cedar-agent"
+  CARGO_TARGET_DIR=$PEERS_DIR/cedar-agent-build cargo install cedar-agent --version "$CEDAR_AGENT_VERSION" \
+    --locked -j "$JOBS" --root "$PEERS_DIR/cedar-agent"
+fi
+
+# ---- build ----
+log "building mcp-authz (release) and the load driver (benches/load)"
+cargo build --release --locked -j "$JOBS" --bin mcp-authz
+MCP_AUTHZ=${MCP_AUTHZ_BIN:-$CARGO_TARGET_DIR/release/mcp-authz}
+LOAD=$(cargo bench --locked -j "$JOBS" --bench load --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -n 1)
+[[ -x $LOAD ]] || die "cannot find the load driver executable"
+
+log "writing the bench policies and configurations into $WORK_DIR"
+"$LOAD" --bench prepare --out "$WORK_DIR" --users "$USERS" \
+  --cerbos-http "$CERBOS_HTTP_PORT" --cerbos-grpc "$CERBOS_GRPC_PORT"
+SMALL_DIR=$WORK_DIR/small
+if ((SMALL_USERS > 0)); then
+  "$LOAD" --bench prepare --out "$SMALL_DIR" --users "$SMALL_USERS" \
+    --cerbos-http "$CERBOS_HTTP_PORT" --cerbos-grpc "$CERBOS_GRPC_PORT"
+fi
+
+# ---- the machine ----
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "nproc: $(nproc)"
+  echo "cpu: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+  free -h
+  echo "mcp-authz: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  "$CERBOS" --version 2>/dev/null | head -n 1 || true
+  echo "cedar-agent $CEDAR_AGENT_VERSION"
+  echo "wrk: $(wrk -v 2>&1 | head -n 1)"
+  echo "h2load: $(h2load --version 2>&1 | head -n 1)"
+  echo "settings: DURATION=$DURATION WARMUP=$WARMUP GRPC_CONNS=$GRPC_CONNS GRPC_STREAMS=$GRPC_STREAMS HTTP_CONNS=$HTTP_CONNS USERS=$USERS"
+} >"$WORK_DIR/machine.txt"
+cat "$WORK_DIR/machine.txt" >&2
+
+# quiet: wait (up to QUIET_WAIT s) until the machine is at most 15% busy over 2 s:
+# the cores are shared, and another user's build would be measured too.
+cpu_sample() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat; }
+quiet() {
+  local n busy=100 b1 i1 b2 i2
+  for ((n = 0; n < QUIET_WAIT; n += 2)); do
+    read -r b1 i1 < <(cpu_sample)
+    sleep 2
+    read -r b2 i2 < <(cpu_sample)
+    busy=$((100 * (b2 - b1) / (b2 - b1 + i2 - i1 + 1)))
+    if ((busy <= 15)); then
+      return 0
+    fi
+  done
+  printf 'warning: the machine is still %s%% busy; measuring anyway\n' "$busy" >&2
+}
+
+# load TARGET ADDR WORKLOAD PID LABEL [extra driver flags]: one bounded run
+# ($RUN_USERS bench users, default $USERS).
+load() {
+  local target=$1 addr=$2 workload=$3 pid=$4 label=$5
+  shift 5
+  local users=${RUN_USERS:-$USERS}
+  local conns=$HTTP_CONNS streams=1
+  case $target in
+  ext-authz | gateway | cerbos-grpc) conns=$GRPC_CONNS streams=$GRPC_STREAMS ;;
+  esac
+  quiet
+  log "$label: $workload, ${conns} connections × ${streams} in flight, ${DURATION} s"
+  timeout --signal=TERM $((DURATION + WARMUP + 300)) \
+    "$LOAD" --bench run --target "$target" --addr "$addr" --workload "$workload" \
+    --duration "$DURATION" --warmup "$WARMUP" --connections "$conns" --streams "$streams" \
+    --users "$users" --threads "$LOAD_THREADS" --pid "$pid" --label "$label" --out "$RESULTS" "$@" >/dev/null
+}
+
+# crosscheck_grpc NAME ADDR PATH TARGET: h2load on the repeated request.
+crosscheck_grpc() {
+  local name=$1 addr=$2 path=$3 target=$4
+  shift 4
+  local body=$WORK_DIR/crosscheck/$name.body
+  local headers
+  headers=$("$LOAD" --bench body --target "$target" --out "$body" --addr "$addr")
+  local -a hflags=(-H 'content-type: application/grpc' -H 'te: trailers')
+  if [[ -n $headers ]]; then
+    hflags+=(-H "$headers")
+  fi
+  # h2load counts HTTP statuses only; the driver's probes checked the grpc-status.
+  quiet
+  timeout $((DURATION + WARMUP + 60)) h2load -c "$GRPC_CONNS" -m "$GRPC_STREAMS" -t 1 \
+    --warm-up-time="$WARMUP" -D "$DURATION" -d "$body" "${hflags[@]}" \
+    "http://$addr$path" >"$WORK_DIR/crosscheck/$name.txt" 2>&1 || true
+  printf '%-24s h2load -c %s -m %s: %s\n' "$name" "$GRPC_CONNS" "$GRPC_STREAMS" \
+    "$(grep -E '^finished in' "$WORK_DIR/crosscheck/$name.txt" || echo failed)" | tee -a "$CROSS" >&2
+}
+
+# crosscheck_http NAME ADDR PATH TARGET: wrk on the repeated request.
+crosscheck_http() {
+  local name=$1 addr=$2 path=$3 target=$4
+  local body=$WORK_DIR/crosscheck/$name.body
+  "$LOAD" --bench body --target "$target" --out "$body" >/dev/null
+  local script=$WORK_DIR/crosscheck/$name.lua
+  cat >"$script" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = assert(io.open("$body", "rb"))
+wrk.body = f:read("*a")
+f:close()
+EOF
+  quiet
+  # wrk has no warm-up: a short run first.
+  timeout 60 wrk -t 1 -c "$HTTP_CONNS" -d "${WARMUP}s" -s "$script" "http://$addr$path" >/dev/null 2>&1 || true
+  timeout $((DURATION + 60)) wrk -t 1 -c "$HTTP_CONNS" -d "${DURATION}s" --latency -s "$script" \
+    "http://$addr$path" >"$WORK_DIR/crosscheck/$name.txt" 2>&1 || true
+  printf '%-24s wrk -t 1 -c %s: %s; %s\n' "$name" "$HTTP_CONNS" \
+    "$(grep -E 'Requests/sec' "$WORK_DIR/crosscheck/$name.txt" | tr -s ' ' || echo failed)" \
+    "$(grep -E '^ +99%' "$WORK_DIR/crosscheck/$name.txt" | tr -s ' ' || true)" | tee -a "$CROSS" >&2
+}
+
+IDLE=$WORK_DIR/idle.txt
+: >"$IDLE"
+
+# start_authz NAME CONFIG: mcp-authz on a prepared configuration; sets pid.
+start_authz() {
+  start "$1" "http://$AUTHZ_HTTP/readyz" \
+    "$MCP_AUTHZ" serve --config "$2" --grpc-listen "$AUTHZ_GRPC" --http-listen "$AUTHZ_HTTP"
+  pid=$STARTED_PID
+  sleep 1
+}
+
+# start_cedar_agent DIR: cedar-agent on prepared policies and data; sets pid.
+start_cedar_agent() {
+  start cedar-agent "http://127.0.0.1:$CEDAR_AGENT_PORT/v1/" \
+    "$CEDAR_AGENT" --addr 127.0.0.1 --port "$CEDAR_AGENT_PORT" \
+    --policies "$1/policies.json" --data "$1/data.json" --log-level warn
+  pid=$STARTED_PID
+  sleep 1
+}
+
+# ---- mcp-authz ----
+if [[ $ONLY == *mcp-authz* ]]; then
+  log "mcp-authz idle on the reference policies (policies/)"
+  start mcp-authz-reference "http://$AUTHZ_HTTP/readyz" \
+    env MCP_AUTHZ_DECISION_LOG_ENABLED=false "$MCP_AUTHZ" serve --policies "$ROOT/policies" \
+    --grpc-listen "$AUTHZ_GRPC" --http-listen "$AUTHZ_HTTP"
+  pid=$STARTED_PID
+  sleep 1
+  echo "mcp-authz reference policies, idle: $(rss_kib "$pid") KiB" | tee -a "$IDLE" >&2
+  stop "$pid"
+
+  log "mcp-authz on the bench policies ($USERS users)"
+  start_authz mcp-authz "$WORK_DIR/mcp-authz/mcp-authz.toml"
+  echo "mcp-authz bench policies ($USERS users), idle: $(rss_kib "$pid") KiB" | tee -a "$IDLE" >&2
+  for w in repeated randomized; do
+    load ext-authz "$AUTHZ_GRPC" $w "$pid" "mcp-authz ext_authz gRPC"
+    load gateway "$AUTHZ_GRPC" $w "$pid" "mcp-authz gateway gRPC"
+    load authzen "$AUTHZ_HTTP" $w "$pid" "mcp-authz AuthZEN HTTP"
+  done
+  log "mcp-authz: 120,000 distinct decisions (the cache holds at most 100,000)"
+  quiet
+  timeout 300 "$LOAD" --bench run --target authzen --addr "$AUTHZ_HTTP" --workload randomized \
+    --requests 120000 --duration 120 --warmup 0 --connections "$HTTP_CONNS" --no-probe \
+    --users "$USERS" --pid "$pid" >/dev/null
+  misses=$(curl -fsS "http://$AUTHZ_HTTP/metrics" | awk '/^mcp_authz_decision_cache_misses_total/ {print $2}')
+  echo "mcp-authz after $misses decision cache misses (cache bound 100,000, TTL 60 s): $(rss_kib "$pid") KiB, peak $(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status") KiB" | tee -a "$IDLE" >&2
+  crosscheck_grpc mcp-authz-ext_authz "$AUTHZ_GRPC" /envoy.service.auth.v3.Authorization/Check ext-authz
+  crosscheck_grpc mcp-authz-gateway "$AUTHZ_GRPC" /mcp_authz.v1.Authorizer/Check gateway
+  crosscheck_http mcp-authz-authzen "$AUTHZ_HTTP" /access/v1/evaluation authzen
+  stop "$pid"
+
+  if ((SMALL_USERS > 0)); then
+    log "mcp-authz on the small entity data ($SMALL_USERS users)"
+    start_authz mcp-authz-small "$SMALL_DIR/mcp-authz/mcp-authz.toml"
+    export RUN_USERS=$SMALL_USERS
+    load ext-authz "$AUTHZ_GRPC" randomized "$pid" "mcp-authz ext_authz gRPC"
+    load gateway "$AUTHZ_GRPC" randomized "$pid" "mcp-authz gateway gRPC"
+    for w in repeated randomized; do
+      load authzen "$AUTHZ_HTTP" $w "$pid" "mcp-authz AuthZEN HTTP"
+    done
+    unset RUN_USERS
+    stop "$pid"
+  fi
+fi
+
+# ---- Cerbos (roles come in the request: it holds no entity data) ----
+if [[ $ONLY == *cerbos* ]]; then
+  log "Cerbos"
+  start cerbos "http://127.0.0.1:$CERBOS_HTTP_PORT/_cerbos/health" \
+    env CERBOS_NO_TELEMETRY=1 "$CERBOS" server --config="$WORK_DIR/cerbos/config.yaml" \
+    --debug-listen-addr="$CERBOS_DEBUG" --log-level=warn
+  pid=$STARTED_PID
+  sleep 1
+  echo "Cerbos, idle: $(rss_kib "$pid") KiB" | tee -a "$IDLE" >&2
+  for w in repeated randomized; do
+    load cerbos-grpc "127.0.0.1:$CERBOS_GRPC_PORT" $w "$pid" "Cerbos CheckResources gRPC"
+    load cerbos-http "127.0.0.1:$CERBOS_HTTP_PORT" $w "$pid" "Cerbos CheckResources HTTP"
+  done
+  crosscheck_grpc cerbos-grpc "127.0.0.1:$CERBOS_GRPC_PORT" /cerbos.svc.v1.CerbosService/CheckResources cerbos-grpc
+  crosscheck_http cerbos-http "127.0.0.1:$CERBOS_HTTP_PORT" /api/check/resources cerbos-http
+  echo "Cerbos, after the runs: $(rss_kib "$pid") KiB" | tee -a "$IDLE" >&2
+  stop "$pid"
+fi
+
+# ---- cedar-agent ----
+if [[ $ONLY == *cedar-agent* ]]; then
+  log "cedar-agent ($USERS users)"
+  start_cedar_agent "$WORK_DIR/cedar-agent"
+  echo "cedar-agent ($USERS users), idle: $(rss_kib "$pid") KiB" | tee -a "$IDLE" >&2
+  for w in repeated randomized; do
+    load cedar-agent "127.0.0.1:$CEDAR_AGENT_PORT" $w "$pid" "cedar-agent is_authorized HTTP"
+  done
+  crosscheck_http cedar-agent "127.0.0.1:$CEDAR_AGENT_PORT" /v1/is_authorized cedar-agent
+  echo "cedar-agent ($USERS users), after the runs: $(rss_kib "$pid") KiB" | tee -a "$IDLE" >&2
+  stop "$pid"
+
+  if ((SMALL_USERS > 0)); then
+    log "cedar-agent on the small entity data ($SMALL_USERS users)"
+    start_cedar_agent "$SMALL_DIR/cedar-agent"
+    echo "cedar-agent ($SMALL_USERS users), idle: $(rss_kib "$pid") KiB" | tee -a "$IDLE" >&2
+    export RUN_USERS=$SMALL_USERS
+    for w in repeated randomized; do
+      load cedar-agent "127.0.0.1:$CEDAR_AGENT_PORT" $w "$pid" "cedar-agent is_authorized HTTP"
+    done
+    unset RUN_USERS
+    stop "$pid"
+  fi
+fi
+
+log "results"
+"$LOAD" --bench report --results "$RESULTS" | tee "$WORK_DIR/report.md"
+echo
+cat "$IDLE"
+echo
+cat "$CROSS"

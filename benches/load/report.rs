@@ -1,0 +1,123 @@
+//! `report`: the results of `run` (JSON lines) as Markdown tables, with the ratios
+//! the targets are stated in.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::Value;
+
+fn num(r: &Value, k: &str) -> f64 {
+    r.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+fn text<'a>(r: &'a Value, k: &str) -> &'a str {
+    r.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The last record for (target, workload, users).
+fn find<'a>(records: &'a [Value], target: &str, workload: &str, users: f64) -> Option<&'a Value> {
+    records.iter().rev().find(|r| {
+        text(r, "target") == target && text(r, "workload") == workload && num(r, "users") == users
+    })
+}
+
+/// Render the results.
+pub fn render(records: &[Value]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| interface | users | workload | conns × in flight | req/s | p50 µs | p90 µs | p99 µs | max µs | errors | wrong / read | server CPU (cores) | load generator CPU (cores) | other CPU (cores) | server RSS after (MiB) |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in records {
+        let cores = |k: &str| num(r, k) / num(r, "duration_s");
+        let rss = num(r, "rss_after_kib") / 1024.0;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} × {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} / {} | {:.2} | {:.2} | {:.2} | {:.1} |",
+            text(r, "label"),
+            num(r, "users"),
+            text(r, "workload"),
+            num(r, "connections"),
+            num(r, "streams"),
+            num(r, "rps"),
+            num(r, "p50_us"),
+            num(r, "p90_us"),
+            num(r, "p99_us"),
+            num(r, "max_us"),
+            num(r, "errors"),
+            num(r, "wrong"),
+            num(r, "checked"),
+            cores("server_cpu_s"),
+            cores("client_cpu_s"),
+            cores("other_cpu_s"),
+            rss,
+        );
+    }
+    let pairs = [
+        ("ext-authz", "cerbos-grpc", "ext_authz gRPC / Cerbos gRPC"),
+        ("gateway", "cerbos-grpc", "gateway gRPC / Cerbos gRPC"),
+        ("authzen", "cedar-agent", "AuthZEN HTTP / cedar-agent HTTP"),
+        ("authzen", "cerbos-http", "AuthZEN HTTP / Cerbos HTTP"),
+    ];
+    let mut sizes: Vec<f64> = records.iter().map(|r| num(r, "users")).collect();
+    sizes.sort_by(|a, b| b.total_cmp(a));
+    sizes.dedup();
+    let mut ratios = String::new();
+    for (users, (a, b, title)) in sizes
+        .iter()
+        .flat_map(|u| pairs.iter().map(move |p| (*u, *p)))
+    {
+        let mut cells = Vec::new();
+        for w in ["repeated", "randomized"] {
+            // Cerbos takes roles in the request: it holds no entity data, so its
+            // runs stand for every size.
+            let peer = find(records, b, w, users).or_else(|| {
+                b.starts_with("cerbos")
+                    .then(|| find(records, b, w, sizes[0]))
+                    .flatten()
+            });
+            match (find(records, a, w, users), peer) {
+                (Some(x), Some(y)) => cells.push(format!(
+                    "{:.2}× (p99 {:.0} vs {:.0} µs)",
+                    num(x, "rps") / num(y, "rps"),
+                    num(x, "p99_us"),
+                    num(y, "p99_us")
+                )),
+                _ => cells.push("—".into()),
+            }
+        }
+        if cells.iter().all(|c| c == "—") {
+            continue;
+        }
+        let _ = writeln!(
+            ratios,
+            "| {title} | {users} | {} | {} |",
+            cells[0], cells[1]
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| throughput ratio | users in entity data | repeated | randomized |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    out.push_str(&ratios);
+    out
+}
+
+/// Print the report of the results in `path`.
+pub fn print(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let records: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    print!("{}", render(&records));
+    Ok(())
+}
