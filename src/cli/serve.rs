@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use super::{EXIT_ERROR, ServeArgs, load_config, report_problems};
@@ -132,9 +131,12 @@ async fn serve(config: Config) -> Result<(), Failure> {
         .add_service(AuthorizationServer::new(ExtAuthzGrpc::new(ready.clone())));
     let stop = stopped(stop_rx.clone());
     servers.spawn(async move {
-        grpc.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stop)
-            .await
-            .map_err(|e| format!("gRPC server failed: {e}"))
+        grpc.serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            stop,
+        )
+        .await
+        .map_err(|e| format!("gRPC server failed: {e}"))
     });
 
     let dir = config.policies.clone();
