@@ -20,7 +20,8 @@
 # Environment (defaults in brackets): DURATION [10], WARMUP [2], GRPC_CONNS [4],
 # GRPC_STREAMS [8], HTTP_CONNS [32], USERS [10000], SMALL_USERS (a second, small entity
 # data set for mcp-authz AuthZEN / ext_authz and cedar-agent; 0: none) [15],
-# MCP_AUTHZ_BIN (another mcp-authz binary to measure) [the release build],
+# AUTHZ_BIN (another mcp-authz binary to measure; not MCP_AUTHZ_*, a prefix mcp-authz
+# reserves for its settings) [the release build],
 # JOBS (cargo build jobs) [1],
 # LOAD_THREADS (load driver threads) [1], QUIET_WAIT (seconds to wait for an idle machine
 # before each run) [300],
@@ -28,6 +29,11 @@
 # CARGO_TARGET_DIR [target], ONLY (space-separated subset of: mcp-authz cerbos cedar-agent).
 # Needs: cargo, npm, curl, wrk, h2load (Debian: apt-get install -y wrk nghttp2-client).
 set -euo pipefail
+if (($# > 0)); then
+  # Any argument (--help among them): print the comment above and stop.
+  sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+  exit 0
+fi
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
@@ -139,7 +145,7 @@ fi
 # ---- build ----
 log "building mcp-authz (release) and the load driver (benches/load)"
 cargo build --release --locked -j "$JOBS" --bin mcp-authz
-MCP_AUTHZ=${MCP_AUTHZ_BIN:-$CARGO_TARGET_DIR/release/mcp-authz}
+MCP_AUTHZ=${AUTHZ_BIN:-$CARGO_TARGET_DIR/release/mcp-authz}
 LOAD=$(cargo bench --locked -j "$JOBS" --bench load --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -n 1)
 [[ -x $LOAD ]] || die "cannot find the load driver executable"
 
@@ -215,11 +221,18 @@ crosscheck_grpc() {
   fi
   # h2load counts HTTP statuses only; the driver's probes checked the grpc-status.
   quiet
+  local requests=$WORK_DIR/crosscheck/$name.requests.tsv
+  rm -f "$requests" # h2load appends to its log
   timeout $((DURATION + WARMUP + 60)) h2load -c "$GRPC_CONNS" -m "$GRPC_STREAMS" -t 1 \
-    --warm-up-time="$WARMUP" -D "$DURATION" -d "$body" "${hflags[@]}" \
+    --warm-up-time="$WARMUP" -D "$DURATION" -d "$body" "${hflags[@]}" --log-file="$requests" \
     "http://$addr$path" >"$WORK_DIR/crosscheck/$name.txt" 2>&1 || true
-  printf '%-24s h2load -c %s -m %s: %s\n' "$name" "$GRPC_CONNS" "$GRPC_STREAMS" \
-    "$(grep -E '^finished in' "$WORK_DIR/crosscheck/$name.txt" || echo failed)" | tee -a "$CROSS" >&2
+  # The log holds one line per request; its third column is the time to the response's end.
+  local pct
+  pct=$(cut -f3 "$requests" 2>/dev/null | sort -n | awk '{v[NR] = $1} END {
+    if (NR) printf "p50 %d µs, p99 %d µs, max %d µs", v[int(NR * 0.5 + 0.5)], v[int(NR * 0.99 + 0.5)], v[NR] }')
+  rm -f "$requests"
+  printf '%-24s h2load -c %s -m %s: %s; %s\n' "$name" "$GRPC_CONNS" "$GRPC_STREAMS" \
+    "$(grep -E '^finished in' "$WORK_DIR/crosscheck/$name.txt" || echo failed)" "$pct" | tee -a "$CROSS" >&2
 }
 
 # crosscheck_http NAME ADDR PATH TARGET: wrk on the repeated request.
@@ -290,7 +303,7 @@ if [[ $ONLY == *mcp-authz* ]]; then
     --requests 120000 --duration 120 --warmup 0 --connections "$HTTP_CONNS" --no-probe \
     --users "$USERS" --pid "$pid" >/dev/null
   misses=$(curl -fsS "http://$AUTHZ_HTTP/metrics" | awk '/^mcp_authz_decision_cache_misses_total/ {print $2}')
-  echo "mcp-authz after $misses decision cache misses (cache bound 100,000, TTL 60 s): $(rss_kib "$pid") KiB, peak $(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status") KiB" | tee -a "$IDLE" >&2
+  echo "mcp-authz after $misses decision cache misses since it started (cache bound 100,000, TTL 60 s): $(rss_kib "$pid") KiB, peak $(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status") KiB" | tee -a "$IDLE" >&2
   crosscheck_grpc mcp-authz-ext_authz "$AUTHZ_GRPC" /envoy.service.auth.v3.Authorization/Check ext-authz
   crosscheck_grpc mcp-authz-gateway "$AUTHZ_GRPC" /mcp_authz.v1.Authorizer/Check gateway
   crosscheck_http mcp-authz-authzen "$AUTHZ_HTTP" /access/v1/evaluation authzen
