@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
 };
 use mcp_authz::api::ext_authz::envoy_request;
 use mcp_authz::api::mcp_check::request_for;
-use mcp_authz::authz::{CacheSettings, DecisionRequest, Engine, decide};
+use mcp_authz::authz::{CacheSettings, DecisionRequest, Engine, build_context, decide};
 use mcp_authz::identity::{Identity, IdentityConfig, IdentityInput, IssuerConfig, Resolver};
 use mcp_authz::mcp::jsonrpc::parse_body;
 use mcp_authz::mcp::{Kind, action};
@@ -84,6 +84,9 @@ fn decisions(c: &mut Criterion) {
                 black_box(authorizer.is_authorized(r, &snapshot.policies, &snapshot.entities));
             }
         })
+    });
+    c.bench_function("context_build", |b| {
+        b.iter(|| black_box(build_context(&snapshot, black_box(&req))))
     });
     c.bench_function("decision_cache_miss", |b| {
         b.iter(|| black_box(decide(&snapshot, black_box(&req))))

@@ -1,11 +1,18 @@
 //! Building the Cedar context of a request by the context contract (DESIGN.md):
 //! only what the schema declares for the action, read as the declared types.
+//!
+//! The context is built straight from the request's JSON values, guided by the
+//! action's [`Shape`], into Cedar values (no JSON round trip through Cedar's
+//! schema-driven parser, which costs several times the evaluation itself), and then
+//! validated against the schema by Cedar. Anything the direct path does not
+//! understand, and every failure, goes through Cedar's JSON parser instead: that
+//! is the reference, and it gives the precise error.
 
-use cedar_policy::{Context, EntityUid};
+use cedar_policy::{Context, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 use serde_json::{Map, Value};
 
 use super::{DecisionRequest, uid_json};
-use crate::policy::{Snapshot, error_chain};
+use crate::policy::{Extension, Leaf, Shape, Snapshot, error_chain};
 
 /// The context for `request`: `application`, `user` and `server` where known,
 /// plus the request's other attributes, less whatever the schema does not declare
@@ -14,6 +21,125 @@ pub fn build_context(snapshot: &Snapshot, request: &DecisionRequest) -> Result<C
     let Some(shape) = snapshot.context_shapes.get(&request.action) else {
         return Err(format!("unknown action {}", request.action));
     };
+    if let Some(context) = direct(shape, request)
+        && context.validate(&snapshot.schema, &request.action).is_ok()
+    {
+        return Ok(context);
+    }
+    through_json(snapshot, shape, request)
+}
+
+/// The context built from `request` by `shape`, or `None` if some value is not
+/// of the kind the shape declares or is written in a form left to Cedar's parser.
+fn direct(shape: &Shape, request: &DecisionRequest) -> Option<Context> {
+    let attrs = shape.attributes()?;
+    let principals = [
+        ("application", request.application.as_ref()),
+        ("user", request.user.as_ref()),
+        ("server", request.server.as_ref()),
+    ];
+    let mut pairs = Vec::with_capacity(request.context.len() + principals.len());
+    for (key, value) in &request.context {
+        if principals.iter().any(|(k, v)| *k == key && v.is_some()) {
+            continue;
+        }
+        if let Some(s) = attrs.get(key) {
+            pairs.push((key.clone(), value_of(s, value)?));
+        }
+    }
+    for (key, uid) in principals {
+        if let Some(uid) = uid
+            && attrs.contains_key(key)
+        {
+            pairs.push((
+                key.to_owned(),
+                RestrictedExpression::new_entity_uid(uid.clone()),
+            ));
+        }
+    }
+    Context::from_pairs(pairs).ok()
+}
+
+fn value_of(shape: &Shape, value: &Value) -> Option<RestrictedExpression> {
+    match (shape, value) {
+        (Shape::Record(attrs), Value::Object(obj)) => {
+            if obj.contains_key("__entity") || obj.contains_key("__extn") {
+                return None;
+            }
+            let mut fields = Vec::with_capacity(obj.len());
+            for (k, v) in obj {
+                if let Some(s) = attrs.get(k) {
+                    fields.push((k.clone(), value_of(s, v)?));
+                }
+            }
+            RestrictedExpression::new_record(fields).ok()
+        }
+        (Shape::Set(inner), Value::Array(items)) => Some(RestrictedExpression::new_set(
+            items
+                .iter()
+                .map(|v| value_of(inner, v))
+                .collect::<Option<Vec<_>>>()?,
+        )),
+        (Shape::Leaf(Leaf::String), Value::String(s)) => {
+            Some(RestrictedExpression::new_string(s.clone()))
+        }
+        (Shape::Leaf(Leaf::Long), Value::Number(n)) => {
+            n.as_i64().map(RestrictedExpression::new_long)
+        }
+        (Shape::Leaf(Leaf::Bool), Value::Bool(b)) => Some(RestrictedExpression::new_bool(*b)),
+        (Shape::Leaf(Leaf::Entity), Value::Object(obj)) => {
+            let escaped = match obj.get("__entity") {
+                Some(Value::Object(inner)) if obj.len() == 1 => inner,
+                Some(_) => return None,
+                None => obj,
+            };
+            entity_uid(escaped).map(RestrictedExpression::new_entity_uid)
+        }
+        (Shape::Leaf(Leaf::Extension(Some(ext))), Value::String(arg)) => Some(extension(*ext, arg)),
+        (Shape::Leaf(Leaf::Extension(Some(ext))), Value::Object(obj)) => {
+            let Some(Value::Object(call)) = obj.get("__extn") else {
+                return None;
+            };
+            let (Some(Value::String(name)), Some(Value::String(arg))) =
+                (call.get("fn"), call.get("arg"))
+            else {
+                return None;
+            };
+            (obj.len() == 1 && call.len() == 2 && Extension::from_constructor(name) == Some(*ext))
+                .then(|| extension(*ext, arg))
+        }
+        _ => None,
+    }
+}
+
+fn entity_uid(obj: &Map<String, Value>) -> Option<EntityUid> {
+    let (Some(Value::String(ty)), Some(Value::String(id))) = (obj.get("type"), obj.get("id"))
+    else {
+        return None;
+    };
+    if obj.len() != 2 {
+        return None;
+    }
+    let ty: EntityTypeName = ty.parse().ok()?;
+    Some(EntityUid::from_type_name_and_id(ty, EntityId::new(id)))
+}
+
+fn extension(ext: Extension, arg: &str) -> RestrictedExpression {
+    match ext {
+        Extension::Ipaddr => RestrictedExpression::new_ip(arg),
+        Extension::Decimal => RestrictedExpression::new_decimal(arg),
+        Extension::Datetime => RestrictedExpression::new_datetime(arg),
+        Extension::Duration => RestrictedExpression::new_duration(arg),
+    }
+}
+
+/// The context through Cedar's schema-driven JSON parser: the reference path, and
+/// the one that names what is wrong.
+fn through_json(
+    snapshot: &Snapshot,
+    shape: &Shape,
+    request: &DecisionRequest,
+) -> Result<Context, String> {
     let mut attrs = request.context.clone();
     let mut put = |key: &str, uid: &Option<EntityUid>| {
         if let Some(uid) = uid {
@@ -50,3 +176,6 @@ fn entity_ref(uid: &EntityUid) -> Value {
     m.insert("__entity".into(), uid_json(uid));
     Value::Object(m)
 }
+
+#[cfg(test)]
+mod tests;

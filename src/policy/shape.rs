@@ -32,8 +32,45 @@ pub enum Leaf {
     Bool,
     /// An entity type.
     Entity,
-    /// An extension type (`ipaddr`, `decimal`, `datetime`, `duration`).
-    Extension,
+    /// An extension type (`ipaddr`, `decimal`, `datetime`, `duration`); `None` when
+    /// the schema's type could not be resolved to one of them.
+    Extension(Option<Extension>),
+}
+
+/// Cedar's extension types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extension {
+    /// `ipaddr`, written `ip("...")`.
+    Ipaddr,
+    /// `decimal`.
+    Decimal,
+    /// `datetime`.
+    Datetime,
+    /// `duration`.
+    Duration,
+}
+
+impl Extension {
+    fn from_schema_name(name: &str) -> Option<Self> {
+        match name {
+            "ipaddr" => Some(Self::Ipaddr),
+            "decimal" => Some(Self::Decimal),
+            "datetime" => Some(Self::Datetime),
+            "duration" => Some(Self::Duration),
+            _ => None,
+        }
+    }
+
+    /// The extension for a constructor function name as written in JSON (`__extn.fn`).
+    pub fn from_constructor(name: &str) -> Option<Self> {
+        match name {
+            "ip" => Some(Self::Ipaddr),
+            "decimal" => Some(Self::Decimal),
+            "datetime" => Some(Self::Datetime),
+            "duration" => Some(Self::Duration),
+            _ => None,
+        }
+    }
 }
 
 impl Leaf {
@@ -43,7 +80,7 @@ impl Leaf {
             Leaf::Long => "a Long",
             Leaf::Bool => "a Bool",
             Leaf::Entity => "an entity",
-            Leaf::Extension => "an extension value",
+            Leaf::Extension(_) => "an extension value",
         }
     }
 }
@@ -123,7 +160,7 @@ impl Shape {
                     Leaf::Long => v.is_i64(),
                     Leaf::Bool => v.is_boolean(),
                     Leaf::Entity => v.is_object(),
-                    Leaf::Extension => v.is_string() || v.is_object(),
+                    Leaf::Extension(_) => v.is_string() || v.is_object(),
                 };
                 (!fits).then(|| (path, leaf.describe(), json_kind(v)))
             }
@@ -183,10 +220,10 @@ impl Resolver<'_> {
     fn shape(&self, ns: &str, ty: &Value, depth: usize) -> Shape {
         // Cedar rejects cyclic common types; the bound only guards against surprises.
         if depth > 64 {
-            return Shape::Leaf(Leaf::Extension);
+            return Shape::Leaf(Leaf::Extension(None));
         }
         let Some(kind) = ty.get("type").and_then(Value::as_str) else {
-            return Shape::Leaf(Leaf::Extension);
+            return Shape::Leaf(Leaf::Extension(None));
         };
         match kind {
             "Record" => {
@@ -203,15 +240,20 @@ impl Resolver<'_> {
                 Shape::Record(attrs)
             }
             "Set" => Shape::Set(Box::new(
-                ty.get("element").map_or(Shape::Leaf(Leaf::Extension), |e| {
-                    self.shape(ns, e, depth + 1)
-                }),
+                ty.get("element")
+                    .map_or(Shape::Leaf(Leaf::Extension(None)), |e| {
+                        self.shape(ns, e, depth + 1)
+                    }),
             )),
             "String" => Shape::Leaf(Leaf::String),
             "Long" => Shape::Leaf(Leaf::Long),
             "Boolean" | "Bool" => Shape::Leaf(Leaf::Bool),
             "Entity" => Shape::Leaf(Leaf::Entity),
-            "Extension" => Shape::Leaf(Leaf::Extension),
+            "Extension" => Shape::Leaf(Leaf::Extension(
+                ty.get("name")
+                    .and_then(Value::as_str)
+                    .and_then(Extension::from_schema_name),
+            )),
             "EntityOrCommon" => match ty.get("name").and_then(Value::as_str) {
                 Some(name) => self.common(ns, name, depth),
                 None => Shape::Leaf(Leaf::Entity),
@@ -241,8 +283,8 @@ impl Resolver<'_> {
         match found {
             Some(t) => self.shape(target_ns, t, depth + 1),
             // Not a common type: an extension type such as `ipaddr`, or an entity type.
-            None if matches!(local, "ipaddr" | "decimal" | "datetime" | "duration") => {
-                Shape::Leaf(Leaf::Extension)
+            None if Extension::from_schema_name(local).is_some() => {
+                Shape::Leaf(Leaf::Extension(Extension::from_schema_name(local)))
             }
             None => Shape::Leaf(Leaf::Entity),
         }
