@@ -9,6 +9,13 @@
 //! from users and applications with and without per-request groups, unknown
 //! principals, known and synthesized tools, wrong resource types, action groups
 //! and unknown actions. A seeded generator keeps every run the same.
+//!
+//! `decide` also evaluates a request that brings entity data (token groups,
+//! attributes, unlisted tools) with a slice of the entity data, `decide_unindexed`
+//! with all of it; so entities refer to entities in their attributes (managers,
+//! owners, leads, chains of them, dangling ones), the context carries entity
+//! references, and conditions read attributes of entity literals and of entities
+//! reached through attributes.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -45,18 +52,18 @@ impl Rng {
 
 const SCHEMA: &str = r#"
 namespace Mcp {
-  entity Group in [Group];
-  entity User in [Group] { department?: String };
+  entity Group in [Group] { lead?: User };
+  entity User in [Group] { department?: String, manager?: User };
   entity Application in [Group] { owner?: String };
   entity Server { environment?: String };
-  entity Tool in [Server] { destructive?: Bool };
+  entity Tool in [Server] { destructive?: Bool, owner?: Group };
   entity Resource in [Server] { classification?: String };
   entity Prompt in [Server];
 
   type Args = { n?: Long, path?: String };
   type Ctx = {
     application?: Application, user?: User, server?: Server,
-    scopes?: Set<String>, arguments?: Args,
+    scopes?: Set<String>, arguments?: Args, delegate?: User,
   };
 
   action "any";
@@ -117,6 +124,7 @@ const POLICY_ACTIONS: &[&str] = &[
 const GROUPS: usize = 12;
 const USERS: usize = 14;
 const APPS: usize = 6;
+const DELEGATES: usize = 6;
 const SERVERS: usize = 3;
 const PER_SERVER: usize = 5;
 
@@ -143,18 +151,38 @@ fn entities_json(rng: &mut Rng) -> String {
                 parents.push(("Group", format!("g{}", rng.below(g))));
             }
         }
-        out.push(ent("Group", &format!("g{g}"), json!({}), parents));
+        let attrs = if rng.chance(30) {
+            json!({ "lead": { "__entity": { "type": "Mcp::User", "id": format!("u{}", rng.below(USERS + 1)) } } })
+        } else {
+            json!({})
+        };
+        out.push(ent("Group", &format!("g{g}"), attrs, parents));
     }
     for u in 0..USERS {
         let parents = (0..rng.below(4))
             .map(|_| ("Group", format!("g{}", rng.below(GROUPS))))
             .collect();
-        let attrs = if rng.chance(50) {
+        let mut attrs = if rng.chance(50) {
             json!({ "department": rng.pick(&["eng", "finance"]) })
         } else {
             json!({})
         };
+        if rng.chance(50) {
+            // Managers form chains; u14 does not exist (a dangling reference).
+            attrs["manager"] = json!({ "__entity": { "type": "Mcp::User", "id": format!("u{}", rng.below(USERS + 1)) } });
+        }
         out.push(ent("User", &format!("u{u}"), attrs, parents));
+    }
+    // Users no policy names: reached only through a request's context.
+    for d in 0..DELEGATES {
+        let manager =
+            json!({ "__entity": { "type": "Mcp::User", "id": format!("u{}", rng.below(USERS)) } });
+        out.push(ent(
+            "User",
+            &format!("d{d}"),
+            json!({ "manager": manager }),
+            vec![],
+        ));
     }
     for a in 0..APPS {
         let parents = (0..rng.below(3))
@@ -165,11 +193,14 @@ fn entities_json(rng: &mut Rng) -> String {
     for s in 0..SERVERS {
         out.push(ent("Server", &format!("s{s}"), json!({}), vec![]));
         for i in 0..PER_SERVER {
-            let attrs = if rng.chance(50) {
+            let mut attrs = if rng.chance(50) {
                 json!({ "destructive": rng.chance(50) })
             } else {
                 json!({})
             };
+            if rng.chance(40) {
+                attrs["owner"] = json!({ "__entity": { "type": "Mcp::Group", "id": format!("g{}", rng.below(GROUPS + 1)) } });
+            }
             out.push(ent(
                 "Tool",
                 &format!("s{s}/t{i}"),
@@ -274,7 +305,7 @@ fn resource_scope(rng: &mut Rng) -> String {
 fn conditions(rng: &mut Rng) -> String {
     let mut out = String::new();
     for _ in 0..rng.below(3) {
-        let c = match rng.below(8) {
+        let c = match rng.below(15) {
             // Overflows at run time for n >= 2 or n <= -3: an evaluation error.
             0 | 1 => "when { context has arguments && context.arguments has n && context.arguments.n * 4611686018427387904 > 1 }".to_owned(),
             2 => format!("unless {{ principal in {} }}", any_group(rng)),
@@ -282,6 +313,31 @@ fn conditions(rng: &mut Rng) -> String {
             4 => r#"when { context has scopes && context.scopes.contains("admin") }"#.to_owned(),
             5 => r#"when { principal has department && principal.department == "eng" }"#.to_owned(),
             6 => "when { resource has destructive && resource.destructive }".to_owned(),
+            // Entities reached through attributes, context references and literals.
+            7 => format!("when {{ principal has manager && principal.manager in {} }}", any_group(rng)),
+            8 => r#"when { principal has manager && principal.manager has manager && principal.manager.manager has department && principal.manager.manager.department == "eng" }"#.to_owned(),
+            9 => format!(
+                r#"when {{ {u} has department && {u}.department == "finance" }}"#,
+                u = uid("User", &format!("u{}", rng.below(USERS + 1)))
+            ),
+            10 => format!(
+                "unless {{ {} in {} }}",
+                uid("User", &format!("u{}", rng.below(USERS))),
+                any_group(rng)
+            ),
+            11 => "when { resource has owner && principal in resource.owner }".to_owned(),
+            12 => format!(
+                "when {{ resource has owner && resource.owner has lead && resource.owner.lead has manager && resource.owner.lead.manager in {} }}",
+                any_group(rng)
+            ),
+            13 => format!(
+                "when {{ context has delegate && context.delegate has manager && context.delegate.manager in {} }}",
+                any_group(rng)
+            ),
+            14 => format!(
+                "when {{ {g} has lead && {g}.lead has department && {g}.lead.department == \"eng\" }}",
+                g = any_group(rng)
+            ),
             _ => format!("when {{ resource in {} }}", resource_entity(rng)),
         };
         out.push_str(&c);
@@ -401,12 +457,23 @@ fn principal(
     let u = kind.uid(&id);
     if rng.chance(35) {
         // Groups for this request only, as a token would give them.
+        // Attributes from the token, used where the entity data has none.
+        let mut attrs = Map::new();
+        if rng.chance(40) {
+            attrs.insert("department".into(), json!(rng.pick(&["eng", "finance"])));
+        }
+        if kind == Kind::User && rng.chance(40) {
+            attrs.insert(
+                "manager".into(),
+                json!({ "__entity": { "type": "Mcp::User", "id": format!("u{}", rng.below(USERS + 1)) } }),
+            );
+        }
         r.entities.push(RequestEntity {
             uid: u.clone(),
             parents: (0..1 + rng.below(2))
                 .map(|_| Kind::Group.uid(&format!("g{}", rng.below(GROUPS))))
                 .collect(),
-            attrs: Map::new(),
+            attrs,
         });
     }
     Some(u)
@@ -461,6 +528,12 @@ fn random_request(rng: &mut Rng) -> DecisionRequest {
     }
     if rng.chance(30) {
         r.context.insert("scopes".into(), json!(["admin", "read"]));
+    }
+    if rng.chance(30) {
+        r.context.insert(
+            "delegate".into(),
+            json!({ "__entity": { "type": "Mcp::User", "id": format!("d{}", rng.below(DELEGATES + 1)) } }),
+        );
     }
     r
 }
@@ -535,9 +608,9 @@ fn indexed_and_unindexed_decide_alike_on_generated_policy_sets() {
             ),
         };
         reindex(&mut snapshot, set % 2 == 1);
-        check(&snapshot, &mut rng, 100, &mut cov);
+        check(&snapshot, &mut rng, 150, &mut cov);
         link_templates(&mut rng, &mut snapshot, set % 2 == 0);
-        check(&snapshot, &mut rng, 100, &mut cov);
+        check(&snapshot, &mut rng, 150, &mut cov);
     }
     eprintln!("{generated} policies kept; {cov:?}");
     // The cases that matter were met, many times.

@@ -362,7 +362,7 @@ fn decide_with(
         Err(reason) => return Decision::denied_before_evaluation(reason, generation),
     };
     let merged;
-    let entities = match request_entities(snapshot, request) {
+    let entities = match request_entities(snapshot, request, selection) {
         Ok(None) => &snapshot.entities,
         Ok(Some(e)) => {
             merged = e;
@@ -481,12 +481,25 @@ fn summarize(evaluations: &[Evaluation]) -> String {
     format!("denied: {}", parts.join("; "))
 }
 
-/// The snapshot's entities with this request's additions, or `None` when it adds nothing.
+/// One entity a request adds or changes, with what an evaluation can reach from it.
+struct Addition {
+    entity: Entity,
+    /// Its ancestors in the entity data and the parents the request gives it.
+    parents: Vec<EntityUid>,
+    /// Entity references in its attributes.
+    refs: Vec<EntityUid>,
+}
+
+/// The entity data to evaluate `request` with: `None` for the snapshot's when the
+/// request adds nothing; otherwise the snapshot's with this request's additions.
+/// For an indexed evaluation that is a slice (see [`slice`]); unindexed, the whole
+/// entity data is copied, the way Cedar is given it unaided.
 fn request_entities(
     snapshot: &Snapshot,
     request: &DecisionRequest,
+    selection: indexed::Selection,
 ) -> Result<Option<Entities>, String> {
-    let mut additions: Vec<Entity> = Vec::new();
+    let mut additions: Vec<Addition> = Vec::new();
     for extra in &request.entities {
         additions.push(merge_entity(snapshot, extra)?);
     }
@@ -497,23 +510,85 @@ fn request_entities(
         && snapshot.entities.get(&request.resource).is_none()
         && !request.entities.iter().any(|e| e.uid == request.resource)
     {
-        additions.push(Entity::new_no_attrs(
-            request.resource.clone(),
-            std::iter::once(server.clone()).collect(),
-        ));
+        additions.push(Addition {
+            entity: Entity::new_no_attrs(
+                request.resource.clone(),
+                std::iter::once(server.clone()).collect(),
+            ),
+            parents: vec![server.clone()],
+            refs: Vec::new(),
+        });
     }
     if additions.is_empty() {
         return Ok(None);
     }
-    snapshot
-        .entities
-        .clone()
-        .upsert_entities(additions, Some(&snapshot.schema))
+    let base = match selection {
+        indexed::Selection::Indexed => slice(snapshot, request, &additions),
+        indexed::Selection::Whole => None,
+    };
+    base.unwrap_or_else(|| snapshot.entities.clone())
+        .upsert_entities(
+            additions.into_iter().map(|a| a.entity),
+            Some(&snapshot.schema),
+        )
         .map(Some)
         .map_err(|e| format!("request entity data does not fit the schema: {e}"))
 }
 
-fn merge_entity(snapshot: &Snapshot, extra: &RequestEntity) -> Result<Entity, String> {
+/// The part of the snapshot's entity data an evaluation of `request` can look at:
+/// every entity reachable from the principals, action, resource, the context's
+/// entity references, the entities named in policy conditions and the request's
+/// additions, through ancestors and entity references in attributes and tags.
+/// Cedar looks an entity up only to read its attributes, tags or ancestors, and
+/// only entities it holds as values; those are all reached from these roots, so
+/// decisions on the slice are those on the whole data (`tests/index_differential.rs`
+/// checks it). `None` when the snapshot cannot tell what is reachable.
+fn slice(
+    snapshot: &Snapshot,
+    request: &DecisionRequest,
+    additions: &[Addition],
+) -> Option<Entities> {
+    let refs = snapshot.entity_refs.as_ref()?;
+    // An index built for another policy set cannot vouch for its conditions.
+    if snapshot.index.len() != snapshot.policies.num_of_policies() {
+        return None;
+    }
+    let literals = snapshot.index.condition_literals()?;
+    let mut queue: Vec<EntityUid> = Vec::with_capacity(16 + literals.len());
+    queue.extend(request.user.iter().cloned());
+    queue.extend(request.application.iter().cloned());
+    queue.extend(request.server.iter().cloned());
+    queue.push(request.action.clone());
+    queue.push(request.resource.clone());
+    crate::policy::entity_refs_in(&Value::Object(request.context.clone()), &mut queue);
+    queue.extend(literals.iter().cloned());
+    for a in additions {
+        queue.extend(a.parents.iter().cloned());
+        queue.extend(a.refs.iter().cloned());
+    }
+    let mut seen: std::collections::HashSet<EntityUid> =
+        std::collections::HashSet::with_capacity(queue.len() * 2);
+    let mut slice: Vec<Entity> = Vec::new();
+    while let Some(uid) = queue.pop() {
+        if !seen.insert(uid.clone()) {
+            continue;
+        }
+        let Some(entity) = snapshot.entities.get(&uid) else {
+            continue;
+        };
+        if let Some(ancestors) = snapshot.entities.ancestors(&uid) {
+            queue.extend(ancestors.filter(|a| !seen.contains(*a)).cloned());
+        }
+        if let Some(r) = refs.get(&uid) {
+            queue.extend(r.iter().filter(|a| !seen.contains(*a)).cloned());
+        }
+        slice.push(entity.clone());
+    }
+    // The additions replace their entities: upserted over this slice by the caller.
+    Entities::from_entities(slice, None).ok()
+}
+
+fn merge_entity(snapshot: &Snapshot, extra: &RequestEntity) -> Result<Addition, String> {
     let existing = snapshot.entities.get(&extra.uid);
     let mut json = match existing {
         Some(e) => e
@@ -535,8 +610,25 @@ fn merge_entity(snapshot: &Snapshot, extra: &RequestEntity) -> Result<Entity, St
             }
         }
     }
-    Entity::from_json_value(json, Some(&snapshot.schema))
-        .map_err(|e| format!("entity data for {} does not fit the schema: {e}", extra.uid))
+    let mut parents: Vec<EntityUid> = snapshot
+        .entities
+        .ancestors(&extra.uid)
+        .map(|a| a.cloned().collect())
+        .unwrap_or_default();
+    parents.extend(extra.parents.iter().cloned());
+    let mut refs = Vec::new();
+    for key in ["attrs", "tags"] {
+        if let Some(v) = json.get(key) {
+            crate::policy::entity_refs_in(v, &mut refs);
+        }
+    }
+    let entity = Entity::from_json_value(json, Some(&snapshot.schema))
+        .map_err(|e| format!("entity data for {} does not fit the schema: {e}", extra.uid))?;
+    Ok(Addition {
+        entity,
+        parents,
+        refs,
+    })
 }
 
 /// `{"type": ..., "id": ...}` of an entity uid.

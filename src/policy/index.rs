@@ -113,6 +113,9 @@ pub struct PolicyIndex {
     /// request evaluates the whole set.
     usable: bool,
     whole_set_above_percent: usize,
+    /// The entity literals written in the conditions (`when`/`unless`) of the
+    /// set's policies and templates; `None` if some condition could not be read.
+    condition_literals: Option<Vec<EntityUid>>,
 }
 
 struct IndexEntry {
@@ -339,6 +342,7 @@ impl PolicyIndex {
             empty: Arc::new(PolicySet::new()),
             usable: true,
             whole_set_above_percent: options.whole_set_above_percent,
+            condition_literals: condition_literals(policies),
         };
         for (position, policy) in policies.policies().enumerate() {
             let Ok(at) = u32::try_from(position) else {
@@ -510,6 +514,14 @@ impl PolicyIndex {
         Some(set)
     }
 
+    /// The entities named in the conditions of the set's policies and templates
+    /// (scope constraints left out: they only compare, never look an entity up), or
+    /// `None` if some condition could not be read. Evaluating a request may look up
+    /// these entities' attributes and ancestors whatever the request is.
+    pub fn condition_literals(&self) -> Option<&[EntityUid]> {
+        self.condition_literals.as_deref()
+    }
+
     /// Empty the cache of candidate sets (for measurements).
     pub fn clear_cache(&self) {
         if let Some(cache) = &self.cache {
@@ -525,5 +537,31 @@ impl fmt::Debug for PolicyIndex {
             .field("always", &self.always.len())
             .field("usable", &self.usable)
             .finish_non_exhaustive()
+    }
+}
+
+/// The entity literals of every `when`/`unless` condition of `policies` (static
+/// policies and templates; a linked policy's conditions are its template's), found
+/// in the policies' JSON form. `None` if a policy cannot be written as JSON.
+fn condition_literals(policies: &PolicySet) -> Option<Vec<EntityUid>> {
+    let mut out = Vec::new();
+    for policy in policies.policies() {
+        if policy.is_static() && policy.has_non_scope_constraint() {
+            conditions_of(&policy.to_json().ok()?, &mut out);
+        }
+    }
+    for template in policies.templates() {
+        if template.has_non_scope_constraint() {
+            conditions_of(&template.to_json().ok()?, &mut out);
+        }
+    }
+    out.sort_by_cached_key(ToString::to_string);
+    out.dedup();
+    Some(out)
+}
+
+fn conditions_of(policy_json: &serde_json::Value, out: &mut Vec<EntityUid>) {
+    if let Some(conditions) = policy_json.get("conditions") {
+        crate::policy::entity_refs_in(conditions, out);
     }
 }

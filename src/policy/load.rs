@@ -376,6 +376,7 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
         })
         .collect();
     let index = PolicyIndex::new(&policies);
+    let entity_refs = super::attribute_refs(&entities);
     Ok(Snapshot {
         generation,
         dir: sources.dir.clone(),
@@ -390,6 +391,7 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
         loaded_at: SystemTime::now(),
         policy_files: sources.policies.len(),
         index,
+        entity_refs,
     })
 }
 

@@ -67,6 +67,11 @@ pub struct Snapshot {
     /// The scope index of `policies`, built with them: which policies a request
     /// can match. Rebuild it if `policies` is changed.
     pub index: PolicyIndex,
+    /// For each entity of `entities` whose attributes or tags hold entity
+    /// references, those references (what an evaluation can reach from it besides
+    /// its ancestors). `None` if they could not be read: requests are then
+    /// evaluated with the whole entity data.
+    pub entity_refs: Option<HashMap<EntityUid, Vec<EntityUid>>>,
 }
 
 impl Snapshot {
@@ -95,6 +100,57 @@ impl Snapshot {
     pub fn policy_count(&self) -> usize {
         self.policies.num_of_policies() + self.policies.num_of_templates()
     }
+}
+
+/// Every entity reference in `value` (a JSON form of Cedar data): objects with an
+/// `__entity` escape, and objects with string `type` and `id` that name an entity
+/// (as entity references may be written where the schema expects one). Finds a
+/// superset of the references, never fewer.
+pub fn entity_refs_in(value: &serde_json::Value, out: &mut Vec<EntityUid>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(obj) => {
+            if let (Some(Value::String(ty)), Some(Value::String(id))) =
+                (obj.get("type"), obj.get("id"))
+                && let Ok(ty) = ty.parse::<EntityTypeName>()
+            {
+                out.push(EntityUid::from_type_name_and_id(
+                    ty,
+                    cedar_policy::EntityId::new(id),
+                ));
+            }
+            for v in obj.values() {
+                entity_refs_in(v, out);
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                entity_refs_in(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// [`Snapshot::entity_refs`] of `entities`: the references held in each entity's
+/// attributes and tags. `None` if an entity cannot be written as JSON.
+pub fn attribute_refs(entities: &Entities) -> Option<HashMap<EntityUid, Vec<EntityUid>>> {
+    let mut out = HashMap::new();
+    for entity in entities.iter() {
+        let json = entity.to_json_value().ok()?;
+        let mut refs = Vec::new();
+        for key in ["attrs", "tags"] {
+            if let Some(v) = json.get(key) {
+                entity_refs_in(v, &mut refs);
+            }
+        }
+        if !refs.is_empty() {
+            refs.sort_by_cached_key(ToString::to_string);
+            refs.dedup();
+            out.insert(entity.uid(), refs);
+        }
+    }
+    Some(out)
 }
 
 /// Build on a thread with a generous stack: Cedar's parser and validator recurse over

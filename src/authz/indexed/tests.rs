@@ -45,7 +45,7 @@ fn candidates(
     principal: &cedar_policy::EntityUid,
     r: &DecisionRequest,
 ) -> Vec<String> {
-    let entities = super::super::request_entities(s, r)
+    let entities = super::super::request_entities(s, r, super::Selection::Indexed)
         .expect("entities")
         .unwrap_or_else(|| s.entities.clone());
     let mut ids: Vec<String> = s
