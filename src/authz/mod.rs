@@ -590,6 +590,52 @@ fn slice(
 
 fn merge_entity(snapshot: &Snapshot, extra: &RequestEntity) -> Result<Addition, String> {
     let existing = snapshot.entities.get(&extra.uid);
+    let mut parents: Vec<EntityUid> = snapshot
+        .entities
+        .ancestors(&extra.uid)
+        .map(|a| a.cloned().collect())
+        .unwrap_or_default();
+    parents.extend(extra.parents.iter().cloned());
+    // The usual case, groups from a token and no attributes the entity data lacks:
+    // the entity as it is, with more parents. Its data was validated when loaded,
+    // the merged entity is validated when upserted.
+    let adds_attributes = extra
+        .attrs
+        .keys()
+        .any(|k| existing.is_none_or(|e| e.attr(k).is_none()));
+    if !adds_attributes {
+        let refs = snapshot
+            .entity_refs
+            .as_ref()
+            .and_then(|r| r.get(&extra.uid))
+            .cloned()
+            .unwrap_or_default();
+        match existing {
+            None => {
+                return Ok(Addition {
+                    entity: Entity::new_no_attrs(
+                        extra.uid.clone(),
+                        extra.parents.iter().cloned().collect(),
+                    ),
+                    parents,
+                    refs,
+                });
+            }
+            // `into_inner` leaves tags out: entities with tags take the long way.
+            Some(e) if e.tags().next().is_none() => {
+                let (uid, attrs, mut own) = e.clone().into_inner();
+                own.extend(extra.parents.iter().cloned());
+                if let Ok(entity) = Entity::new(uid, attrs, own) {
+                    return Ok(Addition {
+                        entity,
+                        parents,
+                        refs,
+                    });
+                }
+            }
+            Some(_) => {}
+        }
+    }
     let mut json = match existing {
         Some(e) => e
             .to_json_value()
@@ -610,12 +656,6 @@ fn merge_entity(snapshot: &Snapshot, extra: &RequestEntity) -> Result<Addition, 
             }
         }
     }
-    let mut parents: Vec<EntityUid> = snapshot
-        .entities
-        .ancestors(&extra.uid)
-        .map(|a| a.cloned().collect())
-        .unwrap_or_default();
-    parents.extend(extra.parents.iter().cloned());
     let mut refs = Vec::new();
     for key in ["attrs", "tags"] {
         if let Some(v) = json.get(key) {

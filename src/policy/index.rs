@@ -49,6 +49,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use serde_json::Value;
+
 use cedar_policy::{
     ActionConstraint, Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
     PrincipalConstraint, ResourceConstraint, Template,
@@ -541,8 +543,9 @@ impl fmt::Debug for PolicyIndex {
 }
 
 /// The entity literals of every `when`/`unless` condition of `policies` (static
-/// policies and templates; a linked policy's conditions are its template's), found
-/// in the policies' JSON form. `None` if a policy cannot be written as JSON.
+/// policies and templates; a linked policy's conditions are its template's) that
+/// evaluation may look up, found in the policies' JSON form. `None` if a policy
+/// cannot be written as JSON.
 fn condition_literals(policies: &PolicySet) -> Option<Vec<EntityUid>> {
     let mut out = Vec::new();
     for policy in policies.policies() {
@@ -560,8 +563,131 @@ fn condition_literals(policies: &PolicySet) -> Option<Vec<EntityUid>> {
     Some(out)
 }
 
-fn conditions_of(policy_json: &serde_json::Value, out: &mut Vec<EntityUid>) {
-    if let Some(conditions) = policy_json.get("conditions") {
-        crate::policy::entity_refs_in(conditions, out);
+fn conditions_of(policy_json: &Value, out: &mut Vec<EntityUid>) {
+    let Some(Value::Array(conditions)) = policy_json.get("conditions") else {
+        // Not the shape written below: every entity named anywhere in it.
+        crate::policy::entity_refs_in(policy_json, out);
+        return;
+    };
+    for condition in conditions {
+        match condition.get("body") {
+            Some(body) => looked_up(body, false, out),
+            None => crate::policy::entity_refs_in(condition, out),
+        }
+    }
+}
+
+/// The entity literals of expression `expr` (Cedar's JSON policy format) whose
+/// entity data evaluation may read: all of them, except literals only compared
+/// (`==`, `!=`, `contains`...), used as the right side of `in` (the ancestors read
+/// are those of the left side), or tested with `is` — when `compared` says `expr`
+/// itself is in such a place. Anything not recognised counts as read.
+fn looked_up(expr: &Value, compared: bool, out: &mut Vec<EntityUid>) {
+    let Value::Object(node) = expr else {
+        if !compared {
+            crate::policy::entity_refs_in(expr, out);
+        }
+        return;
+    };
+    let operands = |op: &str| {
+        node.get(op)
+            .and_then(|o| Some((o.get("left")?, o.get("right")?)))
+    };
+    if node.len() == 1 {
+        for op in ["==", "!=", "contains", "containsAll", "containsAny"] {
+            if let Some((left, right)) = operands(op) {
+                looked_up(left, true, out);
+                looked_up(right, true, out);
+                return;
+            }
+        }
+        if let Some((left, right)) = operands("in") {
+            looked_up(left, false, out);
+            looked_up(right, true, out);
+            return;
+        }
+        if let Some(Value::Object(is)) = node.get("is")
+            && let Some(left) = is.get("left")
+        {
+            // `e is T` reads only `e`'s type; `e is T in x` reads `e`'s ancestors too.
+            let within = is.get("in");
+            looked_up(left, within.is_none(), out);
+            if let Some(within) = within {
+                looked_up(within, true, out);
+            }
+            return;
+        }
+        if let Some(Value::Array(items)) = node.get("Set") {
+            for item in items {
+                looked_up(item, compared, out);
+            }
+            return;
+        }
+        if let Some(value) = node.get("Value") {
+            if !compared {
+                crate::policy::entity_refs_in(value, out);
+            }
+            return;
+        }
+    }
+    // Any other expression: its sub-expressions may be read.
+    for value in node.values() {
+        looked_up(value, false, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn literals(src: &str) -> Vec<String> {
+        let set = PolicySet::from_str(src).expect("policies");
+        condition_literals(&set)
+            .expect("readable")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn literals_only_compared_are_left_out() {
+        let src = r#"
+            permit (principal in G::"scope", action, resource == T::"scope")
+            when {
+                principal in G::"rhs" && resource in [T::"a", T::"b"] &&
+                [T::"c"].contains(resource) && context.who == U::"eq" && context.who != U::"ne" &&
+                principal is U && U::"typed" is U && resource is T in S::"within"
+            };
+        "#;
+        assert_eq!(literals(src), Vec::<String>::new());
+    }
+
+    #[test]
+    fn literals_whose_data_is_read_are_kept() {
+        let src = r#"
+            permit (principal, action, resource) when { U::"attr".dept == "x" };
+            permit (principal, action, resource) when { U::"has" has dept };
+            permit (principal, action, resource) unless { U::"lhs" in G::"g" };
+            permit (principal, action, resource) when { U::"isin" is U in G::"h" };
+            permit (principal, action, resource) when { (if context.f then U::"branch" else principal) in G::"k" };
+            permit (principal, action, resource) when { { m: U::"record" }.m.dept == "x" };
+            permit (principal, action, resource) when { U::"tag".hasTag("t") };
+            permit (principal == ?principal, action, resource) when { U::"template".dept == "x" };
+        "#;
+        assert_eq!(
+            literals(src),
+            [
+                r#"U::"attr""#,
+                r#"U::"branch""#,
+                r#"U::"has""#,
+                r#"U::"isin""#,
+                r#"U::"lhs""#,
+                r#"U::"record""#,
+                r#"U::"tag""#,
+                r#"U::"template""#,
+            ]
+        );
     }
 }
