@@ -147,3 +147,39 @@ fn the_cache_off_gives_identical_decisions() {
     assert_eq!(compared, 2 * 6 * 4 * 6 * 4);
     assert!(cached.cache().expect("cache").stats().hits >= 576);
 }
+
+#[test]
+fn hits_misses_and_entries_are_in_the_metrics() {
+    let e = engine(&reference_policies(), true);
+    let a = call(Some("alice"), Some("corpassist"), "docs", "get_document");
+    let b = call(Some("bob"), Some("corpassist"), "docs", "get_document");
+    for r in [&a, &a, &a, &b] {
+        e.decide(r);
+    }
+    let cache = e.cache().expect("cache");
+    cache.sync();
+    let text = e
+        .telemetry()
+        .render_prometheus(e.store(), None, Some(cache.as_ref()));
+    assert!(
+        text.contains("mcp_authz_decision_cache_hits_total 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mcp_authz_decision_cache_misses_total 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mcp_authz_decision_cache_entries 2\n"),
+        "{text}"
+    );
+
+    let off = engine(&reference_policies(), false);
+    off.decide(&a);
+    let text = off.telemetry().render_prometheus(off.store(), None, None);
+    assert!(
+        text.contains("mcp_authz_decision_cache_misses_total 0\n"),
+        "{text}"
+    );
+    assert!(!text.contains("mcp_authz_decision_cache_entries"), "{text}");
+}

@@ -349,7 +349,11 @@ fn a_blocked_decision_log_never_holds_decisions_up() {
         .dropped
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(dropped >= 190, "dropped {dropped}");
-    let text = engine.telemetry().render_prometheus(engine.store(), None);
+    let text = engine.telemetry().render_prometheus(
+        engine.store(),
+        None,
+        engine.cache().map(AsRef::as_ref),
+    );
     assert!(
         text.contains(&format!(
             "mcp_authz_decision_log_records_total{{result=\"dropped\"}} {dropped}\n"

@@ -473,10 +473,11 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
-    let text = state
-        .engine
-        .telemetry()
-        .render_prometheus(state.engine.store(), state.resolver.as_ref());
+    let text = state.engine.telemetry().render_prometheus(
+        state.engine.store(),
+        state.resolver.as_ref(),
+        state.engine.cache().map(AsRef::as_ref),
+    );
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],

@@ -7,7 +7,8 @@
 //! |---|---|---|---|
 //! | `decisions_total` | counter | `interface`, `decision` (`allow`/`deny`) | decisions made |
 //! | `decision_duration_seconds` | histogram | `interface` | time spent deciding |
-//! | `decision_cache_hits_total`, `decision_cache_misses_total` | counter | | decision cache lookups (see below) |
+//! | `decision_cache_hits_total`, `decision_cache_misses_total` | counter | | decision cache lookups |
+//! | `decision_cache_entries` | gauge | | decisions the cache holds now (approximate; absent when the cache is off) |
 //! | `policy_generation` | gauge | | generation of the snapshot serving now |
 //! | `policies` | gauge | | policies in that snapshot |
 //! | `policy_reloads_total` | counter | `result` (`success`/`failure`) | reloads that swapped in a snapshot, or were rejected |
@@ -18,10 +19,9 @@
 //! | `decision_log_records_total` | counter | `result` (`written`/`dropped`/`failed`) | decision log records written, dropped because the queue was full, or lost to a write error |
 //! | `build_info` | gauge | `version` | always 1 |
 //!
-//! The decision cache does not exist yet; its counters are exported (as zeros) so
-//! dashboards need no change when it comes. Its hook points are
-//! [`Metrics::cache_hit`] and [`Metrics::cache_miss`], to be called by
-//! `Engine::decide_for` around the cache lookup.
+//! The cache counters are kept here, through [`Metrics::cache_hit`] and
+//! [`Metrics::cache_miss`], which `Engine::decide` calls around the cache lookup;
+//! with the cache off both stay 0.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -58,13 +58,31 @@ impl Telemetry {
     }
 
     /// Every series of the service in the Prometheus text format: the decision
-    /// metrics, the policy store's state, the JWKS refreshes of `resolver` (when
-    /// given) and the decision log's counters.
-    pub fn render_prometheus(&self, store: &PolicyStore, resolver: Option<&Resolver>) -> String {
+    /// metrics, the decision cache's size (when there is one), the policy store's
+    /// state, the JWKS refreshes of `resolver` (when given) and the decision log's
+    /// counters.
+    pub fn render_prometheus(
+        &self,
+        store: &PolicyStore,
+        resolver: Option<&Resolver>,
+        cache: Option<&crate::authz::DecisionCache>,
+    ) -> String {
         use metrics::Exposition;
         use std::sync::atomic::Ordering;
         let mut out = Exposition::default();
         self.metrics.render(&mut out);
+        if let Some(cache) = cache {
+            out.family(
+                "mcp_authz_decision_cache_entries",
+                "gauge",
+                "Decisions the decision cache holds now (approximate).",
+            );
+            out.sample(
+                "mcp_authz_decision_cache_entries",
+                &[],
+                cache.stats().entries,
+            );
+        }
 
         let snapshot = store.snapshot();
         let status = store.status();
