@@ -128,9 +128,15 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/access/v1/evaluation", post(evaluation))
         .route("/access/v1/evaluations", post(evaluations))
-        .route("/access/v1/search/subject", post(search_subject))
-        .route("/access/v1/search/resource", post(search_resource))
-        .route("/access/v1/search/action", post(search_action))
+        .route(
+            "/access/v1/search/subject",
+            search_route(SearchKind::Subject),
+        )
+        .route(
+            "/access/v1/search/resource",
+            search_route(SearchKind::Resource),
+        )
+        .route("/access/v1/search/action", search_route(SearchKind::Action))
         .route(
             "/.well-known/authzen-configuration",
             get(authzen_configuration),
@@ -396,31 +402,14 @@ async fn search(
     Ok(json_response(json))
 }
 
-async fn search_subject(
-    State(state): State<Arc<HttpState>>,
-    Extension(meta): Extension<RequestMeta>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    search(SearchKind::Subject, state, meta, headers, body).await
-}
-
-async fn search_resource(
-    State(state): State<Arc<HttpState>>,
-    Extension(meta): Extension<RequestMeta>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    search(SearchKind::Resource, state, meta, headers, body).await
-}
-
-async fn search_action(
-    State(state): State<Arc<HttpState>>,
-    Extension(meta): Extension<RequestMeta>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    search(SearchKind::Action, state, meta, headers, body).await
+/// The route of one kind of search.
+fn search_route(kind: SearchKind) -> axum::routing::MethodRouter<Arc<HttpState>> {
+    post(
+        move |State(state): State<Arc<HttpState>>,
+              Extension(meta): Extension<RequestMeta>,
+              headers: HeaderMap,
+              body: Bytes| search(kind, state, meta, headers, body),
+    )
 }
 
 /// A `Host` header usable in a URL: `host` or `host:port`, nothing else.
