@@ -428,7 +428,7 @@ fn check_requests_captured_from_envoy_map_to_the_right_decisions() {
         assert_eq!(
             p.headers
                 .get("x-envoy-auth-partial-body")
-                .map(String::as_str),
+                .map(AsRef::as_ref),
             Some("false")
         );
     }

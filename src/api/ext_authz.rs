@@ -20,6 +20,7 @@
 //! unauthenticated ones — no credentials at all, or a token that fails — 401 with
 //! `WWW-Authenticate: Bearer ...` as the MCP authorization spec asks; malformed ones 400.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use axum::body::Bytes;
@@ -69,8 +70,8 @@ pub const END_ACTION: &str = "session/end";
 pub struct EnvoyRequest<'a> {
     /// HTTP method.
     pub method: &'a str,
-    /// Headers, lower-case names.
-    pub headers: HashMap<String, String>,
+    /// Headers, lower-case names (borrowed from the request where they already are).
+    pub headers: HashMap<Cow<'a, str>, Cow<'a, str>>,
     /// The body as Envoy forwarded it.
     pub body: &'a [u8],
     /// The MCP server id from the route, if any.
@@ -279,7 +280,7 @@ fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<EnvoyAnswer>
             .headers
             .iter()
             .filter(|(k, _)| k.starts_with("mcp-"))
-            .map(|(k, v)| (k.as_str(), v.as_str())),
+            .map(|(k, v)| (k.as_ref(), v.as_ref())),
     )
     .map_err(|e| Box::new(invalid(id.clone(), e.code(), e.to_string())))?;
     check_headers(&message, &headers)
@@ -346,28 +347,22 @@ pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
     let http = attrs
         .and_then(|a| a.request.as_ref())
         .and_then(|r| r.http.as_ref());
-    let mut headers: HashMap<String, String> = http
+    let mut headers: HashMap<Cow<'_, str>, Cow<'_, str>> = http
         .map(|h| {
             h.headers
                 .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .map(|(k, v)| (lower_case(k), Cow::Borrowed(v.as_str())))
                 .collect()
         })
         .unwrap_or_default();
     if let Some(map) = http.and_then(|h| h.header_map.as_ref()) {
         for h in &map.headers {
             let value = if h.value.is_empty() {
-                String::from_utf8_lossy(&h.raw_value).into_owned()
+                String::from_utf8_lossy(&h.raw_value)
             } else {
-                h.value.clone()
+                Cow::Borrowed(h.value.as_str())
             };
-            headers
-                .entry(h.key.to_ascii_lowercase())
-                .and_modify(|v| {
-                    v.push(',');
-                    v.push_str(&value);
-                })
-                .or_insert(value);
+            add_header(&mut headers, lower_case(&h.key), value);
         }
     }
     let body: &[u8] = match http {
@@ -384,8 +379,8 @@ pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
             _ => None,
         });
     let meta = decision_meta(
-        headers.get("traceparent").map(String::as_str),
-        headers.get("x-request-id").map(String::as_str),
+        headers.get("traceparent").map(AsRef::as_ref),
+        headers.get("x-request-id").map(AsRef::as_ref),
     );
     EnvoyRequest {
         meta,
@@ -404,6 +399,33 @@ pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
             .and_then(|a| a.metadata_context.as_ref())
             .and_then(|m| m.filter_metadata.get(MCP_FILTER_NAMESPACE))
             .map(envoy_struct_to_json),
+    }
+}
+
+/// `name` in lower case, copied only if it is not already.
+fn lower_case(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+/// Add a header; a repeated one is joined to the first with a comma.
+fn add_header<'a>(
+    headers: &mut HashMap<Cow<'a, str>, Cow<'a, str>>,
+    name: Cow<'a, str>,
+    value: Cow<'a, str>,
+) {
+    match headers.entry(name) {
+        std::collections::hash_map::Entry::Occupied(mut e) => {
+            let joined = e.get_mut().to_mut();
+            joined.push(',');
+            joined.push_str(&value);
+        }
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(value);
+        }
     }
 }
 
@@ -556,20 +578,18 @@ async fn http_check(
         )
             .into_response();
     };
-    let mut map: HashMap<String, String> = HashMap::new();
+    let mut map: HashMap<Cow<'_, str>, Cow<'_, str>> = HashMap::new();
     for (k, v) in &headers {
-        let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
-        map.entry(k.as_str().to_owned())
-            .and_modify(|e| {
-                e.push(',');
-                e.push_str(&value);
-            })
-            .or_insert(value);
+        add_header(
+            &mut map,
+            Cow::Borrowed(k.as_str()),
+            String::from_utf8_lossy(v.as_bytes()),
+        );
     }
-    let server = map.get(SERVER_HEADER).cloned();
+    let server = map.get(SERVER_HEADER).map(|s| s.to_string());
     let meta = decision_meta(
-        map.get("traceparent").map(String::as_str),
-        map.get("x-request-id").map(String::as_str),
+        map.get("traceparent").map(AsRef::as_ref),
+        map.get("x-request-id").map(AsRef::as_ref),
     );
     let request = EnvoyRequest {
         meta,
