@@ -124,19 +124,11 @@ pub fn envoy_bin() -> PathBuf {
 // ---------------------------------------------------------------------------------------
 // Small process and polling utilities.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 /// Call `f` every 20 ms until it returns `Some`, for at most `limit`.
-pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use common::poll;
 
 /// A port that was free a moment ago (bound to 127.0.0.1:0, then released). Racy by
 /// nature: use it only for "nothing listens here" (e.g. mcp-authz down) or fixed configs.
