@@ -26,7 +26,9 @@
 # LOAD_THREADS (load driver threads) [1], QUIET_WAIT (seconds to wait for an idle machine
 # before each run) [300],
 # PEERS_DIR [target/bench-peers], WORK_DIR [target/bench-work],
-# CARGO_TARGET_DIR [target], ONLY (space-separated subset of: mcp-authz cerbos cedar-agent).
+# CARGO_TARGET_DIR [target], ONLY (space-separated subset of: mcp-authz cerbos cedar-agent),
+# ALTERNATE (that many extra repetitions of the repeated request, ext_authz then Cerbos gRPC,
+# each PDP started fresh, into $WORK_DIR/alternating.jsonl; needs both in ONLY) [0].
 # Needs: cargo, npm, curl, wrk, h2load (Debian: apt-get install -y wrk nghttp2-client).
 set -euo pipefail
 if (($# > 0)); then
@@ -205,7 +207,7 @@ load() {
   timeout --signal=TERM $((DURATION + WARMUP + 300)) \
     "$LOAD" --bench run --target "$target" --addr "$addr" --workload "$workload" \
     --duration "$DURATION" --warmup "$WARMUP" --connections "$conns" --streams "$streams" \
-    --users "$users" --threads "$LOAD_THREADS" --pid "$pid" --label "$label" --out "$RESULTS" "$@" >/dev/null
+    --users "$users" --threads "$LOAD_THREADS" --pid "$pid" --label "$label" --out "${OUT_FILE:-$RESULTS}" "$@" >/dev/null
 }
 
 # crosscheck_grpc NAME ADDR PATH TARGET: h2load on the repeated request.
@@ -365,6 +367,29 @@ if [[ $ONLY == *cedar-agent* ]]; then
     unset RUN_USERS
     stop "$pid"
   fi
+fi
+
+# ---- alternating repetitions: ext_authz and Cerbos gRPC, minutes apart at most ----
+ALTERNATE=${ALTERNATE:-0}
+if ((ALTERNATE > 0)) && [[ $ONLY == *mcp-authz* && $ONLY == *cerbos* ]]; then
+  export OUT_FILE=$WORK_DIR/alternating.jsonl
+  : >"$OUT_FILE"
+  for ((i = 1; i <= ALTERNATE; i++)); do
+    log "alternating repetition $i of $ALTERNATE"
+    start_authz mcp-authz-alternating "$WORK_DIR/mcp-authz/mcp-authz.toml"
+    load ext-authz "$AUTHZ_GRPC" repeated "$pid" "mcp-authz ext_authz gRPC (alternating $i)"
+    stop "$pid"
+    start cerbos-alternating "http://127.0.0.1:$CERBOS_HTTP_PORT/_cerbos/health" \
+      env CERBOS_NO_TELEMETRY=1 "$CERBOS" server --config="$WORK_DIR/cerbos/config.yaml" \
+      --debug-listen-addr="$CERBOS_DEBUG" --log-level=warn
+    pid=$STARTED_PID
+    load cerbos-grpc "127.0.0.1:$CERBOS_GRPC_PORT" repeated "$pid" "Cerbos CheckResources gRPC (alternating $i)"
+    stop "$pid"
+  done
+  unset OUT_FILE
+  # One line per run (the ratio of each pair from the req/s column); the ratio printed
+  # below the table is the last pair's.
+  "$LOAD" --bench report --results "$WORK_DIR/alternating.jsonl" | tee "$WORK_DIR/alternating.md"
 fi
 
 log "results"
