@@ -537,8 +537,10 @@ fn request_entities(
 
 /// The part of the snapshot's entity data an evaluation of `request` can look at:
 /// every entity reachable from the principals, action, resource, the context's
-/// entity references, the entities named in policy conditions and the request's
-/// additions, through ancestors and entity references in attributes and tags.
+/// entity references, the entities policy conditions name and read (see
+/// [`PolicyIndex::condition_literals`](crate::policy::PolicyIndex::condition_literals))
+/// and the request's additions, through ancestors and entity references in
+/// attributes and tags.
 /// Cedar looks an entity up only to read its attributes, tags or ancestors, and
 /// only entities it holds as values; those are all reached from these roots, so
 /// decisions on the slice are those on the whole data (`tests/index_differential.rs`
@@ -560,7 +562,9 @@ fn slice(
     queue.extend(request.server.iter().cloned());
     queue.push(request.action.clone());
     queue.push(request.resource.clone());
-    crate::policy::entity_refs_in(&Value::Object(request.context.clone()), &mut queue);
+    for value in request.context.values() {
+        crate::policy::entity_refs_in(value, &mut queue);
+    }
     queue.extend(literals.iter().cloned());
     for a in additions {
         queue.extend(a.parents.iter().cloned());
