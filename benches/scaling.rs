@@ -30,7 +30,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use cedar_policy::{Effect, PolicySet};
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use mcp_authz::authz::{DecisionRequest, RequestEntity, decide, decide_unindexed};
 use mcp_authz::mcp::{Kind, action};
 use mcp_authz::policy::{IndexOptions, PolicyIndex, Snapshot, build, read_sources};
@@ -260,35 +261,42 @@ fn cycle<'a>(requests: &'a [DecisionRequest]) -> impl FnMut() -> &'a DecisionReq
     }
 }
 
+/// One benchmark of `group`: `decide_fn` on `snapshot`, cycling through `requests`.
+fn bench_cycling(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    m: &Mesh,
+    snapshot: &Snapshot,
+    requests: &[DecisionRequest],
+    decide_fn: fn(&Snapshot, &DecisionRequest) -> mcp_authz::authz::Decision,
+) {
+    group.bench_with_input(BenchmarkId::new(name, m.policies), snapshot, |b, s| {
+        let mut next = cycle(requests);
+        b.iter(|| black_box(decide_fn(s, next())));
+    });
+}
+
 fn bench_decide(c: &mut Criterion, meshes: &[Mesh]) {
     let mut group = c.benchmark_group("decide");
     group.throughput(Throughput::Elements(1));
     for m in meshes {
-        let tools = (m.policies - reference_forbids()) / GROUPS;
-        let requests = known_requests(tools);
-        group.bench_with_input(
-            BenchmarkId::new("indexed", m.policies),
+        let requests = known_requests((m.policies - reference_forbids()) / GROUPS);
+        bench_cycling(&mut group, "indexed", m, &m.snapshot, &requests, decide);
+        bench_cycling(
+            &mut group,
+            "unindexed",
+            m,
             &m.snapshot,
-            |b, s| {
-                let mut next = cycle(&requests);
-                b.iter(|| black_box(decide(s, next())));
-            },
+            &requests,
+            decide_unindexed,
         );
-        group.bench_with_input(
-            BenchmarkId::new("unindexed", m.policies),
-            &m.snapshot,
-            |b, s| {
-                let mut next = cycle(&requests);
-                b.iter(|| black_box(decide_unindexed(s, next())));
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("indexed_no_set_cache", m.policies),
+        bench_cycling(
+            &mut group,
+            "indexed_no_set_cache",
+            m,
             &m.uncached,
-            |b, s| {
-                let mut next = cycle(&requests);
-                b.iter(|| black_box(decide(s, next())));
-            },
+            &requests,
+            decide,
         );
     }
     group.finish();
@@ -296,23 +304,15 @@ fn bench_decide(c: &mut Criterion, meshes: &[Mesh]) {
     let mut group = c.benchmark_group("decide_request_entities");
     group.throughput(Throughput::Elements(1));
     for m in meshes {
-        let tools = (m.policies - reference_forbids()) / GROUPS;
-        let requests = request_entity_requests(tools);
-        group.bench_with_input(
-            BenchmarkId::new("indexed", m.policies),
+        let requests = request_entity_requests((m.policies - reference_forbids()) / GROUPS);
+        bench_cycling(&mut group, "indexed", m, &m.snapshot, &requests, decide);
+        bench_cycling(
+            &mut group,
+            "unindexed",
+            m,
             &m.snapshot,
-            |b, s| {
-                let mut next = cycle(&requests);
-                b.iter(|| black_box(decide(s, next())));
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("unindexed", m.policies),
-            &m.snapshot,
-            |b, s| {
-                let mut next = cycle(&requests);
-                b.iter(|| black_box(decide_unindexed(s, next())));
-            },
+            &requests,
+            decide_unindexed,
         );
     }
     group.finish();
