@@ -3,11 +3,10 @@
 mod http_support;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use http_support::{admin_of, app, app_of, engine_with, get, post, post_with, reference};
+use http_support::{Capture, admin_of, app, app_of, engine_with, get, post, post_with, reference};
 use mcp_authz::api::http::{AdminToken, HttpState};
 use mcp_authz::authz::{DecisionRequest, Interface};
 use mcp_authz::mcp::{Kind, action, qualified_id};
@@ -116,36 +115,19 @@ async fn metrics_parse_and_move_with_decisions() {
     );
     assert_eq!(value(&before, "mcp_authz_policies_in_sync", &[]), Some(1.0));
 
-    assert!(
-        post(
+    for (user, tool, allowed) in [
+        ("alice", "docs/get_document", true),
+        ("dave", "docs/delete_document", false),
+        ("dave", "docs/delete_document", false),
+    ] {
+        let answer = post(
             &app,
             "/access/v1/evaluation",
-            &call("alice", "corpassist", "docs/get_document")
+            &call(user, "corpassist", tool),
         )
-        .await
-        .json()["decision"]
-            == true
-    );
-    assert!(
-        post(
-            &app,
-            "/access/v1/evaluation",
-            &call("dave", "corpassist", "docs/delete_document")
-        )
-        .await
-        .json()["decision"]
-            == false
-    );
-    assert!(
-        post(
-            &app,
-            "/access/v1/evaluation",
-            &call("dave", "corpassist", "docs/delete_document")
-        )
-        .await
-        .json()["decision"]
-            == false
-    );
+        .await;
+        assert!(answer.json()["decision"] == allowed, "{user} {tool}");
+    }
     let after = parse_metrics(&get(&app, "/metrics", &[]).await.text);
     assert_eq!(
         value(&after, "mcp_authz_decisions_total", &allow),
@@ -168,31 +150,6 @@ async fn metrics_parse_and_move_with_decisions() {
         ),
         Some(3.0)
     );
-}
-
-/// A writer that keeps what it is given.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("capture").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    fn lines(&self) -> Vec<Value> {
-        let bytes = self.0.lock().expect("capture").clone();
-        String::from_utf8(bytes)
-            .expect("utf-8")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON record per line"))
-            .collect()
-    }
 }
 
 #[tokio::test]

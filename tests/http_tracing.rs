@@ -4,25 +4,9 @@
 
 mod http_support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use axum::http::StatusCode;
-use http_support::{app, post_with, reference};
+use http_support::{Capture, app, post_with, reference};
 use serde_json::{Value, json};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("capture").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn call(user: &str, agent: &str, tool: &str) -> Value {
     json!({
@@ -75,7 +59,7 @@ async fn spans_carry_decision_and_trace_ids_but_no_secrets() {
     )
     .await;
     let decision_id = r.header("x-decision-id").expect("id").to_owned();
-    let text = String::from_utf8(capture.0.lock().expect("capture").clone()).expect("utf-8");
+    let text = capture.text();
     let handled: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
