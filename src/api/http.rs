@@ -332,6 +332,19 @@ fn record_decision_ids(ids: &[String]) {
     tracing::Span::current().record("decision_id", shown.join(","));
 }
 
+/// The answer to one evaluation: its JSON, and its decision id (if it got one) in
+/// the `x-decision-id` header and the request's span.
+fn decided(json: Value, decision_id: Option<&str>) -> Response {
+    let mut response = json_response(json);
+    if let Some(id) = decision_id {
+        record_decision_ids(&[id.to_owned()]);
+        if let Ok(v) = HeaderValue::from_str(id) {
+            response.headers_mut().insert("x-decision-id", v);
+        }
+    }
+    response
+}
+
 async fn evaluation(
     State(state): State<Arc<HttpState>>,
     Extension(meta): Extension<RequestMeta>,
@@ -342,14 +355,9 @@ async fn evaluation(
     let identity = bearer_identity(&state, &headers).await?;
     let eval = authzen::parse_evaluation(&body)?;
     let outcome = authzen::decide(&state.engine, &eval, identity.as_ref(), &meta.decision)?;
-    record_decision_ids(std::slice::from_ref(&outcome.decision_id));
     let snapshot = state.engine.store().snapshot();
     let json = authzen::decision_json(&outcome, authzen::explain_requested(&body), &snapshot);
-    let mut response = json_response(json);
-    if let Ok(v) = HeaderValue::from_str(&outcome.decision_id) {
-        response.headers_mut().insert("x-decision-id", v);
-    }
-    Ok(response)
+    Ok(decided(json, Some(&outcome.decision_id)))
 }
 
 async fn evaluations(
@@ -369,14 +377,7 @@ async fn evaluations(
     .await
     .map_err(|_| ApiError::Internal("the evaluation failed".into()))??;
     Ok(match result {
-        BatchResult::Single(json, id) => {
-            record_decision_ids(id.as_slice());
-            let mut response = json_response(json);
-            if let Some(v) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-                response.headers_mut().insert("x-decision-id", v);
-            }
-            response
-        }
+        BatchResult::Single(json, id) => decided(json, id.as_deref()),
         BatchResult::Batch(json, ids) => {
             record_decision_ids(&ids);
             json_response(json)
