@@ -32,7 +32,7 @@ pub(super) fn policies_for(
         Selection::Whole => None,
         // An index that was not built from this set (its policies replaced
         // afterwards) is not used.
-        Selection::Indexed if snapshot.index.len() != snapshot.policies.num_of_policies() => None,
+        Selection::Indexed if !snapshot.index_is_current() => None,
         Selection::Indexed => {
             snapshot
                 .index

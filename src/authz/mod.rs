@@ -552,7 +552,7 @@ fn slice(
 ) -> Option<Entities> {
     let refs = snapshot.entity_refs.as_ref()?;
     // An index built for another policy set cannot vouch for its conditions.
-    if snapshot.index.len() != snapshot.policies.num_of_policies() {
+    if !snapshot.index_is_current() {
         return None;
     }
     let literals = snapshot.index.condition_literals()?;

@@ -96,6 +96,12 @@ impl Snapshot {
         ))
     }
 
+    /// Whether `index` was built from `policies` as they are (a set changed after
+    /// its index was built, as tests do, is evaluated without the index).
+    pub fn index_is_current(&self) -> bool {
+        self.index.len() == self.policies.num_of_policies()
+    }
+
     /// Number of policies (templates included).
     pub fn policy_count(&self) -> usize {
         self.policies.num_of_policies() + self.policies.num_of_templates()
