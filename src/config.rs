@@ -155,6 +155,15 @@ pub struct AuthzenFile {
     pub max_batch: Option<u64>,
 }
 
+/// The `[decisions]` section: rules every decision follows.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionsFile {
+    /// Decide a request that has a user but no application by the user alone
+    /// (default `false`: such a request is denied).
+    pub allow_user_only: Option<bool>,
+}
+
 /// The `[admin]` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -244,6 +253,9 @@ pub struct FileConfig {
     /// The decision log.
     #[serde(default)]
     pub decision_log: DecisionLogFile,
+    /// `[decisions]`.
+    #[serde(default)]
+    pub decisions: DecisionsFile,
 }
 
 /// Values given as command-line flags (highest precedence).
@@ -296,6 +308,8 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
     /// The decision log.
     pub decision_log: DecisionLogConfig,
+    /// Rules every decision follows.
+    pub rules: crate::authz::Rules,
 }
 
 impl Config {
@@ -470,6 +484,9 @@ impl Config {
             authzen,
             admin_token_file: fc.admin.token_file.clone(),
             decision_log,
+            rules: crate::authz::Rules {
+                allow_user_only: fc.decisions.allow_user_only.unwrap_or(false),
+            },
         })
     }
 
@@ -522,6 +539,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "decision_log.include_arguments",
     ),
     ("MCP_AUTHZ_DECISION_LOG_REDACT", "decision_log.redact"),
+    (
+        "MCP_AUTHZ_DECISIONS_ALLOW_USER_ONLY",
+        "decisions.allow_user_only",
+    ),
 ];
 
 fn apply_env(
@@ -613,6 +634,7 @@ fn apply_env(
                 fc.decision_log.include_arguments = Some(boolean(value)?);
             }
             "decision_log.redact" => fc.decision_log.redact = Some(list(value)),
+            "decisions.allow_user_only" => fc.decisions.allow_user_only = Some(boolean(value)?),
             _ => return Err(ConfigError::UnknownEnv(name.clone())),
         }
         origins.insert((*key).into(), origin);

@@ -26,7 +26,11 @@
 //!   with id `server/name` belongs to `Mcp::Server::"server"` (so a tool the entity
 //!   data does not list is still covered by server-wide policies).
 //! - A verified bearer token's identity wins over the body: its user (as the
-//!   subject's type), application, groups, scopes and claims.
+//!   subject's type), application, groups, scopes and claims. A token that names
+//!   no application leaves the one the body names.
+//! - For actions of the MCP profile, a context attribute that only the service
+//!   fills (`user`, `application` other than as the agent, `server`, `scopes`,
+//!   `claims`, in any spelling that reads as one of them) is a bad request.
 //!
 //! # Explanations
 //!
@@ -343,6 +347,11 @@ pub fn to_decision_request(
             Value::Object(eval.action.properties.clone()),
         );
     }
+    // What only the service fills (`user`, `server`, `scopes`, ...) never comes
+    // from the body; the application is named by `context.agent` (taken out above).
+    if let Some(reason) = crate::authz::service_filled_in(&request.action, &context) {
+        return Err(MapError::Bad(reason));
+    }
     request.context = context;
     request.server = mcp_server_of(&resource);
 
@@ -405,17 +414,16 @@ fn apply_identity(
         }
         (None, _) => None,
     };
-    request.application = match &identity.application {
-        Some(a) => {
-            let ty = if subject_is_app {
-                subject_ty.clone()
-            } else {
-                resolve_entity_type(schema, "application", Some(namespace))?
-            };
-            Some(uid(&ty, a))
-        }
-        None => None,
-    };
+    // The token's application wins over the body's; a token without one leaves
+    // the application the body names (never drops it).
+    if let Some(a) = &identity.application {
+        let ty = if subject_is_app {
+            subject_ty.clone()
+        } else {
+            resolve_entity_type(schema, "application", Some(namespace))?
+        };
+        request.application = Some(uid(&ty, a));
+    }
     if let Some(user) = &request.user
         && !identity.groups.is_empty()
         && let Ok(group_ty) = resolve_entity_type(schema, "group", Some(namespace))
@@ -426,7 +434,7 @@ fn apply_identity(
             attrs: Map::new(),
         });
     }
-    identity.apply_context(&mut request.context);
+    request.token = identity.token_facts();
     Ok(())
 }
 
@@ -1000,6 +1008,6 @@ fn subject_search_request(
         let ty = resolve_entity_type(schema, "application", Some(namespace))?;
         request.application = Some(uid(&ty, app));
     }
-    identity.apply_context(&mut request.context);
+    request.token = identity.token_facts();
     Ok(())
 }

@@ -8,6 +8,7 @@ use super::services::Services;
 use crate::authz::{DecisionMeta, DecisionRequest, Interface, Outcome};
 use crate::identity::{AuthnError, Identity, IdentityInput, Resolver, TrustedIdentity};
 use crate::mcp::jsonrpc::McpCall;
+use crate::policy::name_key;
 use crate::telemetry::TraceContext;
 
 /// JSON-RPC error code of an authentication failure.
@@ -15,16 +16,10 @@ pub const UNAUTHENTICATED_CODE: i64 = -32001;
 /// JSON-RPC error code of a policy deny.
 pub const FORBIDDEN_CODE: i64 = -32003;
 
-/// Context attributes only the service itself may set: a caller's extra context
-/// never carries them (it could otherwise claim scopes, or another user).
-const RESERVED_CONTEXT: &[&str] = &[
-    "application",
-    "user",
-    "server",
-    "scopes",
-    "claims",
-    "arguments",
-];
+/// The context attribute an MCP message itself fills: a caller's extra context
+/// never carries it (what the service fills besides, `user`, `scopes` and the
+/// like, the core refuses: [`crate::authz::service_filled_in`]).
+const MESSAGE_FILLED: &str = "arguments";
 
 /// What a caller presented to prove who it is.
 #[derive(Debug, Default)]
@@ -99,11 +94,15 @@ pub async fn check_calls(
         Ok(i) => i,
         Err(e) => return Verdict::Unauthenticated(e),
     };
+    let refusal = caller_context_refusal(extra_context);
     let calls = calls
         .into_iter()
         .map(|call| {
             let request = request_for(&call, server, &identity, extra_context);
-            let outcome = services.engine.decide_with(interface, &request, meta);
+            let outcome = match &refusal {
+                Some(reason) => services.engine.reject_for(interface, reason.clone(), meta),
+                None => services.engine.decide_with(interface, &request, meta),
+            };
             CallOutcome {
                 call,
                 request,
@@ -144,16 +143,31 @@ pub fn request_for(
     request
 }
 
-/// Merge a caller's extra context attributes, less the reserved ones.
+/// Merge a caller's extra context attributes. The message's own `arguments` are
+/// kept (a caller's `arguments`, in any spelling, are left out: see
+/// [`caller_context_refusal`]); what only the service fills is passed on for the
+/// core to refuse.
 pub fn add_context(request: &mut DecisionRequest, extra: &Map<String, Value>) {
     for (k, v) in extra {
-        if !RESERVED_CONTEXT.contains(&k.as_str()) {
+        if name_key(k) != MESSAGE_FILLED {
             request
                 .context
                 .entry(k.clone())
                 .or_insert_with(|| v.clone());
         }
     }
+}
+
+/// Why a caller's extra context may not go with MCP messages, if it may not: it
+/// names what only the service fills (`user`, `scopes`, ...) or the message's own
+/// `arguments`, in any spelling that reads as one of them.
+pub fn caller_context_refusal(extra: &Map<String, Value>) -> Option<String> {
+    if let Some(given) = extra.keys().find(|k| name_key(k) == MESSAGE_FILLED) {
+        return Some(format!(
+            "the request sets `context.{given}`: the arguments come from the MCP message only"
+        ));
+    }
+    crate::authz::service_filled_attribute(extra)
 }
 
 /// The JSON-RPC error for a deny, and its message (safe to show a client).

@@ -129,6 +129,17 @@ impl DecisionCache {
         hash_uid(&mut h, Some(&r.resource));
         hash_uid(&mut h, r.server.as_ref());
         hash_map(&mut h, &r.context);
+        match &r.token {
+            None => h.write_u8(0),
+            Some(t) => {
+                h.write_u8(1);
+                h.write_usize(t.scopes.len());
+                for s in &t.scopes {
+                    hash_str(&mut h, s);
+                }
+                hash_map(&mut h, &t.claims);
+            }
+        }
         h.write_usize(r.entities.len());
         for e in &r.entities {
             hash_uid(&mut h, Some(&e.uid));
@@ -242,7 +253,21 @@ mod tests {
                     .insert("arguments".into(), json!({ "q": "x", "n": 1.0 }));
             }),
             Box::new(|r| {
-                r.context.insert("scopes".into(), json!(["a"]));
+                r.token = Some(super::super::TokenFacts {
+                    scopes: vec!["a".into()],
+                    claims: Map::new(),
+                });
+            }),
+            Box::new(|r| {
+                r.token = Some(super::super::TokenFacts::default());
+            }),
+            Box::new(|r| {
+                let mut claims = Map::new();
+                claims.insert("tenant".into(), json!("t1"));
+                r.token = Some(super::super::TokenFacts {
+                    scopes: Vec::new(),
+                    claims,
+                });
             }),
             Box::new(|r| {
                 r.entities.push(RequestEntity {

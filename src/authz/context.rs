@@ -11,16 +11,22 @@
 use cedar_policy::{Context, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 use serde_json::{Map, Value};
 
-use super::{DecisionRequest, uid_json};
-use crate::policy::{Extension, Leaf, Shape, Snapshot, error_chain};
+use super::{DecisionRequest, SERVICE_FILLED, uid_json};
+use crate::policy::{Extension, Leaf, Shape, Snapshot, alias_in, error_chain, name_key};
 
 /// The context for `request`: `application`, `user` and `server` where known,
-/// plus the request's other attributes, less whatever the schema does not declare
-/// for the action. A declared attribute of the wrong type is an error (a deny).
+/// `scopes` and `claims` from a verified token, plus the request's own attributes,
+/// less whatever the schema does not declare for the action. A declared attribute
+/// of the wrong type, an undeclared one that reads as a declared one
+/// ([`Shape::alias`]), or — for actions of the MCP profile — a request attribute
+/// that only the service fills ([`SERVICE_FILLED`]) is an error (a deny).
 pub fn build_context(snapshot: &Snapshot, request: &DecisionRequest) -> Result<Context, String> {
     let Some(shape) = snapshot.context_shapes.get(&request.action) else {
         return Err(format!("unknown action {}", request.action));
     };
+    if let Some(reason) = service_filled_in(&request.action, &request.context) {
+        return Err(reason);
+    }
     if let Some(context) = direct(shape, request)
         && context.validate(&snapshot.schema, &request.action).is_ok()
     {
@@ -29,24 +35,68 @@ pub fn build_context(snapshot: &Snapshot, request: &DecisionRequest) -> Result<C
     through_json(snapshot, shape, request)
 }
 
+/// Whether `action` belongs to the MCP profile (the `Mcp` namespace), where the
+/// context attributes of [`SERVICE_FILLED`] are the service's alone.
+pub fn mcp_profile(action: &EntityUid) -> bool {
+    action.type_name().namespace() == "Mcp"
+}
+
+/// The reason a request's own context may not be used for `action`: for an action
+/// of the MCP profile, an attribute that only the service fills (`user`,
+/// `application`, `server`, `scopes`, `claims`), under any spelling that reads as
+/// one of them (`User`, `SCOPES`, `ſcopes`; see [`name_key`]). Every interface
+/// asks this (an adapter may refuse the request outright); the core denies such
+/// a request in any case.
+pub fn service_filled_in(action: &EntityUid, context: &Map<String, Value>) -> Option<String> {
+    if mcp_profile(action) {
+        service_filled_attribute(context)
+    } else {
+        None
+    }
+}
+
+/// [`service_filled_in`] for a context known to go with actions of the MCP profile.
+pub fn service_filled_attribute(context: &Map<String, Value>) -> Option<String> {
+    context.keys().find_map(|given| {
+        let key = name_key(given);
+        SERVICE_FILLED.iter().find(|f| **f == key).map(|filled| {
+            format!(
+                "the request sets `context.{given}`, which only the service fills (`{filled}` comes \
+                 from verified identity and the request's own fields)"
+            )
+        })
+    })
+}
+
 /// The context built from `request` by `shape`, or `None` if some value is not
 /// of the kind the shape declares or is written in a form left to Cedar's parser.
 fn direct(shape: &Shape, request: &DecisionRequest) -> Option<Context> {
     let attrs = shape.attributes()?;
+    let mut pairs = Vec::with_capacity(request.context.len() + 5);
+    for (key, value) in &request.context {
+        match attrs.get(key) {
+            Some(s) => pairs.push((key.clone(), value_of(s, value)?)),
+            // Left to the reference path, which names the alias.
+            None if alias_in(attrs, key).is_some() => return None,
+            None => {}
+        }
+    }
+    if !mcp_profile(&request.action) {
+        return Context::from_pairs(pairs).ok();
+    }
+    if let Some(token) = &request.token {
+        if let Some(s) = attrs.get("scopes") {
+            pairs.push(("scopes".to_owned(), scopes_of(s, &token.scopes)?));
+        }
+        if let Some(Shape::Record(fields)) = attrs.get("claims") {
+            pairs.push(("claims".to_owned(), record_of(fields, &token.claims)?));
+        }
+    }
     let principals = [
         ("application", request.application.as_ref()),
         ("user", request.user.as_ref()),
         ("server", request.server.as_ref()),
     ];
-    let mut pairs = Vec::with_capacity(request.context.len() + principals.len());
-    for (key, value) in &request.context {
-        if principals.iter().any(|(k, v)| *k == key && v.is_some()) {
-            continue;
-        }
-        if let Some(s) = attrs.get(key) {
-            pairs.push((key.clone(), value_of(s, value)?));
-        }
-    }
     for (key, uid) in principals {
         if let Some(uid) = uid
             && attrs.contains_key(key)
@@ -62,18 +112,7 @@ fn direct(shape: &Shape, request: &DecisionRequest) -> Option<Context> {
 
 fn value_of(shape: &Shape, value: &Value) -> Option<RestrictedExpression> {
     match (shape, value) {
-        (Shape::Record(attrs), Value::Object(obj)) => {
-            if obj.contains_key("__entity") || obj.contains_key("__extn") {
-                return None;
-            }
-            let mut fields = Vec::with_capacity(obj.len());
-            for (k, v) in obj {
-                if let Some(s) = attrs.get(k) {
-                    fields.push((k.clone(), value_of(s, v)?));
-                }
-            }
-            RestrictedExpression::new_record(fields).ok()
-        }
+        (Shape::Record(attrs), Value::Object(obj)) => record_of(attrs, obj),
         (Shape::Set(inner), Value::Array(items)) => Some(RestrictedExpression::new_set(
             items
                 .iter()
@@ -112,6 +151,35 @@ fn value_of(shape: &Shape, value: &Value) -> Option<RestrictedExpression> {
     }
 }
 
+fn record_of(
+    attrs: &std::collections::HashMap<String, Shape>,
+    obj: &Map<String, Value>,
+) -> Option<RestrictedExpression> {
+    if obj.contains_key("__entity") || obj.contains_key("__extn") {
+        return None;
+    }
+    let mut fields = Vec::with_capacity(obj.len());
+    for (k, v) in obj {
+        match attrs.get(k) {
+            Some(s) => fields.push((k.clone(), value_of(s, v)?)),
+            None if alias_in(attrs, k).is_some() => return None,
+            None => {}
+        }
+    }
+    RestrictedExpression::new_record(fields).ok()
+}
+
+fn scopes_of(shape: &Shape, scopes: &[String]) -> Option<RestrictedExpression> {
+    match shape {
+        Shape::Set(inner) if **inner == Shape::Leaf(Leaf::String) => {
+            Some(RestrictedExpression::new_set(
+                scopes.iter().cloned().map(RestrictedExpression::new_string),
+            ))
+        }
+        _ => None,
+    }
+}
+
 fn entity_uid(obj: &Map<String, Value>) -> Option<EntityUid> {
     let (Some(Value::String(ty)), Some(Value::String(id))) = (obj.get("type"), obj.get("id"))
     else {
@@ -140,15 +208,20 @@ fn through_json(
     shape: &Shape,
     request: &DecisionRequest,
 ) -> Result<Context, String> {
-    let mut attrs = request.context.clone();
-    let mut put = |key: &str, uid: &Option<EntityUid>| {
-        if let Some(uid) = uid {
-            attrs.insert(key.to_owned(), entity_ref(uid));
-        }
+    let given = Value::Object(request.context.clone());
+    if let Some((path, declared)) = shape.alias(&given) {
+        return Err(format!(
+            "context does not fit the schema of {}: `{path}` is not declared but reads as the \
+             declared `{declared}` (names are compared without case, `_` or `-`)",
+            request.action
+        ));
+    }
+    let Value::Object(mut attrs) = given else {
+        return Err("context is not a record".into());
     };
-    put("application", &request.application);
-    put("user", &request.user);
-    put("server", &request.server);
+    if mcp_profile(&request.action) {
+        service_context(request, &mut attrs);
+    }
     let pruned = shape.prune(Value::Object(attrs));
     if let Some((path, expected, found)) = shape.mismatch(&pruned) {
         return Err(format!(
@@ -169,6 +242,27 @@ fn through_json(
         .validate(&snapshot.schema, &request.action)
         .map_err(|_| format!("context does not fit the schema of {}", request.action))?;
     Ok(context)
+}
+
+/// What the service fills, as JSON: the principals and the server as entity
+/// references, the token's scopes and claims.
+fn service_context(request: &DecisionRequest, attrs: &mut Map<String, Value>) {
+    if let Some(token) = &request.token {
+        attrs.insert(
+            "scopes".into(),
+            Value::Array(token.scopes.iter().cloned().map(Value::String).collect()),
+        );
+        attrs.insert("claims".into(), Value::Object(token.claims.clone()));
+    }
+    for (key, uid) in [
+        ("application", &request.application),
+        ("user", &request.user),
+        ("server", &request.server),
+    ] {
+        if let Some(uid) = uid {
+            attrs.insert(key.to_owned(), entity_ref(uid));
+        }
+    }
 }
 
 fn entity_ref(uid: &EntityUid) -> Value {

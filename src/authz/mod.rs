@@ -22,7 +22,7 @@ use crate::policy::{PolicyStore, Snapshot};
 use crate::telemetry::{DecisionRecord, Telemetry};
 
 pub use cache::{CacheSettings, CacheStats, DecisionCache};
-pub use context::build_context;
+pub use context::{build_context, mcp_profile, service_filled_attribute, service_filled_in};
 
 /// Extra data about one entity, for this request only (e.g. groups from a token).
 #[derive(Debug, Clone, PartialEq)]
@@ -49,12 +49,57 @@ pub struct DecisionRequest {
     /// The MCP server the resource belongs to: the parent of a resource that the
     /// entity data does not list, and `context.server`.
     pub server: Option<EntityUid>,
-    /// Context attributes besides `application`, `user` and `server`
-    /// (`arguments`, `scopes`, `claims`, `request`, ...). What the schema does not
-    /// declare for the action is left out.
+    /// The context attributes the request itself brings (`arguments`, `request`,
+    /// an AuthZEN caller's own attributes, ...). What the schema does not declare for
+    /// the action is left out. For actions of the MCP profile it never holds what
+    /// the service fills in ([`SERVICE_FILLED`]): such a request is denied.
     pub context: Map<String, Value>,
+    /// What a verified token says beyond the principals: `context.scopes` and
+    /// `context.claims`. Only identity verification sets it.
+    pub token: Option<TokenFacts>,
     /// Per-request entity data, merged over the policy directory's.
     pub entities: Vec<RequestEntity>,
+}
+
+/// What a verified token brings into the context.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenFacts {
+    /// `context.scopes`: the token's scopes.
+    pub scopes: Vec<String>,
+    /// `context.claims`: the token's selected claims.
+    pub claims: Map<String, Value>,
+}
+
+/// Context attributes that only the service fills, from verified identity and
+/// the request's own fields (method, target, server), never from a caller's
+/// context, on any interface (DESIGN: service-filled context).
+pub const SERVICE_FILLED: &[&str] = &["application", "user", "server", "scopes", "claims"];
+
+/// Deployment-wide rules that every decision follows, whatever the interface.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// Allow a request of the MCP profile that has a user but no application to
+    /// be decided by the user's evaluation alone. Off by default: a request for a
+    /// user names the application acting for them, or it is denied. (Other
+    /// namespaces have no application principal: a lone subject decides there.)
+    pub allow_user_only: bool,
+}
+
+impl Rules {
+    /// The reason `request` is denied before any evaluation, if it is.
+    pub fn refusal(&self, request: &DecisionRequest) -> Option<String> {
+        if self.allow_user_only || !mcp_profile(&request.action) {
+            return None;
+        }
+        match (&request.user, &request.application) {
+            (Some(user), None) => Some(format!(
+                "the request for {user} names no application: every request made for a user \
+                 must say which application makes it (a token's `azp`/`client_id`, or the caller's \
+                 SPIFFE ID)"
+            )),
+            _ => None,
+        }
+    }
 }
 
 impl DecisionRequest {
@@ -67,6 +112,7 @@ impl DecisionRequest {
             resource,
             server: None,
             context: Map::new(),
+            token: None,
             entities: Vec::new(),
         }
     }
@@ -188,6 +234,7 @@ pub struct Engine {
     store: Arc<PolicyStore>,
     telemetry: Arc<Telemetry>,
     cache: Option<Arc<DecisionCache>>,
+    rules: Rules,
 }
 
 impl Engine {
@@ -203,7 +250,19 @@ impl Engine {
             store,
             telemetry,
             cache: None,
+            rules: Rules::default(),
         }
+    }
+
+    /// The same engine following `rules`.
+    pub fn with_rules(mut self, rules: Rules) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// The rules every decision follows.
+    pub fn rules(&self) -> Rules {
+        self.rules
     }
 
     /// The same engine with a decision cache (none if `settings` disable it).
@@ -232,6 +291,12 @@ impl Engine {
     /// Decide on the current snapshot (nothing is recorded but cache hits and misses).
     pub fn decide(&self, request: &DecisionRequest) -> Arc<Decision> {
         let snapshot = self.store.snapshot();
+        if let Some(reason) = self.rules.refusal(request) {
+            return Arc::new(Decision::denied_before_evaluation(
+                reason,
+                snapshot.generation,
+            ));
+        }
         match &self.cache {
             Some(cache) => {
                 let (decision, hit) = cache

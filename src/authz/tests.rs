@@ -421,3 +421,77 @@ fn policy_ids_are_stable() {
     assert_eq!(ids(2, &mut r), vec!["named"]);
     assert_eq!(ids(3, &mut r), vec!["p.cedar:2"]);
 }
+
+fn engine(rules: Rules) -> Engine {
+    Engine::new(Arc::new(crate::policy::PolicyStore::from_snapshot(
+        reference(),
+    )))
+    .with_rules(rules)
+}
+
+#[test]
+fn a_user_without_an_application_is_denied_unless_allowed() {
+    // dave, a document administrator, may delete on his own; no application says
+    // who acts for him.
+    for (user, tool) in [
+        ("dave", "delete_document"),
+        ("alice", "get_document"),
+        ("carol", "search_documents"),
+    ] {
+        let request = tool_call(Some(user), None, "docs", tool);
+        let d = engine(Rules::default()).decide(&request);
+        assert!(!d.allow, "{user} {tool}: {d:?}");
+        assert!(d.evaluations.is_empty(), "denied before evaluation: {d:?}");
+        assert!(d.reason.contains("names no application"), "{}", d.reason);
+        // The same request through the cache-less free function is the user's alone.
+        let opened = engine(Rules {
+            allow_user_only: true,
+        })
+        .decide(&request);
+        assert_eq!(*opened, decide(&reference(), &request), "{user} {tool}");
+    }
+    let dave = engine(Rules {
+        allow_user_only: true,
+    })
+    .decide(&tool_call(Some("dave"), None, "docs", "delete_document"));
+    assert!(dave.allow, "{dave:?}");
+    // An application alone, and a user with an application, are unaffected.
+    for request in [
+        tool_call(None, Some("corpassist"), "docs", "get_document"),
+        tool_call(Some("alice"), Some("corpassist"), "docs", "get_document"),
+    ] {
+        assert_eq!(
+            *engine(Rules::default()).decide(&request),
+            decide(&reference(), &request)
+        );
+    }
+}
+
+#[test]
+fn service_filled_context_from_a_request_is_a_deny() {
+    let s = reference();
+    let mallory = json!({ "__entity": { "type": "Mcp::User", "id": "mallory" } });
+    // The application-only request the approved-apps policy would allow if the
+    // context could name a user.
+    for (key, value) in [
+        ("user", mallory.clone()),
+        ("User", mallory.clone()),
+        ("user", json!({ "type": "Mcp::User", "id": "mallory" })),
+        ("scopes", json!(["projects.admin"])),
+        ("claims", json!({ "groups": ["project-ops"] })),
+        (
+            "server",
+            json!({ "__entity": { "type": "Mcp::Server", "id": "docs" } }),
+        ),
+        (
+            "application",
+            json!({ "__entity": { "type": "Mcp::Application", "id": "corpassist" } }),
+        ),
+    ] {
+        let mut r = tool_call(None, Some("ops-console"), "projects", "update_issue");
+        r.context.insert(key.into(), value);
+        let d = decide(&s, &r);
+        assert!(!d.allow, "{key}: {d:?}");
+        assert!(d.reason.contains("only the service fills"), "{}", d.reason);
+    }
+}

@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::{CommonArgs, EXIT_DENY, EXIT_ERROR, load_config, report_problems};
-use crate::authz::{Decision, DecisionRequest, Role, decide};
+use crate::authz::{Decision, DecisionRequest, Engine, Interface, Role};
 use crate::config::{Config, Overrides};
 use crate::identity::{Identity, IdentityInput, Resolver, TrustedIdentity};
 use crate::mcp::{self, Kind};
@@ -80,7 +80,13 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, ExitCode> {
         report_problems(&config.policies, &problems);
         ExitCode::from(EXIT_ERROR)
     })?;
-    let decision = decide(&snapshot, &request);
+    // Decided as the service decides: the same entry point and rules.
+    let engine = Engine::new(std::sync::Arc::new(
+        crate::policy::PolicyStore::from_snapshot(snapshot),
+    ))
+    .with_rules(config.rules);
+    let decision = engine.decide_for(Interface::Cli, &request).decision;
+    let snapshot = engine.store().snapshot();
     if args.json {
         println!("{}", to_json(&decision, &request, &snapshot));
     } else {

@@ -158,7 +158,8 @@ async fn serve(config: Config) -> Result<(), Failure> {
     );
     drop(snapshot);
     let engine = Engine::with_telemetry(Arc::clone(&store), Arc::clone(&telemetry))
-        .with_cache(&config.cache);
+        .with_cache(&config.cache)
+        .with_rules(config.rules);
     ready.set(Services {
         engine: engine.clone(),
         resolver: resolver.clone(),

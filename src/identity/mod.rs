@@ -472,7 +472,7 @@ fn agree(
 impl Identity {
     /// Put this identity into a decision request: the user and application as
     /// principals, the token's groups as extra parents of the user for this
-    /// request only, `scopes` and `claims` into the context.
+    /// request only, its `scopes` and `claims` as the request's token facts.
     pub fn apply_to(&self, request: &mut crate::authz::DecisionRequest) {
         use crate::mcp::Kind;
         request.user = self.user.as_deref().map(|u| Kind::User.uid(u));
@@ -489,18 +489,16 @@ impl Identity {
                 attrs: Map::new(),
             });
         }
-        self.apply_context(&mut request.context);
+        request.token = self.token_facts();
     }
 
-    /// Put the token's `scopes` and `claims` into a context (when a token was verified).
-    pub fn apply_context(&self, context: &mut Map<String, Value>) {
-        if self.issuer.is_some() {
-            context.insert(
-                "scopes".into(),
-                Value::Array(self.scopes.iter().cloned().map(Value::String).collect()),
-            );
-            context.insert("claims".into(), Value::Object(self.claims.clone()));
-        }
+    /// What the verified token brings into the context (`scopes`, `claims`); `None`
+    /// when no token was verified.
+    pub fn token_facts(&self) -> Option<crate::authz::TokenFacts> {
+        self.issuer.is_some().then(|| crate::authz::TokenFacts {
+            scopes: self.scopes.clone(),
+            claims: self.claims.clone(),
+        })
     }
 }
 

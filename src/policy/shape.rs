@@ -167,6 +167,42 @@ impl Shape {
         }
     }
 
+    /// The first attribute of `value` that the shape does not declare but that
+    /// reads as one it declares (see [`name_key`]), as `(path, declared path)`:
+    /// `arguments.MAX_RESULTS` beside a declared `arguments.max_results`. Other
+    /// readers bind such names to the declared attribute (Go's `encoding/json`
+    /// matches keys case-insensitively with Unicode folding), while the context
+    /// leaves them out: a condition on the declared attribute would be skipped.
+    pub fn alias(&self, value: &Value) -> Option<(String, String)> {
+        self.alias_at(value, "")
+    }
+
+    fn alias_at(&self, value: &Value, path: &str) -> Option<(String, String)> {
+        let join = |k: &str| {
+            if path.is_empty() {
+                k.to_owned()
+            } else {
+                format!("{path}.{k}")
+            }
+        };
+        match (self, value) {
+            (Shape::Record(attrs), Value::Object(obj)) => {
+                if obj.contains_key("__entity") || obj.contains_key("__extn") {
+                    return None;
+                }
+                obj.iter().find_map(|(k, v)| match attrs.get(k) {
+                    Some(s) => s.alias_at(v, &join(k)),
+                    None => alias_in(attrs, k).map(|d| (join(k), join(d))),
+                })
+            }
+            (Shape::Set(inner), Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| inner.alias_at(v, &format!("{path}[{i}]"))),
+            _ => None,
+        }
+    }
+
     /// The attributes of a record shape.
     pub fn attributes(&self) -> Option<&HashMap<String, Shape>> {
         match self {
@@ -174,6 +210,34 @@ impl Shape {
             _ => None,
         }
     }
+}
+
+/// The declared attribute of `attrs` that the undeclared name `given` reads as,
+/// if any (see [`name_key`]).
+pub fn alias_in<'a>(attrs: &'a HashMap<String, Shape>, given: &str) -> Option<&'a str> {
+    let key = name_key(given);
+    attrs
+        .keys()
+        .find(|d| d.as_str() != given && name_key(d) == key)
+        .map(String::as_str)
+}
+
+/// The form in which two attribute names count as the same name: Unicode
+/// compatibility normalization (NFKC), full case folding, NFKC again, and no `_`
+/// or `-`. So `MAX_RESULTS`, `Max-Results`, `maxResults`, `max_reſults` (U+017F,
+/// which folds to `s`) and the full-width `ｍａｘ＿ｒｅｓｕｌｔｓ` all read as
+/// `maxresults`.
+pub fn name_key(name: &str) -> String {
+    if name.is_ascii() {
+        return name
+            .bytes()
+            .filter(|b| !matches!(b, b'_' | b'-'))
+            .map(|b| char::from(b.to_ascii_lowercase()))
+            .collect();
+    }
+    use unicode_normalization::UnicodeNormalization;
+    let folded = caseless::default_case_fold_str(&name.nfkc().collect::<String>());
+    folded.nfkc().filter(|c| !matches!(c, '_' | '-')).collect()
 }
 
 /// Context shapes of every action of a schema, keyed by the action's uid.
@@ -325,6 +389,74 @@ mod tests {
                 "arguments": { "path": "/a", "tags": [{ "name": "x" }] },
                 "user": { "__entity": { "type": "Mcp::User", "id": "u" } }
             })
+        );
+    }
+
+    #[test]
+    fn names_read_alike_after_folding_and_without_separators() {
+        for alike in [
+            "max_results",
+            "MAX_RESULTS",
+            "Max_Results",
+            "max-results",
+            "maxResults",
+            "MaxResults",
+            "max_re\u{17f}ults",
+            "\u{ff4d}\u{ff41}\u{ff58}\u{ff3f}\u{ff52}\u{ff45}\u{ff53}\u{ff55}\u{ff4c}\u{ff54}\u{ff53}",
+            "max__results",
+            "_max_results_",
+        ] {
+            assert_eq!(name_key(alike), "maxresults", "{alike}");
+        }
+        assert_eq!(name_key("stra\u{df}e"), name_key("STRASSE"));
+        assert_eq!(name_key("\u{212a}ey"), name_key("key"));
+        assert_ne!(name_key("max_result"), name_key("max_results"));
+        assert_ne!(name_key("max.results"), name_key("max_results"));
+    }
+
+    #[test]
+    fn aliases_of_declared_attributes_are_found_at_any_depth() {
+        let s = shapes(
+            r#"entity U; action "a" appliesTo { principal: U, resource: U,
+                context: { arguments?: { max_results?: Long, filter?: { owner_id?: String }, items?: Set<{ doc_id: String }> } } };"#,
+        );
+        let shape = &s[r#"Action::"a""#];
+        assert_eq!(
+            shape.alias(&json!({ "arguments": { "max_results": 3, "query": "x" } })),
+            None
+        );
+        assert_eq!(
+            shape.alias(&json!({ "arguments": { "MAX_RESULTS": 500 } })),
+            Some((
+                "arguments.MAX_RESULTS".into(),
+                "arguments.max_results".into()
+            ))
+        );
+        assert_eq!(
+            shape.alias(&json!({ "arguments": { "max_results": 3, "maxResults": 500 } })),
+            Some((
+                "arguments.maxResults".into(),
+                "arguments.max_results".into()
+            ))
+        );
+        assert_eq!(
+            shape.alias(&json!({ "arguments": { "filter": { "Owner-Id": "x" } } })),
+            Some((
+                "arguments.filter.Owner-Id".into(),
+                "arguments.filter.owner_id".into()
+            ))
+        );
+        assert_eq!(
+            shape
+                .alias(&json!({ "arguments": { "items": [{ "doc_id": "a" }, { "docId": "b" }] } })),
+            Some((
+                "arguments.items[1].docId".into(),
+                "arguments.items[1].doc_id".into()
+            ))
+        );
+        assert_eq!(
+            shape.alias(&json!({ "Arguments": { "max_results": 1 } })),
+            Some(("Arguments".into(), "arguments".into()))
         );
     }
 

@@ -30,10 +30,17 @@ namespace Mcp {
       server?: Server,
       arguments?: Args,
       request?: Facts,
+      scopes?: Set<String>,
+      claims?: { tenant?: String, level?: Long },
       required_flag: Bool,
     },
   };
   action "plain" appliesTo { principal: User, resource: Server };
+}
+namespace Other {
+  entity Person;
+  entity Doc;
+  action "read" appliesTo { principal: Person, resource: Doc, context: { user?: String, scopes?: Set<String> } };
 }
 "#;
 
@@ -88,16 +95,119 @@ fn direct_path_builds_what_cedar_parses() {
         }),
         json!({ "required_flag": true, "arguments": { "owner": { "type": "Mcp::User", "id": "\"quoted\" \\ id" } } }),
         json!({ "required_flag": true, "request": { "source_ip": { "__extn": { "fn": "ip", "arg": "::1" } } } }),
-        // A caller's own `user` is replaced by the request's user.
-        json!({ "required_flag": true, "user": { "__entity": { "type": "Mcp::User", "id": "mallory" } } }),
+    ];
+    let tokens = [
+        None,
+        Some(super::super::TokenFacts::default()),
+        Some(super::super::TokenFacts {
+            scopes: vec!["docs.read".into(), "docs.write".into()],
+            claims: json!({ "tenant": "t1", "level": 3, "undeclared": true })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        }),
     ];
     for context in accepted {
-        let r = request(context.clone());
-        let (direct, parsed) = both(&s, &r);
-        let parsed = parsed.unwrap_or_else(|e| panic!("{context}: {e}"));
-        assert_eq!(direct.as_ref(), Some(&parsed), "{context}");
-        assert_eq!(build_context(&s, &r), Ok(parsed), "{context}");
+        for token in &tokens {
+            let mut r = request(context.clone());
+            r.token = token.clone();
+            let (direct, parsed) = both(&s, &r);
+            let parsed = parsed.unwrap_or_else(|e| panic!("{context}: {e}"));
+            assert_eq!(direct.as_ref(), Some(&parsed), "{context} {token:?}");
+            assert_eq!(build_context(&s, &r), Ok(parsed), "{context}");
+        }
     }
+}
+
+#[test]
+fn what_only_the_service_fills_is_refused_in_any_spelling() {
+    let s = snapshot();
+    let mallory = json!({ "__entity": { "type": "Mcp::User", "id": "mallory" } });
+    for key in [
+        "user",
+        "User",
+        "USER",
+        "application",
+        "Application",
+        "server",
+        "scopes",
+        "Scopes",
+        "SCOPES",
+        "claims",
+        "Claims",
+        "\u{17f}copes",
+        "\u{ff55}\u{ff53}\u{ff45}\u{ff52}",
+        "_user",
+        "us-er",
+    ] {
+        for value in [
+            mallory.clone(),
+            json!("mallory"),
+            json!(["admin"]),
+            json!({ "tenant": "t" }),
+        ] {
+            let mut context = json!({ "required_flag": true });
+            context[key] = value.clone();
+            let mut r = request(context.clone());
+            // With and without the principals the attribute would stand for.
+            for lone in [false, true] {
+                if lone {
+                    r.user = None;
+                    r.server = None;
+                }
+                let err = build_context(&s, &r).expect_err(&context.to_string());
+                assert!(err.contains("only the service fills"), "{key}: {err}");
+                assert!(err.contains(&format!("`context.{key}`")), "{key}: {err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn other_namespaces_keep_their_own_context_names() {
+    let s = snapshot();
+    let uid = |t: &str| t.parse::<EntityUid>().expect("uid");
+    let mut r = DecisionRequest::new(uid(r#"Other::Action::"read""#), uid(r#"Other::Doc::"d""#));
+    r.user = Some(uid(r#"Other::Person::"p""#));
+    r.context = json!({ "user": "someone", "scopes": ["a"] })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert!(build_context(&s, &r).is_ok());
+}
+
+#[test]
+fn undeclared_names_that_read_as_declared_ones_are_refused() {
+    let s = snapshot();
+    let aliases = [
+        json!({ "arguments": { "QUERY": "x" } }),
+        json!({ "arguments": { "query": "x", "Query": "y" } }),
+        json!({ "arguments": { "nested": { "Depth": 900 } } }),
+        json!({ "arguments": { "nested": { "items": [{ "name": "a", "Weight": "1.0" }] } } }),
+        json!({ "arguments": { "n": 1, "N": 500 } }),
+        json!({ "arguments": { "fl-ag": true } }),
+        json!({ "arguments": { "t_a_g_s": ["a"] } }),
+        json!({ "arguments": { "qu\u{ff45}ry": "x" } }),
+        json!({ "Arguments": { "query": "x" } }),
+        json!({ "request": { "SourceIp": "10.0.0.1" } }),
+        json!({ "required-flag": false }),
+    ];
+    for extra in aliases {
+        let mut context = json!({ "required_flag": true });
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            context[k] = v.clone();
+        }
+        let r = request(context.clone());
+        let shape = &s.context_shapes[&r.action];
+        assert!(direct(shape, &r).is_none(), "{context}");
+        let err = build_context(&s, &r).expect_err(&context.to_string());
+        assert!(err.contains("reads as the declared"), "{context}: {err}");
+    }
+    // Names that only look alike stay undeclared and are left out.
+    let r = request(
+        json!({ "required_flag": true, "arguments": { "querys": "x", "n.1": 2, "deep": { "Depth": 1 } } }),
+    );
+    assert!(build_context(&s, &r).is_ok());
 }
 
 #[test]
