@@ -3,6 +3,7 @@
 //! application in `context.agent`; bearer tokens whose identity wins.
 
 mod http_support;
+mod identity_support;
 
 use std::path::Path;
 
@@ -367,4 +368,173 @@ async fn an_invalid_token_is_a_401_with_a_challenge() {
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.header("www-authenticate").is_some());
+}
+
+/// The router on the reference policies with the test issuer's keys in a JWKS
+/// file (tokens signed here, with or without `azp`).
+async fn with_test_issuer(dir: &Path) -> (axum::Router, identity_support::TestKey) {
+    let key = identity_support::TestKey::rsa(1, "authzen");
+    let resolver = identity_support::file_resolver(dir, &[&key]).await;
+    let mut state = HttpState::new(engine_with(&reference(), Default::default()));
+    state.resolver = Some(resolver);
+    (app_of(state), key)
+}
+
+#[tokio::test]
+async fn the_body_never_sets_what_the_service_fills() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, key) = with_test_issuer(dir.path()).await;
+    let service_token = key.sign(&identity_support::claims_with(
+        json!({ "sub": null, "azp": "ops-console" }),
+    ));
+    let mallory = json!({ "type": "Mcp::User", "id": "mallory" });
+    let forged = [
+        ("user", mallory.clone()),
+        ("user", json!({ "__entity": mallory.clone() })),
+        ("user", json!("mallory")),
+        ("User", mallory.clone()),
+        ("USER", mallory.clone()),
+        ("\u{ff55}ser", mallory.clone()),
+        ("server", json!("projects")),
+        ("Server", json!({ "type": "Mcp::Server", "id": "projects" })),
+        ("scopes", json!(["projects.admin"])),
+        ("Scopes", json!(["projects.admin"])),
+        ("claims", json!({ "groups": ["project-ops"] })),
+        ("cl-aims", json!({})),
+    ];
+    for (key, value) in forged {
+        // The application-only request that `approved-apps-update-issues` allows
+        // only with a user.
+        let body = json!({
+            "subject": { "type": "application", "id": "ops-console" },
+            "action": { "name": "tools/call" },
+            "resource": { "type": "tool", "id": "projects/update_issue" },
+            "context": { key: value.clone() }
+        });
+        let plain = post(&app, "/access/v1/evaluation", &body).await;
+        assert_eq!(
+            plain.status,
+            StatusCode::BAD_REQUEST,
+            "{key}: {}",
+            plain.text
+        );
+        assert!(
+            plain.text.contains("only the service fills"),
+            "{}",
+            plain.text
+        );
+        // A verified service token does not make it acceptable either.
+        let with_token = post_with(
+            &app,
+            "/access/v1/evaluation",
+            &body,
+            &[("authorization", &format!("Bearer {service_token}"))],
+        )
+        .await;
+        assert_eq!(
+            with_token.status,
+            StatusCode::BAD_REQUEST,
+            "{key}: {}",
+            with_token.text
+        );
+        // In a batch only that item fails, with a deny.
+        let batch = json!({ "evaluations": [body, call("alice", Some("corpassist"), "docs/get_document")] });
+        let r = post(&app, "/access/v1/evaluations", &batch).await.json();
+        assert_eq!(r["evaluations"][0]["decision"], false, "{key}: {r}");
+        assert_eq!(r["evaluations"][1]["decision"], true, "{key}: {r}");
+    }
+    // Without the forged user the application alone is denied: the policy needs a user.
+    let body = json!({
+        "subject": { "type": "application", "id": "ops-console" },
+        "action": { "name": "tools/call" },
+        "resource": { "type": "tool", "id": "projects/update_issue" },
+    });
+    assert!(!decision(&app, &body).await);
+}
+
+#[tokio::test]
+async fn a_user_needs_an_application_and_a_named_one_is_never_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, key) = with_test_issuer(dir.path()).await;
+    // dave may delete documents; no application says who acts for him.
+    let lone = call("dave", None, "docs/delete_document");
+    let r = post(
+        &app,
+        "/access/v1/evaluation",
+        &json!({ "subject": lone["subject"], "action": lone["action"], "resource": lone["resource"],
+                 "options": { "explain": true } }),
+    )
+    .await
+    .json();
+    assert_eq!(r["decision"], false, "{r}");
+    assert!(
+        r["context"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("names no application"),
+        "{r}"
+    );
+    // A token without `azp` (or with the client in an unconfigured claim) for dave.
+    for claims in [
+        json!({ "sub": "dave", "azp": null }),
+        json!({ "sub": "dave", "azp": null, "cid": "corpassist" }),
+    ] {
+        let token = key.sign(&identity_support::claims_with(claims.clone()));
+        let auth = format!("Bearer {token}");
+        let r = post_with(
+            &app,
+            "/access/v1/evaluation",
+            &lone,
+            &[("authorization", &auth)],
+        )
+        .await;
+        assert_eq!(r.json(), json!({ "decision": false }), "{claims}");
+        // The application the body names is kept: CorpAssist never deletes...
+        let named = call("dave", Some("corpassist"), "docs/delete_document");
+        let r = post_with(
+            &app,
+            "/access/v1/evaluation",
+            &named,
+            &[("authorization", &auth)],
+        )
+        .await;
+        assert_eq!(r.json(), json!({ "decision": false }), "{claims}");
+        // ...but reads, for an employee.
+        let read = call("dave", Some("corpassist"), "docs/get_document");
+        let r = post_with(
+            &app,
+            "/access/v1/evaluation",
+            &read,
+            &[("authorization", &auth)],
+        )
+        .await;
+        assert_eq!(r.json(), json!({ "decision": true }), "{claims}");
+    }
+}
+
+#[tokio::test]
+async fn argument_names_that_read_as_declared_ones_are_denied() {
+    let app = app(&reference());
+    let mut body = call("alice", Some("corpassist"), "docs/search_documents");
+    body["context"]["arguments"] = json!({ "query": "titan", "max_results": 10 });
+    assert!(decision(&app, &body).await);
+    for alias in [
+        "MAX_RESULTS",
+        "Max_Results",
+        "max_re\u{17f}ults",
+        "maxResults",
+        "max-results",
+        "\u{ff2d}ax_results",
+    ] {
+        body["context"]["arguments"] = json!({ "query": "titan", alias: 500 });
+        let mut explained = body.clone();
+        explained["options"] = json!({ "explain": true });
+        let r = post(&app, "/access/v1/evaluation", &explained).await.json();
+        assert_eq!(r["decision"], false, "{alias}: {r}");
+        let reason = r["context"]["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("reads as the declared `arguments.max_results`"),
+            "{reason}"
+        );
+    }
 }

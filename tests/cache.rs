@@ -145,7 +145,9 @@ fn the_cache_off_gives_identical_decisions() {
         }
     }
     assert_eq!(compared, 2 * 6 * 4 * 6 * 4);
-    assert!(cached.cache().expect("cache").stats().hits >= 576);
+    // Second round: every request a hit, but those for a user without an
+    // application (5 users × 6 tools × 4 arguments), denied before the cache.
+    assert!(cached.cache().expect("cache").stats().hits >= 576 - 120);
 }
 
 #[test]

@@ -296,6 +296,12 @@ fn check(c: &Case) -> (i32, Value, String) {
     if let Some(a) = c.app {
         cmd.args(["--app", a]);
     }
+    // The cases with a user alone exercise the users' policies: decided as a
+    // deployment that allows user-only requests decides them (by default such a
+    // request is denied before evaluation, see tests/forged_requests.rs).
+    if c.user.is_some() && c.app.is_none() {
+        cmd.env("MCP_AUTHZ_DECISIONS_ALLOW_USER_ONLY", "true");
+    }
     if let Some(ctx) = c.context {
         cmd.args(["--context", ctx]);
     }

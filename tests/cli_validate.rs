@@ -217,6 +217,8 @@ fn policies_in_subdirectories_get_path_ids_and_hidden_entries_are_skipped() {
             "docs",
             "--user",
             "erin",
+            "--app",
+            "corpassist",
             "--json",
             "--policies",
         ])

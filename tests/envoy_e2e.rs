@@ -229,6 +229,37 @@ fn raw_checks(mesh: &Mesh, url: &str) {
     );
 }
 
+/// What a client may not say through Envoy: argument names that read as declared
+/// ones, and a token that names no application.
+fn forged_checks(mesh: &Mesh, url: &str) {
+    let erin = mesh.issuer.token("erin", &["engineering"]);
+    let before = tool_calls(&mesh.docs, "search_documents");
+    let report = run_client(
+        url,
+        Some(&erin),
+        json!([
+            {"op": "call_tool", "name": "search_documents", "arguments": {"query": "titan", "max_results": 5}},
+            {"op": "call_tool", "name": "search_documents", "arguments": {"query": "titan", "MAX_RESULTS": 500}},
+            {"op": "call_tool", "name": "search_documents", "arguments": {"query": "titan", "maxResults": 500}},
+            {"op": "call_tool", "name": "search_documents", "arguments": {"query": "titan", "max_re\u{17f}ults": 500}},
+        ]),
+    );
+    assert_eq!(report["steps"][0]["ok"], true, "{report:#}");
+    for step in 1..=3 {
+        assert_eq!(error_of(&report, step)["http_status"], 403, "{report:#}");
+    }
+    assert_eq!(tool_calls(&mesh.docs, "search_documents"), before + 1);
+    // A token without `azp`: the request names no application.
+    let lone = mesh.issuer.key.sign(&claims_with(
+        json!({ "sub": "dave", "azp": null, "groups": ["doc-admins", "engineering"] }),
+    ));
+    let report = run_client(url, Some(&lone), json!([]));
+    assert_eq!(
+        report["initialize"]["error"]["http_status"], 403,
+        "{report:#}"
+    );
+}
+
 #[test]
 fn grpc_ext_authz_in_front_of_real_mcp_servers() {
     let mesh = mesh("envoy-grpc.yaml");
@@ -236,6 +267,7 @@ fn grpc_ext_authz_in_front_of_real_mcp_servers() {
     session_checks(&mesh, &url);
     token_checks(&mesh, &url);
     raw_checks(&mesh, &url);
+    forged_checks(&mesh, &url);
     // The scenario's second server, through the same Envoy: the route names it.
     let report = run_client(
         &mesh.envoy.url("/projects/mcp"),

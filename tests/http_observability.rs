@@ -293,6 +293,7 @@ fn a_blocked_decision_log_never_holds_decisions_up() {
         Kind::Tool.uid(&qualified_id("docs", "get_document")),
     );
     request.user = Some(Kind::User.uid("alice"));
+    request.application = Some(Kind::Application.uid("corpassist"));
     request.server = Some(Kind::Server.uid("docs"));
     let started = std::time::Instant::now();
     for _ in 0..200 {

@@ -1,0 +1,481 @@
+//! Requests that try to say what only the service may say, over every interface
+//! of a running `mcp-authz serve` (the gateway's gRPC API, Envoy ext_authz over
+//! gRPC and HTTP) and the CLI: service-filled context attributes in the request's
+//! own context, a user without an application, and argument names that read as
+//! declared ones. AuthZEN is covered in `tests/authzen_mcp.rs`.
+
+mod common;
+mod identity_support;
+
+use std::path::{Path, PathBuf};
+
+use common::{Server, bin, reference_policies, run, text};
+use envoy_types::pb::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest as EnvoyCheck, attribute_context,
+    authorization_client::AuthorizationClient,
+};
+use identity_support::{AUDIENCE, ISSUER, TestKey, claims_with, jwks};
+use mcp_authz::api::proto::v1::{
+    CheckRequest, Identity, McpRequest, VerifiedIdentity, authorizer_client::AuthorizerClient,
+    check_request,
+};
+use prost_types::{Struct, Value as PbValue, value::Kind};
+use serde_json::{Value, json};
+
+const CALLER_SECRET: &str = "gateway-secret-for-tests-0123456789";
+
+/// The spellings of `max_results` that readers such as Go's `encoding/json` bind
+/// to it, and that the context must therefore never leave out silently.
+const MAX_RESULTS_ALIASES: &[&str] = &[
+    "MAX_RESULTS",
+    "Max_Results",
+    "max_re\u{17f}ults",
+    "maxResults",
+    "max-results",
+    "MaxResults",
+    "\u{ff4d}\u{ff41}\u{ff58}_results",
+    "max__results",
+];
+
+struct Setup {
+    dir: tempfile::TempDir,
+    key: TestKey,
+    server: Server,
+}
+
+/// The configuration: a token issuer with test keys, the gateway's caller
+/// secret, and `extra` TOML.
+fn config(dir: &Path, key: &TestKey, extra: &str) -> PathBuf {
+    std::fs::write(dir.join("jwks.json"), jwks(&[key]).to_string()).expect("write");
+    std::fs::write(dir.join("caller.secret"), CALLER_SECRET).expect("write");
+    let path = dir.join("mcp-authz.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{extra}\n[grpc]\ntrusted_caller_token_file = \"caller.secret\"\n\n[[issuers]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\njwks_file = \"jwks.json\"\nalgorithms = [\"RS256\"]\ngroups_claim = \"groups\"\n"
+        ),
+    )
+    .expect("write");
+    path
+}
+
+fn start(extra: &str) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = TestKey::rsa(1, "forged");
+    let config = config(dir.path(), &key, extra);
+    let server = Server::start(
+        &["--config", config.to_str().expect("utf-8")],
+        &reference_policies(),
+    );
+    Setup { dir, key, server }
+}
+
+impl Setup {
+    /// A token for `user` with `claims` besides (`azp` among them, or not).
+    fn token(&self, user: &str, claims: Value) -> String {
+        let mut all = json!({ "sub": user, "groups": ["engineering"], "azp": null });
+        for (k, v) in claims.as_object().into_iter().flatten() {
+            all[k] = v.clone();
+        }
+        self.key.sign(&claims_with(all))
+    }
+}
+
+fn pb(v: &Value) -> PbValue {
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(pb).collect(),
+        }),
+        Value::Object(_) => Kind::StructValue(pb_struct(v)),
+    };
+    PbValue { kind: Some(kind) }
+}
+
+fn pb_struct(v: &Value) -> Struct {
+    Struct {
+        fields: v
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), pb(v)))
+            .collect(),
+    }
+}
+
+fn tool_call(identity: Identity, tool: &str, arguments: Value) -> CheckRequest {
+    CheckRequest {
+        identity: Some(identity),
+        server: "docs".into(),
+        message: Some(check_request::Message::Mcp(McpRequest {
+            method: "tools/call".into(),
+            name: tool.into(),
+            arguments: Some(pb_struct(&arguments)),
+        })),
+        ..CheckRequest::default()
+    }
+}
+
+fn raw_call(identity: Identity, tool: &str, arguments: &str) -> CheckRequest {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{tool}","arguments":{arguments}}}}}"#
+    );
+    CheckRequest {
+        identity: Some(identity),
+        server: "docs".into(),
+        message: Some(check_request::Message::Jsonrpc(body.into_bytes())),
+        ..CheckRequest::default()
+    }
+}
+
+fn bearer(token: String) -> Identity {
+    Identity {
+        bearer_token: token,
+        ..Identity::default()
+    }
+}
+
+fn trusted<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert(
+        "x-mcp-authz-caller-token",
+        CALLER_SECRET.parse().expect("ascii"),
+    );
+    r
+}
+
+async fn gateway(addr: &str) -> AuthorizerClient<tonic::transport::Channel> {
+    AuthorizerClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+}
+
+/// A `CheckRequest` as Envoy sends it for a POST of `body` to the docs server.
+fn envoy_check(token: &str, body: &str) -> EnvoyCheck {
+    let http = attribute_context::HttpRequest {
+        method: "POST".into(),
+        path: "/docs/mcp".into(),
+        headers: [
+            ("authorization".to_owned(), format!("Bearer {token}")),
+            ("content-type".to_owned(), "application/json".to_owned()),
+            (
+                "accept".to_owned(),
+                "application/json, text/event-stream".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+        raw_body: body.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    EnvoyCheck {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(http),
+                ..Default::default()
+            }),
+            context_extensions: [("mcp_server".to_owned(), "docs".to_owned())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn envoy_allows(addr: &str, token: &str, body: &str) -> (bool, String) {
+    let mut c = AuthorizationClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let r = c
+        .check(envoy_check(token, body))
+        .await
+        .expect("check")
+        .into_inner();
+    let allowed = r.status.as_ref().is_some_and(|s| s.code == 0);
+    let denied_body = match r.http_response {
+        Some(
+            envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse::DeniedResponse(
+                d,
+            ),
+        ) => d.body,
+        _ => String::new(),
+    };
+    (allowed, denied_body)
+}
+
+fn search(id: u32, arguments: &Value) -> String {
+    json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": { "name": "search_documents", "arguments": arguments } })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argument_names_that_read_as_declared_ones_are_denied_on_every_interface() {
+    let s = start("");
+    let erin = s.token("erin", json!({ "azp": "corpassist" }));
+    let mut gw = gateway(&s.server.grpc).await;
+    // The bounded search itself: allowed at 10, forbidden at 500.
+    for (n, allowed) in [(10, true), (500, false)] {
+        let r = gw
+            .check(tonic::Request::new(tool_call(
+                bearer(erin.clone()),
+                "search_documents",
+                json!({ "query": "titan", "max_results": n }),
+            )))
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(r.allowed, allowed, "{n}: {r:?}");
+    }
+    for alias in MAX_RESULTS_ALIASES {
+        let arguments = json!({ "query": "titan", *alias: 500 });
+        // The gateway API, with parsed fields and with the raw JSON-RPC message.
+        for request in [
+            tool_call(bearer(erin.clone()), "search_documents", arguments.clone()),
+            raw_call(
+                bearer(erin.clone()),
+                "search_documents",
+                &arguments.to_string(),
+            ),
+        ] {
+            let r = gw
+                .check(tonic::Request::new(request))
+                .await
+                .expect("check")
+                .into_inner();
+            assert!(!r.allowed, "{alias}: {r:?}");
+            assert!(
+                r.reason.contains("reads as the declared"),
+                "{alias}: {}",
+                r.reason
+            );
+            assert!(r.reason.contains("arguments.max_results"), "{}", r.reason);
+        }
+        // Envoy ext_authz over gRPC.
+        let (allowed, body) = envoy_allows(&s.server.grpc, &erin, &search(3, &arguments)).await;
+        assert!(!allowed, "{alias}");
+        assert!(body.contains("reads as the declared"), "{alias}: {body}");
+        // Envoy ext_authz over HTTP.
+        let auth = format!("Bearer {erin}");
+        let (status, _, body) = common::http_request(
+            &s.server.http,
+            "POST",
+            "/ext_authz/docs/mcp",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+                ("x-envoy-auth-partial-body", "false"),
+                ("x-mcp-authz-server", "docs"),
+            ],
+            &search(4, &arguments),
+        )
+        .expect("ext_authz over HTTP");
+        assert_eq!(status, 403, "{alias}: {body}");
+    }
+    // A key that only looks alike stays undeclared and is left out.
+    let r = gw
+        .check(tonic::Request::new(tool_call(
+            bearer(erin),
+            "search_documents",
+            json!({ "query": "titan", "max_result": 500 }),
+        )))
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(r.allowed, "{r:?}");
+    drop(s.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_an_application_is_denied_on_every_interface() {
+    let s = start("");
+    let mut gw = gateway(&s.server.grpc).await;
+    // dave is a document administrator: with an application that may delete... none
+    // may, so take a read. Without `azp`, or with the client in a claim that is not
+    // configured (Okta's `cid`), the request names no application.
+    for claims in [
+        json!({}),
+        json!({ "cid": "corpassist" }),
+        json!({ "azp": "" }),
+    ] {
+        let token = s.token("dave", claims.clone());
+        let r = gw
+            .check(tonic::Request::new(tool_call(
+                bearer(token.clone()),
+                "delete_document",
+                json!({ "document_id": "titan/draft" }),
+            )))
+            .await
+            .expect("check")
+            .into_inner();
+        assert!(!r.allowed, "{claims}: {r:?}");
+        if r.reason.contains("token") {
+            // An empty `azp` is refused by token verification itself.
+            continue;
+        }
+        assert!(r.reason.contains("names no application"), "{}", r.reason);
+        let delete = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": { "name": "delete_document", "arguments": { "document_id": "x" } } });
+        let (allowed, body) = envoy_allows(&s.server.grpc, &token, &delete.to_string()).await;
+        assert!(!allowed);
+        assert!(body.contains("names no application"), "{body}");
+    }
+    // A gateway's verified identity without an application.
+    let lone = Identity {
+        verified: Some(VerifiedIdentity {
+            user: "alice".into(),
+            application: String::new(),
+            groups: vec![],
+        }),
+        ..Identity::default()
+    };
+    let r = gw
+        .check(trusted(tool_call(lone, "get_document", json!({}))))
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(!r.allowed, "{r:?}");
+    assert!(r.reason.contains("names no application"), "{}", r.reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_only_requests_can_be_allowed_by_configuration() {
+    let s = start("[decisions]\nallow_user_only = true\n");
+    let mut gw = gateway(&s.server.grpc).await;
+    let alice = s.token("alice", json!({}));
+    let r = gw
+        .check(tonic::Request::new(tool_call(
+            bearer(alice),
+            "get_document",
+            json!({ "document_id": "titan/q1-strategy" }),
+        )))
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(r.allowed, "{r:?}");
+    assert_eq!(r.evaluations.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_context_never_sets_what_the_service_fills() {
+    let s = start("");
+    let mut gw = gateway(&s.server.grpc).await;
+    // ops-console may update issues only with a user (`context has user`).
+    let ops = Identity {
+        verified: Some(VerifiedIdentity {
+            user: String::new(),
+            application: "ops-console".into(),
+            groups: vec![],
+        }),
+        ..Identity::default()
+    };
+    let mallory = json!({ "__entity": { "type": "Mcp::User", "id": "mallory" } });
+    for (key, value) in [
+        ("user", mallory.clone()),
+        ("User", mallory.clone()),
+        ("USER", json!("mallory")),
+        ("scopes", json!(["projects.admin"])),
+        ("Scopes", json!(["projects.admin"])),
+        ("claims", json!({ "groups": ["project-ops"] })),
+        ("server", json!("projects")),
+        ("application", json!("corpassist")),
+        ("arguments", json!({ "issue": "TITAN-1" })),
+        ("Arguments", json!({ "issue": "TITAN-1" })),
+    ] {
+        let mut request = tool_call(ops.clone(), "update_issue", json!({ "issue": "TITAN-1" }));
+        request.server = "projects".into();
+        request.context = Some(pb_struct(&json!({ key: value })));
+        let r = gw
+            .check(trusted(request))
+            .await
+            .expect("check")
+            .into_inner();
+        assert!(!r.allowed, "{key}: {r:?}");
+        assert!(
+            r.reason.contains(&format!("`context.{key}`")),
+            "{key}: {}",
+            r.reason
+        );
+    }
+    // Without the forged attribute the application alone is denied too (no user).
+    let mut request = tool_call(ops, "update_issue", json!({ "issue": "TITAN-1" }));
+    request.server = "projects".into();
+    let r = gw
+        .check(trusted(request))
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(!r.allowed, "{r:?}");
+}
+
+fn check_cli(args: &[&str]) -> (bool, Value) {
+    let out = run(bin()
+        .arg("check")
+        .args(args)
+        .args(["--json", "--policies"])
+        .arg(reference_policies()));
+    let (stdout, stderr) = text(&out);
+    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{stdout} {stderr}"));
+    (out.status.success(), json)
+}
+
+#[test]
+fn the_cli_decides_forged_requests_as_the_service_does() {
+    let call = [
+        "--action",
+        "tools/call",
+        "--resource",
+        "docs/search_documents",
+    ];
+    for alias in MAX_RESULTS_ALIASES {
+        let context = json!({ "arguments": { "query": "titan", *alias: 500 } }).to_string();
+        let mut args = call.to_vec();
+        args.extend([
+            "--user",
+            "alice",
+            "--app",
+            "corpassist",
+            "--context",
+            &context,
+        ]);
+        let (allowed, json) = check_cli(&args);
+        assert!(!allowed, "{alias}: {json}");
+        assert!(
+            json["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("reads as the declared")
+        );
+    }
+    for key in ["user", "User", "scopes", "claims", "server", "application"] {
+        let context = json!({ key: "x" }).to_string();
+        let mut args = call.to_vec();
+        args.extend(["--app", "ops-console", "--context", &context]);
+        let (allowed, json) = check_cli(&args);
+        assert!(!allowed, "{key}: {json}");
+        assert!(
+            json["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("only the service fills")
+        );
+    }
+    let mut args = vec![
+        "--action",
+        "tools/call",
+        "--resource",
+        "docs/delete_document",
+    ];
+    args.extend(["--user", "dave"]);
+    let (allowed, json) = check_cli(&args);
+    assert!(!allowed, "{json}");
+    assert!(
+        json["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("names no application")
+    );
+}
