@@ -8,7 +8,7 @@ use super::services::Services;
 use crate::authz::{DecisionMeta, DecisionRequest, Interface, Outcome};
 use crate::identity::{AuthnError, Identity, IdentityInput, Resolver, TrustedIdentity};
 use crate::mcp::jsonrpc::McpCall;
-use crate::policy::name_key;
+use crate::policy::reads_as;
 use crate::telemetry::TraceContext;
 
 /// JSON-RPC error code of an authentication failure.
@@ -149,7 +149,7 @@ pub fn request_for(
 /// core to refuse.
 pub fn add_context(request: &mut DecisionRequest, extra: &Map<String, Value>) {
     for (k, v) in extra {
-        if name_key(k) != MESSAGE_FILLED {
+        if !reads_as(k, MESSAGE_FILLED) {
             request
                 .context
                 .entry(k.clone())
@@ -162,7 +162,7 @@ pub fn add_context(request: &mut DecisionRequest, extra: &Map<String, Value>) {
 /// names what only the service fills (`user`, `scopes`, ...) or the message's own
 /// `arguments`, in any spelling that reads as one of them.
 pub fn caller_context_refusal(extra: &Map<String, Value>) -> Option<String> {
-    if let Some(given) = extra.keys().find(|k| name_key(k) == MESSAGE_FILLED) {
+    if let Some(given) = extra.keys().find(|k| reads_as(k, MESSAGE_FILLED)) {
         return Some(format!(
             "the request sets `context.{given}`: the arguments come from the MCP message only"
         ));

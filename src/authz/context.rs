@@ -12,7 +12,7 @@ use cedar_policy::{Context, EntityId, EntityTypeName, EntityUid, RestrictedExpre
 use serde_json::{Map, Value};
 
 use super::{DecisionRequest, SERVICE_FILLED, uid_json};
-use crate::policy::{Extension, Leaf, Shape, Snapshot, alias_in, error_chain, name_key};
+use crate::policy::{Extension, Leaf, Shape, Snapshot, alias_in, error_chain, reads_as};
 
 /// The context for `request`: `application`, `user` and `server` where known,
 /// `scopes` and `claims` from a verified token, plus the request's own attributes,
@@ -44,7 +44,7 @@ pub fn mcp_profile(action: &EntityUid) -> bool {
 /// The reason a request's own context may not be used for `action`: for an action
 /// of the MCP profile, an attribute that only the service fills (`user`,
 /// `application`, `server`, `scopes`, `claims`), under any spelling that reads as
-/// one of them (`User`, `SCOPES`, `ſcopes`; see [`name_key`]). Every interface
+/// one of them (`User`, `SCOPES`, `ſcopes`; see [`crate::policy::name_key`]). Every interface
 /// asks this (an adapter may refuse the request outright); the core denies such
 /// a request in any case.
 pub fn service_filled_in(action: &EntityUid, context: &Map<String, Value>) -> Option<String> {
@@ -58,8 +58,7 @@ pub fn service_filled_in(action: &EntityUid, context: &Map<String, Value>) -> Op
 /// [`service_filled_in`] for a context known to go with actions of the MCP profile.
 pub fn service_filled_attribute(context: &Map<String, Value>) -> Option<String> {
     context.keys().find_map(|given| {
-        let key = name_key(given);
-        SERVICE_FILLED.iter().find(|f| **f == key).map(|filled| {
+        SERVICE_FILLED.iter().find(|f| reads_as(given, f)).map(|filled| {
             format!(
                 "the request sets `context.{given}`, which only the service fills (`{filled}` comes \
                  from verified identity and the request's own fields)"

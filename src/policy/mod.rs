@@ -22,7 +22,7 @@ use cedar_policy::{Entities, EntityTypeName, EntityUid, PolicySet, Schema};
 pub use diagnostics::{Problem, Problems, Severity, error_chain};
 pub use index::{IndexOptions, IndexStats, PolicyIndex};
 pub use load::{ENTITIES_FILE, MAX_FILE_BYTES, Sources, build, read_sources};
-pub use shape::{Extension, Leaf, Shape, alias_in, name_key};
+pub use shape::{Extension, Leaf, Shape, alias_in, name_key, reads_as};
 pub use store::{PolicyStore, ReloadOutcome, ReloadStatus};
 pub use watch::{WatchOptions, spawn_watcher};
 

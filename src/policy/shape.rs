@@ -240,6 +240,26 @@ pub fn name_key(name: &str) -> String {
     folded.nfkc().filter(|c| !matches!(c, '_' | '-')).collect()
 }
 
+/// Whether `given` reads as `key`, a name already in the form of [`name_key`]
+/// (without allocating for ASCII names, the usual case).
+pub fn reads_as(given: &str, key: &str) -> bool {
+    if !given.is_ascii() {
+        return name_key(given) == key;
+    }
+    let mut folded = given
+        .bytes()
+        .filter(|b| !matches!(b, b'_' | b'-'))
+        .map(|b| b.to_ascii_lowercase());
+    let mut expected = key.bytes();
+    loop {
+        match (folded.next(), expected.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
 /// Context shapes of every action of a schema, keyed by the action's uid.
 pub fn context_shapes(schema_json: &Value) -> HashMap<EntityUid, Shape> {
     let mut out = HashMap::new();
@@ -412,6 +432,18 @@ mod tests {
         assert_eq!(name_key("\u{212a}ey"), name_key("key"));
         assert_ne!(name_key("max_result"), name_key("max_results"));
         assert_ne!(name_key("max.results"), name_key("max_results"));
+        for (given, key, same) in [
+            ("User", "user", true),
+            ("_u-s_e-r_", "user", true),
+            ("users", "user", false),
+            ("use", "user", false),
+            ("\u{ff35}ser", "user", true),
+            ("\u{17f}copes", "scopes", true),
+            ("", "user", false),
+        ] {
+            assert_eq!(reads_as(given, key), same, "{given}");
+            assert_eq!(reads_as(given, key), name_key(given) == key, "{given}");
+        }
     }
 
     #[test]
