@@ -245,6 +245,45 @@ mod tests {
     }
 
     #[test]
+    fn resources_named_by_people_are_in_normal_form() {
+        let budget = Ok(r#"Mcp::Resource::"docs/docs://finance/budget-2026""#.to_owned());
+        let r = |m, res, s| resource_for(m, res, s).map(|(u, _)| u.to_string());
+        for alias in [
+            "docs/docs://finance/budget-2026",
+            "docs/DOCS://finance/budget-2026",
+            "docs/docs://finance/titan/../budget-2026",
+            "docs/docs://finance/x/%2e%2e/budget-2026",
+            r#"Mcp::Resource::"docs/DOCS://FINANCE/./budget-2026""#,
+            r#"Mcp::Resource::"docs/docs://finance/%62udget-2026""#,
+        ] {
+            assert_eq!(r("resources/read", alias, None), budget, "{alias}");
+            assert_eq!(r("resources/subscribe", alias, None), budget, "{alias}");
+        }
+        assert_eq!(
+            r("resources/read", "docs://finance/a/../budget-2026", Some("docs")),
+            budget
+        );
+        for refused in [
+            "docs/docs://@finance/budget-2026",
+            "docs/docs://finance:/budget-2026",
+            r#"Mcp::Resource::"docs/docs://finance/budget-2026#x""#,
+            "docs/ docs://finance/budget-2026",
+        ] {
+            let e = r("resources/read", refused, None).expect_err(refused);
+            assert!(e.contains("is refused: "), "{e}");
+        }
+        assert_eq!(
+            resource_uid("docs", "DOCS://finance/{id}").map(|u| u.to_string()),
+            Ok(r#"Mcp::Resource::"docs/docs://finance/{id}""#.to_owned())
+        );
+        // Tools and prompts are names, not URIs: as written.
+        assert_eq!(
+            r("tools/call", "docs/GET_document", None),
+            Ok(r#"Mcp::Tool::"docs/GET_document""#.to_owned())
+        );
+    }
+
+    #[test]
     fn methods_map_to_targets() {
         assert_eq!(target_of("tools/call"), Target::Tool);
         assert_eq!(target_of("resources/unsubscribe"), Target::Resource);

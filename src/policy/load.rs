@@ -588,11 +588,19 @@ fn check_resource_ids(rel: &str, text: &str, mut uids: Vec<EntityUid>, problems:
         let id = u.id().unescaped();
         let (severity, message, help) = match uri::normal_resource_id(id) {
             Ok(normal) if normal == id => continue,
-            Ok(normal) => (
-                Severity::Error,
-                format!("`{u}` is not in normal form: requests name this resource `{normal}`"),
-                format!("write `{normal}`: resource URIs are decided in their RFC 3986 normal form"),
-            ),
+            Ok(normal) => {
+                let normal = EntityUid::from_type_name_and_id(
+                    u.type_name().clone(),
+                    cedar_policy::EntityId::new(normal),
+                );
+                (
+                    Severity::Error,
+                    format!("`{u}` is not in normal form: requests name this resource `{normal}`"),
+                    format!(
+                        "write `{normal}`: resource URIs are decided in their RFC 3986 normal form"
+                    ),
+                )
+            }
             Err(e @ (UriError::NotServerAndUri | UriError::NoScheme)) => (
                 Severity::Warning,
                 format!("`{u}` names no resource a request can be about: {e}"),
@@ -761,5 +769,83 @@ mod tests {
         assert_eq!(snapshot.policy_count(), n);
         assert_eq!(snapshot.origins["big.cedar:1000"].line, 1001);
         assert_eq!(snapshot.index.len(), n);
+    }
+
+    /// Entity data and policies must name resources by the normal form of their
+    /// URI: any other spelling would never be a request's resource.
+    #[test]
+    fn resource_ids_must_be_in_normal_form() {
+        let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let sources = read_sources(&reference).expect("reference policies");
+        build(&sources, 1).expect("the reference policies are in normal form");
+        let (rel, entities) = sources.entities.clone().expect("entity data");
+        let budget = "docs/docs://finance/budget-2026";
+        let with_entity = |id: &str| Sources {
+            entities: Some((rel.clone(), entities.replace(budget, id))),
+            ..sources.clone()
+        };
+        let with_policy = |id: &str| {
+            let mut s = sources.clone();
+            s.policies.push((
+                "extra.cedar".into(),
+                format!(
+                    "@id(\"extra\")\nforbid (principal, action == Mcp::Action::\"resources/read\", resource)\nwhen {{ resource in [Mcp::Resource::\"docs/docs://titan/q1-strategy\", Mcp::Resource::\"{id}\"] }};\n"
+                ),
+            ));
+            s
+        };
+        let first_error = |s: &Sources| match build(s, 1) {
+            Ok(_) => panic!("accepted"),
+            Err(p) => p.errors().next().cloned().expect("an error"),
+        };
+        for (alias, normal) in [
+            ("docs/DOCS://finance/budget-2026", budget),
+            ("docs/docs://FINANCE/budget-2026", budget),
+            ("docs/docs://finance/x/../budget-2026", budget),
+            ("docs/docs://finance/%62udget-2026", budget),
+            ("docs/docs://finance/budget%2d2026", budget),
+            ("docs/docs://finance/%c3%a9", "docs/docs://finance/%C3%A9"),
+            ("docs/docs://finance/é", "docs/docs://finance/%C3%A9"),
+            ("docs/DOCS://finance/{id}", "docs/docs://finance/{id}"),
+        ] {
+            for (what, s) in [("entity", with_entity(alias)), ("policy", with_policy(alias))] {
+                let p = first_error(&s);
+                assert!(
+                    p.message.contains("is not in normal form")
+                        && p.message.contains(&format!("Mcp::Resource::\"{normal}\"")),
+                    "{what} {alias}: {p}"
+                );
+                assert!(p.line.is_some(), "{what} {alias}: located");
+            }
+        }
+        for refused in [
+            "docs/docs://@finance/budget-2026",
+            "docs/docs://finance:/budget-2026",
+            "docs/docs://finance/budget-2026#x",
+            "docs/docs://finance//budget-2026",
+            "docs/ docs://finance/budget-2026",
+        ] {
+            for (what, s) in [("entity", with_entity(refused)), ("policy", with_policy(refused))] {
+                let p = first_error(&s);
+                assert!(
+                    p.message.contains("names a resource URI that requests may not use"),
+                    "{what} {refused}: {p}"
+                );
+            }
+        }
+        // Not `server/uri` at all: a warning, the directory still loads.
+        for odd in ["docs", "docs/budget-2026", "s0/r0"] {
+            for (what, s) in [("entity", with_entity(odd)), ("policy", with_policy(odd))] {
+                let snapshot = build(&s, 1).unwrap_or_else(|p| panic!("{what} {odd}: {p}"));
+                assert!(
+                    snapshot
+                        .warnings
+                        .warnings()
+                        .any(|w| w.message.contains("names no resource a request can be about")),
+                    "{what} {odd}: {:?}",
+                    snapshot.warnings
+                );
+            }
+        }
     }
 }
