@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Server, bin, http_request, reference_policies, run, text};
+use common::{Server, bin, copy_of_reference, http_request, reference_policies, run, text};
 use envoy_types::pb::envoy::service::auth::v3::{
     AttributeContext, CheckRequest as EnvoyCheck, attribute_context,
     authorization_client::AuthorizationClient, check_response::HttpResponse,
@@ -138,7 +138,9 @@ fn raw(identity: Identity, body: &Value) -> CheckRequest {
     CheckRequest {
         identity: Some(identity),
         server: "docs".into(),
-        message: Some(check_request::Message::Jsonrpc(body.to_string().into_bytes())),
+        message: Some(check_request::Message::Jsonrpc(
+            body.to_string().into_bytes(),
+        )),
         ..CheckRequest::default()
     }
 }
@@ -156,7 +158,10 @@ fn trusted<T>(message: T) -> tonic::Request<T> {
     r
 }
 
-async fn check(c: &mut AuthorizerClient<tonic::transport::Channel>, r: CheckRequest) -> CheckResponse {
+async fn check(
+    c: &mut AuthorizerClient<tonic::transport::Channel>,
+    r: CheckRequest,
+) -> CheckResponse {
     c.check(trusted(r)).await.expect("check").into_inner()
 }
 
@@ -178,7 +183,11 @@ fn assert_forbidden(r: &CheckResponse, label: &str) {
 /// A refusal: invalid params, no policy asked.
 fn assert_refused(r: &CheckResponse, label: &str) {
     assert!(!r.allowed, "{label}: {r:?}");
-    assert_eq!(r.deny_kind, DenyKind::InvalidRequest as i32, "{label}: {r:?}");
+    assert_eq!(
+        r.deny_kind,
+        DenyKind::InvalidRequest as i32,
+        "{label}: {r:?}"
+    );
     assert!(r.reason.contains("is refused: "), "{label}: {}", r.reason);
     assert_eq!(r.error.as_ref().map(|e| e.code), Some(-32602), "{label}");
 }
@@ -191,11 +200,19 @@ async fn grpc_check_decides_every_alias_as_the_resource() {
         .expect("connect");
     // The resource itself: denied for a contractor, allowed for an engineer;
     // another document stays allowed for the contractor.
-    let r = check(&mut c, parsed(bearer(&erin()), "resources/read", ALIASES[0])).await;
+    let r = check(
+        &mut c,
+        parsed(bearer(&erin()), "resources/read", ALIASES[0]),
+    )
+    .await;
     assert!(r.allowed, "{r:?}");
     let r = check(
         &mut c,
-        parsed(bearer(&frank()), "resources/read", "docs://titan/q1-strategy"),
+        parsed(
+            bearer(&frank()),
+            "resources/read",
+            "docs://titan/q1-strategy",
+        ),
     )
     .await;
     assert!(r.allowed, "{r:?}");
@@ -253,7 +270,10 @@ async fn grpc_check_decides_every_alias_as_the_resource() {
         .headers
         .insert("mcp-name".into(), "docs://titan/q1-strategy".into());
     let r = check(&mut c, with_header).await;
-    assert!(!r.allowed && r.error.as_ref().map(|e| e.code) == Some(-32020), "{r:?}");
+    assert!(
+        !r.allowed && r.error.as_ref().map(|e| e.code) == Some(-32020),
+        "{r:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,7 +335,10 @@ async fn filter_list_hides_every_alias() {
         .await
         .expect("filter")
         .into_inner();
-    assert_eq!(r.allowed, vec!["docs://titan/{name}", "DOCS://titan/{name}"]);
+    assert_eq!(
+        r.allowed,
+        vec!["docs://titan/{name}", "DOCS://titan/{name}"]
+    );
     assert_eq!(r.denied, vec!["docs://titan/{name", "docs://@titan/{name}"]);
 }
 
@@ -353,10 +376,9 @@ fn envoy_check(token: &str, body: &Value) -> EnvoyCheck {
 fn envoy_status(r: &envoy_types::pb::envoy::service::auth::v3::CheckResponse) -> (i32, String) {
     match &r.http_response {
         Some(HttpResponse::OkResponse(_)) => (200, String::new()),
-        Some(HttpResponse::DeniedResponse(d)) => (
-            d.status.as_ref().map_or(0, |s| s.code),
-            d.body.clone(),
-        ),
+        Some(HttpResponse::DeniedResponse(d)) => {
+            (d.status.as_ref().map_or(0, |s| s.code), d.body.clone())
+        }
         other => panic!("unexpected answer {other:?}"),
     }
 }
@@ -391,24 +413,29 @@ async fn ext_authz_grpc_and_http_decide_every_alias_as_the_resource() {
             .expect("join")
         }
     };
-    let grpc = |envoy: &mut AuthorizationClient<tonic::transport::Channel>, token: String, body: Value| {
-        let mut envoy = envoy.clone();
-        async move {
-            let r = envoy
-                .check(envoy_check(&token, &body))
-                .await
-                .expect("ext_authz gRPC")
-                .into_inner();
-            envoy_status(&r)
-        }
-    };
+    let grpc =
+        |envoy: &mut AuthorizationClient<tonic::transport::Channel>, token: String, body: Value| {
+            let mut envoy = envoy.clone();
+            async move {
+                let r = envoy
+                    .check(envoy_check(&token, &body))
+                    .await
+                    .expect("ext_authz gRPC")
+                    .into_inner();
+                envoy_status(&r)
+            }
+        };
 
     let titan = read_body("resources/read", "docs://titan/q1-strategy");
     assert_eq!(grpc(&mut envoy, frank(), titan.clone()).await.0, 200);
     assert_eq!(post(frank(), titan).await.0, 200);
     for method in READ_METHODS {
         // (No policy permits subscriptions: only reads tell the forbid apart.)
-        let aliases = if method == "resources/read" { ALIASES } else { &[] };
+        let aliases = if method == "resources/read" {
+            ALIASES
+        } else {
+            &[]
+        };
         for alias in aliases {
             let body = read_body(method, alias);
             for (mode, (status, text)) in [
@@ -494,11 +521,18 @@ fn authzen_decides_every_alias_as_the_resource() {
         &s.server.http,
         "POST",
         "/access/v1/evaluation",
-        &[("authorization", auth.as_str()), ("content-type", "application/json")],
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ],
         &body.to_string(),
     )
     .expect("AuthZEN");
-    assert_eq!(serde_json::from_str::<Value>(&text).expect("JSON")["decision"], false, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).expect("JSON")["decision"],
+        false,
+        "{text}"
+    );
     // Refused URIs are a deny with the reason, even for the engineer.
     for uri in REFUSED {
         let d = evaluate(&erin(), "erin", &format!("docs/{uri}"));
@@ -510,20 +544,21 @@ fn authzen_decides_every_alias_as_the_resource() {
 #[test]
 fn cli_check_decides_every_alias_as_the_resource() {
     let check = |user: &str, resource: &str| {
-        let out = run(bin().args([
-            "check",
-            "--action",
-            "resources/read",
-            "--resource",
-            resource,
-            "--user",
-            user,
-            "--app",
-            "corpassist",
-            "--json",
-            "--policies",
-        ])
-        .arg(reference_policies()));
+        let out = run(bin()
+            .args([
+                "check",
+                "--action",
+                "resources/read",
+                "--resource",
+                resource,
+                "--user",
+                user,
+                "--app",
+                "corpassist",
+                "--json",
+                "--policies",
+            ])
+            .arg(reference_policies()));
         let (stdout, stderr) = text(&out);
         (out.status.code(), stdout, stderr)
     };
@@ -537,7 +572,10 @@ fn cli_check_decides_every_alias_as_the_resource() {
             let json: Value = serde_json::from_str(&stdout).expect("JSON");
             assert_eq!(json["decision"], "deny", "{resource}");
             assert_eq!(json["resource"], BUDGET, "{resource}");
-            assert!(json["reason"].as_str().is_some_and(|r| r.contains(FORBID)), "{json}");
+            assert!(
+                json["reason"].as_str().is_some_and(|r| r.contains(FORBID)),
+                "{json}"
+            );
             let (code, stdout, _) = check("alice", &resource);
             assert_eq!(code, Some(0), "alice {resource}: {stdout}");
         }
@@ -546,5 +584,56 @@ fn cli_check_decides_every_alias_as_the_resource() {
         let (code, stdout, stderr) = check("alice", &format!("docs/{uri}"));
         assert_eq!(code, Some(2), "{uri:?}: {stdout}{stderr}");
         assert!(stderr.contains("is refused: "), "{uri:?}: {stderr}");
+    }
+}
+
+#[test]
+fn validate_refuses_resources_not_in_normal_form() {
+    let validate = |dir: &Path| {
+        let out = run(bin().arg("validate").arg(dir));
+        let (stdout, stderr) = text(&out);
+        (out.status.code(), format!("{stdout}{stderr}"))
+    };
+    let (code, output) = validate(&reference_policies());
+    assert_eq!(code, Some(0), "{output}");
+    let budget = "docs/docs://finance/budget-2026";
+    for (file, alias, expected) in [
+        (
+            "entities.json",
+            "docs/DOCS://finance/budget-2026",
+            "is not in normal form",
+        ),
+        (
+            "entities.json",
+            "docs/docs://finance/x/%2e%2e/budget-2026",
+            "is not in normal form",
+        ),
+        (
+            "entities.json",
+            "docs/docs://@finance/budget-2026",
+            "requests may not use",
+        ),
+        (
+            "users.cedar",
+            "docs/docs://FINANCE/budget-2026",
+            "is not in normal form",
+        ),
+    ] {
+        let dir = copy_of_reference();
+        let path = dir.path().join(file);
+        let original = std::fs::read_to_string(&path).expect("read");
+        let changed = if file == "entities.json" {
+            original.replace(budget, alias)
+        } else {
+            format!(
+                "{original}\n@id(\"alias\")\nforbid (principal, action, resource == Mcp::Resource::\"{alias}\");\n"
+            )
+        };
+        assert_ne!(changed, original);
+        std::fs::write(&path, changed).expect("write");
+        let (code, output) = validate(dir.path());
+        assert_eq!(code, Some(2), "{file} {alias}: {output}");
+        assert!(output.contains(expected), "{file} {alias}: {output}");
+        assert!(output.contains(file), "{file} {alias}: {output}");
     }
 }

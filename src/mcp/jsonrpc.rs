@@ -678,8 +678,7 @@ fn map_request(
             Target::Resource => {
                 let mut p = need_params()?;
                 let uri = text(p.remove("uri"), "params.uri", MAX_URI_BYTES)?;
-                let uri =
-                    uri::normalize(&uri).map_err(|e| field("params.uri", Problem::Uri(e)))?;
+                let uri = uri::normalize(&uri).map_err(|e| field("params.uri", Problem::Uri(e)))?;
                 (Subject::Resource(uri), Map::new())
             }
         }

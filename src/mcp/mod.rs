@@ -178,8 +178,7 @@ pub fn resource_for(
         return Err(format!("`{resource}` is not of the form `server/name`"));
     }
     let uid = if target == Target::Resource {
-        resource_uid(server, name)
-            .map_err(|e| format!("`{}` is refused: {e}", uri::Shown(name)))?
+        resource_uid(server, name).map_err(|e| format!("`{}` is refused: {e}", uri::Shown(name)))?
     } else {
         target.kind().uid(&qualified_id(server, name))
     };
@@ -260,7 +259,11 @@ mod tests {
             assert_eq!(r("resources/subscribe", alias, None), budget, "{alias}");
         }
         assert_eq!(
-            r("resources/read", "docs://finance/a/../budget-2026", Some("docs")),
+            r(
+                "resources/read",
+                "docs://finance/a/../budget-2026",
+                Some("docs")
+            ),
             budget
         );
         for refused in [

@@ -3,10 +3,10 @@
 //! imports from the rest of the crate (the policy loader uses it too).
 //!
 //! A resource URI must be decided as the resource the MCP server will serve. MCP
-//! SDKs resolve URIs before they look a resource up (the TypeScript SDK's
-//! `McpServer` with `new URL(uri)`, pydantic's `AnyUrl` in the Python SDK, both
-//! WHATWG URL parsers), so `docs://finance/x/../budget-2026` reaches the resource
-//! `docs://finance/budget-2026`. Had the alias become an entity of its own, it
+//! SDKs may resolve a URI before they look the resource up (the TypeScript SDK's
+//! `McpServer` does it with `new URL(uri)`, a WHATWG URL parser; so does pydantic's
+//! `AnyUrl` wherever a Python server wraps a URI in it), so
+//! `docs://finance/x/../budget-2026` reaches the resource `docs://finance/budget-2026`. Had the alias become an entity of its own, it
 //! would be an unlisted child of the server without the attributes that
 //! attribute-based forbids read. So [`normalize`] either turns a URI into the
 //! one form that every equivalent spelling shares, or refuses it (a deny with
@@ -47,7 +47,7 @@
 //! | percent-encoded control or invisible characters (`%00`, `%7F`, `%C2%85`, `%E2%80%8B`) and percent-encodings that are not UTF-8 (`%FF`, the overlong `%C0%AE`) | a server decoding them reads a name no one can write, or none at all |
 //! | `%` not followed by two hex digits | not a URI |
 //! | `%25` followed by two hex digits in the normal form (`%252e`) | a server that decodes twice reads a `.` or `/` there |
-//! | ASCII characters a URI may not hold literally (`"`, `<`, `>`, `^`, `` ` ``, `{`, `|`, `}`, `[`/`]` outside an IPv6 host) | WHATWG percent-encodes some of them and keeps others: write them percent-encoded |
+//! | ASCII characters a URI may not hold literally (`"`, `<`, `>`, `^`, `` ` ``, `{`, `\|`, `}`, `[`/`]` outside an IPv6 host) | WHATWG percent-encodes some of them and keeps others: write them percent-encoded |
 //! | a fragment (`#...`), an empty query (a trailing `?`) | a fragment is not part of the resource (§3.5), but WHATWG servers look it up with it; a trailing `?` is kept by some parsers and dropped by others |
 //!
 //! A query is part of the resource (§3.4) and is kept, normalized like the path
@@ -810,9 +810,9 @@ fn is_drive_letter(segment: &str) -> bool {
 /// Whether `s` holds `%25` followed by two hex digits.
 fn has_double_encoding(s: &str) -> bool {
     let bytes = s.as_bytes();
-    bytes.windows(5).any(|w| {
-        matches!(w, [b'%', b'2', b'5', h, l] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit())
-    })
+    bytes.windows(5).any(
+        |w| matches!(w, [b'%', b'2', b'5', h, l] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit()),
+    )
 }
 
 /// A URI, shown in a message: at most 64 characters, `…` where cut.

@@ -579,7 +579,12 @@ fn resource_ids_of_policies(
 /// attributes or conditions would silently not apply. A spelling with another
 /// normal form, or a URI that is refused, is an error; an id that is not
 /// `server/uri` at all (no server, no scheme) a warning.
-fn check_resource_ids(rel: &str, text: &str, mut uids: Vec<EntityUid>, problems: &mut Vec<Problem>) {
+fn check_resource_ids(
+    rel: &str,
+    text: &str,
+    mut uids: Vec<EntityUid>,
+    problems: &mut Vec<Problem>,
+) {
     use crate::mcp::uri::{self, UriError};
     uids.retain(|u| u.type_name().to_string() == uri::RESOURCE_TYPE);
     uids.sort_by_cached_key(ToString::to_string);
@@ -604,7 +609,8 @@ fn check_resource_ids(rel: &str, text: &str, mut uids: Vec<EntityUid>, problems:
             Err(e @ (UriError::NotServerAndUri | UriError::NoScheme)) => (
                 Severity::Warning,
                 format!("`{u}` names no resource a request can be about: {e}"),
-                "an MCP resource is `Mcp::Resource::\"<server>/<uri>\"` with an absolute URI".to_owned(),
+                "an MCP resource is `Mcp::Resource::\"<server>/<uri>\"` with an absolute URI"
+                    .to_owned(),
             ),
             Err(e) => (
                 Severity::Error,
@@ -808,7 +814,10 @@ mod tests {
             ("docs/docs://finance/é", "docs/docs://finance/%C3%A9"),
             ("docs/DOCS://finance/{id}", "docs/docs://finance/{id}"),
         ] {
-            for (what, s) in [("entity", with_entity(alias)), ("policy", with_policy(alias))] {
+            for (what, s) in [
+                ("entity", with_entity(alias)),
+                ("policy", with_policy(alias)),
+            ] {
                 let p = first_error(&s);
                 assert!(
                     p.message.contains("is not in normal form")
@@ -825,10 +834,14 @@ mod tests {
             "docs/docs://finance//budget-2026",
             "docs/ docs://finance/budget-2026",
         ] {
-            for (what, s) in [("entity", with_entity(refused)), ("policy", with_policy(refused))] {
+            for (what, s) in [
+                ("entity", with_entity(refused)),
+                ("policy", with_policy(refused)),
+            ] {
                 let p = first_error(&s);
                 assert!(
-                    p.message.contains("names a resource URI that requests may not use"),
+                    p.message
+                        .contains("names a resource URI that requests may not use"),
                     "{what} {refused}: {p}"
                 );
             }
@@ -838,10 +851,9 @@ mod tests {
             for (what, s) in [("entity", with_entity(odd)), ("policy", with_policy(odd))] {
                 let snapshot = build(&s, 1).unwrap_or_else(|p| panic!("{what} {odd}: {p}"));
                 assert!(
-                    snapshot
-                        .warnings
-                        .warnings()
-                        .any(|w| w.message.contains("names no resource a request can be about")),
+                    snapshot.warnings.warnings().any(|w| w
+                        .message
+                        .contains("names no resource a request can be about")),
                     "{what} {odd}: {:?}",
                     snapshot.warnings
                 );

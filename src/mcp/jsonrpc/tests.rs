@@ -728,25 +728,40 @@ fn resource_uris_are_decided_in_normal_form() {
         "resources/unsubscribe",
     ] {
         for alias in aliases {
-            let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {"uri": alias}});
+            let body =
+                json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {"uri": alias}});
             let call = single(&body.to_string());
             assert_eq!(call.resource("docs").0.to_string(), budget, "{body}");
             // A notification names its resource the same way.
             let note = json!({"jsonrpc": "2.0", "method": method, "params": {"uri": alias}});
-            assert_eq!(single(&note.to_string()).resource("docs").0.to_string(), budget);
+            assert_eq!(
+                single(&note.to_string()).resource("docs").0.to_string(),
+                budget
+            );
             // The `Mcp-Name` header names the resource as the body does, in any spelling.
             let msg = ok(&body.to_string());
-            for header in [alias, "docs://finance/budget-2026", "docs://finance/x/../budget-2026"] {
+            for header in [
+                alias,
+                "docs://finance/budget-2026",
+                "docs://finance/x/../budget-2026",
+            ] {
                 assert_eq!(
                     check_headers(&msg, &headers(Some(method), Some(header))),
                     Ok(()),
                     "{alias} / {header}"
                 );
             }
-            for other in ["docs://finance/budget-2027", "docs://@finance/budget-2026", "docs://finance/x"] {
+            for other in [
+                "docs://finance/budget-2027",
+                "docs://@finance/budget-2026",
+                "docs://finance/x",
+            ] {
                 let e = check_headers(&msg, &headers(Some(method), Some(other)));
                 assert!(
-                    matches!(e.as_ref().map_err(McpError::reason), Err(Reason::HeaderMismatch { .. })),
+                    matches!(
+                        e.as_ref().map_err(McpError::reason),
+                        Err(Reason::HeaderMismatch { .. })
+                    ),
                     "{alias} / {other}: {e:?}"
                 );
             }
@@ -776,13 +791,20 @@ fn resource_uris_are_decided_in_normal_form() {
         ("docs://finance./budget-2026", "empty label"),
         ("docs:\\\\finance\\budget-2026", "backslash"),
     ] {
-        for method in ["resources/read", "resources/subscribe", "resources/unsubscribe"] {
+        for method in [
+            "resources/read",
+            "resources/subscribe",
+            "resources/unsubscribe",
+        ] {
             let body = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": {"uri": uri}});
             let e = err(body.to_string().as_bytes());
             assert_eq!(e.code(), INVALID_PARAMS, "{uri}: {e}");
             assert_eq!(e.id(), Some(&json!(7)), "{uri}");
             let message = e.to_string();
-            assert!(message.starts_with("`params.uri` is refused: "), "{message}");
+            assert!(
+                message.starts_with("`params.uri` is refused: "),
+                "{message}"
+            );
             assert!(message.contains(reason), "{uri}: {message}");
         }
     }
@@ -793,19 +815,31 @@ fn resource_uris_are_decided_in_normal_form() {
                "params": {"ref": {"type": "ref/resource", "uri": uri}, "argument": {"name": "id", "value": "b"}}})
         .to_string()
     };
-    for alias in ["docs://finance/{id}", "DOCS://Finance/{id}", "docs://%66inance/{id}"] {
+    for alias in [
+        "docs://finance/{id}",
+        "DOCS://Finance/{id}",
+        "docs://%66inance/{id}",
+    ] {
         assert_eq!(
             single(&complete(alias)).resource("docs").0.to_string(),
             r#"Mcp::Resource::"docs/docs://finance/{id}""#,
             "{alias}"
         );
     }
-    for bad in ["docs://finance/../{id}", "docs://@finance/{id}", "docs://finance/{id"] {
+    for bad in [
+        "docs://finance/../{id}",
+        "docs://@finance/{id}",
+        "docs://finance/{id",
+    ] {
         let e = err(complete(bad).as_bytes());
-        assert!(e.to_string().starts_with("`params.ref.uri` is refused: "), "{e}");
+        assert!(
+            e.to_string().starts_with("`params.ref.uri` is refused: "),
+            "{e}"
+        );
     }
     // A list entry that is a template.
-    let call = McpCall::on_template("resources/read", "DOCS://finance/{year}/budget").map_err(|e| e.to_string());
+    let call = McpCall::on_template("resources/read", "DOCS://finance/{year}/budget")
+        .map_err(|e| e.to_string());
     assert_eq!(
         call.map(|c| c.resource("docs").0.to_string()),
         Ok(r#"Mcp::Resource::"docs/docs://finance/{year}/budget""#.to_owned())

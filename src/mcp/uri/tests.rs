@@ -47,8 +47,14 @@ fn trailing_dot_segments_keep_a_directory() {
     // `/..` and `/.` at the end name the directory, with its trailing slash.
     for (input, normal) in [
         ("docs://finance/budget-2026/..", "docs://finance/"),
-        ("docs://finance/budget-2026/x/..", "docs://finance/budget-2026/"),
-        ("docs://finance/budget-2026/.", "docs://finance/budget-2026/"),
+        (
+            "docs://finance/budget-2026/x/..",
+            "docs://finance/budget-2026/",
+        ),
+        (
+            "docs://finance/budget-2026/.",
+            "docs://finance/budget-2026/",
+        ),
         ("docs://finance/a/b/%2e%2e", "docs://finance/a/"),
         ("docs://finance/..", "docs://finance/"),
         ("docs://finance/.", "docs://finance/"),
@@ -159,7 +165,10 @@ fn percent_encodings_are_normalized() {
         ("docs://finance/%41%5a%30", "docs://finance/AZ0"),
         // non-ASCII written as UTF-8 percent-encodings
         ("docs://finance/été", "docs://finance/%C3%A9t%C3%A9"),
-        ("docs://finance/€?q=€", "docs://finance/%E2%82%AC?q=%E2%82%AC"),
+        (
+            "docs://finance/€?q=€",
+            "docs://finance/%E2%82%AC?q=%E2%82%AC",
+        ),
         ("docs://finance/😀", "docs://finance/%F0%9F%98%80"),
         ("urn:x:é", "urn:x:%C3%A9"),
         // in a query, `/` may be encoded and is kept so; dot segments are not removed
@@ -212,7 +221,10 @@ fn ambiguous_forms_are_refused() {
         ("docs://finance/x%5c..%5cbudget-2026", EncodedSeparator),
         // an encoded `/` would split differently after decoding
         ("docs://finance/x%2F..%2Fbudget-2026", EncodedSeparator),
-        ("docs://finance/titan%2f..%2f..%2ffinance%2fbudget-2026", EncodedSeparator),
+        (
+            "docs://finance/titan%2f..%2f..%2ffinance%2fbudget-2026",
+            EncodedSeparator,
+        ),
         // user information, even empty
         ("docs://@finance/budget-2026", UserInfo),
         ("docs://x@finance/budget-2026", UserInfo),
@@ -309,11 +321,11 @@ fn ambiguous_forms_are_refused() {
         assert!(same, "{input:?}: {got:?}, expected {expected:?}");
         // A refusal is a message, lowercase without a final period.
         let message = got.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(!message.is_empty() && !message.ends_with('.'), "{message}");
         assert!(
-            !message.is_empty() && !message.ends_with('.'),
+            message.starts_with(|c: char| !c.is_uppercase()),
             "{message}"
         );
-        assert!(message.starts_with(|c: char| !c.is_uppercase()), "{message}");
     }
 }
 
@@ -323,11 +335,20 @@ fn templates_keep_their_expressions() {
         ("docs://{id}", "docs://{id}"),
         ("file:///{path}", "file:///{path}"),
         ("DOCS://Finance/{name}", "docs://finance/{name}"),
-        ("docs://finance/%62udget-{year}", "docs://finance/budget-{year}"),
-        ("docs://finance/{+path}{?q,lang}", "docs://finance/{+path}{?q,lang}"),
+        (
+            "docs://finance/%62udget-{year}",
+            "docs://finance/budget-{year}",
+        ),
+        (
+            "docs://finance/{+path}{?q,lang}",
+            "docs://finance/{+path}{?q,lang}",
+        ),
         ("docs://finance{/segments*}", "docs://finance{/segments*}"),
         ("docs://finance/{#frag}", "docs://finance/{#frag}"),
-        ("docs://finance/{x:3}/{a.b}/{%41}", "docs://finance/{x:3}/{a.b}/{%41}"),
+        (
+            "docs://finance/{x:3}/{a.b}/{%41}",
+            "docs://finance/{x:3}/{a.b}/{%41}",
+        ),
         ("docs://{host}:{port}/x", "docs://{host}:{port}/x"),
         ("users://{ID}/profile", "users://{ID}/profile"),
         ("https://example.com/{x}", "https://example.com/{x}"),
@@ -400,9 +421,45 @@ fn resource_ids_are_server_and_normal_uri() {
 /// Strings built from the pieces aliases are made of.
 fn uri_like() -> impl Strategy<Value = String> {
     let piece = prop::sample::select(vec![
-        "docs", "DOCS", "file", "https", "urn", ":", "//", "/", ".", "..", "%2e", "%2E", "%2f",
-        "%41", "%c3%a9", "é", "?", "#", "@", "[", "]", "::1", "{x}", "{", "}", ":80", "a", "B",
-        "localhost", "%", "%25", "~", "-", " ", "\\", "finance", "budget-2026", "0x7f", "1",
+        "docs",
+        "DOCS",
+        "file",
+        "https",
+        "urn",
+        ":",
+        "//",
+        "/",
+        ".",
+        "..",
+        "%2e",
+        "%2E",
+        "%2f",
+        "%41",
+        "%c3%a9",
+        "é",
+        "?",
+        "#",
+        "@",
+        "[",
+        "]",
+        "::1",
+        "{x}",
+        "{",
+        "}",
+        ":80",
+        "a",
+        "B",
+        "localhost",
+        "%",
+        "%25",
+        "~",
+        "-",
+        " ",
+        "\\",
+        "finance",
+        "budget-2026",
+        "0x7f",
+        "1",
     ]);
     prop::collection::vec(piece, 1..14).prop_map(|p| p.concat())
 }
