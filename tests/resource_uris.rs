@@ -475,11 +475,12 @@ async fn ext_authz_grpc_and_http_decide_every_alias_as_the_resource() {
 #[test]
 fn authzen_decides_every_alias_as_the_resource() {
     let s = start();
-    let evaluate = |token: &str, user: &str, id: &str| {
+    // An evaluation with a verified token (the token's user and application win).
+    let evaluate = |token: &str, user: &str, resource_type: &str, id: &str| {
         let body = json!({
             "subject": {"type": "user", "id": user},
             "action": {"name": "resources/read"},
-            "resource": {"type": "resource", "id": id},
+            "resource": {"type": resource_type, "id": id},
             "context": {"agent": "corpassist"},
             "options": {"explain": true},
         });
@@ -498,46 +499,23 @@ fn authzen_decides_every_alias_as_the_resource() {
         assert_eq!(status, 200, "{id}: {text}");
         serde_json::from_str::<Value>(&text).expect("JSON")
     };
-    let titan = evaluate(&frank(), "frank", "docs/docs://titan/q1-strategy");
-    assert_eq!(titan["decision"], true, "{titan}");
-    for alias in ALIASES {
-        for ty_id in [format!("docs/{alias}")] {
-            let d = evaluate(&frank(), "frank", &ty_id);
-            assert_eq!(d["decision"], false, "{alias}: {d}");
-            assert!(d.to_string().contains(FORBID), "{alias}: {d}");
-            let d = evaluate(&erin(), "erin", &ty_id);
-            assert_eq!(d["decision"], true, "erin {alias}: {d}");
+    for ty in ["resource", "Mcp::Resource"] {
+        let titan = evaluate(&frank(), "frank", ty, "docs/docs://titan/q1-strategy");
+        assert_eq!(titan["decision"], true, "{titan}");
+        for alias in ALIASES {
+            let id = format!("docs/{alias}");
+            let d = evaluate(&frank(), "frank", ty, &id);
+            assert_eq!(d["decision"], false, "{ty} {alias}: {d}");
+            assert!(d.to_string().contains(FORBID), "{ty} {alias}: {d}");
+            let d = evaluate(&erin(), "erin", ty, &id);
+            assert_eq!(d["decision"], true, "erin {ty} {alias}: {d}");
         }
-    }
-    // A qualified type too.
-    let body = json!({
-        "subject": {"type": "Mcp::User", "id": "frank"},
-        "action": {"name": "resources/read"},
-        "resource": {"type": "Mcp::Resource", "id": "docs/DOCS://finance/q/../budget-2026"},
-        "context": {"agent": "corpassist"},
-    });
-    let auth = format!("Bearer {}", frank());
-    let (_, _, text) = http_request(
-        &s.server.http,
-        "POST",
-        "/access/v1/evaluation",
-        &[
-            ("authorization", auth.as_str()),
-            ("content-type", "application/json"),
-        ],
-        &body.to_string(),
-    )
-    .expect("AuthZEN");
-    assert_eq!(
-        serde_json::from_str::<Value>(&text).expect("JSON")["decision"],
-        false,
-        "{text}"
-    );
-    // Refused URIs are a deny with the reason, even for the engineer.
-    for uri in REFUSED {
-        let d = evaluate(&erin(), "erin", &format!("docs/{uri}"));
-        assert_eq!(d["decision"], false, "{uri:?}: {d}");
-        assert!(d.to_string().contains("is refused: "), "{uri:?}: {d}");
+        // Refused URIs are a deny with the reason, even for the engineer.
+        for uri in REFUSED {
+            let d = evaluate(&erin(), "erin", ty, &format!("docs/{uri}"));
+            assert_eq!(d["decision"], false, "{ty} {uri:?}: {d}");
+            assert!(d.to_string().contains("is refused: "), "{ty} {uri:?}: {d}");
+        }
     }
 }
 
