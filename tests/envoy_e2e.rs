@@ -257,6 +257,77 @@ fn forged_checks(mesh: &Mesh, url: &str) {
     assert_eq!(
         report["initialize"]["error"]["http_status"], 403,
         "{report:#}"
+/// Resource URI aliases (issue 12, item 2): through Envoy, from the real MCP
+/// client, every spelling of the finance budget meets the contractors' forbid,
+/// and a URI without a normal form is refused. None reaches the server.
+fn resource_alias_checks(mesh: &Mesh, url: &str) {
+    let carol = mesh.issuer.token("carol", &["contractors"]);
+    let aliases = [
+        "docs://finance/budget-2026",
+        "docs://finance/titan/../budget-2026",
+        "DOCS://finance/budget-2026",
+        "docs://finance/x/%2e%2e/budget-2026",
+        "docs://FINANCE/./%62udget-2026",
+    ];
+    let refused = [
+        "docs://@finance/budget-2026",
+        "docs://finance:/budget-2026",
+        "docs://finance/x%2F..%2Fbudget-2026",
+    ];
+    let mut steps = vec![json!({"op": "read_resource", "uri": "docs://titan/q1-strategy"})];
+    steps.extend(
+        aliases
+            .iter()
+            .chain(&refused)
+            .map(|uri| json!({"op": "read_resource", "uri": uri})),
+    );
+    let reads_before = mesh
+        .docs
+        .requests()
+        .iter()
+        .filter(|r| r["jsonrpc_method"] == "resources/read")
+        .count();
+    let report = run_client(url, Some(&carol), Value::Array(steps));
+    assert_eq!(report["initialize"]["ok"], true, "{report:#}");
+    // Another document is read.
+    assert!(
+        step_text(&report, 0).contains("Titan"),
+        "{report:#}\n{}",
+        mesh.authz.log()
+    );
+    for (i, alias) in aliases.iter().enumerate() {
+        let denied = error_of(&report, i + 1);
+        assert_eq!(denied["http_status"], 403, "{alias}: {report:#}");
+        assert!(
+            denied["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("contractors-no-finance-resources"),
+            "{alias}: {denied}"
+        );
+    }
+    for (i, uri) in refused.iter().enumerate() {
+        let error = error_of(&report, aliases.len() + i + 1);
+        assert_eq!(error["http_status"], 400, "{uri}: {report:#}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("`params.uri` is refused"),
+            "{uri}: {error}"
+        );
+    }
+    // Only the titan read reached the server.
+    let reads: Vec<Value> = mesh
+        .docs
+        .requests()
+        .into_iter()
+        .filter(|r| r["jsonrpc_method"] == "resources/read")
+        .collect();
+    assert_eq!(reads.len(), reads_before + 1, "{reads:#?}");
+    assert!(
+        !reads.iter().any(|r| r.to_string().contains("budget")),
+        "{reads:#?}"
     );
 }
 
@@ -268,6 +339,7 @@ fn grpc_ext_authz_in_front_of_real_mcp_servers() {
     token_checks(&mesh, &url);
     raw_checks(&mesh, &url);
     forged_checks(&mesh, &url);
+    resource_alias_checks(&mesh, &url);
     // The scenario's second server, through the same Envoy: the route names it.
     let report = run_client(
         &mesh.envoy.url("/projects/mcp"),
@@ -354,6 +426,7 @@ fn http_ext_authz_mode_makes_the_same_decisions() {
     session_checks(&mesh, &url);
     token_checks(&mesh, &url);
     raw_checks(&mesh, &url);
+    resource_alias_checks(&mesh, &url);
 }
 
 // ---- Requests captured from the real Envoy, mapped by the adapter ----

@@ -24,7 +24,9 @@
 //! - `context` → the Cedar context (only what the schema declares for the action).
 //! - MCP binding: a resource of type `Mcp::Tool`, `Mcp::Resource` or `Mcp::Prompt`
 //!   with id `server/name` belongs to `Mcp::Server::"server"` (so a tool the entity
-//!   data does not list is still covered by server-wide policies).
+//!   data does not list is still covered by server-wide policies). The URI of an
+//!   `Mcp::Resource` id (`server/uri`) is put in normal form as on every other
+//!   interface ([`crate::mcp::uri`]); one without a normal form is a deny.
 //! - A verified bearer token's identity wins over the body: its user (as the
 //!   subject's type), application, groups, scopes and claims. A token that names
 //!   no application leaves the one the body names.
@@ -218,6 +220,22 @@ fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
     EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
 }
 
+/// The resource entity of an evaluation: an `Mcp::Resource` id (`server/uri`) with
+/// its URI in normal form (none is a deny), any other id as given.
+fn resource_uid(ty: &EntityTypeName, id: &str) -> Result<EntityUid, MapError> {
+    if ty != Kind::Resource.type_name() {
+        return Ok(uid(ty, id));
+    }
+    crate::mcp::uri::normal_resource_id(id)
+        .map(|normal| uid(ty, &normal))
+        .map_err(|e| {
+            MapError::Deny(format!(
+                "the resource `{}` is refused: {e}",
+                crate::mcp::uri::Shown(id)
+            ))
+        })
+}
+
 /// The properties the schema declares for `uid`'s type (nulls left out too).
 /// Cedar's schema gives no list of attributes, so each property is tried alone on
 /// an otherwise empty entity: one that Cedar calls unexpected is undeclared. A
@@ -319,10 +337,10 @@ pub fn to_decision_request(
     let subject_ty = resolve_entity_type(schema, &eval.subject.type_name, Some(&namespace))?;
     let resource_ty = resolve_entity_type(schema, &eval.resource.type_name, Some(&namespace))?;
     let subject = uid(&subject_ty, eval.subject.id.as_deref().unwrap_or_default());
-    let resource = uid(
+    let resource = resource_uid(
         &resource_ty,
         eval.resource.id.as_deref().unwrap_or_default(),
-    );
+    )?;
 
     let mut request = DecisionRequest::new(action, resource.clone());
     let mut context = eval.context.clone();

@@ -511,6 +511,10 @@ async fn filter_list(
 
 /// The call that uses a list entry, validated like any MCP message.
 fn use_call(method: &str, name: &str) -> Option<McpCall> {
+    if method == "resources/read" && name.contains(['{', '}']) {
+        // A URI template of `resources/templates/list`: decided as the template.
+        return McpCall::on_template(method, name).ok();
+    }
     let params = if method == "resources/read" {
         json!({ "uri": name })
     } else {

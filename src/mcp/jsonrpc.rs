@@ -16,8 +16,8 @@
 //! |---|---|---|---|
 //! | `tools/call` | `tools/call` | [`Subject::Tool`] `params.name` | `params.arguments` |
 //! | `prompts/get` | `prompts/get` | [`Subject::Prompt`] `params.name` | `params.arguments` |
-//! | `resources/read`, `resources/subscribe`, `resources/unsubscribe` | the method | [`Subject::Resource`] `params.uri` | none |
-//! | `completion/complete` | `completion/complete` | the prompt `params.ref.name` (`ref/prompt`) or the resource `params.ref.uri` (`ref/resource`, a URI template) | `{"argument": params.argument}`, plus `"context": params.context` when given |
+//! | `resources/read`, `resources/subscribe`, `resources/unsubscribe` | the method | [`Subject::Resource`] `params.uri`, in normal form | none |
+//! | `completion/complete` | `completion/complete` | the prompt `params.ref.name` (`ref/prompt`) or the resource `params.ref.uri` (`ref/resource`, a URI template, in normal form) | `{"argument": params.argument}`, plus `"context": params.context` when given |
 //! | any other request or notification (`tools/list`, `initialize`, `ping`, `tasks/get`, `server/discover`, `subscriptions/listen`, `notifications/initialized`, unknown methods, ...) | the method | [`Subject::Server`] | none |
 //! | a response (`result` or `error`, no `method`: the client's answer to `sampling/createMessage`, `elicitation/create`, `roots/list`) | [`RESPONSE_ACTION`] `jsonrpc/response` | [`Subject::Server`] | none |
 //!
@@ -26,6 +26,11 @@
 //! methods are not refused here: they map to an action of their own name, which
 //! the decision core denies unless a policy allows it. Methods that carry an
 //! argument as a name are case-sensitive and compared exactly.
+//!
+//! A resource URI (or URI template) is decided as the resource the server will
+//! serve: it is put in the normal form of [`super::uri`] (`DOCS://finance/x/../b`
+//! is `docs://finance/b`), and a URI without one (user information, a fragment,
+//! an encoded `/` in the path, ...) is refused with [`Problem::Uri`].
 //!
 //! # Strictness
 //!
@@ -59,6 +64,7 @@ use cedar_policy::EntityUid;
 use serde_json::{Map, Value};
 
 use super::json::{self, JsonFault};
+use super::uri::{self, UriError};
 use super::{Kind, Target, action, qualified_id, target_of};
 use crate::authz::DecisionRequest;
 
@@ -73,8 +79,8 @@ pub const MAX_BATCH: usize = 100;
 pub const MAX_METHOD_BYTES: usize = 256;
 /// The longest tool or prompt name, in bytes (1 KiB; MCP suggests at most 128 characters).
 pub const MAX_NAME_BYTES: usize = 1024;
-/// The longest resource URI or URI template, in bytes (8 KiB).
-pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// The longest resource URI or URI template, in bytes (8 KiB), as given and in normal form.
+pub const MAX_URI_BYTES: usize = uri::MAX_URI_BYTES;
 /// How many characters of user input an error message shows.
 pub const SHOWN_CHARS: usize = 64;
 
@@ -93,15 +99,16 @@ pub const INVALID_PARAMS: i64 = -32602;
 /// MCP 2026-07-28 `HeaderMismatch`: `Mcp-Method` / `Mcp-Name` disagree with the body or are malformed.
 pub const HEADER_MISMATCH: i64 = -32020;
 
-/// What a call acts on. Names and URIs are as the message gives them, not yet
-/// qualified by a server ([`McpCall::resource`] does that).
+/// What a call acts on. Names are as the message gives them, resource URIs in the
+/// normal form of [`super::uri`]; neither is qualified by a server yet
+/// ([`McpCall::resource`] does that).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
     /// The server as a whole.
     Server,
     /// A tool, by name.
     Tool(String),
-    /// A resource, by URI (or URI template, for `completion/complete`).
+    /// A resource, by URI (or URI template, for `completion/complete`), in normal form.
     Resource(String),
     /// A prompt, by name.
     Prompt(String),
@@ -208,9 +215,22 @@ impl McpCall {
         request
     }
 
+    /// A call of `method` on a resource URI template, as the entries of
+    /// `resources/templates/list` name them: the template in normal form, or why
+    /// it has none.
+    pub fn on_template(method: &str, template: &str) -> Result<McpCall, UriError> {
+        Ok(McpCall {
+            method: method.to_owned(),
+            subject: Subject::Resource(uri::normalize_template(template)?),
+            arguments: Map::new(),
+            id: None,
+            kind: MessageKind::Request,
+        })
+    }
+
     /// The value the `Mcp-Name` header mirrors for this call: `params.name` of
     /// `tools/call` and `prompts/get`, `params.uri` of `resources/read`,
-    /// `resources/subscribe` and `resources/unsubscribe`.
+    /// `resources/subscribe` and `resources/unsubscribe` (in normal form).
     pub fn header_name(&self) -> Option<&str> {
         match (self.method.as_str(), &self.subject) {
             ("tools/call", Subject::Tool(n))
@@ -422,6 +442,8 @@ pub enum Problem {
     Reserved,
     /// `params.ref.type` is neither `ref/prompt` nor `ref/resource`.
     UnknownRefType(String),
+    /// A resource URI or URI template without a normal form.
+    Uri(UriError),
 }
 
 impl fmt::Display for Problem {
@@ -442,6 +464,7 @@ impl fmt::Display for Problem {
             Problem::UnknownRefType(t) => {
                 write!(f, "is `{}`, not `ref/prompt` or `ref/resource`", Shown(t))
             }
+            Problem::Uri(e) => write!(f, "is refused: {e}"),
         }
     }
 }
@@ -655,6 +678,7 @@ fn map_request(
             Target::Resource => {
                 let mut p = need_params()?;
                 let uri = text(p.remove("uri"), "params.uri", MAX_URI_BYTES)?;
+                let uri = uri::normalize(&uri).map_err(|e| field("params.uri", Problem::Uri(e)))?;
                 (Subject::Resource(uri), Map::new())
             }
         }
@@ -682,11 +706,13 @@ fn completion(mut params: Map<String, Value>) -> Result<(Subject, Map<String, Va
             "params.ref.name",
             MAX_NAME_BYTES,
         )?),
-        "ref/resource" => Subject::Resource(text(
-            reference.remove("uri"),
-            "params.ref.uri",
-            MAX_URI_BYTES,
-        )?),
+        "ref/resource" => {
+            let template = text(reference.remove("uri"), "params.ref.uri", MAX_URI_BYTES)?;
+            Subject::Resource(
+                uri::normalize_template(&template)
+                    .map_err(|e| field("params.ref.uri", Problem::Uri(e)))?,
+            )
+        }
         _ => return Err(field("params.ref.type", Problem::UnknownRefType(kind))),
     };
     let mut arguments = Map::new();
@@ -805,7 +831,8 @@ impl<'a> McpHeaders<'a> {
 ///   2026-07-28 only, so no client sends both);
 /// - `Mcp-Method` with a response (which has no method), or different from `method`;
 /// - `Mcp-Name` with a call that mirrors no name ([`McpCall::header_name`]), or
-///   different from it;
+///   different from it (for a resource: naming another resource, that is with
+///   another normal form, or with none);
 /// - a value with characters outside visible ASCII, space and tab, or bad base64.
 ///
 /// The error carries the message's `id`.
@@ -840,7 +867,14 @@ fn check_call_headers(call: &McpCall, headers: &McpHeaders<'_>) -> Result<(), Re
         header_value(MCP_NAME_HEADER, value)?;
         let decoded = decode_name(value)?;
         let body = call.header_name();
-        if body != Some(decoded.as_ref()) {
+        let same = match (&call.subject, body) {
+            // The body's URI is in normal form: the header must name the same resource.
+            (Subject::Resource(_), Some(body)) => {
+                uri::normalize(&decoded).is_ok_and(|header| header == body)
+            }
+            (_, body) => body == Some(decoded.as_ref()),
+        };
+        if !same {
             return Err(Reason::HeaderMismatch {
                 header: MCP_NAME_HEADER,
                 header_value: decoded.into_owned(),

@@ -3,6 +3,8 @@
 //!
 //! [`jsonrpc`] maps MCP JSON-RPC bodies (and the 2026-07-28 `Mcp-Method` /
 //! `Mcp-Name` headers) to the action, resource, arguments and id of each call.
+//! [`uri`] puts resource URIs in the one normal form every `Mcp::Resource` id
+//! is made of, on every interface.
 
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -11,6 +13,7 @@ use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 
 mod json;
 pub mod jsonrpc;
+pub mod uri;
 
 /// The Cedar namespace of the MCP model.
 pub const NAMESPACE: &str = "Mcp";
@@ -111,18 +114,31 @@ pub fn qualified_id(server: &str, name: &str) -> String {
     format!("{server}/{name}")
 }
 
+/// The `Mcp::Resource` entity of the resource URI (or URI template) `uri` of
+/// `server`, its URI in normal form: `Mcp::Resource::"<server>/<normal uri>"`.
+/// A URI without a normal form is refused (see [`uri`]).
+pub fn resource_uid(server: &str, uri: &str) -> Result<EntityUid, uri::UriError> {
+    let id = uri::normal_resource_id(&qualified_id(server, uri))?;
+    Ok(Kind::Resource.uid(&id))
+}
+
 /// The resource entity and its server for an MCP `method`, from how a person
 /// names it: `server/name` for a tool, resource (`server/uri`) or prompt, the
 /// server id for methods on a server, or a full Cedar uid. `server` qualifies a
-/// bare name.
+/// bare name. A resource's URI is put in normal form, or refused ([`uri`]).
 pub fn resource_for(
     method: &str,
     resource: &str,
     server: Option<&str>,
 ) -> Result<(EntityUid, Option<EntityUid>), String> {
     if resource.contains("::\"") {
-        let uid = EntityUid::from_str(resource)
+        let mut uid = EntityUid::from_str(resource)
             .map_err(|e| format!("`{resource}` is not an entity uid: {e}"))?;
+        if uid.type_name() == Kind::Resource.type_name() {
+            let id = uri::normal_resource_id(uid.id().unescaped())
+                .map_err(|e| format!("`{}` is refused: {e}", uri::Shown(resource)))?;
+            uid = Kind::Resource.uid(&id);
+        }
         let id = uid.id().unescaped().to_owned();
         let server = match server {
             Some(s) => Some(s.to_owned()),
@@ -161,10 +177,12 @@ pub fn resource_for(
     if server.is_empty() || name.is_empty() {
         return Err(format!("`{resource}` is not of the form `server/name`"));
     }
-    Ok((
-        target.kind().uid(&qualified_id(server, name)),
-        Some(Kind::Server.uid(server)),
-    ))
+    let uid = if target == Target::Resource {
+        resource_uid(server, name).map_err(|e| format!("`{}` is refused: {e}", uri::Shown(name)))?
+    } else {
+        target.kind().uid(&qualified_id(server, name))
+    };
+    Ok((uid, Some(Kind::Server.uid(server))))
 }
 
 #[cfg(test)]
@@ -223,6 +241,49 @@ mod tests {
         assert!(r("tools/call", "/x", None).is_err());
         assert!(r("tools/list", "docs", Some("projects")).is_err());
         assert!(r("tools/call", r#"Mcp::Tool::"unterminated"#, None).is_err());
+    }
+
+    #[test]
+    fn resources_named_by_people_are_in_normal_form() {
+        let budget = Ok(r#"Mcp::Resource::"docs/docs://finance/budget-2026""#.to_owned());
+        let r = |m, res, s| resource_for(m, res, s).map(|(u, _)| u.to_string());
+        for alias in [
+            "docs/docs://finance/budget-2026",
+            "docs/DOCS://finance/budget-2026",
+            "docs/docs://finance/titan/../budget-2026",
+            "docs/docs://finance/x/%2e%2e/budget-2026",
+            r#"Mcp::Resource::"docs/DOCS://FINANCE/./budget-2026""#,
+            r#"Mcp::Resource::"docs/docs://finance/%62udget-2026""#,
+        ] {
+            assert_eq!(r("resources/read", alias, None), budget, "{alias}");
+            assert_eq!(r("resources/subscribe", alias, None), budget, "{alias}");
+        }
+        assert_eq!(
+            r(
+                "resources/read",
+                "docs://finance/a/../budget-2026",
+                Some("docs")
+            ),
+            budget
+        );
+        for refused in [
+            "docs/docs://@finance/budget-2026",
+            "docs/docs://finance:/budget-2026",
+            r#"Mcp::Resource::"docs/docs://finance/budget-2026#x""#,
+            "docs/ docs://finance/budget-2026",
+        ] {
+            let e = r("resources/read", refused, None).expect_err(refused);
+            assert!(e.contains("is refused: "), "{e}");
+        }
+        assert_eq!(
+            resource_uid("docs", "DOCS://finance/{id}").map(|u| u.to_string()),
+            Ok(r#"Mcp::Resource::"docs/docs://finance/{id}""#.to_owned())
+        );
+        // Tools and prompts are names, not URIs: as written.
+        assert_eq!(
+            r("tools/call", "docs/GET_document", None),
+            Ok(r#"Mcp::Tool::"docs/GET_document""#.to_owned())
+        );
     }
 
     #[test]

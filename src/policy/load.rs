@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::SystemTime;
 
 use cedar_policy::{
-    Entities, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+    Entities, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator,
     schema_str_to_json_with_resolved_types,
 };
 
@@ -312,6 +312,7 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
                 continue;
             }
         };
+        resource_ids_of_policies(rel, text, &parsed, &mut problems);
         let result = validator.validate(&parsed, ValidationMode::Strict);
         for err in result.validation_errors() {
             problems.extend(Problem::from_diagnostic(
@@ -532,6 +533,9 @@ fn load_entities(
             return None;
         }
     };
+    let mut refs = Vec::new();
+    super::entity_refs_in(&json, &mut refs);
+    check_resource_ids(rel, text, refs, problems);
     match Entities::from_json_value(json, Some(schema)) {
         Ok(e) => Some(e),
         Err(e) => {
@@ -544,6 +548,83 @@ fn load_entities(
             problems.push(p);
             None
         }
+    }
+}
+
+/// The `Mcp::Resource` entities the policies of one file name, checked.
+fn resource_ids_of_policies(
+    rel: &str,
+    text: &str,
+    parsed: &PolicySet,
+    problems: &mut Vec<Problem>,
+) {
+    // Most files name no resource: skip writing their policies as JSON.
+    if !text.contains("Resource") {
+        return;
+    }
+    let mut refs = Vec::new();
+    let policies = parsed
+        .policies()
+        .filter_map(|p| p.to_json().ok())
+        .chain(parsed.templates().filter_map(|t| t.to_json().ok()));
+    for json in policies {
+        super::entity_refs_in(&json, &mut refs);
+    }
+    check_resource_ids(rel, text, refs, problems);
+}
+
+/// Every `Mcp::Resource` id among `uids` must be `<server>/<uri>` with the URI in
+/// the normal form requests use (see [`crate::mcp::uri`]): an entity or policy
+/// that names another spelling names nothing a request can ever be about, so its
+/// attributes or conditions would silently not apply. A spelling with another
+/// normal form, or a URI that is refused, is an error; an id that is not
+/// `server/uri` at all (no server, no scheme) a warning.
+fn check_resource_ids(
+    rel: &str,
+    text: &str,
+    mut uids: Vec<EntityUid>,
+    problems: &mut Vec<Problem>,
+) {
+    use crate::mcp::uri::{self, UriError};
+    uids.retain(|u| u.type_name().to_string() == uri::RESOURCE_TYPE);
+    uids.sort_by_cached_key(ToString::to_string);
+    uids.dedup();
+    for u in uids {
+        let id = u.id().unescaped();
+        let (severity, message, help) = match uri::normal_resource_id(id) {
+            Ok(normal) if normal == id => continue,
+            Ok(normal) => {
+                let normal = EntityUid::from_type_name_and_id(
+                    u.type_name().clone(),
+                    cedar_policy::EntityId::new(normal),
+                );
+                (
+                    Severity::Error,
+                    format!("`{u}` is not in normal form: requests name this resource `{normal}`"),
+                    format!(
+                        "write `{normal}`: resource URIs are decided in their RFC 3986 normal form"
+                    ),
+                )
+            }
+            Err(e @ (UriError::NotServerAndUri | UriError::NoScheme)) => (
+                Severity::Warning,
+                format!("`{u}` names no resource a request can be about: {e}"),
+                "an MCP resource is `Mcp::Resource::\"<server>/<uri>\"` with an absolute URI"
+                    .to_owned(),
+            ),
+            Err(e) => (
+                Severity::Error,
+                format!("`{u}` names a resource URI that requests may not use: {e}"),
+                "such a URI is refused on every interface, so this would never apply".to_owned(),
+            ),
+        };
+        let mut p = Problem::error(Some(rel), message).with_help(Some(help));
+        p.severity = severity;
+        let needle = serde_json::to_string(id).unwrap_or_default();
+        if let Some(offset) = text.find(&needle).or_else(|| text.find(id)) {
+            p = p.at_offset(text, offset, needle.chars().count());
+        }
+        problems.push(p);
     }
 }
 
@@ -694,5 +775,89 @@ mod tests {
         assert_eq!(snapshot.policy_count(), n);
         assert_eq!(snapshot.origins["big.cedar:1000"].line, 1001);
         assert_eq!(snapshot.index.len(), n);
+    }
+
+    /// Entity data and policies must name resources by the normal form of their
+    /// URI: any other spelling would never be a request's resource.
+    #[test]
+    fn resource_ids_must_be_in_normal_form() {
+        let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let sources = read_sources(&reference).expect("reference policies");
+        build(&sources, 1).expect("the reference policies are in normal form");
+        let (rel, entities) = sources.entities.clone().expect("entity data");
+        let budget = "docs/docs://finance/budget-2026";
+        let with_entity = |id: &str| Sources {
+            entities: Some((rel.clone(), entities.replace(budget, id))),
+            ..sources.clone()
+        };
+        let with_policy = |id: &str| {
+            let mut s = sources.clone();
+            s.policies.push((
+                "extra.cedar".into(),
+                format!(
+                    "@id(\"extra\")\nforbid (principal, action == Mcp::Action::\"resources/read\", resource)\nwhen {{ resource in [Mcp::Resource::\"docs/docs://titan/q1-strategy\", Mcp::Resource::\"{id}\"] }};\n"
+                ),
+            ));
+            s
+        };
+        let first_error = |s: &Sources| match build(s, 1) {
+            Ok(_) => panic!("accepted"),
+            Err(p) => p.errors().next().cloned().expect("an error"),
+        };
+        for (alias, normal) in [
+            ("docs/DOCS://finance/budget-2026", budget),
+            ("docs/docs://FINANCE/budget-2026", budget),
+            ("docs/docs://finance/x/../budget-2026", budget),
+            ("docs/docs://finance/%62udget-2026", budget),
+            ("docs/docs://finance/budget%2d2026", budget),
+            ("docs/docs://finance/%c3%a9", "docs/docs://finance/%C3%A9"),
+            ("docs/docs://finance/é", "docs/docs://finance/%C3%A9"),
+            ("docs/DOCS://finance/{id}", "docs/docs://finance/{id}"),
+        ] {
+            for (what, s) in [
+                ("entity", with_entity(alias)),
+                ("policy", with_policy(alias)),
+            ] {
+                let p = first_error(&s);
+                assert!(
+                    p.message.contains("is not in normal form")
+                        && p.message.contains(&format!("Mcp::Resource::\"{normal}\"")),
+                    "{what} {alias}: {p}"
+                );
+                assert!(p.line.is_some(), "{what} {alias}: located");
+            }
+        }
+        for refused in [
+            "docs/docs://@finance/budget-2026",
+            "docs/docs://finance:/budget-2026",
+            "docs/docs://finance/budget-2026#x",
+            "docs/docs://finance//budget-2026",
+            "docs/ docs://finance/budget-2026",
+        ] {
+            for (what, s) in [
+                ("entity", with_entity(refused)),
+                ("policy", with_policy(refused)),
+            ] {
+                let p = first_error(&s);
+                assert!(
+                    p.message
+                        .contains("names a resource URI that requests may not use"),
+                    "{what} {refused}: {p}"
+                );
+            }
+        }
+        // Not `server/uri` at all: a warning, the directory still loads.
+        for odd in ["docs", "docs/budget-2026", "s0/r0"] {
+            for (what, s) in [("entity", with_entity(odd)), ("policy", with_policy(odd))] {
+                let snapshot = build(&s, 1).unwrap_or_else(|p| panic!("{what} {odd}: {p}"));
+                assert!(
+                    snapshot.warnings.warnings().any(|w| w
+                        .message
+                        .contains("names no resource a request can be about")),
+                    "{what} {odd}: {:?}",
+                    snapshot.warnings
+                );
+            }
+        }
     }
 }

@@ -705,3 +705,143 @@ fn nesting_up_to_the_limit_is_fine() {
     let batch = format!("[{}]", body(MAX_DEPTH - 3));
     assert_eq!(err(batch.as_bytes()).reason(), &Reason::TooDeep);
 }
+
+/// Every method naming a resource URI decides the resource in its normal form, and
+/// refuses a URI without one; `completion/complete` does the same for templates.
+#[test]
+fn resource_uris_are_decided_in_normal_form() {
+    let budget = r#"Mcp::Resource::"docs/docs://finance/budget-2026""#;
+    let aliases = [
+        "docs://finance/budget-2026",
+        "docs://finance/titan/../budget-2026",
+        "DOCS://finance/budget-2026",
+        "docs://FINANCE/budget-2026",
+        "docs://finance/x/%2e%2e/budget-2026",
+        "docs://finance/x/%2E%2e/budget-2026",
+        "docs://finance/./budget-2026",
+        "docs://%66inance/%62udget-2026",
+        "Docs://Finance/a/b/../../budget-2026",
+    ];
+    for method in [
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+    ] {
+        for alias in aliases {
+            let body =
+                json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {"uri": alias}});
+            let call = single(&body.to_string());
+            assert_eq!(call.resource("docs").0.to_string(), budget, "{body}");
+            // A notification names its resource the same way.
+            let note = json!({"jsonrpc": "2.0", "method": method, "params": {"uri": alias}});
+            assert_eq!(
+                single(&note.to_string()).resource("docs").0.to_string(),
+                budget
+            );
+            // The `Mcp-Name` header names the resource as the body does, in any spelling.
+            let msg = ok(&body.to_string());
+            for header in [
+                alias,
+                "docs://finance/budget-2026",
+                "docs://finance/x/../budget-2026",
+            ] {
+                assert_eq!(
+                    check_headers(&msg, &headers(Some(method), Some(header))),
+                    Ok(()),
+                    "{alias} / {header}"
+                );
+            }
+            for other in [
+                "docs://finance/budget-2027",
+                "docs://@finance/budget-2026",
+                "docs://finance/x",
+            ] {
+                let e = check_headers(&msg, &headers(Some(method), Some(other)));
+                assert!(
+                    matches!(
+                        e.as_ref().map_err(McpError::reason),
+                        Err(Reason::HeaderMismatch { .. })
+                    ),
+                    "{alias} / {other}: {e:?}"
+                );
+            }
+        }
+        // In a batch too.
+        let batch = json!([
+            {"jsonrpc": "2.0", "id": 1, "method": method, "params": {"uri": "docs://titan/q1-strategy"}},
+            {"jsonrpc": "2.0", "id": 2, "method": method, "params": {"uri": "docs://finance/q1/../budget-2026"}},
+        ]);
+        let msg = ok(&batch.to_string());
+        assert_eq!(msg.calls[1].resource("docs").0.to_string(), budget);
+    }
+
+    // Refused: a deny (invalid params) naming the member and the reason.
+    for (uri, reason) in [
+        ("docs://@finance/budget-2026", "user information"),
+        ("docs://x@finance/budget-2026", "user information"),
+        ("docs://finance:/budget-2026", "the port is empty"),
+        ("docs://finance/x%2F..%2Fbudget-2026", "percent-encodes `/`"),
+        (" docs://finance/budget-2026", "whitespace"),
+        ("docs://finance/budget-2026 ", "whitespace"),
+        ("docs://finance/budget-2026#x", "fragment"),
+        ("docs://finance//budget-2026", "empty segment"),
+        ("docs://finance/%C0%AE%C0%AE/budget-2026", "not UTF-8"),
+        ("docs://finance/x/%252e%252e/budget-2026", "double encoding"),
+        ("budget-2026", "no scheme"),
+        ("docs://finance./budget-2026", "empty label"),
+        ("docs:\\\\finance\\budget-2026", "backslash"),
+    ] {
+        for method in [
+            "resources/read",
+            "resources/subscribe",
+            "resources/unsubscribe",
+        ] {
+            let body = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": {"uri": uri}});
+            let e = err(body.to_string().as_bytes());
+            assert_eq!(e.code(), INVALID_PARAMS, "{uri}: {e}");
+            assert_eq!(e.id(), Some(&json!(7)), "{uri}");
+            let message = e.to_string();
+            assert!(
+                message.starts_with("`params.uri` is refused: "),
+                "{message}"
+            );
+            assert!(message.contains(reason), "{uri}: {message}");
+        }
+    }
+
+    // completion/complete names a URI template: normalized outside its expressions.
+    let complete = |uri: &str| {
+        json!({"jsonrpc": "2.0", "id": 3, "method": "completion/complete",
+               "params": {"ref": {"type": "ref/resource", "uri": uri}, "argument": {"name": "id", "value": "b"}}})
+        .to_string()
+    };
+    for alias in [
+        "docs://finance/{id}",
+        "DOCS://Finance/{id}",
+        "docs://%66inance/{id}",
+    ] {
+        assert_eq!(
+            single(&complete(alias)).resource("docs").0.to_string(),
+            r#"Mcp::Resource::"docs/docs://finance/{id}""#,
+            "{alias}"
+        );
+    }
+    for bad in [
+        "docs://finance/../{id}",
+        "docs://@finance/{id}",
+        "docs://finance/{id",
+    ] {
+        let e = err(complete(bad).as_bytes());
+        assert!(
+            e.to_string().starts_with("`params.ref.uri` is refused: "),
+            "{e}"
+        );
+    }
+    // A list entry that is a template.
+    let call = McpCall::on_template("resources/read", "DOCS://finance/{year}/budget")
+        .map_err(|e| e.to_string());
+    assert_eq!(
+        call.map(|c| c.resource("docs").0.to_string()),
+        Ok(r#"Mcp::Resource::"docs/docs://finance/{year}/budget""#.to_owned())
+    );
+}
