@@ -257,7 +257,10 @@ fn forged_checks(mesh: &Mesh, url: &str) {
     assert_eq!(
         report["initialize"]["error"]["http_status"], 403,
         "{report:#}"
-/// Resource URI aliases (issue 12, item 2): through Envoy, from the real MCP
+    );
+}
+
+/// Resource URI aliases: through Envoy, from the real MCP
 /// client, every spelling of the finance budget meets the contractors' forbid,
 /// and a URI without a normal form is refused. None reaches the server.
 fn resource_alias_checks(mesh: &Mesh, url: &str) {
