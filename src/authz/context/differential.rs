@@ -73,8 +73,8 @@ fn gen_ty(rng: &mut Rng, depth: usize, commons: &[CommonType]) -> Ty {
         0 => Ty::String,
         1 => Ty::Long,
         2 => Ty::Bool,
-        3 => Ty::Ext(*rng.pick(EXTENSIONS)),
-        4 => Ty::Entity(*rng.pick(&["E", "F", "Z"])),
+        3 => Ty::Ext(EXTENSIONS[rng.below(EXTENSIONS.len())]),
+        4 => Ty::Entity(["E", "F", "Z"][rng.below(3)]),
         5 if !commons.is_empty() => {
             let i = rng.below(commons.len());
             Ty::Common(i, Box::new(commons[i].body.clone()))
