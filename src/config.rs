@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::api::listener::{ListenerConfig, Timeouts};
 use crate::authz::CacheSettings;
 use crate::identity::{
     IdentityConfig, IdentityConfigError, IssuerConfig, JwtSettings, SpiffeConfig,
@@ -181,6 +182,34 @@ pub struct DecisionLogFile {
     pub redact: Option<Vec<String>>,
 }
 
+/// The `[listeners]` section: time limits and connection caps of the gRPC, HTTP
+/// and admin listeners.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersFile {
+    /// Time to receive a complete HTTP/1 request head, in seconds (default 10).
+    pub header_read_timeout_secs: Option<u64>,
+    /// Time a connection with no request in flight stays open, in seconds (default 120).
+    pub idle_timeout_secs: Option<u64>,
+    /// Interval of HTTP/2 keepalive pings, in seconds (default 30; 0 turns them off).
+    pub keepalive_interval_secs: Option<u64>,
+    /// Time to wait for a keepalive ping's answer, in seconds (default 10).
+    pub keepalive_timeout_secs: Option<u64>,
+    /// Time from a request head to its response head, in seconds (default 30).
+    pub request_timeout_secs: Option<u64>,
+    /// Most connections of the gRPC listener (default: 10000, less if the
+    /// descriptor limit is lower).
+    pub grpc_max_connections: Option<u64>,
+    /// Most connections of the HTTP listener (default: as for gRPC).
+    pub http_max_connections: Option<u64>,
+    /// Most connections of the admin listener (default: 64, less if the descriptor
+    /// limit is lower).
+    pub admin_max_connections: Option<u64>,
+    /// Descriptors kept free for policy files, the decision log and key fetches
+    /// (default 64).
+    pub reserved_descriptors: Option<u64>,
+}
+
 /// AuthZEN settings, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthzenSettings {
@@ -244,6 +273,9 @@ pub struct FileConfig {
     /// The decision log.
     #[serde(default)]
     pub decision_log: DecisionLogFile,
+    /// Listener time limits and connection caps.
+    #[serde(default)]
+    pub listeners: ListenersFile,
 }
 
 /// Values given as command-line flags (highest precedence).
@@ -296,6 +328,8 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
     /// The decision log.
     pub decision_log: DecisionLogConfig,
+    /// Listener time limits and connection caps.
+    pub listeners: ListenerConfig,
 }
 
 impl Config {
@@ -382,6 +416,7 @@ impl Config {
         }
         let authzen = checked_authzen(&fc.authzen, &origin)?;
         let decision_log = checked_decision_log(&fc.decision_log, &origin)?;
+        let listeners = checked_listeners(&fc.listeners, &origin)?;
         if grpc_listen == http_listen && grpc_listen.port() != 0 {
             return Err(ConfigError::Value {
                 key: "http_listen".into(),
@@ -470,6 +505,7 @@ impl Config {
             authzen,
             admin_token_file: fc.admin.token_file.clone(),
             decision_log,
+            listeners,
         })
     }
 
@@ -522,6 +558,42 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "decision_log.include_arguments",
     ),
     ("MCP_AUTHZ_DECISION_LOG_REDACT", "decision_log.redact"),
+    (
+        "MCP_AUTHZ_LISTENERS_HEADER_READ_TIMEOUT_SECS",
+        "listeners.header_read_timeout_secs",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS",
+        "listeners.idle_timeout_secs",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_KEEPALIVE_INTERVAL_SECS",
+        "listeners.keepalive_interval_secs",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_KEEPALIVE_TIMEOUT_SECS",
+        "listeners.keepalive_timeout_secs",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_REQUEST_TIMEOUT_SECS",
+        "listeners.request_timeout_secs",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_GRPC_MAX_CONNECTIONS",
+        "listeners.grpc_max_connections",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_HTTP_MAX_CONNECTIONS",
+        "listeners.http_max_connections",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_ADMIN_MAX_CONNECTIONS",
+        "listeners.admin_max_connections",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_RESERVED_DESCRIPTORS",
+        "listeners.reserved_descriptors",
+    ),
 ];
 
 fn apply_env(
@@ -613,6 +685,22 @@ fn apply_env(
                 fc.decision_log.include_arguments = Some(boolean(value)?);
             }
             "decision_log.redact" => fc.decision_log.redact = Some(list(value)),
+            listener if listener.starts_with("listeners.") => {
+                let l = &mut fc.listeners;
+                let slot = match listener {
+                    "listeners.header_read_timeout_secs" => &mut l.header_read_timeout_secs,
+                    "listeners.idle_timeout_secs" => &mut l.idle_timeout_secs,
+                    "listeners.keepalive_interval_secs" => &mut l.keepalive_interval_secs,
+                    "listeners.keepalive_timeout_secs" => &mut l.keepalive_timeout_secs,
+                    "listeners.request_timeout_secs" => &mut l.request_timeout_secs,
+                    "listeners.grpc_max_connections" => &mut l.grpc_max_connections,
+                    "listeners.http_max_connections" => &mut l.http_max_connections,
+                    "listeners.admin_max_connections" => &mut l.admin_max_connections,
+                    "listeners.reserved_descriptors" => &mut l.reserved_descriptors,
+                    _ => return Err(ConfigError::UnknownEnv(name.clone())),
+                };
+                *slot = Some(number(value)?);
+            }
             _ => return Err(ConfigError::UnknownEnv(name.clone())),
         }
         origins.insert((*key).into(), origin);
@@ -716,6 +804,79 @@ fn checked_decision_log(
         queue_capacity,
         include_arguments: file.include_arguments.unwrap_or(defaults.include_arguments),
         redact: file.redact.clone().unwrap_or(defaults.redact),
+    })
+}
+
+/// The longest time limit accepted (a day): longer ones are surely a mistake and
+/// would overflow clocks.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+fn checked_listeners(
+    file: &ListenersFile,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<ListenerConfig, ConfigError> {
+    let defaults = ListenerConfig::default();
+    let bad = |key: &str, reason: String| ConfigError::Value {
+        key: format!("listeners.{key}"),
+        origin: origin(&format!("listeners.{key}")),
+        reason,
+    };
+    // A time limit in seconds: 1 to a day (0 only where it turns something off).
+    let secs = |key: &str, v: Option<u64>, default: Duration, zero_is_off: bool| {
+        match v {
+            None => Ok(Some(default)),
+            Some(0) if zero_is_off => Ok(None),
+            Some(0) => Err(bad(key, "must be at least 1".into())),
+            Some(n) if n > MAX_TIMEOUT_SECS => {
+                Err(bad(key, format!("must be at most {MAX_TIMEOUT_SECS}")))
+            }
+            Some(n) => Ok(Some(Duration::from_secs(n))),
+        }
+    };
+    let d = defaults.timeouts;
+    let required = |key: &str, v: Option<u64>, default: Duration| {
+        secs(key, v, default, false).map(|t| t.unwrap_or(default))
+    };
+    let timeouts = Timeouts {
+        header_read: required(
+            "header_read_timeout_secs",
+            file.header_read_timeout_secs,
+            d.header_read,
+        )?,
+        idle: required("idle_timeout_secs", file.idle_timeout_secs, d.idle)?,
+        keepalive_interval: match file.keepalive_interval_secs {
+            None => d.keepalive_interval,
+            v => secs(
+                "keepalive_interval_secs",
+                v,
+                Duration::from_secs(0),
+                true,
+            )?,
+        },
+        keepalive_timeout: required(
+            "keepalive_timeout_secs",
+            file.keepalive_timeout_secs,
+            d.keepalive_timeout,
+        )?,
+        request: required(
+            "request_timeout_secs",
+            file.request_timeout_secs,
+            d.request,
+        )?,
+    };
+    let cap = |key: &str, v: Option<u64>| match v {
+        Some(0) => Err(bad(key, "must be at least 1".into())),
+        Some(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        None => Ok(None),
+    };
+    Ok(ListenerConfig {
+        timeouts,
+        grpc_max_connections: cap("grpc_max_connections", file.grpc_max_connections)?,
+        http_max_connections: cap("http_max_connections", file.http_max_connections)?,
+        admin_max_connections: cap("admin_max_connections", file.admin_max_connections)?,
+        reserved_descriptors: file
+            .reserved_descriptors
+            .unwrap_or(defaults.reserved_descriptors),
     })
 }
 
