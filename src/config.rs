@@ -1073,6 +1073,119 @@ mod tests {
     }
 
     #[test]
+    fn listener_limits_from_the_file_and_environment() {
+        let c = Config::load(None, &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!(c.listeners, ListenerConfig::default());
+        let t = c.listeners.timeouts;
+        assert_eq!(t.header_read, Duration::from_secs(10));
+        assert_eq!(t.idle, Duration::from_secs(120));
+        assert_eq!(t.keepalive_interval, Some(Duration::from_secs(30)));
+        assert_eq!(t.keepalive_timeout, Duration::from_secs(10));
+        assert_eq!(t.request, Duration::from_secs(30));
+        let (_d, path) = write(
+            "[listeners]\nheader_read_timeout_secs = 2\nidle_timeout_secs = 3\nkeepalive_interval_secs = 0\nkeepalive_timeout_secs = 4\nrequest_timeout_secs = 5\ngrpc_max_connections = 100\nhttp_max_connections = 200\nadmin_max_connections = 8\nreserved_descriptors = 16\n",
+        );
+        let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("config");
+        let l = &c.listeners;
+        assert_eq!(l.timeouts.header_read, Duration::from_secs(2));
+        assert_eq!(l.timeouts.idle, Duration::from_secs(3));
+        assert_eq!(l.timeouts.keepalive_interval, None);
+        assert_eq!(l.timeouts.keepalive_timeout, Duration::from_secs(4));
+        assert_eq!(l.timeouts.request, Duration::from_secs(5));
+        assert_eq!(
+            (
+                l.grpc_max_connections,
+                l.http_max_connections,
+                l.admin_max_connections
+            ),
+            (Some(100), Some(200), Some(8))
+        );
+        assert_eq!(l.reserved_descriptors, 16);
+        let e = env(&[
+            ("MCP_AUTHZ_LISTENERS_HEADER_READ_TIMEOUT_SECS", "7"),
+            ("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS", "8"),
+            ("MCP_AUTHZ_LISTENERS_KEEPALIVE_INTERVAL_SECS", "9"),
+            ("MCP_AUTHZ_LISTENERS_KEEPALIVE_TIMEOUT_SECS", "1"),
+            ("MCP_AUTHZ_LISTENERS_REQUEST_TIMEOUT_SECS", "11"),
+            ("MCP_AUTHZ_LISTENERS_GRPC_MAX_CONNECTIONS", "12"),
+            ("MCP_AUTHZ_LISTENERS_HTTP_MAX_CONNECTIONS", "13"),
+            ("MCP_AUTHZ_LISTENERS_ADMIN_MAX_CONNECTIONS", "14"),
+            ("MCP_AUTHZ_LISTENERS_RESERVED_DESCRIPTORS", "0"),
+        ]);
+        let c = Config::load(Some(&path), &e, &Overrides::default()).expect("config");
+        let l = &c.listeners;
+        assert_eq!(l.timeouts.header_read, Duration::from_secs(7));
+        assert_eq!(l.timeouts.idle, Duration::from_secs(8));
+        assert_eq!(l.timeouts.keepalive_interval, Some(Duration::from_secs(9)));
+        assert_eq!(l.timeouts.keepalive_timeout, Duration::from_secs(1));
+        assert_eq!(l.timeouts.request, Duration::from_secs(11));
+        assert_eq!(
+            (
+                l.grpc_max_connections,
+                l.http_max_connections,
+                l.admin_max_connections
+            ),
+            (Some(12), Some(13), Some(14))
+        );
+        assert_eq!(l.reserved_descriptors, 0);
+        // Every key has its environment variable.
+        for (name, key) in ENV_KEYS {
+            if key.starts_with("listeners.") {
+                assert_eq!(
+                    *name,
+                    format!("MCP_AUTHZ_{}", key.replace('.', "_").to_uppercase())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_listener_limits_are_one_line_errors() {
+        for (name, value) in [
+            ("MCP_AUTHZ_LISTENERS_HEADER_READ_TIMEOUT_SECS", "0"),
+            ("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS", "0"),
+            ("MCP_AUTHZ_LISTENERS_KEEPALIVE_TIMEOUT_SECS", "0"),
+            ("MCP_AUTHZ_LISTENERS_REQUEST_TIMEOUT_SECS", "0"),
+            ("MCP_AUTHZ_LISTENERS_REQUEST_TIMEOUT_SECS", "86401"),
+            ("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS", "18446744073709551615"),
+            ("MCP_AUTHZ_LISTENERS_KEEPALIVE_INTERVAL_SECS", "100000"),
+            ("MCP_AUTHZ_LISTENERS_GRPC_MAX_CONNECTIONS", "0"),
+            ("MCP_AUTHZ_LISTENERS_HTTP_MAX_CONNECTIONS", "-1"),
+            ("MCP_AUTHZ_LISTENERS_ADMIN_MAX_CONNECTIONS", "many"),
+            ("MCP_AUTHZ_LISTENERS_RESERVED_DESCRIPTORS", "1.5"),
+        ] {
+            let err = Config::load(None, &env(&[(name, value)]), &Overrides::default())
+                .expect_err(name)
+                .to_string();
+            assert!(
+                err.contains(name) && err.contains("listeners.") && !err.contains('\n'),
+                "{err}"
+            );
+        }
+        let err = Config::load(
+            None,
+            &env(&[("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT", "5")]),
+            &Overrides::default(),
+        )
+        .expect_err("unknown")
+        .to_string();
+        assert!(err.contains("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT"), "{err}");
+        let (_d, path) = write("[listeners]\nidle_timeout = 5\n");
+        let err = Config::load(Some(&path), &env(&[]), &Overrides::default())
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("idle_timeout") && !err.contains('\n'), "{err}");
+        let (_d, path) = write("[listeners]\nheader_read_timeout_secs = 0\n");
+        let err = Config::load(Some(&path), &env(&[]), &Overrides::default())
+            .expect_err("zero")
+            .to_string();
+        assert!(
+            err.contains("`listeners.header_read_timeout_secs`") && err.contains("config file"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_http_settings_are_one_line_errors() {
         for (name, value) in [
             ("MCP_AUTHZ_AUTHZEN_BASE_URL", "pdp.example.com"),

@@ -597,7 +597,9 @@ async fn drive(
     let conn = Arc::clone(&service.conn);
     let table = Arc::clone(&service.table);
     {
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        // No HTTP upgrades are served (no route needs one), and hyper-util's
+        // `http2_only` holds only without them.
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         let mut connection = pin!(connection);
         // Once closing: when to drop the connection if it has not ended by itself.
         let mut closing: Option<Instant> = None;
