@@ -495,6 +495,30 @@ fn flood(addr: &str, n: usize, bytes: &[u8]) -> Vec<TcpStream> {
         .collect()
 }
 
+/// A gRPC `Check` whose message is announced (100 bytes) and never sent; the
+/// call and its connection stay open as long as the returned value lives.
+async fn slow_grpc_call(addr: &str) -> impl Sized {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/mcp_authz.v1.Authorizer/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(request, false).expect("send");
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 100, 1, 2]), false)
+        .expect("data");
+    (client, body, response)
+}
+
 #[test]
 fn health_decisions_and_reload_work_while_the_caps_are_reached() {
     let dir = copy_of_reference();
@@ -520,11 +544,18 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
     ];
     assert!(caps.iter().all(|&c| c >= 1), "{caps:?}");
 
-    // 80 half-sent HTTP requests, 80 silent gRPC connections, 12 silent admin ones:
-    // 172 connections, more than the process has descriptors.
+    // 40 half-sent HTTP requests and 40 whose body stalls, 80 silent gRPC
+    // connections and 10 gRPC calls whose message stalls, 12 silent admin ones:
+    // 182 connections, more than the process has descriptors.
     let half = b"POST /access/v1/evaluation HTTP/1.1\r\nHost: pdp\r\n";
-    let mut http_flood = flood(&server.http, 80, half);
+    let slow_body = b"POST /access/v1/evaluation HTTP/1.1\r\nHost: pdp\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut http_flood = flood(&server.http, 40, half);
+    http_flood.extend(flood(&server.http, 40, slow_body));
     let mut grpc_flood = flood(&server.grpc, 80, b"");
+    let slow_calls: Vec<_> = (0..10)
+        .map(|_| rt.block_on(slow_grpc_call(&server.grpc)))
+        .collect();
     let mut admin_flood = flood(&server.admin, 12, b"");
     let total = http_flood.len() + grpc_flood.len() + admin_flood.len();
     let held = caps.iter().sum::<usize>();
@@ -538,7 +569,8 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
         (open <= held).then_some(open)
     })
     .unwrap_or_else(|| panic!("more than {held} of {total} connections held open"));
-    assert!(open >= held - 3, "{open} of {held} held");
+    // The stalled gRPC calls hold the rest of the gRPC listener's slots.
+    assert!(open + slow_calls.len() >= held - 3, "{open} of {held} held");
     for (flood, cap) in [(&http_flood, caps[1]), (&grpc_flood, caps[0]), (&admin_flood, caps[2])] {
         assert!(!is_open(&flood[0]), "the oldest connection was not shed");
         assert!(is_open(&flood[flood.len() - 1]), "the newest connection was shed");
@@ -553,7 +585,10 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
     let top_up = |http_flood: &mut Vec<TcpStream>,
                       grpc_flood: &mut Vec<TcpStream>,
                       admin_flood: &mut Vec<TcpStream>| {
-        http_flood.extend(flood(&server.http, caps[1] + 2, half));
+        // Half-sent heads, then more stalled bodies than the cap: the HTTP
+        // listener is full of requests in flight.
+        http_flood.extend(flood(&server.http, caps[1] / 2 + 1, half));
+        http_flood.extend(flood(&server.http, caps[1] + 2, slow_body));
         grpc_flood.extend(flood(&server.grpc, caps[0] + 2, b""));
         admin_flood.extend(flood(&server.admin, caps[2] + 2, b""));
     };
@@ -586,7 +621,6 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
         .expect("token")
         .trim()
         .to_owned();
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let url = format!("http://{}", server.grpc);
         let channel = tonic::transport::Channel::from_shared(url.clone())
@@ -648,6 +682,7 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
         assert!(n <= 128, "{n} descriptors open");
     }
     no_descriptor_exhaustion(&server);
+    drop(slow_calls);
     assert!(
         server.find_log(|l| l.contains("policy reload rejected")).is_none(),
         "{:?}",

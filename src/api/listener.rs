@@ -4,13 +4,16 @@
 //! The rules, each enforced here and nowhere else:
 //!
 //! - **Connection cap.** A listener holds at most `max_connections` connections.
-//!   When a new connection arrives at the cap, the oldest *idle* connection (no
-//!   request in flight) is shed — preferring one that never completed a request
-//!   head (a silent or half-sent client), which is closed at once; one that has
-//!   served requests is closed gracefully (HTTP/2 `GOAWAY`). If no connection is
-//!   idle, the new one waits (in the kernel's accept backlog) until one closes.
-//!   So a flood of idle or slow clients can never lock out health checks or
-//!   decisions, while connections that are doing work are never cut off.
+//!   When a new connection arrives at the cap, the oldest connection that is not
+//!   *busy* is shed. Busy means: a request has been received in full (head and
+//!   body) and is not answered yet. Shed first are connections that never
+//!   completed a request head (silent or half-sent clients), then the oldest of
+//!   the rest. One that is idle after serving requests is closed gracefully
+//!   (HTTP/2 `GOAWAY`); one that is still sending a request body is closed at once.
+//!   If every connection is busy, the new one waits (in the kernel's accept
+//!   backlog) until one closes or becomes idle. So a flood of idle or slow
+//!   clients can never lock out health checks or decisions, and a request that
+//!   the service is working on is never cut off.
 //! - **Header-read timeout (HTTP/1).** A request head must arrive within
 //!   `header_read_timeout` (hyper's timer: it runs whenever the connection waits
 //!   for a request head, so it also bounds an idle HTTP/1 keep-alive connection).
@@ -39,14 +42,15 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
@@ -495,6 +499,7 @@ impl Table {
         let conn = Arc::new(Conn {
             id,
             in_flight: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             idle_since: Mutex::new(Instant::now()),
             shed: AtomicBool::new(false),
@@ -509,20 +514,20 @@ impl Table {
         self.changed.notify_waiters();
     }
 
-    /// Start closing the oldest idle connection, preferring one that never sent a
-    /// request; `false` if none is idle. While a shed connection is still closing,
-    /// no other is shed: its slot is on the way.
+    /// Start closing the oldest connection that is not busy, preferring one that
+    /// never sent a request head; `false` if all are busy. While a shed connection
+    /// is still closing, no other is shed: its slot is on the way.
     fn shed_oldest_idle(&self) -> bool {
         let conns = self.lock();
         if conns.values().any(|c| c.shed.load(Ordering::Acquire)) {
             return false;
         }
-        let idle = |c: &&Arc<Conn>| c.in_flight.load(Ordering::Acquire) == 0;
+        let sheddable = |c: &&Arc<Conn>| c.busy.load(Ordering::Acquire) == 0;
         let victim = conns
             .values()
-            .filter(idle)
+            .filter(sheddable)
             .find(|c| c.requests.load(Ordering::Acquire) == 0)
-            .or_else(|| conns.values().find(idle));
+            .or_else(|| conns.values().find(sheddable));
         match victim {
             Some(c) => {
                 c.shed.store(true, Ordering::Release);
@@ -537,7 +542,10 @@ impl Table {
 /// One connection's state, shared by its driver, its requests and the table.
 struct Conn {
     id: u64,
+    /// Requests from head to response head.
     in_flight: AtomicUsize,
+    /// Requests in flight whose body has been received in full.
+    busy: AtomicUsize,
     /// Requests whose head arrived.
     requests: AtomicU64,
     /// When the last request in flight ended (or the connection was accepted).
@@ -554,34 +562,107 @@ impl Conn {
     }
 }
 
-/// Counts a request in flight until dropped.
+/// Counts a request in flight until dropped, and as busy from when its body has
+/// been received in full.
 struct InFlight {
+    request: Arc<RequestState>,
+}
+
+/// One request's progress, shared by its guard and its body.
+struct RequestState {
     conn: Arc<Conn>,
     table: Arc<Table>,
+    /// `RECEIVING`, `RECEIVED` (counted in `busy`) or `DONE`.
+    stage: AtomicU8,
 }
+
+const RECEIVING: u8 = 0;
+const RECEIVED: u8 = 1;
+const DONE: u8 = 2;
 
 impl InFlight {
     fn begin(conn: &Arc<Conn>, table: &Arc<Table>) -> Self {
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
         conn.requests.fetch_add(1, Ordering::AcqRel);
         Self {
-            conn: Arc::clone(conn),
-            table: Arc::clone(table),
+            request: Arc::new(RequestState {
+                conn: Arc::clone(conn),
+                table: Arc::clone(table),
+                stage: AtomicU8::new(RECEIVING),
+            }),
+        }
+    }
+}
+
+impl RequestState {
+    /// The body has been received in full: the connection is busy.
+    fn received(&self) {
+        // Counted first, so that `done` never takes away what was not added.
+        self.conn.busy.fetch_add(1, Ordering::AcqRel);
+        if self
+            .stage
+            .compare_exchange(RECEIVING, RECEIVED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            self.conn.busy.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn done(&self) {
+        if self.stage.swap(DONE, Ordering::AcqRel) == RECEIVED
+            && self.conn.busy.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            // No longer busy: the listener may shed it if it waits for room.
+            self.table.changed.notify_waiters();
         }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *self
-                .conn
+        let r = &self.request;
+        r.done();
+        if r.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *r.conn
                 .idle_since
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = Instant::now();
-            self.conn.wake.notify_one();
-            self.table.changed.notify_waiters();
+            r.conn.wake.notify_one();
+            r.table.changed.notify_waiters();
         }
+    }
+}
+
+/// A request body that marks its request as received at its end.
+struct TrackedBody {
+    inner: Incoming,
+    request: Arc<RequestState>,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) => this.request.received(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.request.received(),
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -608,9 +689,12 @@ async fn drive(
             let woken = conn.wake.notified();
             if closing.is_none() {
                 let shed = conn.shed.load(Ordering::Acquire);
-                if shed && conn.requests.load(Ordering::Acquire) == 0 {
-                    // Never sent a request head: nothing to finish.
-                    tracing::debug!("shedding a connection that sent no request");
+                let receiving_only = conn.busy.load(Ordering::Acquire) == 0
+                    && conn.in_flight.load(Ordering::Acquire) > 0;
+                if shed && (conn.requests.load(Ordering::Acquire) == 0 || receiving_only) {
+                    // Never sent a request head, or is still sending a body: nothing
+                    // the service works on is lost.
+                    tracing::debug!("shedding a connection with no request received in full");
                     break;
                 }
                 if shed || stopping {
@@ -678,6 +762,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let in_flight = InFlight::begin(&self.conn, &self.table);
+        if req.body().is_end_stream() {
+            in_flight.request.received();
+        }
         let extensions = req.extensions_mut();
         extensions.insert(ConnectInfo(self.remote));
         extensions.insert(tonic::transport::server::TcpConnectInfo {
@@ -691,6 +778,8 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             Protocol::Http => self.request_timeout,
         };
         let router = self.router.clone();
+        let request = Arc::clone(&in_flight.request);
+        let req = req.map(|inner| TrackedBody { inner, request });
         Box::pin(async move {
             let response = match tokio::time::timeout(limit, router.oneshot(req)).await {
                 Ok(Ok(response)) => response,
@@ -854,27 +943,59 @@ mod tests {
     }
 
     #[test]
-    fn shedding_prefers_the_oldest_connection_that_never_sent_a_request() {
+    fn shedding_prefers_connections_that_never_sent_a_request_and_spares_busy_ones() {
         let table = Arc::new(Table::default());
         let served = table.insert();
         let busy = table.insert();
         let silent_old = table.insert();
-        let _silent_new = table.insert();
+        let silent_new = table.insert();
+        let receiving = table.insert();
         drop(InFlight::begin(&served, &table));
-        let _busy = InFlight::begin(&busy, &table);
-        assert!(table.shed_oldest_idle());
-        assert!(silent_old.shed.load(Ordering::Acquire));
-        // One at a time: nothing else is shed while that one closes.
-        assert!(!table.shed_oldest_idle());
-        table.remove(silent_old.id);
-        assert!(table.shed_oldest_idle());
-        table.remove(3);
-        // Then the oldest idle one that served requests; never a busy one.
-        assert!(table.shed_oldest_idle());
-        assert!(served.shed.load(Ordering::Acquire));
-        table.remove(served.id);
+        let working = InFlight::begin(&busy, &table);
+        working.request.received();
+        let _sending = InFlight::begin(&receiving, &table);
+        let shed_next = |expected: &Arc<Conn>| {
+            assert!(table.shed_oldest_idle());
+            assert!(expected.shed.load(Ordering::Acquire), "conn {}", expected.id);
+            // One at a time: nothing else is shed while that one closes.
+            assert!(!table.shed_oldest_idle());
+            table.remove(expected.id);
+        };
+        shed_next(&silent_old);
+        shed_next(&silent_new);
+        // Then the oldest that is not busy: idle after a request, or still sending one.
+        shed_next(&served);
+        shed_next(&receiving);
+        // Never one whose request was received in full and is not answered yet.
         assert!(!table.shed_oldest_idle());
         assert!(!busy.shed.load(Ordering::Acquire));
-        assert_eq!(table.len(), 1);
+        drop(working);
+        assert_eq!(busy.busy.load(Ordering::Acquire), 0);
+        shed_next(&busy);
+        assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn a_request_is_busy_from_its_full_body_to_its_answer() {
+        let table = Arc::new(Table::default());
+        let conn = table.insert();
+        let a = InFlight::begin(&conn, &table);
+        let b = InFlight::begin(&conn, &table);
+        assert_eq!(conn.busy.load(Ordering::Acquire), 0);
+        a.request.received();
+        a.request.received();
+        assert_eq!(conn.busy.load(Ordering::Acquire), 1);
+        // Answered before its body ended (the handler did not read it): never busy.
+        drop(b);
+        assert_eq!(conn.busy.load(Ordering::Acquire), 1);
+        assert_eq!(conn.in_flight.load(Ordering::Acquire), 1);
+        let state = Arc::clone(&a.request);
+        drop(a);
+        assert_eq!(conn.busy.load(Ordering::Acquire), 0);
+        assert_eq!(conn.in_flight.load(Ordering::Acquire), 0);
+        // A body that ends after its answer changes nothing.
+        state.received();
+        assert_eq!(conn.busy.load(Ordering::Acquire), 0);
+        assert_eq!(conn.requests.load(Ordering::Acquire), 2);
     }
 }
