@@ -822,16 +822,14 @@ fn checked_listeners(
         reason,
     };
     // A time limit in seconds: 1 to a day (0 only where it turns something off).
-    let secs = |key: &str, v: Option<u64>, default: Duration, zero_is_off: bool| {
-        match v {
-            None => Ok(Some(default)),
-            Some(0) if zero_is_off => Ok(None),
-            Some(0) => Err(bad(key, "must be at least 1".into())),
-            Some(n) if n > MAX_TIMEOUT_SECS => {
-                Err(bad(key, format!("must be at most {MAX_TIMEOUT_SECS}")))
-            }
-            Some(n) => Ok(Some(Duration::from_secs(n))),
+    let secs = |key: &str, v: Option<u64>, default: Duration, zero_is_off: bool| match v {
+        None => Ok(Some(default)),
+        Some(0) if zero_is_off => Ok(None),
+        Some(0) => Err(bad(key, "must be at least 1".into())),
+        Some(n) if n > MAX_TIMEOUT_SECS => {
+            Err(bad(key, format!("must be at most {MAX_TIMEOUT_SECS}")))
         }
+        Some(n) => Ok(Some(Duration::from_secs(n))),
     };
     let d = defaults.timeouts;
     let required = |key: &str, v: Option<u64>, default: Duration| {
@@ -846,23 +844,14 @@ fn checked_listeners(
         idle: required("idle_timeout_secs", file.idle_timeout_secs, d.idle)?,
         keepalive_interval: match file.keepalive_interval_secs {
             None => d.keepalive_interval,
-            v => secs(
-                "keepalive_interval_secs",
-                v,
-                Duration::from_secs(0),
-                true,
-            )?,
+            v => secs("keepalive_interval_secs", v, Duration::from_secs(0), true)?,
         },
         keepalive_timeout: required(
             "keepalive_timeout_secs",
             file.keepalive_timeout_secs,
             d.keepalive_timeout,
         )?,
-        request: required(
-            "request_timeout_secs",
-            file.request_timeout_secs,
-            d.request,
-        )?,
+        request: required("request_timeout_secs", file.request_timeout_secs, d.request)?,
     };
     let cap = |key: &str, v: Option<u64>| match v {
         Some(0) => Err(bad(key, "must be at least 1".into())),
@@ -1147,7 +1136,10 @@ mod tests {
             ("MCP_AUTHZ_LISTENERS_KEEPALIVE_TIMEOUT_SECS", "0"),
             ("MCP_AUTHZ_LISTENERS_REQUEST_TIMEOUT_SECS", "0"),
             ("MCP_AUTHZ_LISTENERS_REQUEST_TIMEOUT_SECS", "86401"),
-            ("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS", "18446744073709551615"),
+            (
+                "MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS",
+                "18446744073709551615",
+            ),
             ("MCP_AUTHZ_LISTENERS_KEEPALIVE_INTERVAL_SECS", "100000"),
             ("MCP_AUTHZ_LISTENERS_GRPC_MAX_CONNECTIONS", "0"),
             ("MCP_AUTHZ_LISTENERS_HTTP_MAX_CONNECTIONS", "-1"),

@@ -42,9 +42,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::task::{Context, Poll};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -252,8 +252,12 @@ pub fn connection_caps(
 ) -> Result<Caps, CapError> {
     let Some(limit) = limit else {
         return Ok(Caps {
-            grpc: config.grpc_max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
-            http: config.http_max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            grpc: config
+                .grpc_max_connections
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            http: config
+                .http_max_connections
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
             admin: admin.then(|| {
                 config
                     .admin_max_connections
@@ -558,7 +562,10 @@ struct Conn {
 
 impl Conn {
     fn idle_since(&self) -> Instant {
-        *self.idle_since.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .idle_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -933,10 +940,24 @@ mod tests {
         assert_eq!(parse("200m"), Some(Duration::from_millis(200)));
         assert_eq!(parse("1S"), Some(Duration::from_secs(1)));
         assert_eq!(parse("2M"), Some(Duration::from_secs(120)));
-        assert_eq!(parse("99999999H"), Some(Duration::from_secs(99_999_999 * 3600)));
+        assert_eq!(
+            parse("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
         assert_eq!(parse("5u"), Some(Duration::from_micros(5)));
         assert_eq!(parse("7n"), Some(Duration::from_nanos(7)));
-        for bad in ["", "m", "100", "123456789m", "+1S", "-1S", "1s", "1.5S", " 1S", "1SS"] {
+        for bad in [
+            "",
+            "m",
+            "100",
+            "123456789m",
+            "+1S",
+            "-1S",
+            "1s",
+            "1.5S",
+            " 1S",
+            "1SS",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
         assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
@@ -956,7 +977,11 @@ mod tests {
         let _sending = InFlight::begin(&receiving, &table);
         let shed_next = |expected: &Arc<Conn>| {
             assert!(table.shed_oldest_idle());
-            assert!(expected.shed.load(Ordering::Acquire), "conn {}", expected.id);
+            assert!(
+                expected.shed.load(Ordering::Acquire),
+                "conn {}",
+                expected.id
+            );
             // One at a time: nothing else is shed while that one closes.
             assert!(!table.shed_oldest_idle());
             table.remove(expected.id);

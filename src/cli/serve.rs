@@ -241,7 +241,9 @@ async fn serve(config: Config) -> Result<(), Failure> {
 fn connection_caps(config: &Config) -> Result<Caps, String> {
     let limit = listener::raise_descriptor_limit();
     if let Some(l) = &limit {
-        let hard = l.hard.map_or_else(|| "unlimited".to_owned(), |h| h.to_string());
+        let hard = l
+            .hard
+            .map_or_else(|| "unlimited".to_owned(), |h| h.to_string());
         if let Some(from) = l.raised_from {
             tracing::info!(from, to = l.soft, hard = %hard, "raised the descriptor limit");
         }
