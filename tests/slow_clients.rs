@@ -45,15 +45,16 @@ fn config(dir: &Path) -> PathBuf {
 }
 
 /// Start `serve` (with an admin listener) with `env`, under a descriptor limit
-/// (soft and hard) if given, and wait until all three listeners listen.
-fn start(policies: &Path, env: &[(&str, &str)], nofile: Option<u64>) -> Server {
+/// if given (the arguments of the shell's `ulimit`, such as `-n 128`), and wait
+/// until all three listeners listen.
+fn start(policies: &Path, env: &[(&str, &str)], ulimit: Option<&str>) -> Server {
     use std::io::BufRead;
     let bin = env!("CARGO_BIN_EXE_mcp-authz");
-    let mut cmd = match nofile {
-        Some(n) => {
+    let mut cmd = match ulimit {
+        Some(limit) => {
             let mut c = Command::new("sh");
             c.arg("-c")
-                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(format!("ulimit {limit} && exec \"$0\" \"$@\""))
                 .arg(bin);
             c
         }
@@ -576,7 +577,7 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
             ("MCP_AUTHZ_LISTENERS_HEADER_READ_TIMEOUT_SECS", "600"),
             ("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS", "600"),
         ],
-        Some(128),
+        Some("-n 128"),
     );
     let pid = server.child.id();
     assert_eq!(limit_from_log(&server, "descriptor_limit"), 128);
@@ -750,57 +751,32 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
 #[test]
 fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
     let dir = copy_of_reference();
-    let bin = env!("CARGO_BIN_EXE_mcp-authz");
-    // Soft 100, hard unchanged (at least 128 here, or the flood test above could not run).
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -S -n 100 && exec \"$0\" \"$@\"")
-        .arg(bin)
-        .args([
-            "serve",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--policies",
-        ])
-        .arg(dir.path())
-        .env_remove("MCP_AUTHZ_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let mut log = String::new();
-    let reader = std::thread::spawn(move || {
-        let _ = stderr.read_to_string(&mut log);
-        log
-    });
     let hard = Command::new("sh")
         .arg("-c")
         .arg("ulimit -H -n")
         .output()
         .expect("ulimit");
     let hard = String::from_utf8_lossy(&hard.stdout).trim().to_owned();
-    let pid = child.id();
-    let raised = poll(Duration::from_secs(10), || {
-        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
-        let line = limits
-            .lines()
-            .find(|l| l.starts_with("Max open files"))?
-            .to_owned();
-        let soft = line.split_whitespace().nth(3)?.to_owned();
-        (soft != "100").then_some(soft)
-    });
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = reader.join().expect("log");
-    let soft = raised.unwrap_or_else(|| panic!("soft limit not raised: {log}"));
+    // Soft 100, hard unchanged.
+    let server = start(dir.path(), &[], Some("-S -n 100"));
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files limit");
+    let soft = line.split_whitespace().nth(3).expect("soft");
     if hard != "unlimited" {
-        assert_eq!(soft, hard, "{log}");
+        assert_eq!(soft, hard, "{line}");
+        assert_eq!(
+            limit_from_log(&server, "descriptor_limit").to_string(),
+            hard,
+            "{:?}",
+            server.log()
+        );
     }
-    assert!(
-        log.contains("raised the descriptor limit") && log.contains("from=100"),
-        "{log}"
-    );
+    let raised = server
+        .find_log(|l| l.contains("raised the descriptor limit"))
+        .unwrap_or_else(|| panic!("not raised: {:?}", server.log()));
+    assert!(raised.contains("from=100"), "{raised}");
 }

@@ -61,7 +61,8 @@ use tower::ServiceExt;
 /// Time a connection that is being closed gracefully gets before it is dropped
 /// (once no request is in flight on it).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-/// At most one "connection cap reached" warning per listener in this time.
+/// At most one "connection cap reached" (and one "cannot accept") warning per
+/// listener in this time.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Descriptors a listener needs besides its connections: the listening socket and
 /// the one accepted connection that waits for room.
@@ -378,6 +379,7 @@ pub async fn serve(listener: Listener, router: axum::Router, shutdown: impl Futu
     let mut shutdown = pin!(shutdown);
     let mut warned: Option<Instant> = None;
     let mut shed_since_warning = 0u64;
+    let mut accept_warned: Option<Instant> = None;
     'accept: loop {
         let accepted = tokio::select! {
             () = &mut shutdown => break,
@@ -388,7 +390,10 @@ pub async fn serve(listener: Listener, router: axum::Router, shutdown: impl Futu
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
                 // Out of descriptors or memory: wait a little rather than spin.
-                tracing::warn!(listener = name, "cannot accept a connection: {e}");
+                if accept_warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                    tracing::warn!(listener = name, "cannot accept a connection: {e}");
+                    accept_warned = Some(Instant::now());
+                }
                 tokio::select! {
                     () = &mut shutdown => break,
                     () = tokio::time::sleep(Duration::from_millis(100)) => continue,
@@ -410,7 +415,7 @@ pub async fn serve(listener: Listener, router: axum::Router, shutdown: impl Futu
                         listener = name,
                         max_connections,
                         shed = shed_since_warning,
-                        "connection cap reached: closing the oldest idle connections for new ones"
+                        "connection cap reached: shedding the oldest connections that are not busy for new ones"
                     );
                     warned = Some(Instant::now());
                     shed_since_warning = 0;
