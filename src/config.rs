@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::api::listener::{ListenerConfig, Timeouts};
 use crate::authz::CacheSettings;
 use crate::identity::{
     IdentityConfig, IdentityConfigError, IssuerConfig, JwtSettings, SpiffeConfig,
@@ -190,6 +191,34 @@ pub struct DecisionLogFile {
     pub redact: Option<Vec<String>>,
 }
 
+/// The `[listeners]` section: time limits and connection caps of the gRPC, HTTP
+/// and admin listeners.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersFile {
+    /// Time to receive a complete HTTP/1 request head, in seconds (default 10).
+    pub header_read_timeout_secs: Option<u64>,
+    /// Time a connection with no request in flight stays open, in seconds (default 120).
+    pub idle_timeout_secs: Option<u64>,
+    /// Interval of HTTP/2 keepalive pings, in seconds (default 30; 0 turns them off).
+    pub keepalive_interval_secs: Option<u64>,
+    /// Time to wait for a keepalive ping's answer, in seconds (default 10).
+    pub keepalive_timeout_secs: Option<u64>,
+    /// Time from a request head to its response head, in seconds (default 30).
+    pub request_timeout_secs: Option<u64>,
+    /// Most connections of the gRPC listener (default: 10000, less if the
+    /// descriptor limit is lower).
+    pub grpc_max_connections: Option<u64>,
+    /// Most connections of the HTTP listener (default: as for gRPC).
+    pub http_max_connections: Option<u64>,
+    /// Most connections of the admin listener (default: 64, less if the descriptor
+    /// limit is lower).
+    pub admin_max_connections: Option<u64>,
+    /// Descriptors kept free for policy files, the decision log and key fetches
+    /// (default 64).
+    pub reserved_descriptors: Option<u64>,
+}
+
 /// AuthZEN settings, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthzenSettings {
@@ -256,6 +285,9 @@ pub struct FileConfig {
     /// `[decisions]`.
     #[serde(default)]
     pub decisions: DecisionsFile,
+    /// Listener time limits and connection caps.
+    #[serde(default)]
+    pub listeners: ListenersFile,
 }
 
 /// Values given as command-line flags (highest precedence).
@@ -310,6 +342,8 @@ pub struct Config {
     pub decision_log: DecisionLogConfig,
     /// Rules every decision follows.
     pub rules: crate::authz::Rules,
+    /// Listener time limits and connection caps.
+    pub listeners: ListenerConfig,
 }
 
 impl Config {
@@ -396,6 +430,7 @@ impl Config {
         }
         let authzen = checked_authzen(&fc.authzen, &origin)?;
         let decision_log = checked_decision_log(&fc.decision_log, &origin)?;
+        let listeners = checked_listeners(&fc.listeners, &origin)?;
         if grpc_listen == http_listen && grpc_listen.port() != 0 {
             return Err(ConfigError::Value {
                 key: "http_listen".into(),
@@ -487,6 +522,7 @@ impl Config {
             rules: crate::authz::Rules {
                 allow_user_only: fc.decisions.allow_user_only.unwrap_or(false),
             },
+            listeners,
         })
     }
 
@@ -542,6 +578,42 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     (
         "MCP_AUTHZ_DECISIONS_ALLOW_USER_ONLY",
         "decisions.allow_user_only",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_HEADER_READ_TIMEOUT_SECS",
+        "listeners.header_read_timeout_secs",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS",
+        "listeners.idle_timeout_secs",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_KEEPALIVE_INTERVAL_SECS",
+        "listeners.keepalive_interval_secs",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_KEEPALIVE_TIMEOUT_SECS",
+        "listeners.keepalive_timeout_secs",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_REQUEST_TIMEOUT_SECS",
+        "listeners.request_timeout_secs",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_GRPC_MAX_CONNECTIONS",
+        "listeners.grpc_max_connections",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_HTTP_MAX_CONNECTIONS",
+        "listeners.http_max_connections",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_ADMIN_MAX_CONNECTIONS",
+        "listeners.admin_max_connections",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_RESERVED_DESCRIPTORS",
+        "listeners.reserved_descriptors",
     ),
 ];
 
@@ -635,6 +707,22 @@ fn apply_env(
             }
             "decision_log.redact" => fc.decision_log.redact = Some(list(value)),
             "decisions.allow_user_only" => fc.decisions.allow_user_only = Some(boolean(value)?),
+            listener if listener.starts_with("listeners.") => {
+                let l = &mut fc.listeners;
+                let slot = match listener {
+                    "listeners.header_read_timeout_secs" => &mut l.header_read_timeout_secs,
+                    "listeners.idle_timeout_secs" => &mut l.idle_timeout_secs,
+                    "listeners.keepalive_interval_secs" => &mut l.keepalive_interval_secs,
+                    "listeners.keepalive_timeout_secs" => &mut l.keepalive_timeout_secs,
+                    "listeners.request_timeout_secs" => &mut l.request_timeout_secs,
+                    "listeners.grpc_max_connections" => &mut l.grpc_max_connections,
+                    "listeners.http_max_connections" => &mut l.http_max_connections,
+                    "listeners.admin_max_connections" => &mut l.admin_max_connections,
+                    "listeners.reserved_descriptors" => &mut l.reserved_descriptors,
+                    _ => return Err(ConfigError::UnknownEnv(name.clone())),
+                };
+                *slot = Some(number(value)?);
+            }
             _ => return Err(ConfigError::UnknownEnv(name.clone())),
         }
         origins.insert((*key).into(), origin);
@@ -738,6 +826,68 @@ fn checked_decision_log(
         queue_capacity,
         include_arguments: file.include_arguments.unwrap_or(defaults.include_arguments),
         redact: file.redact.clone().unwrap_or(defaults.redact),
+    })
+}
+
+/// The longest time limit accepted (a day): longer ones are surely a mistake and
+/// would overflow clocks.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+fn checked_listeners(
+    file: &ListenersFile,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<ListenerConfig, ConfigError> {
+    let defaults = ListenerConfig::default();
+    let bad = |key: &str, reason: String| ConfigError::Value {
+        key: format!("listeners.{key}"),
+        origin: origin(&format!("listeners.{key}")),
+        reason,
+    };
+    // A time limit in seconds: 1 to a day (0 only where it turns something off).
+    let secs = |key: &str, v: Option<u64>, default: Duration, zero_is_off: bool| match v {
+        None => Ok(Some(default)),
+        Some(0) if zero_is_off => Ok(None),
+        Some(0) => Err(bad(key, "must be at least 1".into())),
+        Some(n) if n > MAX_TIMEOUT_SECS => {
+            Err(bad(key, format!("must be at most {MAX_TIMEOUT_SECS}")))
+        }
+        Some(n) => Ok(Some(Duration::from_secs(n))),
+    };
+    let d = defaults.timeouts;
+    let required = |key: &str, v: Option<u64>, default: Duration| {
+        secs(key, v, default, false).map(|t| t.unwrap_or(default))
+    };
+    let timeouts = Timeouts {
+        header_read: required(
+            "header_read_timeout_secs",
+            file.header_read_timeout_secs,
+            d.header_read,
+        )?,
+        idle: required("idle_timeout_secs", file.idle_timeout_secs, d.idle)?,
+        keepalive_interval: match file.keepalive_interval_secs {
+            None => d.keepalive_interval,
+            v => secs("keepalive_interval_secs", v, Duration::from_secs(0), true)?,
+        },
+        keepalive_timeout: required(
+            "keepalive_timeout_secs",
+            file.keepalive_timeout_secs,
+            d.keepalive_timeout,
+        )?,
+        request: required("request_timeout_secs", file.request_timeout_secs, d.request)?,
+    };
+    let cap = |key: &str, v: Option<u64>| match v {
+        Some(0) => Err(bad(key, "must be at least 1".into())),
+        Some(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        None => Ok(None),
+    };
+    Ok(ListenerConfig {
+        timeouts,
+        grpc_max_connections: cap("grpc_max_connections", file.grpc_max_connections)?,
+        http_max_connections: cap("http_max_connections", file.http_max_connections)?,
+        admin_max_connections: cap("admin_max_connections", file.admin_max_connections)?,
+        reserved_descriptors: file
+            .reserved_descriptors
+            .unwrap_or(defaults.reserved_descriptors),
     })
 }
 
@@ -929,6 +1079,122 @@ mod tests {
             .to_string();
         assert!(
             err.contains("admin.token_file") && err.contains("--admin-listen"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn listener_limits_from_the_file_and_environment() {
+        let c = Config::load(None, &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!(c.listeners, ListenerConfig::default());
+        let t = c.listeners.timeouts;
+        assert_eq!(t.header_read, Duration::from_secs(10));
+        assert_eq!(t.idle, Duration::from_secs(120));
+        assert_eq!(t.keepalive_interval, Some(Duration::from_secs(30)));
+        assert_eq!(t.keepalive_timeout, Duration::from_secs(10));
+        assert_eq!(t.request, Duration::from_secs(30));
+        let (_d, path) = write(
+            "[listeners]\nheader_read_timeout_secs = 2\nidle_timeout_secs = 3\nkeepalive_interval_secs = 0\nkeepalive_timeout_secs = 4\nrequest_timeout_secs = 5\ngrpc_max_connections = 100\nhttp_max_connections = 200\nadmin_max_connections = 8\nreserved_descriptors = 16\n",
+        );
+        let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("config");
+        let l = &c.listeners;
+        assert_eq!(l.timeouts.header_read, Duration::from_secs(2));
+        assert_eq!(l.timeouts.idle, Duration::from_secs(3));
+        assert_eq!(l.timeouts.keepalive_interval, None);
+        assert_eq!(l.timeouts.keepalive_timeout, Duration::from_secs(4));
+        assert_eq!(l.timeouts.request, Duration::from_secs(5));
+        assert_eq!(
+            (
+                l.grpc_max_connections,
+                l.http_max_connections,
+                l.admin_max_connections
+            ),
+            (Some(100), Some(200), Some(8))
+        );
+        assert_eq!(l.reserved_descriptors, 16);
+        let e = env(&[
+            ("MCP_AUTHZ_LISTENERS_HEADER_READ_TIMEOUT_SECS", "7"),
+            ("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS", "8"),
+            ("MCP_AUTHZ_LISTENERS_KEEPALIVE_INTERVAL_SECS", "9"),
+            ("MCP_AUTHZ_LISTENERS_KEEPALIVE_TIMEOUT_SECS", "1"),
+            ("MCP_AUTHZ_LISTENERS_REQUEST_TIMEOUT_SECS", "11"),
+            ("MCP_AUTHZ_LISTENERS_GRPC_MAX_CONNECTIONS", "12"),
+            ("MCP_AUTHZ_LISTENERS_HTTP_MAX_CONNECTIONS", "13"),
+            ("MCP_AUTHZ_LISTENERS_ADMIN_MAX_CONNECTIONS", "14"),
+            ("MCP_AUTHZ_LISTENERS_RESERVED_DESCRIPTORS", "0"),
+        ]);
+        let c = Config::load(Some(&path), &e, &Overrides::default()).expect("config");
+        let l = &c.listeners;
+        assert_eq!(l.timeouts.header_read, Duration::from_secs(7));
+        assert_eq!(l.timeouts.idle, Duration::from_secs(8));
+        assert_eq!(l.timeouts.keepalive_interval, Some(Duration::from_secs(9)));
+        assert_eq!(l.timeouts.keepalive_timeout, Duration::from_secs(1));
+        assert_eq!(l.timeouts.request, Duration::from_secs(11));
+        assert_eq!(
+            (
+                l.grpc_max_connections,
+                l.http_max_connections,
+                l.admin_max_connections
+            ),
+            (Some(12), Some(13), Some(14))
+        );
+        assert_eq!(l.reserved_descriptors, 0);
+        // Every key has its environment variable.
+        for (name, key) in ENV_KEYS {
+            if key.starts_with("listeners.") {
+                assert_eq!(
+                    *name,
+                    format!("MCP_AUTHZ_{}", key.replace('.', "_").to_uppercase())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_listener_limits_are_one_line_errors() {
+        for (name, value) in [
+            ("MCP_AUTHZ_LISTENERS_HEADER_READ_TIMEOUT_SECS", "0"),
+            ("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS", "0"),
+            ("MCP_AUTHZ_LISTENERS_KEEPALIVE_TIMEOUT_SECS", "0"),
+            ("MCP_AUTHZ_LISTENERS_REQUEST_TIMEOUT_SECS", "0"),
+            ("MCP_AUTHZ_LISTENERS_REQUEST_TIMEOUT_SECS", "86401"),
+            (
+                "MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS",
+                "18446744073709551615",
+            ),
+            ("MCP_AUTHZ_LISTENERS_KEEPALIVE_INTERVAL_SECS", "100000"),
+            ("MCP_AUTHZ_LISTENERS_GRPC_MAX_CONNECTIONS", "0"),
+            ("MCP_AUTHZ_LISTENERS_HTTP_MAX_CONNECTIONS", "-1"),
+            ("MCP_AUTHZ_LISTENERS_ADMIN_MAX_CONNECTIONS", "many"),
+            ("MCP_AUTHZ_LISTENERS_RESERVED_DESCRIPTORS", "1.5"),
+        ] {
+            let err = Config::load(None, &env(&[(name, value)]), &Overrides::default())
+                .expect_err(name)
+                .to_string();
+            assert!(
+                err.contains(name) && err.contains("listeners.") && !err.contains('\n'),
+                "{err}"
+            );
+        }
+        let err = Config::load(
+            None,
+            &env(&[("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT", "5")]),
+            &Overrides::default(),
+        )
+        .expect_err("unknown")
+        .to_string();
+        assert!(err.contains("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT"), "{err}");
+        let (_d, path) = write("[listeners]\nidle_timeout = 5\n");
+        let err = Config::load(Some(&path), &env(&[]), &Overrides::default())
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("idle_timeout") && !err.contains('\n'), "{err}");
+        let (_d, path) = write("[listeners]\nheader_read_timeout_secs = 0\n");
+        let err = Config::load(Some(&path), &env(&[]), &Overrides::default())
+            .expect_err("zero")
+            .to_string();
+        assert!(
+            err.contains("`listeners.header_read_timeout_secs`") && err.contains("config file"),
             "{err}"
         );
     }
