@@ -16,7 +16,8 @@
 //! and the admin endpoints (bearer token required when one is configured).
 //!
 //! AuthZEN error rules: a body that is not `application/json`, empty, malformed,
-//! not an object, or missing `subject`/`action`/`resource` (or their
+//! with a key twice or two keys that differ only in case in one object (at any
+//! depth, [`read_json_object`]), not an object, or missing `subject`/`action`/`resource` (or their
 //! `type`/`id`/`name`) is a 400 with `{"error": {"status": 400, "message": ...}}`; in
 //! a batch, a bad item is `{"decision": false}` with `context.error` and the others
 //! are decided. Unknown fields are ignored. `X-Request-ID` is echoed; a
@@ -47,6 +48,7 @@ use crate::config::AuthzenSettings;
 use crate::identity::{
     AuthnError, Identity, IdentityInput, Resolver, bearer_challenge, bearer_token_from_header,
 };
+use crate::mcp::json::JsonFault;
 use crate::policy::ReloadOutcome;
 use crate::telemetry::TraceContext;
 use crate::telemetry::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
@@ -254,35 +256,114 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The JSON object body of an AuthZEN request.
-fn json_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+/// Deepest nesting of arrays and objects read in an AuthZEN body.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Why an AuthZEN request body was refused: a 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// The content type is not `application/json`.
+    #[error("the request content type must be `application/json`")]
+    ContentType,
+    /// Nothing but whitespace.
+    #[error("the request body is empty")]
+    Empty,
+    /// Not UTF-8.
+    #[error("the request body is not UTF-8")]
+    NotUtf8,
+    /// Not JSON; the parser's message (a position, never the input).
+    #[error("the request body is not valid JSON: {0}")]
+    Syntax(String),
+    /// Arrays and objects nested deeper than [`MAX_JSON_DEPTH`].
+    #[error("the request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")]
+    TooDeep,
+    /// An object has the same key twice.
+    #[error("an object of the request body has the key `{0}` twice")]
+    DuplicateKey(String),
+    /// An object has two keys that differ only in case.
+    #[error(
+        "an object of the request body has the keys `{0}` and `{1}`, which differ only in case"
+    )]
+    CaseVariantKeys(String, String),
+    /// Valid JSON, but not an object.
+    #[error("the request body must be a JSON object")]
+    NotAnObject,
+}
+
+/// Read the JSON object of an AuthZEN request, strictly, as the MCP paths read
+/// theirs: two equal keys in one object (`{"subject":...,"subject":...}`, at any
+/// depth, escapes compared unescaped) and two keys that differ only in case
+/// (`subject` and `Subject`, folded as Go's `encoding/json` folds them) are
+/// refused, because whoever else reads the body — the enforcement point that sent
+/// it, a proxy, an audit log — may take the other one.
+pub fn read_json_object(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Map<String, Value>, BodyError> {
     let media = content_type
+        .unwrap_or_default()
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
     if media != "application/json" {
-        return Err(ApiError::Bad(
-            "the request content type must be `application/json`".into(),
-        ));
+        return Err(BodyError::ContentType);
     }
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::Bad("the request body is empty".into()));
+        return Err(BodyError::Empty);
     }
-    match serde_json::from_slice::<Value>(body) {
+    let text = std::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)?;
+    match crate::mcp::json::parse(text, MAX_JSON_DEPTH) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::Bad(
-            "the request body must be a JSON object".into(),
-        )),
-        Err(e) => Err(ApiError::Bad(format!(
-            "the request body is not valid JSON: {e}"
-        ))),
+        Ok(_) => Err(BodyError::NotAnObject),
+        Err(JsonFault::Syntax(m)) => Err(BodyError::Syntax(m)),
+        Err(JsonFault::TooDeep) => Err(BodyError::TooDeep),
+        Err(JsonFault::DuplicateKey(k)) => Err(BodyError::DuplicateKey(shown(&k))),
+        Err(JsonFault::CaseVariantKeys(a, b)) => {
+            Err(BodyError::CaseVariantKeys(shown(&a), shown(&b)))
+        }
     }
+}
+
+/// A key for a message: at most 64 characters, control characters and backticks escaped.
+fn shown(key: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in key.chars().enumerate() {
+        if i == 64 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || c == '`' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The one value of a header the request is decided on: a repeated one is refused
+/// (two parties could each read a different copy), as on the Envoy paths.
+fn single_header<'h>(
+    headers: &'h HeaderMap,
+    name: &header::HeaderName,
+) -> Result<Option<&'h HeaderValue>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::Bad(format!(
+            "the header `{}` is sent more than once",
+            name.as_str()
+        )));
+    }
+    Ok(first)
+}
+
+/// The JSON object body of an AuthZEN request ([`read_json_object`]).
+fn json_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+    let content_type = single_header(headers, &header::CONTENT_TYPE)?.and_then(|v| v.to_str().ok());
+    read_json_object(content_type, body).map_err(|e| ApiError::Bad(e.to_string()))
 }
 
 /// The identity of a bearer token in `Authorization`, if one is presented.
@@ -290,7 +371,7 @@ async fn bearer_identity(
     state: &HttpState,
     headers: &HeaderMap,
 ) -> Result<Option<Identity>, ApiError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+    let Some(value) = single_header(headers, &header::AUTHORIZATION)? else {
         return Ok(None);
     };
     let refuse = |e: AuthnError| ApiError::Unauthorized {
@@ -481,8 +562,10 @@ fn admin_allowed(state: &HttpState, headers: &HeaderMap) -> Result<(), Box<Respo
     let Some(expected) = &state.admin_token else {
         return Ok(());
     };
-    let presented = headers
-        .get(header::AUTHORIZATION)
+    // A repeated header is no token.
+    let presented = single_header(headers, &header::AUTHORIZATION)
+        .ok()
+        .flatten()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| bearer_token_from_header(v).ok());
     match presented {
