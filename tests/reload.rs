@@ -132,7 +132,8 @@ fn decisions_in_flight_finish_on_their_snapshot() {
     std::fs::write(dir.path().join("grant.cedar"), GRANT).expect("write");
     assert!(matches!(
         store.reload(false),
-        mcp_authz::policy::ReloadOutcome::Reloaded { generation: 2 }
+        mcp_authz::policy::ReloadOutcome::Reloaded { generation: 2, diff }
+            if diff.added == ["summarizer-gets-documents"] && diff.removed.is_empty()
     ));
     assert!(!mcp_authz::authz::decide(&held, &summarizer_gets_document()).allow);
     assert!(mcp_authz::authz::decide(&store.snapshot(), &summarizer_gets_document()).allow);
@@ -143,7 +144,7 @@ fn decisions_in_flight_finish_on_their_snapshot() {
     ));
     assert!(matches!(
         store.reload(true),
-        mcp_authz::policy::ReloadOutcome::Reloaded { generation: 3 }
+        mcp_authz::policy::ReloadOutcome::Reloaded { generation: 3, diff } if diff.is_empty()
     ));
 }
 

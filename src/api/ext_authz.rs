@@ -230,7 +230,7 @@ fn shown(name: &str) -> String {
         if c.is_ascii_graphic() && c != '`' {
             out.push(c);
         } else {
-            out.extend(c.escape_default());
+            out.extend(c.escape_unicode());
         }
     }
     out
@@ -788,5 +788,235 @@ fn http_response(answer: EnvoyAnswer) -> Response {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
             (status, out, body).into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::HeaderMap as EnvoyHeaderMap;
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Request as AttrRequest,
+    };
+
+    /// A `CheckRequest` with `headers` (the map) and `header_map` entries
+    /// (`(key, value, raw_value)`).
+    fn check(headers: &[(&str, &str)], header_map: &[(&str, &str, &str)]) -> CheckRequest {
+        let http = HttpRequest {
+            method: "POST".into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            header_map: (!header_map.is_empty()).then(|| EnvoyHeaderMap {
+                headers: header_map
+                    .iter()
+                    .map(|(k, v, raw)| EnvoyHeader {
+                        key: (*k).to_owned(),
+                        value: (*v).to_owned(),
+                        raw_value: raw.as_bytes().to_vec(),
+                    })
+                    .collect(),
+            }),
+            ..HttpRequest::default()
+        };
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(AttrRequest {
+                    http: Some(http),
+                    ..AttrRequest::default()
+                }),
+                ..AttributeContext::default()
+            }),
+        }
+    }
+
+    /// Whether the body of `c` counts as whole; `Err` if its headers are refused.
+    fn whole(c: &CheckRequest) -> Result<bool, HeaderError> {
+        let r = envoy_request(c);
+        r.headers.check()?;
+        r.headers.body_is_whole()
+    }
+
+    const MARKER: &str = PARTIAL_BODY_HEADER;
+
+    #[test]
+    fn only_one_false_marker_is_a_whole_body() {
+        // Whole: no marker, or exactly `false` once (from either field, or the same in both).
+        for c in [
+            check(&[], &[]),
+            check(&[(MARKER, "false")], &[]),
+            check(&[], &[(MARKER, "false", "")]),
+            check(&[], &[(MARKER, "", "false")]),
+            check(&[], &[(MARKER, "false", "false")]),
+            check(&[("X-Envoy-Auth-Partial-Body", "false")], &[]),
+            check(&[(MARKER, "false")], &[(MARKER, "", "false")]),
+        ] {
+            assert_eq!(whole(&c), Ok(true), "{c:?}");
+        }
+        // Partial: any other single value.
+        for v in [
+            "true",
+            " true",
+            "false,true",
+            "true,false",
+            "false,false",
+            " false",
+            "false ",
+            "FALSE",
+            "False",
+            "",
+            "0",
+            "no",
+            "false\t",
+            "fals",
+            "false;",
+            "\u{0}false",
+        ] {
+            assert_eq!(
+                whole(&check(&[(MARKER, v)], &[])),
+                Ok(false),
+                "headers `{v}`"
+            );
+            // An empty marker is a marker: partial.
+            assert_eq!(
+                whole(&check(&[], &[(MARKER, "", v)])),
+                Ok(false),
+                "raw `{v}`"
+            );
+            assert_eq!(
+                whole(&check(&[], &[(MARKER, v, "")])),
+                Ok(false),
+                "value `{v}`"
+            );
+        }
+        // Two markers: refused, whichever field holds which.
+        let conflicting = Err(HeaderError::Conflicting(MARKER.into()));
+        let repeated = Err(HeaderError::Repeated(MARKER.into()));
+        for (c, expected) in [
+            (
+                check(&[(MARKER, "true")], &[(MARKER, "", "false")]),
+                &conflicting,
+            ),
+            (
+                check(&[(MARKER, "false")], &[(MARKER, "", "true")]),
+                &conflicting,
+            ),
+            (
+                check(&[(MARKER, "false")], &[(MARKER, "true", "")]),
+                &conflicting,
+            ),
+            (
+                check(&[], &[(MARKER, "", "false"), (MARKER, "", "true")]),
+                &repeated,
+            ),
+            (
+                check(&[], &[(MARKER, "", "true"), (MARKER, "", "false")]),
+                &repeated,
+            ),
+            (
+                check(&[], &[(MARKER, "", "false"), (MARKER, "", "false")]),
+                &repeated,
+            ),
+            (check(&[], &[(MARKER, "false", "true")]), &repeated),
+            (
+                check(
+                    &[],
+                    &[
+                        (MARKER, "", "false"),
+                        ("X-ENVOY-AUTH-PARTIAL-BODY", "", "true"),
+                    ],
+                ),
+                &repeated,
+            ),
+            (
+                check(
+                    &[(MARKER, "false"), ("X-Envoy-Auth-Partial-Body", "true")],
+                    &[],
+                ),
+                &repeated,
+            ),
+            (
+                check(
+                    &[(MARKER, "false"), ("x-envoy-auth-partial-BODY", "false")],
+                    &[],
+                ),
+                &repeated,
+            ),
+        ] {
+            assert_eq!(&whole(&c), expected, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn security_headers_are_read_once_or_refused() {
+        for name in [
+            "authorization",
+            "content-type",
+            "mcp-method",
+            "mcp-name",
+            "mcp-session-id",
+            "mcp-protocol-version",
+            "mcp-anything-new",
+            "x-mcp-authz-server",
+            "x-mcp-authz-user",
+            "x-mcp-authz-application",
+            "x-mcp-authz-decision-id",
+            PARTIAL_BODY_HEADER,
+        ] {
+            assert!(is_security_header(name), "{name}");
+            let upper = name.to_ascii_uppercase();
+            let ok = |c: &CheckRequest| envoy_request(c).headers.check();
+            assert_eq!(ok(&check(&[(name, "a")], &[])), Ok(()));
+            assert_eq!(ok(&check(&[(&upper, "a")], &[])), Ok(()), "{upper}");
+            assert_eq!(ok(&check(&[(name, "a")], &[(name, "", "a")])), Ok(()));
+            let repeated = Err(HeaderError::Repeated(name.into()));
+            assert_eq!(
+                ok(&check(&[], &[(name, "", "a"), (name, "", "a")])),
+                repeated
+            );
+            assert_eq!(
+                ok(&check(&[], &[(name, "", "a"), (&upper, "", "b")])),
+                repeated
+            );
+            assert_eq!(ok(&check(&[(name, "a"), (&upper, "a")], &[])), repeated);
+            assert_eq!(
+                ok(&check(&[(name, "a")], &[(&upper, "", "b")])),
+                Err(HeaderError::Conflicting(name.into()))
+            );
+            // And read as refused, not as one of the values.
+            let c = check(&[], &[(name, "", "a"), (name, "", "b")]);
+            let r = envoy_request(&c);
+            assert!(r.headers.get(name).is_err());
+            assert!(r.headers.singles().all(|(k, _)| k != name));
+        }
+        // Headers no decision depends on may repeat; repeated, they are not read.
+        for name in ["accept", "traceparent", "x-request-id", "user-agent"] {
+            assert!(!is_security_header(name));
+            let c = check(&[], &[(name, "", "a"), (name, "", "b")]);
+            let r = envoy_request(&c);
+            assert_eq!(r.headers.check(), Ok(()));
+            assert_eq!(r.headers.get_lenient(name), None);
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_header_safely() {
+        let c = check(
+            &[],
+            &[("mcp-\u{1b}[31m`x", "", "a"), ("mcp-\u{1b}[31m`x", "", "b")],
+        );
+        let r = envoy_request(&c);
+        let message = r
+            .headers
+            .check()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            message,
+            "the header `mcp-\\u{1b}[31m\\u{60}x` is sent more than once"
+        );
     }
 }

@@ -601,10 +601,23 @@ async fn policies(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Re
     ids.sort_by(|a, b| (&a.1.file, a.1.line, a.0).cmp(&(&b.1.file, b.1.line, b.0)));
     let mut files: Vec<&str> = ids.iter().map(|(_, o)| o.file.as_str()).collect();
     files.dedup();
+    let digests = &snapshot.digests;
     let ids: Vec<Value> = ids
         .iter()
-        .map(|(id, o)| json!({ "id": id, "file": o.file, "line": o.line, "column": o.column }))
+        .map(|(id, o)| {
+            json!({
+                "id": id, "file": o.file, "line": o.line, "column": o.column,
+                "digest": digests.policies.get(id.as_str()),
+            })
+        })
         .collect();
+    let last_reload = status.last_reload.as_ref().map(|r| {
+        let mut v = diff_json(&r.diff);
+        v["from_generation"] = json!(r.from_generation);
+        v["to_generation"] = json!(r.to_generation);
+        v["at_unix"] = json!(unix_secs(r.at));
+        v
+    });
     json_response(json!({
         "directory": snapshot.dir.display().to_string(),
         "generation": snapshot.generation,
@@ -612,6 +625,13 @@ async fn policies(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Re
         "policy_files": snapshot.policy_files,
         "files": files,
         "policy_ids": ids,
+        "digest": {
+            "content": digests.content,
+            "policies": digests.policy_set,
+            "schema": digests.schema,
+            "entities": digests.entities,
+        },
+        "last_reload": last_reload,
         "loaded_at_unix": unix_secs(snapshot.loaded_at),
         "in_sync": status.in_sync,
         "reload_successes": status.successes,
@@ -621,6 +641,17 @@ async fn policies(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Re
         "last_errors": status.last_errors,
         "warnings": snapshot.warnings.one_line_each(),
     }))
+}
+
+/// What a reload changed, as `/v1/policies` and `/v1/reload` show it.
+fn diff_json(diff: &crate::policy::PolicyDiff) -> Value {
+    json!({
+        "added": diff.added,
+        "removed": diff.removed,
+        "changed": diff.changed,
+        "schema_changed": diff.schema_changed,
+        "entities_changed": diff.entities_changed,
+    })
 }
 
 async fn reload(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
@@ -636,9 +667,11 @@ async fn reload(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Resp
     };
     let generation = state.engine.store().snapshot().generation;
     match outcome {
-        ReloadOutcome::Reloaded { generation } => {
-            json_response(json!({ "outcome": "reloaded", "generation": generation }))
-        }
+        ReloadOutcome::Reloaded { generation, diff } => json_response(json!({
+            "outcome": "reloaded",
+            "generation": generation,
+            "changes": diff_json(&diff),
+        })),
         ReloadOutcome::Unchanged => {
             json_response(json!({ "outcome": "unchanged", "generation": generation }))
         }
@@ -651,5 +684,157 @@ async fn reload(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Resp
             })),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Result<Map<String, Value>, BodyError> {
+        read_json_object(Some("application/json"), text.as_bytes())
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let alice = r#"{"type":"user","id":"alice"}"#;
+        let dave = r#"{"type":"user","id":"dave"}"#;
+        let action = r#"{"name":"tools/call"}"#;
+        let tool = r#"{"type":"tool","id":"docs/get_document"}"#;
+        let dup = |k: &str| Err(BodyError::DuplicateKey(k.into()));
+        for (text, expected) in [
+            (
+                format!(
+                    r#"{{"subject":{alice},"subject":{dave},"action":{action},"resource":{tool}}}"#
+                ),
+                dup("subject"),
+            ),
+            (
+                format!(
+                    r#"{{"subject":{alice},"action":{action},"resource":{tool},"action":{{"name":"x"}}}}"#
+                ),
+                dup("action"),
+            ),
+            (
+                format!(
+                    r#"{{"subject":{alice},"action":{action},"resource":{tool},"resource":{tool}}}"#
+                ),
+                dup("resource"),
+            ),
+            (
+                format!(
+                    r#"{{"subject":{{"type":"user","id":"alice","id":"dave"}},"action":{action},"resource":{tool}}}"#
+                ),
+                dup("id"),
+            ),
+            (
+                format!(
+                    r#"{{"subject":{alice},"action":{action},"resource":{tool},"context":{{"agent":"a","agent":"b"}}}}"#
+                ),
+                dup("agent"),
+            ),
+            (
+                format!(
+                    r#"{{"subject":{alice},"action":{action},"resource":{{"type":"tool","id":"t","properties":{{"p":{{"q":1,"q":2}}}}}}}}"#
+                ),
+                dup("q"),
+            ),
+            (
+                format!(
+                    r#"{{"evaluations":[{{"subject":{alice}}},{{"subject":{alice},"subject":{dave}}}]}}"#
+                ),
+                dup("subject"),
+            ),
+            (
+                format!(r#"{{"subject":{alice},"subj\u0065ct":{dave}}}"#),
+                dup("subject"),
+            ),
+            (
+                r#"{"options":{"explain":true,"explain":false}}"#.to_owned(),
+                dup("explain"),
+            ),
+            (
+                r#"{"page":{"token":"a","token":"b"}}"#.to_owned(),
+                dup("token"),
+            ),
+        ] {
+            assert_eq!(read(&text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn case_variant_keys_are_refused() {
+        let variant = |a: &str, b: &str| Err(BodyError::CaseVariantKeys(a.into(), b.into()));
+        for (text, expected) in [
+            (
+                r#"{"subject":{},"Subject":{}}"#,
+                variant("subject", "Subject"),
+            ),
+            (
+                r#"{"SUBJECT":{},"subject":{}}"#,
+                variant("SUBJECT", "subject"),
+            ),
+            (r#"{"resource":{"id":"a","ID":"b"}}"#, variant("id", "ID")),
+            (
+                "{\"subject\":{},\"\u{17f}ubject\":{}}",
+                variant("subject", "\u{17f}ubject"),
+            ),
+            (
+                r#"{"context":{"Agent":"x","agent":"y"}}"#,
+                variant("Agent", "agent"),
+            ),
+        ] {
+            assert_eq!(read(text), expected, "{text}");
+        }
+        // Different keys are fine, and so is one key in another case.
+        assert!(read(r#"{"subject":{},"subjects":{}}"#).is_ok());
+        assert!(read(r#"{"Subject":{}}"#).is_ok());
+        assert!(read(r#"{"a":{"id":1},"b":{"id":1}}"#).is_ok());
+    }
+
+    #[test]
+    fn other_refusals_keep_their_messages() {
+        let ok = read(r#"{"subject":{"type":"user","id":"alice"}}"#);
+        assert!(ok.is_ok_and(|m| m.contains_key("subject")));
+        assert_eq!(
+            read_json_object(Some("text/plain"), b"{}"),
+            Err(BodyError::ContentType)
+        );
+        assert_eq!(read_json_object(None, b"{}"), Err(BodyError::ContentType));
+        assert!(read_json_object(Some("Application/JSON; charset=utf-8"), b"{}").is_ok());
+        assert_eq!(read(" \n"), Err(BodyError::Empty));
+        assert_eq!(read("[1]"), Err(BodyError::NotAnObject));
+        assert_eq!(
+            read_json_object(Some("application/json"), b"{\"a\":\"\xff\"}"),
+            Err(BodyError::NotUtf8)
+        );
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH + 1),
+            "]".repeat(MAX_JSON_DEPTH + 1)
+        );
+        assert_eq!(read(&format!(r#"{{"a":{deep}}}"#)), Err(BodyError::TooDeep));
+        assert!(
+            matches!(read(r#"{"secret-value": }"#), Err(BodyError::Syntax(m)) if !m.contains("secret"))
+        );
+        // Keys in messages: cut, control characters escaped.
+        let long = "k".repeat(100);
+        let Err(e) = read(&format!(r#"{{"{long}\u001b":1,"{long}\u001b":2}}"#)) else {
+            panic!("a duplicate key");
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "an object of the request body has the key `{}…` twice",
+                "k".repeat(64)
+            )
+        );
+        let Err(e) = read(r#"{"a\u001b`":1,"a\u001b`":2}"#) else {
+            panic!("a duplicate key");
+        };
+        assert_eq!(
+            e.to_string(),
+            "an object of the request body has the key `a\\u{1b}\\u{60}` twice"
+        );
     }
 }
