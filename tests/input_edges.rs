@@ -27,6 +27,9 @@ use support::{TestKey, claims_with, file_resolver};
 const GET_DOCUMENT: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_document","arguments":{"document_id":"titan/q1-strategy"}}}"#;
 const MARKER: &str = "x-envoy-auth-partial-body";
 
+/// Header pairs.
+type Pairs<'a> = Vec<(&'a str, &'a str)>;
+
 /// Services on the reference policies, and bearer tokens for alice and dave
 /// (both through CorpAssist).
 struct Mesh {
@@ -154,7 +157,7 @@ async fn grpc_partial_body_marker_must_be_exactly_one_false() {
         assert_eq!(status, 200, "{headers:?} {header_map:?}");
     }
     // Anything else is a partial body, or two markers: a 400, never an allow.
-    let mut cases: Vec<(Vec<(&str, &str)>, Vec<(&str, &str)>)> = Vec::new();
+    let mut cases: Vec<(Pairs, Pairs)> = Vec::new();
     for v in [
         "true",
         " true",
@@ -270,6 +273,31 @@ async fn grpc_security_headers_sent_twice_are_refused() {
             .is_some_and(|h| h.key == "x-mcp-authz-user" && h.value == "alice")
     }));
 
+    // Envoy's `headers` map joins a repeated header with commas: joined, neither
+    // copy is read as the credential or as the body's method.
+    let joined = format!("{alice},{dave}");
+    let (status, _) = grpc_check(
+        &mesh,
+        check_request(&[("authorization", &joined)], &[], GET_DOCUMENT),
+    )
+    .await;
+    assert_eq!(status, 401);
+    for (name, value) in [
+        ("mcp-method", "tools/call,tools/call"),
+        ("mcp-name", "get_document,get_document"),
+    ] {
+        let (status, _) = grpc_check(
+            &mesh,
+            check_request(
+                &[("authorization", alice), (name, value)],
+                &[],
+                GET_DOCUMENT,
+            ),
+        )
+        .await;
+        assert_eq!(status, 400, "{name}: {value}");
+    }
+
     let twice: &[(&str, &str, &str)] = &[
         ("authorization", alice, dave),
         ("authorization", dave, alice),
@@ -289,7 +317,7 @@ async fn grpc_security_headers_sent_twice_are_refused() {
         let upper = name.to_ascii_uppercase();
         // Twice in `header_map`; in `headers` under two spellings; in both with
         // different values (with equal values, both fields describe one header).
-        let mut variants: Vec<(Vec<(&str, &str)>, Vec<(&str, &str)>)> = vec![
+        let mut variants: Vec<(Pairs, Pairs)> = vec![
             (vec![], vec![(name, first), (name, second)]),
             (vec![], vec![(name, first), (&upper, second)]),
             (vec![(name, first), (&upper, second)], vec![]),
