@@ -41,8 +41,8 @@ use tonic::{Request, Status};
 use tracing::Instrument;
 
 use super::mcp_check::{
-    Credentials, FORBIDDEN_CODE, UNAUTHENTICATED_CODE, Verdict, check_calls, decision_meta,
-    forbidden_message,
+    Asserted, CALLER_TOKEN_HEADER, CallerTrust, Credentials, FORBIDDEN_CODE,
+    UNAUTHENTICATED_CODE, Verdict, admit, check_calls, decision_meta, forbidden_message,
 };
 use super::pbjson::envoy_struct_to_json;
 use super::services::{REALM, Ready, Services};
@@ -58,6 +58,9 @@ pub const USER_HEADER: &str = "x-mcp-authz-user";
 pub const APPLICATION_HEADER: &str = "x-mcp-authz-application";
 /// Header naming the MCP server in the HTTP mode.
 pub const SERVER_HEADER: &str = "x-mcp-authz-server";
+/// Header of the HTTP mode carrying the mTLS peer's SPIFFE ID, as Envoy sets it
+/// (`%DOWNSTREAM_PEER_URI_SAN%`); honoured only with the caller secret.
+pub const SPIFFE_ID_HEADER: &str = "x-mcp-authz-spiffe-id";
 /// Envoy's MCP filter's metadata namespace.
 pub const MCP_FILTER_NAMESPACE: &str = "envoy.filters.http.mcp";
 /// Action of `GET` (opening the server's SSE stream).
@@ -76,8 +79,12 @@ pub struct EnvoyRequest<'a> {
     pub body: &'a [u8],
     /// The MCP server id from the route, if any.
     pub server: Option<&'a str>,
-    /// The caller's SPIFFE ID (mTLS peer), if any.
+    /// The caller's SPIFFE ID (mTLS peer) as Envoy proved it, if any.
     pub spiffe_id: Option<&'a str>,
+    /// A SPIFFE ID the request asserts (the HTTP mode's `x-mcp-authz-spiffe-id`).
+    pub asserted_spiffe_id: Option<&'a str>,
+    /// Whether the request comes from the trusted caller.
+    pub caller: Option<CallerTrust>,
     /// The caller's address, if known.
     pub source_ip: Option<String>,
     /// The metadata of Envoy's MCP filter, if present.
@@ -161,8 +168,28 @@ async fn decide_request(
         },
         None => None,
     };
+    let asserted = Asserted {
+        spiffe_id: request.asserted_spiffe_id.filter(|s| !s.is_empty()),
+        identity: None,
+    };
+    let credentials = match admit(asserted, request.caller.unwrap_or(CallerTrust::Untrusted)) {
+        Ok(admitted) if request.spiffe_id.is_none_or(str::is_empty) => {
+            Credentials::admitted(bearer, admitted)
+        }
+        Ok(_) => Credentials::proven(bearer, request.spiffe_id),
+        Err(e) => {
+            let message = forbidden_message(&e.to_string());
+            return EnvoyAnswer::Deny {
+                decision_id: String::new(),
+                status: 403,
+                headers: Vec::new(),
+                body: error_body(request_id, FORBIDDEN_CODE, &message),
+                reason: message,
+            };
+        }
+    };
     // MCP's authorization: a request without credentials is told how to get them.
-    if bearer.is_none() && request.spiffe_id.is_none_or(str::is_empty) {
+    if credentials.is_empty() {
         let message = "unauthenticated: a bearer token is required".to_owned();
         return EnvoyAnswer::Deny {
             decision_id: String::new(),
@@ -172,11 +199,6 @@ async fn decide_request(
             reason: message,
         };
     }
-    let credentials = Credentials {
-        bearer_token: bearer,
-        spiffe_id: request.spiffe_id.filter(|s| !s.is_empty()),
-        verified: None,
-    };
     let mut extra = Map::new();
     if let Some(ip) = &request.source_ip {
         extra.insert("request".into(), json!({ "source_ip": ip }));
@@ -399,6 +421,9 @@ pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
             .and_then(|a| a.metadata_context.as_ref())
             .and_then(|m| m.filter_metadata.get(MCP_FILTER_NAMESPACE))
             .map(envoy_struct_to_json),
+        // Envoy made the mTLS handshake: `source.principal` is proven, not asserted.
+        asserted_spiffe_id: None,
+        caller: None,
     }
 }
 
@@ -587,6 +612,7 @@ async fn http_check(
         );
     }
     let server = map.get(SERVER_HEADER).map(|s| s.to_string());
+    let spiffe_id = map.get(SPIFFE_ID_HEADER).map(|s| s.to_string());
     let meta = decision_meta(
         map.get("traceparent").map(AsRef::as_ref),
         map.get("x-request-id").map(AsRef::as_ref),
@@ -597,6 +623,11 @@ async fn http_check(
         headers: map,
         body: &body,
         server: server.as_deref().filter(|s| !s.is_empty()),
+        asserted_spiffe_id: spiffe_id.as_deref(),
+        caller: Some(CallerTrust::of(
+            services,
+            headers.get(CALLER_TOKEN_HEADER).map(HeaderValue::as_bytes),
+        )),
         ..EnvoyRequest::default()
     };
     http_response(decide(services, request, Interface::ExtAuthzHttp).await)

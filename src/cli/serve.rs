@@ -127,7 +127,9 @@ async fn serve(config: Config) -> Result<(), Failure> {
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(AuthorizerServer::new(GatewayApi::new(ready.clone())))
+        .add_service(AuthorizerServer::new(
+            GatewayApi::new(ready.clone()).with_settings(config.grpc),
+        ))
         .add_service(AuthorizationServer::new(ExtAuthzGrpc::new(ready.clone())));
     let stop = stopped(stop_rx.clone());
     servers.spawn(async move {

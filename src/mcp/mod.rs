@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 
-mod json;
+pub(crate) mod json;
 pub mod jsonrpc;
 
 /// The Cedar namespace of the MCP model.
