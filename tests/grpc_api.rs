@@ -600,3 +600,137 @@ async fn health_is_not_serving_until_the_policies_are_loaded() {
         .into_inner();
     assert_eq!(ext.status, ServingStatus::Serving as i32);
 }
+
+/// A config with a trusted caller secret and the demo issuer, more `[grpc]`
+/// settings, and more sections.
+fn config_with(dir: &Path, grpc: &str, sections: &str) -> std::path::PathBuf {
+    let path = config(dir);
+    let text = std::fs::read_to_string(&path).expect("read");
+    let text = text.replacen("[grpc]\n", &format!("[grpc]\n{grpc}"), 1);
+    std::fs::write(&path, format!("{text}\n{sections}")).expect("write");
+    path
+}
+
+fn start_with(grpc: &str, sections: &str) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_with(dir.path(), grpc, sections);
+    let server = Server::start(
+        &["--config", config.to_str().expect("utf-8")],
+        &reference_policies(),
+    );
+    Setup { _dir: dir, server }
+}
+
+fn names_request(identity: Identity, server: &str, names: Vec<String>) -> FilterListRequest {
+    FilterListRequest {
+        identity: Some(identity),
+        server: server.into(),
+        method: "tools/list".into(),
+        list: Some(filter_list_request::List::Names(pb::Names { names })),
+        ..FilterListRequest::default()
+    }
+}
+
+fn percentiles(mut v: Vec<Duration>) -> String {
+    v.sort();
+    if v.is_empty() {
+        return "no samples".into();
+    }
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "n={} p50={:?} p90={:?} p99={:?} max={:?}",
+        v.len(),
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        v[v.len() - 1]
+    )
+}
+
+/// How `/healthz` and a gRPC `Check` answer while large lists are decided: a
+/// measurement for README.md ("Batches and lists"), not a test. `LISTS` lists of
+/// `LIST_ENTRIES` entries (distinct names, so cache misses) are decided over and
+/// over for `SECS` seconds while both are probed every 20 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement: cargo test --test grpc_api measure_list_load -- --ignored --nocapture"]
+async fn measure_list_load() {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (entries, lists, secs) = (
+        env("LIST_ENTRIES", 20_000),
+        env("LISTS", 3),
+        env("SECS", 10),
+    );
+    let s = start_with(&format!("max_list_entries = {entries}\n"), "");
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs as u64);
+    let mut tasks = Vec::new();
+    for l in 0..lists {
+        let addr = s.server.grpc.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = client(&addr).await;
+            let (mut done, mut took) = (0usize, Vec::new());
+            let mut round = 0;
+            while std::time::Instant::now() < deadline {
+                round += 1;
+                let names = (0..entries).map(|i| format!("t{l}_{round}_{i}")).collect();
+                let started = std::time::Instant::now();
+                c.filter_list(trusted(names_request(
+                    verified("alice", "corpassist"),
+                    "docs",
+                    names,
+                )))
+                .await
+                .expect("filter");
+                took.push(started.elapsed());
+                done += 1;
+            }
+            (done, took)
+        }));
+    }
+    let http = s.server.http.clone();
+    let mut c = client(&s.server.grpc).await;
+    let (mut health, mut checks) = (Vec::new(), Vec::new());
+    while std::time::Instant::now() < deadline {
+        let started = std::time::Instant::now();
+        let addr = http.clone();
+        let (status, _) = tokio::task::spawn_blocking(move || common::http_get(&addr, "/healthz"))
+            .await
+            .expect("join")
+            .expect("healthz");
+        assert_eq!(status, 200);
+        health.push(started.elapsed());
+        let started = std::time::Instant::now();
+        let r = check(
+            &mut c,
+            trusted(parsed(
+                verified("alice", "corpassist"),
+                "docs",
+                "tools/call",
+                "get_document",
+                None,
+            )),
+        )
+        .await;
+        assert!(r.allowed);
+        checks.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut lists_done, mut list_times) = (0, Vec::new());
+    for t in tasks {
+        let (done, took) = t.await.expect("list task");
+        lists_done += done;
+        list_times.extend(took);
+    }
+    println!("lists={lists} entries={entries} secs={secs}");
+    println!("  healthz: {}", percentiles(health));
+    println!("  Check:   {}", percentiles(checks));
+    println!(
+        "  lists:   {lists_done} done, {:.0} entries/s, each {}",
+        (lists_done * entries) as f64 / secs as f64,
+        percentiles(list_times)
+    );
+}
