@@ -892,22 +892,38 @@ impl ListResult {
     }
 }
 
-/// The members a list result may have besides its array.
-const RESULT_MEMBERS: [&str; 2] = ["nextCursor", "_meta"];
 /// The members of a JSON-RPC response carrying a list result.
 const RESPONSE_MEMBERS: [&str; 3] = ["jsonrpc", "id", "result"];
+/// Names a list result may not use for any member but its own array, in any
+/// case: another list, or a piece of a JSON-RPC envelope.
+const DECOY_MEMBERS: [&str; 8] = [
+    "tools",
+    "prompts",
+    "resources",
+    "resourceTemplates",
+    "result",
+    "error",
+    "jsonrpc",
+    "id",
+];
 
 /// Read a list result strictly: the `result` object of `kind`'s method, or a
-/// whole JSON-RPC success response carrying it. Refused: what is not JSON the way
-/// the MCP paths read it (duplicate keys, keys that differ only in case, nesting
-/// deeper than 64), a response that is not exactly `jsonrpc` `"2.0"`, an `id` and
-/// a `result` (so also an `error` response, and `result.result`), a result with
-/// any member but its array, `nextCursor` (a string) and `_meta` (an object) —
-/// so no second list (`tools` beside `result.tools`, `prompts` in a `tools/list`
-/// result) can ride along unfiltered — and an entry that is not an object with a
-/// string name (`name`, or `uri` / `uriTemplate` for resources).
+/// whole JSON-RPC success response carrying it. Refused:
+///
+/// - what is not JSON the way the MCP paths read it (duplicate keys, keys of one
+///   object that differ only in case, nesting deeper than 64 levels);
+/// - a response that is not exactly `jsonrpc` `"2.0"`, an `id` (a string or an
+///   integer) and a `result` object: an `error` response, `result` beside `error`,
+///   a `tools` array beside `result`;
+/// - a result with a member named like another list or a piece of the envelope
+///   (`prompts` in a `tools/list` result, `result.result`, `Tools`), in any case,
+///   so that no second list rides along unfiltered; a `nextCursor` that is not a
+///   string, a `_meta` that is not an object (other members, such as `resultType`
+///   or `cacheScope`, are kept as they are);
+/// - a list that is not an array of objects each with a string name (`name`, or
+///   `uri` / `uriTemplate` for resources and resource templates).
 fn read_list_result(bytes: &[u8], kind: ListKind) -> Result<ListResult, String> {
-    use crate::mcp::json::{JsonFault, parse};
+    use crate::mcp::json::{JsonFault, fold, parse};
     let text = std::str::from_utf8(bytes).map_err(|_| "the list result is not UTF-8".to_owned())?;
     let json = parse(text, crate::mcp::jsonrpc::MAX_DEPTH).map_err(|fault| match fault {
         JsonFault::Syntax(m) => format!("the list result is not JSON: {m}"),
@@ -929,7 +945,7 @@ fn read_list_result(bytes: &[u8], kind: ListKind) -> Result<ListResult, String> 
     };
     let in_response = ["jsonrpc", "id", "result", "error"]
         .iter()
-        .any(|k| top.contains_key(*k));
+        .any(|k| top.keys().any(|key| fold(key) == *k));
     let result = if in_response {
         if top.contains_key("error") {
             return Err("the list response is an error: it has no list to filter".into());
@@ -956,20 +972,21 @@ fn read_list_result(bytes: &[u8], kind: ListKind) -> Result<ListResult, String> 
         top
     };
     for (k, v) in result {
+        if k == kind.array {
+            continue;
+        }
+        if DECOY_MEMBERS.iter().any(|d| fold(d) == fold(k)) {
+            return Err(format!(
+                "the `{}` result has the member `{}` beside `{}`: a list result holds one list",
+                kind.method,
+                shown(k),
+                kind.array,
+            ));
+        }
         let fits = match k.as_str() {
-            k if k == kind.array => true,
             "nextCursor" => v.is_string(),
             "_meta" => v.is_object(),
-            _ => {
-                return Err(format!(
-                    "the `{}` result has the unexpected member `{}` (it holds `{}`, `{}` and `{}` only)",
-                    kind.method,
-                    shown(k),
-                    kind.array,
-                    RESULT_MEMBERS[0],
-                    RESULT_MEMBERS[1],
-                ));
-            }
+            _ => true,
         };
         if !fits {
             return Err(format!(
@@ -1040,7 +1057,7 @@ mod tests {
 
     #[test]
     fn plain_results_and_responses_are_read() {
-        let ok = r#"{"tools":[{"name":"a","description":"x"},{"name":"b"}],"nextCursor":"c","_meta":{"k":1}}"#;
+        let ok = r#"{"tools":[{"name":"a","description":"x"},{"name":"b"}],"nextCursor":"c","_meta":{"k":1},"resultType":"complete","cacheScope":"private"}"#;
         assert_eq!(read(tools(), ok), Ok(vec!["a".into(), "b".into()]));
         let response = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{ok}}}"#);
         assert_eq!(read(tools(), &response), Ok(vec!["a".into(), "b".into()]));
@@ -1074,7 +1091,7 @@ mod tests {
             // Nested result.result.
             (
                 format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"result":{{"tools":[{entry}]}}}}}}"#),
-                "unexpected member `result`",
+                "the member `result` beside",
             ),
             (
                 format!(r#"{{"result":{{"tools":[{entry}]}}}}"#),
@@ -1100,7 +1117,27 @@ mod tests {
             // Another list in this one.
             (
                 format!(r#"{{"tools":[],"prompts":[{entry}]}}"#),
-                "unexpected member `prompts`",
+                "the member `prompts` beside",
+            ),
+            (
+                format!(r#"{{"tools":[],"RESULT":{{"tools":[{entry}]}}}}"#),
+                "unexpected member `tools`",
+            ),
+            (
+                format!(r#"{{"jsonrpc":"2.0","id":1,"Result":{{"tools":[{entry}]}}}}"#),
+                "unexpected member `Result`",
+            ),
+            (
+                format!(r#"{{"tools":[],"resourceTemplates":[{{"uriTemplate":"x"}}]}}"#),
+                "the member `resourceTemplates` beside",
+            ),
+            (
+                format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[],"error":{{"code":1}}}}}}"#),
+                "the member `error` beside",
+            ),
+            (
+                format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"TOOLS":[{entry}]}}}}"#),
+                "the member `TOOLS` beside",
             ),
             // Entries of the wrong kind, without a name, with a name that is not a string.
             (r#"{"tools":["delete_document"]}"#.into(), "not an object"),
