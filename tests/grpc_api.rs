@@ -1623,3 +1623,69 @@ async fn authzen_takes_no_spiffe_id_from_a_header_or_a_body() {
         assert_eq!(decide(&body, &asserted), decide(&body, &[]), "{body}");
     }
 }
+
+// ---- other batch-shaped inputs ----
+
+#[test]
+fn a_search_page_decides_at_most_a_thousand_candidates() {
+    use mcp_authz::api::authzen::{MAX_SEARCH_DECISIONS, SearchKind, search};
+    use mcp_authz::authz::{DecisionMeta, Engine, Interface};
+    use mcp_authz::policy::PolicyStore;
+    // 2,500 users no policy permits, sorted after the reference users.
+    let dir = common::copy_of_reference();
+    let path = dir.path().join("entities.json");
+    let mut entities: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("entities")).expect("json");
+    for i in 0..2500 {
+        entities.push(serde_json::json!({
+            "uid": { "type": "Mcp::User", "id": format!("zz{i:04}") }, "attrs": {}, "parents": []
+        }));
+    }
+    std::fs::write(&path, serde_json::to_string(&entities).expect("json")).expect("write");
+    let engine = Engine::new(std::sync::Arc::new(
+        PolicyStore::open(dir.path()).expect("policies"),
+    ));
+    let decided = || {
+        engine.telemetry().metrics.decisions(Interface::Authzen, true)
+            + engine.telemetry().metrics.decisions(Interface::Authzen, false)
+    };
+    let mut body = serde_json::json!({
+        "subject": { "type": "user" }, "action": { "name": "tools/call" },
+        "resource": { "type": "tool", "id": "docs/get_document" },
+        "context": { "agent": "corpassist" },
+    });
+    let (mut pages, mut found) = (0, Vec::new());
+    loop {
+        let before = decided();
+        let page = search(
+            &engine,
+            SearchKind::Subject,
+            body.as_object().expect("object"),
+            None,
+            &DecisionMeta::default(),
+        )
+        .expect("a page");
+        let made = decided() - before;
+        assert!(
+            made as usize <= MAX_SEARCH_DECISIONS,
+            "{made} decisions for one page"
+        );
+        pages += 1;
+        found.extend(page["results"].as_array().expect("results").iter().cloned());
+        let token = page["page"]["next_token"].as_str().expect("token").to_owned();
+        if token.is_empty() {
+            break;
+        }
+        body["page"] = serde_json::json!({ "token": token });
+        assert!(pages < 10, "the pages never end");
+    }
+    // Every candidate was decided once, over several pages; the allowed ones were all found.
+    assert!(pages >= 3, "{pages} pages");
+    assert!(!found.is_empty());
+    assert!(
+        found
+            .iter()
+            .all(|r| !r["id"].as_str().expect("id").starts_with("zz")),
+        "{found:?}"
+    );
+}
