@@ -973,10 +973,7 @@ mod tests {
             "[grpc]\nmax_batch_checks = 10\nmax_list_entries = 20\n[decision_log]\nredact = [\"Api-Key\", \"pin\"]\n",
         );
         let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("config");
-        assert_eq!(
-            (c.grpc.max_batch_checks, c.grpc.max_list_entries),
-            (10, 20)
-        );
+        assert_eq!((c.grpc.max_batch_checks, c.grpc.max_list_entries), (10, 20));
         assert_eq!(c.decision_log.redact, vec!["Api-Key", "pin"]);
         let e = env(&[
             ("MCP_AUTHZ_GRPC_MAX_BATCH_CHECKS", "3"),

@@ -892,7 +892,11 @@ async fn oversized_batches_and_lists_are_refused_before_any_decision() {
 
     // At the caps, everything is decided.
     let r = c
-        .filter_list(trusted(names_request(alice(), "docs", names("tool_", 1000))))
+        .filter_list(trusted(names_request(
+            alice(),
+            "docs",
+            names("tool_", 1000),
+        )))
         .await
         .expect("at the cap")
         .into_inner();
@@ -1173,7 +1177,10 @@ async fn a_list_is_one_decision_log_record() {
     let r = of("list-2");
     assert_eq!(r["decision_id"], hidden.decision_id.as_str());
     assert_eq!(r["decision"], "deny");
-    assert_eq!(r["list"]["denied_names"], serde_json::json!(["delete_document"]));
+    assert_eq!(
+        r["list"]["denied_names"],
+        serde_json::json!(["delete_document"])
+    );
     assert_eq!(of("marker")["decision"], "allow");
 }
 
@@ -1202,7 +1209,9 @@ async fn secrets_in_arguments_are_redacted_on_every_interface() {
             trusted(CheckRequest {
                 identity: Some(verified("alice", "corpassist")),
                 server: "docs".into(),
-                message: Some(check_request::Message::Jsonrpc(body.to_string().into_bytes())),
+                message: Some(check_request::Message::Jsonrpc(
+                    body.to_string().into_bytes(),
+                )),
                 ..CheckRequest::default()
             }),
             "via-grpc",
@@ -1219,7 +1228,10 @@ async fn secrets_in_arguments_are_redacted_on_every_interface() {
         &s.server.http,
         "POST",
         "/access/v1/evaluation",
-        &[("Content-Type", "application/json"), ("X-Request-ID", "via-authzen")],
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Request-ID", "via-authzen"),
+        ],
         &authzen.to_string(),
     )
     .expect("authzen");
@@ -1257,7 +1269,10 @@ async fn secrets_in_arguments_are_redacted_on_every_interface() {
     let records = records_until(&log, "marker").await;
     let text = std::fs::read_to_string(&log).expect("log");
     for n in 1..=8 {
-        assert!(!text.contains(&format!("secret-{n}")), "secret-{n} in {text}");
+        assert!(
+            !text.contains(&format!("secret-{n}")),
+            "secret-{n} in {text}"
+        );
     }
     for id in ["via-grpc", "via-authzen", "via-ext-authz"] {
         let r = records
@@ -1295,10 +1310,8 @@ fn untrusted_callers<T: Clone>(message: &T) -> Vec<tonic::Request<T>> {
     let mut out = vec![tonic::Request::new(message.clone())];
     for secret in ["not-the-secret", ""] {
         let mut r = tonic::Request::new(message.clone());
-        r.metadata_mut().insert(
-            "x-mcp-authz-caller-token",
-            secret.parse().expect("ascii"),
-        );
+        r.metadata_mut()
+            .insert("x-mcp-authz-caller-token", secret.parse().expect("ascii"));
         out.push(r);
     }
     out
@@ -1407,8 +1420,20 @@ async fn asserted_identities_are_honoured_only_from_the_trusted_caller() {
     let r = c
         .batch_check(trusted(BatchCheckRequest {
             checks: vec![
-                parsed(spiffe("summarizer"), "docs", "tools/call", "summarize_document", None),
-                parsed(spiffe("summarizer"), "docs", "tools/call", "get_document", None),
+                parsed(
+                    spiffe("summarizer"),
+                    "docs",
+                    "tools/call",
+                    "summarize_document",
+                    None,
+                ),
+                parsed(
+                    spiffe("summarizer"),
+                    "docs",
+                    "tools/call",
+                    "get_document",
+                    None,
+                ),
             ],
             semantic: Semantic::ExecuteAll as i32,
         }))
@@ -1442,7 +1467,9 @@ fn envoy_check(
     headers: &[(&str, &str)],
     body: &str,
 ) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
-    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, attribute_context};
+    use envoy_types::pb::envoy::service::auth::v3::{
+        AttributeContext, CheckRequest, attribute_context,
+    };
     CheckRequest {
         attributes: Some(AttributeContext {
             source: Some(attribute_context::Peer {
@@ -1529,7 +1556,10 @@ async fn envoy_takes_a_spiffe_id_only_where_it_is_proven() {
     let (status, _, body) = http(
         get,
         &[
-            ("x-mcp-authz-spiffe-id", "spiffe://evil.example/ns/apps/sa/corpassist"),
+            (
+                "x-mcp-authz-spiffe-id",
+                "spiffe://evil.example/ns/apps/sa/corpassist",
+            ),
             ("x-mcp-authz-caller-token", CALLER_SECRET),
         ],
     );
@@ -1547,8 +1577,8 @@ async fn envoy_takes_a_spiffe_id_only_where_it_is_proven() {
             .expect("check")
             .into_inner()
     };
-    let allowed_app = |r: &envoy_types::pb::envoy::service::auth::v3::CheckResponse| {
-        match &r.http_response {
+    let allowed_app =
+        |r: &envoy_types::pb::envoy::service::auth::v3::CheckResponse| match &r.http_response {
             Some(HttpResponse::OkResponse(ok)) => ok
                 .headers
                 .iter()
@@ -1556,8 +1586,7 @@ async fn envoy_takes_a_spiffe_id_only_where_it_is_proven() {
                 .find(|h| h.key == "x-mcp-authz-application")
                 .map(|h| h.value.clone()),
             _ => None,
-        }
-    };
+        };
     let r = ask(corpassist, &[], get).await;
     assert_eq!(allowed_app(&r).as_deref(), Some("corpassist"), "{r:?}");
     let r = ask(corpassist, &[], &delete).await;
@@ -1646,8 +1675,14 @@ fn a_search_page_decides_at_most_a_thousand_candidates() {
         PolicyStore::open(dir.path()).expect("policies"),
     ));
     let decided = || {
-        engine.telemetry().metrics.decisions(Interface::Authzen, true)
-            + engine.telemetry().metrics.decisions(Interface::Authzen, false)
+        engine
+            .telemetry()
+            .metrics
+            .decisions(Interface::Authzen, true)
+            + engine
+                .telemetry()
+                .metrics
+                .decisions(Interface::Authzen, false)
     };
     let mut body = serde_json::json!({
         "subject": { "type": "user" }, "action": { "name": "tools/call" },
@@ -1672,7 +1707,10 @@ fn a_search_page_decides_at_most_a_thousand_candidates() {
         );
         pages += 1;
         found.extend(page["results"].as_array().expect("results").iter().cloned());
-        let token = page["page"]["next_token"].as_str().expect("token").to_owned();
+        let token = page["page"]["next_token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
         if token.is_empty() {
             break;
         }

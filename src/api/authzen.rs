@@ -920,13 +920,12 @@ pub fn search(
 
     let mut results = Vec::new();
     let mut next = None;
-    let mut decided = 0;
-    for (index, candidate) in candidates.iter().enumerate().skip(page.offset) {
+    for (decided, (index, candidate)) in candidates.iter().enumerate().skip(page.offset).enumerate()
+    {
         if decided == MAX_SEARCH_DECISIONS {
             next = Some(index);
             break;
         }
-        decided += 1;
         let eval = Evaluation {
             subject: match kind {
                 SearchKind::Subject => EntityRef {

@@ -41,8 +41,8 @@ use tonic::{Request, Status};
 use tracing::Instrument;
 
 use super::mcp_check::{
-    Asserted, CALLER_TOKEN_HEADER, CallerTrust, Credentials, FORBIDDEN_CODE,
-    UNAUTHENTICATED_CODE, Verdict, admit, check_calls, decision_meta, forbidden_message,
+    Asserted, CALLER_TOKEN_HEADER, CallerTrust, Credentials, FORBIDDEN_CODE, UNAUTHENTICATED_CODE,
+    Verdict, admit, check_calls, decision_meta, forbidden_message,
 };
 use super::pbjson::envoy_struct_to_json;
 use super::services::{REALM, Ready, Services};

@@ -685,11 +685,7 @@ async fn filter_list(
     let identity = match resolve(&services.resolver, creds).await {
         Ok(i) => i,
         Err(e) => {
-            return Ok(filter_refused(
-                engine,
-                meta,
-                &Refusal::Unauthenticated(e),
-            ));
+            return Ok(filter_refused(engine, meta, &Refusal::Unauthenticated(e)));
         }
     };
     let engine = engine.clone();
@@ -697,7 +693,12 @@ async fn filter_list(
     off_workers(move || {
         let job = match ListJob::new(&engine, &meta, kind, request, identity, max) {
             Ok(job) => job,
-            Err(answer) => return answer,
+            Err(ListRefusal::Invalid(message)) => {
+                return Ok(filter_refused(&engine, &meta, &Refusal::invalid(message)));
+            }
+            Err(ListRefusal::TooMany(entries)) => {
+                return Err(too_many_entries(&engine, &meta, entries, max));
+            }
         };
         let allowed: Vec<bool> = (0..job.calls.len()).map(|i| job.decide(i)).collect();
         Ok(job.finish(allowed))
@@ -716,6 +717,14 @@ fn too_many_entries(engine: &Engine, meta: &DecisionMeta, entries: usize, max: u
     )
 }
 
+/// Why a list is refused once read.
+enum ListRefusal {
+    /// Malformed: answered with `DENY_KIND_INVALID_REQUEST`.
+    Invalid(String),
+    /// More entries than the cap: `INVALID_ARGUMENT`.
+    TooMany(usize),
+}
+
 /// A list to decide: its entries read and validated, one snapshot to decide them on.
 struct ListJob<'e> {
     engine: &'e Engine,
@@ -732,7 +741,7 @@ struct ListJob<'e> {
 }
 
 impl<'e> ListJob<'e> {
-    /// Read the list; `Err` is the answer refusing it.
+    /// Read the list.
     fn new(
         engine: &'e Engine,
         meta: &'e DecisionMeta,
@@ -740,19 +749,21 @@ impl<'e> ListJob<'e> {
         request: FilterListRequest,
         identity: Identity,
         max: usize,
-    ) -> Result<Self, Result<FilterListResponse, Status>> {
+    ) -> Result<Self, ListRefusal> {
         let started = Instant::now();
-        let refuse = |message: String| Err(Ok(filter_refused(engine, meta, &Refusal::invalid(message))));
+        let refuse = |message: String| Err(ListRefusal::Invalid(message));
         let (names, result) = match request.list {
             Some(filter_list_request::List::Names(n)) => (n.names, None),
-            Some(filter_list_request::List::Result(bytes)) => match read_list_result(&bytes, kind) {
-                Ok(r) => (r.names.clone(), Some(r)),
-                Err(message) => return refuse(message),
-            },
+            Some(filter_list_request::List::Result(bytes)) => {
+                match read_list_result(&bytes, kind) {
+                    Ok(r) => (r.names.clone(), Some(r)),
+                    Err(message) => return refuse(message),
+                }
+            }
             None => return refuse("the request has neither `names` nor `result`".into()),
         };
         if names.len() > max {
-            return Err(Err(too_many_entries(engine, meta, names.len(), max)));
+            return Err(ListRefusal::TooMany(names.len()));
         }
         let mut calls = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
@@ -932,7 +943,10 @@ fn read_list_result(bytes: &[u8], kind: ListKind) -> Result<ListResult, String> 
             crate::mcp::jsonrpc::MAX_DEPTH
         ),
         JsonFault::DuplicateKey(k) => {
-            format!("the list result has the key `{}` twice in one object", shown(&k))
+            format!(
+                "the list result has the key `{}` twice in one object",
+                shown(&k)
+            )
         }
         JsonFault::CaseVariantKeys(a, b) => format!(
             "the list result has the keys `{}` and `{}`, which differ only in case",
@@ -992,13 +1006,22 @@ fn read_list_result(bytes: &[u8], kind: ListKind) -> Result<ListResult, String> 
             return Err(format!(
                 "the `{}` result's `{k}` is not a {}",
                 kind.method,
-                if k == "_meta" { "JSON object" } else { "string" }
+                if k == "_meta" {
+                    "JSON object"
+                } else {
+                    "string"
+                }
             ));
         }
     }
     let entries = match result.get(kind.array) {
         Some(Value::Array(entries)) => entries,
-        Some(_) => return Err(format!("the list result's `{}` is not an array", kind.array)),
+        Some(_) => {
+            return Err(format!(
+                "the list result's `{}` is not an array",
+                kind.array
+            ));
+        }
         None => return Err(format!("the list result has no `{}` array", kind.array)),
     };
     let mut names = Vec::with_capacity(entries.len());
@@ -1081,7 +1104,9 @@ mod tests {
             ),
             // Both a result and an error.
             (
-                format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{entry}]}},"error":{{"code":1}}}}"#),
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{entry}]}},"error":{{"code":1}}}}"#
+                ),
                 "is an error",
             ),
             (
@@ -1090,7 +1115,9 @@ mod tests {
             ),
             // Nested result.result.
             (
-                format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"result":{{"tools":[{entry}]}}}}}}"#),
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":1,"result":{{"result":{{"tools":[{entry}]}}}}}}"#
+                ),
                 "the member `result` beside",
             ),
             (
@@ -1098,10 +1125,7 @@ mod tests {
                 "`jsonrpc` is not",
             ),
             // Duplicate and case-variant keys.
-            (
-                format!(r#"{{"tools":[],"tools":[{entry}]}}"#),
-                "twice",
-            ),
+            (format!(r#"{{"tools":[],"tools":[{entry}]}}"#), "twice"),
             (
                 format!(r#"{{"tools":[],"Tools":[{entry}]}}"#),
                 "differ only in case",
@@ -1128,11 +1152,11 @@ mod tests {
                 "unexpected member `Result`",
             ),
             (
-                format!(r#"{{"tools":[],"resourceTemplates":[{{"uriTemplate":"x"}}]}}"#),
+                r#"{"tools":[],"resourceTemplates":[{"uriTemplate":"x"}]}"#.into(),
                 "the member `resourceTemplates` beside",
             ),
             (
-                format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[],"error":{{"code":1}}}}}}"#),
+                r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"error":{"code":1}}}"#.into(),
                 "the member `error` beside",
             ),
             (

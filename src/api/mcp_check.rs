@@ -118,7 +118,10 @@ pub struct UntrustedAssertion(pub Assertion);
 /// The one rule for asserted identities, on every interface: honoured only from
 /// the trusted caller, exactly like a verified identity; from anyone else the
 /// request is refused.
-pub fn admit(asserted: Asserted<'_>, trust: CallerTrust) -> Result<Admitted<'_>, UntrustedAssertion> {
+pub fn admit(
+    asserted: Asserted<'_>,
+    trust: CallerTrust,
+) -> Result<Admitted<'_>, UntrustedAssertion> {
     if trust == CallerTrust::Trusted {
         return Ok(Admitted(asserted));
     }
@@ -249,14 +252,11 @@ pub async fn check_calls(
             extra_context.clone(),
             meta.clone(),
         );
-        match off_workers(move || {
+        off_workers(move || {
             decide_calls(&engine, interface, &identity, &server, calls, &extra, &meta)
         })
         .await
-        {
-            Some(c) => c,
-            None => Vec::new(),
-        }
+        .unwrap_or_default()
     };
     Verdict::Decided {
         identity: Box::new(identity),

@@ -284,6 +284,10 @@ impl ListRecord {
 
 /// What waits in the queue for the writer.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a decision record is queued for every decision: no allocation for it; lists are rare"
+)]
 enum Queued {
     Decision(DecisionRecord),
     List(Box<ListRecord>),
@@ -527,7 +531,10 @@ mod tests {
             ("API_KEY", "apikey"),
             ("apiKey", "apikey"),
             ("api key", "apikey"),
-            ("\u{ff41}\u{ff50}\u{ff49}\u{ff3f}\u{ff4b}\u{ff45}\u{ff59}", "apikey"),
+            (
+                "\u{ff41}\u{ff50}\u{ff49}\u{ff3f}\u{ff4b}\u{ff45}\u{ff59}",
+                "apikey",
+            ),
             ("pa\u{17f}\u{17f}word", "password"),
             ("PASSWORT\u{df}", "passwortss"),
             ("\u{212a}ey", "key"),
