@@ -119,7 +119,7 @@ impl Authorizer for GatewayApi {
         let span = request_span("mcp_authz.v1.Authorizer/Check", &caller.meta);
         let request = request.into_inner();
         let response = async {
-            let who = prove(&services, &caller, &request, &mut Resolved::default()).await?;
+            let who = prove(&services, &caller, &request, None).await?;
             let ready = match parse_check(request, who) {
                 Ok(ready) => ready,
                 Err(refusal) => return Ok(refused(&services.engine, &caller.meta, &refusal)),
@@ -166,8 +166,13 @@ impl Authorizer for GatewayApi {
             let mut resolved = Resolved::default();
             let mut pending = Vec::with_capacity(batch.checks.len());
             for check in batch.checks {
-                let who = prove(&services, &caller, &check, &mut resolved).await?;
+                let known = resolved.0.len();
+                let who = prove(&services, &caller, &check, Some(&mut resolved)).await?;
                 pending.push((check, who));
+                if resolved.0.len() > known {
+                    // Verifying many different tokens is work too: let others run between.
+                    tokio::task::yield_now().await;
+                }
             }
             let engine = services.engine.clone();
             let meta = caller.meta.clone();
@@ -364,7 +369,7 @@ async fn prove(
     services: &Services,
     caller: &Caller,
     request: &CheckRequest,
-    resolved: &mut Resolved,
+    resolved: Option<&mut Resolved>,
 ) -> Result<Who, Status> {
     if request.server.is_empty() {
         return Ok(Who::Refused(Refusal::invalid("`server` is empty")));
@@ -376,19 +381,22 @@ async fn prove(
         }
         Err(CredentialProblem::Refused(r)) => return Ok(Who::Refused(r)),
     };
-    let key = request
-        .identity
-        .as_ref()
-        .map(|i| i.encode_to_vec())
-        .unwrap_or_default();
-    let identity = match resolved.0.get(&key) {
-        Some(known) => known.clone(),
-        None => {
-            let fresh = resolve(&services.resolver, creds).await;
-            resolved.0.insert(key, fresh.clone());
-            // Verifying many different tokens is work too: let others run between.
-            tokio::task::yield_now().await;
-            fresh
+    let identity = match resolved {
+        None => resolve(&services.resolver, creds).await,
+        Some(resolved) => {
+            let key = request
+                .identity
+                .as_ref()
+                .map(|i| i.encode_to_vec())
+                .unwrap_or_default();
+            match resolved.0.get(&key) {
+                Some(known) => known.clone(),
+                None => {
+                    let fresh = resolve(&services.resolver, creds).await;
+                    resolved.0.insert(key, fresh.clone());
+                    fresh
+                }
+            }
         }
     };
     Ok(match identity {
