@@ -1727,3 +1727,115 @@ fn a_search_page_decides_at_most_a_thousand_candidates() {
         "{found:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_list_kind_is_filtered_and_read_strictly() {
+    use serde_json::json;
+    let s = start();
+    let mut c = client(&s.server.grpc).await;
+    let ask = async |c: &mut AuthorizerClient<Channel>,
+                     who: Identity,
+                     method: &str,
+                     result: &serde_json::Value| {
+        c.filter_list(trusted(raw_result(who, method, result)))
+            .await
+            .expect("an answer")
+            .into_inner()
+    };
+    let titan = json!({ "uri": "docs://titan/q1-strategy", "name": "Q1 strategy" });
+    let budget = json!({ "uri": "docs://finance/budget-2026", "name": "Budget" });
+    // A contractor sees the Titan document but not the finance one; the response
+    // comes back whole, less the hidden entry.
+    let r = ask(
+        &mut c,
+        verified("carol", "corpassist"),
+        "resources/list",
+        &json!({ "jsonrpc": "2.0", "id": "r1", "result": { "resources": [titan, budget], "nextCursor": "2" } }),
+    )
+    .await;
+    assert_eq!(r.allowed, vec!["docs://titan/q1-strategy"], "{r:?}");
+    assert_eq!(r.denied, vec!["docs://finance/budget-2026"]);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&r.result).expect("json"),
+        json!({ "jsonrpc": "2.0", "id": "r1", "result": { "resources": [titan], "nextCursor": "2" } })
+    );
+    let prompts = json!({ "prompts": [{ "name": "executive_summary", "arguments": [{ "name": "audience" }] }] });
+    let r = ask(
+        &mut c,
+        verified("alice", "corpassist"),
+        "prompts/list",
+        &prompts,
+    )
+    .await;
+    assert_eq!(r.allowed, vec!["executive_summary"], "{r:?}");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&r.result).expect("json"),
+        prompts
+    );
+    let templates = json!({ "resourceTemplates": [{ "uriTemplate": "docs://titan/latest", "name": "latest" }] });
+    let r = ask(
+        &mut c,
+        verified("alice", "corpassist"),
+        "resources/templates/list",
+        &templates,
+    )
+    .await;
+    assert_eq!(r.allowed, vec!["docs://titan/latest"], "{r:?}");
+
+    // Decoys and shapes that could be read two ways, for each kind of list.
+    let fixture: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root().join("tests/fixtures/mcp/tools_list_result.json")).expect("fixture"),
+    )
+    .expect("json");
+    let delete = json!({ "name": "delete_document" });
+    let refused: Vec<(&str, String)> = vec![
+        // The issue's example: a top-level list beside `result.tools`.
+        ("tools/list", json!({ "tools": fixture["tools"], "result": { "tools": [delete] } }).to_string()),
+        ("tools/list", json!({ "result": fixture, "tools": [] }).to_string()),
+        ("tools/list", json!({ "jsonrpc": "2.0", "id": 1, "result": fixture, "error": { "code": -1, "message": "x" } }).to_string()),
+        ("tools/list", json!({ "jsonrpc": "2.0", "id": 1, "result": { "result": { "tools": [delete] } } }).to_string()),
+        ("tools/list", json!({ "jsonrpc": "2.0", "id": 1, "result": { "tools": [], "Tools": [delete] } }).to_string()),
+        ("tools/list", r#"{"tools":[{"name":"get_document"}],"tools":[{"name":"delete_document"}]}"#.into()),
+        ("tools/list", r#"{"tools":[{"name":"get_document","nam\u0065":"delete_document"}]}"#.into()),
+        ("tools/list", r#"{"tools":[{"name":"get_document","NAME":"delete_document"}]}"#.into()),
+        ("tools/list", json!({ "tools": [{ "name": ["delete_document"] }] }).to_string()),
+        ("tools/list", json!({ "tools": [{ "description": "no name" }] }).to_string()),
+        ("tools/list", json!({ "tools": ["delete_document"] }).to_string()),
+        ("tools/list", json!({ "tools": [delete], "prompts": [{ "name": "executive_summary" }] }).to_string()),
+        ("prompts/list", json!({ "prompts": [], "Prompts": [{ "name": "executive_summary" }] }).to_string()),
+        ("prompts/list", json!({ "prompts": [{ "name": 7 }] }).to_string()),
+        ("prompts/list", json!({ "prompts": [{ "name": "executive_summary" }], "tools": [delete] }).to_string()),
+        ("resources/list", json!({ "resources": [titan], "result": { "resources": [budget] } }).to_string()),
+        ("resources/list", json!({ "resources": [{ "name": "docs://finance/budget-2026" }] }).to_string()),
+        ("resources/list", json!({ "resources": [{ "uri": null }] }).to_string()),
+        ("resources/list", r#"{"resources":[{"uri":"docs://titan/q1-strategy","uri":"docs://finance/budget-2026"}]}"#.into()),
+        ("resources/list", json!({ "resources": [titan], "resourceTemplates": [{ "uriTemplate": "docs://finance/{id}" }] }).to_string()),
+        ("resources/templates/list", json!({ "resourceTemplates": ["docs://titan/latest"] }).to_string()),
+        ("resources/templates/list", json!({ "resourceTemplates": [{ "uri": "docs://titan/latest" }] }).to_string()),
+        ("resources/templates/list", json!({ "resourceTemplates": [], "resources": [budget] }).to_string()),
+    ];
+    for (method, text) in refused {
+        let request = FilterListRequest {
+            identity: Some(verified("carol", "corpassist")),
+            server: "docs".into(),
+            method: method.into(),
+            list: Some(filter_list_request::List::Result(text.clone().into_bytes())),
+            ..FilterListRequest::default()
+        };
+        let r = c
+            .filter_list(trusted(request))
+            .await
+            .expect("an answer")
+            .into_inner();
+        assert_eq!(
+            r.deny_kind,
+            DenyKind::InvalidRequest as i32,
+            "{method} {text}: {r:?}"
+        );
+        assert!(
+            r.result.is_empty() && r.allowed.is_empty() && r.denied.is_empty(),
+            "{method} {text}: {r:?}"
+        );
+        assert!(r.error.is_some_and(|e| e.code == -32600), "{method} {text}");
+    }
+}
