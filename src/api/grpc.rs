@@ -22,7 +22,7 @@
 //! `FilterList` decides each entry as using it would be decided (`tools/call`
 //! with no arguments, ...), all on one policy snapshot, off the async workers,
 //! and writes one decision log record for the whole list. A raw result is read
-//! strictly (see [`read_list_result`]): what comes back is exactly what was sent,
+//! strictly (see `read_list_result`): what comes back is exactly what was sent,
 //! less the hidden entries, or a refusal.
 
 use std::collections::HashMap;
