@@ -141,8 +141,31 @@ pub struct CacheFile {
 #[serde(deny_unknown_fields)]
 pub struct GrpcFile {
     /// A file holding the secret that a trusted caller (the gateway) sends in the
-    /// `x-mcp-authz-caller-token` metadata to have its verified identities honoured.
+    /// `x-mcp-authz-caller-token` metadata to have its asserted identities honoured.
     pub trusted_caller_token_file: Option<PathBuf>,
+    /// Most checks in one `BatchCheck`, and most MCP messages in all its checks
+    /// together (default 1000).
+    pub max_batch_checks: Option<u64>,
+    /// Most entries (names, or entries of a raw result) in one `FilterList` (default 1000).
+    pub max_list_entries: Option<u64>,
+}
+
+/// Gateway API settings, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcSettings {
+    /// Most checks in one `BatchCheck` (and MCP messages in all of them).
+    pub max_batch_checks: usize,
+    /// Most entries in one `FilterList`.
+    pub max_list_entries: usize,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        Self {
+            max_batch_checks: 1000,
+            max_list_entries: 1000,
+        }
+    }
 }
 
 /// The `[authzen]` section.
@@ -186,8 +209,10 @@ pub struct DecisionLogFile {
     pub queue_capacity: Option<u64>,
     /// Whether tool and prompt arguments are logged (default false).
     pub include_arguments: Option<bool>,
-    /// Argument keys whose values are redacted (default: password, secret, token,
-    /// api_key, apikey, authorization).
+    /// Patterns of argument keys whose values are redacted: a key matches when its
+    /// normalized form (NFKC, case folded, letters and digits only) contains a
+    /// pattern's (default: token, secret, password, passwd, pwd, key, credential,
+    /// auth, cookie, session, signature, private).
     pub redact: Option<Vec<String>>,
 }
 
@@ -332,6 +357,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// The trusted caller's secret, read from `grpc.trusted_caller_token_file`.
     pub trusted_caller_token: Option<Secret>,
+    /// Gateway API limits.
+    pub grpc: GrpcSettings,
     /// Directory that relative paths of the config file are resolved against.
     pub base_dir: PathBuf,
     /// AuthZEN API settings.
@@ -429,6 +456,7 @@ impl Config {
             });
         }
         let authzen = checked_authzen(&fc.authzen, &origin)?;
+        let grpc = checked_grpc(&fc.grpc, &origin)?;
         let decision_log = checked_decision_log(&fc.decision_log, &origin)?;
         let listeners = checked_listeners(&fc.listeners, &origin)?;
         if grpc_listen == http_listen && grpc_listen.port() != 0 {
@@ -506,6 +534,7 @@ impl Config {
             cache,
             identity,
             trusted_caller_token,
+            grpc,
             policies,
             grpc_listen,
             http_listen,
@@ -552,6 +581,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "MCP_AUTHZ_GRPC_TRUSTED_CALLER_TOKEN_FILE",
         "grpc.trusted_caller_token_file",
     ),
+    ("MCP_AUTHZ_GRPC_MAX_BATCH_CHECKS", "grpc.max_batch_checks"),
+    ("MCP_AUTHZ_GRPC_MAX_LIST_ENTRIES", "grpc.max_list_entries"),
     ("MCP_AUTHZ_SPIFFE_TRUST_DOMAINS", "spiffe.trust_domains"),
     ("MCP_AUTHZ_SPIFFE_FORWARDERS", "spiffe.forwarders"),
     ("MCP_AUTHZ_JWT_CLOCK_SKEW_SECS", "jwt.clock_skew_secs"),
@@ -688,6 +719,8 @@ fn apply_env(
             "grpc.trusted_caller_token_file" => {
                 fc.grpc.trusted_caller_token_file = Some(PathBuf::from(value))
             }
+            "grpc.max_batch_checks" => fc.grpc.max_batch_checks = Some(number(value)?),
+            "grpc.max_list_entries" => fc.grpc.max_list_entries = Some(number(value)?),
             "spiffe.trust_domains" => fc.spiffe.trust_domains = list(value),
             "spiffe.forwarders" => fc.spiffe.forwarders = list(value),
             "jwt.clock_skew_secs" => fc.jwt.clock_skew_secs = number(value)?,
@@ -795,6 +828,34 @@ fn checked_authzen(
     })
 }
 
+fn checked_grpc(
+    file: &GrpcFile,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<GrpcSettings, ConfigError> {
+    let defaults = GrpcSettings::default();
+    let limit = |key: &str, value: Option<u64>, default: usize| match value {
+        Some(0) => Err(ConfigError::Value {
+            key: key.into(),
+            origin: origin(key),
+            reason: "must be at least 1".into(),
+        }),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        None => Ok(default),
+    };
+    Ok(GrpcSettings {
+        max_batch_checks: limit(
+            "grpc.max_batch_checks",
+            file.max_batch_checks,
+            defaults.max_batch_checks,
+        )?,
+        max_list_entries: limit(
+            "grpc.max_list_entries",
+            file.max_list_entries,
+            defaults.max_list_entries,
+        )?,
+    })
+}
+
 fn checked_decision_log(
     file: &DecisionLogFile,
     origin: &dyn Fn(&str) -> String,
@@ -818,6 +879,18 @@ fn checked_decision_log(
             key: "decision_log.file".into(),
             origin: origin("decision_log.file"),
             reason: "empty path".into(),
+        });
+    }
+    if let Some(bad) = file
+        .redact
+        .iter()
+        .flatten()
+        .find(|p| crate::telemetry::decision_log::normalize_key(p).is_empty())
+    {
+        return Err(ConfigError::Value {
+            key: "decision_log.redact".into(),
+            origin: origin("decision_log.redact"),
+            reason: format!("the pattern `{bad}` has no letter or digit"),
         });
     }
     Ok(DecisionLogConfig {
@@ -1057,6 +1130,40 @@ mod tests {
             c.admin_listen.map(|a| a.to_string()).as_deref(),
             Some("0.0.0.0:9901")
         );
+    }
+
+    #[test]
+    fn gateway_api_limits_and_redaction_patterns() {
+        let c = Config::load(None, &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!(c.grpc, GrpcSettings::default());
+        assert_eq!(
+            (c.grpc.max_batch_checks, c.grpc.max_list_entries),
+            (1000, 1000)
+        );
+        assert!(c.decision_log.redact.iter().any(|p| p == "token"));
+        let (_d, path) = write(
+            "[grpc]\nmax_batch_checks = 10\nmax_list_entries = 20\n[decision_log]\nredact = [\"Api-Key\", \"pin\"]\n",
+        );
+        let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!((c.grpc.max_batch_checks, c.grpc.max_list_entries), (10, 20));
+        assert_eq!(c.decision_log.redact, vec!["Api-Key", "pin"]);
+        let e = env(&[
+            ("MCP_AUTHZ_GRPC_MAX_BATCH_CHECKS", "3"),
+            ("MCP_AUTHZ_GRPC_MAX_LIST_ENTRIES", "4"),
+        ]);
+        let c = Config::load(Some(&path), &e, &Overrides::default()).expect("config");
+        assert_eq!((c.grpc.max_batch_checks, c.grpc.max_list_entries), (3, 4));
+        for (name, value) in [
+            ("MCP_AUTHZ_GRPC_MAX_BATCH_CHECKS", "0"),
+            ("MCP_AUTHZ_GRPC_MAX_LIST_ENTRIES", "0"),
+            ("MCP_AUTHZ_GRPC_MAX_LIST_ENTRIES", "many"),
+            ("MCP_AUTHZ_DECISION_LOG_REDACT", "token, -_-"),
+        ] {
+            let err = Config::load(None, &env(&[(name, value)]), &Overrides::default())
+                .expect_err(name)
+                .to_string();
+            assert!(err.contains(name) && !err.contains('\n'), "{err}");
+        }
     }
 
     #[test]

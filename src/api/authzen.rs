@@ -733,6 +733,9 @@ impl SearchKind {
 
 /// Most results in one page (also the default page size).
 pub const MAX_PAGE: usize = 1000;
+/// Most candidates one search request decides: a page of a search whose
+/// candidates are mostly denied ends early, with a `next_token` to go on from.
+pub const MAX_SEARCH_DECISIONS: usize = 1000;
 
 struct Page {
     offset: usize,
@@ -959,7 +962,12 @@ pub fn search(
 
     let mut results = Vec::new();
     let mut next = None;
-    for (index, candidate) in candidates.iter().enumerate().skip(page.offset) {
+    for (decided, (index, candidate)) in candidates.iter().enumerate().skip(page.offset).enumerate()
+    {
+        if decided == MAX_SEARCH_DECISIONS {
+            next = Some(index);
+            break;
+        }
         let eval = Evaluation {
             subject: match kind {
                 SearchKind::Subject => EntityRef {

@@ -47,8 +47,8 @@ use tonic::{Request, Status};
 use tracing::Instrument;
 
 use super::mcp_check::{
-    Credentials, FORBIDDEN_CODE, UNAUTHENTICATED_CODE, Verdict, check_calls, decision_meta,
-    forbidden_message,
+    Asserted, CALLER_TOKEN_HEADER, CallerTrust, Credentials, FORBIDDEN_CODE, UNAUTHENTICATED_CODE,
+    Verdict, admit, check_calls, decision_meta, forbidden_message,
 };
 use super::pbjson::envoy_struct_to_json;
 use super::services::{REALM, Ready, Services};
@@ -67,6 +67,9 @@ pub const SERVER_HEADER: &str = "x-mcp-authz-server";
 /// The header Envoy adds when it forwards the request body for authorization:
 /// `false` if it is whole, `true` if it was cut at `max_request_bytes`.
 pub const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
+/// Header of the HTTP mode carrying the mTLS peer's SPIFFE ID, as Envoy sets it
+/// (`%DOWNSTREAM_PEER_URI_SAN%`); honoured only with the caller secret.
+pub const SPIFFE_ID_HEADER: &str = "x-mcp-authz-spiffe-id";
 /// Envoy's MCP filter's metadata namespace.
 pub const MCP_FILTER_NAMESPACE: &str = "envoy.filters.http.mcp";
 /// Action of `GET` (opening the server's SSE stream).
@@ -85,8 +88,12 @@ pub struct EnvoyRequest<'a> {
     pub body: &'a [u8],
     /// The MCP server id from the route, if any.
     pub server: Option<&'a str>,
-    /// The caller's SPIFFE ID (mTLS peer), if any.
+    /// The caller's SPIFFE ID (mTLS peer) as Envoy proved it, if any.
     pub spiffe_id: Option<&'a str>,
+    /// A SPIFFE ID the request asserts (the HTTP mode's `x-mcp-authz-spiffe-id`).
+    pub asserted_spiffe_id: Option<&'a str>,
+    /// Whether the request comes from the trusted caller.
+    pub caller: Option<CallerTrust>,
     /// The caller's address, if known.
     pub source_ip: Option<String>,
     /// The metadata of Envoy's MCP filter, if present.
@@ -319,8 +326,28 @@ async fn decide_request(
         },
         None => None,
     };
+    let asserted = Asserted {
+        spiffe_id: request.asserted_spiffe_id.filter(|s| !s.is_empty()),
+        identity: None,
+    };
+    let credentials = match admit(asserted, request.caller.unwrap_or(CallerTrust::Untrusted)) {
+        Ok(admitted) if request.spiffe_id.is_none_or(str::is_empty) => {
+            Credentials::admitted(bearer, admitted)
+        }
+        Ok(_) => Credentials::proven(bearer, request.spiffe_id),
+        Err(e) => {
+            let message = forbidden_message(&e.to_string());
+            return EnvoyAnswer::Deny {
+                decision_id: String::new(),
+                status: 403,
+                headers: Vec::new(),
+                body: error_body(request_id, FORBIDDEN_CODE, &message),
+                reason: message,
+            };
+        }
+    };
     // MCP's authorization: a request without credentials is told how to get them.
-    if bearer.is_none() && request.spiffe_id.is_none_or(str::is_empty) {
+    if credentials.is_empty() {
         let message = "unauthenticated: a bearer token is required".to_owned();
         return EnvoyAnswer::Deny {
             decision_id: String::new(),
@@ -330,11 +357,6 @@ async fn decide_request(
             reason: message,
         };
     }
-    let credentials = Credentials {
-        bearer_token: bearer,
-        spiffe_id: request.spiffe_id.filter(|s| !s.is_empty()),
-        verified: None,
-    };
     let mut extra = Map::new();
     if let Some(ip) = &request.source_ip {
         extra.insert("request".into(), json!({ "source_ip": ip }));
@@ -560,6 +582,9 @@ pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
             .and_then(|a| a.metadata_context.as_ref())
             .and_then(|m| m.filter_metadata.get(MCP_FILTER_NAMESPACE))
             .map(envoy_struct_to_json),
+        // Envoy made the mTLS handshake: `source.principal` is proven, not asserted.
+        asserted_spiffe_id: None,
+        caller: None,
     }
 }
 
@@ -729,9 +754,10 @@ async fn http_check(
             String::from_utf8_lossy(v.as_bytes()),
         );
     }
-    // A repeated server header is refused by the header rule in `decide`; it is
-    // never read here as one of its values.
+    // A repeated header is refused by the header rule in `decide`; it is never
+    // read here as one of its values.
     let server = map.get(SERVER_HEADER).ok().flatten().map(str::to_owned);
+    let spiffe_id = map.get(SPIFFE_ID_HEADER).ok().flatten().map(str::to_owned);
     let meta = decision_meta(
         map.get_lenient("traceparent"),
         map.get_lenient("x-request-id"),
@@ -742,6 +768,11 @@ async fn http_check(
         headers: map,
         body: &body,
         server: server.as_deref().filter(|s| !s.is_empty()),
+        asserted_spiffe_id: spiffe_id.as_deref(),
+        caller: Some(CallerTrust::of(
+            services,
+            headers.get(CALLER_TOKEN_HEADER).map(HeaderValue::as_bytes),
+        )),
         ..EnvoyRequest::default()
     };
     http_response(decide(services, request, Interface::ExtAuthzHttp).await)

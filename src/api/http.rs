@@ -452,11 +452,11 @@ async fn evaluations(
     let engine = state.engine.clone();
     let max_batch = state.authzen.max_batch;
     // A batch may be long: decide it off the async workers.
-    let result = tokio::task::spawn_blocking(move || {
+    let result = super::mcp_check::off_workers(move || {
         authzen::evaluate_batch(&engine, &body, identity.as_ref(), &meta.decision, max_batch)
     })
     .await
-    .map_err(|_| ApiError::Internal("the evaluation failed".into()))??;
+    .ok_or_else(|| ApiError::Internal("the evaluation failed".into()))??;
     Ok(match result {
         BatchResult::Single(json, id) => decided(json, id.as_deref()),
         BatchResult::Batch(json, ids) => {
@@ -476,11 +476,11 @@ async fn search(
     let body = json_object(&headers, &body)?;
     let identity = bearer_identity(&state, &headers).await?;
     let engine = state.engine.clone();
-    let json = tokio::task::spawn_blocking(move || {
+    let json = super::mcp_check::off_workers(move || {
         authzen::search(&engine, kind, &body, identity.as_ref(), &meta.decision)
     })
     .await
-    .map_err(|_| ApiError::Internal("the search failed".into()))??;
+    .ok_or_else(|| ApiError::Internal("the search failed".into()))??;
     Ok(json_response(json))
 }
 

@@ -135,7 +135,9 @@ async fn serve(config: Config) -> Result<(), Failure> {
     };
     let grpc = tonic::service::Routes::new(health_service)
         .add_service(reflection)
-        .add_service(AuthorizerServer::new(GatewayApi::new(ready.clone())))
+        .add_service(AuthorizerServer::new(
+            GatewayApi::new(ready.clone()).with_settings(config.grpc),
+        ))
         .add_service(AuthorizationServer::new(ExtAuthzGrpc::new(ready.clone())))
         .prepare()
         .into_axum_router();
