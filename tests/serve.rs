@@ -117,3 +117,31 @@ fn json_logs_on_request() {
     let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
     assert_eq!(json["policies"], 14);
 }
+
+/// Every documented variable reaches `serve` (the cache ones were once refused as
+/// unknown, and `serve` exited 2).
+#[test]
+fn cache_settings_from_the_environment_reach_serve() {
+    let policies = reference_policies();
+    let gauge = "mcp_authz_decision_cache_entries";
+    let metrics = |server: &Server| http_get(&server.http, "/metrics").expect("metrics").1;
+    let on = Server::start_with_env(
+        &[],
+        &policies,
+        &[
+            ("MCP_AUTHZ_CACHE_MAX_ENTRIES", "10"),
+            ("MCP_AUTHZ_CACHE_TTL_SECS", "5"),
+        ],
+    );
+    assert!(metrics(&on).contains(gauge));
+    let off = Server::start_with_env(&[], &policies, &[("MCP_AUTHZ_CACHE_ENABLED", "false")]);
+    assert!(!metrics(&off).contains(gauge), "{}", metrics(&off));
+    // A bad value is one line and exit 2, naming the variable.
+    let out = run(bin()
+        .args(["serve", "--policies"])
+        .arg(&policies)
+        .env("MCP_AUTHZ_CACHE_TTL_SECS", "soon"));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("MCP_AUTHZ_CACHE_TTL_SECS"), "{stderr}");
+}

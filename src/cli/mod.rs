@@ -145,7 +145,10 @@ mod tests {
         assert!(help.contains(CONFIG_ENV), "{help}");
         for s in SETTINGS {
             if let Some(name) = s.env() {
-                assert!(help.contains(&format!("{name} ")), "{name} is not in:\n{help}");
+                assert!(
+                    help.contains(&format!("{name} ")),
+                    "{name} is not in:\n{help}"
+                );
                 assert!(help.contains(&format!(" {}: ", s.key)), "{}", s.key);
             }
         }
