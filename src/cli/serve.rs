@@ -13,9 +13,9 @@ use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tonic_health::ServingStatus;
 
 use super::{EXIT_ERROR, ServeArgs, load_config, report_problems};
-use crate::api::ext_authz::{self, ExtAuthzGrpc};
+use crate::api::ext_authz::ExtAuthzGrpc;
 use crate::api::grpc::GatewayApi;
-use crate::api::http::{AdminToken, HttpState, admin_router, router};
+use crate::api::http::{AdminToken, HttpState, admin_router, main_router};
 use crate::api::listener::{self, Caps, Listener, Protocol};
 use crate::api::proto::v1::authorizer_server::AuthorizerServer;
 use crate::api::services::{Ready, Services};
@@ -210,7 +210,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
         let app = if listener.name == "admin" {
             admin_router(Arc::clone(&state))
         } else {
-            router(Arc::clone(&state)).merge(ext_authz::http_router(ready.clone()))
+            main_router(Arc::clone(&state), ready.clone())
         };
         let stop = stopped(stop_rx.clone());
         servers.spawn(async move {
