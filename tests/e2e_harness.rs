@@ -500,3 +500,32 @@ fn mcp_authz_helper_starts_stops_and_restarts_on_the_same_ports() {
     );
     assert!(authz.log().contains("--- restart ---"));
 }
+
+/// Without the Python environment, the end-to-end tests end with one clear message that
+/// says to run `scripts/test`: no panic, no message per test.
+#[test]
+fn a_missing_venv_is_one_clear_message() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "--exact",
+            "envoy_configs_pass_envoy_validate",
+            "real_client_reports_403_and_401_with_status_and_details",
+            "failures_end_fast_and_never_hang",
+        ])
+        .env("MCP_AUTHZ_E2E_VENV", empty.path())
+        .output()
+        .expect("run the test binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(stderr.matches("`scripts/test`").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&empty.path().join("bin/python").display().to_string()),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stdout.contains("panicked"),
+        "{stdout}\n{stderr}"
+    );
+}
