@@ -229,12 +229,7 @@ fn raw_checks(mesh: &Mesh, url: &str) {
         let mut h = headers.to_vec();
         h.extend(forged.iter().map(|v| ("x-envoy-auth-partial-body", *v)));
         let r = raw_post(url, &h, &big);
-        assert!(
-            refused(r.status),
-            "{forged:?}: {} {}",
-            r.status,
-            r.text()
-        );
+        assert!(refused(r.status), "{forged:?}: {} {}", r.status, r.text());
     }
     // A 2025-03-26 batch with one forbidden call.
     let batch = br#"[{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_document","arguments":{"document_id":"titan/q1-strategy"}}},{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"delete_document","arguments":{"document_id":"x"}}}]"#;
