@@ -501,10 +501,7 @@ pub fn decision_json(outcome: &Outcome, explain: bool, snapshot: &Snapshot) -> V
             let policies: Vec<Value> = e
                 .policies
                 .iter()
-                .map(|p| match snapshot.origins.get(p) {
-                    Some(o) => json!({ "id": p, "file": o.file, "line": o.line }),
-                    None => json!({ "id": p }),
-                })
+                .map(|p| snapshot.origin_json(p))
                 .collect();
             json!({
                 "role": e.role,

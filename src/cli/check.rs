@@ -236,10 +236,7 @@ fn to_json(decision: &Decision, request: &DecisionRequest, snapshot: &Snapshot) 
             let origins: Vec<Value> = e
                 .policies
                 .iter()
-                .map(|p| match snapshot.origins.get(p) {
-                    Some(o) => json!({ "id": p, "file": o.file, "line": o.line }),
-                    None => json!({ "id": p }),
-                })
+                .map(|p| snapshot.origin_json(p))
                 .collect();
             json!({
                 "role": e.role,

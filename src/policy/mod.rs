@@ -79,6 +79,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A policy id with where it is written, as JSON: `{"id", "file", "line"}`
+    /// (`{"id"}` alone for an id the snapshot does not know).
+    pub fn origin_json(&self, id: &str) -> serde_json::Value {
+        match self.origins.get(id) {
+            Some(o) => serde_json::json!({ "id": id, "file": o.file, "line": o.line }),
+            None => serde_json::json!({ "id": id }),
+        }
+    }
+
     /// Read and validate a policy directory.
     pub fn load(dir: &std::path::Path, generation: u64) -> Result<Snapshot, Problems> {
         let sources = read_sources(dir)?;
