@@ -538,3 +538,19 @@ async fn argument_names_that_read_as_declared_ones_are_denied() {
         );
     }
 }
+
+#[tokio::test]
+async fn another_spelling_of_the_agent_is_a_bad_request() {
+    let app = app(&reference());
+    for context in [
+        json!({ "agent": "corpassist", "Agent": "summarizer" }),
+        json!({ "AGENT": "summarizer" }),
+        json!({ "agent": "corpassist", "a-gent": "summarizer" }),
+        json!({ "Application": "summarizer" }),
+    ] {
+        let mut body = call("alice", None, "docs/get_document");
+        body["context"] = context.clone();
+        let r = post(&app, "/access/v1/evaluation", &body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{context}: {}", r.text);
+    }
+}

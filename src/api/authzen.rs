@@ -356,7 +356,15 @@ pub fn to_decision_request(
     // The MCP binding names the acting application in `context.agent`; in other
     // namespaces the context is the caller's own, exactly as Cedar sees it.
     let agent = if crate::authz::mcp_profile(&request.action) {
-        take_agent(schema, &mut context, &namespace)?
+        let agent = take_agent(schema, &mut context, &namespace)?;
+        // Another spelling of `agent` (`Agent`, `AGENT`) may name the application to
+        // whoever else reads the body: refused, never silently left out.
+        if let Some(k) = context.keys().find(|k| crate::policy::reads_as(k, "agent")) {
+            return Err(MapError::Bad(format!(
+                "`context.{k}` reads as `context.agent`: name the application once, as `agent`"
+            )));
+        }
+        agent
     } else {
         None
     };
@@ -498,11 +506,7 @@ pub fn decision_json(outcome: &Outcome, explain: bool, snapshot: &Snapshot) -> V
         .evaluations
         .iter()
         .map(|e| {
-            let policies: Vec<Value> = e
-                .policies
-                .iter()
-                .map(|p| snapshot.origin_json(p))
-                .collect();
+            let policies: Vec<Value> = e.policies.iter().map(|p| snapshot.origin_json(p)).collect();
             json!({
                 "role": e.role,
                 "principal": e.principal,

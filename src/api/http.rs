@@ -313,10 +313,13 @@ pub enum BodyError {
 
 /// Read the JSON object of an AuthZEN request, strictly, as the MCP paths read
 /// theirs: two equal keys in one object (`{"subject":...,"subject":...}`, at any
-/// depth, escapes compared unescaped) and two keys that differ only in case
-/// (`subject` and `Subject`, folded as Go's `encoding/json` folds them) are
-/// refused, because whoever else reads the body — the enforcement point that sent
-/// it, a proxy, an audit log — may take the other one.
+/// depth, escapes compared unescaped) and two keys of the request's own structure
+/// that differ only in case (`subject` and `Subject`, folded as Go's
+/// `encoding/json` folds them) are refused, because whoever else reads the body —
+/// the enforcement point that sent it, a proxy, an audit log — may take the other
+/// one. Inside `context` and `properties`, Cedar attributes, case counts: `R` and
+/// `r` are two attributes (for the MCP profile an undeclared one that reads as a
+/// declared one is a deny, see `crate::authz::build_context`).
 pub fn read_json_object(
     content_type: Option<&str>,
     body: &[u8],
@@ -335,7 +338,9 @@ pub fn read_json_object(
         return Err(BodyError::Empty);
     }
     let text = std::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)?;
-    match crate::mcp::json::parse(text, MAX_JSON_DEPTH) {
+    // A caller's own `context` and `properties` are Cedar attributes, whose names
+    // are case-sensitive: `R` and `r` are two attributes there.
+    match crate::mcp::json::parse_with(text, MAX_JSON_DEPTH, &["context", "properties"]) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(BodyError::NotAnObject),
         Err(JsonFault::Syntax(m)) => Err(BodyError::Syntax(m)),
@@ -801,12 +806,15 @@ mod tests {
                 variant("subject", "\u{17f}ubject"),
             ),
             (
-                r#"{"context":{"Agent":"x","agent":"y"}}"#,
-                variant("Agent", "agent"),
+                r#"{"options":{"Explain":true,"explain":false}}"#,
+                variant("Explain", "explain"),
             ),
         ] {
             assert_eq!(read(text), expected, "{text}");
         }
+        // Attributes of a caller's own context and properties are Cedar's: case counts.
+        assert!(read(r#"{"context":{"Agent":"x","agent":"y","n":{"R":1,"r":2}}}"#).is_ok());
+        assert!(read(r#"{"subject":{"properties":{"X":1,"x":2}}}"#).is_ok());
         // Different keys are fine, and so is one key in another case.
         assert!(read(r#"{"subject":{},"subjects":{}}"#).is_ok());
         assert!(read(r#"{"Subject":{}}"#).is_ok());

@@ -3,8 +3,9 @@
 //! or none: nothing here assumes the `Mcp` model.
 //!
 //! - An entity type written with `::` (`Mcp::Tool`) is taken as it is.
-//! - A bare type (`user`, `tool`) is matched case-insensitively against the last
-//!   segment of the schema's entity types. When several match, the ones in the
+//! - A bare type that is exactly the name of a type of the empty namespace is that
+//!   type (its full name). Otherwise a bare type (`user`, `tool`) is matched
+//!   case-insensitively against the last segment of the schema's entity types. When several match, the ones in the
 //!   preferred namespace (the action's) win; if that leaves more than one, the
 //!   name is ambiguous and must be qualified.
 //! - An action is named by its id (`tools/call`, `read`) and found among the
@@ -70,6 +71,14 @@ pub fn resolve_entity_type(
                 name: shown(name),
             })
         };
+    }
+    // A type of the empty namespace is named exactly by its bare name: that is its
+    // full name, and there is no other way to write it.
+    if let Some(exact) = schema
+        .entity_types()
+        .find(|t| t.namespace().is_empty() && t.basename() == name)
+    {
+        return Ok(exact.clone());
     }
     let matching: Vec<&EntityTypeName> = schema
         .entity_types()
@@ -290,6 +299,20 @@ mod tests {
             resolve_action(&s, "Action::\"unterminated"),
             Err(NameError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_type_of_the_empty_namespace_is_named_by_its_exact_name() {
+        let s = schema(
+            r#"entity Doc; entity user;
+               namespace N { entity User; action "nread" appliesTo { principal: [user, User], resource: [Doc] }; }"#,
+        );
+        let of = |name: &str| resolve_entity_type(&s, name, Some("N")).map(|t| t.to_string());
+        assert_eq!(of("user"), Ok("user".into()));
+        assert_eq!(of("User"), Ok("N::User".into()));
+        assert_eq!(of("USER"), Ok("N::User".into()));
+        assert_eq!(of("N::User"), Ok("N::User".into()));
+        assert_eq!(of("doc"), Ok("Doc".into()));
     }
 
     #[test]

@@ -233,11 +233,7 @@ fn to_json(decision: &Decision, request: &DecisionRequest, snapshot: &Snapshot) 
         .iter()
         .map(|e| {
             // Where each determining policy is written, as the text output says it.
-            let origins: Vec<Value> = e
-                .policies
-                .iter()
-                .map(|p| snapshot.origin_json(p))
-                .collect();
+            let origins: Vec<Value> = e.policies.iter().map(|p| snapshot.origin_json(p)).collect();
             json!({
                 "role": e.role,
                 "principal": e.principal,

@@ -37,12 +37,25 @@ pub(crate) enum JsonFault {
 /// Parse `text` as one JSON value, with at most `max_depth` levels of nested
 /// arrays and objects (`{"a":[1]}` has two).
 pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Value, JsonFault> {
+    parse_with(text, max_depth, &[])
+}
+
+/// [`parse`], except that below a member named in `free_form` (at any depth) keys
+/// that differ only in case are two keys, as they are to Cedar: the attributes of a
+/// caller's own `context` or `properties`. Equal keys are refused there too.
+pub(crate) fn parse_with(
+    text: &str,
+    max_depth: usize,
+    free_form: &[&str],
+) -> Result<Value, JsonFault> {
     let fault = Cell::new(None);
     let mut de = serde_json::Deserializer::from_str(text);
     let seed = Seed {
         depth: 0,
         max_depth,
         fault: &fault,
+        fold_keys: true,
+        free_form,
     };
     let parsed = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     match parsed {
@@ -84,6 +97,10 @@ struct Seed<'f> {
     depth: usize,
     max_depth: usize,
     fault: &'f Cell<Option<JsonFault>>,
+    /// Whether keys that differ only in case are refused in the objects read.
+    fold_keys: bool,
+    /// Members below which keys are not folded (see [`parse_with`]).
+    free_form: &'f [&'f str],
 }
 
 impl Seed<'_> {
@@ -170,17 +187,23 @@ impl<'de> Visitor<'de> for Seed<'_> {
             if object.contains_key(&key) {
                 return Err(self.fail(JsonFault::DuplicateKey(key)));
             }
-            let f = fold(&key).into_owned();
-            if folded.contains(&f) {
-                let earlier = object
-                    .keys()
-                    .find(|k| fold(k) == f.as_str())
-                    .cloned()
-                    .unwrap_or_default();
-                return Err(self.fail(JsonFault::CaseVariantKeys(earlier, key)));
+            if self.fold_keys {
+                let f = fold(&key).into_owned();
+                if folded.contains(&f) {
+                    let earlier = object
+                        .keys()
+                        .find(|k| fold(k) == f.as_str())
+                        .cloned()
+                        .unwrap_or_default();
+                    return Err(self.fail(JsonFault::CaseVariantKeys(earlier, key)));
+                }
+                folded.insert(f);
             }
-            let value = map.next_value_seed(inner)?;
-            folded.insert(f);
+            let member = Seed {
+                fold_keys: inner.fold_keys && !self.free_form.contains(&key.as_str()),
+                ..inner
+            };
+            let value = map.next_value_seed(member)?;
             object.insert(key, value);
         }
         Ok(Value::Object(object))
@@ -243,6 +266,27 @@ mod tests {
             "escapes are compared unescaped"
         );
         assert!(parse(r#"{"a":{"k":1},"b":{"k":1}}"#, DEPTH).is_ok());
+    }
+
+    #[test]
+    fn free_form_members_keep_keys_that_differ_only_in_case() {
+        let free = ["context", "properties"];
+        let text =
+            r#"{"context":{"R":1,"r":2,"n":{"A":1,"a":2}},"subject":{"properties":{"X":1,"x":2}}}"#;
+        let v = parse_with(text, DEPTH, &free).expect("parsed");
+        assert_eq!(v["context"]["r"], json!(2));
+        assert_eq!(v["subject"]["properties"]["X"], json!(1));
+        // The envelope is still read strictly, and equal keys are refused everywhere.
+        for refused in [
+            r#"{"subject":{},"Subject":{}}"#,
+            r#"{"context":{"a":1,"a":2}}"#,
+            r#"{"context":{"n":{"a":1,"a":2}}}"#,
+            r#"{"subject":{"id":"a","ID":"b","properties":{}}}"#,
+        ] {
+            assert!(parse_with(refused, DEPTH, &free).is_err(), "{refused}");
+        }
+        // Without free-form members, nothing changes.
+        assert!(parse(text, DEPTH).is_err());
     }
 
     #[test]
