@@ -217,8 +217,10 @@ def find_tests(checkout: Path, work: Path, include: str) -> tuple[list[Test], di
         for f in sorted(glob.glob(str(checkout / "tests" / "**" / "*.json"), recursive=True)):
             if f.endswith(".entities.json"):
                 continue
-            rel = os.path.relpath(f, checkout)
-            tests.append(Test(rel, checkout, json.loads(Path(f).read_text())))
+            data = json.loads(Path(f).read_text())
+            # Entity data and other JSON beside the tests is not a test.
+            if isinstance(data, dict) and "requests" in data:
+                tests.append(Test(os.path.relpath(f, checkout), checkout, data))
     if include in ("all", "corpus"):
         tarball = checkout / "corpus-tests.tar.gz"
         if tarball.is_file():

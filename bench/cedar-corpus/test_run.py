@@ -1,0 +1,144 @@
+"""Tests of the corpus runner's pure parts: `python3 -m unittest discover bench/cedar-corpus`."""
+
+import unittest
+
+from run import (
+    Outcome,
+    attribute,
+    authzen_body,
+    cedar_string,
+    judge,
+    split_policies,
+    stable_ids,
+    tags_of,
+    unescape_cedar,
+)
+
+
+def request(decision="allow", reason=("policy0",), errors=(), ptype="User", pid="alice"):
+    return {
+        "principal": {"type": ptype, "id": pid},
+        "action": {"type": "Action", "id": "view"},
+        "resource": {"type": "Photo", "id": "p"},
+        "context": {},
+        "decision": decision,
+        "reason": list(reason),
+        "errors": list(errors),
+    }
+
+
+def answer(allow, policies, principal='User::"alice"', errors=(), generation=2):
+    return {
+        "decision": allow,
+        "context": {
+            "generation": generation,
+            "reason": "",
+            "evaluations": [
+                {
+                    "role": "user",
+                    "principal": principal,
+                    "decision": allow,
+                    "policies": [{"id": p} for p in policies],
+                    "errors": list(errors),
+                }
+            ],
+        },
+    }
+
+
+IDS = ["policies.cedar:0", "policies.cedar:1", "named"]
+
+
+class Spelling(unittest.TestCase):
+    def test_cedar_strings_escape_quotes_backslashes_and_controls(self):
+        self.assertEqual(cedar_string('a"b\\c'), 'a\\"b\\\\c')
+        self.assertEqual(cedar_string("x\ny\t\0\x01"), "x\\ny\\t\\0\\u{1}")
+        self.assertEqual(cedar_string("é"), "é")
+        self.assertEqual(cedar_string("é", escape_non_ascii=True), "\\u{e9}")
+        for s in ['a"b\\c', "x\ny\t\0\x01", "é☃"]:
+            self.assertEqual(unescape_cedar(cedar_string(s, True)), s)
+
+    def test_the_action_is_a_full_uid_and_the_rest_passes_through(self):
+        req = request()
+        req["action"] = {"type": "N::Action", "id": 'say "hi"'}
+        req["principal"] = {"type": "N::User", "id": ""}
+        req["context"] = {"x": {"__entity": {"type": "N::User", "id": "b"}}}
+        body = authzen_body(req, False)
+        self.assertEqual(body["action"], {"name": 'N::Action::"say \\"hi\\""'})
+        self.assertEqual(body["subject"], {"type": "N::User", "id": ""})
+        self.assertEqual(body["context"], req["context"])
+        self.assertEqual(body["options"], {"explain": True})
+        del req["resource"]
+        self.assertIn("no resource", authzen_body(req, False))
+
+
+class PolicyIds(unittest.TestCase):
+    def test_policies_are_split_outside_strings_and_comments(self):
+        text = 'permit(principal, action, resource) when { "a;b" like "*;\\"" };\n// x; y\nforbid(principal, action, resource);'
+        self.assertEqual(len(split_policies(text)), 2)
+
+    def test_an_id_annotation_names_the_policy(self):
+        text = (
+            '@id("first")\npermit(principal, action, resource);\n'
+            "permit(principal, action, resource);\n"
+            '@other("x") @id("semi;colon\\u{e9}") forbid(principal, action, resource);\n'
+            "@id permit(principal, action, resource);\n"
+        )
+        self.assertEqual(stable_ids(text), ["first", "policies.cedar:1", "semi;colon\u00e9", ""])
+
+
+class Judging(unittest.TestCase):
+    def test_same_decision_and_policies_agree(self):
+        o = judge(request(reason=["policy0", "policy2"]), IDS, 2, 200, answer(True, ["named", "policies.cedar:0"]))
+        self.assertEqual((o.cls, o.why), ("agree", "same"))
+
+    def test_another_decision_disagrees(self):
+        o = judge(request(decision="deny", reason=[]), IDS, 2, 200, answer(True, ["policies.cedar:0"]))
+        self.assertEqual(o.cls, "disagree")
+        self.assertTrue(o.why.startswith("decision"))
+
+    def test_other_determining_policies_disagree(self):
+        o = judge(request(reason=["policy1"]), IDS, 2, 200, answer(True, ["policies.cedar:0"]))
+        self.assertEqual((o.cls, o.why), ("disagree", "determining policies"))
+        o = judge(request(reason=["policy0"]), IDS, 2, 200, answer(True, ["policies.cedar:0", "unknown"]))
+        self.assertEqual(o.cls, "disagree")
+        self.assertIn("unmapped:unknown", o.detail)
+
+    def test_errors_are_compared_by_policy(self):
+        err = "error while evaluating policy `policies.cedar:1`: overflow"
+        o = judge(request("deny", [], ["policy1"]), IDS, 2, 200, answer(False, [], errors=[err]))
+        self.assertEqual((o.cls, o.why), ("agree", "same"))
+        o = judge(request("deny", [], []), IDS, 2, 200, answer(False, [], errors=[err]))
+        self.assertEqual((o.cls, o.why), ("agree", "errors differ"))
+
+    def test_a_400_is_refused(self):
+        o = judge(request(), IDS, 2, 400, {"error": {"status": 400, "message": "`subject.id` is empty"}})
+        self.assertEqual((o.cls, o.why), ("refused", "bad request (400)"))
+        o.tags = ["empty-entity-id", "cedar-builtin-type-names"]
+        self.assertEqual(attribute(o), "empty-entity-id")
+
+    def test_a_deny_before_evaluation_is_a_disagreement_only_where_cedar_allows(self):
+        before = {"decision": False, "context": {"generation": 2, "reason": "context does not fit", "evaluations": []}}
+        self.assertEqual(judge(request(), IDS, 2, 200, before).cls, "disagree")
+        self.assertEqual(judge(request("deny", []), IDS, 2, 200, before).cls, "refused")
+
+    def test_another_principal_or_generation_is_caught(self):
+        o = judge(request(), IDS, 2, 200, answer(True, ["policies.cedar:0"], principal='N::User::"alice"'))
+        self.assertEqual((o.cls, o.why), ("disagree", "another principal evaluated"))
+        o = judge(request(), IDS, 3, 200, answer(True, ["policies.cedar:0"]))
+        self.assertEqual(o.cls, "refused")
+
+    def test_known_divergences_are_tagged_from_the_request(self):
+        req = request(pid="")
+        req["action"]["id"] = "é"
+        req["context"] = {"user": 1}
+        self.assertEqual(
+            tags_of("type T = __cedar::Bool;", req),
+            ["empty-entity-id", "cedar-builtin-type-names", "non-ascii-action", "mcp-context-names"],
+        )
+        self.assertEqual(tags_of("", request()), [])
+        self.assertIsNone(attribute(Outcome("disagree", "x", "", [])))
+
+
+if __name__ == "__main__":
+    unittest.main()
