@@ -54,6 +54,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +67,8 @@ ENTITIES_FILE = "entities.json"
 KNOWN = {
     "empty-entity-id": "an entity id `\"\"` (subject or resource) is a 400 on AuthZEN",
     "cedar-builtin-type-names": "the schema spells built-in types as `__cedar::...`",
-    "non-ascii-action": "a non-ASCII action id, sent in plain UTF-8 in the full uid",
+    "action-spelling": "an action id that Cedar spells with escapes (`'`, characters that are "
+    "not printable): the full uid is sent in the plain spelling, which is refused",
     "mcp-context-names": "the context has a name of the MCP profile "
     "(`agent`, `application`, `user`, `server`, `scopes`, `claims`)",
 }
@@ -81,33 +83,30 @@ class SetupError(Exception):
 # Cedar spellings
 
 
-def cedar_string(s: str, escape_non_ascii: bool = False) -> str:
-    """`s` as the body of a Cedar string literal: `"` and `\\` escaped, control
-    characters as escapes; other characters as they are (or `\\u{...}` if asked)."""
+def cedar_string(s: str, spelling: str = "plain") -> str:
+    """`s` as the body of a Cedar string literal. `plain`: only what the grammar
+    requires escaped (`"` and `\\`), the way a client writes it; `cedar`: the way Cedar
+    prints an entity uid (Rust's `escape_debug`: also `'`, control characters,
+    characters that are not printable, and a leading combining mark, as escapes)."""
     out = []
-    for ch in s:
-        o = ord(ch)
+    for i, ch in enumerate(s):
         if ch == "\\":
             out.append("\\\\")
         elif ch == '"':
             out.append('\\"')
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\0":
-            out.append("\\0")
-        elif o < 0x20 or o == 0x7F or (escape_non_ascii and o > 0x7F):
-            out.append("\\u{%x}" % o)
+        elif spelling == "plain":
+            out.append(ch)
+        elif ch in "\n\r\t\0'":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0", "'": "\\'"}[ch])
+        elif not ch.isprintable() or (i == 0 and unicodedata.category(ch) in ("Mn", "Me")):
+            out.append("\\u{%x}" % ord(ch))
         else:
             out.append(ch)
     return "".join(out)
 
 
-def full_uid(ty: str, eid: str, escape_non_ascii: bool = False) -> str:
-    return f'{ty}::"{cedar_string(eid, escape_non_ascii)}"'
+def full_uid(ty: str, eid: str, spelling: str = "plain") -> str:
+    return f'{ty}::"{cedar_string(eid, spelling)}"'
 
 
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", "0": "\0", "'": "'", '"': '"'}
@@ -482,15 +481,15 @@ def tags_of(test_schema: str, req: dict) -> list[str]:
         tags.append("empty-entity-id")
     if "__cedar::" in test_schema:
         tags.append("cedar-builtin-type-names")
-    if any(ord(c) > 0x7F for c in a.get("id", "")):
-        tags.append("non-ascii-action")
+    if cedar_string(a.get("id", ""), "plain") != cedar_string(a.get("id", ""), "cedar"):
+        tags.append("action-spelling")
     ctx = req.get("context")
     if isinstance(ctx, dict) and MCP_CONTEXT_NAMES & set(ctx):
         tags.append("mcp-context-names")
     return tags
 
 
-def authzen_body(req: dict, escape_non_ascii: bool) -> dict | str:
+def authzen_body(req: dict, spelling: str = "plain") -> dict | str:
     """The AuthZEN evaluation of a Cedar request, or why it cannot be written."""
     for key in ("principal", "action", "resource"):
         e = req.get(key)
@@ -502,7 +501,7 @@ def authzen_body(req: dict, escape_non_ascii: bool) -> dict | str:
     p, a, r = req["principal"], req["action"], req["resource"]
     return {
         "subject": {"type": p["type"], "id": p["id"]},
-        "action": {"name": full_uid(a["type"], a["id"], escape_non_ascii)},
+        "action": {"name": full_uid(a["type"], a["id"], spelling)},
         "resource": {"type": r["type"], "id": r["id"]},
         "context": ctx,
         "options": {"explain": True},
@@ -571,8 +570,8 @@ def attribute(o: Outcome) -> str | None:
         return None
     if "empty-entity-id" in o.tags and re.search(r"`(subject|resource)\.id` is empty", o.detail):
         return "empty-entity-id"
-    if "non-ascii-action" in o.tags and re.search(r"action|Cedar name", o.detail):
-        return "non-ascii-action"
+    if "action-spelling" in o.tags and re.search(r"action|Cedar name", o.detail):
+        return "action-spelling"
     for t in ("cedar-builtin-type-names", "mcp-context-names"):
         if t in o.tags:
             return t
@@ -720,7 +719,7 @@ def run(args) -> int:
             for i, req in enumerate(requests):
                 stats["requests"] += 1
                 tags = tags_of(schema, req)
-                body = authzen_body(req, args.action_spelling == "escaped")
+                body = authzen_body(req, args.action_spelling)
                 if isinstance(body, str):
                     tally.add(test, i, req, Outcome("refused", "not expressible", body, tags), out)
                     continue
@@ -823,8 +822,8 @@ def main() -> int:
     ap.add_argument("--filter", help="only tests whose path contains this")
     ap.add_argument("--limit", type=int, help="only the first N tests (in path order)")
     ap.add_argument("--snapshot", help="the corpus commit to record when CHECKOUT is not a git checkout")
-    ap.add_argument("--action-spelling", choices=("plain", "escaped"), default="plain",
-                    help="non-ASCII characters of action ids as they are (default) or as \\u{...}")
+    ap.add_argument("--action-spelling", choices=("plain", "cedar"), default="plain",
+                    help="the action's full uid with only `\"` and `\\` escaped (default), or as Cedar prints it")
     ap.add_argument("--time-limit", type=float, default=3 * 3600, help="seconds for the whole run (default 3 h)")
     ap.add_argument("--request-timeout", type=float, default=60, help="seconds for one HTTP call or server start")
     ap.add_argument("--json", help="write the summary and examples here")
