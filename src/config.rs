@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::api::listener::{ListenerConfig, Timeouts};
 use crate::authz::CacheSettings;
 use crate::identity::{
     IdentityConfig, IdentityConfigError, IssuerConfig, JwtSettings, SpiffeConfig,
@@ -140,8 +141,31 @@ pub struct CacheFile {
 #[serde(deny_unknown_fields)]
 pub struct GrpcFile {
     /// A file holding the secret that a trusted caller (the gateway) sends in the
-    /// `x-mcp-authz-caller-token` metadata to have its verified identities honoured.
+    /// `x-mcp-authz-caller-token` metadata to have its asserted identities honoured.
     pub trusted_caller_token_file: Option<PathBuf>,
+    /// Most checks in one `BatchCheck`, and most MCP messages in all its checks
+    /// together (default 1000).
+    pub max_batch_checks: Option<u64>,
+    /// Most entries (names, or entries of a raw result) in one `FilterList` (default 1000).
+    pub max_list_entries: Option<u64>,
+}
+
+/// Gateway API settings, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcSettings {
+    /// Most checks in one `BatchCheck` (and MCP messages in all of them).
+    pub max_batch_checks: usize,
+    /// Most entries in one `FilterList`.
+    pub max_list_entries: usize,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        Self {
+            max_batch_checks: 1000,
+            max_list_entries: 1000,
+        }
+    }
 }
 
 /// The `[authzen]` section.
@@ -185,9 +209,39 @@ pub struct DecisionLogFile {
     pub queue_capacity: Option<u64>,
     /// Whether tool and prompt arguments are logged (default false).
     pub include_arguments: Option<bool>,
-    /// Argument keys whose values are redacted (default: password, secret, token,
-    /// api_key, apikey, authorization).
+    /// Patterns of argument keys whose values are redacted: a key matches when its
+    /// normalized form (NFKC, case folded, letters and digits only) contains a
+    /// pattern's (default: token, secret, password, passwd, pwd, key, credential,
+    /// auth, cookie, session, signature, private).
     pub redact: Option<Vec<String>>,
+}
+
+/// The `[listeners]` section: time limits and connection caps of the gRPC, HTTP
+/// and admin listeners.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersFile {
+    /// Time to receive a complete HTTP/1 request head, in seconds (default 10).
+    pub header_read_timeout_secs: Option<u64>,
+    /// Time a connection with no request in flight stays open, in seconds (default 120).
+    pub idle_timeout_secs: Option<u64>,
+    /// Interval of HTTP/2 keepalive pings, in seconds (default 30; 0 turns them off).
+    pub keepalive_interval_secs: Option<u64>,
+    /// Time to wait for a keepalive ping's answer, in seconds (default 10).
+    pub keepalive_timeout_secs: Option<u64>,
+    /// Time from a request head to its response head, in seconds (default 30).
+    pub request_timeout_secs: Option<u64>,
+    /// Most connections of the gRPC listener (default: 10000, less if the
+    /// descriptor limit is lower).
+    pub grpc_max_connections: Option<u64>,
+    /// Most connections of the HTTP listener (default: as for gRPC).
+    pub http_max_connections: Option<u64>,
+    /// Most connections of the admin listener (default: 64, less if the descriptor
+    /// limit is lower).
+    pub admin_max_connections: Option<u64>,
+    /// Descriptors kept free for policy files, the decision log and key fetches
+    /// (default 64).
+    pub reserved_descriptors: Option<u64>,
 }
 
 /// AuthZEN settings, checked.
@@ -256,6 +310,9 @@ pub struct FileConfig {
     /// `[decisions]`.
     #[serde(default)]
     pub decisions: DecisionsFile,
+    /// Listener time limits and connection caps.
+    #[serde(default)]
+    pub listeners: ListenersFile,
 }
 
 /// Values given as command-line flags (highest precedence).
@@ -300,6 +357,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// The trusted caller's secret, read from `grpc.trusted_caller_token_file`.
     pub trusted_caller_token: Option<Secret>,
+    /// Gateway API limits.
+    pub grpc: GrpcSettings,
     /// Directory that relative paths of the config file are resolved against.
     pub base_dir: PathBuf,
     /// AuthZEN API settings.
@@ -310,6 +369,8 @@ pub struct Config {
     pub decision_log: DecisionLogConfig,
     /// Rules every decision follows.
     pub rules: crate::authz::Rules,
+    /// Listener time limits and connection caps.
+    pub listeners: ListenerConfig,
 }
 
 impl Config {
@@ -395,7 +456,9 @@ impl Config {
             });
         }
         let authzen = checked_authzen(&fc.authzen, &origin)?;
+        let grpc = checked_grpc(&fc.grpc, &origin)?;
         let decision_log = checked_decision_log(&fc.decision_log, &origin)?;
+        let listeners = checked_listeners(&fc.listeners, &origin)?;
         if grpc_listen == http_listen && grpc_listen.port() != 0 {
             return Err(ConfigError::Value {
                 key: "http_listen".into(),
@@ -471,6 +534,7 @@ impl Config {
             cache,
             identity,
             trusted_caller_token,
+            grpc,
             policies,
             grpc_listen,
             http_listen,
@@ -487,6 +551,7 @@ impl Config {
             rules: crate::authz::Rules {
                 allow_user_only: fc.decisions.allow_user_only.unwrap_or(false),
             },
+            listeners,
         })
     }
 
@@ -516,6 +581,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "MCP_AUTHZ_GRPC_TRUSTED_CALLER_TOKEN_FILE",
         "grpc.trusted_caller_token_file",
     ),
+    ("MCP_AUTHZ_GRPC_MAX_BATCH_CHECKS", "grpc.max_batch_checks"),
+    ("MCP_AUTHZ_GRPC_MAX_LIST_ENTRIES", "grpc.max_list_entries"),
     ("MCP_AUTHZ_SPIFFE_TRUST_DOMAINS", "spiffe.trust_domains"),
     ("MCP_AUTHZ_SPIFFE_FORWARDERS", "spiffe.forwarders"),
     ("MCP_AUTHZ_JWT_CLOCK_SKEW_SECS", "jwt.clock_skew_secs"),
@@ -542,6 +609,42 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     (
         "MCP_AUTHZ_DECISIONS_ALLOW_USER_ONLY",
         "decisions.allow_user_only",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_HEADER_READ_TIMEOUT_SECS",
+        "listeners.header_read_timeout_secs",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS",
+        "listeners.idle_timeout_secs",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_KEEPALIVE_INTERVAL_SECS",
+        "listeners.keepalive_interval_secs",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_KEEPALIVE_TIMEOUT_SECS",
+        "listeners.keepalive_timeout_secs",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_REQUEST_TIMEOUT_SECS",
+        "listeners.request_timeout_secs",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_GRPC_MAX_CONNECTIONS",
+        "listeners.grpc_max_connections",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_HTTP_MAX_CONNECTIONS",
+        "listeners.http_max_connections",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_ADMIN_MAX_CONNECTIONS",
+        "listeners.admin_max_connections",
+    ),
+    (
+        "MCP_AUTHZ_LISTENERS_RESERVED_DESCRIPTORS",
+        "listeners.reserved_descriptors",
     ),
 ];
 
@@ -616,6 +719,8 @@ fn apply_env(
             "grpc.trusted_caller_token_file" => {
                 fc.grpc.trusted_caller_token_file = Some(PathBuf::from(value))
             }
+            "grpc.max_batch_checks" => fc.grpc.max_batch_checks = Some(number(value)?),
+            "grpc.max_list_entries" => fc.grpc.max_list_entries = Some(number(value)?),
             "spiffe.trust_domains" => fc.spiffe.trust_domains = list(value),
             "spiffe.forwarders" => fc.spiffe.forwarders = list(value),
             "jwt.clock_skew_secs" => fc.jwt.clock_skew_secs = number(value)?,
@@ -635,6 +740,22 @@ fn apply_env(
             }
             "decision_log.redact" => fc.decision_log.redact = Some(list(value)),
             "decisions.allow_user_only" => fc.decisions.allow_user_only = Some(boolean(value)?),
+            listener if listener.starts_with("listeners.") => {
+                let l = &mut fc.listeners;
+                let slot = match listener {
+                    "listeners.header_read_timeout_secs" => &mut l.header_read_timeout_secs,
+                    "listeners.idle_timeout_secs" => &mut l.idle_timeout_secs,
+                    "listeners.keepalive_interval_secs" => &mut l.keepalive_interval_secs,
+                    "listeners.keepalive_timeout_secs" => &mut l.keepalive_timeout_secs,
+                    "listeners.request_timeout_secs" => &mut l.request_timeout_secs,
+                    "listeners.grpc_max_connections" => &mut l.grpc_max_connections,
+                    "listeners.http_max_connections" => &mut l.http_max_connections,
+                    "listeners.admin_max_connections" => &mut l.admin_max_connections,
+                    "listeners.reserved_descriptors" => &mut l.reserved_descriptors,
+                    _ => return Err(ConfigError::UnknownEnv(name.clone())),
+                };
+                *slot = Some(number(value)?);
+            }
             _ => return Err(ConfigError::UnknownEnv(name.clone())),
         }
         origins.insert((*key).into(), origin);
@@ -707,6 +828,34 @@ fn checked_authzen(
     })
 }
 
+fn checked_grpc(
+    file: &GrpcFile,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<GrpcSettings, ConfigError> {
+    let defaults = GrpcSettings::default();
+    let limit = |key: &str, value: Option<u64>, default: usize| match value {
+        Some(0) => Err(ConfigError::Value {
+            key: key.into(),
+            origin: origin(key),
+            reason: "must be at least 1".into(),
+        }),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        None => Ok(default),
+    };
+    Ok(GrpcSettings {
+        max_batch_checks: limit(
+            "grpc.max_batch_checks",
+            file.max_batch_checks,
+            defaults.max_batch_checks,
+        )?,
+        max_list_entries: limit(
+            "grpc.max_list_entries",
+            file.max_list_entries,
+            defaults.max_list_entries,
+        )?,
+    })
+}
+
 fn checked_decision_log(
     file: &DecisionLogFile,
     origin: &dyn Fn(&str) -> String,
@@ -732,12 +881,86 @@ fn checked_decision_log(
             reason: "empty path".into(),
         });
     }
+    if let Some(bad) = file
+        .redact
+        .iter()
+        .flatten()
+        .find(|p| crate::telemetry::decision_log::normalize_key(p).is_empty())
+    {
+        return Err(ConfigError::Value {
+            key: "decision_log.redact".into(),
+            origin: origin("decision_log.redact"),
+            reason: format!("the pattern `{bad}` has no letter or digit"),
+        });
+    }
     Ok(DecisionLogConfig {
         enabled: file.enabled.unwrap_or(defaults.enabled),
         file: file.file.clone(),
         queue_capacity,
         include_arguments: file.include_arguments.unwrap_or(defaults.include_arguments),
         redact: file.redact.clone().unwrap_or(defaults.redact),
+    })
+}
+
+/// The longest time limit accepted (a day): longer ones are surely a mistake and
+/// would overflow clocks.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+fn checked_listeners(
+    file: &ListenersFile,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<ListenerConfig, ConfigError> {
+    let defaults = ListenerConfig::default();
+    let bad = |key: &str, reason: String| ConfigError::Value {
+        key: format!("listeners.{key}"),
+        origin: origin(&format!("listeners.{key}")),
+        reason,
+    };
+    // A time limit in seconds: 1 to a day (0 only where it turns something off).
+    let secs = |key: &str, v: Option<u64>, default: Duration, zero_is_off: bool| match v {
+        None => Ok(Some(default)),
+        Some(0) if zero_is_off => Ok(None),
+        Some(0) => Err(bad(key, "must be at least 1".into())),
+        Some(n) if n > MAX_TIMEOUT_SECS => {
+            Err(bad(key, format!("must be at most {MAX_TIMEOUT_SECS}")))
+        }
+        Some(n) => Ok(Some(Duration::from_secs(n))),
+    };
+    let d = defaults.timeouts;
+    let required = |key: &str, v: Option<u64>, default: Duration| {
+        secs(key, v, default, false).map(|t| t.unwrap_or(default))
+    };
+    let timeouts = Timeouts {
+        header_read: required(
+            "header_read_timeout_secs",
+            file.header_read_timeout_secs,
+            d.header_read,
+        )?,
+        idle: required("idle_timeout_secs", file.idle_timeout_secs, d.idle)?,
+        keepalive_interval: match file.keepalive_interval_secs {
+            None => d.keepalive_interval,
+            v => secs("keepalive_interval_secs", v, Duration::from_secs(0), true)?,
+        },
+        keepalive_timeout: required(
+            "keepalive_timeout_secs",
+            file.keepalive_timeout_secs,
+            d.keepalive_timeout,
+        )?,
+        request: required("request_timeout_secs", file.request_timeout_secs, d.request)?,
+    };
+    let cap = |key: &str, v: Option<u64>| match v {
+        Some(0) => Err(bad(key, "must be at least 1".into())),
+        Some(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        None => Ok(None),
+    };
+    Ok(ListenerConfig {
+        timeouts,
+        grpc_max_connections: cap("grpc_max_connections", file.grpc_max_connections)?,
+        http_max_connections: cap("http_max_connections", file.http_max_connections)?,
+        admin_max_connections: cap("admin_max_connections", file.admin_max_connections)?,
+        reserved_descriptors: file
+            .reserved_descriptors
+            .unwrap_or(defaults.reserved_descriptors),
     })
 }
 
@@ -910,6 +1133,40 @@ mod tests {
     }
 
     #[test]
+    fn gateway_api_limits_and_redaction_patterns() {
+        let c = Config::load(None, &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!(c.grpc, GrpcSettings::default());
+        assert_eq!(
+            (c.grpc.max_batch_checks, c.grpc.max_list_entries),
+            (1000, 1000)
+        );
+        assert!(c.decision_log.redact.iter().any(|p| p == "token"));
+        let (_d, path) = write(
+            "[grpc]\nmax_batch_checks = 10\nmax_list_entries = 20\n[decision_log]\nredact = [\"Api-Key\", \"pin\"]\n",
+        );
+        let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!((c.grpc.max_batch_checks, c.grpc.max_list_entries), (10, 20));
+        assert_eq!(c.decision_log.redact, vec!["Api-Key", "pin"]);
+        let e = env(&[
+            ("MCP_AUTHZ_GRPC_MAX_BATCH_CHECKS", "3"),
+            ("MCP_AUTHZ_GRPC_MAX_LIST_ENTRIES", "4"),
+        ]);
+        let c = Config::load(Some(&path), &e, &Overrides::default()).expect("config");
+        assert_eq!((c.grpc.max_batch_checks, c.grpc.max_list_entries), (3, 4));
+        for (name, value) in [
+            ("MCP_AUTHZ_GRPC_MAX_BATCH_CHECKS", "0"),
+            ("MCP_AUTHZ_GRPC_MAX_LIST_ENTRIES", "0"),
+            ("MCP_AUTHZ_GRPC_MAX_LIST_ENTRIES", "many"),
+            ("MCP_AUTHZ_DECISION_LOG_REDACT", "token, -_-"),
+        ] {
+            let err = Config::load(None, &env(&[(name, value)]), &Overrides::default())
+                .expect_err(name)
+                .to_string();
+            assert!(err.contains(name) && !err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
     fn the_admin_listener_is_local_unless_protected() {
         let flags = Overrides {
             admin_listen: Some("9901".into()),
@@ -929,6 +1186,122 @@ mod tests {
             .to_string();
         assert!(
             err.contains("admin.token_file") && err.contains("--admin-listen"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn listener_limits_from_the_file_and_environment() {
+        let c = Config::load(None, &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!(c.listeners, ListenerConfig::default());
+        let t = c.listeners.timeouts;
+        assert_eq!(t.header_read, Duration::from_secs(10));
+        assert_eq!(t.idle, Duration::from_secs(120));
+        assert_eq!(t.keepalive_interval, Some(Duration::from_secs(30)));
+        assert_eq!(t.keepalive_timeout, Duration::from_secs(10));
+        assert_eq!(t.request, Duration::from_secs(30));
+        let (_d, path) = write(
+            "[listeners]\nheader_read_timeout_secs = 2\nidle_timeout_secs = 3\nkeepalive_interval_secs = 0\nkeepalive_timeout_secs = 4\nrequest_timeout_secs = 5\ngrpc_max_connections = 100\nhttp_max_connections = 200\nadmin_max_connections = 8\nreserved_descriptors = 16\n",
+        );
+        let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("config");
+        let l = &c.listeners;
+        assert_eq!(l.timeouts.header_read, Duration::from_secs(2));
+        assert_eq!(l.timeouts.idle, Duration::from_secs(3));
+        assert_eq!(l.timeouts.keepalive_interval, None);
+        assert_eq!(l.timeouts.keepalive_timeout, Duration::from_secs(4));
+        assert_eq!(l.timeouts.request, Duration::from_secs(5));
+        assert_eq!(
+            (
+                l.grpc_max_connections,
+                l.http_max_connections,
+                l.admin_max_connections
+            ),
+            (Some(100), Some(200), Some(8))
+        );
+        assert_eq!(l.reserved_descriptors, 16);
+        let e = env(&[
+            ("MCP_AUTHZ_LISTENERS_HEADER_READ_TIMEOUT_SECS", "7"),
+            ("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS", "8"),
+            ("MCP_AUTHZ_LISTENERS_KEEPALIVE_INTERVAL_SECS", "9"),
+            ("MCP_AUTHZ_LISTENERS_KEEPALIVE_TIMEOUT_SECS", "1"),
+            ("MCP_AUTHZ_LISTENERS_REQUEST_TIMEOUT_SECS", "11"),
+            ("MCP_AUTHZ_LISTENERS_GRPC_MAX_CONNECTIONS", "12"),
+            ("MCP_AUTHZ_LISTENERS_HTTP_MAX_CONNECTIONS", "13"),
+            ("MCP_AUTHZ_LISTENERS_ADMIN_MAX_CONNECTIONS", "14"),
+            ("MCP_AUTHZ_LISTENERS_RESERVED_DESCRIPTORS", "0"),
+        ]);
+        let c = Config::load(Some(&path), &e, &Overrides::default()).expect("config");
+        let l = &c.listeners;
+        assert_eq!(l.timeouts.header_read, Duration::from_secs(7));
+        assert_eq!(l.timeouts.idle, Duration::from_secs(8));
+        assert_eq!(l.timeouts.keepalive_interval, Some(Duration::from_secs(9)));
+        assert_eq!(l.timeouts.keepalive_timeout, Duration::from_secs(1));
+        assert_eq!(l.timeouts.request, Duration::from_secs(11));
+        assert_eq!(
+            (
+                l.grpc_max_connections,
+                l.http_max_connections,
+                l.admin_max_connections
+            ),
+            (Some(12), Some(13), Some(14))
+        );
+        assert_eq!(l.reserved_descriptors, 0);
+        // Every key has its environment variable.
+        for (name, key) in ENV_KEYS {
+            if key.starts_with("listeners.") {
+                assert_eq!(
+                    *name,
+                    format!("MCP_AUTHZ_{}", key.replace('.', "_").to_uppercase())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_listener_limits_are_one_line_errors() {
+        for (name, value) in [
+            ("MCP_AUTHZ_LISTENERS_HEADER_READ_TIMEOUT_SECS", "0"),
+            ("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS", "0"),
+            ("MCP_AUTHZ_LISTENERS_KEEPALIVE_TIMEOUT_SECS", "0"),
+            ("MCP_AUTHZ_LISTENERS_REQUEST_TIMEOUT_SECS", "0"),
+            ("MCP_AUTHZ_LISTENERS_REQUEST_TIMEOUT_SECS", "86401"),
+            (
+                "MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS",
+                "18446744073709551615",
+            ),
+            ("MCP_AUTHZ_LISTENERS_KEEPALIVE_INTERVAL_SECS", "100000"),
+            ("MCP_AUTHZ_LISTENERS_GRPC_MAX_CONNECTIONS", "0"),
+            ("MCP_AUTHZ_LISTENERS_HTTP_MAX_CONNECTIONS", "-1"),
+            ("MCP_AUTHZ_LISTENERS_ADMIN_MAX_CONNECTIONS", "many"),
+            ("MCP_AUTHZ_LISTENERS_RESERVED_DESCRIPTORS", "1.5"),
+        ] {
+            let err = Config::load(None, &env(&[(name, value)]), &Overrides::default())
+                .expect_err(name)
+                .to_string();
+            assert!(
+                err.contains(name) && err.contains("listeners.") && !err.contains('\n'),
+                "{err}"
+            );
+        }
+        let err = Config::load(
+            None,
+            &env(&[("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT", "5")]),
+            &Overrides::default(),
+        )
+        .expect_err("unknown")
+        .to_string();
+        assert!(err.contains("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT"), "{err}");
+        let (_d, path) = write("[listeners]\nidle_timeout = 5\n");
+        let err = Config::load(Some(&path), &env(&[]), &Overrides::default())
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("idle_timeout") && !err.contains('\n'), "{err}");
+        let (_d, path) = write("[listeners]\nheader_read_timeout_secs = 0\n");
+        let err = Config::load(Some(&path), &env(&[]), &Overrides::default())
+            .expect_err("zero")
+            .to_string();
+        assert!(
+            err.contains("`listeners.header_read_timeout_secs`") && err.contains("config file"),
             "{err}"
         );
     }

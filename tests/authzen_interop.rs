@@ -555,6 +555,13 @@ async fn search_pagination() {
             .status,
         StatusCode::BAD_REQUEST
     );
+    // At most `limit` results: `0` gives none, and a token when there are more.
+    let mut none = first.clone();
+    none["page"] = json!({ "limit": 0 });
+    let r = search(&app, "subject", &none).await;
+    assert_eq!(ids(&r, "id"), Vec::<String>::new());
+    assert_eq!(r["page"]["count"], 0);
+    assert_ne!(r["page"]["next_token"], "");
     // Without a page everything comes at once, with an empty next_token.
     let mut all = first.clone();
     all.as_object_mut().expect("object").remove("page");
@@ -725,4 +732,109 @@ async fn explanations_name_policies_with_their_files() {
             .is_some_and(|m| m.contains("no policy permits")),
         "{items:?}"
     );
+}
+
+/// A schema of another namespace than the MCP one: names, ids and the context are
+/// read exactly as Cedar reads them (built-in type names under `__cedar::`, empty
+/// ids, non-ASCII action ids in either spelling, context attributes named like
+/// the MCP profile's).
+#[tokio::test]
+async fn other_schemas_are_read_exactly_as_cedar_reads_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("s.cedarschema"),
+        r#"type Flags = { flag: __cedar::Bool, n?: __cedar::Long, ip?: __cedar::ipaddr, tags?: Set<__cedar::String> };
+entity Person;
+entity Doc;
+action "", "caf\u{e9}", "read" appliesTo {
+  principal: Person, resource: Doc,
+  context: { flags?: Flags, user?: String, agent?: String, application?: String, server?: __cedar::Long }
+};
+"#,
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        r#"@id("flagged") permit (principal, action == Action::"read", resource) when { context has flags && context.flags.flag };
+@id("empty-ids") permit (principal == Person::"", action == Action::"", resource == Doc::"");
+@id("agent-bot") permit (principal, action == Action::"caf\u{e9}", resource) when { context has agent && context.agent == "bot" };
+@id("owner") permit (principal, action == Action::"read", resource) when { context has user && context.user == "owner" && context has server && context.server == 2 };
+"#,
+    )
+    .expect("write");
+    let app = app(dir.path());
+    let req = |subject: &str, action_name: &str, resource: &str, context: Value| {
+        json!({
+            "subject": { "type": "Person", "id": subject },
+            "action": { "name": action_name },
+            "resource": { "type": "doc", "id": resource },
+            "context": context,
+        })
+    };
+    let cases = [
+        (
+            req("p", "read", "d", json!({ "flags": { "flag": true } })),
+            true,
+        ),
+        (
+            req(
+                "p",
+                "read",
+                "d",
+                json!({ "flags": { "flag": true, "n": 3, "ip": "10.0.0.1", "tags": ["a"] } }),
+            ),
+            true,
+        ),
+        (
+            req("p", "read", "d", json!({ "flags": { "flag": false } })),
+            false,
+        ),
+        (req("", "", "", json!({})), true),
+        (req("", "Action::\"\"", "", json!({})), true),
+        (req("x", "", "", json!({})), false),
+        (req("p", "caf\u{e9}", "d", json!({ "agent": "bot" })), true),
+        (
+            req("p", "Action::\"caf\u{e9}\"", "d", json!({ "agent": "bot" })),
+            true,
+        ),
+        (
+            req(
+                "p",
+                "Action::\"caf\\u{e9}\"",
+                "d",
+                json!({ "agent": "bot" }),
+            ),
+            true,
+        ),
+        (
+            req("p", "caf\u{e9}", "d", json!({ "agent": "someone" })),
+            false,
+        ),
+        (
+            req(
+                "p",
+                "read",
+                "d",
+                json!({ "user": "owner", "server": 2, "application": "x" }),
+            ),
+            true,
+        ),
+        (
+            req("p", "read", "d", json!({ "user": "owner", "server": 3 })),
+            false,
+        ),
+    ];
+    for (body, expected) in cases {
+        let r = post(&app, "/access/v1/evaluation", &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{body}: {}", r.text);
+        assert_eq!(r.json()["decision"], expected, "{body}");
+    }
+    // A value of another type than declared is a deny, never coerced.
+    let r = post(
+        &app,
+        "/access/v1/evaluation",
+        &req("p", "read", "d", json!({ "flags": { "flag": "true" } })),
+    )
+    .await;
+    assert_eq!(r.json()["decision"], false);
 }

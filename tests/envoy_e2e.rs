@@ -218,6 +218,19 @@ fn raw_checks(mesh: &Mesh, url: &str) {
         truncated.status,
         truncated.text()
     );
+    // A client's own partial-body marker never makes a cut body whole, whether
+    // Envoy joins it with its own or sends both.
+    for forged in [&["false"][..], &["false", "false"], &[" false"]] {
+        let mut h = headers.to_vec();
+        h.extend(forged.iter().map(|v| ("x-envoy-auth-partial-body", *v)));
+        let r = raw_post(url, &h, &big);
+        assert!(
+            r.status == 400 || r.status == 413,
+            "{forged:?}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
     // A 2025-03-26 batch with one forbidden call.
     let batch = br#"[{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_document","arguments":{"document_id":"titan/q1-strategy"}}},{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"delete_document","arguments":{"document_id":"x"}}}]"#;
     let batched = raw_post(url, &headers, batch);
@@ -514,6 +527,8 @@ fn check_requests_captured_from_envoy_map_to_the_right_decisions() {
         assert!(
             m.headers
                 .get("authorization")
+                .ok()
+                .flatten()
                 .is_some_and(|a| a.starts_with("Bearer "))
         );
         assert!(m.source_ip.is_some());
@@ -534,10 +549,8 @@ fn check_requests_captured_from_envoy_map_to_the_right_decisions() {
             "{meta:?}"
         );
         assert_eq!(
-            p.headers
-                .get("x-envoy-auth-partial-body")
-                .map(AsRef::as_ref),
-            Some("false")
+            p.headers.get("x-envoy-auth-partial-body"),
+            Ok(Some("false"))
         );
     }
 

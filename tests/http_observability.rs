@@ -377,21 +377,37 @@ async fn admin_endpoints_need_the_admin_listener_or_the_token() {
         p["files"],
         json!(["applications.cedar", "housekeeping.cedar", "users.cedar"])
     );
-    assert!(p["policy_ids"].as_array().expect("ids").contains(&json!({
-        "id": "corpassist-never-deletes", "file": "applications.cedar", "line": 13, "column": 1
-    })));
+    let never_deletes = p["policy_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .find(|p| p["id"] == "corpassist-never-deletes")
+        .cloned()
+        .unwrap_or_default();
+    let digest = never_deletes["digest"].clone();
+    assert!(digest.as_str().is_some_and(|d| d.starts_with("sha256:")));
+    assert_eq!(
+        never_deletes,
+        json!({
+            "id": "corpassist-never-deletes", "file": "applications.cedar", "line": 13, "column": 1,
+            "digest": digest,
+        })
+    );
     assert_eq!(p["last_reload_error"], Value::Null);
     assert_eq!(
         get(&admin, "/access/v1/evaluation", &[]).await.status,
         StatusCode::NOT_FOUND
     );
-    // POST /v1/reload swaps in a new snapshot...
+    // POST /v1/reload swaps in a new snapshot (and says that nothing changed)...
     let r = post(&admin, "/v1/reload", &json!({})).await;
     assert_eq!(
         (r.status, r.json()),
         (
             StatusCode::OK,
-            json!({ "outcome": "reloaded", "generation": 2 })
+            json!({ "outcome": "reloaded", "generation": 2, "changes": {
+                "added": [], "removed": [], "changed": [],
+                "schema_changed": false, "entities_changed": false,
+            } })
         )
     );
     // ...or reports a broken directory and keeps the last good one.

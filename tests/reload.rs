@@ -1,15 +1,19 @@
 //! Hot reload: the policy store and its watcher in-process, on real directories.
 
 mod common;
+mod http_support;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::{copy_dir, copy_of_reference, poll, reference_policies};
+use http_support::{Capture, admin_of, get};
+use mcp_authz::api::http::HttpState;
 use mcp_authz::authz::{DecisionRequest, Engine};
 use mcp_authz::mcp::{Kind, action, qualified_id};
 use mcp_authz::policy::{PolicyStore, WatchOptions, spawn_watcher};
+use serde_json::{Value, json};
 
 const GRANT: &str = "@id(\"summarizer-gets-documents\")\npermit (principal == Mcp::Application::\"summarizer\", action == Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/get_document\");\n";
 
@@ -132,7 +136,8 @@ fn decisions_in_flight_finish_on_their_snapshot() {
     std::fs::write(dir.path().join("grant.cedar"), GRANT).expect("write");
     assert!(matches!(
         store.reload(false),
-        mcp_authz::policy::ReloadOutcome::Reloaded { generation: 2 }
+        mcp_authz::policy::ReloadOutcome::Reloaded { generation: 2, diff }
+            if diff.added == ["summarizer-gets-documents"] && diff.removed.is_empty()
     ));
     assert!(!mcp_authz::authz::decide(&held, &summarizer_gets_document()).allow);
     assert!(mcp_authz::authz::decide(&store.snapshot(), &summarizer_gets_document()).allow);
@@ -143,7 +148,7 @@ fn decisions_in_flight_finish_on_their_snapshot() {
     ));
     assert!(matches!(
         store.reload(true),
-        mcp_authz::policy::ReloadOutcome::Reloaded { generation: 3 }
+        mcp_authz::policy::ReloadOutcome::Reloaded { generation: 3, diff } if diff.is_empty()
     ));
 }
 
@@ -225,4 +230,244 @@ fn a_replaced_directory_is_watched_again() {
         (!engine.decide(&summarizer_gets_document()).allow).then_some(())
     })
     .expect("an edit in the new directory was not picked up");
+}
+
+/// The service's log, as JSON lines, for every test of this binary: the watcher
+/// logs from its own threads, so the subscriber is the global one. Tests tell their
+/// records apart by the policy directory.
+fn logs() -> &'static Capture {
+    static LOGS: OnceLock<Capture> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+        capture
+    })
+}
+
+/// The fields of the log records about `dir` whose message starts with `message`.
+fn records(dir: &Path, message: &str) -> Vec<Value> {
+    let dir = dir.display().to_string();
+    logs()
+        .lines()
+        .into_iter()
+        .map(|l| l["fields"].clone())
+        .filter(|f| {
+            f["dir"] == dir.as_str()
+                && f["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+        })
+        .collect()
+}
+
+/// The record of the reload that swapped in `generation`, once there is one.
+fn reload_record(dir: &Path, generation: u64) -> Value {
+    poll(Duration::from_secs(3), || {
+        records(dir, "policies reloaded")
+            .into_iter()
+            .find(|r| r["generation"] == generation)
+    })
+    .unwrap_or_else(|| panic!("no reload to generation {generation} was logged"))
+}
+
+/// The digest `/v1/policies` shows for policy `id`.
+fn digest_of(policies: &Value, id: &str) -> Value {
+    policies["policy_ids"]
+        .as_array()
+        .and_then(|ids| ids.iter().find(|p| p["id"] == id))
+        .map(|p| p["digest"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn every_reload_logs_and_shows_what_changed() {
+    logs();
+    let dir = copy_of_reference();
+    let (rt, engine) = watch(dir.path(), Duration::ZERO);
+    let admin = admin_of(HttpState::new(engine.clone()));
+    let policies = || rt.block_on(get(&admin, "/v1/policies", &[])).json();
+
+    // At start: the count and the digest of what serves.
+    let start = records(dir.path(), "policy set loaded");
+    assert_eq!(start.len(), 1, "{start:?}");
+    assert_eq!(
+        (start[0]["generation"].clone(), start[0]["policies"].clone()),
+        (json!(1), json!(14))
+    );
+    let p = policies();
+    assert_eq!(p["last_reload"], Value::Null);
+    assert_eq!(p["digest"]["content"], start[0]["content_digest"]);
+    assert!(
+        p["digest"]["schema"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    assert!(
+        p["digest"]["entities"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    let bounded = digest_of(&p, "corpassist-bounded-search");
+    assert!(
+        bounded.as_str().is_some_and(|d| d.starts_with("sha256:")),
+        "{p}"
+    );
+
+    // Added.
+    replace(&dir.path().join("grant.cedar"), GRANT);
+    let r = reload_record(dir.path(), 2);
+    assert_eq!(r["message"], "policies reloaded");
+    assert_eq!(r["previous_generation"], 1);
+    assert_eq!(r["added"], r#"["summarizer-gets-documents"]"#);
+    assert_eq!(
+        (r["removed"].clone(), r["changed"].clone()),
+        (json!("[]"), json!("[]"))
+    );
+    assert_eq!(
+        [&r["added_count"], &r["removed_count"], &r["changed_count"]],
+        [&json!(1), &json!(0), &json!(0)]
+    );
+    assert_eq!(
+        (r["schema_changed"].clone(), r["entities_changed"].clone()),
+        (json!(false), json!(false))
+    );
+    assert_eq!(r["policies"], 15);
+    let p = policies();
+    assert_eq!(p["generation"], 2);
+    assert_eq!(p["digest"]["content"], r["content_digest"]);
+    assert_ne!(r["content_digest"], r["previous_content_digest"]);
+    let last = &p["last_reload"];
+    assert_eq!(
+        (
+            last["from_generation"].clone(),
+            last["to_generation"].clone()
+        ),
+        (json!(1), json!(2))
+    );
+    assert_eq!(last["added"], json!(["summarizer-gets-documents"]));
+    assert_eq!(last["removed"], json!([]));
+    assert_eq!(last["changed"], json!([]));
+    assert!(last["at_unix"].as_u64().is_some_and(|t| t > 0));
+    assert!(digest_of(&p, "summarizer-gets-documents").is_string());
+
+    // Changed: a condition of one policy.
+    let path = dir.path().join("applications.cedar");
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains("max_results > 50"));
+    replace(&path, &text.replace("max_results > 50", "max_results > 20"));
+    let r = reload_record(dir.path(), 3);
+    assert_eq!(r["changed"], r#"["corpassist-bounded-search"]"#);
+    assert_eq!(
+        (r["added_count"].clone(), r["removed_count"].clone()),
+        (json!(0), json!(0))
+    );
+    let p = policies();
+    assert_eq!(
+        p["last_reload"]["changed"],
+        json!(["corpassist-bounded-search"])
+    );
+    assert_ne!(digest_of(&p, "corpassist-bounded-search"), bounded);
+
+    // Removed.
+    std::fs::remove_file(dir.path().join("grant.cedar")).expect("rm");
+    let r = reload_record(dir.path(), 4);
+    assert_eq!(r["removed"], r#"["summarizer-gets-documents"]"#);
+    assert_eq!(r["policies"], 14);
+    let p = policies();
+    assert_eq!(
+        p["last_reload"]["removed"],
+        json!(["summarizer-gets-documents"])
+    );
+    assert_eq!(digest_of(&p, "summarizer-gets-documents"), Value::Null);
+    let content = p["digest"]["content"].clone();
+
+    // Changed files, unchanged content: a comment and blank lines.
+    let text = std::fs::read_to_string(&path).expect("read");
+    replace(
+        &path,
+        &format!("// reviewed\n\n{}\n\n", text.replace(";\n", ";\n\n")),
+    );
+    let r = reload_record(dir.path(), 5);
+    assert_eq!(
+        r["message"],
+        "policies reloaded: no policy, schema or entity data changed"
+    );
+    assert_eq!(
+        [&r["added_count"], &r["removed_count"], &r["changed_count"]],
+        [&json!(0), &json!(0), &json!(0)]
+    );
+    assert_eq!(r["content_digest"], r["previous_content_digest"]);
+    let p = policies();
+    assert_eq!(p["digest"]["content"], content);
+    assert_eq!(
+        p["last_reload"],
+        json!({
+            "added": [], "removed": [], "changed": [], "schema_changed": false,
+            "entities_changed": false, "from_generation": 4, "to_generation": 5,
+            "at_unix": p["last_reload"]["at_unix"],
+        })
+    );
+    // The same bytes again: no reload at all.
+    let text = std::fs::read_to_string(&path).expect("read");
+    replace(&path, &text);
+    assert!(matches!(
+        engine.store().reload(false),
+        mcp_authz::policy::ReloadOutcome::Unchanged
+    ));
+    assert_eq!(engine.store().snapshot().generation, 5);
+
+    // The schema, then the entity data.
+    let schema = dir.path().join("mcp.cedarschema");
+    let text = std::fs::read_to_string(&schema).expect("read");
+    assert!(text.contains("department?: String,"));
+    replace(
+        &schema,
+        &text.replace(
+            "department?: String,",
+            "department?: String,\n    title?: String,",
+        ),
+    );
+    let r = reload_record(dir.path(), 6);
+    assert_eq!(
+        (r["schema_changed"].clone(), r["entities_changed"].clone()),
+        (json!(true), json!(false))
+    );
+    assert_eq!(r["changed_count"], 0);
+    let entities = dir.path().join("entities.json");
+    let text = std::fs::read_to_string(&entities).expect("read");
+    replace(
+        &entities,
+        &text.replacen(
+            '[',
+            r#"[ { "uid": { "type": "Mcp::User", "id": "zoe" }, "attrs": {}, "parents": [] },"#,
+            1,
+        ),
+    );
+    let r = reload_record(dir.path(), 7);
+    assert_eq!(
+        (r["schema_changed"].clone(), r["entities_changed"].clone()),
+        (json!(false), json!(true))
+    );
+    let p = policies();
+    assert_eq!(p["last_reload"]["entities_changed"], true);
+    assert_eq!(p["last_reload"]["schema_changed"], false);
+
+    // A broken change is no reload: the last diff stays.
+    replace(
+        &dir.path().join("broken.cedar"),
+        "permit (principal, action, resource",
+    );
+    poll(Duration::from_secs(3), || {
+        (!engine.store().status().in_sync).then_some(())
+    })
+    .expect("the broken file was not noticed");
+    let p = policies();
+    assert_eq!(p["last_reload"]["to_generation"], 7);
+    assert_eq!(records(dir.path(), "policies reloaded").len(), 6);
 }

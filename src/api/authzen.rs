@@ -14,9 +14,10 @@
 //!   deny.
 //! - A subject whose type is an `Application` type is the application principal
 //!   (an application-only request); any other subject is the user principal.
-//! - `context.agent` (or `context.application`), a string id or an
-//!   `{type, id, properties}` object, names the application acting for the subject
-//!   (the MCP binding profile); it is taken out of the context.
+//! - For actions of the MCP profile (the `Mcp` namespace), `context.agent` (or
+//!   `context.application`), a string id or an `{type, id, properties}` object,
+//!   names the application acting for the subject; it is taken out of the
+//!   context. Other namespaces keep the context exactly as given.
 //! - `properties` of the subject, resource and agent → attributes of those entities
 //!   for this request only (entity data wins where it sets the same attribute);
 //!   properties the schema does not declare for the type are left out.
@@ -102,14 +103,19 @@ fn field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     obj.get(key).filter(|v| !v.is_null())
 }
 
+/// A string member; `""` only where Cedar takes it (entity ids and action ids may
+/// be empty, entity types may not).
 fn string_field(
     obj: &Map<String, Value>,
     path: &str,
     key: &str,
+    empty_ok: bool,
 ) -> Result<Option<String>, BadRequest> {
     match field(obj, key) {
         None => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Err(bad(format!("`{path}.{key}` is empty"))),
+        Some(Value::String(s)) if s.is_empty() && !empty_ok => {
+            Err(bad(format!("`{path}.{key}` is empty")))
+        }
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(bad(format!("`{path}.{key}` must be a string"))),
     }
@@ -135,10 +141,13 @@ pub fn parse_entity(
         Some(Value::Object(o)) => o,
         Some(_) => return Err(bad(format!("`{path}` must be an object"))),
     };
-    let type_name =
-        string_field(obj, path, "type")?.ok_or_else(|| bad(format!("`{path}.type` is missing")))?;
+    let type_name = string_field(obj, path, "type", false)?
+        .ok_or_else(|| bad(format!("`{path}.type` is missing")))?;
     let id = if id_required {
-        Some(string_field(obj, path, "id")?.ok_or_else(|| bad(format!("`{path}.id` is missing")))?)
+        Some(
+            string_field(obj, path, "id", true)?
+                .ok_or_else(|| bad(format!("`{path}.id` is missing")))?,
+        )
     } else {
         None
     };
@@ -156,8 +165,8 @@ pub fn parse_action(value: Option<&Value>, path: &str) -> Result<ActionRef, BadR
         Some(Value::Object(o)) => o,
         Some(_) => return Err(bad(format!("`{path}` must be an object"))),
     };
-    let name =
-        string_field(obj, path, "name")?.ok_or_else(|| bad(format!("`{path}.name` is missing")))?;
+    let name = string_field(obj, path, "name", true)?
+        .ok_or_else(|| bad(format!("`{path}.name` is missing")))?;
     Ok(ActionRef {
         name,
         properties: properties(obj, path)?,
@@ -344,7 +353,13 @@ pub fn to_decision_request(
 
     let mut request = DecisionRequest::new(action, resource.clone());
     let mut context = eval.context.clone();
-    let agent = take_agent(schema, &mut context, &namespace)?;
+    // The MCP binding names the acting application in `context.agent`; in other
+    // namespaces the context is the caller's own, exactly as Cedar sees it.
+    let agent = if crate::authz::mcp_profile(&request.action) {
+        take_agent(schema, &mut context, &namespace)?
+    } else {
+        None
+    };
     let subject_is_app = is_application_type(&subject_ty);
     if subject_is_app {
         if let Some((a, _)) = &agent
@@ -718,6 +733,9 @@ impl SearchKind {
 
 /// Most results in one page (also the default page size).
 pub const MAX_PAGE: usize = 1000;
+/// Most candidates one search request decides: a page of a search whose
+/// candidates are mostly denied ends early, with a `next_token` to go on from.
+pub const MAX_SEARCH_DECISIONS: usize = 1000;
 
 struct Page {
     offset: usize,
@@ -745,8 +763,9 @@ fn page_of(kind: SearchKind, body: &Map<String, Value>) -> Result<Page, BadReque
     };
     let limit = match field(page, "limit") {
         None => None,
+        // At most `limit` results, as the specification says: `0` gives none (and a
+        // `next_token` when there is a result to come).
         Some(v) => match v.as_u64() {
-            Some(0) => None,
             Some(n) => Some(usize::try_from(n).unwrap_or(MAX_PAGE).min(MAX_PAGE)),
             None => return Err(bad("`page.limit` must be a non-negative integer")),
         },
@@ -791,7 +810,7 @@ fn page_of(kind: SearchKind, body: &Map<String, Value>) -> Result<Page, BadReque
     }
     Ok(Page {
         offset,
-        limit: token_limit.clamp(1, MAX_PAGE),
+        limit: token_limit.min(MAX_PAGE),
     })
 }
 
@@ -943,7 +962,12 @@ pub fn search(
 
     let mut results = Vec::new();
     let mut next = None;
-    for (index, candidate) in candidates.iter().enumerate().skip(page.offset) {
+    for (decided, (index, candidate)) in candidates.iter().enumerate().skip(page.offset).enumerate()
+    {
+        if decided == MAX_SEARCH_DECISIONS {
+            next = Some(index);
+            break;
+        }
         let eval = Evaluation {
             subject: match kind {
                 SearchKind::Subject => EntityRef {

@@ -4,10 +4,16 @@
 //! (`http_service`), served under `/ext_authz` on the HTTP listener.
 //!
 //! - POST: the JSON-RPC body (a single message, or a 2025-03-26 batch that is
-//!   allowed only if every message is). A body Envoy marked partial
-//!   (`x-envoy-auth-partial-body: true`) is a deny: what was not seen is not allowed.
+//!   allowed only if every message is). The body counts as whole only if Envoy's
+//!   marker is exactly one `x-envoy-auth-partial-body: false`, or absent; any other
+//!   value (`true`, `false,true`, ` false`, two markers) is a partial body and a deny:
+//!   what was not seen is not allowed.
 //!   The `mcp-method` / `mcp-name` headers and the method Envoy's MCP filter put in
 //!   the metadata must agree with the body.
+//! - Headers are read by one rule ([`Headers`]): each value is kept apart, never
+//!   joined, and a header the decision or the MCP server depends on
+//!   ([`is_security_header`]) that arrives more than once, or in both `headers` and
+//!   `header_map` with different values, is a 400.
 //! - GET (the server's SSE stream): the action `session/stream`; DELETE (the end of
 //!   a session): `session/end` — both on the server.
 //! - Any other HTTP method is a deny.
@@ -41,8 +47,8 @@ use tonic::{Request, Status};
 use tracing::Instrument;
 
 use super::mcp_check::{
-    Credentials, FORBIDDEN_CODE, UNAUTHENTICATED_CODE, Verdict, check_calls, decision_meta,
-    forbidden_message,
+    Asserted, CALLER_TOKEN_HEADER, CallerTrust, Credentials, FORBIDDEN_CODE, UNAUTHENTICATED_CODE,
+    Verdict, admit, check_calls, decision_meta, forbidden_message,
 };
 use super::pbjson::envoy_struct_to_json;
 use super::services::{REALM, Ready, Services};
@@ -58,6 +64,12 @@ pub const USER_HEADER: &str = "x-mcp-authz-user";
 pub const APPLICATION_HEADER: &str = "x-mcp-authz-application";
 /// Header naming the MCP server in the HTTP mode.
 pub const SERVER_HEADER: &str = "x-mcp-authz-server";
+/// The header Envoy adds when it forwards the request body for authorization:
+/// `false` if it is whole, `true` if it was cut at `max_request_bytes`.
+pub const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
+/// Header of the HTTP mode carrying the mTLS peer's SPIFFE ID, as Envoy sets it
+/// (`%DOWNSTREAM_PEER_URI_SAN%`); honoured only with the caller secret.
+pub const SPIFFE_ID_HEADER: &str = "x-mcp-authz-spiffe-id";
 /// Envoy's MCP filter's metadata namespace.
 pub const MCP_FILTER_NAMESPACE: &str = "envoy.filters.http.mcp";
 /// Action of `GET` (opening the server's SSE stream).
@@ -70,20 +82,165 @@ pub const END_ACTION: &str = "session/end";
 pub struct EnvoyRequest<'a> {
     /// HTTP method.
     pub method: &'a str,
-    /// Headers, lower-case names (borrowed from the request where they already are).
-    pub headers: HashMap<Cow<'a, str>, Cow<'a, str>>,
+    /// Headers, every value kept (see [`Headers`]).
+    pub headers: Headers<'a>,
     /// The body as Envoy forwarded it.
     pub body: &'a [u8],
     /// The MCP server id from the route, if any.
     pub server: Option<&'a str>,
-    /// The caller's SPIFFE ID (mTLS peer), if any.
+    /// The caller's SPIFFE ID (mTLS peer) as Envoy proved it, if any.
     pub spiffe_id: Option<&'a str>,
+    /// A SPIFFE ID the request asserts (the HTTP mode's `x-mcp-authz-spiffe-id`).
+    pub asserted_spiffe_id: Option<&'a str>,
+    /// Whether the request comes from the trusted caller.
+    pub caller: Option<CallerTrust>,
     /// The caller's address, if known.
     pub source_ip: Option<String>,
     /// The metadata of Envoy's MCP filter, if present.
     pub mcp_metadata: Option<Map<String, Value>>,
     /// Trace context and request id, for the decision log.
     pub meta: DecisionMeta,
+}
+
+/// Where a header value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderSource {
+    /// `CheckRequest.attributes.request.http.headers` (Envoy joins a repeated
+    /// header there into one value).
+    Headers,
+    /// `CheckRequest.attributes.request.http.header_map` (one entry per value, with
+    /// `encode_raw_headers`).
+    HeaderMap,
+    /// The check request of the HTTP mode.
+    Http,
+}
+
+/// Why the headers of a request were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// A header that must be single arrived more than once.
+    #[error("the header `{0}` is sent more than once")]
+    Repeated(String),
+    /// A header has different values in `headers` and `header_map`.
+    #[error("the header `{0}` has different values in `headers` and `header_map`")]
+    Conflicting(String),
+}
+
+/// Whether the decision, or the MCP server behind Envoy, acts on the header, so
+/// that it must arrive at most once: `authorization`, `content-type`, Envoy's
+/// partial-body marker, every `mcp-*` header (`mcp-method`, `mcp-name`,
+/// `mcp-session-id`, `mcp-protocol-version`, ...) and every `x-mcp-authz-*`
+/// header (the server of the HTTP mode, and the client copies of the headers an
+/// allow replaces). `name` is in lower case.
+pub fn is_security_header(name: &str) -> bool {
+    matches!(name, "authorization" | "content-type" | PARTIAL_BODY_HEADER)
+        || name.starts_with("mcp-")
+        || name.starts_with("x-mcp-authz-")
+}
+
+/// The headers of the request Envoy describes: names in lower case, and every
+/// value each one arrived with, with where it came from. Values are never joined:
+/// `true` in `headers` and `false` in `header_map` stay two values, so that a
+/// reader can tell one header from two. Every reading goes through
+/// [`Headers::get`]: one value, or a refusal.
+#[derive(Debug, Default, Clone)]
+pub struct Headers<'a> {
+    map: HashMap<Cow<'a, str>, Vec<(HeaderSource, Cow<'a, str>)>>,
+}
+
+impl<'a> Headers<'a> {
+    /// No headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add one value of `name` (any case).
+    pub fn add(&mut self, source: HeaderSource, name: &'a str, value: Cow<'a, str>) {
+        self.map
+            .entry(lower_case(name))
+            .or_default()
+            .push((source, value));
+    }
+
+    /// The value of `name` (lower case): `None` if absent. More than one value
+    /// from one source (a repeated header, or two names that differ only in case),
+    /// or different values in `headers` and `header_map`, are refused; the same
+    /// value in both is one header that Envoy described twice.
+    pub fn get(&self, name: &str) -> Result<Option<&str>, HeaderError> {
+        let Some(values) = self.map.get(name) else {
+            return Ok(None);
+        };
+        let Some((_, first)) = values.first() else {
+            return Ok(None);
+        };
+        for (i, (source, value)) in values.iter().enumerate().skip(1) {
+            if values[..i].iter().any(|(s, _)| s == source) {
+                return Err(HeaderError::Repeated(shown(name)));
+            }
+            if value != first {
+                return Err(HeaderError::Conflicting(shown(name)));
+            }
+        }
+        Ok(Some(first.as_ref()))
+    }
+
+    /// The value of `name` if it arrived once; `None` if absent or repeated. Only
+    /// for headers no decision depends on (trace context, request id).
+    pub fn get_lenient(&self, name: &str) -> Option<&str> {
+        self.get(name).ok().flatten()
+    }
+
+    /// Refuse the request if any security header ([`is_security_header`]) is not
+    /// single, whether or not this adapter reads it: the MCP server behind Envoy
+    /// may read the other copy.
+    pub fn check(&self) -> Result<(), HeaderError> {
+        let mut names: Vec<&str> = self
+            .map
+            .keys()
+            .map(AsRef::as_ref)
+            .filter(|n| is_security_header(n))
+            .collect();
+        // The same request is refused with the same message, whatever the hash order.
+        names.sort_unstable();
+        for name in names {
+            self.get(name)?;
+        }
+        Ok(())
+    }
+
+    /// Whether Envoy saw the whole body: its marker is exactly one `false`, or there
+    /// is none (Envoy adds one whenever it forwards a body). `true`, an empty value,
+    /// ` false`, `FALSE`, `false,true` (Envoy's joining of two) are a partial body.
+    pub fn body_is_whole(&self) -> Result<bool, HeaderError> {
+        Ok(matches!(
+            self.get(PARTIAL_BODY_HEADER)?,
+            None | Some("false")
+        ))
+    }
+
+    /// Every header name (lower case) with its value, for those that arrived once.
+    pub fn singles(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.map
+            .keys()
+            .filter_map(|k| Some((k.as_ref(), self.get(k).ok().flatten()?)))
+    }
+}
+
+/// A header name for a message: at most 64 characters, anything but visible ASCII escaped.
+fn shown(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if i == 64 {
+            out.push('…');
+            break;
+        }
+        if c.is_ascii_graphic() && c != '`' {
+            out.push(c);
+        } else {
+            out.extend(c.escape_unicode());
+        }
+    }
+    out
 }
 
 /// What to tell Envoy.
@@ -142,6 +299,10 @@ async fn decide_request(
     request: EnvoyRequest<'_>,
     interface: Interface,
 ) -> EnvoyAnswer {
+    // One rule for every header before anything reads one.
+    if let Err(e) = request.headers.check() {
+        return invalid(None, -32600, e.to_string());
+    }
     let Some(server) = request.server.or(services.envoy_default_server.as_deref()) else {
         return invalid(
             None,
@@ -154,15 +315,39 @@ async fn decide_request(
         Err(answer) => return *answer,
     };
     let request_id = calls.first().and_then(|c| c.id.clone());
-    let bearer = match request.headers.get("authorization") {
+    let authorization = match request.headers.get("authorization") {
+        Ok(a) => a,
+        Err(e) => return invalid(request_id, -32600, e.to_string()),
+    };
+    let bearer = match authorization {
         Some(h) => match bearer_token_from_header(h) {
             Ok(t) => Some(t),
             Err(e) => return unauthenticated(request_id, &e),
         },
         None => None,
     };
+    let asserted = Asserted {
+        spiffe_id: request.asserted_spiffe_id.filter(|s| !s.is_empty()),
+        identity: None,
+    };
+    let credentials = match admit(asserted, request.caller.unwrap_or(CallerTrust::Untrusted)) {
+        Ok(admitted) if request.spiffe_id.is_none_or(str::is_empty) => {
+            Credentials::admitted(bearer, admitted)
+        }
+        Ok(_) => Credentials::proven(bearer, request.spiffe_id),
+        Err(e) => {
+            let message = forbidden_message(&e.to_string());
+            return EnvoyAnswer::Deny {
+                decision_id: String::new(),
+                status: 403,
+                headers: Vec::new(),
+                body: error_body(request_id, FORBIDDEN_CODE, &message),
+                reason: message,
+            };
+        }
+    };
     // MCP's authorization: a request without credentials is told how to get them.
-    if bearer.is_none() && request.spiffe_id.is_none_or(str::is_empty) {
+    if credentials.is_empty() {
         let message = "unauthenticated: a bearer token is required".to_owned();
         return EnvoyAnswer::Deny {
             decision_id: String::new(),
@@ -172,11 +357,6 @@ async fn decide_request(
             reason: message,
         };
     }
-    let credentials = Credentials {
-        bearer_token: bearer,
-        spiffe_id: request.spiffe_id.filter(|s| !s.is_empty()),
-        verified: None,
-    };
     let mut extra = Map::new();
     if let Some(ip) = &request.source_ip {
         extra.insert("request".into(), json!({ "source_ip": ip }));
@@ -261,11 +441,11 @@ fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<EnvoyAnswer>
             )));
         }
     }
-    if request
+    let whole = request
         .headers
-        .get("x-envoy-auth-partial-body")
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-    {
+        .body_is_whole()
+        .map_err(|e| Box::new(invalid(None, -32600, e.to_string())))?;
+    if !whole {
         return Err(Box::new(invalid(
             None,
             -32600,
@@ -278,9 +458,8 @@ fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<EnvoyAnswer>
     let headers = McpHeaders::from_pairs(
         request
             .headers
-            .iter()
-            .filter(|(k, _)| k.starts_with("mcp-"))
-            .map(|(k, v)| (k.as_ref(), v.as_ref())),
+            .singles()
+            .filter(|(k, _)| k.starts_with("mcp-")),
     )
     .map_err(|e| Box::new(invalid(id.clone(), e.code(), e.to_string())))?;
     check_headers(&message, &headers)
@@ -347,22 +526,26 @@ pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
     let http = attrs
         .and_then(|a| a.request.as_ref())
         .and_then(|r| r.http.as_ref());
-    let mut headers: HashMap<Cow<'_, str>, Cow<'_, str>> = http
-        .map(|h| {
-            h.headers
-                .iter()
-                .map(|(k, v)| (lower_case(k), Cow::Borrowed(v.as_str())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut headers = Headers::new();
+    if let Some(h) = http {
+        for (k, v) in &h.headers {
+            headers.add(HeaderSource::Headers, k, Cow::Borrowed(v.as_str()));
+        }
+    }
     if let Some(map) = http.and_then(|h| h.header_map.as_ref()) {
         for h in &map.headers {
-            let value = if h.value.is_empty() {
-                String::from_utf8_lossy(&h.raw_value)
-            } else {
-                Cow::Borrowed(h.value.as_str())
-            };
-            add_header(&mut headers, lower_case(&h.key), value);
+            // Envoy fills `value` or `raw_value`; two different ones are two values.
+            let raw = (!h.raw_value.is_empty()).then(|| String::from_utf8_lossy(&h.raw_value));
+            match raw {
+                Some(raw) if h.value.is_empty() || raw == h.value.as_str() => {
+                    headers.add(HeaderSource::HeaderMap, &h.key, raw);
+                }
+                Some(raw) => {
+                    headers.add(HeaderSource::HeaderMap, &h.key, Cow::Borrowed(&h.value));
+                    headers.add(HeaderSource::HeaderMap, &h.key, raw);
+                }
+                None => headers.add(HeaderSource::HeaderMap, &h.key, Cow::Borrowed(&h.value)),
+            }
         }
     }
     let body: &[u8] = match http {
@@ -379,8 +562,8 @@ pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
             _ => None,
         });
     let meta = decision_meta(
-        headers.get("traceparent").map(AsRef::as_ref),
-        headers.get("x-request-id").map(AsRef::as_ref),
+        headers.get_lenient("traceparent"),
+        headers.get_lenient("x-request-id"),
     );
     EnvoyRequest {
         meta,
@@ -399,6 +582,9 @@ pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
             .and_then(|a| a.metadata_context.as_ref())
             .and_then(|m| m.filter_metadata.get(MCP_FILTER_NAMESPACE))
             .map(envoy_struct_to_json),
+        // Envoy made the mTLS handshake: `source.principal` is proven, not asserted.
+        asserted_spiffe_id: None,
+        caller: None,
     }
 }
 
@@ -408,24 +594,6 @@ fn lower_case(name: &str) -> Cow<'_, str> {
         Cow::Owned(name.to_ascii_lowercase())
     } else {
         Cow::Borrowed(name)
-    }
-}
-
-/// Add a header; a repeated one is joined to the first with a comma.
-fn add_header<'a>(
-    headers: &mut HashMap<Cow<'a, str>, Cow<'a, str>>,
-    name: Cow<'a, str>,
-    value: Cow<'a, str>,
-) {
-    match headers.entry(name) {
-        std::collections::hash_map::Entry::Occupied(mut e) => {
-            let joined = e.get_mut().to_mut();
-            joined.push(',');
-            joined.push_str(&value);
-        }
-        std::collections::hash_map::Entry::Vacant(e) => {
-            e.insert(value);
-        }
     }
 }
 
@@ -578,18 +746,21 @@ async fn http_check(
         )
             .into_response();
     };
-    let mut map: HashMap<Cow<'_, str>, Cow<'_, str>> = HashMap::new();
+    let mut map = Headers::new();
     for (k, v) in &headers {
-        add_header(
-            &mut map,
-            Cow::Borrowed(k.as_str()),
+        map.add(
+            HeaderSource::Http,
+            k.as_str(),
             String::from_utf8_lossy(v.as_bytes()),
         );
     }
-    let server = map.get(SERVER_HEADER).map(|s| s.to_string());
+    // A repeated header is refused by the header rule in `decide`; it is never
+    // read here as one of its values.
+    let server = map.get(SERVER_HEADER).ok().flatten().map(str::to_owned);
+    let spiffe_id = map.get(SPIFFE_ID_HEADER).ok().flatten().map(str::to_owned);
     let meta = decision_meta(
-        map.get("traceparent").map(AsRef::as_ref),
-        map.get("x-request-id").map(AsRef::as_ref),
+        map.get_lenient("traceparent"),
+        map.get_lenient("x-request-id"),
     );
     let request = EnvoyRequest {
         meta,
@@ -597,6 +768,11 @@ async fn http_check(
         headers: map,
         body: &body,
         server: server.as_deref().filter(|s| !s.is_empty()),
+        asserted_spiffe_id: spiffe_id.as_deref(),
+        caller: Some(CallerTrust::of(
+            services,
+            headers.get(CALLER_TOKEN_HEADER).map(HeaderValue::as_bytes),
+        )),
         ..EnvoyRequest::default()
     };
     http_response(decide(services, request, Interface::ExtAuthzHttp).await)
@@ -643,5 +819,235 @@ fn http_response(answer: EnvoyAnswer) -> Response {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
             (status, out, body).into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::HeaderMap as EnvoyHeaderMap;
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Request as AttrRequest,
+    };
+
+    /// A `CheckRequest` with `headers` (the map) and `header_map` entries
+    /// (`(key, value, raw_value)`).
+    fn check(headers: &[(&str, &str)], header_map: &[(&str, &str, &str)]) -> CheckRequest {
+        let http = HttpRequest {
+            method: "POST".into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            header_map: (!header_map.is_empty()).then(|| EnvoyHeaderMap {
+                headers: header_map
+                    .iter()
+                    .map(|(k, v, raw)| EnvoyHeader {
+                        key: (*k).to_owned(),
+                        value: (*v).to_owned(),
+                        raw_value: raw.as_bytes().to_vec(),
+                    })
+                    .collect(),
+            }),
+            ..HttpRequest::default()
+        };
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(AttrRequest {
+                    http: Some(http),
+                    ..AttrRequest::default()
+                }),
+                ..AttributeContext::default()
+            }),
+        }
+    }
+
+    /// Whether the body of `c` counts as whole; `Err` if its headers are refused.
+    fn whole(c: &CheckRequest) -> Result<bool, HeaderError> {
+        let r = envoy_request(c);
+        r.headers.check()?;
+        r.headers.body_is_whole()
+    }
+
+    const MARKER: &str = PARTIAL_BODY_HEADER;
+
+    #[test]
+    fn only_one_false_marker_is_a_whole_body() {
+        // Whole: no marker, or exactly `false` once (from either field, or the same in both).
+        for c in [
+            check(&[], &[]),
+            check(&[(MARKER, "false")], &[]),
+            check(&[], &[(MARKER, "false", "")]),
+            check(&[], &[(MARKER, "", "false")]),
+            check(&[], &[(MARKER, "false", "false")]),
+            check(&[("X-Envoy-Auth-Partial-Body", "false")], &[]),
+            check(&[(MARKER, "false")], &[(MARKER, "", "false")]),
+        ] {
+            assert_eq!(whole(&c), Ok(true), "{c:?}");
+        }
+        // Partial: any other single value.
+        for v in [
+            "true",
+            " true",
+            "false,true",
+            "true,false",
+            "false,false",
+            " false",
+            "false ",
+            "FALSE",
+            "False",
+            "",
+            "0",
+            "no",
+            "false\t",
+            "fals",
+            "false;",
+            "\u{0}false",
+        ] {
+            assert_eq!(
+                whole(&check(&[(MARKER, v)], &[])),
+                Ok(false),
+                "headers `{v}`"
+            );
+            // An empty marker is a marker: partial.
+            assert_eq!(
+                whole(&check(&[], &[(MARKER, "", v)])),
+                Ok(false),
+                "raw `{v}`"
+            );
+            assert_eq!(
+                whole(&check(&[], &[(MARKER, v, "")])),
+                Ok(false),
+                "value `{v}`"
+            );
+        }
+        // Two markers: refused, whichever field holds which.
+        let conflicting = Err(HeaderError::Conflicting(MARKER.into()));
+        let repeated = Err(HeaderError::Repeated(MARKER.into()));
+        for (c, expected) in [
+            (
+                check(&[(MARKER, "true")], &[(MARKER, "", "false")]),
+                &conflicting,
+            ),
+            (
+                check(&[(MARKER, "false")], &[(MARKER, "", "true")]),
+                &conflicting,
+            ),
+            (
+                check(&[(MARKER, "false")], &[(MARKER, "true", "")]),
+                &conflicting,
+            ),
+            (
+                check(&[], &[(MARKER, "", "false"), (MARKER, "", "true")]),
+                &repeated,
+            ),
+            (
+                check(&[], &[(MARKER, "", "true"), (MARKER, "", "false")]),
+                &repeated,
+            ),
+            (
+                check(&[], &[(MARKER, "", "false"), (MARKER, "", "false")]),
+                &repeated,
+            ),
+            (check(&[], &[(MARKER, "false", "true")]), &repeated),
+            (
+                check(
+                    &[],
+                    &[
+                        (MARKER, "", "false"),
+                        ("X-ENVOY-AUTH-PARTIAL-BODY", "", "true"),
+                    ],
+                ),
+                &repeated,
+            ),
+            (
+                check(
+                    &[(MARKER, "false"), ("X-Envoy-Auth-Partial-Body", "true")],
+                    &[],
+                ),
+                &repeated,
+            ),
+            (
+                check(
+                    &[(MARKER, "false"), ("x-envoy-auth-partial-BODY", "false")],
+                    &[],
+                ),
+                &repeated,
+            ),
+        ] {
+            assert_eq!(&whole(&c), expected, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn security_headers_are_read_once_or_refused() {
+        for name in [
+            "authorization",
+            "content-type",
+            "mcp-method",
+            "mcp-name",
+            "mcp-session-id",
+            "mcp-protocol-version",
+            "mcp-anything-new",
+            "x-mcp-authz-server",
+            "x-mcp-authz-user",
+            "x-mcp-authz-application",
+            "x-mcp-authz-decision-id",
+            PARTIAL_BODY_HEADER,
+        ] {
+            assert!(is_security_header(name), "{name}");
+            let upper = name.to_ascii_uppercase();
+            let ok = |c: &CheckRequest| envoy_request(c).headers.check();
+            assert_eq!(ok(&check(&[(name, "a")], &[])), Ok(()));
+            assert_eq!(ok(&check(&[(&upper, "a")], &[])), Ok(()), "{upper}");
+            assert_eq!(ok(&check(&[(name, "a")], &[(name, "", "a")])), Ok(()));
+            let repeated = Err(HeaderError::Repeated(name.into()));
+            assert_eq!(
+                ok(&check(&[], &[(name, "", "a"), (name, "", "a")])),
+                repeated
+            );
+            assert_eq!(
+                ok(&check(&[], &[(name, "", "a"), (&upper, "", "b")])),
+                repeated
+            );
+            assert_eq!(ok(&check(&[(name, "a"), (&upper, "a")], &[])), repeated);
+            assert_eq!(
+                ok(&check(&[(name, "a")], &[(&upper, "", "b")])),
+                Err(HeaderError::Conflicting(name.into()))
+            );
+            // And read as refused, not as one of the values.
+            let c = check(&[], &[(name, "", "a"), (name, "", "b")]);
+            let r = envoy_request(&c);
+            assert!(r.headers.get(name).is_err());
+            assert!(r.headers.singles().all(|(k, _)| k != name));
+        }
+        // Headers no decision depends on may repeat; repeated, they are not read.
+        for name in ["accept", "traceparent", "x-request-id", "user-agent"] {
+            assert!(!is_security_header(name));
+            let c = check(&[], &[(name, "", "a"), (name, "", "b")]);
+            let r = envoy_request(&c);
+            assert_eq!(r.headers.check(), Ok(()));
+            assert_eq!(r.headers.get_lenient(name), None);
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_header_safely() {
+        let c = check(
+            &[],
+            &[("mcp-\u{1b}[31m`x", "", "a"), ("mcp-\u{1b}[31m`x", "", "b")],
+        );
+        let r = envoy_request(&c);
+        let message = r
+            .headers
+            .check()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            message,
+            "the header `mcp-\\u{1b}[31m\\u{60}x` is sent more than once"
+        );
     }
 }

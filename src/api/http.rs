@@ -16,7 +16,8 @@
 //! and the admin endpoints (bearer token required when one is configured).
 //!
 //! AuthZEN error rules: a body that is not `application/json`, empty, malformed,
-//! not an object, or missing `subject`/`action`/`resource` (or their
+//! with a key twice or two keys that differ only in case in one object (at any
+//! depth, [`read_json_object`]), not an object, or missing `subject`/`action`/`resource` (or their
 //! `type`/`id`/`name`) is a 400 with `{"error": {"status": 400, "message": ...}}`; in
 //! a batch, a bad item is `{"decision": false}` with `context.error` and the others
 //! are decided. Unknown fields are ignored. `X-Request-ID` is echoed; a
@@ -47,6 +48,7 @@ use crate::config::AuthzenSettings;
 use crate::identity::{
     AuthnError, Identity, IdentityInput, Resolver, bearer_challenge, bearer_token_from_header,
 };
+use crate::mcp::json::JsonFault;
 use crate::policy::ReloadOutcome;
 use crate::telemetry::TraceContext;
 use crate::telemetry::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
@@ -254,35 +256,114 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The JSON object body of an AuthZEN request.
-fn json_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+/// Deepest nesting of arrays and objects read in an AuthZEN body.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Why an AuthZEN request body was refused: a 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// The content type is not `application/json`.
+    #[error("the request content type must be `application/json`")]
+    ContentType,
+    /// Nothing but whitespace.
+    #[error("the request body is empty")]
+    Empty,
+    /// Not UTF-8.
+    #[error("the request body is not UTF-8")]
+    NotUtf8,
+    /// Not JSON; the parser's message (a position, never the input).
+    #[error("the request body is not valid JSON: {0}")]
+    Syntax(String),
+    /// Arrays and objects nested deeper than [`MAX_JSON_DEPTH`].
+    #[error("the request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")]
+    TooDeep,
+    /// An object has the same key twice.
+    #[error("an object of the request body has the key `{0}` twice")]
+    DuplicateKey(String),
+    /// An object has two keys that differ only in case.
+    #[error(
+        "an object of the request body has the keys `{0}` and `{1}`, which differ only in case"
+    )]
+    CaseVariantKeys(String, String),
+    /// Valid JSON, but not an object.
+    #[error("the request body must be a JSON object")]
+    NotAnObject,
+}
+
+/// Read the JSON object of an AuthZEN request, strictly, as the MCP paths read
+/// theirs: two equal keys in one object (`{"subject":...,"subject":...}`, at any
+/// depth, escapes compared unescaped) and two keys that differ only in case
+/// (`subject` and `Subject`, folded as Go's `encoding/json` folds them) are
+/// refused, because whoever else reads the body — the enforcement point that sent
+/// it, a proxy, an audit log — may take the other one.
+pub fn read_json_object(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Map<String, Value>, BodyError> {
     let media = content_type
+        .unwrap_or_default()
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
     if media != "application/json" {
-        return Err(ApiError::Bad(
-            "the request content type must be `application/json`".into(),
-        ));
+        return Err(BodyError::ContentType);
     }
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::Bad("the request body is empty".into()));
+        return Err(BodyError::Empty);
     }
-    match serde_json::from_slice::<Value>(body) {
+    let text = std::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)?;
+    match crate::mcp::json::parse(text, MAX_JSON_DEPTH) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::Bad(
-            "the request body must be a JSON object".into(),
-        )),
-        Err(e) => Err(ApiError::Bad(format!(
-            "the request body is not valid JSON: {e}"
-        ))),
+        Ok(_) => Err(BodyError::NotAnObject),
+        Err(JsonFault::Syntax(m)) => Err(BodyError::Syntax(m)),
+        Err(JsonFault::TooDeep) => Err(BodyError::TooDeep),
+        Err(JsonFault::DuplicateKey(k)) => Err(BodyError::DuplicateKey(shown(&k))),
+        Err(JsonFault::CaseVariantKeys(a, b)) => {
+            Err(BodyError::CaseVariantKeys(shown(&a), shown(&b)))
+        }
     }
+}
+
+/// A key for a message: at most 64 characters, control characters and backticks escaped.
+fn shown(key: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in key.chars().enumerate() {
+        if i == 64 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || c == '`' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The one value of a header the request is decided on: a repeated one is refused
+/// (two parties could each read a different copy), as on the Envoy paths.
+fn single_header<'h>(
+    headers: &'h HeaderMap,
+    name: &header::HeaderName,
+) -> Result<Option<&'h HeaderValue>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::Bad(format!(
+            "the header `{}` is sent more than once",
+            name.as_str()
+        )));
+    }
+    Ok(first)
+}
+
+/// The JSON object body of an AuthZEN request ([`read_json_object`]).
+fn json_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+    let content_type = single_header(headers, &header::CONTENT_TYPE)?.and_then(|v| v.to_str().ok());
+    read_json_object(content_type, body).map_err(|e| ApiError::Bad(e.to_string()))
 }
 
 /// The identity of a bearer token in `Authorization`, if one is presented.
@@ -290,7 +371,7 @@ async fn bearer_identity(
     state: &HttpState,
     headers: &HeaderMap,
 ) -> Result<Option<Identity>, ApiError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+    let Some(value) = single_header(headers, &header::AUTHORIZATION)? else {
         return Ok(None);
     };
     let refuse = |e: AuthnError| ApiError::Unauthorized {
@@ -371,11 +452,11 @@ async fn evaluations(
     let engine = state.engine.clone();
     let max_batch = state.authzen.max_batch;
     // A batch may be long: decide it off the async workers.
-    let result = tokio::task::spawn_blocking(move || {
+    let result = super::mcp_check::off_workers(move || {
         authzen::evaluate_batch(&engine, &body, identity.as_ref(), &meta.decision, max_batch)
     })
     .await
-    .map_err(|_| ApiError::Internal("the evaluation failed".into()))??;
+    .ok_or_else(|| ApiError::Internal("the evaluation failed".into()))??;
     Ok(match result {
         BatchResult::Single(json, id) => decided(json, id.as_deref()),
         BatchResult::Batch(json, ids) => {
@@ -395,11 +476,11 @@ async fn search(
     let body = json_object(&headers, &body)?;
     let identity = bearer_identity(&state, &headers).await?;
     let engine = state.engine.clone();
-    let json = tokio::task::spawn_blocking(move || {
+    let json = super::mcp_check::off_workers(move || {
         authzen::search(&engine, kind, &body, identity.as_ref(), &meta.decision)
     })
     .await
-    .map_err(|_| ApiError::Internal("the search failed".into()))??;
+    .ok_or_else(|| ApiError::Internal("the search failed".into()))??;
     Ok(json_response(json))
 }
 
@@ -481,8 +562,10 @@ fn admin_allowed(state: &HttpState, headers: &HeaderMap) -> Result<(), Box<Respo
     let Some(expected) = &state.admin_token else {
         return Ok(());
     };
-    let presented = headers
-        .get(header::AUTHORIZATION)
+    // A repeated header is no token.
+    let presented = single_header(headers, &header::AUTHORIZATION)
+        .ok()
+        .flatten()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| bearer_token_from_header(v).ok());
     match presented {
@@ -518,10 +601,23 @@ async fn policies(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Re
     ids.sort_by(|a, b| (&a.1.file, a.1.line, a.0).cmp(&(&b.1.file, b.1.line, b.0)));
     let mut files: Vec<&str> = ids.iter().map(|(_, o)| o.file.as_str()).collect();
     files.dedup();
+    let digests = &snapshot.digests;
     let ids: Vec<Value> = ids
         .iter()
-        .map(|(id, o)| json!({ "id": id, "file": o.file, "line": o.line, "column": o.column }))
+        .map(|(id, o)| {
+            json!({
+                "id": id, "file": o.file, "line": o.line, "column": o.column,
+                "digest": digests.policies.get(id.as_str()),
+            })
+        })
         .collect();
+    let last_reload = status.last_reload.as_ref().map(|r| {
+        let mut v = diff_json(&r.diff);
+        v["from_generation"] = json!(r.from_generation);
+        v["to_generation"] = json!(r.to_generation);
+        v["at_unix"] = json!(unix_secs(r.at));
+        v
+    });
     json_response(json!({
         "directory": snapshot.dir.display().to_string(),
         "generation": snapshot.generation,
@@ -529,6 +625,13 @@ async fn policies(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Re
         "policy_files": snapshot.policy_files,
         "files": files,
         "policy_ids": ids,
+        "digest": {
+            "content": digests.content,
+            "policies": digests.policy_set,
+            "schema": digests.schema,
+            "entities": digests.entities,
+        },
+        "last_reload": last_reload,
         "loaded_at_unix": unix_secs(snapshot.loaded_at),
         "in_sync": status.in_sync,
         "reload_successes": status.successes,
@@ -538,6 +641,17 @@ async fn policies(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Re
         "last_errors": status.last_errors,
         "warnings": snapshot.warnings.one_line_each(),
     }))
+}
+
+/// What a reload changed, as `/v1/policies` and `/v1/reload` show it.
+fn diff_json(diff: &crate::policy::PolicyDiff) -> Value {
+    json!({
+        "added": diff.added,
+        "removed": diff.removed,
+        "changed": diff.changed,
+        "schema_changed": diff.schema_changed,
+        "entities_changed": diff.entities_changed,
+    })
 }
 
 async fn reload(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
@@ -553,9 +667,11 @@ async fn reload(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Resp
     };
     let generation = state.engine.store().snapshot().generation;
     match outcome {
-        ReloadOutcome::Reloaded { generation } => {
-            json_response(json!({ "outcome": "reloaded", "generation": generation }))
-        }
+        ReloadOutcome::Reloaded { generation, diff } => json_response(json!({
+            "outcome": "reloaded",
+            "generation": generation,
+            "changes": diff_json(&diff),
+        })),
         ReloadOutcome::Unchanged => {
             json_response(json!({ "outcome": "unchanged", "generation": generation }))
         }
@@ -568,5 +684,157 @@ async fn reload(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Resp
             })),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Result<Map<String, Value>, BodyError> {
+        read_json_object(Some("application/json"), text.as_bytes())
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let alice = r#"{"type":"user","id":"alice"}"#;
+        let dave = r#"{"type":"user","id":"dave"}"#;
+        let action = r#"{"name":"tools/call"}"#;
+        let tool = r#"{"type":"tool","id":"docs/get_document"}"#;
+        let dup = |k: &str| Err(BodyError::DuplicateKey(k.into()));
+        for (text, expected) in [
+            (
+                format!(
+                    r#"{{"subject":{alice},"subject":{dave},"action":{action},"resource":{tool}}}"#
+                ),
+                dup("subject"),
+            ),
+            (
+                format!(
+                    r#"{{"subject":{alice},"action":{action},"resource":{tool},"action":{{"name":"x"}}}}"#
+                ),
+                dup("action"),
+            ),
+            (
+                format!(
+                    r#"{{"subject":{alice},"action":{action},"resource":{tool},"resource":{tool}}}"#
+                ),
+                dup("resource"),
+            ),
+            (
+                format!(
+                    r#"{{"subject":{{"type":"user","id":"alice","id":"dave"}},"action":{action},"resource":{tool}}}"#
+                ),
+                dup("id"),
+            ),
+            (
+                format!(
+                    r#"{{"subject":{alice},"action":{action},"resource":{tool},"context":{{"agent":"a","agent":"b"}}}}"#
+                ),
+                dup("agent"),
+            ),
+            (
+                format!(
+                    r#"{{"subject":{alice},"action":{action},"resource":{{"type":"tool","id":"t","properties":{{"p":{{"q":1,"q":2}}}}}}}}"#
+                ),
+                dup("q"),
+            ),
+            (
+                format!(
+                    r#"{{"evaluations":[{{"subject":{alice}}},{{"subject":{alice},"subject":{dave}}}]}}"#
+                ),
+                dup("subject"),
+            ),
+            (
+                format!(r#"{{"subject":{alice},"subj\u0065ct":{dave}}}"#),
+                dup("subject"),
+            ),
+            (
+                r#"{"options":{"explain":true,"explain":false}}"#.to_owned(),
+                dup("explain"),
+            ),
+            (
+                r#"{"page":{"token":"a","token":"b"}}"#.to_owned(),
+                dup("token"),
+            ),
+        ] {
+            assert_eq!(read(&text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn case_variant_keys_are_refused() {
+        let variant = |a: &str, b: &str| Err(BodyError::CaseVariantKeys(a.into(), b.into()));
+        for (text, expected) in [
+            (
+                r#"{"subject":{},"Subject":{}}"#,
+                variant("subject", "Subject"),
+            ),
+            (
+                r#"{"SUBJECT":{},"subject":{}}"#,
+                variant("SUBJECT", "subject"),
+            ),
+            (r#"{"resource":{"id":"a","ID":"b"}}"#, variant("id", "ID")),
+            (
+                "{\"subject\":{},\"\u{17f}ubject\":{}}",
+                variant("subject", "\u{17f}ubject"),
+            ),
+            (
+                r#"{"context":{"Agent":"x","agent":"y"}}"#,
+                variant("Agent", "agent"),
+            ),
+        ] {
+            assert_eq!(read(text), expected, "{text}");
+        }
+        // Different keys are fine, and so is one key in another case.
+        assert!(read(r#"{"subject":{},"subjects":{}}"#).is_ok());
+        assert!(read(r#"{"Subject":{}}"#).is_ok());
+        assert!(read(r#"{"a":{"id":1},"b":{"id":1}}"#).is_ok());
+    }
+
+    #[test]
+    fn other_refusals_keep_their_messages() {
+        let ok = read(r#"{"subject":{"type":"user","id":"alice"}}"#);
+        assert!(ok.is_ok_and(|m| m.contains_key("subject")));
+        assert_eq!(
+            read_json_object(Some("text/plain"), b"{}"),
+            Err(BodyError::ContentType)
+        );
+        assert_eq!(read_json_object(None, b"{}"), Err(BodyError::ContentType));
+        assert!(read_json_object(Some("Application/JSON; charset=utf-8"), b"{}").is_ok());
+        assert_eq!(read(" \n"), Err(BodyError::Empty));
+        assert_eq!(read("[1]"), Err(BodyError::NotAnObject));
+        assert_eq!(
+            read_json_object(Some("application/json"), b"{\"a\":\"\xff\"}"),
+            Err(BodyError::NotUtf8)
+        );
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH + 1),
+            "]".repeat(MAX_JSON_DEPTH + 1)
+        );
+        assert_eq!(read(&format!(r#"{{"a":{deep}}}"#)), Err(BodyError::TooDeep));
+        assert!(
+            matches!(read(r#"{"secret-value": }"#), Err(BodyError::Syntax(m)) if !m.contains("secret"))
+        );
+        // Keys in messages: cut, control characters escaped.
+        let long = "k".repeat(100);
+        let Err(e) = read(&format!(r#"{{"{long}\u001b":1,"{long}\u001b":2}}"#)) else {
+            panic!("a duplicate key");
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "an object of the request body has the key `{}…` twice",
+                "k".repeat(64)
+            )
+        );
+        let Err(e) = read(r#"{"a\u001b`":1,"a\u001b`":2}"#) else {
+            panic!("a duplicate key");
+        };
+        assert_eq!(
+            e.to_string(),
+            "an object of the request body has the key `a\\u{1b}\\u{60}` twice"
+        );
     }
 }

@@ -5,6 +5,7 @@ pub mod authzen;
 pub mod ext_authz;
 pub mod grpc;
 pub mod http;
+pub mod listener;
 pub mod mcp_check;
 pub mod pbjson;
 pub mod proto;

@@ -71,6 +71,10 @@ pub fn service_filled_attribute(context: &Map<String, Value>) -> Option<String> 
 /// of the kind the shape declares or is written in a form left to Cedar's parser.
 fn direct(shape: &Shape, request: &DecisionRequest) -> Option<Context> {
     let attrs = shape.attributes()?;
+    // A context written as an entity reference or extension value is Cedar's to refuse.
+    if request.context.contains_key("__entity") || request.context.contains_key("__extn") {
+        return None;
+    }
     let mut pairs = Vec::with_capacity(request.context.len() + 5);
     for (key, value) in &request.context {
         match attrs.get(key) {
@@ -272,3 +276,6 @@ fn entity_ref(uid: &EntityUid) -> Value {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod differential;

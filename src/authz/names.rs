@@ -114,15 +114,27 @@ pub fn resolve_entity_type(
 /// The action `name` refers to: a full uid, or an action id unique among the
 /// schema's namespaces.
 pub fn resolve_action(schema: &Schema, name: &str) -> Result<EntityUid, NameError> {
-    if name.contains("::\"") {
-        let uid = EntityUid::from_str(name).map_err(|_| NameError::Invalid(shown(name)))?;
-        return if schema.actions().any(|a| a == &uid) {
-            Ok(uid)
-        } else {
-            Err(NameError::Unknown {
+    if let Some((ty, quoted)) = name.split_once("::\"") {
+        // A full uid: `Type::"id"` with the id as Cedar prints it (escapes such as
+        // `\u{e9}` or `\"`) or as it is (`é`, a lone `"`): both name the same action.
+        let id = quoted
+            .strip_suffix('"')
+            .ok_or_else(|| NameError::Invalid(shown(name)))?;
+        let parsed = EntityUid::from_str(name).ok();
+        let unescaped = unescape(id);
+        let found = schema.actions().find(|a| {
+            parsed.as_ref() == Some(*a)
+                || (a.type_name().to_string() == ty
+                    && (a.id().unescaped() == id
+                        || unescaped.as_deref() == Some(a.id().unescaped())))
+        });
+        return match found {
+            Some(a) => Ok(a.clone()),
+            None if EntityTypeName::from_str(ty).is_err() => Err(NameError::Invalid(shown(name))),
+            None => Err(NameError::Unknown {
                 what: "action",
                 name: shown(name),
-            })
+            }),
         };
     }
     let matching: Vec<&EntityUid> = schema
@@ -145,6 +157,40 @@ pub fn resolve_action(schema: &Schema, name: &str) -> Result<EntityUid, NameErro
             })
         }
     }
+}
+
+/// A Cedar string literal's content with its escapes (`\\`, `\"`, `\'`, `\n`, `\r`,
+/// `\t`, `\0`, `\u{...}`) resolved; `None` if an escape is malformed.
+fn unescape(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            '\\' => out.push('\\'),
+            '"' => out.push('"'),
+            '\'' => out.push('\''),
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            '0' => out.push('\0'),
+            'u' => {
+                if chars.next()? != '{' {
+                    return None;
+                }
+                let hex: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                if hex.is_empty() || hex.len() > 6 {
+                    return None;
+                }
+                out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// The namespace of an entity type or action type (`""` for none).
@@ -199,6 +245,49 @@ mod tests {
         ));
         assert!(matches!(
             resolve_entity_type(&s, "Mcp::", None),
+            Err(NameError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn full_action_uids_in_any_spelling_cedar_reads() {
+        let s = schema(
+            r#"entity U; action "caf\u{e9}", "a\"b", "", "line\nbreak", "back\\slash" appliesTo { principal: U, resource: U };
+               namespace N { entity V; action "\u{1f600}" appliesTo { principal: V, resource: V }; }"#,
+        );
+        for (given, id) in [
+            ("Action::\"caf\u{e9}\"", "caf\u{e9}"),
+            ("Action::\"caf\\u{e9}\"", "caf\u{e9}"),
+            ("Action::\"a\"b\"", "a\"b"),
+            ("Action::\"a\\\"b\"", "a\"b"),
+            ("Action::\"\"", ""),
+            ("Action::\"line\\nbreak\"", "line\nbreak"),
+            ("Action::\"line\nbreak\"", "line\nbreak"),
+            ("Action::\"back\\\\slash\"", "back\\slash"),
+            ("N::Action::\"\u{1f600}\"", "\u{1f600}"),
+            ("N::Action::\"\\u{1f600}\"", "\u{1f600}"),
+            ("caf\u{e9}", "caf\u{e9}"),
+            ("", ""),
+        ] {
+            let uid = resolve_action(&s, given).unwrap_or_else(|e| panic!("{given}: {e}"));
+            assert_eq!(uid.id().unescaped(), id, "{given}");
+        }
+        for unknown in [
+            "Action::\"cafe\"",
+            "N::Action::\"caf\u{e9}\"",
+            "Action::\"\\u{zz}\"",
+        ] {
+            assert!(
+                matches!(resolve_action(&s, unknown), Err(NameError::Unknown { .. })),
+                "{unknown}"
+            );
+        }
+        assert!(matches!(
+            resolve_action(&s, "Bad Type::\"x\""),
+            Err(NameError::Invalid(_))
+        ));
+        assert!(matches!(
+            resolve_action(&s, "Action::\"unterminated"),
             Err(NameError::Invalid(_))
         ));
     }

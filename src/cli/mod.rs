@@ -77,7 +77,8 @@ const ENV_HELP: &str = "Environment (overrides the config file, overridden by fl
   MCP_AUTHZ_ENVOY_DEFAULT_SERVER, MCP_AUTHZ_AUTHZEN_BASE_URL, MCP_AUTHZ_AUTHZEN_MAX_BATCH,
   MCP_AUTHZ_ADMIN_TOKEN_FILE, MCP_AUTHZ_DECISION_LOG_ENABLED, MCP_AUTHZ_DECISION_LOG_FILE,
   MCP_AUTHZ_DECISION_LOG_QUEUE_CAPACITY, MCP_AUTHZ_DECISION_LOG_INCLUDE_ARGUMENTS,
-  MCP_AUTHZ_DECISION_LOG_REDACT; RUST_LOG sets the log filter.
+  MCP_AUTHZ_DECISION_LOG_REDACT, MCP_AUTHZ_LISTENERS_* (timeouts and connection caps, see
+  README); RUST_LOG sets the log filter.
 Send SIGHUP to reload the policies at once.";
 
 /// `validate` arguments.

@@ -1,7 +1,8 @@
 //! `mcp-authz serve`: load the policies, watch them, serve.
 //!
 //! Order: configuration and identity settings are checked before any port is
-//! bound; the gRPC listener comes up next, reporting NOT_SERVING (and answering
+//! bound, and so are the connection caps against the descriptor limit (raised to
+//! the hard limit first); the gRPC listener comes up next, reporting NOT_SERVING (and answering
 //! "unavailable") until the policies are loaded; an invalid policy directory ends
 //! the process with its diagnostics; then everything serves.
 
@@ -15,6 +16,7 @@ use super::{EXIT_ERROR, ServeArgs, load_config, report_problems};
 use crate::api::ext_authz::{self, ExtAuthzGrpc};
 use crate::api::grpc::GatewayApi;
 use crate::api::http::{AdminToken, HttpState, admin_router, router};
+use crate::api::listener::{self, Caps, Listener, Protocol};
 use crate::api::proto::{self, v1::authorizer_server::AuthorizerServer};
 use crate::api::services::{Ready, Services};
 use crate::authz::Engine;
@@ -104,6 +106,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
         .as_deref()
         .map(AdminToken::from_file)
         .transpose()?;
+    let caps = connection_caps(&config)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -123,20 +126,25 @@ async fn serve(config: Config) -> Result<(), Failure> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("cannot build gRPC reflection: {e}"))?;
-    let grpc_listener = bind(config.grpc_listen, "gRPC").await?;
-    let grpc = tonic::transport::Server::builder()
-        .add_service(health_service)
+    let grpc_listener = Listener {
+        name: "gRPC",
+        tcp: bind(config.grpc_listen, "gRPC").await?,
+        protocol: Protocol::Grpc,
+        timeouts: config.listeners.timeouts,
+        max_connections: caps.grpc,
+    };
+    let grpc = tonic::service::Routes::new(health_service)
         .add_service(reflection)
-        .add_service(AuthorizerServer::new(GatewayApi::new(ready.clone())))
-        .add_service(AuthorizationServer::new(ExtAuthzGrpc::new(ready.clone())));
+        .add_service(AuthorizerServer::new(
+            GatewayApi::new(ready.clone()).with_settings(config.grpc),
+        ))
+        .add_service(AuthorizationServer::new(ExtAuthzGrpc::new(ready.clone())))
+        .prepare()
+        .into_axum_router();
     let stop = stopped(stop_rx.clone());
     servers.spawn(async move {
-        grpc.serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            stop,
-        )
-        .await
-        .map_err(|e| format!("gRPC server failed: {e}"))
+        listener::serve(grpc_listener, grpc, stop).await;
+        Ok::<(), String>(())
     });
 
     let dir = config.policies.clone();
@@ -178,10 +186,22 @@ async fn serve(config: Config) -> Result<(), Failure> {
         authzen: config.authzen.clone(),
         admin_token,
     });
-    let http = bind(config.http_listen, "HTTP").await?;
-    let admin = match config.admin_listen {
-        Some(addr) => Some(bind(addr, "admin").await?),
-        None => None,
+    let http = Listener {
+        name: "HTTP",
+        tcp: bind(config.http_listen, "HTTP").await?,
+        protocol: Protocol::Http,
+        timeouts: config.listeners.timeouts,
+        max_connections: caps.http,
+    };
+    let admin = match (config.admin_listen, caps.admin) {
+        (Some(addr), Some(max_connections)) => Some(Listener {
+            name: "admin",
+            tcp: bind(addr, "admin").await?,
+            protocol: Protocol::Http,
+            timeouts: config.listeners.timeouts,
+            max_connections,
+        }),
+        _ => None,
     };
     let watcher = spawn_watcher(
         Arc::clone(&store),
@@ -190,19 +210,16 @@ async fn serve(config: Config) -> Result<(), Failure> {
             poll_interval: config.reload_poll_interval,
         },
     );
-    for (listener, name) in [(Some(http), "http"), (admin, "admin")] {
-        let Some(listener) = listener else { continue };
-        let app = if name == "admin" {
+    for listener in [Some(http), admin].into_iter().flatten() {
+        let app = if listener.name == "admin" {
             admin_router(Arc::clone(&state))
         } else {
             router(Arc::clone(&state)).merge(ext_authz::http_router(ready.clone()))
         };
         let stop = stopped(stop_rx.clone());
         servers.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-                .map_err(|e| format!("{name} server failed: {e}"))
+            listener::serve(listener, app, stop).await;
+            Ok(())
         });
     }
     let result = tokio::select! {
@@ -221,6 +238,45 @@ async fn serve(config: Config) -> Result<(), Failure> {
         tracing::warn!("the decision log writer did not finish in time; records may be lost");
     }
     result.map_err(Failure::Message)
+}
+
+/// Raise the descriptor limit, log it, and fit the connection caps in it.
+fn connection_caps(config: &Config) -> Result<Caps, String> {
+    let limit = listener::raise_descriptor_limit();
+    if let Some(l) = &limit {
+        let hard = l
+            .hard
+            .map_or_else(|| "unlimited".to_owned(), |h| h.to_string());
+        if let Some(from) = l.raised_from {
+            tracing::info!(from, to = l.soft, hard = %hard, "raised the descriptor limit");
+        }
+        if let Some(e) = &l.raise_error {
+            tracing::warn!(soft = l.soft, hard = %hard, "cannot raise the descriptor limit: {e}");
+        }
+    }
+    let caps = listener::connection_caps(
+        &config.listeners,
+        limit.as_ref(),
+        config.admin_listen.is_some(),
+    )
+    .map_err(|e| e.to_string())?;
+    let t = &config.listeners.timeouts;
+    tracing::info!(
+        descriptor_limit = limit.as_ref().map(|l| l.soft),
+        descriptor_limit_hard = limit.as_ref().and_then(|l| l.hard),
+        descriptors_open = limit.as_ref().map(|l| l.open),
+        reserved = config.listeners.reserved_descriptors,
+        grpc_max_connections = caps.grpc,
+        http_max_connections = caps.http,
+        admin_max_connections = caps.admin,
+        header_read_timeout = ?t.header_read,
+        idle_timeout = ?t.idle,
+        keepalive_interval = ?t.keepalive_interval,
+        keepalive_timeout = ?t.keepalive_timeout,
+        request_timeout = ?t.request,
+        "connection limits"
+    );
+    Ok(caps)
 }
 
 async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<tokio::net::TcpListener, String> {

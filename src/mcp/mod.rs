@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 
-mod json;
+pub(crate) mod json;
 pub mod jsonrpc;
 pub mod uri;
 

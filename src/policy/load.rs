@@ -1,6 +1,6 @@
 //! Reading a policy directory and building a validated [`Snapshot`] from it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -10,6 +10,8 @@ use cedar_policy::{
     Entities, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator,
     schema_str_to_json_with_resolved_types,
 };
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::diagnostics::{Problem, Problems, Severity, error_chain};
 use super::index::PolicyIndex;
@@ -276,9 +278,9 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
     let Some(schema) = schema else {
         return Err(Problems(problems));
     };
-    let shapes: HashMap<cedar_policy::EntityUid, Shape> =
+    let (shapes, schema_digest): (HashMap<cedar_policy::EntityUid, Shape>, String) =
         match schema_str_to_json_with_resolved_types(schema_text) {
-            Ok((json, _)) => context_shapes(&json),
+            Ok((json, _)) => (context_shapes(&json), digest_of_json(&json)),
             Err(e) => {
                 problems.extend(Problem::from_diagnostic(
                     &e,
@@ -340,8 +342,12 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
         );
     }
 
+    let mut entities_digest = None;
     let entities = match &sources.entities {
-        Some((rel, text)) => load_entities(rel, text, &schema, &mut problems),
+        Some((rel, text)) => load_entities(rel, text, &schema, &mut problems).map(|(e, d)| {
+            entities_digest = Some(d);
+            e
+        }),
         None => schema
             .action_entities()
             .map_err(|e| {
@@ -378,6 +384,7 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
         .collect();
     let index = PolicyIndex::new(&policies);
     let entity_refs = super::attribute_refs(&entities);
+    let digests = ContentDigests::new(&policies, schema_digest, entities_digest);
     Ok(Snapshot {
         generation,
         dir: sources.dir.clone(),
@@ -393,7 +400,219 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
         policy_files: sources.policies.len(),
         index,
         entity_refs,
+        digests,
     })
+}
+
+/// SHA-256 digests of what a snapshot was built from, each written `sha256:<hex>`:
+/// what a reload changed, and whether two instances serve the same content.
+///
+/// Formatting does not count: a policy's digest is of its Cedar tokens (comments
+/// dropped, whitespace only where it separates two words), the schema's of its JSON
+/// form with common types resolved, the entity data's of its JSON with object keys
+/// sorted. Any other edit counts, even one that means the same (`(a)` for `a`).
+/// Tokens rather than Cedar's JSON form of a policy: that form is built by parsing
+/// each policy's text again, which would add a third to the time a snapshot takes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContentDigests {
+    /// Each policy and template, by id.
+    pub policies: BTreeMap<String, String>,
+    /// The schema.
+    pub schema: String,
+    /// The entity data file; `None` when there is none.
+    pub entities: Option<String>,
+    /// Of every policy id with its digest.
+    pub policy_set: String,
+    /// Of the policy set, the schema and the entity data: equal content digests, equal inputs of every decision.
+    pub content: String,
+}
+
+/// What changed between two snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PolicyDiff {
+    /// Ids of the policies only the newer one has, sorted.
+    pub added: Vec<String>,
+    /// Ids of the policies only the older one has, sorted.
+    pub removed: Vec<String>,
+    /// Ids of the policies both have, with different content, sorted.
+    pub changed: Vec<String>,
+    /// Whether the schema changed.
+    pub schema_changed: bool,
+    /// Whether the entity data changed (or appeared, or went away).
+    pub entities_changed: bool,
+}
+
+impl PolicyDiff {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && !self.schema_changed
+            && !self.entities_changed
+    }
+}
+
+impl ContentDigests {
+    /// The digests of `policies` (under their stable ids) with those of the schema and entity data.
+    pub fn new(policies: &PolicySet, schema: String, entities: Option<String>) -> Self {
+        let mut digests = BTreeMap::new();
+        for p in policies.policies() {
+            digests.insert(p.id().to_string(), digest_of_tokens(&p.to_string()));
+        }
+        for t in policies.templates() {
+            digests.insert(t.id().to_string(), digest_of_tokens(&t.to_string()));
+        }
+        let mut set = Sha256::new();
+        for (id, digest) in &digests {
+            // Length-prefixed: no two different sets write the same bytes.
+            set.update((id.len() as u64).to_le_bytes());
+            set.update(id.as_bytes());
+            set.update(digest.as_bytes());
+        }
+        let policy_set = hex_digest(set);
+        let mut content = Sha256::new();
+        content.update(policy_set.as_bytes());
+        content.update(schema.as_bytes());
+        content.update(entities.as_deref().unwrap_or("none").as_bytes());
+        Self {
+            policies: digests,
+            schema,
+            entities,
+            policy_set,
+            content: hex_digest(content),
+        }
+    }
+
+    /// What changed from `older` to `self`.
+    pub fn diff_from(&self, older: &ContentDigests) -> PolicyDiff {
+        let mut diff = PolicyDiff {
+            schema_changed: self.schema != older.schema,
+            entities_changed: self.entities != older.entities,
+            ..PolicyDiff::default()
+        };
+        for (id, digest) in &self.policies {
+            match older.policies.get(id) {
+                None => diff.added.push(id.clone()),
+                Some(d) if d != digest => diff.changed.push(id.clone()),
+                Some(_) => {}
+            }
+        }
+        diff.removed = older
+            .policies
+            .keys()
+            .filter(|id| !self.policies.contains_key(*id))
+            .cloned()
+            .collect();
+        diff
+    }
+}
+
+/// The digest of the Cedar tokens of a policy's text: string literals as written,
+/// comments dropped, whitespace kept (as one space) only between two word
+/// characters, where it separates tokens. Two valid texts with the same digest
+/// have the same tokens, so the same meaning.
+fn digest_of_tokens(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut space = false;
+    let mut after_word = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push(c);
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    out.push(c);
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == '"' {
+                        break;
+                    }
+                }
+                space = false;
+                after_word = false;
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+                space = true;
+            }
+            c if c.is_whitespace() => space = true,
+            c => {
+                let word = c.is_alphanumeric() || c == '_';
+                if space && word && after_word {
+                    out.push(' ');
+                }
+                out.push(c);
+                space = false;
+                after_word = word;
+            }
+        }
+    }
+    let mut h = Sha256::new();
+    h.update(out.as_bytes());
+    hex_digest(h)
+}
+
+/// The digest of a JSON value written canonically (object keys sorted, no whitespace).
+pub(crate) fn digest_of_json(value: &Value) -> String {
+    let mut out = Vec::new();
+    write_canonical(value, &mut out);
+    let mut h = Sha256::new();
+    h.update(&out);
+    hex_digest(h)
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(k, out);
+                out.push(b':');
+                if let Some(v) = map.get(k) {
+                    write_canonical(v, out);
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(b']');
+        }
+        Value::String(s) => write_string(s, out),
+        other => out.extend_from_slice(other.to_string().as_bytes()),
+    }
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(Value::from(s).to_string().as_bytes());
+}
+
+fn hex_digest(h: Sha256) -> String {
+    use std::fmt::Write;
+    let mut out = String::from("sha256:");
+    for b in h.finalize() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 /// Give each policy of one file its stable id (`@id("...")`, else `<file>:<index>`)
@@ -517,12 +736,13 @@ impl LineCounter {
     }
 }
 
+/// The entity data and its digest.
 fn load_entities(
     rel: &str,
     text: &str,
     schema: &Schema,
     problems: &mut Vec<Problem>,
-) -> Option<Entities> {
+) -> Option<(Entities, String)> {
     let json: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -536,8 +756,9 @@ fn load_entities(
     let mut refs = Vec::new();
     super::entity_refs_in(&json, &mut refs);
     check_resource_ids(rel, text, refs, problems);
+    let digest = digest_of_json(&json);
     match Entities::from_json_value(json, Some(schema)) {
-        Ok(e) => Some(e),
+        Ok(e) => Some((e, digest)),
         Err(e) => {
             let message = error_chain(&e);
             let mut p = Problem::error(Some(rel), message.clone())
@@ -716,6 +937,127 @@ fn nesting_problem(rel: &str, text: &str) -> Option<Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn digests_of(policies: &str, schema: &str, entities: Option<&str>) -> ContentDigests {
+        let sources = Sources {
+            dir: PathBuf::from("mem"),
+            policies: vec![("p.cedar".into(), policies.into())],
+            schema: ("s.cedarschema".into(), schema.into()),
+            entities: entities.map(|e| ("entities.json".into(), e.into())),
+            fingerprint: 0,
+        };
+        match build(&sources, 1) {
+            Ok(s) => s.digests,
+            Err(p) => panic!("{p:?}"),
+        }
+    }
+
+    const SCHEMA: &str = "entity U { n: Long }; action a appliesTo { principal: U, resource: U };";
+    const ONE: &str = "@id(\"one\")\npermit (principal == U::\"u1\", action, resource) when { principal.n > 1 };\n";
+    const TWO: &str =
+        "@id(\"two\")\nforbid (principal, action, resource) when { principal.n > 9 };\n";
+
+    #[test]
+    fn digests_follow_tokens_not_formatting() {
+        let base = digests_of(&format!("{ONE}{TWO}"), SCHEMA, None);
+        assert!(base.content.starts_with("sha256:") && base.content.len() == 7 + 64);
+        assert_eq!(base.policies.len(), 2);
+        // Comments, whitespace and order within the file: the same content.
+        let reformatted = format!(
+            "// the second\n{}\n\n// the first\n{}",
+            TWO.replace(' ', "  "),
+            ONE.replace("when {", "when\n  {")
+        );
+        let same = digests_of(&reformatted, &format!("// a comment\n{SCHEMA}\n"), None);
+        assert_eq!(same, base);
+        assert!(same.diff_from(&base).is_empty());
+
+        // A changed condition, an added and a removed policy.
+        let three = "@id(\"three\")\npermit (principal, action, resource);\n";
+        let next = digests_of(
+            &format!("{}{three}", ONE.replace("> 1", "> 2")),
+            SCHEMA,
+            None,
+        );
+        let diff = next.diff_from(&base);
+        assert_eq!(diff.added, ["three"]);
+        assert_eq!(diff.removed, ["two"]);
+        assert_eq!(diff.changed, ["one"]);
+        assert!(!diff.schema_changed && !diff.entities_changed);
+        assert_ne!(next.content, base.content);
+        // An annotation is part of a policy.
+        let annotated = digests_of(&format!("@reason(\"x\")\n{ONE}{TWO}"), SCHEMA, None);
+        assert_eq!(annotated.diff_from(&base).changed, ["one"]);
+        // Tokens: spacing around operators and inside annotations does not count,
+        // nor does a `//` inside a string count as a comment.
+        let spaced = digests_of(
+            &format!(
+                "{}{TWO}",
+                ONE.replace("> 1", ">1")
+                    .replace("@id(\"one\")", "@id ( \"one\" )")
+            ),
+            SCHEMA,
+            None,
+        );
+        assert!(spaced.diff_from(&base).is_empty());
+        let with_strings = |s: &str| {
+            format!("{ONE}@id(\"two\")\nforbid (principal, action, resource == U::\"{s}\");\n")
+        };
+        let a = digests_of(&with_strings("x//y"), SCHEMA, None);
+        let b = digests_of(&with_strings("x//z"), SCHEMA, None);
+        assert_eq!(b.diff_from(&a).changed, ["two"]);
+        let c = digests_of(&with_strings("x y"), SCHEMA, None);
+        let d = digests_of(&with_strings("x  y"), SCHEMA, None);
+        assert_eq!(
+            d.diff_from(&c).changed,
+            ["two"],
+            "whitespace in strings counts"
+        );
+        // Another edit counts even when it means the same.
+        let parenthesized = digests_of(
+            &format!(
+                "{}{TWO}",
+                ONE.replace("principal.n > 1", "(principal.n > 1)")
+            ),
+            SCHEMA,
+            None,
+        );
+        assert_eq!(parenthesized.diff_from(&base).changed, ["one"]);
+        // Effect flipped.
+        let flipped = digests_of(
+            &format!("{ONE}{}", TWO.replace("forbid", "permit")),
+            SCHEMA,
+            None,
+        );
+        assert_eq!(flipped.diff_from(&base).changed, ["two"]);
+    }
+
+    #[test]
+    fn schema_and_entity_changes_are_told_apart() {
+        let policies = format!("{ONE}{TWO}");
+        let base = digests_of(&policies, SCHEMA, None);
+        let schema = digests_of(
+            &policies,
+            &SCHEMA.replace("n: Long", "n: Long, m?: String"),
+            None,
+        );
+        let diff = schema.diff_from(&base);
+        assert!(diff.schema_changed && !diff.entities_changed, "{diff:?}");
+        assert!(diff.added.is_empty() && diff.removed.is_empty() && diff.changed.is_empty());
+        assert_eq!(schema.policy_set, base.policy_set);
+        assert_ne!(schema.content, base.content);
+
+        let data = r#"[{"uid":{"type":"U","id":"u1"},"attrs":{"n":2},"parents":[]}]"#;
+        let with_data = digests_of(&policies, SCHEMA, Some(data));
+        assert!(with_data.diff_from(&base).entities_changed);
+        // Key order and whitespace of the entity data do not count; a value does.
+        let reordered =
+            r#"[ { "parents": [], "attrs": { "n": 2 }, "uid": { "id": "u1", "type": "U" } } ]"#;
+        assert_eq!(digests_of(&policies, SCHEMA, Some(reordered)), with_data);
+        let other = digests_of(&policies, SCHEMA, Some(&data.replace("2", "3")));
+        let diff = other.diff_from(&with_data);
+        assert!(diff.entities_changed && !diff.schema_changed && diff.changed.is_empty());
+    }
 
     #[test]
     fn line_counter_agrees_with_problem_locations() {

@@ -21,9 +21,11 @@ use cedar_policy::{Entities, EntityTypeName, EntityUid, PolicySet, Schema};
 
 pub use diagnostics::{Problem, Problems, Severity, error_chain};
 pub use index::{IndexOptions, IndexStats, PolicyIndex};
-pub use load::{ENTITIES_FILE, MAX_FILE_BYTES, Sources, build, read_sources};
+pub use load::{
+    ContentDigests, ENTITIES_FILE, MAX_FILE_BYTES, PolicyDiff, Sources, build, read_sources,
+};
 pub use shape::{Extension, Leaf, Shape, alias_in, name_key, reads_as};
-pub use store::{PolicyStore, ReloadOutcome, ReloadStatus};
+pub use store::{LastReload, MAX_LOGGED_IDS, PolicyStore, ReloadOutcome, ReloadStatus};
 pub use watch::{WatchOptions, spawn_watcher};
 
 /// Where a policy was written.
@@ -72,6 +74,8 @@ pub struct Snapshot {
     /// its ancestors). `None` if they could not be read: requests are then
     /// evaluated with the whole entity data.
     pub entity_refs: Option<HashMap<EntityUid, Vec<EntityUid>>>,
+    /// Digests of its policies, schema and entity data (what a reload changed).
+    pub digests: ContentDigests,
 }
 
 impl Snapshot {

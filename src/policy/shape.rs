@@ -296,6 +296,19 @@ pub fn context_shapes(schema_json: &Value) -> HashMap<EntityUid, Shape> {
     out
 }
 
+/// The namespace of Cedar's built-in types (`__cedar::Long`, `__cedar::ipaddr`).
+const BUILTIN_NAMESPACE: &str = "__cedar";
+
+/// The shape of a built-in type by its name in `__cedar`.
+fn builtin(name: &str) -> Option<Shape> {
+    match name {
+        "String" => Some(Shape::Leaf(Leaf::String)),
+        "Long" => Some(Shape::Leaf(Leaf::Long)),
+        "Bool" | "Boolean" => Some(Shape::Leaf(Leaf::Bool)),
+        other => Extension::from_schema_name(other).map(|e| Shape::Leaf(Leaf::Extension(Some(e)))),
+    }
+}
+
 struct Resolver<'a> {
     schema: &'a Map<String, Value>,
 }
@@ -351,21 +364,28 @@ impl Resolver<'_> {
             Some((n, l)) => (n, l),
             None => (ns, name),
         };
+        // `__cedar::` names Cedar's built-in types; no schema can declare anything there.
+        if target_ns == BUILTIN_NAMESPACE {
+            return builtin(local).unwrap_or(Shape::Leaf(Leaf::Extension(None)));
+        }
         let lookup = |n: &str| {
             self.schema
                 .get(n)
                 .and_then(|b| b.get("commonTypes"))
                 .and_then(|c| c.get(local))
         };
-        let found = lookup(target_ns).or_else(|| {
-            if name.contains("::") {
-                None
-            } else {
-                lookup("")
-            }
-        });
+        // Cedar's resolved schema qualifies every common type but those of the empty
+        // namespace: an unqualified name is one of those (else, defensively, the
+        // enclosing namespace's).
+        let found = if name.contains("::") {
+            lookup(target_ns).map(|t| (target_ns, t))
+        } else {
+            lookup("")
+                .map(|t| ("", t))
+                .or_else(|| lookup(ns).map(|t| (ns, t)))
+        };
         match found {
-            Some(t) => self.shape(target_ns, t, depth + 1),
+            Some((found_ns, t)) => self.shape(found_ns, t, depth + 1),
             // Not a common type: an extension type such as `ipaddr`, or an entity type.
             None if Extension::from_schema_name(local).is_some() => {
                 Shape::Leaf(Leaf::Extension(Extension::from_schema_name(local)))

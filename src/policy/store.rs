@@ -6,7 +6,25 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use super::{Problems, Snapshot, build_with_big_stack, read_sources};
+use super::{PolicyDiff, Problems, Snapshot, build_with_big_stack, read_sources};
+
+/// Most policy ids listed per kind of change in one log line; `/v1/policies`
+/// lists them all.
+pub const MAX_LOGGED_IDS: usize = 100;
+
+/// The last reload that swapped in a snapshot, and what it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastReload {
+    /// The generation it replaced.
+    pub from_generation: u64,
+    /// The generation it swapped in.
+    pub to_generation: u64,
+    /// When.
+    pub at: SystemTime,
+    /// What changed (empty when the files changed without changing any content, or
+    /// the reload was forced).
+    pub diff: PolicyDiff,
+}
 
 /// How the last reload attempts went.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +40,8 @@ pub struct ReloadStatus {
     pub failures: u64,
     /// When the last attempt ended.
     pub last_attempt: Option<SystemTime>,
+    /// The last reload that swapped in a snapshot; `None` until one has.
+    pub last_reload: Option<LastReload>,
 }
 
 /// What one reload did.
@@ -31,6 +51,8 @@ pub enum ReloadOutcome {
     Reloaded {
         /// Its generation.
         generation: u64,
+        /// What changed from the one before.
+        diff: PolicyDiff,
     },
     /// The files are what the current snapshot was built from.
     Unchanged,
@@ -57,6 +79,18 @@ impl PolicyStore {
         for w in snapshot.warnings.one_line_each() {
             tracing::warn!(warning = %w, "policy warning");
         }
+        let d = &snapshot.digests;
+        tracing::info!(
+            dir = %dir.display(),
+            generation = snapshot.generation,
+            policies = snapshot.policy_count(),
+            files = snapshot.policy_files,
+            content_digest = %d.content,
+            policy_set_digest = %d.policy_set,
+            schema_digest = %d.schema,
+            entities_digest = d.entities.as_deref().unwrap_or("none"),
+            "policy set loaded"
+        );
         Ok(Self::from_snapshot(snapshot))
     }
 
@@ -104,6 +138,11 @@ impl PolicyStore {
         status.last_attempt = Some(SystemTime::now());
         match result {
             Ok(None) => {
+                tracing::debug!(
+                    dir = %self.dir.display(),
+                    generation = current.generation,
+                    "policy files unchanged: nothing to reload"
+                );
                 status.in_sync = true;
                 status.last_errors.clear();
                 ReloadOutcome::Unchanged
@@ -113,17 +152,19 @@ impl PolicyStore {
                 for w in next.warnings.one_line_each() {
                     tracing::warn!(warning = %w, "policy warning");
                 }
-                tracing::info!(
-                    generation,
-                    policies = next.policy_count(),
-                    files = next.policy_files,
-                    "policies reloaded"
-                );
+                let diff = next.digests.diff_from(&current.digests);
+                log_reload(&self.dir, &current, &next, &diff);
                 self.current.store(Arc::new(next));
                 status.in_sync = true;
                 status.last_errors.clear();
                 status.successes += 1;
-                ReloadOutcome::Reloaded { generation }
+                status.last_reload = Some(LastReload {
+                    from_generation: current.generation,
+                    to_generation: generation,
+                    at: SystemTime::now(),
+                    diff: diff.clone(),
+                });
+                ReloadOutcome::Reloaded { generation, diff }
             }
             Err(problems) => {
                 let lines = problems.one_line_each();
@@ -142,6 +183,42 @@ impl PolicyStore {
             }
         }
     }
+}
+
+/// One line per reload: what it changed, as structured fields. Id lists are JSON
+/// arrays (ids may hold any character), at most [`MAX_LOGGED_IDS`] each; the
+/// counts are exact.
+fn log_reload(dir: &Path, current: &Snapshot, next: &Snapshot, diff: &PolicyDiff) {
+    let ids = |ids: &[String]| {
+        let shown: Vec<&String> = ids.iter().take(MAX_LOGGED_IDS).collect();
+        serde_json::to_string(&shown).unwrap_or_default()
+    };
+    let message = if diff.is_empty() {
+        "policies reloaded: no policy, schema or entity data changed"
+    } else {
+        "policies reloaded"
+    };
+    tracing::info!(
+        dir = %dir.display(),
+        generation = next.generation,
+        previous_generation = current.generation,
+        policies = next.policy_count(),
+        files = next.policy_files,
+        added_count = diff.added.len(),
+        removed_count = diff.removed.len(),
+        changed_count = diff.changed.len(),
+        added = %ids(&diff.added),
+        removed = %ids(&diff.removed),
+        changed = %ids(&diff.changed),
+        ids_truncated = [&diff.added, &diff.removed, &diff.changed]
+            .iter()
+            .any(|l| l.len() > MAX_LOGGED_IDS),
+        schema_changed = diff.schema_changed,
+        entities_changed = diff.entities_changed,
+        content_digest = %next.digests.content,
+        previous_content_digest = %current.digests.content,
+        "{message}"
+    );
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -25,9 +25,18 @@
 //! errors; `trace_id`/`parent_span_id` come from the caller's W3C `traceparent`,
 //! `request_id` from its `X-Request-ID` (each absent when not sent). `arguments` (the
 //! tool or prompt arguments, `context.arguments`) appear only with
-//! `decision_log.include_arguments = true`, and every key named in
-//! `decision_log.redact` (any depth, case-insensitive) has its value replaced by
-//! `"[REDACTED]"`.
+//! `decision_log.include_arguments = true`, and every key that matches a
+//! `decision_log.redact` pattern has its value replaced by `"[REDACTED]"` (see
+//! [`Redactor`]: normalized names, substrings, any depth).
+//!
+//! A request that filters a list (gRPC `FilterList`) is one record, not one per
+//! entry: the list method on the server (`action` `Mcp::Action::"tools/list"`,
+//! `resource` the server), `decision` `deny` only when every entry was hidden, no
+//! `evaluations`, and a `list` object ([`ListRecord`]):
+//!
+//! ```json
+//! "list":{"method":"tools/list","entries":4,"allowed":3,"denied":1,"denied_names":["delete_document"]}
+//! ```
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -54,7 +63,8 @@ pub struct DecisionLogConfig {
     pub queue_capacity: usize,
     /// Whether tool and prompt arguments are logged.
     pub include_arguments: bool,
-    /// Argument keys whose values are replaced by `"[REDACTED]"` (case-insensitive).
+    /// Patterns of argument keys whose values are replaced by `"[REDACTED]"`:
+    /// a key matches when its normalized form contains a pattern's (see [`Redactor`]).
     pub redact: Vec<String>,
 }
 
@@ -70,18 +80,97 @@ impl Default for DecisionLogConfig {
     }
 }
 
-/// Argument keys redacted unless configured otherwise.
+/// Redaction patterns unless configured otherwise: a key containing any of these
+/// (normalized) is redacted, so `token` covers `access_token`, `X-Refresh-Token` and
+/// `idToken`, and `auth` covers `Authorization` and `x_auth`.
 pub fn default_redactions() -> Vec<String> {
     [
-        "password",
-        "secret",
         "token",
-        "api_key",
-        "apikey",
-        "authorization",
+        "secret",
+        "password",
+        "passwd",
+        "pwd",
+        "key",
+        "credential",
+        "auth",
+        "cookie",
+        "session",
+        "signature",
+        "private",
     ]
     .map(str::to_owned)
     .to_vec()
+}
+
+/// The form a key and a pattern are compared in: NFKC, Unicode case folding,
+/// and only letters and digits (`-`, `_`, spaces and punctuation removed). So
+/// `Api-Key`, `API_KEY`, `apiKey`, `ａｐｉ＿ｋｅｙ` and `api key` are all `apikey`,
+/// and `paſſword` (long s) is `password`.
+pub fn normalize_key(key: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    // Full case folding, as lower(upper(c)) gives it: `ſ` -> `s`, `ß` -> `ss`,
+    // `ﬁ` -> `fi`, the Kelvin sign -> `k`, final sigma -> sigma.
+    let folded: String = key
+        .nfkc()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect();
+    folded.nfkc().filter(|c| c.is_alphanumeric()).collect()
+}
+
+/// Replaces the values of sensitive keys: a key is sensitive when its
+/// [normalized](normalize_key) form contains the normalized form of a pattern.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Redactor {
+    patterns: Vec<String>,
+}
+
+impl Redactor {
+    /// A redactor for `patterns`; patterns with no letter or digit are ignored
+    /// (configuration refuses them).
+    pub fn new(patterns: &[String]) -> Self {
+        let mut normalized: Vec<String> = patterns
+            .iter()
+            .map(|p| normalize_key(p))
+            .filter(|p| !p.is_empty())
+            .collect();
+        normalized.sort();
+        normalized.dedup();
+        Self {
+            patterns: normalized,
+        }
+    }
+
+    /// Whether the value of `key` is redacted.
+    pub fn matches(&self, key: &str) -> bool {
+        if self.patterns.is_empty() {
+            return false;
+        }
+        let key = normalize_key(key);
+        self.patterns.iter().any(|p| key.contains(p.as_str()))
+    }
+
+    /// `value` with the value of every sensitive key, at any depth (objects in
+    /// arrays too), replaced by `"[REDACTED]"`.
+    pub fn redact(&self, value: Value) -> Value {
+        match value {
+            Value::Object(obj) => Value::Object(
+                obj.into_iter()
+                    .map(|(k, v)| {
+                        if self.matches(&k) {
+                            (k, Value::String("[REDACTED]".into()))
+                        } else {
+                            (k, self.redact(v))
+                        }
+                    })
+                    .collect(),
+            ),
+            Value::Array(items) => {
+                Value::Array(items.into_iter().map(|v| self.redact(v)).collect())
+            }
+            v => v,
+        }
+    }
 }
 
 /// Everything a record says about one decision. Built on the deciding thread
@@ -117,8 +206,8 @@ pub struct DecisionRecord {
 }
 
 impl DecisionRecord {
-    /// The JSON object of this record, with `redact` applied to the arguments.
-    pub fn to_json(&self, redact: &[String]) -> Value {
+    /// The JSON object of this record, with `redactor` applied to the arguments.
+    pub fn to_json(&self, redactor: &Redactor) -> Value {
         let mut m = Map::new();
         m.insert("decision_id".into(), json!(self.decision_id));
         m.insert("time".into(), json!(rfc3339(self.time)));
@@ -153,29 +242,63 @@ impl DecisionRecord {
             m.insert("request_id".into(), json!(id));
         }
         if let Some(args) = &self.arguments {
-            m.insert("arguments".into(), redacted(args.clone(), redact));
+            m.insert("arguments".into(), redactor.redact(args.clone()));
         }
         Value::Object(m)
     }
 }
 
-/// `value` with the value of every key named in `keys` (any depth,
-/// case-insensitive) replaced by `"[REDACTED]"`.
-pub fn redacted(value: Value, keys: &[String]) -> Value {
-    match value {
-        Value::Object(obj) => Value::Object(
-            obj.into_iter()
-                .map(|(k, v)| {
-                    if keys.iter().any(|r| r.eq_ignore_ascii_case(&k)) {
-                        (k, Value::String("[REDACTED]".into()))
-                    } else {
-                        (k, redacted(v, keys))
-                    }
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(|v| redacted(v, keys)).collect()),
-        v => v,
+/// The one record of a request that filters a list: the common fields (the list
+/// method on the server), and what was kept and hidden.
+#[derive(Debug, Clone)]
+pub struct ListRecord {
+    /// The common fields.
+    pub record: DecisionRecord,
+    /// The list method, e.g. `tools/list`.
+    pub method: String,
+    /// How many entries the request held.
+    pub entries: usize,
+    /// The names (or URIs) of the hidden entries, in their order.
+    pub denied: Vec<String>,
+}
+
+impl ListRecord {
+    /// The JSON object of this record.
+    pub fn to_json(&self, redactor: &Redactor) -> Value {
+        let mut json = self.record.to_json(redactor);
+        if let Value::Object(m) = &mut json {
+            m.insert(
+                "list".into(),
+                json!({
+                    "method": self.method,
+                    "entries": self.entries,
+                    "allowed": self.entries.saturating_sub(self.denied.len()),
+                    "denied": self.denied.len(),
+                    "denied_names": self.denied,
+                }),
+            );
+        }
+        json
+    }
+}
+
+/// What waits in the queue for the writer.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a decision record is queued for every decision: no allocation for it; lists are rare"
+)]
+enum Queued {
+    Decision(DecisionRecord),
+    List(Box<ListRecord>),
+}
+
+impl Queued {
+    fn to_json(&self, redactor: &Redactor) -> Value {
+        match self {
+            Queued::Decision(r) => r.to_json(redactor),
+            Queued::List(r) => r.to_json(redactor),
+        }
     }
 }
 
@@ -193,7 +316,7 @@ pub struct LogStats {
 /// The sending side of the decision log.
 #[derive(Debug)]
 pub struct DecisionLog {
-    tx: ArcSwapOption<SyncSender<DecisionRecord>>,
+    tx: ArcSwapOption<SyncSender<Queued>>,
     stats: Arc<LogStats>,
     include_arguments: bool,
     done: std::sync::Mutex<Option<Receiver<()>>>,
@@ -223,11 +346,11 @@ impl DecisionLog {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let stats = Arc::new(LogStats::default());
         let writer_stats = Arc::clone(&stats);
-        let redact: Vec<String> = config.redact.clone();
+        let redactor = Redactor::new(&config.redact);
         std::thread::Builder::new()
             .name("decision-log".into())
             .spawn(move || {
-                write_loop(rx, writer, &writer_stats, &redact);
+                write_loop(rx, writer, &writer_stats, &redactor);
                 let _ = done_tx.send(());
             })?;
         Ok(Self {
@@ -245,6 +368,15 @@ impl DecisionLog {
 
     /// Queue a record; drop and count it when the queue is full. Never blocks.
     pub fn submit(&self, record: DecisionRecord) {
+        self.queue(Queued::Decision(record));
+    }
+
+    /// Queue the one record of a list request, like [`DecisionLog::submit`].
+    pub fn submit_list(&self, record: ListRecord) {
+        self.queue(Queued::List(Box::new(record)));
+    }
+
+    fn queue(&self, record: Queued) {
         let guard = self.tx.load();
         let Some(tx) = guard.as_ref() else {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -280,10 +412,10 @@ impl DecisionLog {
 }
 
 fn write_loop(
-    rx: Receiver<DecisionRecord>,
+    rx: Receiver<Queued>,
     writer: Box<dyn Write + Send>,
     stats: &LogStats,
-    redact: &[String],
+    redactor: &Redactor,
 ) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
     let mut line = Vec::with_capacity(1024);
@@ -291,7 +423,7 @@ fn write_loop(
         let mut next = Some(first);
         while let Some(record) = next {
             line.clear();
-            let written = serde_json::to_writer(&mut line, &record.to_json(redact))
+            let written = serde_json::to_writer(&mut line, &record.to_json(redactor))
                 .map_err(std::io::Error::from)
                 .and_then(|()| {
                     line.push(b'\n');
@@ -385,10 +517,90 @@ mod tests {
     #[test]
     fn redaction_reaches_every_depth_and_ignores_case() {
         let v = json!({"Password": "p", "nested": {"token": "t", "keep": 1}, "list": [{"SECRET": "s"}]});
-        let r = redacted(v, &default_redactions());
+        let r = Redactor::new(&default_redactions()).redact(v);
         assert_eq!(
             r,
             json!({"Password": "[REDACTED]", "nested": {"token": "[REDACTED]", "keep": 1}, "list": [{"SECRET": "[REDACTED]"}]})
         );
+    }
+
+    #[test]
+    fn keys_are_normalized_before_matching() {
+        for (key, normal) in [
+            ("Api-Key", "apikey"),
+            ("API_KEY", "apikey"),
+            ("apiKey", "apikey"),
+            ("api key", "apikey"),
+            (
+                "\u{ff41}\u{ff50}\u{ff49}\u{ff3f}\u{ff4b}\u{ff45}\u{ff59}",
+                "apikey",
+            ),
+            ("pa\u{17f}\u{17f}word", "password"),
+            ("PASSWORT\u{df}", "passwortss"),
+            ("\u{212a}ey", "key"),
+            ("x.auth", "xauth"),
+        ] {
+            assert_eq!(normalize_key(key), normal, "{key}");
+        }
+    }
+
+    #[test]
+    fn patterns_match_normalized_substrings() {
+        let redactor = Redactor::new(&default_redactions());
+        for key in [
+            "access_token",
+            "refreshToken",
+            "ID-TOKEN",
+            "client_secret",
+            "clientSecret",
+            "Api-Key",
+            "x-api-key",
+            "X-Auth",
+            "Authorization",
+            "db_passwd",
+            "user-password",
+            "aws_credentials",
+            "Set-Cookie",
+            "session_id",
+            "private_key",
+            "to\u{212a}en",
+            "pa\u{17f}\u{17f}word",
+            "\u{ff34}\u{ff2f}\u{ff2b}\u{ff25}\u{ff2e}",
+        ] {
+            assert!(redactor.matches(key), "{key}");
+        }
+        for key in ["query", "document_id", "max_results", "project", "path"] {
+            assert!(!redactor.matches(key), "{key}");
+        }
+        // Patterns are normalized too, and may be configured.
+        let custom = Redactor::new(&["Social-Security".to_owned(), "--".to_owned()]);
+        assert!(custom.matches("customer_social_security_number"));
+        assert!(!custom.matches("access_token"));
+        assert!(!Redactor::new(&[]).matches("token"));
+    }
+
+    #[test]
+    fn every_depth_and_arrays_of_objects() {
+        let redactor = Redactor::new(&default_redactions());
+        let v = json!({
+            "query": "titan",
+            "headers": [{"name": "x", "X-Auth": "a"}, {"Cookie": "c"}],
+            "deep": {"deeper": [[{"client_secret": "s", "keep": [1, {"accessToken": {"nested": 1}}]}]]},
+            "config": {"Api-Key": {"value": "k"}},
+        });
+        let r = redactor.redact(v);
+        assert_eq!(
+            r,
+            json!({
+                "query": "titan",
+                "headers": [{"name": "x", "X-Auth": "[REDACTED]"}, {"Cookie": "[REDACTED]"}],
+                "deep": {"deeper": [[{"client_secret": "[REDACTED]", "keep": [1, {"accessToken": "[REDACTED]"}]}]]},
+                "config": {"Api-Key": "[REDACTED]"},
+            })
+        );
+        let text = r.to_string();
+        for secret in ["\"a\"", "\"c\"", "\"s\"", "\"k\""] {
+            assert!(!text.contains(secret), "{text}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::config::LogFormat;
 use crate::identity::Resolver;
 use crate::policy::PolicyStore;
 
-pub use decision_log::{DecisionLog, DecisionLogConfig, DecisionRecord};
+pub use decision_log::{DecisionLog, DecisionLogConfig, DecisionRecord, ListRecord, Redactor};
 pub use metrics::Metrics;
 pub use trace::TraceContext;
 
@@ -54,6 +54,20 @@ impl Telemetry {
         Self {
             metrics: Metrics::default(),
             decision_log,
+        }
+    }
+
+    /// Record a request that filtered a list: counted once (an allow unless every
+    /// entry was hidden) and written as one decision log record, however many
+    /// entries it decided.
+    pub fn record_list(&self, record: ListRecord) {
+        self.metrics.record_decision(
+            record.record.interface,
+            record.record.decision.allow,
+            record.record.latency,
+        );
+        if let Some(log) = &self.decision_log {
+            log.submit_list(record);
         }
     }
 
