@@ -62,15 +62,31 @@ POLICY_FILE = "policies.cedar"
 SCHEMA_FILE = "schema.cedarschema"
 ENTITIES_FILE = "entities.json"
 
-# Known divergences (issue 13) the lead is fixing on main: a tag names the request
-# feature that reaches each one.
+# Known divergences: those issue 13 names (the lead fixed them on main) and those found
+# by this script. Each is recognised from the answer (its refusal names it) together
+# with the request feature of the same name (`features_of`).
 KNOWN = {
     "empty-entity-id": "an entity id `\"\"` (subject or resource) is a 400 on AuthZEN",
-    "cedar-builtin-type-names": "the schema spells built-in types as `__cedar::...`",
-    "action-spelling": "an action id that Cedar spells with escapes (`'`, characters that are "
-    "not printable): the full uid is sent in the plain spelling, which is refused",
+    "cedar-builtin-type-names": "the schema spells built-in types as `__cedar::...`; "
+    "the context is refused before evaluation",
+    "action-spelling": "an action id that Cedar prints with escapes (`'`, characters that are "
+    "not printable): the full uid in the plain spelling is refused",
     "mcp-context-names": "the context has a name of the MCP profile "
-    "(`agent`, `application`, `user`, `server`, `scopes`, `claims`)",
+    "(`agent`, `application`, `user`, `server`, `scopes`, `claims`) outside the `Mcp` namespace",
+    "case-variant-keys": "the context has, at some depth, two attribute names that differ only "
+    "in case (`R` and `r`); AuthZEN's strict JSON reader refuses the body",
+}
+# Other request features, counted so that the summary says which mapping questions the
+# corpus exercised.
+FEATURES = {
+    "id-quote-or-backslash": "a principal or resource id with `\"` or `\\`",
+    "id-not-printable": "a principal or resource id with a character that is not printable",
+    "action-not-ascii": "a non-ASCII action id",
+    "namespaced": "the action (and its types) in a namespace",
+    "context-entity": "an entity reference (`__entity`) in the context",
+    "context-extension": "an extension value (`__extn`) in the context",
+    "application-subject": "a principal type whose last segment is `Application` (any case)",
+    "mcp-namespace": "the action in the `Mcp` namespace (the MCP profile applies)",
 }
 MCP_CONTEXT_NAMES = {"agent", "application", "user", "server", "scopes", "claims"}
 
@@ -474,18 +490,50 @@ class Outcome:
     response: dict | None = None
 
 
-def tags_of(test_schema: str, req: dict) -> list[str]:
+def _keys_differing_in_case(value) -> bool:
+    if isinstance(value, dict):
+        folded = {k.casefold() for k in value}
+        return len(folded) < len(value) or any(_keys_differing_in_case(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_keys_differing_in_case(v) for v in value)
+    return False
+
+
+def features_of(test_schema: str, req: dict) -> list[str]:
+    """The known-divergence and other features of a request (see `KNOWN`, `FEATURES`)."""
     tags = []
     p, r, a = req.get("principal") or {}, req.get("resource") or {}, req.get("action") or {}
-    if p.get("id") == "" or r.get("id") == "":
+    ids = [str(e.get("id", "")) for e in (p, r)]
+    ctx = req.get("context")
+    ctx_text = json.dumps(ctx)
+    if "" in ids:
         tags.append("empty-entity-id")
     if "__cedar::" in test_schema:
         tags.append("cedar-builtin-type-names")
-    if cedar_string(a.get("id", ""), "plain") != cedar_string(a.get("id", ""), "cedar"):
+    aid = str(a.get("id", ""))
+    if cedar_string(aid, "plain") != cedar_string(aid, "cedar"):
         tags.append("action-spelling")
-    ctx = req.get("context")
     if isinstance(ctx, dict) and MCP_CONTEXT_NAMES & set(ctx):
         tags.append("mcp-context-names")
+    if _keys_differing_in_case(ctx):
+        tags.append("case-variant-keys")
+    if any('"' in i or "\\" in i for i in ids):
+        tags.append("id-quote-or-backslash")
+    if any(not i.isprintable() for i in ids):
+        tags.append("id-not-printable")
+    if any(ord(c) > 0x7F for c in aid):
+        tags.append("action-not-ascii")
+    atype = str(a.get("type", ""))
+    if "::" in atype:
+        tags.append("namespaced")
+    if '"__entity"' in ctx_text:
+        tags.append("context-entity")
+    if '"__extn"' in ctx_text:
+        tags.append("context-extension")
+    if str(p.get("type", "")).rsplit("::", 1)[-1].lower() == "application":
+        tags.append("application-subject")
+    if atype == "Mcp::Action":
+        tags.append("mcp-namespace")
     return tags
 
 
@@ -564,17 +612,21 @@ def judge(req: dict, ids: list[str], generation: int | None, status: int, resp: 
 
 
 def attribute(o: Outcome) -> str | None:
-    """The known divergence a request that does not agree hit, if one explains it:
-    the one its refusal names, else the first feature it has."""
-    if o.cls == "agree" or not o.tags:
+    """The known divergence that explains a request not in agreement, if one does: the
+    request has its feature and the answer is the one that divergence gives."""
+    if o.cls == "agree":
         return None
-    if "empty-entity-id" in o.tags and re.search(r"`(subject|resource)\.id` is empty", o.detail):
-        return "empty-entity-id"
-    if "action-spelling" in o.tags and re.search(r"action|Cedar name", o.detail):
-        return "action-spelling"
-    for t in ("cedar-builtin-type-names", "mcp-context-names"):
-        if t in o.tags:
-            return t
+    checks = {
+        "empty-entity-id": lambda: re.search(r"`(subject|resource)\.id` is empty", o.detail),
+        "action-spelling": lambda: re.search(r"Cedar name|declares no action", o.detail),
+        "cedar-builtin-type-names": lambda: o.why.startswith("deny before evaluation")
+        and "context" in o.detail,
+        "mcp-context-names": lambda: True,
+        "case-variant-keys": lambda: "differ only in case" in o.detail,
+    }
+    for name, check in checks.items():
+        if name in o.tags and check():
+            return name
     return None
 
 
@@ -584,6 +636,8 @@ class Tally:
     whys: dict = field(default_factory=dict)
     examples: dict = field(default_factory=dict)
     hits: dict = field(default_factory=dict)
+    features: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
     n_examples: int = 5
 
     def add(self, test: Test, index: int, req: dict, o: Outcome, out) -> None:
@@ -591,6 +645,11 @@ class Tally:
         key = f"{o.cls}: {o.why}"
         self.whys[key] = self.whys.get(key, 0) + 1
         hit = attribute(o)
+        source = self.sources.setdefault(test.name.split("/", 1)[0], {})
+        source[o.cls] = source.get(o.cls, 0) + 1
+        for t in o.tags:
+            per = self.features.setdefault(t, {})
+            per[o.cls] = per.get(o.cls, 0) + 1
         if o.cls != "agree":
             per = self.hits.setdefault(hit or "(none)", {})
             per[o.cls] = per.get(o.cls, 0) + 1
@@ -711,14 +770,14 @@ def run(args) -> int:
                 refused_sets[key] = refused_sets.get(key, 0) + 1
                 for i, req in enumerate(requests):
                     stats["requests"] += 1
-                    o = Outcome("refused", "policy set not loaded", why, tags_of(schema, req))
+                    o = Outcome("refused", "policy set not loaded", why, features_of(schema, req))
                     tally.add(test, i, req, o, out)
                 continue
             stats["tests_served"] += 1
             t1 = time.monotonic()
             for i, req in enumerate(requests):
                 stats["requests"] += 1
-                tags = tags_of(schema, req)
+                tags = features_of(schema, req)
                 body = authzen_body(req, args.action_spelling)
                 if isinstance(body, str):
                     tally.add(test, i, req, Outcome("refused", "not expressible", body, tags), out)
@@ -767,10 +826,15 @@ def run(args) -> int:
         "counts": counts,
         "agreement_of_evaluated": round(counts["agree"] / sent, 6) if sent else None,
         "stats": {k: round(v, 1) if isinstance(v, float) else v for k, v in stats.items()},
+        "by_source": tally.sources,
         "by_reason": dict(sorted(tally.whys.items(), key=lambda kv: -kv[1])),
         "policy_sets_refused": dict(sorted(refused_sets.items(), key=lambda kv: -kv[1])),
         "known_divergences": {t: {"what": KNOWN[t], "hits": tally.hits.get(t, {})} for t in KNOWN},
         "not_agree_without_known_divergence": tally.hits.get("(none)", {}),
+        "by_feature": {
+            t: {"what": {**KNOWN, **FEATURES}[t], **tally.features.get(t, {})}
+            for t in [*KNOWN, *FEATURES]
+        },
         "examples": tally.examples,
     }
     if args.json:
@@ -792,6 +856,8 @@ def print_summary(s: dict) -> None:
     print(f"requests: {total}")
     for k in ("agree", "disagree", "refused"):
         print(f"  {k:9} {c[k]:7}  {pct(c[k])}")
+    for src, n in sorted(s["by_source"].items()):
+        print(f"  in {src}/: " + ", ".join(f"{k} {v}" for k, v in sorted(n.items())))
     print("by reason:")
     for k, v in s["by_reason"].items():
         print(f"  {v:7}  {k}")
@@ -803,6 +869,10 @@ def print_summary(s: dict) -> None:
     for t, v in s["known_divergences"].items():
         print(f"  {t:26} {v['hits'] or '-'}")
     print(f"  {'(none of them)':26} {s['not_agree_without_known_divergence'] or '-'}")
+    print("requests by feature:")
+    for t, v in s["by_feature"].items():
+        n = {k: v.get(k, 0) for k in ("agree", "disagree", "refused")}
+        print(f"  {t:26} agree {n['agree']:6}  disagree {n['disagree']:5}  refused {n['refused']:5}")
     for key, exs in s["examples"].items():
         if key.startswith("agree"):
             continue

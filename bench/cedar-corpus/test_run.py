@@ -10,7 +10,7 @@ from run import (
     judge,
     split_policies,
     stable_ids,
-    tags_of,
+    features_of,
     unescape_cedar,
 )
 
@@ -118,6 +118,9 @@ class Judging(unittest.TestCase):
         self.assertEqual((o.cls, o.why), ("refused", "bad request (400)"))
         o.tags = ["empty-entity-id", "cedar-builtin-type-names"]
         self.assertEqual(attribute(o), "empty-entity-id")
+        o = judge(request(), IDS, 2, 400, {"error": {"message": "keys `R` and `r`, which differ only in case"}})
+        o.tags = ["cedar-builtin-type-names", "case-variant-keys"]
+        self.assertEqual(attribute(o), "case-variant-keys")
 
     def test_a_deny_before_evaluation_is_a_disagreement_only_where_cedar_allows(self):
         before = {"decision": False, "context": {"generation": 2, "reason": "context does not fit", "evaluations": []}}
@@ -133,12 +136,19 @@ class Judging(unittest.TestCase):
     def test_known_divergences_are_tagged_from_the_request(self):
         req = request(pid="")
         req["action"]["id"] = "r'"
-        req["context"] = {"user": 1}
+        req["context"] = {"user": 1, "x": [{"R": 1, "r": 2}], "e": {"__entity": {"type": "A", "id": ""}}}
         self.assertEqual(
-            tags_of("type T = __cedar::Bool;", req),
-            ["empty-entity-id", "cedar-builtin-type-names", "action-spelling", "mcp-context-names"],
+            features_of("type T = __cedar::Bool;", req),
+            ["empty-entity-id", "cedar-builtin-type-names", "action-spelling", "mcp-context-names",
+             "case-variant-keys", "context-entity"],
         )
-        self.assertEqual(tags_of("", request()), [])
+        self.assertEqual(features_of("", request()), [])
+        req = request(ptype="N::APPLICATION", pid='a"\x00')
+        req["action"] = {"type": "N::Action", "id": "é"}
+        self.assertEqual(
+            features_of("", req),
+            ["id-quote-or-backslash", "id-not-printable", "action-not-ascii", "namespaced", "application-subject"],
+        )
         self.assertIsNone(attribute(Outcome("disagree", "x", "", [])))
 
 
