@@ -8,6 +8,8 @@ Usage:
 CHECKOUT is a checkout (or `git archive`) of github.com/cedar-policy/cedar-integration-tests.
 Its hand-written tests (`tests/**/*.json`) and its generated corpus (`corpus-tests/*.json`,
 or `corpus-tests.tar.gz`, unpacked into the work directory when not unpacked already) are run.
+`bench/cedar-corpus/mapping` holds more tests in the same format (`--include handwritten`)
+for mapping questions the corpus does not ask; their expected answers are written by hand.
 
 For every test whose policies validate (`shouldValidate`), the test's policy set is served
 by one `mcp-authz serve` process: the policies as `policies.cedar`, the human-format schema
@@ -614,7 +616,7 @@ def judge(req: dict, ids: list[str], generation: int | None, status: int, resp: 
 def attribute(o: Outcome) -> str | None:
     """The known divergence that explains a request not in agreement, if one does: the
     request has its feature and the answer is the one that divergence gives."""
-    if o.cls == "agree":
+    if o.cls == "agree" or o.response is None:
         return None
     checks = {
         "empty-entity-id": lambda: re.search(r"`(subject|resource)\.id` is empty", o.detail),
@@ -697,6 +699,15 @@ def run(args) -> int:
     if not os.access(binary, os.X_OK):
         raise SetupError(f"`{binary}` is not an executable (build it: cargo build --release)")
     version = subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout.strip()
+    try:
+        source = subprocess.run(
+            ["git", "-C", str(Path(__file__).resolve().parent), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        source = None
     work = Path(args.work).resolve() if args.work else Path(tempfile.mkdtemp(prefix="cedar-corpus-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -819,6 +830,7 @@ def run(args) -> int:
     summary = {
         "corpus": facts,
         "mcp_authz": version,
+        "source_tree": source,
         "mode": args.mode,
         "action_spelling": args.action_spelling,
         "complete": complete,
@@ -848,7 +860,7 @@ def print_summary(s: dict) -> None:
     total = sum(c.values())
     pct = lambda n: f"{100 * n / total:.2f} %" if total else "-"  # noqa: E731
     print(f"corpus: {s['corpus'].get('commit') or '(no commit)'}  tarball sha256 {s['corpus'].get('corpus_tarball_sha256')}")
-    print(f"{s['mcp_authz']}, mode {s['mode']}, {s['elapsed_seconds']} s{'' if s['complete'] else ' (time limit reached: incomplete)'}")
+    print(f"{s['mcp_authz']} (tree {s['source_tree']}), mode {s['mode']}, {s['elapsed_seconds']} s{'' if s['complete'] else ' (time limit reached: incomplete)'}")
     print(
         f"tests: {st['tests']} ({st['tests_not_validating']} not validating, skipped with "
         f"{st['requests_not_validating']} requests; {st['tests_served']} served, {st['tests_refused']} policy sets refused)"

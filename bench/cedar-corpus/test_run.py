@@ -117,10 +117,15 @@ class Judging(unittest.TestCase):
         o = judge(request(), IDS, 2, 400, {"error": {"status": 400, "message": "`subject.id` is empty"}})
         self.assertEqual((o.cls, o.why), ("refused", "bad request (400)"))
         o.tags = ["empty-entity-id", "cedar-builtin-type-names"]
+        o.response = {"error": {}}
         self.assertEqual(attribute(o), "empty-entity-id")
         o = judge(request(), IDS, 2, 400, {"error": {"message": "keys `R` and `r`, which differ only in case"}})
         o.tags = ["cedar-builtin-type-names", "case-variant-keys"]
+        o.response = {"error": {}}
         self.assertEqual(attribute(o), "case-variant-keys")
+        # A policy set that did not load is not explained by a request feature.
+        not_loaded = Outcome("refused", "policy set not loaded", "", ["mcp-context-names"])
+        self.assertIsNone(attribute(not_loaded))
 
     def test_a_deny_before_evaluation_is_a_disagreement_only_where_cedar_allows(self):
         before = {"decision": False, "context": {"generation": 2, "reason": "context does not fit", "evaluations": []}}
