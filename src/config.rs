@@ -55,12 +55,19 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
-    /// The issuers, SPIFFE or token settings are not usable.
+    /// The issuers, SPIFFE or token settings are not usable. The inner error is in
+    /// the message, so it is not also a `source` (it would print twice).
     #[error("invalid identity configuration: {0}")]
-    Identity(#[from] IdentityConfigError),
+    Identity(IdentityConfigError),
     /// An `MCP_AUTHZ_*` environment variable that names no setting.
     #[error("unknown environment variable `{0}` (see `mcp-authz serve --help` for the settings)")]
     UnknownEnv(String),
+}
+
+impl From<IdentityConfigError> for ConfigError {
+    fn from(e: IdentityConfigError) -> Self {
+        ConfigError::Identity(e)
+    }
 }
 
 /// Output format of the service's own log.
@@ -381,38 +388,37 @@ impl Config {
         env: &BTreeMap<String, String>,
         flags: &Overrides,
     ) -> Result<Config, ConfigError> {
-        let (mut fc, base_dir, file_origin) = match file {
+        let (mut table, base_dir, file_origin) = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
                     path: path.display().to_string(),
                     reason: e.to_string(),
                 })?;
-                let fc: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                let parse_error = |e: toml::de::Error| ConfigError::Parse {
                     path: path.display().to_string(),
                     reason: one_line(&e.to_string()),
-                })?;
+                };
+                // Checked against the structure first, so that an error names its line.
+                toml::from_str::<FileConfig>(&text).map_err(parse_error)?;
+                let table: toml::Table = toml::from_str(&text).map_err(parse_error)?;
                 let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                (fc, base, format!("config file `{}`", path.display()))
+                (table, base, format!("config file `{}`", path.display()))
             }
-            None => (FileConfig::default(), PathBuf::new(), String::new()),
+            None => (toml::Table::new(), PathBuf::new(), String::new()),
         };
         // Paths written in the file are relative to the file.
-        if let Some(p) = &fc.policies
-            && p.is_relative()
-        {
-            fc.policies = Some(base_dir.join(p));
-        }
-        for p in [&mut fc.admin.token_file, &mut fc.decision_log.file]
-            .into_iter()
-            .flatten()
-        {
-            if p.is_relative() {
-                *p = base_dir.join(&*p);
-            }
-        }
+        resolve_file_paths(&mut table, &base_dir)?;
         // Where each value came from, for messages: the file unless overridden.
         let mut origins = BTreeMap::new();
-        apply_env(&mut fc, env, &mut origins)?;
+        apply_env(&mut table, env, &mut origins)?;
+        let mut fc: FileConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: file
+                        .map_or_else(|| "(environment)".to_owned(), |p| p.display().to_string()),
+                    reason: one_line(&e.to_string()),
+                })?;
         apply_flags(&mut fc, flags, &mut origins);
         let origin = |k: &str| {
             origins.get(k).cloned().unwrap_or_else(|| {
@@ -494,12 +500,7 @@ impl Config {
         identity.validate()?;
         let trusted_caller_token = match &fc.grpc.trusted_caller_token_file {
             Some(path) => {
-                let path = if path.is_relative() {
-                    base_dir.join(path)
-                } else {
-                    path.clone()
-                };
-                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Value {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Value {
                     key: "grpc.trusted_caller_token_file".into(),
                     origin: origin("grpc.trusted_caller_token_file"),
                     reason: format!("cannot read `{}`: {e}", path.display()),
@@ -563,93 +564,431 @@ impl Config {
     }
 }
 
-/// The environment variables this configuration reads, with their keys.
-pub const ENV_KEYS: &[(&str, &str)] = &[
-    ("MCP_AUTHZ_POLICIES", "policies"),
-    ("MCP_AUTHZ_GRPC_LISTEN", "grpc_listen"),
-    ("MCP_AUTHZ_HTTP_LISTEN", "http_listen"),
-    ("MCP_AUTHZ_ADMIN_LISTEN", "admin_listen"),
-    ("MCP_AUTHZ_LOG_FORMAT", "log.format"),
-    ("MCP_AUTHZ_LOG_LEVEL", "log.level"),
-    ("MCP_AUTHZ_RELOAD_DEBOUNCE_MS", "reload.debounce_ms"),
-    (
-        "MCP_AUTHZ_RELOAD_POLL_INTERVAL_SECS",
+/// How the text of a setting's environment variable is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Text as given (an address, a URL, an id, a filter).
+    Text,
+    /// A path: relative to the config file's directory when written in the file,
+    /// to the working directory when given in the environment.
+    Path,
+    /// A whole number.
+    Number,
+    /// `true` or `false` (`1` and `0` too).
+    Bool,
+    /// A comma-separated list (empty text: an empty list).
+    List,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+    /// A list of tables written in the file only (`[[issuers]]`): no environment variable.
+    FileOnly,
+}
+
+/// One setting of the configuration: the one place that names it. The TOML key, the
+/// `MCP_AUTHZ_*` environment variable, the `serve --help` list and the README's table
+/// of settings all come from [`SETTINGS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The TOML key: `name` at the top level, `section.name` in a section.
+    pub key: &'static str,
+    /// How its environment variable is read.
+    pub kind: ValueKind,
+    /// Its default, spelled as its environment variable would be; `None` when it is
+    /// unset by default or computed (`help` says how).
+    pub default: Option<&'static str>,
+    /// What it does, in a few words.
+    pub help: &'static str,
+}
+
+impl Setting {
+    /// Its environment variable: `MCP_AUTHZ_` and the key in capitals with `_` for `.`;
+    /// none for a setting of the file only.
+    pub fn env(&self) -> Option<String> {
+        (self.kind != ValueKind::FileOnly).then(|| {
+            format!(
+                "MCP_AUTHZ_{}",
+                self.key.replace('.', "_").to_ascii_uppercase()
+            )
+        })
+    }
+
+    /// The setting named `key`.
+    pub fn by_key(key: &str) -> Option<&'static Setting> {
+        SETTINGS.iter().find(|s| s.key == key)
+    }
+
+    /// The setting whose environment variable is `name` (file-only settings included,
+    /// to say that they are).
+    fn by_env(name: &str) -> Option<&'static Setting> {
+        let rest = name.strip_prefix("MCP_AUTHZ_")?;
+        SETTINGS
+            .iter()
+            .find(|s| s.key.replace('.', "_").to_ascii_uppercase() == rest)
+    }
+
+    /// The TOML value of `text`, read as this setting's kind; the error is the reason.
+    fn value_of(&self, text: &str) -> Result<toml::Value, String> {
+        Ok(match self.kind {
+            ValueKind::Text | ValueKind::Path => toml::Value::String(text.to_owned()),
+            ValueKind::Number => {
+                let n: u64 = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("`{text}` is not a whole number"))?;
+                let n = i64::try_from(n).map_err(|_| format!("`{text}` is too large"))?;
+                toml::Value::Integer(n)
+            }
+            ValueKind::Bool => toml::Value::Boolean(match text.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => return Err(format!("`{other}` is not `true` or `false`")),
+            }),
+            ValueKind::List => {
+                toml::Value::Array(list(text).into_iter().map(toml::Value::String).collect())
+            }
+            ValueKind::OneOf(words) => {
+                let t = text.trim();
+                if !words.contains(&t) {
+                    let words: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
+                    return Err(format!("`{text}` is not one of {}", words.join(", ")));
+                }
+                toml::Value::String(t.to_owned())
+            }
+            ValueKind::FileOnly => {
+                return Err("is set in the config file only".into());
+            }
+        })
+    }
+}
+
+const NUMBER: ValueKind = ValueKind::Number;
+const TEXT: ValueKind = ValueKind::Text;
+const PATH: ValueKind = ValueKind::Path;
+const BOOL: ValueKind = ValueKind::Bool;
+const LIST: ValueKind = ValueKind::List;
+
+const fn setting(
+    key: &'static str,
+    kind: ValueKind,
+    default: Option<&'static str>,
+    help: &'static str,
+) -> Setting {
+    Setting {
+        key,
+        kind,
+        default,
+        help,
+    }
+}
+
+/// Every setting of the configuration file, in the order of the README.
+pub const SETTINGS: &[Setting] = &[
+    setting("policies", PATH, Some("policies"), "policy directory"),
+    setting(
+        "grpc_listen",
+        TEXT,
+        Some(DEFAULT_GRPC_LISTEN),
+        "gRPC listen address: gateway API, Envoy ext_authz, health, reflection",
+    ),
+    setting(
+        "http_listen",
+        TEXT,
+        Some(DEFAULT_HTTP_LISTEN),
+        "HTTP listen address: AuthZEN, HTTP ext_authz, health, metrics",
+    ),
+    setting(
+        "admin_listen",
+        TEXT,
+        None,
+        "admin listener: health, metrics, /v1/policies, /v1/reload (default: none; a bare port means 127.0.0.1)",
+    ),
+    setting(
+        "log.format",
+        ValueKind::OneOf(&["text", "json"]),
+        Some("text"),
+        "format of the service's own log",
+    ),
+    setting(
+        "log.level",
+        TEXT,
+        Some("info"),
+        "log filter such as `info` or `mcp_authz=debug` (`RUST_LOG` wins)",
+    ),
+    setting(
+        "reload.debounce_ms",
+        NUMBER,
+        Some("250"),
+        "quiet time after a change of the policy files before reloading",
+    ),
+    setting(
         "reload.poll_interval_secs",
+        NUMBER,
+        Some("5"),
+        "fallback check of the policy files; 0 turns it off",
     ),
-    ("MCP_AUTHZ_ENVOY_DEFAULT_SERVER", "envoy.default_server"),
-    (
-        "MCP_AUTHZ_GRPC_TRUSTED_CALLER_TOKEN_FILE",
-        "grpc.trusted_caller_token_file",
+    setting(
+        "issuers",
+        ValueKind::FileOnly,
+        None,
+        "trusted token issuers: `[[issuers]]` tables (issuer, audiences, jwks_file or jwks_url, algorithms, user_claim, application_claims, groups_claim, context_claims)",
     ),
-    ("MCP_AUTHZ_GRPC_MAX_BATCH_CHECKS", "grpc.max_batch_checks"),
-    ("MCP_AUTHZ_GRPC_MAX_LIST_ENTRIES", "grpc.max_list_entries"),
-    ("MCP_AUTHZ_SPIFFE_TRUST_DOMAINS", "spiffe.trust_domains"),
-    ("MCP_AUTHZ_SPIFFE_FORWARDERS", "spiffe.forwarders"),
-    ("MCP_AUTHZ_JWT_CLOCK_SKEW_SECS", "jwt.clock_skew_secs"),
-    ("MCP_AUTHZ_JWT_JWKS_REFRESH_SECS", "jwt.jwks_refresh_secs"),
-    (
-        "MCP_AUTHZ_JWT_JWKS_MIN_REFRESH_SECS",
+    setting(
+        "spiffe.trust_domains",
+        LIST,
+        Some(""),
+        "trusted SPIFFE trust domains; ids of others are refused (empty: every SPIFFE id is refused)",
+    ),
+    setting(
+        "spiffe.application_id",
+        ValueKind::OneOf(&["k8s-sa", "k8s-ns-sa", "path", "spiffe-id"]),
+        Some("k8s-sa"),
+        "how a SPIFFE id names an application",
+    ),
+    setting(
+        "spiffe.forwarders",
+        LIST,
+        Some(""),
+        "SPIFFE ids of intermediaries, such as the gateway, that name no application",
+    ),
+    setting(
+        "jwt.clock_skew_secs",
+        NUMBER,
+        Some("30"),
+        "allowed clock difference for `exp` and `nbf`",
+    ),
+    setting(
+        "jwt.jwks_refresh_secs",
+        NUMBER,
+        Some("300"),
+        "interval of the periodic JWKS refresh",
+    ),
+    setting(
         "jwt.jwks_min_refresh_secs",
+        NUMBER,
+        Some("10"),
+        "least time between two refreshes for unknown `kid`s, per issuer",
     ),
-    ("MCP_AUTHZ_JWT_TOKEN_CACHE_SIZE", "jwt.token_cache_size"),
-    ("MCP_AUTHZ_AUTHZEN_BASE_URL", "authzen.base_url"),
-    ("MCP_AUTHZ_AUTHZEN_MAX_BATCH", "authzen.max_batch"),
-    ("MCP_AUTHZ_ADMIN_TOKEN_FILE", "admin.token_file"),
-    ("MCP_AUTHZ_DECISION_LOG_ENABLED", "decision_log.enabled"),
-    ("MCP_AUTHZ_DECISION_LOG_FILE", "decision_log.file"),
-    (
-        "MCP_AUTHZ_DECISION_LOG_QUEUE_CAPACITY",
-        "decision_log.queue_capacity",
+    setting(
+        "jwt.jwks_fetch_timeout_secs",
+        NUMBER,
+        Some("5"),
+        "time limit of one JWKS request",
     ),
-    (
-        "MCP_AUTHZ_DECISION_LOG_INCLUDE_ARGUMENTS",
-        "decision_log.include_arguments",
+    setting(
+        "jwt.token_cache_size",
+        NUMBER,
+        Some("10000"),
+        "verified tokens kept; 0 turns the cache off",
     ),
-    ("MCP_AUTHZ_DECISION_LOG_REDACT", "decision_log.redact"),
-    (
-        "MCP_AUTHZ_DECISIONS_ALLOW_USER_ONLY",
+    setting(
+        "jwt.max_token_bytes",
+        NUMBER,
+        Some("16384"),
+        "longer tokens are refused unparsed",
+    ),
+    setting(
+        "envoy.default_server",
+        TEXT,
+        None,
+        "server id when an Envoy route carries no `context_extensions.mcp_server` (default: none)",
+    ),
+    setting(
+        "grpc.trusted_caller_token_file",
+        PATH,
+        None,
+        "file holding the gateway's secret (`x-mcp-authz-caller-token`); its verified identities are honoured (default: none)",
+    ),
+    setting(
+        "grpc.max_batch_checks",
+        NUMBER,
+        Some("1000"),
+        "most checks, and MCP messages in them, in one `BatchCheck`",
+    ),
+    setting(
+        "grpc.max_list_entries",
+        NUMBER,
+        Some("1000"),
+        "most entries in one `FilterList`",
+    ),
+    setting("cache.enabled", BOOL, Some("true"), "cache decisions"),
+    setting(
+        "cache.max_entries",
+        NUMBER,
+        Some("100000"),
+        "most decisions cached",
+    ),
+    setting(
+        "cache.ttl_secs",
+        NUMBER,
+        Some("60"),
+        "seconds a decision is cached (at least 1)",
+    ),
+    setting(
+        "authzen.base_url",
+        TEXT,
+        None,
+        "`policy_decision_point` of the AuthZEN metadata (default: `http://` and the request's `Host`)",
+    ),
+    setting(
+        "authzen.max_batch",
+        NUMBER,
+        Some("1000"),
+        "most items in one /access/v1/evaluations request",
+    ),
+    setting(
         "decisions.allow_user_only",
+        BOOL,
+        Some("false"),
+        "decide a request with a user and no application by the user alone (else a deny)",
     ),
-    (
-        "MCP_AUTHZ_LISTENERS_HEADER_READ_TIMEOUT_SECS",
+    setting(
+        "admin.token_file",
+        PATH,
+        None,
+        "file holding the bearer token of /v1/policies and /v1/reload (required to serve them on the main listener)",
+    ),
+    setting(
+        "decision_log.enabled",
+        BOOL,
+        Some("true"),
+        "log every decision",
+    ),
+    setting(
+        "decision_log.file",
+        PATH,
+        None,
+        "file the decision log is appended to (default: stdout)",
+    ),
+    setting(
+        "decision_log.queue_capacity",
+        NUMBER,
+        Some("4096"),
+        "records waiting for the writer before new ones are dropped",
+    ),
+    setting(
+        "decision_log.include_arguments",
+        BOOL,
+        Some("false"),
+        "log tool and prompt arguments",
+    ),
+    setting(
+        "decision_log.redact",
+        LIST,
+        Some(
+            "token,secret,password,passwd,pwd,key,credential,auth,cookie,session,signature,private",
+        ),
+        "patterns: an argument key whose normalized form contains one is masked in the log",
+    ),
+    setting(
         "listeners.header_read_timeout_secs",
+        NUMBER,
+        Some("10"),
+        "time to receive a complete HTTP/1 request head",
     ),
-    (
-        "MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS",
+    setting(
         "listeners.idle_timeout_secs",
+        NUMBER,
+        Some("120"),
+        "time a connection with no request in flight stays open",
     ),
-    (
-        "MCP_AUTHZ_LISTENERS_KEEPALIVE_INTERVAL_SECS",
+    setting(
         "listeners.keepalive_interval_secs",
+        NUMBER,
+        Some("30"),
+        "interval of HTTP/2 keepalive pings; 0 turns them off",
     ),
-    (
-        "MCP_AUTHZ_LISTENERS_KEEPALIVE_TIMEOUT_SECS",
+    setting(
         "listeners.keepalive_timeout_secs",
+        NUMBER,
+        Some("10"),
+        "an unanswered ping closes the connection after this time",
     ),
-    (
-        "MCP_AUTHZ_LISTENERS_REQUEST_TIMEOUT_SECS",
+    setting(
         "listeners.request_timeout_secs",
+        NUMBER,
+        Some("30"),
+        "time from a request head to its response head",
     ),
-    (
-        "MCP_AUTHZ_LISTENERS_GRPC_MAX_CONNECTIONS",
+    setting(
         "listeners.grpc_max_connections",
+        NUMBER,
+        None,
+        "most connections of the gRPC listener (default: 10000, fewer if the descriptor limit is lower)",
     ),
-    (
-        "MCP_AUTHZ_LISTENERS_HTTP_MAX_CONNECTIONS",
+    setting(
         "listeners.http_max_connections",
+        NUMBER,
+        None,
+        "most connections of the HTTP listener (default: as for gRPC)",
     ),
-    (
-        "MCP_AUTHZ_LISTENERS_ADMIN_MAX_CONNECTIONS",
+    setting(
         "listeners.admin_max_connections",
+        NUMBER,
+        None,
+        "most connections of the admin listener (default: 64, fewer if the descriptor limit is lower)",
     ),
-    (
-        "MCP_AUTHZ_LISTENERS_RESERVED_DESCRIPTORS",
+    setting(
         "listeners.reserved_descriptors",
+        NUMBER,
+        Some("64"),
+        "descriptors kept free for policy files, the decision log and key fetches",
     ),
 ];
 
+/// The environment variables, one a line, for `mcp-authz serve --help`.
+pub fn env_help() -> String {
+    let mut out = String::from(
+        "Environment (overrides the config file, overridden by flags; every setting \
+         `section.key` of the file is MCP_AUTHZ_SECTION_KEY):\n",
+    );
+    let mut line = |name: &str, text: &str| out.push_str(&format!("  {name:<45} {text}\n"));
+    line(CONFIG_ENV, "the config file");
+    for s in SETTINGS {
+        if let Some(name) = s.env() {
+            let default = match s.default {
+                Some("") => " [default: empty]".to_owned(),
+                Some(d) => format!(" [default: {d}]"),
+                None => String::new(),
+            };
+            line(&name, &format!("{}: {}{default}", s.key, s.help));
+        }
+    }
+    out.push_str("RUST_LOG sets the log filter. Send SIGHUP to reload the policies at once.");
+    out
+}
+
+/// The README's table of settings (between its `settings` markers).
+pub fn settings_markdown() -> String {
+    let mut out =
+        String::from("| setting | environment variable | default | what |\n|---|---|---|---|\n");
+    out.push_str(&format!(
+        "| | `{CONFIG_ENV}` | | the config file (or `--config`) |\n"
+    ));
+    for s in SETTINGS {
+        let env = s
+            .env()
+            .map_or_else(|| "(file only)".to_owned(), |e| format!("`{e}`"));
+        let default = match s.default {
+            Some("") => "empty".to_owned(),
+            Some(d) => format!("`{d}`"),
+            None => String::new(),
+        };
+        let kind = match s.kind {
+            ValueKind::List => " (comma-separated in the environment)",
+            _ => "",
+        };
+        out.push_str(&format!(
+            "| `{}` | {env} | {default} | {}{kind} |\n",
+            s.key,
+            s.help.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
+/// Apply the `MCP_AUTHZ_*` variables of `env` to `table` (the file's settings).
 fn apply_env(
-    fc: &mut FileConfig,
+    table: &mut toml::Table,
     env: &BTreeMap<String, String>,
     origins: &mut BTreeMap<String, String>,
 ) -> Result<(), ConfigError> {
@@ -657,108 +996,62 @@ fn apply_env(
         if !name.starts_with("MCP_AUTHZ_") || name == CONFIG_ENV {
             continue;
         }
-        let Some((_, key)) = ENV_KEYS.iter().find(|(n, _)| n == name) else {
+        let Some(setting) = Setting::by_env(name) else {
             return Err(ConfigError::UnknownEnv(name.clone()));
         };
         let origin = format!("environment variable `{name}`");
-        let number = |v: &str| -> Result<u64, ConfigError> {
-            v.trim().parse().map_err(|_| ConfigError::Value {
-                key: (*key).into(),
+        let value = setting
+            .value_of(value)
+            .map_err(|reason| ConfigError::Value {
+                key: setting.key.into(),
                 origin: origin.clone(),
-                reason: format!("`{v}` is not a whole number"),
-            })
-        };
-        let boolean = |v: &str| -> Result<bool, ConfigError> {
-            match v.trim() {
-                "true" | "1" => Ok(true),
-                "false" | "0" => Ok(false),
-                other => Err(ConfigError::Value {
-                    key: (*key).into(),
-                    origin: origin.clone(),
-                    reason: format!("`{other}` is not `true` or `false`"),
-                }),
-            }
-        };
-        match *key {
-            "policies" => fc.policies = Some(PathBuf::from(value)),
-            "grpc_listen" => fc.grpc_listen = Some(value.clone()),
-            "http_listen" => fc.http_listen = Some(value.clone()),
-            "admin_listen" => fc.admin_listen = Some(value.clone()),
-            "log.format" => {
-                fc.log.format = Some(match value.as_str() {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    other => {
-                        return Err(ConfigError::Value {
-                            key: (*key).into(),
-                            origin,
-                            reason: format!("`{other}` is not `text` or `json`"),
-                        });
-                    }
-                })
-            }
-            "log.level" => fc.log.level = Some(value.clone()),
-            "reload.debounce_ms" => fc.reload.debounce_ms = Some(number(value)?),
-            "reload.poll_interval_secs" => fc.reload.poll_interval_secs = Some(number(value)?),
-            "envoy.default_server" => fc.envoy.default_server = Some(value.clone()),
-            "cache.enabled" => {
-                fc.cache.enabled = Some(match value.trim() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    other => {
-                        return Err(ConfigError::Value {
-                            key: (*key).into(),
-                            origin,
-                            reason: format!("`{other}` is not `true` or `false`"),
-                        });
-                    }
-                })
-            }
-            "cache.max_entries" => fc.cache.max_entries = Some(number(value)?),
-            "cache.ttl_secs" => fc.cache.ttl_secs = Some(number(value)?),
-            "grpc.trusted_caller_token_file" => {
-                fc.grpc.trusted_caller_token_file = Some(PathBuf::from(value))
-            }
-            "grpc.max_batch_checks" => fc.grpc.max_batch_checks = Some(number(value)?),
-            "grpc.max_list_entries" => fc.grpc.max_list_entries = Some(number(value)?),
-            "spiffe.trust_domains" => fc.spiffe.trust_domains = list(value),
-            "spiffe.forwarders" => fc.spiffe.forwarders = list(value),
-            "jwt.clock_skew_secs" => fc.jwt.clock_skew_secs = number(value)?,
-            "jwt.jwks_refresh_secs" => fc.jwt.jwks_refresh_secs = number(value)?,
-            "jwt.jwks_min_refresh_secs" => fc.jwt.jwks_min_refresh_secs = number(value)?,
-            "jwt.token_cache_size" => fc.jwt.token_cache_size = number(value)?,
-            "authzen.base_url" => fc.authzen.base_url = Some(value.clone()),
-            "authzen.max_batch" => fc.authzen.max_batch = Some(number(value)?),
-            "admin.token_file" => fc.admin.token_file = Some(PathBuf::from(value)),
-            "decision_log.enabled" => fc.decision_log.enabled = Some(boolean(value)?),
-            "decision_log.file" => fc.decision_log.file = Some(PathBuf::from(value)),
-            "decision_log.queue_capacity" => {
-                fc.decision_log.queue_capacity = Some(number(value)?);
-            }
-            "decision_log.include_arguments" => {
-                fc.decision_log.include_arguments = Some(boolean(value)?);
-            }
-            "decision_log.redact" => fc.decision_log.redact = Some(list(value)),
-            "decisions.allow_user_only" => fc.decisions.allow_user_only = Some(boolean(value)?),
-            listener if listener.starts_with("listeners.") => {
-                let l = &mut fc.listeners;
-                let slot = match listener {
-                    "listeners.header_read_timeout_secs" => &mut l.header_read_timeout_secs,
-                    "listeners.idle_timeout_secs" => &mut l.idle_timeout_secs,
-                    "listeners.keepalive_interval_secs" => &mut l.keepalive_interval_secs,
-                    "listeners.keepalive_timeout_secs" => &mut l.keepalive_timeout_secs,
-                    "listeners.request_timeout_secs" => &mut l.request_timeout_secs,
-                    "listeners.grpc_max_connections" => &mut l.grpc_max_connections,
-                    "listeners.http_max_connections" => &mut l.http_max_connections,
-                    "listeners.admin_max_connections" => &mut l.admin_max_connections,
-                    "listeners.reserved_descriptors" => &mut l.reserved_descriptors,
+                reason,
+            })?;
+        let (section, key) = match setting.key.split_once('.') {
+            Some((section, key)) => {
+                let entry = table
+                    .entry(section)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                match entry {
+                    toml::Value::Table(t) => (t, key),
+                    // The file was checked against the structure: a section is a table.
                     _ => return Err(ConfigError::UnknownEnv(name.clone())),
-                };
-                *slot = Some(number(value)?);
+                }
             }
-            _ => return Err(ConfigError::UnknownEnv(name.clone())),
+            None => (&mut *table, setting.key),
+        };
+        section.insert(key.to_owned(), value);
+        origins.insert(setting.key.into(), origin);
+    }
+    Ok(())
+}
+
+/// Make the relative paths written in the file relative to the file's directory.
+fn resolve_file_paths(table: &mut toml::Table, base_dir: &Path) -> Result<(), ConfigError> {
+    for s in SETTINGS.iter().filter(|s| s.kind == ValueKind::Path) {
+        let slot = match s.key.split_once('.') {
+            Some((section, key)) => table
+                .get_mut(section)
+                .and_then(toml::Value::as_table_mut)
+                .and_then(|t| t.get_mut(key)),
+            None => table.get_mut(s.key),
+        };
+        if let Some(toml::Value::String(p)) = slot
+            && Path::new(p.as_str()).is_relative()
+        {
+            let joined = base_dir.join(p.as_str());
+            *p = joined
+                .to_str()
+                .ok_or_else(|| ConfigError::Value {
+                    key: s.key.into(),
+                    origin: "the config file".into(),
+                    reason: format!(
+                        "the config file's directory `{}` is not valid UTF-8: give an absolute path",
+                        base_dir.display()
+                    ),
+                })?
+                .to_owned();
         }
-        origins.insert((*key).into(), origin);
     }
     Ok(())
 }
@@ -1246,15 +1539,6 @@ mod tests {
             (Some(12), Some(13), Some(14))
         );
         assert_eq!(l.reserved_descriptors, 0);
-        // Every key has its environment variable.
-        for (name, key) in ENV_KEYS {
-            if key.starts_with("listeners.") {
-                assert_eq!(
-                    *name,
-                    format!("MCP_AUTHZ_{}", key.replace('.', "_").to_uppercase())
-                );
-            }
-        }
     }
 
     #[test]
@@ -1319,6 +1603,349 @@ mod tests {
                 .expect_err(name)
                 .to_string();
             assert!(err.contains(name) && !err.contains('\n'), "{err}");
+        }
+    }
+
+    /// A value `Config::load` accepts for `s` from the environment: its default, or a
+    /// sample for settings without one (a file is made in `dir` where one is read).
+    fn sample(s: &Setting, dir: &Path) -> String {
+        if let Some(d) = s.default {
+            return d.to_owned();
+        }
+        match s.key {
+            "admin_listen" => "127.0.0.1:9901".into(),
+            "envoy.default_server" => "docs".into(),
+            "authzen.base_url" => "https://pdp.example.com".into(),
+            "admin.token_file" => dir.join("admin.token").display().to_string(),
+            "decision_log.file" => dir.join("decisions.jsonl").display().to_string(),
+            "grpc.trusted_caller_token_file" => {
+                let path = dir.join("gateway.secret");
+                std::fs::write(&path, "a-secret-of-more-than-16-characters").expect("write");
+                path.display().to_string()
+            }
+            k if k.ends_with("_max_connections") => "100".into(),
+            k => panic!("no sample value for `{k}`: give it a default or a sample here"),
+        }
+    }
+
+    fn readme() -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .expect("README.md")
+    }
+
+    #[test]
+    fn every_setting_has_one_variable_and_is_a_key_of_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut names = std::collections::BTreeSet::new();
+        let mut toml_text = String::new();
+        for s in SETTINGS {
+            assert_eq!(Setting::by_key(s.key), Some(s), "`{}` twice", s.key);
+            let Some(name) = s.env() else {
+                assert_eq!(s.kind, ValueKind::FileOnly);
+                continue;
+            };
+            assert_eq!(
+                name,
+                format!("MCP_AUTHZ_{}", s.key.replace('.', "_").to_uppercase())
+            );
+            assert!(names.insert(name.clone()), "`{name}` names two settings");
+            assert_eq!(Setting::by_env(&name), Some(s));
+            // Accepted from the environment, and recorded as coming from there.
+            let value = sample(s, dir.path());
+            if let Err(e) = Config::load(None, &env(&[(&name, &value)]), &Overrides::default()) {
+                panic!("`{name}={value}` is refused: {e}");
+            }
+            // The same value is a key of the file (whose sections refuse unknown keys).
+            let v = s.value_of(&value).expect("valid");
+            toml_text.push_str(&format!("{} = {v}\n", s.key));
+        }
+        let file: FileConfig = toml::from_str(&toml_text)
+            .unwrap_or_else(|e| panic!("the settings are not all keys of the file: {e}"));
+        assert_eq!(file.cache.ttl_secs, Some(60));
+        // Names that differ only in case, or that name a file-only setting, are refused.
+        for name in [
+            "MCP_AUTHZ_cache_ttl_secs",
+            "MCP_AUTHZ_CACHE_TTL",
+            "MCP_AUTHZ_ISSUERS",
+        ] {
+            let err = Config::load(None, &env(&[(name, "1")]), &Overrides::default())
+                .expect_err(name)
+                .to_string();
+            assert!(err.contains(name) && !err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn every_key_of_the_file_is_a_setting() {
+        use serde_reflection::{ContainerFormat, Format, Tracer, TracerConfig};
+        let mut tracer = Tracer::new(TracerConfig::default());
+        tracer
+            .trace_simple_type::<FileConfig>()
+            .expect("trace FileConfig");
+        // Enum variants are not needed: only the structs' field names are.
+        let registry = tracer.registry_unchecked();
+        let fields = |name: &str| match registry.get(name) {
+            Some(ContainerFormat::Struct(fields)) => Some(fields.clone()),
+            _ => None,
+        };
+        let mut keys = std::collections::BTreeSet::new();
+        for top in fields("FileConfig").expect("a struct") {
+            let section = match &top.value {
+                Format::TypeName(t) => fields(t),
+                _ => None,
+            };
+            match section {
+                Some(inner) => {
+                    keys.extend(inner.iter().map(|f| format!("{}.{}", top.name, f.name)))
+                }
+                None => {
+                    keys.insert(top.name.clone());
+                }
+            }
+        }
+        let table: std::collections::BTreeSet<String> =
+            SETTINGS.iter().map(|s| s.key.to_owned()).collect();
+        assert_eq!(
+            keys, table,
+            "the file's keys and the table of settings differ"
+        );
+    }
+
+    #[test]
+    fn the_defaults_in_the_table_are_the_defaults() {
+        let default = format!(
+            "{:?}",
+            Config::load(None, &env(&[]), &Overrides::default()).expect("config")
+        );
+        for s in SETTINGS {
+            let (Some(name), Some(value)) = (s.env(), s.default) else {
+                continue;
+            };
+            let c = Config::load(None, &env(&[(&name, value)]), &Overrides::default())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                format!("{c:?}"),
+                default,
+                "the default of `{}` is not `{value}`",
+                s.key
+            );
+        }
+    }
+
+    #[test]
+    fn the_cache_variables_are_settings() {
+        let e = env(&[
+            ("MCP_AUTHZ_CACHE_ENABLED", "false"),
+            ("MCP_AUTHZ_CACHE_MAX_ENTRIES", "5"),
+            ("MCP_AUTHZ_CACHE_TTL_SECS", "7"),
+        ]);
+        let c = Config::load(None, &e, &Overrides::default()).expect("config");
+        assert!(!c.cache.enabled);
+        assert_eq!(c.cache.max_entries, 5);
+        assert_eq!(c.cache.ttl, Duration::from_secs(7));
+        // The environment overrides the file.
+        let (_d, path) = write("[cache]\nenabled = true\nmax_entries = 9\n");
+        let c = Config::load(Some(&path), &e, &Overrides::default()).expect("config");
+        assert_eq!((c.cache.enabled, c.cache.max_entries), (false, 5));
+        for (name, value) in [
+            ("MCP_AUTHZ_CACHE_ENABLED", "yes"),
+            ("MCP_AUTHZ_CACHE_MAX_ENTRIES", "-1"),
+            ("MCP_AUTHZ_CACHE_TTL_SECS", "0"),
+            ("MCP_AUTHZ_CACHE_TTL_SECS", "9223372036854775808"),
+            ("MCP_AUTHZ_SPIFFE_APPLICATION_ID", "k8s"),
+            ("MCP_AUTHZ_LOG_FORMAT", "yaml"),
+        ] {
+            let err = Config::load(None, &env(&[(name, value)]), &Overrides::default())
+                .expect_err(name)
+                .to_string();
+            assert!(err.contains(name) && !err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn paths_are_relative_to_the_file_only_when_written_there() {
+        let (d, path) = write(
+            "policies = \"p\"\n[admin]\ntoken_file = \"t\"\n[decision_log]\nfile = \"/abs/d.jsonl\"\n[grpc]\ntrusted_caller_token_file = \"s\"\n",
+        );
+        std::fs::write(d.path().join("s"), "a-secret-of-more-than-16-characters").expect("write");
+        let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!(c.policies, d.path().join("p"));
+        assert_eq!(c.admin_token_file, Some(d.path().join("t")));
+        assert_eq!(c.decision_log.file, Some(PathBuf::from("/abs/d.jsonl")));
+        assert!(c.trusted_caller_token.is_some());
+        let e = env(&[
+            ("MCP_AUTHZ_POLICIES", "q"),
+            ("MCP_AUTHZ_ADMIN_TOKEN_FILE", "u"),
+        ]);
+        let c = Config::load(Some(&path), &e, &Overrides::default()).expect("config");
+        assert_eq!(c.policies, PathBuf::from("q"));
+        assert_eq!(c.admin_token_file, Some(PathBuf::from("u")));
+    }
+
+    #[test]
+    fn the_readme_documents_every_setting_and_only_settings() {
+        let readme = readme();
+        // The table of settings is the one rendered from `SETTINGS`.
+        let start = "<!-- settings: generated from `SETTINGS` in src/config.rs -->\n";
+        let end = "<!-- /settings -->";
+        let (Some(a), Some(b)) = (readme.find(start), readme.find(end)) else {
+            panic!("README.md has no `{}` ... `{end}` block", start.trim());
+        };
+        let documented = &readme[a + start.len()..b];
+        let rendered = settings_markdown();
+        if documented != rendered {
+            if std::env::var_os("UPDATE_README").is_some() {
+                let updated = format!("{}{rendered}{}", &readme[..a + start.len()], &readme[b..]);
+                std::fs::write(
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
+                    updated,
+                )
+                .expect("write README.md");
+            } else {
+                panic!(
+                    "README.md's table of settings is out of date (UPDATE_README=1 rewrites it); it should be:\n{rendered}"
+                );
+            }
+        }
+        // Every variable the README names anywhere is accepted.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut seen = 0;
+        for (i, _) in readme.match_indices("MCP_AUTHZ_") {
+            let name: String = readme[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            let next = readme[i + name.len()..].chars().next();
+            // `MCP_AUTHZ_<SECTION>_<KEY>`, `MCP_AUTHZ_*` and the prefix alone are patterns.
+            if matches!(next, Some('<' | '*')) || name == "MCP_AUTHZ_" || name == CONFIG_ENV {
+                continue;
+            }
+            let Some(s) = Setting::by_env(&name).filter(|s| s.kind != ValueKind::FileOnly) else {
+                panic!("README.md names `{name}`, which is no setting");
+            };
+            let value = sample(s, dir.path());
+            Config::load(None, &env(&[(&name, &value)]), &Overrides::default())
+                .unwrap_or_else(|e| panic!("README.md's `{name}={value}` is refused: {e}"));
+            seen += 1;
+        }
+        assert!(seen >= SETTINGS.len() - 1, "{seen}");
+        // The example configuration file of the README is a valid file.
+        let example = readme
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a toml block");
+        assert!(example.contains("[listeners]"), "{example}");
+        let file: FileConfig = toml::from_str(example)
+            .unwrap_or_else(|e| panic!("README.md's example is not a valid file: {e}"));
+        assert_eq!(file.cache.max_entries, Some(100_000));
+    }
+
+    #[test]
+    fn an_identity_error_is_printed_once() {
+        let (_d, path) = write(
+            "[[issuers]]\nissuer = \"https://idp.example.com\"\naudiences = []\njwks_file = \"k.json\"\n",
+        );
+        let err = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect_err("bad");
+        let inner = match &err {
+            ConfigError::Identity(inner) => inner.to_string(),
+            other => panic!("{other}"),
+        };
+        assert_eq!(err.to_string().matches(&inner).count(), 1, "{err}");
+        // What the message already says is not also its source: `{e:#}`-style chains
+        // (anyhow, miette) would print it twice.
+        assert!(std::error::Error::source(&err).is_none());
+    }
+
+    /// The variants of the thiserror enums in `text` whose message shows their source
+    /// (`#[from]`, `#[source]`, or a field named `source`): such an error prints its
+    /// inner error twice wherever the chain of sources is printed too.
+    fn messages_repeating_their_source(text: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        // Each variant: from its `#[error(...)]` to the next one or the enum's end.
+        for part in text.split("#[error(").skip(1) {
+            let variant = part.split("\n}").next().unwrap_or(part);
+            let (message, fields) = variant.split_once(")]").unwrap_or((variant, ""));
+            let mut sources = Vec::new();
+            if fields.contains("(#[from]") || fields.contains("(#[source]") {
+                sources.push("0".to_owned());
+            }
+            for marker in ["#[from]", "#[source]"] {
+                for after in fields.split(marker).skip(1) {
+                    let after = after.trim_start();
+                    let name: String = after
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    if !name.is_empty() && after[name.len()..].starts_with(':') {
+                        sources.push(name);
+                    }
+                }
+            }
+            // A field named `source` is the source without an attribute.
+            if fields.match_indices("source:").any(|(i, _)| {
+                !fields[..i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+            }) {
+                sources.push("source".into());
+            }
+            for name in sources {
+                if message.contains(&format!("{{{name}}}"))
+                    || message.contains(&format!("{{{name}:"))
+                {
+                    found.push(format!("{message} ({name})"));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn no_error_message_repeats_its_source() {
+        // The scan finds each way of writing the mistake, and not the right ways.
+        let sample = r#"
+enum E {
+    #[error("a: {0}")]
+    A(#[from] X),
+    #[error("b: {inner}")]
+    B { #[source] inner: X },
+    #[error("c: {source:?}")]
+    C { source: X },
+    #[error("d")]
+    D(#[from] X),
+    #[error("e: {0}")]
+    E(X),
+}
+"#;
+        assert_eq!(messages_repeating_their_source(sample).len(), 3, "{sample}");
+        fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).expect("read_dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    rust_files(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        rust_files(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        assert!(files.len() > 20, "{files:?}");
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("read");
+            // This file's tests hold the sample above: its code is checked without them.
+            let code = if file.ends_with("src/config.rs") {
+                text.split("#[cfg(test)]").next().unwrap_or(&text)
+            } else {
+                &text
+            };
+            let found = messages_repeating_their_source(code);
+            assert!(found.is_empty(), "{}: {found:?}", file.display());
         }
     }
 }

@@ -401,6 +401,61 @@ fn human_output_explains_each_principal() {
     );
 }
 
+/// `--json` names the file and line of each determining policy, as the text does.
+#[test]
+fn json_output_has_the_origin_of_each_determining_policy() {
+    let out = run(bin()
+        .args([
+            "check",
+            "--json",
+            "--action",
+            "tools/call",
+            "--resource",
+            "docs/delete_document",
+            "--user",
+            "dave",
+            "--app",
+            "corpassist",
+            "--policies",
+        ])
+        .arg(reference_policies()));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let d: Value = serde_json::from_str(&stdout).expect("json");
+    let evaluations = d["evaluations"].as_array().expect("evaluations");
+    assert_eq!(evaluations.len(), 2, "{stdout}");
+    let human = run(bin()
+        .args([
+            "check",
+            "--action",
+            "tools/call",
+            "--resource",
+            "docs/delete_document",
+            "--user",
+            "dave",
+            "--app",
+            "corpassist",
+            "--policies",
+        ])
+        .arg(reference_policies()));
+    let (human, _) = text(&human);
+    for e in evaluations {
+        let ids = e["policies"].as_array().expect("ids");
+        let origins = e["origins"].as_array().expect("origins");
+        assert!(!ids.is_empty(), "{e}");
+        assert_eq!(ids.len(), origins.len(), "{e}");
+        for (id, origin) in ids.iter().zip(origins) {
+            assert_eq!(&origin["id"], id);
+            let file = origin["file"].as_str().expect("file");
+            let line = origin["line"].as_u64().expect("line");
+            assert!(file.ends_with(".cedar") && line > 0, "{origin}");
+            // The same place the text output names.
+            let id = id.as_str().expect("id");
+            assert!(human.contains(&format!("{id} ({file}:{line})")), "{human}");
+        }
+    }
+}
+
 #[test]
 fn server_flag_qualifies_a_bare_name() {
     let out = run(bin()

@@ -119,6 +119,8 @@ fn the_application_from_azp_is_the_one_evaluated() {
 #[test]
 fn a_refused_token_is_a_deny_with_its_reason_and_never_printed() {
     let s = setup();
+    let other_issuer = support::claims_with(json!({ "iss": "https://evil.example" }));
+    let header = |alg: &str, kid: &str| json!({ "alg": alg, "kid": kid, "typ": "JWT" });
     let cases = [
         (
             s.key.sign(&claims_with(json!({ "exp": now() - 3600 }))),
@@ -132,17 +134,57 @@ fn a_refused_token_is_a_deny_with_its_reason_and_never_printed() {
             TestKey::rsa(2, "k1").sign(&support::claims()),
             "token_bad_signature",
         ),
+        (s.key.sign(&other_issuer), "token_wrong_issuer"),
+        (
+            s.key.sign(&claims_with(json!({ "exp": null }))),
+            "token_missing_exp",
+        ),
+        (
+            s.key
+                .sign_with_header(&header("RS256", "k9"), &support::claims()),
+            "token_unknown_kid",
+        ),
+        (
+            format!(
+                "{}.{}.",
+                support::b64(header("none", "k1").to_string()),
+                support::b64(support::claims().to_string())
+            ),
+            "token_unsigned",
+        ),
+        ("not-a-token-at-all".to_owned(), "token_malformed"),
     ];
-    for (token, reason) in cases {
+    for (token, class) in cases {
+        // `--json`: the decision object on stdout, with the token error's class.
         let (code, out, err) = check(&s, &token, &GET_DOCUMENT);
-        assert_eq!(code, 1, "{err}");
-        assert!(out.is_empty());
-        assert!(err.contains(reason), "{reason}: {err}");
+        assert_eq!(code, 1, "{class}: {err}");
+        let d = decision(&out);
+        assert_eq!(d["decision"], "deny", "{out}");
+        assert_eq!(d["token_error"]["class"], class, "{out}");
+        let reason = d["reason"].as_str().expect("reason");
+        assert!(reason.starts_with("unauthenticated: "), "{reason}");
+        assert_eq!(d["evaluations"], json!([]), "{out}");
+        assert_eq!(d["action"], "Mcp::Action::\"tools/call\"", "{out}");
+        assert!(err.contains(class), "{class}: {err}");
+        // Text: the deny and its reason on stdout.
+        let text_out = run(bin()
+            .args(["check", "--config"])
+            .arg(s.dir.path().join("mcp-authz.toml"))
+            .args(["--token", &token])
+            .args(GET_DOCUMENT));
+        let (stdout, _) = text(&text_out);
+        assert_eq!(text_out.status.code(), Some(1));
+        assert!(stdout.starts_with("DENY: "), "{stdout}");
+        assert!(stdout.contains(&format!("reason: {reason}")), "{stdout}");
+        // The token is never printed.
         let signature = token.rsplit('.').next().expect("signature");
-        assert!(
-            !err.contains(signature) && !err.contains(&token[..40]),
-            "token printed: {err}"
-        );
+        for printed in [&out, &err, &stdout] {
+            assert!(
+                (signature.len() < 8 || !printed.contains(signature))
+                    && !printed.contains(&token[..token.len().min(40)]),
+                "token printed: {printed}"
+            );
+        }
     }
 }
 

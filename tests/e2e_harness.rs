@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use e2e::{
     ClientOptions, Envoy, McpAuthz, McpServer, Protocol, demo_config, e2e_dir, envoy_example,
     envoy_vars, listening_line, raw_post, reference_policies, run_client, run_client_opts,
-    run_client_with, step_text, substitute, unused_port, validate_envoy_config,
+    run_client_with, step_text, substitute, unused_port, validate_envoy_config, venv,
 };
 use serde_json::{Value, json};
 
@@ -499,4 +499,96 @@ fn mcp_authz_helper_starts_stops_and_restarts_on_the_same_ports() {
         authz.log()
     );
     assert!(authz.log().contains("--- restart ---"));
+}
+
+/// Without the Python environment, the end-to-end tests end with one clear message that
+/// says to run `scripts/test`: no panic, no message per test.
+#[test]
+fn a_missing_venv_is_one_clear_message() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "--exact",
+            "envoy_configs_pass_envoy_validate",
+            "real_client_reports_403_and_401_with_status_and_details",
+            "failures_end_fast_and_never_hang",
+        ])
+        .env("MCP_AUTHZ_E2E_VENV", empty.path())
+        .output()
+        .expect("run the test binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(stderr.matches("`scripts/test`").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&empty.path().join("bin/python").display().to_string()),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stdout.contains("panicked"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+/// Run `examples/envoy/demo.sh` with the built binary, the test venv and free ports;
+/// `env` is added to its environment (the developer's `MCP_AUTHZ_*` are not passed).
+/// Its exit code, its output and how long it took.
+fn run_demo(env: &[(&str, &str)]) -> (Option<i32>, String, Duration) {
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(e2e::repo().join("examples/envoy/demo.sh"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MCP_AUTHZ_") || k.starts_with("DEMO_") {
+            cmd.env_remove(k);
+        }
+    }
+    for name in [
+        "DEMO_ENVOY_PORT",
+        "DEMO_ENVOY_ADMIN_PORT",
+        "DEMO_AUTHZ_GRPC_PORT",
+        "DEMO_AUTHZ_HTTP_PORT",
+        "DEMO_DOCS_PORT",
+        "DEMO_PROJECTS_PORT",
+    ] {
+        cmd.env(name, unused_port().to_string());
+    }
+    cmd.env("DEMO_VENV", venv())
+        .env("DEMO_MCP_AUTHZ_BIN", env!("CARGO_BIN_EXE_mcp-authz"))
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let started = Instant::now();
+    let child = cmd.spawn().expect("run demo.sh");
+    let out = child.wait_with_output().expect("demo output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text, started.elapsed())
+}
+
+/// The demo runs end to end on an existing virtualenv and a given binary, and a process
+/// it started that exits makes it stop at once with that process's log.
+#[test]
+fn the_demo_runs_and_fails_fast() {
+    let (code, out, _) = run_demo(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ALLOW get_document"), "{out}");
+    assert!(out.contains("DENY  delete_document: HTTP 403"), "{out}");
+    assert!(
+        out.contains("reached the docs server: ['get_document']"),
+        "{out}"
+    );
+    // mcp-authz refuses a bad setting and exits 2: the demo says so at once, with its log
+    // (it used to wait 30 s in silence).
+    let (code, out, took) = run_demo(&[("MCP_AUTHZ_CACHE_TTL_SECS", "soon")]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("mcp-authz exited (status 2)"), "{out}");
+    assert!(out.contains("MCP_AUTHZ_CACHE_TTL_SECS"), "{out}");
+    assert!(took < Duration::from_secs(20), "{took:?}: {out}");
+    // The old name of the binary override is refused with its new name.
+    let (code, out, _) = run_demo(&[("MCP_AUTHZ_BIN", "/nonexistent")]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("DEMO_MCP_AUTHZ_BIN"), "{out}");
 }

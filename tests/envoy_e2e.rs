@@ -211,9 +211,14 @@ fn raw_checks(mesh: &Mesh, url: &str) {
     let mut big = br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"search_documents","arguments":{"query":""#.to_vec();
     big.extend(std::iter::repeat_n(b'a', 1_200_000));
     big.extend(br#""}}}"#);
+    // Envoy may answer before the client has sent the whole body and close the
+    // connection; the client's unsent bytes then reset it, and the answer can be
+    // lost on the way (status 0). Either way the request is refused: nothing
+    // reaches the server (checked below).
+    let refused = |status: u16| status == 400 || status == 413 || status == 0;
     let truncated = raw_post(url, &headers, &big);
     assert!(
-        truncated.status == 400 || truncated.status == 413,
+        refused(truncated.status),
         "{} {}",
         truncated.status,
         truncated.text()
@@ -224,12 +229,7 @@ fn raw_checks(mesh: &Mesh, url: &str) {
         let mut h = headers.to_vec();
         h.extend(forged.iter().map(|v| ("x-envoy-auth-partial-body", *v)));
         let r = raw_post(url, &h, &big);
-        assert!(
-            r.status == 400 || r.status == 413,
-            "{forged:?}: {} {}",
-            r.status,
-            r.text()
-        );
+        assert!(refused(r.status), "{forged:?}: {} {}", r.status, r.text());
     }
     // A 2025-03-26 batch with one forbidden call.
     let batch = br#"[{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_document","arguments":{"document_id":"titan/q1-strategy"}}},{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"delete_document","arguments":{"document_id":"x"}}}]"#;

@@ -16,8 +16,8 @@ use envoy_types::pb::envoy::service::auth::v3::{
 };
 use identity_support::{AUDIENCE, ISSUER, TestKey, claims_with, jwks};
 use mcp_authz::api::proto::v1::{
-    CheckRequest, Identity, McpRequest, VerifiedIdentity, authorizer_client::AuthorizerClient,
-    check_request,
+    CheckRequest, FilterListRequest, Identity, McpRequest, Names, VerifiedIdentity,
+    authorizer_client::AuthorizerClient, check_request, filter_list_request,
 };
 use prost_types::{Struct, Value as PbValue, value::Kind};
 use serde_json::{Value, json};
@@ -339,6 +339,41 @@ async fn a_user_without_an_application_is_denied_on_every_interface() {
         .into_inner();
     assert!(!r.allowed, "{r:?}");
     assert!(r.reason.contains("names no application"), "{}", r.reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_for_a_user_without_an_application_shows_nothing() {
+    let s = start("");
+    let mut gw = gateway(&s.server.grpc).await;
+    let list = |identity: Identity| FilterListRequest {
+        identity: Some(identity),
+        server: "docs".into(),
+        method: "tools/list".into(),
+        list: Some(filter_list_request::List::Names(Names {
+            names: vec!["get_document".into(), "search_documents".into()],
+        })),
+        ..FilterListRequest::default()
+    };
+    let with_app = gw
+        .filter_list(tonic::Request::new(list(bearer(
+            s.token("alice", json!({ "azp": "corpassist" })),
+        ))))
+        .await
+        .expect("filter")
+        .into_inner();
+    assert_eq!(with_app.allowed, ["get_document", "search_documents"]);
+    for identity in [
+        bearer(s.token("alice", json!({}))),
+        bearer(s.token("alice", json!({ "cid": "corpassist" }))),
+    ] {
+        let lone = gw
+            .filter_list(tonic::Request::new(list(identity)))
+            .await
+            .expect("filter")
+            .into_inner();
+        assert!(lone.allowed.is_empty(), "{lone:?}");
+        assert_eq!(lone.denied.len(), 2, "{lone:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,16 @@
 
 mod http_support;
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use http_support::{Capture, app, post_with, reference};
+use mcp_authz::api::ext_authz::DECISION_ID_HEADER;
+use mcp_authz::api::http::{HttpState, main_router};
+use mcp_authz::api::services::{Ready, Services};
+use mcp_authz::authz::Engine;
+use mcp_authz::identity::{IdentityConfig, Resolver};
+use mcp_authz::policy::PolicyStore;
 use serde_json::{Value, json};
 
 fn call(user: &str, agent: &str, tool: &str) -> Value {
@@ -80,4 +88,71 @@ async fn spans_carry_decision_and_trace_ids_but_no_secrets() {
         !text.to_ascii_lowercase().contains("authorization"),
         "{text}"
     );
+
+    // The main listener as `serve` composes it: the HTTP ext_authz mode gets the same
+    // span and `X-Request-ID` echo as every other route.
+    let store = Arc::new(PolicyStore::open(&reference()).expect("policies"));
+    let engine = Engine::new(store);
+    let resolver = Resolver::new(&IdentityConfig::default(), std::path::Path::new("."))
+        .await
+        .expect("resolver");
+    let ready = Ready::with(Services {
+        engine: engine.clone(),
+        resolver: resolver.clone(),
+        trusted_caller_token: None,
+        envoy_default_server: None,
+    });
+    let main = main_router(
+        Arc::new(HttpState {
+            resolver: Some(resolver),
+            ..HttpState::new(engine)
+        }),
+        ready,
+    );
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get_document"}});
+    for (path, request_id) in [("/ext_authz/mcp", "req-11"), ("/ext_authz", "req-12")] {
+        let r = post_with(
+            &main,
+            path,
+            &ping,
+            &[
+                ("x-mcp-authz-server", "docs"),
+                ("x-request-id", request_id),
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            ],
+        )
+        .await;
+        assert_eq!(r.header("x-request-id"), Some(request_id), "{}", r.text);
+        let decision_id = r.header(DECISION_ID_HEADER).expect("decision id");
+        let text = capture.text();
+        let span = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["fields"]["message"] == "request handled")
+            .map(|l| l["span"].clone())
+            .find(|s| s["request_id"] == request_id)
+            .unwrap_or_else(|| panic!("no span for {path}: {text}"));
+        assert_eq!(span["name"], "http.request");
+        assert!(
+            span["route"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("/ext_authz")),
+            "{span}"
+        );
+        assert_eq!(span["decision_id"], decision_id);
+        assert_eq!(span["status"], r.status.as_u16());
+        assert_eq!(span["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+    // The AuthZEN routes keep theirs in the composed router too.
+    let r = post_with(
+        &main,
+        "/access/v1/evaluation",
+        &call("alice", "corpassist", "docs/get_document"),
+        &[("x-request-id", "req-13")],
+    )
+    .await;
+    assert_eq!(r.header("x-request-id"), Some("req-13"));
 }

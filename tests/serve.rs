@@ -117,3 +117,135 @@ fn json_logs_on_request() {
     let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
     assert_eq!(json["policies"], 14);
 }
+
+/// Every documented variable reaches `serve` (the cache ones were once refused as
+/// unknown, and `serve` exited 2).
+#[test]
+fn cache_settings_from_the_environment_reach_serve() {
+    let policies = reference_policies();
+    let gauge = "mcp_authz_decision_cache_entries";
+    let metrics = |server: &Server| http_get(&server.http, "/metrics").expect("metrics").1;
+    let on = Server::start_with_env(
+        &[],
+        &policies,
+        &[
+            ("MCP_AUTHZ_CACHE_MAX_ENTRIES", "10"),
+            ("MCP_AUTHZ_CACHE_TTL_SECS", "5"),
+        ],
+    );
+    assert!(metrics(&on).contains(gauge));
+    let off = Server::start_with_env(&[], &policies, &[("MCP_AUTHZ_CACHE_ENABLED", "false")]);
+    assert!(!metrics(&off).contains(gauge), "{}", metrics(&off));
+    // A bad value is one line and exit 2, naming the variable.
+    let out = run(bin()
+        .args(["serve", "--policies"])
+        .arg(&policies)
+        .env("MCP_AUTHZ_CACHE_TTL_SECS", "soon"));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("MCP_AUTHZ_CACHE_TTL_SECS"), "{stderr}");
+}
+
+/// What a reflection client learns: the listed services, and the files that the
+/// service `symbol` is in.
+struct Reflected {
+    services: Vec<String>,
+    files: Vec<prost_types::FileDescriptorProto>,
+}
+
+/// Ask the reflection service at `addr` (version `v1` or `v1alpha`, same messages in
+/// another package) for its services and for the file of `symbol`.
+macro_rules! reflect {
+    ($version:ident, $addr:expr, $symbol:expr) => {{
+        use prost::Message;
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", $addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = ServerReflectionClient::new(channel);
+        let requests = [
+            MessageRequest::ListServices(String::new()),
+            MessageRequest::FileContainingSymbol($symbol.to_owned()),
+        ]
+        .map(|r| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(r),
+        });
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter(requests))
+            .await
+            .expect("reflection answers")
+            .into_inner();
+        let mut reflected = Reflected {
+            services: Vec::new(),
+            files: Vec::new(),
+        };
+        while let Some(answer) = answers.message().await.expect("answer") {
+            match answer.message_response.expect("a response") {
+                MessageResponse::ListServicesResponse(list) => {
+                    reflected.services = list.service.into_iter().map(|s| s.name).collect();
+                }
+                MessageResponse::FileDescriptorResponse(files) => {
+                    reflected.files = files
+                        .file_descriptor_proto
+                        .iter()
+                        .map(|b| {
+                            prost_types::FileDescriptorProto::decode(b.as_slice()).expect("a file")
+                        })
+                        .collect();
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        reflected
+    }};
+}
+
+/// Reflection answers in both versions (grpcurl 1.8 speaks only v1alpha), listing and
+/// describing our API, health and reflection (Envoy's ext_authz is served, not reflected).
+#[test]
+fn grpc_reflection_answers_v1_and_v1alpha_for_every_service() {
+    let server = Server::start(&[], &reference_policies());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let expected = [
+        "mcp_authz.v1.Authorizer",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    runtime.block_on(async {
+        for symbol in ["mcp_authz.v1.Authorizer", "grpc.health.v1.Health"] {
+            let (package, service) = symbol.rsplit_once('.').expect("qualified");
+            for (version, reflected) in [
+                ("v1", reflect!(v1, server.grpc, symbol)),
+                ("v1alpha", reflect!(v1alpha, server.grpc, symbol)),
+            ] {
+                let mut services = reflected.services.clone();
+                services.sort();
+                let mut want = expected.map(str::to_owned).to_vec();
+                want.sort();
+                assert_eq!(services, want, "{version}");
+                let file = reflected
+                    .files
+                    .iter()
+                    .find(|f| f.package() == package)
+                    .unwrap_or_else(|| panic!("{version}: no file of `{symbol}`"));
+                let methods: Vec<&str> = file
+                    .service
+                    .iter()
+                    .filter(|s| s.name() == service)
+                    .flat_map(|s| s.method.iter().map(|m| m.name()))
+                    .collect();
+                assert!(methods.contains(&"Check"), "{version}: {methods:?}");
+            }
+        }
+    });
+}

@@ -725,7 +725,9 @@ impl Authorization for ExtAuthzGrpc {
 
 // ---- HTTP mode ----
 
-/// The routes of the HTTP mode: every method and path under `/ext_authz`.
+/// The routes of the HTTP mode: every method and path under `/ext_authz`, without the
+/// request layer: the listener serves them through [`super::http::main_router`], which
+/// puts them under it with the other routes.
 pub fn http_router(ready: Ready) -> axum::Router {
     axum::Router::new()
         .route("/ext_authz", axum::routing::any(http_check))
@@ -775,7 +777,10 @@ async fn http_check(
         )),
         ..EnvoyRequest::default()
     };
-    http_response(decide(services, request, Interface::ExtAuthzHttp).await)
+    let answer = decide(services, request, Interface::ExtAuthzHttp).await;
+    let (EnvoyAnswer::Allow { decision_id, .. } | EnvoyAnswer::Deny { decision_id, .. }) = &answer;
+    tracing::Span::current().record("decision_id", decision_id.as_str());
+    http_response(answer)
 }
 
 fn http_response(answer: EnvoyAnswer) -> Response {

@@ -38,7 +38,7 @@ use tracing::Instrument;
 use super::mcp_check::{
     Asserted, Assertion, CALLER_TOKEN_HEADER, CallOutcome, CallerTrust, Credentials,
     FORBIDDEN_CODE, UNAUTHENTICATED_CODE, UntrustedAssertion, Verdict, admit, decide_calls,
-    decide_on, decision_meta, forbidden_message, off_workers, request_for, resolve,
+    decision_meta, forbidden_message, off_workers, request_for, resolve,
 };
 use super::pbjson::struct_to_json;
 use super::proto::v1::{
@@ -742,7 +742,7 @@ struct ListJob<'e> {
     identity: Identity,
     extra: Map<String, Value>,
     names: Vec<String>,
-    calls: Vec<McpCall>,
+    calls: Vec<Option<McpCall>>,
     result: Option<ListResult>,
     snapshot: Arc<crate::policy::Snapshot>,
     started: Instant,
@@ -773,13 +773,12 @@ impl<'e> ListJob<'e> {
         if names.len() > max {
             return Err(ListRefusal::TooMany(names.len()));
         }
-        let mut calls = Vec::with_capacity(names.len());
-        for (i, name) in names.iter().enumerate() {
-            match use_call(kind.use_method, name) {
-                Ok(call) => calls.push(call),
-                Err(e) => return refuse(format!("entry {i} cannot be used: {e}")),
-            }
-        }
+        // An entry that no request can use (a URI without a normal form, say) is
+        // hidden: nobody may use it.
+        let calls = names
+            .iter()
+            .map(|name| use_call(kind.use_method, name).ok())
+            .collect();
         Ok(Self {
             engine,
             meta,
@@ -802,8 +801,11 @@ impl<'e> ListJob<'e> {
     /// Whether entry `i` is shown: decided exactly as using it would be, with no
     /// arguments.
     fn decide(&self, i: usize) -> bool {
-        let request = request_for(&self.calls[i], &self.server, &self.identity, &self.extra);
-        decide_on(self.engine, &self.snapshot, &request).allow
+        let Some(Some(call)) = self.calls.get(i) else {
+            return false;
+        };
+        let request = request_for(call, &self.server, &self.identity, &self.extra);
+        self.engine.decide_on(&self.snapshot, &request).allow
     }
 
     /// The answer, and the one decision log record of the list.

@@ -43,6 +43,7 @@ use sha2::Digest;
 use tracing::Instrument;
 
 use super::authzen::{self, BadRequest, BatchResult, SearchKind};
+use super::services::Ready;
 use crate::authz::{DecisionMeta, Engine};
 use crate::config::AuthzenSettings;
 use crate::identity::{
@@ -122,8 +123,21 @@ impl HttpState {
     }
 }
 
-/// The routes of the main HTTP listener.
+/// The routes of the main HTTP listener without the HTTP ext_authz mode (which needs
+/// the services of the decision interfaces): AuthZEN, health, metrics, admin with a
+/// token. Every route runs under the request layer ([`observed`]).
 pub fn router(state: Arc<HttpState>) -> Router {
+    observed(routes(state))
+}
+
+/// The main HTTP listener as `serve` runs it: [`router`]'s routes and the HTTP
+/// ext_authz mode under `/ext_authz`, merged first and then put under the one request
+/// layer, so that every route gets the span and the `X-Request-ID` echo.
+pub fn main_router(state: Arc<HttpState>, ready: Ready) -> Router {
+    observed(routes(state).merge(super::ext_authz::http_router(ready)))
+}
+
+fn routes(state: Arc<HttpState>) -> Router {
     let mut r = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -149,20 +163,27 @@ pub fn router(state: Arc<HttpState>) -> Router {
             .route("/v1/policies", get(policies))
             .route("/v1/reload", post(reload));
     }
-    r.route_layer(axum::middleware::from_fn(observe))
-        .with_state(state)
+    r.with_state(state)
 }
 
 /// The routes of the admin listener.
 pub fn admin_router(state: Arc<HttpState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/policies", get(policies))
-        .route("/v1/reload", post(reload))
-        .route_layer(axum::middleware::from_fn(observe))
-        .with_state(state)
+    observed(
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .route("/v1/policies", get(policies))
+            .route("/v1/reload", post(reload))
+            .with_state(state),
+    )
+}
+
+/// The request layer of every HTTP route: its span, the `X-Request-ID` echo and the
+/// trace context ([`observe`]). A route layer applies to the routes present when it is
+/// added: every router of a listener is merged before, never after.
+fn observed(routes: Router) -> Router {
+    routes.route_layer(axum::middleware::from_fn(observe))
 }
 
 /// What the middleware learned about a request, for the handlers.

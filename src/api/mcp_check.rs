@@ -22,15 +22,12 @@
 //! pool, never on the async workers that answer health checks and single
 //! decisions.
 
-use std::sync::Arc;
-
 use serde_json::{Map, Value};
 
 use super::services::{Services, secret_matches};
-use crate::authz::{Decision, DecisionMeta, DecisionRequest, Engine, Interface, Outcome};
+use crate::authz::{DecisionMeta, DecisionRequest, Engine, Interface, Outcome};
 use crate::identity::{AuthnError, Identity, IdentityInput, Resolver, TrustedIdentity};
 use crate::mcp::jsonrpc::McpCall;
-use crate::policy::Snapshot;
 use crate::policy::reads_as;
 use crate::telemetry::TraceContext;
 
@@ -312,27 +309,6 @@ static DECISION_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> =
             std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         )
     });
-
-/// Decide `request` on `snapshot`, through the engine's decision cache: a request
-/// that asks for many decisions decides them all on one snapshot. Nothing is
-/// recorded but cache hits and misses.
-pub fn decide_on(engine: &Engine, snapshot: &Snapshot, request: &DecisionRequest) -> Arc<Decision> {
-    match engine.cache() {
-        Some(cache) => {
-            let (decision, hit) = cache.get_or_compute(snapshot.generation, request, || {
-                crate::authz::decide(snapshot, request)
-            });
-            let metrics = &engine.telemetry().metrics;
-            if hit {
-                metrics.cache_hit();
-            } else {
-                metrics.cache_miss();
-            }
-            decision
-        }
-        None => Arc::new(crate::authz::decide(snapshot, request)),
-    }
-}
 
 /// Prove who asks.
 pub async fn resolve(

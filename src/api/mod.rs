@@ -9,4 +9,5 @@ pub mod listener;
 pub mod mcp_check;
 pub mod pbjson;
 pub mod proto;
+pub mod reflection;
 pub mod services;

@@ -290,7 +290,13 @@ impl Engine {
 
     /// Decide on the current snapshot (nothing is recorded but cache hits and misses).
     pub fn decide(&self, request: &DecisionRequest) -> Arc<Decision> {
-        let snapshot = self.store.snapshot();
+        self.decide_on(&self.store.snapshot(), request)
+    }
+
+    /// Decide on `snapshot`, under the engine's rules and through its cache: a
+    /// request that asks for many decisions takes one snapshot and decides them all
+    /// on it. Nothing is recorded but cache hits and misses.
+    pub fn decide_on(&self, snapshot: &Snapshot, request: &DecisionRequest) -> Arc<Decision> {
         if let Some(reason) = self.rules.refusal(request) {
             return Arc::new(Decision::denied_before_evaluation(
                 reason,
@@ -300,7 +306,7 @@ impl Engine {
         match &self.cache {
             Some(cache) => {
                 let (decision, hit) = cache
-                    .get_or_compute(snapshot.generation, request, || decide(&snapshot, request));
+                    .get_or_compute(snapshot.generation, request, || decide(snapshot, request));
                 if hit {
                     self.telemetry.metrics.cache_hit();
                 } else {
@@ -308,7 +314,7 @@ impl Engine {
                 }
                 decision
             }
-            None => Arc::new(decide(&snapshot, request)),
+            None => Arc::new(decide(snapshot, request)),
         }
     }
 

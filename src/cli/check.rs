@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{CommonArgs, EXIT_DENY, EXIT_ERROR, load_config, report_problems};
 use crate::authz::{Decision, DecisionRequest, Engine, Interface, Role};
 use crate::config::{Config, Overrides};
-use crate::identity::{Identity, IdentityInput, Resolver, TrustedIdentity};
+use crate::identity::{AuthnError, Identity, IdentityInput, Resolver, TrustedIdentity};
 use crate::mcp::{self, Kind};
 use crate::policy::Snapshot;
 
@@ -72,10 +72,6 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, ExitCode> {
     let config = load_config(&args.common, Overrides::default())?;
     crate::telemetry::init(config.log_format, "warn");
     let mut request = build_request(args).map_err(fail)?;
-    if let Some(token) = &args.token {
-        let identity = verify(&config, token, args)?;
-        identity.apply_to(&mut request);
-    }
     let snapshot = Snapshot::load(&config.policies, 1).map_err(|problems| {
         report_problems(&config.policies, &problems);
         ExitCode::from(EXIT_ERROR)
@@ -85,10 +81,39 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, ExitCode> {
         crate::policy::PolicyStore::from_snapshot(snapshot),
     ))
     .with_rules(config.rules);
-    let decision = engine.decide_for(Interface::Cli, &request).decision;
+    let refused = match &args.token {
+        Some(token) => match verify(&config, token, args)? {
+            Ok(identity) => {
+                identity.apply_to(&mut request);
+                None
+            }
+            Err(e) => {
+                eprintln!("error: the token was refused: {e} ({})", e.reason_code());
+                Some(e)
+            }
+        },
+        None => None,
+    };
     let snapshot = engine.store().snapshot();
+    // A refused token is a deny before any evaluation, as on every interface.
+    let decision = match &refused {
+        Some(e) => std::sync::Arc::new(Decision {
+            allow: false,
+            reason: format!("unauthenticated: {e}"),
+            evaluations: Vec::new(),
+            generation: snapshot.generation,
+        }),
+        None => engine.decide_for(Interface::Cli, &request).decision,
+    };
     if args.json {
-        println!("{}", to_json(&decision, &request, &snapshot));
+        let mut out = to_json(&decision, &request, &snapshot);
+        if let (Some(e), Value::Object(map)) = (&refused, &mut out) {
+            map.insert(
+                "token_error".into(),
+                json!({ "class": e.reason_code(), "message": e.to_string() }),
+            );
+        }
+        println!("{out}");
     } else {
         print!("{}", explain(&decision, &request, &snapshot));
     }
@@ -127,8 +152,13 @@ fn build_request(args: &CheckArgs) -> Result<DecisionRequest, String> {
 }
 
 /// Verify the token with the configured issuers; `--user` and `--app`, when given,
-/// must agree with it.
-fn verify(config: &Config, token: &str, args: &CheckArgs) -> Result<Identity, ExitCode> {
+/// must agree with it. The outer error is a usage error (exit 2), the inner one a
+/// refused token (a deny).
+fn verify(
+    config: &Config,
+    token: &str,
+    args: &CheckArgs,
+) -> Result<Result<Identity, AuthnError>, ExitCode> {
     if config.identity.issuers.is_empty() {
         return Err(fail(
             "`--token` needs trusted issuers: add `[[issuers]]` to the file given with `--config`",
@@ -151,10 +181,7 @@ fn verify(config: &Config, token: &str, args: &CheckArgs) -> Result<Identity, Ex
                 groups: Vec::new(),
             }),
         };
-        resolver.resolve(input).await.map_err(|e| {
-            eprintln!("error: the token was refused: {e} ({})", e.reason_code());
-            ExitCode::from(EXIT_DENY)
-        })
+        Ok(resolver.resolve(input).await)
     })
 }
 
@@ -201,6 +228,29 @@ fn explain(decision: &Decision, request: &DecisionRequest, snapshot: &Snapshot) 
 }
 
 fn to_json(decision: &Decision, request: &DecisionRequest, snapshot: &Snapshot) -> Value {
+    let evaluations: Vec<Value> = decision
+        .evaluations
+        .iter()
+        .map(|e| {
+            // Where each determining policy is written, as the text output says it.
+            let origins: Vec<Value> = e
+                .policies
+                .iter()
+                .map(|p| match snapshot.origins.get(p) {
+                    Some(o) => json!({ "id": p, "file": o.file, "line": o.line }),
+                    None => json!({ "id": p }),
+                })
+                .collect();
+            json!({
+                "role": e.role,
+                "principal": e.principal,
+                "allow": e.allow,
+                "policies": e.policies,
+                "origins": origins,
+                "errors": e.errors,
+            })
+        })
+        .collect();
     json!({
         "decision": decision.verdict(),
         "reason": decision.reason,
@@ -209,7 +259,7 @@ fn to_json(decision: &Decision, request: &DecisionRequest, snapshot: &Snapshot) 
         "user": request.user.as_ref().map(ToString::to_string),
         "groups": request.entities.iter().flat_map(|e| e.parents.iter().map(ToString::to_string)).collect::<Vec<_>>(),
         "application": request.application.as_ref().map(ToString::to_string),
-        "evaluations": decision.evaluations,
+        "evaluations": evaluations,
         "generation": decision.generation,
         "policies": snapshot.policy_count(),
     })

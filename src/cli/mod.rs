@@ -51,7 +51,7 @@ pub struct CommonArgs {
 
 /// `serve` arguments.
 #[derive(Debug, Args)]
-#[command(after_help = ENV_HELP)]
+#[command(after_help = crate::config::env_help())]
 pub struct ServeArgs {
     #[command(flatten)]
     common: CommonArgs,
@@ -69,17 +69,6 @@ pub struct ServeArgs {
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
 }
-
-const ENV_HELP: &str = "Environment (overrides the config file, overridden by flags):
-  MCP_AUTHZ_CONFIG, MCP_AUTHZ_POLICIES, MCP_AUTHZ_GRPC_LISTEN, MCP_AUTHZ_HTTP_LISTEN,
-  MCP_AUTHZ_ADMIN_LISTEN, MCP_AUTHZ_LOG_FORMAT, MCP_AUTHZ_LOG_LEVEL,
-  MCP_AUTHZ_RELOAD_DEBOUNCE_MS, MCP_AUTHZ_RELOAD_POLL_INTERVAL_SECS,
-  MCP_AUTHZ_ENVOY_DEFAULT_SERVER, MCP_AUTHZ_AUTHZEN_BASE_URL, MCP_AUTHZ_AUTHZEN_MAX_BATCH,
-  MCP_AUTHZ_ADMIN_TOKEN_FILE, MCP_AUTHZ_DECISION_LOG_ENABLED, MCP_AUTHZ_DECISION_LOG_FILE,
-  MCP_AUTHZ_DECISION_LOG_QUEUE_CAPACITY, MCP_AUTHZ_DECISION_LOG_INCLUDE_ARGUMENTS,
-  MCP_AUTHZ_DECISION_LOG_REDACT, MCP_AUTHZ_LISTENERS_* (timeouts and connection caps, see
-  README); RUST_LOG sets the log filter.
-Send SIGHUP to reload the policies at once.";
 
 /// `validate` arguments.
 #[derive(Debug, Args)]
@@ -139,4 +128,29 @@ fn load_config(common: &CommonArgs, overrides: Overrides) -> Result<Config, Exit
         eprintln!("error: {e}");
         ExitCode::from(EXIT_ERROR)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+    use crate::config::{CONFIG_ENV, SETTINGS};
+
+    #[test]
+    fn serve_help_lists_every_variable() {
+        let mut cli = Cli::command();
+        let serve = cli.find_subcommand_mut("serve").expect("serve");
+        let help = serve.render_long_help().to_string();
+        assert!(help.contains(CONFIG_ENV), "{help}");
+        for s in SETTINGS {
+            if let Some(name) = s.env() {
+                assert!(
+                    help.contains(&format!("{name} ")),
+                    "{name} is not in:\n{help}"
+                );
+                assert!(help.contains(&format!(" {}: ", s.key)), "{}", s.key);
+            }
+        }
+    }
 }

@@ -13,11 +13,11 @@ use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tonic_health::ServingStatus;
 
 use super::{EXIT_ERROR, ServeArgs, load_config, report_problems};
-use crate::api::ext_authz::{self, ExtAuthzGrpc};
+use crate::api::ext_authz::ExtAuthzGrpc;
 use crate::api::grpc::GatewayApi;
-use crate::api::http::{AdminToken, HttpState, admin_router, router};
+use crate::api::http::{AdminToken, HttpState, admin_router, main_router};
 use crate::api::listener::{self, Caps, Listener, Protocol};
-use crate::api::proto::{self, v1::authorizer_server::AuthorizerServer};
+use crate::api::proto::v1::authorizer_server::AuthorizerServer;
 use crate::api::services::{Ready, Services};
 use crate::authz::Engine;
 use crate::config::{Config, Overrides};
@@ -121,10 +121,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
             .set_service_status(name, ServingStatus::NotServing)
             .await;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
+    let (reflection_v1, reflection_v1alpha) = crate::api::reflection::services()
         .map_err(|e| format!("cannot build gRPC reflection: {e}"))?;
     let grpc_listener = Listener {
         name: "gRPC",
@@ -134,7 +131,8 @@ async fn serve(config: Config) -> Result<(), Failure> {
         max_connections: caps.grpc,
     };
     let grpc = tonic::service::Routes::new(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(AuthorizerServer::new(
             GatewayApi::new(ready.clone()).with_settings(config.grpc),
         ))
@@ -214,7 +212,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
         let app = if listener.name == "admin" {
             admin_router(Arc::clone(&state))
         } else {
-            router(Arc::clone(&state)).merge(ext_authz::http_router(ready.clone()))
+            main_router(Arc::clone(&state), ready.clone())
         };
         let stop = stopped(stop_rx.clone());
         servers.spawn(async move {

@@ -166,6 +166,14 @@ impl Server {
         server
     }
 
+    /// [`Server::start`] with extra `MCP_AUTHZ_*` environment variables.
+    pub fn start_with_env(args: &[&str], policies: &Path, env: &[(&str, &str)]) -> Server {
+        let mut server = Server::spawn_with_env(args, policies, env);
+        server.grpc = server.wait_for_listener("gRPC");
+        server.http = server.wait_for_listener("HTTP");
+        server
+    }
+
     /// Start `serve` and return as soon as its gRPC listener is up (its policies
     /// may still be loading).
     pub fn start_grpc_only(args: &[&str], policies: &Path) -> Server {
@@ -198,6 +206,10 @@ impl Server {
     }
 
     fn spawn(args: &[&str], policies: &Path) -> Server {
+        Server::spawn_with_env(args, policies, &[])
+    }
+
+    fn spawn_with_env(args: &[&str], policies: &Path, env: &[(&str, &str)]) -> Server {
         use std::io::BufRead;
         let mut child = bin()
             .args([
@@ -211,6 +223,7 @@ impl Server {
             .arg(policies)
             .args(args)
             .env("MCP_AUTHZ_RELOAD_DEBOUNCE_MS", "100")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()

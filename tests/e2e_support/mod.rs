@@ -9,8 +9,8 @@
 //! ```
 //!
 //! The Python side lives in `.venv` at the repository root (or `$MCP_AUTHZ_E2E_VENV`),
-//! made by `scripts/setup-python` (which `scripts/test` runs first). A missing venv is a
-//! panic that says what to run, never a silent skip.
+//! made by `scripts/setup-python` (which `scripts/test` runs first). A missing venv ends
+//! the test binary with one message that says what to run, never a silent skip.
 //!
 //! Every process started here:
 //! - binds 127.0.0.1 only, on a port the kernel chose where the peer allows it (the MCP
@@ -78,37 +78,54 @@ pub fn reference_policies() -> PathBuf {
 }
 
 /// The Python virtualenv of the end-to-end tests: `$MCP_AUTHZ_E2E_VENV`, else
-/// `<repo>/.venv`. Panics (never skips) when it, its python or its envoy is missing:
-/// loudly in CI (`CI` set to anything), with the command to run elsewhere.
+/// `<repo>/.venv`. When it, its python or its envoy is missing, the test binary ends
+/// (exit 1) with one message that says how to make it: never a skip, and not one
+/// panic per test (`cargo test` on a fresh clone meets this first).
 pub fn venv() -> PathBuf {
+    static VENV: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    match VENV.get_or_init(find_venv) {
+        Ok(venv) => venv.clone(),
+        Err(message) => missing_venv(message),
+    }
+}
+
+fn find_venv() -> Result<PathBuf, String> {
     let venv = std::env::var_os("MCP_AUTHZ_E2E_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join(".venv"));
-    let missing: Vec<PathBuf> = ["bin/python", "bin/envoy"]
+    let missing: Vec<String> = ["bin/python", "bin/envoy"]
         .iter()
         .map(|p| venv.join(p))
         .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
         .collect();
-    if !missing.is_empty() {
-        let what = missing
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "\n\n*** END-TO-END TESTS CANNOT RUN IN CI: missing {what}.\n\
-                 *** The Python environment (Envoy, MCP SDK) must be created before `cargo test`:\n\
-                 *** .ci/run -> scripts/test -> scripts/setup-python. It is never skipped in CI.\n\n"
-            );
-        }
-        panic!(
-            "end-to-end tests need the Python environment (Envoy, MCP SDK): missing {what}.\n\
-             Run `scripts/setup-python` (or `scripts/test`, which runs it), or point \
-             MCP_AUTHZ_E2E_VENV at a venv made from tests/e2e/requirements.txt."
-        );
+    if missing.is_empty() {
+        return Ok(venv);
     }
-    venv
+    let ci = if std::env::var_os("CI").is_some() {
+        "In CI, .ci/run runs scripts/test, which makes it first: the end-to-end tests are never skipped.\n"
+    } else {
+        ""
+    };
+    Err(format!(
+        "\nerror: the end-to-end tests need the Python environment (a real Envoy and the MCP SDK): \
+         missing {}.\n\
+         Run `scripts/test` (it makes `.venv` with scripts/setup-python, then runs every test),\n\
+         or `scripts/setup-python` once and then `cargo test`,\n\
+         or set MCP_AUTHZ_E2E_VENV to a virtualenv made from tests/e2e/requirements.txt.\n{ci}",
+        missing.join(", ")
+    ))
+}
+
+/// Print `message` once, past the test harness's output capture, and end the test
+/// binary: every end-to-end test would fail the same way.
+fn missing_venv(message: &str) -> ! {
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _only_one = ONCE.lock();
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(message.as_bytes());
+    let _ = stderr.flush();
+    std::process::exit(1)
 }
 
 /// The venv's python.
