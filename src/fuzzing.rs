@@ -26,6 +26,9 @@
 //!   configured key verifies the signature for an allowed algorithm, `iss`, `aud`,
 //!   `exp`, `nbf`, no `crit`) accepts it too, and a key set that lacks a key never
 //!   verifies a token signed by it;
+//! - [`gateway`]: the gateway's gRPC API answers a `Check`, `BatchCheck` or
+//!   `FilterList` or refuses it with a status; an allow has a decision id and
+//!   allowing evaluations; a listed name is never both allowed and denied;
 //! - [`policy_dir`]: a directory is loaded or refused with problems that render;
 //!   a loaded snapshot decides every request its schema allows like unindexed
 //!   Cedar, on a thread with the stack of a service worker.
@@ -40,6 +43,7 @@
 //! | `authzen` | `PATH\n` then `Name: value` header lines, an empty line, and the body (an HTTP request without the method: always `POST`) |
 //! | `jwt` | first byte: `T` the rest is a token (and an `Authorization` value); `S` then a key byte, then `header JSON NUL claims JSON`, signed with that key; `K` the rest is a JWKS document |
 //! | `policy_dir` | `schema NUL entities NUL policy file NUL policy file ...` (empty entities: no `entities.json`) |
+//! | `gateway` | first byte: `C` a `mcp_authz.v1.CheckRequest`, `B` a `BatchCheckRequest`, `F` a `FilterListRequest`; the rest its protobuf encoding |
 
 #![allow(
     clippy::expect_used,
@@ -102,6 +106,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "policy_dir",
         run: policy_dir,
+    },
+    Target {
+        name: "gateway",
+        run: gateway,
     },
 ];
 
@@ -216,6 +224,7 @@ pub struct Fixture {
     store: Arc<PolicyStore>,
     services: Services,
     router: axum::Router,
+    gateway: crate::api::grpc::GatewayApi,
     keys: Vec<TestKey>,
     scratch: PathBuf,
 }
@@ -290,6 +299,9 @@ pub fn fixture() -> &'static Fixture {
             trusted_caller_token: None,
             envoy_default_server: Some("docs".into()),
         };
+        let gateway = crate::api::grpc::GatewayApi::new(crate::api::services::Ready::with(
+            services.clone(),
+        ));
         let mut state = HttpState::new(engine);
         state.resolver = Some(resolver);
         let router = http::router(Arc::new(state));
@@ -298,6 +310,7 @@ pub fn fixture() -> &'static Fixture {
             store,
             services,
             router,
+            gateway,
             keys,
             scratch,
         }
@@ -386,6 +399,9 @@ pub fn jsonrpc(data: &[u8]) {
 }
 
 fn jsonrpc_input(data: &[u8]) {
+    // Built before anything else, as in every target: libFuzzer's first (empty)
+    // input then pays for it, and coverage counts only what inputs reach.
+    let fixture = fixture();
     let (head, body) = split_at_nul(data);
     let head = head.map(String::from_utf8_lossy).unwrap_or_default();
     let message = match jsonrpc::parse_body(body) {
@@ -459,7 +475,6 @@ fn jsonrpc_input(data: &[u8]) {
         let _ = jsonrpc::check_headers(&message, &headers);
     }
 
-    let fixture = fixture();
     let snapshot = fixture.store.snapshot();
     let identity = Identity {
         user: Some("alice".into()),
@@ -818,6 +833,82 @@ fn jwks_document(fixture: &Fixture, document: &[u8]) {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- the gateway's gRPC API ----
+
+/// The gateway's gRPC API (`src/api/grpc.rs`): a `Check`, `BatchCheck` or
+/// `FilterList` request in protobuf encoding, through the service's handlers.
+pub fn gateway(data: &[u8]) {
+    on_worker_stack(|| gateway_input(data));
+}
+
+fn gateway_input(data: &[u8]) {
+    use crate::api::proto::v1::{self as gw, authorizer_server::Authorizer as _};
+    use prost::Message as _;
+    let fixture = fixture();
+    let Some((&kind, bytes)) = data.split_first() else {
+        return;
+    };
+    let api = &fixture.gateway;
+    let check_answer = |r: &gw::CheckResponse| {
+        if r.allowed {
+            assert!(!r.decision_id.is_empty(), "an allow without a decision id");
+            assert!(
+                !r.evaluations.is_empty() && r.evaluations.iter().all(|e| e.allowed),
+                "an allow without allowing evaluations: {r:?}"
+            );
+            assert!(r.error.is_none(), "an allow with an error");
+        } else {
+            assert!(r.error.is_some(), "a deny without a JSON-RPC error");
+        }
+    };
+    match kind {
+        b'C' => {
+            let Ok(request) = gw::CheckRequest::decode(bytes) else {
+                return;
+            };
+            if let Ok(r) = fixture
+                .runtime
+                .block_on(api.check(tonic::Request::new(request)))
+            {
+                check_answer(r.get_ref());
+            }
+        }
+        b'B' => {
+            let Ok(request) = gw::BatchCheckRequest::decode(bytes) else {
+                return;
+            };
+            if let Ok(r) = fixture
+                .runtime
+                .block_on(api.batch_check(tonic::Request::new(request)))
+            {
+                r.get_ref().results.iter().for_each(check_answer);
+            }
+        }
+        _ => {
+            let Ok(request) = gw::FilterListRequest::decode(bytes) else {
+                return;
+            };
+            if let Ok(r) = fixture
+                .runtime
+                .block_on(api.filter_list(tonic::Request::new(request)))
+            {
+                let r = r.get_ref();
+                let allowed: HashSet<&String> = r.allowed.iter().collect();
+                assert!(
+                    r.denied.iter().all(|d| !allowed.contains(d)),
+                    "a name both allowed and denied: {r:?}"
+                );
+                if !r.result.is_empty() {
+                    assert!(
+                        serde_json::from_slice::<Value>(&r.result).is_ok(),
+                        "a filtered result that is not JSON"
+                    );
+                }
+            }
+        }
+    }
 }
 
 // ---- the policy directory ----

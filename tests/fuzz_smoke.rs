@@ -8,7 +8,8 @@
 //! Crashers found by the fuzzer are kept as regression tests at the end of this file.
 //!
 //! `cargo test --test fuzz_smoke -- --ignored write_seed_corpus` writes the seed
-//! corpus again (the files are named by the SHA-256 of their content).
+//! corpus again (the files are named by the SHA-256 of their content; ECDSA
+//! signatures are randomized, so seeds holding tokens come out new each time).
 
 use std::path::{Path, PathBuf};
 
@@ -25,11 +26,17 @@ fn corpus_dir(target: &str) -> PathBuf {
         .join(target)
 }
 
-/// The seed corpus of a target, in file name order.
+/// The seed corpus of a target (its `seed-*` files: not what a local fuzzer run
+/// added beside them), in file name order.
 fn seeds(target: &str) -> Vec<Vec<u8>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir(target))
         .unwrap_or_else(|e| panic!("no seed corpus for `{target}`: {e}"))
         .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("seed-"))
+        })
         .collect();
     files.sort();
     files.iter().map(|f| std::fs::read(f).unwrap()).collect()
@@ -171,6 +178,11 @@ fn jwt_smoke() {
 #[test]
 fn policy_dir_smoke() {
     smoke("policy_dir", 60);
+}
+
+#[test]
+fn gateway_smoke() {
+    smoke("gateway", 200);
 }
 
 /// Random protobuf bytes rarely decode as a `CheckRequest`: this one builds the
@@ -520,11 +532,119 @@ fn policy_dir_seeds() -> Vec<Vec<u8>> {
     ]
 }
 
+fn gateway_seeds() -> Vec<Vec<u8>> {
+    use mcp_authz::api::proto::v1::{
+        self as gw, BatchCheckRequest, CheckRequest, FilterListRequest, Identity, McpRequest,
+        Names, VerifiedIdentity, check_request::Message, filter_list_request::List,
+    };
+    use prost::Message as _;
+    let token = valid_token(0);
+    let spiffe = |app: &str| Identity {
+        spiffe_id: format!("spiffe://corp.example/ns/apps/sa/{app}"),
+        ..Identity::default()
+    };
+    let bearer = Identity {
+        bearer_token: token,
+        ..Identity::default()
+    };
+    let check = |identity: Identity, server: &str, message: Message| CheckRequest {
+        identity: Some(identity),
+        server: server.into(),
+        message: Some(message),
+        ..CheckRequest::default()
+    };
+    let mcp = |method: &str, name: &str| {
+        Message::Mcp(McpRequest {
+            method: method.into(),
+            name: name.into(),
+            arguments: None,
+        })
+    };
+    let raw = |v: Value| Message::Jsonrpc(v.to_string().into_bytes());
+    let checks = vec![
+        check(spiffe("corpassist"), "docs", mcp("tools/call", "get_document")),
+        check(bearer.clone(), "docs", mcp("tools/call", "delete_document")),
+        check(
+            bearer.clone(),
+            "docs",
+            raw(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_documents","arguments":{"query":"q","max_results":500}}})),
+        ),
+        check(
+            Identity {
+                verified: Some(VerifiedIdentity {
+                    user: "mallory".into(),
+                    application: "ops-console".into(),
+                    groups: vec!["project-ops".into()],
+                }),
+                ..Identity::default()
+            },
+            "projects",
+            mcp("tools/call", "update_issue"),
+        ),
+        check(spiffe("summarizer"), "docs", raw(json!([{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"docs://finance/budget-2026"}}]))),
+    ];
+    let mut out: Vec<Vec<u8>> = checks
+        .iter()
+        .map(|c| [b"C".to_vec(), c.encode_to_vec()].concat())
+        .collect();
+    out.push(
+        [
+            b"B".to_vec(),
+            BatchCheckRequest {
+                checks: checks.clone(),
+                semantic: gw::Semantic::DenyOnFirstDeny as i32,
+            }
+            .encode_to_vec(),
+        ]
+        .concat(),
+    );
+    let list = |method: &str, list: List| FilterListRequest {
+        identity: Some(spiffe("corpassist")),
+        server: "docs".into(),
+        method: method.into(),
+        list: Some(list),
+        ..FilterListRequest::default()
+    };
+    let tools_result = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp/tools_list_result.json"),
+    )
+    .unwrap();
+    for request in [
+        list(
+            "tools/list",
+            List::Names(Names {
+                names: vec!["get_document".into(), "delete_document".into(), "x".into()],
+            }),
+        ),
+        list("tools/list", List::Result(tools_result)),
+        list(
+            "resources/list",
+            List::Result(
+                json!({"resources":[{"uri":"docs://finance/budget-2026","name":"b"},{"uri":"docs://titan/q1","name":"q"}]})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        ),
+        list(
+            "tools/list",
+            List::Result(
+                json!({"tools":[{"name":"get_document"}],"result":{"tools":[{"name":"delete_document"}]}})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        ),
+    ] {
+        out.push([b"F".to_vec(), request.encode_to_vec()].concat());
+    }
+    out
+}
+
 /// Writes `fuzz/corpus/<target>/` again from the seeds above.
 #[test]
 #[ignore = "writes the seed corpus; run by hand"]
 fn write_seed_corpus() {
-    let corpora: [(&str, Vec<Vec<u8>>); 5] = [
+    let corpora: [(&str, Vec<Vec<u8>>); 6] = [
+        ("gateway", gateway_seeds()),
         ("jsonrpc", jsonrpc_seeds()),
         ("ext_authz", ext_authz_seeds()),
         ("authzen", authzen_seeds()),
