@@ -168,7 +168,12 @@ impl std::fmt::Debug for TestKey {
 }
 
 impl TestKey {
-    fn load(file: &str, kid: &'static str, algorithms: &'static [Algorithm], published: bool) -> Self {
+    fn load(
+        file: &str,
+        kid: &'static str,
+        algorithms: &'static [Algorithm],
+        published: bool,
+    ) -> Self {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/identity")
             .join(file);
@@ -299,9 +304,8 @@ pub fn fixture() -> &'static Fixture {
             trusted_caller_token: None,
             envoy_default_server: Some("docs".into()),
         };
-        let gateway = crate::api::grpc::GatewayApi::new(crate::api::services::Ready::with(
-            services.clone(),
-        ));
+        let gateway =
+            crate::api::grpc::GatewayApi::new(crate::api::services::Ready::with(services.clone()));
         let mut state = HttpState::new(engine);
         state.resolver = Some(resolver);
         let router = http::router(Arc::new(state));
@@ -365,7 +369,10 @@ pub fn check_decision(snapshot: &Snapshot, request: &DecisionRequest, decision: 
             .iter()
             .map(|e| (e.role, e.principal.clone()))
             .collect();
-        assert_eq!(evaluated, expected, "an allow must evaluate every principal");
+        assert_eq!(
+            evaluated, expected,
+            "an allow must evaluate every principal"
+        );
         assert!(
             decision
                 .evaluations
@@ -462,7 +469,11 @@ fn jsonrpc_input(data: &[u8]) {
                 call.subject.name(),
                 "the tool or prompt name read two ways"
             );
-            assert!(call.subject.name().is_some_and(|n| n.len() <= jsonrpc::MAX_NAME_BYTES));
+            assert!(
+                call.subject
+                    .name()
+                    .is_some_and(|n| n.len() <= jsonrpc::MAX_NAME_BYTES)
+            );
         }
         assert_eq!(
             call.id.is_some(),
@@ -556,7 +567,10 @@ fn ext_authz_request(check: &envoy_types::ext_authz::v3::pb::CheckRequest) -> En
                 Err(e) => panic!("the deny body is not JSON: {e}"),
             };
             assert_eq!(body["jsonrpc"], "2.0");
-            assert!(body["error"]["code"].is_i64(), "a deny body without an error code");
+            assert!(
+                body["error"]["code"].is_i64(),
+                "a deny body without an error code"
+            );
         }
     }
     let response = ext_authz::check_response(answer.clone());
@@ -593,7 +607,9 @@ fn authzen_input(data: &[u8]) -> Option<(u16, Value)> {
     } else {
         format!("/access/v1/{path}")
     };
-    let mut builder = axum::http::Request::builder().method("POST").uri(path.as_str());
+    let mut builder = axum::http::Request::builder()
+        .method("POST")
+        .uri(path.as_str());
     let headers = lines.collect::<Vec<_>>().join("\n");
     for (name, value) in header_lines(&headers) {
         builder = builder.header(name, value);
@@ -719,7 +735,12 @@ fn verify_token(fixture: &Fixture, token: &str) {
 /// (the one its `kid` names, or the only one for that algorithm), with `iss`,
 /// `aud`, `exp` and `nbf` as configured. `before` and `after` bound the time the
 /// service checked it at.
-fn independent_check(fixture: &Fixture, token: &str, before: i64, after: i64) -> Result<(), String> {
+fn independent_check(
+    fixture: &Fixture,
+    token: &str,
+    before: i64,
+    after: i64,
+) -> Result<(), String> {
     let parts: Vec<&str> = token.split('.').collect();
     let [header, claims, signature] = parts.as_slice() else {
         return Err("not three segments".into());
@@ -824,8 +845,7 @@ fn jwks_document(fixture: &Fixture, document: &[u8]) {
                 .unwrap_or_default();
             if accepted {
                 assert!(
-                    !material.is_empty()
-                        && String::from_utf8_lossy(document).contains(material),
+                    !material.is_empty() && String::from_utf8_lossy(document).contains(material),
                     "a key set without key `{}` verified its token",
                     key.kid
                 );
@@ -1030,8 +1050,10 @@ pub fn check_request(
     principal: Option<&str>,
     server: Option<&str>,
 ) -> envoy_types::ext_authz::v3::pb::CheckRequest {
-    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
     use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request,
+    };
     envoy_types::ext_authz::v3::pb::CheckRequest {
         attributes: Some(AttributeContext {
             source: principal.map(|p| Peer {
@@ -1052,7 +1074,11 @@ pub fn check_request(
                 ..Request::default()
             }),
             context_extensions: server
-                .map(|s| [("mcp_server".to_owned(), s.to_owned())].into_iter().collect())
+                .map(|s| {
+                    [("mcp_server".to_owned(), s.to_owned())]
+                        .into_iter()
+                        .collect()
+                })
                 .unwrap_or_default(),
             ..AttributeContext::default()
         }),

@@ -53,17 +53,86 @@ fn target(name: &str) -> fn(&[u8]) {
 /// Tokens worth inserting: JSON syntax, the names the mappings read, and the
 /// characters that make readers disagree.
 const TOKENS: &[&str] = &[
-    "{", "}", "[", "]", ",", ":", "\"", "\\", "\\u0000", "\\ud800", "null", "true", "-0",
-    "1e999", "18446744073709551616", "\"method\"", "\"params\"", "\"name\"", "\"Name\"",
-    "\"arguments\"", "\"argumentſ\"", "\"uri\"", "\"id\"", "\"tools/call\"",
-    "\"resources/read\"", "\"prompts/get\"", "\"subject\"", "\"resource\"", "\"action\"",
-    "\"context\"", "\"type\"", "\"__entity\"", "\"user\"", "\"agent\"", "\"application\"",
-    "\"evaluations\"", "\"options\"", "Mcp::", "::\"", "permit", "forbid", "when", "unless",
-    "principal", "resource", "action", "context", " in ", " has ", " like ", "entity ",
-    "namespace ", "appliesTo", "\"alg\"", "\"kid\"", "\"crit\"", "\"none\"", "\"exp\"",
-    "\"nbf\"", "\"aud\"", "\"iss\"", "\"keys\"", "\"kty\"", "\"RSA\"", "\"EC\"", "\"OKP\"",
-    "x-envoy-auth-partial-body", "authorization", "Bearer ", "mcp-method", "mcp-name", "\n",
-    "\0", "\r\n", "\u{feff}", "\u{17f}", "%2e", "../", "\u{0}", "\u{ffff}",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "\"",
+    "\\",
+    "\\u0000",
+    "\\ud800",
+    "null",
+    "true",
+    "-0",
+    "1e999",
+    "18446744073709551616",
+    "\"method\"",
+    "\"params\"",
+    "\"name\"",
+    "\"Name\"",
+    "\"arguments\"",
+    "\"argumentſ\"",
+    "\"uri\"",
+    "\"id\"",
+    "\"tools/call\"",
+    "\"resources/read\"",
+    "\"prompts/get\"",
+    "\"subject\"",
+    "\"resource\"",
+    "\"action\"",
+    "\"context\"",
+    "\"type\"",
+    "\"__entity\"",
+    "\"user\"",
+    "\"agent\"",
+    "\"application\"",
+    "\"evaluations\"",
+    "\"options\"",
+    "Mcp::",
+    "::\"",
+    "permit",
+    "forbid",
+    "when",
+    "unless",
+    "principal",
+    "resource",
+    "action",
+    "context",
+    " in ",
+    " has ",
+    " like ",
+    "entity ",
+    "namespace ",
+    "appliesTo",
+    "\"alg\"",
+    "\"kid\"",
+    "\"crit\"",
+    "\"none\"",
+    "\"exp\"",
+    "\"nbf\"",
+    "\"aud\"",
+    "\"iss\"",
+    "\"keys\"",
+    "\"kty\"",
+    "\"RSA\"",
+    "\"EC\"",
+    "\"OKP\"",
+    "x-envoy-auth-partial-body",
+    "authorization",
+    "Bearer ",
+    "mcp-method",
+    "mcp-name",
+    "\n",
+    "\0",
+    "\r\n",
+    "\u{feff}",
+    "\u{17f}",
+    "%2e",
+    "../",
+    "\u{0}",
+    "\u{ffff}",
 ];
 
 /// One change to an input.
@@ -222,19 +291,22 @@ fn ext_authz_structured_smoke() {
         prop::sample::select(vec![None, Some("docs"), Some("projects"), Some("")]),
     );
     runner
-        .run(&strategy, |(method, headers, (base, mutations), principal, server)| {
-            let body = apply(&bodies, base, &mutations);
-            let body = match body.iter().position(|&b| b == 0) {
-                Some(i) => body[i + 1..].to_vec(),
-                None => body,
-            };
-            let headers: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            fuzzing::ext_authz_parts(method, &headers, &body, principal, server);
-            Ok(())
-        })
+        .run(
+            &strategy,
+            |(method, headers, (base, mutations), principal, server)| {
+                let body = apply(&bodies, base, &mutations);
+                let body = match body.iter().position(|&b| b == 0) {
+                    Some(i) => body[i + 1..].to_vec(),
+                    None => body,
+                };
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                fuzzing::ext_authz_parts(method, &headers, &body, principal, server);
+                Ok(())
+            },
+        )
         .unwrap();
 }
 
@@ -302,7 +374,10 @@ fn jsonrpc_seeds() -> Vec<Vec<u8>> {
     }
     // Near misses and duplicates the strict reader refuses.
     out.push(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_document","Name":"delete_document"}}"#.to_vec());
-    out.push(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"ping","params":{"name":"x"}}"#.to_vec());
+    out.push(
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"ping","params":{"name":"x"}}"#
+            .to_vec(),
+    );
     out.push(b"mcp-method: tools/call\nmcp-name: =?base64?ZGVsZXRlX2RvY3VtZW50?=\n\0{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"delete_document\"}}".to_vec());
     out
 }
@@ -324,12 +399,35 @@ fn ext_authz_seeds() -> Vec<Vec<u8>> {
         );
     };
     let ct = ("content-type", "application/json");
-    add("POST", &[ct], &tool("get_document"), Some(app), Some("docs"));
-    add("POST", &[ct], &tool("delete_document"), Some(app), Some("docs"));
-    add("POST", &[ct, ("authorization", &bearer)], &tool("get_document"), None, None);
     add(
         "POST",
-        &[ct, ("authorization", &bearer), ("mcp-method", "tools/call"), ("mcp-name", "get_document")],
+        &[ct],
+        &tool("get_document"),
+        Some(app),
+        Some("docs"),
+    );
+    add(
+        "POST",
+        &[ct],
+        &tool("delete_document"),
+        Some(app),
+        Some("docs"),
+    );
+    add(
+        "POST",
+        &[ct, ("authorization", &bearer)],
+        &tool("get_document"),
+        None,
+        None,
+    );
+    add(
+        "POST",
+        &[
+            ct,
+            ("authorization", &bearer),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "get_document"),
+        ],
         &tool("get_document"),
         Some(app),
         Some("docs"),
@@ -351,7 +449,13 @@ fn ext_authz_seeds() -> Vec<Vec<u8>> {
     add("GET", &[("authorization", &bearer)], "", None, Some("docs"));
     add("DELETE", &[], "", Some(app), Some("projects"));
     add("POST", &[ct], &tool("get_document"), None, Some("docs"));
-    add("POST", &[ct, ("authorization", "Bearer e30.e30.e30")], &tool("x"), None, None);
+    add(
+        "POST",
+        &[ct, ("authorization", "Bearer e30.e30.e30")],
+        &tool("x"),
+        None,
+        None,
+    );
     // With the MCP filter's metadata and a header map, as Envoy 1.40 sends them.
     let mut check = fuzzing::check_request(
         "POST",
@@ -426,28 +530,100 @@ fn authzen_seeds() -> Vec<Vec<u8>> {
         s.push_str(&body.to_string());
         s.into_bytes()
     };
-    let eval = |subject: Value, name: &str, resource: Value, context: Value| {
-        json!({ "subject": subject, "action": {"name": name}, "resource": resource, "context": context })
-    };
+    let eval = |subject: Value, name: &str, resource: Value, context: Value| json!({ "subject": subject, "action": {"name": name}, "resource": resource, "context": context });
     let alice = json!({"type": "user", "id": "alice"});
     let carol = json!({"type": "user", "id": "carol"});
     let tool = |id: &str| json!({"type": "tool", "id": id});
     let mut out = vec![
-        req("evaluation", &[ct], eval(alice.clone(), "tools/call", tool("docs/summarize_document"), json!({"agent": "corpassist"}))),
-        req("evaluation", &[ct], eval(json!({"type": "application", "id": "ops-console"}), "tools/call", tool("projects/update_issue"), json!({}))),
-        req("evaluation", &[ct], eval(carol.clone(), "resources/read", json!({"type": "Mcp::Resource", "id": "docs/docs://finance/budget-2026"}), json!({"agent": {"type": "application", "id": "corpassist", "properties": {"x": 1}}}))),
-        req("evaluation", &[ct], eval(alice.clone(), "tools/call", tool("docs/search_documents"), json!({"agent": "corpassist", "arguments": {"query": "titan", "max_results": 500}}))),
-        req("evaluation", &[ct, &format!("authorization: Bearer {token}")], eval(alice.clone(), "tools/call", tool("docs/get_document"), json!({}))),
-        req("evaluation", &[ct, "authorization: Bearer a.b.c"], eval(alice.clone(), "tools/call", tool("docs/get_document"), json!({}))),
-        req("evaluation", &[ct], json!({"subject": alice, "action": {"name": "Mcp::Action::\"tools/call\"", "properties": {"k": "v"}}, "resource": {"type": "Mcp::Tool", "id": "docs/get_document", "properties": {"owner": "x"}}, "options": {"explain": true}})),
-        req("evaluations", &[ct], json!({"subject": alice, "context": {"agent": "corpassist"}, "evaluations": [
+        req(
+            "evaluation",
+            &[ct],
+            eval(
+                alice.clone(),
+                "tools/call",
+                tool("docs/summarize_document"),
+                json!({"agent": "corpassist"}),
+            ),
+        ),
+        req(
+            "evaluation",
+            &[ct],
+            eval(
+                json!({"type": "application", "id": "ops-console"}),
+                "tools/call",
+                tool("projects/update_issue"),
+                json!({}),
+            ),
+        ),
+        req(
+            "evaluation",
+            &[ct],
+            eval(
+                carol.clone(),
+                "resources/read",
+                json!({"type": "Mcp::Resource", "id": "docs/docs://finance/budget-2026"}),
+                json!({"agent": {"type": "application", "id": "corpassist", "properties": {"x": 1}}}),
+            ),
+        ),
+        req(
+            "evaluation",
+            &[ct],
+            eval(
+                alice.clone(),
+                "tools/call",
+                tool("docs/search_documents"),
+                json!({"agent": "corpassist", "arguments": {"query": "titan", "max_results": 500}}),
+            ),
+        ),
+        req(
+            "evaluation",
+            &[ct, &format!("authorization: Bearer {token}")],
+            eval(
+                alice.clone(),
+                "tools/call",
+                tool("docs/get_document"),
+                json!({}),
+            ),
+        ),
+        req(
+            "evaluation",
+            &[ct, "authorization: Bearer a.b.c"],
+            eval(
+                alice.clone(),
+                "tools/call",
+                tool("docs/get_document"),
+                json!({}),
+            ),
+        ),
+        req(
+            "evaluation",
+            &[ct],
+            json!({"subject": alice, "action": {"name": "Mcp::Action::\"tools/call\"", "properties": {"k": "v"}}, "resource": {"type": "Mcp::Tool", "id": "docs/get_document", "properties": {"owner": "x"}}, "options": {"explain": true}}),
+        ),
+        req(
+            "evaluations",
+            &[ct],
+            json!({"subject": alice, "context": {"agent": "corpassist"}, "evaluations": [
             {"action": {"name": "tools/call"}, "resource": tool("docs/get_document")},
             {"action": {"name": "tools/call"}, "resource": tool("docs/delete_document")},
             {"action": {"name": "nope"}, "resource": tool("docs/x")},
-        ], "options": {"evaluations_semantic": "deny_on_first_deny", "explain": true}})),
-        req("search/resource", &[ct], json!({"subject": alice, "action": {"name": "tools/call"}, "resource": {"type": "tool"}, "context": {"agent": "corpassist"}, "page": {"limit": 2}})),
-        req("search/subject", &[ct], json!({"subject": {"type": "user"}, "action": {"name": "tools/call"}, "resource": tool("docs/get_document"), "context": {"agent": "corpassist"}})),
-        req("search/action", &[ct], json!({"subject": alice, "resource": tool("docs/get_document"), "context": {"agent": "corpassist"}})),
+        ], "options": {"evaluations_semantic": "deny_on_first_deny", "explain": true}}),
+        ),
+        req(
+            "search/resource",
+            &[ct],
+            json!({"subject": alice, "action": {"name": "tools/call"}, "resource": {"type": "tool"}, "context": {"agent": "corpassist"}, "page": {"limit": 2}}),
+        ),
+        req(
+            "search/subject",
+            &[ct],
+            json!({"subject": {"type": "user"}, "action": {"name": "tools/call"}, "resource": tool("docs/get_document"), "context": {"agent": "corpassist"}}),
+        ),
+        req(
+            "search/action",
+            &[ct],
+            json!({"subject": alice, "resource": tool("docs/get_document"), "context": {"agent": "corpassist"}}),
+        ),
         req("evaluation", &["content-type: text/plain"], json!({})),
     ];
     out.push(
@@ -477,17 +653,57 @@ fn jwt_seeds() -> Vec<Vec<u8>> {
     };
     let claims = json!({"iss": ISSUER, "aud": [AUDIENCE, "other"], "sub": "bob", "client_id": "summarizer",
         "exp": FAR_EXP, "nbf": 1_000_000_000, "groups": "finance engineering", "scp": ["a", "b"], "email": "b@x"});
-    out.push(signed(0, json!({"alg": "ES256", "kid": "ec1"}), claims.clone()));
+    out.push(signed(
+        0,
+        json!({"alg": "ES256", "kid": "ec1"}),
+        claims.clone(),
+    ));
     out.push(signed(1, json!({"alg": "EdDSA"}), claims.clone()));
-    out.push(signed(2, json!({"alg": "RS256", "kid": "rsa1", "crit": ["exp"]}), claims.clone()));
-    out.push(signed(2, json!({"alg": "PS256", "kid": "rsa1"}), claims.clone()));
-    out.push(signed(3, json!({"alg": "ES256", "kid": "ec1"}), claims.clone()));
-    out.push(signed(4, json!({"alg": "RS256", "kid": "rsa1"}), claims.clone()));
-    out.push(signed(0, json!({"alg": "none", "kid": "ec1"}), claims.clone()));
-    out.push(signed(0, json!({"alg": "HS256", "kid": "ec1"}), claims.clone()));
-    out.push(signed(0, json!({"alg": "ES256", "kid": "ec1"}), json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": 1.5e9})));
-    out.push(signed(0, json!({"alg": "ES256", "kid": "ec1"}), json!({"iss": ISSUER, "aud": AUDIENCE, "sub": 42, "exp": FAR_EXP})));
-    out.push(signed(0, json!({"alg": "ES256", "kid": 7}), json!({"iss": ISSUER, "aud": AUDIENCE, "exp": "soon"})));
+    out.push(signed(
+        2,
+        json!({"alg": "RS256", "kid": "rsa1", "crit": ["exp"]}),
+        claims.clone(),
+    ));
+    out.push(signed(
+        2,
+        json!({"alg": "PS256", "kid": "rsa1"}),
+        claims.clone(),
+    ));
+    out.push(signed(
+        3,
+        json!({"alg": "ES256", "kid": "ec1"}),
+        claims.clone(),
+    ));
+    out.push(signed(
+        4,
+        json!({"alg": "RS256", "kid": "rsa1"}),
+        claims.clone(),
+    ));
+    out.push(signed(
+        0,
+        json!({"alg": "none", "kid": "ec1"}),
+        claims.clone(),
+    ));
+    out.push(signed(
+        0,
+        json!({"alg": "HS256", "kid": "ec1"}),
+        claims.clone(),
+    ));
+    out.push(signed(
+        0,
+        json!({"alg": "ES256", "kid": "ec1"}),
+        json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": 1.5e9}),
+    ));
+    out.push(signed(
+        0,
+        json!({"alg": "ES256", "kid": "ec1"}),
+        json!({"iss": ISSUER, "aud": AUDIENCE, "sub": 42, "exp": FAR_EXP}),
+    ));
+    out.push(signed(
+        0,
+        json!({"alg": "ES256", "kid": 7}),
+        json!({"iss": ISSUER, "aud": AUDIENCE, "exp": "soon"}),
+    ));
     out.push(b"Te30.e30.".to_vec());
     out.push(b"Ta.b.c.d.e".to_vec());
     let mut k = b"K".to_vec();
@@ -500,7 +716,11 @@ fn jwt_seeds() -> Vec<Vec<u8>> {
     let mut k = b"K".to_vec();
     let mut rsa = fixture.keys()[2].jwk().clone();
     rsa["alg"] = "RS512".into();
-    k.extend_from_slice(json!({"keys": [rsa, {"kty": "oct", "k": "c2VjcmV0"}]}).to_string().as_bytes());
+    k.extend_from_slice(
+        json!({"keys": [rsa, {"kty": "oct", "k": "c2VjcmV0"}]})
+            .to_string()
+            .as_bytes(),
+    );
     out.push(k);
     out
 }
@@ -562,12 +782,18 @@ fn gateway_seeds() -> Vec<Vec<u8>> {
     };
     let raw = |v: Value| Message::Jsonrpc(v.to_string().into_bytes());
     let checks = vec![
-        check(spiffe("corpassist"), "docs", mcp("tools/call", "get_document")),
+        check(
+            spiffe("corpassist"),
+            "docs",
+            mcp("tools/call", "get_document"),
+        ),
         check(bearer.clone(), "docs", mcp("tools/call", "delete_document")),
         check(
             bearer.clone(),
             "docs",
-            raw(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_documents","arguments":{"query":"q","max_results":500}}})),
+            raw(
+                json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_documents","arguments":{"query":"q","max_results":500}}}),
+            ),
         ),
         check(
             Identity {
@@ -581,7 +807,13 @@ fn gateway_seeds() -> Vec<Vec<u8>> {
             "projects",
             mcp("tools/call", "update_issue"),
         ),
-        check(spiffe("summarizer"), "docs", raw(json!([{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"docs://finance/budget-2026"}}]))),
+        check(
+            spiffe("summarizer"),
+            "docs",
+            raw(
+                json!([{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"docs://finance/budget-2026"}}]),
+            ),
+        ),
     ];
     let mut out: Vec<Vec<u8>> = checks
         .iter()
@@ -675,7 +907,10 @@ fn seed_tokens_verify() {
             assert_eq!(identity.user.as_deref(), Some("alice"));
             assert_eq!(identity.application.as_deref(), Some("corpassist"));
         } else {
-            assert!(verified.is_err(), "a key the issuer does not publish verified a token");
+            assert!(
+                verified.is_err(),
+                "a key the issuer does not publish verified a token"
+            );
         }
     }
 }
@@ -693,15 +928,26 @@ fn seeds_reach_the_decisions() {
             EnvoyAnswer::Deny { status, .. } => statuses.insert(status),
         };
     }
-    assert_eq!(statuses.into_iter().collect::<Vec<_>>(), [200, 400, 401, 403]);
+    assert_eq!(
+        statuses.into_iter().collect::<Vec<_>>(),
+        [200, 400, 401, 403]
+    );
 
     let mut seen = std::collections::BTreeSet::new();
     for seed in seeds("authzen") {
         let (status, json) = fuzzing::authzen_response(&seed).expect("a seed is an HTTP request");
         seen.insert((status, json.get("decision").and_then(Value::as_bool)));
     }
-    for expected in [(200, Some(true)), (200, Some(false)), (400, None), (401, None)] {
-        assert!(seen.contains(&expected), "no seed answered {expected:?}: {seen:?}");
+    for expected in [
+        (200, Some(true)),
+        (200, Some(false)),
+        (400, None),
+        (401, None),
+    ] {
+        assert!(
+            seen.contains(&expected),
+            "no seed answered {expected:?}: {seen:?}"
+        );
     }
 
     let loaded = seeds("policy_dir")
@@ -731,5 +977,8 @@ fn a_panicking_target_fails_the_smoke() {
             Ok(())
         },
     );
-    assert!(result.is_err(), "the mutations never produced a closing brace");
+    assert!(
+        result.is_err(),
+        "the mutations never produced a closing brace"
+    );
 }

@@ -22,6 +22,9 @@
 //! --json` says that version decides for that request. It prints a summary (also as
 //! JSON into the work directory) and exits non-zero if any check fails.
 //!
+//! The load is paced (`--rate`, requests per second over all workers; default 1500):
+//! the point is every answer over minutes of changes, not throughput.
+//!
 //! Only when asked: `cargo bench --bench soak -- run ...`; without a command (as under
 //! `cargo bench`) it prints its usage and does nothing.
 
@@ -44,7 +47,7 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 const USAGE: &str = "usage: cargo bench --bench soak -- run --bin PATH --work DIR \
-[--duration SECS] [--flip-ms MS] [--rotate-secs SECS] [--workers N]";
+[--duration SECS] [--flip-ms MS] [--rotate-secs SECS] [--workers N] [--rate REQUESTS_PER_SEC]";
 
 const ISSUER: &str = "https://idp.soak.example";
 const AUDIENCE: &str = "mcp-mesh";
@@ -65,6 +68,7 @@ struct Args {
     flip: Duration,
     rotate: Duration,
     workers: usize,
+    rate: f64,
 }
 
 fn parse_args() -> Option<Args> {
@@ -79,6 +83,7 @@ fn parse_args() -> Option<Args> {
     let mut flip_ms = 1000u64;
     let mut rotate = 30u64;
     let mut workers = 2usize;
+    let mut rate = 1500.0f64;
     while let Some(a) = it.next() {
         let v = it.next()?;
         match a.as_str() {
@@ -88,6 +93,7 @@ fn parse_args() -> Option<Args> {
             "--flip-ms" => flip_ms = v.parse().ok()?,
             "--rotate-secs" => rotate = v.parse().ok()?,
             "--workers" => workers = v.parse().ok()?,
+            "--rate" => rate = v.parse().ok()?,
             _ => return None,
         }
     }
@@ -98,6 +104,7 @@ fn parse_args() -> Option<Args> {
         flip: Duration::from_millis(flip_ms),
         rotate: Duration::from_secs(rotate.max(3)),
         workers: workers.max(1),
+        rate: if rate > 0.0 { rate } else { 1500.0 },
     })
 }
 
@@ -143,7 +150,8 @@ fn load_key(file: &str, kid: &str, alg: Algorithm) -> SigningKey {
         _ => EncodingKey::from_rsa_pem(&pem),
     }
     .expect("test key");
-    let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&encoding, alg).expect("jwk")).expect("jwk");
+    let mut jwk =
+        serde_json::to_value(Jwk::from_encoding_key(&encoding, alg).expect("jwk")).expect("jwk");
     jwk["kid"] = kid.into();
     jwk["use"] = "sig".into();
     SigningKey {
@@ -235,15 +243,26 @@ fn expected_answers(bin: &Path, dir: &Path) -> Result<HashMap<(usize, usize), bo
     for (u, user) in USERS.iter().enumerate() {
         for (t, (server, tool)) in TOOLS.iter().enumerate() {
             let o = Command::new(bin)
-                .args(["check", "--json", "--action", "tools/call", "--app", "corpassist"])
+                .args([
+                    "check",
+                    "--json",
+                    "--action",
+                    "tools/call",
+                    "--app",
+                    "corpassist",
+                ])
                 .args(["--resource", &format!("{server}/{tool}"), "--user", user])
                 .arg("--policies")
                 .arg(dir)
                 .env_remove("MCP_AUTHZ_CONFIG")
                 .output()
                 .map_err(|e| format!("cannot run `check`: {e}"))?;
-            let v: Value = serde_json::from_slice(&o.stdout)
-                .map_err(|e| format!("`check --json` printed no JSON ({e}): {}", String::from_utf8_lossy(&o.stderr)))?;
+            let v: Value = serde_json::from_slice(&o.stdout).map_err(|e| {
+                format!(
+                    "`check --json` printed no JSON ({e}): {}",
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })?;
             out.insert((u, t), v["decision"] == "allow");
         }
     }
@@ -278,11 +297,19 @@ fn start_server(bin: &Path, config: &Path, log: &Path) -> Result<Server, String>
                 use std::io::Write as _;
                 let _ = writeln!(f, "{line}");
             }
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["fields"]["message"] == "listening"
-                && let (Some(l), Some(a)) = (v["fields"]["listener"].as_str(), v["fields"]["addr"].as_str())
-            {
-                let _ = tx.send((l.to_owned(), a.to_owned()));
+            // `--log-format json` writes the event's fields at the top level (or under
+            // `fields`, as tracing-subscriber does without flattening).
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let f = if v.get("fields").is_some() {
+                    &v["fields"]
+                } else {
+                    &v
+                };
+                if f["message"] == "listening"
+                    && let (Some(l), Some(a)) = (f["listener"].as_str(), f["addr"].as_str())
+                {
+                    let _ = tx.send((l.to_ascii_lowercase(), a.to_owned()));
+                }
             }
         }
     });
@@ -296,7 +323,9 @@ fn start_server(bin: &Path, config: &Path, log: &Path) -> Result<Server, String>
             }
             Err(_) => {
                 let _ = child.kill();
-                return Err(format!("the server did not report its three listeners: {addrs:?}"));
+                return Err(format!(
+                    "the server did not report its three listeners: {addrs:?}"
+                ));
             }
         }
     }
@@ -421,7 +450,7 @@ async fn gateway_call(
     n: u64,
 ) -> Result<Answer, String> {
     let (server, name) = TOOLS[tool];
-    let message = if n % 2 == 0 {
+    let message = if n.is_multiple_of(2) {
         GwMessage::Jsonrpc(jsonrpc_body(name, n).into_bytes())
     } else {
         GwMessage::Mcp(gw::McpRequest {
@@ -479,7 +508,16 @@ async fn authzen_call(
         .json(&body)
         .send()
         .await
-        .map_err(|e| format!("authzen: {}", if e.is_timeout() { "timeout" } else { "transport error" }))?;
+        .map_err(|e| {
+            format!(
+                "authzen: {}",
+                if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "transport error"
+                }
+            )
+        })?;
     if r.status() != reqwest::StatusCode::OK {
         return Err(format!("authzen: http {}", r.status().as_u16()));
     }
@@ -489,7 +527,10 @@ async fn authzen_call(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .ok_or("authzen: no decision id")?;
-    let v: Value = r.json().await.map_err(|_| "authzen: body is not JSON".to_owned())?;
+    let v: Value = r
+        .json()
+        .await
+        .map_err(|_| "authzen: body is not JSON".to_owned())?;
     let allowed = v["decision"].as_bool().ok_or("authzen: no decision")?;
     Ok(Answer {
         interface: 2,
@@ -517,11 +558,16 @@ async fn worker(
     keys: Arc<RwLock<KeyState>>,
     stop: Arc<AtomicBool>,
     tally: Arc<Mutex<Tally>>,
+    period: Duration,
 ) -> Result<(), String> {
     let (grpc, http) = &*server;
     let endpoint = format!("http://{grpc}");
-    let mut ext = AuthorizationClient::connect(endpoint.clone()).await.map_err(|e| e.to_string())?;
-    let mut gwc = AuthorizerClient::connect(endpoint).await.map_err(|e| e.to_string())?;
+    let mut ext = AuthorizationClient::connect(endpoint.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut gwc = AuthorizerClient::connect(endpoint)
+        .await
+        .map_err(|e| e.to_string())?;
     let web = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -529,7 +575,11 @@ async fn worker(
     let url = format!("http://{http}/access/v1/evaluation");
     let mut rng = seed;
     let mut n = 0u64;
+    let mut due = tokio::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        // Paced: the soak is about answers and memory over time, not throughput.
+        due += period;
+        tokio::time::sleep_until(due).await;
         n += 1;
         let user = (next(&mut rng) % USERS.len() as u64) as usize;
         let tool = (next(&mut rng) % TOOLS.len() as u64) as usize;
@@ -554,8 +604,13 @@ async fn soak(args: Args) -> Result<bool, String> {
     let io = |e: std::io::Error| e.to_string();
     std::fs::create_dir_all(&args.work).map_err(io)?;
     let (a, b, live) = write_versions(&args.work).map_err(io)?;
-    let expected = [expected_answers(&args.bin, &a)?, expected_answers(&args.bin, &b)?];
-    if (0..USERS.len()).all(|u| (0..TOOLS.len()).all(|t| expected[0][&(u, t)] == expected[1][&(u, t)])) {
+    let expected = [
+        expected_answers(&args.bin, &a)?,
+        expected_answers(&args.bin, &b)?,
+    ];
+    if (0..USERS.len())
+        .all(|u| (0..TOOLS.len()).all(|t| expected[0][&(u, t)] == expected[1][&(u, t)]))
+    {
         return Err("the two policy versions decide every request alike".into());
     }
 
@@ -570,7 +625,10 @@ async fn soak(args: Args) -> Result<bool, String> {
     ];
     let jti = AtomicU64::new(0);
     let tokens_for = |k: &SigningKey| -> Vec<String> {
-        USERS.iter().map(|u| sign(k, u, jti.fetch_add(1, Ordering::Relaxed))).collect()
+        USERS
+            .iter()
+            .map(|u| sign(k, u, jti.fetch_add(1, Ordering::Relaxed)))
+            .collect()
     };
     let keys = Arc::new(RwLock::new(KeyState {
         jwks: json!({ "keys": [ring[0].jwk] }),
@@ -578,7 +636,9 @@ async fn soak(args: Args) -> Result<bool, String> {
         signing: ring[0].kid.clone(),
     }));
     let jwks_fetches = Arc::new(AtomicU64::new(0));
-    let jwks_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
+    let jwks_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io)?;
     let jwks_addr = jwks_listener.local_addr().map_err(io)?;
     {
         let keys = Arc::clone(&keys);
@@ -634,7 +694,12 @@ queue_capacity = 262144
     let ready = format!("http://{}/readyz", server.http);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if web.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) {
+        if web
+            .get(&ready)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             break;
         }
         if Instant::now() > deadline {
@@ -658,6 +723,7 @@ queue_capacity = 262144
                 Arc::clone(&keys),
                 Arc::clone(&stop),
                 Arc::clone(&tally),
+                Duration::from_secs_f64((INTERFACES.len() * args.workers) as f64 / args.rate),
             )));
         }
     }
@@ -761,7 +827,10 @@ queue_capacity = 262144
     }
 
     // Stop the server gracefully, so the decision log is complete.
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
     let exit_deadline = Instant::now() + Duration::from_secs(30);
     let exit = loop {
         if let Some(s) = server.child.try_wait().map_err(io)? {
@@ -779,8 +848,11 @@ queue_capacity = 262144
     let text = std::fs::read_to_string(&decisions).map_err(io)?;
     for line in text.lines() {
         if let Ok(v) = serde_json::from_str::<Value>(line)
-            && let (Some(id), Some(g), Some(d)) =
-                (v["decision_id"].as_str(), v["generation"].as_u64(), v["decision"].as_str())
+            && let (Some(id), Some(g), Some(d)) = (
+                v["decision_id"].as_str(),
+                v["generation"].as_u64(),
+                v["decision"].as_str(),
+            )
         {
             logged.insert(id.to_owned(), (g, d == "allow"));
         }
@@ -842,16 +914,27 @@ queue_capacity = 262144
         .map(|(_, k)| *k)
         .collect();
     let fifth = (steady.len() / 5).max(1);
-    let mean = |s: &[u64]| if s.is_empty() { 0.0 } else { s.iter().sum::<u64>() as f64 / s.len() as f64 };
+    let mean = |s: &[u64]| {
+        if s.is_empty() {
+            0.0
+        } else {
+            s.iter().sum::<u64>() as f64 / s.len() as f64
+        }
+    };
     let early = mean(&steady[..fifth.min(steady.len())]);
     let late = mean(&steady[steady.len().saturating_sub(fifth)..]);
-    let growth = if early > 0.0 { (late - early) / early * 100.0 } else { 0.0 };
+    let growth = if early > 0.0 {
+        (late - early) / early * 100.0
+    } else {
+        0.0
+    };
     let rss_min = rss.iter().map(|r| r.1).min().unwrap_or_default();
     let rss_max = rss.iter().map(|r| r.1).max().unwrap_or_default();
-    let versions_seen: BTreeMap<&str, usize> = generations.values().fold(BTreeMap::new(), |mut m, v| {
-        *m.entry(v.as_str()).or_default() += 1;
-        m
-    });
+    let versions_seen: BTreeMap<&str, usize> =
+        generations.values().fold(BTreeMap::new(), |mut m, v| {
+            *m.entry(v.as_str()).or_default() += 1;
+            m
+        });
 
     let summary = json!({
         "duration_secs": (elapsed * 10.0).round() / 10.0,
@@ -888,7 +971,10 @@ queue_capacity = 262144
     .map_err(io)?;
     let rss_series: String = rss.iter().map(|(t, k)| format!("{t:.1} {k}\n")).collect();
     std::fs::write(args.work.join("rss.txt"), rss_series).map_err(io)?;
-    println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&summary).unwrap_or_default()
+    );
 
     let ok = failed == 0
         && worker_errors.is_empty()
