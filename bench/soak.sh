@@ -20,6 +20,7 @@ workers="${SOAK_WORKERS:-2}"
 flip_ms="${SOAK_FLIP_MS:-1000}"
 rotate="${SOAK_ROTATE_SECS:-30}"
 rate="${SOAK_RATE:-1500}"
+queue="${SOAK_QUEUE:-262144}"   # decision-log queue: large, so that no record is dropped
 dir="${SOAK_DIR:-target/soak/$(date +%Y%m%d-%H%M%S)}"
 
 # Bounded: the driver stops the load after $secs; this is the backstop.
@@ -31,4 +32,4 @@ mkdir -p "$dir"
 echo "soak: ${secs}s, ${rate} requests/s over ${workers} worker(s) per interface, flip every ${flip_ms} ms, key rotation every ${rotate}s; work dir $dir"
 timeout "$limit" cargo bench --bench soak -- run \
     --bin target/release/mcp-authz --work "$dir" --duration "$secs" \
-    --workers "$workers" --flip-ms "$flip_ms" --rotate-secs "$rotate" --rate "$rate"
+    --workers "$workers" --flip-ms "$flip_ms" --rotate-secs "$rotate" --rate "$rate" --queue "$queue"

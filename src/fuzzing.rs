@@ -317,7 +317,7 @@ pub fn fixture() -> &'static Fixture {
             services,
             router,
             gateway,
-            key_tokens: keys.iter().map(|k| signed_for_jwks(k)).collect(),
+            key_tokens: keys.iter().map(signed_for_jwks).collect(),
             keys,
             scratch,
         }

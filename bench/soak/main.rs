@@ -22,6 +22,10 @@
 //! --json` says that version decides for that request. It prints a summary (also as
 //! JSON into the work directory) and exits non-zero if any check fails.
 //!
+//! The decision log's queue is large (`--queue`, default 262,144 records) so that no
+//! record is dropped and every answer can be checked; the service allocates it whole,
+//! about 200 MB at this size, which the memory figures include.
+//!
 //! The load is paced (`--rate`, requests per second over all workers; default 1500):
 //! the point is every answer over minutes of changes, not throughput.
 //!
@@ -47,7 +51,7 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 const USAGE: &str = "usage: cargo bench --bench soak -- run --bin PATH --work DIR \
-[--duration SECS] [--flip-ms MS] [--rotate-secs SECS] [--workers N] [--rate REQUESTS_PER_SEC]";
+[--duration SECS] [--flip-ms MS] [--rotate-secs SECS] [--workers N] [--rate REQUESTS_PER_SEC] [--queue DECISION_LOG_QUEUE]";
 
 const ISSUER: &str = "https://idp.soak.example";
 const AUDIENCE: &str = "mcp-mesh";
@@ -69,6 +73,7 @@ struct Args {
     rotate: Duration,
     workers: usize,
     rate: f64,
+    queue: usize,
 }
 
 fn parse_args() -> Option<Args> {
@@ -84,6 +89,7 @@ fn parse_args() -> Option<Args> {
     let mut rotate = 30u64;
     let mut workers = 2usize;
     let mut rate = 1500.0f64;
+    let mut queue = 262_144usize;
     while let Some(a) = it.next() {
         let v = it.next()?;
         match a.as_str() {
@@ -94,6 +100,7 @@ fn parse_args() -> Option<Args> {
             "--rotate-secs" => rotate = v.parse().ok()?,
             "--workers" => workers = v.parse().ok()?,
             "--rate" => rate = v.parse().ok()?,
+            "--queue" => queue = v.parse().ok()?,
             _ => return None,
         }
     }
@@ -105,6 +112,7 @@ fn parse_args() -> Option<Args> {
         rotate: Duration::from_secs(rotate.max(3)),
         workers: workers.max(1),
         rate: if rate > 0.0 { rate } else { 1500.0 },
+        queue,
     })
 }
 
@@ -603,6 +611,11 @@ async fn worker(
 async fn soak(args: Args) -> Result<bool, String> {
     let io = |e: std::io::Error| e.to_string();
     std::fs::create_dir_all(&args.work).map_err(io)?;
+    // Absolute: the service reads paths in its configuration relative to the file.
+    let args = Args {
+        work: args.work.canonicalize().map_err(io)?,
+        ..args
+    };
     let (a, b, live) = write_versions(&args.work).map_err(io)?;
     let expected = [
         expected_answers(&args.bin, &a)?,
@@ -679,10 +692,11 @@ jwks_min_refresh_secs = 1
 
 [decision_log]
 file = "{decisions}"
-queue_capacity = 262144
+queue_capacity = {queue}
 "#,
             live = live.display(),
             decisions = decisions.display(),
+            queue = args.queue,
         ),
     )
     .map_err(io)?;
