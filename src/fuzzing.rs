@@ -300,6 +300,9 @@ pub fn fixture() -> &'static Fixture {
         let resolver = runtime
             .block_on(Resolver::new(&identity_config(&jwks_file), &scratch))
             .expect("resolver");
+        // The key set is read once, at start: leave nothing behind in the temporary directory.
+        let _ = std::fs::remove_file(&jwks_file);
+        let _ = std::fs::remove_dir(&scratch);
         let services = Services {
             engine: engine.clone(),
             resolver: resolver.clone(),
@@ -339,13 +342,28 @@ impl Fixture {
             }))
     }
 
+    /// Remove a directory of [`Fixture::scratch_dir`], and the scratch directory once empty.
+    fn remove_scratch_dir(&self, dir: &Path) {
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir(&self.scratch);
+    }
+
     /// A fresh, empty directory under the process's scratch directory.
     fn scratch_dir(&self) -> PathBuf {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = self
             .scratch
             .join(format!("d{}", NEXT.fetch_add(1, Ordering::Relaxed)));
-        std::fs::create_dir_all(&dir).expect("scratch directory");
+        // Another thread may remove the (then empty) scratch directory between the
+        // creation of the parent and of the child: try again.
+        let mut result = std::fs::create_dir_all(&dir);
+        for _ in 0..8 {
+            if result.is_ok() {
+                break;
+            }
+            result = std::fs::create_dir_all(&dir);
+        }
+        result.expect("scratch directory");
         dir
     }
 }
@@ -871,7 +889,7 @@ fn jwks_document(fixture: &Fixture, document: &[u8]) {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    fixture.remove_scratch_dir(&dir);
 }
 
 // ---- the gateway's gRPC API ----
@@ -989,7 +1007,7 @@ pub fn policy_dir_loads(data: &[u8]) -> bool {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     });
-    let _ = std::fs::remove_dir_all(&dir);
+    fixture.remove_scratch_dir(&dir);
     match result {
         Err(problems) => {
             assert!(problems.has_errors(), "refused without an error");
