@@ -9,6 +9,8 @@ pub mod api;
 pub mod authz;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod mcp;
 pub mod policy;

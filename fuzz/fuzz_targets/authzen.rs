@@ -1,0 +1,4 @@
+//! `mcp_authz::fuzzing::authzen` under libFuzzer (see RELIABILITY.md).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mcp_authz::fuzzing::authzen(data));
