@@ -15,3 +15,4 @@ pub mod identity;
 pub mod mcp;
 pub mod policy;
 pub mod telemetry;
+pub mod uri;

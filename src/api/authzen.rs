@@ -27,7 +27,7 @@
 //!   with id `server/name` belongs to `Mcp::Server::"server"` (so a tool the entity
 //!   data does not list is still covered by server-wide policies). The URI of an
 //!   `Mcp::Resource` id (`server/uri`) is put in normal form as on every other
-//!   interface ([`crate::mcp::uri`]); one without a normal form is a deny.
+//!   interface ([`crate::uri`]); one without a normal form is a deny.
 //! - A verified bearer token's identity wins over the body: its user (as the
 //!   subject's type), application, groups, scopes and claims. A token that names
 //!   no application leaves the one the body names.
@@ -235,12 +235,12 @@ fn resource_uid(ty: &EntityTypeName, id: &str) -> Result<EntityUid, MapError> {
     if ty != Kind::Resource.type_name() {
         return Ok(uid(ty, id));
     }
-    crate::mcp::uri::normal_resource_id(id)
+    crate::uri::normal_resource_id(id)
         .map(|normal| uid(ty, &normal))
         .map_err(|e| {
             MapError::Deny(format!(
                 "the resource `{}` is refused: {e}",
-                crate::mcp::uri::Shown(id)
+                crate::uri::Shown(id)
             ))
         })
 }

@@ -13,7 +13,7 @@ use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 
 pub(crate) mod json;
 pub mod jsonrpc;
-pub mod uri;
+pub use crate::uri;
 
 /// The Cedar namespace of the MCP model.
 pub const NAMESPACE: &str = "Mcp";

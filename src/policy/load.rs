@@ -795,7 +795,7 @@ fn resource_ids_of_policies(
 }
 
 /// Every `Mcp::Resource` id among `uids` must be `<server>/<uri>` with the URI in
-/// the normal form requests use (see [`crate::mcp::uri`]): an entity or policy
+/// the normal form requests use (see [`crate::uri`]): an entity or policy
 /// that names another spelling names nothing a request can ever be about, so its
 /// attributes or conditions would silently not apply. A spelling with another
 /// normal form, or a URI that is refused, is an error; an id that is not
@@ -806,7 +806,7 @@ fn check_resource_ids(
     mut uids: Vec<EntityUid>,
     problems: &mut Vec<Problem>,
 ) {
-    use crate::mcp::uri::{self, UriError};
+    use crate::uri::{self, UriError};
     uids.retain(|u| u.type_name().to_string() == uri::RESOURCE_TYPE);
     uids.sort_by_cached_key(ToString::to_string);
     uids.dedup();
