@@ -93,9 +93,9 @@ impl Rules {
         }
         match (&request.user, &request.application) {
             (Some(user), None) => Some(format!(
-                "the request for {user} names no application: every request made for a user \
-                 must say which application makes it (a token's `azp`/`client_id`, or the caller's \
-                 SPIFFE ID)"
+                "the request for {user} names no application: a request made for a user must \
+                 say which application acts for them (a token's application claim, the caller's \
+                 SPIFFE ID, or AuthZEN's `context.agent`)"
             )),
             _ => None,
         }
