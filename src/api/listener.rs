@@ -75,62 +75,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
 /// The admin listener's cap is never derived below this.
 const MIN_ADMIN_CONNECTIONS: usize = 4;
-/// Default number of descriptors kept free for everything but connections.
-pub const DEFAULT_RESERVED_DESCRIPTORS: u64 = 64;
-
-/// Time limits, the same for every listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// Time to receive a complete HTTP/1 request head.
-    pub header_read: Duration,
-    /// Time a connection with no request in flight stays open.
-    pub idle: Duration,
-    /// Interval of HTTP/2 keepalive pings (`None`: no pings).
-    pub keepalive_interval: Option<Duration>,
-    /// Time to wait for the answer to a keepalive ping.
-    pub keepalive_timeout: Duration,
-    /// Time from a request head to its response head.
-    pub request: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            header_read: Duration::from_secs(10),
-            idle: Duration::from_secs(120),
-            keepalive_interval: Some(Duration::from_secs(30)),
-            keepalive_timeout: Duration::from_secs(10),
-            request: Duration::from_secs(30),
-        }
-    }
-}
-
-/// The `[listeners]` settings, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerConfig {
-    /// Time limits.
-    pub timeouts: Timeouts,
-    /// Cap of the gRPC listener (`None`: derived from the descriptor limit).
-    pub grpc_max_connections: Option<usize>,
-    /// Cap of the HTTP listener (`None`: derived).
-    pub http_max_connections: Option<usize>,
-    /// Cap of the admin listener (`None`: derived).
-    pub admin_max_connections: Option<usize>,
-    /// Descriptors kept free for everything but connections.
-    pub reserved_descriptors: u64,
-}
-
-impl Default for ListenerConfig {
-    fn default() -> Self {
-        Self {
-            timeouts: Timeouts::default(),
-            grpc_max_connections: None,
-            http_max_connections: None,
-            admin_max_connections: None,
-            reserved_descriptors: DEFAULT_RESERVED_DESCRIPTORS,
-        }
-    }
-}
+// The settings are defined with the rest of the configuration (the layers point
+// one way: adapters read the configuration, never the other way round).
+pub use crate::config::{DEFAULT_RESERVED_DESCRIPTORS, ListenerConfig, Timeouts};
 
 /// The connection caps do not fit the descriptor limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
