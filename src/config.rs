@@ -69,16 +69,8 @@ impl From<IdentityConfigError> for ConfigError {
     }
 }
 
-/// Output format of the service's own log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+/// Output format of the service's own log (defined where the log is set up).
+pub use crate::telemetry::LogFormat;
 
 /// The `[log]` section.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -1273,7 +1265,7 @@ fn one_line(s: &str) -> String {
 pub const DEFAULT_RESERVED_DESCRIPTORS: u64 = 64;
 
 /// Listener time limits, the same for every listener (`[listeners]`; used by
-/// `crate::api::listener`).
+/// the listeners).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// Time to receive a complete HTTP/1 request head.

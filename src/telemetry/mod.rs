@@ -13,8 +13,18 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
 use crate::identity::Resolver;
+
+/// Output format of the service's own log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 use crate::policy::PolicyStore;
 
 pub use decision_log::{DecisionLog, DecisionLogConfig, DecisionRecord, ListRecord, Redactor};
