@@ -1,0 +1,255 @@
+//! The configuration file as written: its TOML structure (every section refuses
+//! unknown keys), how it is read, and its relative paths.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{ConfigError, LogFormat, SETTINGS, ValueKind};
+use crate::identity::{IssuerConfig, JwtSettings, SpiffeConfig};
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `text` or `json`.
+    pub format: Option<LogFormat>,
+    /// A tracing filter such as `info` or `mcp_authz=debug` (`RUST_LOG` wins).
+    pub level: Option<String>,
+}
+
+/// The `[reload]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadFile {
+    /// Quiet time after a change before reloading, in milliseconds (default 250).
+    pub debounce_ms: Option<u64>,
+    /// Interval of the fallback check of the policy files, in seconds (default 5; 0 turns it off).
+    pub poll_interval_secs: Option<u64>,
+}
+
+/// The `[envoy]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvoyFile {
+    /// Server id when a route carries no `context_extensions.mcp_server`.
+    pub default_server: Option<String>,
+}
+
+/// The `[cache]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFile {
+    /// Cache decisions (default true).
+    pub enabled: Option<bool>,
+    /// Most decisions kept (default 100000).
+    pub max_entries: Option<u64>,
+    /// Seconds a decision is kept (default 60).
+    pub ttl_secs: Option<u64>,
+}
+
+/// The `[grpc]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcFile {
+    /// A file holding the secret that a trusted caller (the gateway) sends in the
+    /// `x-mcp-authz-caller-token` metadata to have its asserted identities honoured.
+    pub trusted_caller_token_file: Option<PathBuf>,
+    /// Most checks in one `BatchCheck`, and most MCP messages in all its checks
+    /// together (default 1000).
+    pub max_batch_checks: Option<u64>,
+    /// Most entries (names, or entries of a raw result) in one `FilterList` (default 1000).
+    pub max_list_entries: Option<u64>,
+}
+
+/// The `[authzen]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzenFile {
+    /// The PDP's public base URL (`policy_decision_point` in the AuthZEN metadata);
+    /// default: `http://` and the request's `Host`.
+    pub base_url: Option<String>,
+    /// Most evaluations in one `/access/v1/evaluations` request (default 1000).
+    pub max_batch: Option<u64>,
+}
+
+/// The `[decisions]` section: rules every decision follows.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionsFile {
+    /// Decide a request that has a user but no application by the user alone
+    /// (default `false`: such a request is denied).
+    pub allow_user_only: Option<bool>,
+}
+
+/// The `[admin]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// A file holding the bearer token of the admin endpoints (`/v1/policies`,
+    /// `/v1/reload`). Without it they are served on the admin listener only.
+    pub token_file: Option<PathBuf>,
+}
+
+/// The `[decision_log]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionLogFile {
+    /// Whether every decision is logged (default true).
+    pub enabled: Option<bool>,
+    /// A file to append to (default: stdout).
+    pub file: Option<PathBuf>,
+    /// Records waiting for the writer before new ones are dropped (default 4096).
+    pub queue_capacity: Option<u64>,
+    /// Whether tool and prompt arguments are logged (default false).
+    pub include_arguments: Option<bool>,
+    /// Patterns of argument keys whose values are redacted: a key matches when its
+    /// normalized form (NFKC, case folded, letters and digits only) contains a
+    /// pattern's (default: token, secret, password, passwd, pwd, key, credential,
+    /// auth, cookie, session, signature, private).
+    pub redact: Option<Vec<String>>,
+}
+
+/// The `[listeners]` section: time limits and connection caps of the gRPC, HTTP
+/// and admin listeners.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersFile {
+    /// Time to receive a complete HTTP/1 request head, in seconds (default 10).
+    pub header_read_timeout_secs: Option<u64>,
+    /// Time a connection with no request in flight stays open, in seconds (default 120).
+    pub idle_timeout_secs: Option<u64>,
+    /// Interval of HTTP/2 keepalive pings, in seconds (default 30; 0 turns them off).
+    pub keepalive_interval_secs: Option<u64>,
+    /// Time to wait for a keepalive ping's answer, in seconds (default 10).
+    pub keepalive_timeout_secs: Option<u64>,
+    /// Time from a request head to its response head, in seconds (default 30).
+    pub request_timeout_secs: Option<u64>,
+    /// Most connections of the gRPC listener (default: 10000, less if the
+    /// descriptor limit is lower).
+    pub grpc_max_connections: Option<u64>,
+    /// Most connections of the HTTP listener (default: as for gRPC).
+    pub http_max_connections: Option<u64>,
+    /// Most connections of the admin listener (default: 64, less if the descriptor
+    /// limit is lower).
+    pub admin_max_connections: Option<u64>,
+    /// Descriptors kept free for policy files, the decision log and key fetches
+    /// (default 64).
+    pub reserved_descriptors: Option<u64>,
+}
+
+/// The configuration file as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Policy directory (relative paths are relative to the config file).
+    pub policies: Option<PathBuf>,
+    /// gRPC listen address.
+    pub grpc_listen: Option<String>,
+    /// HTTP listen address.
+    pub http_listen: Option<String>,
+    /// Optional separate listen address for health and admin endpoints.
+    pub admin_listen: Option<String>,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogFile,
+    /// Policy reloading.
+    #[serde(default)]
+    pub reload: ReloadFile,
+    /// Envoy ext_authz settings.
+    #[serde(default)]
+    pub envoy: EnvoyFile,
+    /// The gateway API.
+    #[serde(default)]
+    pub grpc: GrpcFile,
+    /// The decision cache.
+    #[serde(default)]
+    pub cache: CacheFile,
+    /// Trusted token issuers.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    /// SPIFFE (workload identity) settings.
+    #[serde(default)]
+    pub spiffe: SpiffeConfig,
+    /// Token verification settings.
+    #[serde(default)]
+    pub jwt: JwtSettings,
+    /// AuthZEN API settings.
+    #[serde(default)]
+    pub authzen: AuthzenFile,
+    /// Admin endpoint settings.
+    #[serde(default)]
+    pub admin: AdminFile,
+    /// The decision log.
+    #[serde(default)]
+    pub decision_log: DecisionLogFile,
+    /// `[decisions]`.
+    #[serde(default)]
+    pub decisions: DecisionsFile,
+    /// Listener time limits and connection caps.
+    #[serde(default)]
+    pub listeners: ListenersFile,
+}
+
+/// The settings of the file at `path`, checked against the structure first so that
+/// an error names its line.
+pub(super) fn read(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let parse_error = |e: toml::de::Error| ConfigError::Parse {
+        path: path.display().to_string(),
+        reason: one_line(&e.to_string()),
+    };
+    toml::from_str::<FileConfig>(&text).map_err(parse_error)?;
+    toml::from_str(&text).map_err(parse_error)
+}
+
+/// The file's settings with the environment applied, as the file's structure; `file`
+/// names it in an error.
+pub(super) fn from_table(
+    table: toml::Table,
+    file: Option<&Path>,
+) -> Result<FileConfig, ConfigError> {
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: file.map_or_else(|| "(environment)".to_owned(), |p| p.display().to_string()),
+            reason: one_line(&e.to_string()),
+        })
+}
+
+/// Make the relative paths written in the file relative to the file's directory.
+pub(super) fn resolve_paths(table: &mut toml::Table, base_dir: &Path) -> Result<(), ConfigError> {
+    for s in SETTINGS.iter().filter(|s| s.kind == ValueKind::Path) {
+        let slot = match s.key.split_once('.') {
+            Some((section, key)) => table
+                .get_mut(section)
+                .and_then(toml::Value::as_table_mut)
+                .and_then(|t| t.get_mut(key)),
+            None => table.get_mut(s.key),
+        };
+        if let Some(toml::Value::String(p)) = slot
+            && Path::new(p.as_str()).is_relative()
+        {
+            let joined = base_dir.join(p.as_str());
+            *p = joined
+                .to_str()
+                .ok_or_else(|| ConfigError::Value {
+                    key: s.key.into(),
+                    origin: "the config file".into(),
+                    reason: format!(
+                        "the config file's directory `{}` is not valid UTF-8: give an absolute path",
+                        base_dir.display()
+                    ),
+                })?
+                .to_owned();
+        }
+    }
+    Ok(())
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
