@@ -573,15 +573,25 @@ fn an_identity_error_is_printed_once() {
     let (_d, path) = write(
         "[[issuers]]\nissuer = \"https://idp.example.com\"\naudiences = []\njwks_file = \"k.json\"\n",
     );
-    let err = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect_err("bad");
-    let inner = match &err {
-        ConfigError::Identity(inner) => inner.to_string(),
-        other => panic!("{other}"),
+    let issuer = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect_err("issuer");
+    let load_env = |pairs: &[(&str, &str)]| {
+        Config::load(None, &env(pairs), &Overrides::default()).expect_err("identity")
     };
-    assert_eq!(err.to_string().matches(&inner).count(), 1, "{err}");
-    // What the message already says is not also its source: `{e:#}`-style chains
-    // (anyhow, miette) would print it twice.
-    assert!(std::error::Error::source(&err).is_none());
+    let spiffe = load_env(&[("MCP_AUTHZ_SPIFFE_TRUST_DOMAINS", "not a domain")]);
+    let jwt = load_env(&[("MCP_AUTHZ_JWT_CLOCK_SKEW_SECS", "601")]);
+    for err in [issuer, spiffe, jwt] {
+        let inner = match &err {
+            ConfigError::Identity(inner) => inner.to_string(),
+            other => panic!("not an identity error: {other}"),
+        };
+        let shown = err.to_string();
+        assert_eq!(shown, format!("invalid identity configuration: {inner}"));
+        assert_eq!(shown.matches(&inner).count(), 1, "{shown}");
+        // What the message already says is not also its source: `{e:#}`-style chains
+        // (anyhow, miette) would print it twice.
+        assert!(std::error::Error::source(&err).is_none(), "{shown}");
+        assert_eq!(crate::policy::error_chain(&err), shown);
+    }
 }
 
 /// The variants of the thiserror enums in `text` whose message shows their source
