@@ -17,7 +17,9 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
 };
 use mcp_authz::api::ext_authz::envoy_request;
 use mcp_authz::api::mcp_check::request_for;
-use mcp_authz::authz::{CacheSettings, DecisionRequest, Engine, build_context, decide};
+use mcp_authz::authz::{
+    CacheSettings, DecisionMeta, DecisionRequest, Engine, Interface, build_context, decide,
+};
 use mcp_authz::identity::{Identity, IdentityConfig, IdentityInput, IssuerConfig, Resolver};
 use mcp_authz::mcp::jsonrpc::parse_body;
 use mcp_authz::mcp::{Kind, action};
@@ -94,9 +96,22 @@ fn decisions(c: &mut Criterion) {
 
     let store = Arc::new(PolicyStore::open(&dir).expect("policies"));
     let engine = Engine::new(store).with_cache(&CacheSettings::default());
-    engine.decide(&req);
+    engine.evaluate(&engine.snapshot(), &req);
     c.bench_function("decision_cache_hit", |b| {
-        b.iter(|| black_box(engine.decide(black_box(&req))))
+        b.iter(|| black_box(engine.evaluate(&engine.snapshot(), black_box(&req))))
+    });
+    // What an interface's entry adds on a hit: an id, the timing and the metrics.
+    let recorded = Engine::with_recorder(
+        Arc::clone(engine.store()),
+        Arc::new(mcp_authz::telemetry::Telemetry::default()),
+    )
+    .with_cache(&CacheSettings::default());
+    let meta = DecisionMeta::default();
+    c.bench_function("decision_cache_hit_recorded", |b| {
+        b.iter(|| {
+            let snapshot = recorded.snapshot();
+            black_box(recorded.decide(&snapshot, Interface::Grpc, black_box(&req), &meta))
+        })
     });
 
     let mut unknown = request();

@@ -66,7 +66,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde_json::{Map, Value, json};
 
 use crate::api::ext_authz::{self, EnvoyAnswer};
-use crate::api::http::{self, HttpState};
+use crate::api::http;
 use crate::api::mcp_check::request_for;
 use crate::api::services::Services;
 use crate::authz::{self, Decision, DecisionRequest, Engine, Interface, Role};
@@ -75,6 +75,7 @@ use crate::identity::{
 };
 use crate::mcp::jsonrpc::{self, McpHeaders, MessageKind};
 use crate::policy::{PolicyStore, Snapshot};
+use crate::telemetry::Telemetry;
 
 /// A fuzz target: the name of its `fuzz/` binary and corpus directory, and its function.
 #[derive(Debug, Clone, Copy)]
@@ -296,7 +297,8 @@ pub fn fixture() -> &'static Fixture {
         std::fs::write(&jwks_file, published_jwks(&keys).to_string()).expect("jwks file");
         let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
         let store = Arc::new(PolicyStore::open(&policies).expect("reference policies"));
-        let engine = Engine::new(Arc::clone(&store));
+        let telemetry = Arc::new(Telemetry::default());
+        let engine = Engine::with_recorder(Arc::clone(&store), telemetry.clone());
         let resolver = runtime
             .block_on(Resolver::new(&identity_config(&jwks_file), &scratch))
             .expect("resolver");
@@ -304,16 +306,12 @@ pub fn fixture() -> &'static Fixture {
         let _ = std::fs::remove_file(&jwks_file);
         let _ = std::fs::remove_dir(&scratch);
         let services = Services {
-            engine: engine.clone(),
-            resolver: resolver.clone(),
-            trusted_caller_token: None,
             envoy_default_server: Some("docs".into()),
+            ..Services::new(engine, telemetry, resolver)
         };
-        let gateway =
-            crate::api::grpc::GatewayApi::new(crate::api::services::Ready::with(services.clone()));
-        let mut state = HttpState::new(engine);
-        state.resolver = Some(resolver);
-        let router = http::router(Arc::new(state));
+        let ready = crate::api::services::Ready::with(services.clone());
+        let gateway = crate::api::grpc::GatewayApi::new(ready.clone());
+        let router = http::router(ready, false);
         Fixture {
             runtime,
             store,

@@ -6,6 +6,7 @@
 //! [`identity`]: verified tokens and SPIFFE IDs.
 
 pub mod api;
+pub mod app;
 pub mod authz;
 pub mod cli;
 pub mod config;
@@ -15,4 +16,5 @@ pub mod identity;
 pub mod mcp;
 pub mod policy;
 pub mod telemetry;
+pub mod trace;
 pub mod uri;

@@ -483,14 +483,16 @@ fn apply_identity(
 /// not the caller's fault is a recorded deny).
 pub fn decide(
     engine: &Engine,
+    snapshot: &Snapshot,
     eval: &Evaluation,
     identity: Option<&Identity>,
     meta: &DecisionMeta,
 ) -> Result<Outcome, BadRequest> {
-    let snapshot = engine.store().snapshot();
-    match to_decision_request(&snapshot, eval, identity) {
-        Ok(request) => Ok(engine.decide_with(Interface::Authzen, &request, meta)),
-        Err(MapError::Deny(reason)) => Ok(engine.reject_for(Interface::Authzen, reason, meta)),
+    match to_decision_request(snapshot, eval, identity) {
+        Ok(request) => Ok(engine.decide(snapshot, Interface::Authzen, &request, meta)),
+        Err(MapError::Deny(reason)) => {
+            Ok(engine.reject(snapshot, Interface::Authzen, reason, meta))
+        }
         Err(MapError::Bad(reason)) => Err(BadRequest(reason)),
     }
 }
@@ -627,10 +629,11 @@ pub fn evaluate_batch(
             return Err(bad(format!("`{key}` must be {what}")));
         }
     }
+    // Every evaluation of the request is decided on one snapshot.
+    let snapshot = engine.snapshot();
     if items.is_empty() {
         let eval = parse_evaluation(body)?;
-        let outcome = decide(engine, &eval, identity, meta)?;
-        let snapshot = engine.store().snapshot();
+        let outcome = decide(engine, &snapshot, &eval, identity, meta)?;
         return Ok(BatchResult::Single(
             decision_json(&outcome, explain, &snapshot),
             Some(outcome.decision_id),
@@ -642,7 +645,6 @@ pub fn evaluate_batch(
             items.len()
         )));
     }
-    let snapshot = engine.store().snapshot();
     let mut results = Vec::with_capacity(items.len());
     let mut ids = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -670,7 +672,7 @@ pub fn evaluate_batch(
                         },
                     })
                 })();
-                match parsed.and_then(|eval| decide(engine, &eval, identity, meta)) {
+                match parsed.and_then(|eval| decide(engine, &snapshot, &eval, identity, meta)) {
                     Ok(outcome) => {
                         let allow = outcome.decision.allow;
                         let json = decision_json(&outcome, explain, &snapshot);
@@ -679,14 +681,15 @@ pub fn evaluate_batch(
                     }
                     Err(e) => {
                         let reason = format!("evaluation {i}: {e}");
-                        let outcome = engine.reject_for(Interface::Authzen, reason, meta);
+                        let outcome = engine.reject(&snapshot, Interface::Authzen, reason, meta);
                         ids.push(outcome.decision_id);
                         (item_error(400, &e.0), false)
                     }
                 }
             }
             _ => {
-                let outcome = engine.reject_for(
+                let outcome = engine.reject(
+                    &snapshot,
                     Interface::Authzen,
                     format!("evaluation {i} is not an object"),
                     meta,
@@ -875,7 +878,7 @@ pub fn search(
     };
     let context = parse_context(body, "context")?;
     let page = page_of(kind, body)?;
-    let snapshot = engine.store().snapshot();
+    let snapshot = engine.snapshot();
     let schema = &snapshot.schema;
 
     // Names: ambiguous ones are the caller's to fix; unknown ones match nothing.
@@ -1006,7 +1009,7 @@ pub fn search(
         let allowed = match mapped {
             Ok(request) => {
                 engine
-                    .decide_with(Interface::Authzen, &request, meta)
+                    .decide(&snapshot, Interface::Authzen, &request, meta)
                     .decision
                     .allow
             }

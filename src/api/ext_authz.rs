@@ -288,7 +288,10 @@ pub async fn decide(
     } = &mut answer
         && decision_id.is_empty()
     {
-        let outcome = services.engine.reject_for(interface, reason.clone(), &meta);
+        let snapshot = services.engine.snapshot();
+        let outcome = services
+            .engine
+            .reject(&snapshot, interface, reason.clone(), &meta);
         *decision_id = outcome.decision_id;
     }
     answer
@@ -411,8 +414,12 @@ async fn decide_request(
                     decision_id,
                     status: 403,
                     headers: Vec::new(),
-                    body: error_body(id, FORBIDDEN_CODE, &forbidden_message(&decision.reason)),
-                    reason: decision.reason.clone(),
+                    body: error_body(
+                        id,
+                        FORBIDDEN_CODE,
+                        &forbidden_message(decision.reason.as_str()),
+                    ),
+                    reason: decision.reason.to_string(),
                 }
             }
         }

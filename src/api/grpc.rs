@@ -47,12 +47,11 @@ use super::proto::v1::{
     check_request, filter_list_request,
 };
 use super::services::{REALM, Ready, Services};
-use crate::authz::{Decision, DecisionMeta, Engine, Interface, Role};
-use crate::config::GrpcSettings;
+use crate::authz::{Decision, DecisionMeta, Engine, Interface, Reason, ReasonKind, Role};
 use crate::identity::{AuthnError, Identity, TrustedIdentity, bearer_token_from_header};
 use crate::mcp::jsonrpc::{McpCall, McpError, McpHeaders, check_headers, parse_body};
 use crate::mcp::{Kind, action};
-use crate::telemetry::{DecisionRecord, ListRecord};
+use crate::telemetry::{DecisionRecord, ListRecord, Telemetry};
 
 /// Metadata a trusted caller sends to have its asserted identities honoured.
 pub const CALLER_TOKEN_METADATA: &str = CALLER_TOKEN_HEADER;
@@ -64,22 +63,12 @@ pub const DECISION_ID_METADATA: &str = "x-mcp-authz-decision-id";
 #[derive(Debug, Clone)]
 pub struct GatewayApi {
     ready: Ready,
-    settings: GrpcSettings,
 }
 
 impl GatewayApi {
-    /// The service, answering once `ready` is, with the default limits.
+    /// The service, answering once `ready` is, with the limits of its services.
     pub fn new(ready: Ready) -> Self {
-        Self {
-            ready,
-            settings: GrpcSettings::default(),
-        }
-    }
-
-    /// The same service with these limits.
-    pub fn with_settings(mut self, settings: GrpcSettings) -> Self {
-        self.settings = settings;
-        self
+        Self { ready }
     }
 
     fn services(&self) -> Result<&Arc<Services>, Status> {
@@ -147,7 +136,7 @@ impl Authorizer for GatewayApi {
         let services = Arc::clone(self.services()?);
         let caller = caller(request.metadata(), &services);
         let span = request_span("mcp_authz.v1.Authorizer/BatchCheck", &caller.meta);
-        let max = self.settings.max_batch_checks;
+        let max = services.grpc.max_batch_checks;
         let batch = request.into_inner();
         async move {
             if batch.checks.len() > max {
@@ -192,7 +181,7 @@ impl Authorizer for GatewayApi {
         let services = Arc::clone(self.services()?);
         let caller = caller(request.metadata(), &services);
         let span = request_span("mcp_authz.v1.Authorizer/FilterList", &caller.meta);
-        let max = self.settings.max_list_entries;
+        let max = services.grpc.max_list_entries;
         let request = request.into_inner();
         let response = filter_list(services, caller, request, max)
             .instrument(span.clone())
@@ -223,7 +212,7 @@ pub(crate) fn request_span(method: &'static str, meta: &DecisionMeta) -> tracing
 /// Refuse the whole call with `status`: logged and counted as one deny, whose id
 /// is in the status's `x-mcp-authz-decision-id` metadata.
 fn refuse_call(engine: &Engine, meta: &DecisionMeta, mut status: Status) -> Status {
-    let outcome = engine.reject_for(Interface::Grpc, status.message().to_owned(), meta);
+    let outcome = engine.reject(&engine.snapshot(), Interface::Grpc, status.message(), meta);
     if let Ok(id) = MetadataValue::try_from(outcome.decision_id.as_str()) {
         status.metadata_mut().insert(DECISION_ID_METADATA, id);
     }
@@ -292,7 +281,7 @@ impl Refusal {
 
 fn refused(engine: &Engine, meta: &DecisionMeta, refusal: &Refusal) -> CheckResponse {
     let (kind, reason, error, www_authenticate) = refusal.parts();
-    let outcome = engine.reject_for(Interface::Grpc, reason.clone(), meta);
+    let outcome = engine.reject(&engine.snapshot(), Interface::Grpc, reason.clone(), meta);
     CheckResponse {
         allowed: false,
         decision_id: outcome.decision_id,
@@ -511,11 +500,11 @@ fn decide_ready(engine: &Engine, meta: &DecisionMeta, ready: ReadyCheck) -> Chec
     CheckResponse {
         allowed,
         decision_id: deciding.outcome.decision_id.clone(),
-        reason: decision.reason.clone(),
+        reason: decision.reason.to_string(),
         evaluations: evaluations(decision),
         error: (!allowed).then(|| JsonRpcError {
             code: FORBIDDEN_CODE,
-            message: forbidden_message(&decision.reason),
+            message: forbidden_message(decision.reason.as_str()),
         }),
         deny_kind: if allowed {
             DenyKind::Unspecified
@@ -597,7 +586,7 @@ fn call_decision(c: &CallOutcome) -> pb::CallDecision {
         method: c.call.method.clone(),
         resource: c.request.resource.to_string(),
         allowed: c.outcome.decision.allow,
-        reason: c.outcome.decision.reason.clone(),
+        reason: c.outcome.decision.reason.to_string(),
         evaluations: evaluations(&c.outcome.decision),
     }
 }
@@ -647,7 +636,7 @@ impl ListKind {
 
 fn filter_refused(engine: &Engine, meta: &DecisionMeta, refusal: &Refusal) -> FilterListResponse {
     let (kind, reason, error, www_authenticate) = refusal.parts();
-    let outcome = engine.reject_for(Interface::Grpc, reason, meta);
+    let outcome = engine.reject(&engine.snapshot(), Interface::Grpc, reason, meta);
     FilterListResponse {
         decision_id: outcome.decision_id,
         policy_generation: outcome.decision.generation,
@@ -696,16 +685,16 @@ async fn filter_list(
             return Ok(filter_refused(engine, meta, &Refusal::Unauthenticated(e)));
         }
     };
-    let engine = engine.clone();
     let meta = caller.meta.clone();
     off_workers(move || {
-        let job = match ListJob::new(&engine, &meta, kind, request, identity, max) {
+        let engine = &services.engine;
+        let job = match ListJob::new(&services, &meta, kind, request, identity, max) {
             Ok(job) => job,
             Err(ListRefusal::Invalid(message)) => {
-                return Ok(filter_refused(&engine, &meta, &Refusal::invalid(message)));
+                return Ok(filter_refused(engine, &meta, &Refusal::invalid(message)));
             }
             Err(ListRefusal::TooMany(entries)) => {
-                return Err(too_many_entries(&engine, &meta, entries, max));
+                return Err(too_many_entries(engine, &meta, entries, max));
             }
         };
         let allowed: Vec<bool> = (0..job.calls.len()).map(|i| job.decide(i)).collect();
@@ -736,6 +725,7 @@ enum ListRefusal {
 /// A list to decide: its entries read and validated, one snapshot to decide them on.
 struct ListJob<'e> {
     engine: &'e Engine,
+    telemetry: &'e Telemetry,
     meta: &'e DecisionMeta,
     kind: ListKind,
     server: String,
@@ -751,7 +741,7 @@ struct ListJob<'e> {
 impl<'e> ListJob<'e> {
     /// Read the list.
     fn new(
-        engine: &'e Engine,
+        services: &'e Services,
         meta: &'e DecisionMeta,
         kind: ListKind,
         request: FilterListRequest,
@@ -780,7 +770,8 @@ impl<'e> ListJob<'e> {
             .map(|name| use_call(kind.use_method, name).ok())
             .collect();
         Ok(Self {
-            engine,
+            engine: &services.engine,
+            telemetry: &services.telemetry,
             meta,
             kind,
             server: request.server,
@@ -793,7 +784,7 @@ impl<'e> ListJob<'e> {
             names,
             calls,
             result,
-            snapshot: engine.store().snapshot(),
+            snapshot: services.engine.snapshot(),
             started,
         })
     }
@@ -805,7 +796,7 @@ impl<'e> ListJob<'e> {
             return false;
         };
         let request = request_for(call, &self.server, &self.identity, &self.extra);
-        self.engine.decide_on(&self.snapshot, &request).allow
+        self.engine.evaluate(&self.snapshot, &request).allow
     }
 
     /// The answer, and the one decision log record of the list.
@@ -828,13 +819,21 @@ impl<'e> ListJob<'e> {
         let entries = self.names.len();
         let shown = response.allowed.len();
         let server = Kind::Server.uid(&self.server);
+        let allow = entries == 0 || shown > 0;
         let decision = Decision {
-            allow: entries == 0 || shown > 0,
-            reason: format!("{shown} of {entries} entries allowed"),
+            allow,
+            reason: Reason::new(
+                if allow {
+                    ReasonKind::Allowed
+                } else {
+                    ReasonKind::Denied
+                },
+                format!("{shown} of {entries} entries allowed"),
+            ),
             evaluations: Vec::new(),
             generation: self.snapshot.generation,
         };
-        self.engine.telemetry().record_list(ListRecord {
+        self.telemetry.record_list(ListRecord {
             record: DecisionRecord {
                 decision_id: response.decision_id.clone(),
                 time: SystemTime::now(),

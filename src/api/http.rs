@@ -39,105 +39,64 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{Map, Value, json};
-use sha2::Digest;
 use tracing::Instrument;
 
 use super::authzen::{self, BadRequest, BatchResult, SearchKind};
-use super::services::Ready;
-use crate::authz::{DecisionMeta, Engine};
-use crate::config::AuthzenSettings;
+use super::services::{REALM, Ready, Services};
+use crate::authz::DecisionMeta;
 use crate::identity::{
-    AuthnError, Identity, IdentityInput, Resolver, bearer_challenge, bearer_token_from_header,
+    AuthnError, Identity, IdentityInput, bearer_challenge, bearer_token_from_header,
 };
 use crate::mcp::json::JsonFault;
 use crate::policy::ReloadOutcome;
 use crate::telemetry::TraceContext;
 use crate::telemetry::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 
-/// The realm named in `WWW-Authenticate` challenges.
-pub const REALM: &str = "mcp-authz";
 const ADMIN_REALM: &str = "mcp-authz-admin";
 
-/// The admin bearer token, kept as its SHA-256 only.
-#[derive(Clone)]
-pub struct AdminToken {
-    digest: [u8; 32],
-}
+/// The services of a request, once the policies are loaded: every handler that
+/// needs them takes this; before that the request is answered 503.
+struct Serving(Arc<Services>);
 
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
-}
+impl axum::extract::FromRequestParts<Ready> for Serving {
+    type Rejection = Response;
 
-impl AdminToken {
-    /// A token from its text (surrounding whitespace ignored); `None` if empty.
-    pub fn new(secret: &str) -> Option<Self> {
-        let secret = secret.trim();
-        (!secret.is_empty()).then(|| Self {
-            digest: sha2::Sha256::digest(secret.as_bytes()).into(),
-        })
-    }
-
-    /// Read the token from `path`.
-    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read admin token file `{}`: {e}", path.display()))?;
-        Self::new(&text).ok_or_else(|| format!("admin token file `{}` is empty", path.display()))
-    }
-
-    /// Whether `presented` is the token, compared in constant time.
-    pub fn verify(&self, presented: &str) -> bool {
-        let other: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
-        let diff = self
-            .digest
-            .iter()
-            .zip(other.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        std::hint::black_box(diff) == 0
-    }
-}
-
-/// Shared state of the HTTP handlers.
-#[derive(Debug, Clone)]
-pub struct HttpState {
-    /// The decision engine (and through it, the policy store and telemetry).
-    pub engine: Engine,
-    /// Verifies bearer tokens; without it a presented token is refused.
-    pub resolver: Option<Resolver>,
-    /// AuthZEN settings.
-    pub authzen: AuthzenSettings,
-    /// The admin bearer token, if configured.
-    pub admin_token: Option<AdminToken>,
-}
-
-impl HttpState {
-    /// State with no token verification, default AuthZEN settings and no admin token.
-    pub fn new(engine: Engine) -> Self {
-        Self {
-            engine,
-            resolver: None,
-            authzen: AuthzenSettings::default(),
-            admin_token: None,
+    async fn from_request_parts(
+        _: &mut axum::http::request::Parts,
+        ready: &Ready,
+    ) -> Result<Self, Response> {
+        match ready.get() {
+            Some(services) => Ok(Serving(Arc::clone(services))),
+            None => Err(not_ready()),
         }
     }
+}
+
+fn not_ready() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "policies are not loaded yet\n",
+    )
+        .into_response()
 }
 
 /// The routes of the main HTTP listener without the HTTP ext_authz mode (which needs
 /// the services of the decision interfaces): AuthZEN, health, metrics, admin with a
 /// token. Every route runs under the request layer ([`observed`]).
-pub fn router(state: Arc<HttpState>) -> Router {
-    observed(routes(state))
+pub fn router(ready: Ready, admin_routes: bool) -> Router {
+    observed(routes(ready.clone(), admin_routes))
 }
 
 /// The main HTTP listener as `serve` runs it: [`router`]'s routes and the HTTP
 /// ext_authz mode under `/ext_authz`, merged first and then put under the one request
 /// layer, so that every route gets the span and the `X-Request-ID` echo.
-pub fn main_router(state: Arc<HttpState>, ready: Ready) -> Router {
-    observed(routes(state).merge(super::ext_authz::http_router(ready)))
+pub fn main_router(ready: Ready, admin_routes: bool) -> Router {
+    observed(routes(ready.clone(), admin_routes).merge(super::ext_authz::http_router(ready)))
 }
 
-fn routes(state: Arc<HttpState>) -> Router {
+/// The main listener's routes; the admin endpoints too when `admin_routes` (an
+/// admin token is configured: they are served here only behind it).
+fn routes(ready: Ready, admin_routes: bool) -> Router {
     let mut r = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -158,16 +117,16 @@ fn routes(state: Arc<HttpState>) -> Router {
             get(authzen_configuration),
         );
     // Admin endpoints share the main listener only behind a token.
-    if state.admin_token.is_some() {
+    if admin_routes {
         r = r
             .route("/v1/policies", get(policies))
             .route("/v1/reload", post(reload));
     }
-    r.with_state(state)
+    r.with_state(ready)
 }
 
 /// The routes of the admin listener.
-pub fn admin_router(state: Arc<HttpState>) -> Router {
+pub fn admin_router(ready: Ready) -> Router {
     observed(
         Router::new()
             .route("/healthz", get(healthz))
@@ -175,7 +134,7 @@ pub fn admin_router(state: Arc<HttpState>) -> Router {
             .route("/metrics", get(metrics))
             .route("/v1/policies", get(policies))
             .route("/v1/reload", post(reload))
-            .with_state(state),
+            .with_state(ready),
     )
 }
 
@@ -394,7 +353,7 @@ fn json_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, 
 
 /// The identity of a bearer token in `Authorization`, if one is presented.
 async fn bearer_identity(
-    state: &HttpState,
+    state: &Services,
     headers: &HeaderMap,
 ) -> Result<Option<Identity>, ApiError> {
     let Some(value) = single_header(headers, &header::AUTHORIZATION)? else {
@@ -410,13 +369,8 @@ async fn bearer_identity(
         })
     })?;
     let token = bearer_token_from_header(text).map_err(refuse)?;
-    let Some(resolver) = &state.resolver else {
-        return Err(ApiError::Unauthorized {
-            challenge: bearer_challenge(REALM),
-            message: "no token issuers are configured".into(),
-        });
-    };
-    let identity = resolver
+    let identity = state
+        .resolver
         .resolve(IdentityInput {
             bearer_token: Some(token),
             ..IdentityInput::default()
@@ -453,7 +407,7 @@ fn decided(json: Value, decision_id: Option<&str>) -> Response {
 }
 
 async fn evaluation(
-    State(state): State<Arc<HttpState>>,
+    Serving(state): Serving,
     Extension(meta): Extension<RequestMeta>,
     headers: HeaderMap,
     body: Bytes,
@@ -461,14 +415,20 @@ async fn evaluation(
     let body = json_object(&headers, &body)?;
     let identity = bearer_identity(&state, &headers).await?;
     let eval = authzen::parse_evaluation(&body)?;
-    let outcome = authzen::decide(&state.engine, &eval, identity.as_ref(), &meta.decision)?;
-    let snapshot = state.engine.store().snapshot();
+    let snapshot = state.engine.snapshot();
+    let outcome = authzen::decide(
+        &state.engine,
+        &snapshot,
+        &eval,
+        identity.as_ref(),
+        &meta.decision,
+    )?;
     let json = authzen::decision_json(&outcome, authzen::explain_requested(&body), &snapshot);
     Ok(decided(json, Some(&outcome.decision_id)))
 }
 
 async fn evaluations(
-    State(state): State<Arc<HttpState>>,
+    Serving(state): Serving,
     Extension(meta): Extension<RequestMeta>,
     headers: HeaderMap,
     body: Bytes,
@@ -494,7 +454,7 @@ async fn evaluations(
 
 async fn search(
     kind: SearchKind,
-    state: Arc<HttpState>,
+    state: Arc<Services>,
     meta: RequestMeta,
     headers: HeaderMap,
     body: Bytes,
@@ -511,9 +471,9 @@ async fn search(
 }
 
 /// The route of one kind of search.
-fn search_route(kind: SearchKind) -> axum::routing::MethodRouter<Arc<HttpState>> {
+fn search_route(kind: SearchKind) -> axum::routing::MethodRouter<Ready> {
     post(
-        move |State(state): State<Arc<HttpState>>,
+        move |Serving(state): Serving,
               Extension(meta): Extension<RequestMeta>,
               headers: HeaderMap,
               body: Bytes| search(kind, state, meta, headers, body),
@@ -532,7 +492,7 @@ fn plain_host(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn authzen_configuration(
-    State(state): State<Arc<HttpState>>,
+    Serving(state): Serving,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let base = match &state.authzen.base_url {
@@ -558,21 +518,20 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready when a snapshot is loaded: the store never exists without one, and a
+/// Ready once the policies are loaded (the same readiness as gRPC health): a
 /// failed reload keeps serving the last good snapshot, so this stays ready.
-async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
-    let snapshot = state.engine.store().snapshot();
-    if snapshot.policy_count() > 0 {
+async fn readyz(State(ready): State<Ready>) -> Response {
+    if ready.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no policies loaded\n").into_response()
+        not_ready()
     }
 }
 
-async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
-    let text = state.engine.telemetry().render_prometheus(
+async fn metrics(Serving(state): Serving) -> Response {
+    let text = state.telemetry.render_prometheus(
         state.engine.store(),
-        state.resolver.as_ref(),
+        Some(&state.resolver),
         state.engine.cache().map(AsRef::as_ref),
     );
     (
@@ -584,7 +543,7 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
 }
 
 /// Check the admin bearer token, when one is configured.
-fn admin_allowed(state: &HttpState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+fn admin_allowed(state: &Services, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(expected) = &state.admin_token else {
         return Ok(());
     };
@@ -616,7 +575,7 @@ fn unix_secs(t: std::time::SystemTime) -> u64 {
         .unwrap_or_default()
 }
 
-async fn policies(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+async fn policies(Serving(state): Serving, headers: HeaderMap) -> Response {
     if let Err(r) = admin_allowed(&state, &headers) {
         return *r;
     }
@@ -680,7 +639,7 @@ fn diff_json(diff: &crate::policy::PolicyDiff) -> Value {
     })
 }
 
-async fn reload(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+async fn reload(Serving(state): Serving, headers: HeaderMap) -> Response {
     if let Err(r) = admin_allowed(&state, &headers) {
         return *r;
     }

@@ -266,13 +266,15 @@ pub fn decide_calls(
     meta: &DecisionMeta,
 ) -> Vec<CallOutcome> {
     let refusal = caller_context_refusal(extra_context);
+    // Every message of the request is decided on one snapshot.
+    let snapshot = engine.snapshot();
     calls
         .into_iter()
         .map(|call| {
             let request = request_for(&call, server, identity, extra_context);
             let outcome = match &refusal {
-                Some(reason) => engine.reject_for(interface, reason.clone(), meta),
-                None => engine.decide_with(interface, &request, meta),
+                Some(reason) => engine.reject(&snapshot, interface, reason.clone(), meta),
+                None => engine.decide(&snapshot, interface, &request, meta),
             };
             CallOutcome {
                 call,

@@ -1,53 +1,177 @@
-//! What the decision interfaces need, built once the policies are loaded.
+//! The one state every interface serves from ([`Services`]), and the one
+//! readiness ([`Ready`]) that gRPC health and `/readyz` both report.
+//!
+//! Every listener is bound and answering from the start; until the policies are
+//! loaded each interface answers "not ready" (gRPC `UNAVAILABLE` and health
+//! `NOT_SERVING`, HTTP 503), then [`Ready::set`] makes them all serve at once.
 
 use std::sync::{Arc, OnceLock};
 
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
 use crate::authz::Engine;
+use crate::config::{AuthzenSettings, GrpcSettings, Secret};
 use crate::identity::Resolver;
+use crate::telemetry::Telemetry;
 
 /// Realm of `WWW-Authenticate` challenges.
 pub const REALM: &str = "mcp-authz";
 
-/// The engine and the identity resolver, and the settings of the interfaces.
+/// gRPC services whose health is reported (`""` is the server as a whole).
+pub const HEALTH_SERVICES: [&str; 3] = [
+    "",
+    "mcp_authz.v1.Authorizer",
+    "envoy.service.auth.v3.Authorization",
+];
+
+/// What the interfaces decide with, and their settings: built once the policies
+/// are loaded.
 #[derive(Debug, Clone)]
 pub struct Services {
-    /// The decision engine.
+    /// The decision engine (it reports its decisions to `telemetry`).
     pub engine: Engine,
+    /// Metrics and the decision log; lists are recorded here by the interfaces.
+    pub telemetry: Arc<Telemetry>,
     /// Proves who asks.
     pub resolver: Resolver,
     /// The secret a trusted caller (the gateway) presents to have its verified
     /// identities honoured; none: no caller is trusted.
-    pub trusted_caller_token: Option<crate::config::Secret>,
+    pub trusted_caller_token: Option<Secret>,
     /// The MCP server id of Envoy requests whose route names none.
     pub envoy_default_server: Option<String>,
+    /// AuthZEN's limits.
+    pub authzen: AuthzenSettings,
+    /// The gateway API's limits.
+    pub grpc: GrpcSettings,
+    /// The admin bearer token, if configured.
+    pub admin_token: Option<AdminToken>,
 }
 
-/// The services, once the policies are loaded: interfaces bound before that answer
-/// "unavailable" until then.
+impl Services {
+    /// Services deciding with `engine`, which must report to `telemetry`, with the
+    /// default settings, no trusted caller and no admin token.
+    pub fn new(engine: Engine, telemetry: Arc<Telemetry>, resolver: Resolver) -> Self {
+        Self {
+            engine,
+            telemetry,
+            resolver,
+            trusted_caller_token: None,
+            envoy_default_server: None,
+            authzen: AuthzenSettings::default(),
+            grpc: GrpcSettings::default(),
+            admin_token: None,
+        }
+    }
+}
+
+/// The services, once the policies are loaded: interfaces bound before that
+/// answer "unavailable" until then.
 #[derive(Debug, Clone, Default)]
-pub struct Ready(Arc<OnceLock<Arc<Services>>>);
+pub struct Ready {
+    services: Arc<OnceLock<Arc<Services>>>,
+    health: Option<HealthReporter>,
+    became_ready: Arc<tokio::sync::Notify>,
+}
 
 impl Ready {
-    /// Not ready yet.
+    /// Not ready yet; nothing reports health.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Ready with `services`.
+    /// Not ready yet; gRPC health reports `NOT_SERVING` for every
+    /// [`HEALTH_SERVICES`] entry until [`Ready::set`].
+    pub async fn with_health(health: HealthReporter) -> Self {
+        for name in HEALTH_SERVICES {
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        Self {
+            health: Some(health),
+            ..Self::default()
+        }
+    }
+
+    /// Ready with `services` (for tests and tools).
     pub fn with(services: Services) -> Self {
         let ready = Self::new();
-        ready.set(services);
+        let _ = ready.services.set(Arc::new(services));
         ready
     }
 
-    /// Become ready (only the first call counts).
-    pub fn set(&self, services: Services) {
-        let _ = self.0.set(Arc::new(services));
+    /// Become ready (only the first call counts): every interface serves, gRPC
+    /// health reports `SERVING`.
+    pub async fn set(&self, services: Services) {
+        if self.services.set(Arc::new(services)).is_err() {
+            return;
+        }
+        if let Some(health) = &self.health {
+            for name in HEALTH_SERVICES {
+                health
+                    .set_service_status(name, ServingStatus::Serving)
+                    .await;
+            }
+        }
+        self.became_ready.notify_waiters();
     }
 
     /// The services, if ready.
     pub fn get(&self) -> Option<&Arc<Services>> {
-        self.0.get()
+        self.services.get()
+    }
+
+    /// Whether the interfaces serve.
+    pub fn is_ready(&self) -> bool {
+        self.services.get().is_some()
+    }
+
+    /// Wait until ready.
+    pub async fn wait(&self) -> Arc<Services> {
+        loop {
+            let notified = self.became_ready.notified();
+            if let Some(s) = self.services.get() {
+                return Arc::clone(s);
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The admin bearer token, kept as its SHA-256 only.
+#[derive(Clone)]
+pub struct AdminToken {
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl AdminToken {
+    /// A token from its text (surrounding whitespace ignored); `None` if empty.
+    pub fn new(secret: &str) -> Option<Self> {
+        use sha2::Digest;
+        let secret = secret.trim();
+        (!secret.is_empty()).then(|| Self {
+            secret: sha2::Sha256::digest(secret.as_bytes()).to_vec(),
+        })
+    }
+
+    /// Read the token from `path`.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read admin token file `{}`: {e}", path.display()))?;
+        Self::new(&text).ok_or_else(|| format!("admin token file `{}` is empty", path.display()))
+    }
+
+    /// Whether `presented` is the token, compared in constant time.
+    pub fn verify(&self, presented: &str) -> bool {
+        use sha2::Digest;
+        secret_matches(&sha2::Sha256::digest(presented.as_bytes()), &self.secret)
     }
 }
 
@@ -57,8 +181,9 @@ pub fn secret_matches(presented: &[u8], expected: &[u8]) -> bool {
     // Hashing first makes the comparison independent of the lengths too.
     let a = Sha256::digest(presented);
     let b = Sha256::digest(expected);
-    a.iter()
+    let diff = a
+        .iter()
         .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }

@@ -306,7 +306,7 @@ mod tests {
         let c = DecisionCache::new(&CacheSettings::default());
         let make = |allow| Decision {
             allow,
-            reason: String::new(),
+            reason: crate::authz::Reason::new(crate::authz::ReasonKind::Allowed, ""),
             evaluations: Vec::new(),
             generation: 1,
         };

@@ -11,6 +11,7 @@ mod cache;
 mod context;
 mod indexed;
 pub mod names;
+mod record;
 
 use std::sync::Arc;
 
@@ -19,10 +20,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::policy::{PolicyStore, Snapshot};
-use crate::telemetry::{DecisionRecord, Telemetry};
 
 pub use cache::{CacheSettings, CacheStats, DecisionCache};
 pub use context::{build_context, mcp_profile, service_filled_attribute, service_filled_in};
+pub use record::{Decided, NoRecorder, Reason, ReasonKind, Recorder};
 
 /// Extra data about one entity, for this request only (e.g. groups from a token).
 #[derive(Debug, Clone, PartialEq)]
@@ -87,15 +88,18 @@ pub struct Rules {
 
 impl Rules {
     /// The reason `request` is denied before any evaluation, if it is.
-    pub fn refusal(&self, request: &DecisionRequest) -> Option<String> {
+    pub fn refusal(&self, request: &DecisionRequest) -> Option<Reason> {
         if self.allow_user_only || !mcp_profile(&request.action) {
             return None;
         }
         match (&request.user, &request.application) {
-            (Some(user), None) => Some(format!(
-                "the request for {user} names no application: a request made for a user must \
+            (Some(user), None) => Some(Reason::new(
+                ReasonKind::Rule,
+                format!(
+                    "the request for {user} names no application: a request made for a user must \
                  say which application acts for them (a token's application claim, the caller's \
                  SPIFFE ID, or AuthZEN's `context.agent`)"
+                ),
             )),
             _ => None,
         }
@@ -149,7 +153,7 @@ pub struct Decision {
     /// Allow only if every evaluation allowed.
     pub allow: bool,
     /// Why, in one sentence safe to show the caller.
-    pub reason: String,
+    pub reason: Reason,
     /// One evaluation per principal (none if the request failed before evaluation).
     pub evaluations: Vec<Evaluation>,
     /// The snapshot generation that decided.
@@ -157,7 +161,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn denied_before_evaluation(reason: String, generation: u64) -> Self {
+    fn denied_before_evaluation(reason: Reason, generation: u64) -> Self {
         Self {
             allow: false,
             reason,
@@ -221,34 +225,42 @@ pub fn new_decision_id() -> String {
 #[derive(Debug, Clone, Default)]
 pub struct DecisionMeta {
     /// The caller's W3C trace context (`traceparent`), if valid.
-    pub trace: Option<crate::telemetry::TraceContext>,
+    pub trace: Option<crate::trace::TraceContext>,
     /// The caller's request id (e.g. `X-Request-ID`), already made safe to log.
     pub request_id: Option<String>,
 }
 
-/// The decision engine: evaluates requests against the store's current snapshot,
-/// through the decision cache when it has one, and records every decision made
-/// through [`Engine::decide_for`] (metrics and decision log, see [`crate::telemetry`]).
+/// The decision engine: evaluates requests on a policy snapshot, under the
+/// deployment's [`Rules`], through the decision cache when it has one, and reports
+/// every decision to its [`Recorder`].
+///
+/// Its entries, one per request shape; a request (and every part of a batch)
+/// takes one snapshot ([`Engine::snapshot`]) and is decided on it:
+/// - [`Engine::decide`]: one decision, given an id, timed and recorded;
+/// - [`Engine::reject`]: a request an interface refused before it became a
+///   [`DecisionRequest`], recorded like a decision;
+/// - [`Engine::evaluate`]: one of the many decisions of a list or a search,
+///   neither timed nor recorded (the interface records the list once).
 #[derive(Debug, Clone)]
 pub struct Engine {
     store: Arc<PolicyStore>,
-    telemetry: Arc<Telemetry>,
+    recorder: Arc<dyn Recorder>,
     cache: Option<Arc<DecisionCache>>,
     rules: Rules,
 }
 
 impl Engine {
-    /// An engine deciding on the store's snapshots, with metrics, no decision log
-    /// and no cache.
+    /// An engine deciding on the store's snapshots that records nothing and has no
+    /// cache.
     pub fn new(store: Arc<PolicyStore>) -> Self {
-        Self::with_telemetry(store, Arc::new(Telemetry::default()))
+        Self::with_recorder(store, Arc::new(NoRecorder))
     }
 
-    /// An engine recording its decisions into `telemetry`.
-    pub fn with_telemetry(store: Arc<PolicyStore>, telemetry: Arc<Telemetry>) -> Self {
+    /// An engine reporting its decisions to `recorder`.
+    pub fn with_recorder(store: Arc<PolicyStore>, recorder: Arc<dyn Recorder>) -> Self {
         Self {
             store,
-            telemetry,
+            recorder,
             cache: None,
             rules: Rules::default(),
         }
@@ -278,25 +290,45 @@ impl Engine {
         &self.store
     }
 
+    /// The snapshot serving now: take it once per request (and once per batch).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.store.snapshot()
+    }
+
     /// The decision cache, if there is one.
     pub fn cache(&self) -> Option<&Arc<DecisionCache>> {
         self.cache.as_ref()
     }
 
-    /// What decisions are recorded into.
-    pub fn telemetry(&self) -> &Arc<Telemetry> {
-        &self.telemetry
+    /// Decide `request` on `snapshot` for `interface`: the decision gets an id, is
+    /// timed and is reported to the recorder (metrics, decision log).
+    pub fn decide(
+        &self,
+        snapshot: &Snapshot,
+        interface: Interface,
+        request: &DecisionRequest,
+        meta: &DecisionMeta,
+    ) -> Outcome {
+        let started = std::time::Instant::now();
+        let decision = self.evaluate(snapshot, request);
+        let outcome = Outcome {
+            decision,
+            decision_id: new_decision_id(),
+            latency: started.elapsed(),
+        };
+        self.recorder.decided(Decided {
+            interface,
+            request: Some(request),
+            outcome: &outcome,
+            meta,
+        });
+        outcome
     }
 
-    /// Decide on the current snapshot (nothing is recorded but cache hits and misses).
-    pub fn decide(&self, request: &DecisionRequest) -> Arc<Decision> {
-        self.decide_on(&self.store.snapshot(), request)
-    }
-
-    /// Decide on `snapshot`, under the engine's rules and through its cache: a
-    /// request that asks for many decisions takes one snapshot and decides them all
-    /// on it. Nothing is recorded but cache hits and misses.
-    pub fn decide_on(&self, snapshot: &Snapshot, request: &DecisionRequest) -> Arc<Decision> {
+    /// Decide `request` on `snapshot`, under the engine's rules and through its
+    /// cache, without an id and without recording it: one of the many decisions of
+    /// a list or a search, which its interface records once.
+    pub fn evaluate(&self, snapshot: &Snapshot, request: &DecisionRequest) -> Arc<Decision> {
         if let Some(reason) = self.rules.refusal(request) {
             return Arc::new(Decision::denied_before_evaluation(
                 reason,
@@ -307,88 +339,38 @@ impl Engine {
             Some(cache) => {
                 let (decision, hit) = cache
                     .get_or_compute(snapshot.generation, request, || decide(snapshot, request));
-                if hit {
-                    self.telemetry.metrics.cache_hit();
-                } else {
-                    self.telemetry.metrics.cache_miss();
-                }
+                self.recorder.cache_lookup(hit);
                 decision
             }
             None => Arc::new(decide(snapshot, request)),
         }
     }
 
-    /// Decide for an interface: the one entry point of every adapter. Gives the
-    /// decision an id, measures it, counts it and queues its decision log record.
-    pub fn decide_for(&self, interface: Interface, request: &DecisionRequest) -> Outcome {
-        self.decide_with(interface, request, &DecisionMeta::default())
-    }
-
-    /// [`Engine::decide_for`], with the caller's trace context and request id for
-    /// the decision log.
-    pub fn decide_with(
-        &self,
-        interface: Interface,
-        request: &DecisionRequest,
-        meta: &DecisionMeta,
-    ) -> Outcome {
-        let started = std::time::Instant::now();
-        let decision = self.decide(request);
-        let outcome = Outcome {
-            decision,
-            decision_id: new_decision_id(),
-            latency: started.elapsed(),
-        };
-        self.record(interface, Some(request), &outcome, meta);
-        outcome
-    }
-
-    /// A deny decided before any evaluation, for a request an adapter could not
+    /// A deny decided before any evaluation, for a request an interface could not
     /// turn into a [`DecisionRequest`] (say an entity type the schema does not
     /// know): given an id, counted and logged like every other decision.
-    pub fn reject_for(&self, interface: Interface, reason: String, meta: &DecisionMeta) -> Outcome {
-        let generation = self.store.snapshot().generation;
+    pub fn reject(
+        &self,
+        snapshot: &Snapshot,
+        interface: Interface,
+        reason: impl Into<String>,
+        meta: &DecisionMeta,
+    ) -> Outcome {
         let outcome = Outcome {
-            decision: Arc::new(Decision::denied_before_evaluation(reason, generation)),
+            decision: Arc::new(Decision::denied_before_evaluation(
+                Reason::new(ReasonKind::Rejected, reason),
+                snapshot.generation,
+            )),
             decision_id: new_decision_id(),
             latency: std::time::Duration::ZERO,
         };
-        self.record(interface, None, &outcome, meta);
-        outcome
-    }
-
-    fn record(
-        &self,
-        interface: Interface,
-        request: Option<&DecisionRequest>,
-        outcome: &Outcome,
-        meta: &DecisionMeta,
-    ) {
-        self.telemetry
-            .metrics
-            .record_decision(interface, outcome.decision.allow, outcome.latency);
-        let Some(log) = &self.telemetry.decision_log else {
-            return;
-        };
-        let arguments = match request {
-            Some(r) if log.include_arguments() => r.context.get("arguments").cloned(),
-            _ => None,
-        };
-        log.submit(DecisionRecord {
-            decision_id: outcome.decision_id.clone(),
-            time: std::time::SystemTime::now(),
+        self.recorder.decided(Decided {
             interface,
-            user: request.and_then(|r| r.user.clone()),
-            application: request.and_then(|r| r.application.clone()),
-            server: request.and_then(|r| r.server.clone()),
-            action: request.map(|r| r.action.clone()),
-            resource: request.map(|r| r.resource.clone()),
-            decision: outcome.decision.clone(),
-            latency: outcome.latency,
-            arguments,
-            trace: meta.trace,
-            request_id: meta.request_id.clone(),
+            request: None,
+            outcome: &outcome,
+            meta,
         });
+        outcome
     }
 }
 
@@ -399,17 +381,17 @@ static AUTHORIZER: std::sync::LazyLock<Authorizer> = std::sync::LazyLock::new(Au
 /// whose scope can match it (the snapshot's [`PolicyIndex`](crate::policy::PolicyIndex));
 /// the decision, determining policies and errors are those of evaluating every policy.
 pub fn decide(snapshot: &Snapshot, request: &DecisionRequest) -> Decision {
-    decide_with(snapshot, request, indexed::Selection::Indexed)
+    decide_selected(snapshot, request, indexed::Selection::Indexed)
 }
 
 /// Decide `request` on `snapshot` the way Cedar does it unaided: every policy of
 /// the snapshot evaluated for every principal. The reference [`decide`] is checked
 /// against (tests) and measured against (benchmarks).
 pub fn decide_unindexed(snapshot: &Snapshot, request: &DecisionRequest) -> Decision {
-    decide_with(snapshot, request, indexed::Selection::Whole)
+    decide_selected(snapshot, request, indexed::Selection::Whole)
 }
 
-fn decide_with(
+fn decide_selected(
     snapshot: &Snapshot,
     request: &DecisionRequest,
     selection: indexed::Selection,
@@ -424,13 +406,18 @@ fn decide_with(
     .collect();
     if principals.is_empty() {
         return Decision::denied_before_evaluation(
-            "no user or application to evaluate".into(),
+            Reason::new(ReasonKind::Invalid, "no user or application to evaluate"),
             generation,
         );
     }
     let context = match build_context(snapshot, request) {
         Ok(c) => c,
-        Err(reason) => return Decision::denied_before_evaluation(reason, generation),
+        Err(reason) => {
+            return Decision::denied_before_evaluation(
+                Reason::new(ReasonKind::Invalid, reason),
+                generation,
+            );
+        }
     };
     let merged;
     let entities = match request_entities(snapshot, request, selection) {
@@ -439,7 +426,12 @@ fn decide_with(
             merged = e;
             &merged
         }
-        Err(reason) => return Decision::denied_before_evaluation(reason, generation),
+        Err(reason) => {
+            return Decision::denied_before_evaluation(
+                Reason::new(ReasonKind::Invalid, reason),
+                generation,
+            );
+        }
     };
     let evaluations: Vec<Evaluation> = principals
         .into_iter()
@@ -526,9 +518,9 @@ fn evaluate(
     evaluation
 }
 
-fn summarize(evaluations: &[Evaluation]) -> String {
+fn summarize(evaluations: &[Evaluation]) -> Reason {
     if evaluations.iter().all(|e| e.allow) {
-        return "allowed".into();
+        return Reason::new(ReasonKind::Allowed, "allowed");
     }
     let mut parts = Vec::new();
     for e in evaluations.iter().filter(|e| !e.allow) {
@@ -549,7 +541,7 @@ fn summarize(evaluations: &[Evaluation]) -> String {
             ));
         }
     }
-    format!("denied: {}", parts.join("; "))
+    Reason::new(ReasonKind::Denied, format!("denied: {}", parts.join("; ")))
 }
 
 /// One entity a request adds or changes, with what an evaluation can reach from it.

@@ -429,6 +429,99 @@ fn engine(rules: Rules) -> Engine {
     .with_rules(rules)
 }
 
+/// A decision of `engine` on its current snapshot, unrecorded.
+fn evaluated(engine: &Engine, request: &DecisionRequest) -> Arc<Decision> {
+    engine.evaluate(&engine.snapshot(), request)
+}
+
+/// A recorder that keeps what it is told.
+#[derive(Debug, Default)]
+struct Kept {
+    decided: std::sync::Mutex<Vec<(Interface, bool, String, bool)>>,
+    lookups: std::sync::Mutex<Vec<bool>>,
+}
+
+impl Recorder for Kept {
+    fn decided(&self, d: Decided<'_>) {
+        self.decided.lock().unwrap().push((
+            d.interface,
+            d.request.is_some(),
+            d.outcome.decision_id.clone(),
+            d.outcome.decision.allow,
+        ));
+    }
+
+    fn cache_lookup(&self, hit: bool) {
+        self.lookups.lock().unwrap().push(hit);
+    }
+}
+
+#[test]
+fn every_entry_reports_to_the_recorder_what_it_decided() {
+    let kept = Arc::new(Kept::default());
+    let engine = Engine::with_recorder(
+        Arc::new(crate::policy::PolicyStore::from_snapshot(reference())),
+        kept.clone(),
+    )
+    .with_cache(&CacheSettings::default());
+    let snapshot = engine.snapshot();
+    let meta = DecisionMeta::default();
+    let allowed = tool_call(Some("alice"), Some("corpassist"), "docs", "get_document");
+    let a = engine.decide(&snapshot, Interface::Cli, &allowed, &meta);
+    let b = engine.decide(&snapshot, Interface::Authzen, &allowed, &meta);
+    assert!(a.decision.allow && b.decision.allow);
+    assert_ne!(a.decision_id, b.decision_id);
+    let r = engine.reject(&snapshot, Interface::Grpc, "unreadable", &meta);
+    assert!(!r.decision.allow);
+    assert_eq!(r.decision.reason.kind(), ReasonKind::Rejected);
+    assert_eq!(r.decision.reason, "unreadable");
+    // A list's decisions are evaluated, never recorded one by one.
+    let _ = engine.evaluate(&snapshot, &allowed);
+    let decided = kept.decided.lock().unwrap().clone();
+    assert_eq!(
+        decided,
+        vec![
+            (Interface::Cli, true, a.decision_id, true),
+            (Interface::Authzen, true, b.decision_id, true),
+            (Interface::Grpc, false, r.decision_id, false),
+        ]
+    );
+    // A miss, then hits (the cache serves the second decision and the evaluation).
+    assert_eq!(*kept.lookups.lock().unwrap(), vec![false, true, true]);
+}
+
+#[test]
+fn the_reason_says_what_kind_of_answer_a_decision_is() {
+    let engine = engine(Rules::default());
+    let kind = |request: &DecisionRequest| evaluated(&engine, request).reason.kind();
+    assert_eq!(
+        kind(&tool_call(
+            Some("alice"),
+            Some("corpassist"),
+            "docs",
+            "get_document"
+        )),
+        ReasonKind::Allowed
+    );
+    assert_eq!(
+        kind(&tool_call(
+            Some("alice"),
+            Some("corpassist"),
+            "docs",
+            "delete_document"
+        )),
+        ReasonKind::Denied
+    );
+    assert_eq!(
+        kind(&tool_call(None, None, "docs", "get_document")),
+        ReasonKind::Invalid
+    );
+    assert_eq!(
+        kind(&tool_call(Some("dave"), None, "docs", "delete_document")),
+        ReasonKind::Rule
+    );
+}
+
 #[test]
 fn a_user_without_an_application_is_denied_unless_allowed() {
     // dave, a document administrator, may delete on his own; no application says
@@ -439,21 +532,25 @@ fn a_user_without_an_application_is_denied_unless_allowed() {
         ("carol", "search_documents"),
     ] {
         let request = tool_call(Some(user), None, "docs", tool);
-        let d = engine(Rules::default()).decide(&request);
+        let d = evaluated(&engine(Rules::default()), &request);
         assert!(!d.allow, "{user} {tool}: {d:?}");
         assert!(d.evaluations.is_empty(), "denied before evaluation: {d:?}");
         assert!(d.reason.contains("names no application"), "{}", d.reason);
         // The same request through the cache-less free function is the user's alone.
-        let opened = engine(Rules {
-            allow_user_only: true,
-        })
-        .decide(&request);
+        let opened = evaluated(
+            &engine(Rules {
+                allow_user_only: true,
+            }),
+            &request,
+        );
         assert_eq!(*opened, decide(&reference(), &request), "{user} {tool}");
     }
-    let dave = engine(Rules {
-        allow_user_only: true,
-    })
-    .decide(&tool_call(Some("dave"), None, "docs", "delete_document"));
+    let dave = evaluated(
+        &engine(Rules {
+            allow_user_only: true,
+        }),
+        &tool_call(Some("dave"), None, "docs", "delete_document"),
+    );
     assert!(dave.allow, "{dave:?}");
     // An application alone, and a user with an application, are unaffected.
     for request in [
@@ -461,7 +558,7 @@ fn a_user_without_an_application_is_denied_unless_allowed() {
         tool_call(Some("alice"), Some("corpassist"), "docs", "get_document"),
     ] {
         assert_eq!(
-            *engine(Rules::default()).decide(&request),
+            *evaluated(&engine(Rules::default()), &request),
             decide(&reference(), &request)
         );
     }

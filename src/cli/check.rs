@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::{CommonArgs, EXIT_DENY, EXIT_ERROR, load_config, report_problems};
-use crate::authz::{Decision, DecisionRequest, Engine, Interface, Role};
+use crate::authz::{Decision, DecisionMeta, DecisionRequest, Engine, Interface, Role};
 use crate::config::{Config, Overrides};
 use crate::identity::{AuthnError, Identity, IdentityInput, Resolver, TrustedIdentity};
 use crate::mcp::{self, Kind};
@@ -94,16 +94,25 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, ExitCode> {
         },
         None => None,
     };
-    let snapshot = engine.store().snapshot();
+    let snapshot = engine.snapshot();
+    let meta = DecisionMeta::default();
     // A refused token is a deny before any evaluation, as on every interface.
     let decision = match &refused {
-        Some(e) => std::sync::Arc::new(Decision {
-            allow: false,
-            reason: format!("unauthenticated: {e}"),
-            evaluations: Vec::new(),
-            generation: snapshot.generation,
-        }),
-        None => engine.decide_for(Interface::Cli, &request).decision,
+        Some(e) => {
+            engine
+                .reject(
+                    &snapshot,
+                    Interface::Cli,
+                    format!("unauthenticated: {e}"),
+                    &meta,
+                )
+                .decision
+        }
+        None => {
+            engine
+                .decide(&snapshot, Interface::Cli, &request, &meta)
+                .decision
+        }
     };
     if args.json {
         let mut out = to_json(&decision, &request, &snapshot);

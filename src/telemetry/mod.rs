@@ -1,18 +1,20 @@
 //! The service's own log (tracing), decision metrics ([`metrics`]), the decision
 //! log ([`decision_log`]) and W3C trace context ([`trace`]).
 //!
-//! [`Telemetry`] is what the decision core records into: `Engine::decide_for`
-//! counts every decision and queues its decision log record, so every interface
-//! gets both without doing anything.
+//! [`Telemetry`] is the decision core's [`Recorder`]: the core reports every
+//! decision it makes, and telemetry counts it and queues its decision log record,
+//! so every interface gets both without doing anything.
 
 pub mod decision_log;
 pub mod metrics;
-pub mod trace;
+/// W3C trace context (a leaf module of its own: the decision core carries it).
+pub use crate::trace;
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+use crate::authz::{Decided, Recorder};
 use crate::identity::Resolver;
 
 /// Output format of the service's own log.
@@ -64,6 +66,30 @@ impl Telemetry {
         Self {
             metrics: Metrics::default(),
             decision_log,
+        }
+    }
+
+    /// The decision log record of `decided`.
+    fn record_of(log: &DecisionLog, decided: Decided<'_>) -> DecisionRecord {
+        let request = decided.request;
+        let arguments = match request {
+            Some(r) if log.include_arguments() => r.context.get("arguments").cloned(),
+            _ => None,
+        };
+        DecisionRecord {
+            decision_id: decided.outcome.decision_id.clone(),
+            time: std::time::SystemTime::now(),
+            interface: decided.interface,
+            user: request.and_then(|r| r.user.clone()),
+            application: request.and_then(|r| r.application.clone()),
+            server: request.and_then(|r| r.server.clone()),
+            action: request.map(|r| r.action.clone()),
+            resource: request.map(|r| r.resource.clone()),
+            decision: decided.outcome.decision.clone(),
+            latency: decided.outcome.latency,
+            arguments,
+            trace: decided.meta.trace,
+            request_id: decided.meta.request_id.clone(),
         }
     }
 
@@ -225,5 +251,26 @@ impl Telemetry {
             1,
         );
         out.finish()
+    }
+}
+/// Every decision is counted, and queued for the decision log when there is one.
+impl Recorder for Telemetry {
+    fn decided(&self, decided: Decided<'_>) {
+        self.metrics.record_decision(
+            decided.interface,
+            decided.outcome.decision.allow,
+            decided.outcome.latency,
+        );
+        if let Some(log) = &self.decision_log {
+            log.submit(Self::record_of(log, decided));
+        }
+    }
+
+    fn cache_lookup(&self, hit: bool) {
+        if hit {
+            self.metrics.cache_hit();
+        } else {
+            self.metrics.cache_miss();
+        }
     }
 }
