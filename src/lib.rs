@@ -5,6 +5,19 @@
 //! decision core ([`authz`]) for a [`authz::Decision`]. Who asks is proven by
 //! [`identity`]: verified tokens and SPIFFE IDs.
 
+// What the service's own code may not do (the decision core and every adapter
+// run on requests from anyone): panic on an `unwrap`, an `expect`, a `panic!` or
+// an index out of bounds. Tests may.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 pub mod api;
 pub mod app;
 pub mod authz;

@@ -73,8 +73,9 @@ fn hex_array<const N: usize>(s: &str) -> Option<[u8; N]> {
         return None;
     }
     let mut out = [0u8; N];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let [high, low] = pair else { return None };
+        *slot = (nibble(*high)? << 4) | nibble(*low)?;
     }
     Some(out)
 }
@@ -89,11 +90,11 @@ fn nibble(b: u8) -> Option<u8> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
+        use std::fmt::Write;
+        // Writing to a `String` cannot fail.
+        let _ = write!(s, "{b:02x}");
     }
     s
 }

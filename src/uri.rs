@@ -271,10 +271,9 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 fn push_escaped(out: &mut String, b: u8) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    out.push('%');
-    out.push(char::from(HEX[usize::from(b >> 4)]));
-    out.push(char::from(HEX[usize::from(b & 0xF)]));
+    use std::fmt::Write;
+    // Writing to a `String` cannot fail.
+    let _ = write!(out, "%{b:02X}");
 }
 
 /// The length of the UTF-8 sequence that `lead` starts, if it can start one.

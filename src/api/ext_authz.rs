@@ -174,7 +174,7 @@ impl<'a> Headers<'a> {
             return Ok(None);
         };
         for (i, (source, value)) in values.iter().enumerate().skip(1) {
-            if values[..i].iter().any(|(s, _)| s == source) {
+            if values.iter().take(i).any(|(s, _)| s == source) {
                 return Err(HeaderError::Repeated(shown(name)));
             }
             if value != first {

@@ -598,9 +598,11 @@ async fn policies(Serving(state): Serving, headers: HeaderMap) -> Response {
         .collect();
     let last_reload = status.last_reload.as_ref().map(|r| {
         let mut v = diff_json(&r.diff);
-        v["from_generation"] = json!(r.from_generation);
-        v["to_generation"] = json!(r.to_generation);
-        v["at_unix"] = json!(unix_secs(r.at));
+        if let Value::Object(m) = &mut v {
+            m.insert("from_generation".into(), json!(r.from_generation));
+            m.insert("to_generation".into(), json!(r.to_generation));
+            m.insert("at_unix".into(), json!(unix_secs(r.at)));
+        }
         v
     });
     json_response(json!({

@@ -341,7 +341,7 @@ fn parse_key(jwk: RawJwk) -> Result<VerifyingKey, &'static str> {
 
 fn trim_leading_zeros(bytes: &[u8]) -> &[u8] {
     let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-    &bytes[start..]
+    bytes.get(start..).unwrap_or_default()
 }
 
 fn bit_length(trimmed: &[u8]) -> usize {

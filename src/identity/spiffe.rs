@@ -91,7 +91,7 @@ impl SpiffeId {
             .strip_prefix(SCHEME_PREFIX)
             .ok_or(SpiffeIdError::WrongScheme)?;
         // Query and fragment are named before any other problem they would cause.
-        match rest.find(['?', '#']).map(|i| rest.as_bytes()[i]) {
+        match rest.find(['?', '#']).and_then(|i| rest.as_bytes().get(i)) {
             Some(b'?') => return Err(SpiffeIdError::Query),
             Some(_) => return Err(SpiffeIdError::Fragment),
             None => {}

@@ -59,6 +59,10 @@ static TYPE_NAMES: LazyLock<[EntityTypeName; 8]> = LazyLock::new(|| {
 impl Kind {
     /// The Cedar entity type name, e.g. `Mcp::Tool`.
     pub fn type_name(self) -> &'static EntityTypeName {
+        #[expect(
+            clippy::indexing_slicing,
+            reason = "one name per variant, in the order of declaration"
+        )]
         &TYPE_NAMES[self as usize]
     }
 

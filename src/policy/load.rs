@@ -241,7 +241,8 @@ fn read_text(path: &Path, rel: &str, problems: &mut Vec<Problem>) -> Option<Stri
         Err(e) => {
             let valid = e.utf8_error().valid_up_to();
             let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
-            let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
+            let prefix =
+                String::from_utf8_lossy(e.as_bytes().get(..valid).unwrap_or_default()).into_owned();
             let p = Problem::error(Some(rel), format!("file is not valid UTF-8 (byte {valid})"));
             problems.push(p.at_offset(&lossy, prefix.len(), 1));
             None
@@ -724,7 +725,8 @@ impl LineCounter {
                 line_start: 0,
             };
         }
-        for (i, b) in text.as_bytes()[self.offset..offset].iter().enumerate() {
+        let passed = text.as_bytes().get(self.offset..offset).unwrap_or_default();
+        for (i, b) in passed.iter().enumerate() {
             if *b == b'\n' {
                 self.line += 1;
                 self.line_start = self.offset + i + 1;

@@ -81,7 +81,10 @@ impl Histogram {
     fn observe(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let i = BUCKETS_NS.partition_point(|&b| b < ns);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        // `partition_point` is at most `BUCKETS_NS.len()`: the last bucket is +Inf.
+        if let Some(bucket) = self.buckets.get(i) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 }
@@ -99,9 +102,12 @@ pub struct Metrics {
 impl Metrics {
     /// Count one decision and its latency.
     pub fn record_decision(&self, interface: Interface, allow: bool, latency: Duration) {
-        let i = index(interface);
-        self.decisions[i][usize::from(!allow)].fetch_add(1, Ordering::Relaxed);
-        self.latency[i].observe(latency);
+        if let Some(counter) = self.counter(interface, allow) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(h) = self.latency.get(index(interface)) {
+            h.observe(latency);
+        }
     }
 
     /// Hook for the decision cache: a lookup found its decision.
@@ -114,9 +120,18 @@ impl Metrics {
         self.cache_misses.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The counter of `interface`'s decisions with verdict `allow` (every
+    /// interface has one: `index` maps them onto the arrays).
+    fn counter(&self, interface: Interface, allow: bool) -> Option<&AtomicU64> {
+        self.decisions
+            .get(index(interface))
+            .and_then(|d| d.get(usize::from(!allow)))
+    }
+
     /// Decisions counted for `interface` with verdict `allow`.
     pub fn decisions(&self, interface: Interface, allow: bool) -> u64 {
-        self.decisions[index(interface)][usize::from(!allow)].load(Ordering::Relaxed)
+        self.counter(interface, allow)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// Render the decision series (the others come from [`Exposition`] callers).
@@ -127,8 +142,8 @@ impl Metrics {
             "Decisions made, by interface and verdict.",
         );
         for interface in INTERFACES {
-            for (j, verdict) in ["allow", "deny"].into_iter().enumerate() {
-                let v = self.decisions[index(interface)][j].load(Ordering::Relaxed);
+            for (allow, verdict) in [(true, "allow"), (false, "deny")] {
+                let v = self.decisions(interface, allow);
                 out.sample(
                     "mcp_authz_decisions_total",
                     &[("interface", interface.as_str()), ("decision", verdict)],
@@ -141,8 +156,7 @@ impl Metrics {
             "histogram",
             "Time spent deciding, by interface.",
         );
-        for interface in INTERFACES {
-            let h = &self.latency[index(interface)];
+        for (interface, h) in INTERFACES.into_iter().zip(&self.latency) {
             let counts: Vec<u64> = h
                 .buckets
                 .iter()
