@@ -37,19 +37,20 @@ use tracing::Instrument;
 
 use super::mcp_check::{
     Asserted, Assertion, CALLER_TOKEN_HEADER, CallOutcome, CallerTrust, Credentials,
-    FORBIDDEN_CODE, UNAUTHENTICATED_CODE, UntrustedAssertion, Verdict, admit, decide_calls,
-    decision_meta, forbidden_message, off_workers, request_for, resolve,
+    UntrustedAssertion, Verdict, admit, decide_calls, decision_meta, off_workers, request_for,
+    resolve,
 };
 use super::pbjson::struct_to_json;
 use super::proto::v1::{
     self as pb, BatchCheckRequest, BatchCheckResponse, CheckRequest, CheckResponse, DenyKind,
-    FilterListRequest, FilterListResponse, JsonRpcError, Semantic, authorizer_server::Authorizer,
-    check_request, filter_list_request,
+    FilterListRequest, FilterListResponse, Semantic, authorizer_server::Authorizer, check_request,
+    filter_list_request,
 };
-use super::services::{REALM, Ready, Services};
+use super::refusal::{Refusal, RefusalKind};
+use super::services::{Ready, Services};
 use crate::authz::{Decision, DecisionMeta, Engine, Interface, Reason, ReasonKind, Role};
 use crate::identity::{AuthnError, Identity, TrustedIdentity, bearer_token_from_header};
-use crate::mcp::jsonrpc::{McpCall, McpError, McpHeaders, check_headers, parse_body};
+use crate::mcp::jsonrpc::{McpCall, McpHeaders, check_headers, parse_body};
 use crate::mcp::{Kind, action};
 use crate::telemetry::{DecisionRecord, ListRecord, Telemetry};
 
@@ -74,7 +75,7 @@ impl GatewayApi {
     fn services(&self) -> Result<&Arc<Services>, Status> {
         self.ready
             .get()
-            .ok_or_else(|| Status::unavailable("policies are not loaded yet"))
+            .ok_or_else(|| Refusal::unavailable().into())
     }
 }
 
@@ -121,7 +122,7 @@ impl Authorizer for GatewayApi {
             let meta = caller.meta.clone();
             off_workers(move || decide_ready(&engine, &meta, ready))
                 .await
-                .ok_or_else(|| Status::internal("the request could not be decided"))
+                .ok_or_else(|| Status::from(Refusal::internal("the request could not be decided")))
         }
         .instrument(span.clone())
         .await?;
@@ -143,7 +144,7 @@ impl Authorizer for GatewayApi {
                 return Err(refuse_call(
                     &services.engine,
                     &caller.meta,
-                    Status::invalid_argument(format!(
+                    Refusal::too_large(format!(
                         "the batch holds {} checks; the limit is {max} (`grpc.max_batch_checks`)",
                         batch.checks.len()
                     )),
@@ -167,7 +168,9 @@ impl Authorizer for GatewayApi {
             let meta = caller.meta.clone();
             let results = off_workers(move || decide_batch(&engine, &meta, pending, semantic, max))
                 .await
-                .ok_or_else(|| Status::internal("the batch could not be decided"))??;
+                .ok_or_else(|| {
+                    Status::from(Refusal::internal("the batch could not be decided"))
+                })??;
             Ok(Response::new(BatchCheckResponse { results }))
         }
         .instrument(span)
@@ -209,10 +212,11 @@ pub(crate) fn request_span(method: &'static str, meta: &DecisionMeta) -> tracing
     span
 }
 
-/// Refuse the whole call with `status`: logged and counted as one deny, whose id
-/// is in the status's `x-mcp-authz-decision-id` metadata.
-fn refuse_call(engine: &Engine, meta: &DecisionMeta, mut status: Status) -> Status {
-    let outcome = engine.reject(&engine.snapshot(), Interface::Grpc, status.message(), meta);
+/// Refuse the whole call: logged and counted as one deny, whose id is in the
+/// status's `x-mcp-authz-decision-id` metadata.
+fn refuse_call(engine: &Engine, meta: &DecisionMeta, refusal: Refusal) -> Status {
+    let outcome = refusal.record(engine, Interface::Grpc, meta);
+    let mut status = Status::from(refusal);
     if let Ok(id) = MetadataValue::try_from(outcome.decision_id.as_str()) {
         status.metadata_mut().insert(DECISION_ID_METADATA, id);
     }
@@ -225,71 +229,27 @@ fn untrusted(engine: &Engine, meta: &DecisionMeta, e: &UntrustedAssertion) -> St
         Assertion::SpiffeId => "identity.spiffe_id",
         Assertion::Identity => "identity.verified",
     };
+    let reason = Reason::new(ReasonKind::Rejected, e.to_string());
     refuse_call(
         engine,
         meta,
-        Status::permission_denied(format!("`{field}`: {e}")),
+        Refusal::new(RefusalKind::Forbidden(reason), format!("`{field}`: {e}")),
     )
 }
 
-/// Why a request was refused before any policy was asked.
-#[derive(Debug)]
-enum Refusal {
-    Unauthenticated(AuthnError),
-    Invalid { code: i64, message: String },
-}
-
-impl Refusal {
-    fn invalid(message: impl Into<String>) -> Self {
-        Refusal::Invalid {
-            code: -32600,
-            message: message.into(),
-        }
-    }
-
-    fn from_mcp(e: &McpError) -> Self {
-        Refusal::Invalid {
-            code: e.code(),
-            message: e.to_string(),
-        }
-    }
-
-    /// (kind, reason, JSON-RPC error, WWW-Authenticate)
-    fn parts(&self) -> (DenyKind, String, JsonRpcError, String) {
-        match self {
-            Refusal::Unauthenticated(e) => (
-                DenyKind::Unauthenticated,
-                format!("unauthenticated: {e}"),
-                JsonRpcError {
-                    code: UNAUTHENTICATED_CODE,
-                    message: format!("unauthenticated: {e}"),
-                },
-                e.www_authenticate(REALM),
-            ),
-            Refusal::Invalid { code, message } => (
-                DenyKind::InvalidRequest,
-                message.clone(),
-                JsonRpcError {
-                    code: *code,
-                    message: message.clone(),
-                },
-                String::new(),
-            ),
-        }
-    }
-}
-
+/// A check refused before any policy was asked: logged as a deny, answered with
+/// the refusal's kind, JSON-RPC error and challenge.
 fn refused(engine: &Engine, meta: &DecisionMeta, refusal: &Refusal) -> CheckResponse {
-    let (kind, reason, error, www_authenticate) = refusal.parts();
-    let outcome = engine.reject(&engine.snapshot(), Interface::Grpc, reason.clone(), meta);
+    let outcome = refusal.record(engine, Interface::Grpc, meta);
+    let deny = refusal.gateway_deny();
     CheckResponse {
         allowed: false,
         decision_id: outcome.decision_id,
         policy_generation: outcome.decision.generation,
-        reason,
-        error: Some(error),
-        deny_kind: kind as i32,
-        www_authenticate,
+        reason: refusal.message().to_owned(),
+        error: Some(deny.error),
+        deny_kind: deny.kind as i32,
+        www_authenticate: deny.www_authenticate,
         ..CheckResponse::default()
     }
 }
@@ -330,7 +290,7 @@ fn credentials<'a>(
     {
         bearer_token = Some(
             bearer_token_from_header(header)
-                .map_err(|e| CredentialProblem::Refused(Refusal::Unauthenticated(e)))?,
+                .map_err(|e| CredentialProblem::Refused(Refusal::unauthenticated(&e)))?,
         );
     }
     Ok(Credentials::admitted(bearer_token, admitted))
@@ -411,7 +371,7 @@ fn parse_check(request: CheckRequest, who: Who) -> Result<ReadyCheck, Refusal> {
     let calls = calls_of(&request)?;
     let identity = match who {
         Who::Known(i) => i,
-        Who::Failed(e) => return Err(Refusal::Unauthenticated(e)),
+        Who::Failed(e) => return Err(Refusal::unauthenticated(&e)),
         Who::Refused(r) => return Err(r),
     };
     let extra = request
@@ -431,22 +391,22 @@ fn parse_check(request: CheckRequest, who: Who) -> Result<ReadyCheck, Refusal> {
 fn calls_of(request: &CheckRequest) -> Result<Vec<McpCall>, Refusal> {
     match &request.message {
         Some(check_request::Message::Jsonrpc(body)) => {
-            let message = parse_body(body).map_err(|e| Refusal::from_mcp(&e))?;
+            let message = parse_body(body).map_err(|e| Refusal::from(&e))?;
             let headers = McpHeaders::from_pairs(
                 request
                     .headers
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str())),
             )
-            .map_err(|e| Refusal::from_mcp(&e))?;
-            check_headers(&message, &headers).map_err(|e| Refusal::from_mcp(&e))?;
+            .map_err(|e| Refusal::from(&e))?;
+            check_headers(&message, &headers).map_err(|e| Refusal::from(&e))?;
             Ok(message.calls)
         }
         Some(check_request::Message::Mcp(m)) => {
             let body = message_from_fields(m)?;
             parse_body(&body)
                 .map(|m| m.calls)
-                .map_err(|e| Refusal::from_mcp(&e))
+                .map_err(|e| Refusal::from(&e))
         }
         None => Err(Refusal::invalid(
             "the request has neither `mcp` nor `jsonrpc`",
@@ -497,20 +457,14 @@ fn decide_ready(engine: &Engine, meta: &DecisionMeta, ready: ReadyCheck) -> Chec
         );
     };
     let decision = &deciding.outcome.decision;
+    let deny = (!allowed).then(|| Refusal::forbidden(decision.reason.clone()).gateway_deny());
     CheckResponse {
         allowed,
         decision_id: deciding.outcome.decision_id.clone(),
         reason: decision.reason.to_string(),
         evaluations: evaluations(decision),
-        error: (!allowed).then(|| JsonRpcError {
-            code: FORBIDDEN_CODE,
-            message: forbidden_message(decision.reason.as_str()),
-        }),
-        deny_kind: if allowed {
-            DenyKind::Unspecified
-        } else {
-            DenyKind::Forbidden
-        } as i32,
+        deny_kind: deny.as_ref().map_or(DenyKind::Unspecified, |d| d.kind) as i32,
+        error: deny.map(|d| d.error),
         www_authenticate: String::new(),
         policy_generation: decision.generation,
         calls: calls.iter().map(call_decision).collect(),
@@ -540,7 +494,7 @@ fn decide_batch(
         return Err(refuse_call(
             engine,
             meta,
-            Status::invalid_argument(format!(
+            Refusal::too_large(format!(
                 "the batch holds {messages} MCP messages; the limit is {max} (`grpc.max_batch_checks`)"
             )),
         ));
@@ -634,15 +588,17 @@ impl ListKind {
     }
 }
 
+/// A list refused before any policy was asked: logged as a deny, answered with
+/// the refusal's kind, JSON-RPC error and challenge.
 fn filter_refused(engine: &Engine, meta: &DecisionMeta, refusal: &Refusal) -> FilterListResponse {
-    let (kind, reason, error, www_authenticate) = refusal.parts();
-    let outcome = engine.reject(&engine.snapshot(), Interface::Grpc, reason, meta);
+    let outcome = refusal.record(engine, Interface::Grpc, meta);
+    let deny = refusal.gateway_deny();
     FilterListResponse {
         decision_id: outcome.decision_id,
         policy_generation: outcome.decision.generation,
-        error: Some(error),
-        deny_kind: kind as i32,
-        www_authenticate,
+        error: Some(deny.error),
+        deny_kind: deny.kind as i32,
+        www_authenticate: deny.www_authenticate,
         ..FilterListResponse::default()
     }
 }
@@ -682,7 +638,7 @@ async fn filter_list(
     let identity = match resolve(&services.resolver, creds).await {
         Ok(i) => i,
         Err(e) => {
-            return Ok(filter_refused(engine, meta, &Refusal::Unauthenticated(e)));
+            return Ok(filter_refused(engine, meta, &Refusal::unauthenticated(&e)));
         }
     };
     let meta = caller.meta.clone();
@@ -701,14 +657,14 @@ async fn filter_list(
         Ok(job.finish(allowed))
     })
     .await
-    .ok_or_else(|| Status::internal("the list could not be decided"))?
+    .ok_or_else(|| Status::from(Refusal::internal("the list could not be decided")))?
 }
 
 fn too_many_entries(engine: &Engine, meta: &DecisionMeta, entries: usize, max: usize) -> Status {
     refuse_call(
         engine,
         meta,
-        Status::invalid_argument(format!(
+        Refusal::too_large(format!(
             "the list holds {entries} entries; the limit is {max} (`grpc.max_list_entries`)"
         )),
     )

@@ -41,8 +41,9 @@ use axum::{Extension, Json, Router};
 use serde_json::{Map, Value, json};
 use tracing::Instrument;
 
-use super::authzen::{self, BadRequest, BatchResult, SearchKind};
-use super::services::{REALM, Ready, Services};
+use super::authzen::{self, BatchResult, SearchKind};
+use super::refusal::{Refusal, RefusalKind};
+use super::services::{Ready, Services};
 use crate::authz::DecisionMeta;
 use crate::identity::{
     AuthnError, Identity, IdentityInput, bearer_challenge, bearer_token_from_header,
@@ -73,11 +74,7 @@ impl axum::extract::FromRequestParts<Ready> for Serving {
 }
 
 fn not_ready() -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        "policies are not loaded yet\n",
-    )
-        .into_response()
+    Refusal::unavailable().into_response()
 }
 
 /// The routes of the main HTTP listener without the HTTP ext_authz mode (which needs
@@ -204,38 +201,6 @@ async fn observe(mut req: Request, next: Next) -> Response {
     response
 }
 
-/// An HTTP error of the AuthZEN API.
-#[derive(Debug)]
-enum ApiError {
-    Bad(String),
-    Unauthorized { challenge: String, message: String },
-    Internal(String),
-}
-
-impl From<BadRequest> for ApiError {
-    fn from(e: BadRequest) -> Self {
-        ApiError::Bad(e.0)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, message, challenge) = match self {
-            ApiError::Bad(m) => (StatusCode::BAD_REQUEST, m, None),
-            ApiError::Unauthorized { challenge, message } => {
-                (StatusCode::UNAUTHORIZED, message, Some(challenge))
-            }
-            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m, None),
-        };
-        let body = json!({ "error": { "status": status.as_u16(), "message": message } });
-        let mut response = (status, Json(body)).into_response();
-        if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, c);
-        }
-        response
-    }
-}
-
 /// Deepest nesting of arrays and objects read in an AuthZEN body.
 pub const MAX_JSON_DEPTH: usize = 64;
 
@@ -333,11 +298,11 @@ fn shown(key: &str) -> String {
 fn single_header<'h>(
     headers: &'h HeaderMap,
     name: &header::HeaderName,
-) -> Result<Option<&'h HeaderValue>, ApiError> {
+) -> Result<Option<&'h HeaderValue>, Refusal> {
     let mut values = headers.get_all(name).iter();
     let first = values.next();
     if values.next().is_some() {
-        return Err(ApiError::Bad(format!(
+        return Err(Refusal::invalid(format!(
             "the header `{}` is sent more than once",
             name.as_str()
         )));
@@ -346,23 +311,21 @@ fn single_header<'h>(
 }
 
 /// The JSON object body of an AuthZEN request ([`read_json_object`]).
-fn json_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+fn json_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, Refusal> {
     let content_type = single_header(headers, &header::CONTENT_TYPE)?.and_then(|v| v.to_str().ok());
-    read_json_object(content_type, body).map_err(|e| ApiError::Bad(e.to_string()))
+    read_json_object(content_type, body).map_err(|e| Refusal::invalid(e.to_string()))
 }
 
 /// The identity of a bearer token in `Authorization`, if one is presented.
 async fn bearer_identity(
     state: &Services,
     headers: &HeaderMap,
-) -> Result<Option<Identity>, ApiError> {
+) -> Result<Option<Identity>, Refusal> {
     let Some(value) = single_header(headers, &header::AUTHORIZATION)? else {
         return Ok(None);
     };
-    let refuse = |e: AuthnError| ApiError::Unauthorized {
-        challenge: e.www_authenticate(REALM),
-        message: format!("invalid credentials: {e}"),
-    };
+    let refuse =
+        |e: AuthnError| Refusal::unauthenticated(&e).saying(format!("invalid credentials: {e}"));
     let text = value.to_str().map_err(|_| {
         refuse(AuthnError::Malformed {
             detail: "the authorization header is not visible ascii",
@@ -411,7 +374,7 @@ async fn evaluation(
     Extension(meta): Extension<RequestMeta>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     let body = json_object(&headers, &body)?;
     let identity = bearer_identity(&state, &headers).await?;
     let eval = authzen::parse_evaluation(&body)?;
@@ -432,7 +395,7 @@ async fn evaluations(
     Extension(meta): Extension<RequestMeta>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     let body = json_object(&headers, &body)?;
     let identity = bearer_identity(&state, &headers).await?;
     let engine = state.engine.clone();
@@ -442,7 +405,7 @@ async fn evaluations(
         authzen::evaluate_batch(&engine, &body, identity.as_ref(), &meta.decision, max_batch)
     })
     .await
-    .ok_or_else(|| ApiError::Internal("the evaluation failed".into()))??;
+    .ok_or_else(|| Refusal::internal("the evaluation failed"))??;
     Ok(match result {
         BatchResult::Single(json, id) => decided(json, id.as_deref()),
         BatchResult::Batch(json, ids) => {
@@ -458,7 +421,7 @@ async fn search(
     meta: RequestMeta,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     let body = json_object(&headers, &body)?;
     let identity = bearer_identity(&state, &headers).await?;
     let engine = state.engine.clone();
@@ -466,7 +429,7 @@ async fn search(
         authzen::search(&engine, kind, &body, identity.as_ref(), &meta.decision)
     })
     .await
-    .ok_or_else(|| ApiError::Internal("the search failed".into()))??;
+    .ok_or_else(|| Refusal::internal("the search failed"))??;
     Ok(json_response(json))
 }
 
@@ -494,13 +457,13 @@ fn plain_host(headers: &HeaderMap) -> Option<String> {
 async fn authzen_configuration(
     Serving(state): Serving,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     let base = match &state.authzen.base_url {
         Some(b) => b.clone(),
         None => format!(
             "http://{}",
-            plain_host(&headers).ok_or_else(|| ApiError::Bad(
-                "no usable `Host` header: configure `authzen.base_url`".into()
+            plain_host(&headers).ok_or_else(|| Refusal::invalid(
+                "no usable `Host` header: configure `authzen.base_url`"
             ))?
         ),
     };
@@ -556,15 +519,12 @@ fn admin_allowed(state: &Services, headers: &HeaderMap) -> Result<(), Box<Respon
     match presented {
         Some(t) if expected.verify(t) => Ok(()),
         _ => {
-            let mut r = (
-                StatusCode::UNAUTHORIZED,
-                Json(json!({ "error": { "status": 401, "message": "admin token required" } })),
-            )
-                .into_response();
-            if let Ok(v) = HeaderValue::from_str(&bearer_challenge(ADMIN_REALM)) {
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-            }
-            Err(Box::new(r))
+            let challenge = bearer_challenge(ADMIN_REALM);
+            let refusal = Refusal::new(
+                RefusalKind::Unauthenticated { challenge },
+                "admin token required",
+            );
+            Err(Box::new(refusal.into_response()))
         }
     }
 }
@@ -647,7 +607,7 @@ async fn reload(Serving(state): Serving, headers: HeaderMap) -> Response {
     let outcome = match tokio::task::spawn_blocking(move || store.reload(true)).await {
         Ok(o) => o,
         Err(_) => {
-            return ApiError::Internal("the reload failed".into()).into_response();
+            return Refusal::internal("the reload failed").into_response();
         }
     };
     let generation = state.engine.store().snapshot().generation;
