@@ -274,6 +274,28 @@ impl McpCall {
     }
 }
 
+/// The JSON-RPC request (id 0) of `method` on the tool, prompt or resource
+/// `name`, as an interface that names them by fields (the gateway API's
+/// `McpRequest`, a list entry) would send it: `params.name` (and
+/// `params.arguments`, when given) for a tool or prompt, `params.uri` for a
+/// resource, no params for a method on the server. Read with [`parse_body`], it is
+/// validated and mapped as any message is.
+pub fn request_message(method: &str, name: &str, arguments: Option<Map<String, Value>>) -> Value {
+    let params = match target_of(method) {
+        Target::Tool | Target::Prompt => {
+            let mut params = Map::new();
+            params.insert("name".into(), Value::String(name.to_owned()));
+            if let Some(arguments) = arguments {
+                params.insert("arguments".into(), Value::Object(arguments));
+            }
+            Value::Object(params)
+        }
+        Target::Resource => serde_json::json!({ "uri": name }),
+        Target::Server => serde_json::json!({}),
+    };
+    serde_json::json!({ "jsonrpc": "2.0", "id": 0, "method": method, "params": params })
+}
+
 /// Why a body or its headers were refused: a deny, answered with a JSON-RPC error.
 #[derive(Debug, Clone, PartialEq)]
 pub struct McpError(Box<Refusal>);
