@@ -12,3 +12,5 @@ pub mod proto;
 pub mod reflection;
 pub mod refusal;
 pub mod services;
+#[cfg(test)]
+mod test_support;

@@ -290,3 +290,174 @@ impl IntoResponse for Refusal {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::ReasonKind;
+
+    fn every_kind() -> Vec<Refusal> {
+        vec![
+            Refusal::unauthenticated(&AuthnError::Malformed { detail: "bad" }),
+            Refusal::no_credentials(),
+            Refusal::invalid("`server` is empty"),
+            Refusal::new(RefusalKind::Invalid { code: -32700 }, "the body is not JSON"),
+            Refusal::forbidden(Reason::new(ReasonKind::Denied, "no policy permits it")),
+            Refusal::too_large("the batch holds 3 checks; the limit is 2"),
+            Refusal::unavailable(),
+            Refusal::internal("the request could not be decided"),
+        ]
+    }
+
+    #[test]
+    fn messages_say_what_the_caller_reads() {
+        assert_eq!(
+            Refusal::forbidden(Reason::new(ReasonKind::Denied, "no policy permits it")).message(),
+            "forbidden: no policy permits it"
+        );
+        assert_eq!(
+            Refusal::no_credentials().to_string(),
+            "unauthenticated: a bearer token is required"
+        );
+        assert_eq!(
+            Refusal::unavailable().message(),
+            "policies are not loaded yet"
+        );
+        let e = AuthnError::Malformed { detail: "bad" };
+        assert_eq!(
+            Refusal::unauthenticated(&e).message(),
+            format!("unauthenticated: {e}")
+        );
+        assert_eq!(
+            Refusal::unauthenticated(&e).challenge(),
+            Some(e.www_authenticate(REALM).as_str())
+        );
+        assert_eq!(
+            Refusal::no_credentials().challenge(),
+            Some("Bearer realm=\"mcp-authz\"")
+        );
+    }
+
+    #[test]
+    fn grpc_status_of_each_kind() {
+        let codes: Vec<(tonic::Code, String)> = every_kind()
+            .into_iter()
+            .map(|r| {
+                let s = Status::from(r);
+                (s.code(), s.message().to_owned())
+            })
+            .collect();
+        use tonic::Code::*;
+        assert_eq!(
+            codes.iter().map(|c| c.0).collect::<Vec<_>>(),
+            [
+                Unauthenticated,
+                Unauthenticated,
+                InvalidArgument,
+                InvalidArgument,
+                PermissionDenied,
+                InvalidArgument,
+                Unavailable,
+                Internal
+            ]
+        );
+        assert_eq!(codes[2].1, "`server` is empty");
+        assert_eq!(codes[6].1, "policies are not loaded yet");
+    }
+
+    #[test]
+    fn gateway_deny_of_each_kind() {
+        let denies: Vec<(DenyKind, i64, bool)> = every_kind()
+            .iter()
+            .map(|r| {
+                let d = r.gateway_deny();
+                assert_eq!(d.error.message, r.message());
+                (d.kind, d.error.code, !d.www_authenticate.is_empty())
+            })
+            .collect();
+        assert_eq!(
+            denies,
+            [
+                (DenyKind::Unauthenticated, -32001, true),
+                (DenyKind::Unauthenticated, -32001, true),
+                (DenyKind::InvalidRequest, -32600, false),
+                (DenyKind::InvalidRequest, -32700, false),
+                (DenyKind::Forbidden, -32003, false),
+                (DenyKind::InvalidRequest, -32600, false),
+                (DenyKind::Unspecified, -32603, false),
+                (DenyKind::Unspecified, -32603, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn envoy_answer_of_each_kind() {
+        let id = json!(7);
+        for (refusal, status) in every_kind().iter().zip([401, 401, 400, 400, 403, 400, 503, 500]) {
+            let EnvoyAnswer::Deny {
+                decision_id,
+                status: got,
+                headers,
+                body,
+            } = refusal.envoy_answer(Some(&id), "d1".into())
+            else {
+                panic!("a refusal is a deny");
+            };
+            assert_eq!((decision_id.as_str(), got), ("d1", status), "{refusal}");
+            let body: Value = serde_json::from_str(&body).expect("JSON");
+            assert_eq!(
+                body,
+                json!({ "jsonrpc": "2.0", "id": 7, "error": {
+                    "code": refusal.jsonrpc_code(), "message": refusal.message() } })
+            );
+            assert_eq!(
+                headers,
+                refusal
+                    .challenge()
+                    .map(|c| ("www-authenticate", c.to_owned()))
+                    .into_iter()
+                    .collect::<Vec<_>>()
+            );
+        }
+        // No id: `null`; the members in the order every JSON-RPC error has had.
+        let EnvoyAnswer::Deny { body, .. } = Refusal::invalid("x").envoy_answer(None, "d".into())
+        else {
+            panic!("a deny");
+        };
+        assert_eq!(
+            body,
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"x"}}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn http_response_of_each_kind() {
+        for (refusal, status) in every_kind().into_iter().zip([401, 401, 400, 400, 403, 400, 503, 500]) {
+            let message = refusal.message().to_owned();
+            let challenge = refusal.challenge().map(str::to_owned);
+            let kind = refusal.kind().clone();
+            let response = refusal.into_response();
+            assert_eq!(response.status().as_u16(), status, "{message}");
+            assert_eq!(
+                response
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                challenge
+            );
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            if kind == RefusalKind::Unavailable {
+                assert_eq!(bytes, "policies are not loaded yet\n");
+            } else {
+                let body: Value = serde_json::from_slice(&bytes).expect("JSON");
+                assert_eq!(
+                    body,
+                    json!({ "error": { "status": status, "message": message } })
+                );
+            }
+        }
+    }
+}
