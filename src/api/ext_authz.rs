@@ -1019,4 +1019,128 @@ mod tests {
             "the header `mcp-\\u{1b}[31m\\u{60}x` is sent more than once"
         );
     }
+
+    /// A `CheckRequest` for `method` with `headers` and `body`, on the default server.
+    fn envoy(method: &str, headers: &[(&str, &str)], body: &str) -> CheckRequest {
+        let mut c = check(headers, &[]);
+        if let Some(http) = c
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+        {
+            http.method = method.into();
+            http.body = body.into();
+        }
+        c
+    }
+
+    /// The status, headers and body of the answer of `ExtAuthzGrpc::check`.
+    async fn grpc_answer(
+        service: &ExtAuthzGrpc,
+        request: CheckRequest,
+    ) -> (i32, Option<i32>, Vec<(String, String)>, String) {
+        let response = service
+            .check(Request::new(request))
+            .await
+            .expect("an answer")
+            .into_inner();
+        let code = response.status.map_or(-1, |s| s.code);
+        let (status, headers, body) = match response.http_response {
+            Some(HttpResponse::OkResponse(ok)) => (None, ok.headers, String::new()),
+            Some(HttpResponse::DeniedResponse(d)) => {
+                (d.status.map(|s| s.code), d.headers, d.body)
+            }
+            _ => (None, Vec::new(), String::new()),
+        };
+        let headers = headers
+            .into_iter()
+            .filter_map(|h| h.header)
+            .map(|h| (h.key, h.value))
+            .collect();
+        (code, status, headers, body)
+    }
+
+    #[tokio::test]
+    async fn grpc_mode_allows_denies_and_refuses() {
+        use crate::api::test_support::{ready, token, tools_call};
+        let service = ExtAuthzGrpc::new(ready().await);
+        let bearer = format!("Bearer {}", token("alice", "corpassist"));
+        let auth = [("authorization", bearer.as_str())];
+
+        let (code, status, headers, _) =
+            grpc_answer(&service, envoy("POST", &auth, &tools_call("get_document"))).await;
+        assert_eq!((code, status), (tonic::Code::Ok as i32, None));
+        assert!(headers.contains(&(USER_HEADER.to_owned(), "alice".to_owned())));
+
+        let (code, status, _, body) =
+            grpc_answer(&service, envoy("POST", &auth, &tools_call("delete_document"))).await;
+        assert_eq!((code, status), (tonic::Code::PermissionDenied as i32, Some(403)));
+        let body: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!((&body["id"], &body["error"]["code"]), (&json!(7), &json!(-32003)));
+
+        let (code, status, headers, body) =
+            grpc_answer(&service, envoy("POST", &[], &tools_call("get_document"))).await;
+        assert_eq!((code, status), (tonic::Code::Unauthenticated as i32, Some(401)));
+        assert!(headers.contains(&("www-authenticate".to_owned(), "Bearer realm=\"mcp-authz\"".to_owned())));
+        assert_eq!(
+            body,
+            r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32001,"message":"unauthenticated: a bearer token is required"}}"#
+        );
+
+        let (code, status, headers, body) =
+            grpc_answer(&service, envoy("PUT", &auth, "")).await;
+        assert_eq!((code, status), (tonic::Code::InvalidArgument as i32, Some(400)));
+        assert!(headers.iter().any(|(k, v)| k == DECISION_ID_HEADER && !v.is_empty()));
+        assert_eq!(
+            body,
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"HTTP method `PUT` is not used by MCP"}}"#
+        );
+
+        // GET: the server's stream, decided as `session/stream` on the server.
+        let (_, status, _, _) = grpc_answer(&service, envoy("GET", &auth, "")).await;
+        assert!(matches!(status, None | Some(403)), "decided, not refused");
+
+        let status = ExtAuthzGrpc::new(Ready::new())
+            .check(Request::new(envoy("POST", &auth, "")))
+            .await
+            .expect_err("not ready");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn http_mode_answers_with_the_same_refusals() {
+        use crate::api::test_support::{ready, tools_call};
+        use tower::ServiceExt as _;
+        let post = |body: String| {
+            axum::http::Request::builder()
+                .method("POST")
+                .uri("/ext_authz/mcp")
+                .body(axum::body::Body::from(body))
+                .expect("request")
+        };
+        let response = http_router(ready().await)
+            .oneshot(post(tools_call("get_document")))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers().get("www-authenticate").and_then(|v| v.to_str().ok()),
+            Some("Bearer realm=\"mcp-authz\"")
+        );
+        assert_eq!(
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/json")
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        let body: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(body["error"]["code"], json!(-32001));
+
+        let response = http_router(Ready::new())
+            .oneshot(post(String::new()))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
 }
