@@ -283,12 +283,12 @@ struct Refused {
 }
 
 /// Refuse the message `id` (if known) before any policy was asked.
-fn refuse(refusal: Refusal, id: Option<Value>) -> Refused {
-    Refused {
+fn refuse(refusal: Refusal, id: Option<Value>) -> Box<Refused> {
+    Box::new(Refused {
         refusal,
         id,
         decision_id: None,
-    }
+    })
 }
 
 /// Decide on the request Envoy describes. Requests refused before any policy was
@@ -301,11 +301,12 @@ pub async fn decide(
     let meta = request.meta.clone();
     match decide_request(services, request, interface).await {
         Ok(answer) => answer,
-        Err(Refused {
-            refusal,
-            id,
-            decision_id,
-        }) => {
+        Err(refused) => {
+            let Refused {
+                refusal,
+                id,
+                decision_id,
+            } = *refused;
             let decision_id = decision_id.unwrap_or_else(|| {
                 refusal
                     .record(&services.engine, interface, &meta)
@@ -320,7 +321,7 @@ async fn decide_request(
     services: &Services,
     request: EnvoyRequest<'_>,
     interface: Interface,
-) -> Result<EnvoyAnswer, Refused> {
+) -> Result<EnvoyAnswer, Box<Refused>> {
     // One rule for every header before anything reads one.
     if let Err(e) = request.headers.check() {
         return Err(refuse(Refusal::invalid(e.to_string()), None));
@@ -392,11 +393,11 @@ async fn decide_request(
     let decision = &deciding.outcome.decision;
     let decision_id = deciding.outcome.decision_id.clone();
     if !allowed {
-        return Err(Refused {
+        return Err(Box::new(Refused {
             refusal: Refusal::forbidden(decision.reason.clone()),
             id: deciding.call.id.clone(),
             decision_id: Some(decision_id),
-        });
+        }));
     }
     let mut set_headers = vec![(DECISION_ID_HEADER, decision_id.clone())];
     let mut remove_headers = Vec::new();
@@ -425,7 +426,7 @@ async fn decide_request(
 }
 
 /// The MCP messages of the request, or why it is refused.
-fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Refused> {
+fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<Refused>> {
     match request.method.to_ascii_uppercase().as_str() {
         "POST" => {}
         "GET" => return Ok(vec![McpCall::on_server(STREAM_ACTION)]),
@@ -1048,9 +1049,7 @@ mod tests {
         let code = response.status.map_or(-1, |s| s.code);
         let (status, headers, body) = match response.http_response {
             Some(HttpResponse::OkResponse(ok)) => (None, ok.headers, String::new()),
-            Some(HttpResponse::DeniedResponse(d)) => {
-                (d.status.map(|s| s.code), d.headers, d.body)
-            }
+            Some(HttpResponse::DeniedResponse(d)) => (d.status.map(|s| s.code), d.headers, d.body),
             _ => (None, Vec::new(), String::new()),
         };
         let headers = headers
@@ -1073,25 +1072,46 @@ mod tests {
         assert_eq!((code, status), (tonic::Code::Ok as i32, None));
         assert!(headers.contains(&(USER_HEADER.to_owned(), "alice".to_owned())));
 
-        let (code, status, _, body) =
-            grpc_answer(&service, envoy("POST", &auth, &tools_call("delete_document"))).await;
-        assert_eq!((code, status), (tonic::Code::PermissionDenied as i32, Some(403)));
+        let (code, status, _, body) = grpc_answer(
+            &service,
+            envoy("POST", &auth, &tools_call("delete_document")),
+        )
+        .await;
+        assert_eq!(
+            (code, status),
+            (tonic::Code::PermissionDenied as i32, Some(403))
+        );
         let body: Value = serde_json::from_str(&body).expect("JSON");
-        assert_eq!((&body["id"], &body["error"]["code"]), (&json!(7), &json!(-32003)));
+        assert_eq!(
+            (&body["id"], &body["error"]["code"]),
+            (&json!(7), &json!(-32003))
+        );
 
         let (code, status, headers, body) =
             grpc_answer(&service, envoy("POST", &[], &tools_call("get_document"))).await;
-        assert_eq!((code, status), (tonic::Code::Unauthenticated as i32, Some(401)));
-        assert!(headers.contains(&("www-authenticate".to_owned(), "Bearer realm=\"mcp-authz\"".to_owned())));
+        assert_eq!(
+            (code, status),
+            (tonic::Code::Unauthenticated as i32, Some(401))
+        );
+        assert!(headers.contains(&(
+            "www-authenticate".to_owned(),
+            "Bearer realm=\"mcp-authz\"".to_owned()
+        )));
         assert_eq!(
             body,
             r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32001,"message":"unauthenticated: a bearer token is required"}}"#
         );
 
-        let (code, status, headers, body) =
-            grpc_answer(&service, envoy("PUT", &auth, "")).await;
-        assert_eq!((code, status), (tonic::Code::InvalidArgument as i32, Some(400)));
-        assert!(headers.iter().any(|(k, v)| k == DECISION_ID_HEADER && !v.is_empty()));
+        let (code, status, headers, body) = grpc_answer(&service, envoy("PUT", &auth, "")).await;
+        assert_eq!(
+            (code, status),
+            (tonic::Code::InvalidArgument as i32, Some(400))
+        );
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k == DECISION_ID_HEADER && !v.is_empty())
+        );
         assert_eq!(
             body,
             r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"HTTP method `PUT` is not used by MCP"}}"#
@@ -1125,14 +1145,22 @@ mod tests {
             .expect("infallible");
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
-            response.headers().get("www-authenticate").and_then(|v| v.to_str().ok()),
+            response
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
             Some("Bearer realm=\"mcp-authz\"")
         );
         assert_eq!(
-            response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+            response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
             Some("application/json")
         );
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
         let body: Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(body["error"]["code"], json!(-32001));
 
@@ -1142,5 +1170,4 @@ mod tests {
             .expect("infallible");
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
-
 }

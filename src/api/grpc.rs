@@ -794,7 +794,10 @@ mod tests {
 
         let allowed = answer(&api, check(&alice, &tools_call("get_document"))).await;
         assert!(allowed.allowed, "{allowed:?}");
-        assert_eq!((allowed.user.as_str(), allowed.application.as_str()), ("alice", "corpassist"));
+        assert_eq!(
+            (allowed.user.as_str(), allowed.application.as_str()),
+            ("alice", "corpassist")
+        );
         assert!(allowed.error.is_none());
         assert_eq!(allowed.deny_kind, DenyKind::Unspecified as i32);
 
@@ -808,7 +811,11 @@ mod tests {
         let unauthenticated = answer(&api, check("not-a-token", &tools_call("get_document"))).await;
         assert_eq!(unauthenticated.deny_kind, DenyKind::Unauthenticated as i32);
         assert_eq!(unauthenticated.error.map(|e| e.code), Some(-32001));
-        assert!(unauthenticated.www_authenticate.starts_with("Bearer realm=\"mcp-authz\""));
+        assert!(
+            unauthenticated
+                .www_authenticate
+                .starts_with("Bearer realm=\"mcp-authz\"")
+        );
         assert!(!unauthenticated.decision_id.is_empty(), "logged as a deny");
 
         let mut no_server = check(&alice, &tools_call("get_document"));
@@ -844,7 +851,10 @@ mod tests {
             .await
             .expect_err("too large");
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(status.message().contains("`grpc.max_batch_checks`"), "{status:?}");
+        assert!(
+            status.message().contains("`grpc.max_batch_checks`"),
+            "{status:?}"
+        );
         assert!(status.metadata().get(DECISION_ID_METADATA).is_some());
 
         let mut asserted = check("", &tools_call("get_document"));
@@ -860,7 +870,11 @@ mod tests {
             .await
             .expect_err("an untrusted assertion");
         assert_eq!(status.code(), tonic::Code::PermissionDenied);
-        assert!(status.message().starts_with("`identity.verified`: an identity asserted"));
+        assert!(
+            status
+                .message()
+                .starts_with("`identity.verified`: an identity asserted")
+        );
         assert!(status.metadata().get(DECISION_ID_METADATA).is_some());
     }
 
@@ -884,7 +898,13 @@ mod tests {
             .await
             .expect("an answer")
             .into_inner();
-        assert_eq!((r.allowed, r.denied), (vec!["get_document".to_owned()], vec!["delete_document".to_owned()]));
+        assert_eq!(
+            (r.allowed, r.denied),
+            (
+                vec!["get_document".to_owned()],
+                vec!["delete_document".to_owned()]
+            )
+        );
         assert_eq!(r.result, br#"{"tools":[{"name":"get_document"}]}"#);
 
         let not_a_list = FilterListRequest {

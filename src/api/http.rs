@@ -786,3 +786,154 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod router_tests {
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::api::test_support::{ready, token};
+
+    const EVALUATION: &str = r#"{"subject":{"type":"user","id":"alice"},"action":{"name":"tools/call"},"resource":{"type":"tool","id":"docs/get_document"},"context":{"agent":"corpassist"}}"#;
+
+    async fn post(
+        router: Router,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut request = axum::http::Request::builder().method("POST").uri(path);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request
+            .body(axum::body::Body::from(body.to_owned()))
+            .expect("request");
+        let response = router.oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.expect("body");
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (parts.status, parts.headers, json)
+    }
+
+    const JSON: (&str, &str) = ("content-type", "application/json");
+
+    #[tokio::test]
+    async fn evaluations_are_answered_and_refusals_are_json_errors() {
+        let router = router(ready().await, false);
+        let (status, headers, body) =
+            post(router.clone(), "/access/v1/evaluation", &[JSON], EVALUATION).await;
+        assert_eq!(
+            (status, &body),
+            (StatusCode::OK, &json!({ "decision": true }))
+        );
+        assert!(headers.contains_key("x-decision-id"));
+
+        let denied = EVALUATION.replace("get_document", "delete_document");
+        let (status, _, body) =
+            post(router.clone(), "/access/v1/evaluation", &[JSON], &denied).await;
+        assert_eq!(
+            (status, &body),
+            (StatusCode::OK, &json!({ "decision": false }))
+        );
+
+        let (status, _, body) = post(router.clone(), "/access/v1/evaluation", &[JSON], "{").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["status"], json!(400));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("the request body is not valid JSON"))
+        );
+
+        let (status, headers, body) = post(
+            router.clone(),
+            "/access/v1/evaluation",
+            &[JSON, ("authorization", "Bearer not-a-token")],
+            EVALUATION,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["status"], json!(401));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("invalid credentials: "))
+        );
+        assert!(
+            headers
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|c| c.starts_with("Bearer realm=\"mcp-authz\""))
+        );
+
+        // A verified token's identity wins over the body.
+        let bearer = format!("Bearer {}", token("alice", "corpassist"));
+        let (status, _, body) = post(
+            router.clone(),
+            "/access/v1/evaluation",
+            &[JSON, ("authorization", &bearer)],
+            EVALUATION,
+        )
+        .await;
+        assert_eq!(
+            (status, &body),
+            (StatusCode::OK, &json!({ "decision": true }))
+        );
+    }
+
+    #[tokio::test]
+    async fn too_large_batches_and_bad_items() {
+        let mut services = crate::api::test_support::services().await;
+        services.authzen.max_batch = 1;
+        let router = router(Ready::with(services), false);
+        let batch = format!(r#"{{"evaluations":[{EVALUATION},{EVALUATION}]}}"#);
+        let (status, _, body) =
+            post(router.clone(), "/access/v1/evaluations", &[JSON], &batch).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            json!({ "error": { "status": 400, "message": "2 evaluations in one request; the limit is 1" } })
+        );
+        let (status, _, body) = post(
+            router,
+            "/access/v1/evaluations",
+            &[JSON],
+            r#"{"evaluations":[5]}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            json!({ "evaluations": [{ "decision": false, "context": { "error": { "status": 400, "message": "evaluation 0 must be an object" } } }] })
+        );
+    }
+
+    #[tokio::test]
+    async fn not_ready_and_admin_refusals() {
+        let (status, _, _) = post(
+            router(Ready::new(), false),
+            "/access/v1/evaluation",
+            &[JSON],
+            EVALUATION,
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+        let mut services = crate::api::test_support::services().await;
+        services.admin_token = crate::api::services::AdminToken::new("s3cret");
+        let (status, headers, body) =
+            post(admin_router(Ready::with(services)), "/v1/reload", &[], "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            body,
+            json!({ "error": { "status": 401, "message": "admin token required" } })
+        );
+        assert_eq!(
+            headers
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer realm=\"mcp-authz-admin\"")
+        );
+    }
+}

@@ -301,7 +301,10 @@ mod tests {
             Refusal::unauthenticated(&AuthnError::Malformed { detail: "bad" }),
             Refusal::no_credentials(),
             Refusal::invalid("`server` is empty"),
-            Refusal::new(RefusalKind::Invalid { code: -32700 }, "the body is not JSON"),
+            Refusal::new(
+                RefusalKind::Invalid { code: -32700 },
+                "the body is not JSON",
+            ),
             Refusal::forbidden(Reason::new(ReasonKind::Denied, "no policy permits it")),
             Refusal::too_large("the batch holds 3 checks; the limit is 2"),
             Refusal::unavailable(),
@@ -393,7 +396,10 @@ mod tests {
     #[test]
     fn envoy_answer_of_each_kind() {
         let id = json!(7);
-        for (refusal, status) in every_kind().iter().zip([401, 401, 400, 400, 403, 400, 503, 500]) {
+        for (refusal, status) in every_kind()
+            .iter()
+            .zip([401, 401, 400, 400, 403, 400, 503, 500])
+        {
             let EnvoyAnswer::Deny {
                 decision_id,
                 status: got,
@@ -432,7 +438,10 @@ mod tests {
 
     #[tokio::test]
     async fn http_response_of_each_kind() {
-        for (refusal, status) in every_kind().into_iter().zip([401, 401, 400, 400, 403, 400, 503, 500]) {
+        for (refusal, status) in every_kind()
+            .into_iter()
+            .zip([401, 401, 400, 400, 403, 400, 503, 500])
+        {
             let message = refusal.message().to_owned();
             let challenge = refusal.challenge().map(str::to_owned);
             let kind = refusal.kind().clone();

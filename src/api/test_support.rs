@@ -37,8 +37,9 @@ pub async fn ready() -> Ready {
 /// The services of [`ready`].
 pub async fn services() -> Services {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&key(), Algorithm::ES256).expect("jwk"))
-        .expect("jwk json");
+    let mut jwk =
+        serde_json::to_value(Jwk::from_encoding_key(&key(), Algorithm::ES256).expect("jwk"))
+            .expect("jwk json");
     jwk["kid"] = KID.into();
     jwk["use"] = "sig".into();
     let jwks_file = dir.path().join("jwks.json");
