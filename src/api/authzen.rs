@@ -48,6 +48,7 @@ use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, Schema};
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 
+use super::refusal::Refusal;
 use crate::authz::names::{NameError, resolve_action, resolve_entity_type};
 use crate::authz::{
     DecisionMeta, DecisionRequest, Engine, Interface, Outcome, RequestEntity, uid_json,
@@ -56,13 +57,9 @@ use crate::identity::Identity;
 use crate::mcp::Kind;
 use crate::policy::Snapshot;
 
-/// A request (or a batch item) that cannot be read: HTTP 400.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BadRequest(pub String);
-
-fn bad(msg: impl Into<String>) -> BadRequest {
-    BadRequest(msg.into())
+/// A request (or a batch item) that cannot be read: an invalid request (HTTP 400).
+fn bad(msg: impl Into<String>) -> Refusal {
+    Refusal::invalid(msg)
 }
 
 /// A subject or resource as given.
@@ -110,7 +107,7 @@ fn string_field(
     path: &str,
     key: &str,
     empty_ok: bool,
-) -> Result<Option<String>, BadRequest> {
+) -> Result<Option<String>, Refusal> {
     match field(obj, key) {
         None => Ok(None),
         Some(Value::String(s)) if s.is_empty() && !empty_ok => {
@@ -121,7 +118,7 @@ fn string_field(
     }
 }
 
-fn properties(obj: &Map<String, Value>, path: &str) -> Result<Map<String, Value>, BadRequest> {
+fn properties(obj: &Map<String, Value>, path: &str) -> Result<Map<String, Value>, Refusal> {
     match field(obj, "properties") {
         None => Ok(Map::new()),
         Some(Value::Object(p)) => Ok(p.clone()),
@@ -135,7 +132,7 @@ pub fn parse_entity(
     value: Option<&Value>,
     path: &str,
     id_required: bool,
-) -> Result<EntityRef, BadRequest> {
+) -> Result<EntityRef, Refusal> {
     let obj = match value {
         None | Some(Value::Null) => return Err(bad(format!("`{path}` is missing"))),
         Some(Value::Object(o)) => o,
@@ -159,7 +156,7 @@ pub fn parse_entity(
 }
 
 /// Read an action at `path`.
-pub fn parse_action(value: Option<&Value>, path: &str) -> Result<ActionRef, BadRequest> {
+pub fn parse_action(value: Option<&Value>, path: &str) -> Result<ActionRef, Refusal> {
     let obj = match value {
         None | Some(Value::Null) => return Err(bad(format!("`{path}` is missing"))),
         Some(Value::Object(o)) => o,
@@ -174,10 +171,7 @@ pub fn parse_action(value: Option<&Value>, path: &str) -> Result<ActionRef, BadR
 }
 
 /// Read `context` of `obj`.
-pub fn parse_context(
-    obj: &Map<String, Value>,
-    path: &str,
-) -> Result<Map<String, Value>, BadRequest> {
+pub fn parse_context(obj: &Map<String, Value>, path: &str) -> Result<Map<String, Value>, Refusal> {
     match field(obj, "context") {
         None => Ok(Map::new()),
         Some(Value::Object(c)) => Ok(c.clone()),
@@ -186,7 +180,7 @@ pub fn parse_context(
 }
 
 /// Read a whole access evaluation request.
-pub fn parse_evaluation(body: &Map<String, Value>) -> Result<Evaluation, BadRequest> {
+pub fn parse_evaluation(body: &Map<String, Value>) -> Result<Evaluation, Refusal> {
     Ok(Evaluation {
         subject: parse_entity(body.get("subject"), "subject", true)?,
         action: parse_action(body.get("action"), "action")?,
@@ -206,8 +200,8 @@ pub fn explain_requested(body: &Map<String, Value>) -> bool {
 /// Why an evaluation could not become a [`DecisionRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapError {
-    /// The request is ambiguous or malformed: a bad request.
-    Bad(String),
+    /// The request is ambiguous or malformed: refused as an invalid request.
+    Bad(Refusal),
     /// The request names what the policies do not know: a deny with this reason.
     Deny(String),
 }
@@ -216,7 +210,9 @@ impl From<NameError> for MapError {
     fn from(e: NameError) -> Self {
         match e {
             NameError::Unknown { .. } => MapError::Deny(e.to_string()),
-            NameError::Ambiguous { .. } | NameError::Invalid(_) => MapError::Bad(e.to_string()),
+            NameError::Ambiguous { .. } | NameError::Invalid(_) => {
+                MapError::Bad(bad(e.to_string()))
+            }
         }
     }
 }
@@ -296,13 +292,13 @@ fn take_agent(
             Value::String(id) if !id.is_empty() => ("application".to_owned(), id, Map::new()),
             Value::Object(_) => {
                 let e = parse_entity(Some(&value), &format!("context.{key}"), true)
-                    .map_err(|e| MapError::Bad(e.0))?;
+                    .map_err(MapError::Bad)?;
                 (e.type_name, e.id.unwrap_or_default(), e.properties)
             }
             _ => {
-                return Err(MapError::Bad(format!(
+                return Err(MapError::Bad(bad(format!(
                     "`context.{key}` must be an application id or an object with `type` and `id`"
-                )));
+                ))));
             }
         };
         let ty = resolve_entity_type(schema, &type_name, Some(namespace))?;
@@ -360,9 +356,9 @@ pub fn to_decision_request(
         // Another spelling of `agent` (`Agent`, `AGENT`) may name the application to
         // whoever else reads the body: refused, never silently left out.
         if let Some(k) = context.keys().find(|k| crate::policy::reads_as(k, "agent")) {
-            return Err(MapError::Bad(format!(
+            return Err(MapError::Bad(bad(format!(
                 "`context.{k}` reads as `context.agent`: name the application once, as `agent`"
-            )));
+            ))));
         }
         agent
     } else {
@@ -373,9 +369,9 @@ pub fn to_decision_request(
         if let Some((a, _)) = &agent
             && a != &subject
         {
-            return Err(MapError::Bad(
-                "the subject is an application and `context.agent` names another one".into(),
-            ));
+            return Err(MapError::Bad(bad(
+                "the subject is an application and `context.agent` names another one",
+            )));
         }
         request.application = Some(subject.clone());
     } else {
@@ -391,7 +387,7 @@ pub fn to_decision_request(
     // What only the service fills (`user`, `server`, `scopes`, ...) never comes
     // from the body; the application is named by `context.agent` (taken out above).
     if let Some(reason) = crate::authz::service_filled_in(&request.action, &context) {
-        return Err(MapError::Bad(reason));
+        return Err(MapError::Bad(bad(reason)));
     }
     request.context = context;
     request.server = mcp_server_of(&resource);
@@ -487,13 +483,13 @@ pub fn decide(
     eval: &Evaluation,
     identity: Option<&Identity>,
     meta: &DecisionMeta,
-) -> Result<Outcome, BadRequest> {
+) -> Result<Outcome, Refusal> {
     match to_decision_request(snapshot, eval, identity) {
         Ok(request) => Ok(engine.decide(snapshot, Interface::Authzen, &request, meta)),
         Err(MapError::Deny(reason)) => {
             Ok(engine.reject(snapshot, Interface::Authzen, reason, meta))
         }
-        Err(MapError::Bad(reason)) => Err(BadRequest(reason)),
+        Err(MapError::Bad(refusal)) => Err(refusal),
     }
 }
 
@@ -529,8 +525,10 @@ pub fn decision_json(outcome: &Outcome, explain: bool, snapshot: &Snapshot) -> V
     })
 }
 
-fn item_error(status: u16, message: &str) -> Value {
-    json!({ "decision": false, "context": { "error": { "status": status, "message": message } } })
+/// A failed batch item: a deny, with the refusal's HTTP status and message.
+fn item_error(refusal: &Refusal) -> Value {
+    let status = refusal.http_status().as_u16();
+    json!({ "decision": false, "context": { "error": { "status": status, "message": refusal.message() } } })
 }
 
 /// How a batch is executed (`options.evaluations_semantic`).
@@ -545,7 +543,7 @@ pub enum Semantic {
 }
 
 /// Read `options.evaluations_semantic`.
-pub fn semantic(body: &Map<String, Value>) -> Result<Semantic, BadRequest> {
+pub fn semantic(body: &Map<String, Value>) -> Result<Semantic, Refusal> {
     let options = match field(body, "options") {
         None => return Ok(Semantic::ExecuteAll),
         Some(Value::Object(o)) => o,
@@ -608,7 +606,7 @@ pub fn evaluate_batch(
     identity: Option<&Identity>,
     meta: &DecisionMeta,
     max_batch: usize,
-) -> Result<BatchResult, BadRequest> {
+) -> Result<BatchResult, Refusal> {
     let explain = explain_requested(body);
     let semantic = semantic(body)?;
     let items = match field(body, "evaluations") {
@@ -640,7 +638,7 @@ pub fn evaluate_batch(
         ));
     }
     if items.len() > max_batch {
-        return Err(bad(format!(
+        return Err(Refusal::too_large(format!(
             "{} evaluations in one request; the limit is {max_batch}",
             items.len()
         )));
@@ -651,7 +649,7 @@ pub fn evaluate_batch(
         let (result, allow) = match item {
             Value::Object(item) => {
                 let parsed = (|| {
-                    Ok::<_, BadRequest>(Evaluation {
+                    Ok::<_, Refusal>(Evaluation {
                         subject: parse_entity(
                             merged(item, body, "subject", &["type", "id"]).as_ref(),
                             "subject",
@@ -683,7 +681,7 @@ pub fn evaluate_batch(
                         let reason = format!("evaluation {i}: {e}");
                         let outcome = engine.reject(&snapshot, Interface::Authzen, reason, meta);
                         ids.push(outcome.decision_id);
-                        (item_error(400, &e.0), false)
+                        (item_error(&e), false)
                     }
                 }
             }
@@ -696,7 +694,7 @@ pub fn evaluate_batch(
                 );
                 ids.push(outcome.decision_id);
                 (
-                    item_error(400, &format!("evaluation {i} must be an object")),
+                    item_error(&bad(format!("evaluation {i} must be an object"))),
                     false,
                 )
             }
@@ -754,7 +752,7 @@ fn request_fingerprint(kind: SearchKind, body: &Map<String, Value>) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-fn page_of(kind: SearchKind, body: &Map<String, Value>) -> Result<Page, BadRequest> {
+fn page_of(kind: SearchKind, body: &Map<String, Value>) -> Result<Page, Refusal> {
     let page = match field(body, "page") {
         None => {
             return Ok(Page {
@@ -824,7 +822,7 @@ fn next_token(kind: SearchKind, body: &Map<String, Value>, offset: usize, limit:
 }
 
 /// A name in a search: ambiguous ones are the caller's to fix; unknown ones match nothing.
-fn resolve<T>(r: Result<T, NameError>) -> Result<Option<T>, BadRequest> {
+fn resolve<T>(r: Result<T, NameError>) -> Result<Option<T>, Refusal> {
     match r {
         Ok(v) => Ok(Some(v)),
         Err(NameError::Unknown { .. }) => Ok(None),
@@ -865,7 +863,7 @@ pub fn search(
     body: &Map<String, Value>,
     identity: Option<&Identity>,
     meta: &DecisionMeta,
-) -> Result<Value, BadRequest> {
+) -> Result<Value, Refusal> {
     let subject = parse_entity(body.get("subject"), "subject", kind != SearchKind::Subject)?;
     let resource = parse_entity(
         body.get("resource"),
@@ -1014,7 +1012,7 @@ pub fn search(
                     .allow
             }
             Err(MapError::Deny(_)) => false,
-            Err(MapError::Bad(reason)) => return Err(BadRequest(reason)),
+            Err(MapError::Bad(refusal)) => return Err(refusal),
         };
         if !allowed {
             continue;

@@ -47,14 +47,15 @@ use tonic::{Request, Status};
 use tracing::Instrument;
 
 use super::mcp_check::{
-    Asserted, CALLER_TOKEN_HEADER, CallerTrust, Credentials, FORBIDDEN_CODE, UNAUTHENTICATED_CODE,
-    Verdict, admit, check_calls, decision_meta, forbidden_message,
+    Asserted, CALLER_TOKEN_HEADER, CallerTrust, Credentials, Verdict, admit, check_calls,
+    decision_meta,
 };
 use super::pbjson::envoy_struct_to_json;
-use super::services::{REALM, Ready, Services};
-use crate::authz::{DecisionMeta, Interface};
-use crate::identity::{AuthnError, bearer_token_from_header};
-use crate::mcp::jsonrpc::{McpCall, McpHeaders, MessageKind, Subject, check_headers, parse_body};
+use super::refusal::Refusal;
+use super::services::{Ready, Services};
+use crate::authz::{DecisionMeta, Interface, Reason, ReasonKind};
+use crate::identity::bearer_token_from_header;
+use crate::mcp::jsonrpc::{McpCall, McpHeaders, check_headers, parse_body};
 
 /// Header carrying the decision id to the MCP server.
 pub const DECISION_ID_HEADER: &str = "x-mcp-authz-decision-id";
@@ -257,7 +258,8 @@ pub enum EnvoyAnswer {
         /// The determining policies, for the access log.
         policies: Vec<String>,
     },
-    /// Answer the client instead.
+    /// Answer the client instead: built from a [`Refusal`] by
+    /// [`Refusal::envoy_answer`].
     Deny {
         /// The decision id.
         decision_id: String,
@@ -267,9 +269,26 @@ pub enum EnvoyAnswer {
         headers: Vec<(&'static str, String)>,
         /// A JSON-RPC error response.
         body: String,
-        /// The reason, for logs.
-        reason: String,
     },
+}
+
+/// A request refused: why, the JSON-RPC id of the message the error answers, and
+/// the id of the policy decision that denied it (none: refused before any policy
+/// was asked, logged when answered).
+#[derive(Debug)]
+struct Refused {
+    refusal: Refusal,
+    id: Option<Value>,
+    decision_id: Option<String>,
+}
+
+/// Refuse the message `id` (if known) before any policy was asked.
+fn refuse(refusal: Refusal, id: Option<Value>) -> Box<Refused> {
+    Box::new(Refused {
+        refusal,
+        id,
+        decision_id: None,
+    })
 }
 
 /// Decide on the request Envoy describes. Requests refused before any policy was
@@ -280,52 +299,49 @@ pub async fn decide(
     interface: Interface,
 ) -> EnvoyAnswer {
     let meta = request.meta.clone();
-    let mut answer = decide_request(services, request, interface).await;
-    if let EnvoyAnswer::Deny {
-        decision_id,
-        reason,
-        ..
-    } = &mut answer
-        && decision_id.is_empty()
-    {
-        let snapshot = services.engine.snapshot();
-        let outcome = services
-            .engine
-            .reject(&snapshot, interface, reason.clone(), &meta);
-        *decision_id = outcome.decision_id;
+    match decide_request(services, request, interface).await {
+        Ok(answer) => answer,
+        Err(refused) => {
+            let Refused {
+                refusal,
+                id,
+                decision_id,
+            } = *refused;
+            let decision_id = decision_id.unwrap_or_else(|| {
+                refusal
+                    .record(&services.engine, interface, &meta)
+                    .decision_id
+            });
+            refusal.envoy_answer(id.as_ref(), decision_id)
+        }
     }
-    answer
 }
 
 async fn decide_request(
     services: &Services,
     request: EnvoyRequest<'_>,
     interface: Interface,
-) -> EnvoyAnswer {
+) -> Result<EnvoyAnswer, Box<Refused>> {
     // One rule for every header before anything reads one.
     if let Err(e) = request.headers.check() {
-        return invalid(None, -32600, e.to_string());
+        return Err(refuse(Refusal::invalid(e.to_string()), None));
     }
     let Some(server) = request.server.or(services.envoy_default_server.as_deref()) else {
-        return invalid(
+        return Err(refuse(
+            Refusal::invalid("no MCP server is configured for this route"),
             None,
-            -32600,
-            "no MCP server is configured for this route".into(),
-        );
+        ));
     };
-    let calls = match calls_of(&request) {
-        Ok(c) => c,
-        Err(answer) => return *answer,
-    };
+    let calls = calls_of(&request)?;
     let request_id = calls.first().and_then(|c| c.id.clone());
     let authorization = match request.headers.get("authorization") {
         Ok(a) => a,
-        Err(e) => return invalid(request_id, -32600, e.to_string()),
+        Err(e) => return Err(refuse(Refusal::invalid(e.to_string()), request_id)),
     };
     let bearer = match authorization {
         Some(h) => match bearer_token_from_header(h) {
             Ok(t) => Some(t),
-            Err(e) => return unauthenticated(request_id, &e),
+            Err(e) => return Err(refuse(Refusal::unauthenticated(&e), request_id)),
         },
         None => None,
     };
@@ -339,26 +355,13 @@ async fn decide_request(
         }
         Ok(_) => Credentials::proven(bearer, request.spiffe_id),
         Err(e) => {
-            let message = forbidden_message(&e.to_string());
-            return EnvoyAnswer::Deny {
-                decision_id: String::new(),
-                status: 403,
-                headers: Vec::new(),
-                body: error_body(request_id, FORBIDDEN_CODE, &message),
-                reason: message,
-            };
+            let reason = Reason::new(ReasonKind::Rejected, e.to_string());
+            return Err(refuse(Refusal::forbidden(reason), request_id));
         }
     };
     // MCP's authorization: a request without credentials is told how to get them.
     if credentials.is_empty() {
-        let message = "unauthenticated: a bearer token is required".to_owned();
-        return EnvoyAnswer::Deny {
-            decision_id: String::new(),
-            status: 401,
-            headers: vec![("www-authenticate", crate::identity::bearer_challenge(REALM))],
-            body: error_body(request_id, UNAUTHENTICATED_CODE, &message),
-            reason: message,
-        };
+        return Err(refuse(Refusal::no_credentials(), request_id));
     }
     let mut extra = Map::new();
     if let Some(ip) = &request.source_ip {
@@ -375,92 +378,79 @@ async fn decide_request(
     )
     .await;
     let allowed = verdict.allowed();
-    match verdict {
-        Verdict::Unauthenticated(e) => unauthenticated(request_id, &e),
-        Verdict::Decided { ref identity, .. } => {
-            let Some(deciding) = verdict.deciding() else {
-                return invalid(request_id, -32600, "the request holds no message".into());
-            };
-            let decision = &deciding.outcome.decision;
-            let decision_id = deciding.outcome.decision_id.clone();
-            if allowed {
-                let mut set_headers = vec![(DECISION_ID_HEADER, decision_id.clone())];
-                let mut remove_headers = Vec::new();
-                for (name, value) in [
-                    (USER_HEADER, &identity.user),
-                    (APPLICATION_HEADER, &identity.application),
-                ] {
-                    match value {
-                        Some(v) => set_headers.push((name, v.clone())),
-                        None => remove_headers.push(name),
-                    }
-                }
-                let mut policies: Vec<String> = decision
-                    .evaluations
-                    .iter()
-                    .flat_map(|e| e.policies.clone())
-                    .collect();
-                policies.sort();
-                policies.dedup();
-                EnvoyAnswer::Allow {
-                    decision_id,
-                    set_headers,
-                    remove_headers,
-                    policies,
-                }
-            } else {
-                let id = deciding.call.id.clone();
-                EnvoyAnswer::Deny {
-                    decision_id,
-                    status: 403,
-                    headers: Vec::new(),
-                    body: error_body(
-                        id,
-                        FORBIDDEN_CODE,
-                        &forbidden_message(decision.reason.as_str()),
-                    ),
-                    reason: decision.reason.to_string(),
-                }
-            }
+    let identity = match &verdict {
+        Verdict::Unauthenticated(e) => {
+            return Err(refuse(Refusal::unauthenticated(e), request_id));
+        }
+        Verdict::Decided { identity, .. } => identity,
+    };
+    let Some(deciding) = verdict.deciding() else {
+        return Err(refuse(
+            Refusal::invalid("the request holds no message"),
+            request_id,
+        ));
+    };
+    let decision = &deciding.outcome.decision;
+    let decision_id = deciding.outcome.decision_id.clone();
+    if !allowed {
+        return Err(Box::new(Refused {
+            refusal: Refusal::forbidden(decision.reason.clone()),
+            id: deciding.call.id.clone(),
+            decision_id: Some(decision_id),
+        }));
+    }
+    let mut set_headers = vec![(DECISION_ID_HEADER, decision_id.clone())];
+    let mut remove_headers = Vec::new();
+    for (name, value) in [
+        (USER_HEADER, &identity.user),
+        (APPLICATION_HEADER, &identity.application),
+    ] {
+        match value {
+            Some(v) => set_headers.push((name, v.clone())),
+            None => remove_headers.push(name),
         }
     }
+    let mut policies: Vec<String> = decision
+        .evaluations
+        .iter()
+        .flat_map(|e| e.policies.clone())
+        .collect();
+    policies.sort();
+    policies.dedup();
+    Ok(EnvoyAnswer::Allow {
+        decision_id,
+        set_headers,
+        remove_headers,
+        policies,
+    })
 }
 
-/// The MCP messages of the request, or the answer refusing it.
-fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<EnvoyAnswer>> {
-    let session_call = |method: &str| McpCall {
-        method: method.to_owned(),
-        subject: Subject::Server,
-        arguments: Map::new(),
-        id: None,
-        kind: MessageKind::Request,
-    };
+/// The MCP messages of the request, or why it is refused.
+fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<Refused>> {
     match request.method.to_ascii_uppercase().as_str() {
         "POST" => {}
-        "GET" => return Ok(vec![session_call(STREAM_ACTION)]),
-        "DELETE" => return Ok(vec![session_call(END_ACTION)]),
+        "GET" => return Ok(vec![McpCall::on_server(STREAM_ACTION)]),
+        "DELETE" => return Ok(vec![McpCall::on_server(END_ACTION)]),
         other => {
             let other: String = other.chars().take(16).collect();
-            return Err(Box::new(invalid(
+            return Err(refuse(
+                Refusal::invalid(format!("HTTP method `{other}` is not used by MCP")),
                 None,
-                -32600,
-                format!("HTTP method `{other}` is not used by MCP"),
-            )));
+            ));
         }
     }
     let whole = request
         .headers
         .body_is_whole()
-        .map_err(|e| Box::new(invalid(None, -32600, e.to_string())))?;
+        .map_err(|e| refuse(Refusal::invalid(e.to_string()), None))?;
     if !whole {
-        return Err(Box::new(invalid(
+        return Err(refuse(
+            Refusal::invalid("the request body is larger than what can be authorized"),
             None,
-            -32600,
-            "the request body is larger than what can be authorized".into(),
-        )));
+        ));
     }
-    let message = parse_body(request.body)
-        .map_err(|e| Box::new(invalid(e.id().cloned(), e.code(), e.to_string())))?;
+    let message =
+        parse_body(request.body).map_err(|e| refuse(Refusal::from(&e), e.id().cloned()))?;
     let id = message.single().and_then(|c| c.id.clone());
     let headers = McpHeaders::from_pairs(
         request
@@ -468,48 +458,20 @@ fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<EnvoyAnswer>
             .singles()
             .filter(|(k, _)| k.starts_with("mcp-")),
     )
-    .map_err(|e| Box::new(invalid(id.clone(), e.code(), e.to_string())))?;
-    check_headers(&message, &headers)
-        .map_err(|e| Box::new(invalid(id.clone(), e.code(), e.to_string())))?;
+    .map_err(|e| refuse(Refusal::from(&e), id.clone()))?;
+    check_headers(&message, &headers).map_err(|e| refuse(Refusal::from(&e), id.clone()))?;
     // Envoy's MCP filter read the same body: it must have seen the same method.
     if let Some(meta) = &request.mcp_metadata
         && let Some(seen) = meta.get("method").and_then(Value::as_str)
         && let Some(call) = message.single()
         && seen != call.method
     {
-        return Err(Box::new(invalid(
+        return Err(refuse(
+            Refusal::invalid("the MCP filter and the body disagree on the method"),
             id,
-            -32600,
-            "the MCP filter and the body disagree on the method".into(),
-        )));
+        ));
     }
     Ok(message.calls)
-}
-
-fn error_body(id: Option<Value>, code: i64, message: &str) -> String {
-    json!({ "jsonrpc": "2.0", "id": id.unwrap_or(Value::Null), "error": { "code": code, "message": message } })
-        .to_string()
-}
-
-fn invalid(id: Option<Value>, code: i64, message: String) -> EnvoyAnswer {
-    EnvoyAnswer::Deny {
-        decision_id: String::new(),
-        status: 400,
-        headers: Vec::new(),
-        body: error_body(id, code, &message),
-        reason: message,
-    }
-}
-
-fn unauthenticated(id: Option<Value>, e: &AuthnError) -> EnvoyAnswer {
-    let message = format!("unauthenticated: {e}");
-    EnvoyAnswer::Deny {
-        decision_id: String::new(),
-        status: 401,
-        headers: vec![("www-authenticate", e.www_authenticate(REALM))],
-        body: error_body(id, UNAUTHENTICATED_CODE, &message),
-        reason: message,
-    }
 }
 
 // ---- gRPC: envoy.service.auth.v3.Authorization ----
@@ -716,7 +678,7 @@ impl Authorization for ExtAuthzGrpc {
         let services = self
             .ready
             .get()
-            .ok_or_else(|| Status::unavailable("policies are not loaded yet"))?;
+            .ok_or_else(|| Status::from(Refusal::unavailable()))?;
         let envoy = envoy_request(request.get_ref());
         let span =
             super::grpc::request_span("envoy.service.auth.v3.Authorization/Check", &envoy.meta);
@@ -749,11 +711,7 @@ async fn http_check(
     body: Bytes,
 ) -> Response {
     let Some(services) = ready.get() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "policies are not loaded yet\n",
-        )
-            .into_response();
+        return Refusal::unavailable().into_response();
     };
     let mut map = Headers::new();
     for (k, v) in &headers {
@@ -1061,5 +1019,155 @@ mod tests {
             message,
             "the header `mcp-\\u{1b}[31m\\u{60}x` is sent more than once"
         );
+    }
+
+    /// A `CheckRequest` for `method` with `headers` and `body`, on the default server.
+    fn envoy(method: &str, headers: &[(&str, &str)], body: &str) -> CheckRequest {
+        let mut c = check(headers, &[]);
+        if let Some(http) = c
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+        {
+            http.method = method.into();
+            http.body = body.into();
+        }
+        c
+    }
+
+    /// The status, headers and body of the answer of `ExtAuthzGrpc::check`.
+    async fn grpc_answer(
+        service: &ExtAuthzGrpc,
+        request: CheckRequest,
+    ) -> (i32, Option<i32>, Vec<(String, String)>, String) {
+        let response = service
+            .check(Request::new(request))
+            .await
+            .expect("an answer")
+            .into_inner();
+        let code = response.status.map_or(-1, |s| s.code);
+        let (status, headers, body) = match response.http_response {
+            Some(HttpResponse::OkResponse(ok)) => (None, ok.headers, String::new()),
+            Some(HttpResponse::DeniedResponse(d)) => (d.status.map(|s| s.code), d.headers, d.body),
+            _ => (None, Vec::new(), String::new()),
+        };
+        let headers = headers
+            .into_iter()
+            .filter_map(|h| h.header)
+            .map(|h| (h.key, h.value))
+            .collect();
+        (code, status, headers, body)
+    }
+
+    #[tokio::test]
+    async fn grpc_mode_allows_denies_and_refuses() {
+        use crate::api::test_support::{ready, token, tools_call};
+        let service = ExtAuthzGrpc::new(ready().await);
+        let bearer = format!("Bearer {}", token("alice", "corpassist"));
+        let auth = [("authorization", bearer.as_str())];
+
+        let (code, status, headers, _) =
+            grpc_answer(&service, envoy("POST", &auth, &tools_call("get_document"))).await;
+        assert_eq!((code, status), (tonic::Code::Ok as i32, None));
+        assert!(headers.contains(&(USER_HEADER.to_owned(), "alice".to_owned())));
+
+        let (code, status, _, body) = grpc_answer(
+            &service,
+            envoy("POST", &auth, &tools_call("delete_document")),
+        )
+        .await;
+        assert_eq!(
+            (code, status),
+            (tonic::Code::PermissionDenied as i32, Some(403))
+        );
+        let body: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(
+            (&body["id"], &body["error"]["code"]),
+            (&json!(7), &json!(-32003))
+        );
+
+        let (code, status, headers, body) =
+            grpc_answer(&service, envoy("POST", &[], &tools_call("get_document"))).await;
+        assert_eq!(
+            (code, status),
+            (tonic::Code::Unauthenticated as i32, Some(401))
+        );
+        assert!(headers.contains(&(
+            "www-authenticate".to_owned(),
+            "Bearer realm=\"mcp-authz\"".to_owned()
+        )));
+        assert_eq!(
+            body,
+            r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32001,"message":"unauthenticated: a bearer token is required"}}"#
+        );
+
+        let (code, status, headers, body) = grpc_answer(&service, envoy("PUT", &auth, "")).await;
+        assert_eq!(
+            (code, status),
+            (tonic::Code::InvalidArgument as i32, Some(400))
+        );
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k == DECISION_ID_HEADER && !v.is_empty())
+        );
+        assert_eq!(
+            body,
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"HTTP method `PUT` is not used by MCP"}}"#
+        );
+
+        // GET: the server's stream, decided as `session/stream` on the server.
+        let (_, status, _, _) = grpc_answer(&service, envoy("GET", &auth, "")).await;
+        assert!(matches!(status, None | Some(403)), "decided, not refused");
+
+        let status = ExtAuthzGrpc::new(Ready::new())
+            .check(Request::new(envoy("POST", &auth, "")))
+            .await
+            .expect_err("not ready");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn http_mode_answers_with_the_same_refusals() {
+        use crate::api::test_support::{ready, tools_call};
+        use tower::ServiceExt as _;
+        let post = |body: String| {
+            axum::http::Request::builder()
+                .method("POST")
+                .uri("/ext_authz/mcp")
+                .body(axum::body::Body::from(body))
+                .expect("request")
+        };
+        let response = http_router(ready().await)
+            .oneshot(post(tools_call("get_document")))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer realm=\"mcp-authz\"")
+        );
+        assert_eq!(
+            response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/json")
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let body: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(body["error"]["code"], json!(-32001));
+
+        let response = http_router(Ready::new())
+            .oneshot(post(String::new()))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -22,7 +22,7 @@
 //! `FilterList` decides each entry as using it would be decided (`tools/call`
 //! with no arguments, ...), all on one policy snapshot, off the async workers,
 //! and writes one decision log record for the whole list. A raw result is read
-//! strictly (see `read_list_result`): what comes back is exactly what was sent,
+//! strictly ([`crate::mcp::lists`]): what comes back is exactly what was sent,
 //! less the hidden entries, or a refusal.
 
 use std::collections::HashMap;
@@ -30,26 +30,28 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use prost::Message as _;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::mcp_check::{
     Asserted, Assertion, CALLER_TOKEN_HEADER, CallOutcome, CallerTrust, Credentials,
-    FORBIDDEN_CODE, UNAUTHENTICATED_CODE, UntrustedAssertion, Verdict, admit, decide_calls,
-    decision_meta, forbidden_message, off_workers, request_for, resolve,
+    UntrustedAssertion, Verdict, admit, decide_calls, decision_meta, off_workers, request_for,
+    resolve,
 };
 use super::pbjson::struct_to_json;
 use super::proto::v1::{
     self as pb, BatchCheckRequest, BatchCheckResponse, CheckRequest, CheckResponse, DenyKind,
-    FilterListRequest, FilterListResponse, JsonRpcError, Semantic, authorizer_server::Authorizer,
-    check_request, filter_list_request,
+    FilterListRequest, FilterListResponse, Semantic, authorizer_server::Authorizer, check_request,
+    filter_list_request,
 };
-use super::services::{REALM, Ready, Services};
+use super::refusal::{Refusal, RefusalKind};
+use super::services::{Ready, Services};
 use crate::authz::{Decision, DecisionMeta, Engine, Interface, Reason, ReasonKind, Role};
 use crate::identity::{AuthnError, Identity, TrustedIdentity, bearer_token_from_header};
-use crate::mcp::jsonrpc::{McpCall, McpError, McpHeaders, check_headers, parse_body};
+use crate::mcp::jsonrpc::{McpCall, McpHeaders, check_headers, parse_body, request_message};
+use crate::mcp::lists::{ListKind, ListResult, read_list_result};
 use crate::mcp::{Kind, action};
 use crate::telemetry::{DecisionRecord, ListRecord, Telemetry};
 
@@ -74,7 +76,7 @@ impl GatewayApi {
     fn services(&self) -> Result<&Arc<Services>, Status> {
         self.ready
             .get()
-            .ok_or_else(|| Status::unavailable("policies are not loaded yet"))
+            .ok_or_else(|| Refusal::unavailable().into())
     }
 }
 
@@ -121,7 +123,7 @@ impl Authorizer for GatewayApi {
             let meta = caller.meta.clone();
             off_workers(move || decide_ready(&engine, &meta, ready))
                 .await
-                .ok_or_else(|| Status::internal("the request could not be decided"))
+                .ok_or_else(|| Status::from(Refusal::internal("the request could not be decided")))
         }
         .instrument(span.clone())
         .await?;
@@ -143,7 +145,7 @@ impl Authorizer for GatewayApi {
                 return Err(refuse_call(
                     &services.engine,
                     &caller.meta,
-                    Status::invalid_argument(format!(
+                    Refusal::too_large(format!(
                         "the batch holds {} checks; the limit is {max} (`grpc.max_batch_checks`)",
                         batch.checks.len()
                     )),
@@ -167,7 +169,9 @@ impl Authorizer for GatewayApi {
             let meta = caller.meta.clone();
             let results = off_workers(move || decide_batch(&engine, &meta, pending, semantic, max))
                 .await
-                .ok_or_else(|| Status::internal("the batch could not be decided"))??;
+                .ok_or_else(|| {
+                    Status::from(Refusal::internal("the batch could not be decided"))
+                })??;
             Ok(Response::new(BatchCheckResponse { results }))
         }
         .instrument(span)
@@ -209,10 +213,11 @@ pub(crate) fn request_span(method: &'static str, meta: &DecisionMeta) -> tracing
     span
 }
 
-/// Refuse the whole call with `status`: logged and counted as one deny, whose id
-/// is in the status's `x-mcp-authz-decision-id` metadata.
-fn refuse_call(engine: &Engine, meta: &DecisionMeta, mut status: Status) -> Status {
-    let outcome = engine.reject(&engine.snapshot(), Interface::Grpc, status.message(), meta);
+/// Refuse the whole call: logged and counted as one deny, whose id is in the
+/// status's `x-mcp-authz-decision-id` metadata.
+fn refuse_call(engine: &Engine, meta: &DecisionMeta, refusal: Refusal) -> Status {
+    let outcome = refusal.record(engine, Interface::Grpc, meta);
+    let mut status = Status::from(refusal);
     if let Ok(id) = MetadataValue::try_from(outcome.decision_id.as_str()) {
         status.metadata_mut().insert(DECISION_ID_METADATA, id);
     }
@@ -225,71 +230,27 @@ fn untrusted(engine: &Engine, meta: &DecisionMeta, e: &UntrustedAssertion) -> St
         Assertion::SpiffeId => "identity.spiffe_id",
         Assertion::Identity => "identity.verified",
     };
+    let reason = Reason::new(ReasonKind::Rejected, e.to_string());
     refuse_call(
         engine,
         meta,
-        Status::permission_denied(format!("`{field}`: {e}")),
+        Refusal::new(RefusalKind::Forbidden(reason), format!("`{field}`: {e}")),
     )
 }
 
-/// Why a request was refused before any policy was asked.
-#[derive(Debug)]
-enum Refusal {
-    Unauthenticated(AuthnError),
-    Invalid { code: i64, message: String },
-}
-
-impl Refusal {
-    fn invalid(message: impl Into<String>) -> Self {
-        Refusal::Invalid {
-            code: -32600,
-            message: message.into(),
-        }
-    }
-
-    fn from_mcp(e: &McpError) -> Self {
-        Refusal::Invalid {
-            code: e.code(),
-            message: e.to_string(),
-        }
-    }
-
-    /// (kind, reason, JSON-RPC error, WWW-Authenticate)
-    fn parts(&self) -> (DenyKind, String, JsonRpcError, String) {
-        match self {
-            Refusal::Unauthenticated(e) => (
-                DenyKind::Unauthenticated,
-                format!("unauthenticated: {e}"),
-                JsonRpcError {
-                    code: UNAUTHENTICATED_CODE,
-                    message: format!("unauthenticated: {e}"),
-                },
-                e.www_authenticate(REALM),
-            ),
-            Refusal::Invalid { code, message } => (
-                DenyKind::InvalidRequest,
-                message.clone(),
-                JsonRpcError {
-                    code: *code,
-                    message: message.clone(),
-                },
-                String::new(),
-            ),
-        }
-    }
-}
-
+/// A check refused before any policy was asked: logged as a deny, answered with
+/// the refusal's kind, JSON-RPC error and challenge.
 fn refused(engine: &Engine, meta: &DecisionMeta, refusal: &Refusal) -> CheckResponse {
-    let (kind, reason, error, www_authenticate) = refusal.parts();
-    let outcome = engine.reject(&engine.snapshot(), Interface::Grpc, reason.clone(), meta);
+    let outcome = refusal.record(engine, Interface::Grpc, meta);
+    let deny = refusal.gateway_deny();
     CheckResponse {
         allowed: false,
         decision_id: outcome.decision_id,
         policy_generation: outcome.decision.generation,
-        reason,
-        error: Some(error),
-        deny_kind: kind as i32,
-        www_authenticate,
+        reason: refusal.message().to_owned(),
+        error: Some(deny.error),
+        deny_kind: deny.kind as i32,
+        www_authenticate: deny.www_authenticate,
         ..CheckResponse::default()
     }
 }
@@ -330,7 +291,7 @@ fn credentials<'a>(
     {
         bearer_token = Some(
             bearer_token_from_header(header)
-                .map_err(|e| CredentialProblem::Refused(Refusal::Unauthenticated(e)))?,
+                .map_err(|e| CredentialProblem::Refused(Refusal::unauthenticated(&e)))?,
         );
     }
     Ok(Credentials::admitted(bearer_token, admitted))
@@ -411,7 +372,7 @@ fn parse_check(request: CheckRequest, who: Who) -> Result<ReadyCheck, Refusal> {
     let calls = calls_of(&request)?;
     let identity = match who {
         Who::Known(i) => i,
-        Who::Failed(e) => return Err(Refusal::Unauthenticated(e)),
+        Who::Failed(e) => return Err(Refusal::unauthenticated(&e)),
         Who::Refused(r) => return Err(r),
     };
     let extra = request
@@ -431,22 +392,22 @@ fn parse_check(request: CheckRequest, who: Who) -> Result<ReadyCheck, Refusal> {
 fn calls_of(request: &CheckRequest) -> Result<Vec<McpCall>, Refusal> {
     match &request.message {
         Some(check_request::Message::Jsonrpc(body)) => {
-            let message = parse_body(body).map_err(|e| Refusal::from_mcp(&e))?;
+            let message = parse_body(body).map_err(|e| Refusal::from(&e))?;
             let headers = McpHeaders::from_pairs(
                 request
                     .headers
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str())),
             )
-            .map_err(|e| Refusal::from_mcp(&e))?;
-            check_headers(&message, &headers).map_err(|e| Refusal::from_mcp(&e))?;
+            .map_err(|e| Refusal::from(&e))?;
+            check_headers(&message, &headers).map_err(|e| Refusal::from(&e))?;
             Ok(message.calls)
         }
         Some(check_request::Message::Mcp(m)) => {
             let body = message_from_fields(m)?;
             parse_body(&body)
                 .map(|m| m.calls)
-                .map_err(|e| Refusal::from_mcp(&e))
+                .map_err(|e| Refusal::from(&e))
         }
         None => Err(Refusal::invalid(
             "the request has neither `mcp` nor `jsonrpc`",
@@ -461,14 +422,7 @@ fn message_from_fields(m: &pb::McpRequest) -> Result<Vec<u8>, Refusal> {
         return Err(Refusal::invalid("`mcp.method` is empty"));
     }
     let arguments = m.arguments.as_ref().map(struct_to_json).unwrap_or_default();
-    let params = match crate::mcp::target_of(&m.method) {
-        crate::mcp::Target::Tool | crate::mcp::Target::Prompt => {
-            json!({ "name": m.name, "arguments": arguments })
-        }
-        crate::mcp::Target::Resource => json!({ "uri": m.name }),
-        crate::mcp::Target::Server => json!({}),
-    };
-    serde_json::to_vec(&json!({ "jsonrpc": "2.0", "id": 0, "method": m.method, "params": params }))
+    serde_json::to_vec(&request_message(&m.method, &m.name, Some(arguments)))
         .map_err(|e| Refusal::invalid(format!("cannot encode the request: {e}")))
 }
 
@@ -497,20 +451,14 @@ fn decide_ready(engine: &Engine, meta: &DecisionMeta, ready: ReadyCheck) -> Chec
         );
     };
     let decision = &deciding.outcome.decision;
+    let deny = (!allowed).then(|| Refusal::forbidden(decision.reason.clone()).gateway_deny());
     CheckResponse {
         allowed,
         decision_id: deciding.outcome.decision_id.clone(),
         reason: decision.reason.to_string(),
         evaluations: evaluations(decision),
-        error: (!allowed).then(|| JsonRpcError {
-            code: FORBIDDEN_CODE,
-            message: forbidden_message(decision.reason.as_str()),
-        }),
-        deny_kind: if allowed {
-            DenyKind::Unspecified
-        } else {
-            DenyKind::Forbidden
-        } as i32,
+        deny_kind: deny.as_ref().map_or(DenyKind::Unspecified, |d| d.kind) as i32,
+        error: deny.map(|d| d.error),
         www_authenticate: String::new(),
         policy_generation: decision.generation,
         calls: calls.iter().map(call_decision).collect(),
@@ -540,7 +488,7 @@ fn decide_batch(
         return Err(refuse_call(
             engine,
             meta,
-            Status::invalid_argument(format!(
+            Refusal::too_large(format!(
                 "the batch holds {messages} MCP messages; the limit is {max} (`grpc.max_batch_checks`)"
             )),
         ));
@@ -591,58 +539,17 @@ fn call_decision(c: &CallOutcome) -> pb::CallDecision {
     }
 }
 
-/// A list method: the array of its result, the key naming an entry, and the
-/// method that uses an entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ListKind {
-    method: &'static str,
-    array: &'static str,
-    key: &'static str,
-    use_method: &'static str,
-}
-
-const LIST_KINDS: [ListKind; 4] = [
-    ListKind {
-        method: "tools/list",
-        array: "tools",
-        key: "name",
-        use_method: "tools/call",
-    },
-    ListKind {
-        method: "prompts/list",
-        array: "prompts",
-        key: "name",
-        use_method: "prompts/get",
-    },
-    ListKind {
-        method: "resources/list",
-        array: "resources",
-        key: "uri",
-        use_method: "resources/read",
-    },
-    ListKind {
-        method: "resources/templates/list",
-        array: "resourceTemplates",
-        key: "uriTemplate",
-        use_method: "resources/read",
-    },
-];
-
-impl ListKind {
-    fn of(method: &str) -> Option<Self> {
-        LIST_KINDS.into_iter().find(|k| k.method == method)
-    }
-}
-
+/// A list refused before any policy was asked: logged as a deny, answered with
+/// the refusal's kind, JSON-RPC error and challenge.
 fn filter_refused(engine: &Engine, meta: &DecisionMeta, refusal: &Refusal) -> FilterListResponse {
-    let (kind, reason, error, www_authenticate) = refusal.parts();
-    let outcome = engine.reject(&engine.snapshot(), Interface::Grpc, reason, meta);
+    let outcome = refusal.record(engine, Interface::Grpc, meta);
+    let deny = refusal.gateway_deny();
     FilterListResponse {
         decision_id: outcome.decision_id,
         policy_generation: outcome.decision.generation,
-        error: Some(error),
-        deny_kind: kind as i32,
-        www_authenticate,
+        error: Some(deny.error),
+        deny_kind: deny.kind as i32,
+        www_authenticate: deny.www_authenticate,
         ..FilterListResponse::default()
     }
 }
@@ -655,12 +562,9 @@ async fn filter_list(
 ) -> Result<FilterListResponse, Status> {
     let engine = &services.engine;
     let meta = &caller.meta;
-    let Some(kind) = ListKind::of(&request.method) else {
-        return Ok(filter_refused(
-            engine,
-            meta,
-            &Refusal::invalid(format!("`{}` is not a list method", shown(&request.method))),
-        ));
+    let kind = match ListKind::named(&request.method) {
+        Ok(kind) => kind,
+        Err(message) => return Ok(filter_refused(engine, meta, &Refusal::invalid(message))),
     };
     if request.server.is_empty() {
         return Ok(filter_refused(
@@ -682,7 +586,7 @@ async fn filter_list(
     let identity = match resolve(&services.resolver, creds).await {
         Ok(i) => i,
         Err(e) => {
-            return Ok(filter_refused(engine, meta, &Refusal::Unauthenticated(e)));
+            return Ok(filter_refused(engine, meta, &Refusal::unauthenticated(&e)));
         }
     };
     let meta = caller.meta.clone();
@@ -701,14 +605,14 @@ async fn filter_list(
         Ok(job.finish(allowed))
     })
     .await
-    .ok_or_else(|| Status::internal("the list could not be decided"))?
+    .ok_or_else(|| Status::from(Refusal::internal("the list could not be decided")))?
 }
 
 fn too_many_entries(engine: &Engine, meta: &DecisionMeta, entries: usize, max: usize) -> Status {
     refuse_call(
         engine,
         meta,
-        Status::invalid_argument(format!(
+        Refusal::too_large(format!(
             "the list holds {entries} entries; the limit is {max} (`grpc.max_list_entries`)"
         )),
     )
@@ -754,7 +658,7 @@ impl<'e> ListJob<'e> {
             Some(filter_list_request::List::Names(n)) => (n.names, None),
             Some(filter_list_request::List::Result(bytes)) => {
                 match read_list_result(&bytes, kind) {
-                    Ok(r) => (r.names.clone(), Some(r)),
+                    Ok(r) => (r.names().to_vec(), Some(r)),
                     Err(message) => return refuse(message),
                 }
             }
@@ -765,10 +669,7 @@ impl<'e> ListJob<'e> {
         }
         // An entry that no request can use (a URI without a normal form, say) is
         // hidden: nobody may use it.
-        let calls = names
-            .iter()
-            .map(|name| use_call(kind.use_method, name).ok())
-            .collect();
+        let calls = names.iter().map(|name| kind.use_call(name)).collect();
         Ok(Self {
             engine: &services.engine,
             telemetry: &services.telemetry,
@@ -861,384 +762,164 @@ impl<'e> ListJob<'e> {
     }
 }
 
-/// The call that uses a list entry, validated like any MCP message.
-fn use_call(method: &str, name: &str) -> Result<McpCall, String> {
-    if method == "resources/read" && name.contains(['{', '}']) {
-        // A URI template of `resources/templates/list`: decided as the template.
-        return McpCall::on_template(method, name).map_err(|e| e.to_string());
-    }
-    let params = if method == "resources/read" {
-        json!({ "uri": name })
-    } else {
-        json!({ "name": name })
-    };
-    let body = json!({ "jsonrpc": "2.0", "id": 0, "method": method, "params": params });
-    let message = parse_body(body.to_string().as_bytes()).map_err(|e| e.to_string())?;
-    // One message in, one call out.
-    message
-        .calls
-        .into_iter()
-        .next()
-        .ok_or_else(|| "no message".to_owned())
-}
-
-/// A list result read by [`read_list_result`].
-#[derive(Debug)]
-struct ListResult {
-    /// The JSON as sent.
-    json: Value,
-    /// Whether it is a whole JSON-RPC response (the list is in `result`).
-    in_response: bool,
-    /// The name of each entry, in order.
-    names: Vec<String>,
-}
-
-impl ListResult {
-    /// The JSON with the entries not `allowed` removed.
-    fn filtered(mut self, kind: ListKind, allowed: &[bool]) -> Vec<u8> {
-        let holder = if self.in_response {
-            self.json.get_mut("result")
-        } else {
-            Some(&mut self.json)
-        };
-        if let Some(entries) = holder
-            .and_then(|h| h.get_mut(kind.array))
-            .and_then(Value::as_array_mut)
-        {
-            let mut index = 0;
-            entries.retain(|_| {
-                let keep = allowed.get(index).copied().unwrap_or(false);
-                index += 1;
-                keep
-            });
-        }
-        serde_json::to_vec(&self.json).unwrap_or_default()
-    }
-}
-
-/// The members of a JSON-RPC response carrying a list result.
-const RESPONSE_MEMBERS: [&str; 3] = ["jsonrpc", "id", "result"];
-/// Names a list result may not use for any member but its own array, in any
-/// case: another list, or a piece of a JSON-RPC envelope.
-const DECOY_MEMBERS: [&str; 8] = [
-    "tools",
-    "prompts",
-    "resources",
-    "resourceTemplates",
-    "result",
-    "error",
-    "jsonrpc",
-    "id",
-];
-
-/// Read a list result strictly: the `result` object of `kind`'s method, or a
-/// whole JSON-RPC success response carrying it. Refused:
-///
-/// - what is not JSON the way the MCP paths read it (duplicate keys, keys of one
-///   object that differ only in case, nesting deeper than 64 levels);
-/// - a response that is not exactly `jsonrpc` `"2.0"`, an `id` (a string or an
-///   integer) and a `result` object: an `error` response, `result` beside `error`,
-///   a `tools` array beside `result`;
-/// - a result with a member named like another list or a piece of the envelope
-///   (`prompts` in a `tools/list` result, `result.result`, `Tools`), in any case,
-///   so that no second list rides along unfiltered; a `nextCursor` that is not a
-///   string, a `_meta` that is not an object (other members, such as `resultType`
-///   or `cacheScope`, are kept as they are);
-/// - a list that is not an array of objects each with a string name (`name`, or
-///   `uri` / `uriTemplate` for resources and resource templates).
-fn read_list_result(bytes: &[u8], kind: ListKind) -> Result<ListResult, String> {
-    use crate::mcp::json::{JsonFault, fold, parse};
-    let text = std::str::from_utf8(bytes).map_err(|_| "the list result is not UTF-8".to_owned())?;
-    let json = parse(text, crate::mcp::jsonrpc::MAX_DEPTH).map_err(|fault| match fault {
-        JsonFault::Syntax(m) => format!("the list result is not JSON: {m}"),
-        JsonFault::TooDeep => format!(
-            "the list result nests arrays and objects deeper than {} levels",
-            crate::mcp::jsonrpc::MAX_DEPTH
-        ),
-        JsonFault::DuplicateKey(k) => {
-            format!(
-                "the list result has the key `{}` twice in one object",
-                shown(&k)
-            )
-        }
-        JsonFault::CaseVariantKeys(a, b) => format!(
-            "the list result has the keys `{}` and `{}`, which differ only in case",
-            shown(&a),
-            shown(&b)
-        ),
-    })?;
-    let Value::Object(top) = &json else {
-        return Err("the list result is not a JSON object".into());
-    };
-    let in_response = ["jsonrpc", "id", "result", "error"]
-        .iter()
-        .any(|k| top.keys().any(|key| fold(key) == *k));
-    let result = if in_response {
-        if top.contains_key("error") {
-            return Err("the list response is an error: it has no list to filter".into());
-        }
-        if let Some(k) = top.keys().find(|k| !RESPONSE_MEMBERS.contains(&k.as_str())) {
-            return Err(format!(
-                "the list response has the unexpected member `{}`",
-                shown(k)
-            ));
-        }
-        if top.get("jsonrpc") != Some(&json!("2.0")) {
-            return Err("the list response's `jsonrpc` is not `\"2.0\"`".into());
-        }
-        match top.get("id") {
-            Some(Value::String(_)) => {}
-            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {}
-            _ => return Err("the list response's `id` is not a string or an integer".into()),
-        }
-        match top.get("result") {
-            Some(Value::Object(r)) => r,
-            _ => return Err("the list response's `result` is not an object".into()),
-        }
-    } else {
-        top
-    };
-    for (k, v) in result {
-        if k == kind.array {
-            continue;
-        }
-        if DECOY_MEMBERS.iter().any(|d| fold(d) == fold(k)) {
-            return Err(format!(
-                "the `{}` result has the member `{}` beside `{}`: a list result holds one list",
-                kind.method,
-                shown(k),
-                kind.array,
-            ));
-        }
-        let fits = match k.as_str() {
-            "nextCursor" => v.is_string(),
-            "_meta" => v.is_object(),
-            _ => true,
-        };
-        if !fits {
-            return Err(format!(
-                "the `{}` result's `{k}` is not a {}",
-                kind.method,
-                if k == "_meta" {
-                    "JSON object"
-                } else {
-                    "string"
-                }
-            ));
-        }
-    }
-    let entries = match result.get(kind.array) {
-        Some(Value::Array(entries)) => entries,
-        Some(_) => {
-            return Err(format!(
-                "the list result's `{}` is not an array",
-                kind.array
-            ));
-        }
-        None => return Err(format!("the list result has no `{}` array", kind.array)),
-    };
-    let mut names = Vec::with_capacity(entries.len());
-    for (i, entry) in entries.iter().enumerate() {
-        let Value::Object(entry) = entry else {
-            return Err(format!("entry {i} of `{}` is not an object", kind.array));
-        };
-        match entry.get(kind.key) {
-            Some(Value::String(name)) => names.push(name.clone()),
-            Some(_) => {
-                return Err(format!(
-                    "entry {i} of `{}`: `{}` is not a string",
-                    kind.array, kind.key
-                ));
-            }
-            None => {
-                return Err(format!(
-                    "entry {i} of `{}` has no `{}`",
-                    kind.array, kind.key
-                ));
-            }
-        }
-    }
-    Ok(ListResult {
-        json,
-        in_response,
-        names,
-    })
-}
-
-/// A caller's text in a message: at most 64 characters, control characters escaped.
-fn shown(s: &str) -> String {
-    s.chars()
-        .take(64)
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::test_support::{ready, services, token, tools_call};
+    use crate::mcp::jsonrpc::INVALID_REQUEST;
 
-    fn tools() -> ListKind {
-        ListKind::of("tools/list").expect("a list method")
-    }
-
-    fn read(kind: ListKind, text: &str) -> Result<Vec<String>, String> {
-        read_list_result(text.as_bytes(), kind).map(|r| r.names)
-    }
-
-    #[test]
-    fn plain_results_and_responses_are_read() {
-        let ok = r#"{"tools":[{"name":"a","description":"x"},{"name":"b"}],"nextCursor":"c","_meta":{"k":1},"resultType":"complete","cacheScope":"private"}"#;
-        assert_eq!(read(tools(), ok), Ok(vec!["a".into(), "b".into()]));
-        let response = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{ok}}}"#);
-        assert_eq!(read(tools(), &response), Ok(vec!["a".into(), "b".into()]));
-        let response = format!(r#"{{"jsonrpc":"2.0","id":"x","result":{ok}}}"#);
-        assert!(read(tools(), &response).is_ok());
-        assert_eq!(read(tools(), r#"{"tools":[]}"#), Ok(vec![]));
-    }
-
-    #[test]
-    fn ambiguous_shapes_are_refused() {
-        let entry = r#"{"name":"delete_document"}"#;
-        for (text, expected) in [
-            // A decoy beside the real list, either way round.
-            (
-                format!(r#"{{"tools":[],"result":{{"tools":[{entry}]}}}}"#),
-                "unexpected member `tools`",
-            ),
-            (
-                format!(r#"{{"jsonrpc":"2.0","id":1,"tools":[],"result":{{"tools":[{entry}]}}}}"#),
-                "unexpected member `tools`",
-            ),
-            // Both a result and an error.
-            (
-                format!(
-                    r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{entry}]}},"error":{{"code":1}}}}"#
-                ),
-                "is an error",
-            ),
-            (
-                r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"}}"#.into(),
-                "is an error",
-            ),
-            // Nested result.result.
-            (
-                format!(
-                    r#"{{"jsonrpc":"2.0","id":1,"result":{{"result":{{"tools":[{entry}]}}}}}}"#
-                ),
-                "the member `result` beside",
-            ),
-            (
-                format!(r#"{{"result":{{"tools":[{entry}]}}}}"#),
-                "`jsonrpc` is not",
-            ),
-            // Duplicate and case-variant keys.
-            (format!(r#"{{"tools":[],"tools":[{entry}]}}"#), "twice"),
-            (
-                format!(r#"{{"tools":[],"Tools":[{entry}]}}"#),
-                "differ only in case",
-            ),
-            (
-                r#"{"tools":[{"name":"get_document","NAME":"delete_document"}]}"#.into(),
-                "differ only in case",
-            ),
-            (
-                r#"{"tools":[{"name":"get_document","name":"delete_document"}]}"#.into(),
-                "twice",
-            ),
-            // Another list in this one.
-            (
-                format!(r#"{{"tools":[],"prompts":[{entry}]}}"#),
-                "the member `prompts` beside",
-            ),
-            (
-                format!(r#"{{"tools":[],"RESULT":{{"tools":[{entry}]}}}}"#),
-                "unexpected member `tools`",
-            ),
-            (
-                format!(r#"{{"jsonrpc":"2.0","id":1,"Result":{{"tools":[{entry}]}}}}"#),
-                "unexpected member `Result`",
-            ),
-            (
-                r#"{"tools":[],"resourceTemplates":[{"uriTemplate":"x"}]}"#.into(),
-                "the member `resourceTemplates` beside",
-            ),
-            (
-                r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"error":{"code":1}}}"#.into(),
-                "the member `error` beside",
-            ),
-            (
-                format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"TOOLS":[{entry}]}}}}"#),
-                "the member `TOOLS` beside",
-            ),
-            // Entries of the wrong kind, without a name, with a name that is not a string.
-            (r#"{"tools":["delete_document"]}"#.into(), "not an object"),
-            (r#"{"tools":[[{"name":"x"}]]}"#.into(), "not an object"),
-            (r#"{"tools":[{"title":"x"}]}"#.into(), "has no `name`"),
-            (r#"{"tools":[{"Name":"x"}]}"#.into(), "has no `name`"),
-            (r#"{"tools":[{"name":5}]}"#.into(), "is not a string"),
-            (r#"{"tools":[{"name":null}]}"#.into(), "is not a string"),
-            (r#"{"tools":[{"name":["x"]}]}"#.into(), "is not a string"),
-            // Not a list at all.
-            (r#"{"tools":{"name":"x"}}"#.into(), "is not an array"),
-            (r#"{"nextCursor":"x"}"#.into(), "has no `tools` array"),
-            (r#"{"tools":[],"nextCursor":5}"#.into(), "is not a string"),
-            (r#"[{"name":"x"}]"#.into(), "not a JSON object"),
-            ("{not json".into(), "not JSON"),
-            (
-                format!(r#"{{"jsonrpc":"2.0","id":null,"result":{{"tools":[{entry}]}}}}"#),
-                "`id`",
-            ),
-            (
-                format!(r#"{{"jsonrpc":"2.0","id":1,"result":[{entry}]}}"#),
-                "`result` is not an object",
-            ),
-        ] {
-            let err = read(tools(), &text).expect_err(&text);
-            assert!(err.contains(expected), "{text}: {err}");
-        }
-        assert!(read_list_result(b"{\"tools\":[\xff]}", tools()).is_err());
-    }
-
-    #[test]
-    fn every_list_kind_reads_its_own_array_and_key() {
-        for (method, ok, decoy) in [
-            (
-                "prompts/list",
-                r#"{"prompts":[{"name":"summarize"}]}"#,
-                r#"{"prompts":[],"tools":[{"name":"x"}]}"#,
-            ),
-            (
-                "resources/list",
-                r#"{"resources":[{"uri":"docs://a","name":"A"}]}"#,
-                r#"{"resources":[{"name":"docs://a"}]}"#,
-            ),
-            (
-                "resources/templates/list",
-                r#"{"resourceTemplates":[{"uriTemplate":"docs://{id}","name":"doc"}]}"#,
-                r#"{"resourceTemplates":[{"uri":"docs://{id}"}]}"#,
-            ),
-        ] {
-            let kind = ListKind::of(method).expect(method);
-            assert_eq!(read(kind, ok).map(|n| n.len()), Ok(1), "{method}");
-            assert!(read(kind, decoy).is_err(), "{method}: {decoy}");
+    fn check(token: &str, body: &str) -> CheckRequest {
+        CheckRequest {
+            identity: Some(pb::Identity {
+                bearer_token: token.to_owned(),
+                ..pb::Identity::default()
+            }),
+            server: "docs".into(),
+            message: Some(check_request::Message::Jsonrpc(body.as_bytes().to_vec())),
+            ..CheckRequest::default()
         }
     }
 
-    #[test]
-    fn filtering_keeps_everything_but_the_hidden_entries() {
-        let text = r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"a","x":[1,{"y":null}]},{"name":"b"},{"name":"c"}],"nextCursor":"n"}}"#;
-        let result = read_list_result(text.as_bytes(), tools()).expect("valid");
-        let out = result.filtered(tools(), &[true, false, true]);
-        let out: Value = serde_json::from_slice(&out).expect("json");
+    async fn answer(api: &GatewayApi, request: CheckRequest) -> CheckResponse {
+        api.check(Request::new(request))
+            .await
+            .expect("an answer")
+            .into_inner()
+    }
+
+    #[tokio::test]
+    async fn check_allows_denies_and_refuses_in_the_answer() {
+        let api = GatewayApi::new(ready().await);
+        let alice = token("alice", "corpassist");
+
+        let allowed = answer(&api, check(&alice, &tools_call("get_document"))).await;
+        assert!(allowed.allowed, "{allowed:?}");
         assert_eq!(
-            out,
-            json!({"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"a","x":[1,{"y":null}]},{"name":"c"}],"nextCursor":"n"}})
+            (allowed.user.as_str(), allowed.application.as_str()),
+            ("alice", "corpassist")
+        );
+        assert!(allowed.error.is_none());
+        assert_eq!(allowed.deny_kind, DenyKind::Unspecified as i32);
+
+        let denied = answer(&api, check(&alice, &tools_call("delete_document"))).await;
+        assert!(!denied.allowed);
+        assert_eq!(denied.deny_kind, DenyKind::Forbidden as i32);
+        let error = denied.error.expect("a JSON-RPC error");
+        assert_eq!(error.code, crate::mcp::jsonrpc::FORBIDDEN_CODE);
+        assert_eq!(error.message, format!("forbidden: {}", denied.reason));
+
+        let unauthenticated = answer(&api, check("not-a-token", &tools_call("get_document"))).await;
+        assert_eq!(unauthenticated.deny_kind, DenyKind::Unauthenticated as i32);
+        assert_eq!(unauthenticated.error.map(|e| e.code), Some(-32001));
+        assert!(
+            unauthenticated
+                .www_authenticate
+                .starts_with("Bearer realm=\"mcp-authz\"")
+        );
+        assert!(!unauthenticated.decision_id.is_empty(), "logged as a deny");
+
+        let mut no_server = check(&alice, &tools_call("get_document"));
+        no_server.server.clear();
+        let invalid = answer(&api, no_server).await;
+        assert_eq!(invalid.deny_kind, DenyKind::InvalidRequest as i32);
+        assert_eq!(invalid.reason, "`server` is empty");
+        assert_eq!(invalid.error.map(|e| e.code), Some(INVALID_REQUEST));
+
+        let not_json = answer(&api, check(&alice, "{")).await;
+        assert_eq!(not_json.deny_kind, DenyKind::InvalidRequest as i32);
+        assert_eq!(not_json.error.map(|e| e.code), Some(-32700));
+    }
+
+    #[tokio::test]
+    async fn whole_calls_are_refused_with_a_status() {
+        let status = GatewayApi::new(Ready::new())
+            .check(Request::new(CheckRequest::default()))
+            .await
+            .expect_err("not ready");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+
+        let mut services = services().await;
+        services.grpc.max_batch_checks = 1;
+        let api = GatewayApi::new(Ready::with(services));
+        let alice = token("alice", "corpassist");
+        let batch = BatchCheckRequest {
+            checks: vec![check(&alice, &tools_call("get_document")); 2],
+            ..BatchCheckRequest::default()
+        };
+        let status = api
+            .batch_check(Request::new(batch))
+            .await
+            .expect_err("too large");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("`grpc.max_batch_checks`"),
+            "{status:?}"
+        );
+        assert!(status.metadata().get(DECISION_ID_METADATA).is_some());
+
+        let mut asserted = check("", &tools_call("get_document"));
+        asserted.identity = Some(pb::Identity {
+            verified: Some(pb::VerifiedIdentity {
+                user: "alice".into(),
+                ..pb::VerifiedIdentity::default()
+            }),
+            ..pb::Identity::default()
+        });
+        let status = api
+            .check(Request::new(asserted))
+            .await
+            .expect_err("an untrusted assertion");
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert!(
+            status
+                .message()
+                .starts_with("`identity.verified`: an identity asserted")
+        );
+        assert!(status.metadata().get(DECISION_ID_METADATA).is_some());
+    }
+
+    #[tokio::test]
+    async fn filter_list_hides_what_would_be_denied() {
+        let api = GatewayApi::new(ready().await);
+        let request = FilterListRequest {
+            identity: Some(pb::Identity {
+                bearer_token: token("alice", "corpassist"),
+                ..pb::Identity::default()
+            }),
+            server: "docs".into(),
+            method: "tools/list".into(),
+            list: Some(filter_list_request::List::Result(
+                br#"{"tools":[{"name":"get_document"},{"name":"delete_document"}]}"#.to_vec(),
+            )),
+            ..FilterListRequest::default()
+        };
+        let r = api
+            .filter_list(Request::new(request.clone()))
+            .await
+            .expect("an answer")
+            .into_inner();
+        assert_eq!(
+            (r.allowed, r.denied),
+            (
+                vec!["get_document".to_owned()],
+                vec!["delete_document".to_owned()]
+            )
+        );
+        assert_eq!(r.result, br#"{"tools":[{"name":"get_document"}]}"#);
+
+        let not_a_list = FilterListRequest {
+            method: "tools/call".into(),
+            ..request
+        };
+        let r = api
+            .filter_list(Request::new(not_a_list))
+            .await
+            .expect("an answer")
+            .into_inner();
+        assert_eq!(r.deny_kind, DenyKind::InvalidRequest as i32);
+        assert_eq!(
+            r.error.map(|e| e.message),
+            Some("`tools/call` is not a list method".to_owned())
         );
     }
 }

@@ -41,8 +41,9 @@ use axum::{Extension, Json, Router};
 use serde_json::{Map, Value, json};
 use tracing::Instrument;
 
-use super::authzen::{self, BadRequest, BatchResult, SearchKind};
-use super::services::{REALM, Ready, Services};
+use super::authzen::{self, BatchResult, SearchKind};
+use super::refusal::{Refusal, RefusalKind};
+use super::services::{Ready, Services};
 use crate::authz::DecisionMeta;
 use crate::identity::{
     AuthnError, Identity, IdentityInput, bearer_challenge, bearer_token_from_header,
@@ -73,11 +74,7 @@ impl axum::extract::FromRequestParts<Ready> for Serving {
 }
 
 fn not_ready() -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        "policies are not loaded yet\n",
-    )
-        .into_response()
+    Refusal::unavailable().into_response()
 }
 
 /// The routes of the main HTTP listener without the HTTP ext_authz mode (which needs
@@ -204,38 +201,6 @@ async fn observe(mut req: Request, next: Next) -> Response {
     response
 }
 
-/// An HTTP error of the AuthZEN API.
-#[derive(Debug)]
-enum ApiError {
-    Bad(String),
-    Unauthorized { challenge: String, message: String },
-    Internal(String),
-}
-
-impl From<BadRequest> for ApiError {
-    fn from(e: BadRequest) -> Self {
-        ApiError::Bad(e.0)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, message, challenge) = match self {
-            ApiError::Bad(m) => (StatusCode::BAD_REQUEST, m, None),
-            ApiError::Unauthorized { challenge, message } => {
-                (StatusCode::UNAUTHORIZED, message, Some(challenge))
-            }
-            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m, None),
-        };
-        let body = json!({ "error": { "status": status.as_u16(), "message": message } });
-        let mut response = (status, Json(body)).into_response();
-        if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, c);
-        }
-        response
-    }
-}
-
 /// Deepest nesting of arrays and objects read in an AuthZEN body.
 pub const MAX_JSON_DEPTH: usize = 64;
 
@@ -333,11 +298,11 @@ fn shown(key: &str) -> String {
 fn single_header<'h>(
     headers: &'h HeaderMap,
     name: &header::HeaderName,
-) -> Result<Option<&'h HeaderValue>, ApiError> {
+) -> Result<Option<&'h HeaderValue>, Refusal> {
     let mut values = headers.get_all(name).iter();
     let first = values.next();
     if values.next().is_some() {
-        return Err(ApiError::Bad(format!(
+        return Err(Refusal::invalid(format!(
             "the header `{}` is sent more than once",
             name.as_str()
         )));
@@ -346,23 +311,21 @@ fn single_header<'h>(
 }
 
 /// The JSON object body of an AuthZEN request ([`read_json_object`]).
-fn json_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+fn json_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, Refusal> {
     let content_type = single_header(headers, &header::CONTENT_TYPE)?.and_then(|v| v.to_str().ok());
-    read_json_object(content_type, body).map_err(|e| ApiError::Bad(e.to_string()))
+    read_json_object(content_type, body).map_err(|e| Refusal::invalid(e.to_string()))
 }
 
 /// The identity of a bearer token in `Authorization`, if one is presented.
 async fn bearer_identity(
     state: &Services,
     headers: &HeaderMap,
-) -> Result<Option<Identity>, ApiError> {
+) -> Result<Option<Identity>, Refusal> {
     let Some(value) = single_header(headers, &header::AUTHORIZATION)? else {
         return Ok(None);
     };
-    let refuse = |e: AuthnError| ApiError::Unauthorized {
-        challenge: e.www_authenticate(REALM),
-        message: format!("invalid credentials: {e}"),
-    };
+    let refuse =
+        |e: AuthnError| Refusal::unauthenticated(&e).saying(format!("invalid credentials: {e}"));
     let text = value.to_str().map_err(|_| {
         refuse(AuthnError::Malformed {
             detail: "the authorization header is not visible ascii",
@@ -411,7 +374,7 @@ async fn evaluation(
     Extension(meta): Extension<RequestMeta>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     let body = json_object(&headers, &body)?;
     let identity = bearer_identity(&state, &headers).await?;
     let eval = authzen::parse_evaluation(&body)?;
@@ -432,7 +395,7 @@ async fn evaluations(
     Extension(meta): Extension<RequestMeta>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     let body = json_object(&headers, &body)?;
     let identity = bearer_identity(&state, &headers).await?;
     let engine = state.engine.clone();
@@ -442,7 +405,7 @@ async fn evaluations(
         authzen::evaluate_batch(&engine, &body, identity.as_ref(), &meta.decision, max_batch)
     })
     .await
-    .ok_or_else(|| ApiError::Internal("the evaluation failed".into()))??;
+    .ok_or_else(|| Refusal::internal("the evaluation failed"))??;
     Ok(match result {
         BatchResult::Single(json, id) => decided(json, id.as_deref()),
         BatchResult::Batch(json, ids) => {
@@ -458,7 +421,7 @@ async fn search(
     meta: RequestMeta,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     let body = json_object(&headers, &body)?;
     let identity = bearer_identity(&state, &headers).await?;
     let engine = state.engine.clone();
@@ -466,7 +429,7 @@ async fn search(
         authzen::search(&engine, kind, &body, identity.as_ref(), &meta.decision)
     })
     .await
-    .ok_or_else(|| ApiError::Internal("the search failed".into()))??;
+    .ok_or_else(|| Refusal::internal("the search failed"))??;
     Ok(json_response(json))
 }
 
@@ -494,13 +457,13 @@ fn plain_host(headers: &HeaderMap) -> Option<String> {
 async fn authzen_configuration(
     Serving(state): Serving,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     let base = match &state.authzen.base_url {
         Some(b) => b.clone(),
         None => format!(
             "http://{}",
-            plain_host(&headers).ok_or_else(|| ApiError::Bad(
-                "no usable `Host` header: configure `authzen.base_url`".into()
+            plain_host(&headers).ok_or_else(|| Refusal::invalid(
+                "no usable `Host` header: configure `authzen.base_url`"
             ))?
         ),
     };
@@ -556,15 +519,12 @@ fn admin_allowed(state: &Services, headers: &HeaderMap) -> Result<(), Box<Respon
     match presented {
         Some(t) if expected.verify(t) => Ok(()),
         _ => {
-            let mut r = (
-                StatusCode::UNAUTHORIZED,
-                Json(json!({ "error": { "status": 401, "message": "admin token required" } })),
-            )
-                .into_response();
-            if let Ok(v) = HeaderValue::from_str(&bearer_challenge(ADMIN_REALM)) {
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-            }
-            Err(Box::new(r))
+            let challenge = bearer_challenge(ADMIN_REALM);
+            let refusal = Refusal::new(
+                RefusalKind::Unauthenticated { challenge },
+                "admin token required",
+            );
+            Err(Box::new(refusal.into_response()))
         }
     }
 }
@@ -649,7 +609,7 @@ async fn reload(Serving(state): Serving, headers: HeaderMap) -> Response {
     let outcome = match tokio::task::spawn_blocking(move || store.reload(true)).await {
         Ok(o) => o,
         Err(_) => {
-            return ApiError::Internal("the reload failed".into()).into_response();
+            return Refusal::internal("the reload failed").into_response();
         }
     };
     let generation = state.engine.store().snapshot().generation;
@@ -825,6 +785,157 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "an object of the request body has the key `a\\u{1b}\\u{60}` twice"
+        );
+    }
+}
+
+#[cfg(test)]
+mod router_tests {
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::api::test_support::{ready, token};
+
+    const EVALUATION: &str = r#"{"subject":{"type":"user","id":"alice"},"action":{"name":"tools/call"},"resource":{"type":"tool","id":"docs/get_document"},"context":{"agent":"corpassist"}}"#;
+
+    async fn post(
+        router: Router,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut request = axum::http::Request::builder().method("POST").uri(path);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request
+            .body(axum::body::Body::from(body.to_owned()))
+            .expect("request");
+        let response = router.oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.expect("body");
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (parts.status, parts.headers, json)
+    }
+
+    const JSON: (&str, &str) = ("content-type", "application/json");
+
+    #[tokio::test]
+    async fn evaluations_are_answered_and_refusals_are_json_errors() {
+        let router = router(ready().await, false);
+        let (status, headers, body) =
+            post(router.clone(), "/access/v1/evaluation", &[JSON], EVALUATION).await;
+        assert_eq!(
+            (status, &body),
+            (StatusCode::OK, &json!({ "decision": true }))
+        );
+        assert!(headers.contains_key("x-decision-id"));
+
+        let denied = EVALUATION.replace("get_document", "delete_document");
+        let (status, _, body) =
+            post(router.clone(), "/access/v1/evaluation", &[JSON], &denied).await;
+        assert_eq!(
+            (status, &body),
+            (StatusCode::OK, &json!({ "decision": false }))
+        );
+
+        let (status, _, body) = post(router.clone(), "/access/v1/evaluation", &[JSON], "{").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["status"], json!(400));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("the request body is not valid JSON"))
+        );
+
+        let (status, headers, body) = post(
+            router.clone(),
+            "/access/v1/evaluation",
+            &[JSON, ("authorization", "Bearer not-a-token")],
+            EVALUATION,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["status"], json!(401));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("invalid credentials: "))
+        );
+        assert!(
+            headers
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|c| c.starts_with("Bearer realm=\"mcp-authz\""))
+        );
+
+        // A verified token's identity wins over the body.
+        let bearer = format!("Bearer {}", token("alice", "corpassist"));
+        let (status, _, body) = post(
+            router.clone(),
+            "/access/v1/evaluation",
+            &[JSON, ("authorization", &bearer)],
+            EVALUATION,
+        )
+        .await;
+        assert_eq!(
+            (status, &body),
+            (StatusCode::OK, &json!({ "decision": true }))
+        );
+    }
+
+    #[tokio::test]
+    async fn too_large_batches_and_bad_items() {
+        let mut services = crate::api::test_support::services().await;
+        services.authzen.max_batch = 1;
+        let router = router(Ready::with(services), false);
+        let batch = format!(r#"{{"evaluations":[{EVALUATION},{EVALUATION}]}}"#);
+        let (status, _, body) =
+            post(router.clone(), "/access/v1/evaluations", &[JSON], &batch).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            json!({ "error": { "status": 400, "message": "2 evaluations in one request; the limit is 1" } })
+        );
+        let (status, _, body) = post(
+            router,
+            "/access/v1/evaluations",
+            &[JSON],
+            r#"{"evaluations":[5]}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            json!({ "evaluations": [{ "decision": false, "context": { "error": { "status": 400, "message": "evaluation 0 must be an object" } } }] })
+        );
+    }
+
+    #[tokio::test]
+    async fn not_ready_and_admin_refusals() {
+        let (status, _, _) = post(
+            router(Ready::new(), false),
+            "/access/v1/evaluation",
+            &[JSON],
+            EVALUATION,
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+        let mut services = crate::api::test_support::services().await;
+        services.admin_token = crate::api::services::AdminToken::new("s3cret");
+        let (status, headers, body) =
+            post(admin_router(Ready::with(services)), "/v1/reload", &[], "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            body,
+            json!({ "error": { "status": 401, "message": "admin token required" } })
+        );
+        assert_eq!(
+            headers
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer realm=\"mcp-authz-admin\"")
         );
     }
 }

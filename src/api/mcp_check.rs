@@ -31,11 +31,6 @@ use crate::mcp::jsonrpc::McpCall;
 use crate::policy::reads_as;
 use crate::telemetry::TraceContext;
 
-/// JSON-RPC error code of an authentication failure.
-pub const UNAUTHENTICATED_CODE: i64 = -32001;
-/// JSON-RPC error code of a policy deny.
-pub const FORBIDDEN_CODE: i64 = -32003;
-
 /// The context attribute an MCP message itself fills: a caller's extra context
 /// never carries it (what the service fills besides, `user`, `scopes` and the
 /// like, the core refuses: [`crate::authz::service_filled_in`]).
@@ -365,11 +360,6 @@ pub fn caller_context_refusal(extra: &Map<String, Value>) -> Option<String> {
         ));
     }
     crate::authz::service_filled_attribute(extra)
-}
-
-/// The JSON-RPC error for a deny, and its message (safe to show a client).
-pub fn forbidden_message(reason: &str) -> String {
-    format!("forbidden: {reason}")
 }
 
 /// What the decision log keeps of a call: its W3C trace context and request id

@@ -10,4 +10,7 @@ pub mod mcp_check;
 pub mod pbjson;
 pub mod proto;
 pub mod reflection;
+pub mod refusal;
 pub mod services;
+#[cfg(test)]
+mod test_support;

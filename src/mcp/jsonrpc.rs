@@ -96,8 +96,25 @@ pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
 /// JSON-RPC error code: `params` is malformed.
 pub const INVALID_PARAMS: i64 = -32602;
+/// JSON-RPC error code: the service failed (never a policy decision).
+pub const INTERNAL_ERROR: i64 = -32603;
 /// MCP 2026-07-28 `HeaderMismatch`: `Mcp-Method` / `Mcp-Name` disagree with the body or are malformed.
 pub const HEADER_MISMATCH: i64 = -32020;
+/// This service's JSON-RPC error code: who asks could not be proven (HTTP 401).
+pub const UNAUTHENTICATED_CODE: i64 = -32001;
+/// This service's JSON-RPC error code: a policy (or the rule for asserted
+/// identities) denies the request (HTTP 403).
+pub const FORBIDDEN_CODE: i64 = -32003;
+
+/// The one JSON-RPC error response of the service, for every refusal on every
+/// interface: `{"jsonrpc":"2.0","id":<id or null>,"error":{"code":..,"message":..}}`.
+pub fn error_response(id: Option<&Value>, code: i64, message: &str) -> Value {
+    serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id.cloned().unwrap_or(Value::Null),
+        "error": { "code": code, "message": message },
+    })
+}
 
 /// What a call acts on. Names are as the message gives them, resource URIs in the
 /// normal form of [`super::uri`]; neither is qualified by a server yet
@@ -215,6 +232,19 @@ impl McpCall {
         request
     }
 
+    /// A request of `method` on the server as a whole, with no arguments and no
+    /// JSON-RPC message behind it: how an HTTP request that carries no MCP message
+    /// is decided (Envoy's `GET`, the server's SSE stream, is `session/stream`).
+    pub fn on_server(method: &str) -> McpCall {
+        McpCall {
+            method: method.to_owned(),
+            subject: Subject::Server,
+            arguments: Map::new(),
+            id: None,
+            kind: MessageKind::Request,
+        }
+    }
+
     /// A call of `method` on a resource URI template, as the entries of
     /// `resources/templates/list` name them: the template in normal form, or why
     /// it has none.
@@ -242,6 +272,28 @@ impl McpCall {
             _ => None,
         }
     }
+}
+
+/// The JSON-RPC request (id 0) of `method` on the tool, prompt or resource
+/// `name`, as an interface that names them by fields (the gateway API's
+/// `McpRequest`, a list entry) would send it: `params.name` (and
+/// `params.arguments`, when given) for a tool or prompt, `params.uri` for a
+/// resource, no params for a method on the server. Read with [`parse_body`], it is
+/// validated and mapped as any message is.
+pub fn request_message(method: &str, name: &str, arguments: Option<Map<String, Value>>) -> Value {
+    let params = match target_of(method) {
+        Target::Tool | Target::Prompt => {
+            let mut params = Map::new();
+            params.insert("name".into(), Value::String(name.to_owned()));
+            if let Some(arguments) = arguments {
+                params.insert("arguments".into(), Value::Object(arguments));
+            }
+            Value::Object(params)
+        }
+        Target::Resource => serde_json::json!({ "uri": name }),
+        Target::Server => serde_json::json!({}),
+    };
+    serde_json::json!({ "jsonrpc": "2.0", "id": 0, "method": method, "params": params })
 }
 
 /// Why a body or its headers were refused: a deny, answered with a JSON-RPC error.
@@ -304,11 +356,7 @@ impl McpError {
     /// The JSON-RPC error response for the refusal:
     /// `{"jsonrpc":"2.0","id":<id or null>,"error":{"code":..,"message":..}}`.
     pub fn to_response(&self) -> Value {
-        serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": self.id().cloned().unwrap_or(Value::Null),
-            "error": { "code": self.code(), "message": self.to_string() },
-        })
+        error_response(self.id(), self.code(), &self.to_string())
     }
 
     fn with_id(mut self, id: Option<Value>) -> Self {

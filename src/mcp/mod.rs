@@ -3,6 +3,8 @@
 //!
 //! [`jsonrpc`] maps MCP JSON-RPC bodies (and the 2026-07-28 `Mcp-Method` /
 //! `Mcp-Name` headers) to the action, resource, arguments and id of each call.
+//! [`lists`] knows the list methods: what each lists, the call that uses an
+//! entry, and their results read strictly and filtered.
 //! [`uri`] puts resource URIs in the one normal form every `Mcp::Resource` id
 //! is made of, on every interface.
 
@@ -13,6 +15,7 @@ use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 
 pub(crate) mod json;
 pub mod jsonrpc;
+pub mod lists;
 pub use crate::uri;
 
 /// The Cedar namespace of the MCP model.
