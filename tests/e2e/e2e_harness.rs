@@ -1,20 +1,20 @@
-//! Self-test of the end-to-end harness (`tests/e2e_support`): the real Envoy, the real MCP
-//! servers and client, and the mcp-authz process helper work, before any ext_authz test
+//! Self-test of the end-to-end harness (`tests/e2e/harness.rs`): the real Envoy, the real
+//! MCP servers and client, and the mcp-authz process helper work, before any ext_authz test
 //! relies on them. Needs the venv of `scripts/setup-python` (`scripts/test` makes it).
-
-#![cfg(unix)]
-
-#[path = "e2e_support/mod.rs"]
-mod e2e;
 
 use std::time::{Duration, Instant};
 
-use e2e::{
-    ClientOptions, Envoy, McpAuthz, McpServer, Protocol, demo_config, e2e_dir, envoy_example,
-    envoy_vars, listening_line, raw_post, reference_policies, run_client, run_client_opts,
-    run_client_with, step_text, substitute, unused_port, validate_envoy_config, venv,
-};
 use serde_json::{Value, json};
+
+use crate::harness::{
+    ClientOptions, Envoy, McpServer, Protocol, authz, demo_config, e2e_dir, envoy_example,
+    envoy_vars, run_client, run_client_opts, run_client_with, step_text, substitute,
+    validate_envoy_config, venv,
+};
+use crate::support::http::raw_post;
+use crate::support::process::{listening_line, unused_port};
+use crate::support::tokens::demo_token;
+use crate::support::{reference_policies, repo};
 
 fn sample_vars() -> Vec<(&'static str, String)> {
     vec![
@@ -352,7 +352,7 @@ fn ext_authz_configs_fail_closed_without_the_authorization_service() {
 
         let report = run_client(
             &envoy.url("/docs/mcp"),
-            Some(&e2e::demo_token("erin")),
+            Some(&demo_token("erin")),
             json!([{"op": "list_tools"}]),
         );
         assert_eq!(report["exit_code"], 2, "{template}: {report:#}");
@@ -474,20 +474,16 @@ fn mcp_authz_listening_lines_are_parsed_in_every_log_format() {
 
 #[test]
 fn mcp_authz_helper_starts_stops_and_restarts_on_the_same_ports() {
-    let mut authz = McpAuthz::start(&reference_policies(), Some(&demo_config()));
+    let mut authz = authz(&reference_policies(), Some(&demo_config())).start();
     let http = authz.http_addr();
     assert!(http.ip().is_loopback() && http.port() != 0);
     assert_eq!(
         authz.get("/readyz").map(|r| r.0),
         Some(200),
         "{}",
-        authz.log()
+        authz.log_text()
     );
-    if let Some(grpc) = authz.grpc_addr() {
-        assert_ne!(grpc.port(), http.port());
-    } else {
-        eprintln!("this mcp-authz logs no gRPC listener yet: HTTP only");
-    }
+    assert_ne!(authz.grpc_port(), http.port());
     authz.stop();
     assert!(authz.get("/readyz").is_none(), "still answering after stop");
     authz.restart();
@@ -496,9 +492,9 @@ fn mcp_authz_helper_starts_stops_and_restarts_on_the_same_ports() {
         authz.get("/readyz").map(|r| r.0),
         Some(200),
         "{}",
-        authz.log()
+        authz.log_text()
     );
-    assert!(authz.log().contains("--- restart ---"));
+    assert!(authz.log_text().contains("--- restart ---"));
 }
 
 /// Without the Python environment, the end-to-end tests end with one clear message that
@@ -509,9 +505,9 @@ fn a_missing_venv_is_one_clear_message() {
     let out = std::process::Command::new(std::env::current_exe().expect("this test binary"))
         .args([
             "--exact",
-            "envoy_configs_pass_envoy_validate",
-            "real_client_reports_403_and_401_with_status_and_details",
-            "failures_end_fast_and_never_hang",
+            "e2e_harness::envoy_configs_pass_envoy_validate",
+            "e2e_harness::real_client_reports_403_and_401_with_status_and_details",
+            "e2e_harness::failures_end_fast_and_never_hang",
         ])
         .env("MCP_AUTHZ_E2E_VENV", empty.path())
         .output()
@@ -535,7 +531,7 @@ fn a_missing_venv_is_one_clear_message() {
 /// Its exit code, its output and how long it took.
 fn run_demo(env: &[(&str, &str)]) -> (Option<i32>, String, Duration) {
     let mut cmd = std::process::Command::new("bash");
-    cmd.arg(e2e::repo().join("examples/envoy/demo.sh"));
+    cmd.arg(repo().join("examples/envoy/demo.sh"));
     for (k, _) in std::env::vars() {
         if k.starts_with("MCP_AUTHZ_") || k.starts_with("DEMO_") {
             cmd.env_remove(k);

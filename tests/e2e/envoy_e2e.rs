@@ -2,21 +2,16 @@
 //! driven by the real MCP client and by raw HTTP, with mcp-authz deciding on the
 //! reference policies.
 
-#[path = "e2e_support/mod.rs"]
-mod e2e;
-#[path = "identity_support/mod.rs"]
-mod support;
-
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{
-    Envoy, McpAuthz, McpServer, envoy_example, envoy_vars, poll, raw_post, reference_policies,
-    run_client, step_text,
-};
 use serde_json::{Value, json};
-use support::{AUDIENCE, ISSUER, TestKey, claims_with, now};
+
+use crate::harness::{Envoy, McpServer, authz, envoy_example, envoy_vars, run_client, step_text};
+use crate::support::http::raw_post;
+use crate::support::process::Server;
+use crate::support::tokens::{AUDIENCE, ISSUER, TestKey, now};
+use crate::support::{config, inproc, poll, reference_policies};
 
 struct Issuer {
     key: TestKey,
@@ -28,18 +23,13 @@ impl Issuer {
     fn new() -> Issuer {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = TestKey::rsa(1, "e2e");
-        std::fs::write(
-            dir.path().join("jwks.json"),
-            support::jwks(&[&key]).to_string(),
-        )
-        .expect("write");
-        std::fs::write(
-            dir.path().join("mcp-authz.toml"),
-            format!(
-                "[[issuers]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\njwks_file = \"jwks.json\"\nalgorithms = [\"RS256\"]\ngroups_claim = \"groups\"\n\n[decision_log]\nenabled = false\n"
-            ),
-        )
-        .expect("write");
+        config::write(
+            dir.path(),
+            &[
+                &config::test_issuer(dir.path(), &key),
+                "[decision_log]\nenabled = false\n",
+            ],
+        );
         Issuer { key, dir }
     }
 
@@ -49,15 +39,14 @@ impl Issuer {
 
     /// A token for `user` (with `groups`) through CorpAssist.
     fn token(&self, user: &str, groups: &[&str]) -> String {
-        self.key.sign(&claims_with(
-            json!({ "sub": user, "azp": "corpassist", "groups": groups }),
-        ))
+        self.key
+            .token(json!({ "sub": user, "azp": "corpassist", "groups": groups }))
     }
 }
 
 struct Mesh {
     issuer: Issuer,
-    authz: McpAuthz,
+    authz: Server,
     docs: McpServer,
     projects: McpServer,
     envoy: Envoy,
@@ -65,7 +54,7 @@ struct Mesh {
 
 fn mesh(template: &str) -> Mesh {
     let issuer = Issuer::new();
-    let authz = McpAuthz::start(&reference_policies(), Some(&issuer.config()));
+    let authz = authz(&reference_policies(), Some(&issuer.config())).start();
     let docs = McpServer::start("docs");
     let projects = McpServer::start("projects");
     let envoy = Envoy::start(
@@ -116,7 +105,7 @@ fn session_checks(mesh: &Mesh, url: &str) {
         report["initialize"]["ok"],
         true,
         "{report:#}\n{}",
-        mesh.authz.log()
+        mesh.authz.log_text()
     );
     assert_eq!(report["steps"][0]["ok"], true, "{report:#}");
     // An allowed tools/call returns the tool's result.
@@ -154,12 +143,14 @@ fn session_checks(mesh: &Mesh, url: &str) {
 
 /// No token, an expired one, one for another audience: 401 with `WWW-Authenticate`.
 fn token_checks(mesh: &Mesh, url: &str) {
-    let expired = mesh.issuer.key.sign(&claims_with(
-        json!({ "sub": "erin", "groups": ["engineering"], "exp": now() - 3600 }),
-    ));
-    let wrong_audience = mesh.issuer.key.sign(&claims_with(
-        json!({ "sub": "erin", "aud": "someone-else" }),
-    ));
+    let expired = mesh
+        .issuer
+        .key
+        .token(json!({ "sub": "erin", "groups": ["engineering"], "exp": now() - 3600 }));
+    let wrong_audience = mesh
+        .issuer
+        .key
+        .token(json!({ "sub": "erin", "aud": "someone-else" }));
     for (label, token) in [
         ("none", None),
         ("expired", Some(expired)),
@@ -263,9 +254,10 @@ fn forged_checks(mesh: &Mesh, url: &str) {
     }
     assert_eq!(tool_calls(&mesh.docs, "search_documents"), before + 1);
     // A token without `azp`: the request names no application.
-    let lone = mesh.issuer.key.sign(&claims_with(
-        json!({ "sub": "dave", "azp": null, "groups": ["doc-admins", "engineering"] }),
-    ));
+    let lone = mesh
+        .issuer
+        .key
+        .token(json!({ "sub": "dave", "azp": null, "groups": ["doc-admins", "engineering"] }));
     let report = run_client(url, Some(&lone), json!([]));
     assert_eq!(
         report["initialize"]["error"]["http_status"], 403,
@@ -309,7 +301,7 @@ fn resource_alias_checks(mesh: &Mesh, url: &str) {
     assert!(
         step_text(&report, 0).contains("Titan"),
         "{report:#}\n{}",
-        mesh.authz.log()
+        mesh.authz.log_text()
     );
     for (i, alias) in aliases.iter().enumerate() {
         let denied = error_of(&report, i + 1);
@@ -477,10 +469,8 @@ mod capture {
 fn check_requests_captured_from_envoy_map_to_the_right_decisions() {
     use envoy_types::ext_authz::v3::pb::AuthorizationServer;
     use mcp_authz::api::ext_authz::{EnvoyAnswer, decide, envoy_request};
-    use mcp_authz::api::services::Services;
-    use mcp_authz::authz::{Engine, Interface};
+    use mcp_authz::authz::Interface;
     use mcp_authz::identity::{IdentityConfig, IssuerConfig, Resolver};
-    use mcp_authz::policy::PolicyStore;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -564,16 +554,12 @@ fn check_requests_captured_from_envoy_map_to_the_right_decisions() {
             issuers: vec![config_issuer],
             ..IdentityConfig::default()
         };
-        let services = Services {
-            engine: Engine::new(Arc::new(
-                PolicyStore::open(&reference_policies()).expect("policies"),
-            )),
-            resolver: Resolver::new(&identity, issuer.dir.path())
+        let services = inproc::services(
+            inproc::engine(&reference_policies()),
+            Resolver::new(&identity, issuer.dir.path())
                 .await
                 .expect("resolver"),
-            trusted_caller_token: None,
-            envoy_default_server: None,
-        };
+        );
         let mut out = Vec::new();
         for c in &captured {
             let r = envoy_request(c);

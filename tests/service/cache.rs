@@ -1,18 +1,15 @@
 //! The decision cache never changes a decision.
 
-mod common;
-
-use std::sync::Arc;
-
-use common::{copy_of_reference, reference_policies};
 use mcp_authz::authz::{CacheSettings, DecisionRequest, Engine, RequestEntity};
 use mcp_authz::mcp::{Kind, action, qualified_id};
-use mcp_authz::policy::{PolicyStore, ReloadOutcome};
+use mcp_authz::policy::ReloadOutcome;
 use serde_json::{Map, json};
 
+use crate::support::inproc;
+use crate::support::{copy_of_reference, reference_policies};
+
 fn engine(dir: &std::path::Path, cached: bool) -> Engine {
-    let store = Arc::new(PolicyStore::open(dir).expect("policies"));
-    Engine::new(store).with_cache(&CacheSettings {
+    inproc::engine(dir).with_cache(&CacheSettings {
         enabled: cached,
         ..CacheSettings::default()
     })

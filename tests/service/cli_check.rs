@@ -1,10 +1,10 @@
 //! `mcp-authz check` on the reference policies: every policy of the set is
 //! exercised by at least one case, allowing or denying.
 
-mod common;
-
-use common::{bin, reference_policies, run, text};
 use serde_json::Value;
+
+use crate::support::process::{bin, run, text};
+use crate::support::reference_policies;
 
 struct Case {
     action: &'static str,

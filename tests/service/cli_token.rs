@@ -1,12 +1,10 @@
 //! `mcp-authz check --token`: decisions on the reference policies with real signed tokens.
 
-mod common;
-#[path = "identity_support/mod.rs"]
-mod support;
-
-use common::{bin, reference_policies, run, text};
 use serde_json::{Value, json};
-use support::{AUDIENCE, ISSUER, TestKey, claims_with, jwks, now};
+
+use crate::support::process::{bin, run, text};
+use crate::support::tokens::{self, TestKey, now};
+use crate::support::{config, reference_policies, repo};
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -16,12 +14,14 @@ struct Setup {
 fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = TestKey::rsa(1, "k1");
-    std::fs::write(dir.path().join("jwks.json"), jwks(&[&key]).to_string()).expect("write");
-    let config = format!(
-        "policies = \"{}\"\n[[issuers]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\njwks_file = \"jwks.json\"\nalgorithms = [\"RS256\"]\ngroups_claim = \"groups\"\ncontext_claims = [\"email\"]\n",
-        reference_policies().display()
+    config::write(
+        dir.path(),
+        &[
+            &format!("policies = \"{}\"\n", reference_policies().display()),
+            &config::test_issuer(dir.path(), &key),
+            "context_claims = [\"email\"]\n",
+        ],
     );
-    std::fs::write(dir.path().join("mcp-authz.toml"), config).expect("write");
     Setup { dir, key }
 }
 
@@ -45,15 +45,15 @@ const GET_DOCUMENT: [&str; 4] = ["--action", "tools/call", "--resource", "docs/g
 fn groups_from_the_token_grant_what_the_policy_says() {
     let s = setup();
     // erin is not in the entity data: only the token's groups make her an employee.
-    let without = s.key.sign(&claims_with(json!({ "sub": "erin" })));
+    let without = s.key.token(json!({ "sub": "erin" }));
     let (code, out, _) = check(&s, &without, &GET_DOCUMENT);
     assert_eq!(
         (code, decision(&out)["decision"].clone()),
         (1, json!("deny"))
     );
-    let with = s.key.sign(&claims_with(
-        json!({ "sub": "erin", "groups": ["engineering"] }),
-    ));
+    let with = s
+        .key
+        .token(json!({ "sub": "erin", "groups": ["engineering"] }));
     let (code, out, err) = check(&s, &with, &GET_DOCUMENT);
     assert_eq!(code, 0, "{out}{err}");
     let d = decision(&out);
@@ -63,9 +63,9 @@ fn groups_from_the_token_grant_what_the_policy_says() {
         json!(["employees-use-docs"])
     );
     // A group from the token that a forbid names applies as well.
-    let contractor = s.key.sign(&claims_with(
-        json!({ "sub": "erin", "groups": ["contractors"] }),
-    ));
+    let contractor = s
+        .key
+        .token(json!({ "sub": "erin", "groups": ["contractors"] }));
     let (code, out, _) = check(
         &s,
         &contractor,
@@ -88,9 +88,7 @@ fn groups_from_the_token_grant_what_the_policy_says() {
 #[test]
 fn the_application_from_azp_is_the_one_evaluated() {
     let s = setup();
-    let token = s
-        .key
-        .sign(&claims_with(json!({ "sub": "alice", "azp": "summarizer" })));
+    let token = s.key.token(json!({ "sub": "alice", "azp": "summarizer" }));
     let (code, out, _) = check(&s, &token, &GET_DOCUMENT);
     assert_eq!(code, 1);
     let d = decision(&out);
@@ -100,15 +98,13 @@ fn the_application_from_azp_is_the_one_evaluated() {
         "Mcp::Application::\"summarizer\""
     );
     assert_eq!(d["evaluations"][1]["allow"], false);
-    let token = s
-        .key
-        .sign(&claims_with(json!({ "sub": "alice", "azp": "corpassist" })));
+    let token = s.key.token(json!({ "sub": "alice", "azp": "corpassist" }));
     let (code, _, _) = check(&s, &token, &GET_DOCUMENT);
     assert_eq!(code, 0);
     // `client_id` when there is no `azp`.
-    let token = s.key.sign(&claims_with(
-        json!({ "sub": "alice", "azp": null, "client_id": "summarizer" }),
-    ));
+    let token = s
+        .key
+        .token(json!({ "sub": "alice", "azp": null, "client_id": "summarizer" }));
     let (_, out, _) = check(&s, &token, &GET_DOCUMENT);
     assert_eq!(
         decision(&out)["application"],
@@ -119,36 +115,30 @@ fn the_application_from_azp_is_the_one_evaluated() {
 #[test]
 fn a_refused_token_is_a_deny_with_its_reason_and_never_printed() {
     let s = setup();
-    let other_issuer = support::claims_with(json!({ "iss": "https://evil.example" }));
+    let other_issuer = tokens::claims_with(json!({ "iss": "https://evil.example" }));
     let header = |alg: &str, kid: &str| json!({ "alg": alg, "kid": kid, "typ": "JWT" });
     let cases = [
+        (s.key.token(json!({ "exp": now() - 3600 })), "token_expired"),
         (
-            s.key.sign(&claims_with(json!({ "exp": now() - 3600 }))),
-            "token_expired",
-        ),
-        (
-            s.key.sign(&claims_with(json!({ "aud": "someone-else" }))),
+            s.key.token(json!({ "aud": "someone-else" })),
             "token_wrong_audience",
         ),
         (
-            TestKey::rsa(2, "k1").sign(&support::claims()),
+            TestKey::rsa(2, "k1").sign(&tokens::claims()),
             "token_bad_signature",
         ),
         (s.key.sign(&other_issuer), "token_wrong_issuer"),
-        (
-            s.key.sign(&claims_with(json!({ "exp": null }))),
-            "token_missing_exp",
-        ),
+        (s.key.token(json!({ "exp": null })), "token_missing_exp"),
         (
             s.key
-                .sign_with_header(&header("RS256", "k9"), &support::claims()),
+                .sign_with_header(&header("RS256", "k9"), &tokens::claims()),
             "token_unknown_kid",
         ),
         (
             format!(
                 "{}.{}.",
-                support::b64(header("none", "k1").to_string()),
-                support::b64(support::claims().to_string())
+                tokens::b64(header("none", "k1").to_string()),
+                tokens::b64(tokens::claims().to_string())
             ),
             "token_unsigned",
         ),
@@ -191,7 +181,7 @@ fn a_refused_token_is_a_deny_with_its_reason_and_never_printed() {
 #[test]
 fn flags_must_agree_with_the_token() {
     let s = setup();
-    let token = s.key.sign(&support::claims());
+    let token = s.key.sign(&tokens::claims());
     let (code, _, _) = check(
         &s,
         &token,
@@ -230,19 +220,18 @@ fn a_token_without_issuers_is_a_usage_error() {
 
 #[test]
 fn the_readme_demo_tokens_work() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = repo();
     let config = root.join("examples/identity/mcp-authz.toml");
-    for (file, expected) in [("erin.jwt", 0), ("frank.jwt", 1)] {
-        let token =
-            std::fs::read_to_string(root.join("examples/identity").join(file)).expect("token");
+    for (user, expected) in [("erin", 0), ("frank", 1)] {
+        let token = tokens::demo_token(user);
         let out = run(bin()
-            .current_dir(root)
+            .current_dir(&root)
             .arg("check")
             .arg("--config")
             .arg(&config)
             .args([
                 "--token",
-                token.trim(),
+                &token,
                 "--action",
                 "tools/call",
                 "--resource",
@@ -255,7 +244,7 @@ fn the_readme_demo_tokens_work() {
         assert_eq!(
             out.status.code(),
             Some(expected),
-            "{file}: {:?}",
+            "{user}: {:?}",
             text(&out)
         );
     }

@@ -1,8 +1,7 @@
 //! `mcp-authz validate` on the reference policies and on broken copies.
 
-mod common;
-
-use common::{bin, copy_of_reference, reference_policies, run, text};
+use crate::support::process::{bin, run, text};
+use crate::support::{copy_of_reference, reference_policies};
 
 fn validate(dir: &std::path::Path) -> (i32, String, String) {
     let out = run(bin().arg("validate").arg(dir));

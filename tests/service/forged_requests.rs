@@ -4,25 +4,15 @@
 //! own context, a user without an application, and argument names that read as
 //! declared ones. AuthZEN is covered in `tests/authzen_mcp.rs`.
 
-mod common;
-mod identity_support;
-
-use std::path::{Path, PathBuf};
-
-use common::{Server, bin, reference_policies, run, text};
-use envoy_types::pb::envoy::service::auth::v3::{
-    AttributeContext, CheckRequest as EnvoyCheck, attribute_context,
-    authorization_client::AuthorizationClient,
-};
-use identity_support::{AUDIENCE, ISSUER, TestKey, claims_with, jwks};
 use mcp_authz::api::proto::v1::{
-    CheckRequest, FilterListRequest, Identity, McpRequest, Names, VerifiedIdentity,
-    authorizer_client::AuthorizerClient, check_request, filter_list_request,
+    CheckRequest, FilterListRequest, Identity, Names, VerifiedIdentity, filter_list_request,
 };
-use prost_types::{Struct, Value as PbValue, value::Kind};
 use serde_json::{Value, json};
 
-const CALLER_SECRET: &str = "gateway-secret-for-tests-0123456789";
+use crate::support::gateway::{self, bearer, pb_struct, trusted};
+use crate::support::process::{Server, bin, run, text};
+use crate::support::tokens::TestKey;
+use crate::support::{config, envoy, http, reference_policies};
 
 /// The spellings of `max_results` that readers such as Go's `encoding/json` bind
 /// to it, and that the context must therefore never leave out silently.
@@ -43,26 +33,19 @@ struct Setup {
     server: Server,
 }
 
-/// The configuration: a token issuer with test keys, the gateway's caller
-/// secret, and `extra` TOML.
-fn config(dir: &Path, key: &TestKey, extra: &str) -> PathBuf {
-    std::fs::write(dir.join("jwks.json"), jwks(&[key]).to_string()).expect("write");
-    std::fs::write(dir.join("caller.secret"), CALLER_SECRET).expect("write");
-    let path = dir.join("mcp-authz.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "{extra}\n[grpc]\ntrusted_caller_token_file = \"caller.secret\"\n\n[[issuers]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\njwks_file = \"jwks.json\"\nalgorithms = [\"RS256\"]\ngroups_claim = \"groups\"\n"
-        ),
-    )
-    .expect("write");
-    path
-}
-
+/// `serve` with a token issuer with test keys, the gateway's caller secret, and
+/// `extra` TOML (top-level keys or whole sections).
 fn start(extra: &str) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = TestKey::rsa(1, "forged");
-    let config = config(dir.path(), &key, extra);
+    let config = config::write(
+        dir.path(),
+        &[
+            extra,
+            &config::trusted_caller(dir.path()),
+            &config::test_issuer(dir.path(), &key),
+        ],
+    );
     let server = Server::start(
         &["--config", config.to_str().expect("utf-8")],
         &reference_policies(),
@@ -77,133 +60,46 @@ impl Setup {
         for (k, v) in claims.as_object().into_iter().flatten() {
             all[k] = v.clone();
         }
-        self.key.sign(&claims_with(all))
+        self.key.token(all)
     }
 }
 
-fn pb(v: &Value) -> PbValue {
-    let kind = match v {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(*b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.iter().map(pb).collect(),
-        }),
-        Value::Object(_) => Kind::StructValue(pb_struct(v)),
-    };
-    PbValue { kind: Some(kind) }
-}
-
-fn pb_struct(v: &Value) -> Struct {
-    Struct {
-        fields: v
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), pb(v)))
-            .collect(),
-    }
-}
-
+/// A `tools/call` of `tool` of the docs server, parsed by the gateway.
 fn tool_call(identity: Identity, tool: &str, arguments: Value) -> CheckRequest {
-    CheckRequest {
-        identity: Some(identity),
-        server: "docs".into(),
-        message: Some(check_request::Message::Mcp(McpRequest {
-            method: "tools/call".into(),
-            name: tool.into(),
-            arguments: Some(pb_struct(&arguments)),
-        })),
-        ..CheckRequest::default()
-    }
+    gateway::parsed(
+        identity,
+        "docs",
+        "tools/call",
+        tool,
+        Some(pb_struct(&arguments)),
+    )
 }
 
+/// A `tools/call` of `tool` of the docs server as its raw JSON-RPC message.
 fn raw_call(identity: Identity, tool: &str, arguments: &str) -> CheckRequest {
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{tool}","arguments":{arguments}}}}}"#
     );
-    CheckRequest {
-        identity: Some(identity),
-        server: "docs".into(),
-        message: Some(check_request::Message::Jsonrpc(body.into_bytes())),
-        ..CheckRequest::default()
-    }
+    gateway::jsonrpc(identity, "docs", body)
 }
 
-fn bearer(token: String) -> Identity {
-    Identity {
-        bearer_token: token,
-        ..Identity::default()
-    }
-}
-
-fn trusted<T>(message: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert(
-        "x-mcp-authz-caller-token",
-        CALLER_SECRET.parse().expect("ascii"),
-    );
-    r
-}
-
-async fn gateway(addr: &str) -> AuthorizerClient<tonic::transport::Channel> {
-    AuthorizerClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect")
-}
-
-/// A `CheckRequest` as Envoy sends it for a POST of `body` to the docs server.
-fn envoy_check(token: &str, body: &str) -> EnvoyCheck {
-    let http = attribute_context::HttpRequest {
-        method: "POST".into(),
-        path: "/docs/mcp".into(),
-        headers: [
-            ("authorization".to_owned(), format!("Bearer {token}")),
-            ("content-type".to_owned(), "application/json".to_owned()),
-            (
-                "accept".to_owned(),
-                "application/json, text/event-stream".to_owned(),
-            ),
-        ]
-        .into_iter()
-        .collect(),
-        raw_body: body.as_bytes().to_vec(),
-        ..Default::default()
-    };
-    EnvoyCheck {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(http),
-                ..Default::default()
-            }),
-            context_extensions: [("mcp_server".to_owned(), "docs".to_owned())]
-                .into_iter()
-                .collect(),
-            ..Default::default()
-        }),
-    }
-}
-
+/// Whether Envoy's check of a POST of `body` with `token` to the docs server is
+/// allowed, and the denied body.
 async fn envoy_allows(addr: &str, token: &str, body: &str) -> (bool, String) {
-    let mut c = AuthorizationClient::connect(format!("http://{addr}"))
+    let request = envoy::post(body)
+        .path("/docs/mcp")
+        .bearer(token)
+        .json()
+        .header("accept", "application/json, text/event-stream")
+        .build();
+    let r = envoy::client(addr)
         .await
-        .expect("connect");
-    let r = c
-        .check(envoy_check(token, body))
+        .check(request)
         .await
         .expect("check")
         .into_inner();
     let allowed = r.status.as_ref().is_some_and(|s| s.code == 0);
-    let denied_body = match r.http_response {
-        Some(
-            envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse::DeniedResponse(
-                d,
-            ),
-        ) => d.body,
-        _ => String::new(),
-    };
-    (allowed, denied_body)
+    (allowed, envoy::status(&r).1)
 }
 
 fn search(id: u32, arguments: &Value) -> String {
@@ -216,7 +112,7 @@ fn search(id: u32, arguments: &Value) -> String {
 async fn argument_names_that_read_as_declared_ones_are_denied_on_every_interface() {
     let s = start("");
     let erin = s.token("erin", json!({ "azp": "corpassist" }));
-    let mut gw = gateway(&s.server.grpc).await;
+    let mut gw = gateway::client(&s.server.grpc).await;
     // The bounded search itself: allowed at 10, forbidden at 500.
     for (n, allowed) in [(10, true), (500, false)] {
         let r = gw
@@ -260,7 +156,7 @@ async fn argument_names_that_read_as_declared_ones_are_denied_on_every_interface
         assert!(body.contains("reads as the declared"), "{alias}: {body}");
         // Envoy ext_authz over HTTP.
         let auth = format!("Bearer {erin}");
-        let (status, _, body) = common::http_request(
+        let (status, _, body) = http::request(
             &s.server.http,
             "POST",
             "/ext_authz/docs/mcp",
@@ -292,7 +188,7 @@ async fn argument_names_that_read_as_declared_ones_are_denied_on_every_interface
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_without_an_application_is_denied_on_every_interface() {
     let s = start("");
-    let mut gw = gateway(&s.server.grpc).await;
+    let mut gw = gateway::client(&s.server.grpc).await;
     // dave is a document administrator: with an application that may delete... none
     // may, so take a read. Without `azp`, or with the client in a claim that is not
     // configured (Okta's `cid`), the request names no application.
@@ -344,7 +240,7 @@ async fn a_user_without_an_application_is_denied_on_every_interface() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_for_a_user_without_an_application_shows_nothing() {
     let s = start("");
-    let mut gw = gateway(&s.server.grpc).await;
+    let mut gw = gateway::client(&s.server.grpc).await;
     let list = |identity: Identity| FilterListRequest {
         identity: Some(identity),
         server: "docs".into(),
@@ -379,7 +275,7 @@ async fn a_list_for_a_user_without_an_application_shows_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_only_requests_can_be_allowed_by_configuration() {
     let s = start("[decisions]\nallow_user_only = true\n");
-    let mut gw = gateway(&s.server.grpc).await;
+    let mut gw = gateway::client(&s.server.grpc).await;
     let alice = s.token("alice", json!({}));
     let r = gw
         .check(tonic::Request::new(tool_call(
@@ -397,7 +293,7 @@ async fn user_only_requests_can_be_allowed_by_configuration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_context_never_sets_what_the_service_fills() {
     let s = start("");
-    let mut gw = gateway(&s.server.grpc).await;
+    let mut gw = gateway::client(&s.server.grpc).await;
     // ops-console may update issues only with a user (`context has user`).
     let ops = Identity {
         verified: Some(VerifiedIdentity {

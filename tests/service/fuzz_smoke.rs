@@ -11,7 +11,7 @@
 //! corpus again (the files are named by the SHA-256 of their content; ECDSA
 //! signatures are randomized, so seeds holding tokens come out new each time).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use jsonwebtoken::Algorithm;
 use mcp_authz::fuzzing::{self, AUDIENCE, ISSUER, TARGETS, TRUST_DOMAIN};
@@ -20,10 +20,10 @@ use proptest::test_runner::{Config, RngSeed, TestRunner};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::support::{gateway, repo};
+
 fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target)
+    repo().join("fuzz/corpus").join(target)
 }
 
 /// The seed corpus of a target (its `seed-*` files: not what a local fuzzer run
@@ -332,10 +332,7 @@ fn valid_token(key: usize) -> String {
 
 fn jsonrpc_seeds() -> Vec<Vec<u8>> {
     let captured: Value = serde_json::from_slice(
-        &std::fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp/client_requests.json"),
-        )
-        .unwrap(),
+        &std::fs::read(repo().join("tests/fixtures/mcp/client_requests.json")).unwrap(),
     )
     .unwrap();
     let mut out = Vec::new();
@@ -726,7 +723,7 @@ fn jwt_seeds() -> Vec<Vec<u8>> {
 }
 
 fn policy_dir_seeds() -> Vec<Vec<u8>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = repo();
     let read = |p: &str| std::fs::read(root.join(p)).unwrap();
     let join = |parts: Vec<Vec<u8>>| parts.join(&0u8);
     vec![
@@ -753,49 +750,28 @@ fn policy_dir_seeds() -> Vec<Vec<u8>> {
 }
 
 fn gateway_seeds() -> Vec<Vec<u8>> {
+    use gateway::{jsonrpc, parsed, spiffe};
     use mcp_authz::api::proto::v1::{
-        self as gw, BatchCheckRequest, CheckRequest, FilterListRequest, Identity, McpRequest,
-        Names, VerifiedIdentity, check_request::Message, filter_list_request::List,
+        self as gw, BatchCheckRequest, FilterListRequest, Identity, Names, VerifiedIdentity,
+        filter_list_request::List,
     };
     use prost::Message as _;
-    let token = valid_token(0);
-    let spiffe = |app: &str| Identity {
-        spiffe_id: format!("spiffe://corp.example/ns/apps/sa/{app}"),
-        ..Identity::default()
-    };
-    let bearer = Identity {
-        bearer_token: token,
-        ..Identity::default()
-    };
-    let check = |identity: Identity, server: &str, message: Message| CheckRequest {
-        identity: Some(identity),
-        server: server.into(),
-        message: Some(message),
-        ..CheckRequest::default()
-    };
-    let mcp = |method: &str, name: &str| {
-        Message::Mcp(McpRequest {
-            method: method.into(),
-            name: name.into(),
-            arguments: None,
-        })
-    };
-    let raw = |v: Value| Message::Jsonrpc(v.to_string().into_bytes());
+    let bearer = gateway::bearer(valid_token(0));
     let checks = vec![
-        check(
+        parsed(
             spiffe("corpassist"),
             "docs",
-            mcp("tools/call", "get_document"),
+            "tools/call",
+            "get_document",
+            None,
         ),
-        check(bearer.clone(), "docs", mcp("tools/call", "delete_document")),
-        check(
+        parsed(bearer.clone(), "docs", "tools/call", "delete_document", None),
+        jsonrpc(
             bearer.clone(),
             "docs",
-            raw(
-                json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_documents","arguments":{"query":"q","max_results":500}}}),
-            ),
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_documents","arguments":{"query":"q","max_results":500}}}).to_string(),
         ),
-        check(
+        parsed(
             Identity {
                 verified: Some(VerifiedIdentity {
                     user: "mallory".into(),
@@ -805,14 +781,14 @@ fn gateway_seeds() -> Vec<Vec<u8>> {
                 ..Identity::default()
             },
             "projects",
-            mcp("tools/call", "update_issue"),
+            "tools/call",
+            "update_issue",
+            None,
         ),
-        check(
+        jsonrpc(
             spiffe("summarizer"),
             "docs",
-            raw(
-                json!([{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"docs://finance/budget-2026"}}]),
-            ),
+            json!([{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"docs://finance/budget-2026"}}]).to_string(),
         ),
     ];
     let mut out: Vec<Vec<u8>> = checks
@@ -837,10 +813,8 @@ fn gateway_seeds() -> Vec<Vec<u8>> {
         list: Some(list),
         ..FilterListRequest::default()
     };
-    let tools_result = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp/tools_list_result.json"),
-    )
-    .unwrap();
+    let tools_result =
+        std::fs::read(repo().join("tests/fixtures/mcp/tools_list_result.json")).unwrap();
     for request in [
         list(
             "tools/list",

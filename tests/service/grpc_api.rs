@@ -1,75 +1,30 @@
 //! The gateway's gRPC API against `mcp-authz serve` on ephemeral ports, with a
 //! real tonic client.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Server, reference_policies};
 use mcp_authz::api::proto::v1::{
     self as pb, BatchCheckRequest, CheckRequest, CheckResponse, DenyKind, FilterListRequest,
-    Identity, McpRequest, Semantic, VerifiedIdentity, authorizer_client::AuthorizerClient,
-    check_request, filter_list_request,
+    Identity, Semantic, VerifiedIdentity, authorizer_client::AuthorizerClient, check_request,
+    filter_list_request,
 };
 use prost_types::{Struct, Value as PbValue, value::Kind};
 use tonic::transport::Channel;
 
-const CALLER_SECRET: &str = "gateway-secret-for-tests-0123456789";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn token(name: &str) -> String {
-    std::fs::read_to_string(root().join("examples/identity").join(name))
-        .expect("demo token")
-        .trim()
-        .to_owned()
-}
-
-/// A config with the demo issuer and a trusted caller secret.
-fn config(dir: &Path) -> std::path::PathBuf {
-    std::fs::write(dir.join("caller.secret"), CALLER_SECRET).expect("write");
-    let path = dir.join("mcp-authz.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[grpc]\ntrusted_caller_token_file = \"caller.secret\"\n\n[[issuers]]\nissuer = \"https://idp.corp.example\"\naudiences = [\"mcp-mesh\"]\njwks_file = \"{}\"\nalgorithms = [\"EdDSA\"]\ngroups_claim = \"groups\"\n",
-            root().join("examples/identity/jwks.json").display()
-        ),
-    )
-    .expect("write");
-    path
-}
+use crate::support::gateway::{CALLER_SECRET, channel, client, parsed, spiffe, trusted, verified};
+use crate::support::process::{Serve, Server};
+use crate::support::tokens::demo_token as token;
+use crate::support::{self, config, envoy, http, reference_policies};
 
 struct Setup {
     _dir: tempfile::TempDir,
     server: Server,
 }
 
+/// `serve` with a config with the demo issuer and a trusted caller secret.
 fn start() -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = config(dir.path());
-    let server = Server::start(
-        &["--config", config.to_str().expect("utf-8")],
-        &reference_policies(),
-    );
-    Setup { _dir: dir, server }
-}
-
-async fn channel(addr: &str) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect")
-}
-
-async fn client(addr: &str) -> AuthorizerClient<Channel> {
-    AuthorizerClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect")
+    start_with("", "")
 }
 
 fn number(n: f64) -> PbValue {
@@ -93,45 +48,6 @@ fn args(pairs: &[(&str, PbValue)]) -> Struct {
     }
 }
 
-fn verified(user: &str, app: &str) -> Identity {
-    Identity {
-        verified: Some(VerifiedIdentity {
-            user: user.into(),
-            application: app.into(),
-            groups: vec![],
-        }),
-        ..Identity::default()
-    }
-}
-
-fn parsed(
-    identity: Identity,
-    server: &str,
-    method: &str,
-    name: &str,
-    arguments: Option<Struct>,
-) -> CheckRequest {
-    CheckRequest {
-        identity: Some(identity),
-        server: server.into(),
-        message: Some(check_request::Message::Mcp(McpRequest {
-            method: method.into(),
-            name: name.into(),
-            arguments,
-        })),
-        ..CheckRequest::default()
-    }
-}
-
-fn trusted<T>(message: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert(
-        "x-mcp-authz-caller-token",
-        CALLER_SECRET.parse().expect("ascii"),
-    );
-    r
-}
-
 async fn check(
     c: &mut AuthorizerClient<Channel>,
     r: tonic::Request<CheckRequest>,
@@ -146,7 +62,7 @@ async fn the_corpassist_requests_of_the_scenario() {
     // "Summarize the Q1 strategy document for Project Titan": erin (engineering, from her
     // token) through CorpAssist (the token's azp).
     let erin = Identity {
-        bearer_token: token("erin.jwt"),
+        bearer_token: token("erin"),
         ..Identity::default()
     };
     let summary = parsed(
@@ -180,7 +96,7 @@ async fn the_corpassist_requests_of_the_scenario() {
 
     // The wrong user: frank is a contractor, and the document is a finance one.
     let frank = Identity {
-        bearer_token: token("frank.jwt"),
+        bearer_token: token("frank"),
         ..Identity::default()
     };
     let finance = parsed(
@@ -261,7 +177,7 @@ async fn identities_are_proven() {
     );
     // A bad token.
     let bad = Identity {
-        bearer_token: format!("{}x", token("erin.jwt")),
+        bearer_token: format!("{}x", token("erin")),
         ..Identity::default()
     };
     let r = check(
@@ -286,9 +202,7 @@ async fn identities_are_proven() {
     ));
     req.metadata_mut().insert(
         "authorization",
-        format!("Bearer {}", token("erin.jwt"))
-            .parse()
-            .expect("ascii"),
+        format!("Bearer {}", token("erin")).parse().expect("ascii"),
     );
     assert!(check(&mut c, req).await.allowed);
     // No identity at all: a deny.
@@ -431,8 +345,8 @@ async fn filter_list_removes_exactly_the_forbidden_tools() {
     let s = start();
     let mut c = client(&s.server.grpc).await;
     // A tools/list result captured from the Python MCP SDK's server.
-    let result =
-        std::fs::read(root().join("tests/fixtures/mcp/tools_list_result.json")).expect("fixture");
+    let result = std::fs::read(support::repo().join("tests/fixtures/mcp/tools_list_result.json"))
+        .expect("fixture");
     let request = |identity: Identity| FilterListRequest {
         identity: Some(identity),
         server: "docs".into(),
@@ -548,7 +462,7 @@ async fn health_is_not_serving_until_the_policies_are_loaded() {
     };
     // Enough policies that loading them takes a moment.
     let dir = tempfile::tempdir().expect("tempdir");
-    common::copy_dir(&reference_policies(), dir.path());
+    support::copy_dir(&reference_policies(), dir.path());
     let mut text = String::new();
     for i in 0..1500 {
         text.push_str(&format!(
@@ -556,7 +470,7 @@ async fn health_is_not_serving_until_the_policies_are_loaded() {
         ));
     }
     std::fs::write(dir.path().join("generated.cedar"), text).expect("write");
-    let server = Server::start_grpc_only(&[], dir.path());
+    let server = Serve::new(dir.path()).grpc_only().start();
     let mut health = HealthClient::new(channel(&server.grpc).await);
     let status = |service: &str| HealthCheckRequest {
         service: service.into(),
@@ -603,19 +517,18 @@ async fn health_is_not_serving_until_the_policies_are_loaded() {
     assert_eq!(ext.status, ServingStatus::Serving as i32);
 }
 
-/// A config with a trusted caller secret and the demo issuer, more `[grpc]`
-/// settings, and more sections.
-fn config_with(dir: &Path, grpc: &str, sections: &str) -> std::path::PathBuf {
-    let path = config(dir);
-    let text = std::fs::read_to_string(&path).expect("read");
-    let text = text.replacen("[grpc]\n", &format!("[grpc]\n{grpc}"), 1);
-    std::fs::write(&path, format!("{text}\n{sections}")).expect("write");
-    path
-}
-
+/// `serve` with a config with a trusted caller secret and the demo issuer, more
+/// `[grpc]` settings, and more sections.
 fn start_with(grpc: &str, sections: &str) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_with(dir.path(), grpc, sections);
+    let config = config::write(
+        dir.path(),
+        &[
+            &format!("{}{grpc}", config::trusted_caller(dir.path())),
+            &config::demo_issuer(),
+            sections,
+        ],
+    );
     let server = Server::start(
         &["--config", config.to_str().expect("utf-8")],
         &reference_policies(),
@@ -699,7 +612,7 @@ async fn measure_list_load() {
     while std::time::Instant::now() < deadline {
         let started = std::time::Instant::now();
         let addr = http.clone();
-        let (status, _) = tokio::task::spawn_blocking(move || common::http_get(&addr, "/healthz"))
+        let (status, _) = tokio::task::spawn_blocking(move || http::get(&addr, "/healthz"))
             .await
             .expect("join")
             .expect("healthz");
@@ -747,7 +660,7 @@ fn metric(http: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 /// A sample of `/metrics` (0 when absent); `None` if `/metrics` did not answer
 /// within 5 s.
 fn try_metric(http: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let (status, text) = common::http_get(http, "/metrics")?;
+    let (status, text) = http::get(http, "/metrics")?;
     assert_eq!(status, 200);
     let value = text
         .lines()
@@ -1032,7 +945,7 @@ async fn health_and_decisions_answer_while_large_lists_are_decided() {
     // Meanwhile the async workers answer: health over HTTP and gRPC, a decision,
     // and the refusal of a list far over the cap.
     let addr = http.clone();
-    let (status, body) = tokio::task::spawn_blocking(move || common::http_get(&addr, "/healthz"))
+    let (status, body) = tokio::task::spawn_blocking(move || http::get(&addr, "/healthz"))
         .await
         .expect("join")
         .expect("healthz");
@@ -1108,8 +1021,8 @@ async fn a_list_is_one_decision_log_record() {
     let s = start_with("", LOGGED);
     let log = s._dir.path().join("decisions.jsonl");
     let mut c = client(&s.server.grpc).await;
-    let result =
-        std::fs::read(root().join("tests/fixtures/mcp/tools_list_result.json")).expect("fixture");
+    let result = std::fs::read(support::repo().join("tests/fixtures/mcp/tools_list_result.json"))
+        .expect("fixture");
     let request = FilterListRequest {
         identity: Some(verified("alice", "corpassist")),
         server: "docs".into(),
@@ -1224,7 +1137,7 @@ async fn secrets_in_arguments_are_redacted_on_every_interface() {
         "resource": { "type": "tool", "id": "docs/search_documents" },
         "context": { "agent": "corpassist", "arguments": arguments },
     });
-    let (status, _, text) = common::http_request(
+    let (status, _, text) = http::request(
         &s.server.http,
         "POST",
         "/access/v1/evaluation",
@@ -1237,8 +1150,8 @@ async fn secrets_in_arguments_are_redacted_on_every_interface() {
     .expect("authzen");
     assert_eq!(status, 200, "{text}");
     // Envoy's HTTP ext_authz mode.
-    let bearer = format!("Bearer {}", token("erin.jwt"));
-    let (status, _, text) = common::http_request(
+    let bearer = format!("Bearer {}", token("erin"));
+    let (status, _, text) = http::request(
         &s.server.http,
         "POST",
         "/ext_authz/mcp",
@@ -1297,13 +1210,6 @@ async fn secrets_in_arguments_are_redacted_on_every_interface() {
 
 const SPIFFE: &str = "[spiffe]\ntrust_domains = [\"corp.example\"]\n";
 
-fn spiffe(app: &str) -> Identity {
-    Identity {
-        spiffe_id: format!("spiffe://corp.example/ns/apps/sa/{app}"),
-        ..Identity::default()
-    }
-}
-
 /// The same message from callers that are not trusted: no secret, a wrong one,
 /// an empty one.
 fn untrusted_callers<T: Clone>(message: &T) -> Vec<tonic::Request<T>> {
@@ -1324,7 +1230,7 @@ async fn asserted_identities_are_honoured_only_from_the_trusted_caller() {
     let mut c = client(&s.server.grpc).await;
     let misses_before = misses(&http);
     let erin = Identity {
-        bearer_token: token("erin.jwt"),
+        bearer_token: token("erin"),
         ..Identity::default()
     };
     let groups_only = Identity {
@@ -1346,8 +1252,8 @@ async fn asserted_identities_are_honoured_only_from_the_trusted_caller() {
         (groups_only, "`identity.verified`"),
         (token_and_spiffe, "`identity.spiffe_id`"),
     ];
-    let fixture =
-        std::fs::read(root().join("tests/fixtures/mcp/tools_list_result.json")).expect("fixture");
+    let fixture = std::fs::read(support::repo().join("tests/fixtures/mcp/tools_list_result.json"))
+        .expect("fixture");
     let list = |identity: Identity| FilterListRequest {
         identity: Some(identity),
         server: "docs".into(),
@@ -1467,34 +1373,10 @@ fn envoy_check(
     headers: &[(&str, &str)],
     body: &str,
 ) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
-    use envoy_types::pb::envoy::service::auth::v3::{
-        AttributeContext, CheckRequest, attribute_context,
-    };
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(attribute_context::Peer {
-                principal: principal.into(),
-                ..attribute_context::Peer::default()
-            }),
-            request: Some(attribute_context::Request {
-                http: Some(attribute_context::HttpRequest {
-                    method: "POST".into(),
-                    path: "/mcp".into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                        .collect(),
-                    raw_body: body.as_bytes().to_vec(),
-                    ..attribute_context::HttpRequest::default()
-                }),
-                ..attribute_context::Request::default()
-            }),
-            context_extensions: [("mcp_server".to_owned(), "docs".to_owned())]
-                .into_iter()
-                .collect(),
-            ..AttributeContext::default()
-        }),
-    }
+    envoy::post(body)
+        .principal(principal)
+        .headers(headers)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1512,8 +1394,7 @@ async fn envoy_takes_a_spiffe_id_only_where_it_is_proven() {
             ("x-mcp-authz-server", "docs"),
         ];
         headers.extend_from_slice(extra);
-        common::http_request(&s.server.http, "POST", "/ext_authz/mcp", &headers, body)
-            .expect("ext_authz")
+        http::request(&s.server.http, "POST", "/ext_authz/mcp", &headers, body).expect("ext_authz")
     };
     for extra in [
         vec![("x-mcp-authz-spiffe-id", corpassist)],
@@ -1527,7 +1408,7 @@ async fn envoy_takes_a_spiffe_id_only_where_it_is_proven() {
         ],
         vec![
             ("x-mcp-authz-spiffe-id", corpassist),
-            ("Authorization", &*format!("Bearer {}", token("erin.jwt"))),
+            ("Authorization", &*format!("Bearer {}", token("erin"))),
         ],
     ] {
         let (status, _, body) = http(get, &extra);
@@ -1614,7 +1495,7 @@ async fn authzen_takes_no_spiffe_id_from_a_header_or_a_body() {
     let decide = |body: &serde_json::Value, headers: &[(&str, &str)]| {
         let mut all = vec![("Content-Type", "application/json")];
         all.extend_from_slice(headers);
-        let (status, _, text) = common::http_request(
+        let (status, _, text) = http::request(
             &s.server.http,
             "POST",
             "/access/v1/evaluation",
@@ -1661,7 +1542,7 @@ fn a_search_page_decides_at_most_a_thousand_candidates() {
     use mcp_authz::authz::{DecisionMeta, Engine, Interface};
     use mcp_authz::policy::PolicyStore;
     // 2,500 users no policy permits, sorted after the reference users.
-    let dir = common::copy_of_reference();
+    let dir = support::copy_of_reference();
     let path = dir.path().join("entities.json");
     let mut entities: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("entities")).expect("json");
@@ -1784,7 +1665,8 @@ async fn every_list_kind_is_filtered_and_read_strictly() {
 
     // Decoys and shapes that could be read two ways, for each kind of list.
     let fixture: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(root().join("tests/fixtures/mcp/tools_list_result.json")).expect("fixture"),
+        &std::fs::read(support::repo().join("tests/fixtures/mcp/tools_list_result.json"))
+            .expect("fixture"),
     )
     .expect("json");
     let delete = json!({ "name": "delete_document" });

@@ -1,17 +1,17 @@
 //! Metrics, the decision log, tracing and the admin endpoints, through the routers.
 
-mod http_support;
-
 use std::io::Write;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use http_support::{Capture, admin_of, app, app_of, engine_with, get, post, post_with, reference};
-use mcp_authz::api::http::{AdminToken, HttpState};
+use mcp_authz::api::http::AdminToken;
 use mcp_authz::authz::{DecisionRequest, Interface};
 use mcp_authz::mcp::{Kind, action, qualified_id};
 use mcp_authz::telemetry::{DecisionLog, DecisionLogConfig, Telemetry};
 use serde_json::{Value, json};
+
+use crate::support::inproc::{admin_of, app, app_of, engine_with, get, post, post_with, state};
+use crate::support::{Capture, copy_of_reference, reference_policies};
 
 fn call(user: &str, agent: &str, tool: &str) -> Value {
     json!({
@@ -71,7 +71,7 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
 
 #[tokio::test]
 async fn metrics_parse_and_move_with_decisions() {
-    let app = app(&reference());
+    let app = app(&reference_policies());
     let r = get(&app, "/metrics", &[]).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(
@@ -160,8 +160,8 @@ async fn decision_log_records_for_an_allow_and_a_deny() {
         ..DecisionLogConfig::default()
     };
     let log = DecisionLog::with_writer(Box::new(capture.clone()), &config).expect("log");
-    let engine = engine_with(&reference(), Telemetry::new(Some(log)));
-    let app = app_of(HttpState::new(engine.clone()));
+    let engine = engine_with(&reference_policies(), Telemetry::new(Some(log)));
+    let app = app_of(state(engine.clone(), None));
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let allow = post_with(
         &app,
@@ -234,8 +234,8 @@ async fn arguments_stay_out_of_the_log_by_default() {
     let capture = Capture::default();
     let log = DecisionLog::with_writer(Box::new(capture.clone()), &DecisionLogConfig::default())
         .expect("log");
-    let engine = engine_with(&reference(), Telemetry::new(Some(log)));
-    let app = app_of(HttpState::new(engine.clone()));
+    let engine = engine_with(&reference_policies(), Telemetry::new(Some(log)));
+    let app = app_of(state(engine.clone(), None));
     post(
         &app,
         "/access/v1/evaluation",
@@ -287,7 +287,7 @@ fn a_blocked_decision_log_never_holds_decisions_up() {
         ..DecisionLogConfig::default()
     };
     let log = DecisionLog::with_writer(Box::new(Blocked(gate)), &config).expect("log");
-    let engine = engine_with(&reference(), Telemetry::new(Some(log)));
+    let engine = engine_with(&reference_policies(), Telemetry::new(Some(log)));
     let mut request = DecisionRequest::new(
         action("tools/call"),
         Kind::Tool.uid(&qualified_id("docs", "get_document")),
@@ -328,7 +328,7 @@ fn a_blocked_decision_log_never_holds_decisions_up() {
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let app = app(&reference());
+    let app = app(&reference_policies());
     assert_eq!(get(&app, "/healthz", &[]).await.status, StatusCode::OK);
     let r = get(&app, "/readyz", &[]).await;
     assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "ready\n"));
@@ -336,19 +336,18 @@ async fn health_and_readiness() {
 
 #[tokio::test]
 async fn admin_endpoints_need_the_admin_listener_or_the_token() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    http_support_copy(&reference(), dir.path());
+    let dir = copy_of_reference();
     let engine = engine_with(dir.path(), Telemetry::default());
     // The main listener without a token has no admin endpoints.
-    let main = app_of(HttpState::new(engine.clone()));
+    let main = app_of(state(engine.clone(), None));
     assert_eq!(
         get(&main, "/v1/policies", &[]).await.status,
         StatusCode::NOT_FOUND
     );
     // With a token: 401 without it or with a wrong one, 200 with it.
-    let mut state = HttpState::new(engine.clone());
-    state.admin_token = AdminToken::new("letmein\n");
-    let main = app_of(state.clone());
+    let mut with_token = state(engine.clone(), None);
+    with_token.admin_token = AdminToken::new("letmein\n");
+    let main = app_of(with_token.clone());
     for headers in [
         vec![],
         vec![("authorization", "Bearer nope")],
@@ -369,7 +368,7 @@ async fn admin_endpoints_need_the_admin_listener_or_the_token() {
     .await;
     assert_eq!(r.status, StatusCode::OK);
     // The admin listener: open when no token is configured.
-    let admin = admin_of(HttpState::new(engine.clone()));
+    let admin = admin_of(state(engine.clone(), None));
     let p = get(&admin, "/v1/policies", &[]).await.json();
     assert_eq!(p["generation"], 1);
     assert_eq!(p["in_sync"], true);
@@ -448,16 +447,9 @@ async fn admin_endpoints_need_the_admin_listener_or_the_token() {
         "{m}"
     );
     // The admin listener takes the token too when one is configured.
-    let admin = admin_of(state);
+    let admin = admin_of(with_token);
     assert_eq!(
         post(&admin, "/v1/reload", &json!({})).await.status,
         StatusCode::UNAUTHORIZED
     );
-}
-
-fn http_support_copy(from: &std::path::Path, to: &std::path::Path) {
-    for entry in std::fs::read_dir(from).expect("read") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
-    }
 }

@@ -1,14 +1,12 @@
 //! `mcp-authz serve` over real sockets: AuthZEN, a live reload seen over HTTP, the
 //! admin listener, metrics and the decision log file.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Server, copy_of_reference, http_get, http_request, poll, post_json};
 use serde_json::{Value, json};
 
-const GRANT: &str = "@id(\"summarizer-gets-documents\")\npermit (principal == Mcp::Application::\"summarizer\", action == Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/get_document\");\n";
+use crate::support::process::{self, Server};
+use crate::support::{SUMMARIZER_GRANT, copy_of_reference, http, poll, reference_policies};
 
 fn summarizer_gets_document() -> Value {
     json!({
@@ -20,7 +18,7 @@ fn summarizer_gets_document() -> Value {
 }
 
 fn decide(server: &Server) -> Option<bool> {
-    let (status, body) = post_json(
+    let (status, body) = http::post_json(
         &server.http,
         "/access/v1/evaluation",
         &summarizer_gets_document(),
@@ -30,13 +28,13 @@ fn decide(server: &Server) -> Option<bool> {
 }
 
 fn policies(server: &Server) -> Value {
-    let (status, body) = http_get(&server.admin, "/v1/policies").expect("policies");
+    let (status, body) = http::get(&server.admin, "/v1/policies").expect("policies");
     assert_eq!(status, 200);
     serde_json::from_str(&body).expect("json")
 }
 
 fn metric(server: &Server, line_start: &str) -> Option<String> {
-    let (_, text) = http_get(&server.http, "/metrics")?;
+    let (_, text) = http::get(&server.http, "/metrics")?;
     text.lines()
         .find(|l| l.starts_with(line_start))
         .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
@@ -66,7 +64,7 @@ fn a_live_reload_changes_the_answers_and_a_broken_edit_keeps_them() {
     // An edit: the next evaluations change.
     let path = dir.path().join("applications.cedar");
     let text = std::fs::read_to_string(&path).expect("read");
-    std::fs::write(&path, format!("{text}\n{GRANT}")).expect("write");
+    std::fs::write(&path, format!("{text}\n{SUMMARIZER_GRANT}")).expect("write");
     poll(Duration::from_secs(5), || {
         decide(&server).filter(|d| *d).map(|_| ())
     })
@@ -96,7 +94,7 @@ fn a_live_reload_changes_the_answers_and_a_broken_edit_keeps_them() {
         metric(&server, "mcp_authz_policies_in_sync "),
         Some("0".into())
     );
-    assert_eq!(http_get(&server.http, "/readyz").map(|r| r.0), Some(200));
+    assert_eq!(http::get(&server.http, "/readyz").map(|r| r.0), Some(200));
 
     // Fixed: back in sync; an explicit reload over the admin listener works too.
     std::fs::remove_file(dir.path().join("broken.cedar")).expect("rm");
@@ -105,7 +103,7 @@ fn a_live_reload_changes_the_answers_and_a_broken_edit_keeps_them() {
     })
     .expect("back in sync");
     let (status, _, body) =
-        http_request(&server.admin, "POST", "/v1/reload", &[], "").expect("reload");
+        http::request(&server.admin, "POST", "/v1/reload", &[], "").expect("reload");
     assert_eq!(status, 200, "{body}");
     let body: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(body["outcome"], "reloaded");
@@ -153,8 +151,8 @@ fn a_live_reload_changes_the_answers_and_a_broken_edit_keeps_them() {
 
 #[test]
 fn authzen_endpoints_on_the_socket() {
-    let server = Server::start(&[], &common::reference_policies());
-    let (status, headers, body) = http_request(
+    let server = Server::start(&[], &reference_policies());
+    let (status, headers, body) = http::request(
         &server.http,
         "GET",
         "/.well-known/authzen-configuration",
@@ -173,7 +171,7 @@ fn authzen_endpoints_on_the_socket() {
         m["policy_decision_point"],
         format!("http://{}", server.http)
     );
-    let (status, headers, body) = http_request(
+    let (status, headers, body) = http::request(
         &server.http,
         "POST",
         "/access/v1/evaluations",
@@ -204,7 +202,7 @@ fn authzen_endpoints_on_the_socket() {
         v,
         json!({ "evaluations": [{ "decision": true }, { "decision": false }] })
     );
-    let (status, _, _) = http_request(
+    let (status, _, _) = http::request(
         &server.http,
         "POST",
         "/access/v1/evaluation",
@@ -224,8 +222,8 @@ fn unusable_admin_token_or_decision_log_fail_before_binding() {
             "/nonexistent/dir/decisions.jsonl",
         ),
     ] {
-        let out = common::run(
-            common::bin()
+        let out = process::run(
+            process::bin()
                 .args([
                     "serve",
                     "--http-listen",
@@ -234,10 +232,10 @@ fn unusable_admin_token_or_decision_log_fail_before_binding() {
                     "127.0.0.1:0",
                     "--policies",
                 ])
-                .arg(common::reference_policies())
+                .arg(reference_policies())
                 .env(name, value),
         );
-        let (_, err) = common::text(&out);
+        let (_, err) = process::text(&out);
         assert_eq!(out.status.code(), Some(2), "{name}: {err}");
         assert!(err.contains("/nonexistent/"), "{err}");
         assert!(!err.contains("listening"), "{err}");

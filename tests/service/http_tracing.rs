@@ -1,20 +1,14 @@
 //! The `http.request` span: decision id, trace context and request id; never a
-//! header or a token. Alone in its test binary: a scoped subscriber only sees
-//! callsites that no other test thread registered first.
-
-mod http_support;
-
-use std::sync::Arc;
+//! header or a token. Alone in its own process (`support::run_alone`): a scoped
+//! subscriber only sees callsites that no other test thread registered first.
 
 use axum::http::StatusCode;
-use http_support::{Capture, app, post_with, reference};
 use mcp_authz::api::ext_authz::DECISION_ID_HEADER;
-use mcp_authz::api::http::{HttpState, main_router};
-use mcp_authz::api::services::{Ready, Services};
-use mcp_authz::authz::Engine;
 use mcp_authz::identity::{IdentityConfig, Resolver};
-use mcp_authz::policy::PolicyStore;
 use serde_json::{Value, json};
+
+use crate::support::inproc::{self, app, post_with};
+use crate::support::{Capture, reference_policies, run_alone};
 
 fn call(user: &str, agent: &str, tool: &str) -> Value {
     json!({
@@ -27,6 +21,9 @@ fn call(user: &str, agent: &str, tool: &str) -> Value {
 
 #[tokio::test]
 async fn spans_carry_decision_and_trace_ids_but_no_secrets() {
+    if run_alone("http_tracing::spans_carry_decision_and_trace_ids_but_no_secrets") {
+        return;
+    }
     let capture = Capture::default();
     let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -37,7 +34,7 @@ async fn spans_carry_decision_and_trace_ids_but_no_secrets() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let app = app(&reference());
+    let app = app(&reference_policies());
     let r = post_with(
         &app,
         "/access/v1/evaluation",
@@ -91,23 +88,13 @@ async fn spans_carry_decision_and_trace_ids_but_no_secrets() {
 
     // The main listener as `serve` composes it: the HTTP ext_authz mode gets the same
     // span and `X-Request-ID` echo as every other route.
-    let store = Arc::new(PolicyStore::open(&reference()).expect("policies"));
-    let engine = Engine::new(store);
+    let engine = inproc::engine(&reference_policies());
     let resolver = Resolver::new(&IdentityConfig::default(), std::path::Path::new("."))
         .await
         .expect("resolver");
-    let ready = Ready::with(Services {
-        engine: engine.clone(),
-        resolver: resolver.clone(),
-        trusted_caller_token: None,
-        envoy_default_server: None,
-    });
-    let main = main_router(
-        Arc::new(HttpState {
-            resolver: Some(resolver),
-            ..HttpState::new(engine)
-        }),
-        ready,
+    let main = inproc::main_of(
+        inproc::state(engine.clone(), Some(resolver.clone())),
+        inproc::ready(engine, resolver),
     );
     let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get_document"}});
     for (path, request_id) in [("/ext_authz/mcp", "req-11"), ("/ext_authz", "req-12")] {

@@ -1,13 +1,13 @@
 //! JWKS served over HTTP by a real server on 127.0.0.1: key rotation, refresh on unknown
 //! `kid` (rate-limited), periodic refresh, and keeping the last good keys through outages.
 
-mod identity_support;
-
 use std::time::Duration;
 
-use identity_support::*;
 use mcp_authz::identity::{AuthnError, IdentityConfig, IdentityInput, JwtSettings, Resolver};
 use serde_json::{Value, json};
+
+use crate::support::eventually;
+use crate::support::tokens::*;
 
 async fn url_resolver(server: &JwksServer, refresh_secs: u64, min_refresh_secs: u64) -> Resolver {
     resolver_for(server.url(), refresh_secs, min_refresh_secs).await
@@ -91,7 +91,7 @@ async fn rotation_is_followed_and_the_last_good_keys_survive_an_outage() {
         (2, 1, 1)
     );
     resolve(&resolver, &t2).await.unwrap();
-    let fresh = k2.sign(&claims_with(json!({"jti": "not-cached"})));
+    let fresh = k2.token(json!({"jti": "not-cached"}));
     resolve(&resolver, &fresh)
         .await
         .expect("last good keys still verify");
@@ -200,7 +200,7 @@ async fn a_bad_document_keeps_the_last_good_keys() {
     ] {
         server.set(bad);
         assert!(!resolver.refresh_jwks().await);
-        let fresh = k1.sign(&claims_with(json!({"jti": format!("{}", server.hits())})));
+        let fresh = k1.token(json!({"jti": format!("{}", server.hits())}));
         resolve(&resolver, &fresh).await.unwrap();
     }
     resolve(&resolver, &token).await.unwrap();

@@ -1,16 +1,15 @@
 //! Real signed tokens against a file-based JWKS: valid ones accepted, every kind of bad one
 //! refused with its own reason.
 
-mod identity_support;
-
 use std::collections::HashSet;
 
-use identity_support::*;
 use jsonwebtoken::Algorithm;
 use mcp_authz::identity::{
     AuthnError, IdentityConfig, IdentityInput, Resolver, TokenPart, bearer_challenge,
 };
 use serde_json::json;
+
+use crate::support::tokens::*;
 
 fn token_input(token: &str) -> IdentityInput<'_> {
     IdentityInput {
@@ -172,12 +171,9 @@ async fn specific_errors_carry_the_right_details() {
         }
     );
 
-    let err = resolve(
-        k.rsa
-            .sign(&claims_with(json!({"iss": "https://evil.example"}))),
-    )
-    .await
-    .unwrap_err();
+    let err = resolve(k.rsa.token(json!({"iss": "https://evil.example"})))
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "token issuer `https://evil.example` is not trusted"
@@ -207,11 +203,11 @@ async fn clock_skew_is_applied() {
     let resolver = file_resolver(dir.path(), &[&k.rsa]).await;
     let now = now();
     // Default skew is 30 s.
-    let just_expired = k.rsa.sign(&claims_with(json!({"exp": now - 5})));
+    let just_expired = k.rsa.token(json!({"exp": now - 5}));
     resolver.resolve(token_input(&just_expired)).await.unwrap();
-    let almost_valid = k.rsa.sign(&claims_with(json!({"nbf": now + 5})));
+    let almost_valid = k.rsa.token(json!({"nbf": now + 5}));
     resolver.resolve(token_input(&almost_valid)).await.unwrap();
-    let long_expired = k.rsa.sign(&claims_with(json!({"exp": now - 120})));
+    let long_expired = k.rsa.token(json!({"exp": now - 120}));
     assert_eq!(
         resolver
             .resolve(token_input(&long_expired))
@@ -254,7 +250,7 @@ async fn a_repeated_token_is_served_from_the_cache() {
     assert_eq!(resolver.cached_tokens(), 1);
 
     // A token already past `exp` (accepted within the skew) is not cached.
-    let skewed = k.ec.sign(&claims_with(json!({"exp": now() - 5})));
+    let skewed = k.ec.token(json!({"exp": now() - 5}));
     resolver.resolve(token_input(&skewed)).await.unwrap();
     assert_eq!(resolver.cached_tokens(), 1);
 }

@@ -3,36 +3,14 @@
 //! One test only: it installs a process-wide tracing subscriber (at TRACE, for every crate)
 //! that writes into a buffer, drives every failure path (bad tokens, SPIFFE errors, JWKS
 //! documents with private or symmetric keys, a JWKS URL with a secret query, refresh failures)
-//! and then searches the buffer for the secrets.
+//! and then searches the buffer for the secrets. The subscriber is process-wide, so the
+//! test runs alone in its own process (`support::run_alone`).
 
-mod identity_support;
-
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use identity_support::*;
 use mcp_authz::identity::{IdentityConfig, IdentityInput, JwtSettings, Resolver, TrustedIdentity};
 use serde_json::json;
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
-    type Writer = Buffer;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
+use crate::support::tokens::*;
+use crate::support::{Capture, eventually, run_alone};
 
 const HMAC_SECRET: &str = "c3VwZXItc2VjcmV0LWhtYWMta2V5LWRvLW5vdC1sb2c";
 const PRIVATE_D: &str = "cHJpdmF0ZS1leHBvbmVudC1tdXN0LW5ldmVyLWJlLWxvZ2dlZA";
@@ -40,12 +18,16 @@ const URL_SECRET: &str = "url-query-secret-0123456789";
 
 #[tokio::test]
 async fn no_secret_reaches_a_log_line_or_an_error() {
-    let buffer = Buffer::default();
+    if run_alone("identity_logs::no_secret_reaches_a_log_line_or_an_error") {
+        return;
+    }
+    let buffer = Capture::default();
+    let writer = buffer.clone();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_ansi(false)
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
-        .with_writer(buffer.clone())
+        .with_writer(move || writer.clone())
         .init();
 
     let k = keys();
@@ -145,7 +127,7 @@ async fn no_secret_reaches_a_log_line_or_an_error() {
     assert!(failures_logged);
     shown.push(format!("{:?}", resolver.jwks_stats()));
 
-    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let logs = buffer.text();
     assert!(
         logs.contains("credentials refused"),
         "rejections are logged"

@@ -1,13 +1,12 @@
 //! `Resolver::resolve`: SPIFFE ids, tokens, trusted identities and how they combine.
 
-mod identity_support;
-
-use identity_support::*;
 use mcp_authz::identity::{
     AuthnError, Identity, IdentityConfig, IdentityInput, IdentitySource, Resolver,
     SpiffeApplicationId, SpiffeConfig, SpiffeIdError, TrustedIdentity,
 };
 use serde_json::json;
+
+use crate::support::tokens::*;
 
 const GATEWAY: &str = "spiffe://corp.example/ns/mesh/sa/mcp-gateway";
 
@@ -244,7 +243,7 @@ async fn token_and_spiffe_applications_must_agree() {
     assert_eq!(id.application.as_deref(), Some("corpassist"));
 
     // A token without an application takes the SPIFFE one.
-    let service = key.sign(&claims_with(json!({"azp": null, "sub": null})));
+    let service = key.token(json!({"azp": null, "sub": null}));
     let id = resolver
         .resolve(IdentityInput {
             bearer_token: Some(&service),
@@ -259,7 +258,7 @@ async fn token_and_spiffe_applications_must_agree() {
 #[tokio::test]
 async fn an_invalid_token_is_never_ignored() {
     let (_dir, key, resolver) = setup().await;
-    let expired = key.sign(&claims_with(json!({"exp": now() - 3600})));
+    let expired = key.token(json!({"exp": now() - 3600}));
     let err = resolver
         .resolve(IdentityInput {
             bearer_token: Some(&expired),
@@ -287,9 +286,7 @@ async fn an_invalid_token_is_never_ignored() {
 #[tokio::test]
 async fn groups_come_from_the_configured_claim() {
     let (_dir, key, resolver) = setup().await;
-    let token = key.sign(&claims_with(
-        json!({"groups": ["engineering", "contractors"]}),
-    ));
+    let token = key.token(json!({"groups": ["engineering", "contractors"]}));
     let id = resolver
         .resolve(IdentityInput {
             bearer_token: Some(&token),
@@ -299,7 +296,7 @@ async fn groups_come_from_the_configured_claim() {
         .unwrap();
     assert_eq!(id.groups, vec!["engineering", "contractors"]);
 
-    let token = key.sign(&claims_with(json!({"groups": "finance project-ops"})));
+    let token = key.token(json!({"groups": "finance project-ops"}));
     let id = resolver
         .resolve(IdentityInput {
             bearer_token: Some(&token),
@@ -310,7 +307,7 @@ async fn groups_come_from_the_configured_claim() {
     assert_eq!(id.groups, vec!["finance", "project-ops"]);
 
     // `roles` is not the configured claim.
-    let token = key.sign(&claims_with(json!({"roles": ["admin"]})));
+    let token = key.token(json!({"roles": ["admin"]}));
     let id = resolver
         .resolve(IdentityInput {
             bearer_token: Some(&token),
@@ -348,7 +345,7 @@ async fn scopes_come_from_scope_and_scp() {
     let id = resolve(claims()).await;
     assert!(id.scopes.is_empty());
 
-    let token = key.sign(&claims_with(json!({"scp": 7})));
+    let token = key.token(json!({"scp": 7}));
     let err = resolver
         .resolve(IdentityInput {
             bearer_token: Some(&token),
@@ -398,9 +395,7 @@ async fn trusted_identities_combine_with_tokens() {
     assert!(id.is_anonymous());
 
     // Consistent token and trusted identity: groups are united, scopes come from the token.
-    let token = key.sign(&claims_with(
-        json!({"groups": ["engineering"], "scope": "docs:read"}),
-    ));
+    let token = key.token(json!({"groups": ["engineering"], "scope": "docs:read"}));
     let id = resolver
         .resolve(IdentityInput {
             bearer_token: Some(&token),

@@ -4,25 +4,16 @@
 //! keys on every AuthZEN endpoint and on the HTTP ext_authz body path. Each case
 //! has a baseline that is decided, so the refusal is the rule's doing.
 
-mod http_support;
-#[path = "identity_support/mod.rs"]
-mod support;
-
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpResponse};
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request as Attr};
-use http_support::{Reply, app, post_raw, reference, send};
 use mcp_authz::api::ext_authz::{ExtAuthzGrpc, http_router};
-use mcp_authz::api::services::{Ready, Services};
-use mcp_authz::authz::Engine;
-use mcp_authz::policy::PolicyStore;
+use mcp_authz::api::services::Ready;
 use serde_json::{Value, json};
-use support::{TestKey, claims_with, file_resolver};
+
+use crate::support::inproc::{self, Reply, app, post_raw, send};
+use crate::support::tokens::{TestKey, file_resolver};
+use crate::support::{envoy, reference_policies};
 
 const GET_DOCUMENT: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_document","arguments":{"document_id":"titan/q1-strategy"}}}"#;
 const MARKER: &str = "x-envoy-auth-partial-body";
@@ -43,23 +34,10 @@ async fn mesh() -> Mesh {
     let keys = tempfile::tempdir().expect("tempdir");
     let key = TestKey::rsa(1, "k1");
     let resolver = file_resolver(keys.path(), &[&key]).await;
-    let store = PolicyStore::open(&reference()).expect("policies");
-    let services = Services {
-        engine: Engine::new(Arc::new(store)),
-        resolver,
-        trusted_caller_token: None,
-        envoy_default_server: None,
-    };
     Mesh {
-        ready: Ready::with(services),
-        alice: format!(
-            "Bearer {}",
-            key.sign(&claims_with(json!({ "sub": "alice" })))
-        ),
-        dave: format!(
-            "Bearer {}",
-            key.sign(&claims_with(json!({ "sub": "dave" })))
-        ),
+        ready: inproc::ready(inproc::engine(&reference_policies()), resolver),
+        alice: format!("Bearer {}", key.token(json!({ "sub": "alice" }))),
+        dave: format!("Bearer {}", key.token(json!({ "sub": "dave" }))),
         _keys: keys,
     }
 }
@@ -73,36 +51,10 @@ fn check_request(
     header_map: &[(&str, &str)],
     body: &str,
 ) -> CheckRequest {
-    let http = HttpRequest {
-        method: "POST".into(),
-        path: "/mcp".into(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        header_map: (!header_map.is_empty()).then(|| HeaderMap {
-            headers: header_map
-                .iter()
-                .map(|(k, v)| HeaderValue {
-                    key: (*k).to_owned(),
-                    raw_value: v.as_bytes().to_vec(),
-                    ..HeaderValue::default()
-                })
-                .collect(),
-        }),
-        raw_body: body.as_bytes().to_vec(),
-        ..HttpRequest::default()
-    };
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Attr {
-                http: Some(http),
-                ..Attr::default()
-            }),
-            context_extensions: [("mcp_server".to_owned(), "docs".to_owned())].into(),
-            ..AttributeContext::default()
-        }),
-    }
+    envoy::post(body)
+        .headers(headers)
+        .header_map(header_map)
+        .build()
 }
 
 /// The HTTP status Envoy would answer with (200 for an allow), and the response.
@@ -113,15 +65,7 @@ async fn grpc_check(mesh: &Mesh, request: CheckRequest) -> (u16, CheckResponse) 
         .await
         .expect("an answer")
         .into_inner();
-    let status = match &response.http_response {
-        Some(HttpResponse::OkResponse(_)) => 200,
-        Some(HttpResponse::DeniedResponse(d)) => d
-            .status
-            .as_ref()
-            .map_or(0, |s| u16::try_from(s.code).unwrap_or(0)),
-        _ => 0,
-    };
-    (status, response)
+    (envoy::status(&response).0, response)
 }
 
 fn denied_body(response: &CheckResponse) -> Value {
@@ -449,7 +393,7 @@ fn user(id: &str) -> String {
 
 #[tokio::test]
 async fn authzen_duplicate_keys_are_refused_on_every_endpoint() {
-    let app = app(&reference());
+    let app = app(&reference_policies());
     let json_ok = |r: &Reply| {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     };
@@ -587,7 +531,7 @@ async fn authzen_duplicate_keys_are_refused_on_every_endpoint() {
 
 #[tokio::test]
 async fn authzen_repeated_authorization_and_content_type_are_refused() {
-    let app = app(&reference());
+    let app = app(&reference_policies());
     let body = format!(
         r#"{{"subject":{},"action":{{"name":"tools/call"}},"resource":{{"type":"tool","id":"docs/get_document"}},"context":{{"agent":"corpassist"}}}}"#,
         user("alice")

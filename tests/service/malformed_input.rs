@@ -1,8 +1,7 @@
 //! Malformed policy directories are clear errors, never a panic or a crash.
 
-mod common;
-
-use common::{bin, copy_of_reference, run, text};
+use crate::support::copy_of_reference;
+use crate::support::process::{bin, run, text};
 
 /// Validate `dir`; it must fail cleanly (exit 2, not a panic's 101 or an abort)
 /// and name `file` in its message.

@@ -1,21 +1,18 @@
 //! Hot reload: the policy store and its watcher in-process, on real directories.
 
-mod common;
-mod http_support;
-
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use common::{copy_dir, copy_of_reference, poll, reference_policies};
-use http_support::{Capture, admin_of, get};
-use mcp_authz::api::http::HttpState;
 use mcp_authz::authz::{DecisionRequest, Engine};
 use mcp_authz::mcp::{Kind, action, qualified_id};
 use mcp_authz::policy::{PolicyStore, WatchOptions, spawn_watcher};
 use serde_json::{Value, json};
 
-const GRANT: &str = "@id(\"summarizer-gets-documents\")\npermit (principal == Mcp::Application::\"summarizer\", action == Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/get_document\");\n";
+use crate::support::inproc::{self, admin_of, get, state};
+use crate::support::{
+    Capture, SUMMARIZER_GRANT, copy_dir, copy_of_reference, poll, reference_policies, run_alone,
+};
 
 fn summarizer_gets_document() -> DecisionRequest {
     let mut r = DecisionRequest::new(
@@ -38,11 +35,10 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn watch(dir: &Path, poll_interval: Duration) -> (tokio::runtime::Runtime, Engine) {
     let rt = runtime();
-    let store = Arc::new(PolicyStore::open(dir).expect("valid policies"));
-    let engine = Engine::new(Arc::clone(&store));
+    let engine = inproc::engine(dir);
     let _guard = rt.enter();
     spawn_watcher(
-        store,
+        Arc::clone(engine.store()),
         WatchOptions {
             debounce: Duration::from_millis(100),
             poll_interval,
@@ -66,7 +62,7 @@ fn an_edit_flips_the_decision_within_two_seconds() {
     assert!(!before.allow);
     let path = dir.path().join("applications.cedar");
     let text = std::fs::read_to_string(&path).expect("read");
-    std::fs::write(&path, format!("{text}\n{GRANT}")).expect("write");
+    std::fs::write(&path, format!("{text}\n{SUMMARIZER_GRANT}")).expect("write");
     let after = poll(Duration::from_secs(2), || {
         let d = engine.decide(&summarizer_gets_document());
         d.allow.then_some(d)
@@ -90,7 +86,7 @@ fn an_edit_flips_the_decision_within_two_seconds() {
 fn a_broken_file_keeps_the_last_good_snapshot() {
     let dir = copy_of_reference();
     let (_rt, engine) = watch(dir.path(), Duration::ZERO);
-    std::fs::write(dir.path().join("grant.cedar"), GRANT).expect("write");
+    std::fs::write(dir.path().join("grant.cedar"), SUMMARIZER_GRANT).expect("write");
     poll(Duration::from_secs(2), || {
         engine
             .decide(&summarizer_gets_document())
@@ -100,7 +96,10 @@ fn a_broken_file_keeps_the_last_good_snapshot() {
     .expect("grant picked up");
     let good = engine.store().snapshot().generation;
     // A broken edit: the grant loses its closing parenthesis.
-    replace(&dir.path().join("grant.cedar"), &GRANT.replace(");", ";"));
+    replace(
+        &dir.path().join("grant.cedar"),
+        &SUMMARIZER_GRANT.replace(");", ";"),
+    );
     let status = poll(Duration::from_secs(2), || {
         let s = engine.store().status();
         (!s.in_sync).then_some(s)
@@ -120,7 +119,7 @@ fn a_broken_file_keeps_the_last_good_snapshot() {
     assert!(d.allow);
     assert_eq!(d.generation, good);
     // Fixing the file brings the store back in sync.
-    replace(&dir.path().join("grant.cedar"), GRANT);
+    replace(&dir.path().join("grant.cedar"), SUMMARIZER_GRANT);
     poll(Duration::from_secs(2), || {
         engine.store().status().in_sync.then_some(())
     })
@@ -133,7 +132,7 @@ fn decisions_in_flight_finish_on_their_snapshot() {
     let dir = copy_of_reference();
     let store = PolicyStore::open(dir.path()).expect("valid");
     let held = store.snapshot();
-    std::fs::write(dir.path().join("grant.cedar"), GRANT).expect("write");
+    std::fs::write(dir.path().join("grant.cedar"), SUMMARIZER_GRANT).expect("write");
     assert!(matches!(
         store.reload(false),
         mcp_authz::policy::ReloadOutcome::Reloaded { generation: 2, diff }
@@ -183,7 +182,7 @@ fn a_configmap_data_swap_is_picked_up() {
     let next = copy_of_reference();
     let path = next.path().join("applications.cedar");
     let text = std::fs::read_to_string(&path).expect("read");
-    std::fs::write(&path, format!("{text}\n{GRANT}")).expect("write");
+    std::fs::write(&path, format!("{text}\n{SUMMARIZER_GRANT}")).expect("write");
     configmap(dir.path(), "2026_11_25_10_05_00.2", next.path());
     std::fs::remove_dir_all(dir.path().join("..2026_11_25_10_00_00.1"))
         .expect("remove old version");
@@ -208,7 +207,7 @@ fn a_replaced_directory_is_watched_again() {
     std::fs::create_dir(&v2).expect("mkdir");
     copy_dir(&reference_policies(), &v1);
     copy_dir(&reference_policies(), &v2);
-    std::fs::write(v2.join("grant.cedar"), GRANT).expect("write");
+    std::fs::write(v2.join("grant.cedar"), SUMMARIZER_GRANT).expect("write");
     let link = root.path().join("policies");
     symlink(&v1, &link).expect("symlink");
     let (_rt, engine) = watch(&link, Duration::from_millis(300));
@@ -232,9 +231,9 @@ fn a_replaced_directory_is_watched_again() {
     .expect("an edit in the new directory was not picked up");
 }
 
-/// The service's log, as JSON lines, for every test of this binary: the watcher
-/// logs from its own threads, so the subscriber is the global one. Tests tell their
-/// records apart by the policy directory.
+/// The service's log, as JSON lines: the watcher logs from its own threads, so the
+/// subscriber is the global one, and the test that reads it runs alone in its own
+/// process (`support::run_alone`). Records are told apart by the policy directory.
 fn logs() -> &'static Capture {
     static LOGS: OnceLock<Capture> = OnceLock::new();
     LOGS.get_or_init(|| {
@@ -287,10 +286,13 @@ fn digest_of(policies: &Value, id: &str) -> Value {
 
 #[test]
 fn every_reload_logs_and_shows_what_changed() {
+    if run_alone("reload::every_reload_logs_and_shows_what_changed") {
+        return;
+    }
     logs();
     let dir = copy_of_reference();
     let (rt, engine) = watch(dir.path(), Duration::ZERO);
-    let admin = admin_of(HttpState::new(engine.clone()));
+    let admin = admin_of(state(engine.clone(), None));
     let policies = || rt.block_on(get(&admin, "/v1/policies", &[])).json();
 
     // At start: the count and the digest of what serves.
@@ -320,7 +322,7 @@ fn every_reload_logs_and_shows_what_changed() {
     );
 
     // Added.
-    replace(&dir.path().join("grant.cedar"), GRANT);
+    replace(&dir.path().join("grant.cedar"), SUMMARIZER_GRANT);
     let r = reload_record(dir.path(), 2);
     assert_eq!(r["message"], "policies reloaded");
     assert_eq!(r["previous_generation"], 1);

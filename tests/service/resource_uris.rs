@@ -5,22 +5,18 @@
 //! spelling of that URI must meet the forbid (issue 12, item 2); a URI without a
 //! normal form is refused, never decided as some other entity.
 
-mod common;
-
-use std::path::Path;
-
-use common::{Server, bin, copy_of_reference, http_request, reference_policies, run, text};
-use envoy_types::pb::envoy::service::auth::v3::{
-    AttributeContext, CheckRequest as EnvoyCheck, attribute_context,
-    authorization_client::AuthorizationClient, check_response::HttpResponse,
-};
 use mcp_authz::api::proto::v1::{
-    self as pb, CheckRequest, CheckResponse, DenyKind, FilterListRequest, Identity, McpRequest,
-    VerifiedIdentity, authorizer_client::AuthorizerClient, check_request, filter_list_request,
+    self as pb, CheckRequest, CheckResponse, DenyKind, FilterListRequest, Identity,
+    VerifiedIdentity, authorizer_client::AuthorizerClient, filter_list_request,
 };
 use serde_json::{Value, json};
+use std::path::Path;
 
-const CALLER_SECRET: &str = "gateway-secret-for-tests-0123456789";
+use crate::support::gateway::{self, bearer, trusted};
+use crate::support::process::{Server, bin, run, text};
+use crate::support::tokens::demo_token;
+use crate::support::{config, copy_of_reference, envoy, http, reference_policies};
+
 const BUDGET: &str = r#"Mcp::Resource::"docs/docs://finance/budget-2026""#;
 const FORBID: &str = "contractors-no-finance-resources";
 const READ_METHODS: [&str; 3] = [
@@ -68,25 +64,14 @@ const REFUSED: &[&str] = &[
     "docs://finance/budget\u{200b}-2026",
 ];
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn token(name: &str) -> String {
-    std::fs::read_to_string(root().join("examples/identity").join(name))
-        .expect("demo token")
-        .trim()
-        .to_owned()
-}
-
 /// frank: a contractor (by the token's `groups`), through CorpAssist.
 fn frank() -> String {
-    token("frank.jwt")
+    demo_token("frank")
 }
 
 /// erin: an engineer, through CorpAssist.
 fn erin() -> String {
-    token("erin.jwt")
+    demo_token("erin")
 }
 
 struct Setup {
@@ -97,16 +82,10 @@ struct Setup {
 /// `serve` with the reference policies, the demo issuer and a trusted caller secret.
 fn start() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("caller.secret"), CALLER_SECRET).expect("write");
-    let config = dir.path().join("mcp-authz.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[grpc]\ntrusted_caller_token_file = \"caller.secret\"\n\n[[issuers]]\nissuer = \"https://idp.corp.example\"\naudiences = [\"mcp-mesh\"]\njwks_file = \"{}\"\nalgorithms = [\"EdDSA\"]\ngroups_claim = \"groups\"\n",
-            root().join("examples/identity/jwks.json").display()
-        ),
-    )
-    .expect("write");
+    let config = config::write(
+        dir.path(),
+        &[&config::trusted_caller(dir.path()), &config::demo_issuer()],
+    );
     let server = Server::start(
         &["--config", config.to_str().expect("utf-8")],
         &reference_policies(),
@@ -114,48 +93,18 @@ fn start() -> Setup {
     Setup { _dir: dir, server }
 }
 
-fn bearer(token: &str) -> Identity {
-    Identity {
-        bearer_token: token.into(),
-        ..Identity::default()
-    }
-}
-
+/// `method` on the resource `uri` of the docs server, parsed by the gateway.
 fn parsed(identity: Identity, method: &str, uri: &str) -> CheckRequest {
-    CheckRequest {
-        identity: Some(identity),
-        server: "docs".into(),
-        message: Some(check_request::Message::Mcp(McpRequest {
-            method: method.into(),
-            name: uri.into(),
-            arguments: None,
-        })),
-        ..CheckRequest::default()
-    }
+    gateway::parsed(identity, "docs", method, uri, None)
 }
 
+/// A raw JSON-RPC message (or batch) for the docs server.
 fn raw(identity: Identity, body: &Value) -> CheckRequest {
-    CheckRequest {
-        identity: Some(identity),
-        server: "docs".into(),
-        message: Some(check_request::Message::Jsonrpc(
-            body.to_string().into_bytes(),
-        )),
-        ..CheckRequest::default()
-    }
+    gateway::jsonrpc(identity, "docs", body.to_string())
 }
 
 fn read_body(method: &str, uri: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {"uri": uri}})
-}
-
-fn trusted<T>(message: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert(
-        "x-mcp-authz-caller-token",
-        CALLER_SECRET.parse().expect("ascii"),
-    );
-    r
 }
 
 async fn check(
@@ -195,21 +144,15 @@ fn assert_refused(r: &CheckResponse, label: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_check_decides_every_alias_as_the_resource() {
     let s = start();
-    let mut c = AuthorizerClient::connect(format!("http://{}", s.server.grpc))
-        .await
-        .expect("connect");
+    let mut c = gateway::client(&s.server.grpc).await;
     // The resource itself: denied for a contractor, allowed for an engineer;
     // another document stays allowed for the contractor.
-    let r = check(
-        &mut c,
-        parsed(bearer(&erin()), "resources/read", ALIASES[0]),
-    )
-    .await;
+    let r = check(&mut c, parsed(bearer(erin()), "resources/read", ALIASES[0])).await;
     assert!(r.allowed, "{r:?}");
     let r = check(
         &mut c,
         parsed(
-            bearer(&frank()),
+            bearer(frank()),
             "resources/read",
             "docs://titan/q1-strategy",
         ),
@@ -221,9 +164,9 @@ async fn grpc_check_decides_every_alias_as_the_resource() {
         for alias in ALIASES {
             let label = format!("{method} {alias}");
             // Parsed fields and the raw JSON-RPC body, with a token...
-            let r = check(&mut c, parsed(bearer(&frank()), method, alias)).await;
+            let r = check(&mut c, parsed(bearer(frank()), method, alias)).await;
             assert_forbidden(&r, &format!("parsed {label}"));
-            let r = check(&mut c, raw(bearer(&frank()), &read_body(method, alias))).await;
+            let r = check(&mut c, raw(bearer(frank()), &read_body(method, alias))).await;
             assert_forbidden(&r, &format!("jsonrpc {label}"));
             // ...and with an identity the gateway verified (carol, a contractor by
             // the entity data).
@@ -238,15 +181,15 @@ async fn grpc_check_decides_every_alias_as_the_resource() {
             let r = check(&mut c, parsed(verified, method, alias)).await;
             assert_forbidden(&r, &format!("carol {label}"));
             // The engineer's allow is decided on the same entity.
-            let r = check(&mut c, parsed(bearer(&erin()), method, alias)).await;
+            let r = check(&mut c, parsed(bearer(erin()), method, alias)).await;
             assert_eq!(r.allowed, method == "resources/read", "erin {label}: {r:?}");
             assert_eq!(r.calls[0].resource, BUDGET, "erin {label}");
         }
         for uri in REFUSED {
             let label = format!("{method} {uri:?}");
-            let r = check(&mut c, parsed(bearer(&erin()), method, uri)).await;
+            let r = check(&mut c, parsed(bearer(erin()), method, uri)).await;
             assert_refused(&r, &format!("parsed {label}"));
-            let r = check(&mut c, raw(bearer(&erin()), &read_body(method, uri))).await;
+            let r = check(&mut c, raw(bearer(erin()), &read_body(method, uri))).await;
             assert_refused(&r, &format!("jsonrpc {label}"));
         }
     }
@@ -255,11 +198,11 @@ async fn grpc_check_decides_every_alias_as_the_resource() {
         read_body("resources/read", "docs://titan/q1-strategy"),
         {"jsonrpc": "2.0", "id": 2, "method": "resources/read", "params": {"uri": "docs://finance/q1/../budget-2026"}},
     ]);
-    let r = check(&mut c, raw(bearer(&frank()), &batch)).await;
+    let r = check(&mut c, raw(bearer(frank()), &batch)).await;
     assert!(!r.allowed && r.reason.contains(FORBID), "{r:?}");
     // `Mcp-Name` may spell the body's resource another way, never name another one.
     let mut with_header = raw(
-        bearer(&frank()),
+        bearer(frank()),
         &read_body("resources/read", "docs://finance/titan/../budget-2026"),
     );
     with_header
@@ -279,15 +222,13 @@ async fn grpc_check_decides_every_alias_as_the_resource() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filter_list_hides_every_alias() {
     let s = start();
-    let mut c = AuthorizerClient::connect(format!("http://{}", s.server.grpc))
-        .await
-        .expect("connect");
+    let mut c = gateway::client(&s.server.grpc).await;
     let titan = "docs://titan/q1-strategy";
     let mut names = vec![titan.to_owned()];
     names.extend(ALIASES.iter().map(|a| (*a).to_owned()));
     names.extend(REFUSED.iter().map(|a| (*a).to_owned()));
     let request = |list| FilterListRequest {
-        identity: Some(bearer(&frank())),
+        identity: Some(bearer(frank())),
         server: "docs".into(),
         method: "resources/list".into(),
         list: Some(list),
@@ -317,7 +258,7 @@ async fn filter_list_hides_every_alias() {
     assert_eq!(kept["resources"], json!([{"uri": titan, "name": "doc"}]));
     // Templates are decided as templates (in normal form), not refused as URIs.
     let templates = FilterListRequest {
-        identity: Some(bearer(&frank())),
+        identity: Some(bearer(frank())),
         server: "docs".into(),
         method: "resources/templates/list".into(),
         list: Some(filter_list_request::List::Names(pb::Names {
@@ -342,60 +283,17 @@ async fn filter_list_hides_every_alias() {
     assert_eq!(r.denied, vec!["docs://titan/{name", "docs://@titan/{name}"]);
 }
 
-/// Envoy's `CheckRequest` for a POST of `body` with frank's token, on the route
-/// of the `docs` server.
-fn envoy_check(token: &str, body: &Value) -> EnvoyCheck {
-    let http = attribute_context::HttpRequest {
-        method: "POST".into(),
-        path: "/mcp".into(),
-        headers: [
-            ("authorization".to_owned(), format!("Bearer {token}")),
-            ("content-type".to_owned(), "application/json".to_owned()),
-            ("x-envoy-auth-partial-body".to_owned(), "false".to_owned()),
-        ]
-        .into_iter()
-        .collect(),
-        raw_body: body.to_string().into_bytes(),
-        ..Default::default()
-    };
-    EnvoyCheck {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(http),
-                ..Default::default()
-            }),
-            context_extensions: [("mcp_server".to_owned(), "docs".to_owned())]
-                .into_iter()
-                .collect(),
-            ..Default::default()
-        }),
-    }
-}
-
-/// The HTTP status Envoy would answer with (200 when allowed) and the body.
-fn envoy_status(r: &envoy_types::pb::envoy::service::auth::v3::CheckResponse) -> (i32, String) {
-    match &r.http_response {
-        Some(HttpResponse::OkResponse(_)) => (200, String::new()),
-        Some(HttpResponse::DeniedResponse(d)) => {
-            (d.status.as_ref().map_or(0, |s| s.code), d.body.clone())
-        }
-        other => panic!("unexpected answer {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ext_authz_grpc_and_http_decide_every_alias_as_the_resource() {
     let s = start();
-    let mut envoy = AuthorizationClient::connect(format!("http://{}", s.server.grpc))
-        .await
-        .expect("connect");
+    let mut client = envoy::client(&s.server.grpc).await;
     let http = s.server.http.clone();
     let post = move |token: String, body: Value| {
         let http = http.clone();
         async move {
             tokio::task::spawn_blocking(move || {
                 let auth = format!("Bearer {token}");
-                let (status, _, text) = http_request(
+                let (status, _, text) = http::request(
                     &http,
                     "POST",
                     "/ext_authz/mcp",
@@ -407,27 +305,33 @@ async fn ext_authz_grpc_and_http_decide_every_alias_as_the_resource() {
                     &body.to_string(),
                 )
                 .expect("ext_authz HTTP");
-                (i32::from(status), text)
+                (status, text)
             })
             .await
             .expect("join")
         }
     };
-    let grpc =
-        |envoy: &mut AuthorizationClient<tonic::transport::Channel>, token: String, body: Value| {
-            let mut envoy = envoy.clone();
-            async move {
-                let r = envoy
-                    .check(envoy_check(&token, &body))
-                    .await
-                    .expect("ext_authz gRPC")
-                    .into_inner();
-                envoy_status(&r)
-            }
-        };
+    // Envoy's `CheckRequest` for a POST of `body` with `token`, on the route of the
+    // `docs` server.
+    let grpc = |client: &mut envoy::Client, token: String, body: Value| {
+        let mut client = client.clone();
+        async move {
+            let request = envoy::post(body.to_string())
+                .bearer(&token)
+                .json()
+                .header("x-envoy-auth-partial-body", "false")
+                .build();
+            let r = client
+                .check(request)
+                .await
+                .expect("ext_authz gRPC")
+                .into_inner();
+            envoy::status(&r)
+        }
+    };
 
     let titan = read_body("resources/read", "docs://titan/q1-strategy");
-    assert_eq!(grpc(&mut envoy, frank(), titan.clone()).await.0, 200);
+    assert_eq!(grpc(&mut client, frank(), titan.clone()).await.0, 200);
     assert_eq!(post(frank(), titan).await.0, 200);
     for method in READ_METHODS {
         // (No policy permits subscriptions: only reads tell the forbid apart.)
@@ -439,14 +343,14 @@ async fn ext_authz_grpc_and_http_decide_every_alias_as_the_resource() {
         for alias in aliases {
             let body = read_body(method, alias);
             for (mode, (status, text)) in [
-                ("grpc", grpc(&mut envoy, frank(), body.clone()).await),
+                ("grpc", grpc(&mut client, frank(), body.clone()).await),
                 ("http", post(frank(), body.clone()).await),
             ] {
                 assert_eq!(status, 403, "{mode} {method} {alias}: {text}");
                 assert!(text.contains(FORBID), "{mode} {method} {alias}: {text}");
             }
             for (mode, (status, text)) in [
-                ("grpc", grpc(&mut envoy, erin(), body.clone()).await),
+                ("grpc", grpc(&mut client, erin(), body.clone()).await),
                 ("http", post(erin(), body.clone()).await),
             ] {
                 assert_eq!(status, 200, "{mode} erin {method} {alias}: {text}");
@@ -455,7 +359,7 @@ async fn ext_authz_grpc_and_http_decide_every_alias_as_the_resource() {
         for uri in REFUSED {
             let body = read_body(method, uri);
             for (mode, (status, text)) in [
-                ("grpc", grpc(&mut envoy, erin(), body.clone()).await),
+                ("grpc", grpc(&mut client, erin(), body.clone()).await),
                 ("http", post(erin(), body.clone()).await),
             ] {
                 assert_eq!(status, 400, "{mode} {method} {uri:?}: {text}");
@@ -485,7 +389,7 @@ fn authzen_decides_every_alias_as_the_resource() {
             "options": {"explain": true},
         });
         let auth = format!("Bearer {token}");
-        let (status, _, text) = http_request(
+        let (status, _, text) = http::request(
             &s.server.http,
             "POST",
             "/access/v1/evaluation",

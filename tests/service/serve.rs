@@ -1,10 +1,9 @@
 //! `mcp-authz serve` as a process: startup, health, reload logging, signals.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Server, bin, copy_of_reference, http_get, poll, reference_policies, run, text};
+use crate::support::process::{Serve, Server, bin, run, text};
+use crate::support::{copy_of_reference, http, poll, reference_policies};
 
 #[test]
 fn invalid_policies_at_startup_fail_with_diagnostics() {
@@ -39,15 +38,15 @@ fn invalid_policies_at_startup_fail_with_diagnostics() {
 #[test]
 fn serves_health_and_policy_status() {
     let server = Server::start(&["--admin-listen", "127.0.0.1:0"], &reference_policies());
-    assert_eq!(http_get(&server.http, "/healthz").map(|r| r.0), Some(200));
-    assert_eq!(http_get(&server.http, "/readyz").map(|r| r.0), Some(200));
+    assert_eq!(http::get(&server.http, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(http::get(&server.http, "/readyz").map(|r| r.0), Some(200));
     // Without an admin token the policy status is on the admin listener only.
     assert_eq!(
-        http_get(&server.http, "/v1/policies").map(|r| r.0),
+        http::get(&server.http, "/v1/policies").map(|r| r.0),
         Some(404)
     );
-    assert_eq!(http_get(&server.admin, "/healthz").map(|r| r.0), Some(200));
-    let (status, body) = http_get(&server.admin, "/v1/policies").expect("status");
+    assert_eq!(http::get(&server.admin, "/healthz").map(|r| r.0), Some(200));
+    let (status, body) = http::get(&server.admin, "/v1/policies").expect("status");
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(json["generation"], 1);
@@ -75,36 +74,33 @@ fn broken_change_is_logged_and_sighup_reloads_and_sigterm_stops() {
             .find_log(|l| l.contains("still serving the last good policies"))
             .is_some()
     );
-    let (_, body) = http_get(&server.admin, "/v1/policies").expect("status");
+    let (_, body) = http::get(&server.admin, "/v1/policies").expect("status");
     let json: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(json["in_sync"], false);
     assert_eq!(json["generation"], 1);
     assert_eq!(
-        http_get(&server.http, "/readyz").map(|r| r.0),
+        http::get(&server.http, "/readyz").map(|r| r.0),
         Some(200),
         "still ready on the last good policies"
     );
 
     std::fs::remove_file(dir.path().join("broken.cedar")).expect("rm");
     poll(Duration::from_secs(5), || {
-        let (_, body) = http_get(&server.admin, "/v1/policies")?;
+        let (_, body) = http::get(&server.admin, "/v1/policies")?;
         body.contains("\"in_sync\":true").then_some(())
     })
     .expect("back in sync");
 
     server.signal("HUP");
     poll(Duration::from_secs(5), || {
-        let (_, body) = http_get(&server.admin, "/v1/policies")?;
+        let (_, body) = http::get(&server.admin, "/v1/policies")?;
         body.contains("\"generation\":2").then_some(())
     })
     .expect("SIGHUP did not reload");
     assert!(server.find_log(|l| l.contains("SIGHUP")).is_some());
 
     server.signal("TERM");
-    let status = poll(Duration::from_secs(10), || {
-        server.child.try_wait().ok().flatten()
-    })
-    .expect("did not stop");
+    let status = poll(Duration::from_secs(10), || server.try_wait()).expect("did not stop");
     assert!(status.success(), "{status:?}");
 }
 
@@ -124,17 +120,17 @@ fn json_logs_on_request() {
 fn cache_settings_from_the_environment_reach_serve() {
     let policies = reference_policies();
     let gauge = "mcp_authz_decision_cache_entries";
-    let metrics = |server: &Server| http_get(&server.http, "/metrics").expect("metrics").1;
-    let on = Server::start_with_env(
-        &[],
-        &policies,
-        &[
+    let metrics = |server: &Server| http::get(&server.http, "/metrics").expect("metrics").1;
+    let on = Serve::new(&policies)
+        .envs(&[
             ("MCP_AUTHZ_CACHE_MAX_ENTRIES", "10"),
             ("MCP_AUTHZ_CACHE_TTL_SECS", "5"),
-        ],
-    );
+        ])
+        .start();
     assert!(metrics(&on).contains(gauge));
-    let off = Server::start_with_env(&[], &policies, &[("MCP_AUTHZ_CACHE_ENABLED", "false")]);
+    let off = Serve::new(&policies)
+        .envs(&[("MCP_AUTHZ_CACHE_ENABLED", "false")])
+        .start();
     assert!(!metrics(&off).contains(gauge), "{}", metrics(&off));
     // A bad value is one line and exit 2, naming the variable.
     let out = run(bin()

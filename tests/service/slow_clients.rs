@@ -7,102 +7,33 @@
 //! *before* its timeout and poll, with a generous failure deadline, until it is
 //! closed — never a wall-clock upper bound.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Server, copy_of_reference, http_get, http_request, poll, post_json};
-use mcp_authz::api::proto::v1::{
-    CheckRequest, Identity, McpRequest, authorizer_client::AuthorizerClient, check_request,
-};
 use serde_json::json;
+
+use crate::support::process::{Serve, Server};
+use crate::support::tokens::demo_token;
+use crate::support::{config, copy_of_reference, gateway, http, poll};
 
 /// How long a test waits for something that should happen after about a second.
 const DEADLINE: Duration = Duration::from_secs(30);
 /// The client preface of HTTP/2 and an empty SETTINGS frame.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A config file trusting the demo token issuer.
-fn config(dir: &Path) -> PathBuf {
-    let path = dir.join("mcp-authz.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[[issuers]]\nissuer = \"https://idp.corp.example\"\naudiences = [\"mcp-mesh\"]\njwks_file = \"{}\"\nalgorithms = [\"EdDSA\"]\ngroups_claim = \"groups\"\n",
-            root().join("examples/identity/jwks.json").display()
-        ),
-    )
-    .expect("write config");
-    path
-}
-
 /// Start `serve` (with an admin listener) with `env`, under a descriptor limit
 /// if given (the arguments of the shell's `ulimit`, such as `-n 128`), and wait
 /// until all three listeners listen.
 fn start(policies: &Path, env: &[(&str, &str)], ulimit: Option<&str>) -> Server {
-    use std::io::BufRead;
-    let bin = env!("CARGO_BIN_EXE_mcp-authz");
-    let mut cmd = match ulimit {
-        Some(limit) => {
-            let mut c = Command::new("sh");
-            c.arg("-c")
-                .arg(format!("ulimit {limit} && exec \"$0\" \"$@\""))
-                .arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
-    for (k, _) in std::env::vars() {
-        if k.starts_with("MCP_AUTHZ_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
+    let serve = Serve::new(policies).admin().envs(env);
+    match ulimit {
+        Some(limit) => serve.ulimit(limit),
+        None => serve,
     }
-    cmd.args([
-        "serve",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--policies",
-    ])
-    .arg(policies)
-    .env("MCP_AUTHZ_RELOAD_DEBOUNCE_MS", "100")
-    .envs(env.iter().copied())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = std::sync::Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            sink.lock().expect("log").push(line);
-        }
-    });
-    let mut server = Server {
-        child,
-        log,
-        http: String::new(),
-        grpc: String::new(),
-        admin: String::new(),
-    };
-    server.grpc = server.wait_for_listener("gRPC");
-    server.http = server.wait_for_listener("HTTP");
-    server.admin = server.wait_for_listener("admin");
-    server
+    .start()
 }
 
 fn connect(addr: &str) -> TcpStream {
@@ -280,8 +211,8 @@ fn half_sent_requests_are_closed_after_the_header_timeout() {
         );
     }
     // The service still answers.
-    assert_eq!(http_get(&server.http, "/healthz").map(|r| r.0), Some(200));
-    assert_eq!(http_get(&server.admin, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(http::get(&server.http, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(http::get(&server.admin, "/healthz").map(|r| r.0), Some(200));
     no_descriptor_exhaustion(&server);
 }
 
@@ -353,7 +284,7 @@ fn silent_connections_are_closed_after_the_idle_timeout() {
             let (client, connection) = h2::client::handshake(tcp).await.expect("handshake");
             let connection = tokio::spawn(connection);
             let mut client = client.ready().await.expect("ready");
-            let mut request = http::Request::builder()
+            let mut request = ::http::Request::builder()
                 .method(if grpc { "POST" } else { "GET" })
                 .uri(format!("http://{addr}{path}"));
             if grpc {
@@ -387,7 +318,7 @@ fn silent_connections_are_closed_after_the_idle_timeout() {
             "{path}: closed after {after:?}"
         );
     }
-    assert_eq!(http_get(&server.http, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(http::get(&server.http, "/healthz").map(|r| r.0), Some(200));
     no_descriptor_exhaustion(&server);
 }
 
@@ -501,7 +432,7 @@ fn slow_bodies_are_cut_off_by_the_request_timeout() {
             let (client, connection) = h2::client::handshake(tcp).await.expect("handshake");
             tokio::spawn(connection);
             let mut client = client.ready().await.expect("ready");
-            let request = http::Request::builder()
+            let request = ::http::Request::builder()
                 .method("POST")
                 .uri(format!("http://{}{path}", server.grpc))
                 .header("content-type", "application/grpc")
@@ -550,7 +481,7 @@ async fn slow_grpc_call(addr: &str) -> impl Sized {
         let _ = connection.await;
     });
     let mut client = client.ready().await.expect("ready");
-    let request = http::Request::builder()
+    let request = ::http::Request::builder()
         .method("POST")
         .uri(format!("http://{addr}/mcp_authz.v1.Authorizer/Check"))
         .header("content-type", "application/grpc")
@@ -567,7 +498,8 @@ async fn slow_grpc_call(addr: &str) -> impl Sized {
 fn health_decisions_and_reload_work_while_the_caps_are_reached() {
     let dir = copy_of_reference();
     let cfg_dir = tempfile::tempdir().expect("tempdir");
-    let config = config(cfg_dir.path());
+    // A config file trusting the demo token issuer.
+    let config = config::write(cfg_dir.path(), &[&config::demo_issuer()]);
     let config = config.to_str().expect("utf-8");
     // Long timeouts: only the caps act during this test.
     let server = start(
@@ -579,7 +511,7 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
         ],
         Some("-n 128"),
     );
-    let pid = server.child.id();
+    let pid = server.pid();
     assert_eq!(limit_from_log(&server, "descriptor_limit"), 128);
     let caps = [
         limit_from_log(&server, "grpc_max_connections"),
@@ -667,13 +599,13 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
 
     // Health on both listeners.
     top_up(&mut http_flood, &mut grpc_flood, &mut admin_flood);
-    assert_eq!(http_get(&server.http, "/healthz").map(|r| r.0), Some(200));
-    assert_eq!(http_get(&server.http, "/readyz").map(|r| r.0), Some(200));
-    assert_eq!(http_get(&server.admin, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(http::get(&server.http, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(http::get(&server.http, "/readyz").map(|r| r.0), Some(200));
+    assert_eq!(http::get(&server.admin, "/healthz").map(|r| r.0), Some(200));
 
     // An AuthZEN decision.
     top_up(&mut http_flood, &mut grpc_flood, &mut admin_flood);
-    let (status, body) = post_json(
+    let (status, body) = http::post_json(
         &server.http,
         "/access/v1/evaluation",
         &json!({
@@ -689,17 +621,9 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
 
     // gRPC: health and a decision (erin through CorpAssist, from her token).
     top_up(&mut http_flood, &mut grpc_flood, &mut admin_flood);
-    let token = std::fs::read_to_string(root().join("examples/identity/erin.jwt"))
-        .expect("token")
-        .trim()
-        .to_owned();
+    let token = demo_token("erin");
     rt.block_on(async {
-        let url = format!("http://{}", server.grpc);
-        let channel = tonic::transport::Channel::from_shared(url.clone())
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = gateway::channel(&server.grpc).await;
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         let status = health
             .check(tonic_health::pb::HealthCheckRequest {
@@ -709,21 +633,15 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
             .expect("health")
             .into_inner();
         assert_eq!(status.status, 1, "SERVING");
-        let mut client = AuthorizerClient::connect(url).await.expect("connect");
+        let mut client = gateway::client(&server.grpc).await;
         let r = client
-            .check(CheckRequest {
-                identity: Some(Identity {
-                    bearer_token: token,
-                    ..Identity::default()
-                }),
-                server: "docs".into(),
-                message: Some(check_request::Message::Mcp(McpRequest {
-                    method: "tools/call".into(),
-                    name: "search_documents".into(),
-                    arguments: None,
-                })),
-                ..CheckRequest::default()
-            })
+            .check(gateway::parsed(
+                gateway::bearer(token),
+                "docs",
+                "tools/call",
+                "search_documents",
+                None,
+            ))
             .await
             .expect("check")
             .into_inner();
@@ -733,7 +651,7 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
     // A reload on request, and one from a changed policy file.
     top_up(&mut http_flood, &mut grpc_flood, &mut admin_flood);
     let (status, _, body) =
-        http_request(&server.admin, "POST", "/v1/reload", &[], "").expect("reload");
+        http::request(&server.admin, "POST", "/v1/reload", &[], "").expect("reload");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"generation\":2"), "{body}");
     top_up(&mut http_flood, &mut grpc_flood, &mut admin_flood);
@@ -744,7 +662,7 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
     .expect("write");
     let reloaded = poll(DEADLINE, || {
         top_up(&mut http_flood, &mut grpc_flood, &mut admin_flood);
-        let (_, body) = http_get(&server.admin, "/v1/policies")?;
+        let (_, body) = http::get(&server.admin, "/v1/policies")?;
         body.contains("\"generation\":3").then_some(body)
     })
     .unwrap_or_else(|| panic!("no reload: {:?}", server.log()));
@@ -776,8 +694,7 @@ fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
     let hard = String::from_utf8_lossy(&hard.stdout).trim().to_owned();
     // Soft 100, hard unchanged.
     let server = start(dir.path(), &[], Some("-S -n 100"));
-    let limits =
-        std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).expect("limits");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).expect("limits");
     let line = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))

@@ -1,16 +1,18 @@
-//! Router tests without a socket: the HTTP routes driven with `tower::ServiceExt::oneshot`.
-
-#![allow(dead_code, reason = "each test binary uses a different part")]
+//! The service in-process: every construction of an engine, a state or a router of the
+//! tests is here (one place per kind), and the HTTP routes driven without a socket with
+//! `tower::ServiceExt::oneshot`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
-use mcp_authz::api::http::{HttpState, admin_router, router};
+use mcp_authz::api::http::{HttpState, admin_router, main_router, router};
+use mcp_authz::api::services::{Ready, Services};
 use mcp_authz::authz::Engine;
+use mcp_authz::identity::Resolver;
 use mcp_authz::policy::PolicyStore;
 use mcp_authz::telemetry::Telemetry;
 use serde_json::Value;
@@ -18,26 +20,51 @@ use tower::ServiceExt;
 
 /// The AuthZEN certification fixture.
 pub fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/authzen")
+    super::repo().join("tests/fixtures/authzen")
 }
 
-/// The reference policies.
-pub fn reference() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+/// The policy store of `dir`, which must be valid.
+pub fn store(dir: &Path) -> Arc<PolicyStore> {
+    Arc::new(PolicyStore::open(dir).expect("valid policies"))
+}
+
+/// An engine on `dir`.
+pub fn engine(dir: &Path) -> Engine {
+    Engine::new(store(dir))
 }
 
 /// An engine on `dir`, recording into `telemetry`.
 pub fn engine_with(dir: &Path, telemetry: Telemetry) -> Engine {
-    let store = Arc::new(PolicyStore::open(dir).expect("valid policies"));
-    Engine::with_telemetry(store, Arc::new(telemetry))
+    Engine::with_telemetry(store(dir), Arc::new(telemetry))
+}
+
+/// The services of the gRPC and ext_authz adapters: `engine` and `resolver`, no trusted
+/// caller, no default server for Envoy.
+pub fn services(engine: Engine, resolver: Resolver) -> Services {
+    Services {
+        engine,
+        resolver,
+        trusted_caller_token: None,
+        envoy_default_server: None,
+    }
+}
+
+/// [`services`], ready.
+pub fn ready(engine: Engine, resolver: Resolver) -> Ready {
+    Ready::with(services(engine, resolver))
+}
+
+/// The state of the HTTP routes on `engine`, with `resolver` for bearer tokens if any.
+pub fn state(engine: Engine, resolver: Option<Resolver>) -> HttpState {
+    HttpState {
+        resolver,
+        ..HttpState::new(engine)
+    }
 }
 
 /// The main router on `dir`.
 pub fn app(dir: &Path) -> Router {
-    router(Arc::new(HttpState::new(engine_with(
-        dir,
-        Telemetry::default(),
-    ))))
+    app_of(HttpState::new(engine_with(dir, Telemetry::default())))
 }
 
 /// The main router of `state`.
@@ -48,6 +75,12 @@ pub fn app_of(state: HttpState) -> Router {
 /// The admin router of `state`.
 pub fn admin_of(state: HttpState) -> Router {
     admin_router(Arc::new(state))
+}
+
+/// The main listener's router as `serve` composes it (AuthZEN, the HTTP ext_authz mode,
+/// health) on `state` and `ready`.
+pub fn main_of(state: HttpState, ready: Ready) -> Router {
+    main_router(Arc::new(state), ready)
 }
 
 /// A response: status, headers and body text.
@@ -144,33 +177,4 @@ pub async fn decision(router: &Router, body: &Value) -> bool {
     r.json()["decision"]
         .as_bool()
         .expect("decision is a boolean")
-}
-
-/// A writer that keeps what it is given.
-#[derive(Clone, Default)]
-pub struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("capture").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    /// Everything written so far, as text.
-    pub fn text(&self) -> String {
-        String::from_utf8(self.0.lock().expect("capture").clone()).expect("utf-8")
-    }
-
-    /// Everything written so far, one JSON value per line.
-    pub fn lines(&self) -> Vec<Value> {
-        self.text()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON record per line"))
-            .collect()
-    }
 }

@@ -1,13 +1,11 @@
-//! Helpers shared by the `identity_*` integration tests: test keys, token signing, JWKS
-//! documents and a tiny JWKS HTTP server on 127.0.0.1.
-
-#![allow(dead_code, reason = "each test binary uses a different subset")]
+//! Tokens: test keys (`tests/fixtures/identity`), token signing, JWKS documents, a tiny
+//! JWKS HTTP server on 127.0.0.1, and the demo tokens of `examples/identity`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::response::IntoResponse;
 use base64::Engine;
@@ -21,7 +19,18 @@ pub const ISSUER: &str = "https://idp.corp.example";
 pub const AUDIENCE: &str = "mcp-mesh";
 
 pub fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/identity")
+    super::repo().join("tests/fixtures/identity")
+}
+
+/// A demo token of `examples/identity` (`"erin"`: engineering, `"frank"`: contractors;
+/// issuer [`ISSUER`], audience [`AUDIENCE`], azp `corpassist`, valid until 2100), signed by
+/// the key of `examples/identity/jwks.json` ([`super::config::demo_issuer`]).
+pub fn demo_token(user: &str) -> String {
+    let path = super::repo().join(format!("examples/identity/{user}.jwt"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .trim()
+        .to_owned()
 }
 
 /// A test key pair loaded from `tests/fixtures/identity`.
@@ -88,6 +97,11 @@ impl TestKey {
             .filter(|l| !l.starts_with("-----") && l.len() > 20)
             .map(str::to_owned)
             .collect()
+    }
+
+    /// A token of [`claims`] with `changes` (see [`claims_with`]).
+    pub fn token(&self, changes: Value) -> String {
+        self.sign(&claims_with(changes))
     }
 
     /// A token with header `{"alg", "kid", "typ": "JWT"}`.
@@ -260,24 +274,6 @@ impl JwksServer {
         if let Some(task) = self.task.take() {
             task.await.unwrap();
         }
-    }
-}
-
-/// Polls `check` every 20 ms until it holds, for at most `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
