@@ -298,7 +298,7 @@ fn check(c: &Case) -> (i32, Value, String) {
     }
     // The cases with a user alone exercise the users' policies: decided as a
     // deployment that allows user-only requests decides them (by default such a
-    // request is denied before evaluation, see tests/forged_requests.rs).
+    // request is denied before evaluation, see tests/service/forged_requests.rs).
     if c.user.is_some() && c.app.is_none() {
         cmd.env("MCP_AUTHZ_DECISIONS_ALLOW_USER_ONLY", "true");
     }

@@ -2,7 +2,7 @@
 //! of a running `mcp-authz serve` (the gateway's gRPC API, Envoy ext_authz over
 //! gRPC and HTTP) and the CLI: service-filled context attributes in the request's
 //! own context, a user without an application, and argument names that read as
-//! declared ones. AuthZEN is covered in `tests/authzen_mcp.rs`.
+//! declared ones. AuthZEN is covered in `authzen_mcp`.
 
 use mcp_authz::api::proto::v1::{
     CheckRequest, FilterListRequest, Identity, Names, VerifiedIdentity, filter_list_request,

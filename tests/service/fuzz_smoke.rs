@@ -7,7 +7,7 @@
 //!
 //! Crashers found by the fuzzer are kept as regression tests at the end of this file.
 //!
-//! `cargo test --test fuzz_smoke -- --ignored write_seed_corpus` writes the seed
+//! `cargo test --test service fuzz_smoke::write_seed_corpus -- --ignored` writes the seed
 //! corpus again (the files are named by the SHA-256 of their content; ECDSA
 //! signatures are randomized, so seeds holding tokens come out new each time).
 

@@ -567,7 +567,7 @@ fn percentiles(mut v: Vec<Duration>) -> String {
 /// `LIST_ENTRIES` entries (distinct names, so cache misses) are decided over and
 /// over for `SECS` seconds while both are probed every 20 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "a measurement: cargo test --test grpc_api measure_list_load -- --ignored --nocapture"]
+#[ignore = "a measurement: cargo test --test service grpc_api::measure_list_load -- --ignored --nocapture"]
 async fn measure_list_load() {
     let env = |k: &str, d: usize| {
         std::env::var(k)
