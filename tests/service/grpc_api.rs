@@ -1539,8 +1539,7 @@ async fn authzen_takes_no_spiffe_id_from_a_header_or_a_body() {
 #[test]
 fn a_search_page_decides_at_most_a_thousand_candidates() {
     use mcp_authz::api::authzen::{MAX_SEARCH_DECISIONS, SearchKind, search};
-    use mcp_authz::authz::{DecisionMeta, Engine, Interface};
-    use mcp_authz::policy::PolicyStore;
+    use mcp_authz::authz::{DecisionMeta, Interface};
     // 2,500 users no policy permits, sorted after the reference users.
     let dir = support::copy_of_reference();
     let path = dir.path().join("entities.json");
@@ -1552,9 +1551,7 @@ fn a_search_page_decides_at_most_a_thousand_candidates() {
         }));
     }
     std::fs::write(&path, serde_json::to_string(&entities).expect("json")).expect("write");
-    let engine = Engine::new(std::sync::Arc::new(
-        PolicyStore::open(dir.path()).expect("policies"),
-    ));
+    let engine = support::inproc::engine(dir.path());
     let decided = || {
         engine
             .telemetry()

@@ -7,7 +7,6 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpResponse};
-use mcp_authz::api::ext_authz::{ExtAuthzGrpc, http_router};
 use mcp_authz::api::services::Ready;
 use serde_json::{Value, json};
 
@@ -59,7 +58,7 @@ fn check_request(
 
 /// The HTTP status Envoy would answer with (200 for an allow), and the response.
 async fn grpc_check(mesh: &Mesh, request: CheckRequest) -> (u16, CheckResponse) {
-    let service = ExtAuthzGrpc::new(mesh.ready.clone());
+    let service = inproc::ext_authz_grpc(mesh.ready.clone());
     let response = service
         .check(tonic::Request::new(request))
         .await
@@ -296,7 +295,7 @@ async fn http_check(mesh: &Mesh, headers: &[(&str, &str)], body: &str) -> Reply 
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let router = http_router(mesh.ready.clone());
+    let router = inproc::ext_authz_http(mesh.ready.clone());
     send(
         &router,
         b.body(Body::from(body.to_owned())).expect("request"),

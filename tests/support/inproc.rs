@@ -9,6 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
+use mcp_authz::api::ext_authz::{ExtAuthzGrpc, http_router};
 use mcp_authz::api::http::{HttpState, admin_router, main_router, router};
 use mcp_authz::api::services::{Ready, Services};
 use mcp_authz::authz::Engine;
@@ -24,7 +25,7 @@ pub fn fixture() -> PathBuf {
 }
 
 /// The policy store of `dir`, which must be valid.
-pub fn store(dir: &Path) -> Arc<PolicyStore> {
+fn store(dir: &Path) -> Arc<PolicyStore> {
     Arc::new(PolicyStore::open(dir).expect("valid policies"))
 }
 
@@ -52,6 +53,16 @@ pub fn services(engine: Engine, resolver: Resolver) -> Services {
 /// [`services`], ready.
 pub fn ready(engine: Engine, resolver: Resolver) -> Ready {
     Ready::with(services(engine, resolver))
+}
+
+/// Envoy's ext_authz gRPC service on `ready`, called without a socket.
+pub fn ext_authz_grpc(ready: Ready) -> ExtAuthzGrpc {
+    ExtAuthzGrpc::new(ready)
+}
+
+/// The routes of Envoy's HTTP ext_authz mode on `ready`.
+pub fn ext_authz_http(ready: Ready) -> Router {
+    http_router(ready)
 }
 
 /// The state of the HTTP routes on `engine`, with `resolver` for bearer tokens if any.
