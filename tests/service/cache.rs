@@ -1,0 +1,184 @@
+//! The decision cache never changes a decision.
+
+use mcp_authz::authz::{CacheSettings, DecisionRequest, Engine, RequestEntity};
+use mcp_authz::mcp::{Kind, action, qualified_id};
+use mcp_authz::policy::ReloadOutcome;
+use serde_json::{Map, json};
+
+use crate::support::inproc;
+use crate::support::{copy_of_reference, reference_policies};
+
+fn engine(dir: &std::path::Path, cached: bool) -> Engine {
+    inproc::engine(dir).with_cache(&CacheSettings {
+        enabled: cached,
+        ..CacheSettings::default()
+    })
+}
+
+fn call(user: Option<&str>, app: Option<&str>, server: &str, tool: &str) -> DecisionRequest {
+    let mut r = DecisionRequest::new(
+        action("tools/call"),
+        Kind::Tool.uid(&qualified_id(server, tool)),
+    );
+    r.user = user.map(|u| Kind::User.uid(u));
+    r.application = app.map(|a| Kind::Application.uid(a));
+    r.server = Some(Kind::Server.uid(server));
+    r
+}
+
+#[test]
+fn a_reload_flips_a_cached_decision_at_once() {
+    let dir = copy_of_reference();
+    let e = engine(dir.path(), true);
+    let r = call(Some("bob"), Some("summarizer"), "docs", "get_document");
+    assert!(!e.decide(&r).allow);
+    assert!(!e.decide(&r).allow);
+    let cache = e.cache().expect("cache");
+    assert_eq!(cache.stats().hits, 1);
+    std::fs::write(
+        dir.path().join("grant.cedar"),
+        "permit (principal == Mcp::Application::\"summarizer\", action == Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/get_document\");",
+    )
+    .expect("write");
+    assert!(matches!(
+        e.store().reload(false),
+        ReloadOutcome::Reloaded { .. }
+    ));
+    let d = e.decide(&r);
+    assert!(d.allow, "a decision of the earlier snapshot was served");
+    assert_eq!(d.generation, 2);
+}
+
+#[test]
+fn different_groups_never_share_an_entry() {
+    let e = engine(&reference_policies(), true);
+    let with_groups = |groups: &[&str]| {
+        let mut r = call(Some("erin"), Some("corpassist"), "docs", "get_document");
+        r.entities.push(RequestEntity {
+            uid: Kind::User.uid("erin"),
+            parents: groups.iter().map(|g| Kind::Group.uid(g)).collect(),
+            attrs: Map::new(),
+        });
+        r
+    };
+    assert!(e.decide(&with_groups(&["engineering"])).allow);
+    assert!(!e.decide(&with_groups(&[])).allow);
+    assert!(!e.decide(&with_groups(&["approved-apps"])).allow);
+    assert!(e.decide(&with_groups(&["engineering"])).allow);
+}
+
+#[test]
+fn a_different_argument_never_hits_another_entry() {
+    let e = engine(&reference_policies(), true);
+    let search = |n: i64| {
+        let mut r = call(
+            Some("alice"),
+            Some("corpassist"),
+            "docs",
+            "search_documents",
+        );
+        r.context.insert(
+            "arguments".into(),
+            json!({ "query": "titan", "max_results": n }),
+        );
+        r
+    };
+    for _ in 0..3 {
+        assert!(e.decide(&search(10)).allow);
+        assert!(!e.decide(&search(500)).allow);
+        assert!(e.decide(&search(50)).allow);
+        assert!(!e.decide(&search(51)).allow);
+    }
+    let stats = e.cache().expect("cache").stats();
+    assert_eq!((stats.misses, stats.hits), (4, 8));
+}
+
+#[test]
+fn the_cache_off_gives_identical_decisions() {
+    let cached = engine(&reference_policies(), true);
+    let plain = engine(&reference_policies(), false);
+    assert!(plain.cache().is_none());
+    let users = [
+        Some("alice"),
+        Some("bob"),
+        Some("carol"),
+        Some("dave"),
+        Some("mallory"),
+        None,
+    ];
+    let apps = [
+        Some("corpassist"),
+        Some("summarizer"),
+        Some("ops-console"),
+        None,
+    ];
+    let tools = [
+        ("docs", "search_documents"),
+        ("docs", "get_document"),
+        ("docs", "delete_document"),
+        ("docs", "unknown_tool"),
+        ("projects", "update_issue"),
+        ("projects", "get_project_lead"),
+    ];
+    let args = [
+        json!({}),
+        json!({ "document_id": "finance/x" }),
+        json!({ "max_results": 500 }),
+        json!({ "max_results": "x" }),
+    ];
+    let mut compared = 0;
+    for _round in 0..2 {
+        for u in users {
+            for a in apps {
+                for (s, t) in tools {
+                    for arg in &args {
+                        let mut r = call(u, a, s, t);
+                        r.context.insert("arguments".into(), arg.clone());
+                        assert_eq!(*cached.decide(&r), *plain.decide(&r), "{r:?}");
+                        compared += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 2 * 6 * 4 * 6 * 4);
+    // Second round: every request a hit, but those for a user without an
+    // application (5 users × 6 tools × 4 arguments), denied before the cache.
+    assert!(cached.cache().expect("cache").stats().hits >= 576 - 120);
+}
+
+#[test]
+fn hits_misses_and_entries_are_in_the_metrics() {
+    let e = engine(&reference_policies(), true);
+    let a = call(Some("alice"), Some("corpassist"), "docs", "get_document");
+    let b = call(Some("bob"), Some("corpassist"), "docs", "get_document");
+    for r in [&a, &a, &a, &b] {
+        e.decide(r);
+    }
+    let cache = e.cache().expect("cache");
+    cache.sync();
+    let text = e
+        .telemetry()
+        .render_prometheus(e.store(), None, Some(cache.as_ref()));
+    assert!(
+        text.contains("mcp_authz_decision_cache_hits_total 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mcp_authz_decision_cache_misses_total 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mcp_authz_decision_cache_entries 2\n"),
+        "{text}"
+    );
+
+    let off = engine(&reference_policies(), false);
+    off.decide(&a);
+    let text = off.telemetry().render_prometheus(off.store(), None, None);
+    assert!(
+        text.contains("mcp_authz_decision_cache_misses_total 0\n"),
+        "{text}"
+    );
+    assert!(!text.contains("mcp_authz_decision_cache_entries"), "{text}");
+}

@@ -1,0 +1,227 @@
+//! `mcp-authz validate` on the reference policies and on broken copies.
+
+use crate::support::process::{bin, run, text};
+use crate::support::{copy_of_reference, reference_policies};
+
+fn validate(dir: &std::path::Path) -> (i32, String, String) {
+    let out = run(bin().arg("validate").arg(dir));
+    let (o, e) = text(&out);
+    (out.status.code().unwrap_or(-1), o, e)
+}
+
+fn edit(dir: &std::path::Path, file: &str, from: &str, to: &str) {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains(from), "{file} has no `{from}`");
+    std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+}
+
+#[test]
+fn reference_policies_are_valid() {
+    let (code, out, err) = validate(&reference_policies());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok: 14 policies in 3 files"), "{out}");
+}
+
+#[test]
+fn default_directory_is_policies() {
+    let out = run(bin()
+        .arg("validate")
+        .current_dir(env!("CARGO_MANIFEST_DIR")));
+    assert!(out.status.success());
+}
+
+#[test]
+fn syntax_error_names_file_and_line() {
+    let dir = copy_of_reference();
+    edit(
+        dir.path(),
+        "users.cedar",
+        "principal in Mcp::Group::\"employees\",",
+        "principal in Mcp::Group::\"employees\"",
+    );
+    let (code, _, err) = validate(dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("--> users.cedar:8:3"), "{err}");
+    assert!(err.contains("unexpected token"), "{err}");
+    // The offending source line is shown.
+    assert!(
+        err.contains("8 |   action in [Mcp::Action::\"tools/call\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn type_error_against_the_schema_names_file_and_line() {
+    let dir = copy_of_reference();
+    edit(
+        dir.path(),
+        "applications.cedar",
+        "context.arguments.max_results > 50",
+        "context.arguments.max_results like \"5*\"",
+    );
+    let (code, _, err) = validate(dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("--> applications.cedar:27:"), "{err}");
+    assert!(err.to_lowercase().contains("type"), "{err}");
+}
+
+#[test]
+fn unknown_attribute_and_entity_type_are_errors() {
+    let dir = copy_of_reference();
+    edit(
+        dir.path(),
+        "users.cedar",
+        "resource.classification == \"finance\"",
+        "resource.sensitivity == \"finance\"",
+    );
+    let (code, _, err) = validate(dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("--> users.cedar:"), "{err}");
+    assert!(err.contains("sensitivity"), "{err}");
+
+    let dir = copy_of_reference();
+    edit(
+        dir.path(),
+        "users.cedar",
+        "Mcp::Group::\"contractors\"",
+        "Mcp::Team::\"contractors\"",
+    );
+    let (code, _, err) = validate(dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("Mcp::Team"), "{err}");
+}
+
+#[test]
+fn duplicate_id_names_both_places() {
+    let dir = copy_of_reference();
+    std::fs::write(
+        dir.path().join("zz-extra.cedar"),
+        "// a copy-paste accident\n@id(\"employees-use-docs\")\npermit (principal, action == Mcp::Action::\"ping\", resource);\n",
+    )
+    .expect("write");
+    let (code, _, err) = validate(dir.path());
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("duplicate policy id `employees-use-docs`"),
+        "{err}"
+    );
+    assert!(err.contains("--> zz-extra.cedar:2:1"), "{err}");
+    assert!(err.contains("users.cedar:5:1"), "{err}");
+}
+
+#[test]
+fn entity_data_violating_the_schema_names_file_and_line() {
+    let dir = copy_of_reference();
+    edit(
+        dir.path(),
+        "entities.json",
+        "\"attrs\": { \"department\": \"finance\" }",
+        "\"attrs\": { \"department\": 7 }",
+    );
+    let (code, _, err) = validate(dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("--> entities.json:12:41"), "{err}");
+    assert!(err.contains("bob"), "{err}");
+}
+
+#[test]
+fn entity_data_that_is_not_json_names_file_and_line() {
+    let dir = copy_of_reference();
+    std::fs::write(dir.path().join("entities.json"), "[\n  { \"uid\": \n").expect("write");
+    let (code, _, err) = validate(dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("--> entities.json:3:"), "{err}");
+    assert!(err.contains("not valid JSON"), "{err}");
+}
+
+#[test]
+fn schema_that_does_not_parse() {
+    let dir = copy_of_reference();
+    edit(
+        dir.path(),
+        "mcp.cedarschema",
+        "entity Prompt in [Server];",
+        "entity Prompt in [Server]",
+    );
+    let (code, _, err) = validate(dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("--> mcp.cedarschema:"), "{err}");
+}
+
+#[test]
+fn empty_directory_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, _, err) = validate(dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("no `*.cedarschema` file"), "{err}");
+    assert!(err.contains("no `*.cedar` policy files"), "{err}");
+}
+
+#[test]
+fn missing_directory_is_an_error() {
+    let (code, _, err) = validate(std::path::Path::new("/nonexistent/policies"));
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read policy directory"), "{err}");
+}
+
+#[test]
+fn schema_without_policies_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        reference_policies().join("mcp.cedarschema"),
+        dir.path().join("s.cedarschema"),
+    )
+    .expect("copy");
+    std::fs::write(dir.path().join("empty.cedar"), "// nothing yet\n").expect("write");
+    let (code, _, err) = validate(dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("hold no policies"), "{err}");
+}
+
+#[test]
+fn two_schemas_are_an_error() {
+    let dir = copy_of_reference();
+    std::fs::copy(
+        dir.path().join("mcp.cedarschema"),
+        dir.path().join("other.cedarschema"),
+    )
+    .expect("copy");
+    let (code, _, err) = validate(dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("more than one schema file"), "{err}");
+}
+
+#[test]
+fn policies_in_subdirectories_get_path_ids_and_hidden_entries_are_skipped() {
+    let dir = copy_of_reference();
+    std::fs::create_dir(dir.path().join("teams")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("teams/extra.cedar"),
+        "permit (principal == Mcp::User::\"erin\", action == Mcp::Action::\"ping\", resource);\n",
+    )
+    .expect("write");
+    std::fs::create_dir(dir.path().join(".git")).expect("mkdir");
+    std::fs::write(dir.path().join(".git/broken.cedar"), "this is not cedar").expect("write");
+    std::fs::write(dir.path().join(".#users.cedar"), "editor lock file").expect("write");
+    let (code, out, err) = validate(dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok: 15 policies in 4 files"), "{out}");
+    let out = run(bin()
+        .args([
+            "check",
+            "--action",
+            "ping",
+            "--resource",
+            "docs",
+            "--user",
+            "erin",
+            "--app",
+            "corpassist",
+            "--json",
+            "--policies",
+        ])
+        .arg(dir.path()));
+    let (o, _) = text(&out);
+    assert!(o.contains("\"teams/extra.cedar:0\""), "{o}");
+}

@@ -1,0 +1,247 @@
+//! `mcp-authz serve` as a process: startup, health, reload logging, signals.
+
+use std::time::Duration;
+
+use crate::support::process::{Serve, Server, bin, run, text};
+use crate::support::{copy_of_reference, http, poll, reference_policies};
+
+#[test]
+fn invalid_policies_at_startup_fail_with_diagnostics() {
+    let dir = copy_of_reference();
+    std::fs::write(
+        dir.path().join("bad.cedar"),
+        "permit(principal, action, resource) when { context.nope };\n",
+    )
+    .expect("write");
+    let out = run(bin()
+        .args([
+            "serve",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--policies",
+        ])
+        .arg(dir.path()));
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--> bad.cedar:1:"), "{err}");
+    assert!(!err.contains("listener=HTTP"), "{err}");
+    // An empty directory never starts either.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = run(bin()
+        .args(["serve", "--http-listen", "127.0.0.1:0", "--policies"])
+        .arg(empty.path()));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn serves_health_and_policy_status() {
+    let server = Server::start(&["--admin-listen", "127.0.0.1:0"], &reference_policies());
+    assert_eq!(http::get(&server.http, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(http::get(&server.http, "/readyz").map(|r| r.0), Some(200));
+    // Without an admin token the policy status is on the admin listener only.
+    assert_eq!(
+        http::get(&server.http, "/v1/policies").map(|r| r.0),
+        Some(404)
+    );
+    assert_eq!(http::get(&server.admin, "/healthz").map(|r| r.0), Some(200));
+    let (status, body) = http::get(&server.admin, "/v1/policies").expect("status");
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(json["generation"], 1);
+    assert_eq!(json["policies"], 14);
+    assert_eq!(json["in_sync"], true);
+}
+
+#[cfg(unix)]
+#[test]
+fn broken_change_is_logged_and_sighup_reloads_and_sigterm_stops() {
+    let dir = copy_of_reference();
+    let mut server = Server::start(&["--admin-listen", "127.0.0.1:0"], dir.path());
+    std::fs::write(
+        dir.path().join("broken.cedar"),
+        "permit(principal, action, resource\n",
+    )
+    .expect("write");
+    let line = poll(Duration::from_secs(5), || {
+        server.find_log(|l| l.contains("policy reload rejected"))
+    })
+    .expect("no rejection logged");
+    assert!(line.contains("broken.cedar:1:"), "{line}");
+    assert!(
+        server
+            .find_log(|l| l.contains("still serving the last good policies"))
+            .is_some()
+    );
+    let (_, body) = http::get(&server.admin, "/v1/policies").expect("status");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(json["in_sync"], false);
+    assert_eq!(json["generation"], 1);
+    assert_eq!(
+        http::get(&server.http, "/readyz").map(|r| r.0),
+        Some(200),
+        "still ready on the last good policies"
+    );
+
+    std::fs::remove_file(dir.path().join("broken.cedar")).expect("rm");
+    poll(Duration::from_secs(5), || {
+        let (_, body) = http::get(&server.admin, "/v1/policies")?;
+        body.contains("\"in_sync\":true").then_some(())
+    })
+    .expect("back in sync");
+
+    server.signal("HUP");
+    poll(Duration::from_secs(5), || {
+        let (_, body) = http::get(&server.admin, "/v1/policies")?;
+        body.contains("\"generation\":2").then_some(())
+    })
+    .expect("SIGHUP did not reload");
+    assert!(server.find_log(|l| l.contains("SIGHUP")).is_some());
+
+    server.signal("TERM");
+    let status = poll(Duration::from_secs(10), || server.try_wait()).expect("did not stop");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn json_logs_on_request() {
+    let server = Server::start(&["--log-format", "json"], &reference_policies());
+    let line = server
+        .find_log(|l| l.contains("policies loaded"))
+        .expect("log line");
+    let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(json["policies"], 14);
+}
+
+/// Every documented variable reaches `serve` (the cache ones were once refused as
+/// unknown, and `serve` exited 2).
+#[test]
+fn cache_settings_from_the_environment_reach_serve() {
+    let policies = reference_policies();
+    let gauge = "mcp_authz_decision_cache_entries";
+    let metrics = |server: &Server| http::get(&server.http, "/metrics").expect("metrics").1;
+    let on = Serve::new(&policies)
+        .envs(&[
+            ("MCP_AUTHZ_CACHE_MAX_ENTRIES", "10"),
+            ("MCP_AUTHZ_CACHE_TTL_SECS", "5"),
+        ])
+        .start();
+    assert!(metrics(&on).contains(gauge));
+    let off = Serve::new(&policies)
+        .envs(&[("MCP_AUTHZ_CACHE_ENABLED", "false")])
+        .start();
+    assert!(!metrics(&off).contains(gauge), "{}", metrics(&off));
+    // A bad value is one line and exit 2, naming the variable.
+    let out = run(bin()
+        .args(["serve", "--policies"])
+        .arg(&policies)
+        .env("MCP_AUTHZ_CACHE_TTL_SECS", "soon"));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("MCP_AUTHZ_CACHE_TTL_SECS"), "{stderr}");
+}
+
+/// What a reflection client learns: the listed services, and the files that the
+/// service `symbol` is in.
+struct Reflected {
+    services: Vec<String>,
+    files: Vec<prost_types::FileDescriptorProto>,
+}
+
+/// Ask the reflection service at `addr` (version `v1` or `v1alpha`, same messages in
+/// another package) for its services and for the file of `symbol`.
+macro_rules! reflect {
+    ($version:ident, $addr:expr, $symbol:expr) => {{
+        use prost::Message;
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", $addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = ServerReflectionClient::new(channel);
+        let requests = [
+            MessageRequest::ListServices(String::new()),
+            MessageRequest::FileContainingSymbol($symbol.to_owned()),
+        ]
+        .map(|r| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(r),
+        });
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter(requests))
+            .await
+            .expect("reflection answers")
+            .into_inner();
+        let mut reflected = Reflected {
+            services: Vec::new(),
+            files: Vec::new(),
+        };
+        while let Some(answer) = answers.message().await.expect("answer") {
+            match answer.message_response.expect("a response") {
+                MessageResponse::ListServicesResponse(list) => {
+                    reflected.services = list.service.into_iter().map(|s| s.name).collect();
+                }
+                MessageResponse::FileDescriptorResponse(files) => {
+                    reflected.files = files
+                        .file_descriptor_proto
+                        .iter()
+                        .map(|b| {
+                            prost_types::FileDescriptorProto::decode(b.as_slice()).expect("a file")
+                        })
+                        .collect();
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        reflected
+    }};
+}
+
+/// Reflection answers in both versions (grpcurl 1.8 speaks only v1alpha), listing and
+/// describing our API, health and reflection (Envoy's ext_authz is served, not reflected).
+#[test]
+fn grpc_reflection_answers_v1_and_v1alpha_for_every_service() {
+    let server = Server::start(&[], &reference_policies());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let expected = [
+        "mcp_authz.v1.Authorizer",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    runtime.block_on(async {
+        for symbol in ["mcp_authz.v1.Authorizer", "grpc.health.v1.Health"] {
+            let (package, service) = symbol.rsplit_once('.').expect("qualified");
+            for (version, reflected) in [
+                ("v1", reflect!(v1, server.grpc, symbol)),
+                ("v1alpha", reflect!(v1alpha, server.grpc, symbol)),
+            ] {
+                let mut services = reflected.services.clone();
+                services.sort();
+                let mut want = expected.map(str::to_owned).to_vec();
+                want.sort();
+                assert_eq!(services, want, "{version}");
+                let file = reflected
+                    .files
+                    .iter()
+                    .find(|f| f.package() == package)
+                    .unwrap_or_else(|| panic!("{version}: no file of `{symbol}`"));
+                let methods: Vec<&str> = file
+                    .service
+                    .iter()
+                    .filter(|s| s.name() == service)
+                    .flat_map(|s| s.method.iter().map(|m| m.name()))
+                    .collect();
+                assert!(methods.contains(&"Check"), "{version}: {methods:?}");
+            }
+        }
+    });
+}

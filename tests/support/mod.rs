@@ -1,0 +1,162 @@
+//! Helpers of the integration tests, shared by both test binaries: `service` (the service
+//! in-process and as a process, the CLI) and `e2e` (real Envoy and real MCP, with its own
+//! `harness` for those processes).
+//!
+//! - [`process`]: the built binary; `mcp-authz serve` as a child process on ephemeral ports
+//! - [`inproc`]: the service in-process: engines, states and routers, driven with
+//!   `tower::ServiceExt::oneshot` (every construction of a service is there)
+//! - [`http`]: plain HTTP/1.1 over TCP, written by hand
+//! - [`gateway`]: the gateway's gRPC API: messages, the trusted caller, clients
+//! - [`envoy`]: Envoy ext_authz `CheckRequest`s as Envoy sends them, and the answers
+//! - [`tokens`]: test keys, tokens, JWKS documents and a JWKS server, the demo tokens
+//! - [`config`]: configuration files
+//! - here: paths, polling, capturing a writer, running a test alone in its own process
+//!
+//! Each binary uses a part of these, and no item is unused by both (check with this
+//! module's `allow(dead_code)` removed: `cargo check --test service` and `--test e2e`
+//! warn only about items that the other binary uses).
+
+#![allow(
+    dead_code,
+    reason = "shared by the two test binaries, each of which uses a part"
+)]
+
+pub mod config;
+pub mod envoy;
+pub mod gateway;
+pub mod http;
+pub mod inproc;
+pub mod process;
+pub mod tokens;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A policy that lets the application `summarizer` (which the reference policies never
+/// allow) call `docs/get_document`: an edit that flips a decision.
+pub const SUMMARIZER_GRANT: &str = "@id(\"summarizer-gets-documents\")\npermit (principal == Mcp::Application::\"summarizer\", action == Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/get_document\");\n";
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The reference policy directory of the repository.
+pub fn reference_policies() -> PathBuf {
+    repo().join("policies")
+}
+
+/// A temporary copy of the reference policies.
+pub fn copy_of_reference() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&reference_policies(), dir.path());
+    dir
+}
+
+/// Copy the files of `from` into `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read reference policies") {
+        let entry = entry.expect("entry");
+        if entry.file_type().expect("type").is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+        }
+    }
+}
+
+/// Call `f` every 20 ms until it returns `Some`, for at most `limit`.
+pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `check` every 20 ms until it holds, for at most `limit` (the async [`poll`]).
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A writer that keeps what it is given (a decision log, a tracing subscriber's output).
+#[derive(Clone, Default)]
+pub struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("capture").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Capture {
+    /// Everything written so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().expect("capture").clone()).expect("utf-8")
+    }
+
+    /// Everything written so far, one JSON value per line.
+    pub fn lines(&self) -> Vec<Value> {
+        self.text()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON record per line"))
+            .collect()
+    }
+}
+
+/// The variable that tells a child started by [`run_alone`] which test it runs.
+const ALONE: &str = "MCP_AUTHZ_TEST_ALONE";
+
+/// Run the test `name` (its full name in this binary, `module::test`) alone in a child
+/// process of this test binary, for a test that sets process-wide state (a global tracing
+/// subscriber) or must see every log line of its process. Returns `true` in the calling
+/// test once the child passed (the caller then returns), `false` in the child (the caller
+/// then runs its body). Use it as the first line of the test:
+///
+/// ```ignore
+/// if support::run_alone("reload::every_reload_logs_and_shows_what_changed") {
+///     return;
+/// }
+/// ```
+pub fn run_alone(name: &str) -> bool {
+    if std::env::var_os(ALONE).is_some_and(|v| v == name) {
+        return false;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args([name, "--exact", "--test-threads=1"])
+        .env(ALONE, name)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "`{name}` in its own process ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    true
+}
