@@ -554,11 +554,13 @@ fn check_requests_captured_from_envoy_map_to_the_right_decisions() {
             issuers: vec![config_issuer],
             ..IdentityConfig::default()
         };
-        let services = inproc::services(
+        let services = inproc::state(
             inproc::engine(&reference_policies()),
-            Resolver::new(&identity, issuer.dir.path())
-                .await
-                .expect("resolver"),
+            Some(
+                Resolver::new(&identity, issuer.dir.path())
+                    .await
+                    .expect("resolver"),
+            ),
         );
         let mut out = Vec::new();
         for c in &captured {

@@ -123,7 +123,7 @@ pub fn envoy_bin() -> PathBuf {
 /// `mcp-authz serve --policies DIR [--config FILE]` on ephemeral ports, text logs; started
 /// by [`Serve::start`] once `/readyz` answers 200 (add `.envs(...)` first if need be).
 pub fn authz(policies: &Path, config: Option<&Path>) -> Serve {
-    let serve = Serve::new(policies).args(["--log-format", "text"]).ready();
+    let serve = Serve::new(policies).args(["--log-format", "text"]);
     match config {
         Some(config) => serve.config(config),
         None => serve,

@@ -668,7 +668,7 @@ async fn pdp_metadata() {
         );
     }
     // A configured base URL wins over the Host header.
-    let mut state = inproc::state(inproc::engine_with(&fixture(), Default::default()), None);
+    let mut state = inproc::state_on(&fixture(), Default::default(), None);
     state.authzen.base_url = Some("https://pdp.example.com".into());
     let app = inproc::app_of(state);
     let m = get(&app, "/.well-known/authzen-configuration", &[])

@@ -9,7 +9,7 @@ use mcp_authz::config::{Config, Overrides};
 use mcp_authz::identity::Resolver;
 use serde_json::{Value, json};
 
-use crate::support::inproc::{self, app, app_of, decision, engine_with, post, post_with, state};
+use crate::support::inproc::{self, app, app_of, decision, post, post_with, state_on};
 use crate::support::tokens::{self, demo_token as token};
 use crate::support::{reference_policies, repo};
 
@@ -258,8 +258,9 @@ async fn with_tokens() -> axum::Router {
     let resolver = Resolver::new(&config.identity, &config.base_dir)
         .await
         .expect("resolver");
-    app_of(state(
-        engine_with(&config.policies, Default::default()),
+    app_of(state_on(
+        &config.policies,
+        Default::default(),
         Some(resolver),
     ))
 }
@@ -368,8 +369,9 @@ async fn with_test_issuer(dir: &Path) -> (axum::Router, tokens::TestKey) {
     let key = tokens::TestKey::rsa(1, "authzen");
     let resolver = tokens::file_resolver(dir, &[&key]).await;
     (
-        app_of(state(
-            engine_with(&reference_policies(), Default::default()),
+        app_of(state_on(
+            &reference_policies(),
+            Default::default(),
             Some(resolver),
         )),
         key,

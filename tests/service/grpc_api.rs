@@ -470,7 +470,7 @@ async fn health_is_not_serving_until_the_policies_are_loaded() {
         ));
     }
     std::fs::write(dir.path().join("generated.cedar"), text).expect("write");
-    let server = Serve::new(dir.path()).grpc_only().start();
+    let server = Serve::new(dir.path()).listening().start();
     let mut health = HealthClient::new(channel(&server.grpc).await);
     let status = |service: &str| HealthCheckRequest {
         service: service.into(),
@@ -498,6 +498,19 @@ async fn health_is_not_serving_until_the_policies_are_loaded() {
         .await
         .expect_err("unavailable");
     assert_eq!(err.code(), tonic::Code::Unavailable);
+    // One readiness: the HTTP listener answers too, not ready.
+    let ready = support::http::get(&server.http, "/readyz").expect("readyz");
+    assert_eq!(ready.0, 503, "{ready:?}");
+    let evaluation = support::http::post_json(
+        &server.http,
+        "/access/v1/evaluation",
+        &serde_json::json!({
+            "subject": { "type": "user", "id": "alice" }, "action": { "name": "tools/call" },
+            "resource": { "type": "tool", "id": "docs/get_document" },
+            "context": { "agent": "corpassist" },
+        }),
+    );
+    assert_eq!(evaluation.map(|r| r.0), Some(503));
     // Then serving.
     let mut serving = None;
     for _ in 0..600 {
@@ -515,6 +528,8 @@ async fn health_is_not_serving_until_the_policies_are_loaded() {
         .expect("health")
         .into_inner();
     assert_eq!(ext.status, ServingStatus::Serving as i32);
+    let ready = support::http::get(&server.http, "/readyz").expect("readyz");
+    assert_eq!(ready, (200, "ready\n".to_owned()));
 }
 
 /// `serve` with a config with a trusted caller secret and the demo issuer, more
@@ -1551,16 +1566,11 @@ fn a_search_page_decides_at_most_a_thousand_candidates() {
         }));
     }
     std::fs::write(&path, serde_json::to_string(&entities).expect("json")).expect("write");
-    let engine = support::inproc::engine(dir.path());
+    let telemetry = std::sync::Arc::new(mcp_authz::telemetry::Telemetry::default());
+    let engine = support::inproc::engine_with(dir.path(), &telemetry);
     let decided = || {
-        engine
-            .telemetry()
-            .metrics
-            .decisions(Interface::Authzen, true)
-            + engine
-                .telemetry()
-                .metrics
-                .decisions(Interface::Authzen, false)
+        telemetry.metrics.decisions(Interface::Authzen, true)
+            + telemetry.metrics.decisions(Interface::Authzen, false)
     };
     let mut body = serde_json::json!({
         "subject": { "type": "user" }, "action": { "name": "tools/call" },

@@ -1,16 +1,19 @@
 //! Metrics, the decision log, tracing and the admin endpoints, through the routers.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use mcp_authz::api::http::AdminToken;
+use mcp_authz::api::services::AdminToken;
 use mcp_authz::authz::{DecisionRequest, Interface};
 use mcp_authz::mcp::{Kind, action, qualified_id};
 use mcp_authz::telemetry::{DecisionLog, DecisionLogConfig, Telemetry};
 use serde_json::{Value, json};
 
-use crate::support::inproc::{admin_of, app, app_of, engine_with, get, post, post_with, state};
+use crate::support::inproc::{
+    self, admin_of, app, app_of, engine_with, get, post, post_with, state, state_on,
+};
 use crate::support::{Capture, copy_of_reference, reference_policies};
 
 fn call(user: &str, agent: &str, tool: &str) -> Value {
@@ -160,8 +163,8 @@ async fn decision_log_records_for_an_allow_and_a_deny() {
         ..DecisionLogConfig::default()
     };
     let log = DecisionLog::with_writer(Box::new(capture.clone()), &config).expect("log");
-    let engine = engine_with(&reference_policies(), Telemetry::new(Some(log)));
-    let app = app_of(state(engine.clone(), None));
+    let state = state_on(&reference_policies(), Telemetry::new(Some(log)), None);
+    let app = app_of(state.clone());
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let allow = post_with(
         &app,
@@ -176,7 +179,7 @@ async fn decision_log_records_for_an_allow_and_a_deny() {
         &call("dave", "corpassist", "docs/delete_document"),
     )
     .await;
-    let log = engine.telemetry().decision_log.as_ref().expect("log");
+    let log = state.telemetry.decision_log.as_ref().expect("log");
     assert!(log.close(Duration::from_secs(5)), "the writer finishes");
     let records = capture.lines();
     assert_eq!(records.len(), 2, "{records:?}");
@@ -234,8 +237,8 @@ async fn arguments_stay_out_of_the_log_by_default() {
     let capture = Capture::default();
     let log = DecisionLog::with_writer(Box::new(capture.clone()), &DecisionLogConfig::default())
         .expect("log");
-    let engine = engine_with(&reference_policies(), Telemetry::new(Some(log)));
-    let app = app_of(state(engine.clone(), None));
+    let state = state_on(&reference_policies(), Telemetry::new(Some(log)), None);
+    let app = app_of(state.clone());
     post(
         &app,
         "/access/v1/evaluation",
@@ -247,8 +250,8 @@ async fn arguments_stay_out_of_the_log_by_default() {
         "subject": { "type": "spaceship", "id": "x" }, "action": { "name": "tools/call" }, "resource": { "type": "tool", "id": "docs/a" }
     })).await;
     assert!(
-        engine
-            .telemetry()
+        state
+            .telemetry
             .decision_log
             .as_ref()
             .expect("log")
@@ -287,7 +290,8 @@ fn a_blocked_decision_log_never_holds_decisions_up() {
         ..DecisionLogConfig::default()
     };
     let log = DecisionLog::with_writer(Box::new(Blocked(gate)), &config).expect("log");
-    let engine = engine_with(&reference_policies(), Telemetry::new(Some(log)));
+    let telemetry = Arc::new(Telemetry::new(Some(log)));
+    let engine = engine_with(&reference_policies(), &telemetry);
     let mut request = DecisionRequest::new(
         action("tools/call"),
         Kind::Tool.uid(&qualified_id("docs", "get_document")),
@@ -297,21 +301,20 @@ fn a_blocked_decision_log_never_holds_decisions_up() {
     request.server = Some(Kind::Server.uid("docs"));
     let started = std::time::Instant::now();
     for _ in 0..200 {
-        assert!(engine.decide_for(Interface::Grpc, &request).decision.allow);
+        let snapshot = engine.snapshot();
+        let meta = Default::default();
+        let outcome = engine.decide(&snapshot, Interface::Grpc, &request, &meta);
+        assert!(outcome.decision.allow);
     }
     // Generous: 200 decisions take milliseconds; a blocked log would hang forever.
     assert!(started.elapsed() < Duration::from_secs(20));
-    let log = engine.telemetry().decision_log.as_ref().expect("log");
+    let log = telemetry.decision_log.as_ref().expect("log");
     let dropped = log
         .stats()
         .dropped
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(dropped >= 190, "dropped {dropped}");
-    let text = engine.telemetry().render_prometheus(
-        engine.store(),
-        None,
-        engine.cache().map(AsRef::as_ref),
-    );
+    let text = telemetry.render_prometheus(engine.store(), None, engine.cache().map(AsRef::as_ref));
     assert!(
         text.contains(&format!(
             "mcp_authz_decision_log_records_total{{result=\"dropped\"}} {dropped}\n"
@@ -337,7 +340,7 @@ async fn health_and_readiness() {
 #[tokio::test]
 async fn admin_endpoints_need_the_admin_listener_or_the_token() {
     let dir = copy_of_reference();
-    let engine = engine_with(dir.path(), Telemetry::default());
+    let engine = inproc::engine(dir.path());
     // The main listener without a token has no admin endpoints.
     let main = app_of(state(engine.clone(), None));
     assert_eq!(

@@ -92,10 +92,7 @@ async fn spans_carry_decision_and_trace_ids_but_no_secrets() {
     let resolver = Resolver::new(&IdentityConfig::default(), std::path::Path::new("."))
         .await
         .expect("resolver");
-    let main = inproc::main_of(
-        inproc::state(engine.clone(), Some(resolver.clone())),
-        inproc::ready(engine, resolver),
-    );
+    let main = inproc::main_of(inproc::state(engine, Some(resolver)));
     let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get_document"}});
     for (path, request_id) in [("/ext_authz/mcp", "req-11"), ("/ext_authz", "req-12")] {
         let r = post_with(

@@ -25,6 +25,11 @@ fn summarizer_gets_document() -> DecisionRequest {
     r
 }
 
+/// The engine's decision of [`summarizer_gets_document`] on its current snapshot.
+fn decided(engine: &mcp_authz::authz::Engine) -> std::sync::Arc<mcp_authz::authz::Decision> {
+    engine.evaluate(&engine.snapshot(), &summarizer_gets_document())
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -58,13 +63,13 @@ fn replace(path: &Path, text: &str) {
 fn an_edit_flips_the_decision_within_two_seconds() {
     let dir = copy_of_reference();
     let (_rt, engine) = watch(dir.path(), Duration::ZERO);
-    let before = engine.decide(&summarizer_gets_document());
+    let before = decided(&engine);
     assert!(!before.allow);
     let path = dir.path().join("applications.cedar");
     let text = std::fs::read_to_string(&path).expect("read");
     std::fs::write(&path, format!("{text}\n{SUMMARIZER_GRANT}")).expect("write");
     let after = poll(Duration::from_secs(2), || {
-        let d = engine.decide(&summarizer_gets_document());
+        let d = decided(&engine);
         d.allow.then_some(d)
     })
     .expect("the edit was not picked up within 2 s");
@@ -77,7 +82,7 @@ fn an_edit_flips_the_decision_within_two_seconds() {
     // And back.
     std::fs::write(&path, text).expect("write");
     poll(Duration::from_secs(2), || {
-        (!engine.decide(&summarizer_gets_document()).allow).then_some(())
+        (!decided(&engine).allow).then_some(())
     })
     .expect("the revert was not picked up within 2 s");
 }
@@ -88,10 +93,7 @@ fn a_broken_file_keeps_the_last_good_snapshot() {
     let (_rt, engine) = watch(dir.path(), Duration::ZERO);
     std::fs::write(dir.path().join("grant.cedar"), SUMMARIZER_GRANT).expect("write");
     poll(Duration::from_secs(2), || {
-        engine
-            .decide(&summarizer_gets_document())
-            .allow
-            .then_some(())
+        decided(&engine).allow.then_some(())
     })
     .expect("grant picked up");
     let good = engine.store().snapshot().generation;
@@ -115,7 +117,7 @@ fn a_broken_file_keeps_the_last_good_snapshot() {
     );
     assert_eq!(status.failures, 1);
     // Still deciding on the last good snapshot.
-    let d = engine.decide(&summarizer_gets_document());
+    let d = decided(&engine);
     assert!(d.allow);
     assert_eq!(d.generation, good);
     // Fixing the file brings the store back in sync.
@@ -124,7 +126,7 @@ fn a_broken_file_keeps_the_last_good_snapshot() {
         engine.store().status().in_sync.then_some(())
     })
     .expect("back in sync");
-    assert!(engine.decide(&summarizer_gets_document()).allow);
+    assert!(decided(&engine).allow);
 }
 
 #[test]
@@ -177,7 +179,7 @@ fn a_configmap_data_swap_is_picked_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     configmap(dir.path(), "2026_11_25_10_00_00.1", &reference_policies());
     let (_rt, engine) = watch(dir.path(), Duration::ZERO);
-    assert!(!engine.decide(&summarizer_gets_document()).allow);
+    assert!(!decided(&engine).allow);
     // The next version of the ConfigMap carries the grant in applications.cedar.
     let next = copy_of_reference();
     let path = next.path().join("applications.cedar");
@@ -187,7 +189,7 @@ fn a_configmap_data_swap_is_picked_up() {
     std::fs::remove_dir_all(dir.path().join("..2026_11_25_10_00_00.1"))
         .expect("remove old version");
     let d = poll(Duration::from_secs(2), || {
-        let d = engine.decide(&summarizer_gets_document());
+        let d = decided(&engine);
         d.allow.then_some(d)
     })
     .expect("the ConfigMap swap was not picked up within 2 s");
@@ -211,22 +213,19 @@ fn a_replaced_directory_is_watched_again() {
     let link = root.path().join("policies");
     symlink(&v1, &link).expect("symlink");
     let (_rt, engine) = watch(&link, Duration::from_millis(300));
-    assert!(!engine.decide(&summarizer_gets_document()).allow);
+    assert!(!decided(&engine).allow);
     // Point the directory elsewhere: the old watch sees nothing of it.
     let tmp = root.path().join("policies.tmp");
     symlink(&v2, &tmp).expect("symlink");
     std::fs::rename(&tmp, &link).expect("swap");
     poll(Duration::from_secs(3), || {
-        engine
-            .decide(&summarizer_gets_document())
-            .allow
-            .then_some(())
+        decided(&engine).allow.then_some(())
     })
     .expect("the replaced directory was not picked up");
     // The new directory is watched: an edit there is seen.
     std::fs::remove_file(v2.join("grant.cedar")).expect("rm");
     poll(Duration::from_secs(3), || {
-        (!engine.decide(&summarizer_gets_document()).allow).then_some(())
+        (!decided(&engine).allow).then_some(())
     })
     .expect("an edit in the new directory was not picked up");
 }

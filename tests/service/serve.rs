@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::support::process::{Serve, Server, bin, run, text};
-use crate::support::{copy_of_reference, http, poll, reference_policies};
+use crate::support::{copy_of_reference, gateway, http, inproc, poll, reference_policies};
 
 #[test]
 fn invalid_policies_at_startup_fail_with_diagnostics() {
@@ -26,7 +26,8 @@ fn invalid_policies_at_startup_fail_with_diagnostics() {
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--> bad.cedar:1:"), "{err}");
-    assert!(!err.contains("listener=HTTP"), "{err}");
+    // The listeners bind first (answering "not ready"); nothing is ever served.
+    assert!(!err.contains("policies loaded"), "{err}");
     // An empty directory never starts either.
     let empty = tempfile::tempdir().expect("tempdir");
     let out = run(bin()
@@ -244,4 +245,104 @@ fn grpc_reflection_answers_v1_and_v1alpha_for_every_service() {
             }
         }
     });
+}
+
+/// The service in-process through the composition root (`App::bind`, `Bound::serve`):
+/// the addresses are known before anything is served, every interface answers from the
+/// one state once ready, and stopping flushes the decision log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_composition_root_binds_serves_and_stops_in_process() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let dir = copy_of_reference();
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("decisions.jsonl");
+    let config = inproc::config(
+        dir.path(),
+        &[("MCP_AUTHZ_DECISION_LOG_FILE", log.to_str().expect("utf-8"))],
+    );
+    let running = inproc::start(config).await;
+    assert_ne!(running.grpc.port(), 0);
+    assert_ne!(running.http.port(), 0);
+    assert!(running.admin.is_none());
+    let services = running.ready.wait().await;
+    assert!(services.engine.snapshot().policy_count() > 0);
+
+    let (grpc, http) = (running.grpc.to_string(), running.http.to_string());
+    let mut health = HealthClient::new(gateway::channel(&grpc).await);
+    for service in [
+        "",
+        "mcp_authz.v1.Authorizer",
+        "envoy.service.auth.v3.Authorization",
+    ] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health")
+            .into_inner()
+            .status;
+        assert_eq!(status, 1, "{service:?} is SERVING");
+    }
+    let http2 = http.clone();
+    let (ready, allow, deny) = tokio::task::spawn_blocking(move || {
+        let evaluation = |user: &str, tool: &str| {
+            crate::support::http::post_json(
+                &http2,
+                "/access/v1/evaluation",
+                &serde_json::json!({
+                    "subject": { "type": "user", "id": user },
+                    "action": { "name": "tools/call" },
+                    "resource": { "type": "tool", "id": format!("docs/{tool}") },
+                    "context": { "agent": "corpassist" },
+                }),
+            )
+            .expect("answer")
+        };
+        (
+            http::get(&http2, "/readyz").expect("readyz"),
+            evaluation("alice", "get_document"),
+            evaluation("dave", "delete_document"),
+        )
+    })
+    .await
+    .expect("client");
+    assert_eq!(ready, (200, "ready\n".to_owned()));
+    assert_eq!(allow.0, 200);
+    assert_eq!(allow.1["decision"], true);
+    assert_eq!(deny.1["decision"], false);
+
+    running.stop().await.expect("a graceful stop");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .expect("decision log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON record"))
+        .collect();
+    let verdicts: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["decision"].as_str())
+        .collect();
+    assert_eq!(verdicts, ["allow", "deny"], "{records:?}");
+    assert!(records.iter().all(|r| r["interface"] == "authzen"));
+}
+
+/// In-process too: an invalid policy directory ends `serve` with the problems, after
+/// the listeners were bound (they never served a decision).
+#[tokio::test]
+async fn the_composition_root_refuses_an_invalid_policy_directory() {
+    let dir = copy_of_reference();
+    std::fs::write(
+        dir.path().join("bad.cedar"),
+        "permit(principal, action, resource) when { context.nope };\n",
+    )
+    .expect("write");
+    let running = inproc::start(inproc::config(dir.path(), &[])).await;
+    match running.stop().await {
+        Err(mcp_authz::app::AppError::Policies(problems)) => {
+            assert!(problems.errors().count() >= 1);
+        }
+        other => panic!("expected the policy problems, got {other:?}"),
+    }
 }

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use mcp_authz::api::ext_authz::{ExtAuthzGrpc, http_router};
-use mcp_authz::api::http::{HttpState, admin_router, main_router, router};
+use mcp_authz::api::http::{admin_router, main_router, router};
 use mcp_authz::api::services::{Ready, Services};
 use mcp_authz::authz::Engine;
 use mcp_authz::identity::Resolver;
@@ -35,24 +35,51 @@ pub fn engine(dir: &Path) -> Engine {
 }
 
 /// An engine on `dir`, recording into `telemetry`.
-pub fn engine_with(dir: &Path, telemetry: Telemetry) -> Engine {
-    Engine::with_telemetry(store(dir), Arc::new(telemetry))
+pub fn engine_with(dir: &Path, telemetry: &Arc<Telemetry>) -> Engine {
+    Engine::with_recorder(store(dir), telemetry.clone())
 }
 
-/// The services of the gRPC and ext_authz adapters: `engine` and `resolver`, no trusted
-/// caller, no default server for Envoy.
-pub fn services(engine: Engine, resolver: Resolver) -> Services {
-    Services {
+/// A resolver that knows no issuer: every bearer token is refused.
+pub fn no_issuers() -> Resolver {
+    // Building it awaits nothing without issuers; a thread of its own keeps this
+    // usable from async tests and plain ones alike.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime")
+                .block_on(Resolver::new(&Default::default(), Path::new(".")))
+                .expect("a resolver without issuers")
+        })
+        .join()
+        .expect("resolver thread")
+    })
+}
+
+/// The services on `engine` (which records nothing) with `resolver` (none: no
+/// issuer), default settings, no trusted caller, no default server for Envoy.
+pub fn state(engine: Engine, resolver: Option<Resolver>) -> Services {
+    Services::new(
         engine,
-        resolver,
-        trusted_caller_token: None,
-        envoy_default_server: None,
-    }
+        Arc::new(Telemetry::default()),
+        resolver.unwrap_or_else(no_issuers),
+    )
 }
 
-/// [`services`], ready.
+/// The services on `dir`, deciding through an engine that records into
+/// `telemetry` (read it back from `Services::telemetry`).
+pub fn state_on(dir: &Path, telemetry: Telemetry, resolver: Option<Resolver>) -> Services {
+    let telemetry = Arc::new(telemetry);
+    Services::new(
+        engine_with(dir, &telemetry),
+        telemetry,
+        resolver.unwrap_or_else(no_issuers),
+    )
+}
+
+/// [`state`] with `resolver`, ready.
 pub fn ready(engine: Engine, resolver: Resolver) -> Ready {
-    Ready::with(services(engine, resolver))
+    Ready::with(state(engine, Some(resolver)))
 }
 
 /// Envoy's ext_authz gRPC service on `ready`, called without a socket.
@@ -65,33 +92,27 @@ pub fn ext_authz_http(ready: Ready) -> Router {
     http_router(ready)
 }
 
-/// The state of the HTTP routes on `engine`, with `resolver` for bearer tokens if any.
-pub fn state(engine: Engine, resolver: Option<Resolver>) -> HttpState {
-    HttpState {
-        resolver,
-        ..HttpState::new(engine)
-    }
-}
-
 /// The main router on `dir`.
 pub fn app(dir: &Path) -> Router {
-    app_of(HttpState::new(engine_with(dir, Telemetry::default())))
+    app_of(state_on(dir, Telemetry::default(), None))
 }
 
-/// The main router of `state`.
-pub fn app_of(state: HttpState) -> Router {
-    router(Arc::new(state))
+/// The main router of `state` (the admin endpoints too when it has an admin token).
+pub fn app_of(state: Services) -> Router {
+    let admin = state.admin_token.is_some();
+    router(Ready::with(state), admin)
 }
 
 /// The admin router of `state`.
-pub fn admin_of(state: HttpState) -> Router {
-    admin_router(Arc::new(state))
+pub fn admin_of(state: Services) -> Router {
+    admin_router(Ready::with(state))
 }
 
-/// The main listener's router as `serve` composes it (AuthZEN, the HTTP ext_authz mode,
-/// health) on `state` and `ready`.
-pub fn main_of(state: HttpState, ready: Ready) -> Router {
-    main_router(Arc::new(state), ready)
+/// The main listener's router as the service composes it (AuthZEN, the HTTP ext_authz
+/// mode, health) on `state`.
+pub fn main_of(state: Services) -> Router {
+    let admin = state.admin_token.is_some();
+    main_router(Ready::with(state), admin)
 }
 
 /// A response: status, headers and body text.
@@ -188,4 +209,65 @@ pub async fn decision(router: &Router, body: &Value) -> bool {
     r.json()["decision"]
         .as_bool()
         .expect("decision is a boolean")
+}
+
+/// The whole service in-process, through the composition root, on ephemeral ports of
+/// 127.0.0.1: the configuration as `serve` would read it from `env` (`MCP_AUTHZ_*`
+/// settings, nothing from the process's environment) with `policies`.
+pub fn config(policies: &Path, env: &[(&str, &str)]) -> mcp_authz::config::Config {
+    let env = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let flags = mcp_authz::config::Overrides {
+        policies: Some(policies.to_owned()),
+        grpc_listen: Some("127.0.0.1:0".into()),
+        http_listen: Some("127.0.0.1:0".into()),
+        ..Default::default()
+    };
+    mcp_authz::config::Config::load(None, &env, &flags).expect("config")
+}
+
+/// A service started with [`start`]: its addresses, and a way to stop it.
+pub struct Running {
+    pub grpc: std::net::SocketAddr,
+    pub http: std::net::SocketAddr,
+    pub admin: Option<std::net::SocketAddr>,
+    pub ready: Ready,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<Result<(), mcp_authz::app::AppError>>,
+}
+
+impl Running {
+    /// Stop it gracefully and return how serving ended.
+    pub async fn stop(mut self) -> Result<(), mcp_authz::app::AppError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.served).await.expect("the service task")
+    }
+}
+
+/// Bind the service of `config` and serve it on the current runtime (not waiting for
+/// the policies: [`Ready::wait`] does).
+pub async fn start(config: mcp_authz::config::Config) -> Running {
+    let bound = mcp_authz::app::App::bind(config).await.expect("bind");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (grpc, http, admin, ready) = (
+        bound.grpc_addr,
+        bound.http_addr,
+        bound.admin_addr,
+        bound.ready(),
+    );
+    let served = tokio::spawn(bound.serve(async {
+        let _ = stopped.await;
+    }));
+    Running {
+        grpc,
+        http,
+        admin,
+        ready,
+        stop: Some(stop),
+        served,
+    }
 }

@@ -144,13 +144,12 @@ pub fn log_file(path: &Path) -> File {
 // ---------------------------------------------------------------------------------------
 // `mcp-authz serve`.
 
-/// What [`Serve::start`] waits for.
+/// What [`Serve::start`] waits for (every listener binds at once and answers "not
+/// ready" until the policies are loaded: by default, ready is waited for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
-    /// Every listener logged its address (the policies may still be loading).
+    /// Every listener logged its address; the policies may still be loading.
     Listening,
-    /// The gRPC listener logged its address.
-    GrpcOnly,
     /// Every listener logged its address and `/readyz` answers 200.
     Ready,
 }
@@ -177,7 +176,7 @@ impl Serve {
             env: Vec::new(),
             ulimit: None,
             admin: false,
-            wait: Wait::Listening,
+            wait: Wait::Ready,
         }
     }
 
@@ -214,15 +213,9 @@ impl Serve {
         self
     }
 
-    /// Return as soon as the gRPC listener is up (the policies may still be loading).
-    pub fn grpc_only(mut self) -> Serve {
-        self.wait = Wait::GrpcOnly;
-        self
-    }
-
-    /// Return once `/readyz` answers 200 too.
-    pub fn ready(mut self) -> Serve {
-        self.wait = Wait::Ready;
+    /// Return as soon as the listeners are up (the policies may still be loading).
+    pub fn listening(mut self) -> Serve {
+        self.wait = Wait::Listening;
         self
     }
 
@@ -294,11 +287,8 @@ impl Serve {
             .stderr(log_file(&log))
             .spawn()
             .map_err(|e| format!("start mcp-authz: {e}"))?;
-        let mut names = match self.wait {
-            Wait::GrpcOnly => vec!["gRPC"],
-            Wait::Listening | Wait::Ready => vec!["gRPC", "HTTP"],
-        };
-        if self.admin && self.wait != Wait::GrpcOnly {
+        let mut names = vec!["gRPC", "HTTP"];
+        if self.admin {
             names.push("admin");
         }
         let found = poll(STARTUP_LIMIT, || {
