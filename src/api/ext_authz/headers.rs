@@ -1,0 +1,158 @@
+//! The one rule by which every header of the request Envoy describes is read: each
+//! value kept apart, never joined; a security header is single or the request is
+//! refused.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use super::PARTIAL_BODY_HEADER;
+
+/// Where a header value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderSource {
+    /// `CheckRequest.attributes.request.http.headers` (Envoy joins a repeated
+    /// header there into one value).
+    Headers,
+    /// `CheckRequest.attributes.request.http.header_map` (one entry per value, with
+    /// `encode_raw_headers`).
+    HeaderMap,
+    /// The check request of the HTTP mode.
+    Http,
+}
+
+/// Why the headers of a request were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// A header that must be single arrived more than once.
+    #[error("the header `{0}` is sent more than once")]
+    Repeated(String),
+    /// A header has different values in `headers` and `header_map`.
+    #[error("the header `{0}` has different values in `headers` and `header_map`")]
+    Conflicting(String),
+}
+
+/// Whether the decision, or the MCP server behind Envoy, acts on the header, so
+/// that it must arrive at most once: `authorization`, `content-type`, Envoy's
+/// partial-body marker, every `mcp-*` header (`mcp-method`, `mcp-name`,
+/// `mcp-session-id`, `mcp-protocol-version`, ...) and every `x-mcp-authz-*`
+/// header (the server of the HTTP mode, and the client copies of the headers an
+/// allow replaces). `name` is in lower case.
+pub fn is_security_header(name: &str) -> bool {
+    matches!(name, "authorization" | "content-type" | PARTIAL_BODY_HEADER)
+        || name.starts_with("mcp-")
+        || name.starts_with("x-mcp-authz-")
+}
+
+/// The headers of the request Envoy describes: names in lower case, and every
+/// value each one arrived with, with where it came from. Values are never joined:
+/// `true` in `headers` and `false` in `header_map` stay two values, so that a
+/// reader can tell one header from two. Every reading goes through
+/// [`Headers::get`]: one value, or a refusal.
+#[derive(Debug, Default, Clone)]
+pub struct Headers<'a> {
+    map: HashMap<Cow<'a, str>, Vec<(HeaderSource, Cow<'a, str>)>>,
+}
+
+impl<'a> Headers<'a> {
+    /// No headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add one value of `name` (any case).
+    pub fn add(&mut self, source: HeaderSource, name: &'a str, value: Cow<'a, str>) {
+        self.map
+            .entry(lower_case(name))
+            .or_default()
+            .push((source, value));
+    }
+
+    /// The value of `name` (lower case): `None` if absent. More than one value
+    /// from one source (a repeated header, or two names that differ only in case),
+    /// or different values in `headers` and `header_map`, are refused; the same
+    /// value in both is one header that Envoy described twice.
+    pub fn get(&self, name: &str) -> Result<Option<&str>, HeaderError> {
+        let Some(values) = self.map.get(name) else {
+            return Ok(None);
+        };
+        let Some((_, first)) = values.first() else {
+            return Ok(None);
+        };
+        for (i, (source, value)) in values.iter().enumerate().skip(1) {
+            if values.iter().take(i).any(|(s, _)| s == source) {
+                return Err(HeaderError::Repeated(shown(name)));
+            }
+            if value != first {
+                return Err(HeaderError::Conflicting(shown(name)));
+            }
+        }
+        Ok(Some(first.as_ref()))
+    }
+
+    /// The value of `name` if it arrived once; `None` if absent or repeated. Only
+    /// for headers no decision depends on (trace context, request id).
+    pub fn get_lenient(&self, name: &str) -> Option<&str> {
+        self.get(name).ok().flatten()
+    }
+
+    /// Refuse the request if any security header ([`is_security_header`]) is not
+    /// single, whether or not this adapter reads it: the MCP server behind Envoy
+    /// may read the other copy.
+    pub fn check(&self) -> Result<(), HeaderError> {
+        let mut names: Vec<&str> = self
+            .map
+            .keys()
+            .map(AsRef::as_ref)
+            .filter(|n| is_security_header(n))
+            .collect();
+        // The same request is refused with the same message, whatever the hash order.
+        names.sort_unstable();
+        for name in names {
+            self.get(name)?;
+        }
+        Ok(())
+    }
+
+    /// Whether Envoy saw the whole body: its marker is exactly one `false`, or there
+    /// is none (Envoy adds one whenever it forwards a body). `true`, an empty value,
+    /// ` false`, `FALSE`, `false,true` (Envoy's joining of two) are a partial body.
+    pub fn body_is_whole(&self) -> Result<bool, HeaderError> {
+        Ok(matches!(
+            self.get(PARTIAL_BODY_HEADER)?,
+            None | Some("false")
+        ))
+    }
+
+    /// Every header name (lower case) with its value, for those that arrived once.
+    pub fn singles(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.map
+            .keys()
+            .filter_map(|k| Some((k.as_ref(), self.get(k).ok().flatten()?)))
+    }
+}
+
+/// A header name for a message: at most 64 characters, anything but visible ASCII escaped.
+fn shown(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if i == 64 {
+            out.push('…');
+            break;
+        }
+        if c.is_ascii_graphic() && c != '`' {
+            out.push(c);
+        } else {
+            out.extend(c.escape_unicode());
+        }
+    }
+    out
+}
+
+/// `name` in lower case, copied only if it is not already.
+fn lower_case(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
+}

@@ -1,0 +1,325 @@
+//! Envoy ext_authz: Envoy asks before each request reaches an MCP server. One
+//! mapping from the HTTP request Envoy describes to decisions, two wire formats:
+//! `envoy.service.auth.v3.Authorization/Check` over gRPC, and the HTTP mode
+//! (`http_service`), served under `/ext_authz` on the HTTP listener.
+//!
+//! - POST: the JSON-RPC body (a single message, or a 2025-03-26 batch that is
+//!   allowed only if every message is). The body counts as whole only if Envoy's
+//!   marker is exactly one `x-envoy-auth-partial-body: false`, or absent; any other
+//!   value (`true`, `false,true`, ` false`, two markers) is a partial body and a deny:
+//!   what was not seen is not allowed.
+//!   The `mcp-method` / `mcp-name` headers and the method Envoy's MCP filter put in
+//!   the metadata must agree with the body.
+//! - Headers are read by one rule ([`Headers`]): each value is kept apart, never
+//!   joined, and a header the decision or the MCP server depends on
+//!   ([`is_security_header`]) that arrives more than once, or in both `headers` and
+//!   `header_map` with different values, is a 400.
+//! - GET (the server's SSE stream): the action `session/stream`; DELETE (the end of
+//!   a session): `session/end` — both on the server.
+//! - Any other HTTP method is a deny.
+//!
+//! The server is the route's `context_extensions.mcp_server` (gRPC), the
+//! `x-mcp-authz-server` header (HTTP mode), else `[envoy] default_server`.
+//! Allowed requests go on with `x-mcp-authz-decision-id`, `x-mcp-authz-user` and
+//! `x-mcp-authz-application`; the same headers sent by a client are removed.
+//! Denied ones get 403 with a JSON-RPC error carrying the request's id;
+//! unauthenticated ones — no credentials at all, or a token that fails — 401 with
+//! `WWW-Authenticate: Bearer ...` as the MCP authorization spec asks; malformed ones 400.
+//!
+//! The request/answer model and the decision are here; the header rule in
+//! `headers`, the two wire formats in `grpc` and `http`.
+
+mod grpc;
+mod headers;
+mod http;
+#[cfg(test)]
+mod tests;
+
+pub use grpc::{ExtAuthzGrpc, check_response, envoy_request};
+pub use headers::{HeaderError, HeaderSource, Headers, is_security_header};
+pub use http::http_router;
+
+use serde_json::{Map, Value, json};
+
+use super::mcp_check::{Asserted, CallerTrust, Credentials, Verdict, admit, check_calls};
+use super::refusal::Refusal;
+use super::services::Services;
+use crate::authz::{DecisionMeta, Interface, Reason, ReasonKind};
+use crate::identity::bearer_token_from_header;
+use crate::mcp::jsonrpc::{McpCall, McpHeaders, check_headers, parse_body};
+
+/// Header carrying the decision id to the MCP server.
+pub const DECISION_ID_HEADER: &str = "x-mcp-authz-decision-id";
+/// Header carrying the verified user id to the MCP server.
+pub const USER_HEADER: &str = "x-mcp-authz-user";
+/// Header carrying the verified application id to the MCP server.
+pub const APPLICATION_HEADER: &str = "x-mcp-authz-application";
+/// Header naming the MCP server in the HTTP mode.
+pub const SERVER_HEADER: &str = "x-mcp-authz-server";
+/// The header Envoy adds when it forwards the request body for authorization:
+/// `false` if it is whole, `true` if it was cut at `max_request_bytes`.
+pub const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
+/// Header of the HTTP mode carrying the mTLS peer's SPIFFE ID, as Envoy sets it
+/// (`%DOWNSTREAM_PEER_URI_SAN%`); honoured only with the caller secret.
+pub const SPIFFE_ID_HEADER: &str = "x-mcp-authz-spiffe-id";
+/// Envoy's MCP filter's metadata namespace.
+pub const MCP_FILTER_NAMESPACE: &str = "envoy.filters.http.mcp";
+/// Action of `GET` (opening the server's SSE stream).
+pub const STREAM_ACTION: &str = "session/stream";
+/// Action of `DELETE` (ending a session).
+pub const END_ACTION: &str = "session/end";
+
+/// The HTTP request Envoy asks about, whatever the wire format.
+#[derive(Debug, Default)]
+pub struct EnvoyRequest<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// Headers, every value kept (see [`Headers`]).
+    pub headers: Headers<'a>,
+    /// The body as Envoy forwarded it.
+    pub body: &'a [u8],
+    /// The MCP server id from the route, if any.
+    pub server: Option<&'a str>,
+    /// The caller's SPIFFE ID (mTLS peer) as Envoy proved it, if any.
+    pub spiffe_id: Option<&'a str>,
+    /// A SPIFFE ID the request asserts (the HTTP mode's `x-mcp-authz-spiffe-id`).
+    pub asserted_spiffe_id: Option<&'a str>,
+    /// Whether the request comes from the trusted caller.
+    pub caller: Option<CallerTrust>,
+    /// The caller's address, if known.
+    pub source_ip: Option<String>,
+    /// The metadata of Envoy's MCP filter, if present.
+    pub mcp_metadata: Option<Map<String, Value>>,
+    /// Trace context and request id, for the decision log.
+    pub meta: DecisionMeta,
+}
+
+/// What to tell Envoy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnvoyAnswer {
+    /// Let the request through.
+    Allow {
+        /// The decision id.
+        decision_id: String,
+        /// Headers to set on the upstream request.
+        set_headers: Vec<(&'static str, String)>,
+        /// Headers to remove from it (identity headers a client sent, with no verified value).
+        remove_headers: Vec<&'static str>,
+        /// The determining policies, for the access log.
+        policies: Vec<String>,
+    },
+    /// Answer the client instead: built from a [`Refusal`] by
+    /// [`Refusal::envoy_answer`].
+    Deny {
+        /// The decision id.
+        decision_id: String,
+        /// HTTP status: 400, 401 or 403.
+        status: u16,
+        /// Extra headers for the client (`WWW-Authenticate`).
+        headers: Vec<(&'static str, String)>,
+        /// A JSON-RPC error response.
+        body: String,
+    },
+}
+
+/// A request refused: why, the JSON-RPC id of the message the error answers, and
+/// the id of the policy decision that denied it (none: refused before any policy
+/// was asked, logged when answered).
+#[derive(Debug)]
+struct Refused {
+    refusal: Refusal,
+    id: Option<Value>,
+    decision_id: Option<String>,
+}
+
+/// Refuse the message `id` (if known) before any policy was asked.
+fn refuse(refusal: Refusal, id: Option<Value>) -> Box<Refused> {
+    Box::new(Refused {
+        refusal,
+        id,
+        decision_id: None,
+    })
+}
+
+/// Decide on the request Envoy describes. Requests refused before any policy was
+/// asked (malformed, unauthenticated) are counted and logged as denies too.
+pub async fn decide(
+    services: &Services,
+    request: EnvoyRequest<'_>,
+    interface: Interface,
+) -> EnvoyAnswer {
+    let meta = request.meta.clone();
+    match decide_request(services, request, interface).await {
+        Ok(answer) => answer,
+        Err(refused) => {
+            let Refused {
+                refusal,
+                id,
+                decision_id,
+            } = *refused;
+            let decision_id = decision_id.unwrap_or_else(|| {
+                refusal
+                    .record(&services.engine, interface, &meta)
+                    .decision_id
+            });
+            refusal.envoy_answer(id.as_ref(), decision_id)
+        }
+    }
+}
+
+async fn decide_request(
+    services: &Services,
+    request: EnvoyRequest<'_>,
+    interface: Interface,
+) -> Result<EnvoyAnswer, Box<Refused>> {
+    // One rule for every header before anything reads one.
+    if let Err(e) = request.headers.check() {
+        return Err(refuse(Refusal::invalid(e.to_string()), None));
+    }
+    let Some(server) = request.server.or(services.envoy_default_server.as_deref()) else {
+        return Err(refuse(
+            Refusal::invalid("no MCP server is configured for this route"),
+            None,
+        ));
+    };
+    let calls = calls_of(&request)?;
+    let request_id = calls.first().and_then(|c| c.id.clone());
+    let authorization = match request.headers.get("authorization") {
+        Ok(a) => a,
+        Err(e) => return Err(refuse(Refusal::invalid(e.to_string()), request_id)),
+    };
+    let bearer = match authorization {
+        Some(h) => match bearer_token_from_header(h) {
+            Ok(t) => Some(t),
+            Err(e) => return Err(refuse(Refusal::unauthenticated(&e), request_id)),
+        },
+        None => None,
+    };
+    let asserted = Asserted {
+        spiffe_id: request.asserted_spiffe_id.filter(|s| !s.is_empty()),
+        identity: None,
+    };
+    let credentials = match admit(asserted, request.caller.unwrap_or(CallerTrust::Untrusted)) {
+        Ok(admitted) if request.spiffe_id.is_none_or(str::is_empty) => {
+            Credentials::admitted(bearer, admitted)
+        }
+        Ok(_) => Credentials::proven(bearer, request.spiffe_id),
+        Err(e) => {
+            let reason = Reason::new(ReasonKind::Rejected, e.to_string());
+            return Err(refuse(Refusal::forbidden(reason), request_id));
+        }
+    };
+    // MCP's authorization: a request without credentials is told how to get them.
+    if credentials.is_empty() {
+        return Err(refuse(Refusal::no_credentials(), request_id));
+    }
+    let mut extra = Map::new();
+    if let Some(ip) = &request.source_ip {
+        extra.insert("request".into(), json!({ "source_ip": ip }));
+    }
+    let verdict = check_calls(
+        services,
+        interface,
+        credentials,
+        server,
+        calls,
+        &extra,
+        &request.meta,
+    )
+    .await;
+    let allowed = verdict.allowed();
+    let identity = match &verdict {
+        Verdict::Unauthenticated(e) => {
+            return Err(refuse(Refusal::unauthenticated(e), request_id));
+        }
+        Verdict::Decided { identity, .. } => identity,
+    };
+    let Some(deciding) = verdict.deciding() else {
+        return Err(refuse(
+            Refusal::invalid("the request holds no message"),
+            request_id,
+        ));
+    };
+    let decision = &deciding.outcome.decision;
+    let decision_id = deciding.outcome.decision_id.clone();
+    if !allowed {
+        return Err(Box::new(Refused {
+            refusal: Refusal::forbidden(decision.reason.clone()),
+            id: deciding.call.id.clone(),
+            decision_id: Some(decision_id),
+        }));
+    }
+    let mut set_headers = vec![(DECISION_ID_HEADER, decision_id.clone())];
+    let mut remove_headers = Vec::new();
+    for (name, value) in [
+        (USER_HEADER, &identity.user),
+        (APPLICATION_HEADER, &identity.application),
+    ] {
+        match value {
+            Some(v) => set_headers.push((name, v.clone())),
+            None => remove_headers.push(name),
+        }
+    }
+    let mut policies: Vec<String> = decision
+        .evaluations
+        .iter()
+        .flat_map(|e| e.policies.clone())
+        .collect();
+    policies.sort();
+    policies.dedup();
+    Ok(EnvoyAnswer::Allow {
+        decision_id,
+        set_headers,
+        remove_headers,
+        policies,
+    })
+}
+
+/// The MCP messages of the request, or why it is refused.
+fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<Refused>> {
+    match request.method.to_ascii_uppercase().as_str() {
+        "POST" => {}
+        "GET" => return Ok(vec![McpCall::on_server(STREAM_ACTION)]),
+        "DELETE" => return Ok(vec![McpCall::on_server(END_ACTION)]),
+        other => {
+            let other: String = other.chars().take(16).collect();
+            return Err(refuse(
+                Refusal::invalid(format!("HTTP method `{other}` is not used by MCP")),
+                None,
+            ));
+        }
+    }
+    let whole = request
+        .headers
+        .body_is_whole()
+        .map_err(|e| refuse(Refusal::invalid(e.to_string()), None))?;
+    if !whole {
+        return Err(refuse(
+            Refusal::invalid("the request body is larger than what can be authorized"),
+            None,
+        ));
+    }
+    let message =
+        parse_body(request.body).map_err(|e| refuse(Refusal::from(&e), e.id().cloned()))?;
+    let id = message.single().and_then(|c| c.id.clone());
+    let headers = McpHeaders::from_pairs(
+        request
+            .headers
+            .singles()
+            .filter(|(k, _)| k.starts_with("mcp-")),
+    )
+    .map_err(|e| refuse(Refusal::from(&e), id.clone()))?;
+    check_headers(&message, &headers).map_err(|e| refuse(Refusal::from(&e), id.clone()))?;
+    // Envoy's MCP filter read the same body: it must have seen the same method.
+    if let Some(meta) = &request.mcp_metadata
+        && let Some(seen) = meta.get("method").and_then(Value::as_str)
+        && let Some(call) = message.single()
+        && seen != call.method
+    {
+        return Err(refuse(
+            Refusal::invalid("the MCP filter and the body disagree on the method"),
+            id,
+        ));
+    }
+    Ok(message.calls)
+}

@@ -1,0 +1,382 @@
+use axum::http::StatusCode;
+use envoy_types::ext_authz::v3::pb::{Authorization as _, CheckRequest, HttpResponse};
+use envoy_types::pb::envoy::config::core::v3::HeaderMap as EnvoyHeaderMap;
+use envoy_types::pb::envoy::config::core::v3::HeaderValue as EnvoyHeader;
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Request as AttrRequest,
+};
+use tonic::Request;
+
+use super::*;
+use crate::api::services::Ready;
+
+/// A `CheckRequest` with `headers` (the map) and `header_map` entries
+/// (`(key, value, raw_value)`).
+fn check(headers: &[(&str, &str)], header_map: &[(&str, &str, &str)]) -> CheckRequest {
+    let http = HttpRequest {
+        method: "POST".into(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        header_map: (!header_map.is_empty()).then(|| EnvoyHeaderMap {
+            headers: header_map
+                .iter()
+                .map(|(k, v, raw)| EnvoyHeader {
+                    key: (*k).to_owned(),
+                    value: (*v).to_owned(),
+                    raw_value: raw.as_bytes().to_vec(),
+                })
+                .collect(),
+        }),
+        ..HttpRequest::default()
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(http),
+                ..AttrRequest::default()
+            }),
+            ..AttributeContext::default()
+        }),
+    }
+}
+
+/// Whether the body of `c` counts as whole; `Err` if its headers are refused.
+fn whole(c: &CheckRequest) -> Result<bool, HeaderError> {
+    let r = envoy_request(c);
+    r.headers.check()?;
+    r.headers.body_is_whole()
+}
+
+const MARKER: &str = PARTIAL_BODY_HEADER;
+
+#[test]
+fn only_one_false_marker_is_a_whole_body() {
+    // Whole: no marker, or exactly `false` once (from either field, or the same in both).
+    for c in [
+        check(&[], &[]),
+        check(&[(MARKER, "false")], &[]),
+        check(&[], &[(MARKER, "false", "")]),
+        check(&[], &[(MARKER, "", "false")]),
+        check(&[], &[(MARKER, "false", "false")]),
+        check(&[("X-Envoy-Auth-Partial-Body", "false")], &[]),
+        check(&[(MARKER, "false")], &[(MARKER, "", "false")]),
+    ] {
+        assert_eq!(whole(&c), Ok(true), "{c:?}");
+    }
+    // Partial: any other single value.
+    for v in [
+        "true",
+        " true",
+        "false,true",
+        "true,false",
+        "false,false",
+        " false",
+        "false ",
+        "FALSE",
+        "False",
+        "",
+        "0",
+        "no",
+        "false\t",
+        "fals",
+        "false;",
+        "\u{0}false",
+    ] {
+        assert_eq!(
+            whole(&check(&[(MARKER, v)], &[])),
+            Ok(false),
+            "headers `{v}`"
+        );
+        // An empty marker is a marker: partial.
+        assert_eq!(
+            whole(&check(&[], &[(MARKER, "", v)])),
+            Ok(false),
+            "raw `{v}`"
+        );
+        assert_eq!(
+            whole(&check(&[], &[(MARKER, v, "")])),
+            Ok(false),
+            "value `{v}`"
+        );
+    }
+    // Two markers: refused, whichever field holds which.
+    let conflicting = Err(HeaderError::Conflicting(MARKER.into()));
+    let repeated = Err(HeaderError::Repeated(MARKER.into()));
+    for (c, expected) in [
+        (
+            check(&[(MARKER, "true")], &[(MARKER, "", "false")]),
+            &conflicting,
+        ),
+        (
+            check(&[(MARKER, "false")], &[(MARKER, "", "true")]),
+            &conflicting,
+        ),
+        (
+            check(&[(MARKER, "false")], &[(MARKER, "true", "")]),
+            &conflicting,
+        ),
+        (
+            check(&[], &[(MARKER, "", "false"), (MARKER, "", "true")]),
+            &repeated,
+        ),
+        (
+            check(&[], &[(MARKER, "", "true"), (MARKER, "", "false")]),
+            &repeated,
+        ),
+        (
+            check(&[], &[(MARKER, "", "false"), (MARKER, "", "false")]),
+            &repeated,
+        ),
+        (check(&[], &[(MARKER, "false", "true")]), &repeated),
+        (
+            check(
+                &[],
+                &[
+                    (MARKER, "", "false"),
+                    ("X-ENVOY-AUTH-PARTIAL-BODY", "", "true"),
+                ],
+            ),
+            &repeated,
+        ),
+        (
+            check(
+                &[(MARKER, "false"), ("X-Envoy-Auth-Partial-Body", "true")],
+                &[],
+            ),
+            &repeated,
+        ),
+        (
+            check(
+                &[(MARKER, "false"), ("x-envoy-auth-partial-BODY", "false")],
+                &[],
+            ),
+            &repeated,
+        ),
+    ] {
+        assert_eq!(&whole(&c), expected, "{c:?}");
+    }
+}
+
+#[test]
+fn security_headers_are_read_once_or_refused() {
+    for name in [
+        "authorization",
+        "content-type",
+        "mcp-method",
+        "mcp-name",
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "mcp-anything-new",
+        "x-mcp-authz-server",
+        "x-mcp-authz-user",
+        "x-mcp-authz-application",
+        "x-mcp-authz-decision-id",
+        PARTIAL_BODY_HEADER,
+    ] {
+        assert!(is_security_header(name), "{name}");
+        let upper = name.to_ascii_uppercase();
+        let ok = |c: &CheckRequest| envoy_request(c).headers.check();
+        assert_eq!(ok(&check(&[(name, "a")], &[])), Ok(()));
+        assert_eq!(ok(&check(&[(&upper, "a")], &[])), Ok(()), "{upper}");
+        assert_eq!(ok(&check(&[(name, "a")], &[(name, "", "a")])), Ok(()));
+        let repeated = Err(HeaderError::Repeated(name.into()));
+        assert_eq!(
+            ok(&check(&[], &[(name, "", "a"), (name, "", "a")])),
+            repeated
+        );
+        assert_eq!(
+            ok(&check(&[], &[(name, "", "a"), (&upper, "", "b")])),
+            repeated
+        );
+        assert_eq!(ok(&check(&[(name, "a"), (&upper, "a")], &[])), repeated);
+        assert_eq!(
+            ok(&check(&[(name, "a")], &[(&upper, "", "b")])),
+            Err(HeaderError::Conflicting(name.into()))
+        );
+        // And read as refused, not as one of the values.
+        let c = check(&[], &[(name, "", "a"), (name, "", "b")]);
+        let r = envoy_request(&c);
+        assert!(r.headers.get(name).is_err());
+        assert!(r.headers.singles().all(|(k, _)| k != name));
+    }
+    // Headers no decision depends on may repeat; repeated, they are not read.
+    for name in ["accept", "traceparent", "x-request-id", "user-agent"] {
+        assert!(!is_security_header(name));
+        let c = check(&[], &[(name, "", "a"), (name, "", "b")]);
+        let r = envoy_request(&c);
+        assert_eq!(r.headers.check(), Ok(()));
+        assert_eq!(r.headers.get_lenient(name), None);
+    }
+}
+
+#[test]
+fn refusals_name_the_header_safely() {
+    let c = check(
+        &[],
+        &[("mcp-\u{1b}[31m`x", "", "a"), ("mcp-\u{1b}[31m`x", "", "b")],
+    );
+    let r = envoy_request(&c);
+    let message = r
+        .headers
+        .check()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert_eq!(
+        message,
+        "the header `mcp-\\u{1b}[31m\\u{60}x` is sent more than once"
+    );
+}
+
+/// A `CheckRequest` for `method` with `headers` and `body`, on the default server.
+fn envoy(method: &str, headers: &[(&str, &str)], body: &str) -> CheckRequest {
+    let mut c = check(headers, &[]);
+    if let Some(http) = c
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.method = method.into();
+        http.body = body.into();
+    }
+    c
+}
+
+/// The status, headers and body of the answer of `ExtAuthzGrpc::check`.
+async fn grpc_answer(
+    service: &ExtAuthzGrpc,
+    request: CheckRequest,
+) -> (i32, Option<i32>, Vec<(String, String)>, String) {
+    let response = service
+        .check(Request::new(request))
+        .await
+        .expect("an answer")
+        .into_inner();
+    let code = response.status.map_or(-1, |s| s.code);
+    let (status, headers, body) = match response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => (None, ok.headers, String::new()),
+        Some(HttpResponse::DeniedResponse(d)) => (d.status.map(|s| s.code), d.headers, d.body),
+        _ => (None, Vec::new(), String::new()),
+    };
+    let headers = headers
+        .into_iter()
+        .filter_map(|h| h.header)
+        .map(|h| (h.key, h.value))
+        .collect();
+    (code, status, headers, body)
+}
+
+#[tokio::test]
+async fn grpc_mode_allows_denies_and_refuses() {
+    use crate::api::test_support::{ready, token, tools_call};
+    let service = ExtAuthzGrpc::new(ready().await);
+    let bearer = format!("Bearer {}", token("alice", "corpassist"));
+    let auth = [("authorization", bearer.as_str())];
+
+    let (code, status, headers, _) =
+        grpc_answer(&service, envoy("POST", &auth, &tools_call("get_document"))).await;
+    assert_eq!((code, status), (tonic::Code::Ok as i32, None));
+    assert!(headers.contains(&(USER_HEADER.to_owned(), "alice".to_owned())));
+
+    let (code, status, _, body) = grpc_answer(
+        &service,
+        envoy("POST", &auth, &tools_call("delete_document")),
+    )
+    .await;
+    assert_eq!(
+        (code, status),
+        (tonic::Code::PermissionDenied as i32, Some(403))
+    );
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        (&body["id"], &body["error"]["code"]),
+        (&json!(7), &json!(-32003))
+    );
+
+    let (code, status, headers, body) =
+        grpc_answer(&service, envoy("POST", &[], &tools_call("get_document"))).await;
+    assert_eq!(
+        (code, status),
+        (tonic::Code::Unauthenticated as i32, Some(401))
+    );
+    assert!(headers.contains(&(
+        "www-authenticate".to_owned(),
+        "Bearer realm=\"mcp-authz\"".to_owned()
+    )));
+    assert_eq!(
+        body,
+        r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32001,"message":"unauthenticated: a bearer token is required"}}"#
+    );
+
+    let (code, status, headers, body) = grpc_answer(&service, envoy("PUT", &auth, "")).await;
+    assert_eq!(
+        (code, status),
+        (tonic::Code::InvalidArgument as i32, Some(400))
+    );
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == DECISION_ID_HEADER && !v.is_empty())
+    );
+    assert_eq!(
+        body,
+        r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"HTTP method `PUT` is not used by MCP"}}"#
+    );
+
+    // GET: the server's stream, decided as `session/stream` on the server.
+    let (_, status, _, _) = grpc_answer(&service, envoy("GET", &auth, "")).await;
+    assert!(matches!(status, None | Some(403)), "decided, not refused");
+
+    let status = ExtAuthzGrpc::new(Ready::new())
+        .check(Request::new(envoy("POST", &auth, "")))
+        .await
+        .expect_err("not ready");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+}
+
+#[tokio::test]
+async fn http_mode_answers_with_the_same_refusals() {
+    use crate::api::test_support::{ready, tools_call};
+    use tower::ServiceExt as _;
+    let post = |body: String| {
+        axum::http::Request::builder()
+            .method("POST")
+            .uri("/ext_authz/mcp")
+            .body(axum::body::Body::from(body))
+            .expect("request")
+    };
+    let response = http_router(ready().await)
+        .oneshot(post(tools_call("get_document")))
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer realm=\"mcp-authz\"")
+    );
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let body: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(body["error"]["code"], json!(-32001));
+
+    let response = http_router(Ready::new())
+        .oneshot(post(String::new()))
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
