@@ -1,7 +1,7 @@
 //! OpenID AuthZEN Authorization API 1.0: the wire model, its mapping to a
-//! [`DecisionRequest`](crate::authz::DecisionRequest), batches and searches. Transport-free (the HTTP binding is
-//! in [`super::http`]); every decision is made by [`Engine::decide`] (a mapping that
-//! ends in a deny by [`Engine::reject`]).
+//! [`DecisionRequest`](crate::authz::DecisionRequest), batches and searches.
+//! Transport-free (the HTTP binding is in [`super::http`]); every decision is made by
+//! [`Engine::decide`] (a mapping that ends in a deny by [`Engine::reject`]).
 //!
 //! # Mapping
 //!
@@ -54,6 +54,8 @@
 mod batch;
 mod map;
 mod search;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 pub use batch::{BatchResult, Semantic, evaluate_batch, semantic};
