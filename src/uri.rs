@@ -814,13 +814,22 @@ fn has_double_encoding(s: &str) -> bool {
     )
 }
 
-/// A URI, shown in a message: at most 64 characters, `…` where cut.
+/// How many characters of caller-supplied text a message shows.
+pub const SHOWN_CHARS: usize = 64;
+
+/// Caller-supplied text (a URI, a key, a header name, a method) as an error message
+/// shows it: at most [`SHOWN_CHARS`] characters, `…` where cut; control characters,
+/// invisible ones (bidirectional overrides, zero-width characters) and backticks
+/// escaped as `\u{..}`, so that it cannot break the backticks it is quoted in, nor
+/// a terminal or a log line. Every layer above this leaf uses it (`authz` keeps its
+/// own, as it imports only `policy`; `identity` keeps its ASCII-only one for
+/// `WWW-Authenticate`).
 pub struct Shown<'a>(pub &'a str);
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut chars = self.0.chars();
-        for c in chars.by_ref().take(64) {
+        for c in chars.by_ref().take(SHOWN_CHARS) {
             if c.is_control() || c == '`' || invisible(c) {
                 write!(f, "{}", c.escape_unicode())?;
             } else {

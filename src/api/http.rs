@@ -52,6 +52,7 @@ use crate::mcp::json::JsonFault;
 use crate::policy::ReloadOutcome;
 use crate::telemetry::TraceContext;
 use crate::telemetry::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+use crate::uri::Shown;
 
 const ADMIN_REALM: &str = "mcp-authz-admin";
 
@@ -269,28 +270,12 @@ pub fn read_json_object(
         Ok(_) => Err(BodyError::NotAnObject),
         Err(JsonFault::Syntax(m)) => Err(BodyError::Syntax(m)),
         Err(JsonFault::TooDeep) => Err(BodyError::TooDeep),
-        Err(JsonFault::DuplicateKey(k)) => Err(BodyError::DuplicateKey(shown(&k))),
-        Err(JsonFault::CaseVariantKeys(a, b)) => {
-            Err(BodyError::CaseVariantKeys(shown(&a), shown(&b)))
-        }
+        Err(JsonFault::DuplicateKey(k)) => Err(BodyError::DuplicateKey(Shown(&k).to_string())),
+        Err(JsonFault::CaseVariantKeys(a, b)) => Err(BodyError::CaseVariantKeys(
+            Shown(&a).to_string(),
+            Shown(&b).to_string(),
+        )),
     }
-}
-
-/// A key for a message: at most 64 characters, control characters and backticks escaped.
-fn shown(key: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in key.chars().enumerate() {
-        if i == 64 {
-            out.push('…');
-            break;
-        }
-        if c.is_control() || c == '`' {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The one value of a header the request is decided on: a repeated one is refused

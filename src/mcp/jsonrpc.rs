@@ -64,7 +64,7 @@ use cedar_policy::EntityUid;
 use serde_json::{Map, Value};
 
 use super::json::{self, JsonFault};
-use super::uri::{self, UriError};
+use super::uri::{self, Shown, UriError};
 use super::{Kind, Target, action, qualified_id, target_of};
 use crate::authz::DecisionRequest;
 
@@ -81,8 +81,7 @@ pub const MAX_METHOD_BYTES: usize = 256;
 pub const MAX_NAME_BYTES: usize = 1024;
 /// The longest resource URI or URI template, in bytes (8 KiB), as given and in normal form.
 pub const MAX_URI_BYTES: usize = uri::MAX_URI_BYTES;
-/// How many characters of user input an error message shows.
-pub const SHOWN_CHARS: usize = 64;
+pub use crate::uri::SHOWN_CHARS;
 
 /// The action of a JSON-RPC response sent by the client (to `sampling/createMessage`,
 /// `elicitation/create`, `roots/list`, ...): `Mcp::Action::"jsonrpc/response"`, on the
@@ -514,27 +513,6 @@ impl fmt::Display for Problem {
             }
             Problem::Uri(e) => write!(f, "is refused: {e}"),
         }
-    }
-}
-
-/// User input in a message: at most [`SHOWN_CHARS`] characters, control
-/// characters, quotes and backslashes escaped, `…` where cut.
-struct Shown<'a>(&'a str);
-
-impl fmt::Display for Shown<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut chars = self.0.chars();
-        for c in chars.by_ref().take(SHOWN_CHARS) {
-            if c.is_control() || c == '`' {
-                write!(f, "{}", c.escape_unicode())?;
-            } else {
-                write!(f, "{c}")?;
-            }
-        }
-        if chars.next().is_some() {
-            f.write_str("…")?;
-        }
-        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::json::{JsonFault, fold, parse};
 use super::jsonrpc::{MAX_DEPTH, McpCall, parse_body, request_message};
+use crate::uri::Shown;
 
 /// A list method: the array of its result, the key naming an entry, and the
 /// method that uses an entry.
@@ -63,7 +64,7 @@ impl ListKind {
 
     /// The list method `method`, or why it is not one (safe to show the caller).
     pub fn named(method: &str) -> Result<Self, String> {
-        Self::of(method).ok_or_else(|| format!("`{}` is not a list method", shown(method)))
+        Self::of(method).ok_or_else(|| format!("`{}` is not a list method", Shown(method)))
     }
 
     /// The call that uses the entry `name` of this list, validated like any MCP
@@ -171,13 +172,13 @@ pub fn read_list_result(bytes: &[u8], kind: ListKind) -> Result<ListResult, Stri
         JsonFault::DuplicateKey(k) => {
             format!(
                 "the list result has the key `{}` twice in one object",
-                shown(&k)
+                Shown(&k)
             )
         }
         JsonFault::CaseVariantKeys(a, b) => format!(
             "the list result has the keys `{}` and `{}`, which differ only in case",
-            shown(&a),
-            shown(&b)
+            Shown(&a),
+            Shown(&b)
         ),
     })?;
     let Value::Object(top) = &json else {
@@ -193,7 +194,7 @@ pub fn read_list_result(bytes: &[u8], kind: ListKind) -> Result<ListResult, Stri
         if let Some(k) = top.keys().find(|k| !RESPONSE_MEMBERS.contains(&k.as_str())) {
             return Err(format!(
                 "the list response has the unexpected member `{}`",
-                shown(k)
+                Shown(k)
             ));
         }
         if top.get("jsonrpc") != Some(&json!("2.0")) {
@@ -219,7 +220,7 @@ pub fn read_list_result(bytes: &[u8], kind: ListKind) -> Result<ListResult, Stri
             return Err(format!(
                 "the `{}` result has the member `{}` beside `{}`: a list result holds one list",
                 kind.method,
-                shown(k),
+                Shown(k),
                 kind.array,
             ));
         }
@@ -276,20 +277,6 @@ pub fn read_list_result(bytes: &[u8], kind: ListKind) -> Result<ListResult, Stri
         in_response,
         names,
     })
-}
-
-/// A caller's text in a message: at most 64 characters, control characters escaped.
-fn shown(s: &str) -> String {
-    s.chars()
-        .take(64)
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

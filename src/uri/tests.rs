@@ -528,3 +528,19 @@ proptest! {
         prop_assert_eq!(normalize(&shouted), expected, "{}", shouted);
     }
 }
+
+#[test]
+fn shown_text_is_cut_and_escaped() {
+    let shown = |s: &str| Shown(s).to_string();
+    assert_eq!(shown("docs://a b/é"), "docs://a b/é");
+    // Control characters, backticks and invisible characters are escaped.
+    assert_eq!(
+        shown("a\n`b`\u{1b}[31m"),
+        "a\\u{a}\\u{60}b\\u{60}\\u{1b}[31m"
+    );
+    assert_eq!(shown("ab\u{202E}cd\u{200B}"), "ab\\u{202e}cd\\u{200b}");
+    // At most `SHOWN_CHARS` characters of the input, `…` where cut.
+    let exact = "x".repeat(SHOWN_CHARS);
+    assert_eq!(shown(&exact), exact);
+    assert_eq!(shown(&format!("{exact}y")), format!("{exact}…"));
+}

@@ -12,6 +12,7 @@ use super::{bad, decide};
 use crate::api::refusal::Refusal;
 use crate::authz::{DecisionMeta, Engine, Interface};
 use crate::identity::Identity;
+use crate::uri::Shown;
 
 /// A failed batch item: a deny, with the refusal's HTTP status and message.
 fn item_error(refusal: &Refusal) -> Value {
@@ -45,7 +46,7 @@ pub fn semantic(body: &Map<String, Value>) -> Result<Semantic, Refusal> {
             "permit_on_first_permit" => Ok(Semantic::PermitOnFirstPermit),
             other => Err(bad(format!(
                 "`options.evaluations_semantic` `{}` is not `execute_all`, `deny_on_first_deny` or `permit_on_first_permit`",
-                other.chars().take(64).collect::<String>()
+                Shown(other)
             ))),
         },
         Some(_) => Err(bad("`options.evaluations_semantic` must be a string")),

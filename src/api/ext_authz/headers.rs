@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::PARTIAL_BODY_HEADER;
+use crate::uri::Shown;
 
 /// Where a header value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,10 +81,10 @@ impl<'a> Headers<'a> {
         };
         for (i, (source, value)) in values.iter().enumerate().skip(1) {
             if values.iter().take(i).any(|(s, _)| s == source) {
-                return Err(HeaderError::Repeated(shown(name)));
+                return Err(HeaderError::Repeated(Shown(name).to_string()));
             }
             if value != first {
-                return Err(HeaderError::Conflicting(shown(name)));
+                return Err(HeaderError::Conflicting(Shown(name).to_string()));
             }
         }
         Ok(Some(first.as_ref()))
@@ -129,23 +130,6 @@ impl<'a> Headers<'a> {
             .keys()
             .filter_map(|k| Some((k.as_ref(), self.get(k).ok().flatten()?)))
     }
-}
-
-/// A header name for a message: at most 64 characters, anything but visible ASCII escaped.
-fn shown(name: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if i == 64 {
-            out.push('…');
-            break;
-        }
-        if c.is_ascii_graphic() && c != '`' {
-            out.push(c);
-        } else {
-            out.extend(c.escape_unicode());
-        }
-    }
-    out
 }
 
 /// `name` in lower case, copied only if it is not already.

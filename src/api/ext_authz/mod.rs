@@ -47,6 +47,7 @@ use super::services::Services;
 use crate::authz::{DecisionMeta, Interface, Reason, ReasonKind};
 use crate::identity::bearer_token_from_header;
 use crate::mcp::jsonrpc::{McpCall, McpHeaders, check_headers, parse_body};
+use crate::uri::Shown;
 
 /// Header carrying the decision id to the MCP server.
 pub const DECISION_ID_HEADER: &str = "x-mcp-authz-decision-id";
@@ -282,9 +283,13 @@ fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<Refused>> {
         "GET" => return Ok(vec![McpCall::on_server(STREAM_ACTION)]),
         "DELETE" => return Ok(vec![McpCall::on_server(END_ACTION)]),
         other => {
+            // A method is a short token: 16 characters say which one it was.
             let other: String = other.chars().take(16).collect();
             return Err(refuse(
-                Refusal::invalid(format!("HTTP method `{other}` is not used by MCP")),
+                Refusal::invalid(format!(
+                    "HTTP method `{}` is not used by MCP",
+                    Shown(&other)
+                )),
                 None,
             ));
         }
