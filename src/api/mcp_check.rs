@@ -28,6 +28,7 @@ use super::services::{Services, secret_matches};
 use crate::authz::{DecisionMeta, DecisionRequest, Engine, Interface, Outcome};
 use crate::identity::{AuthnError, Identity, IdentityInput, Resolver, TrustedIdentity};
 use crate::mcp::jsonrpc::McpCall;
+use crate::policy::Snapshot;
 use crate::policy::reads_as;
 use crate::telemetry::TraceContext;
 
@@ -220,16 +221,16 @@ pub async fn check_calls(
         Ok(i) => i,
         Err(e) => return Verdict::Unauthenticated(e),
     };
+    // Every message of the request is decided on one snapshot.
+    let snapshot = services.engine.snapshot();
     let calls = if calls.len() <= 1 {
-        decide_calls(
-            &services.engine,
+        let on = Deciding {
+            engine: &services.engine,
+            snapshot: &snapshot,
             interface,
-            &identity,
-            server,
-            calls,
-            extra_context,
             meta,
-        )
+        };
+        decide_calls(on, &identity, server, calls, extra_context)
     } else {
         let engine = services.engine.clone();
         let (identity, server, extra, meta) = (
@@ -239,7 +240,13 @@ pub async fn check_calls(
             meta.clone(),
         );
         off_workers(move || {
-            decide_calls(&engine, interface, &identity, &server, calls, &extra, &meta)
+            let on = Deciding {
+                engine: &engine,
+                snapshot: &snapshot,
+                interface,
+                meta: &meta,
+            };
+            decide_calls(on, &identity, &server, calls, &extra)
         })
         .await
         .unwrap_or_default()
@@ -250,26 +257,44 @@ pub async fn check_calls(
     }
 }
 
-/// Decide every message of a request, in order, on the calling thread.
+/// A request being decided: the engine, the one snapshot every message of the
+/// request (and every check of a batch) is decided on, the interface and the
+/// caller's metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Deciding<'a> {
+    /// The engine.
+    pub engine: &'a Engine,
+    /// The snapshot taken once for the whole request.
+    pub snapshot: &'a Snapshot,
+    /// The interface the request came in through.
+    pub interface: Interface,
+    /// The caller's trace context and request id.
+    pub meta: &'a DecisionMeta,
+}
+
+/// Decide every message of a request, in order, on the calling thread, on the
+/// request's one snapshot.
 pub fn decide_calls(
-    engine: &Engine,
-    interface: Interface,
+    on: Deciding<'_>,
     identity: &Identity,
     server: &str,
     calls: Vec<McpCall>,
     extra_context: &Map<String, Value>,
-    meta: &DecisionMeta,
 ) -> Vec<CallOutcome> {
+    let Deciding {
+        engine,
+        snapshot,
+        interface,
+        meta,
+    } = on;
     let refusal = caller_context_refusal(extra_context);
-    // Every message of the request is decided on one snapshot.
-    let snapshot = engine.snapshot();
     calls
         .into_iter()
         .map(|call| {
             let request = request_for(&call, server, identity, extra_context);
             let outcome = match &refusal {
-                Some(reason) => engine.reject(&snapshot, interface, reason.clone(), meta),
-                None => engine.decide(&snapshot, interface, &request, meta),
+                Some(reason) => engine.reject(snapshot, interface, reason.clone(), meta),
+                None => engine.decide(snapshot, interface, &request, meta),
             };
             CallOutcome {
                 call,

@@ -36,6 +36,14 @@ pub async fn ready() -> Ready {
 
 /// The services of [`ready`].
 pub async fn services() -> Services {
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let store = Arc::new(PolicyStore::open(&policies).expect("reference policies"));
+    let telemetry = Arc::new(Telemetry::default());
+    services_with(Engine::with_recorder(store, telemetry.clone()), telemetry).await
+}
+
+/// The services of [`ready`] deciding with `engine` (which records into `telemetry`).
+pub async fn services_with(engine: Engine, telemetry: Arc<Telemetry>) -> Services {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut jwk =
         serde_json::to_value(Jwk::from_encoding_key(&key(), Algorithm::ES256).expect("jwk"))
@@ -53,10 +61,6 @@ pub async fn services() -> Services {
         ..IdentityConfig::default()
     };
     let resolver = Resolver::new(&config, dir.path()).await.expect("resolver");
-    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let store = Arc::new(PolicyStore::open(&policies).expect("reference policies"));
-    let telemetry = Arc::new(Telemetry::default());
-    let engine = Engine::with_recorder(store, telemetry.clone());
     Services {
         envoy_default_server: Some("docs".into()),
         ..Services::new(engine, telemetry, resolver)
@@ -88,4 +92,57 @@ pub fn token(user: &str, application: &str) -> String {
 pub fn tools_call(tool: &str) -> String {
     json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": tool, "arguments": {} } })
         .to_string()
+}
+
+/// A recorder that, at the first decision it hears of, makes the policy directory
+/// forbid everything and reloads it: what a reload in the middle of a batch does.
+#[derive(Debug)]
+struct ReloadOnFirstDecision {
+    store: std::sync::OnceLock<Arc<PolicyStore>>,
+    dir: std::path::PathBuf,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl crate::authz::Recorder for ReloadOnFirstDecision {
+    fn decided(&self, _: crate::authz::Decided<'_>) {
+        if self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        std::fs::write(
+            self.dir.join("zz-forbid-all.cedar"),
+            "@id(\"forbid-all\")\nforbid (principal, action, resource);\n",
+        )
+        .expect("write");
+        let store = self.store.get().expect("store");
+        assert!(matches!(
+            store.reload(false),
+            crate::policy::ReloadOutcome::Reloaded { .. }
+        ));
+    }
+
+    fn cache_lookup(&self, _: bool) {}
+}
+
+/// Services on a copy of the reference policies whose engine, at its first
+/// decision, makes the copy forbid everything and reloads it (generation 1 -> 2):
+/// the temporary directory, the store and the services.
+pub async fn reloading_after_first_decision() -> (tempfile::TempDir, Arc<PolicyStore>, Services) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for entry in std::fs::read_dir(&reference).expect("policies") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+    let store = Arc::new(PolicyStore::open(dir.path()).expect("policies"));
+    let recorder = Arc::new(ReloadOnFirstDecision {
+        store: std::sync::OnceLock::new(),
+        dir: dir.path().to_owned(),
+        done: false.into(),
+    });
+    let _ = recorder.store.set(Arc::clone(&store));
+    let engine = Engine::with_recorder(Arc::clone(&store), recorder);
+    let services = services_with(engine, Arc::new(Telemetry::default())).await;
+    (dir, store, services)
 }

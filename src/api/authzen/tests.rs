@@ -202,3 +202,34 @@ async fn search_pages_go_on_from_their_token() {
         "`page.limit` differs from the request that returned the token"
     );
 }
+
+#[tokio::test]
+async fn a_batch_is_decided_on_one_snapshot_even_across_a_reload() {
+    let (_dir, store, services) = crate::api::test_support::reloading_after_first_decision().await;
+    let meta = DecisionMeta::default();
+    let mut body = alice_calls("get_document");
+    body["evaluations"] =
+        json!([{}, {}, { "resource": { "type": "tool", "id": "docs/search_documents" } }]);
+    let body = object(body);
+    match evaluate_batch(&services.engine, &body, None, &meta, 3) {
+        Ok(BatchResult::Batch(json, ids)) => {
+            assert_eq!(
+                json,
+                json!({ "evaluations": [{ "decision": true }, { "decision": true }, { "decision": true }] }),
+                "decided on the snapshot the batch started with"
+            );
+            assert_eq!(ids.len(), 3);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.snapshot().generation, 2, "the reload happened");
+    let next = decide(
+        &services.engine,
+        &store.snapshot(),
+        &parse_evaluation(&object(alice_calls("get_document"))).expect("evaluation"),
+        None,
+        &meta,
+    )
+    .expect("an outcome");
+    assert!(!next.decision.allow);
+}

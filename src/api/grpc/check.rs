@@ -6,7 +6,7 @@ use tonic::Status;
 
 use super::caller::Who;
 use super::{refuse_call, refused};
-use crate::api::mcp_check::{CallOutcome, Verdict, decide_calls};
+use crate::api::mcp_check::{CallOutcome, Deciding, Verdict, decide_calls};
 use crate::api::pbjson::struct_to_json;
 use crate::api::proto::v1::{
     self as pb, CheckRequest, CheckResponse, DenyKind, Semantic, check_request,
@@ -15,6 +15,7 @@ use crate::api::refusal::Refusal;
 use crate::authz::{Decision, DecisionMeta, Engine, Interface, Role};
 use crate::identity::Identity;
 use crate::mcp::jsonrpc::{McpCall, McpHeaders, check_headers, parse_body, request_message};
+use crate::policy::Snapshot;
 
 /// A check whose identity is proven and whose messages are parsed.
 pub(super) struct ReadyCheck {
@@ -87,20 +88,25 @@ fn message_from_fields(m: &pb::McpRequest) -> Result<Vec<u8>, Refusal> {
         .map_err(|e| Refusal::invalid(format!("cannot encode the request: {e}")))
 }
 
-/// Decide every message of a ready check.
+/// Decide every message of a ready check on `snapshot` (a batch's checks share one).
 pub(super) fn decide_ready(
     engine: &Engine,
+    snapshot: &Snapshot,
     meta: &DecisionMeta,
     ready: ReadyCheck,
 ) -> CheckResponse {
-    let calls = decide_calls(
+    let on = Deciding {
         engine,
-        Interface::Grpc,
+        snapshot,
+        interface: Interface::Grpc,
+        meta,
+    };
+    let calls = decide_calls(
+        on,
         &ready.identity,
         &ready.server,
         ready.calls,
         &ready.extra,
-        meta,
     );
     let verdict = Verdict::Decided {
         identity: Box::new(ready.identity),
@@ -158,10 +164,12 @@ pub(super) fn decide_batch(
             )),
         ));
     }
+    // Every check of the batch is decided on one snapshot.
+    let snapshot = engine.snapshot();
     let mut results = Vec::with_capacity(parsed.len());
     for check in parsed {
         let result = match check {
-            Ok(ready) => decide_ready(engine, meta, ready),
+            Ok(ready) => decide_ready(engine, &snapshot, meta, ready),
             Err(refusal) => refused(engine, meta, &refusal),
         };
         let stop = match semantic {

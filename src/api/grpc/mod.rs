@@ -94,13 +94,19 @@ impl Authorizer for GatewayApi {
                 Ok(ready) => ready,
                 Err(refusal) => return Ok(refused(&services.engine, &caller.meta, &refusal)),
             };
+            let snapshot = services.engine.snapshot();
             if ready.calls.len() <= 1 {
-                return Ok(decide_ready(&services.engine, &caller.meta, ready));
+                return Ok(decide_ready(
+                    &services.engine,
+                    &snapshot,
+                    &caller.meta,
+                    ready,
+                ));
             }
             // A JSON-RPC batch: many decisions, off the async workers.
             let engine = services.engine.clone();
             let meta = caller.meta.clone();
-            off_workers(move || decide_ready(&engine, &meta, ready))
+            off_workers(move || decide_ready(&engine, &snapshot, &meta, ready))
                 .await
                 .ok_or_else(|| Status::from(Refusal::internal("the request could not be decided")))
         }

@@ -157,3 +157,44 @@ async fn filter_list_hides_what_would_be_denied() {
         Some("`tools/call` is not a list method".to_owned())
     );
 }
+
+#[tokio::test]
+async fn a_batch_is_decided_on_one_snapshot_even_across_a_reload() {
+    let (_dir, store, services) = crate::api::test_support::reloading_after_first_decision().await;
+    let api = GatewayApi::new(Ready::with(services));
+    let alice = token("alice", "corpassist");
+
+    // Three checks, and a JSON-RPC batch of two messages in one check.
+    let two = format!(
+        "[{},{}]",
+        tools_call("get_document"),
+        tools_call("search_documents")
+    );
+    let batch = BatchCheckRequest {
+        checks: vec![
+            check(&alice, &tools_call("get_document")),
+            check(&alice, &tools_call("get_document")),
+            check(&alice, &two),
+        ],
+        ..BatchCheckRequest::default()
+    };
+    let results = api
+        .batch_check(Request::new(batch))
+        .await
+        .expect("answers")
+        .into_inner()
+        .results;
+    assert_eq!(store.snapshot().generation, 2, "the reload happened");
+    assert_eq!(results.len(), 3);
+    for r in &results {
+        assert!(
+            r.allowed,
+            "decided on the snapshot the batch started with: {r:?}"
+        );
+        assert_eq!(r.policy_generation, 1, "{r:?}");
+    }
+    // The next request sees the new snapshot.
+    let after = answer(&api, check(&alice, &tools_call("get_document"))).await;
+    assert!(!after.allowed);
+    assert_eq!(after.policy_generation, 2);
+}
