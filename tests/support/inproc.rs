@@ -405,11 +405,6 @@ impl Service {
             .port()
     }
 
-    /// `GET` on the HTTP listener: status and body (`None`: no answer).
-    pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        super::http::get(&self.http, path)
-    }
-
     /// Its log so far, line by line.
     pub fn log(&self) -> Vec<String> {
         self.log_text().lines().map(str::to_owned).collect()
