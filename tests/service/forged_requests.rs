@@ -1,5 +1,5 @@
 //! Requests that try to say what only the service may say, over every interface
-//! of a running `mcp-authz serve` (the gateway's gRPC API, Envoy ext_authz over
+//! of the running service (in-process: the gateway's gRPC API, Envoy ext_authz over
 //! gRPC and HTTP) and the CLI: service-filled context attributes in the request's
 //! own context, a user without an application, and argument names that read as
 //! declared ones. AuthZEN is covered in `authzen_mcp`.
@@ -10,7 +10,8 @@ use mcp_authz::api::proto::v1::{
 use serde_json::{Value, json};
 
 use crate::support::gateway::{self, bearer, pb_struct, trusted};
-use crate::support::process::{Server, bin, run, text};
+use crate::support::inproc::Service;
+use crate::support::process::{bin, run, text};
 use crate::support::tokens::TestKey;
 use crate::support::{config, envoy, http, reference_policies};
 
@@ -30,10 +31,10 @@ const MAX_RESULTS_ALIASES: &[&str] = &[
 struct Setup {
     dir: tempfile::TempDir,
     key: TestKey,
-    server: Server,
+    server: Service,
 }
 
-/// `serve` with a token issuer with test keys, the gateway's caller secret, and
+/// The service (in-process) with a token issuer with test keys, the gateway's caller secret, and
 /// `extra` TOML (top-level keys or whole sections).
 fn start(extra: &str) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -46,10 +47,7 @@ fn start(extra: &str) -> Setup {
             &config::test_issuer(dir.path(), &key),
         ],
     );
-    let server = Server::start(
-        &["--config", config.to_str().expect("utf-8")],
-        &reference_policies(),
-    );
+    let server = Service::start(&reference_policies(), Some(&config));
     Setup { dir, key, server }
 }
 

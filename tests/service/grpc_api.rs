@@ -1,5 +1,5 @@
-//! The gateway's gRPC API against `mcp-authz serve` on ephemeral ports, with a
-//! real tonic client.
+//! The gateway's gRPC API against the service started in-process on ephemeral
+//! ports (`support::inproc::Service`), with a real tonic client.
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,16 +13,16 @@ use prost_types::{Struct, Value as PbValue, value::Kind};
 use tonic::transport::Channel;
 
 use crate::support::gateway::{CALLER_SECRET, channel, client, parsed, spiffe, trusted, verified};
-use crate::support::process::{Serve, Server};
+use crate::support::inproc::{Launch, Service};
 use crate::support::tokens::demo_token as token;
 use crate::support::{self, config, envoy, http, reference_policies};
 
 struct Setup {
     _dir: tempfile::TempDir,
-    server: Server,
+    server: Service,
 }
 
-/// `serve` with a config with the demo issuer and a trusted caller secret.
+/// The service with a config with the demo issuer and a trusted caller secret.
 fn start() -> Setup {
     start_with("", "")
 }
@@ -470,7 +470,7 @@ async fn health_is_not_serving_until_the_policies_are_loaded() {
         ));
     }
     std::fs::write(dir.path().join("generated.cedar"), text).expect("write");
-    let server = Serve::new(dir.path()).listening().start();
+    let server = Launch::new(dir.path()).listening().start();
     let mut health = HealthClient::new(channel(&server.grpc).await);
     let status = |service: &str| HealthCheckRequest {
         service: service.into(),
@@ -532,7 +532,7 @@ async fn health_is_not_serving_until_the_policies_are_loaded() {
     assert_eq!(ready, (200, "ready\n".to_owned()));
 }
 
-/// `serve` with a config with a trusted caller secret and the demo issuer, more
+/// The service with a config with a trusted caller secret and the demo issuer, more
 /// `[grpc]` settings, and more sections.
 fn start_with(grpc: &str, sections: &str) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -544,10 +544,7 @@ fn start_with(grpc: &str, sections: &str) -> Setup {
             sections,
         ],
     );
-    let server = Server::start(
-        &["--config", config.to_str().expect("utf-8")],
-        &reference_policies(),
-    );
+    let server = Service::start(&reference_policies(), Some(&config));
     Setup { _dir: dir, server }
 }
 

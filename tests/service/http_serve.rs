@@ -1,11 +1,13 @@
-//! `mcp-authz serve` over real sockets: AuthZEN, a live reload seen over HTTP, the
-//! admin listener, metrics and the decision log file.
+//! The service over real sockets (in-process, `support::inproc::Service`): AuthZEN, a
+//! live reload seen over HTTP, the admin listener, metrics and the decision log file;
+//! and `mcp-authz serve` refusing an unusable setting before it binds.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::process::{self, Server};
+use crate::support::inproc::{Launch, Service};
+use crate::support::process;
 use crate::support::{SUMMARIZER_GRANT, copy_of_reference, http, poll, reference_policies};
 
 fn summarizer_gets_document() -> Value {
@@ -17,7 +19,7 @@ fn summarizer_gets_document() -> Value {
     })
 }
 
-fn decide(server: &Server) -> Option<bool> {
+fn decide(server: &Service) -> Option<bool> {
     let (status, body) = http::post_json(
         &server.http,
         "/access/v1/evaluation",
@@ -27,13 +29,13 @@ fn decide(server: &Server) -> Option<bool> {
     body["decision"].as_bool()
 }
 
-fn policies(server: &Server) -> Value {
+fn policies(server: &Service) -> Value {
     let (status, body) = http::get(&server.admin, "/v1/policies").expect("policies");
     assert_eq!(status, 200);
     serde_json::from_str(&body).expect("json")
 }
 
-fn metric(server: &Server, line_start: &str) -> Option<String> {
+fn metric(server: &Service, line_start: &str) -> Option<String> {
     let (_, text) = http::get(&server.http, "/metrics")?;
     text.lines()
         .find(|l| l.starts_with(line_start))
@@ -50,11 +52,7 @@ fn a_live_reload_changes_the_answers_and_a_broken_edit_keeps_them() {
         "[decision_log]\nfile = \"decisions.jsonl\"\ninclude_arguments = true\n",
     )
     .expect("write");
-    let config_arg = config.display().to_string();
-    let server = Server::start(
-        &["--admin-listen", "127.0.0.1:0", "--config", &config_arg],
-        dir.path(),
-    );
+    let server = Launch::new(dir.path()).admin().config(&config).start();
     assert_eq!(decide(&server), Some(false));
     assert_eq!(
         metric(&server, "mcp_authz_policy_generation "),
@@ -151,7 +149,7 @@ fn a_live_reload_changes_the_answers_and_a_broken_edit_keeps_them() {
 
 #[test]
 fn authzen_endpoints_on_the_socket() {
-    let server = Server::start(&[], &reference_policies());
+    let server = Service::start(&reference_policies(), None);
     let (status, headers, body) = http::request(
         &server.http,
         "GET",

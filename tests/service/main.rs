@@ -1,7 +1,9 @@
 //! The integration tests of mcp-authz that need no Python: the service in-process (its
-//! routers and adapters driven without a socket), `mcp-authz serve` as a process on
-//! ephemeral ports of 127.0.0.1, the CLI, identity, policies, the decision cache and the
-//! fuzz targets' smoke run. One binary: linking is most of the time of the tests.
+//! routers and adapters driven without a socket, and the whole service through the
+//! composition root on ephemeral ports of 127.0.0.1), `mcp-authz serve` as a process
+//! where the process is the subject (signals, exit codes, its log and log format,
+//! descriptor limits), the CLI, identity, policies, the decision cache and the fuzz
+//! targets' smoke run. One binary: linking is most of the time of the tests.
 //!
 //! Tests run on parallel threads of one process: a test that needs process-wide state (a
 //! global tracing subscriber) runs alone in a child process (`support::run_alone`); none

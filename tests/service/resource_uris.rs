@@ -1,5 +1,5 @@
 //! Aliases of a resource URI are decided as the resource itself, on every
-//! interface, against `mcp-authz serve` (and the CLI) with the reference policies:
+//! interface, against the service in-process (and the CLI) with the reference policies:
 //! frank and carol are contractors, and `contractors-no-finance-resources` forbids
 //! them `docs://finance/budget-2026` by its `classification` attribute. Every
 //! spelling of that URI must meet the forbid (issue 12, item 2); a URI without a
@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use std::path::Path;
 
 use crate::support::gateway::{self, bearer, trusted};
-use crate::support::process::{Server, bin, run, text};
+use crate::support::inproc::Service;
+use crate::support::process::{bin, run, text};
 use crate::support::tokens::demo_token;
 use crate::support::{config, copy_of_reference, envoy, http, reference_policies};
 
@@ -76,20 +77,17 @@ fn erin() -> String {
 
 struct Setup {
     _dir: tempfile::TempDir,
-    server: Server,
+    server: Service,
 }
 
-/// `serve` with the reference policies, the demo issuer and a trusted caller secret.
+/// The service (in-process) with the reference policies, the demo issuer and a trusted caller secret.
 fn start() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config::write(
         dir.path(),
         &[&config::trusted_caller(dir.path()), &config::demo_issuer()],
     );
-    let server = Server::start(
-        &["--config", config.to_str().expect("utf-8")],
-        &reference_policies(),
-    );
+    let server = Service::start(&reference_policies(), Some(&config));
     Setup { _dir: dir, server }
 }
 

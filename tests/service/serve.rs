@@ -1,9 +1,13 @@
-//! `mcp-authz serve` as a process: startup, health, reload logging, signals.
+//! Serving: `mcp-authz serve` as a process where the process is the subject (startup
+//! failures and exit codes, reload logging, signals, log formats, the environment), and
+//! the service in-process through the composition root for what only its listeners show
+//! (health, policy status, settings, reflection).
 
 use std::time::Duration;
 
-use crate::support::process::{Serve, Server, bin, run, text};
-use crate::support::{copy_of_reference, gateway, http, inproc, poll, reference_policies};
+use crate::support::inproc::{Launch, Service};
+use crate::support::process::{Server, bin, run, text};
+use crate::support::{copy_of_reference, gateway, http, poll, reference_policies};
 
 #[test]
 fn invalid_policies_at_startup_fail_with_diagnostics() {
@@ -38,7 +42,7 @@ fn invalid_policies_at_startup_fail_with_diagnostics() {
 
 #[test]
 fn serves_health_and_policy_status() {
-    let server = Server::start(&["--admin-listen", "127.0.0.1:0"], &reference_policies());
+    let server = Launch::new(&reference_policies()).admin().start();
     assert_eq!(http::get(&server.http, "/healthz").map(|r| r.0), Some(200));
     assert_eq!(http::get(&server.http, "/readyz").map(|r| r.0), Some(200));
     // Without an admin token the policy status is on the admin listener only.
@@ -116,20 +120,21 @@ fn json_logs_on_request() {
 }
 
 /// Every documented variable reaches `serve` (the cache ones were once refused as
-/// unknown, and `serve` exited 2).
+/// unknown, and `serve` exited 2): read as the environment is (in-process), and a bad
+/// value in the environment of the process.
 #[test]
 fn cache_settings_from_the_environment_reach_serve() {
     let policies = reference_policies();
     let gauge = "mcp_authz_decision_cache_entries";
-    let metrics = |server: &Server| http::get(&server.http, "/metrics").expect("metrics").1;
-    let on = Serve::new(&policies)
+    let metrics = |server: &Service| http::get(&server.http, "/metrics").expect("metrics").1;
+    let on = Launch::new(&policies)
         .envs(&[
             ("MCP_AUTHZ_CACHE_MAX_ENTRIES", "10"),
             ("MCP_AUTHZ_CACHE_TTL_SECS", "5"),
         ])
         .start();
     assert!(metrics(&on).contains(gauge));
-    let off = Serve::new(&policies)
+    let off = Launch::new(&policies)
         .envs(&[("MCP_AUTHZ_CACHE_ENABLED", "false")])
         .start();
     assert!(!metrics(&off).contains(gauge), "{}", metrics(&off));
@@ -207,7 +212,7 @@ macro_rules! reflect {
 /// describing our API, health and reflection (Envoy's ext_authz is served, not reflected).
 #[test]
 fn grpc_reflection_answers_v1_and_v1alpha_for_every_service() {
-    let server = Server::start(&[], &reference_policies());
+    let server = Service::start(&reference_policies(), None);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -258,39 +263,46 @@ async fn the_composition_root_binds_serves_and_stops_in_process() {
     let dir = copy_of_reference();
     let logs = tempfile::tempdir().expect("tempdir");
     let log = logs.path().join("decisions.jsonl");
-    let config = inproc::config(
-        dir.path(),
-        &[("MCP_AUTHZ_DECISION_LOG_FILE", log.to_str().expect("utf-8"))],
-    );
-    let running = inproc::start(config).await;
-    assert_ne!(running.grpc.port(), 0);
-    assert_ne!(running.http.port(), 0);
-    assert!(running.admin.is_none());
-    let services = running.ready.wait().await;
+    let service = Launch::new(dir.path())
+        .envs(&[("MCP_AUTHZ_DECISION_LOG_FILE", log.to_str().expect("utf-8"))])
+        .listening()
+        .start();
+    assert_ne!(service.grpc_port(), 0);
+    assert_ne!(service.http_port(), 0);
+    assert!(service.admin.is_empty());
+    let services = service.ready().wait().await;
     assert!(services.engine.snapshot().policy_count() > 0);
+    // Its own log, as `serve` writes it.
+    assert!(
+        service
+            .find_log(|l| l.contains("policies loaded"))
+            .is_some(),
+        "{}",
+        service.log_text()
+    );
 
-    let (grpc, http) = (running.grpc.to_string(), running.http.to_string());
+    let (grpc, http) = (service.grpc.clone(), service.http.clone());
     let mut health = HealthClient::new(gateway::channel(&grpc).await);
-    for service in [
+    for name in [
         "",
         "mcp_authz.v1.Authorizer",
         "envoy.service.auth.v3.Authorization",
     ] {
         let status = health
             .check(HealthCheckRequest {
-                service: service.into(),
+                service: name.into(),
             })
             .await
             .expect("health")
             .into_inner()
             .status;
-        assert_eq!(status, 1, "{service:?} is SERVING");
+        assert_eq!(status, 1, "{name:?} is SERVING");
     }
-    let http2 = http.clone();
+    drop(health);
     let (ready, allow, deny) = tokio::task::spawn_blocking(move || {
         let evaluation = |user: &str, tool: &str| {
             crate::support::http::post_json(
-                &http2,
+                &http,
                 "/access/v1/evaluation",
                 &serde_json::json!({
                     "subject": { "type": "user", "id": user },
@@ -302,7 +314,7 @@ async fn the_composition_root_binds_serves_and_stops_in_process() {
             .expect("answer")
         };
         (
-            http::get(&http2, "/readyz").expect("readyz"),
+            http::get(&http, "/readyz").expect("readyz"),
             evaluation("alice", "get_document"),
             evaluation("dave", "delete_document"),
         )
@@ -314,7 +326,10 @@ async fn the_composition_root_binds_serves_and_stops_in_process() {
     assert_eq!(allow.1["decision"], true);
     assert_eq!(deny.1["decision"], false);
 
-    running.stop().await.expect("a graceful stop");
+    tokio::task::spawn_blocking(move || service.stop())
+        .await
+        .expect("stop")
+        .expect("a graceful stop");
     let records: Vec<serde_json::Value> = std::fs::read_to_string(&log)
         .expect("decision log")
         .lines()
@@ -330,16 +345,16 @@ async fn the_composition_root_binds_serves_and_stops_in_process() {
 
 /// In-process too: an invalid policy directory ends `serve` with the problems, after
 /// the listeners were bound (they never served a decision).
-#[tokio::test]
-async fn the_composition_root_refuses_an_invalid_policy_directory() {
+#[test]
+fn the_composition_root_refuses_an_invalid_policy_directory() {
     let dir = copy_of_reference();
     std::fs::write(
         dir.path().join("bad.cedar"),
         "permit(principal, action, resource) when { context.nope };\n",
     )
     .expect("write");
-    let running = inproc::start(inproc::config(dir.path(), &[])).await;
-    match running.stop().await {
+    let service = Launch::new(dir.path()).listening().start();
+    match service.stop() {
         Err(mcp_authz::app::AppError::Policies(problems)) => {
             assert!(problems.errors().count() >= 1);
         }

@@ -1,7 +1,9 @@
-//! Slow and idle clients against `mcp-authz serve` on 127.0.0.1: half-sent HTTP
-//! requests, silent TCP and HTTP/2 connections, unanswered keepalive pings, slow
-//! bodies, and a flood of them at a 128-descriptor limit while health checks,
-//! decisions and reloads go on.
+//! Slow and idle clients against the service on 127.0.0.1: half-sent HTTP requests,
+//! silent TCP and HTTP/2 connections, unanswered keepalive pings and slow bodies
+//! (in-process, `support::inproc::Service`); and a flood of them at a 128-descriptor
+//! limit while health checks, decisions and reloads go on, and the raise of the soft
+//! descriptor limit (`mcp-authz serve` as a process: the limit and the log are the
+//! process's own).
 //!
 //! Timeouts are configured short (1 s); the tests assert that nothing is closed
 //! *before* its timeout and poll, with a generous failure deadline, until it is
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::support::inproc::{Launch, Service};
 use crate::support::process::{Serve, Server};
 use crate::support::tokens::demo_token;
 use crate::support::{config, copy_of_reference, gateway, http, poll};
@@ -24,16 +27,19 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// The client preface of HTTP/2 and an empty SETTINGS frame.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
 
-/// Start `serve` (with an admin listener) with `env`, under a descriptor limit
-/// if given (the arguments of the shell's `ulimit`, such as `-n 128`), and wait
-/// until all three listeners listen.
-fn start(policies: &Path, env: &[(&str, &str)], ulimit: Option<&str>) -> Server {
-    let serve = Serve::new(policies).admin().envs(env);
-    match ulimit {
-        Some(limit) => serve.ulimit(limit),
-        None => serve,
-    }
-    .start()
+/// Start the service in-process (with an admin listener) with `env`; ready.
+fn start(policies: &Path, env: &[(&str, &str)]) -> Service {
+    Launch::new(policies).admin().envs(env).start()
+}
+
+/// Start `serve` (with an admin listener) with `env` under a descriptor limit (the
+/// arguments of the shell's `ulimit`, such as `-n 128`), and wait until it is ready.
+fn spawn(policies: &Path, env: &[(&str, &str)], ulimit: &str) -> Server {
+    Serve::new(policies)
+        .admin()
+        .envs(env)
+        .ulimit(ulimit)
+        .start()
 }
 
 fn connect(addr: &str) -> TcpStream {
@@ -120,8 +126,9 @@ fn limit_from_log(server: &Server, key: &str) -> usize {
         .unwrap_or_else(|| panic!("no {key} in {line}"))
 }
 
-fn no_descriptor_exhaustion(server: &Server) {
-    for line in server.log() {
+/// No line of `log` says that descriptors ran out.
+fn no_descriptor_exhaustion(log: Vec<String>) {
+    for line in log {
         let lower = line.to_lowercase();
         assert!(
             !lower.contains("too many open files") && !lower.contains("os error 24"),
@@ -139,7 +146,6 @@ fn half_sent_requests_are_closed_after_the_header_timeout() {
             ("MCP_AUTHZ_LISTENERS_HEADER_READ_TIMEOUT_SECS", "1"),
             ("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS", "600"),
         ],
-        None,
     );
     let half_sent: [&[u8]; 5] = [
         b"POST /access/v1/evaluation HTTP/1.1\r\nHost: pdp\r\nContent-Type: application/json\r\n",
@@ -213,7 +219,7 @@ fn half_sent_requests_are_closed_after_the_header_timeout() {
     // The service still answers.
     assert_eq!(http::get(&server.http, "/healthz").map(|r| r.0), Some(200));
     assert_eq!(http::get(&server.admin, "/healthz").map(|r| r.0), Some(200));
-    no_descriptor_exhaustion(&server);
+    no_descriptor_exhaustion(server.log());
 }
 
 #[test]
@@ -226,7 +232,6 @@ fn silent_connections_are_closed_after_the_idle_timeout() {
             ("MCP_AUTHZ_LISTENERS_HEADER_READ_TIMEOUT_SECS", "600"),
             ("MCP_AUTHZ_LISTENERS_KEEPALIVE_INTERVAL_SECS", "0"),
         ],
-        None,
     );
     let mut clients = Vec::new();
     for (addr, name) in [
@@ -319,7 +324,7 @@ fn silent_connections_are_closed_after_the_idle_timeout() {
         );
     }
     assert_eq!(http::get(&server.http, "/healthz").map(|r| r.0), Some(200));
-    no_descriptor_exhaustion(&server);
+    no_descriptor_exhaustion(server.log());
 }
 
 #[test]
@@ -333,7 +338,6 @@ fn unanswered_http2_pings_close_the_connection() {
             ("MCP_AUTHZ_LISTENERS_KEEPALIVE_TIMEOUT_SECS", "3"),
             ("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS", "600"),
         ],
-        None,
     );
     for addr in [&server.grpc, &server.http] {
         // A peer that answers the pings: it stays.
@@ -378,7 +382,7 @@ fn unanswered_http2_pings_close_the_connection() {
         let (pings, closed) = answered.join().expect("thread");
         assert_eq!((pings, closed), (4, false), "{addr}: the answering peer");
     }
-    no_descriptor_exhaustion(&server);
+    no_descriptor_exhaustion(server.log());
 }
 
 #[test]
@@ -391,7 +395,6 @@ fn slow_bodies_are_cut_off_by_the_request_timeout() {
             ("MCP_AUTHZ_LISTENERS_HEADER_READ_TIMEOUT_SECS", "600"),
             ("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS", "600"),
         ],
-        None,
     );
     // HTTP/1.1: AuthZEN and the HTTP ext_authz check, a body announced and not sent.
     for (addr, head) in [
@@ -456,7 +459,7 @@ fn slow_bodies_are_cut_off_by_the_request_timeout() {
         assert_eq!(status.as_deref(), Some("4"), "{path}: DEADLINE_EXCEEDED");
         assert!(after >= Duration::from_secs(1), "{path}");
     }
-    no_descriptor_exhaustion(&server);
+    no_descriptor_exhaustion(server.log());
 }
 
 /// Open `n` connections to `addr` that each send `bytes` (nothing if empty).
@@ -502,14 +505,14 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
     let config = config::write(cfg_dir.path(), &[&config::demo_issuer()]);
     let config = config.to_str().expect("utf-8");
     // Long timeouts: only the caps act during this test.
-    let server = start(
+    let server = spawn(
         dir.path(),
         &[
             ("MCP_AUTHZ_CONFIG", config),
             ("MCP_AUTHZ_LISTENERS_HEADER_READ_TIMEOUT_SECS", "600"),
             ("MCP_AUTHZ_LISTENERS_IDLE_TIMEOUT_SECS", "600"),
         ],
-        Some("-n 128"),
+        "-n 128",
     );
     let pid = server.pid();
     assert_eq!(limit_from_log(&server, "descriptor_limit"), 128);
@@ -671,7 +674,7 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
     if let Some(n) = open_descriptors(pid) {
         assert!(n <= 128, "{n} descriptors open");
     }
-    no_descriptor_exhaustion(&server);
+    no_descriptor_exhaustion(server.log());
     drop(slow_calls);
     assert!(
         server
@@ -693,7 +696,7 @@ fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
         .expect("ulimit");
     let hard = String::from_utf8_lossy(&hard.stdout).trim().to_owned();
     // Soft 100, hard unchanged.
-    let server = start(dir.path(), &[], Some("-S -n 100"));
+    let server = spawn(dir.path(), &[], "-S -n 100");
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).expect("limits");
     let line = limits
         .lines()

@@ -3,8 +3,11 @@
 //! `harness` for those processes).
 //!
 //! - [`process`]: the built binary; `mcp-authz serve` as a child process on ephemeral ports
+//!   (for tests of the process itself: signals, exit codes, its log, descriptor limits,
+//!   restarts); the one place that reads mcp-authz's ports from its log
 //! - [`inproc`]: the service in-process: engines, states and routers, driven with
-//!   `tower::ServiceExt::oneshot` (every construction of a service is there)
+//!   `tower::ServiceExt::oneshot`, and the whole service on ephemeral ports through the
+//!   composition root, [`inproc::Service`] (every construction of a service is there)
 //! - [`http`]: plain HTTP/1.1 over TCP, written by hand
 //! - [`gateway`]: the gateway's gRPC API: messages, the trusted caller, clients
 //! - [`envoy`]: Envoy ext_authz `CheckRequest`s as Envoy sends them, and the answers

@@ -144,20 +144,12 @@ pub fn log_file(path: &Path) -> File {
 // ---------------------------------------------------------------------------------------
 // `mcp-authz serve`.
 
-/// What [`Serve::start`] waits for (every listener binds at once and answers "not
-/// ready" until the policies are loaded: by default, ready is waited for).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    /// Every listener logged its address; the policies may still be loading.
-    Listening,
-    /// Every listener logged its address and `/readyz` answers 200.
-    Ready,
-}
-
 /// How to start `mcp-authz serve --policies DIR --http-listen 127.0.0.1:0 --grpc-listen
 /// 127.0.0.1:0 [ARGS]`: the developer's `MCP_AUTHZ_*` and `RUST_LOG` removed,
 /// `MCP_AUTHZ_RELOAD_DEBOUNCE_MS=100` unless given, stderr (the log) to a file of its own
-/// temporary directory.
+/// temporary directory. [`Serve::start`] waits until every listener logged its address
+/// and `/readyz` answers 200 (every listener binds at once and answers "not ready" until
+/// the policies are loaded).
 #[derive(Debug, Clone)]
 pub struct Serve {
     policies: PathBuf,
@@ -165,7 +157,6 @@ pub struct Serve {
     env: Vec<(String, String)>,
     ulimit: Option<String>,
     admin: bool,
-    wait: Wait,
 }
 
 impl Serve {
@@ -176,7 +167,6 @@ impl Serve {
             env: Vec::new(),
             ulimit: None,
             admin: false,
-            wait: Wait::Ready,
         }
     }
 
@@ -210,12 +200,6 @@ impl Serve {
     /// Run under a descriptor limit: the arguments of the shell's `ulimit`, such as `-n 128`.
     pub fn ulimit(mut self, limit: &str) -> Serve {
         self.ulimit = Some(limit.to_owned());
-        self
-    }
-
-    /// Return as soon as the listeners are up (the policies may still be loading).
-    pub fn listening(mut self) -> Serve {
-        self.wait = Wait::Listening;
         self
     }
 
@@ -316,11 +300,9 @@ impl Serve {
                     _ => found.admin = a,
                 }
             }
-            if self.wait == Wait::Ready {
-                let (status, _) = super::http::get(&found.http, "/readyz")?;
-                if status != 200 {
-                    return None;
-                }
+            let (status, _) = super::http::get(&found.http, "/readyz")?;
+            if status != 200 {
+                return None;
             }
             Some(Ok(found))
         });
@@ -392,26 +374,6 @@ impl Server {
     /// `GET` on the HTTP listener: status and body (`None`: no answer).
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         super::http::get(&self.http, path)
-    }
-
-    /// The address a listener (`HTTP`, `gRPC`, `admin`) was bound to, from the log of this run.
-    pub fn wait_for_listener(&self, name: &str) -> String {
-        let found = poll(STARTUP_LIMIT, || {
-            self.run_log()
-                .lines()
-                .filter_map(listening_line)
-                .find_map(|(l, a)| (l == name).then(|| a.to_string()))
-        });
-        found.unwrap_or_else(|| panic!("serve did not listen for {name}: {}", self.log_text()))
-    }
-
-    fn run_log(&self) -> String {
-        read_text(
-            &self
-                .dir
-                .path()
-                .join(format!("mcp-authz.{}.log", self.runs - 1)),
-        )
     }
 
     /// The log so far, line by line: every run, a `--- restart ---` line between two.
