@@ -160,10 +160,7 @@ pub(super) fn action_group_equality(
         found.dedup();
         for a in found {
             let needle = format!("\"{}\"", a.id().unescaped());
-            let at = text
-                .get(l.offset..)
-                .and_then(|rest| rest.find(&needle))
-                .map_or(l.offset, |o| l.offset + o);
+            let at = equality_at(text, l.offset, &needle).unwrap_or(l.offset);
             problems.push(
                 Problem::error(
                     Some(rel),
@@ -180,6 +177,24 @@ pub(super) fn action_group_equality(
             );
         }
     }
+}
+
+/// Where `needle` (an action's quoted id) is written next to `==` in the text from
+/// `from` on, else where it is first written; `None` if it is not.
+fn equality_at(text: &str, from: usize, needle: &str) -> Option<usize> {
+    let rest = text.get(from..)?;
+    let mut first = None;
+    for (o, _) in rest.match_indices(needle) {
+        first.get_or_insert(o);
+        let before = rest.get(..o).unwrap_or_default().trim_end_matches(|c: char| {
+            c.is_alphanumeric() || c == '_' || c == ':' || c.is_whitespace()
+        });
+        let after = rest.get(o + needle.len()..).unwrap_or_default().trim_start();
+        if before.ends_with("==") || after.starts_with("==") {
+            return Some(from + o);
+        }
+    }
+    first.map(|o| from + o)
 }
 
 /// Every `action == A` (either way round) in a policy's JSON conditions where `A`
@@ -303,5 +318,187 @@ pub(super) fn apply_options(problems: &mut [Problem], options: LoadOptions) {
             Some(h) => format!("{h}; {note}"),
             None => note.to_owned(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::super::load::{Sources, build_with};
+    use super::super::{Problems, Snapshot};
+    use super::*;
+
+    /// `tools/call` with one member action, as a schema with imported tools declares it.
+    const SCHEMA: &str = r#"namespace Mcp {
+  entity Group;
+  entity User in [Group];
+  entity Tool;
+  type Args = { limit?: Long };
+  action "tools/call" appliesTo { principal: User, resource: Tool, context: { arguments: Args } };
+  action "tools/call/pay/refund" in ["tools/call"]
+    appliesTo { principal: User, resource: Tool, context: { arguments: Args } };
+  action "ping" appliesTo { principal: User, resource: Tool };
+}
+"#;
+    const ENTITIES: &str = r#"[
+  { "uid": { "type": "Mcp::Group", "id": "engineering" }, "attrs": {}, "parents": [] },
+  { "uid": { "type": "Mcp::Tool", "id": "pay/refund" }, "attrs": {}, "parents": [] }
+]"#;
+
+    fn load(
+        policies: &str,
+        entities: Option<&str>,
+        options: LoadOptions,
+    ) -> Result<Snapshot, Problems> {
+        let sources = Sources {
+            dir: PathBuf::from("mem"),
+            policies: vec![("p.cedar".into(), policies.into())],
+            schema: ("s.cedarschema".into(), SCHEMA.into()),
+            entities: entities.map(|e| ("entities.json".into(), e.into())),
+            fingerprint: 0,
+        };
+        build_with(&sources, 1, options)
+    }
+
+    fn errors(policies: &str) -> Vec<Problem> {
+        match load(policies, Some(ENTITIES), LoadOptions::default()) {
+            Ok(_) => panic!("accepted:\n{policies}"),
+            Err(p) => p.errors().cloned().collect(),
+        }
+    }
+
+    fn warnings(policies: &str) -> Vec<Problem> {
+        match load(policies, Some(ENTITIES), LoadOptions::default()) {
+            Ok(s) => s.warnings.warnings().cloned().collect(),
+            Err(p) => panic!("refused:\n{policies}\n{p}"),
+        }
+    }
+
+    const OK: &str = "@id(\"ok\")\npermit (principal in Mcp::Group::\"engineering\", action in Mcp::Action::\"tools/call\", resource);\n";
+
+    #[test]
+    fn an_impossible_forbid_is_an_error_and_an_impossible_permit_a_warning() {
+        // An undeclared argument: `has` is always false.
+        let when = "when { context.arguments has amount_cents && context.arguments.amount_cents > 100000 }";
+        let unless = "unless { !(context.arguments has amount_cents) }";
+        for condition in [when, unless] {
+            for (annotation, name) in [("@id(\"refund-cap\")\n", "refund-cap"), ("", "p.cedar:1")] {
+                let text = format!(
+                    "{OK}{annotation}forbid (principal, action == Mcp::Action::\"tools/call/pay/refund\", resource)\n{condition};\n"
+                );
+                let errors = errors(&text);
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                let e = &errors[0];
+                assert!(e.message.contains("policy is impossible"), "{e}");
+                assert!(e.message.contains(&format!("`{name}`")), "{e}");
+                assert!(!e.message.contains("`policy1`"), "{e}");
+                assert_eq!(e.location().as_deref(), Some("p.cedar:3:1"), "{e}");
+                assert!(e.help.as_deref().is_some_and(|h| h.contains("guards nothing")), "{e}");
+
+                let permit = text.replace("forbid (principal, action ==", "permit (principal, action ==");
+                let warnings = warnings(&permit);
+                assert_eq!(warnings.len(), 1, "{warnings:?}");
+                assert!(warnings[0].message.contains("policy is impossible"), "{}", warnings[0]);
+                assert!(warnings[0].message.contains(&format!("`{name}`")), "{}", warnings[0]);
+            }
+        }
+        // A forbid whose scope no action applies to (`ping` takes no context
+        // arguments, but its principal is a user, not a group).
+        let errors = errors(&format!(
+            "{OK}@id(\"no-such-request\")\nforbid (principal in Mcp::Group::\"engineering\", action == Mcp::Action::\"ping\", resource is Mcp::User);\n"
+        ));
+        assert!(
+            errors.iter().any(|e| e.message.contains("`no-such-request`")
+                && e.help.as_deref().is_some_and(|h| h.contains("no action of its scope"))),
+            "{errors:?}"
+        );
+        // A possible forbid on a declared argument is fine.
+        assert!(warnings(&format!(
+            "{OK}@id(\"cap\")\nforbid (principal, action == Mcp::Action::\"tools/call/pay/refund\", resource)\nwhen {{ context.arguments has limit && context.arguments.limit > 5 }};\n"
+        ))
+        .is_empty());
+    }
+
+    #[test]
+    fn validation_errors_name_the_policy_by_its_stable_id() {
+        let bad = "forbid (principal, action in Mcp::Action::\"tools/call\", resource) when { principal.nope };\n";
+        for (annotation, name) in [("@id(\"typo\")\n", "typo"), ("", "p.cedar:1")] {
+            let errors = errors(&format!("{OK}{annotation}{bad}"));
+            assert!(!errors.is_empty());
+            for e in &errors {
+                assert!(e.message.contains(&format!("for policy `{name}`")), "{e}");
+                assert!(e.location().is_some_and(|l| l.starts_with("p.cedar:")), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn action_equals_an_action_with_members_is_an_error() {
+        let scoped = "@id(\"eq\")\npermit (principal, action == Mcp::Action::\"tools/call\", resource);\n";
+        let in_condition = "@id(\"eq\")\nforbid (principal, action, resource) when { Mcp::Action::\"tools/call\" == action && context has arguments };\n";
+        let unless = "@id(\"eq\")\npermit (principal, action in Mcp::Action::\"tools/call\", resource) unless { action == Mcp::Action::\"tools/call\" };\n";
+        let template = "@id(\"eq\")\nforbid (principal == ?principal, action == Mcp::Action::\"tools/call\", resource);\n";
+        for text in [scoped, in_condition, unless, template] {
+            let errors = errors(&format!("{OK}{text}"));
+            let e = errors
+                .iter()
+                .find(|e| e.message.contains("has member actions"))
+                .unwrap_or_else(|| panic!("{text}: {errors:?}"));
+            assert!(e.message.contains("policy `eq`"), "{e}");
+            assert!(e.help.as_deref().is_some_and(|h| h.contains("action in Mcp::Action::\"tools/call\"")), "{e}");
+            assert_eq!(e.line, Some(4), "{e}");
+            assert_eq!(e.source_line.as_deref().map(|l| &l[e.column.unwrap_or(1) - 1..][..12]), Some("\"tools/call\""), "{e}");
+        }
+        // `in`, and `==` an action without members, are fine.
+        assert!(warnings(&format!(
+            "{OK}@id(\"refund\")\npermit (principal, action == Mcp::Action::\"tools/call/pay/refund\", resource);\n@id(\"ping\")\npermit (principal, action == Mcp::Action::\"ping\", resource);\n"
+        ))
+        .is_empty());
+    }
+
+    #[test]
+    fn entity_literals_the_entity_data_does_not_define_are_warnings() {
+        let typo = "@id(\"eng\")\npermit (principal in Mcp::Group::\"enginering\", action in Mcp::Action::\"tools/call\", resource);\n";
+        let in_condition = "forbid (principal, action in Mcp::Action::\"tools/call\", resource) unless { principal in Mcp::Group::\"enginering\" };\n";
+        for (text, name, line) in [(typo, "eng", 4), (in_condition, "p.cedar:1", 3)] {
+            let warnings = warnings(&format!("{OK}{text}"));
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            let w = &warnings[0];
+            assert!(
+                w.message.contains(&format!("policy `{name}`"))
+                    && w.message.contains("`Mcp::Group::\"enginering\"`")
+                    && w.message.contains("entity data does not define"),
+                "{w}"
+            );
+            assert_eq!(w.line, Some(line), "{w}");
+            // Without entity data there is nothing to compare with.
+            let s = load(&format!("{OK}{text}"), None, LoadOptions::default()).expect("loads");
+            assert!(s.warnings.0.is_empty(), "{:?}", s.warnings);
+        }
+        // Defined ones, and actions, are not.
+        assert!(warnings(&format!(
+            "{OK}permit (principal, action == Mcp::Action::\"tools/call/pay/refund\", resource == Mcp::Tool::\"pay/refund\");\n"
+        ))
+        .is_empty());
+    }
+
+    #[test]
+    fn deny_warnings_makes_every_warning_an_error() {
+        let text = format!(
+            "{OK}@id(\"eng\")\npermit (principal in Mcp::Group::\"enginering\", action in Mcp::Action::\"tools/call\", resource);\n"
+        );
+        let deny = LoadOptions { deny_warnings: true };
+        assert!(load(&text, Some(ENTITIES), LoadOptions::default()).is_ok());
+        let Err(problems) = load(&text, Some(ENTITIES), deny) else {
+            panic!("accepted with deny_warnings");
+        };
+        let errors: Vec<_> = problems.errors().collect();
+        assert_eq!(errors.len(), 1, "{problems}");
+        assert!(errors[0].message.contains("`eng`"), "{problems}");
+        assert!(errors[0].help.as_deref().is_some_and(|h| h.contains("--deny-warnings")), "{problems}");
+        assert_eq!(problems.warnings().count(), 0);
+        // Nothing to deny: loads.
+        assert!(load(OK, Some(ENTITIES), deny).is_ok());
     }
 }
