@@ -186,10 +186,16 @@ fn equality_at(text: &str, from: usize, needle: &str) -> Option<usize> {
     let mut first = None;
     for (o, _) in rest.match_indices(needle) {
         first.get_or_insert(o);
-        let before = rest.get(..o).unwrap_or_default().trim_end_matches(|c: char| {
-            c.is_alphanumeric() || c == '_' || c == ':' || c.is_whitespace()
-        });
-        let after = rest.get(o + needle.len()..).unwrap_or_default().trim_start();
+        let before = rest
+            .get(..o)
+            .unwrap_or_default()
+            .trim_end_matches(|c: char| {
+                c.is_alphanumeric() || c == '_' || c == ':' || c.is_whitespace()
+            });
+        let after = rest
+            .get(o + needle.len()..)
+            .unwrap_or_default()
+            .trim_start();
         if before.ends_with("==") || after.starts_with("==") {
             return Some(from + o);
         }
@@ -311,7 +317,10 @@ pub(super) fn apply_options(problems: &mut [Problem], options: LoadOptions) {
     if !options.deny_warnings {
         return;
     }
-    for p in problems.iter_mut().filter(|p| p.severity == Severity::Warning) {
+    for p in problems
+        .iter_mut()
+        .filter(|p| p.severity == Severity::Warning)
+    {
         p.severity = Severity::Error;
         let note = "warnings are errors here (`--deny-warnings`, `validation.deny_warnings`)";
         p.help = Some(match p.help.take() {
@@ -394,13 +403,29 @@ mod tests {
                 assert!(e.message.contains(&format!("`{name}`")), "{e}");
                 assert!(!e.message.contains("`policy1`"), "{e}");
                 assert_eq!(e.location().as_deref(), Some("p.cedar:3:1"), "{e}");
-                assert!(e.help.as_deref().is_some_and(|h| h.contains("guards nothing")), "{e}");
+                assert!(
+                    e.help
+                        .as_deref()
+                        .is_some_and(|h| h.contains("guards nothing")),
+                    "{e}"
+                );
 
-                let permit = text.replace("forbid (principal, action ==", "permit (principal, action ==");
+                let permit = text.replace(
+                    "forbid (principal, action ==",
+                    "permit (principal, action ==",
+                );
                 let warnings = warnings(&permit);
                 assert_eq!(warnings.len(), 1, "{warnings:?}");
-                assert!(warnings[0].message.contains("policy is impossible"), "{}", warnings[0]);
-                assert!(warnings[0].message.contains(&format!("`{name}`")), "{}", warnings[0]);
+                assert!(
+                    warnings[0].message.contains("policy is impossible"),
+                    "{}",
+                    warnings[0]
+                );
+                assert!(
+                    warnings[0].message.contains(&format!("`{name}`")),
+                    "{}",
+                    warnings[0]
+                );
             }
         }
         // A forbid whose scope no action applies to (`ping` takes no context
@@ -409,8 +434,12 @@ mod tests {
             "{OK}@id(\"no-such-request\")\nforbid (principal in Mcp::Group::\"engineering\", action == Mcp::Action::\"ping\", resource is Mcp::User);\n"
         ));
         assert!(
-            errors.iter().any(|e| e.message.contains("`no-such-request`")
-                && e.help.as_deref().is_some_and(|h| h.contains("no action of its scope"))),
+            errors
+                .iter()
+                .any(|e| e.message.contains("`no-such-request`")
+                    && e.help
+                        .as_deref()
+                        .is_some_and(|h| h.contains("no action of its scope"))),
             "{errors:?}"
         );
         // A possible forbid on a declared argument is fine.
@@ -428,14 +457,18 @@ mod tests {
             assert!(!errors.is_empty());
             for e in &errors {
                 assert!(e.message.contains(&format!("for policy `{name}`")), "{e}");
-                assert!(e.location().is_some_and(|l| l.starts_with("p.cedar:")), "{e}");
+                assert!(
+                    e.location().is_some_and(|l| l.starts_with("p.cedar:")),
+                    "{e}"
+                );
             }
         }
     }
 
     #[test]
     fn action_equals_an_action_with_members_is_an_error() {
-        let scoped = "@id(\"eq\")\npermit (principal, action == Mcp::Action::\"tools/call\", resource);\n";
+        let scoped =
+            "@id(\"eq\")\npermit (principal, action == Mcp::Action::\"tools/call\", resource);\n";
         let in_condition = "@id(\"eq\")\nforbid (principal, action, resource) when { Mcp::Action::\"tools/call\" == action && context has arguments };\n";
         let unless = "@id(\"eq\")\npermit (principal, action in Mcp::Action::\"tools/call\", resource) unless { action == Mcp::Action::\"tools/call\" };\n";
         let template = "@id(\"eq\")\nforbid (principal == ?principal, action == Mcp::Action::\"tools/call\", resource);\n";
@@ -446,9 +479,20 @@ mod tests {
                 .find(|e| e.message.contains("has member actions"))
                 .unwrap_or_else(|| panic!("{text}: {errors:?}"));
             assert!(e.message.contains("policy `eq`"), "{e}");
-            assert!(e.help.as_deref().is_some_and(|h| h.contains("action in Mcp::Action::\"tools/call\"")), "{e}");
+            assert!(
+                e.help
+                    .as_deref()
+                    .is_some_and(|h| h.contains("action in Mcp::Action::\"tools/call\"")),
+                "{e}"
+            );
             assert_eq!(e.line, Some(4), "{e}");
-            assert_eq!(e.source_line.as_deref().map(|l| &l[e.column.unwrap_or(1) - 1..][..12]), Some("\"tools/call\""), "{e}");
+            assert_eq!(
+                e.source_line
+                    .as_deref()
+                    .map(|l| &l[e.column.unwrap_or(1) - 1..][..12]),
+                Some("\"tools/call\""),
+                "{e}"
+            );
         }
         // `in`, and `==` an action without members, are fine.
         assert!(warnings(&format!(
@@ -488,7 +532,9 @@ mod tests {
         let text = format!(
             "{OK}@id(\"eng\")\npermit (principal in Mcp::Group::\"enginering\", action in Mcp::Action::\"tools/call\", resource);\n"
         );
-        let deny = LoadOptions { deny_warnings: true };
+        let deny = LoadOptions {
+            deny_warnings: true,
+        };
         assert!(load(&text, Some(ENTITIES), LoadOptions::default()).is_ok());
         let Err(problems) = load(&text, Some(ENTITIES), deny) else {
             panic!("accepted with deny_warnings");
@@ -496,7 +542,13 @@ mod tests {
         let errors: Vec<_> = problems.errors().collect();
         assert_eq!(errors.len(), 1, "{problems}");
         assert!(errors[0].message.contains("`eng`"), "{problems}");
-        assert!(errors[0].help.as_deref().is_some_and(|h| h.contains("--deny-warnings")), "{problems}");
+        assert!(
+            errors[0]
+                .help
+                .as_deref()
+                .is_some_and(|h| h.contains("--deny-warnings")),
+            "{problems}"
+        );
         assert_eq!(problems.warnings().count(), 0);
         // Nothing to deny: loads.
         assert!(load(OK, Some(ENTITIES), deny).is_ok());

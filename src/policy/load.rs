@@ -357,11 +357,11 @@ pub fn build_with(
             &mut origins,
             &mut problems,
         );
-        written.extend(
-            located
-                .into_iter()
-                .map(|located| authoring::Written { rel, text, located }),
-        );
+        written.extend(located.into_iter().map(|located| authoring::Written {
+            rel,
+            text,
+            located,
+        }));
     }
 
     let mut entities_digest = None;

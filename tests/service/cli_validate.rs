@@ -305,7 +305,10 @@ fn deny_warnings_makes_a_warning_fail_validation() {
     assert!(err.contains("--> users.cedar:15:28"), "{err}");
     for (args, env) in [
         (&["--deny-warnings"][..], &[][..]),
-        (&[][..], &[("MCP_AUTHZ_VALIDATION_DENY_WARNINGS", "true")][..]),
+        (
+            &[][..],
+            &[("MCP_AUTHZ_VALIDATION_DENY_WARNINGS", "true")][..],
+        ),
     ] {
         let (code, err) = validate_with(dir.path(), args, env);
         assert_eq!(code, 2, "{args:?} {env:?}: {err}");

@@ -501,8 +501,11 @@ fn a_reload_with_an_impossible_forbid_keeps_the_last_good_snapshot() {
     let status = store.status();
     assert!(!status.in_sync);
     assert!(
-        status.last_errors.iter().any(|e| e.starts_with("grant.cedar:4:1: ")
-            && e.contains("for policy `refund-cap`, policy is impossible")),
+        status
+            .last_errors
+            .iter()
+            .any(|e| e.starts_with("grant.cedar:4:1: ")
+                && e.contains("for policy `refund-cap`, policy is impossible")),
         "{:?}",
         status.last_errors
     );
@@ -543,7 +546,8 @@ fn with_deny_warnings_a_reload_with_a_warning_keeps_the_last_good_snapshot() {
     let deny = mcp_authz::policy::LoadOptions {
         deny_warnings: true,
     };
-    let strict = PolicyStore::open_with(dir.path(), deny).expect("the reference set has no warning");
+    let strict =
+        PolicyStore::open_with(dir.path(), deny).expect("the reference set has no warning");
     let lenient = PolicyStore::open(dir.path()).expect("valid");
     std::fs::write(dir.path().join("extra.cedar"), UNDEFINED_GROUP).expect("write");
     // Without the option: a warning, and the policy serves.
@@ -558,7 +562,9 @@ fn with_deny_warnings_a_reload_with_a_warning_keeps_the_last_good_snapshot() {
             .one_line_each()
             .iter()
             .any(|w| w.starts_with("extra.cedar:2:")
-                && w.contains("policy `engineering-reads-docs` names `Mcp::Group::\"enginering\"`")),
+                && w.contains(
+                    "policy `engineering-reads-docs` names `Mcp::Group::\"enginering\"`"
+                )),
         "{:?}",
         lenient.snapshot().warnings
     );
@@ -578,7 +584,12 @@ fn with_deny_warnings_a_reload_with_a_warning_keeps_the_last_good_snapshot() {
         status.last_errors
     );
     assert_eq!(strict.snapshot().generation, 1);
-    assert!(!strict.snapshot().origins.contains_key("engineering-reads-docs"));
+    assert!(
+        !strict
+            .snapshot()
+            .origins
+            .contains_key("engineering-reads-docs")
+    );
 }
 
 /// Startup applies the same rule: an impossible forbid, or a warning with
@@ -588,10 +599,9 @@ fn startup_refuses_an_impossible_forbid_and_with_deny_warnings_a_warning() {
     let refused = |dir: &Path, env: &[(&str, &str)]| -> Vec<String> {
         let service = inproc::Launch::new(dir).envs(env).listening().start();
         match service.stop() {
-            Err(mcp_authz::app::AppError::Policies(problems)) => problems
-                .errors()
-                .map(|p| p.message.clone())
-                .collect(),
+            Err(mcp_authz::app::AppError::Policies(problems)) => {
+                problems.errors().map(|p| p.message.clone()).collect()
+            }
             other => panic!("expected the policy problems, got {other:?}"),
         }
     };
@@ -607,7 +617,10 @@ fn startup_refuses_an_impossible_forbid_and_with_deny_warnings_a_warning() {
 
     let dir = copy_of_reference();
     std::fs::write(dir.path().join("extra.cedar"), UNDEFINED_GROUP).expect("write");
-    let errors = refused(dir.path(), &[("MCP_AUTHZ_VALIDATION_DENY_WARNINGS", "true")]);
+    let errors = refused(
+        dir.path(),
+        &[("MCP_AUTHZ_VALIDATION_DENY_WARNINGS", "true")],
+    );
     assert!(
         errors
             .iter()
