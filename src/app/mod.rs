@@ -205,7 +205,10 @@ impl Bound {
             while servers.join_next().await.is_some() {}
         };
         let dir = config.policies.clone();
-        let store = match tokio::task::spawn_blocking(move || PolicyStore::open(&dir)).await {
+        let options = config.policy_load;
+        let store = match tokio::task::spawn_blocking(move || PolicyStore::open_with(&dir, options))
+            .await
+        {
             Ok(Ok(store)) => Arc::new(store),
             Ok(Err(problems)) => {
                 stop_all(servers).await;

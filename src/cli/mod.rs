@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, LogFormat, Overrides};
-use crate::policy::{Problems, Snapshot};
+use crate::policy::{LoadOptions, Problems, Snapshot};
 
 /// Exit code of `check` for a deny.
 pub const EXIT_DENY: u8 = 1;
@@ -76,6 +76,10 @@ pub struct ValidateArgs {
     /// Policy directory
     #[arg(value_name = "DIR", default_value = "policies")]
     dir: PathBuf,
+    /// Treat every warning as an error: exit 2 if there is any (as the service does
+    /// with `validation.deny_warnings`)
+    #[arg(long, env = "MCP_AUTHZ_VALIDATION_DENY_WARNINGS")]
+    deny_warnings: bool,
 }
 
 /// Parse the command line and run it.
@@ -89,7 +93,10 @@ pub fn main() -> ExitCode {
 }
 
 fn validate(args: &ValidateArgs) -> ExitCode {
-    match Snapshot::load(&args.dir, 1) {
+    let options = LoadOptions {
+        deny_warnings: args.deny_warnings,
+    };
+    match Snapshot::load_with(&args.dir, 1, options) {
         Ok(snapshot) => {
             eprint!("{}", snapshot.warnings);
             println!(

@@ -28,6 +28,14 @@ pub struct ReloadFile {
     pub poll_interval_secs: Option<u64>,
 }
 
+/// The `[validation]` section: how strictly the policy directory is checked.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationFile {
+    /// Every warning about the policy directory is an error (default false).
+    pub deny_warnings: Option<bool>,
+}
+
 /// The `[envoy]` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,6 +161,9 @@ pub struct FileConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogFile,
+    /// How strictly the policy directory is checked.
+    #[serde(default)]
+    pub validation: ValidationFile,
     /// Policy reloading.
     #[serde(default)]
     pub reload: ReloadFile,

@@ -28,7 +28,7 @@ mod validate;
 
 pub use file::{
     AdminFile, AuthzenFile, CacheFile, DecisionLogFile, DecisionsFile, EnvoyFile, FileConfig,
-    GrpcFile, ListenersFile, LogFile, ReloadFile,
+    GrpcFile, ListenersFile, LogFile, ReloadFile, ValidationFile,
 };
 pub use flags::Overrides;
 pub use settings::{SETTINGS, Setting, ValueKind, env_help, settings_markdown};
@@ -126,6 +126,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// How strictly the policy directory is checked, at startup and on reload.
+    pub policy_load: crate::policy::LoadOptions,
     /// Reload debounce.
     pub reload_debounce: Duration,
     /// Fallback check interval (zero: off).

@@ -121,6 +121,12 @@ pub const SETTINGS: &[Setting] = &[
         "log filter such as `info` or `mcp_authz=debug` (`RUST_LOG` wins)",
     ),
     setting(
+        "validation.deny_warnings",
+        BOOL,
+        Some("false"),
+        "refuse a policy directory with any warning, at startup and on reload (as `validate --deny-warnings`)",
+    ),
+    setting(
         "reload.debounce_ms",
         NUMBER,
         Some("250"),

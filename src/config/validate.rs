@@ -101,6 +101,9 @@ pub(super) fn checked(
         admin_listen,
         log_format: fc.log.format.unwrap_or_default(),
         log_level: fc.log.level.clone().unwrap_or_else(|| "info".into()),
+        policy_load: crate::policy::LoadOptions {
+            deny_warnings: fc.validation.deny_warnings.unwrap_or(false),
+        },
         reload_debounce: Duration::from_millis(fc.reload.debounce_ms.unwrap_or(250)),
         reload_poll_interval: Duration::from_secs(fc.reload.poll_interval_secs.unwrap_or(5)),
         envoy_default_server: fc.envoy.default_server.clone(),

@@ -13,6 +13,7 @@ use cedar_policy::{
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::authoring::{self, LoadOptions, Located};
 use super::diagnostics::{Problem, Problems, Severity, error_chain};
 use super::index::PolicyIndex;
 use super::shape::{Shape, context_shapes};
@@ -250,8 +251,20 @@ fn read_text(path: &Path, rel: &str, problems: &mut Vec<Problem>) -> Option<Stri
     }
 }
 
-/// Build a validated snapshot from the sources of a policy directory.
+/// Build a validated snapshot from the sources of a policy directory, with the
+/// default [`LoadOptions`].
 pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
+    build_with(sources, generation, LoadOptions::default())
+}
+
+/// Build a validated snapshot from the sources of a policy directory: parse,
+/// validate against the schema, apply the authoring checks (see
+/// [`super::authoring`]) and `options`.
+pub fn build_with(
+    sources: &Sources,
+    generation: u64,
+    options: LoadOptions,
+) -> Result<Snapshot, Problems> {
     let mut problems = Vec::new();
     let (schema_rel, schema_text) = &sources.schema;
     let schema = match Schema::from_cedarschema_str(schema_text) {
@@ -294,8 +307,10 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
         };
 
     let validator = Validator::new(schema.clone());
+    let action_groups: HashSet<EntityUid> = schema.action_groups().cloned().collect();
     let mut policies = PolicySet::new();
     let mut origins: HashMap<String, PolicyOrigin> = HashMap::new();
+    let mut written = Vec::new();
     for (rel, text) in &sources.policies {
         if let Some(p) = nesting_problem(rel, text) {
             problems.push(p);
@@ -316,31 +331,37 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
             }
         };
         resource_ids_of_policies(rel, text, &parsed, &mut problems);
+        let located = locate_policies(rel, text, &parsed);
         let result = validator.validate(&parsed, ValidationMode::Strict);
-        for err in result.validation_errors() {
-            problems.extend(Problem::from_diagnostic(
-                err,
-                Some(rel),
-                Some(text),
-                Severity::Error,
-            ));
-        }
-        for w in result.validation_warnings() {
-            problems.extend(Problem::from_diagnostic(
-                w,
-                Some(rel),
-                Some(text),
-                Severity::Warning,
-            ));
-        }
+        problems.extend(authoring::validation_problems(
+            rel,
+            text,
+            &parsed,
+            &result,
+            &authoring::ids_by_cedar_id(&located),
+        ));
+        authoring::action_group_equality(
+            rel,
+            text,
+            &parsed,
+            &located,
+            &action_groups,
+            &mut problems,
+        );
         add_with_stable_ids(
             rel,
             text,
             &parsed,
+            &located,
             &mut policies,
             &mut origins,
             &mut problems,
         );
+        written.extend(located.into_iter().map(|located| authoring::Written {
+            rel,
+            text,
+            located,
+        }));
     }
 
     let mut entities_digest = None;
@@ -359,6 +380,14 @@ pub fn build(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
             })
             .ok(),
     };
+
+    // Undefined entity literals are told only against entity data that is there.
+    if sources.entities.is_some()
+        && let Some(entities) = &entities
+    {
+        authoring::undefined_literals(&written, &policies, entities, &mut problems);
+    }
+    authoring::apply_options(&mut problems, options);
 
     if policies.is_empty() && !problems.iter().any(|p| p.severity == Severity::Error) {
         problems.push(
@@ -616,16 +645,9 @@ fn hex_digest(h: Sha256) -> String {
     out
 }
 
-/// Give each policy of one file its stable id (`@id("...")`, else `<file>:<index>`)
-/// and add it to the combined set; report duplicates with both places.
-fn add_with_stable_ids(
-    rel: &str,
-    text: &str,
-    parsed: &PolicySet,
-    set: &mut PolicySet,
-    origins: &mut HashMap<String, PolicyOrigin>,
-    problems: &mut Vec<Problem>,
-) {
+/// The policies and templates of one file in source order, with their stable ids
+/// (`@id("...")`, else `<file>:<index>`) and where each starts in the file.
+fn locate_policies(rel: &str, text: &str, parsed: &PolicySet) -> Vec<Located> {
     // Cedar names a file's policies `policy0`, `policy1`, ... in source order,
     // templates included.
     let index_of = |id: &PolicyId| -> usize {
@@ -634,39 +656,69 @@ fn add_with_stable_ids(
             .and_then(|n| n.parse().ok())
             .unwrap_or(usize::MAX)
     };
-    enum Item<'a> {
-        Policy(&'a cedar_policy::Policy),
-        Template(&'a cedar_policy::Template),
-    }
-    let mut items: Vec<(usize, Item<'_>)> = parsed
+    let mut items: Vec<(usize, PolicyId, Option<String>, String, bool)> = parsed
         .policies()
-        .map(|p| (index_of(p.id()), Item::Policy(p)))
-        .chain(
-            parsed
-                .templates()
-                .map(|t| (index_of(t.id()), Item::Template(t))),
-        )
+        .map(|p| {
+            (
+                index_of(p.id()),
+                p.id().clone(),
+                p.annotation("id").map(str::to_owned),
+                p.to_string(),
+                false,
+            )
+        })
+        .chain(parsed.templates().map(|t| {
+            (
+                index_of(t.id()),
+                t.id().clone(),
+                t.annotation("id").map(str::to_owned),
+                t.to_string(),
+                true,
+            )
+        }))
         .collect();
-    items.sort_by_key(|(i, _)| *i);
+    items.sort_by_key(|(i, ..)| *i);
     let mut cursor = 0;
+    items
+        .into_iter()
+        .map(|(index, cedar, annotation, source, template)| {
+            // Where the policy starts: its text appears in order in the file.
+            let offset = text
+                .get(cursor..)
+                .and_then(|rest| rest.find(source.trim()))
+                .map_or(cursor, |o| cursor + o);
+            cursor = offset.min(text.len());
+            Located {
+                cedar,
+                id: annotation.unwrap_or_else(|| format!("{rel}:{index}")),
+                offset: cursor,
+                template,
+            }
+        })
+        .collect()
+}
+
+/// Give each policy of one file its stable id (see [`locate_policies`]) and add it
+/// to the combined set; report duplicates with both places.
+fn add_with_stable_ids(
+    rel: &str,
+    text: &str,
+    parsed: &PolicySet,
+    located: &[Located],
+    set: &mut PolicySet,
+    origins: &mut HashMap<String, PolicyOrigin>,
+    problems: &mut Vec<Problem>,
+) {
     let mut lines = LineCounter::default();
-    for (index, item) in items {
-        let (annotation, source) = match &item {
-            Item::Policy(p) => (p.annotation("id").map(str::to_owned), p.to_string()),
-            Item::Template(t) => (t.annotation("id").map(str::to_owned), t.to_string()),
-        };
-        // Where the policy starts, for messages: its text appears in order in the file.
-        let offset = text[cursor..]
-            .find(source.trim())
-            .map_or(cursor, |o| cursor + o);
-        cursor = offset.min(text.len());
-        let (line, column) = lines.locate(text, cursor);
+    for l in located {
+        let offset = l.offset;
+        let (line, column) = lines.locate(text, offset);
         let origin = PolicyOrigin {
             file: rel.to_owned(),
             line,
             column,
         };
-        let id = annotation.unwrap_or_else(|| format!("{rel}:{index}"));
+        let id = l.id.clone();
         if let Some(prev) = origins.get(&id) {
             let p = Problem::error(
                 Some(rel),
@@ -683,9 +735,16 @@ fn add_with_stable_ids(
             continue;
         }
         let new_id = PolicyId::new(id.clone());
-        let added = match item {
-            Item::Policy(p) => set.add(p.new_id(new_id)),
-            Item::Template(t) => set.add_template(t.new_id(new_id)),
+        let added = if l.template {
+            match parsed.template(&l.cedar) {
+                Some(t) => set.add_template(t.new_id(new_id)),
+                None => continue,
+            }
+        } else {
+            match parsed.policy(&l.cedar) {
+                Some(p) => set.add(p.new_id(new_id)),
+                None => continue,
+            }
         };
         if let Err(e) = added {
             problems.push(

@@ -4,8 +4,13 @@
 //! A policy directory holds every `*.cedar` file under it (recursively; entries whose
 //! name starts with `.` are skipped), exactly one `*.cedarschema`, and optional entity
 //! data in `entities.json` at its top level. Every policy is validated against the
-//! schema in strict mode, and so is the entity data.
+//! schema in strict mode, and so is the entity data. The authoring checks of
+//! `authoring.rs` apply wherever a directory is loaded (`validate`, startup, reload):
+//! an impossible `forbid`, or `action ==` an action that has member actions, is an
+//! error; an entity literal the entity data does not define is a warning; with
+//! [`LoadOptions::deny_warnings`] every warning is an error.
 
+mod authoring;
 mod diagnostics;
 mod index;
 mod load;
@@ -19,10 +24,12 @@ use std::time::SystemTime;
 
 use cedar_policy::{Entities, EntityTypeName, EntityUid, PolicySet, Schema};
 
+pub use authoring::LoadOptions;
 pub use diagnostics::{Problem, Problems, Severity, error_chain};
 pub use index::{IndexOptions, IndexStats, PolicyIndex};
 pub use load::{
-    ContentDigests, ENTITIES_FILE, MAX_FILE_BYTES, PolicyDiff, Sources, build, read_sources,
+    ContentDigests, ENTITIES_FILE, MAX_FILE_BYTES, PolicyDiff, Sources, build, build_with,
+    read_sources,
 };
 pub use shape::{Extension, Leaf, Shape, alias_in, name_key, reads_as};
 pub use store::{LastReload, MAX_LOGGED_IDS, PolicyStore, ReloadOutcome, ReloadStatus};
@@ -88,10 +95,19 @@ impl Snapshot {
         }
     }
 
-    /// Read and validate a policy directory.
+    /// Read and validate a policy directory (with the default [`LoadOptions`]).
     pub fn load(dir: &std::path::Path, generation: u64) -> Result<Snapshot, Problems> {
+        Self::load_with(dir, generation, LoadOptions::default())
+    }
+
+    /// Read and validate a policy directory with `options`.
+    pub fn load_with(
+        dir: &std::path::Path,
+        generation: u64,
+        options: LoadOptions,
+    ) -> Result<Snapshot, Problems> {
         let sources = read_sources(dir)?;
-        build_with_big_stack(&sources, generation)
+        build_with_big_stack(&sources, generation, options)
     }
 
     /// Whether the schema allows `principal` to do `action` on `resource` (by type).
@@ -174,12 +190,16 @@ pub fn attribute_refs(entities: &Entities) -> Option<HashMap<EntityUid, Vec<Enti
 
 /// Build on a thread with a generous stack: Cedar's parser and validator recurse over
 /// the syntax tree, and a policy file is input we do not control.
-pub fn build_with_big_stack(sources: &Sources, generation: u64) -> Result<Snapshot, Problems> {
+pub fn build_with_big_stack(
+    sources: &Sources,
+    generation: u64,
+    options: LoadOptions,
+) -> Result<Snapshot, Problems> {
     std::thread::scope(|s| {
         let handle = std::thread::Builder::new()
             .name("policy-load".into())
             .stack_size(256 * 1024 * 1024)
-            .spawn_scoped(s, || build(sources, generation));
+            .spawn_scoped(s, || build_with(sources, generation, options));
         match handle {
             Ok(h) => h.join().unwrap_or_else(|_| {
                 Err(Problems(vec![Problem::error(

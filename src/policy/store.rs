@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use super::{PolicyDiff, Problems, Snapshot, build_with_big_stack, read_sources};
+use super::{LoadOptions, PolicyDiff, Problems, Snapshot, build_with_big_stack, read_sources};
 
 /// Most policy ids listed per kind of change in one log line; `/v1/policies`
 /// lists them all.
@@ -66,6 +66,7 @@ pub enum ReloadOutcome {
 #[derive(Debug)]
 pub struct PolicyStore {
     dir: PathBuf,
+    options: LoadOptions,
     current: ArcSwap<Snapshot>,
     status: Mutex<ReloadStatus>,
     reloading: Mutex<()>,
@@ -75,7 +76,12 @@ impl PolicyStore {
     /// Load the directory; fails with its problems if it is not valid, so that
     /// the service never starts without policies.
     pub fn open(dir: &Path) -> Result<Self, Problems> {
-        let snapshot = Snapshot::load(dir, 1)?;
+        Self::open_with(dir, LoadOptions::default())
+    }
+
+    /// Load the directory with `options`, which every reload uses too.
+    pub fn open_with(dir: &Path, options: LoadOptions) -> Result<Self, Problems> {
+        let snapshot = Snapshot::load_with(dir, 1, options)?;
         for w in snapshot.warnings.one_line_each() {
             tracing::warn!(warning = %w, "policy warning");
         }
@@ -91,13 +97,17 @@ impl PolicyStore {
             entities_digest = d.entities.as_deref().unwrap_or("none"),
             "policy set loaded"
         );
-        Ok(Self::from_snapshot(snapshot))
+        Ok(Self {
+            options,
+            ..Self::from_snapshot(snapshot)
+        })
     }
 
     /// A store serving `snapshot`, reloading from its directory.
     pub fn from_snapshot(snapshot: Snapshot) -> Self {
         Self {
             dir: snapshot.dir.clone(),
+            options: LoadOptions::default(),
             current: ArcSwap::from_pointee(snapshot),
             status: Mutex::new(ReloadStatus {
                 in_sync: true,
@@ -132,7 +142,7 @@ impl PolicyStore {
             if !force && sources.fingerprint == current.fingerprint {
                 return Ok(None);
             }
-            build_with_big_stack(&sources, current.generation + 1).map(Some)
+            build_with_big_stack(&sources, current.generation + 1, self.options).map(Some)
         });
         let mut status = lock(&self.status);
         status.last_attempt = Some(SystemTime::now());

@@ -225,3 +225,140 @@ fn policies_in_subdirectories_get_path_ids_and_hidden_entries_are_skipped() {
     let (o, _) = text(&out);
     assert!(o.contains("\"teams/extra.cedar:0\""), "{o}");
 }
+
+/// A guardrail on an argument the schema does not declare: `has` is always false.
+const REFUND_CAP: &str = "\n// written for a payments server whose arguments are not declared yet\n@id(\"refund-cap\")\nforbid (principal, action == Mcp::Action::\"tools/call\", resource)\nwhen { context has arguments && context.arguments has amount_cents && context.arguments.amount_cents > 100000 };\n";
+
+fn validate_with(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = bin();
+    cmd.arg("validate").args(args).arg(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd);
+    let (_, e) = text(&out);
+    (out.status.code().unwrap_or(-1), e)
+}
+
+#[test]
+fn an_impossible_forbid_is_an_error_named_by_its_id() {
+    let dir = copy_of_reference();
+    let path = dir.path().join("applications.cedar");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let line = text.lines().count() + 3;
+    std::fs::write(&path, format!("{text}{REFUND_CAP}")).expect("write");
+    let (code, _, err) = validate(dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("error: for policy `refund-cap`, policy is impossible"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("--> applications.cedar:{line}:1")),
+        "{err}"
+    );
+    assert!(err.contains("guards nothing"), "{err}");
+    assert!(!err.contains("`policy"), "Cedar's own ids leak: {err}");
+
+    // The same condition on a permit only warns; without an `@id` it is named by
+    // file and index.
+    let permit = REFUND_CAP
+        .replace("@id(\"refund-cap\")\n", "")
+        .replace("forbid", "permit");
+    std::fs::write(&path, format!("{text}{permit}")).expect("write");
+    let (code, out, err) = validate(dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("ok: 15 policies"), "{out}");
+    assert!(
+        err.contains("warning: for policy `applications.cedar:7`, policy is impossible"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("--> applications.cedar:{line}:1")),
+        "{err}"
+    );
+}
+
+#[test]
+fn deny_warnings_makes_a_warning_fail_validation() {
+    let dir = copy_of_reference();
+    let path = dir.path().join("users.cedar");
+    let text = std::fs::read_to_string(&path).expect("read");
+    // A group the entity data does not define: a warning only.
+    std::fs::write(
+        &path,
+        text.replacen(
+            "principal in Mcp::Group::\"employees\",\n  action == Mcp::Action::\"tools/call\"",
+            "principal in Mcp::Group::\"enginering\",\n  action == Mcp::Action::\"tools/call\"",
+            1,
+        ),
+    )
+    .expect("write");
+    let (code, err) = validate_with(dir.path(), &[], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(
+            "warning: policy `employees-look-up-projects` names `Mcp::Group::\"enginering\"`, which the entity data does not define"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("--> users.cedar:15:28"), "{err}");
+    for (args, env) in [
+        (&["--deny-warnings"][..], &[][..]),
+        (
+            &[][..],
+            &[("MCP_AUTHZ_VALIDATION_DENY_WARNINGS", "true")][..],
+        ),
+    ] {
+        let (code, err) = validate_with(dir.path(), args, env);
+        assert_eq!(code, 2, "{args:?} {env:?}: {err}");
+        assert!(
+            err.contains("error: policy `employees-look-up-projects` names"),
+            "{err}"
+        );
+        assert!(err.contains("(1 error)"), "{err}");
+    }
+    // The reference set has no warning at all.
+    let (code, err) = validate_with(&reference_policies(), &["--deny-warnings"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.is_empty(), "{err}");
+}
+
+#[test]
+fn action_equals_an_action_with_members_says_to_use_in() {
+    // A schema whose `tools/call` has a member action, as imported tools will.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let schema = std::fs::read_to_string(reference_policies().join("mcp.cedarschema"))
+        .expect("schema")
+        .replacen(
+            "  action \"tools/call\"\n",
+            "  action \"tools/call/payments/refund\" in [\"tools/call\"]\n    appliesTo { principal: [User, Application], resource: Tool, context: ToolCallContext };\n  action \"tools/call\"\n",
+            1,
+        );
+    assert!(schema.contains("tools/call/payments/refund"));
+    std::fs::write(dir.path().join("mcp.cedarschema"), schema).expect("write");
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        "@id(\"employees-call-tools\")\npermit (principal, action in Mcp::Action::\"tools/call\", resource);\n\n@id(\"no-refunds-for-bots\")\nforbid (principal is Mcp::Application, action == Mcp::Action::\"tools/call\", resource);\n",
+    )
+    .expect("write");
+    let (code, _, err) = validate(dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("error: policy `no-refunds-for-bots` tests `action == Mcp::Action::\"tools/call\"`, but `Mcp::Action::\"tools/call\"` has member actions"),
+        "{err}"
+    );
+    assert!(err.contains("--> p.cedar:5:63"), "{err}");
+    assert!(
+        err.contains("help: write `action in Mcp::Action::\"tools/call\"`"),
+        "{err}"
+    );
+    // Written with `in`, it validates; against the reference schema (no members) `==` does too.
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        "@id(\"no-refunds-for-bots\")\nforbid (principal is Mcp::Application, action in Mcp::Action::\"tools/call\", resource);\n",
+    )
+    .expect("write");
+    let (code, _, err) = validate(dir.path());
+    assert_eq!(code, 0, "{err}");
+}

@@ -472,3 +472,162 @@ fn every_reload_logs_and_shows_what_changed() {
     assert_eq!(p["last_reload"]["to_generation"], 7);
     assert_eq!(records(dir.path(), "policies reloaded").len(), 6);
 }
+
+/// A guardrail on a tool argument the schema does not declare: it can never apply.
+const IMPOSSIBLE_FORBID: &str = "@id(\"refund-cap\")\nforbid (principal, action == Mcp::Action::\"tools/call\", resource)\nwhen { context has arguments && context.arguments has amount_cents && context.arguments.amount_cents > 100000 };\n";
+
+/// A group the entity data does not define: a warning.
+const UNDEFINED_GROUP: &str = "@id(\"engineering-reads-docs\")\npermit (principal in Mcp::Group::\"enginering\", action in Mcp::Action::\"resources/read\", resource in Mcp::Server::\"docs\");\n";
+
+#[test]
+fn a_reload_with_an_impossible_forbid_keeps_the_last_good_snapshot() {
+    let dir = copy_of_reference();
+    let store = PolicyStore::open(dir.path()).expect("valid");
+    std::fs::write(dir.path().join("grant.cedar"), SUMMARIZER_GRANT).expect("write");
+    assert!(matches!(
+        store.reload(false),
+        mcp_authz::policy::ReloadOutcome::Reloaded { generation: 2, .. }
+    ));
+    // The same file with a guardrail that guards nothing: refused, and why.
+    std::fs::write(
+        dir.path().join("grant.cedar"),
+        format!("{SUMMARIZER_GRANT}\n{IMPOSSIBLE_FORBID}"),
+    )
+    .expect("write");
+    let mcp_authz::policy::ReloadOutcome::Failed(problems) = store.reload(false) else {
+        panic!("an impossible forbid was swapped in");
+    };
+    assert_eq!(problems.errors().count(), 1, "{problems}");
+    let status = store.status();
+    assert!(!status.in_sync);
+    assert!(
+        status
+            .last_errors
+            .iter()
+            .any(|e| e.starts_with("grant.cedar:4:1: ")
+                && e.contains("for policy `refund-cap`, policy is impossible")),
+        "{:?}",
+        status.last_errors
+    );
+    let snapshot = store.snapshot();
+    assert_eq!(snapshot.generation, 2);
+    assert!(snapshot.origins.contains_key("summarizer-gets-documents"));
+    assert!(!snapshot.origins.contains_key("refund-cap"));
+    assert!(mcp_authz::authz::decide(&snapshot, &summarizer_gets_document()).allow);
+    // As a permit it is only a warning: swapped in.
+    std::fs::write(
+        dir.path().join("grant.cedar"),
+        format!(
+            "{SUMMARIZER_GRANT}\n{}",
+            IMPOSSIBLE_FORBID.replace("forbid", "permit")
+        ),
+    )
+    .expect("write");
+    assert!(matches!(
+        store.reload(false),
+        mcp_authz::policy::ReloadOutcome::Reloaded { generation: 3, .. }
+    ));
+    let snapshot = store.snapshot();
+    assert!(
+        snapshot
+            .warnings
+            .one_line_each()
+            .iter()
+            .any(|w| w.contains("for policy `refund-cap`, policy is impossible")),
+        "{:?}",
+        snapshot.warnings
+    );
+    assert!(store.status().in_sync);
+}
+
+#[test]
+fn with_deny_warnings_a_reload_with_a_warning_keeps_the_last_good_snapshot() {
+    let dir = copy_of_reference();
+    let deny = mcp_authz::policy::LoadOptions {
+        deny_warnings: true,
+    };
+    let strict =
+        PolicyStore::open_with(dir.path(), deny).expect("the reference set has no warning");
+    let lenient = PolicyStore::open(dir.path()).expect("valid");
+    std::fs::write(dir.path().join("extra.cedar"), UNDEFINED_GROUP).expect("write");
+    // Without the option: a warning, and the policy serves.
+    assert!(matches!(
+        lenient.reload(false),
+        mcp_authz::policy::ReloadOutcome::Reloaded { generation: 2, .. }
+    ));
+    assert!(
+        lenient
+            .snapshot()
+            .warnings
+            .one_line_each()
+            .iter()
+            .any(|w| w.starts_with("extra.cedar:2:")
+                && w.contains(
+                    "policy `engineering-reads-docs` names `Mcp::Group::\"enginering\"`"
+                )),
+        "{:?}",
+        lenient.snapshot().warnings
+    );
+    // With it: refused, the last good snapshot serves.
+    assert!(matches!(
+        strict.reload(false),
+        mcp_authz::policy::ReloadOutcome::Failed(_)
+    ));
+    let status = strict.status();
+    assert!(!status.in_sync);
+    assert!(
+        status
+            .last_errors
+            .iter()
+            .any(|e| e.contains("policy `engineering-reads-docs` names")),
+        "{:?}",
+        status.last_errors
+    );
+    assert_eq!(strict.snapshot().generation, 1);
+    assert!(
+        !strict
+            .snapshot()
+            .origins
+            .contains_key("engineering-reads-docs")
+    );
+}
+
+/// Startup applies the same rule: an impossible forbid, or a warning with
+/// `validation.deny_warnings`, ends `serve` with the problems.
+#[test]
+fn startup_refuses_an_impossible_forbid_and_with_deny_warnings_a_warning() {
+    let refused = |dir: &Path, env: &[(&str, &str)]| -> Vec<String> {
+        let service = inproc::Launch::new(dir).envs(env).listening().start();
+        match service.stop() {
+            Err(mcp_authz::app::AppError::Policies(problems)) => {
+                problems.errors().map(|p| p.message.clone()).collect()
+            }
+            other => panic!("expected the policy problems, got {other:?}"),
+        }
+    };
+    let dir = copy_of_reference();
+    std::fs::write(dir.path().join("guard.cedar"), IMPOSSIBLE_FORBID).expect("write");
+    let errors = refused(dir.path(), &[]);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("for policy `refund-cap`, policy is impossible")),
+        "{errors:?}"
+    );
+
+    let dir = copy_of_reference();
+    std::fs::write(dir.path().join("extra.cedar"), UNDEFINED_GROUP).expect("write");
+    let errors = refused(
+        dir.path(),
+        &[("MCP_AUTHZ_VALIDATION_DENY_WARNINGS", "true")],
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("`Mcp::Group::\"enginering\"`")),
+        "{errors:?}"
+    );
+    // Without the setting the warning does not stop it.
+    let service = inproc::Launch::new(dir.path()).start();
+    assert!(service.stop().is_ok());
+}

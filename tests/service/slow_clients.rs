@@ -660,7 +660,7 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
     top_up(&mut http_flood, &mut grpc_flood, &mut admin_flood);
     std::fs::write(
         dir.path().join("extra.cedar"),
-        "@id(\"extra-under-flood\")\nforbid (principal, action, resource) when { false };\n",
+        "@id(\"extra-under-flood\")\npermit (principal, action, resource) when { false };\n",
     )
     .expect("write");
     let reloaded = poll(DEADLINE, || {
