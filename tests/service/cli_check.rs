@@ -1158,3 +1158,46 @@ fn bad_token_fact_flags_are_a_clear_error() {
         "error: `--group` needs `--user`: groups are the user's"
     );
 }
+
+/// The core gives `scopes` and `claims` to actions of the `Mcp` namespace only: for
+/// another action, even one that declares `claims`, they are a note.
+#[test]
+fn token_facts_outside_the_mcp_namespace_are_a_note() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("schema.cedarschema"),
+        "namespace Mcp { entity User; entity Group; entity Server; }\n\
+         namespace Other { entity Doc; action \"read\" appliesTo { principal: Mcp::User, \
+         resource: Doc, context: { claims?: { a?: String } } }; }\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        "permit (principal, action, resource) when { context has claims };\n",
+    )
+    .expect("write");
+    let (code, d, stderr) = check_in(
+        dir.path(),
+        &[
+            "--json",
+            "--action",
+            r#"Other::Action::"read""#,
+            "--resource",
+            r#"Other::Doc::"d""#,
+            "--user",
+            "u",
+            "--claim",
+            r#"a="x""#,
+        ],
+    );
+    assert_eq!(code, 1, "{d}\n{stderr}");
+    assert_eq!(
+        note_pairs(&d),
+        [
+            ("undeclared_context".to_owned(), "claims".to_owned()),
+            ("unknown_user".to_owned(), "u".to_owned()),
+            ("unknown_entity".to_owned(), r#"Other::Doc::"d""#.to_owned()),
+        ],
+        "{d}"
+    );
+}

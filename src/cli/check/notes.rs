@@ -12,7 +12,7 @@ use cedar_policy::{EntityTypeName, EntityUid};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::authz::DecisionRequest;
+use crate::authz::{DecisionRequest, mcp_profile};
 use crate::mcp::Kind;
 use crate::policy::{Shape, Snapshot};
 
@@ -58,7 +58,20 @@ pub fn notes(snapshot: &Snapshot, request: &DecisionRequest) -> Vec<Note> {
             if token.claims.is_empty() {
                 facts.remove("claims");
             }
-            undeclared(shape, &Value::Object(facts), "", &mut dropped);
+            if mcp_profile(&request.action) {
+                undeclared(shape, &Value::Object(facts), "", &mut dropped);
+            } else {
+                // The core gives token facts to actions of the MCP profile only.
+                out.extend(facts.keys().map(|key| Note {
+                    kind: "undeclared_context",
+                    name: key.clone(),
+                    message: format!(
+                        "`{key}` is given only to actions of the `Mcp` namespace, not to {}: \
+                         dropped before evaluation",
+                        request.action
+                    ),
+                }));
+            }
         }
         for path in dropped {
             out.push(dropped_note(&request.action, path));
