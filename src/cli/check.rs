@@ -1,4 +1,7 @@
-//! `mcp-authz check`: decide one request and explain it.
+//! `mcp-authz check`: decide one request and explain it, with what it dropped or
+//! did not know ([`notes`]).
+
+mod notes;
 
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -11,18 +14,27 @@ use super::{CommonArgs, EXIT_DENY, EXIT_ERROR, load_config, report_problems};
 use crate::authz::{Decision, DecisionMeta, DecisionRequest, Engine, Interface, Role};
 use crate::config::{Config, Overrides};
 use crate::identity::{AuthnError, Identity, IdentityInput, Resolver, TrustedIdentity};
-use crate::mcp::{self, Kind};
+use crate::mcp;
 use crate::policy::Snapshot;
+use notes::Note;
 
 /// `check` arguments.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Exit status: 0 allow, 1 deny, 2 bad input, configuration or policies.
+    after_help = "Exit status: 0 allow, 1 deny, 2 bad input, configuration or policies (and, with
+`--strict`, any note).
+
+Notes: what the decision did not use or did not know, printed after it (`notes` in `--json`):
+context attributes, arguments and claims the schema does not declare for the action (dropped
+before evaluation), and a user, application, group, server, tool, resource or prompt the entity
+data does not define. A note does not change the decision.
 
 Examples:
   mcp-authz check --action tools/call --resource docs/get_document --user alice --app corpassist
   mcp-authz check --action tools/call --resource docs/search_documents --user alice --app corpassist \\
-      --context '{\"arguments\": {\"query\": \"titan\", \"max_results\": 500}}' --json"
+      --context '{\"arguments\": {\"query\": \"titan\", \"max_results\": 500}}' --json
+  mcp-authz check --action tools/call --resource docs/get_document --user erin --group engineering \\
+      --app corpassist --scope docs.read --claim 'department=\"finance\"' --strict"
 )]
 pub struct CheckArgs {
     /// The MCP method, e.g. `tools/call` (or a full Cedar action uid)
@@ -49,6 +61,20 @@ pub struct CheckArgs {
     /// Context attributes as a JSON object, e.g. `{"arguments": {"document_id": "x"}}`
     #[arg(long, value_name = "JSON")]
     context: Option<String>,
+    /// A group of the user, as a verified token's groups give it (repeatable; needs
+    /// `--user`; not with `--token`)
+    #[arg(long = "group", value_name = "GROUP")]
+    groups: Vec<String>,
+    /// A scope for `context.scopes`, as a verified token's (repeatable; not with `--token`)
+    #[arg(long = "scope", value_name = "SCOPE")]
+    scopes: Vec<String>,
+    /// A claim for `context.claims`, as a verified token's: NAME=JSON, e.g.
+    /// `department="finance"` (repeatable; not with `--token`)
+    #[arg(long = "claim", value_name = "NAME=JSON")]
+    claims: Vec<String>,
+    /// Make any note (something dropped or not known) an error: exit status 2
+    #[arg(long)]
+    strict: bool,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -72,6 +98,7 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, ExitCode> {
     let config = load_config(&args.common, Overrides::default())?;
     crate::telemetry::init(config.log_format, "warn");
     let mut request = build_request(args).map_err(fail)?;
+    given_identity(args).map_err(fail)?.apply_to(&mut request);
     let snapshot = Snapshot::load(&config.policies, 1).map_err(|problems| {
         report_problems(&config.policies, &problems);
         ExitCode::from(EXIT_ERROR)
@@ -114,8 +141,9 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, ExitCode> {
                 .decision
         }
     };
+    let notes = notes::notes(&snapshot, &request);
     if args.json {
-        let mut out = to_json(&decision, &request, &snapshot);
+        let mut out = to_json(&decision, &request, &snapshot, &notes);
         if let (Some(e), Value::Object(map)) = (&refused, &mut out) {
             map.insert(
                 "token_error".into(),
@@ -124,7 +152,19 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, ExitCode> {
         }
         println!("{out}");
     } else {
-        print!("{}", explain(&decision, &request, &snapshot));
+        print!("{}", explain(&decision, &request, &snapshot, &notes));
+    }
+    if args.strict && !notes.is_empty() {
+        let kinds: Vec<String> = notes
+            .iter()
+            .map(|n| format!("{} `{}`", n.kind, n.name))
+            .collect();
+        return Err(fail(format!(
+            "`--strict`: {} note{}: {}",
+            notes.len(),
+            if notes.len() == 1 { "" } else { "s" },
+            kinds.join(", ")
+        )));
     }
     Ok(if decision.allow {
         ExitCode::SUCCESS
@@ -145,11 +185,6 @@ fn build_request(args: &CheckArgs) -> Result<DecisionRequest, String> {
     let (resource, server) = mcp::resource_for(&method, &args.resource, args.server.as_deref())?;
     let mut request = DecisionRequest::new(action, resource);
     request.server = server;
-    request.user = args.user.as_deref().map(|u| Kind::User.uid(u));
-    request.application = args
-        .application
-        .as_deref()
-        .map(|a| Kind::Application.uid(a));
     if let Some(text) = &args.context {
         match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => request.context = map,
@@ -158,6 +193,71 @@ fn build_request(args: &CheckArgs) -> Result<DecisionRequest, String> {
         }
     }
     Ok(request)
+}
+
+/// Who `--user` and `--app` say asks, with the token facts of `--group`, `--scope`
+/// and `--claim`: put into the request by [`Identity::apply_to`], the rule every
+/// interface applies to a verified token (the groups as the user's parents for this
+/// request, `context.scopes`, `context.claims`). Any of the three stands for a
+/// verified token, so the token facts are set (scopes possibly empty) as a token's
+/// would be; none of them, no token facts.
+fn given_identity(args: &CheckArgs) -> Result<Identity, String> {
+    let facts = !(args.groups.is_empty() && args.scopes.is_empty() && args.claims.is_empty());
+    if facts && args.token.is_some() {
+        return Err(
+            "`--group`, `--scope` and `--claim` stand for a token's facts: give them or \
+             `--token`, not both"
+                .into(),
+        );
+    }
+    if !args.groups.is_empty() && args.user.is_none() {
+        return Err("`--group` needs `--user`: groups are the user's".into());
+    }
+    if let Some(g) = args.groups.iter().find(|g| g.is_empty()) {
+        return Err(format!("`--group` must name a group, not `{g}`"));
+    }
+    if let Some(s) = args
+        .scopes
+        .iter()
+        .find(|s| s.is_empty() || s.chars().any(char::is_whitespace))
+    {
+        return Err(format!(
+            "`--scope` must be one scope, without spaces, not `{s}` (repeat `--scope` for more)"
+        ));
+    }
+    let mut claims = serde_json::Map::new();
+    for text in &args.claims {
+        let (name, value) = parse_claim(text)?;
+        if claims.insert(name.to_owned(), value).is_some() {
+            return Err(format!("`--claim {name}=...` is given twice"));
+        }
+    }
+    Ok(Identity {
+        user: args.user.clone(),
+        application: args.application.clone(),
+        groups: args.groups.clone(),
+        scopes: args.scopes.clone(),
+        claims,
+        // Not a verified issuer: what makes `Identity::token_facts` give the facts.
+        issuer: facts.then(|| "check --group/--scope/--claim".to_owned()),
+        spiffe_id: None,
+    })
+}
+
+/// `NAME=JSON`: the claim's name and its value.
+fn parse_claim(text: &str) -> Result<(&str, Value), String> {
+    let Some((name, value)) = text.split_once('=').filter(|(n, _)| !n.trim().is_empty()) else {
+        return Err(format!(
+            "`--claim {text}` is not NAME=JSON, e.g. `--claim 'department=\"finance\"'`"
+        ));
+    };
+    let value = serde_json::from_str(value).map_err(|e| {
+        format!(
+            "`--claim {text}`: the value is not JSON ({e}); write a string in quotes: \
+             `{name}=\"...\"`"
+        )
+    })?;
+    Ok((name, value))
 }
 
 /// Verify the token with the configured issuers; `--user` and `--app`, when given,
@@ -201,13 +301,31 @@ fn origin(snapshot: &Snapshot, id: &str) -> String {
     }
 }
 
-fn explain(decision: &Decision, request: &DecisionRequest, snapshot: &Snapshot) -> String {
+fn explain(
+    decision: &Decision,
+    request: &DecisionRequest,
+    snapshot: &Snapshot,
+    notes: &[Note],
+) -> String {
     let mut out = format!(
         "{}: {} on {}\n",
         decision.verdict().to_uppercase(),
         request.action,
         request.resource
     );
+    let groups = groups_of(request);
+    if !groups.is_empty() {
+        out.push_str(&format!("  groups      {}\n", groups.join(", ")));
+    }
+    if let Some(token) = &request.token {
+        out.push_str(&format!("  scopes      [{}]\n", token.scopes.join(", ")));
+        let claims: Vec<String> = token
+            .claims
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        out.push_str(&format!("  claims      {{{}}}\n", claims.join(", ")));
+    }
     for e in &decision.evaluations {
         let role = match e.role {
             Role::User => "user",
@@ -233,10 +351,27 @@ fn explain(decision: &Decision, request: &DecisionRequest, snapshot: &Snapshot) 
     if !decision.allow {
         out.push_str(&format!("  reason: {}\n", decision.reason));
     }
+    for n in notes {
+        out.push_str(&format!("  note: {}\n", n.message));
+    }
     out
 }
 
-fn to_json(decision: &Decision, request: &DecisionRequest, snapshot: &Snapshot) -> Value {
+/// The groups given to the user for this request (by `--group` or a token).
+fn groups_of(request: &DecisionRequest) -> Vec<String> {
+    request
+        .entities
+        .iter()
+        .flat_map(|e| e.parents.iter().map(ToString::to_string))
+        .collect()
+}
+
+fn to_json(
+    decision: &Decision,
+    request: &DecisionRequest,
+    snapshot: &Snapshot,
+    notes: &[Note],
+) -> Value {
     let evaluations: Vec<Value> = decision
         .evaluations
         .iter()
@@ -259,8 +394,11 @@ fn to_json(decision: &Decision, request: &DecisionRequest, snapshot: &Snapshot) 
         "action": request.action.to_string(),
         "resource": request.resource.to_string(),
         "user": request.user.as_ref().map(ToString::to_string),
-        "groups": request.entities.iter().flat_map(|e| e.parents.iter().map(ToString::to_string)).collect::<Vec<_>>(),
+        "groups": groups_of(request),
         "application": request.application.as_ref().map(ToString::to_string),
+        "scopes": request.token.as_ref().map(|t| &t.scopes),
+        "claims": request.token.as_ref().map(|t| &t.claims),
+        "notes": notes,
         "evaluations": evaluations,
         "generation": decision.generation,
         "policies": snapshot.policy_count(),

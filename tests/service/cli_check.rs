@@ -592,3 +592,612 @@ fn every_command_has_help() {
         assert!(stdout.contains("Usage: mcp-authz"), "{args:?}: {stdout}");
     }
 }
+
+/// `check --json` with `args` on the reference policies (user-only requests decided
+/// as a deployment that allows them): exit status, the JSON object, stderr.
+fn check_json(args: &[&str]) -> (i32, Value, String) {
+    check_in(&reference_policies(), &[&["--json"][..], args].concat())
+}
+
+fn check_in(policies: &std::path::Path, args: &[&str]) -> (i32, Value, String) {
+    let out = run(bin()
+        .arg("check")
+        .args(args)
+        .arg("--policies")
+        .arg(policies)
+        .env("MCP_AUTHZ_DECISIONS_ALLOW_USER_ONLY", "true"));
+    let (stdout, stderr) = text(&out);
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+fn note_pairs(d: &Value) -> Vec<(String, String)> {
+    d["notes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no notes: {d}"))
+        .iter()
+        .map(|n| {
+            (
+                n["kind"].as_str().unwrap_or_default().to_owned(),
+                n["name"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+const SEARCH: [&str; 8] = [
+    "--action",
+    "tools/call",
+    "--resource",
+    "docs/search_documents",
+    "--user",
+    "alice",
+    "--app",
+    "corpassist",
+];
+
+/// Each kind of note, in `--json` and in the text, with the decision and its exit
+/// status unchanged; `--strict` makes it an error (exit 2) after printing the decision.
+#[test]
+fn notes_say_what_was_dropped_or_not_known() {
+    fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        [&SEARCH[..], extra].concat()
+    }
+    let cases: Vec<(Vec<&str>, &str, &str, bool)> = vec![
+        // The mistyped key of issue 15: dropped, and the forbid it meant to test never ran.
+        (
+            with(&["--context", r#"{"argument": {"max_results": 500}}"#]),
+            "undeclared_context",
+            "argument",
+            true,
+        ),
+        (
+            with(&["--context", r#"{"arguments": {"limit": 500}}"#]),
+            "undeclared_argument",
+            "limit",
+            true,
+        ),
+        (
+            with(&["--claim", r#"team="search""#]),
+            "undeclared_claim",
+            "team",
+            true,
+        ),
+        (
+            vec![
+                "--action",
+                "tools/call",
+                "--resource",
+                "docs/search_documents",
+                "--user",
+                "mallory",
+                "--app",
+                "corpassist",
+            ],
+            "unknown_user",
+            "mallory",
+            false,
+        ),
+        (
+            vec![
+                "--action",
+                "tools/call",
+                "--resource",
+                "docs/search_documents",
+                "--user",
+                "alice",
+                "--app",
+                "corpasist",
+            ],
+            "unknown_application",
+            "corpasist",
+            false,
+        ),
+        (
+            vec![
+                "--action",
+                "tools/call",
+                "--resource",
+                "docs/search_documents",
+                "--user",
+                "alice",
+                "--group",
+                "emplyees",
+                "--app",
+                "corpassist",
+            ],
+            "unknown_group",
+            "emplyees",
+            true,
+        ),
+        (
+            vec![
+                "--action",
+                "tools/call",
+                "--resource",
+                "docs/translate_document",
+                "--user",
+                "alice",
+                "--app",
+                "corpassist",
+            ],
+            "unknown_tool",
+            "docs/translate_document",
+            true,
+        ),
+        (
+            vec![
+                "--action",
+                "resources/read",
+                "--resource",
+                "docs/docs://titan/q2-strategy",
+                "--user",
+                "alice",
+                "--app",
+                "corpassist",
+            ],
+            "unknown_resource",
+            "docs/docs://titan/q2-strategy",
+            true,
+        ),
+        (
+            vec![
+                "--action",
+                "prompts/get",
+                "--resource",
+                "docs/weekly_digest",
+                "--user",
+                "alice",
+                "--app",
+                "corpassist",
+            ],
+            "unknown_prompt",
+            "docs/weekly_digest",
+            true,
+        ),
+        (
+            vec![
+                "--action",
+                "tools/list",
+                "--resource",
+                "billing",
+                "--user",
+                "alice",
+                "--app",
+                "corpassist",
+            ],
+            "unknown_server",
+            "billing",
+            true,
+        ),
+    ];
+    for (args, kind, name, allow) in cases {
+        let label = format!("{kind} {args:?}");
+        let (code, d, stderr) = check_json(&args);
+        assert_eq!(code, if allow { 0 } else { 1 }, "{label}: {d}\n{stderr}");
+        assert_eq!(
+            d["decision"],
+            if allow { "allow" } else { "deny" },
+            "{label}"
+        );
+        assert_eq!(
+            note_pairs(&d),
+            [(kind.to_owned(), name.to_owned())],
+            "{label}: {d}"
+        );
+        let message = d["notes"][0]["message"].as_str().expect("message");
+        assert!(message.contains(&format!("`{name}`")), "{label}: {message}");
+        // The text says the same, after the decision.
+        let out = run(bin()
+            .arg("check")
+            .args(&args)
+            .arg("--policies")
+            .arg(reference_policies()));
+        let (stdout, _) = text(&out);
+        assert_eq!(out.status.code(), Some(code), "{label}: {stdout}");
+        assert!(
+            stdout.contains(&format!("\n  note: {message}\n")),
+            "{label}: {stdout}"
+        );
+        // `--strict`: the decision is printed, then one error line naming the note; exit 2.
+        let (strict, d, stderr) = check_json(&[&args[..], &["--strict"]].concat());
+        assert_eq!(strict, 2, "{label}: {stderr}");
+        assert_eq!(
+            d["decision"],
+            if allow { "allow" } else { "deny" },
+            "{label}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{label}: {stderr}");
+        assert!(
+            stderr.starts_with("error: `--strict`: 1 note: ")
+                && stderr.contains(&format!("{kind} `{name}`")),
+            "{label}: {stderr}"
+        );
+    }
+}
+
+/// The forbid that the mistyped key failed to exercise does fire when the key is
+/// right, and a request with nothing to note passes `--strict` with its own exit status.
+#[test]
+fn strict_passes_a_request_with_nothing_to_note() {
+    for (context, code, decision) in [
+        (
+            r#"{"arguments": {"query": "titan", "max_results": 500}}"#,
+            1,
+            "deny",
+        ),
+        (
+            r#"{"arguments": {"query": "titan", "max_results": 5}}"#,
+            0,
+            "allow",
+        ),
+    ] {
+        let (c, d, stderr) =
+            check_json(&[&SEARCH[..], &["--context", context, "--strict"]].concat());
+        assert_eq!(
+            (c, d["decision"].as_str()),
+            (code, Some(decision)),
+            "{stderr}"
+        );
+        assert_eq!(d["notes"], serde_json::json!([]), "{d}");
+        assert!(stderr.is_empty(), "{stderr}");
+    }
+    // A user with groups given for the request (as a token's user) is not a note.
+    let (c, d, _) = check_json(&[
+        "--action",
+        "tools/call",
+        "--resource",
+        "docs/get_document",
+        "--user",
+        "erin",
+        "--group",
+        "engineering",
+        "--app",
+        "corpassist",
+        "--strict",
+    ]);
+    assert_eq!((c, d["notes"].clone()), (0, serde_json::json!([])), "{d}");
+}
+
+/// `--group` makes the user a member for this request, as a token's groups do: a user
+/// the entity data does not know becomes an employee, a contractor meets the forbid
+/// on finance documents, and a document administrator may delete.
+#[test]
+fn groups_change_decisions_as_a_tokens_groups_do() {
+    let get = |user: &str, groups: &[&str], context: Option<&str>| {
+        let mut args = vec![
+            "--action",
+            "tools/call",
+            "--resource",
+            "docs/get_document",
+            "--user",
+            user,
+            "--app",
+            "corpassist",
+        ];
+        for g in groups {
+            args.extend(["--group", g]);
+        }
+        if let Some(c) = context {
+            args.extend(["--context", c]);
+        }
+        let (code, d, stderr) = check_json(&args);
+        let determining: Vec<Value> = d["evaluations"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{d}\n{stderr}"))
+            .iter()
+            .flat_map(|e| e["policies"].as_array().cloned().unwrap_or_default())
+            .collect();
+        (code, d, determining)
+    };
+    let (code, d, _) = get("erin", &[], None);
+    assert_eq!(code, 1, "{d}");
+    let (code, d, determining) = get("erin", &["engineering"], None);
+    assert_eq!(code, 0, "{d}");
+    assert_eq!(
+        d["groups"],
+        serde_json::json!(["Mcp::Group::\"engineering\""])
+    );
+    assert!(determining.contains(&"employees-use-docs".into()), "{d}");
+    let finance = Some(r#"{"arguments": {"document_id": "finance/budget-2026"}}"#);
+    let (code, _, _) = get("erin", &["engineering"], finance);
+    assert_eq!(code, 0);
+    let (code, d, determining) = get("erin", &["contractors"], finance);
+    assert_eq!(code, 1, "{d}");
+    assert!(
+        determining.contains(&"contractors-no-finance-documents".into()),
+        "{d}"
+    );
+    // Groups add to those of the entity data: alice becomes a document administrator.
+    let delete = |groups: &[&str]| {
+        let mut args = vec![
+            "--action",
+            "tools/call",
+            "--resource",
+            "docs/delete_document",
+            "--user",
+            "alice",
+        ];
+        for g in groups {
+            args.extend(["--group", g]);
+        }
+        check_json(&args).0
+    };
+    assert_eq!(delete(&[]), 1);
+    assert_eq!(delete(&["doc-admins"]), 0);
+}
+
+/// Policies that read `context.scopes` and `context.claims` (the reference set has
+/// none), with the reference policies.
+const TOKEN_FACT_POLICIES: &str = r#"
+@id("deletes-need-the-delete-scope")
+forbid (principal, action == Mcp::Action::"tools/call", resource == Mcp::Tool::"docs/delete_document")
+unless { context has scopes && context.scopes.contains("docs.delete") };
+
+@id("finance-documents-for-finance")
+forbid (principal, action == Mcp::Action::"tools/call", resource == Mcp::Tool::"docs/get_document")
+when { context has arguments && context.arguments has document_id && context.arguments.document_id like "finance/*" }
+unless { context has claims && context.claims has department && context.claims.department == "finance" };
+"#;
+
+#[test]
+fn scopes_and_claims_change_decisions() {
+    let dir = crate::support::copy_of_reference();
+    std::fs::write(dir.path().join("token_facts.cedar"), TOKEN_FACT_POLICIES).expect("write");
+    let delete = |extra: &[&str]| {
+        let args = [
+            &[
+                "--json",
+                "--action",
+                "tools/call",
+                "--resource",
+                "docs/delete_document",
+                "--user",
+                "dave",
+            ][..],
+            extra,
+        ]
+        .concat();
+        check_in(dir.path(), &args)
+    };
+    let (code, d, _) = delete(&[]);
+    assert_eq!(code, 1, "{d}");
+    assert_eq!(d["scopes"], Value::Null, "no token facts: {d}");
+    let (code, d, _) = delete(&["--scope", "docs.read"]);
+    assert_eq!(code, 1, "{d}");
+    assert_eq!(
+        d["evaluations"][0]["policies"],
+        serde_json::json!(["deletes-need-the-delete-scope"])
+    );
+    let (code, d, _) = delete(&["--scope", "docs.read", "--scope", "docs.delete"]);
+    assert_eq!(code, 0, "{d}");
+    assert_eq!(d["scopes"], serde_json::json!(["docs.read", "docs.delete"]));
+
+    let budget = |extra: &[&str]| {
+        let args = [
+            &[
+                "--json",
+                "--action",
+                "tools/call",
+                "--resource",
+                "docs/get_document",
+                "--user",
+                "bob",
+                "--app",
+                "corpassist",
+                "--context",
+                r#"{"arguments": {"document_id": "finance/budget-2026"}}"#,
+            ][..],
+            extra,
+        ]
+        .concat();
+        check_in(dir.path(), &args)
+    };
+    let (code, d, _) = budget(&[]);
+    assert_eq!(code, 1, "{d}");
+    let (code, d, _) = budget(&["--claim", r#"department="engineering""#]);
+    assert_eq!(code, 1, "{d}");
+    let (code, d, _) = budget(&["--claim", r#"department="finance""#]);
+    assert_eq!(code, 0, "{d}");
+    assert_eq!(d["claims"], serde_json::json!({ "department": "finance" }));
+    assert_eq!(d["notes"], serde_json::json!([]), "{d}");
+    // A claim of another type than the schema declares is a deny, as from a token.
+    let (code, d, _) = budget(&["--claim", "department=7"]);
+    assert_eq!(code, 1, "{d}");
+    assert!(
+        d["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("claims.department")),
+        "{d}"
+    );
+}
+
+/// The flags give the request exactly what a verified token with the same facts gives.
+#[test]
+fn flags_decide_as_a_token_with_the_same_facts() {
+    use crate::support::config;
+    use crate::support::tokens::TestKey;
+    let dir = crate::support::copy_of_reference();
+    std::fs::write(dir.path().join("token_facts.cedar"), TOKEN_FACT_POLICIES).expect("write");
+    let conf = tempfile::tempdir().expect("tempdir");
+    let key = TestKey::rsa(1, "k1");
+    let config = config::write(
+        conf.path(),
+        &[
+            &format!("policies = \"{}\"\n", dir.path().display()),
+            &config::test_issuer(conf.path(), &key),
+            "context_claims = [\"department\", \"team\"]\n",
+        ],
+    );
+    let facts = serde_json::json!({
+        "sub": "erin",
+        "azp": "corpassist",
+        "groups": ["contractors"],
+        "scope": "docs.read docs.delete",
+        "department": "finance",
+        "team": "search",
+    });
+    let flags = [
+        "--user",
+        "erin",
+        "--app",
+        "corpassist",
+        "--group",
+        "contractors",
+        "--scope",
+        "docs.read",
+        "--scope",
+        "docs.delete",
+        "--claim",
+        r#"department="finance""#,
+        "--claim",
+        r#"team="search""#,
+    ];
+    for (resource, context) in [
+        (
+            "docs/get_document",
+            r#"{"arguments": {"document_id": "finance/budget-2026"}}"#,
+        ),
+        (
+            "docs/get_document",
+            r#"{"arguments": {"document_id": "titan/q1"}}"#,
+        ),
+        ("docs/delete_document", "{}"),
+    ] {
+        let base = [
+            "check",
+            "--json",
+            "--action",
+            "tools/call",
+            "--resource",
+            resource,
+            "--context",
+            context,
+            "--config",
+        ];
+        let by_token = run(bin()
+            .args(base)
+            .arg(&config)
+            .args(["--token", &key.token(facts.clone())]));
+        let by_flags = run(bin().args(base).arg(&config).args(flags));
+        let (t, te) = text(&by_token);
+        let (f, fe) = text(&by_flags);
+        let t: Value = serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}{te}"));
+        let f: Value = serde_json::from_str(&f).unwrap_or_else(|e| panic!("{e}: {f}{fe}"));
+        for key in [
+            "decision",
+            "reason",
+            "user",
+            "application",
+            "groups",
+            "scopes",
+            "claims",
+            "notes",
+            "evaluations",
+        ] {
+            assert_eq!(t[key], f[key], "{resource} {context} `{key}`:\n{t}\n{f}");
+        }
+        assert_eq!(by_token.status.code(), by_flags.status.code());
+    }
+}
+
+#[test]
+fn bad_token_fact_flags_are_a_clear_error() {
+    let user: &[&str] = &[
+        "--action",
+        "tools/call",
+        "--resource",
+        "docs/get_document",
+        "--user",
+        "alice",
+        "--app",
+        "corpassist",
+    ];
+    let cases: &[(&[&str], &str)] = &[
+        (&["--claim", "department"], "is not NAME=JSON"),
+        (&["--claim", "=\"x\""], "is not NAME=JSON"),
+        (&["--claim", "department=finance"], "the value is not JSON"),
+        (&["--claim", "department="], "the value is not JSON"),
+        (
+            &["--claim", "team=1", "--claim", "team=2"],
+            "`--claim team=...` is given twice",
+        ),
+        (
+            &["--scope", "docs.read docs.write"],
+            "`--scope` must be one scope",
+        ),
+        (&["--scope", ""], "`--scope` must be one scope"),
+        (&["--group", ""], "`--group` must name a group"),
+        (&["--token", "a.b.c", "--scope", "docs.read"], "not both"),
+        (&["--token", "a.b.c", "--group", "employees"], "not both"),
+    ];
+    for (extra, expected) in cases {
+        let (code, d, stderr) = check_json(&[user, extra].concat());
+        assert_eq!(code, 2, "{extra:?}: {stderr}");
+        assert_eq!(d, Value::Null, "{extra:?}: no decision is printed");
+        assert_eq!(stderr.lines().count(), 1, "{extra:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(expected),
+            "{extra:?}: {stderr}"
+        );
+    }
+    // Groups are the user's.
+    let (code, _, stderr) = check_json(&[
+        "--action",
+        "tools/call",
+        "--resource",
+        "docs/get_document",
+        "--app",
+        "corpassist",
+        "--group",
+        "employees",
+    ]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr.trim(),
+        "error: `--group` needs `--user`: groups are the user's"
+    );
+}
+
+/// The core gives `scopes` and `claims` to actions of the `Mcp` namespace only: for
+/// another action, even one that declares `claims`, they are a note.
+#[test]
+fn token_facts_outside_the_mcp_namespace_are_a_note() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("schema.cedarschema"),
+        "namespace Mcp { entity User; entity Group; entity Server; }\n\
+         namespace Other { entity Doc; action \"read\" appliesTo { principal: Mcp::User, \
+         resource: Doc, context: { claims?: { a?: String } } }; }\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        "permit (principal, action, resource) when { context has claims };\n",
+    )
+    .expect("write");
+    let (code, d, stderr) = check_in(
+        dir.path(),
+        &[
+            "--json",
+            "--action",
+            r#"Other::Action::"read""#,
+            "--resource",
+            r#"Other::Doc::"d""#,
+            "--user",
+            "u",
+            "--claim",
+            r#"a="x""#,
+        ],
+    );
+    assert_eq!(code, 1, "{d}\n{stderr}");
+    assert_eq!(
+        note_pairs(&d),
+        [
+            ("undeclared_context".to_owned(), "claims".to_owned()),
+            ("unknown_user".to_owned(), "u".to_owned()),
+            ("unknown_entity".to_owned(), r#"Other::Doc::"d""#.to_owned()),
+        ],
+        "{d}"
+    );
+}
