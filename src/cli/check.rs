@@ -99,10 +99,11 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, ExitCode> {
     crate::telemetry::init(config.log_format, "warn");
     let mut request = build_request(args).map_err(fail)?;
     given_identity(args).map_err(fail)?.apply_to(&mut request);
-    let snapshot = Snapshot::load(&config.policies, 1).map_err(|problems| {
-        report_problems(&config.policies, &problems);
-        ExitCode::from(EXIT_ERROR)
-    })?;
+    let snapshot =
+        Snapshot::load_with(&config.policies, 1, config.policy_load).map_err(|problems| {
+            report_problems(&config.policies, &problems);
+            ExitCode::from(EXIT_ERROR)
+        })?;
     // Decided as the service decides: the same entry point and rules.
     let engine = Engine::new(std::sync::Arc::new(
         crate::policy::PolicyStore::from_snapshot(snapshot),
