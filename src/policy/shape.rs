@@ -203,6 +203,48 @@ impl Shape {
         }
     }
 
+    /// The paths of `value`'s attributes that the shape does not declare, at any
+    /// depth, sorted within each record, exactly where [`Shape::prune`] leaves them
+    /// out: in records (not in entity references or extension values written with
+    /// `__entity`/`__extn`) and in the records inside sets. A value of another kind
+    /// than declared is not pruned (Cedar refuses it), so nothing under it is listed.
+    pub fn undeclared_paths(&self, value: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        self.undeclared_at(value, "", &mut out);
+        out
+    }
+
+    fn undeclared_at(&self, value: &Value, path: &str, out: &mut Vec<String>) {
+        let join = |k: &str| {
+            if path.is_empty() {
+                k.to_owned()
+            } else {
+                format!("{path}.{k}")
+            }
+        };
+        match (self, value) {
+            (Shape::Record(attrs), Value::Object(obj)) => {
+                if obj.contains_key("__entity") || obj.contains_key("__extn") {
+                    return;
+                }
+                let mut entries: Vec<(&String, &Value)> = obj.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                for (k, v) in entries {
+                    match attrs.get(k.as_str()) {
+                        Some(s) => s.undeclared_at(v, &join(k), out),
+                        None => out.push(join(k)),
+                    }
+                }
+            }
+            (Shape::Set(inner), Value::Array(items)) => {
+                for (i, v) in items.iter().enumerate() {
+                    inner.undeclared_at(v, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The attributes of a record shape.
     pub fn attributes(&self) -> Option<&HashMap<String, Shape>> {
         match self {

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::authz::{DecisionRequest, mcp_profile};
 use crate::mcp::Kind;
-use crate::policy::{Shape, Snapshot};
+use crate::policy::Snapshot;
 
 /// One thing `check` dropped or did not know.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,13 +37,7 @@ pub struct Note {
 pub fn notes(snapshot: &Snapshot, request: &DecisionRequest) -> Vec<Note> {
     let mut out = Vec::new();
     if let Some(shape) = snapshot.context_shapes.get(&request.action) {
-        let mut dropped = Vec::new();
-        undeclared(
-            shape,
-            &Value::Object(request.context.clone()),
-            "",
-            &mut dropped,
-        );
+        let mut dropped = shape.undeclared_paths(&Value::Object(request.context.clone()));
         if let Some(token) = &request.token {
             // What a verified token brings, as the core puts it into the context.
             let mut facts = Map::new();
@@ -59,7 +53,7 @@ pub fn notes(snapshot: &Snapshot, request: &DecisionRequest) -> Vec<Note> {
                 facts.remove("claims");
             }
             if mcp_profile(&request.action) {
-                undeclared(shape, &Value::Object(facts), "", &mut dropped);
+                dropped.extend(shape.undeclared_paths(&Value::Object(facts)));
             } else {
                 // The core gives token facts to actions of the MCP profile only.
                 out.extend(facts.keys().map(|key| Note {
@@ -107,42 +101,6 @@ fn dropped_note(action: &EntityUid, path: String) -> Note {
             ),
             name: path,
         }
-    }
-}
-
-/// The paths of `value`'s attributes that `shape` does not declare, at any depth,
-/// exactly where [`Shape::prune`] leaves them out: in records (not in entity
-/// references or extension values written with `__entity`/`__extn`) and in the
-/// records inside sets. A value of another kind than declared is not pruned (Cedar
-/// refuses it, and the decision says so), so nothing under it is listed.
-fn undeclared(shape: &Shape, value: &Value, path: &str, out: &mut Vec<String>) {
-    let join = |k: &str| {
-        if path.is_empty() {
-            k.to_owned()
-        } else {
-            format!("{path}.{k}")
-        }
-    };
-    match (shape, value) {
-        (Shape::Record(attrs), Value::Object(obj)) => {
-            if obj.contains_key("__entity") || obj.contains_key("__extn") {
-                return;
-            }
-            let mut keys: Vec<&String> = obj.keys().collect();
-            keys.sort();
-            for k in keys {
-                match (attrs.get(k.as_str()), obj.get(k.as_str())) {
-                    (Some(s), Some(v)) => undeclared(s, v, &join(k), out),
-                    _ => out.push(join(k)),
-                }
-            }
-        }
-        (Shape::Set(inner), Value::Array(items)) => {
-            for (i, v) in items.iter().enumerate() {
-                undeclared(inner, v, &format!("{path}[{i}]"), out);
-            }
-        }
-        _ => {}
     }
 }
 
@@ -235,6 +193,7 @@ fn kind_of(ty: &EntityTypeName) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Shape;
     use serde_json::json;
 
     fn record(attrs: &[(&str, Shape)]) -> Shape {
@@ -273,8 +232,7 @@ mod tests {
             "who": { "__entity": { "type": "U", "id": "u" } },
             "claims": { "email": "e", "dept": "d" },
         });
-        let mut out = Vec::new();
-        undeclared(&s, &given, "", &mut out);
+        let out = s.undeclared_paths(&given);
         assert_eq!(
             out,
             [
@@ -285,15 +243,13 @@ mod tests {
             ]
         );
         // What is listed is exactly what pruning removes.
-        let mut pruned = Vec::new();
-        undeclared(&s, &s.prune(given), "", &mut pruned);
+        let pruned = s.undeclared_paths(&s.prune(given));
         assert!(pruned.is_empty(), "{pruned:?}");
     }
 
     #[test]
     fn a_value_of_another_kind_is_not_listed() {
-        let mut out = Vec::new();
-        undeclared(&shape(), &json!({ "arguments": 42 }), "", &mut out);
+        let out = shape().undeclared_paths(&json!({ "arguments": 42 }));
         assert!(out.is_empty(), "{out:?}");
     }
 
