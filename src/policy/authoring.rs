@@ -364,7 +364,9 @@ mod tests {
             dir: PathBuf::from("mem"),
             policies: vec![("p.cedar".into(), policies.into())],
             schema: ("s.cedarschema".into(), SCHEMA.into()),
+            fragments: Vec::new(),
             entities: entities.map(|e| ("entities.json".into(), e.into())),
+            entity_fragments: Vec::new(),
             fingerprint: 0,
         };
         build_with(&sources, 1, options)

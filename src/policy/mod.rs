@@ -3,7 +3,10 @@
 //!
 //! A policy directory holds every `*.cedar` file under it (recursively; entries whose
 //! name starts with `.` are skipped), exactly one `*.cedarschema`, and optional entity
-//! data in `entities.json` at its top level. Every policy is validated against the
+//! data in `entities.json` at its top level. Imported servers add, in `tools/`, a
+//! schema fragment `tools/<server>.cedarschema` and entity data
+//! `tools/<server>.entities.json` each: the base schema and every fragment make one
+//! schema, `entities.json` and every `tools/*.entities.json` one entity set. Every policy is validated against the
 //! schema in strict mode, and so is the entity data. The authoring checks of
 //! `authoring.rs` apply wherever a directory is loaded (`validate`, startup, reload):
 //! an impossible `forbid`, or `action ==` an action that has member actions, is an
@@ -16,6 +19,7 @@ mod index;
 mod load;
 mod shape;
 mod store;
+mod tools;
 mod watch;
 
 use std::collections::HashMap;
@@ -28,11 +32,12 @@ pub use authoring::LoadOptions;
 pub use diagnostics::{Problem, Problems, Severity, error_chain};
 pub use index::{IndexOptions, IndexStats, PolicyIndex};
 pub use load::{
-    ContentDigests, ENTITIES_FILE, MAX_FILE_BYTES, PolicyDiff, Sources, build, build_with,
-    read_sources,
+    ContentDigests, ENTITIES_FILE, ENTITIES_FRAGMENT_SUFFIX, MAX_FILE_BYTES, PolicyDiff, Sources,
+    TOOLS_DIR, build, build_with, read_sources,
 };
 pub use shape::{Extension, Leaf, Shape, alias_in, name_key, reads_as};
 pub use store::{LastReload, MAX_LOGGED_IDS, PolicyStore, ReloadOutcome, ReloadStatus};
+pub use tools::{ToolAction, ToolActions, TypedMethod};
 pub use watch::{WatchOptions, spawn_watcher};
 
 /// Where a policy was written.
@@ -61,6 +66,9 @@ pub struct Snapshot {
     pub entities: Entities,
     /// The declared context of each action (keyed by the action uid as Cedar prints it).
     pub context_shapes: HashMap<cedar_policy::EntityUid, Shape>,
+    /// The tool and prompt actions the schema declares (`tools/call/S/T`), by the
+    /// tool or prompt they type.
+    pub tool_actions: ToolActions,
     /// The (principal type, action, resource type) combinations the schema allows.
     pub request_envs: std::collections::HashSet<(EntityTypeName, EntityUid, EntityTypeName)>,
     /// Where each policy id was written.

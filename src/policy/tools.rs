@@ -1,0 +1,375 @@
+//! The tool and prompt actions a schema declares (DESIGN: typed tools): for a tool
+//! `T` of server `S`, `Mcp::Action::"tools/call/S/T"`, a member of
+//! `Mcp::Action::"tools/call"`, whose context types the tool's arguments; for a
+//! prompt `P`, `Mcp::Action::"prompts/get/S/P"` in `Mcp::Action::"prompts/get"`.
+//!
+//! A call of a declared tool is evaluated with its tool action. [`ToolActions`]
+//! says which action that is for a request's action and resource, and which servers
+//! have imported tools at all (a call of a tool such a server does not declare is
+//! refused by default).
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use cedar_policy::{Entities, EntityId, EntityTypeName, EntityUid};
+
+use super::Shape;
+
+/// The namespace of the MCP profile.
+const NAMESPACE: &str = "Mcp";
+
+/// A method whose calls may be typed per target: the method's action, and the entity
+/// type of its targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TypedMethod {
+    /// `tools/call` on an `Mcp::Tool`.
+    ToolsCall,
+    /// `prompts/get` on an `Mcp::Prompt`.
+    PromptsGet,
+}
+
+impl TypedMethod {
+    const ALL: [TypedMethod; 2] = [TypedMethod::ToolsCall, TypedMethod::PromptsGet];
+
+    /// The method's name, the id of its action (`tools/call`).
+    pub fn method(self) -> &'static str {
+        match self {
+            TypedMethod::ToolsCall => "tools/call",
+            TypedMethod::PromptsGet => "prompts/get",
+        }
+    }
+
+    /// The entity type of its targets, without the namespace (`Tool`).
+    pub fn target_type(self) -> &'static str {
+        match self {
+            TypedMethod::ToolsCall => "Tool",
+            TypedMethod::PromptsGet => "Prompt",
+        }
+    }
+
+    /// What its targets are called in a sentence (`tool`).
+    pub fn noun(self) -> &'static str {
+        match self {
+            TypedMethod::ToolsCall => "tool",
+            TypedMethod::PromptsGet => "prompt",
+        }
+    }
+}
+
+/// One declared tool (or prompt) action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolAction {
+    /// Which method it types.
+    pub method: TypedMethod,
+    /// The action, `Mcp::Action::"tools/call/S/T"`.
+    pub action: EntityUid,
+}
+
+/// The tool and prompt actions of a snapshot's schema, by the target they type.
+#[derive(Debug, Clone, Default)]
+pub struct ToolActions {
+    /// The method actions (`Mcp::Action::"tools/call"`, ...).
+    methods: Vec<(TypedMethod, EntityUid)>,
+    /// By target (`Mcp::Tool::"S/T"`): its action.
+    by_target: HashMap<EntityUid, ToolAction>,
+    /// Servers with at least one declared action, per method.
+    servers: HashSet<(TypedMethod, String)>,
+}
+
+impl ToolActions {
+    /// The tool and prompt actions among the actions of `shapes` (a schema's
+    /// actions): those named `<method>/<server>/<name>` in the `Mcp` namespace that
+    /// are members of the method's action in `entities` (which hold the schema's
+    /// action entities).
+    pub fn new(shapes: &HashMap<EntityUid, Shape>, entities: &Entities) -> Self {
+        let mut out = ToolActions::default();
+        let Ok(action_type) = EntityTypeName::from_str(&format!("{NAMESPACE}::Action")) else {
+            return out;
+        };
+        for method in TypedMethod::ALL {
+            out.methods.push((
+                method,
+                EntityUid::from_type_name_and_id(
+                    action_type.clone(),
+                    EntityId::new(method.method()),
+                ),
+            ));
+        }
+        for action in shapes.keys() {
+            if action.type_name() != &action_type {
+                continue;
+            }
+            let id = action.id().unescaped();
+            for (method, method_uid) in &out.methods {
+                let Some(target) = id
+                    .strip_prefix(method.method())
+                    .and_then(|rest| rest.strip_prefix('/'))
+                else {
+                    continue;
+                };
+                let Some((server, name)) = target.split_once('/') else {
+                    continue;
+                };
+                if server.is_empty() || name.is_empty() {
+                    continue;
+                }
+                let member = entities
+                    .ancestors(action)
+                    .is_some_and(|mut a| a.any(|p| p == method_uid));
+                let Ok(target_type) =
+                    EntityTypeName::from_str(&format!("{NAMESPACE}::{}", method.target_type()))
+                else {
+                    continue;
+                };
+                if !member {
+                    continue;
+                }
+                out.servers.insert((*method, server.to_owned()));
+                out.by_target.insert(
+                    EntityUid::from_type_name_and_id(target_type, EntityId::new(target)),
+                    ToolAction {
+                        method: *method,
+                        action: action.clone(),
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    /// Whether the schema declares no tool or prompt action.
+    pub fn is_empty(&self) -> bool {
+        self.by_target.is_empty()
+    }
+
+    /// How many tool and prompt actions the schema declares.
+    pub fn len(&self) -> usize {
+        self.by_target.len()
+    }
+
+    /// The method `action` is, when it is one whose calls may be typed.
+    pub fn method_of(&self, action: &EntityUid) -> Option<TypedMethod> {
+        self.methods
+            .iter()
+            .find(|(_, uid)| uid == action)
+            .map(|(m, _)| *m)
+    }
+
+    /// The tool or prompt action to evaluate a request for `action` on `resource`
+    /// with: `Mcp::Action::"tools/call/S/T"` for `tools/call` on
+    /// `Mcp::Tool::"S/T"` when the schema declares it, likewise for `prompts/get`.
+    pub fn action_for(&self, action: &EntityUid, resource: &EntityUid) -> Option<&ToolAction> {
+        if self.by_target.is_empty() {
+            return None;
+        }
+        let method = self.method_of(action)?;
+        self.by_target
+            .get(resource)
+            .filter(|typed| typed.method == method)
+    }
+
+    /// Whether the schema declares any target of `method` on `server`.
+    pub fn server_has(&self, method: TypedMethod, server: &str) -> bool {
+        !self.servers.is_empty() && self.servers.contains(&(method, server.to_owned()))
+    }
+}
+
+/// A temporary copy of the reference `policies/` with the hand-written fragments of
+/// `tests/fixtures/typed/tools/` (servers `docs` and `payments`) and the policies of
+/// `tests/fixtures/typed/typed.cedar`: `action ==` the method actions that now have
+/// members becomes `action in`, and the tools the fragments' entity data defines
+/// leave `entities.json`.
+#[cfg(test)]
+pub(crate) fn typed_policy_dir() -> tempfile::TempDir {
+    use serde_json::Value;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixture = root.join("tests/fixtures/typed");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tools = dir.path().join("tools");
+    std::fs::create_dir(&tools).expect("tools dir");
+    let mut defined = HashSet::new();
+    for entry in std::fs::read_dir(fixture.join("tools")).expect("fixture") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("fragment");
+        if path.to_string_lossy().ends_with(".entities.json") {
+            let json: Value = serde_json::from_str(&text).expect("entity data");
+            for e in json.as_array().expect("array") {
+                defined.insert(e["uid"].clone());
+            }
+        }
+        std::fs::write(tools.join(path.file_name().expect("name")), text).expect("write");
+    }
+    for entry in std::fs::read_dir(root.join("policies")).expect("policies") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("name").to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).expect("policy file");
+        let text = if name == super::ENTITIES_FILE {
+            let json: Value = serde_json::from_str(&text).expect("entity data");
+            let kept: Vec<Value> = json
+                .as_array()
+                .expect("array")
+                .iter()
+                .filter(|e| !defined.contains(&e["uid"]))
+                .cloned()
+                .collect();
+            serde_json::to_string_pretty(&kept).expect("json")
+        } else {
+            text.replace(
+                "action == Mcp::Action::\"tools/call\"",
+                "action in Mcp::Action::\"tools/call\"",
+            )
+            .replace(
+                "action == Mcp::Action::\"prompts/get\"",
+                "action in Mcp::Action::\"prompts/get\"",
+            )
+        };
+        std::fs::write(dir.path().join(&name), text).expect("write");
+    }
+    std::fs::copy(fixture.join("typed.cedar"), dir.path().join("typed.cedar")).expect("copy");
+    dir
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Snapshot, read_sources};
+
+    fn uid(s: &str) -> EntityUid {
+        s.parse().expect("uid")
+    }
+
+    #[test]
+    fn fragments_and_their_entities_load_as_one_schema_and_entity_set() {
+        let dir = typed_policy_dir();
+        let sources = read_sources(dir.path()).expect("sources");
+        assert_eq!(sources.schema.0, "mcp.cedarschema");
+        let fragments: Vec<&str> = sources.fragments.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(
+            fragments,
+            ["tools/docs.cedarschema", "tools/payments.cedarschema"]
+        );
+        let entity_files: Vec<&str> = sources
+            .entity_fragments
+            .iter()
+            .map(|(r, _)| r.as_str())
+            .collect();
+        assert_eq!(
+            entity_files,
+            ["tools/docs.entities.json", "tools/payments.entities.json"]
+        );
+        let snapshot = Snapshot::load(dir.path(), 1).unwrap_or_else(|p| panic!("{p}"));
+        let t = &snapshot.tool_actions;
+        assert_eq!(t.len(), 4);
+        let call = uid(r#"Mcp::Action::"tools/call""#);
+        let refund = t
+            .action_for(&call, &uid(r#"Mcp::Tool::"payments/refund""#))
+            .expect("refund is declared");
+        assert_eq!(
+            refund.action,
+            uid(r#"Mcp::Action::"tools/call/payments/refund""#)
+        );
+        assert!(
+            t.action_for(&call, &uid(r#"Mcp::Tool::"docs/delete_document""#))
+                .is_none()
+        );
+        let prompt = uid(r#"Mcp::Prompt::"docs/executive_summary""#);
+        assert!(t.action_for(&call, &prompt).is_none(), "not a tool");
+        assert!(
+            t.action_for(&uid(r#"Mcp::Action::"prompts/get""#), &prompt)
+                .is_some()
+        );
+        assert!(t.server_has(TypedMethod::ToolsCall, "payments"));
+        assert!(!t.server_has(TypedMethod::ToolsCall, "projects"));
+        // The fragments' entities are there, children of their servers.
+        let refund_tool = uid(r#"Mcp::Tool::"payments/refund""#);
+        assert!(snapshot.entities.get(&refund_tool).is_some());
+        assert!(
+            snapshot
+                .entities
+                .is_ancestor_of(&uid(r#"Mcp::Server::"payments""#), &refund_tool)
+        );
+        // One argument name, two types: each typed by its own tool's action.
+        let shape = |a: &str| {
+            snapshot.context_shapes[&uid(a)].attributes().expect("record")["arguments"]
+                .attributes()
+                .expect("arguments")["amount"]
+                .clone()
+        };
+        assert_eq!(
+            shape(r#"Mcp::Action::"tools/call/payments/refund""#),
+            Shape::Leaf(crate::policy::Leaf::Long)
+        );
+        assert_eq!(
+            shape(r#"Mcp::Action::"tools/call/docs/search_documents""#),
+            Shape::Leaf(crate::policy::Leaf::String)
+        );
+        // Common types of the base schema resolve inside a fragment.
+        let claims = &snapshot.context_shapes[&uid(r#"Mcp::Action::"tools/call/payments/refund""#)]
+            .attributes()
+            .expect("record")["claims"];
+        assert!(claims.attributes().is_some_and(|a| a.contains_key("email")));
+    }
+
+    #[test]
+    fn the_reference_schema_declares_no_tool_actions() {
+        let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let snapshot = Snapshot::load(&reference, 1).expect("reference policies");
+        assert!(snapshot.tool_actions.is_empty());
+    }
+
+    #[test]
+    fn problems_of_fragments_name_their_file() {
+        let broken = |file: &str, edit: &dyn Fn(&str) -> String| {
+            let dir = typed_policy_dir();
+            let path = dir.path().join(file);
+            let text = std::fs::read_to_string(&path).expect("read");
+            std::fs::write(&path, edit(&text)).expect("write");
+            match Snapshot::load(dir.path(), 1) {
+                Ok(_) => panic!("{file}: accepted"),
+                Err(p) => p.errors().cloned().collect::<Vec<_>>(),
+            }
+        };
+        // A syntax error, located.
+        let errors = broken("tools/payments.cedarschema", &|t| {
+            t.replace("amount: Long,", "amount: Long,,")
+        });
+        assert_eq!(
+            errors[0].file.as_deref(),
+            Some("tools/payments.cedarschema")
+        );
+        assert!(errors[0].line.is_some(), "{errors:?}");
+        // A type declared nowhere.
+        let errors = broken("tools/payments.cedarschema", &|t| {
+            t.replace("reason?: String", "reason?: Mcp::Reason")
+        });
+        assert_eq!(
+            errors[0].file.as_deref(),
+            Some("tools/payments.cedarschema"),
+            "{errors:?}"
+        );
+        // An action declared twice: by the base schema and a fragment.
+        let errors = broken("tools/payments.cedarschema", &|t| {
+            t.replace("\"tools/call/payments/refund\"", "\"resources/read\"")
+        });
+        assert_eq!(
+            errors[0].file.as_deref(),
+            Some("tools/payments.cedarschema"),
+            "{errors:?}"
+        );
+        // Entity data: an attribute the schema does not declare, in a fragment's file.
+        let errors = broken("tools/payments.entities.json", &|t| {
+            t.replace("\"destructive\": true", "\"destructive\": 3")
+        });
+        assert_eq!(
+            errors[0].file.as_deref(),
+            Some("tools/payments.entities.json"),
+            "{errors:?}"
+        );
+        let errors = broken("tools/docs.entities.json", &|t| t.replace("[", "{"));
+        assert_eq!(
+            errors[0].file.as_deref(),
+            Some("tools/docs.entities.json"),
+            "{errors:?}"
+        );
+    }
+}
