@@ -19,7 +19,7 @@ use cedar_policy::{Authorizer, Context, Entities, Entity, EntityUid, Request};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::policy::{PolicyStore, Snapshot};
+use crate::policy::{PolicyStore, Snapshot, ToolAction, TypedMethod};
 
 pub use cache::{CacheSettings, CacheStats, DecisionCache};
 pub use context::{build_context, mcp_profile, service_filled_attribute, service_filled_in};
@@ -84,6 +84,14 @@ pub struct Rules {
     /// user names the application acting for them, or it is denied. (Other
     /// namespaces have no application principal: a lone subject decides there.)
     pub allow_user_only: bool,
+    /// Allow a `tools/call` of a tool that the schema does not declare, on a server
+    /// that has imported tools (`tools/<server>.cedarschema`): evaluated with the
+    /// untyped `tools/call` action. Off by default: such a call is denied.
+    pub allow_undeclared_tools: bool,
+    /// Allow a call of a declared tool (or prompt) with arguments its action does not
+    /// declare: they are left out of the context. Off by default: such a call is
+    /// denied, naming the arguments.
+    pub allow_undeclared_arguments: bool,
 }
 
 impl Rules {
@@ -145,6 +153,10 @@ pub struct Evaluation {
     pub policies: Vec<String>,
     /// Errors met while evaluating (each one makes the evaluation a deny).
     pub errors: Vec<String>,
+    /// The tool or prompt action evaluated (`Mcp::Action::"tools/call/S/T"`, as
+    /// Cedar prints it) when it is not the request's action.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 /// The answer to a [`DecisionRequest`].
@@ -337,12 +349,13 @@ impl Engine {
         }
         match &self.cache {
             Some(cache) => {
-                let (decision, hit) = cache
-                    .get_or_compute(snapshot.generation, request, || decide(snapshot, request));
+                let (decision, hit) = cache.get_or_compute(snapshot.generation, request, || {
+                    decide_with_rules(snapshot, request, self.rules)
+                });
                 self.recorder.cache_lookup(hit);
                 decision
             }
-            None => Arc::new(decide(snapshot, request)),
+            None => Arc::new(decide_with_rules(snapshot, request, self.rules)),
         }
     }
 
@@ -380,23 +393,145 @@ static AUTHORIZER: std::sync::LazyLock<Authorizer> = std::sync::LazyLock::new(Au
 /// Decide `request` on `snapshot`. Each evaluation looks only at the policies
 /// whose scope can match it (the snapshot's [`PolicyIndex`](crate::policy::PolicyIndex));
 /// the decision, determining policies and errors are those of evaluating every policy.
+///
+/// A `tools/call` of a tool the schema declares (`Mcp::Action::"tools/call/S/T"`)
+/// is evaluated with that action, and so is a `prompts/get` of a declared prompt
+/// (see [`tool_action`]); undeclared tools of a server with imported tools and
+/// undeclared arguments are denied under the default [`Rules`].
 pub fn decide(snapshot: &Snapshot, request: &DecisionRequest) -> Decision {
-    decide_selected(snapshot, request, indexed::Selection::Indexed)
+    decide_selected(
+        snapshot,
+        request,
+        indexed::Selection::Indexed,
+        Rules::default(),
+    )
+}
+
+/// [`decide`] under `rules` (their relaxations of typed tools; the refusals of
+/// [`Rules::refusal`] are the [`Engine`]'s).
+pub fn decide_with_rules(snapshot: &Snapshot, request: &DecisionRequest, rules: Rules) -> Decision {
+    decide_selected(snapshot, request, indexed::Selection::Indexed, rules)
 }
 
 /// Decide `request` on `snapshot` the way Cedar does it unaided: every policy of
 /// the snapshot evaluated for every principal. The reference [`decide`] is checked
 /// against (tests) and measured against (benchmarks).
 pub fn decide_unindexed(snapshot: &Snapshot, request: &DecisionRequest) -> Decision {
-    decide_selected(snapshot, request, indexed::Selection::Whole)
+    decide_selected(
+        snapshot,
+        request,
+        indexed::Selection::Whole,
+        Rules::default(),
+    )
+}
+
+/// The tool or prompt action to evaluate `request` with, when the schema declares
+/// one for its resource (`Mcp::Action::"tools/call/S/T"` for `tools/call` on
+/// `Mcp::Tool::"S/T"`, likewise `prompts/get/S/P`); `None` to evaluate the
+/// request's own action. The one place every interface's requests are typed.
+/// A `tools/call` of a tool that the schema does not declare on a server that has
+/// imported tools is refused, unless `rules` allow undeclared tools.
+pub fn tool_action<'s>(
+    snapshot: &'s Snapshot,
+    request: &DecisionRequest,
+    rules: Rules,
+) -> Result<Option<&'s ToolAction>, Reason> {
+    let tools = &snapshot.tool_actions;
+    if tools.is_empty() {
+        return Ok(None);
+    }
+    let Some(method) = tools.method_of(&request.action) else {
+        return Ok(None);
+    };
+    if let Some(typed) = tools.action_for(&request.action, &request.resource) {
+        return Ok(Some(typed));
+    }
+    if method != TypedMethod::ToolsCall
+        || rules.allow_undeclared_tools
+        || request.resource.type_name().basename() != method.target_type()
+    {
+        return Ok(None);
+    }
+    let id = request.resource.id().unescaped();
+    match id.split_once('/') {
+        Some((server, name)) if tools.server_has(method, server) => Err(Reason::new(
+            ReasonKind::Invalid,
+            format!(
+                "tool `{name}` is not declared for server `{server}`, whose tools are imported \
+                 into the schema: calls of undeclared tools are denied (import the server's \
+                 tools again, or set `decisions.allow_undeclared_tools`)"
+            ),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The reason to deny a call of the declared `typed` action whose arguments the
+/// action does not declare (at any depth), naming them; `None` if every argument
+/// is declared.
+fn undeclared_arguments(
+    snapshot: &Snapshot,
+    typed: &ToolAction,
+    request: &DecisionRequest,
+) -> Option<Reason> {
+    /// Most argument names listed in a reason.
+    const LISTED: usize = 5;
+    let given = request.context.get("arguments")?;
+    let declared = snapshot
+        .context_shapes
+        .get(&typed.action)?
+        .attributes()?
+        .get("arguments")?;
+    let paths = declared.undeclared_paths(given);
+    if paths.is_empty() {
+        return None;
+    }
+    let mut names: Vec<String> = paths
+        .iter()
+        .take(LISTED)
+        .map(|p| format!("`{p}`"))
+        .collect();
+    if paths.len() > LISTED {
+        names.push(format!("and {} more", paths.len() - LISTED));
+    }
+    let noun = typed.method.noun();
+    let target = request.resource.id().unescaped();
+    Some(Reason::new(
+        ReasonKind::Invalid,
+        format!(
+            "{noun} `{target}` does not declare the argument{} {}: undeclared arguments are \
+             denied (import the server's {noun}s again, or set \
+             `decisions.allow_undeclared_arguments`)",
+            if paths.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        ),
+    ))
 }
 
 fn decide_selected(
     snapshot: &Snapshot,
     request: &DecisionRequest,
     selection: indexed::Selection,
+    rules: Rules,
 ) -> Decision {
     let generation = snapshot.generation;
+    let typed = match tool_action(snapshot, request, rules) {
+        Ok(t) => t,
+        Err(reason) => return Decision::denied_before_evaluation(reason, generation),
+    };
+    // A declared tool's call is evaluated with its own action, whose context types
+    // its arguments.
+    let typed_request;
+    let request = match typed {
+        Some(t) => {
+            typed_request = DecisionRequest {
+                action: t.action.clone(),
+                ..request.clone()
+            };
+            &typed_request
+        }
+        None => request,
+    };
     let principals: Vec<(Role, &EntityUid)> = [
         (Role::User, request.user.as_ref()),
         (Role::Application, request.application.as_ref()),
@@ -419,6 +554,12 @@ fn decide_selected(
             );
         }
     };
+    if let Some(typed) = typed
+        && !rules.allow_undeclared_arguments
+        && let Some(reason) = undeclared_arguments(snapshot, typed, request)
+    {
+        return Decision::denied_before_evaluation(reason, generation);
+    }
     let merged;
     let entities = match request_entities(snapshot, request, selection) {
         Ok(None) => &snapshot.entities,
@@ -446,6 +587,10 @@ fn decide_selected(
                 &context,
                 entities,
             )
+        })
+        .map(|mut e| {
+            e.action = typed.map(|t| t.action.to_string());
+            e
         })
         .collect();
     let allow = evaluations.iter().all(|e| e.allow);
@@ -478,6 +623,7 @@ fn evaluate(
         allow: false,
         policies: Vec::new(),
         errors: Vec::new(),
+        action: None,
     };
     // The context was validated once for both principals (`build_context`); what is
     // left to check against the schema is which types may do the action.

@@ -540,6 +540,7 @@ fn a_user_without_an_application_is_denied_unless_allowed() {
         let opened = evaluated(
             &engine(Rules {
                 allow_user_only: true,
+                ..Rules::default()
             }),
             &request,
         );
@@ -548,6 +549,7 @@ fn a_user_without_an_application_is_denied_unless_allowed() {
     let dave = evaluated(
         &engine(Rules {
             allow_user_only: true,
+            ..Rules::default()
         }),
         &tool_call(Some("dave"), None, "docs", "delete_document"),
     );
@@ -592,3 +594,6 @@ fn service_filled_context_from_a_request_is_a_deny() {
         assert!(d.reason.contains("only the service fills"), "{}", d.reason);
     }
 }
+
+#[cfg(test)]
+mod typed;

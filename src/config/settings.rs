@@ -254,6 +254,18 @@ pub const SETTINGS: &[Setting] = &[
         "decide a request with a user and no application by the user alone (else a deny)",
     ),
     setting(
+        "decisions.allow_undeclared_tools",
+        BOOL,
+        Some("false"),
+        "allow calls of tools the schema does not declare on a server with imported tools (else a deny)",
+    ),
+    setting(
+        "decisions.allow_undeclared_arguments",
+        BOOL,
+        Some("false"),
+        "allow arguments a declared tool does not declare, left out of the context (else a deny)",
+    ),
+    setting(
         "admin.token_file",
         PATH,
         None,

@@ -113,6 +113,8 @@ pub(super) fn checked(
         decision_log,
         rules: crate::authz::Rules {
             allow_user_only: fc.decisions.allow_user_only.unwrap_or(false),
+            allow_undeclared_tools: fc.decisions.allow_undeclared_tools.unwrap_or(false),
+            allow_undeclared_arguments: fc.decisions.allow_undeclared_arguments.unwrap_or(false),
         },
         listeners,
     })

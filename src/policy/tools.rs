@@ -201,7 +201,11 @@ pub(crate) fn typed_policy_dir() -> tempfile::TempDir {
     }
     for entry in std::fs::read_dir(root.join("policies")).expect("policies") {
         let path = entry.expect("entry").path();
-        let name = path.file_name().expect("name").to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
         let text = std::fs::read_to_string(&path).expect("policy file");
         let text = if name == super::ENTITIES_FILE {
             let json: Value = serde_json::from_str(&text).expect("entity data");
@@ -290,7 +294,9 @@ mod tests {
         );
         // One argument name, two types: each typed by its own tool's action.
         let shape = |a: &str| {
-            snapshot.context_shapes[&uid(a)].attributes().expect("record")["arguments"]
+            snapshot.context_shapes[&uid(a)]
+                .attributes()
+                .expect("record")["arguments"]
                 .attributes()
                 .expect("arguments")["amount"]
                 .clone()

@@ -1,0 +1,298 @@
+//! Typed tools: a call of a declared tool is evaluated with its own action.
+
+use serde_json::json;
+
+use super::{tool_call, with_args};
+use crate::authz::*;
+use crate::mcp::{Kind, action, qualified_id};
+use crate::policy::typed_policy_dir;
+
+fn typed() -> Snapshot {
+    let dir = typed_policy_dir();
+    Snapshot::load(dir.path(), 3).unwrap_or_else(|p| panic!("{p}"))
+}
+
+fn call(user: &str, tool: &str, args: serde_json::Value) -> DecisionRequest {
+    let (server, tool) = tool.split_once('/').expect("server/tool");
+    with_args(
+        tool_call(Some(user), Some("corpassist"), server, tool),
+        args,
+    )
+}
+
+fn relaxed(tools: bool, arguments: bool) -> Rules {
+    Rules {
+        allow_undeclared_tools: tools,
+        allow_undeclared_arguments: arguments,
+        ..Rules::default()
+    }
+}
+
+#[test]
+fn a_declared_tool_is_evaluated_with_its_action() {
+    let s = typed();
+    let d = decide(
+        &s,
+        &call("bob", "payments/refund", json!({ "amount": 500 })),
+    );
+    assert!(d.allow, "{d:?}");
+    for e in &d.evaluations {
+        assert_eq!(
+            e.action.as_deref(),
+            Some(r#"Mcp::Action::"tools/call/payments/refund""#)
+        );
+    }
+    assert_eq!(d.evaluations[0].policies, ["finance-uses-payments"]);
+    // The decision log writes the evaluations: the action used is there.
+    let logged = serde_json::to_value(&d.evaluations[0]).expect("json");
+    assert_eq!(
+        logged["action"],
+        json!(r#"Mcp::Action::"tools/call/payments/refund""#)
+    );
+
+    let d = decide(
+        &s,
+        &call("bob", "payments/refund", json!({ "amount": 200_000 })),
+    );
+    assert!(!d.allow);
+    assert_eq!(d.evaluations[0].policies, ["large-refunds-need-review"]);
+    assert!(d.reason.to_string().contains("large-refunds-need-review"));
+
+    // Method-level policies (`action in Mcp::Action::"tools/call"`) keep matching.
+    let d = decide(
+        &s,
+        &call(
+            "alice",
+            "docs/search_documents",
+            json!({ "query": "q", "max_results": 51 }),
+        ),
+    );
+    assert!(!d.allow);
+    assert_eq!(d.evaluations[1].policies, ["corpassist-bounded-search"]);
+    let d = decide(
+        &s,
+        &call(
+            "alice",
+            "docs/search_documents",
+            json!({ "query": "q", "max_results": 5 }),
+        ),
+    );
+    assert!(d.allow, "{d:?}");
+    assert_eq!(d.evaluations[0].policies, ["employees-use-docs"]);
+}
+
+#[test]
+fn one_argument_name_has_a_type_per_tool() {
+    let s = typed();
+    // `amount` of docs' search is a String...
+    let d = decide(
+        &s,
+        &call(
+            "alice",
+            "docs/search_documents",
+            json!({ "query": "q", "amount": "12.50" }),
+        ),
+    );
+    assert!(!d.allow);
+    assert_eq!(d.evaluations[0].policies, ["no-amount-searches"]);
+    let d = decide(
+        &s,
+        &call(
+            "alice",
+            "docs/search_documents",
+            json!({ "query": "q", "amount": "12" }),
+        ),
+    );
+    assert!(d.allow, "{d:?}");
+    let d = decide(
+        &s,
+        &call(
+            "alice",
+            "docs/search_documents",
+            json!({ "query": "q", "amount": 12 }),
+        ),
+    );
+    assert_eq!(d.reason.kind(), ReasonKind::Invalid, "{d:?}");
+    assert!(
+        d.reason
+            .to_string()
+            .contains("`arguments.amount` should be a String")
+    );
+    // ...and a Long of payments' refund.
+    let d = decide(
+        &s,
+        &call("bob", "payments/refund", json!({ "amount": "12.50" })),
+    );
+    assert_eq!(d.reason.kind(), ReasonKind::Invalid, "{d:?}");
+    assert!(
+        d.reason
+            .to_string()
+            .contains("`arguments.amount` should be a Long")
+    );
+}
+
+#[test]
+fn required_arguments_stay_required() {
+    let s = typed();
+    for args in [json!({ "max_results": 3 }), json!({})] {
+        let d = decide(&s, &call("alice", "docs/search_documents", args.clone()));
+        assert!(!d.allow, "{args}");
+        assert_eq!(d.reason.kind(), ReasonKind::Invalid, "{d:?}");
+    }
+    // No arguments at all: the tool's action requires the record.
+    let d = decide(
+        &s,
+        &tool_call(
+            Some("alice"),
+            Some("corpassist"),
+            "docs",
+            "search_documents",
+        ),
+    );
+    assert!(!d.allow);
+    assert_eq!(d.reason.kind(), ReasonKind::Invalid, "{d:?}");
+}
+
+#[test]
+fn undeclared_tools_of_an_imported_server_are_denied_unless_allowed() {
+    let s = typed();
+    let request = tool_call(
+        Some("alice"),
+        Some("corpassist"),
+        "docs",
+        "summarize_document",
+    );
+    let d = decide(&s, &request);
+    assert!(!d.allow);
+    assert_eq!(d.reason.kind(), ReasonKind::Invalid);
+    let reason = d.reason.to_string();
+    assert!(
+        reason.contains("tool `summarize_document` is not declared for server `docs`")
+            && reason.contains("decisions.allow_undeclared_tools"),
+        "{reason}"
+    );
+    assert!(d.evaluations.is_empty());
+    // Allowed: evaluated with the untyped action, as without fragments.
+    let d = decide_with_rules(&s, &request, relaxed(true, false));
+    assert!(d.allow, "{d:?}");
+    assert!(d.evaluations.iter().all(|e| e.action.is_none()));
+    // A server without imported tools is not concerned.
+    let d = decide(
+        &s,
+        &tool_call(
+            Some("alice"),
+            Some("corpassist"),
+            "projects",
+            "find_project",
+        ),
+    );
+    assert!(d.allow, "{d:?}");
+    // Nor is a tool of an unknown server.
+    let d = decide(
+        &s,
+        &tool_call(Some("alice"), Some("corpassist"), "weather", "forecast"),
+    );
+    assert_eq!(d.reason.kind(), ReasonKind::Denied, "{d:?}");
+}
+
+#[test]
+fn undeclared_arguments_are_denied_unless_allowed() {
+    let s = typed();
+    let request = call(
+        "alice",
+        "docs/search_documents",
+        json!({ "query": "q", "limit": 5, "filter": { "owner": "x" } }),
+    );
+    let d = decide(&s, &request);
+    assert!(!d.allow);
+    assert_eq!(d.reason.kind(), ReasonKind::Invalid);
+    let reason = d.reason.to_string();
+    assert!(
+        reason.contains(
+            "tool `docs/search_documents` does not declare the arguments `filter`, `limit`"
+        ) && reason.contains("decisions.allow_undeclared_arguments"),
+        "{reason}"
+    );
+    let d = decide_with_rules(&s, &request, relaxed(false, true));
+    assert!(d.allow, "{d:?}");
+    // An argument that reads as a declared one keeps its own, more precise reason.
+    let d = decide(
+        &s,
+        &call(
+            "alice",
+            "docs/search_documents",
+            json!({ "query": "q", "MAX_RESULTS": 500 }),
+        ),
+    );
+    assert!(
+        d.reason
+            .to_string()
+            .contains("reads as the declared `arguments.max_results`"),
+        "{d:?}"
+    );
+    // Prompts likewise.
+    let mut prompt = DecisionRequest::new(
+        action("prompts/get"),
+        Kind::Prompt.uid(&qualified_id("docs", "executive_summary")),
+    );
+    prompt.user = Some(Kind::User.uid("alice"));
+    prompt.application = Some(Kind::Application.uid("corpassist"));
+    prompt.server = Some(Kind::Server.uid("docs"));
+    let with = |args| with_args(prompt.clone(), args);
+    let d = decide(&s, &with(json!({ "audience": "internal" })));
+    assert!(d.allow, "{d:?}");
+    assert_eq!(
+        d.evaluations[0].action.as_deref(),
+        Some(r#"Mcp::Action::"prompts/get/docs/executive_summary""#)
+    );
+    let d = decide(&s, &with(json!({ "audience": "board" })));
+    assert_eq!(d.evaluations[1].policies, ["corpassist-internal-summaries"]);
+    let d = decide(&s, &with(json!({ "audience": "internal", "tone": "dry" })));
+    assert!(
+        d.reason
+            .to_string()
+            .contains("prompt `docs/executive_summary` does not declare the argument `tone`"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn the_engine_follows_its_rules_for_typed_tools() {
+    let dir = typed_policy_dir();
+    let store = std::sync::Arc::new(
+        crate::policy::PolicyStore::open(dir.path()).unwrap_or_else(|p| panic!("{p}")),
+    );
+    let request = tool_call(
+        Some("alice"),
+        Some("corpassist"),
+        "docs",
+        "summarize_document",
+    );
+    let strict = Engine::new(store.clone());
+    assert!(!strict.evaluate(&strict.snapshot(), &request).allow);
+    let relaxed = Engine::new(store).with_rules(relaxed(true, false));
+    assert!(relaxed.evaluate(&relaxed.snapshot(), &request).allow);
+}
+
+#[test]
+fn without_tool_actions_nothing_changes() {
+    // The reference schema declares none: the undeclared-tool and -argument rules
+    // have nothing to apply to.
+    let s = super::reference();
+    let d = decide(
+        &s,
+        &with_args(
+            tool_call(
+                Some("alice"),
+                Some("corpassist"),
+                "docs",
+                "search_documents",
+            ),
+            json!({ "query": "q", "undeclared": 1 }),
+        ),
+    );
+    assert!(d.allow, "{d:?}");
+    assert!(d.evaluations.iter().all(|e| e.action.is_none()));
+    let logged = serde_json::to_value(&d.evaluations[0]).expect("json");
+    assert!(logged.get("action").is_none());
+}
