@@ -209,13 +209,18 @@ pub(crate) fn typed_policy_dir() -> tempfile::TempDir {
         let text = std::fs::read_to_string(&path).expect("policy file");
         let text = if name == super::ENTITIES_FILE {
             let json: Value = serde_json::from_str(&text).expect("entity data");
-            let kept: Vec<Value> = json
+            let mut kept: Vec<Value> = json
                 .as_array()
                 .expect("array")
                 .iter()
                 .filter(|e| !defined.contains(&e["uid"]))
                 .cloned()
                 .collect();
+            kept.push(serde_json::json!({
+                "uid": { "type": "Mcp::Server", "id": "payments" },
+                "attrs": { "environment": "production" },
+                "parents": []
+            }));
             serde_json::to_string_pretty(&kept).expect("json")
         } else {
             text.replace(

@@ -37,3 +37,4 @@ mod reload;
 mod resource_uris;
 mod serve;
 mod slow_clients;
+mod typed_tools;
