@@ -72,8 +72,10 @@ pub struct ToolActions {
     methods: Vec<(TypedMethod, EntityUid)>,
     /// By target (`Mcp::Tool::"S/T"`): its action.
     by_target: HashMap<EntityUid, ToolAction>,
-    /// Servers with at least one declared action, per method.
-    servers: HashSet<(TypedMethod, String)>,
+    /// Servers with at least one declared tool action.
+    tool_servers: HashSet<String>,
+    /// Servers with at least one declared prompt action.
+    prompt_servers: HashSet<String>,
 }
 
 impl ToolActions {
@@ -95,12 +97,13 @@ impl ToolActions {
                 ),
             ));
         }
+        let methods = out.methods.clone();
         for action in shapes.keys() {
             if action.type_name() != &action_type {
                 continue;
             }
             let id = action.id().unescaped();
-            for (method, method_uid) in &out.methods {
+            for (method, method_uid) in &methods {
                 let Some(target) = id
                     .strip_prefix(method.method())
                     .and_then(|rest| rest.strip_prefix('/'))
@@ -124,7 +127,7 @@ impl ToolActions {
                 if !member {
                     continue;
                 }
-                out.servers.insert((*method, server.to_owned()));
+                out.servers_mut(*method).insert(server.to_owned());
                 out.by_target.insert(
                     EntityUid::from_type_name_and_id(target_type, EntityId::new(target)),
                     ToolAction {
@@ -170,7 +173,17 @@ impl ToolActions {
 
     /// Whether the schema declares any target of `method` on `server`.
     pub fn server_has(&self, method: TypedMethod, server: &str) -> bool {
-        !self.servers.is_empty() && self.servers.contains(&(method, server.to_owned()))
+        match method {
+            TypedMethod::ToolsCall => self.tool_servers.contains(server),
+            TypedMethod::PromptsGet => self.prompt_servers.contains(server),
+        }
+    }
+
+    fn servers_mut(&mut self, method: TypedMethod) -> &mut HashSet<String> {
+        match method {
+            TypedMethod::ToolsCall => &mut self.tool_servers,
+            TypedMethod::PromptsGet => &mut self.prompt_servers,
+        }
     }
 }
 
@@ -319,6 +332,30 @@ mod tests {
             .attributes()
             .expect("record")["claims"];
         assert!(claims.attributes().is_some_and(|a| a.contains_key("email")));
+    }
+
+    #[test]
+    fn action_equality_with_a_method_that_has_tool_actions_is_refused() {
+        // The reference policies as they are (`action == Mcp::Action::"tools/call"`)
+        // would stop matching the declared tools' calls.
+        let dir = typed_policy_dir();
+        let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        std::fs::copy(
+            reference.join("users.cedar"),
+            dir.path().join("users.cedar"),
+        )
+        .expect("copy");
+        let Err(problems) = Snapshot::load(dir.path(), 1) else {
+            panic!("accepted");
+        };
+        let errors: Vec<_> = problems.errors().collect();
+        assert!(
+            errors
+                .iter()
+                .any(|p| p.file.as_deref() == Some("users.cedar")
+                    && p.message.contains("contractors-no-finance-documents")),
+            "{problems}"
+        );
     }
 
     #[test]

@@ -190,6 +190,15 @@ fn undeclared_tools_and_arguments_are_denied_unless_configured() {
         &[("MCP_AUTHZ_DECISIONS_ALLOW_UNDECLARED_ARGUMENTS", "true")],
     );
     assert_eq!(code, 0, "{d}");
+    let notes = d["notes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        notes.iter().any(|n| n["kind"] == "undeclared_argument"
+            && n["name"] == "limit"
+            && n["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("tools/call/docs/search_documents"))),
+        "{d}"
+    );
 
     // A server without imported tools is decided as before.
     let (code, d) = check(dir.path(), "projects/find_project", None, &[]);

@@ -12,7 +12,7 @@ use cedar_policy::{EntityTypeName, EntityUid};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::authz::{DecisionRequest, mcp_profile};
+use crate::authz::{DecisionRequest, Rules, mcp_profile, tool_action};
 use crate::mcp::Kind;
 use crate::policy::Snapshot;
 
@@ -36,7 +36,12 @@ pub struct Note {
 /// data does not define.
 pub fn notes(snapshot: &Snapshot, request: &DecisionRequest) -> Vec<Note> {
     let mut out = Vec::new();
-    if let Some(shape) = snapshot.context_shapes.get(&request.action) {
+    // A declared tool's call is decided with its tool action: its shape says what is dropped.
+    let action = match tool_action(snapshot, request, Rules::default()) {
+        Ok(Some(typed)) => &typed.action,
+        _ => &request.action,
+    };
+    if let Some(shape) = snapshot.context_shapes.get(action) {
         let mut dropped = shape.undeclared_paths(&Value::Object(request.context.clone()));
         if let Some(token) = &request.token {
             // What a verified token brings, as the core puts it into the context.
@@ -60,15 +65,14 @@ pub fn notes(snapshot: &Snapshot, request: &DecisionRequest) -> Vec<Note> {
                     kind: "undeclared_context",
                     name: key.clone(),
                     message: format!(
-                        "`{key}` is given only to actions of the `Mcp` namespace, not to {}: \
-                         dropped before evaluation",
-                        request.action
+                        "`{key}` is given only to actions of the `Mcp` namespace, not to {action}: \
+                         dropped before evaluation"
                     ),
                 }));
             }
         }
         for path in dropped {
-            out.push(dropped_note(&request.action, path));
+            out.push(dropped_note(action, path));
         }
     }
     out.extend(unknown_entities(snapshot, request));
