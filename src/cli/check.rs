@@ -314,6 +314,13 @@ fn explain(
         request.action,
         request.resource
     );
+    // A declared tool's call is evaluated with its tool action.
+    if let Some(action) = decision.evaluations.iter().find_map(|e| e.action.as_ref()) {
+        out.push_str(&format!(
+            "  as          {action}
+"
+        ));
+    }
     let groups = groups_of(request);
     if !groups.is_empty() {
         out.push_str(&format!("  groups      {}\n", groups.join(", ")));
@@ -379,14 +386,19 @@ fn to_json(
         .map(|e| {
             // Where each determining policy is written, as the text output says it.
             let origins: Vec<Value> = e.policies.iter().map(|p| snapshot.origin_json(p)).collect();
-            json!({
+            let mut evaluation = json!({
                 "role": e.role,
                 "principal": e.principal,
                 "allow": e.allow,
                 "policies": e.policies,
                 "origins": origins,
                 "errors": e.errors,
-            })
+            });
+            // The tool action a declared tool's call was evaluated with.
+            if let (Some(action), Value::Object(m)) = (&e.action, &mut evaluation) {
+                m.insert("action".into(), json!(action));
+            }
+            evaluation
         })
         .collect();
     json!({
