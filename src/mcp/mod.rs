@@ -14,6 +14,7 @@ use std::sync::LazyLock;
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 
 pub(crate) mod json;
+pub mod import;
 pub mod jsonrpc;
 pub mod lists;
 pub use crate::uri;
