@@ -123,7 +123,9 @@ fn generate(args: &ImportArgs) -> Result<Imported, String> {
     let tools: Vec<ToolDef> = import::read_tools(&read(&args.tools)?)
         .map_err(|e| format!("`{}`: {e}", args.tools.display()))?;
     let prompts: Vec<PromptDef> = match &args.prompts {
-        Some(p) => import::read_prompts(&read(p)?).map_err(|e| format!("`{}`: {e}", p.display()))?,
+        Some(p) => {
+            import::read_prompts(&read(p)?).map_err(|e| format!("`{}`: {e}", p.display()))?
+        }
         None => Vec::new(),
     };
     let (declared, notes) = import::declare(&tools, &prompts);
@@ -156,8 +158,8 @@ fn accepted_by_cedar(base: &str, fragment: &str, entities: &str) -> Result<(), S
     let generated = SchemaFragment::from_cedarschema_str(fragment)
         .map_err(|e| internal("schema", &e))?
         .0;
-    let schema = Schema::from_schema_fragments([base, generated])
-        .map_err(|e| internal("schema", &e))?;
+    let schema =
+        Schema::from_schema_fragments([base, generated]).map_err(|e| internal("schema", &e))?;
     Entities::from_json_str(entities, Some(&schema)).map_err(|e| internal("entities", &e))?;
     Ok(())
 }

@@ -185,7 +185,9 @@ impl fmt::Display for Untypable {
             Fallback::LeftOut => {
                 "left out of the typed arguments (a call that carries it has an undeclared argument)"
             }
-            Fallback::NullDropped => "typed without `null`, optional (a `null` value does not match)",
+            Fallback::NullDropped => {
+                "typed without `null`, optional (a `null` value does not match)"
+            }
             Fallback::ExtraKeysUntyped => {
                 "only the declared properties are typed (other keys are undeclared arguments)"
             }
@@ -224,7 +226,11 @@ pub fn check_server_name(server: &str) -> Result<(), ImportError> {
 }
 
 /// The list of a `*/list` result, or of a whole JSON-RPC response carrying one.
-fn list_of<'a>(doc: &'a Value, method: &'static str, key: &str) -> Result<&'a [Value], ImportError> {
+fn list_of<'a>(
+    doc: &'a Value,
+    method: &'static str,
+    key: &str,
+) -> Result<&'a [Value], ImportError> {
     let not_a_list = |reason: String| ImportError::NotAList { method, reason };
     let obj = doc
         .as_object()
@@ -495,11 +501,7 @@ impl Mapper<'_> {
                         let nullable = names.len() > 1;
                         let (ty, _) = self.typed(one, obj, pointer, depth)?;
                         if nullable {
-                            self.note(
-                                &format!("{pointer}/type"),
-                                "`null`",
-                                Fallback::NullDropped,
-                            );
+                            self.note(&format!("{pointer}/type"), "`null`", Fallback::NullDropped);
                         }
                         Some((ty, nullable))
                     }
@@ -681,20 +683,27 @@ impl Base {
                 applies
                     .get(key)
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
                     .unwrap_or_default()
             };
             let context = match applies.get("context") {
                 None => Record::default(),
                 Some(c) => {
                     let reference = c.get("name").and_then(Value::as_str).or_else(|| {
-                        c.get("type")
-                            .and_then(Value::as_str)
-                            .filter(|t| *t != "Record" && common.is_some_and(|m| m.contains_key(*t)))
+                        c.get("type").and_then(Value::as_str).filter(|t| {
+                            *t != "Record" && common.is_some_and(|m| m.contains_key(*t))
+                        })
                     });
                     let c = match reference {
                         Some(n) => common.and_then(|t| t.get(n)).ok_or_else(|| {
-                            ImportError::Base(format!("the context of `{name}` names no type: `{n}`"))
+                            ImportError::Base(format!(
+                                "the context of `{name}` names no type: `{n}`"
+                            ))
                         })?,
                         None => c,
                     };
@@ -722,12 +731,12 @@ impl Base {
             .and_then(|t| t.get("shape"))
             .and_then(|s| from_json_type(s, common))
             .map(|t| match t {
-                Ty::Record(r) => r
-                    .0
-                    .into_iter()
-                    .filter(|(k, a)| TOOL_HINTS.contains(&k.as_str()) && a.ty == Ty::Bool)
-                    .map(|(k, _)| k)
-                    .collect(),
+                Ty::Record(r) => {
+                    r.0.into_iter()
+                        .filter(|(k, a)| TOOL_HINTS.contains(&k.as_str()) && a.ty == Ty::Bool)
+                        .map(|(k, _)| k)
+                        .collect()
+                }
                 _ => BTreeSet::new(),
             })
             .unwrap_or_default();
@@ -843,7 +852,12 @@ impl Ty {
                     .0
                     .iter()
                     .map(|(k, a)| {
-                        format!("{}{}: {}", quoted(k), if a.required { "" } else { "?" }, a.ty.inline())
+                        format!(
+                            "{}{}: {}",
+                            quoted(k),
+                            if a.required { "" } else { "?" },
+                            a.ty.inline()
+                        )
                     })
                     .collect();
                 format!("{{{}}}", attrs.join(", "))
@@ -915,7 +929,11 @@ pub fn render_fragment(
         declared.tools.len(),
         comment_text(&from.tools_file, 200),
         match &from.prompts_file {
-            Some(p) => format!(", {} prompts from `{}`", declared.prompts.len(), comment_text(p, 200)),
+            Some(p) => format!(
+                ", {} prompts from `{}`",
+                declared.prompts.len(),
+                comment_text(p, 200)
+            ),
             None => String::new(),
         }
     );
@@ -943,11 +961,20 @@ pub fn render_fragment(
     let descriptions: BTreeMap<&str, Option<&str>> = tools
         .iter()
         .map(|t| (t.name.as_str(), t.description.as_deref()))
-        .chain(prompts.iter().map(|p| (p.name.as_str(), p.description.as_deref())))
+        .chain(
+            prompts
+                .iter()
+                .map(|p| (p.name.as_str(), p.description.as_deref())),
+        )
         .collect();
     let sections = [
         ("tools/call", &base.tools_call, &declared.tools, "tool"),
-        ("prompts/get", &base.prompts_get, &declared.prompts, "prompt"),
+        (
+            "prompts/get",
+            &base.prompts_get,
+            &declared.prompts,
+            "prompt",
+        ),
     ];
     let mut first = true;
     for (method, shape, items, kind) in sections {
@@ -955,7 +982,9 @@ pub fn render_fragment(
             continue;
         }
         let shape = shape.as_ref().ok_or_else(|| {
-            ImportError::Base(format!("no action `{method}` with `appliesTo` for the {kind}s"))
+            ImportError::Base(format!(
+                "no action `{method}` with `appliesTo` for the {kind}s"
+            ))
         })?;
         for (name, arguments) in items {
             if !first {
@@ -1126,10 +1155,16 @@ impl fmt::Display for Change {
                     write!(f, "{kind} `{name}`: argument `{path}` added: `{now}`")
                 }
                 (Some(was), None) => {
-                    write!(f, "{kind} `{name}`: argument `{path}` removed (was `{was}`)")
+                    write!(
+                        f,
+                        "{kind} `{name}`: argument `{path}` removed (was `{was}`)"
+                    )
                 }
                 (Some(was), Some(now)) => {
-                    write!(f, "{kind} `{name}`: argument `{path}` changed from `{was}` to `{now}`")
+                    write!(
+                        f,
+                        "{kind} `{name}`: argument `{path}` changed from `{was}` to `{now}`"
+                    )
                 }
                 (None, None) => write!(f, "{kind} `{name}`: argument `{path}` changed"),
             },
@@ -1138,10 +1173,21 @@ impl fmt::Display for Change {
 }
 
 fn attr_text(a: &Attr) -> String {
-    format!("{}{}", a.ty.inline(), if a.required { "" } else { " (optional)" })
+    format!(
+        "{}{}",
+        a.ty.inline(),
+        if a.required { "" } else { " (optional)" }
+    )
 }
 
-fn diff_records(kind: &'static str, name: &str, prefix: &str, was: &Record, now: &Record, out: &mut Vec<Change>) {
+fn diff_records(
+    kind: &'static str,
+    name: &str,
+    prefix: &str,
+    was: &Record,
+    now: &Record,
+    out: &mut Vec<Change>,
+) {
     let keys: BTreeSet<&String> = was.0.keys().chain(now.0.keys()).collect();
     for key in keys {
         let path = if prefix.is_empty() {

@@ -13,8 +13,8 @@ use std::sync::LazyLock;
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 
-pub(crate) mod json;
 pub mod import;
+pub(crate) mod json;
 pub mod jsonrpc;
 pub mod lists;
 pub use crate::uri;

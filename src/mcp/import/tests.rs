@@ -50,7 +50,10 @@ fn reads_a_result_or_a_whole_response() {
         read_tools(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"x"}}"#),
         Err(ImportError::NotAList { .. })
     ));
-    assert!(matches!(read_tools("[1]"), Err(ImportError::NotAList { .. })));
+    assert!(matches!(
+        read_tools("[1]"),
+        Err(ImportError::NotAList { .. })
+    ));
     assert!(matches!(read_tools("{"), Err(ImportError::Json(_))));
     assert!(matches!(
         read_tools(r#"{"tools":[],"nextCursor":"2"}"#),
@@ -212,7 +215,10 @@ fn extra_keys_of_an_object_are_noted() {
     }));
     assert_eq!(record.0.len(), 1);
     assert_eq!(notes.len(), 1);
-    assert_eq!(notes.first().map(|n| n.fallback), Some(Fallback::ExtraKeysUntyped));
+    assert_eq!(
+        notes.first().map(|n| n.fallback),
+        Some(Fallback::ExtraKeysUntyped)
+    );
     // `additionalProperties: false` is what Cedar's closed records say anyway.
     let (_, notes) = one_tool(serde_json::json!({
         "type": "object", "properties": {}, "additionalProperties": false
@@ -234,9 +240,9 @@ fn the_fixture_becomes_a_fragment_that_cedar_accepts_with_the_base() {
         ids.contains(&r#"Mcp::Action::"tools/call/docs/search_documents""#.to_owned()),
         "{ids:?}"
     );
-    assert!(fragment.contains(
-        "  action \"tools/call/docs/search_documents\" in [\"tools/call\"]\n"
-    ));
+    assert!(
+        fragment.contains("  action \"tools/call/docs/search_documents\" in [\"tools/call\"]\n")
+    );
     assert!(fragment.contains("        \"arguments\": {\n          \"limit\"?: Long,\n          \"query\": String,\n        },\n"), "{fragment}");
     // The base context is kept, by name.
     assert!(fragment.contains("\"claims\"?: Mcp::Claims,"), "{fragment}");
@@ -244,8 +250,7 @@ fn the_fixture_becomes_a_fragment_that_cedar_accepts_with_the_base() {
     assert_eq!(read_fragment("docs", &fragment), Ok(declared));
     // The entities are Cedar entities of the combined schema.
     let entities = render_entities("docs", &tools, &[], &base);
-    let parsed =
-        cedar_policy::Entities::from_json_str(&entities, Some(&schema)).expect("entities");
+    let parsed = cedar_policy::Entities::from_json_str(&entities, Some(&schema)).expect("entities");
     let tool_entities = parsed
         .iter()
         .filter(|e| e.uid().type_name().to_string() == "Mcp::Tool")
@@ -338,8 +343,13 @@ fn prompts_are_actions_with_string_arguments() {
     };
     let fragment = render_fragment(&from, &[], &prompts, &declared, &notes, &base).expect("render");
     combined(&fragment);
-    assert!(fragment.contains("action \"prompts/get/docs/executive_summary\" in [\"prompts/get\"]"));
-    assert!(fragment.contains("  // executive_summary: Summary. Second line\n"), "{fragment}");
+    assert!(
+        fragment.contains("action \"prompts/get/docs/executive_summary\" in [\"prompts/get\"]")
+    );
+    assert!(
+        fragment.contains("  // executive_summary: Summary. Second line\n"),
+        "{fragment}"
+    );
     assert_eq!(read_fragment("docs", &fragment), Ok(declared));
     assert!(render_entities("docs", &[], &prompts, &base).contains(r#""type":"Mcp::Prompt""#));
 }
@@ -357,7 +367,10 @@ fn hints_become_attributes_only_when_the_base_declares_them() {
     );
     let base = Base::from_cedarschema(&declaring).expect("base");
     let entities = render_entities("docs", &listed, &[], &base);
-    assert!(entities.contains(r#""attrs":{"destructiveHint":true}"#), "{entities}");
+    assert!(
+        entities.contains(r#""attrs":{"destructiveHint":true}"#),
+        "{entities}"
+    );
 }
 
 #[test]
@@ -372,7 +385,10 @@ fn drift_names_every_kind_of_change() {
     };
     let was = Declared {
         tools: [
-            ("kept".to_owned(), record(&[("a", Ty::Long, true), ("b", Ty::String, false)])),
+            (
+                "kept".to_owned(),
+                record(&[("a", Ty::Long, true), ("b", Ty::String, false)]),
+            ),
             ("gone".to_owned(), Record::default()),
             (
                 "nested".to_owned(),
@@ -398,7 +414,10 @@ fn drift_names_every_kind_of_change() {
         prompts: BTreeMap::new(),
     };
     assert!(drift(&was, &was, true).is_empty());
-    let lines: Vec<String> = drift(&was, &now, true).iter().map(ToString::to_string).collect();
+    let lines: Vec<String> = drift(&was, &now, true)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(
         lines,
         [
