@@ -707,7 +707,7 @@ impl Base {
                         })?,
                         None => c,
                     };
-                    match from_json_type(c, common) {
+                    match from_json_type(c) {
                         Some(Ty::Record(r)) => r,
                         _ => {
                             return Err(ImportError::Base(format!(
@@ -729,7 +729,7 @@ impl Base {
             .get("entityTypes")
             .and_then(|e| e.get("Tool"))
             .and_then(|t| t.get("shape"))
-            .and_then(|s| from_json_type(s, common))
+            .and_then(from_json_type)
             .map(|t| match t {
                 Ty::Record(r) => {
                     r.0.into_iter()
@@ -748,9 +748,9 @@ impl Base {
     }
 }
 
-/// A Cedar JSON-schema type as a [`Ty`]; common types of the namespace are inlined only
-/// when `common` is given and the type is the context itself (attributes keep names).
-fn from_json_type(t: &Value, common: Option<&Map<String, Value>>) -> Option<Ty> {
+/// A Cedar JSON-schema type as a [`Ty`]; a named type (an entity or common type) keeps
+/// its name, qualified by the namespace.
+fn from_json_type(t: &Value) -> Option<Ty> {
     let kind = t.get("type").and_then(Value::as_str)?;
     let named = |name: &str| -> Ty {
         let bare = name.strip_prefix("__cedar::").unwrap_or(name);
@@ -770,14 +770,14 @@ fn from_json_type(t: &Value, common: Option<&Map<String, Value>>) -> Option<Ty> 
         "String" => Ty::String,
         "Long" => Ty::Long,
         "Boolean" | "Bool" => Ty::Bool,
-        "Set" => Ty::Set(Box::new(from_json_type(t.get("element")?, common)?)),
+        "Set" => Ty::Set(Box::new(from_json_type(t.get("element")?)?)),
         "Record" => {
             let mut record = Record::default();
             for (name, attr) in t.get("attributes")?.as_object()? {
                 record.0.insert(
                     name.clone(),
                     Attr {
-                        ty: from_json_type(attr, common)?,
+                        ty: from_json_type(attr)?,
                         required: attr.get("required").and_then(Value::as_bool) != Some(false),
                     },
                 );
@@ -1092,7 +1092,7 @@ pub fn read_fragment(server: &str, text: &str) -> Result<Declared, ImportError> 
             .and_then(|a| a.get("context"))
             .and_then(|c| c.get("attributes"))
             .and_then(|a| a.get("arguments"))
-            .and_then(|a| from_json_type(a, None));
+            .and_then(from_json_type);
         match arguments {
             Some(Ty::Record(r)) => {
                 map.insert(name.to_owned(), r);
