@@ -368,7 +368,22 @@ pub fn map_tool(tool: &ToolDef, notes: &mut Vec<Untypable>) -> Record {
         refs: Vec::new(),
         notes,
     };
-    mapper.object(&tool.input_schema, "", 0, true)
+    let schema = &tool.input_schema;
+    let indirect = ["$ref", "allOf", "anyOf", "oneOf"]
+        .iter()
+        .any(|k| schema.get(k).is_some());
+    if !indirect {
+        return mapper.object(schema, "", 0, true);
+    }
+    // The arguments behind a reference or a combination: they must be one object.
+    match mapper.value(schema, "", 0) {
+        Some((Ty::Record(record), _)) => record,
+        Some((other, _)) => {
+            mapper.left_out("", format!("arguments of type `{}`", other.inline()));
+            Record::default()
+        }
+        None => Record::default(),
+    }
 }
 
 /// The typed arguments of a prompt: every declared argument a `String`.

@@ -439,3 +439,22 @@ fn server_names_are_checked() {
         assert!(check_server_name(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn arguments_behind_a_reference_are_typed() {
+    let (record, notes) = one_tool(serde_json::json!({
+        "$ref": "#/$defs/Args",
+        "$defs": {"Args": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}
+    }));
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(record.0.get("a"), Some(&attr(Ty::Long, true)));
+    // Arguments that are not one object are not typed at all, and say so.
+    let (record, notes) = one_tool(serde_json::json!({
+        "oneOf": [{"type": "object", "properties": {}}, {"type": "object", "properties": {"b": {"type": "string"}}}]
+    }));
+    assert!(record.0.is_empty());
+    assert_eq!(
+        notes.iter().map(|n| n.pointer.as_str()).collect::<Vec<_>>(),
+        ["/oneOf"]
+    );
+}
