@@ -224,7 +224,7 @@ fn import(args: &ImportArgs) -> Result<ExitCode, String> {
 
 fn check(args: &ImportArgs) -> Result<ExitCode, String> {
     let current = generate(args)?;
-    let (schema_path, _) = paths(args);
+    let (schema_path, entities_path) = paths(args);
     let text = std::fs::read_to_string(&schema_path).map_err(|e| {
         format!(
             "cannot read `{}` (was server `{}` imported?): {e}",
@@ -234,7 +234,14 @@ fn check(args: &ImportArgs) -> Result<ExitCode, String> {
     })?;
     let imported = import::read_fragment(&args.server, &text)
         .map_err(|e| format!("`{}`: {e}", schema_path.display()))?;
-    let changes = import::drift(&imported, &current.declared, args.prompts.is_some());
+    let mut changes = import::drift(&imported, &current.declared, args.prompts.is_some());
+    // The tool annotations the entities carry (when the base schema declares them).
+    if let Ok(entities) = std::fs::read_to_string(&entities_path) {
+        changes.extend(
+            import::entity_drift(&args.server, &entities, &current.entities)
+                .map_err(|e| format!("`{}`: {e}", entities_path.display()))?,
+        );
+    }
     if changes.is_empty() {
         println!(
             "ok: server `{}` lists what `{}` declares",

@@ -1152,6 +1152,19 @@ pub enum Change {
         /// What the server declares now, if anything.
         now: Option<String>,
     },
+    /// An attribute of a tool or prompt entity (a tool annotation) changed.
+    Attribute {
+        /// `tool` or `prompt`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The attribute.
+        attribute: String,
+        /// Its imported value (JSON), if any.
+        was: Option<String>,
+        /// Its value now (JSON), if any.
+        now: Option<String>,
+    },
 }
 
 impl fmt::Display for Change {
@@ -1183,6 +1196,21 @@ impl fmt::Display for Change {
                 }
                 (None, None) => write!(f, "{kind} `{name}`: argument `{path}` changed"),
             },
+            Change::Attribute {
+                kind,
+                name,
+                attribute,
+                was,
+                now,
+            } => {
+                let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "absent".into());
+                write!(
+                    f,
+                    "{kind} `{name}`: attribute `{attribute}` changed from `{}` to `{}`",
+                    shown(was),
+                    shown(now)
+                )
+            }
         }
     }
 }
@@ -1256,6 +1284,70 @@ pub fn drift(imported: &Declared, current: &Declared, compare_prompts: bool) -> 
         }
     }
     out
+}
+
+/// The attributes of the tool and prompt entities of `server` in an entities file written
+/// by [`render_entities`]: `(kind, name)` to attributes.
+fn entity_attrs(
+    server: &str,
+    text: &str,
+) -> Result<BTreeMap<(&'static str, String), Map<String, Value>>, ImportError> {
+    let bad = |why: &str| ImportError::Fragment(format!("entities: {why}"));
+    let doc: Value = serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for entity in doc.as_array().ok_or_else(|| bad("not an array"))? {
+        let kind = match entity.pointer("/uid/type").and_then(Value::as_str) {
+            Some(t) if t == format!("{NAMESPACE}::Tool") => "tool",
+            Some(t) if t == format!("{NAMESPACE}::Prompt") => "prompt",
+            _ => continue,
+        };
+        let Some(name) = entity
+            .pointer("/uid/id")
+            .and_then(Value::as_str)
+            .and_then(|id| id.strip_prefix(server))
+            .and_then(|id| id.strip_prefix('/'))
+        else {
+            continue;
+        };
+        let attrs = entity
+            .get("attrs")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        out.insert((kind, name.to_owned()), attrs);
+    }
+    Ok(out)
+}
+
+/// The attribute changes (tool annotations) of the entities both files define, from the
+/// imported entities file to the one an import would write now.
+pub fn entity_drift(
+    server: &str,
+    imported: &str,
+    current: &str,
+) -> Result<Vec<Change>, ImportError> {
+    let was = entity_attrs(server, imported)?;
+    let now = entity_attrs(server, current)?;
+    let mut out = Vec::new();
+    for ((kind, name), old) in &was {
+        let Some(new) = now.get(&(*kind, name.clone())) else {
+            continue;
+        };
+        let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+        for key in keys {
+            let (a, b) = (old.get(key), new.get(key));
+            if a != b {
+                out.push(Change::Attribute {
+                    kind,
+                    name: name.clone(),
+                    attribute: key.clone(),
+                    was: a.map(Value::to_string),
+                    now: b.map(Value::to_string),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
