@@ -1286,12 +1286,12 @@ pub fn drift(imported: &Declared, current: &Declared, compare_prompts: bool) -> 
     out
 }
 
+/// Entity attributes by kind (`tool`, `prompt`) and name.
+type AttrsByEntity = BTreeMap<(&'static str, String), Map<String, Value>>;
+
 /// The attributes of the tool and prompt entities of `server` in an entities file written
-/// by [`render_entities`]: `(kind, name)` to attributes.
-fn entity_attrs(
-    server: &str,
-    text: &str,
-) -> Result<BTreeMap<(&'static str, String), Map<String, Value>>, ImportError> {
+/// by [`render_entities`].
+fn entity_attrs(server: &str, text: &str) -> Result<AttrsByEntity, ImportError> {
     let bad = |why: &str| ImportError::Fragment(format!("entities: {why}"));
     let doc: Value = serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
     let mut out = BTreeMap::new();
