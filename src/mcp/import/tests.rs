@@ -458,3 +458,56 @@ fn arguments_behind_a_reference_are_typed() {
         ["/oneOf"]
     );
 }
+
+#[test]
+fn two_servers_may_type_one_argument_name_two_ways() {
+    let base = Base::from_cedarschema(BASE).expect("base");
+    let fragment = |server: &str, ty: &str| {
+        let listed = tools(&format!(
+            r#"{{"tools":[{{"name":"search","inputSchema":{{"type":"object","properties":{{"amount":{{"type":"{ty}"}}}}}}}}]}}"#
+        ));
+        let (declared, notes) = declare(&listed, &[]);
+        let from = Provenance {
+            server: server.into(),
+            ..provenance()
+        };
+        let text = render_fragment(&from, &listed, &[], &declared, &notes, &base).expect("render");
+        SchemaFragment::from_cedarschema_str(&text)
+            .expect("fragment")
+            .0
+    };
+    let schema = cedar_policy::Schema::from_schema_fragments([
+        SchemaFragment::from_cedarschema_str(BASE).expect("base").0,
+        fragment("docs", "string"),
+        fragment("payments", "integer"),
+    ])
+    .expect("one schema");
+    let policies: cedar_policy::PolicySet = r#"
+        forbid (principal, action == Mcp::Action::"tools/call/payments/search", resource)
+        when { context.arguments has amount && context.arguments.amount > 100 };
+        forbid (principal, action == Mcp::Action::"tools/call/docs/search", resource)
+        when { context.arguments has amount && context.arguments.amount like "*secret*" };
+        permit (principal, action in Mcp::Action::"tools/call", resource);
+    "#
+    .parse()
+    .expect("policies");
+    let validator = cedar_policy::Validator::new(schema);
+    let result = validator.validate(&policies, cedar_policy::ValidationMode::Strict);
+    assert!(
+        result.validation_passed(),
+        "{:?}",
+        result.validation_errors().collect::<Vec<_>>()
+    );
+    // The same comparison on the other server's `amount` is a type error.
+    let wrong: cedar_policy::PolicySet = r#"
+        forbid (principal, action == Mcp::Action::"tools/call/docs/search", resource)
+        when { context.arguments has amount && context.arguments.amount > 100 };
+    "#
+    .parse()
+    .expect("policies");
+    assert!(
+        !validator
+            .validate(&wrong, cedar_policy::ValidationMode::Strict)
+            .validation_passed()
+    );
+}
