@@ -20,7 +20,8 @@
 //! not match). What Cedar cannot type — a union of several types, `oneOf`, a tuple, a
 //! map (`additionalProperties` without `properties`), `null`, an untyped value, a
 //! recursive `$ref` — is left out of the record and reported as an [`Untypable`], named by
-//! tool and JSON pointer: the call's value for it is then an undeclared argument.
+//! tool and JSON pointer into its `inputSchema` (below a `$ref`, into the reference's
+//! target): the call's value for it is then an undeclared argument.
 //!
 //! [`read_fragment`] reads a generated fragment back and [`drift`] compares two imports,
 //! for `mcp-authz schema check`.
@@ -419,6 +420,8 @@ pub fn declare(tools: &[ToolDef], prompts: &[PromptDef]) -> (Declared, Vec<Untyp
             .collect(),
     };
     notes.sort_by(|a, b| (&a.tool, &a.pointer).cmp(&(&b.tool, &b.pointer)));
+    // A definition used twice is reported once.
+    notes.dedup();
     (declared, notes)
 }
 
@@ -557,7 +560,9 @@ impl Mapper<'_> {
             return self.left_out(&at, format!("a recursive `$ref` `{target}`"));
         }
         self.refs.push(target.to_owned());
-        let typed = self.value(&resolved, &at, depth + 1);
+        // Below the reference, pointers point into its target (`/$defs/Node/...`).
+        let target_pointer = target.strip_prefix('#').unwrap_or_default();
+        let typed = self.value(&resolved, target_pointer, depth + 1);
         self.refs.pop();
         typed
     }

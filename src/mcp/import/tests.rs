@@ -179,9 +179,9 @@ fn untypable_properties_are_left_out_and_named_by_pointer() {
     assert_eq!(
         pointers,
         [
+            "/$defs/Node/properties/next/$ref",
             "/properties/any",
             "/properties/a~1b/properties/c~0d/type",
-            "/properties/loop/$ref/properties/next/$ref",
             "/properties/map",
             "/properties/multi/type",
             "/properties/null/type",
@@ -510,4 +510,20 @@ fn two_servers_may_type_one_argument_name_two_ways() {
             .validate(&wrong, cedar_policy::ValidationMode::Strict)
             .validation_passed()
     );
+}
+
+#[test]
+fn a_definition_used_twice_is_reported_once_at_its_own_pointer() {
+    let listed = tools(
+        r##"{"tools":[{"name":"t","inputSchema":{"type":"object",
+            "properties":{"a":{"$ref":"#/$defs/U"},"b":{"$ref":"#/$defs/U"}},
+            "$defs":{"U":{"type":"object","properties":{"v":{"oneOf":[{"type":"string"},{"type":"integer"}]},"w":{"type":"string"}}}}}}]}"##,
+    );
+    let (declared, notes) = declare(&listed, &[]);
+    assert_eq!(
+        notes.iter().map(|n| n.pointer.as_str()).collect::<Vec<_>>(),
+        ["/$defs/U/properties/v/oneOf"]
+    );
+    let args = declared.tools.get("t").expect("t");
+    assert_eq!(args.0.keys().collect::<Vec<_>>(), ["a", "b"]);
 }
