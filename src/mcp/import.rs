@@ -1356,4 +1356,6 @@ pub fn entity_drift(
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
