@@ -77,7 +77,19 @@ struct Imported {
     entities: String,
 }
 
+/// Largest input file read (as the policy directory's loader).
+const MAX_FILE_BYTES: u64 = crate::policy::MAX_FILE_BYTES;
+
 fn read(path: &Path) -> Result<String, String> {
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.len() > MAX_FILE_BYTES
+    {
+        return Err(format!(
+            "`{}` is {} bytes, more than the limit of {MAX_FILE_BYTES}",
+            path.display(),
+            meta.len()
+        ));
+    }
     std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
 }
 
@@ -224,6 +236,10 @@ fn import(args: &ImportArgs) -> Result<ExitCode, String> {
 
 fn check(args: &ImportArgs) -> Result<ExitCode, String> {
     let current = generate(args)?;
+    // An argument that became untypable shows as removed below: say why.
+    for note in &current.notes {
+        eprintln!("warning: {note}");
+    }
     let (schema_path, entities_path) = paths(args);
     let text = std::fs::read_to_string(&schema_path).map_err(|e| {
         format!(
