@@ -237,6 +237,13 @@ fn an_untypable_property_is_reported_and_left_out() {
         fragment.contains("//   tool `search` at `/properties/filter/oneOf`"),
         "{fragment}"
     );
+    // The same listing checks equal; the warning is repeated.
+    let (code, out, err) = schema("check", "search", &file, dir.path(), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("warning: tool `search` at `/properties/filter/oneOf`"),
+        "{err}"
+    );
     assert!(
         fragment.contains("        \"arguments\": {\n          \"query\": String,\n          \"since\"?: datetime,\n        },"),
         "{fragment}"
