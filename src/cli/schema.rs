@@ -71,6 +71,7 @@ pub fn run(args: &SchemaArgs) -> ExitCode {
 
 /// What an import produces from its inputs, before anything is written.
 struct Imported {
+    base: Base,
     declared: Declared,
     notes: Vec<Untypable>,
     schema: String,
@@ -151,6 +152,7 @@ fn generate(args: &ImportArgs) -> Result<Imported, String> {
     let entities = import::render_entities(&args.server, &tools, &prompts, &base);
     accepted_by_cedar(&base_text, &schema, &entities)?;
     Ok(Imported {
+        base,
         declared,
         notes,
         schema,
@@ -251,6 +253,10 @@ fn check(args: &ImportArgs) -> Result<ExitCode, String> {
     let imported = import::read_fragment(&args.server, &text)
         .map_err(|e| format!("`{}`: {e}", schema_path.display()))?;
     let mut changes = import::drift(&imported, &current.declared, args.prompts.is_some());
+    changes.extend(
+        import::stale_actions(&args.server, &text, &current.base)
+            .map_err(|e| format!("`{}`: {e}", schema_path.display()))?,
+    );
     // The tool annotations the entities carry (when the base schema declares them).
     if let Ok(entities) = std::fs::read_to_string(&entities_path) {
         changes.extend(

@@ -1084,38 +1084,66 @@ pub fn render_entities(
 // ---------------------------------------------------------------------------
 // Reading a fragment back, and drift.
 
-/// The tools and prompts a generated fragment of `server` declares, with their arguments.
-pub fn read_fragment(server: &str, text: &str) -> Result<Declared, ImportError> {
+/// The tool and prompt actions of `server` in a generated fragment: kind, name, action id
+/// and the action's JSON (Cedar's JSON schema format).
+fn fragment_actions(
+    server: &str,
+    text: &str,
+) -> Result<Vec<(&'static str, String, String, Value)>, ImportError> {
     let (fragment, _warnings) = SchemaFragment::from_cedarschema_str(text)
         .map_err(|e| ImportError::Fragment(e.to_string()))?;
     let json = fragment
         .to_json_value()
         .map_err(|e| ImportError::Fragment(e.to_string()))?;
-    let mut declared = Declared::default();
     let Some(actions) = json
         .get(NAMESPACE)
         .and_then(|n| n.get("actions"))
         .and_then(Value::as_object)
     else {
-        return Ok(declared);
+        return Ok(Vec::new());
     };
+    let mut out = Vec::new();
     for (id, action) in actions {
-        let (map, name) = if let Some(n) = id.strip_prefix(&format!("tools/call/{server}/")) {
-            (&mut declared.tools, n)
+        let (kind, name) = if let Some(n) = id.strip_prefix(&format!("tools/call/{server}/")) {
+            ("tool", n)
         } else if let Some(n) = id.strip_prefix(&format!("prompts/get/{server}/")) {
-            (&mut declared.prompts, n)
+            ("prompt", n)
         } else {
             continue;
         };
-        let arguments = action
-            .get("appliesTo")
-            .and_then(|a| a.get("context"))
-            .and_then(|c| c.get("attributes"))
-            .and_then(|a| a.get("arguments"))
-            .and_then(from_json_type);
-        match arguments {
-            Some(Ty::Record(r)) => {
-                map.insert(name.to_owned(), r);
+        out.push((kind, name.to_owned(), id.clone(), action.clone()));
+    }
+    Ok(out)
+}
+
+/// The context record of an action of a fragment.
+fn context_of(id: &str, action: &Value) -> Result<Record, ImportError> {
+    match action
+        .get("appliesTo")
+        .and_then(|a| a.get("context"))
+        .and_then(from_json_type)
+    {
+        Some(Ty::Record(r)) => Ok(r),
+        _ => Err(ImportError::Fragment(format!(
+            "action `{id}` has no context record"
+        ))),
+    }
+}
+
+/// The tools and prompts a generated fragment of `server` declares, with their arguments.
+pub fn read_fragment(server: &str, text: &str) -> Result<Declared, ImportError> {
+    let mut declared = Declared::default();
+    for (kind, name, id, action) in fragment_actions(server, text)? {
+        let map = if kind == "tool" {
+            &mut declared.tools
+        } else {
+            &mut declared.prompts
+        };
+        match context_of(&id, &action)?.0.remove("arguments") {
+            Some(Attr {
+                ty: Ty::Record(r), ..
+            }) => {
+                map.insert(name, r);
             }
             _ => {
                 return Err(ImportError::Fragment(format!(
@@ -1125,6 +1153,46 @@ pub fn read_fragment(server: &str, text: &str) -> Result<Declared, ImportError> 
         }
     }
     Ok(declared)
+}
+
+/// The tool and prompt actions of a generated fragment whose principals, resources or
+/// context (`arguments` aside) are no longer what the base schema gives `tools/call`
+/// (`prompts/get`): the base schema changed since the import.
+pub fn stale_actions(server: &str, text: &str, base: &Base) -> Result<Vec<Change>, ImportError> {
+    let mut out = Vec::new();
+    for (kind, name, id, action) in fragment_actions(server, text)? {
+        let shape = if kind == "tool" {
+            &base.tools_call
+        } else {
+            &base.prompts_get
+        };
+        let mut context = context_of(&id, &action)?;
+        context.0.remove("arguments");
+        let names = |key: &str| -> Vec<String> {
+            action
+                .get("appliesTo")
+                .and_then(|a| a.get(key))
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut base_context = shape.as_ref().map(|s| s.context.clone());
+        if let Some(c) = base_context.as_mut() {
+            c.0.remove("arguments");
+        }
+        let same = shape.as_ref().is_some_and(|s| {
+            s.principals == names("principalTypes") && s.resources == names("resourceTypes")
+        }) && base_context.as_ref() == Some(&context);
+        if !same {
+            out.push(Change::Stale { kind, name });
+        }
+    }
+    Ok(out)
 }
 
 /// One difference between what was imported and what the server lists now.
@@ -1156,6 +1224,14 @@ pub enum Change {
         was: Option<String>,
         /// What the server declares now, if anything.
         now: Option<String>,
+    },
+    /// The action's principals, resources or context (`arguments` aside) are not the base
+    /// schema's any more.
+    Stale {
+        /// `tool` or `prompt`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
     },
     /// An attribute of a tool or prompt entity (a tool annotation) changed.
     Attribute {
@@ -1201,6 +1277,10 @@ impl fmt::Display for Change {
                 }
                 (None, None) => write!(f, "{kind} `{name}`: argument `{path}` changed"),
             },
+            Change::Stale { kind, name } => write!(
+                f,
+                "{kind} `{name}`: its principals, resources or context are not the base schema's any more"
+            ),
             Change::Attribute {
                 kind,
                 name,

@@ -353,6 +353,31 @@ fn check_is_zero_when_equal_and_one_listing_each_kind_of_drift() {
     // A check changes nothing.
     let (code, _, _) = schema("check", "payments", &file, dir.path(), &[]);
     assert_eq!(code, 0);
+
+    // The base schema's `tools/call` context changed since the import: every tool action is stale.
+    let base = dir.path().join("mcp.cedarschema");
+    let text = read(&base).replace(
+        "    request?: RequestFacts,\n    arguments?: ToolArguments,",
+        "    request?: RequestFacts,\n    tenant?: String,\n    arguments?: ToolArguments,",
+    );
+    assert!(
+        text.contains("tenant?: String"),
+        "the base schema's tools/call context moved"
+    );
+    std::fs::write(&base, text).expect("write");
+    let (code, out, err) = schema("check", "payments", &file, dir.path(), &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.starts_with(
+            "tool `refund`: its principals, resources or context are not the base schema's any more\n\
+             tool `status`: its principals, resources or context are not the base schema's any more\n"
+        ),
+        "{out}"
+    );
+    let (code, _, err) = schema("import", "payments", &file, dir.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = schema("check", "payments", &file, dir.path(), &[]);
+    assert_eq!(code, 0, "{out}");
 }
 
 #[test]
