@@ -1,6 +1,7 @@
-//! The command line: `serve`, `validate`, `check`.
+//! The command line: `serve`, `validate`, `check`, `schema`.
 
 mod check;
+mod schema;
 mod serve;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ enum Command {
     Validate(ValidateArgs),
     /// Decide one request from the command line and explain the decision.
     Check(check::CheckArgs),
+    /// Import an MCP server's tools into the policy directory's schema, or check it for drift.
+    Schema(schema::SchemaArgs),
 }
 
 /// Settings shared by `serve` and `check`.
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Validate(args) => validate(&args),
         Command::Check(args) => check::run(&args),
+        Command::Schema(args) => schema::run(&args),
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 
+pub mod import;
 pub(crate) mod json;
 pub mod jsonrpc;
 pub mod lists;

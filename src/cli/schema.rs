@@ -1,0 +1,286 @@
+//! `mcp-authz schema import` and `schema check`: a server's saved `tools/list` (and
+//! `prompts/list`) as the generated files of a policy directory, and whether the server
+//! still lists what was imported.
+//!
+//! `import` writes `DIR/tools/<server>.cedarschema` (one action per tool and prompt, the
+//! mapping is [`crate::mcp::import`]) and `DIR/tools/<server>.entities.json`, after
+//! checking that Cedar accepts the fragment together with the directory's base schema and
+//! the entities against both. A file whose text would not change is not rewritten.
+//! `check` maps the listing the same way and compares it with the imported fragment:
+//! exit 0 when equal, 1 listing the differences, 2 on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::{EXIT_DENY, EXIT_ERROR};
+use crate::mcp::import::{
+    self, Base, Declared, PromptDef, Provenance, ToolDef, Untypable, check_server_name,
+};
+
+/// The subdirectory of a policy directory that holds the generated files.
+pub const TOOLS_DIR: &str = "tools";
+
+/// `schema` arguments.
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    #[command(subcommand)]
+    command: SchemaCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SchemaCommand {
+    /// Import a server's tools (and prompts) from a saved `tools/list` result: writes
+    /// `DIR/tools/SERVER.cedarschema` and `DIR/tools/SERVER.entities.json`
+    Import(ImportArgs),
+    /// Compare a server's saved `tools/list` result with what was imported: exit 0 when
+    /// equal, 1 listing the differences, 2 on bad input
+    Check(ImportArgs),
+}
+
+/// Arguments of `schema import` and `schema check`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The server's name, as in `Mcp::Server::"SERVER"`
+    #[arg(long, value_name = "SERVER")]
+    server: String,
+    /// A saved `tools/list` result (`{"tools": [...]}`, or the whole JSON-RPC response),
+    /// every page in one list
+    #[arg(value_name = "FILE")]
+    tools: PathBuf,
+    /// A saved `prompts/list` result
+    #[arg(long, value_name = "FILE")]
+    prompts: Option<PathBuf>,
+    /// Policy directory: its top-level `*.cedarschema` is the base schema
+    #[arg(long, value_name = "DIR", default_value = "policies")]
+    policies: PathBuf,
+}
+
+/// Run `schema import` or `schema check`.
+pub fn run(args: &SchemaArgs) -> ExitCode {
+    let result = match &args.command {
+        SchemaCommand::Import(a) => import(a),
+        SchemaCommand::Check(a) => check(a),
+    };
+    result.unwrap_or_else(|message| {
+        eprintln!("error: {message}");
+        ExitCode::from(EXIT_ERROR)
+    })
+}
+
+/// What an import produces from its inputs, before anything is written.
+struct Imported {
+    base: Base,
+    declared: Declared,
+    notes: Vec<Untypable>,
+    schema: String,
+    entities: String,
+}
+
+/// Largest input file read (as the policy directory's loader).
+const MAX_FILE_BYTES: u64 = crate::policy::MAX_FILE_BYTES;
+
+fn read(path: &Path) -> Result<String, String> {
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.len() > MAX_FILE_BYTES
+    {
+        return Err(format!(
+            "`{}` is {} bytes, more than the limit of {MAX_FILE_BYTES}",
+            path.display(),
+            meta.len()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+}
+
+/// The base schema of a policy directory: its one top-level `*.cedarschema` file.
+fn base_schema(dir: &Path) -> Result<(PathBuf, String), String> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read policy directory `{}`: {e}", dir.display()))?;
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.extension().is_some_and(|x| x == "cedarschema")
+                && !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
+    found.sort();
+    match found.as_slice() {
+        [one] => {
+            let text = read(one)?;
+            Ok((one.clone(), text))
+        }
+        [] => Err(format!("no `*.cedarschema` file in `{}`", dir.display())),
+        many => Err(format!(
+            "more than one `*.cedarschema` file in `{}`: {}",
+            dir.display(),
+            many.iter()
+                .map(|p| format!("`{}`", p.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+fn generate(args: &ImportArgs) -> Result<Imported, String> {
+    check_server_name(&args.server).map_err(|e| e.to_string())?;
+    let (base_path, base_text) = base_schema(&args.policies)?;
+    let base = Base::from_cedarschema(&base_text)
+        .map_err(|e| format!("`{}`: {e}", base_path.display()))?;
+    let tools: Vec<ToolDef> = import::read_tools(&read(&args.tools)?)
+        .map_err(|e| format!("`{}`: {e}", args.tools.display()))?;
+    let prompts: Vec<PromptDef> = match &args.prompts {
+        Some(p) => {
+            import::read_prompts(&read(p)?).map_err(|e| format!("`{}`: {e}", p.display()))?
+        }
+        None => Vec::new(),
+    };
+    let (declared, notes) = import::declare(&tools, &prompts);
+    let from = Provenance {
+        server: args.server.clone(),
+        tools_file: args.tools.display().to_string(),
+        prompts_file: args.prompts.as_ref().map(|p| p.display().to_string()),
+    };
+    let schema = import::render_fragment(&from, &tools, &prompts, &declared, &notes, &base)
+        .map_err(|e| format!("`{}`: {e}", base_path.display()))?;
+    let entities = import::render_entities(&args.server, &tools, &prompts, &base);
+    accepted_by_cedar(&base_text, &schema, &entities)?;
+    Ok(Imported {
+        base,
+        declared,
+        notes,
+        schema,
+        entities,
+    })
+}
+
+/// Cedar accepts the fragment with the base schema, and the entities against both.
+fn accepted_by_cedar(base: &str, fragment: &str, entities: &str) -> Result<(), String> {
+    use cedar_policy::{Entities, Schema, SchemaFragment};
+    let internal = |what: &str, e: &dyn std::fmt::Display| {
+        format!("the generated {what} is not accepted by Cedar: {e}")
+    };
+    let base = SchemaFragment::from_cedarschema_str(base)
+        .map_err(|e| internal("base schema", &e))?
+        .0;
+    let generated = SchemaFragment::from_cedarschema_str(fragment)
+        .map_err(|e| internal("schema", &e))?
+        .0;
+    let schema =
+        Schema::from_schema_fragments([base, generated]).map_err(|e| internal("schema", &e))?;
+    Entities::from_json_str(entities, Some(&schema)).map_err(|e| internal("entities", &e))?;
+    Ok(())
+}
+
+fn paths(args: &ImportArgs) -> (PathBuf, PathBuf) {
+    let dir = args.policies.join(TOOLS_DIR);
+    (
+        dir.join(format!("{}.cedarschema", args.server)),
+        dir.join(format!("{}.entities.json", args.server)),
+    )
+}
+
+/// Write `text` to `path` unless it already holds it (through a temporary file renamed
+/// over it, so a watching service never reads half a file). Whether it was written.
+fn write_if_changed(path: &Path, text: &str) -> Result<bool, String> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return Ok(false);
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("generated");
+    // A hidden name: the policy directory's loader skips it while it exists.
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot write `{}`: {e}", path.display())
+        })?;
+    Ok(true)
+}
+
+fn import(args: &ImportArgs) -> Result<ExitCode, String> {
+    let imported = generate(args)?;
+    for note in &imported.notes {
+        eprintln!("warning: {note}");
+    }
+    let (schema_path, entities_path) = paths(args);
+    let dir = args.policies.join(TOOLS_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+    for (path, text) in [
+        (&schema_path, &imported.schema),
+        (&entities_path, &imported.entities),
+    ] {
+        let verb = if write_if_changed(path, text)? {
+            "wrote"
+        } else {
+            "unchanged"
+        };
+        println!("{verb}: `{}`", path.display());
+    }
+    println!(
+        "ok: server `{}`: {} tools, {} prompts, {} not typed",
+        args.server,
+        imported.declared.tools.len(),
+        imported.declared.prompts.len(),
+        imported.notes.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(args: &ImportArgs) -> Result<ExitCode, String> {
+    let current = generate(args)?;
+    // An argument that became untypable shows as removed below: say why.
+    for note in &current.notes {
+        eprintln!("warning: {note}");
+    }
+    let (schema_path, entities_path) = paths(args);
+    let text = std::fs::read_to_string(&schema_path).map_err(|e| {
+        format!(
+            "cannot read `{}` (was server `{}` imported?): {e}",
+            schema_path.display(),
+            args.server
+        )
+    })?;
+    let imported = import::read_fragment(&args.server, &text)
+        .map_err(|e| format!("`{}`: {e}", schema_path.display()))?;
+    let mut changes = import::drift(&imported, &current.declared, args.prompts.is_some());
+    changes.extend(
+        import::stale_actions(&args.server, &text, &current.base)
+            .map_err(|e| format!("`{}`: {e}", schema_path.display()))?,
+    );
+    // The tool annotations the entities carry (when the base schema declares them).
+    if let Ok(entities) = std::fs::read_to_string(&entities_path) {
+        changes.extend(
+            import::entity_drift(&args.server, &entities, &current.entities)
+                .map_err(|e| format!("`{}`: {e}", entities_path.display()))?,
+        );
+    }
+    if changes.is_empty() {
+        println!(
+            "ok: server `{}` lists what `{}` declares",
+            args.server,
+            schema_path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for change in &changes {
+        println!("{change}");
+    }
+    println!(
+        "drift: server `{}` differs from `{}` in {} place{}: re-run `mcp-authz schema import`",
+        args.server,
+        schema_path.display(),
+        changes.len(),
+        if changes.len() == 1 { "" } else { "s" }
+    );
+    Ok(ExitCode::from(EXIT_DENY))
+}
