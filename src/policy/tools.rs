@@ -336,15 +336,14 @@ mod tests {
 
     #[test]
     fn action_equality_with_a_method_that_has_tool_actions_is_refused() {
-        // The reference policies as they are (`action == Mcp::Action::"tools/call"`)
-        // would stop matching the declared tools' calls.
+        // A policy written before the tools were imported (`action ==
+        // Mcp::Action::"tools/call"`) would stop matching the declared tools' calls.
         let dir = typed_policy_dir();
-        let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-        std::fs::copy(
-            reference.join("users.cedar"),
-            dir.path().join("users.cedar"),
+        std::fs::write(
+            dir.path().join("legacy.cedar"),
+            "@id(\"contractors-no-finance-documents\")\nforbid (\n  principal in Mcp::Group::\"contractors\",\n  action == Mcp::Action::\"tools/call\",\n  resource\n);\n",
         )
-        .expect("copy");
+        .expect("write");
         let Err(problems) = Snapshot::load(dir.path(), 1) else {
             panic!("accepted");
         };
@@ -352,7 +351,7 @@ mod tests {
         assert!(
             errors
                 .iter()
-                .any(|p| p.file.as_deref() == Some("users.cedar")
+                .any(|p| p.file.as_deref() == Some("legacy.cedar")
                     && p.message.contains("contractors-no-finance-documents")),
             "{problems}"
         );
