@@ -9,6 +9,7 @@
 //! `check` maps the listing the same way and compares it with the imported fragment:
 //! exit 0 when equal, 1 listing the differences, 2 on bad input.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -74,6 +75,9 @@ struct Imported {
     base: Base,
     declared: Declared,
     notes: Vec<Untypable>,
+    /// The server's entities that the directory's `entities.json` defines (shown as
+    /// `Mcp::Tool::"S/T"`): left out of the generated entity file.
+    kept_out: Vec<String>,
     schema: String,
     entities: String,
 }
@@ -149,15 +153,68 @@ fn generate(args: &ImportArgs) -> Result<Imported, String> {
     };
     let schema = import::render_fragment(&from, &tools, &prompts, &declared, &notes, &base)
         .map_err(|e| format!("`{}`: {e}", base_path.display()))?;
-    let entities = import::render_entities(&args.server, &tools, &prompts, &base);
+    let defined = defined_entities(&args.policies)?;
+    let kept_out: Vec<String> = defined_of_server(&args.server, &tools, &prompts, &defined);
+    let entities = import::render_entities_except(&args.server, &tools, &prompts, &base, &defined);
     accepted_by_cedar(&base_text, &schema, &entities)?;
     Ok(Imported {
         base,
         declared,
         notes,
+        kept_out,
         schema,
         entities,
     })
+}
+
+/// The `(type, id)` of every entity the policy directory's own `entities.json`
+/// defines (none without the file).
+fn defined_entities(dir: &Path) -> Result<BTreeSet<(String, String)>, String> {
+    let path = dir.join(crate::policy::ENTITIES_FILE);
+    if !path.exists() {
+        return Ok(BTreeSet::new());
+    }
+    let text = read(&path)?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("`{}` is not valid JSON: {e}", path.display()))?;
+    let Some(items) = json.as_array() else {
+        return Err(format!(
+            "`{}` is not a JSON array of entities",
+            path.display()
+        ));
+    };
+    Ok(items
+        .iter()
+        .filter_map(|item| {
+            let uid = item.get("uid")?;
+            let uid = uid.get("__entity").unwrap_or(uid);
+            Some((
+                uid.get("type")?.as_str()?.to_owned(),
+                uid.get("id")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect())
+}
+
+/// Which of the server's tool and prompt entities `defined` holds, as Cedar writes them.
+fn defined_of_server(
+    server: &str,
+    tools: &[ToolDef],
+    prompts: &[PromptDef],
+    defined: &BTreeSet<(String, String)>,
+) -> Vec<String> {
+    let named = tools
+        .iter()
+        .map(|t| ("Mcp::Tool", &t.name))
+        .chain(prompts.iter().map(|p| ("Mcp::Prompt", &p.name)));
+    named
+        .filter_map(|(ty, name)| {
+            let id = format!("{server}/{name}");
+            defined
+                .contains(&(ty.to_owned(), id.clone()))
+                .then(|| format!("{ty}::{}", serde_json::Value::String(id)))
+        })
+        .collect()
 }
 
 /// Cedar accepts the fragment with the base schema, and the entities against both.
@@ -213,6 +270,13 @@ fn import(args: &ImportArgs) -> Result<ExitCode, String> {
         eprintln!("warning: {note}");
     }
     let (schema_path, entities_path) = paths(args);
+    for uid in &imported.kept_out {
+        eprintln!(
+            "note: `{uid}` is defined in `{}`: left out of `{}` (one entity, one file)",
+            args.policies.join(crate::policy::ENTITIES_FILE).display(),
+            entities_path.display()
+        );
+    }
     let dir = args.policies.join(TOOLS_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
     for (path, text) in [

@@ -1049,6 +1049,20 @@ pub fn render_entities(
     prompts: &[PromptDef],
     base: &Base,
 ) -> String {
+    render_entities_except(server, tools, prompts, base, &BTreeSet::new())
+}
+
+/// [`render_entities`] without the entities of `defined` (`(type, id)`, as
+/// `("Mcp::Tool", "docs/search")`): those the policy directory's own `entities.json`
+/// defines, which stay there (one entity, one file).
+pub fn render_entities_except(
+    server: &str,
+    tools: &[ToolDef],
+    prompts: &[PromptDef],
+    base: &Base,
+    defined: &BTreeSet<(String, String)>,
+) -> String {
+    let is_defined = |ty: &str, id: &str| defined.contains(&(ty.to_owned(), id.to_owned()));
     let parent = serde_json::json!([{ "type": format!("{NAMESPACE}::Server"), "id": server }]);
     let mut lines = BTreeMap::new();
     for tool in tools {
@@ -1058,16 +1072,24 @@ pub fn render_entities(
             .filter(|(k, v)| base.tool_hints.contains(k.as_str()) && v.is_boolean())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let id = format!("{server}/{}", tool.name);
+        if is_defined(&format!("{NAMESPACE}::Tool"), &id) {
+            continue;
+        }
         let entity = serde_json::json!({
-            "uid": { "type": format!("{NAMESPACE}::Tool"), "id": format!("{server}/{}", tool.name) },
+            "uid": { "type": format!("{NAMESPACE}::Tool"), "id": id },
             "attrs": attrs,
             "parents": parent,
         });
         lines.insert(("Tool", tool.name.clone()), entity.to_string());
     }
     for prompt in prompts {
+        let id = format!("{server}/{}", prompt.name);
+        if is_defined(&format!("{NAMESPACE}::Prompt"), &id) {
+            continue;
+        }
         let entity = serde_json::json!({
-            "uid": { "type": format!("{NAMESPACE}::Prompt"), "id": format!("{server}/{}", prompt.name) },
+            "uid": { "type": format!("{NAMESPACE}::Prompt"), "id": id },
             "attrs": {},
             "parents": parent,
         });

@@ -984,6 +984,7 @@ fn load_entity_files(
 ) -> Option<(Entities, String)> {
     let mut all = Vec::new();
     let mut failed = false;
+    let mut defined_in: HashMap<(String, String), String> = HashMap::new();
     let files: Vec<&(String, String)> = sources
         .entities
         .iter()
@@ -1005,7 +1006,12 @@ fn load_entity_files(
         super::entity_refs_in(&json, &mut refs);
         check_resource_ids(rel, text, refs, problems);
         match json {
-            Value::Array(items) => all.extend(items),
+            Value::Array(items) => {
+                if !duplicates_across_files(rel, text, &items, &mut defined_in, problems) {
+                    failed = true;
+                }
+                all.extend(items);
+            }
             _ => {
                 problems.push(Problem::error(
                     Some(rel),
@@ -1039,6 +1045,61 @@ fn load_entity_files(
             None
         }
     }
+}
+
+/// Record where each entity of `items` (from the file `rel`) is defined; an entity
+/// that an earlier file already defines is a problem naming both files, whatever its
+/// data (entity files are not merged: `schema import` leaves out of
+/// `tools/<server>.entities.json` the entities `entities.json` defines). Whether
+/// there was none. Duplicates within one file are Cedar's to report.
+fn duplicates_across_files(
+    rel: &str,
+    text: &str,
+    items: &[Value],
+    defined_in: &mut HashMap<(String, String), String>,
+    problems: &mut Vec<Problem>,
+) -> bool {
+    let mut ok = true;
+    let mut here: HashSet<(String, String)> = HashSet::new();
+    for item in items {
+        let uid = item.get("uid");
+        let uid = uid
+            .and_then(|u| u.get("__entity"))
+            .or(uid)
+            .and_then(Value::as_object);
+        let Some((Some(Value::String(ty)), Some(Value::String(id)))) =
+            uid.map(|u| (u.get("type"), u.get("id")))
+        else {
+            continue;
+        };
+        let key = (ty.clone(), id.clone());
+        if !here.insert(key.clone()) {
+            continue;
+        }
+        match defined_in.get(&key) {
+            Some(first) => {
+                let shown = serde_json::to_string(id).unwrap_or_else(|_| id.clone());
+                let mut p = Problem::error(
+                    Some(rel),
+                    format!("entity `{ty}::{shown}` is also defined in `{first}`"),
+                )
+                .with_help(Some(
+                    "define each entity in one file: re-run `mcp-authz schema import`, which \
+                     leaves out the entities `entities.json` defines, or remove one of them"
+                        .to_owned(),
+                ));
+                if let Some(offset) = text.find(&shown) {
+                    p = p.at_offset(text, offset, 1);
+                }
+                problems.push(p);
+                ok = false;
+            }
+            None => {
+                defined_in.insert(key, rel.to_owned());
+            }
+        }
+    }
+    ok
 }
 
 /// The entity data and its digest.

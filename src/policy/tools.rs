@@ -358,6 +358,50 @@ mod tests {
     }
 
     #[test]
+    fn an_entity_defined_in_two_files_is_refused_naming_both() {
+        let dir = typed_policy_dir();
+        let path = dir.path().join("tools/docs.entities.json");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let items: Vec<serde_json::Value> = serde_json::from_str(&text).expect("json");
+        // The same tool as `entities.json` defines it, and with other data: both refused.
+        let reference: Vec<serde_json::Value> = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("entities.json")).expect("read"),
+        )
+        .expect("json");
+        let server = reference
+            .iter()
+            .find(|e| e["uid"]["type"] == "Mcp::Server")
+            .expect("a server")
+            .clone();
+        for same in [true, false] {
+            let mut copy = items.clone();
+            let mut dup = server.clone();
+            if !same {
+                dup["attrs"] = serde_json::json!({ "environment": "staging" });
+            }
+            copy.push(dup);
+            std::fs::write(&path, serde_json::to_string(&copy).expect("json")).expect("write");
+            let Err(problems) = Snapshot::load(dir.path(), 1) else {
+                panic!("accepted (same data: {same})");
+            };
+            let id = server["uid"]["id"].as_str().expect("id");
+            assert!(
+                problems
+                    .errors()
+                    .any(|p| p.file.as_deref() == Some("tools/docs.entities.json")
+                        && p.message
+                            == format!(
+                                "entity `Mcp::Server::\"{id}\"` is also defined in `entities.json`"
+                            )
+                        && p.line.is_some()),
+                "{problems}"
+            );
+        }
+        std::fs::write(&path, "[]").expect("write");
+        assert!(Snapshot::load(dir.path(), 1).is_ok());
+    }
+
+    #[test]
     fn the_reference_schema_declares_no_tool_actions() {
         let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
         let snapshot = Snapshot::load(&reference, 1).expect("reference policies");

@@ -108,15 +108,23 @@ fn imports_the_reference_document_server() {
         .iter()
         .filter_map(|e| e.pointer("/uid/id").and_then(Value::as_str))
         .collect();
-    assert_eq!(
-        ids,
-        [
-            "docs/delete_document",
-            "docs/get_document",
-            "docs/search_documents",
-            "docs/summarize_document"
-        ]
-    );
+    // The reference `entities.json` defines the four tools: they stay there (one
+    // entity, one file), and the import says so.
+    assert!(ids.is_empty(), "{ids:?}");
+    for tool in [
+        "delete_document",
+        "get_document",
+        "search_documents",
+        "summarize_document",
+    ] {
+        assert!(
+            err.contains(&format!(
+                "note: `Mcp::Tool::\"docs/{tool}\"` is defined in `{}`",
+                dir.path().join("entities.json").display()
+            )),
+            "{err}"
+        );
+    }
     // Nothing else of the directory changed.
     assert_eq!(
         read(&dir.path().join("mcp.cedarschema")),
@@ -421,4 +429,69 @@ fn bad_input_is_exit_two() {
     let (code, _, err) = schema("import", "docs", &fixture(), empty.path(), &[]);
     assert_eq!(code, 2);
     assert!(err.contains("no `*.cedarschema` file"), "{err}");
+}
+
+/// `check --json` of a `tools/call` of `docs/TOOL` by alice through corpassist.
+fn check_call(dir: &Path, tool: &str, context: &Value) -> (i32, Value) {
+    let out = run(bin()
+        .arg("check")
+        .arg("--policies")
+        .arg(dir)
+        .args(["--action", "tools/call", "--resource"])
+        .arg(format!("docs/{tool}"))
+        .args([
+            "--user",
+            "alice",
+            "--app",
+            "corpassist",
+            "--json",
+            "--context",
+        ])
+        .arg(context.to_string()));
+    let (o, e) = text(&out);
+    let json = serde_json::from_str(&o).unwrap_or_else(|err| panic!("{err}: {o}{e}"));
+    (out.status.code().unwrap_or(-1), json)
+}
+
+#[test]
+fn an_imported_copy_of_the_reference_policies_validates_and_decides_typed() {
+    let dir = copy_of_reference();
+    let (code, out, err) = schema("import", "docs", &fixture(), dir.path(), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let out = run(bin().arg("validate").arg(dir.path()));
+    let (o, e) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}{e}");
+    assert!(!e.contains("warning"), "{e}");
+    // The server's own argument names, typed.
+    let (code, json) = check_call(
+        dir.path(),
+        "search_documents",
+        &json!({"arguments": {"query": "titan", "limit": 3}}),
+    );
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(
+        json.pointer("/evaluations/0/action")
+            .and_then(Value::as_str),
+        Some("Mcp::Action::\"tools/call/docs/search_documents\""),
+        "{json}"
+    );
+    // An argument the server does not take: denied, named.
+    let (code, json) = check_call(
+        dir.path(),
+        "search_documents",
+        &json!({"arguments": {"query": "titan", "max_results": 3}}),
+    );
+    assert_eq!(code, 1, "{json}");
+    assert!(
+        json.to_string()
+            .contains("does not declare the argument `max_results`"),
+        "{json}"
+    );
+    // A limit of the wrong type: denied.
+    let (code, json) = check_call(
+        dir.path(),
+        "search_documents",
+        &json!({"arguments": {"query": "titan", "limit": "3"}}),
+    );
+    assert_eq!(code, 1, "{json}");
 }
