@@ -137,6 +137,14 @@ fn value_of(shape: &Shape, value: &Value) -> Option<RestrictedExpression> {
             };
             entity_uid(escaped).map(RestrictedExpression::new_entity_uid)
         }
+        (Shape::Leaf(Leaf::Extension(Some(Extension::Decimal))), Value::Number(n)) => {
+            convert::decimal_text(n).map(RestrictedExpression::new_decimal)
+        }
+        (Shape::Leaf(Leaf::Extension(Some(Extension::Datetime))), Value::String(arg)) => {
+            convert::datetime_text(arg)
+                .ok()
+                .map(|t| RestrictedExpression::new_datetime(&t))
+        }
         (Shape::Leaf(Leaf::Extension(Some(ext))), Value::String(arg)) => Some(extension(*ext, arg)),
         (Shape::Leaf(Leaf::Extension(Some(ext))), Value::Object(obj)) => {
             let Some(Value::Object(call)) = obj.get("__extn") else {
@@ -225,7 +233,13 @@ fn through_json(
     if mcp_profile(&request.action) {
         service_context(request, &mut attrs);
     }
-    let pruned = shape.prune(Value::Object(attrs));
+    let converted = convert::convert(shape, Value::Object(attrs)).map_err(|why| {
+        format!(
+            "context does not fit the schema of {}: {why}",
+            request.action
+        )
+    })?;
+    let pruned = shape.prune(converted);
     if let Some((path, expected, found)) = shape.mismatch(&pruned) {
         return Err(format!(
             "context does not fit the schema of {}: `{path}` should be {expected}, not {found}",
@@ -273,6 +287,8 @@ fn entity_ref(uid: &EntityUid) -> Value {
     m.insert("__entity".into(), uid_json(uid));
     Value::Object(m)
 }
+
+mod convert;
 
 #[cfg(test)]
 mod tests;

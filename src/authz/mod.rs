@@ -19,7 +19,7 @@ use cedar_policy::{Authorizer, Context, Entities, Entity, EntityUid, Request};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::policy::{PolicyStore, Snapshot, ToolAction, TypedMethod};
+use crate::policy::{PolicyStore, Shape, Snapshot, ToolAction, TypedMethod};
 
 pub use cache::{CacheSettings, CacheStats, DecisionCache};
 pub use context::{build_context, mcp_profile, service_filled_attribute, service_filled_in};
@@ -524,10 +524,23 @@ fn decide_selected(
     let typed_request;
     let request = match typed {
         Some(t) => {
-            typed_request = DecisionRequest {
+            let mut r = DecisionRequest {
                 action: t.action.clone(),
                 ..request.clone()
             };
+            // A call without arguments has none: `arguments` is required in a tool
+            // action's context (so that `context.arguments has x` validates).
+            if !r.context.contains_key("arguments")
+                && snapshot
+                    .context_shapes
+                    .get(&t.action)
+                    .and_then(Shape::attributes)
+                    .is_some_and(|a| a.contains_key("arguments"))
+            {
+                r.context
+                    .insert("arguments".to_owned(), Value::Object(Map::new()));
+            }
+            typed_request = r;
             &typed_request
         }
         None => request,

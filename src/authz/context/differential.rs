@@ -317,8 +317,11 @@ fn the_direct_path_agrees_with_cedar_on_generated_schemas_and_values() {
             };
             let mut request = DecisionRequest::new(action.clone(), resource.clone());
             request.context = map.clone();
-            let cedar = Context::from_json_value(given.clone(), Some((&snapshot.schema, &action)))
+            // The reference: Cedar's parser on the value with numbers for decimals and
+            // RFC 3339 date-times in Cedar's forms (`convert`, which both paths apply).
+            let cedar = super::convert::convert(shape, given.clone())
                 .ok()
+                .and_then(|v| Context::from_json_value(v, Some((&snapshot.schema, &action))).ok())
                 .filter(|c| c.validate(&snapshot.schema, &action).is_ok());
             let direct =
                 direct(shape, &request).filter(|c| c.validate(&snapshot.schema, &action).is_ok());

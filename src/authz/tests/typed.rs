@@ -296,3 +296,110 @@ fn without_tool_actions_nothing_changes() {
     let logged = serde_json::to_value(&d.evaluations[0]).expect("json");
     assert!(logged.get("action").is_none());
 }
+
+/// The typed directory with a server `shop` whose tool `order` takes a `decimal`
+/// price and a `datetime`, all optional.
+fn shop() -> Snapshot {
+    let dir = typed_policy_dir();
+    let tools = dir.path().join("tools");
+    std::fs::write(
+        tools.join("shop.cedarschema"),
+        r#"namespace Mcp {
+  action "tools/call/shop/order" in ["tools/call"]
+    appliesTo {
+      principal: [Mcp::User, Mcp::Application],
+      resource: [Mcp::Tool],
+      context: {
+        application?: Mcp::Application,
+        user?: Mcp::User,
+        server?: Mcp::Server,
+        arguments: { price?: decimal, at?: datetime },
+      }
+    };
+}
+"#,
+    )
+    .expect("write");
+    std::fs::write(
+        tools.join("shop.entities.json"),
+        r#"[
+  {"uid":{"type":"Mcp::Server","id":"shop"},"attrs":{},"parents":[]},
+  {"uid":{"type":"Mcp::Tool","id":"shop/order"},"attrs":{},"parents":[{"type":"Mcp::Server","id":"shop"}]}
+]"#,
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("shop.cedar"),
+        r#"@id("anyone-orders")
+permit (principal, action in Mcp::Action::"tools/call", resource in Mcp::Server::"shop");
+
+@id("no-expensive-orders")
+forbid (principal, action == Mcp::Action::"tools/call/shop/order", resource)
+when { context.arguments has price && context.arguments.price.greaterThan(decimal("100.0")) };
+
+@id("no-orders-from-2027")
+forbid (principal, action == Mcp::Action::"tools/call/shop/order", resource)
+when { context.arguments has at && context.arguments.at >= datetime("2027-01-01T00:00:00Z") };
+"#,
+    )
+    .expect("write");
+    Snapshot::load(dir.path(), 3).unwrap_or_else(|p| panic!("{p}"))
+}
+
+#[test]
+fn a_declared_tool_called_without_arguments_has_empty_arguments() {
+    let s = shop();
+    let d = decide(
+        &s,
+        &tool_call(Some("bob"), Some("corpassist"), "shop", "order"),
+    );
+    assert!(d.allow, "{d:?}");
+    // Required arguments stay required: a call without them is denied, with a reason.
+    let d = decide(
+        &s,
+        &tool_call(Some("bob"), Some("corpassist"), "payments", "refund"),
+    );
+    assert!(!d.allow);
+    assert!(
+        d.reason
+            .to_string()
+            .contains("context does not fit the schema"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn json_numbers_are_decimals_and_rfc_3339_offsets_datetimes() {
+    let s = shop();
+    let order = |args| decide(&s, &call("bob", "shop/order", args));
+    // A JSON number for a decimal, compared as a decimal.
+    assert!(order(json!({ "price": 99.5 })).allow);
+    let d = order(json!({ "price": 100.5 }));
+    assert!(!d.allow);
+    assert_eq!(d.evaluations[0].policies, ["no-expensive-orders"]);
+    assert!(order(json!({ "price": "12.25" })).allow);
+    // What a decimal cannot hold: denied, with the argument named.
+    for price in [json!(0.00001), json!(1e20)] {
+        let d = order(json!({ "price": price }));
+        assert!(!d.allow, "{price}");
+        let reason = d.reason.to_string();
+        assert!(
+            reason.contains("`arguments.price` is a number that a Cedar decimal cannot hold"),
+            "{reason}"
+        );
+    }
+    // RFC 3339 offsets with a colon, lower-case `t`/`z`, short fractions.
+    assert!(order(json!({ "at": "2026-12-31T23:59:59+05:30" })).allow);
+    let d = order(json!({ "at": "2027-01-01t05:30:00.5+05:30" }));
+    assert!(!d.allow);
+    assert_eq!(d.evaluations[0].policies, ["no-orders-from-2027"]);
+    assert!(order(json!({ "at": "2026-06-01t00:00:00z" })).allow);
+    let d = order(json!({ "at": "2026-06-01T00:00:00.000001Z" }));
+    assert!(!d.allow);
+    assert!(
+        d.reason.to_string().contains("finer than a millisecond"),
+        "{d:?}"
+    );
+    // Not a date-time at all: denied.
+    assert!(!order(json!({ "at": "tomorrow" })).allow);
+}
