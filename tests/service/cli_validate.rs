@@ -288,8 +288,8 @@ fn deny_warnings_makes_a_warning_fail_validation() {
     std::fs::write(
         &path,
         text.replacen(
-            "principal in Mcp::Group::\"employees\",\n  action == Mcp::Action::\"tools/call\"",
-            "principal in Mcp::Group::\"enginering\",\n  action == Mcp::Action::\"tools/call\"",
+            "principal in Mcp::Group::\"employees\",\n  action in Mcp::Action::\"tools/call\"",
+            "principal in Mcp::Group::\"enginering\",\n  action in Mcp::Action::\"tools/call\"",
             1,
         ),
     )
