@@ -359,6 +359,19 @@ impl Engine {
         }
     }
 
+    /// Whether a list entry whose use is `request` is shown, under the engine's rules
+    /// (see [`listed`]): without the cache, one of the many decisions of a list.
+    pub fn listed(&self, snapshot: &Snapshot, request: &DecisionRequest) -> bool {
+        if self.rules.refusal(request).is_some() {
+            return false;
+        }
+        match tool_action(snapshot, request, self.rules) {
+            // Not a declared tool: decided as its use, through the cache.
+            Ok(None) => self.evaluate(snapshot, request).allow,
+            _ => listed(snapshot, request, self.rules),
+        }
+    }
+
     /// A deny decided before any evaluation, for a request an interface could not
     /// turn into a [`DecisionRequest`] (say an entity type the schema does not
     /// know): given an id, counted and logged like every other decision.
@@ -464,6 +477,87 @@ pub fn tool_action<'s>(
         )),
         _ => Ok(None),
     }
+}
+
+/// Whether an entry of a list (`tools/list`, `prompts/list`) is shown: `request`
+/// is its use with no arguments (a `tools/call` of the tool). An entry is shown
+/// unless every use of it would be denied. A declared tool's (or prompt's) use is
+/// decided with its tool action and `context.arguments` unknown (Cedar's partial
+/// evaluation): hidden only on a definite deny (a forbid that holds whatever the
+/// arguments, no permit that can hold, or a policy error that does not depend on
+/// them) for the user or the application. Any other entry is decided as the use
+/// itself, as before.
+pub fn listed(snapshot: &Snapshot, request: &DecisionRequest, rules: Rules) -> bool {
+    let typed = match tool_action(snapshot, request, rules) {
+        Ok(Some(t)) => t,
+        Ok(None) => return decide_with_rules(snapshot, request, rules).allow,
+        Err(_) => return false,
+    };
+    let principals: Vec<&EntityUid> = [request.user.as_ref(), request.application.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if principals.is_empty() {
+        return false;
+    }
+    let Some(declared) = snapshot
+        .context_shapes
+        .get(&typed.action)
+        .and_then(Shape::attributes)
+    else {
+        return false;
+    };
+    // What is known of the context, read as for the untyped method (whose context the
+    // tool action's repeats, `arguments` aside), then kept to what the tool action
+    // declares, with the arguments unknown.
+    let mut known = request.clone();
+    known.context.remove("arguments");
+    let Ok(context) = build_context(snapshot, &known) else {
+        return false;
+    };
+    let pairs = context
+        .into_iter()
+        .filter(|(k, _)| k != "arguments" && declared.contains_key(k))
+        .chain(declared.contains_key("arguments").then(|| {
+            (
+                "arguments".to_owned(),
+                cedar_policy::RestrictedExpression::new_unknown("arguments"),
+            )
+        }));
+    let Ok(context) = Context::from_pairs(pairs) else {
+        return false;
+    };
+    let typed_request = DecisionRequest {
+        action: typed.action.clone(),
+        ..known
+    };
+    let merged;
+    let entities = match request_entities(snapshot, &typed_request, indexed::Selection::Whole) {
+        Ok(None) => &snapshot.entities,
+        Ok(Some(e)) => {
+            merged = e;
+            &merged
+        }
+        Err(_) => return false,
+    };
+    principals.into_iter().all(|principal| {
+        if !snapshot.allows_request(principal, &typed.action, &request.resource) {
+            return false;
+        }
+        let Ok(cedar_request) = Request::new(
+            principal.clone(),
+            typed.action.clone(),
+            request.resource.clone(),
+            context.clone(),
+            None,
+        ) else {
+            return false;
+        };
+        let response =
+            AUTHORIZER.is_authorized_partial(&cedar_request, &snapshot.policies, entities);
+        response.decision() != Some(cedar_policy::Decision::Deny)
+            && response.definitely_errored().next().is_none()
+    })
 }
 
 /// The reason to deny a call of the declared `typed` action whose arguments the

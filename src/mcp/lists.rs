@@ -3,7 +3,8 @@
 //! results read strictly and filtered. Pure functions, no I/O.
 //!
 //! An entry is shown unless using it would be denied: [`ListKind::use_call`] is
-//! the call an entry is decided as (`tools/call` of the tool, with no arguments).
+//! the call an entry is decided as (`tools/call` of the tool, with no arguments;
+//! for a tool the schema declares, the arguments unknown: `authz::listed`).
 //! [`read_list_result`] reads a list result (or a whole JSON-RPC response carrying
 //! one) so that what comes back is exactly what was sent, less the hidden entries
 //! ([`ListResult::filtered`]), or a refusal.

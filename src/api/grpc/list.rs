@@ -172,14 +172,14 @@ impl<'e> ListJob<'e> {
         })
     }
 
-    /// Whether entry `i` is shown: decided exactly as using it would be, with no
-    /// arguments.
+    /// Whether entry `i` is shown: unless every use of it would be denied, its
+    /// arguments unknown ([`Engine::listed`]).
     fn decide(&self, i: usize) -> bool {
         let Some(Some(call)) = self.calls.get(i) else {
             return false;
         };
         let request = request_for(call, &self.server, &self.identity, &self.extra);
-        self.engine.evaluate(&self.snapshot, &request).allow
+        self.engine.listed(&self.snapshot, &request)
     }
 
     /// The answer, and the one decision log record of the list.

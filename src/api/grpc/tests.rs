@@ -198,3 +198,62 @@ async fn a_batch_is_decided_on_one_snapshot_even_across_a_reload() {
     assert!(!after.allowed);
     assert_eq!(after.policy_generation, 2);
 }
+
+#[tokio::test]
+async fn filter_list_shows_declared_tools_whose_arguments_decide() {
+    // Servers `docs` and `payments` with typed tools whose arguments are required.
+    let dir = crate::policy::typed_policy_dir();
+    let store =
+        std::sync::Arc::new(crate::policy::PolicyStore::open(dir.path()).expect("typed policies"));
+    let telemetry = std::sync::Arc::new(crate::telemetry::Telemetry::default());
+    let engine = crate::authz::Engine::with_recorder(store, telemetry.clone());
+    let api = GatewayApi::new(crate::api::services::Ready::with(
+        crate::api::test_support::services_with(engine, telemetry).await,
+    ));
+    let list = |user: &str, app: &str, server: &str, names: &str| FilterListRequest {
+        identity: Some(pb::Identity {
+            bearer_token: token(user, app),
+            ..pb::Identity::default()
+        }),
+        server: server.into(),
+        method: "tools/list".into(),
+        list: Some(filter_list_request::List::Result(
+            format!(r#"{{"tools":[{names}]}}"#).into_bytes(),
+        )),
+        ..FilterListRequest::default()
+    };
+    // `search_documents` needs a `query`, guarded by a forbid on `max_results`;
+    // `get_document` needs a `document_id`: both listed. `delete_document` is not
+    // declared for `docs`: hidden.
+    let r = api
+        .filter_list(Request::new(list(
+            "alice",
+            "corpassist",
+            "docs",
+            r#"{"name":"search_documents"},{"name":"get_document"},{"name":"delete_document"}"#,
+        )))
+        .await
+        .expect("an answer")
+        .into_inner();
+    assert_eq!(
+        (r.allowed, r.denied),
+        (
+            vec!["search_documents".to_owned(), "get_document".to_owned()],
+            vec!["delete_document".to_owned()]
+        )
+    );
+    // `refund` is for finance (bob) only, and large refunds are forbidden by argument.
+    for (user, shown) in [("bob", true), ("alice", false)] {
+        let r = api
+            .filter_list(Request::new(list(
+                user,
+                "corpassist",
+                "payments",
+                r#"{"name":"refund"}"#,
+            )))
+            .await
+            .expect("an answer")
+            .into_inner();
+        assert_eq!(r.allowed.len() == 1, shown, "{user}: {r:?}");
+    }
+}

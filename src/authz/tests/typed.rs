@@ -316,6 +316,12 @@ fn shop() -> Snapshot {
         arguments: { price?: decimal, at?: datetime },
       }
     };
+  action "tools/call/shop/cancel" in ["tools/call"]
+    appliesTo {
+      principal: [Mcp::User, Mcp::Application],
+      resource: [Mcp::Tool],
+      context: { user?: Mcp::User, arguments: { order_id: String } }
+    };
 }
 "#,
     )
@@ -324,7 +330,8 @@ fn shop() -> Snapshot {
         tools.join("shop.entities.json"),
         r#"[
   {"uid":{"type":"Mcp::Server","id":"shop"},"attrs":{},"parents":[]},
-  {"uid":{"type":"Mcp::Tool","id":"shop/order"},"attrs":{},"parents":[{"type":"Mcp::Server","id":"shop"}]}
+  {"uid":{"type":"Mcp::Tool","id":"shop/order"},"attrs":{},"parents":[{"type":"Mcp::Server","id":"shop"}]},
+  {"uid":{"type":"Mcp::Tool","id":"shop/cancel"},"attrs":{},"parents":[{"type":"Mcp::Server","id":"shop"}]}
 ]"#,
     )
     .expect("write");
@@ -340,6 +347,13 @@ when { context.arguments has price && context.arguments.price.greaterThan(decima
 @id("no-orders-from-2027")
 forbid (principal, action == Mcp::Action::"tools/call/shop/order", resource)
 when { context.arguments has at && context.arguments.at >= datetime("2027-01-01T00:00:00Z") };
+
+@id("corpassist-never-cancels")
+forbid (principal == Mcp::Application::"corpassist", action == Mcp::Action::"tools/call/shop/cancel", resource);
+
+@id("cancel-only-own-orders")
+forbid (principal, action == Mcp::Action::"tools/call/shop/cancel", resource)
+unless { context has user && context.arguments.order_id like "*-mine" };
 "#,
     )
     .expect("write");
@@ -402,4 +416,51 @@ fn json_numbers_are_decimals_and_rfc_3339_offsets_datetimes() {
     );
     // Not a date-time at all: denied.
     assert!(!order(json!({ "at": "tomorrow" })).allow);
+}
+
+#[test]
+fn listing_decides_with_the_arguments_unknown() {
+    let s = shop();
+    let rules = Rules::default();
+    let use_of = |user: &str, app: &str, tool: &str| {
+        let (server, tool) = tool.split_once('/').expect("server/tool");
+        tool_call(Some(user), Some(app), server, tool)
+    };
+    // Guarded only by a condition on a required argument: a call without arguments
+    // is denied, the tool is listed.
+    let refund = use_of("bob", "corpassist", "payments/refund");
+    assert!(!decide(&s, &refund).allow);
+    assert!(listed(&s, &refund, rules));
+    // A forbid on an argument that may or may not hold: listed.
+    assert!(listed(
+        &s,
+        &use_of("bob", "summarizer", "shop/cancel"),
+        rules
+    ));
+    // Forbidden outright (the application), whatever the arguments: hidden.
+    assert!(!listed(
+        &s,
+        &use_of("bob", "corpassist", "shop/cancel"),
+        rules
+    ));
+    // No permit can hold: hidden (the summarizer has no grant on payments).
+    assert!(!listed(
+        &s,
+        &use_of("bob", "summarizer", "payments/refund"),
+        rules
+    ));
+    // Optional arguments only: as the call without arguments.
+    assert!(listed(
+        &s,
+        &use_of("bob", "corpassist", "shop/order"),
+        rules
+    ));
+    // An undeclared tool of an imported server: hidden, unless allowed.
+    let undeclared = use_of("bob", "corpassist", "shop/unknown");
+    assert!(!listed(&s, &undeclared, rules));
+    assert!(listed(&s, &undeclared, relaxed(true, false)));
+    // A tool of a server without tool actions: decided as its use.
+    let untyped = use_of("alice", "corpassist", "projects/find_project");
+    assert_eq!(listed(&s, &untyped, rules), decide(&s, &untyped).allow);
+    assert!(listed(&s, &untyped, rules));
 }
