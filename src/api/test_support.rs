@@ -88,9 +88,10 @@ pub fn token(user: &str, application: &str) -> String {
     format!("{input}.{signature}")
 }
 
-/// A JSON-RPC `tools/call` of `tool`, with id 7.
+/// A JSON-RPC `tools/call` of the `docs` tool `tool` (with its required arguments), with id 7.
 pub fn tools_call(tool: &str) -> String {
-    json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": tool, "arguments": {} } })
+    let arguments = crate::policy::reference_arguments("docs", tool).unwrap_or_else(|| json!({}));
+    json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": tool, "arguments": arguments } })
         .to_string()
 }
 
@@ -129,10 +130,14 @@ impl crate::authz::Recorder for ReloadOnFirstDecision {
 pub async fn reloading_after_first_decision() -> (tempfile::TempDir, Arc<PolicyStore>, Services) {
     let dir = tempfile::tempdir().expect("tempdir");
     let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    for entry in std::fs::read_dir(&reference).expect("policies") {
-        let path = entry.expect("entry").path();
-        if path.is_file() {
-            std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+    for sub in ["", "tools"] {
+        let to = dir.path().join(sub);
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for entry in std::fs::read_dir(reference.join(sub)).expect("policies") {
+            let path = entry.expect("entry").path();
+            if path.is_file() {
+                std::fs::copy(&path, to.join(path.file_name().expect("name"))).expect("copy");
+            }
         }
     }
     let store = Arc::new(PolicyStore::open(dir.path()).expect("policies"));

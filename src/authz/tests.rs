@@ -18,6 +18,7 @@ fn snapshot_from(files: &[(&str, &str)]) -> Snapshot {
     Snapshot::load(dir.path(), 1).expect("policies load")
 }
 
+/// A call of `server/tool`, with its required arguments when it is a reference tool.
 fn tool_call(user: Option<&str>, app: Option<&str>, server: &str, tool: &str) -> DecisionRequest {
     let mut r = DecisionRequest::new(
         action("tools/call"),
@@ -26,6 +27,9 @@ fn tool_call(user: Option<&str>, app: Option<&str>, server: &str, tool: &str) ->
     r.user = user.map(|u| Kind::User.uid(u));
     r.application = app.map(|a| Kind::Application.uid(a));
     r.server = Some(Kind::Server.uid(server));
+    if let Some(arguments) = crate::policy::reference_arguments(server, tool) {
+        r.context.insert("arguments".into(), arguments);
+    }
     r
 }
 
@@ -217,11 +221,25 @@ fn undeclared_arguments_and_context_are_dropped() {
             "docs",
             "search_documents",
         ),
-        json!({ "query": "titan", "not_declared": { "deep": [1, 2] } }),
+        json!({ "query": "titan" }),
     );
     r.context.insert("something_else".into(), json!(42));
     let d = decide(&s, &r);
     assert!(d.allow, "{d:?}");
+    // An argument `docs/search_documents` does not declare (policies/tools/docs.cedarschema):
+    // dropped only when the rules say so, denied by default.
+    r.context.insert(
+        "arguments".into(),
+        json!({ "query": "titan", "not_declared": { "deep": [1, 2] } }),
+    );
+    let relaxed = Rules {
+        allow_undeclared_arguments: true,
+        ..Rules::default()
+    };
+    assert!(decide_with_rules(&s, &r, relaxed).allow);
+    let d = decide(&s, &r);
+    assert!(!d.allow);
+    assert!(d.reason.to_string().contains("`not_declared`"), "{d:?}");
 }
 
 #[test]
@@ -279,12 +297,24 @@ fn extension_types_are_read_from_strings() {
 #[test]
 fn unknown_tool_is_synthesized_under_its_server() {
     let s = reference();
-    // Not in the entity data, but the server-wide grant and the application's covers it.
+    // Not in the entity data, but the server-wide grant and the application's covers it
+    // (once undeclared tools of the imported `docs` server are allowed at all).
+    let relaxed = Rules {
+        allow_undeclared_tools: true,
+        ..Rules::default()
+    };
+    let d = decide_with_rules(
+        &s,
+        &tool_call(Some("alice"), Some("corpassist"), "docs", "brand_new_tool"),
+        relaxed,
+    );
+    assert!(d.allow, "{d:?}");
+    // By default: denied, the server's tools being imported.
     let d = decide(
         &s,
         &tool_call(Some("alice"), Some("corpassist"), "docs", "brand_new_tool"),
     );
-    assert!(d.allow, "{d:?}");
+    assert!(!d.allow, "{d:?}");
     // Without a server there is no parent, and no grant.
     let mut r = tool_call(Some("alice"), Some("corpassist"), "docs", "brand_new_tool");
     r.server = None;

@@ -187,8 +187,26 @@ impl ToolActions {
     }
 }
 
+/// The required arguments of a reference tool (policies/tools/), so a call of it fits
+/// its tool action; none for any other tool.
+#[cfg(test)]
+pub(crate) fn reference_arguments(server: &str, tool: &str) -> Option<serde_json::Value> {
+    use serde_json::json;
+    Some(match (server, tool) {
+        ("docs", "search_documents") => json!({ "query": "titan" }),
+        ("docs", "get_document" | "summarize_document" | "delete_document") => {
+            json!({ "document_id": "titan/q1-strategy" })
+        }
+        ("projects", "find_project") => json!({ "name": "titan" }),
+        ("projects", "get_project_lead" | "list_issues") => json!({ "project": "titan" }),
+        ("projects", "update_issue") => json!({ "issue_id": "TITAN-1", "status": "done" }),
+        _ => return None,
+    })
+}
+
 /// A temporary copy of the reference `policies/` with the hand-written fragments of
-/// `tests/fixtures/typed/tools/` (servers `docs` and `payments`) and the policies of
+/// `tests/fixtures/typed/tools/` (servers `docs` and `payments`) instead of its
+/// imported ones and the policies of
 /// `tests/fixtures/typed/typed.cedar`: `action ==` the method actions that now have
 /// members becomes `action in`, and the tools the fragments' entity data defines
 /// leave `entities.json`.
@@ -212,8 +230,13 @@ pub(crate) fn typed_policy_dir() -> tempfile::TempDir {
         }
         std::fs::write(tools.join(path.file_name().expect("name")), text).expect("write");
     }
+    // The reference directory's own files; its imported `tools/` give way to the
+    // fixture's fragments.
     for entry in std::fs::read_dir(root.join("policies")).expect("policies") {
         let path = entry.expect("entry").path();
+        if path.is_dir() {
+            continue;
+        }
         let name = path
             .file_name()
             .expect("name")
@@ -281,7 +304,7 @@ mod tests {
         );
         let snapshot = Snapshot::load(dir.path(), 1).unwrap_or_else(|p| panic!("{p}"));
         let t = &snapshot.tool_actions;
-        assert_eq!(t.len(), 4);
+        assert_eq!(t.len(), 5);
         let call = uid(r#"Mcp::Action::"tools/call""#);
         let refund = t
             .action_for(&call, &uid(r#"Mcp::Tool::"payments/refund""#))
@@ -402,10 +425,23 @@ mod tests {
     }
 
     #[test]
-    fn the_reference_schema_declares_no_tool_actions() {
+    fn the_reference_schema_declares_the_imported_reference_servers() {
         let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
         let snapshot = Snapshot::load(&reference, 1).expect("reference policies");
-        assert!(snapshot.tool_actions.is_empty());
+        let t = &snapshot.tool_actions;
+        // docs: 4 tools and a prompt; projects: 4 tools (policies/tools/).
+        assert_eq!(t.len(), 9);
+        let call = uid(r#"Mcp::Action::"tools/call""#);
+        let get = uid(r#"Mcp::Action::"prompts/get""#);
+        for (action, resource) in [
+            (&call, r#"Mcp::Tool::"docs/get_document""#),
+            (&call, r#"Mcp::Tool::"projects/update_issue""#),
+            (&get, r#"Mcp::Prompt::"docs/executive_summary""#),
+        ] {
+            assert!(t.action_for(action, &uid(resource)).is_some(), "{resource}");
+        }
+        assert!(t.server_has(TypedMethod::ToolsCall, "projects"));
+        assert!(!t.server_has(TypedMethod::PromptsGet, "projects"));
     }
 
     #[test]

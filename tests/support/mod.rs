@@ -40,7 +40,7 @@ use serde_json::Value;
 
 /// A policy that lets the application `summarizer` (which the reference policies never
 /// allow) call `docs/get_document`: an edit that flips a decision.
-pub const SUMMARIZER_GRANT: &str = "@id(\"summarizer-gets-documents\")\npermit (principal == Mcp::Application::\"summarizer\", action == Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/get_document\");\n";
+pub const SUMMARIZER_GRANT: &str = "@id(\"summarizer-gets-documents\")\npermit (principal == Mcp::Application::\"summarizer\", action in Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/get_document\");\n";
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -59,12 +59,18 @@ pub fn copy_of_reference() -> tempfile::TempDir {
     dir
 }
 
-/// Copy the files of `from` into `to`.
+/// Copy the files of `from` into `to`, and its directories (the imported
+/// `tools/` of a policy directory) with theirs.
 pub fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).expect("read reference policies") {
         let entry = entry.expect("entry");
-        if entry.file_type().expect("type").is_file() {
+        let kind = entry.file_type().expect("type");
+        if kind.is_file() {
             std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+        } else if kind.is_dir() {
+            let sub = to.join(entry.file_name());
+            std::fs::create_dir_all(&sub).expect("mkdir");
+            copy_dir(&entry.path(), &sub);
         }
     }
 }

@@ -13,9 +13,15 @@ use crate::policy::Snapshot;
 fn reference_with(extra: &str) -> Snapshot {
     let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let dir = tempfile::tempdir().expect("tempdir");
-    for entry in std::fs::read_dir(&reference).expect("reference policies") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+    for sub in ["", "tools"] {
+        let to = dir.path().join(sub);
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for entry in std::fs::read_dir(reference.join(sub)).expect("reference policies") {
+            let entry = entry.expect("entry");
+            if entry.file_type().expect("type").is_file() {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+            }
+        }
     }
     std::fs::write(dir.path().join("extra.cedar"), extra).expect("write");
     Snapshot::load(dir.path(), 1).expect("policies load")
@@ -27,10 +33,19 @@ fn request(
     method: &str,
     resource: cedar_policy::EntityUid,
 ) -> DecisionRequest {
+    let id = resource.id().unescaped().to_owned();
     let mut r = DecisionRequest::new(action(method), resource);
     r.user = user.map(|u| Kind::User.uid(u));
     r.application = app.map(|a| Kind::Application.uid(a));
     r.server = Some(Kind::Server.uid("docs"));
+    if method == "tools/call" {
+        if let Some(arguments) = id
+            .split_once('/')
+            .and_then(|(server, t)| crate::policy::reference_arguments(server, t))
+        {
+            r.context.insert("arguments".into(), arguments);
+        }
+    }
     r
 }
 
@@ -67,9 +82,9 @@ fn principal_is_type_in_group_needs_both() {
     let s = reference_with(
         r#"
         @id("users-in-engineering")
-        permit (principal is Mcp::User in Mcp::Group::"engineering", action == Mcp::Action::"tools/call", resource);
+        permit (principal is Mcp::User in Mcp::Group::"engineering", action in Mcp::Action::"tools/call", resource);
         @id("apps-in-approved")
-        permit (principal is Mcp::Application in Mcp::Group::"approved-apps", action == Mcp::Action::"tools/call", resource);
+        permit (principal is Mcp::Application in Mcp::Group::"approved-apps", action in Mcp::Action::"tools/call", resource);
         "#,
     );
     let r = request(
@@ -98,7 +113,7 @@ fn resource_in_x_matches_x_itself_and_its_children_even_synthesized() {
         forbid (principal, action, resource in Mcp::Server::"docs")
         when { context has request };
         @id("in-the-tool")
-        forbid (principal, action == Mcp::Action::"tools/call", resource in Mcp::Tool::"docs/get_document")
+        forbid (principal, action in Mcp::Action::"tools/call", resource in Mcp::Tool::"docs/get_document")
         when { context has request };
         "#,
     );
@@ -235,7 +250,7 @@ fn runtime_errors_and_their_order_are_kept() {
     let s = reference_with(
         r#"
         @id("overflow-a")
-        forbid (principal, action == Mcp::Action::"tools/call", resource in Mcp::Server::"docs")
+        forbid (principal, action in Mcp::Action::"tools/call", resource in Mcp::Server::"docs")
         when { context has arguments && context.arguments has max_results && context.arguments.max_results * 4611686018427387904 > 1 };
         @id("overflow-b")
         permit (principal in Mcp::Group::"employees", action, resource == Mcp::Tool::"docs/search_documents")
@@ -249,7 +264,7 @@ fn runtime_errors_and_their_order_are_kept() {
         tool("search_documents"),
     );
     r.context
-        .insert("arguments".into(), serde_json::json!({ "max_results": 7 }));
+        .insert("arguments".into(), serde_json::json!({ "query": "titan", "max_results": 7 }));
     let d = decide(&s, &r);
     assert!(!d.allow);
     assert_eq!(d.evaluations[0].errors.len(), 2, "{d:?}");
@@ -261,7 +276,7 @@ fn linked_templates_are_always_candidates() {
     let mut s = reference_with(
         r#"
         @id("user-tool")
-        permit (principal == ?principal, action == Mcp::Action::"tools/call", resource == ?resource);
+        permit (principal == ?principal, action in Mcp::Action::"tools/call", resource == ?resource);
         "#,
     );
     let link = |s: &mut Snapshot, id: &str, user: &str, t: &str| {
@@ -308,7 +323,7 @@ fn a_large_mesh_evaluates_a_handful_of_policies() {
     for t in 0..300 {
         for g in ["engineering", "finance", "contractors"] {
             text.push_str(&format!(
-                "@id(\"t{t}-{g}\")\npermit (principal in Mcp::Group::\"{g}\", action == Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/tool{t}\");\n"
+                "@id(\"t{t}-{g}\")\npermit (principal in Mcp::Group::\"{g}\", action in Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/tool{t}\");\n"
             ));
         }
     }

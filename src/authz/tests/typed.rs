@@ -140,15 +140,14 @@ fn required_arguments_stay_required() {
         assert_eq!(d.reason.kind(), ReasonKind::Invalid, "{d:?}");
     }
     // No arguments at all: the tool's action requires the record.
-    let d = decide(
-        &s,
-        &tool_call(
-            Some("alice"),
-            Some("corpassist"),
-            "docs",
-            "search_documents",
-        ),
+    let mut r = tool_call(
+        Some("alice"),
+        Some("corpassist"),
+        "docs",
+        "search_documents",
     );
+    r.context.remove("arguments");
+    let d = decide(&s, &r);
     assert!(!d.allow);
     assert_eq!(d.reason.kind(), ReasonKind::Invalid, "{d:?}");
 }
@@ -160,14 +159,14 @@ fn undeclared_tools_of_an_imported_server_are_denied_unless_allowed() {
         Some("alice"),
         Some("corpassist"),
         "docs",
-        "summarize_document",
+        "translate_document",
     );
     let d = decide(&s, &request);
     assert!(!d.allow);
     assert_eq!(d.reason.kind(), ReasonKind::Invalid);
     let reason = d.reason.to_string();
     assert!(
-        reason.contains("tool `summarize_document` is not declared for server `docs`")
+        reason.contains("tool `translate_document` is not declared for server `docs`")
             && reason.contains("decisions.allow_undeclared_tools"),
         "{reason}"
     );
@@ -266,7 +265,7 @@ fn the_engine_follows_its_rules_for_typed_tools() {
         Some("alice"),
         Some("corpassist"),
         "docs",
-        "summarize_document",
+        "translate_document",
     );
     let strict = Engine::new(store.clone());
     assert!(!strict.evaluate(&strict.snapshot(), &request).allow);
@@ -276,9 +275,19 @@ fn the_engine_follows_its_rules_for_typed_tools() {
 
 #[test]
 fn without_tool_actions_nothing_changes() {
-    // The reference schema declares none: the undeclared-tool and -argument rules
-    // have nothing to apply to.
-    let s = super::reference();
+    // A schema that declares none (the reference base schema without its imported
+    // `tools/`): the undeclared-tool and -argument rules have nothing to apply to.
+    let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let base = |name: &str| std::fs::read_to_string(reference.join(name)).expect("reference file");
+    let s = super::snapshot_from(&[
+        ("mcp.cedarschema", &base("mcp.cedarschema")),
+        ("entities.json", &base("entities.json")),
+        (
+            "grants.cedar",
+            "permit (principal in Mcp::Group::\"employees\", action in Mcp::Action::\"tools/call\", resource in Mcp::Server::\"docs\");\n\
+             permit (principal == Mcp::Application::\"corpassist\", action in Mcp::Action::\"tools/call\", resource in Mcp::Server::\"docs\");\n",
+        ),
+    ]);
     let d = decide(
         &s,
         &with_args(
