@@ -54,7 +54,11 @@ pub struct ImportArgs {
     server: String,
     /// A saved `tools/list` result (`{"tools": [...]}`, or the whole JSON-RPC response),
     /// every page in one list
-    #[arg(value_name = "FILE", required_unless_present = "url", conflicts_with = "url")]
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "url",
+        conflicts_with = "url"
+    )]
     tools: Option<PathBuf>,
     /// A saved `prompts/list` result
     #[arg(long, value_name = "FILE", conflicts_with = "url")]

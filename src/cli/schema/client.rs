@@ -174,8 +174,9 @@ pub fn add_header(headers: &mut HeaderMap, spec: &str) -> Result<(), LiveError> 
         )));
     };
     let name = name.trim();
-    let header = HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| LiveError::Header(format!("`{}` is not a header name", printable(name, 64))))?;
+    let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        LiveError::Header(format!("`{}` is not a header name", printable(name, 64)))
+    })?;
     if [ACCEPT, CONTENT_TYPE].contains(&header)
         || [SESSION_HEADER, VERSION_HEADER].contains(&header.as_str())
     {
@@ -185,7 +186,9 @@ pub fn add_header(headers: &mut HeaderMap, spec: &str) -> Result<(), LiveError> 
     }
     // The value is never shown: it is usually a secret.
     let mut value = HeaderValue::from_str(value.trim()).map_err(|_| {
-        LiveError::Header(format!("the value of `{header}` is not a valid header value"))
+        LiveError::Header(format!(
+            "the value of `{header}` is not a valid header value"
+        ))
     })?;
     value.set_sensitive(true);
     headers.append(header, value);
@@ -371,7 +374,10 @@ impl<'a> Session<'a> {
         method: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, LiveError> {
-        let response = request.send().await.map_err(|e| self.transport(method, &e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport(method, &e))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -445,7 +451,9 @@ impl<'a> Session<'a> {
         {
             // Visible ASCII only (the specification's rule).
             if session.is_empty() || !session.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b)) {
-                return Err(self.not_mcp(method, "the `Mcp-Session-Id` header is not visible ASCII"));
+                return Err(
+                    self.not_mcp(method, "the `Mcp-Session-Id` header is not visible ASCII")
+                );
             }
             self.session_id = Some(session.clone());
         }
@@ -466,7 +474,9 @@ impl<'a> Session<'a> {
                     .map_err(|_| self.not_mcp(method, "the answer is not UTF-8"))?;
                 match self.message(method, id, &text)? {
                     Some(answer) => answer,
-                    None => Err(self.not_mcp(method, "the answer is not the response to the request")),
+                    None => {
+                        Err(self.not_mcp(method, "the answer is not the response to the request"))
+                    }
                 }
             }
             "text/event-stream" => self.events(method, id, &mut response).await,
@@ -560,8 +570,7 @@ impl<'a> Session<'a> {
         if message.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
             return Err(self.not_mcp(method, "the answer is not JSON-RPC 2.0"));
         }
-        if message.contains_key("method") || message.get("id").and_then(Value::as_u64) != Some(id)
-        {
+        if message.contains_key("method") || message.get("id").and_then(Value::as_u64) != Some(id) {
             return Ok(None);
         }
         if let Some(error) = message.remove("error") {
@@ -599,11 +608,7 @@ impl<'a> Session<'a> {
 
 /// `text` without control characters, at most `max` characters.
 fn printable(text: &str, max: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(max)
-        .collect();
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(max).collect();
     if text.chars().filter(|c| !c.is_control()).count() > max {
         out.push('…');
     }
@@ -623,9 +628,15 @@ mod tests {
             Some(&b"Bearer abc: def"[..])
         );
         let secret = "Authorization Bearer s3cret";
-        let err = add_header(&mut headers, secret).expect_err("no colon").to_string();
+        let err = add_header(&mut headers, secret)
+            .expect_err("no colon")
+            .to_string();
         assert!(!err.contains("s3cret"), "{err}");
-        for reserved in ["Accept: */*", "mcp-session-id: x", "Content-Type: text/plain"] {
+        for reserved in [
+            "Accept: */*",
+            "mcp-session-id: x",
+            "Content-Type: text/plain",
+        ] {
             assert!(add_header(&mut headers, reserved).is_err(), "{reserved}");
         }
         assert!(add_header(&mut headers, "bad name: x").is_err());
@@ -639,7 +650,10 @@ mod tests {
             ("https://mcp.example.com:8443/mcp".to_owned(), true)
         );
         let url = endpoint("http://127.0.0.1:1/mcp").expect("url");
-        assert_eq!(public_url(&url), ("http://127.0.0.1:1/mcp".to_owned(), false));
+        assert_eq!(
+            public_url(&url),
+            ("http://127.0.0.1:1/mcp".to_owned(), false)
+        );
         assert!(endpoint("file:///etc/passwd").is_err());
         assert!(endpoint("mcp.example.com/mcp").is_err());
     }
