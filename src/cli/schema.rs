@@ -38,11 +38,11 @@ pub struct SchemaArgs {
 
 #[derive(Debug, Subcommand)]
 enum SchemaCommand {
-    /// Import a server's tools (and prompts) from a saved `tools/list` result: writes
-    /// `DIR/tools/SERVER.cedarschema` and `DIR/tools/SERVER.entities.json`
+    /// Import a server's tools (and prompts) from a saved `tools/list` result or live
+    /// (`--url`): writes `DIR/tools/SERVER.cedarschema` and `DIR/tools/SERVER.entities.json`
     Import(ImportArgs),
-    /// Compare a server's saved `tools/list` result with what was imported: exit 0 when
-    /// equal, 1 listing the differences, 2 on bad input
+    /// Compare a server's saved `tools/list` result (or its live listing, `--url`) with
+    /// what was imported: exit 0 when equal, 1 listing the differences, 2 on bad input
     Check(ImportArgs),
 }
 
