@@ -8,12 +8,18 @@
 //! the entities against both. A file whose text would not change is not rewritten.
 //! `check` maps the listing the same way and compares it with the imported fragment:
 //! exit 0 when equal, 1 listing the differences, 2 on bad input.
+//!
+//! With `--url URL` instead of FILE both list the live server ([`client`]): its tools,
+//! and its prompts when it declares the `prompts` capability (then `check` compares the
+//! prompts too: a server without the capability has none).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+
+mod client;
 
 use super::{EXIT_DENY, EXIT_ERROR};
 use crate::mcp::import::{
@@ -32,11 +38,11 @@ pub struct SchemaArgs {
 
 #[derive(Debug, Subcommand)]
 enum SchemaCommand {
-    /// Import a server's tools (and prompts) from a saved `tools/list` result: writes
-    /// `DIR/tools/SERVER.cedarschema` and `DIR/tools/SERVER.entities.json`
+    /// Import a server's tools (and prompts) from a saved `tools/list` result or live
+    /// (`--url`): writes `DIR/tools/SERVER.cedarschema` and `DIR/tools/SERVER.entities.json`
     Import(ImportArgs),
-    /// Compare a server's saved `tools/list` result with what was imported: exit 0 when
-    /// equal, 1 listing the differences, 2 on bad input
+    /// Compare a server's saved `tools/list` result (or its live listing, `--url`) with
+    /// what was imported: exit 0 when equal, 1 listing the differences, 2 on bad input
     Check(ImportArgs),
 }
 
@@ -48,11 +54,29 @@ pub struct ImportArgs {
     server: String,
     /// A saved `tools/list` result (`{"tools": [...]}`, or the whole JSON-RPC response),
     /// every page in one list
-    #[arg(value_name = "FILE")]
-    tools: PathBuf,
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "url",
+        conflicts_with = "url"
+    )]
+    tools: Option<PathBuf>,
     /// A saved `prompts/list` result
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "url")]
     prompts: Option<PathBuf>,
+    /// List the live server instead (its MCP endpoint, streamable HTTP): its tools, and
+    /// its prompts when it declares the `prompts` capability
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// A request header for `--url`, e.g. `Authorization: Bearer TOKEN` (repeatable;
+    /// never printed or written)
+    #[arg(long = "header", value_name = "NAME: VALUE", requires = "url")]
+    headers: Vec<String>,
+    /// With `--url`: bound of each request, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 30, requires = "url")]
+    timeout: u64,
+    /// With `--url`: most pages read of one list
+    #[arg(long, value_name = "N", default_value_t = 100, requires = "url")]
+    max_pages: usize,
     /// Policy directory: its top-level `*.cedarschema` is the base schema
     #[arg(long, value_name = "DIR", default_value = "policies")]
     policies: PathBuf,
@@ -75,6 +99,8 @@ struct Imported {
     base: Base,
     declared: Declared,
     notes: Vec<Untypable>,
+    /// Whether the listing holds the server's prompts (for `check`).
+    compare_prompts: bool,
     /// The server's entities that the directory's `entities.json` defines (shown as
     /// `Mcp::Tool::"S/T"`): left out of the generated entity file.
     kept_out: Vec<String>,
@@ -137,20 +163,17 @@ fn generate(args: &ImportArgs) -> Result<Imported, String> {
     let (base_path, base_text) = base_schema(&args.policies)?;
     let base = Base::from_cedarschema(&base_text)
         .map_err(|e| format!("`{}`: {e}", base_path.display()))?;
-    let tools: Vec<ToolDef> = import::read_tools(&read(&args.tools)?)
-        .map_err(|e| format!("`{}`: {e}", args.tools.display()))?;
-    let prompts: Vec<PromptDef> = match &args.prompts {
-        Some(p) => {
-            import::read_prompts(&read(p)?).map_err(|e| format!("`{}`: {e}", p.display()))?
+    let listed = listing(args)?;
+    let tools: Vec<ToolDef> = import::read_tools(&listed.tools)
+        .map_err(|e| format!("`{}`: {e}", listed.from.tools_file))?;
+    let prompts: Vec<PromptDef> = match (&listed.prompts, &listed.from.prompts_file) {
+        (Some(text), Some(name)) => {
+            import::read_prompts(text).map_err(|e| format!("`{name}`: {e}"))?
         }
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     let (declared, notes) = import::declare(&tools, &prompts);
-    let from = Provenance {
-        server: args.server.clone(),
-        tools_file: args.tools.display().to_string(),
-        prompts_file: args.prompts.as_ref().map(|p| p.display().to_string()),
-    };
+    let from = listed.from;
     let schema = import::render_fragment(&from, &tools, &prompts, &declared, &notes, &base)
         .map_err(|e| format!("`{}`: {e}", base_path.display()))?;
     let defined = defined_entities(&args.policies)?;
@@ -161,9 +184,87 @@ fn generate(args: &ImportArgs) -> Result<Imported, String> {
         base,
         declared,
         notes,
+        compare_prompts: listed.compare_prompts,
         kept_out,
         schema,
         entities,
+    })
+}
+
+/// The listing an import reads, from files or from the live server.
+struct Listed {
+    tools: String,
+    prompts: Option<String>,
+    /// Where it came from (file names, or the URL without secrets).
+    from: Provenance,
+    /// Whether the prompts are the server's whole list: given as a file, or listed live
+    /// (a server without the `prompts` capability has none).
+    compare_prompts: bool,
+}
+
+fn listing(args: &ImportArgs) -> Result<Listed, String> {
+    if let Some(url) = &args.url {
+        return live(args, url);
+    }
+    let Some(tools_file) = &args.tools else {
+        return Err("give a `tools/list` FILE or `--url URL`".to_owned());
+    };
+    let prompts = match &args.prompts {
+        Some(p) => Some(read(p)?),
+        None => None,
+    };
+    Ok(Listed {
+        tools: read(tools_file)?,
+        prompts,
+        from: Provenance {
+            server: args.server.clone(),
+            tools_file: tools_file.display().to_string(),
+            prompts_file: args.prompts.as_ref().map(|p| p.display().to_string()),
+            live: false,
+        },
+        compare_prompts: args.prompts.is_some(),
+    })
+}
+
+fn live(args: &ImportArgs, url: &str) -> Result<Listed, String> {
+    let url = client::endpoint(url).map_err(|e| e.to_string())?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    for spec in &args.headers {
+        client::add_header(&mut headers, spec).map_err(|e| e.to_string())?;
+    }
+    let (shown, hidden) = client::public_url(&url);
+    if hidden {
+        eprintln!(
+            "note: the generated files name the server `{shown}`: the URL's user, password, query and fragment are left out"
+        );
+    }
+    let options = client::Live {
+        url,
+        headers,
+        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+        max_pages: args.max_pages.max(1),
+        max_bytes: MAX_FILE_BYTES,
+    };
+    let listing = client::list(&options).map_err(|e| e.to_string())?;
+    eprintln!(
+        "listed `{shown}` (protocol {}): tools{}",
+        listing.protocol_version,
+        if listing.prompts.is_some() {
+            " and prompts"
+        } else {
+            ""
+        }
+    );
+    Ok(Listed {
+        tools: listing.tools,
+        from: Provenance {
+            server: args.server.clone(),
+            tools_file: shown.clone(),
+            prompts_file: listing.prompts.is_some().then_some(shown),
+            live: true,
+        },
+        prompts: listing.prompts,
+        compare_prompts: true,
     })
 }
 
@@ -316,7 +417,7 @@ fn check(args: &ImportArgs) -> Result<ExitCode, String> {
     })?;
     let imported = import::read_fragment(&args.server, &text)
         .map_err(|e| format!("`{}`: {e}", schema_path.display()))?;
-    let mut changes = import::drift(&imported, &current.declared, args.prompts.is_some());
+    let mut changes = import::drift(&imported, &current.declared, current.compare_prompts);
     changes.extend(
         import::stale_actions(&args.server, &text, &current.base)
             .map_err(|e| format!("`{}`: {e}", schema_path.display()))?,

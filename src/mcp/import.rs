@@ -919,6 +919,9 @@ pub struct Provenance {
     pub tools_file: String,
     /// The `prompts/list` file, if any.
     pub prompts_file: Option<String>,
+    /// Listed live: `tools_file` (and `prompts_file`) is the server's URL, and the
+    /// command to re-run is `--url URL`.
+    pub live: bool,
 }
 
 /// The action id of a tool (`tools/call/S/T`) or prompt (`prompts/get/S/P`).
@@ -958,12 +961,16 @@ pub fn render_fragment(
         }
     );
     let mut rerun = format!(
-        "//   mcp-authz schema import --server {} {}",
+        "//   mcp-authz schema import --server {} {}{}",
         comment_text(server, 128),
+        if from.live { "--url " } else { "" },
         comment_text(&from.tools_file, 200)
     );
-    if let Some(p) = &from.prompts_file {
-        let _ = write!(rerun, " --prompts {}", comment_text(p, 200));
+    match &from.prompts_file {
+        Some(p) if !from.live => {
+            let _ = write!(rerun, " --prompts {}", comment_text(p, 200));
+        }
+        _ => {}
     }
     let _ = writeln!(out, "// To update it:\n{rerun} --policies DIR");
     let _ = writeln!(

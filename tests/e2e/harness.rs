@@ -141,6 +141,8 @@ pub fn authz(policies: &Path, config: Option<&Path>) -> Serve {
 /// [`McpServer::requests`]). Killed on drop.
 pub struct McpServer {
     kind: String,
+    /// Answers with `application/json` instead of an event stream.
+    json_response: bool,
     port: u16,
     child: Child,
     /// Kept open: the server exits when it closes (the test process died).
@@ -152,15 +154,23 @@ impl McpServer {
     /// Start the `docs` or `projects` server on an ephemeral port (chosen by the server
     /// itself, which prints it); returns once it serves.
     pub fn start(kind: &str) -> McpServer {
+        McpServer::start_answering(kind, false)
+    }
+
+    /// [`McpServer::start`], answering every request with `application/json`
+    /// (`--json-response`) when `json_response`, else with an event stream (the SDK's
+    /// default).
+    pub fn start_answering(kind: &str, json_response: bool) -> McpServer {
         assert!(
             matches!(kind, "docs" | "projects"),
             "unknown MCP server kind `{kind}`"
         );
         let dir = WorkDir::new(&format!("e2e-mcp-{kind}-"));
         let (child, stdin, port) =
-            McpServer::spawn(kind, 0, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            McpServer::spawn(kind, json_response, 0, dir.path()).unwrap_or_else(|e| panic!("{e}"));
         McpServer {
             kind: kind.to_owned(),
+            json_response,
             port,
             child,
             _stdin: stdin,
@@ -170,6 +180,7 @@ impl McpServer {
 
     fn spawn(
         kind: &str,
+        json_response: bool,
         port: u16,
         dir: &Path,
     ) -> Result<(Child, Option<ChildStdin>, u16), String> {
@@ -186,6 +197,7 @@ impl McpServer {
             .arg("--request-log")
             .arg(dir.join("requests.jsonl"))
             .arg("--exit-on-stdin-eof")
+            .args(json_response.then_some("--json-response"))
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::piped())
@@ -271,7 +283,7 @@ impl McpServer {
         self.stop();
         let mut last = String::new();
         let started = poll(Duration::from_secs(10), || {
-            McpServer::spawn(&self.kind, self.port, self.dir.path())
+            McpServer::spawn(&self.kind, self.json_response, self.port, self.dir.path())
                 .map_err(|e| last = e)
                 .ok()
         });

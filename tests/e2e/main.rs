@@ -15,3 +15,4 @@ mod harness;
 
 mod e2e_harness;
 mod envoy_e2e;
+mod schema_url;

@@ -552,3 +552,274 @@ fn the_reference_policies_argument_conditions_fire_on_the_servers_own_arguments(
         assert_eq!(code, 0, "alice is no contractor: {json}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// `--url`: a hand-made MCP endpoint, for what the real server never does (a 401, a
+// JSON-RPC error, pages that loop, an answer that is not MCP).
+
+/// What the hand-made endpoint answers to one JSON-RPC request.
+enum Reply {
+    /// `result`, as `application/json`.
+    Json(Value),
+    /// `result`, as an event stream (after a notification event, CRLF line ends).
+    Sse(Value),
+    /// A JSON-RPC error.
+    Error(i64, &'static str),
+    /// A bare HTTP status.
+    Status(u16),
+    /// A 200 with this content type and body.
+    Raw(&'static str, &'static str),
+}
+
+type Answer = fn(method: &str, params: &Value, headers: &axum::http::HeaderMap) -> Reply;
+
+/// An MCP endpoint at `http://127.0.0.1:PORT/mcp` answering with `answer`; `initialize`
+/// and notifications are answered as a server would unless `answer` says otherwise
+/// (it sees them first).
+struct Fake {
+    url: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn fake(answer: Answer) -> Fake {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
+    let handler = move |headers: HeaderMap, body: String| async move {
+        let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let method = request["method"].as_str().unwrap_or("");
+        let id = request["id"].clone();
+        let reply = match answer(method, &request["params"], &headers) {
+            Reply::Status(0) if method == "initialize" => Reply::Json(json!({
+                "protocolVersion": request["params"]["protocolVersion"],
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "fake", "version": "1"},
+            })),
+            Reply::Status(0) if id.is_null() => Reply::Status(202),
+            other => other,
+        };
+        let message = |key: &str, value: Value| json!({"jsonrpc": "2.0", "id": id, key: value});
+        let session = [("mcp-session-id", "fake-session")];
+        match reply {
+            Reply::Json(result) => (session, axum::Json(message("result", result))).into_response(),
+            Reply::Sse(result) => {
+                let body = format!(
+                    ": comment\r\nevent: message\r\ndata: {}\r\n\r\ndata: {}\r\n\r\n",
+                    json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {}}),
+                    message("result", result)
+                );
+                ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+            }
+            Reply::Error(code, text) => {
+                axum::Json(message("error", json!({"code": code, "message": text}))).into_response()
+            }
+            Reply::Status(code) => StatusCode::from_u16(code)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                .into_response(),
+            Reply::Raw(content_type, body) => {
+                ([(header::CONTENT_TYPE, content_type)], body).into_response()
+            }
+        }
+    };
+    let app: axum::Router = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(handler).delete(|| async { Response::new(axum::body::Body::empty()) }),
+    );
+    runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        axum::serve(listener, app).await.expect("serve");
+    });
+    Fake {
+        url,
+        _runtime: runtime,
+    }
+}
+
+/// Run `mcp-authz schema <verb> --server S --url URL --policies DIR [extra]`.
+fn schema_url(
+    verb: &str,
+    server: &str,
+    url: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let out = run(bin()
+        .args(["schema", verb, "--server", server, "--url", url])
+        .arg("--policies")
+        .arg(dir)
+        .args(extra));
+    let (o, e) = text(&out);
+    (out.status.code().unwrap_or(-1), o, e)
+}
+
+fn tool(name: &str) -> Value {
+    json!({"name": name, "inputSchema": {"type": "object", "properties": {"n": {"type": "integer"}}}})
+}
+
+#[test]
+fn url_a_401_says_to_give_a_header_and_with_it_the_import_reads_every_page() {
+    let server = fake(|method, params, headers| {
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer s3cret") {
+            return Reply::Status(401);
+        }
+        match (method, params["cursor"].as_str()) {
+            // The first page as an event stream, the second as JSON.
+            ("tools/list", None) => Reply::Sse(json!({"tools": [tool("a")], "nextCursor": "p2"})),
+            ("tools/list", Some("p2")) => Reply::Json(json!({"tools": [tool("b")]})),
+            _ => Reply::Status(0),
+        }
+    });
+    let dir = copy_of_reference();
+    let (code, _, err) = schema_url("import", "payments", &server.url, dir.path(), &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("HTTP 401"), "{err}");
+    assert!(err.contains("--header 'Authorization: ...'"), "{err}");
+    assert!(!dir.path().join("tools").exists());
+
+    let auth = ["--header", "Authorization: Bearer s3cret"];
+    let (code, out, err) = schema_url("import", "payments", &server.url, dir.path(), &auth);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("ok: server `payments`: 2 tools, 0 prompts"),
+        "{out}"
+    );
+    let fragment = read(&dir.path().join("tools/payments.cedarschema"));
+    assert!(
+        fragment.contains("action \"tools/call/payments/a\""),
+        "{fragment}"
+    );
+    assert!(
+        fragment.contains("action \"tools/call/payments/b\""),
+        "{fragment}"
+    );
+    assert!(
+        fragment.contains(&format!(
+            "--server payments --url {} --policies DIR",
+            server.url
+        )),
+        "{fragment}"
+    );
+    assert!(!fragment.contains("s3cret"));
+
+    let (code, out, err) = schema_url("check", "payments", &server.url, dir.path(), &auth);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn url_check_lists_a_tool_the_server_dropped() {
+    let both = fake(|method, _, _| match method {
+        "tools/list" => Reply::Json(json!({"tools": [tool("a"), tool("b")]})),
+        _ => Reply::Status(0),
+    });
+    let one = fake(|method, _, _| match method {
+        "tools/list" => Reply::Json(json!({"tools": [tool("a")]})),
+        _ => Reply::Status(0),
+    });
+    let dir = copy_of_reference();
+    let (code, out, err) = schema_url("import", "payments", &both.url, dir.path(), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = schema_url("check", "payments", &one.url, dir.path(), &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("tool `b`"), "{out}");
+    assert!(out.contains("drift: server `payments`"), "{out}");
+}
+
+#[test]
+fn url_errors_are_named_and_exit_two() {
+    let dir = copy_of_reference();
+    let cases: [(Answer, &[&str], &str); 5] = [
+        (
+            |method, _, _| match method {
+                "tools/list" => Reply::Error(-32601, "Method not found"),
+                _ => Reply::Status(0),
+            },
+            &[],
+            "`tools/list`: the server answered JSON-RPC error -32601: Method not found",
+        ),
+        (
+            |method, _, _| match method {
+                "tools/list" => Reply::Json(json!({"tools": [tool("a")], "nextCursor": "same"})),
+                _ => Reply::Status(0),
+            },
+            &[],
+            "`tools/list`: the server returned the cursor `same` twice: the pages loop",
+        ),
+        (
+            |method, params, _| match method {
+                "tools/list" => Reply::Json(json!({
+                    "tools": [],
+                    "nextCursor": format!("{}x", params["cursor"].as_str().unwrap_or(""))
+                })),
+                _ => Reply::Status(0),
+            },
+            &["--max-pages", "3"],
+            "`tools/list`: more than 3 pages (`--max-pages`)",
+        ),
+        (
+            |_, _, _| Reply::Raw("text/html", "<html>hello</html>"),
+            &[],
+            "does not answer as an MCP server: `initialize`: the answer is `text/html`, not JSON or an event stream",
+        ),
+        (
+            |method, _, _| match method {
+                "initialize" => {
+                    Reply::Json(json!({"protocolVersion": "2025-11-25", "capabilities": {}}))
+                }
+                _ => Reply::Status(0),
+            },
+            &[],
+            "the server does not declare the `tools` capability",
+        ),
+    ];
+    for (answer, extra, expected) in cases {
+        let server = fake(answer);
+        for verb in ["import", "check"] {
+            let (code, out, err) = schema_url(verb, "payments", &server.url, dir.path(), extra);
+            assert_eq!(code, 2, "{verb} {expected}: {out}{err}");
+            assert!(err.contains(expected), "{verb}: {err}");
+        }
+    }
+    assert!(!dir.path().join("tools").exists());
+
+    // Bad arguments.
+    let (code, _, err) = schema_url("import", "payments", "ftp://x/mcp", dir.path(), &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`ftp://x/mcp` is not an http or https URL"),
+        "{err}"
+    );
+    let (code, _, err) = schema_url(
+        "import",
+        "payments",
+        "http://127.0.0.1:9/mcp",
+        dir.path(),
+        &["--header", "Authorization Bearer s3cret"],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("bad `--header`"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    let out = run(bin()
+        .args([
+            "schema",
+            "import",
+            "--server",
+            "payments",
+            "--url",
+            "http://127.0.0.1:9/mcp",
+        ])
+        .arg(fixture()));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).1.contains("cannot be used with"),
+        "{}",
+        text(&out).1
+    );
+}

@@ -80,6 +80,7 @@ proptest! {
             server: "srv".into(),
             tools_file: "tools\nfile.json".into(),
             prompts_file: None,
+            live: false,
         };
         let fragment = render_fragment(&from, &listed, &[], &declared, &notes, &base).expect("render");
         let parsed = SchemaFragment::from_cedarschema_str(&fragment);

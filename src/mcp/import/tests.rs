@@ -28,6 +28,7 @@ fn provenance() -> Provenance {
         server: "docs".into(),
         tools_file: "tools.json".into(),
         prompts_file: None,
+        live: false,
     }
 }
 
