@@ -781,7 +781,7 @@ mod router_tests {
     use super::*;
     use crate::api::test_support::{ready, token};
 
-    const EVALUATION: &str = r#"{"subject":{"type":"user","id":"alice"},"action":{"name":"tools/call"},"resource":{"type":"tool","id":"docs/get_document"},"context":{"agent":"corpassist"}}"#;
+    const EVALUATION: &str = r#"{"subject":{"type":"user","id":"alice"},"action":{"name":"tools/call"},"resource":{"type":"tool","id":"docs/get_document"},"context":{"agent":"corpassist","arguments":{"document_id":"titan/q1-strategy"}}}"#;
 
     async fn post(
         router: Router,

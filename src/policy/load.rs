@@ -1031,7 +1031,8 @@ fn load_entity_files(
         Err(e) => {
             let message = error_chain(&e);
             let help = miette::Diagnostic::help(&e).map(|h| h.to_string());
-            // The file that names the entity the error is about (the first one).
+            // The file that names the entity the error is about (the first one), or
+            // else the first file that fails on its own (an item that is no entity).
             let located = files.iter().find_map(|(rel, text)| {
                 locate_entity(text, &message).map(|offset| (rel, text, offset))
             });
@@ -1039,7 +1040,17 @@ fn load_entity_files(
                 Some((rel, text, offset)) => {
                     Problem::error(Some(rel), message).at_offset(text, offset, 1)
                 }
-                None => Problem::error(None, message),
+                None => match files.iter().find(|(_, text)| {
+                    serde_json::from_str::<Value>(text)
+                        .map_err(|_| ())
+                        .and_then(|json| {
+                            Entities::from_json_value(json, Some(schema)).map_err(|_| ())
+                        })
+                        .is_err()
+                }) {
+                    Some((rel, _)) => Problem::error(Some(rel), message),
+                    None => Problem::error(None, message),
+                },
             };
             problems.push(p.with_help(help));
             None

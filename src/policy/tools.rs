@@ -187,21 +187,16 @@ impl ToolActions {
     }
 }
 
-/// The required arguments of a reference tool (policies/tools/), so a call of it fits
-/// its tool action; none for any other tool.
+/// The required arguments of a reference tool or prompt (policies/tools/), so a call
+/// of it fits its action; none for any other. One table for the unit and the
+/// integration tests: `tests/fixtures/mcp/reference_arguments.json`.
 #[cfg(test)]
 pub(crate) fn reference_arguments(server: &str, tool: &str) -> Option<serde_json::Value> {
-    use serde_json::json;
-    Some(match (server, tool) {
-        ("docs", "search_documents") => json!({ "query": "titan" }),
-        ("docs", "get_document" | "summarize_document" | "delete_document") => {
-            json!({ "document_id": "titan/q1-strategy" })
-        }
-        ("projects", "find_project") => json!({ "name": "titan" }),
-        ("projects", "get_project_lead" | "list_issues") => json!({ "project": "titan" }),
-        ("projects", "update_issue") => json!({ "issue_id": "TITAN-1", "status": "done" }),
-        _ => return None,
-    })
+    let table: serde_json::Value = serde_json::from_str(include_str!(
+        "../../tests/fixtures/mcp/reference_arguments.json"
+    ))
+    .expect("the reference arguments table is JSON");
+    table.get(format!("{server}/{tool}")).cloned()
 }
 
 /// A temporary copy of the reference `policies/` with the hand-written fragments of

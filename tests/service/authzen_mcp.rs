@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::inproc::{self, app, app_of, decision, post, post_with, state_on};
 use crate::support::tokens::{self, demo_token as token};
-use crate::support::{reference_policies, repo};
+use crate::support::{reference_arguments, reference_policies, repo};
 
 fn call(user: &str, agent: Option<&str>, tool: &str) -> Value {
     let mut body = json!({
@@ -19,8 +19,15 @@ fn call(user: &str, agent: Option<&str>, tool: &str) -> Value {
         "action": { "name": "tools/call" },
         "resource": { "type": "tool", "id": tool },
     });
+    let mut context = serde_json::Map::new();
     if let Some(a) = agent {
-        body["context"] = json!({ "agent": a });
+        context.insert("agent".into(), json!(a));
+    }
+    if let Some(arguments) = reference_arguments(tool) {
+        context.insert("arguments".into(), arguments);
+    }
+    if !context.is_empty() {
+        body["context"] = Value::Object(context);
     }
     body
 }
@@ -60,16 +67,17 @@ async fn both_principals_decide() {
     );
     // `context.application` works as `context.agent`, and so does an entity object.
     let mut body = call("alice", None, "docs/get_document");
-    body["context"] = json!({ "application": "corpassist" });
+    body["context"]["application"] = json!("corpassist");
     assert!(decision(&app, &body).await);
-    body["context"] = json!({ "agent": { "type": "application", "id": "summarizer" } });
+    body["context"]["application"] = Value::Null;
+    body["context"]["agent"] = json!({ "type": "application", "id": "summarizer" });
     assert!(!decision(&app, &body).await);
     // Qualified names work too.
     let body = json!({
         "subject": { "type": "Mcp::User", "id": "alice" },
         "action": { "name": "Mcp::Action::\"tools/call\"" },
         "resource": { "type": "Mcp::Tool", "id": "docs/get_document" },
-        "context": { "agent": "corpassist" }
+        "context": { "agent": "corpassist", "arguments": reference_arguments("docs/get_document") }
     });
     assert!(decision(&app, &body).await);
 }
@@ -97,23 +105,23 @@ async fn explanation_shows_each_principal_and_the_forbidding_policies() {
     assert_eq!(evals[1]["policies"][0]["line"], 13);
 }
 
+/// Both reference servers have imported tools: a tool neither declares is denied
+/// with a reason that names it, whatever the server-wide policies say (the relaxed
+/// setting, `decisions.allow_undeclared_tools`, is in `typed_tools`).
 #[tokio::test]
-async fn unknown_tools_of_a_known_server_get_server_wide_policies() {
+async fn undeclared_tools_of_an_imported_server_are_denied_with_a_reason() {
     let app = app(&reference_policies());
-    assert!(
-        decision(
-            &app,
-            &call("alice", Some("corpassist"), "docs/brand_new_tool")
-        )
-        .await
-    );
-    assert!(
-        !decision(
-            &app,
-            &call("alice", Some("corpassist"), "projects/brand_new_tool")
-        )
-        .await
-    );
+    for tool in ["docs/brand_new_tool", "projects/brand_new_tool"] {
+        let mut body = call("alice", Some("corpassist"), tool);
+        body["options"] = json!({ "explain": true });
+        let r = post(&app, "/access/v1/evaluation", &body).await.json();
+        assert_eq!(r["decision"], false, "{tool}: {r}");
+        let reason = r["context"]["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("brand_new_tool") && reason.contains("not declared"),
+            "{tool}: {r}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -124,6 +132,7 @@ async fn application_only_requests() {
             "subject": { "type": "application", "id": app_id },
             "action": { "name": "tools/call" },
             "resource": { "type": "tool", "id": tool },
+            "context": { "arguments": reference_arguments(tool) },
         })
     };
     assert!(decision(&app, &body("corpassist", "docs/get_document")).await);
@@ -161,9 +170,12 @@ async fn tool_arguments_are_typed_by_the_schema() {
         )
         .await
     );
-    // The wrong type is a deny, never coerced; an undeclared argument is dropped.
-    assert!(!decision(&app, &with_args(json!({ "max_results": "10" }))).await);
-    assert!(decision(&app, &with_args(json!({ "query": "x", "unknown": [1, 2] }))).await);
+    // The wrong type is a deny, never coerced; so is a missing required argument,
+    // and an argument the tool does not declare.
+    assert!(!decision(&app, &with_args(json!({ "query": "x", "max_results": "10" }))).await);
+    assert!(!decision(&app, &with_args(json!({ "max_results": 10 }))).await);
+    assert!(!decision(&app, &with_args(json!({ "query": "x", "unknown": [1, 2] }))).await);
+    assert!(!decision(&app, &with_args(json!({ "query": "x", "limit": 5 }))).await);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use mcp_authz::telemetry::Telemetry;
 use serde_json::{Map, json};
 
 use crate::support::inproc;
-use crate::support::{copy_of_reference, reference_policies};
+use crate::support::{copy_of_reference, reference_arguments, reference_policies};
 
 fn engine(dir: &std::path::Path, cached: bool) -> Engine {
     recording(dir, cached).0
@@ -38,6 +38,9 @@ fn call(user: Option<&str>, app: Option<&str>, server: &str, tool: &str) -> Deci
     r.user = user.map(|u| Kind::User.uid(u));
     r.application = app.map(|a| Kind::Application.uid(a));
     r.server = Some(Kind::Server.uid(server));
+    if let Some(arguments) = reference_arguments(&qualified_id(server, tool)) {
+        r.context.insert("arguments".into(), arguments);
+    }
     r
 }
 
@@ -52,7 +55,7 @@ fn a_reload_flips_a_cached_decision_at_once() {
     assert_eq!(cache.stats().hits, 1);
     std::fs::write(
         dir.path().join("grant.cedar"),
-        "permit (principal == Mcp::Application::\"summarizer\", action == Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/get_document\");",
+        "permit (principal == Mcp::Application::\"summarizer\", action in Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/get_document\");",
     )
     .expect("write");
     assert!(matches!(

@@ -931,11 +931,11 @@ fn groups_change_decisions_as_a_tokens_groups_do() {
 /// none), with the reference policies.
 const TOKEN_FACT_POLICIES: &str = r#"
 @id("deletes-need-the-delete-scope")
-forbid (principal, action == Mcp::Action::"tools/call", resource == Mcp::Tool::"docs/delete_document")
+forbid (principal, action in Mcp::Action::"tools/call", resource == Mcp::Tool::"docs/delete_document")
 unless { context has scopes && context.scopes.contains("docs.delete") };
 
 @id("finance-documents-for-finance")
-forbid (principal, action == Mcp::Action::"tools/call", resource == Mcp::Tool::"docs/get_document")
+forbid (principal, action in Mcp::Action::"tools/call", resource == Mcp::Tool::"docs/get_document")
 when { context has arguments && context.arguments has document_id && context.arguments.document_id like "finance/*" }
 unless { context has claims && context.claims has department && context.claims.department == "finance" };
 "#;

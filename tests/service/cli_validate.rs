@@ -62,7 +62,7 @@ fn type_error_against_the_schema_names_file_and_line() {
     );
     let (code, _, err) = validate(dir.path());
     assert_eq!(code, 2);
-    assert!(err.contains("--> applications.cedar:27:"), "{err}");
+    assert!(err.contains("--> applications.cedar:29:"), "{err}");
     assert!(err.to_lowercase().contains("type"), "{err}");
 }
 
@@ -227,7 +227,7 @@ fn policies_in_subdirectories_get_path_ids_and_hidden_entries_are_skipped() {
 }
 
 /// A guardrail on an argument the schema does not declare: `has` is always false.
-const REFUND_CAP: &str = "\n// written for a payments server whose arguments are not declared yet\n@id(\"refund-cap\")\nforbid (principal, action == Mcp::Action::\"tools/call\", resource)\nwhen { context has arguments && context.arguments has amount_cents && context.arguments.amount_cents > 100000 };\n";
+const REFUND_CAP: &str = "\n// written for a payments server whose arguments are not declared yet\n@id(\"refund-cap\")\nforbid (principal, action in Mcp::Action::\"tools/call\", resource)\nwhen { context has arguments && context.arguments has amount_cents && context.arguments.amount_cents > 100000 };\n";
 
 fn validate_with(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = bin();

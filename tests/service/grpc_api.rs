@@ -466,7 +466,7 @@ async fn health_is_not_serving_until_the_policies_are_loaded() {
     let mut text = String::new();
     for i in 0..1500 {
         text.push_str(&format!(
-            "@id(\"generated-{i}\")\npermit (principal in Mcp::Group::\"engineering\", action == Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/generated_{i}\") when {{ context has arguments && context.arguments has query && context.arguments.query like \"*{i}*\" }};\n"
+            "@id(\"generated-{i}\")\npermit (principal in Mcp::Group::\"engineering\", action in Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/generated_{i}\") when {{ context has arguments && context.arguments has query && context.arguments.query like \"*{i}*\" }};\n"
         ));
     }
     std::fs::write(dir.path().join("generated.cedar"), text).expect("write");

@@ -34,7 +34,11 @@ fn empty_schema_and_entity_files() {
     rejected(dir.path(), "entities.json");
     let dir = copy_of_reference();
     std::fs::write(dir.path().join("mcp.cedarschema"), "").expect("write");
-    // An empty schema declares nothing: every policy fails validation.
+    // An empty schema declares nothing: the imported fragments name types it does
+    // not declare, and without them every policy fails validation.
+    let err = rejected(dir.path(), "tools/docs.cedarschema");
+    assert!(err.contains("Mcp::Application"), "{err}");
+    std::fs::remove_dir_all(dir.path().join("tools")).expect("rm tools");
     let err = rejected(dir.path(), "users.cedar");
     assert!(err.contains("error"), "{err}");
 }
@@ -87,7 +91,7 @@ fn ten_megabyte_policy_files() {
     // One huge string literal: valid Cedar, and valid against the schema.
     let dir = copy_of_reference();
     let literal = format!(
-        "@id(\"huge\")\npermit(principal, action == Mcp::Action::\"tools/call\", resource) when {{ context has arguments && context.arguments has query && context.arguments.query == \"{}\" }};",
+        "@id(\"huge\")\npermit(principal, action in Mcp::Action::\"tools/call\", resource) when {{ context has arguments && context.arguments has query && context.arguments.query == \"{}\" }};",
         "a".repeat(ten_mb)
     );
     std::fs::write(dir.path().join("big.cedar"), literal).expect("write");

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 use crate::support::inproc::{self, admin_of, get, state};
 use crate::support::{
-    Capture, SUMMARIZER_GRANT, copy_dir, copy_of_reference, poll, reference_policies, run_alone,
+    Capture, SUMMARIZER_GRANT, copy_dir, copy_of_reference, poll, reference_arguments, reference_policies,
+    run_alone,
 };
 
 fn summarizer_gets_document() -> DecisionRequest {
@@ -22,6 +23,10 @@ fn summarizer_gets_document() -> DecisionRequest {
     r.user = Some(Kind::User.uid("bob"));
     r.application = Some(Kind::Application.uid("summarizer"));
     r.server = Some(Kind::Server.uid("docs"));
+    r.context.insert(
+        "arguments".into(),
+        reference_arguments("docs/get_document").expect("a reference tool"),
+    );
     r
 }
 
@@ -474,7 +479,7 @@ fn every_reload_logs_and_shows_what_changed() {
 }
 
 /// A guardrail on a tool argument the schema does not declare: it can never apply.
-const IMPOSSIBLE_FORBID: &str = "@id(\"refund-cap\")\nforbid (principal, action == Mcp::Action::\"tools/call\", resource)\nwhen { context has arguments && context.arguments has amount_cents && context.arguments.amount_cents > 100000 };\n";
+const IMPOSSIBLE_FORBID: &str = "@id(\"refund-cap\")\nforbid (principal, action in Mcp::Action::\"tools/call\", resource)\nwhen { context has arguments && context.arguments has amount_cents && context.arguments.amount_cents > 100000 };\n";
 
 /// A group the entity data does not define: a warning.
 const UNDEFINED_GROUP: &str = "@id(\"engineering-reads-docs\")\npermit (principal in Mcp::Group::\"enginering\", action in Mcp::Action::\"resources/read\", resource in Mcp::Server::\"docs\");\n";

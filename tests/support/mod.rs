@@ -42,6 +42,19 @@ use serde_json::Value;
 /// allow) call `docs/get_document`: an edit that flips a decision.
 pub const SUMMARIZER_GRANT: &str = "@id(\"summarizer-gets-documents\")\npermit (principal == Mcp::Application::\"summarizer\", action in Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/get_document\");\n";
 
+/// The arguments a call of the reference tool or prompt `id` (`server/name`) needs
+/// to fit its imported action (policies/tools/): its required arguments, from
+/// `tests/fixtures/mcp/reference_arguments.json` (the table the unit tests use too);
+/// `None` for any other tool.
+pub fn reference_arguments(id: &str) -> Option<serde_json::Value> {
+    static TABLE: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
+        let text = std::fs::read_to_string(repo().join("tests/fixtures/mcp/reference_arguments.json"))
+            .expect("the reference arguments table");
+        serde_json::from_str(&text).expect("the reference arguments table is JSON")
+    });
+    TABLE.get(id).cloned()
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

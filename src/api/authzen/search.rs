@@ -1,6 +1,7 @@
 //! The searches (`/access/v1/search/{subject,resource,action}`): the candidates the
 //! snapshot knows, each decided by the core, in a stable order, a page at a time
-//! (`page.token` names the request it continues).
+//! (`page.token` names the request it continues). Without `arguments` in its
+//! context, a search answers with the listing rule (what may be used at all).
 
 use base64::Engine as _;
 use cedar_policy::{EntityTypeName, EntityUid, Schema};
@@ -268,6 +269,12 @@ pub fn search(
         identity
     };
 
+    // A search that gives no `arguments` asks what may be used at all, as a list
+    // does: a declared tool or prompt is a result unless every use of it would be
+    // denied (decided with the arguments unknown, see `Engine::listed`), and the
+    // candidates are not recorded one by one. With `arguments`, each candidate is
+    // decided, and recorded, as that use.
+    let with_arguments = context.contains_key("arguments");
     let mut results = Vec::new();
     let mut next = None;
     for (decided, (index, candidate)) in candidates.iter().enumerate().skip(page.offset).enumerate()
@@ -311,6 +318,8 @@ pub fn search(
                 Ok(request)
             });
         let allowed = match mapped {
+            // Which tools (prompts, ...) may be used at all: the listing rule.
+            Ok(request) if !with_arguments => engine.listed(&snapshot, &request),
             Ok(request) => {
                 engine
                     .decide(&snapshot, Interface::Authzen, &request, meta)

@@ -15,13 +15,24 @@ fn object(v: Value) -> Map<String, Value> {
 }
 
 /// Alice, through CorpAssist, calling the tool `docs/<tool>`.
+/// Alice's call of the reference `docs` server's `tool` through `corpassist`, with the
+/// arguments the tool requires.
 fn alice_calls(tool: &str) -> Value {
     json!({
         "subject": { "type": "user", "id": "alice" },
         "action": { "name": "tools/call" },
         "resource": { "type": "tool", "id": format!("docs/{tool}") },
-        "context": { "agent": "corpassist" },
+        "context": corpassist_calls("docs", tool),
     })
+}
+
+/// The context of a call of `server/tool` through `corpassist`: the arguments the
+/// reference tool requires.
+fn corpassist_calls(server: &str, tool: &str) -> Value {
+    match crate::policy::reference_arguments(server, tool) {
+        Some(arguments) => json!({ "agent": "corpassist", "arguments": arguments }),
+        None => json!({ "agent": "corpassist" }),
+    }
 }
 
 fn message(r: Result<impl std::fmt::Debug, Refusal>) -> String {
@@ -120,8 +131,10 @@ async fn a_batch_stops_where_its_semantic_says() {
     body["options"] = json!({ "evaluations_semantic": "deny_on_first_deny" });
     body["evaluations"] = json!([
         { "resource": { "type": "tool", "id": "docs/get_document" } },
-        { "resource": { "type": "tool", "id": "docs/delete_document" } },
-        { "resource": { "type": "tool", "id": "docs/search_documents" } },
+        { "resource": { "type": "tool", "id": "docs/delete_document" },
+          "context": corpassist_calls("docs", "delete_document") },
+        { "resource": { "type": "tool", "id": "docs/search_documents" },
+          "context": corpassist_calls("docs", "search_documents") },
     ]);
     let body = object(body);
     match evaluate_batch(&services.engine, &body, None, &meta, 3) {
@@ -209,7 +222,8 @@ async fn a_batch_is_decided_on_one_snapshot_even_across_a_reload() {
     let meta = DecisionMeta::default();
     let mut body = alice_calls("get_document");
     body["evaluations"] =
-        json!([{}, {}, { "resource": { "type": "tool", "id": "docs/search_documents" } }]);
+        json!([{}, {}, { "resource": { "type": "tool", "id": "docs/search_documents" },
+                          "context": corpassist_calls("docs", "search_documents") }]);
     let body = object(body);
     match evaluate_batch(&services.engine, &body, None, &meta, 3) {
         Ok(BatchResult::Batch(json, ids)) => {
