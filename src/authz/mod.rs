@@ -84,9 +84,10 @@ pub struct Rules {
     /// user names the application acting for them, or it is denied. (Other
     /// namespaces have no application principal: a lone subject decides there.)
     pub allow_user_only: bool,
-    /// Allow a `tools/call` of a tool that the schema does not declare, on a server
-    /// that has imported tools (`tools/<server>.cedarschema`): evaluated with the
-    /// untyped `tools/call` action. Off by default: such a call is denied.
+    /// Allow a `tools/call` of a tool (a `prompts/get` of a prompt) that the schema
+    /// does not declare, on a server that has imported tools (prompts)
+    /// (`tools/<server>.cedarschema`): evaluated with the untyped method's action.
+    /// Off by default: such a call is denied.
     pub allow_undeclared_tools: bool,
     /// Allow a call of a declared tool (or prompt) with arguments its action does not
     /// declare: they are left out of the context. Off by default: such a call is
@@ -459,20 +460,20 @@ pub fn tool_action<'s>(
     if let Some(typed) = tools.action_for(&request.action, &request.resource) {
         return Ok(Some(typed));
     }
-    if method != TypedMethod::ToolsCall
-        || rules.allow_undeclared_tools
+    if rules.allow_undeclared_tools
         || request.resource.type_name().basename() != method.target_type()
     {
         return Ok(None);
     }
     let id = request.resource.id().unescaped();
+    let noun = method.noun();
     match id.split_once('/') {
         Some((server, name)) if tools.server_has(method, server) => Err(Reason::new(
             ReasonKind::Invalid,
             format!(
-                "tool `{name}` is not declared for server `{server}`, whose tools are imported \
-                 into the schema: calls of undeclared tools are denied (import the server's \
-                 tools again, or set `decisions.allow_undeclared_tools`)"
+                "{noun} `{name}` is not declared for server `{server}`, whose {noun}s are \
+                 imported into the schema: calls of undeclared {noun}s are denied (import the \
+                 server's {noun}s again, or set `decisions.allow_undeclared_tools`)"
             ),
         )),
         _ => Ok(None),

@@ -88,8 +88,8 @@ pub struct DecisionsFile {
     /// Decide a request that has a user but no application by the user alone
     /// (default `false`: such a request is denied).
     pub allow_user_only: Option<bool>,
-    /// Allow `tools/call` of a tool the schema does not declare on a server that has
-    /// imported tools (default `false`: such a call is denied).
+    /// Allow `tools/call` of a tool (`prompts/get` of a prompt) the schema does not
+    /// declare on a server that has imported ones (default `false`: denied).
     pub allow_undeclared_tools: Option<bool>,
     /// Allow a declared tool's call with arguments it does not declare, left out of
     /// the context (default `false`: such a call is denied).

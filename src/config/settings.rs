@@ -257,7 +257,7 @@ pub const SETTINGS: &[Setting] = &[
         "decisions.allow_undeclared_tools",
         BOOL,
         Some("false"),
-        "allow calls of tools the schema does not declare on a server with imported tools (else a deny)",
+        "allow calls of tools (prompts) the schema does not declare on a server with imported ones (else a deny)",
     ),
     setting(
         "decisions.allow_undeclared_arguments",

@@ -37,9 +37,9 @@ pub use load::{
 };
 pub use shape::{Extension, Leaf, Shape, alias_in, name_key, reads_as};
 pub use store::{LastReload, MAX_LOGGED_IDS, PolicyStore, ReloadOutcome, ReloadStatus};
+pub use tools::{ToolAction, ToolActions, TypedMethod};
 #[cfg(test)]
 pub(crate) use tools::{reference_arguments, typed_policy_dir};
-pub use tools::{ToolAction, ToolActions, TypedMethod};
 pub use watch::{WatchOptions, spawn_watcher};
 
 /// Where a policy was written.

@@ -172,7 +172,13 @@ async fn tool_arguments_are_typed_by_the_schema() {
     );
     // The wrong type is a deny, never coerced; so is a missing required argument,
     // and an argument the tool does not declare.
-    assert!(!decision(&app, &with_args(json!({ "query": "x", "max_results": "10" }))).await);
+    assert!(
+        !decision(
+            &app,
+            &with_args(json!({ "query": "x", "max_results": "10" }))
+        )
+        .await
+    );
     assert!(!decision(&app, &with_args(json!({ "max_results": 10 }))).await);
     assert!(!decision(&app, &with_args(json!({ "query": "x", "unknown": [1, 2] }))).await);
     assert!(!decision(&app, &with_args(json!({ "query": "x", "limit": 5 }))).await);

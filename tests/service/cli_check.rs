@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::support::process::{bin, run, text};
-use crate::support::reference_policies;
+use crate::support::{reference_context, reference_policies, with_reference_context};
 
 struct Case {
     action: &'static str,
@@ -255,14 +255,15 @@ fn cases() -> Vec<Case> {
             false,
             &[],
         ),
-        // A tool the entity data does not list is covered by server-wide grants.
+        // A tool the server does not declare (`docs` has imported tools) is a deny,
+        // whatever the server-wide grants say.
         case(
             "tools/call",
             "docs/translate_document",
             Some("alice"),
             Some("corpassist"),
-            true,
-            &["employees-use-docs", "corpassist-read-docs"],
+            false,
+            &[],
         ),
         // An action no schema declares is a deny.
         case(
@@ -302,8 +303,12 @@ fn check(c: &Case) -> (i32, Value, String) {
     if c.user.is_some() && c.app.is_none() {
         cmd.env("MCP_AUTHZ_DECISIONS_ALLOW_USER_ONLY", "true");
     }
-    if let Some(ctx) = c.context {
-        cmd.args(["--context", ctx]);
+    if let Some(ctx) = c
+        .context
+        .map(str::to_owned)
+        .or_else(|| reference_context(c.action, c.resource))
+    {
+        cmd.args(["--context", &ctx]);
     }
     let out = run(&mut cmd);
     let (stdout, stderr) = text(&out);
@@ -376,6 +381,8 @@ fn human_output_explains_each_principal() {
             "dave",
             "--app",
             "corpassist",
+            "--context",
+            r#"{"arguments": {"document_id": "titan/old-draft"}}"#,
             "--policies",
         ])
         .arg(reference_policies()));
@@ -416,6 +423,8 @@ fn json_output_has_the_origin_of_each_determining_policy() {
             "dave",
             "--app",
             "corpassist",
+            "--context",
+            r#"{"arguments": {"document_id": "titan/old-draft"}}"#,
             "--policies",
         ])
         .arg(reference_policies()));
@@ -435,6 +444,8 @@ fn json_output_has_the_origin_of_each_determining_policy() {
             "dave",
             "--app",
             "corpassist",
+            "--context",
+            r#"{"arguments": {"document_id": "titan/old-draft"}}"#,
             "--policies",
         ])
         .arg(reference_policies()));
@@ -472,6 +483,8 @@ fn server_flag_qualifies_a_bare_name() {
             "bob",
             "--app",
             "corpassist",
+            "--context",
+            r#"{"arguments": {"project": "titan"}}"#,
             "--policies",
         ])
         .arg(reference_policies()));
@@ -602,7 +615,7 @@ fn check_json(args: &[&str]) -> (i32, Value, String) {
 fn check_in(policies: &std::path::Path, args: &[&str]) -> (i32, Value, String) {
     let out = run(bin()
         .arg("check")
-        .args(args)
+        .args(with_reference_context(args))
         .arg("--policies")
         .arg(policies)
         .env("MCP_AUTHZ_DECISIONS_ALLOW_USER_ONLY", "true"));
@@ -646,16 +659,23 @@ fn notes_say_what_was_dropped_or_not_known() {
     let cases: Vec<(Vec<&str>, &str, &str, bool)> = vec![
         // The mistyped key of issue 15: dropped, and the forbid it meant to test never ran.
         (
-            with(&["--context", r#"{"argument": {"max_results": 500}}"#]),
+            with(&[
+                "--context",
+                r#"{"argument": {"max_results": 500}, "arguments": {"query": "titan"}}"#,
+            ]),
             "undeclared_context",
             "argument",
             true,
         ),
         (
-            with(&["--context", r#"{"arguments": {"limit": 500}}"#]),
+            // The server's tool does not declare it: a deny by default.
+            with(&[
+                "--context",
+                r#"{"arguments": {"query": "titan", "limit": 500}}"#,
+            ]),
             "undeclared_argument",
             "limit",
-            true,
+            false,
         ),
         (
             with(&["--claim", r#"team="search""#]),
@@ -721,9 +741,10 @@ fn notes_say_what_was_dropped_or_not_known() {
                 "--app",
                 "corpassist",
             ],
+            // `docs` has imported tools: a tool it does not declare is a deny.
             "unknown_tool",
             "docs/translate_document",
-            true,
+            false,
         ),
         (
             vec![
@@ -751,9 +772,10 @@ fn notes_say_what_was_dropped_or_not_known() {
                 "--app",
                 "corpassist",
             ],
+            // `docs` has imported prompts: one it does not declare is a deny.
             "unknown_prompt",
             "docs/weekly_digest",
-            true,
+            false,
         ),
         (
             vec![
@@ -790,7 +812,7 @@ fn notes_say_what_was_dropped_or_not_known() {
         // The text says the same, after the decision.
         let out = run(bin()
             .arg("check")
-            .args(&args)
+            .args(with_reference_context(&args))
             .arg("--policies")
             .arg(reference_policies()));
         let (stdout, _) = text(&out);

@@ -13,6 +13,32 @@ fn fixture() -> PathBuf {
     repo().join("tests/fixtures/mcp/tools_list_result.json")
 }
 
+/// `--prompts` with the reference document server's saved `prompts/list`: an import
+/// of `docs` into a copy of the reference policies keeps the prompt they name.
+fn prompts_args() -> [&'static str; 2] {
+    static PROMPTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        repo()
+            .join("tests/fixtures/mcp/prompts_list_result.json")
+            .display()
+            .to_string()
+    });
+    ["--prompts", PROMPTS.as_str()]
+}
+
+/// The files of `dir/tools`, with their contents.
+fn tools_files(dir: &Path) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir.join("tools"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), read(&e.path())))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
 /// Run `mcp-authz schema <verb> --server S FILE --policies DIR [extra]`.
 fn schema(
     verb: &str,
@@ -391,6 +417,7 @@ fn check_is_zero_when_equal_and_one_listing_each_kind_of_drift() {
 #[test]
 fn bad_input_is_exit_two() {
     let dir = copy_of_reference();
+    let before = tools_files(dir.path());
     let not_json = dir.path().join("bad.json");
     std::fs::write(&not_json, "{\"tools\": [").expect("write");
     let (code, _, err) = schema("import", "docs", &not_json, dir.path(), &[]);
@@ -417,12 +444,12 @@ fn bad_input_is_exit_two() {
     assert!(err.contains("tool `a` is listed twice"), "{err}");
 
     // Nothing was written by any of them.
-    assert!(!dir.path().join("tools").exists());
+    assert_eq!(tools_files(dir.path()), before);
 
     // A check of a server never imported.
-    let (code, _, err) = schema("check", "docs", &fixture(), dir.path(), &[]);
+    let (code, _, err) = schema("check", "payments", &fixture(), dir.path(), &[]);
     assert_eq!(code, 2);
-    assert!(err.contains("was server `docs` imported?"), "{err}");
+    assert!(err.contains("was server `payments` imported?"), "{err}");
 
     // A directory without a base schema.
     let empty = tempfile::tempdir().expect("tempdir");
@@ -456,7 +483,7 @@ fn check_call(dir: &Path, tool: &str, context: &Value) -> (i32, Value) {
 #[test]
 fn an_imported_copy_of_the_reference_policies_validates_and_decides_typed() {
     let dir = copy_of_reference();
-    let (code, out, err) = schema("import", "docs", &fixture(), dir.path(), &[]);
+    let (code, out, err) = schema("import", "docs", &fixture(), dir.path(), &prompts_args());
     assert_eq!(code, 0, "{out}{err}");
     let out = run(bin().arg("validate").arg(dir.path()));
     let (o, e) = text(&out);
@@ -504,7 +531,7 @@ fn an_imported_copy_of_the_reference_policies_validates_and_decides_typed() {
 #[test]
 fn the_reference_policies_argument_conditions_fire_on_the_servers_own_arguments() {
     let dir = copy_of_reference();
-    let (code, out, err) = schema("import", "docs", &fixture(), dir.path(), &[]);
+    let (code, out, err) = schema("import", "docs", &fixture(), dir.path(), &prompts_args());
     assert_eq!(code, 0, "{out}{err}");
     // corpassist-bounded-search: `max_results`, a Long of search_documents.
     let (code, json) = check_call(
@@ -682,7 +709,7 @@ fn url_a_401_says_to_give_a_header_and_with_it_the_import_reads_every_page() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("HTTP 401"), "{err}");
     assert!(err.contains("--header 'Authorization: ...'"), "{err}");
-    assert!(!dir.path().join("tools").exists());
+    assert!(!dir.path().join("tools/payments.cedarschema").exists());
 
     let auth = ["--header", "Authorization: Bearer s3cret"];
     let (code, out, err) = schema_url("import", "payments", &server.url, dir.path(), &auth);
@@ -787,7 +814,7 @@ fn url_errors_are_named_and_exit_two() {
             assert!(err.contains(expected), "{verb}: {err}");
         }
     }
-    assert!(!dir.path().join("tools").exists());
+    assert!(!dir.path().join("tools/payments.cedarschema").exists());
 
     // Bad arguments.
     let (code, _, err) = schema_url("import", "payments", "ftp://x/mcp", dir.path(), &[]);
@@ -822,4 +849,55 @@ fn url_errors_are_named_and_exit_two() {
         "{}",
         text(&out).1
     );
+}
+
+/// The reference set cannot drift apart unnoticed: `policies/tools/` is exactly what
+/// importing the reference servers' saved lists writes (the lists are captured from
+/// the servers the end-to-end tests run, `tests/fixtures/mcp/capture_lists.py`),
+/// `schema check` of each list against `policies/` is clean, and the reference
+/// policies validate on it without a warning.
+#[test]
+fn the_reference_fragments_are_the_import_of_the_reference_servers_lists() {
+    let dir = copy_of_reference();
+    std::fs::remove_dir_all(dir.path().join("tools")).expect("rm tools");
+    let imports: [(&str, &[&str]); 2] = [
+        (
+            "docs",
+            &[
+                "tests/fixtures/mcp/tools_list_result.json",
+                "--prompts",
+                "tests/fixtures/mcp/prompts_list_result.json",
+            ],
+        ),
+        ("projects", &["tests/fixtures/mcp/projects_tools_list_result.json"]),
+    ];
+    for (server, args) in imports {
+        // Run from the repository root, with the paths its header names.
+        let out = run(bin()
+            .current_dir(repo())
+            .args(["schema", "import", "--server", server])
+            .args(args)
+            .arg("--policies")
+            .arg(dir.path()));
+        let (o, e) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{server}: {o}{e}");
+        let out = run(bin()
+            .current_dir(repo())
+            .args(["schema", "check", "--server", server])
+            .args(args)
+            .arg("--policies")
+            .arg(repo().join("policies")));
+        let (o, e) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{server} drifted: {o}{e}");
+    }
+    assert_eq!(
+        tools_files(dir.path()),
+        tools_files(&repo().join("policies")),
+        "policies/tools/ is not what `schema import` writes from tests/fixtures/mcp/: re-run the \
+         commands in the fragments' headers"
+    );
+    let out = run(bin().arg("validate").arg(repo().join("policies")));
+    let (o, e) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}{e}");
+    assert!(!e.contains("warning"), "{e}");
 }

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::support::process::{bin, run, text};
 use crate::support::tokens::{self, TestKey, now};
-use crate::support::{config, reference_policies, repo};
+use crate::support::{config, reference_policies, repo, with_reference_context};
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -30,7 +30,7 @@ fn check(s: &Setup, token: &str, extra: &[&str]) -> (i32, String, String) {
         .args(["check", "--json", "--config"])
         .arg(s.dir.path().join("mcp-authz.toml"))
         .args(["--token", token])
-        .args(extra));
+        .args(with_reference_context(extra)));
     let (o, e) = text(&out);
     (out.status.code().unwrap_or(-1), o, e)
 }

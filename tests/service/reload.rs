@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use crate::support::inproc::{self, admin_of, get, state};
 use crate::support::{
-    Capture, SUMMARIZER_GRANT, copy_dir, copy_of_reference, poll, reference_arguments, reference_policies,
-    run_alone,
+    Capture, SUMMARIZER_GRANT, copy_dir, copy_of_reference, poll, reference_arguments,
+    reference_policies, run_alone,
 };
 
 fn summarizer_gets_document() -> DecisionRequest {

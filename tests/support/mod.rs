@@ -48,11 +48,41 @@ pub const SUMMARIZER_GRANT: &str = "@id(\"summarizer-gets-documents\")\npermit (
 /// `None` for any other tool.
 pub fn reference_arguments(id: &str) -> Option<serde_json::Value> {
     static TABLE: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
-        let text = std::fs::read_to_string(repo().join("tests/fixtures/mcp/reference_arguments.json"))
-            .expect("the reference arguments table");
+        let text =
+            std::fs::read_to_string(repo().join("tests/fixtures/mcp/reference_arguments.json"))
+                .expect("the reference arguments table");
         serde_json::from_str(&text).expect("the reference arguments table is JSON")
     });
     TABLE.get(id).cloned()
+}
+
+/// The `--context` of a `check` of `action` on the reference tool or prompt
+/// `resource` that only gives the arguments it requires (see
+/// [`reference_arguments`]); `None` for other actions and resources.
+pub fn reference_context(action: &str, resource: &str) -> Option<String> {
+    if !matches!(action, "tools/call" | "prompts/get") {
+        return None;
+    }
+    reference_arguments(resource).map(|a| serde_json::json!({ "arguments": a }).to_string())
+}
+
+/// `check` arguments (`--action A --resource R ...`) with the reference arguments
+/// of `R` added as `--context` when they give none.
+pub fn with_reference_context(args: &[&str]) -> Vec<String> {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| *a == flag)
+            .and_then(|i| args.get(i + 1))
+            .copied()
+    };
+    let mut out: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    if value("--context").is_none()
+        && let (Some(action), Some(resource)) = (value("--action"), value("--resource"))
+        && let Some(context) = reference_context(action, resource)
+    {
+        out.extend(["--context".to_owned(), context]);
+    }
+    out
 }
 
 /// The repository root.

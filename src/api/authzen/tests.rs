@@ -221,8 +221,7 @@ async fn a_batch_is_decided_on_one_snapshot_even_across_a_reload() {
     let (_dir, store, services) = crate::api::test_support::reloading_after_first_decision().await;
     let meta = DecisionMeta::default();
     let mut body = alice_calls("get_document");
-    body["evaluations"] =
-        json!([{}, {}, { "resource": { "type": "tool", "id": "docs/search_documents" },
+    body["evaluations"] = json!([{}, {}, { "resource": { "type": "tool", "id": "docs/search_documents" },
                           "context": corpassist_calls("docs", "search_documents") }]);
     let body = object(body);
     match evaluate_batch(&services.engine, &body, None, &meta, 3) {

@@ -263,8 +263,10 @@ fn runtime_errors_and_their_order_are_kept() {
         "tools/call",
         tool("search_documents"),
     );
-    r.context
-        .insert("arguments".into(), serde_json::json!({ "query": "titan", "max_results": 7 }));
+    r.context.insert(
+        "arguments".into(),
+        serde_json::json!({ "query": "titan", "max_results": 7 }),
+    );
     let d = decide(&s, &r);
     assert!(!d.allow);
     assert_eq!(d.evaluations[0].errors.len(), 2, "{d:?}");
