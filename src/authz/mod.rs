@@ -19,7 +19,7 @@ use cedar_policy::{Authorizer, Context, Entities, Entity, EntityUid, Request};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::policy::{PolicyStore, Shape, Snapshot, ToolAction, TypedMethod};
+use crate::policy::{PolicyStore, Shape, Snapshot, ToolAction};
 
 pub use cache::{CacheSettings, CacheStats, DecisionCache};
 pub use context::{build_context, mcp_profile, service_filled_attribute, service_filled_in};

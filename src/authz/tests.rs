@@ -332,10 +332,26 @@ fn unknown_resource_and_prompt_are_synthesized_too() {
     r.application = Some(Kind::Application.uid("corpassist"));
     r.server = Some(Kind::Server.uid("docs"));
     assert!(decide(&s, &r).allow);
+    // `docs` has imported prompts: one it does not declare is synthesized only where
+    // undeclared prompts are allowed, and denied by default.
     let mut r = DecisionRequest::new(action("prompts/get"), Kind::Prompt.uid("docs/new_prompt"));
     r.user = Some(Kind::User.uid("bob"));
     r.server = Some(Kind::Server.uid("docs"));
-    assert!(decide(&s, &r).allow);
+    let relaxed = Rules {
+        allow_user_only: true,
+        allow_undeclared_tools: true,
+        ..Rules::default()
+    };
+    assert!(decide_with_rules(&s, &r, relaxed).allow);
+    let denied = decide(&s, &r);
+    assert!(!denied.allow);
+    assert!(
+        denied
+            .reason
+            .contains("prompt `new_prompt` is not declared for server `docs`"),
+        "{}",
+        denied.reason.as_str()
+    );
 }
 
 #[test]

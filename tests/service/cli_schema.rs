@@ -31,7 +31,12 @@ fn tools_files(dir: &Path) -> Vec<(String, String)> {
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
-                .map(|e| (e.file_name().to_string_lossy().into_owned(), read(&e.path())))
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        read(&e.path()),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -869,7 +874,10 @@ fn the_reference_fragments_are_the_import_of_the_reference_servers_lists() {
                 "tests/fixtures/mcp/prompts_list_result.json",
             ],
         ),
-        ("projects", &["tests/fixtures/mcp/projects_tools_list_result.json"]),
+        (
+            "projects",
+            &["tests/fixtures/mcp/projects_tools_list_result.json"],
+        ),
     ];
     for (server, args) in imports {
         // Run from the repository root, with the paths its header names.
