@@ -723,7 +723,7 @@ fn jsonrpc_batch(n: usize) -> CheckRequest {
     let messages: Vec<String> = (0..n)
         .map(|i| {
             format!(
-                r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"get_document"}}}}"#
+                r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"get_document","arguments":{{"document_id":"titan/q1-strategy"}}}}}}"#
             )
         })
         .collect();
@@ -884,7 +884,7 @@ async fn health_and_decisions_answer_while_large_lists_are_decided() {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
-    let s = start();
+    let s = start_with("", "[decisions]\nallow_undeclared_tools = true\n");
     let (grpc, http) = (s.server.grpc.clone(), s.server.http.clone());
     let blocking_misses = |http: String| async move {
         tokio::task::spawn_blocking(move || {
@@ -895,8 +895,9 @@ async fn health_and_decisions_answer_while_large_lists_are_decided() {
         .expect("/metrics did not answer within 5 s while lists were decided: lists hold the async workers")
     };
     let misses_before = blocking_misses(http.clone()).await;
-    // Four lists and a batch at the caps (distinct names: every entry a cache
-    // miss), more of them than there are CPUs.
+    // Four lists and a batch at the caps (distinct names of tools `docs` does not
+    // declare, decided by the server-wide policies under `allow_undeclared_tools`:
+    // every entry a cache miss), more of them than there are CPUs.
     let finished = Arc::new(AtomicUsize::new(0));
     let mut work = Vec::new();
     for l in 0..4 {
@@ -1176,7 +1177,9 @@ async fn secrets_in_arguments_are_redacted_on_every_interface() {
         &body.to_string(),
     )
     .expect("ext_authz");
-    assert_eq!(status, 200, "{text}");
+    // Denied (search_documents declares none of the secret-bearing arguments), and
+    // recorded with the secrets redacted all the same.
+    assert_eq!(status, 403, "{text}");
     check(
         &mut c,
         with_request_id(
@@ -1396,7 +1399,7 @@ async fn envoy_takes_a_spiffe_id_only_where_it_is_proven() {
     use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
     use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
     let s = start_with("", SPIFFE);
-    let get = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_document"}}"#;
+    let get = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_document","arguments":{"document_id":"titan/q1-strategy"}}}"#;
     let delete = get.replace("get_document", "delete_document");
     let corpassist = "spiffe://corp.example/ns/apps/sa/corpassist";
     // The HTTP mode: an `x-mcp-authz-spiffe-id` header only with the caller secret.
@@ -1525,6 +1528,7 @@ async fn authzen_takes_no_spiffe_id_from_a_header_or_a_body() {
         serde_json::json!({
             "subject": { "type": "application", "id": id }, "action": { "name": "tools/call" },
             "resource": { "type": "tool", "id": tool },
+            "context": { "arguments": support::reference_arguments(tool) },
         })
     };
     // The application by its id; a SPIFFE ID as the id is an unknown application.

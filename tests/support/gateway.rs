@@ -9,6 +9,8 @@ use prost_types::{Struct, Value as PbValue, value::Kind};
 use serde_json::Value;
 use tonic::transport::Channel;
 
+use super::reference_arguments;
+
 /// The trusted caller's secret of [`super::config::trusted_caller`].
 pub const CALLER_SECRET: &str = "gateway-secret-for-tests-0123456789";
 
@@ -51,7 +53,8 @@ pub fn spiffe(app: &str) -> Identity {
 }
 
 /// A check of an MCP request the gateway parsed: `method` on `name` (a tool, prompt or
-/// resource URI) of `server`.
+/// resource URI) of `server`. Without `arguments`, a call of a reference tool or
+/// prompt carries the arguments it requires ([`reference_arguments`]).
 pub fn parsed(
     identity: Identity,
     server: &str,
@@ -59,6 +62,12 @@ pub fn parsed(
     name: &str,
     arguments: Option<Struct>,
 ) -> CheckRequest {
+    let arguments = arguments.or_else(|| {
+        matches!(method, "tools/call" | "prompts/get")
+            .then(|| reference_arguments(&format!("{server}/{name}")))
+            .flatten()
+            .map(|a| pb_struct(&a))
+    });
     CheckRequest {
         identity: Some(identity),
         server: server.into(),
