@@ -169,7 +169,7 @@ async fn argument_names_that_read_as_declared_ones_are_denied_on_every_interface
         .expect("ext_authz over HTTP");
         assert_eq!(status, 403, "{alias}: {body}");
     }
-    // A key that only looks alike stays undeclared and is left out.
+    // A key that only looks alike is an undeclared argument: a deny that names it.
     let r = gw
         .check(tonic::Request::new(tool_call(
             bearer(erin),
@@ -179,7 +179,12 @@ async fn argument_names_that_read_as_declared_ones_are_denied_on_every_interface
         .await
         .expect("check")
         .into_inner();
-    assert!(r.allowed, "{r:?}");
+    assert!(!r.allowed, "{r:?}");
+    assert!(
+        r.reason.contains("does not declare the argument `max_result`"),
+        "{}",
+        r.reason
+    );
     drop(s.dir);
 }
 

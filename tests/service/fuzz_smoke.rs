@@ -385,7 +385,7 @@ fn ext_authz_seeds() -> Vec<Vec<u8>> {
     let bearer = format!("Bearer {token}");
     let app = "spiffe://corp.example/ns/apps/sa/corpassist";
     let tool = |name: &str| {
-        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":{"id":"q1"}}})
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":{"document_id":"titan/q1-strategy"}}})
             .to_string()
     };
     let mut out = Vec::new();
@@ -579,7 +579,7 @@ fn authzen_seeds() -> Vec<Vec<u8>> {
                 alice.clone(),
                 "tools/call",
                 tool("docs/get_document"),
-                json!({}),
+                json!({"arguments": {"document_id": "titan/q1-strategy"}}),
             ),
         ),
         req(
