@@ -181,7 +181,8 @@ async fn argument_names_that_read_as_declared_ones_are_denied_on_every_interface
         .into_inner();
     assert!(!r.allowed, "{r:?}");
     assert!(
-        r.reason.contains("does not declare the argument `max_result`"),
+        r.reason
+            .contains("does not declare the argument `max_result`"),
         "{}",
         r.reason
     );

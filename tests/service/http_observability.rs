@@ -14,14 +14,14 @@ use serde_json::{Value, json};
 use crate::support::inproc::{
     self, admin_of, app, app_of, engine_with, get, post, post_with, state, state_on,
 };
-use crate::support::{Capture, copy_of_reference, reference_policies};
+use crate::support::{Capture, copy_of_reference, reference_arguments, reference_policies};
 
 fn call(user: &str, agent: &str, tool: &str) -> Value {
     json!({
         "subject": { "type": "user", "id": user },
         "action": { "name": "tools/call" },
         "resource": { "type": "tool", "id": tool },
-        "context": { "agent": agent, "arguments": { "query": "titan", "token": "s3cr3t", "document_id": "q1" } }
+        "context": { "agent": agent, "arguments": reference_arguments(tool) }
     })
 }
 
@@ -211,10 +211,11 @@ async fn decision_log_records_for_an_allow_and_a_deny() {
             .is_some_and(|t| t.ends_with('Z') && t.len() == 27),
         "{a}"
     );
-    // Arguments are logged (when configured) with secrets redacted.
+    // Arguments are logged when configured (with secrets redacted: see
+    // grpc_api::secrets_in_arguments_are_redacted_on_every_interface).
     assert_eq!(
         a["arguments"],
-        json!({ "query": "titan", "token": "[REDACTED]", "document_id": "q1" })
+        json!({ "document_id": "titan/q1-strategy" })
     );
     let d = &records[1];
     assert_eq!(d["decision_id"], deny.header("x-decision-id").expect("id"));
@@ -299,6 +300,10 @@ fn a_blocked_decision_log_never_holds_decisions_up() {
     request.user = Some(Kind::User.uid("alice"));
     request.application = Some(Kind::Application.uid("corpassist"));
     request.server = Some(Kind::Server.uid("docs"));
+    request.context.insert(
+        "arguments".into(),
+        reference_arguments("docs/get_document").expect("a reference tool"),
+    );
     let started = std::time::Instant::now();
     for _ in 0..200 {
         let snapshot = engine.snapshot();

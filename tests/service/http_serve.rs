@@ -49,7 +49,10 @@ fn a_live_reload_changes_the_answers_and_a_broken_edit_keeps_them() {
     let config = conf.path().join("mcp-authz.toml");
     std::fs::write(
         &config,
-        "[decision_log]\nfile = \"decisions.jsonl\"\ninclude_arguments = true\n",
+        // `password` is no argument of get_document: left out of the decision
+        // (and still logged, redacted) under `allow_undeclared_arguments`.
+        "[decision_log]\nfile = \"decisions.jsonl\"\ninclude_arguments = true\n\n\
+         [decisions]\nallow_undeclared_arguments = true\n",
     )
     .expect("write");
     let server = Launch::new(dir.path()).admin().config(&config).start();
@@ -180,7 +183,7 @@ fn authzen_endpoints_on_the_socket() {
         &json!({
             "subject": { "type": "user", "id": "alice" },
             "action": { "name": "tools/call" },
-            "context": { "agent": "corpassist" },
+            "context": { "agent": "corpassist", "arguments": { "document_id": "titan/q1-strategy" } },
             "evaluations": [
                 { "resource": { "type": "tool", "id": "docs/get_document" } },
                 { "resource": { "type": "tool", "id": "docs/delete_document" } }

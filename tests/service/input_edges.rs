@@ -397,7 +397,7 @@ async fn authzen_duplicate_keys_are_refused_on_every_endpoint() {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     };
     // The issue's case: the last `subject` used to win.
-    let update = r#""action":{"name":"tools/call"},"resource":{"type":"tool","id":"projects/update_issue"},"context":{"agent":"ops-console"}"#;
+    let update = r#""action":{"name":"tools/call"},"resource":{"type":"tool","id":"projects/update_issue"},"context":{"agent":"ops-console","arguments":{"issue_id":"TITAN-1","status":"done"}}"#;
     let decide = |subjects: &[String]| {
         let s: Vec<String> = subjects
             .iter()

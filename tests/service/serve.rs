@@ -308,7 +308,10 @@ async fn the_composition_root_binds_serves_and_stops_in_process() {
                     "subject": { "type": "user", "id": user },
                     "action": { "name": "tools/call" },
                     "resource": { "type": "tool", "id": format!("docs/{tool}") },
-                    "context": { "agent": "corpassist" },
+                    "context": {
+                        "agent": "corpassist",
+                        "arguments": { "document_id": "titan/q1-strategy" },
+                    },
                 }),
             )
             .expect("answer")

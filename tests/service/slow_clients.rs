@@ -615,7 +615,7 @@ fn health_decisions_and_reload_work_while_the_caps_are_reached() {
             "subject": { "type": "user", "id": "alice" },
             "action": { "name": "tools/call" },
             "resource": { "type": "tool", "id": "docs/summarize_document" },
-            "context": { "agent": "corpassist" },
+            "context": { "agent": "corpassist", "arguments": { "document_id": "titan/q1-strategy" } },
         }),
     )
     .expect("AuthZEN answer");
