@@ -976,9 +976,26 @@ fn gateway_input(data: &[u8]) {
 
 /// The policy directory loader (`src/policy/load.rs`): `schema NUL entities NUL
 /// policy NUL policy ...` written as files of a fresh directory, loaded, and a
-/// loaded snapshot asked every request its schema allows (up to a bound).
+/// loaded snapshot asked every request its schema allows (up to a bound). A part
+/// that starts with a line `//@tools/NAME` (NAME of ASCII letters, digits, `_`,
+/// `-`, `.`) is written as the imported file `tools/NAME` instead (a schema
+/// fragment `S.cedarschema` or entity data `S.entities.json`), without that line.
 pub fn policy_dir(data: &[u8]) {
     let _ = policy_dir_loads(data);
+}
+
+/// A part of [`policy_dir`]'s input that is an imported file: its name and text.
+fn imported_file(part: &[u8]) -> Option<(&str, &[u8])> {
+    let rest = part.strip_prefix(b"//@tools/")?;
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    let (name, text) = (rest.get(..end)?, rest.get(end + 1..)?);
+    let name = std::str::from_utf8(name).ok()?;
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    plain.then_some((name, text))
 }
 
 /// [`policy_dir`], returning whether the directory loaded.
@@ -994,8 +1011,17 @@ pub fn policy_dir_loads(data: &[u8]) -> bool {
             std::fs::write(dir.join(crate::policy::ENTITIES_FILE), entities)
                 .expect("write entities");
         }
-        for (i, policy) in parts.enumerate().take(8) {
-            std::fs::write(dir.join(format!("p{i}.cedar")), policy).expect("write policy");
+        for (i, part) in parts.enumerate().take(8) {
+            match imported_file(part) {
+                Some((name, text)) => {
+                    let tools = dir.join(crate::policy::TOOLS_DIR);
+                    std::fs::create_dir_all(&tools).expect("mkdir tools");
+                    std::fs::write(tools.join(name), text).expect("write tools file");
+                }
+                None => {
+                    std::fs::write(dir.join(format!("p{i}.cedar")), part).expect("write policy")
+                }
+            }
         }
     }
     let result = crate::policy::read_sources(&dir).and_then(|sources| {

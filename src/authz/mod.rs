@@ -469,7 +469,7 @@ pub fn tool_action<'s>(
     let noun = method.noun();
     match id.split_once('/') {
         Some((server, name)) if tools.server_has(method, server) => Err(Reason::new(
-            ReasonKind::Invalid,
+            ReasonKind::UndeclaredTool,
             format!(
                 "{noun} `{name}` is not declared for server `{server}`, whose {noun}s are \
                  imported into the schema: calls of undeclared {noun}s are denied (import the \
@@ -592,7 +592,7 @@ fn undeclared_arguments(
     let noun = typed.method.noun();
     let target = request.resource.id().unescaped();
     Some(Reason::new(
-        ReasonKind::Invalid,
+        ReasonKind::UndeclaredArgument,
         format!(
             "{noun} `{target}` does not declare the argument{} {}: undeclared arguments are \
              denied (import the server's {noun}s again, or set \

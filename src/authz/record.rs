@@ -64,6 +64,12 @@ pub enum ReasonKind {
     Invalid,
     /// A deployment rule ([`Rules`](super::Rules)) refused it before evaluation.
     Rule,
+    /// A call of a tool (a `prompts/get` of a prompt) that a server with imported
+    /// tools (prompts) does not declare: denied by default.
+    UndeclaredTool,
+    /// A call of a declared tool or prompt with an argument it does not declare:
+    /// denied by default.
+    UndeclaredArgument,
     /// The interface refused what it received before it became a request (an
     /// entity type the schema does not know, a refused token, ...).
     Rejected,

@@ -7,6 +7,7 @@
 //! |---|---|---|---|
 //! | `decisions_total` | counter | `interface`, `decision` (`allow`/`deny`) | decisions made |
 //! | `decision_duration_seconds` | histogram | `interface` | time spent deciding |
+//! | `undeclared_denials_total` | counter | `server`, `kind` (`tool`/`prompt`/`argument`) | calls denied because a server with imported tools does not declare the tool, prompt or argument (only servers that had one) |
 //! | `decision_cache_hits_total`, `decision_cache_misses_total` | counter | | decision cache lookups |
 //! | `decision_cache_entries` | gauge | | decisions the cache holds now (approximate; absent when the cache is off) |
 //! | `policy_generation` | gauge | | generation of the snapshot serving now |
@@ -23,7 +24,9 @@
 //! [`Metrics::cache_miss`], which `Engine::decide` calls around the cache lookup;
 //! with the cache off both stay 0.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -97,6 +100,30 @@ pub struct Metrics {
     latency: [Histogram; INTERFACES.len()],
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
+    /// Undeclared-tool, -prompt and -argument denials by server and kind: touched
+    /// only by those denials, whose servers are the schema's imported ones.
+    undeclared: Mutex<BTreeMap<(String, Undeclared), u64>>,
+}
+
+/// What a server with imported tools did not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Undeclared {
+    /// A tool of a `tools/call`.
+    Tool,
+    /// A prompt of a `prompts/get`.
+    Prompt,
+    /// An argument of a declared tool or prompt.
+    Argument,
+}
+
+impl Undeclared {
+    fn as_str(self) -> &'static str {
+        match self {
+            Undeclared::Tool => "tool",
+            Undeclared::Prompt => "prompt",
+            Undeclared::Argument => "argument",
+        }
+    }
 }
 
 impl Metrics {
@@ -108,6 +135,26 @@ impl Metrics {
         if let Some(h) = self.latency.get(index(interface)) {
             h.observe(latency);
         }
+    }
+
+    /// Count a call denied because `server` does not declare what it names.
+    pub fn undeclared_denial(&self, server: &str, kind: Undeclared) {
+        // A poisoned lock only means another recorder panicked mid-increment.
+        let mut counts = self
+            .undeclared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *counts.entry((server.to_owned(), kind)).or_default() += 1;
+    }
+
+    /// Undeclared denials counted for `server` and `kind`.
+    pub fn undeclared_denials(&self, server: &str, kind: Undeclared) -> u64 {
+        self.undeclared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(server.to_owned(), kind))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Hook for the decision cache: a lookup found its decision.
@@ -187,6 +234,23 @@ impl Metrics {
                 "mcp_authz_decision_duration_seconds_count",
                 &[("interface", interface.as_str())],
                 cumulative,
+            );
+        }
+        out.family(
+            "mcp_authz_undeclared_denials_total",
+            "counter",
+            "Calls denied because a server with imported tools does not declare the tool, prompt or argument, by server and kind.",
+        );
+        let undeclared = self
+            .undeclared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for ((server, kind), n) in &undeclared {
+            out.sample(
+                "mcp_authz_undeclared_denials_total",
+                &[("server", server), ("kind", kind.as_str())],
+                *n,
             );
         }
         out.family(

@@ -14,7 +14,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::authz::{Decided, Recorder};
+use crate::authz::{Decided, ReasonKind, Recorder};
 use crate::identity::Resolver;
 
 /// Output format of the service's own log.
@@ -253,6 +253,22 @@ impl Telemetry {
         out.finish()
     }
 }
+/// The server and kind of an undeclared-tool, -prompt or -argument denial (the
+/// server is the first segment of the tool's or prompt's id, `server/name`).
+fn undeclared<'d>(decided: &'d Decided<'_>) -> Option<(&'d str, metrics::Undeclared)> {
+    let request = decided.request?;
+    let kind = match decided.outcome.decision.reason.kind() {
+        ReasonKind::UndeclaredArgument => metrics::Undeclared::Argument,
+        ReasonKind::UndeclaredTool if request.resource.type_name().basename() == "Prompt" => {
+            metrics::Undeclared::Prompt
+        }
+        ReasonKind::UndeclaredTool => metrics::Undeclared::Tool,
+        _ => return None,
+    };
+    let (server, _) = request.resource.id().unescaped().split_once('/')?;
+    Some((server, kind))
+}
+
 /// Every decision is counted, and queued for the decision log when there is one.
 impl Recorder for Telemetry {
     fn decided(&self, decided: Decided<'_>) {
@@ -261,6 +277,9 @@ impl Recorder for Telemetry {
             decided.outcome.decision.allow,
             decided.outcome.latency,
         );
+        if let Some((server, kind)) = undeclared(&decided) {
+            self.metrics.undeclared_denial(server, kind);
+        }
         if let Some(log) = &self.decision_log {
             log.submit(Self::record_of(log, decided));
         }

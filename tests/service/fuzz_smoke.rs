@@ -725,6 +725,14 @@ fn jwt_seeds() -> Vec<Vec<u8>> {
 fn policy_dir_seeds() -> Vec<Vec<u8>> {
     let root = repo();
     let read = |p: &str| std::fs::read(root.join(p)).unwrap();
+    // An imported file of the reference set, as the target writes it to `tools/`.
+    let tools = |name: &str| {
+        [
+            format!("//@tools/{name}\n").into_bytes(),
+            read(&format!("policies/tools/{name}")),
+        ]
+        .concat()
+    };
     let join = |parts: Vec<Vec<u8>>| parts.join(&0u8);
     vec![
         join(vec![
@@ -733,6 +741,8 @@ fn policy_dir_seeds() -> Vec<Vec<u8>> {
             read("policies/users.cedar"),
             read("policies/applications.cedar"),
             read("policies/housekeeping.cedar"),
+            tools("docs.cedarschema"),
+            tools("projects.cedarschema"),
         ]),
         join(vec![
             read("tests/fixtures/authzen/records.cedarschema"),

@@ -461,3 +461,64 @@ async fn admin_endpoints_need_the_admin_listener_or_the_token() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// Calls of what an imported server does not declare are counted per server and
+/// kind; other denials are not.
+#[tokio::test]
+async fn undeclared_tools_prompts_and_arguments_are_counted_per_server() {
+    let app = app_of(state_on(&reference_policies(), Telemetry::default(), None));
+    let evaluate = |action: &str, ty: &str, id: &str, arguments: Value| {
+        json!({
+            "subject": { "type": "user", "id": "alice" },
+            "action": { "name": action },
+            "resource": { "type": ty, "id": id },
+            "context": { "agent": "corpassist", "arguments": arguments },
+        })
+    };
+    let calls = [
+        evaluate("tools/call", "tool", "docs/brand_new_tool", json!({})),
+        evaluate("tools/call", "tool", "projects/brand_new_tool", json!({})),
+        evaluate("tools/call", "tool", "projects/archive", json!({})),
+        evaluate("prompts/get", "prompt", "docs/weekly_digest", json!({})),
+        evaluate(
+            "tools/call",
+            "tool",
+            "docs/search_documents",
+            json!({ "query": "titan", "limit": 5 }),
+        ),
+        // Denied by a policy: not counted.
+        evaluate(
+            "tools/call",
+            "tool",
+            "docs/delete_document",
+            json!({ "document_id": "titan/q1-strategy" }),
+        ),
+    ];
+    for body in &calls {
+        let r = post(&app, "/access/v1/evaluation", body).await;
+        assert_eq!(r.json()["decision"], false, "{body}");
+    }
+    let scrape = parse_metrics(&get(&app, "/metrics", &[]).await.text);
+    let count = |server: &str, kind: &str| {
+        value(
+            &scrape,
+            "mcp_authz_undeclared_denials_total",
+            &[("server", server), ("kind", kind)],
+        )
+    };
+    assert_eq!(count("docs", "tool"), Some(1.0));
+    assert_eq!(count("projects", "tool"), Some(2.0));
+    assert_eq!(count("docs", "prompt"), Some(1.0));
+    assert_eq!(count("docs", "argument"), Some(1.0));
+    assert_eq!(count("projects", "argument"), None);
+    let total: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "mcp_authz_undeclared_denials_total")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert_eq!(total, 5.0);
+}
