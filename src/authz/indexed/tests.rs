@@ -38,13 +38,12 @@ fn request(
     r.user = user.map(|u| Kind::User.uid(u));
     r.application = app.map(|a| Kind::Application.uid(a));
     r.server = Some(Kind::Server.uid("docs"));
-    if method == "tools/call" {
-        if let Some(arguments) = id
+    if method == "tools/call"
+        && let Some(arguments) = id
             .split_once('/')
             .and_then(|(server, t)| crate::policy::reference_arguments(server, t))
-        {
-            r.context.insert("arguments".into(), arguments);
-        }
+    {
+        r.context.insert("arguments".into(), arguments);
     }
     r
 }
