@@ -189,6 +189,49 @@ fn session_checks(mesh: &Mesh, url: &str) {
     );
 }
 
+/// Typed tool arguments through Envoy: `since` is a datetime of `search_documents`
+/// (an RFC 3339 offset read as Cedar's), a condition on it denies a contractor the
+/// archive, the wrong type and an argument the tool does not declare are denied, and
+/// none of the denied calls reaches the server.
+fn typed_checks(mesh: &Mesh, url: &str) {
+    let carol = mesh.issuer.token("carol", &["contractors"]);
+    let before = tool_calls(&mesh.docs, "search_documents");
+    let report = run_client(
+        url,
+        Some(&carol),
+        json!([
+            {"op": "call_tool", "name": "search_documents", "arguments": {"query": "titan", "since": "2025-06-01T00:00:00Z"}},
+            {"op": "call_tool", "name": "search_documents", "arguments": {"query": "titan", "since": "2026-01-01T04:00:00+02:00"}},
+            {"op": "call_tool", "name": "search_documents", "arguments": {"query": "titan", "since": 30}},
+            {"op": "call_tool", "name": "search_documents", "arguments": {"query": "titan", "limit": 5}},
+        ]),
+    );
+    let archive = error_of(&report, 0);
+    assert_eq!(archive["http_status"], 403, "{report:#}");
+    assert!(
+        archive["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("contractors-no-document-archive"),
+        "{archive}"
+    );
+    assert!(
+        step_text(&report, 1).starts_with("1 result(s) for 'titan'"),
+        "{report:#}"
+    );
+    assert_eq!(error_of(&report, 2)["http_status"], 403, "{report:#}");
+    let undeclared = error_of(&report, 3);
+    assert_eq!(undeclared["http_status"], 403, "{report:#}");
+    assert!(
+        undeclared["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not declare the argument `limit`"),
+        "{undeclared}"
+    );
+    assert_eq!(tool_calls(&mesh.docs, "search_documents"), before + 1);
+}
+
 /// No token, an expired one, one for another audience: 401 with `WWW-Authenticate`.
 fn token_checks(mesh: &Mesh, url: &str) {
     let expired = mesh
@@ -392,6 +435,7 @@ fn grpc_ext_authz_in_front_of_real_mcp_servers() {
     let mesh = mesh("envoy-grpc.yaml");
     let url = mesh.envoy.url("/docs/mcp");
     session_checks(&mesh, &url);
+    typed_checks(&mesh, &url);
     token_checks(&mesh, &url);
     raw_checks(&mesh, &url);
     forged_checks(&mesh, &url);
@@ -480,6 +524,7 @@ fn http_ext_authz_mode_makes_the_same_decisions() {
     let mesh = mesh("envoy-http.yaml");
     let url = mesh.envoy.url("/docs/mcp");
     session_checks(&mesh, &url);
+    typed_checks(&mesh, &url);
     token_checks(&mesh, &url);
     raw_checks(&mesh, &url);
     resource_alias_checks(&mesh, &url);

@@ -52,6 +52,7 @@ import os
 import socket
 import sys
 import threading
+from datetime import datetime, timezone
 from typing import Any
 
 import uvicorn
@@ -78,6 +79,9 @@ DOCUMENTS = {
     ),
 }
 
+# When every document above last changed (`search_documents`' `since` compares to it).
+DOCUMENTS_CHANGED = datetime(2026, 1, 5, tzinfo=timezone.utc)
+
 PROJECTS = {
     "titan": {"name": "Project Titan", "lead": "Dana Whitfield", "issues": ["TITAN-1", "TITAN-2", "TITAN-7"]},
     "atlas": {"name": "Project Atlas", "lead": "Omar Reyes", "issues": ["ATLAS-3"]},
@@ -90,13 +94,16 @@ def build_docs(log_level: str) -> MCPServer:
     )
 
     @server.tool()
-    def search_documents(query: str, max_results: int = 10) -> str:
-        """Search the document repository; returns matching document ids."""
+    def search_documents(
+        query: str, max_results: int = 10, since: datetime = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    ) -> str:
+        """Search the document repository; returns matching document ids (changed at or after `since`)."""
         words = query.lower().split()
         hits = [
             doc_id
             for doc_id, (title, text) in sorted(DOCUMENTS.items())
             if any(w in doc_id or w in title.lower() or w in text.lower() for w in words)
+            and DOCUMENTS_CHANGED >= since
         ][: max(0, max_results)]
         return f"{len(hits)} result(s) for {query!r}: {', '.join(hits) if hits else '(none)'}"
 
@@ -159,8 +166,8 @@ def build_projects(log_level: str) -> MCPServer:
         return f"{p['name']} is led by {p['lead']}" if p else f"No project {project!r}"
 
     @server.tool()
-    def list_issues(project: str) -> str:
-        """List the open issues of a project."""
+    def list_issues(project: str, since: int = 30) -> str:
+        """List the open issues of a project updated in the last `since` days."""
         p = PROJECTS.get(project.lower())
         return f"{p['name']} open issues: {', '.join(p['issues'])}" if p else f"No project {project!r}"
 

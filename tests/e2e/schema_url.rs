@@ -97,3 +97,53 @@ fn live_import_and_check_of_the_document_server_over_sse_and_json() {
     // The same declarations whichever way the server answers.
     assert_eq!(imported.first(), imported.last());
 }
+
+/// The reference set agrees with the servers the end-to-end tests run: `schema check
+/// --url` of each live reference server against `policies/` is clean, and the saved
+/// lists of `tests/fixtures/mcp/` (which `policies/tools/` is imported from, see
+/// `cli_schema::the_reference_fragments_are_the_import_of_the_reference_servers_lists`)
+/// are what the servers list now; a list that differs is named.
+#[test]
+fn the_reference_policies_match_the_live_reference_servers() {
+    let repo = crate::support::repo();
+    for name in ["docs", "projects"] {
+        let server = McpServer::start_answering(name, false);
+        let url = format!("http://127.0.0.1:{}/mcp", server.port());
+        let out = run(bin()
+            .args(["schema", "check", "--server", name, "--url", &url, "--policies"])
+            .arg(repo.join("policies")));
+        let (o, e) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{name}: {o}{e}\n{}", server.log());
+    }
+    let capture = repo.join("tests/fixtures/mcp/capture_lists.py");
+    let out = run(std::process::Command::new(crate::harness::python())
+        .arg(&capture)
+        .arg("--check")
+        .arg(repo.join("tests/fixtures/mcp")));
+    let (o, e) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}{e}");
+    // The check can fail: a saved list that differs from the server's is named.
+    let copy = tempfile::tempdir().expect("tempdir");
+    for name in [
+        "tools_list_result.json",
+        "prompts_list_result.json",
+        "projects_tools_list_result.json",
+    ] {
+        let text = std::fs::read_to_string(repo.join("tests/fixtures/mcp").join(name))
+            .expect("saved list");
+        let text = if name == "projects_tools_list_result.json" {
+            text.replace("\"since\"", "\"days\"")
+        } else {
+            text
+        };
+        std::fs::write(copy.path().join(name), text).expect("write");
+    }
+    let out = run(std::process::Command::new(crate::harness::python())
+        .arg(&capture)
+        .arg("--check")
+        .arg(copy.path()));
+    let (o, e) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{o}{e}");
+    assert!(o.contains("projects_tools_list_result.json"), "{o}");
+    assert!(!o.contains(" tools_list_result.json"), "{o}");
+}

@@ -206,6 +206,98 @@ fn cases() -> Vec<Case> {
             ),
             r#"{"arguments": {"query": "titan", "max_results": 20}}"#,
         ),
+        // `since`, one argument name of two tools with two types: a datetime of
+        // docs' search_documents (RFC 3339 offsets read as Cedar's)...
+        with_context(
+            case(
+                "tools/call",
+                "docs/search_documents",
+                Some("carol"),
+                Some("corpassist"),
+                false,
+                &["contractors-no-document-archive"],
+            ),
+            r#"{"arguments": {"query": "budget", "since": "2025-06-01T00:00:00Z"}}"#,
+        ),
+        with_context(
+            case(
+                "tools/call",
+                "docs/search_documents",
+                Some("carol"),
+                Some("corpassist"),
+                false,
+                &["contractors-no-document-archive"],
+            ),
+            r#"{"arguments": {"query": "budget", "since": "2026-01-01T00:30:00+05:30"}}"#,
+        ),
+        with_context(
+            case(
+                "tools/call",
+                "docs/search_documents",
+                Some("carol"),
+                Some("corpassist"),
+                true,
+                &[],
+            ),
+            r#"{"arguments": {"query": "budget", "since": "2026-01-01T00:00:00Z"}}"#,
+        ),
+        with_context(
+            case(
+                "tools/call",
+                "docs/search_documents",
+                Some("alice"),
+                Some("corpassist"),
+                true,
+                &[],
+            ),
+            r#"{"arguments": {"query": "budget", "since": "2025-06-01T00:00:00Z"}}"#,
+        ),
+        // ...and a number of days (a Long) of projects' list_issues: each typed for
+        // its own tool, so the other type is a deny on either.
+        with_context(
+            case(
+                "tools/call",
+                "projects/list_issues",
+                Some("alice"),
+                Some("corpassist"),
+                false,
+                &["corpassist-recent-issues"],
+            ),
+            r#"{"arguments": {"project": "titan", "since": 365}}"#,
+        ),
+        with_context(
+            case(
+                "tools/call",
+                "projects/list_issues",
+                Some("alice"),
+                Some("corpassist"),
+                true,
+                &["corpassist-look-up-projects"],
+            ),
+            r#"{"arguments": {"project": "titan", "since": 90}}"#,
+        ),
+        with_context(
+            case(
+                "tools/call",
+                "projects/list_issues",
+                Some("alice"),
+                Some("corpassist"),
+                false,
+                &[],
+            ),
+            r#"{"arguments": {"project": "titan", "since": "2026-01-01T00:00:00Z"}}"#,
+        ),
+        with_context(
+            case(
+                "tools/call",
+                "docs/search_documents",
+                Some("carol"),
+                Some("corpassist"),
+                false,
+                &[],
+            ),
+            r#"{"arguments": {"query": "budget", "since": 30}}"#,
+        ),
         // The summarizer has narrower rights than CorpAssist.
         case(
             "tools/call",
@@ -360,7 +452,7 @@ fn reference_cases() {
             }
         }
     }
-    assert_eq!(all.len(), 14);
+    assert_eq!(all.len(), 16);
     let missing: Vec<_> = all.iter().filter(|p| !exercised.contains(*p)).collect();
     assert!(
         missing.is_empty(),

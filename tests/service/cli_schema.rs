@@ -128,7 +128,7 @@ fn imports_the_reference_document_server() {
         "{fragment}"
     );
     assert!(
-        fragment.contains("        \"arguments\": {\n          \"max_results\"?: Long,\n          \"query\": String,\n        },\n"),
+        fragment.contains("        \"arguments\": {\n          \"max_results\"?: Long,\n          \"query\": String,\n          \"since\"?: datetime,\n        },\n"),
         "{fragment}"
     );
     let entities: Value = serde_json::from_str(&read(&dir.path().join("tools/docs.entities.json")))
