@@ -12,6 +12,9 @@
 //! With `--url URL` instead of FILE both list the live server ([`client`]): its tools,
 //! and its prompts when it declares the `prompts` capability (then `check` compares the
 //! prompts too: a server without the capability has none).
+//!
+//! `export` prints the directory's base schema and fragments as one schema
+//! ([`crate::policy::combined_schema`]), for tools that read one schema file.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -25,9 +28,7 @@ use super::{EXIT_DENY, EXIT_ERROR};
 use crate::mcp::import::{
     self, Base, Declared, PromptDef, Provenance, ToolDef, Untypable, check_server_name,
 };
-
-/// The subdirectory of a policy directory that holds the generated files.
-pub const TOOLS_DIR: &str = "tools";
+use crate::policy::TOOLS_DIR;
 
 /// `schema` arguments.
 #[derive(Debug, Args)]
@@ -44,6 +45,29 @@ enum SchemaCommand {
     /// Compare a server's saved `tools/list` result (or its live listing, `--url`) with
     /// what was imported: exit 0 when equal, 1 listing the differences, 2 on bad input
     Check(ImportArgs),
+    /// Print the policy directory's schema (the base schema and every imported fragment)
+    /// as one schema, for tools that read a single schema file (the `cedar` CLI)
+    Export(ExportArgs),
+}
+
+/// Arguments of `schema export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Policy directory
+    #[arg(long, value_name = "DIR", default_value = "policies")]
+    policies: PathBuf,
+    /// Cedar's schema syntax, or its JSON schema format
+    #[arg(long, value_enum, default_value_t = ExportFormat::Cedar)]
+    format: ExportFormat,
+}
+
+/// The format `schema export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExportFormat {
+    /// Cedar's schema syntax (`.cedarschema`)
+    Cedar,
+    /// Cedar's JSON schema format (`.cedarschema.json`)
+    Json,
 }
 
 /// Arguments of `schema import` and `schema check`.
@@ -87,11 +111,32 @@ pub fn run(args: &SchemaArgs) -> ExitCode {
     let result = match &args.command {
         SchemaCommand::Import(a) => import(a),
         SchemaCommand::Check(a) => check(a),
+        SchemaCommand::Export(a) => export(a),
     };
     result.unwrap_or_else(|message| {
         eprintln!("error: {message}");
         ExitCode::from(EXIT_ERROR)
     })
+}
+
+/// `schema export`: the combined schema on stdout, or the directory's problems.
+fn export(args: &ExportArgs) -> Result<ExitCode, String> {
+    let format = match args.format {
+        ExportFormat::Cedar => crate::policy::SchemaFormat::Cedar,
+        ExportFormat::Json => crate::policy::SchemaFormat::Json,
+    };
+    let combined = crate::policy::read_sources(&args.policies)
+        .and_then(|sources| crate::policy::combined_schema(&sources, format));
+    match combined {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(problems) => Err(format!(
+            "`{}` has no valid schema:\n{problems}",
+            args.policies.display()
+        )),
+    }
 }
 
 /// What an import produces from its inputs, before anything is written.

@@ -950,6 +950,50 @@ fn combined_schema_problem(
 
 /// Merge one schema file's JSON (namespace name to declarations, as written) into `into`:
 /// the declarations of a namespace that several files extend are put together.
+/// The form [`combined_schema`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaFormat {
+    /// Cedar's schema syntax (`.cedarschema`).
+    Cedar,
+    /// Cedar's JSON schema format.
+    Json,
+}
+
+/// The schema of `sources` (the base schema and every fragment of [`TOOLS_DIR`]) as
+/// one schema, for tools that read a single schema file (the stock `cedar` CLI): the
+/// declarations of every file merged by namespace, written in `format`. Comments
+/// are not kept. The combined schema is the one the directory loads with: a problem
+/// of any file is an error here too.
+pub fn combined_schema(sources: &Sources, format: SchemaFormat) -> Result<String, Problems> {
+    let mut problems = Vec::new();
+    if load_schema(sources, &mut problems).is_none() {
+        return Err(Problems(problems));
+    }
+    let mut merged = serde_json::Map::new();
+    for (rel, text) in std::iter::once(&sources.schema).chain(&sources.fragments) {
+        let json = SchemaFragment::from_cedarschema_str(text)
+            .map_err(|e| error_chain(&e))
+            .and_then(|(f, _)| f.to_json_value().map_err(|e| error_chain(&e)))
+            .map_err(|e| Problems(vec![Problem::error(Some(rel), e)]))?;
+        merge_schema_json(&mut merged, json);
+    }
+    let json = Value::Object(merged);
+    let text = match format {
+        SchemaFormat::Json => serde_json::to_string_pretty(&json)
+            .map(|t| t + "\n")
+            .map_err(|e| e.to_string()),
+        SchemaFormat::Cedar => SchemaFragment::from_json_value(json)
+            .map_err(|e| error_chain(&e))
+            .and_then(|f| f.to_cedarschema().map_err(|e| error_chain(&e))),
+    };
+    text.map_err(|e| {
+        Problems(vec![Problem::error(
+            None,
+            format!("cannot write the combined schema: {e}"),
+        )])
+    })
+}
+
 fn merge_schema_json(into: &mut serde_json::Map<String, Value>, json: Value) {
     let Value::Object(namespaces) = json else {
         return;

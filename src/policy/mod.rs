@@ -32,8 +32,8 @@ pub use authoring::LoadOptions;
 pub use diagnostics::{Problem, Problems, Severity, error_chain};
 pub use index::{IndexOptions, IndexStats, PolicyIndex};
 pub use load::{
-    ContentDigests, ENTITIES_FILE, ENTITIES_FRAGMENT_SUFFIX, MAX_FILE_BYTES, PolicyDiff, Sources,
-    TOOLS_DIR, build, build_with, read_sources,
+    ContentDigests, ENTITIES_FILE, ENTITIES_FRAGMENT_SUFFIX, MAX_FILE_BYTES, PolicyDiff,
+    SchemaFormat, Sources, TOOLS_DIR, build, build_with, combined_schema, read_sources,
 };
 pub use shape::{Extension, Leaf, Shape, alias_in, name_key, reads_as};
 pub use store::{LastReload, MAX_LOGGED_IDS, PolicyStore, ReloadOutcome, ReloadStatus};

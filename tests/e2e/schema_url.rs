@@ -110,10 +110,23 @@ fn the_reference_policies_match_the_live_reference_servers() {
         let server = McpServer::start_answering(name, false);
         let url = format!("http://127.0.0.1:{}/mcp", server.port());
         let out = run(bin()
-            .args(["schema", "check", "--server", name, "--url", &url, "--policies"])
+            .args([
+                "schema",
+                "check",
+                "--server",
+                name,
+                "--url",
+                &url,
+                "--policies",
+            ])
             .arg(repo.join("policies")));
         let (o, e) = text(&out);
-        assert_eq!(out.status.code(), Some(0), "{name}: {o}{e}\n{}", server.log());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {o}{e}\n{}",
+            server.log()
+        );
     }
     let capture = repo.join("tests/fixtures/mcp/capture_lists.py");
     let out = run(std::process::Command::new(crate::harness::python())

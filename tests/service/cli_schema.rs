@@ -909,3 +909,92 @@ fn the_reference_fragments_are_the_import_of_the_reference_servers_lists() {
     assert_eq!(out.status.code(), Some(0), "{o}{e}");
     assert!(!e.contains("warning"), "{e}");
 }
+
+/// `schema export` writes the base schema and the imported fragments as one schema:
+/// alone, it validates the reference policies and decides as the directory does; its
+/// JSON form declares the same actions; a broken fragment is an error naming it.
+#[test]
+fn export_writes_one_schema_that_decides_as_the_directory() {
+    let reference = repo().join("policies");
+    let export = |dir: &Path, format: &str| {
+        let out = run(bin()
+            .args(["schema", "export", "--format", format, "--policies"])
+            .arg(dir));
+        let (o, e) = text(&out);
+        (out.status.code().unwrap_or(-1), o, e)
+    };
+    let (code, combined, err) = export(&reference, "cedar");
+    assert_eq!(code, 0, "{err}");
+    // A directory with the combined schema as its only schema file.
+    let single = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(&reference).expect("policies") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("name");
+        if path
+            .extension()
+            .is_some_and(|e| e == "cedar" || e == "json")
+        {
+            std::fs::copy(&path, single.path().join(name)).expect("copy");
+        }
+    }
+    std::fs::write(single.path().join("combined.cedarschema"), &combined).expect("write");
+    let out = run(bin().arg("validate").arg(single.path()));
+    let (o, e) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}{e}\n{combined}");
+    for (tool, arguments, allowed) in [
+        (
+            "search_documents",
+            json!({"query": "titan", "max_results": 51}),
+            false,
+        ),
+        (
+            "search_documents",
+            json!({"query": "titan", "since": "2026-02-01T00:00:00Z"}),
+            true,
+        ),
+        (
+            "get_document",
+            json!({"document_id": "titan/q1-strategy"}),
+            true,
+        ),
+        ("get_document", json!({"document_id": 5}), false),
+    ] {
+        let context = json!({ "arguments": arguments });
+        let (code_dir, in_dir) = check_call(&reference, tool, &context);
+        let (code_one, in_one) = check_call(single.path(), tool, &context);
+        assert_eq!(
+            code_dir,
+            if allowed { 0 } else { 1 },
+            "{tool} {context}: {in_dir}"
+        );
+        assert_eq!(code_one, code_dir, "{tool} {context}: {in_one}");
+        assert_eq!(
+            in_one["evaluations"], in_dir["evaluations"],
+            "{tool} {context}"
+        );
+    }
+    // The JSON form.
+    let (code, json_text, err) = export(&reference, "json");
+    assert_eq!(code, 0, "{err}");
+    let json: Value = serde_json::from_str(&json_text).expect("JSON");
+    let actions = json["Mcp"]["actions"].as_object().expect("actions");
+    for action in [
+        "tools/call",
+        "tools/call/docs/search_documents",
+        "tools/call/projects/list_issues",
+        "prompts/get/docs/executive_summary",
+    ] {
+        assert!(actions.contains_key(action), "{action}: {json_text}");
+    }
+    // A broken fragment: an error that names it, nothing on stdout.
+    let broken = copy_of_reference();
+    std::fs::write(
+        broken.path().join("tools/docs.cedarschema"),
+        "namespace Mcp { action \"tools/call/docs/x\" in [\"tools/call\"] appliesTo { principal: [Nope] }; }",
+    )
+    .expect("write");
+    let (code, out, err) = export(broken.path(), "cedar");
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("tools/docs.cedarschema"), "{err}");
+}
