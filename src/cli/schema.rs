@@ -104,6 +104,10 @@ pub struct ImportArgs {
     /// Policy directory: its top-level `*.cedarschema` is the base schema
     #[arg(long, value_name = "DIR", default_value = "policies")]
     policies: PathBuf,
+    /// `import`: write the files even when the policy directory would not load with
+    /// them (a policy names a tool the server no longer lists, say)
+    #[arg(long)]
+    force: bool,
 }
 
 /// Run `schema import` or `schema check`.
@@ -410,10 +414,54 @@ fn write_if_changed(path: &Path, text: &str) -> Result<bool, String> {
     Ok(true)
 }
 
+/// The policy directory as it would be with `imported`'s files: whether it loads
+/// (its policies validate against the new fragment), else its problems.
+fn loads_with(args: &ImportArgs, imported: &Imported) -> Result<(), String> {
+    let mut sources = crate::policy::read_sources(&args.policies).map_err(|p| p.to_string())?;
+    let server = &args.server;
+    let put = |files: &mut Vec<(String, String)>, rel: String, text: &str| {
+        files.retain(|(r, _)| *r != rel);
+        files.push((rel, text.to_owned()));
+        files.sort();
+    };
+    put(
+        &mut sources.fragments,
+        format!("{TOOLS_DIR}/{server}.cedarschema"),
+        &imported.schema,
+    );
+    put(
+        &mut sources.entity_fragments,
+        format!(
+            "{TOOLS_DIR}/{server}{}",
+            crate::policy::ENTITIES_FRAGMENT_SUFFIX
+        ),
+        &imported.entities,
+    );
+    crate::policy::build(&sources, 1)
+        .map(drop)
+        .map_err(|p| p.to_string())
+}
+
 fn import(args: &ImportArgs) -> Result<ExitCode, String> {
     let imported = generate(args)?;
     for note in &imported.notes {
         eprintln!("warning: {note}");
+    }
+    // A fragment that would break the directory's policies is not written: a running
+    // service would refuse the reload, and `validate` would fail.
+    if let Err(problems) = loads_with(args, &imported) {
+        if !args.force {
+            return Err(format!(
+                "nothing written: with the imported server `{}` the policy directory `{}` does \
+                 not load (fix the policies first, or write the files anyway with `--force`):\n{problems}",
+                args.server,
+                args.policies.display()
+            ));
+        }
+        eprintln!(
+            "warning: `--force`: the policy directory `{}` does not load with these files:\n{problems}",
+            args.policies.display()
+        );
     }
     let (schema_path, entities_path) = paths(args);
     for uid in &imported.kept_out {

@@ -225,8 +225,16 @@ pub(crate) fn typed_policy_dir() -> tempfile::TempDir {
         }
         std::fs::write(tools.join(path.file_name().expect("name")), text).expect("write");
     }
-    // The reference directory's own files; its imported `tools/` give way to the
-    // fixture's fragments.
+    // The reference directory's imported servers the fixture does not replace.
+    for entry in std::fs::read_dir(root.join("policies/tools")).expect("reference tools") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("name").to_owned();
+        if !tools.join(&name).exists() {
+            std::fs::copy(&path, tools.join(name)).expect("copy");
+        }
+    }
+    // The reference directory's own files; its imported `docs` gives way to the
+    // fixture's fragment.
     for entry in std::fs::read_dir(root.join("policies")).expect("policies") {
         let path = entry.expect("entry").path();
         if path.is_dir() {
@@ -286,7 +294,11 @@ mod tests {
         let fragments: Vec<&str> = sources.fragments.iter().map(|(r, _)| r.as_str()).collect();
         assert_eq!(
             fragments,
-            ["tools/docs.cedarschema", "tools/payments.cedarschema"]
+            [
+                "tools/docs.cedarschema",
+                "tools/payments.cedarschema",
+                "tools/projects.cedarschema"
+            ]
         );
         let entity_files: Vec<&str> = sources
             .entity_fragments
@@ -295,11 +307,16 @@ mod tests {
             .collect();
         assert_eq!(
             entity_files,
-            ["tools/docs.entities.json", "tools/payments.entities.json"]
+            [
+                "tools/docs.entities.json",
+                "tools/payments.entities.json",
+                "tools/projects.entities.json"
+            ]
         );
         let snapshot = Snapshot::load(dir.path(), 1).unwrap_or_else(|p| panic!("{p}"));
         let t = &snapshot.tool_actions;
-        assert_eq!(t.len(), 5);
+        // The fixture's docs and payments (5 actions), the reference's projects (4).
+        assert_eq!(t.len(), 9);
         let call = uid(r#"Mcp::Action::"tools/call""#);
         let refund = t
             .action_for(&call, &uid(r#"Mcp::Tool::"payments/refund""#))
@@ -319,7 +336,8 @@ mod tests {
                 .is_some()
         );
         assert!(t.server_has(TypedMethod::ToolsCall, "payments"));
-        assert!(!t.server_has(TypedMethod::ToolsCall, "projects"));
+        assert!(t.server_has(TypedMethod::ToolsCall, "projects"));
+        assert!(!t.server_has(TypedMethod::ToolsCall, "wiki"));
         // The fragments' entities are there, children of their servers.
         let refund_tool = uid(r#"Mcp::Tool::"payments/refund""#);
         assert!(snapshot.entities.get(&refund_tool).is_some());

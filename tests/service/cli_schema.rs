@@ -107,10 +107,10 @@ fn every_kind() -> Value {
 #[test]
 fn imports_the_reference_document_server() {
     let dir = copy_of_reference();
-    let (code, out, err) = schema("import", "docs", &fixture(), dir.path(), &[]);
+    let (code, out, err) = schema("import", "docs", &fixture(), dir.path(), &prompts_args());
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("ok: server `docs`: 4 tools, 0 prompts, 0 not typed"),
+        out.contains("ok: server `docs`: 4 tools, 1 prompts, 0 not typed"),
         "{out}"
     );
     let fragment = read(&dir.path().join("tools/docs.cedarschema"));
@@ -166,12 +166,12 @@ fn imports_the_reference_document_server() {
 #[test]
 fn re_running_writes_the_same_bytes() {
     let dir = copy_of_reference();
-    let (code, _, err) = schema("import", "docs", &fixture(), dir.path(), &[]);
+    let (code, _, err) = schema("import", "docs", &fixture(), dir.path(), &prompts_args());
     assert_eq!(code, 0, "{err}");
     let schema_path = dir.path().join("tools/docs.cedarschema");
     let entities_path = dir.path().join("tools/docs.entities.json");
     let first = (read(&schema_path), read(&entities_path));
-    let (code, out, err) = schema("import", "docs", &fixture(), dir.path(), &[]);
+    let (code, out, err) = schema("import", "docs", &fixture(), dir.path(), &prompts_args());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("unchanged: "), "{out}");
     assert!(!out.contains("wrote: "), "{out}");
@@ -180,14 +180,14 @@ fn re_running_writes_the_same_bytes() {
     let mut listed: Value = serde_json::from_str(&read(&fixture())).expect("fixture");
     listed["tools"].as_array_mut().expect("tools").reverse();
     let reordered = write_json(dir.path(), "reordered.json", &listed);
-    let (code, _, err) = schema("import", "docs", &reordered, dir.path(), &[]);
+    let (code, _, err) = schema("import", "docs", &reordered, dir.path(), &prompts_args());
     assert_eq!(code, 0, "{err}");
     let header_free = |s: &str| s.lines().skip(4).collect::<Vec<_>>().join("\n");
     assert_eq!(header_free(&read(&schema_path)), header_free(&first.0));
     assert_eq!(read(&entities_path), first.1);
     // A hand edit is overwritten.
     std::fs::write(&schema_path, "// edited\n").expect("write");
-    let (code, out, _) = schema("import", "docs", &fixture(), dir.path(), &[]);
+    let (code, out, _) = schema("import", "docs", &fixture(), dir.path(), &prompts_args());
     assert_eq!(code, 0);
     assert!(out.contains("wrote: "), "{out}");
     assert_eq!(read(&schema_path), first.0);
@@ -863,8 +863,8 @@ fn url_errors_are_named_and_exit_two() {
 /// policies validate on it without a warning.
 #[test]
 fn the_reference_fragments_are_the_import_of_the_reference_servers_lists() {
+    // Re-imported over a copy of `policies/`: nothing may change.
     let dir = copy_of_reference();
-    std::fs::remove_dir_all(dir.path().join("tools")).expect("rm tools");
     let imports: [(&str, &[&str]); 2] = [
         (
             "docs",
@@ -889,6 +889,7 @@ fn the_reference_fragments_are_the_import_of_the_reference_servers_lists() {
             .arg(dir.path()));
         let (o, e) = text(&out);
         assert_eq!(out.status.code(), Some(0), "{server}: {o}{e}");
+        assert!(!o.contains("wrote: "), "{server}: {o}");
         let out = run(bin()
             .current_dir(repo())
             .args(["schema", "check", "--server", server])
@@ -997,4 +998,45 @@ fn export_writes_one_schema_that_decides_as_the_directory() {
     assert_eq!(code, 2, "{out}{err}");
     assert!(out.is_empty(), "{out}");
     assert!(err.contains("tools/docs.cedarschema"), "{err}");
+}
+
+/// An import that would break the directory's policies writes nothing: here the
+/// listing lacks the prompt a policy names (and, in another case, a tool a policy
+/// names is gone); `--force` writes it anyway, and says why it should not have.
+#[test]
+fn an_import_that_breaks_the_policies_writes_nothing_unless_forced() {
+    let dir = copy_of_reference();
+    let before = tools_files(dir.path());
+    let (code, out, err) = schema("import", "docs", &fixture(), dir.path(), &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("nothing written"), "{err}");
+    assert!(err.contains("corpassist-internal-summaries"), "{err}");
+    assert!(err.contains("applications.cedar:"), "{err}");
+    assert_eq!(tools_files(dir.path()), before);
+    // The server dropped `search_documents`, which two policies name.
+    let mut listed: Value = serde_json::from_str(&read(&fixture())).expect("fixture");
+    listed["tools"]
+        .as_array_mut()
+        .expect("tools")
+        .retain(|t| t["name"] != "search_documents");
+    let dropped = write_json(dir.path(), "dropped.json", &listed);
+    let (code, _, err) = schema("import", "docs", &dropped, dir.path(), &prompts_args());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("corpassist-bounded-search"), "{err}");
+    assert!(err.contains("contractors-no-document-archive"), "{err}");
+    assert_eq!(tools_files(dir.path()), before);
+    // Forced: written, with the problems as a warning; the directory no longer loads.
+    let (code, out, err) = schema(
+        "import",
+        "docs",
+        &dropped,
+        dir.path(),
+        &[&prompts_args()[..], &["--force"]].concat(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("warning: `--force`"), "{err}");
+    assert!(out.contains("wrote: "), "{out}");
+    assert_ne!(tools_files(dir.path()), before);
+    let out = run(bin().arg("validate").arg(dir.path()));
+    assert_eq!(out.status.code(), Some(2));
 }

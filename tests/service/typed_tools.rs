@@ -36,9 +36,17 @@ fn typed_policies() -> tempfile::TempDir {
         }
         std::fs::write(tools.join(path.file_name().expect("name")), text).expect("write");
     }
+    // The reference's imported servers the fixture does not replace.
+    for entry in std::fs::read_dir(reference_policies().join("tools")).expect("tools") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("name").to_owned();
+        if !tools.join(&name).exists() {
+            std::fs::copy(&path, tools.join(name)).expect("copy");
+        }
+    }
     for entry in std::fs::read_dir(reference_policies()).expect("policies") {
         let path = entry.expect("entry").path();
-        // The fixture's fragments stand in for the reference's imported ones.
+        // The fixture's fragments stand in for the reference's imported `docs`.
         if path.is_dir() {
             continue;
         }
@@ -103,7 +111,7 @@ fn validate_accepts_fragments_and_names_a_broken_one() {
     let out = run(bin().arg("validate").arg(dir.path()));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.starts_with("ok: 18 policies"), "{stdout}");
+    assert!(stdout.starts_with("ok: 20 policies"), "{stdout}");
 
     let fragment = dir.path().join("tools/payments.cedarschema");
     let broken = std::fs::read_to_string(&fragment)
@@ -204,7 +212,14 @@ fn undeclared_tools_and_arguments_are_denied_unless_configured() {
         "{d}"
     );
 
-    // A server without imported tools is decided as before.
-    let (code, d) = check(dir.path(), "projects/find_project", None, &[]);
+    // The reference's imported `projects` beside the fixture's servers: typed too.
+    let (code, d) = check(
+        dir.path(),
+        "projects/find_project",
+        Some(json!({ "name": "titan" })),
+        &[],
+    );
     assert_eq!(code, 0, "{d}");
+    let (code, d) = check(dir.path(), "projects/find_project", None, &[]);
+    assert_eq!(code, 1, "a required argument is missing: {d}");
 }

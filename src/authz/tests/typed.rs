@@ -163,7 +163,7 @@ fn undeclared_tools_of_an_imported_server_are_denied_unless_allowed() {
     );
     let d = decide(&s, &request);
     assert!(!d.allow);
-    assert_eq!(d.reason.kind(), ReasonKind::Invalid);
+    assert_eq!(d.reason.kind(), ReasonKind::UndeclaredTool);
     let reason = d.reason.to_string();
     assert!(
         reason.contains("tool `translate_document` is not declared for server `docs`")
@@ -204,7 +204,7 @@ fn undeclared_arguments_are_denied_unless_allowed() {
     );
     let d = decide(&s, &request);
     assert!(!d.allow);
-    assert_eq!(d.reason.kind(), ReasonKind::Invalid);
+    assert_eq!(d.reason.kind(), ReasonKind::UndeclaredArgument);
     let reason = d.reason.to_string();
     assert!(
         reason.contains(

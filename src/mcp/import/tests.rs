@@ -244,7 +244,7 @@ fn the_fixture_becomes_a_fragment_that_cedar_accepts_with_the_base() {
     assert!(
         fragment.contains("  action \"tools/call/docs/search_documents\" in [\"tools/call\"]\n")
     );
-    assert!(fragment.contains("        \"arguments\": {\n          \"max_results\"?: Long,\n          \"query\": String,\n        },\n"), "{fragment}");
+    assert!(fragment.contains("        \"arguments\": {\n          \"max_results\"?: Long,\n          \"query\": String,\n          \"since\"?: datetime,\n        },\n"), "{fragment}");
     // The base context is kept, by name.
     assert!(fragment.contains("\"claims\"?: Mcp::Claims,"), "{fragment}");
     // Read back, it declares what was imported.
