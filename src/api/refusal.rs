@@ -39,6 +39,7 @@ use crate::identity::{AuthnError, bearer_challenge};
 use crate::mcp::jsonrpc::{
     FORBIDDEN_CODE, INTERNAL_ERROR, INVALID_REQUEST, McpError, UNAUTHENTICATED_CODE, error_response,
 };
+use crate::policy::Snapshot;
 
 /// What kind of "no" a refusal is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,8 +160,14 @@ impl Refusal {
 
     /// Record the refusal as a deny before evaluation (decision log, metrics),
     /// saying its message.
-    pub fn record(&self, engine: &Engine, interface: Interface, meta: &DecisionMeta) -> Outcome {
-        engine.reject(&engine.snapshot(), interface, self.message.clone(), meta)
+    pub fn record(
+        &self,
+        engine: &Engine,
+        snapshot: &Snapshot,
+        interface: Interface,
+        meta: &DecisionMeta,
+    ) -> Outcome {
+        engine.reject(snapshot, interface, self.message.clone(), meta)
     }
 
     /// The HTTP status of every HTTP answer of the refusal.

@@ -142,7 +142,7 @@ impl Ready {
 /// The admin bearer token, kept as its SHA-256 only.
 #[derive(Clone)]
 pub struct AdminToken {
-    secret: Vec<u8>,
+    digest: Digest,
 }
 
 impl std::fmt::Debug for AdminToken {
@@ -154,10 +154,9 @@ impl std::fmt::Debug for AdminToken {
 impl AdminToken {
     /// A token from its text (surrounding whitespace ignored); `None` if empty.
     pub fn new(secret: &str) -> Option<Self> {
-        use sha2::Digest;
         let secret = secret.trim();
         (!secret.is_empty()).then(|| Self {
-            secret: sha2::Sha256::digest(secret.as_bytes()).to_vec(),
+            digest: digest(secret.as_bytes()),
         })
     }
 
@@ -170,20 +169,26 @@ impl AdminToken {
 
     /// Whether `presented` is the token, compared in constant time.
     pub fn verify(&self, presented: &str) -> bool {
-        use sha2::Digest;
-        secret_matches(&sha2::Sha256::digest(presented.as_bytes()), &self.secret)
+        digests_match(&digest(presented.as_bytes()), &self.digest)
     }
 }
 
-/// Compare a presented secret with the expected one in constant time.
-pub fn secret_matches(presented: &[u8], expected: &[u8]) -> bool {
-    use sha2::{Digest, Sha256};
-    // Hashing first makes the comparison independent of the lengths too.
-    let a = Sha256::digest(presented);
-    let b = Sha256::digest(expected);
-    let diff = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+/// A SHA-256 digest.
+type Digest = [u8; 32];
+
+fn digest(bytes: &[u8]) -> Digest {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// Compare two digests in constant time.
+fn digests_match(a: &Digest, b: &Digest) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
+}
+
+/// Compare a presented secret with the expected one in constant time. Hashing
+/// first makes the comparison independent of the lengths too.
+pub fn secret_matches(presented: &[u8], expected: &[u8]) -> bool {
+    digests_match(&digest(presented), &digest(expected))
 }

@@ -97,6 +97,21 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
+/// `path.key`, or `key` at the top.
+fn attribute_path(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Entity references and extension values written with `__entity`/`__extn` are
+/// leaves: the walks over a record's attributes stop there.
+fn is_escaped_leaf(obj: &Map<String, Value>) -> bool {
+    obj.contains_key("__entity") || obj.contains_key("__extn")
+}
+
 impl Shape {
     /// Keep only the attributes this shape declares (recursively); values of another
     /// JSON kind are kept as they are so that Cedar reports the type mismatch.
@@ -117,8 +132,7 @@ impl Shape {
         attrs: &HashMap<String, Shape>,
         obj: Map<String, Value>,
     ) -> Map<String, Value> {
-        // Entity references and extension values written with `__entity`/`__extn` are leaves.
-        if obj.contains_key("__entity") || obj.contains_key("__extn") {
+        if is_escaped_leaf(&obj) {
             return obj;
         }
         obj.into_iter()
@@ -137,13 +151,7 @@ impl Shape {
         value: &Value,
         path: String,
     ) -> Option<(String, &'static str, &'static str)> {
-        let join = |k: &str| {
-            if path.is_empty() {
-                k.to_owned()
-            } else {
-                format!("{path}.{k}")
-            }
-        };
+        let join = |k: &str| attribute_path(&path, k);
         match (self, value) {
             (Shape::Record(attrs), Value::Object(obj)) => obj
                 .iter()
@@ -178,16 +186,10 @@ impl Shape {
     }
 
     fn alias_at(&self, value: &Value, path: &str) -> Option<(String, String)> {
-        let join = |k: &str| {
-            if path.is_empty() {
-                k.to_owned()
-            } else {
-                format!("{path}.{k}")
-            }
-        };
+        let join = |k: &str| attribute_path(path, k);
         match (self, value) {
             (Shape::Record(attrs), Value::Object(obj)) => {
-                if obj.contains_key("__entity") || obj.contains_key("__extn") {
+                if is_escaped_leaf(obj) {
                     return None;
                 }
                 obj.iter().find_map(|(k, v)| match attrs.get(k) {
@@ -215,16 +217,10 @@ impl Shape {
     }
 
     fn undeclared_at(&self, value: &Value, path: &str, out: &mut Vec<String>) {
-        let join = |k: &str| {
-            if path.is_empty() {
-                k.to_owned()
-            } else {
-                format!("{path}.{k}")
-            }
-        };
+        let join = |k: &str| attribute_path(path, k);
         match (self, value) {
             (Shape::Record(attrs), Value::Object(obj)) => {
-                if obj.contains_key("__entity") || obj.contains_key("__extn") {
+                if is_escaped_leaf(obj) {
                     return;
                 }
                 let mut entries: Vec<(&String, &Value)> = obj.iter().collect();

@@ -160,7 +160,12 @@ pub async fn decide(
             } = *refused;
             let decision_id = decision_id.unwrap_or_else(|| {
                 refusal
-                    .record(&services.engine, interface, &meta)
+                    .record(
+                        &services.engine,
+                        &services.engine.snapshot(),
+                        interface,
+                        &meta,
+                    )
                     .decision_id
             });
             refusal.envoy_answer(id.as_ref(), decision_id)

@@ -117,6 +117,7 @@ pub(super) fn decide_ready(
     else {
         return refused(
             engine,
+            snapshot,
             meta,
             &Refusal::invalid("the request holds no message"),
         );
@@ -170,7 +171,7 @@ pub(super) fn decide_batch(
     for check in parsed {
         let result = match check {
             Ok(ready) => decide_ready(engine, &snapshot, meta, ready),
-            Err(refusal) => refused(engine, meta, &refusal),
+            Err(refusal) => refused(engine, &snapshot, meta, &refusal),
         };
         let stop = match semantic {
             Semantic::ExecuteAll => false,

@@ -24,7 +24,7 @@ use crate::telemetry::{DecisionRecord, ListRecord, Telemetry};
 /// A list refused before any policy was asked: logged as a deny, answered with
 /// the refusal's kind, JSON-RPC error and challenge.
 fn filter_refused(engine: &Engine, meta: &DecisionMeta, refusal: &Refusal) -> FilterListResponse {
-    let outcome = refusal.record(engine, Interface::Grpc, meta);
+    let outcome = refusal.record(engine, &engine.snapshot(), Interface::Grpc, meta);
     let deny = refusal.gateway_deny();
     FilterListResponse {
         decision_id: outcome.decision_id,

@@ -52,6 +52,7 @@ use super::proto::v1::{
 use super::refusal::{Refusal, RefusalKind};
 use super::services::{Ready, Services};
 use crate::authz::{DecisionMeta, Engine, Interface, Reason, ReasonKind};
+use crate::policy::Snapshot;
 
 /// Metadata a trusted caller sends to have its asserted identities honoured.
 pub const CALLER_TOKEN_METADATA: &str = CALLER_TOKEN_HEADER;
@@ -92,7 +93,10 @@ impl Authorizer for GatewayApi {
             let who = prove(&services, &caller, &request, None).await?;
             let ready = match parse_check(request, who) {
                 Ok(ready) => ready,
-                Err(refusal) => return Ok(refused(&services.engine, &caller.meta, &refusal)),
+                Err(refusal) => {
+                    let snapshot = services.engine.snapshot();
+                    return Ok(refused(&services.engine, &snapshot, &caller.meta, &refusal));
+                }
             };
             let snapshot = services.engine.snapshot();
             if ready.calls.len() <= 1 {
@@ -201,7 +205,7 @@ pub(crate) fn request_span(method: &'static str, meta: &DecisionMeta) -> tracing
 /// Refuse the whole call: logged and counted as one deny, whose id is in the
 /// status's `x-mcp-authz-decision-id` metadata.
 fn refuse_call(engine: &Engine, meta: &DecisionMeta, refusal: Refusal) -> Status {
-    let outcome = refusal.record(engine, Interface::Grpc, meta);
+    let outcome = refusal.record(engine, &engine.snapshot(), Interface::Grpc, meta);
     let mut status = Status::from(refusal);
     if let Ok(id) = MetadataValue::try_from(outcome.decision_id.as_str()) {
         status.metadata_mut().insert(DECISION_ID_METADATA, id);
@@ -225,8 +229,13 @@ fn untrusted(engine: &Engine, meta: &DecisionMeta, e: &UntrustedAssertion) -> St
 
 /// A check refused before any policy was asked: logged as a deny, answered with
 /// the refusal's kind, JSON-RPC error and challenge.
-fn refused(engine: &Engine, meta: &DecisionMeta, refusal: &Refusal) -> CheckResponse {
-    let outcome = refusal.record(engine, Interface::Grpc, meta);
+fn refused(
+    engine: &Engine,
+    snapshot: &Snapshot,
+    meta: &DecisionMeta,
+    refusal: &Refusal,
+) -> CheckResponse {
+    let outcome = refusal.record(engine, snapshot, Interface::Grpc, meta);
     let deny = refusal.gateway_deny();
     CheckResponse {
         allowed: false,

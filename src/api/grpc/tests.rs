@@ -175,6 +175,7 @@ async fn a_batch_is_decided_on_one_snapshot_even_across_a_reload() {
             check(&alice, &tools_call("get_document")),
             check(&alice, &tools_call("get_document")),
             check(&alice, &two),
+            check(&alice, "{ not json"),
         ],
         ..BatchCheckRequest::default()
     };
@@ -185,12 +186,16 @@ async fn a_batch_is_decided_on_one_snapshot_even_across_a_reload() {
         .into_inner()
         .results;
     assert_eq!(store.snapshot().generation, 2, "the reload happened");
-    assert_eq!(results.len(), 3);
-    for r in &results {
+    assert_eq!(results.len(), 4);
+    for r in &results[..3] {
         assert!(
             r.allowed,
             "decided on the snapshot the batch started with: {r:?}"
         );
+    }
+    // A refused check of the batch is recorded on the batch's snapshot too.
+    assert!(!results[3].allowed);
+    for r in &results {
         assert_eq!(r.policy_generation, 1, "{r:?}");
     }
     // The next request sees the new snapshot.
