@@ -30,7 +30,8 @@ before evaluation), and a user, application, group, server, tool, resource or pr
 data does not define. A note does not change the decision.
 
 Examples:
-  mcp-authz check --action tools/call --resource docs/get_document --user alice --app corpassist
+  mcp-authz check --action tools/call --resource docs/get_document --user alice --app corpassist \\
+      --context '{\"arguments\": {\"document_id\": \"titan/q1-strategy\"}}'
   mcp-authz check --action tools/call --resource docs/search_documents --user alice --app corpassist \\
       --context '{\"arguments\": {\"query\": \"titan\", \"max_results\": 500}}' --json
   mcp-authz check --action tools/call --resource docs/get_document --user erin --group engineering \\

@@ -91,8 +91,9 @@ pub(super) fn validation_problems(
             let why = if no_action {
                 "no action of its scope applies to the principal and resource types of its scope"
             } else {
-                "a condition on an attribute the schema does not declare (such as an undeclared \
-                 tool argument) is always false"
+                "its scope and conditions match no request the schema allows (a condition on an \
+                 attribute the schema does not declare, such as an undeclared tool argument, is \
+                 always false; so is a scope naming an action or type that does not apply)"
             };
             first.help = Some(if forbid {
                 format!(

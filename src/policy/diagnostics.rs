@@ -34,6 +34,14 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// `file:line: message` (or the message alone), on one line.
+    pub fn one_line(&self) -> String {
+        match self.location() {
+            Some(loc) => format!("{loc}: {}", self.message),
+            None => self.message.clone(),
+        }
+    }
+
     /// A problem that is not tied to a place in a file.
     pub fn error(file: Option<&str>, message: impl Into<String>) -> Self {
         Self {
@@ -172,13 +180,7 @@ impl Problems {
 
     /// One line per problem (`file:line:col: message`), for logs.
     pub fn one_line_each(&self) -> Vec<String> {
-        self.0
-            .iter()
-            .map(|p| match p.location() {
-                Some(loc) => format!("{loc}: {}", p.message),
-                None => p.message.clone(),
-            })
-            .collect()
+        self.0.iter().map(Problem::one_line).collect()
     }
 }
 

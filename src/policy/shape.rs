@@ -80,7 +80,15 @@ impl Leaf {
             Leaf::Long => "a Long",
             Leaf::Bool => "a Bool",
             Leaf::Entity => "an entity",
-            Leaf::Extension(_) => "an extension value",
+            Leaf::Extension(Some(Extension::Ipaddr)) => "an ipaddr (a string such as \"10.0.0.1\")",
+            Leaf::Extension(Some(Extension::Decimal)) => {
+                "a decimal (a number or a string such as \"12.50\")"
+            }
+            Leaf::Extension(Some(Extension::Datetime)) => {
+                "a datetime (a string such as \"2026-01-01T00:00:00Z\")"
+            }
+            Leaf::Extension(Some(Extension::Duration)) => "a duration (a string such as \"1h30m\")",
+            Leaf::Extension(None) => "an extension value",
         }
     }
 }

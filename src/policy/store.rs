@@ -6,7 +6,9 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use super::{LoadOptions, PolicyDiff, Problems, Snapshot, build_with_big_stack, read_sources};
+use super::{
+    LoadOptions, PolicyDiff, Problems, Severity, Snapshot, build_with_big_stack, read_sources,
+};
 
 /// Most policy ids listed per kind of change in one log line; `/v1/policies`
 /// lists them all.
@@ -178,8 +180,16 @@ impl PolicyStore {
             }
             Err(problems) => {
                 let lines = problems.one_line_each();
-                for line in &lines {
-                    tracing::error!(problem = %line, "policy reload rejected");
+                for p in &problems.0 {
+                    let line = p.one_line();
+                    match p.severity {
+                        Severity::Error => {
+                            tracing::error!(problem = %line, "policy reload rejected")
+                        }
+                        Severity::Warning => {
+                            tracing::warn!(problem = %line, "policy reload rejected (a warning)")
+                        }
+                    }
                 }
                 tracing::error!(
                     generation = current.generation,

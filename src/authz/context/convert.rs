@@ -56,10 +56,18 @@ fn convert_at(shape: &Shape, value: Value, path: &str) -> Result<Value, String> 
             })
         }
         (Shape::Leaf(Leaf::Extension(Some(Extension::Datetime))), Value::String(s)) => {
-            match datetime_text(&s) {
-                Ok(Cow::Borrowed(_)) => Ok(Value::String(s)),
-                Ok(Cow::Owned(t)) => Ok(Value::String(t)),
-                Err(why) => Err(format!("`{path}` {why}")),
+            let text = match datetime_text(&s) {
+                Ok(Cow::Borrowed(_)) => s,
+                Ok(Cow::Owned(t)) => t,
+                Err(why) => return Err(format!("`{path}` {why}")),
+            };
+            if datetime_form(&text) {
+                Ok(Value::String(text))
+            } else {
+                Err(format!(
+                    "`{path}` is not a datetime: write RFC 3339 (`2026-01-01T09:30:00Z`, \
+                     `2026-01-01T09:30:00+02:00`) or a date (`2026-01-01`)"
+                ))
             }
         }
         (_, v) => Ok(v),
@@ -175,6 +183,28 @@ pub fn datetime_text(s: &str) -> Result<Cow<'_, str>, &'static str> {
     })
 }
 
+/// Whether `s` has one of the forms of Cedar's `datetime`: `YYYY-MM-DD`, or that,
+/// `Thh:mm:ss`, optionally `.SSS`, then `Z` or `+hhmm`/`-hhmm` (the values' ranges are
+/// Cedar's to check).
+fn datetime_form(s: &str) -> bool {
+    /// `d` a digit, `+` a sign, anything else itself.
+    const FORMS: [&str; 5] = [
+        "dddd-dd-dd",
+        "dddd-dd-ddTdd:dd:ddZ",
+        "dddd-dd-ddTdd:dd:dd.dddZ",
+        "dddd-dd-ddTdd:dd:dd+dddd",
+        "dddd-dd-ddTdd:dd:dd.ddd+dddd",
+    ];
+    FORMS.iter().any(|form| {
+        form.len() == s.len()
+            && form.bytes().zip(s.bytes()).all(|(f, c)| match f {
+                b'd' => c.is_ascii_digit(),
+                b'+' => matches!(c, b'+' | b'-'),
+                _ => f == c,
+            })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +242,41 @@ mod tests {
             let bad = cedar_policy::RestrictedExpression::new_decimal("0.00001");
             assert!(cedar_policy::Context::from_pairs([("d".to_owned(), bad)]).is_err());
         }
+    }
+
+    #[test]
+    fn only_cedars_datetime_forms_pass_and_others_name_the_argument() {
+        for ok in [
+            "2026-01-01",
+            "2026-01-01T09:30:00Z",
+            "2026-01-01T09:30:00.120Z",
+            "2026-01-01T09:30:00+0530",
+            "2026-01-01T09:30:00.1-0100",
+            "2026-01-01t09:30:00+05:30",
+        ] {
+            let text = datetime_text(ok).expect("converts");
+            assert!(datetime_form(&text), "{ok} -> {text}");
+        }
+        for bad in [
+            "yesterday",
+            "",
+            "2026-1-01",
+            "2026-01-01T09:30Z",
+            "2026-01-01T09:30:00",
+            "2026-01-01T09:30:00+5",
+            "2026-01-01 09:30:00Z",
+            "２０２６-01-01",
+        ] {
+            let text = datetime_text(bad).unwrap_or(Cow::Borrowed(bad));
+            assert!(!datetime_form(&text), "{bad}");
+        }
+        let shape = Shape::Leaf(Leaf::Extension(Some(Extension::Datetime)));
+        let err = convert_at(&shape, Value::String("yesterday".into()), "arguments.since")
+            .expect_err("not a datetime");
+        assert!(
+            err.starts_with("`arguments.since` is not a datetime"),
+            "{err}"
+        );
     }
 
     #[test]
