@@ -20,7 +20,7 @@ fn edit(dir: &std::path::Path, file: &str, from: &str, to: &str) {
 fn reference_policies_are_valid() {
     let (code, out, err) = validate(&reference_policies());
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("ok: 14 policies in 3 files"), "{out}");
+    assert!(out.contains("ok: 16 policies in 3 files"), "{out}");
 }
 
 #[test]
@@ -206,7 +206,7 @@ fn policies_in_subdirectories_get_path_ids_and_hidden_entries_are_skipped() {
     std::fs::write(dir.path().join(".#users.cedar"), "editor lock file").expect("write");
     let (code, out, err) = validate(dir.path());
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ok: 15 policies in 4 files"), "{out}");
+    assert!(out.contains("ok: 17 policies in 4 files"), "{out}");
     let out = run(bin()
         .args([
             "check",
@@ -268,9 +268,9 @@ fn an_impossible_forbid_is_an_error_named_by_its_id() {
     std::fs::write(&path, format!("{text}{permit}")).expect("write");
     let (code, out, err) = validate(dir.path());
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("ok: 15 policies"), "{out}");
+    assert!(out.starts_with("ok: 17 policies"), "{out}");
     assert!(
-        err.contains("warning: for policy `applications.cedar:7`, policy is impossible"),
+        err.contains("warning: for policy `applications.cedar:8`, policy is impossible"),
         "{err}"
     );
     assert!(
