@@ -48,7 +48,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cedar_policy::{Authorizer, Context, EntityUid, Request};
+use cedar_policy::{
+    ActionConstraint, Authorizer, Context, Entities, EntityUid, PolicyId, PolicySet, Request,
+    Schema, SchemaFragment, ValidationMode, Validator,
+};
 use criterion::{Criterion, Throughput};
 use mcp_authz::api::mcp_check::request_for;
 use mcp_authz::authz::{DecisionRequest, Engine, Rules, build_context, decide, listed};
@@ -534,6 +537,119 @@ fn raw_requests(snapshot: &Snapshot, request: &DecisionRequest) -> Vec<Request> 
         .collect()
 }
 
+/// The median of three timings of `f`.
+fn median_of_3<T>(mut f: impl FnMut() -> T) -> Duration {
+    let mut times: Vec<Duration> = (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            black_box(f());
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[1]
+}
+
+/// The schema of the base and the first `servers` fragments of `sources`.
+fn schema_of(sources: &mcp_authz::policy::Sources, servers: usize) -> Schema {
+    let fragments = std::iter::once(&sources.schema)
+        .chain(sources.fragments.iter().take(servers))
+        .map(|(_, text)| {
+            SchemaFragment::from_cedarschema_str(text)
+                .expect("fragment")
+                .0
+        });
+    Schema::from_schema_fragments(fragments).expect("schema")
+}
+
+/// Where a snapshot build's time goes (`TYPED_BENCH_BREAKDOWN=1`): its parts, done
+/// with Cedar's API the way `policy::build` does them, each the median of three runs;
+/// and how strict validation of a policy scoped `action in Mcp::Action::"tools/call"`
+/// grows with the number of tool actions.
+fn breakdown(dir: &Path) {
+    let sources = read_sources(dir).expect("sources");
+    eprintln!("breakdown (median of 3):");
+    let t = median_of_3(|| read_sources(dir).expect("sources"));
+    eprintln!("  read_sources: {t:?}");
+    let t = median_of_3(|| schema_of(&sources, SERVERS.len()));
+    eprintln!("  schema: base + 10 fragments parsed, Schema::from_schema_fragments: {t:?}");
+    let schema = schema_of(&sources, SERVERS.len());
+    // The policies, split by what their action scope names.
+    let mut groups = PolicySet::new();
+    let mut per_tool = PolicySet::new();
+    for (_, text) in &sources.policies {
+        let set: PolicySet = text.parse().expect("parses");
+        for p in set.policies() {
+            let by_group = match p.action_constraint() {
+                ActionConstraint::In(actions) => actions.contains(&action("tools/call")),
+                _ => false,
+            };
+            let target = if by_group { &mut groups } else { &mut per_tool };
+            // Cedar numbers each file's policies from `policy0`: the `@id`s are unique.
+            let id = PolicyId::new(p.annotation("id").expect("@id"));
+            target.add(p.new_id(id)).expect("unique ids");
+        }
+    }
+    let t = median_of_3(|| {
+        for (_, text) in &sources.policies {
+            black_box(text.parse::<PolicySet>().expect("parses"));
+        }
+    });
+    eprintln!("  parse the 10 policy files: {t:?}");
+    let validator = Validator::new(schema.clone());
+    let t = median_of_3(|| validator.validate(&groups, ValidationMode::Strict));
+    eprintln!(
+        "  strict validation of the {} policies scoped `action in Mcp::Action::\"tools/call\"`: {t:?} ({:?} each)",
+        groups.policies().count(),
+        t / u32::try_from(groups.policies().count()).expect("count")
+    );
+    let t = median_of_3(|| validator.validate(&per_tool, ValidationMode::Strict));
+    eprintln!(
+        "  strict validation of the {} per-tool policies (`action ==` / `in [..]` tool actions): {t:?} ({:?} each)",
+        per_tool.policies().count(),
+        t / u32::try_from(per_tool.policies().count()).expect("count")
+    );
+    let entity_json = || -> Value {
+        Value::Array(
+            sources
+                .entities
+                .iter()
+                .chain(&sources.entity_fragments)
+                .flat_map(|(_, text)| {
+                    serde_json::from_str::<Vec<Value>>(text).expect("entity json")
+                })
+                .collect(),
+        )
+    };
+    let t =
+        median_of_3(|| Entities::from_json_value(entity_json(), Some(&schema)).expect("entities"));
+    eprintln!("  entity data (11 files) read and validated against the schema: {t:?}");
+    let t = median_of_3(|| build(&sources, 1).expect("builds"));
+    eprintln!("  the whole build (policy::build): {t:?}");
+    // The same `action in` policies of one server against 100, 300 and 1,000 tool
+    // actions (the base schema and the first 1, 3, 10 fragments).
+    let first: PolicySet = {
+        let mut set = PolicySet::new();
+        for p in groups
+            .policies()
+            .filter(|p| p.id().to_string().starts_with("payments-"))
+        {
+            set.add(p.clone()).expect("unique ids");
+        }
+        set
+    };
+    let n = u32::try_from(first.policies().count()).expect("count");
+    for servers in [1, 3, 10] {
+        let validator = Validator::new(schema_of(&sources, servers));
+        let t = median_of_3(|| validator.validate(&first, ValidationMode::Strict));
+        eprintln!(
+            "  {} tool actions: one `action in Mcp::Action::\"tools/call\"` policy validates in {:?}",
+            servers * TOOLS_PER_SERVER,
+            t / n
+        );
+    }
+}
+
 fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
     let started = Instant::now();
     let out = f();
@@ -587,6 +703,10 @@ fn main() {
         snapshot.entities.len(),
         dir.display()
     );
+
+    if std::env::var_os("TYPED_BENCH_BREAKDOWN").is_some() {
+        breakdown(&dir);
+    }
 
     // Snapshot builds.
     {
