@@ -488,7 +488,31 @@ pub fn tool_action<'s>(
 /// arguments, no permit that can hold, or a policy error that does not depend on
 /// them) for the user or the application. Any other entry is decided as the use
 /// itself, as before.
+///
+/// Like [`decide`], each partial evaluation looks only at the policies whose scope
+/// can match it (the scope is known: only `context.arguments` is unknown), on the
+/// slice of the entity data it can reach.
 pub fn listed(snapshot: &Snapshot, request: &DecisionRequest, rules: Rules) -> bool {
+    listed_selected(snapshot, request, rules, indexed::Selection::Indexed)
+}
+
+/// [`listed`] with every policy and the whole entity data (Cedar unaided): the
+/// reference the indexed listing is checked against.
+#[cfg(test)]
+pub(crate) fn listed_unindexed(
+    snapshot: &Snapshot,
+    request: &DecisionRequest,
+    rules: Rules,
+) -> bool {
+    listed_selected(snapshot, request, rules, indexed::Selection::Whole)
+}
+
+fn listed_selected(
+    snapshot: &Snapshot,
+    request: &DecisionRequest,
+    rules: Rules,
+    selection: indexed::Selection,
+) -> bool {
     let typed = match tool_action(snapshot, request, rules) {
         Ok(Some(t)) => t,
         Ok(None) => return decide_with_rules(snapshot, request, rules).allow,
@@ -533,7 +557,7 @@ pub fn listed(snapshot: &Snapshot, request: &DecisionRequest, rules: Rules) -> b
         ..known
     };
     let merged;
-    let entities = match request_entities(snapshot, &typed_request, indexed::Selection::Whole) {
+    let entities = match request_entities(snapshot, &typed_request, selection) {
         Ok(None) => &snapshot.entities,
         Ok(Some(e)) => {
             merged = e;
@@ -554,8 +578,10 @@ pub fn listed(snapshot: &Snapshot, request: &DecisionRequest, rules: Rules) -> b
         ) else {
             return false;
         };
-        let response =
-            AUTHORIZER.is_authorized_partial(&cedar_request, &snapshot.policies, entities);
+        let selected =
+            indexed::policies_for(snapshot, selection, principal, &typed_request, entities);
+        let policies = selected.as_deref().unwrap_or(&snapshot.policies);
+        let response = AUTHORIZER.is_authorized_partial(&cedar_request, policies, entities);
         response.decision() != Some(cedar_policy::Decision::Deny)
             && response.definitely_errored().next().is_none()
     })

@@ -473,3 +473,60 @@ fn listing_decides_with_the_arguments_unknown() {
     assert_eq!(listed(&s, &untyped, rules), decide(&s, &untyped).allow);
     assert!(listed(&s, &untyped, rules));
 }
+
+/// Listing with the policy index and the entity slice answers what listing with
+/// every policy and the whole entity data answers: every user (also one known only
+/// from a token's groups) and application, every declared tool and prompt, and a
+/// tool the entity data does not list.
+#[test]
+fn indexed_listing_agrees_with_cedar_unaided() {
+    let s = shop();
+    let users = ["alice", "bob", "carol", "dave", "token-user"];
+    let apps = ["corpassist", "summarizer", "ops-console"];
+    let targets = [
+        ("tools/call", "payments/refund"),
+        ("tools/call", "shop/order"),
+        ("tools/call", "shop/cancel"),
+        ("tools/call", "shop/unknown"),
+        ("tools/call", "docs/search_documents"),
+        ("tools/call", "docs/get_document"),
+        ("tools/call", "docs/summarize_document"),
+        ("tools/call", "projects/find_project"),
+        ("prompts/get", "docs/executive_summary"),
+    ];
+    let mut shown = 0;
+    for user in users {
+        for app in apps {
+            for (method, target) in targets {
+                let (server, _) = target.split_once('/').expect("server/name");
+                let kind = if method == "tools/call" {
+                    Kind::Tool
+                } else {
+                    Kind::Prompt
+                };
+                let mut r = DecisionRequest::new(action(method), kind.uid(target));
+                r.user = Some(Kind::User.uid(user));
+                r.application = Some(Kind::Application.uid(app));
+                r.server = Some(Kind::Server.uid(server));
+                if user == "token-user" {
+                    r.entities.push(RequestEntity {
+                        uid: Kind::User.uid(user),
+                        parents: vec![Kind::Group.uid("employees"), Kind::Group.uid("finance")],
+                        attrs: serde_json::Map::new(),
+                    });
+                }
+                for rules in [Rules::default(), relaxed(true, true)] {
+                    let indexed = listed(&s, &r, rules);
+                    assert_eq!(
+                        indexed,
+                        listed_unindexed(&s, &r, rules),
+                        "{user} {app} {method} {target} {rules:?}"
+                    );
+                    shown += usize::from(indexed);
+                }
+            }
+        }
+    }
+    // Both answers occur.
+    assert!(shown > 0 && shown < users.len() * apps.len() * targets.len() * 2);
+}
