@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::SystemTime;
 
 use cedar_policy::{
-    Entities, EntityUid, PolicyId, PolicySet, Schema, SchemaFragment, ValidationMode, Validator,
+    Entities, EntityUid, PolicyId, PolicySet, Schema, SchemaFragment,
     schema_str_to_json_with_resolved_types,
 };
 use serde_json::Value;
@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::authoring::{self, LoadOptions, Located};
 use super::diagnostics::{Problem, Problems, Severity, error_chain};
 use super::index::PolicyIndex;
+use super::scoped::ScopedValidator;
 use super::shape::{Shape, context_shapes};
 use super::tools::ToolActions;
 use super::{PolicyOrigin, Snapshot};
@@ -307,7 +308,7 @@ pub fn build_with(
     let shapes: HashMap<EntityUid, Shape> = context_shapes(&schema_json);
     let schema_digest = digest_of_json(&schema_json);
 
-    let validator = Validator::new(schema.clone());
+    let validator = ScopedValidator::new(&schema, &schema_json);
     let action_groups: HashSet<EntityUid> = schema.action_groups().cloned().collect();
     let mut policies = PolicySet::new();
     let mut origins: HashMap<String, PolicyOrigin> = HashMap::new();
@@ -333,14 +334,15 @@ pub fn build_with(
         };
         resource_ids_of_policies(rel, text, &parsed, &mut problems);
         let located = locate_policies(rel, text, &parsed);
-        let result = validator.validate(&parsed, ValidationMode::Strict);
-        problems.extend(authoring::validation_problems(
-            rel,
-            text,
-            &parsed,
-            &result,
-            &authoring::ids_by_cedar_id(&located),
-        ));
+        if let Some(result) = validator.validate(&parsed) {
+            problems.extend(authoring::validation_problems(
+                rel,
+                text,
+                &parsed,
+                &result,
+                &authoring::ids_by_cedar_id(&located),
+            ));
+        }
         authoring::action_group_equality(
             rel,
             text,
@@ -809,7 +811,10 @@ impl LineCounter {
 /// The schema of `sources` (the base schema and every fragment of [`TOOLS_DIR`] as
 /// one schema) and its JSON form with resolved types (all namespaces merged), or
 /// `None` with its problems, each naming the file it is in.
-fn load_schema(sources: &Sources, problems: &mut Vec<Problem>) -> Option<(Schema, Value)> {
+pub(super) fn load_schema(
+    sources: &Sources,
+    problems: &mut Vec<Problem>,
+) -> Option<(Schema, Value)> {
     let (schema_rel, schema_text) = &sources.schema;
     if sources.fragments.is_empty() {
         // One file: exactly as before fragments existed.

@@ -17,6 +17,7 @@ mod authoring;
 mod diagnostics;
 mod index;
 mod load;
+mod scoped;
 mod shape;
 mod store;
 mod tools;
