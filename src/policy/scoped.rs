@@ -57,6 +57,10 @@ pub(super) struct ScopedValidator<'s> {
     ancestors: HashMap<EntityUid, Vec<EntityUid>>,
     /// Every action's descendants (transitively).
     descendants: HashMap<EntityUid, Vec<EntityUid>>,
+    /// What a policy can tell of each action: its principal and resource types, and
+    /// each context attribute's declared type (serialized); `None` when the context
+    /// type could not be read (such an action is never grouped).
+    shapes: HashMap<EntityUid, Option<ActionShape>>,
     /// Reduced validators by their actions (`None`: the reduced schema failed to
     /// build, the whole one is used).
     reduced: Mutex<HashMap<BTreeSet<EntityUid>, Option<std::sync::Arc<Validator>>>>,
@@ -87,13 +91,20 @@ impl<'s> ScopedValidator<'s> {
                 ancestors.insert(action.clone(), up);
             }
         }
-        Self {
+        let mut validator = Self {
             full: Validator::new(schema.clone()),
             json: json.as_object().unwrap_or(empty),
             ancestors,
             descendants,
+            shapes: HashMap::new(),
             reduced: Mutex::new(HashMap::new()),
-        }
+        };
+        let shapes = schema
+            .actions()
+            .map(|a| (a.clone(), validator.action_shape(a)))
+            .collect();
+        validator.shapes = shapes;
+        validator
     }
 
     /// Validate the policies of one file (strict mode): `None` when they are clean
@@ -148,23 +159,30 @@ impl<'s> ScopedValidator<'s> {
 
     /// The schema with only `actions` (and every entity and common type).
     fn reduced_schema(&self, actions: &BTreeSet<EntityUid>) -> Option<Schema> {
+        let mut wanted: HashMap<String, Vec<String>> = HashMap::new();
+        for uid in actions {
+            wanted
+                .entry(uid.type_name().namespace())
+                .or_default()
+                .push(uid.id().unescaped().to_owned());
+        }
         let mut namespaces = Map::new();
         for (ns, body) in self.json {
-            let mut body = body.as_object()?.clone();
-            let kept: Map<String, Value> = body
-                .get("actions")
-                .and_then(Value::as_object)
-                .map(|all| {
-                    all.iter()
-                        .filter(|(name, _)| {
-                            action_uid(ns, name).is_some_and(|uid| actions.contains(&uid))
-                        })
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            body.insert("actions".to_owned(), Value::Object(kept));
-            namespaces.insert(ns.clone(), Value::Object(body));
+            let body = body.as_object()?;
+            let mut reduced: Map<String, Value> = body
+                .iter()
+                .filter(|(k, _)| *k != "actions")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let all = body.get("actions").and_then(Value::as_object);
+            let kept: Map<String, Value> = wanted
+                .get(ns)
+                .into_iter()
+                .flatten()
+                .filter_map(|name| Some((name.clone(), all?.get(name)?.clone())))
+                .collect();
+            reduced.insert("actions".to_owned(), Value::Object(kept));
+            namespaces.insert(ns.clone(), Value::Object(reduced));
         }
         let fragment = SchemaFragment::from_json_value(Value::Object(namespaces)).ok()?;
         Schema::from_schema_fragments([fragment]).ok()
@@ -237,10 +255,25 @@ impl<'s> ScopedValidator<'s> {
     /// What of `action` a policy that reads the context attributes `read` can tell:
     /// its principal and resource types and the declared type of each attribute read.
     fn class_key(&self, action: &EntityUid, read: &BTreeSet<String>) -> Option<String> {
-        let ty = action.type_name();
-        let ns = ty.namespace();
-        let body = self.json.get(&ns)?;
-        let declared = body.get("actions")?.get(action.id().unescaped())?;
+        let shape = self.shapes.get(action)?.as_ref()?;
+        let mut key = shape.head.clone();
+        for a in read {
+            key.push('|');
+            key.push_str(a);
+            key.push('=');
+            key.push_str(shape.attributes.get(a).map_or("absent", String::as_str));
+        }
+        Some(key)
+    }
+
+    /// [`ActionShape`] of `action`, read from the schema's JSON form.
+    fn action_shape(&self, action: &EntityUid) -> Option<ActionShape> {
+        let ns = action.type_name().namespace();
+        let declared = self
+            .json
+            .get(&ns)?
+            .get("actions")?
+            .get(action.id().unescaped())?;
         let applies = declared.get("appliesTo");
         let list = |key: &str| {
             let mut v: Vec<String> = applies
@@ -249,28 +282,24 @@ impl<'s> ScopedValidator<'s> {
                 .map(|l| l.iter().map(Value::to_string).collect())
                 .unwrap_or_default();
             v.sort();
-            v
+            v.join(",")
         };
-        let context = applies.and_then(|a| a.get("context"));
-        let attributes = match context {
-            None => Some(Map::new()),
-            Some(c) => self.record_attributes(&ns, c),
+        let attributes = match applies.and_then(|a| a.get("context")) {
+            None => Map::new(),
+            Some(c) => self.record_attributes(&ns, c)?,
         };
-        let attributes = attributes?;
-        let seen: Vec<String> = read
-            .iter()
-            .map(|a| match attributes.get(a) {
-                Some(t) => format!("{a}={t}"),
-                None => format!("{a}=absent"),
-            })
-            .collect();
-        Some(format!(
-            "{ns}|{}|{}|{}|{}",
-            applies.is_some(),
-            list("principalTypes").join(","),
-            list("resourceTypes").join(","),
-            seen.join(";")
-        ))
+        Some(ActionShape {
+            head: format!(
+                "{ns}|{}|{}|{}",
+                applies.is_some(),
+                list("principalTypes"),
+                list("resourceTypes")
+            ),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+        })
     }
 
     /// The attributes of a context type: a record, or a common type naming one.
@@ -297,6 +326,14 @@ impl<'s> ScopedValidator<'s> {
         };
         self.json.get(&in_ns)?.get("commonTypes")?.get(local)
     }
+}
+
+/// What a policy can tell of an action (see [`ScopedValidator::class_key`]).
+struct ActionShape {
+    /// Namespace, whether it applies at all, principal types, resource types.
+    head: String,
+    /// Each context attribute's declared type, serialized.
+    attributes: HashMap<String, String>,
 }
 
 /// What a policy's conditions read.
@@ -366,19 +403,6 @@ fn entity_uid(v: &Value) -> Option<EntityUid> {
     Some(EntityUid::from_type_name_and_id(
         ty,
         EntityId::new(v.get("id")?.as_str()?),
-    ))
-}
-
-/// The uid of action `name` of namespace `ns`.
-fn action_uid(ns: &str, name: &str) -> Option<EntityUid> {
-    let ty = if ns.is_empty() {
-        "Action".to_owned()
-    } else {
-        format!("{ns}::Action")
-    };
-    Some(EntityUid::from_type_name_and_id(
-        EntityTypeName::from_str(&ty).ok()?,
-        EntityId::new(name),
     ))
 }
 
