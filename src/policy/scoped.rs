@@ -518,6 +518,41 @@ mod tests {
         assert!(reduced > checked / 2, "{reduced} of {checked} reduced");
     }
 
+    /// Every policy file of the directory named by `MCP_AUTHZ_SCOPED_DIR` (say the
+    /// typed benchmark's, `TYPED_BENCH_DIR`), each policy alone and each file whole:
+    /// scoped validation is clean exactly when the whole schema's is.
+    #[test]
+    #[ignore = "needs MCP_AUTHZ_SCOPED_DIR"]
+    fn scoped_validation_agrees_on_a_directory() {
+        let dir = std::env::var("MCP_AUTHZ_SCOPED_DIR").expect("MCP_AUTHZ_SCOPED_DIR");
+        let sources = read_sources(std::path::Path::new(&dir)).expect("sources");
+        let (schema, json) = load_schema(&sources, &mut Vec::new()).expect("schema");
+        let scoped = ScopedValidator::new(&schema, &json);
+        let full = Validator::new(schema.clone());
+        let clean = |r: &ValidationResult| {
+            r.validation_passed() && r.validation_warnings().next().is_none()
+        };
+        let mut policies = 0;
+        for (rel, text) in &sources.policies {
+            let file = PolicySet::from_str(text).expect("parses");
+            assert_eq!(
+                scoped.scoped_is_clean(&file),
+                clean(&full.validate(&file, ValidationMode::Strict)),
+                "{rel}"
+            );
+            for policy in file.policies() {
+                let one = PolicySet::from_policies([policy.clone()]).expect("one");
+                assert_eq!(
+                    scoped.scoped_is_clean(&one),
+                    clean(&full.validate(&one, ValidationMode::Strict)),
+                    "{rel}: {policy}"
+                );
+                policies += 1;
+            }
+        }
+        assert!(policies > 0);
+    }
+
     /// A policy scoped to `tools/call` that reads no argument is checked against one
     /// tool action; one that reads `arguments` against one per argument type.
     #[test]
