@@ -591,7 +591,11 @@ mod tests {
         );
         assert_eq!(
             shape.mismatch(&json!({ "ip": true })),
-            Some(("ip".into(), "an extension value", "a boolean"))
+            Some((
+                "ip".into(),
+                "an ipaddr (a string such as \"10.0.0.1\")",
+                "a boolean"
+            ))
         );
     }
 
