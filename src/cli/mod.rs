@@ -1,6 +1,7 @@
-//! The command line: `serve`, `validate`, `check`, `schema`.
+//! The command line: `serve`, `validate`, `check`, `schema`, `fmt`.
 
 mod check;
+mod fmt;
 mod schema;
 mod serve;
 
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, LogFormat, Overrides};
-use crate::policy::{LoadOptions, Problems, Snapshot};
+use crate::policy::{LoadOptions, Problem, Problems, Snapshot};
 
 /// Exit code of `check` for a deny.
 pub const EXIT_DENY: u8 = 1;
@@ -38,6 +39,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Import an MCP server's tools into the policy directory's schema, or check it for drift.
     Schema(schema::SchemaArgs),
+    /// Format the policy files (`*.cedar`) of a policy directory with Cedar's formatter,
+    /// or check that they are formatted (`--check`)
+    Fmt(fmt::FmtArgs),
 }
 
 /// Settings shared by `serve` and `check`.
@@ -75,6 +79,18 @@ pub struct ServeArgs {
 
 /// `validate` arguments.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 valid (warnings allowed unless `--deny-warnings`), 2 not valid.
+
+With `--json`, one object on stdout instead of the text: {\"ok\": bool, \"policies\": N or null,
+\"problems\": [{\"file\", \"line\", \"column\", \"policy_id\", \"severity\", \"message\", \"help\"}]}
+(null where unknown; `severity` is `error` or `warning`; `file` is relative to DIR).
+
+Examples:
+  mcp-authz validate
+  mcp-authz validate --deny-warnings policies
+  mcp-authz validate --json policies | jq '.problems[] | select(.severity == \"error\")'"
+)]
 pub struct ValidateArgs {
     /// Policy directory
     #[arg(value_name = "DIR", default_value = "policies")]
@@ -83,6 +99,9 @@ pub struct ValidateArgs {
     /// with `validation.deny_warnings`)
     #[arg(long, env = "MCP_AUTHZ_VALIDATION_DENY_WARNINGS")]
     deny_warnings: bool,
+    /// Print one JSON object (`ok`, `policies`, `problems`) on stdout instead of the text
+    #[arg(long)]
+    json: bool,
 }
 
 /// Parse the command line and run it.
@@ -93,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate(&args),
         Command::Check(args) => check::run(&args),
         Command::Schema(args) => schema::run(&args),
+        Command::Fmt(args) => fmt::run(&args),
     }
 }
 
@@ -100,7 +120,22 @@ fn validate(args: &ValidateArgs) -> ExitCode {
     let options = LoadOptions {
         deny_warnings: args.deny_warnings,
     };
-    match Snapshot::load_with(&args.dir, 1, options) {
+    let result = Snapshot::load_with(&args.dir, 1, options);
+    if args.json {
+        let (ok, policies, problems) = match &result {
+            Ok(snapshot) => (true, Some(snapshot.policy_count()), &snapshot.warnings),
+            Err(problems) => (false, None, problems),
+        };
+        let problems: Vec<serde_json::Value> = problems.0.iter().map(Problem::to_json).collect();
+        let out = serde_json::json!({ "ok": ok, "policies": policies, "problems": problems });
+        println!("{out}");
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_ERROR)
+        };
+    }
+    match result {
         Ok(snapshot) => {
             eprint!("{}", snapshot.warnings);
             println!(

@@ -57,8 +57,45 @@ fn rename(mut problems: Vec<Problem>, cedar: &PolicyId, id: Option<&str>) -> Vec
     let to = format!("`{id}`");
     for p in &mut problems {
         p.message = p.message.replacen(&from, &to, 1);
+        p.policy_id = Some(id.to_owned());
     }
     problems
+}
+
+/// Name the policy of each problem located in a policy file that parsed: the last
+/// policy of the file that starts on or before the problem's line.
+pub(super) fn attach_policy_ids(written: &[Written<'_>], problems: &mut [Problem]) {
+    // Per file, each policy's first line and id, in file order; lines counted once.
+    let mut starts: HashMap<&str, Vec<(usize, &str)>> = HashMap::new();
+    let mut counted: HashMap<&str, (usize, usize)> = HashMap::new(); // file -> (offset, line)
+    for w in written {
+        let (offset, line) = counted.entry(w.rel).or_insert((0, 1));
+        let to = w.located.offset.max(*offset);
+        *line += w
+            .text
+            .get(*offset..to)
+            .unwrap_or_default()
+            .matches('\n')
+            .count();
+        *offset = to;
+        starts
+            .entry(w.rel)
+            .or_default()
+            .push((*line, w.located.id.as_str()));
+    }
+    for p in problems.iter_mut().filter(|p| p.policy_id.is_none()) {
+        let (Some(file), Some(line)) = (p.file.as_deref(), p.line) else {
+            continue;
+        };
+        let Some(policies) = starts.get(file) else {
+            continue;
+        };
+        let after = policies.partition_point(|(start, _)| *start <= line);
+        p.policy_id = after
+            .checked_sub(1)
+            .and_then(|i| policies.get(i))
+            .map(|(_, id)| (*id).to_owned());
+    }
 }
 
 /// The problems of Cedar's validation of one file (`parsed`), each naming its

@@ -12,6 +12,16 @@ pub enum Severity {
     Warning,
 }
 
+impl Severity {
+    /// `error` or `warning`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
 /// One problem in a policy directory, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -31,6 +41,9 @@ pub struct Problem {
     pub message: String,
     /// Extra advice, usually Cedar's own help text.
     pub help: Option<String>,
+    /// The stable id of the policy the problem is in (`@id`, else `file.cedar:N`), when
+    /// it is in one that parsed.
+    pub policy_id: Option<String>,
 }
 
 impl Problem {
@@ -53,6 +66,7 @@ impl Problem {
             source_line: None,
             message: message.into(),
             help: None,
+            policy_id: None,
         }
     }
 
@@ -97,6 +111,21 @@ impl Problem {
         self
     }
 
+    /// The machine-readable form (`validate --json`): `file`, `line`, `column`,
+    /// `policy_id`, `severity` (`error` or `warning`), `message`, `help`; `null` where
+    /// unknown.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "policy_id": self.policy_id,
+            "severity": self.severity.as_str(),
+            "message": self.message,
+            "help": self.help,
+        })
+    }
+
     /// `file:line:column`, or as much of it as is known.
     pub fn location(&self) -> Option<String> {
         let file = self.file.as_deref()?;
@@ -133,11 +162,7 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        };
-        writeln!(f, "{kind}: {}", self.message)?;
+        writeln!(f, "{}: {}", self.severity.as_str(), self.message)?;
         if let Some(loc) = self.location() {
             writeln!(f, "  --> {loc}")?;
         }
@@ -240,6 +265,22 @@ mod tests {
         let text = p.to_string();
         assert!(text.contains("2 |   second line"), "{text}");
         assert!(text.contains("  ^^^^^^"), "{text}");
+    }
+
+    #[test]
+    fn json_form_has_every_field() {
+        let mut p = Problem::error(Some("a.cedar"), "bad")
+            .at_offset("x\ny", 2, 1)
+            .with_help(Some("fix it".into()));
+        p.policy_id = Some("a.cedar:0".into());
+        assert_eq!(
+            p.to_json(),
+            serde_json::json!({"file": "a.cedar", "line": 2, "column": 1, "policy_id": "a.cedar:0",
+                "severity": "error", "message": "bad", "help": "fix it"})
+        );
+        let p = Problem::error(None, "no schema");
+        assert_eq!(p.to_json()["file"], serde_json::Value::Null);
+        assert_eq!(p.to_json()["policy_id"], serde_json::Value::Null);
     }
 
     #[test]

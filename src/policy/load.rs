@@ -190,6 +190,47 @@ pub fn read_sources(dir: &Path) -> Result<Sources, Problems> {
     }
 }
 
+/// The policy files (`*.cedar`) of a policy directory, found as [`read_sources`] finds
+/// them (recursively, hidden entries skipped, directory symlinks followed once) and read
+/// into memory: relative path (`/`-separated), path and text, sorted by relative path.
+/// Other files are ignored; no schema is needed. For `fmt`.
+pub fn read_policy_files(dir: &Path) -> Result<Vec<(String, PathBuf, String)>, Problems> {
+    let mut problems = Vec::new();
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(Problems(vec![Problem::error(
+                None,
+                format!("`{}` is not a directory", dir.display()),
+            )]));
+        }
+        Err(e) => {
+            return Err(Problems(vec![Problem::error(
+                None,
+                format!("cannot read policy directory `{}`: {e}", dir.display()),
+            )]));
+        }
+    }
+    let mut found = Vec::new();
+    let mut visited = HashSet::new();
+    walk(dir, dir, 0, &mut found, &mut visited, &mut problems);
+    found.sort();
+    let mut files = Vec::new();
+    for (rel, path) in found {
+        if !rel.ends_with(".cedar") {
+            continue;
+        }
+        if let Some(text) = read_text(&path, &rel, &mut problems) {
+            files.push((rel, path, text));
+        }
+    }
+    if problems.is_empty() {
+        Ok(files)
+    } else {
+        Err(Problems(problems))
+    }
+}
+
 fn walk(
     root: &Path,
     dir: &Path,
@@ -397,6 +438,7 @@ pub fn build_with(
         authoring::undefined_literals(&written, &policies, entities, &mut problems);
     }
     authoring::apply_options(&mut problems, options);
+    authoring::attach_policy_ids(&written, &mut problems);
 
     if policies.is_empty() && !problems.iter().any(|p| p.severity == Severity::Error) {
         problems.push(
@@ -1294,7 +1336,7 @@ fn locate_entity(text: &str, message: &str) -> Option<usize> {
 
 /// Reject absurd nesting (brackets, or long operator chains) before Cedar's
 /// recursive parser sees it.
-fn nesting_problem(rel: &str, text: &str) -> Option<Problem> {
+pub(crate) fn nesting_problem(rel: &str, text: &str) -> Option<Problem> {
     let mut depth = 0usize;
     let mut operators = 0usize;
     let mut policy_start = 0usize;

@@ -32,9 +32,11 @@ use cedar_policy::{Entities, EntityTypeName, EntityUid, PolicySet, Schema};
 pub use authoring::LoadOptions;
 pub use diagnostics::{Problem, Problems, Severity, error_chain};
 pub use index::{IndexOptions, IndexStats, PolicyIndex};
+pub(crate) use load::nesting_problem;
 pub use load::{
     ContentDigests, ENTITIES_FILE, ENTITIES_FRAGMENT_SUFFIX, MAX_FILE_BYTES, PolicyDiff,
-    SchemaFormat, Sources, TOOLS_DIR, build, build_with, combined_schema, read_sources,
+    SchemaFormat, Sources, TOOLS_DIR, build, build_with, combined_schema, read_policy_files,
+    read_sources,
 };
 pub use shape::{Extension, Leaf, Shape, alias_in, name_key, reads_as};
 pub use store::{LastReload, MAX_LOGGED_IDS, PolicyStore, ReloadOutcome, ReloadStatus};

@@ -102,7 +102,7 @@ async fn explanation_shows_each_principal_and_the_forbidding_policies() {
         .collect();
     assert_eq!(ids, ["corpassist-never-deletes", "only-doc-admins-delete"]);
     assert_eq!(evals[1]["policies"][0]["file"], "applications.cedar");
-    assert_eq!(evals[1]["policies"][0]["line"], 13);
+    assert_eq!(evals[1]["policies"][0]["line"], 15);
 }
 
 /// Both reference servers have imported tools: a tool neither declares is denied

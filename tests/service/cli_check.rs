@@ -491,7 +491,7 @@ fn human_output_explains_each_principal() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("permitted by employees-use-docs (users.cedar:5)"),
+        stdout.contains("permitted by employees-use-docs (users.cedar:4)"),
         "{stdout}"
     );
     assert!(

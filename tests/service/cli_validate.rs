@@ -42,13 +42,10 @@ fn syntax_error_names_file_and_line() {
     );
     let (code, _, err) = validate(dir.path());
     assert_eq!(code, 2);
-    assert!(err.contains("--> users.cedar:8:3"), "{err}");
+    assert!(err.contains("--> users.cedar:7:3"), "{err}");
     assert!(err.contains("unexpected token"), "{err}");
     // The offending source line is shown.
-    assert!(
-        err.contains("8 |   action in [Mcp::Action::\"tools/call\""),
-        "{err}"
-    );
+    assert!(err.contains("7 |   action in\n"), "{err}");
 }
 
 #[test]
@@ -62,7 +59,7 @@ fn type_error_against_the_schema_names_file_and_line() {
     );
     let (code, _, err) = validate(dir.path());
     assert_eq!(code, 2);
-    assert!(err.contains("--> applications.cedar:29:"), "{err}");
+    assert!(err.contains("--> applications.cedar:32:"), "{err}");
     assert!(err.to_lowercase().contains("type"), "{err}");
 }
 
@@ -107,7 +104,7 @@ fn duplicate_id_names_both_places() {
         "{err}"
     );
     assert!(err.contains("--> zz-extra.cedar:2:1"), "{err}");
-    assert!(err.contains("users.cedar:5:1"), "{err}");
+    assert!(err.contains("users.cedar:4:1"), "{err}");
 }
 
 #[test]
@@ -302,7 +299,7 @@ fn deny_warnings_makes_a_warning_fail_validation() {
         ),
         "{err}"
     );
-    assert!(err.contains("--> users.cedar:15:28"), "{err}");
+    assert!(err.contains("--> users.cedar:17:28"), "{err}");
     for (args, env) in [
         (&["--deny-warnings"][..], &[][..]),
         (
@@ -361,4 +358,125 @@ fn action_equals_an_action_with_members_says_to_use_in() {
     .expect("write");
     let (code, _, err) = validate(dir.path());
     assert_eq!(code, 0, "{err}");
+}
+
+fn validate_json(dir: &std::path::Path, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = run(bin().arg("validate").arg("--json").args(args).arg(dir));
+    let (o, e) = text(&out);
+    let v: serde_json::Value =
+        serde_json::from_str(o.trim()).unwrap_or_else(|e| panic!("{e}: {o}"));
+    assert_eq!(o.trim().lines().count(), 1, "one object on one line: {o}");
+    (out.status.code().unwrap_or(-1), v, e)
+}
+
+#[test]
+fn json_of_a_clean_directory() {
+    let (code, v, err) = validate_json(&reference_policies(), &[]);
+    assert_eq!(code, 0, "{v}");
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(
+        v,
+        serde_json::json!({"ok": true, "policies": 16, "problems": []})
+    );
+}
+
+#[test]
+fn json_of_a_syntax_error() {
+    let dir = copy_of_reference();
+    edit(
+        dir.path(),
+        "users.cedar",
+        "principal in Mcp::Group::\"employees\",",
+        "principal in Mcp::Group::\"employees\"",
+    );
+    let (code, v, _) = validate_json(dir.path(), &[]);
+    assert_eq!(code, 2, "{v}");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["policies"], serde_json::Value::Null);
+    let p = &v["problems"][0];
+    assert_eq!(p["file"], "users.cedar", "{v}");
+    assert_eq!(p["line"], 7, "{v}");
+    assert_eq!(p["column"], 3, "{v}");
+    assert_eq!(p["severity"], "error", "{v}");
+    // The file does not parse: no policy of it is known.
+    assert_eq!(p["policy_id"], serde_json::Value::Null, "{v}");
+    assert!(
+        p["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unexpected token")),
+        "{v}"
+    );
+    for key in [
+        "file",
+        "line",
+        "column",
+        "policy_id",
+        "severity",
+        "message",
+        "help",
+    ] {
+        assert!(p.get(key).is_some(), "no `{key}` in {p}");
+    }
+}
+
+#[test]
+fn json_of_a_type_error_names_the_policy() {
+    let dir = copy_of_reference();
+    edit(
+        dir.path(),
+        "applications.cedar",
+        "context.arguments.max_results > 50",
+        "context.arguments.max_results like \"5*\"",
+    );
+    let (code, v, _) = validate_json(dir.path(), &[]);
+    assert_eq!(code, 2, "{v}");
+    assert_eq!(v["ok"], false);
+    let problems = v["problems"].as_array().expect("problems");
+    assert!(!problems.is_empty());
+    for p in problems {
+        assert_eq!(p["file"], "applications.cedar", "{v}");
+        assert_eq!(p["severity"], "error", "{v}");
+        assert!(p["line"].is_u64(), "{v}");
+        assert_eq!(p["policy_id"], "corpassist-bounded-search", "{v}");
+    }
+}
+
+#[test]
+fn json_of_a_warning_is_ok_and_deny_warnings_is_not() {
+    let dir = copy_of_reference();
+    edit(
+        dir.path(),
+        "users.cedar",
+        "Mcp::Group::\"employees\"",
+        "Mcp::Group::\"enginering\"",
+    );
+    let (code, v, _) = validate_json(dir.path(), &[]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["policies"], 16);
+    let p = &v["problems"][0];
+    assert_eq!(p["severity"], "warning", "{v}");
+    assert_eq!(p["file"], "users.cedar", "{v}");
+    assert!(p["line"].is_u64(), "{v}");
+    assert_eq!(p["policy_id"], "employees-use-docs", "{v}");
+    assert!(
+        p["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("enginering")),
+        "{v}"
+    );
+
+    let (code, v, _) = validate_json(dir.path(), &["--deny-warnings"]);
+    assert_eq!(code, 2, "{v}");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problems"][0]["severity"], "error", "{v}");
+}
+
+#[test]
+fn json_of_a_directory_problem_has_no_file() {
+    let (code, v, _) = validate_json(std::path::Path::new("/nonexistent/policies"), &[]);
+    assert_eq!(code, 2);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problems"][0]["file"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["problems"][0]["line"], serde_json::Value::Null, "{v}");
 }

@@ -396,7 +396,7 @@ async fn admin_endpoints_need_the_admin_listener_or_the_token() {
     assert_eq!(
         never_deletes,
         json!({
-            "id": "corpassist-never-deletes", "file": "applications.cedar", "line": 13, "column": 1,
+            "id": "corpassist-never-deletes", "file": "applications.cedar", "line": 15, "column": 1,
             "digest": digest,
         })
     );

@@ -18,6 +18,7 @@ mod authzen_interop;
 mod authzen_mcp;
 mod cache;
 mod cli_check;
+mod cli_fmt;
 mod cli_schema;
 mod cli_token;
 mod cli_validate;
