@@ -92,7 +92,10 @@ pub fn run(args: &FmtArgs) -> ExitCode {
             print!("{}", diff_excerpt(&f.before, &f.after));
         }
         return if changed.is_empty() {
-            println!("ok: {total} files formatted");
+            println!(
+                "ok: {total} file{} formatted",
+                if total == 1 { "" } else { "s" }
+            );
             ExitCode::SUCCESS
         } else {
             println!(
@@ -180,6 +183,16 @@ fn format_all_with_big_stack(
 
 /// The formatted text of one policy file, checked to mean what `text` means.
 fn format_file(rel: &str, text: &str, config: &Config) -> Result<String, Box<Problem>> {
+    format_with(rel, text, |t| policies_str_to_pretty(t, config))
+}
+
+/// [`format_file`] with the formatter given: a file that does not parse is refused, and
+/// so is a result that does not mean what `text` means.
+fn format_with(
+    rel: &str,
+    text: &str,
+    pretty: impl FnOnce(&str) -> miette::Result<String>,
+) -> Result<String, Box<Problem>> {
     if let Some(p) = nesting_problem(rel, text) {
         return Err(Box::new(p));
     }
@@ -198,7 +211,9 @@ fn format_file(rel: &str, text: &str, config: &Config) -> Result<String, Box<Pro
             ));
         }
     };
-    if text.trim().is_empty() {
+    // Only comments (or nothing): nothing to lay out. The formatter would add a
+    // blank first line.
+    if before.policies().next().is_none() && before.templates().next().is_none() {
         return Ok(text.to_owned());
     }
     let changed_meaning = || {
@@ -208,7 +223,7 @@ fn format_file(rel: &str, text: &str, config: &Config) -> Result<String, Box<Pro
         )
         .with_help(Some("the file is left as it is".into()))
     };
-    let after = match policies_str_to_pretty(text, config) {
+    let after = match pretty(text) {
         Ok(after) => after,
         Err(e) => {
             let message = e
@@ -460,6 +475,31 @@ mod tests {
         let d = PolicySet::from_str("@id(\"x\") permit(principal,action,resource) when { 1 < 2 };")
             .expect("d");
         assert_ne!(meaning(&a), meaning(&d));
+    }
+
+    #[test]
+    fn a_formatter_that_changes_meaning_is_refused() {
+        let text = "// keep me\npermit(principal,action,resource) when { 1 < 2 };\n";
+        let changed = |f: fn(&str) -> String| {
+            let p = format_with("a.cedar", text, |t| Ok(f(t))).expect_err("refused");
+            assert_eq!(p.message, "the formatter changed the meaning of `a.cedar`");
+        };
+        changed(|t| t.replace("1 < 2", "2 < 1"));
+        changed(|t| t.replace("// keep me", "// kept"));
+        changed(|t| t.replace("permit", "forbid"));
+        changed(|t| t.replace(";", ""));
+        changed(|t| format!("@id(\"new\")\n{t}"));
+        let same = format_with("a.cedar", text, |t| Ok(t.replace("{ 1", "{\n  1")));
+        assert!(same.is_ok());
+    }
+
+    #[test]
+    fn files_without_policies_are_left_as_they_are() {
+        for text in ["", "\n", "// nothing yet\n", "// one\n\n// two\n"] {
+            let out = format_with("a.cedar", text, |t| policies_str_to_pretty(t, &config()));
+            let out = out.unwrap_or_else(|p| panic!("{text:?}: {p}"));
+            assert_eq!(out, text);
+        }
     }
 
     #[test]
