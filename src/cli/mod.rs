@@ -39,8 +39,7 @@ enum Command {
     Check(check::CheckArgs),
     /// Import an MCP server's tools into the policy directory's schema, or check it for drift.
     Schema(schema::SchemaArgs),
-    /// Format the policy files (`*.cedar`) of a policy directory with Cedar's formatter,
-    /// or check that they are formatted (`--check`)
+    /// Format the policy files of a directory with Cedar's formatter, or check them (`--check`)
     Fmt(fmt::FmtArgs),
 }
 

@@ -235,3 +235,20 @@ fn help_has_examples() {
     assert!(o.contains("Examples:"), "{o}");
     assert!(o.contains("--check"), "{o}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_symlinked_file_is_rewritten_where_it_points() {
+    // A Kubernetes ConfigMap mounts its files as symlinks into a hidden `..data` folder.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("..data")).expect("mkdir");
+    let real = dir.path().join("..data/p.cedar");
+    std::fs::write(&real, "permit(principal,action,resource);\n").expect("write");
+    std::os::unix::fs::symlink("..data/p.cedar", dir.path().join("p.cedar")).expect("symlink");
+    let (code, out, err) = fmt(&[], dir.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("formatted: p.cedar\n"), "{out}");
+    assert_eq!(read(&real), "permit (principal, action, resource);\n");
+    let link = std::fs::symlink_metadata(dir.path().join("p.cedar")).expect("metadata");
+    assert!(link.file_type().is_symlink(), "still a symlink");
+}
