@@ -1,8 +1,9 @@
-//! The command line: `serve`, `validate`, `check`, `schema`.
+//! The command line: `serve`, `validate`, `check`, `schema`, `test`.
 
 mod check;
 mod schema;
 mod serve;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Import an MCP server's tools into the policy directory's schema, or check it for drift.
     Schema(schema::SchemaArgs),
+    /// Run the policy test suites (`*.test.yaml`) of a policy directory.
+    Test(test::TestArgs),
 }
 
 /// Settings shared by `serve` and `check`.
@@ -93,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate(&args),
         Command::Check(args) => check::run(&args),
         Command::Schema(args) => schema::run(&args),
+        Command::Test(args) => test::run(&args),
     }
 }
 

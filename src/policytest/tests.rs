@@ -1,0 +1,112 @@
+use super::*;
+
+const SUITE: &str = r#"
+name: docs
+fixtures:
+  principals:
+    contractor:
+      user: carol
+      groups: [contractors]
+      application: corpassist
+cases:
+  - name: reads
+    user: alice
+    application: corpassist
+    server: docs
+    tool: get_document
+    arguments: { document_id: titan/q1-strategy }
+    expect: allow
+  - name: "contractor"
+    user: contractor
+    scopes: [docs.read]
+    tool: docs/get_document
+    expect: deny
+"#;
+
+#[test]
+fn a_suite_reads_into_requests() {
+    let suite = parse("a.test.yaml", SUITE).unwrap();
+    assert_eq!(suite.name, "docs");
+    assert_eq!(suite.cases.len(), 2);
+    let first = &suite.cases[0];
+    assert_eq!(first.line, Some(10));
+    assert_eq!(first.expect, Expect::Allow);
+    assert_eq!(
+        first.request.resource.to_string(),
+        r#"Mcp::Tool::"docs/get_document""#
+    );
+    assert_eq!(
+        first.request.action.to_string(),
+        r#"Mcp::Action::"tools/call""#
+    );
+    assert!(first.request.token.is_none());
+    assert_eq!(
+        first.request.context["arguments"]["document_id"],
+        "titan/q1-strategy"
+    );
+    let second = &suite.cases[1];
+    assert_eq!(second.line, Some(17));
+    assert_eq!(
+        second.request.user.as_ref().unwrap().to_string(),
+        r#"Mcp::User::"carol""#
+    );
+    assert_eq!(
+        second.request.application.as_ref().unwrap().to_string(),
+        r#"Mcp::Application::"corpassist""#
+    );
+    assert_eq!(second.request.token.as_ref().unwrap().scopes, ["docs.read"]);
+    assert_eq!(second.request.entities.len(), 1);
+    assert_eq!(
+        second.request.entities[0].parents[0].to_string(),
+        r#"Mcp::Group::"contractors""#
+    );
+}
+
+#[test]
+fn unknown_keys_name_their_line() {
+    let text =
+        "name: x\ncases:\n  - name: a\n    user: alice\n    tool: docs/x\n    expcet: allow\n";
+    let e = parse("bad.test.yaml", text).unwrap_err();
+    assert_eq!(e.line, Some(6), "{e}");
+    assert!(e.message.contains("expcet"), "{e}");
+    assert!(e.to_string().starts_with("bad.test.yaml:6: "), "{e}");
+}
+
+#[test]
+fn a_suite_must_test_something() {
+    let e = parse("e.test.yaml", "name: x\ncases: []\n").unwrap_err();
+    assert!(e.message.contains("no cases"), "{e}");
+    let e = parse(
+        "e.test.yaml",
+        "name: x\ncases:\n  - name: a\n    user: u\n    tool: d/t\n",
+    )
+    .unwrap_err();
+    assert!(e.message.contains("expect"), "{e}");
+}
+
+#[test]
+fn cases_name_a_fitting_target() {
+    let case = |body: &str| {
+        parse(
+            "c.test.yaml",
+            &format!("name: x\ncases:\n  - name: a\n    user: u\n    expect: deny\n{body}"),
+        )
+    };
+    assert!(case("    method: tools/list\n    server: docs\n").is_ok());
+    let e = case("    server: docs\n").unwrap_err();
+    assert!(e.message.contains("`tools/call` needs `tool`"), "{e}");
+    let e = case("    method: tools/list\n    tool: docs/x\n").unwrap_err();
+    assert!(e.message.contains("acts on a server"), "{e}");
+    let e = case("    tool: docs/x\n    prompt: docs/y\n").unwrap_err();
+    assert!(e.message.contains("one of"), "{e}");
+    let e = case("    tool: docs/x\n    groups: [g]\n    user: null\n").unwrap_err();
+    assert!(
+        e.message.contains("duplicate") || e.message.contains("user"),
+        "{e}"
+    );
+    let r = case("    resource: docs://titan/q1-strategy\n    server: docs\n").unwrap();
+    assert_eq!(
+        r.cases[0].request.action.to_string(),
+        r#"Mcp::Action::"resources/read""#
+    );
+}
