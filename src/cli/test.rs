@@ -17,9 +17,9 @@ use crate::policytest::{self, CaseResult, Coverage, Report, SUITE_SUFFIX, Suite}
 /// `test` arguments.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Suites are YAML files `*.test.yaml` anywhere under DIR (never loaded as \
-policies). Each case is decided as `mcp-authz check` decides it, by the service's decision core,
-with the settings of `--config` (e.g. `rules.allow_user_only`).
+    after_help = "Suites are YAML files `*.test.yaml` anywhere under DIR, never loaded as
+policies. Each case is decided as `mcp-authz check` decides it, by the service's decision core,
+with the settings of `--config` (e.g. `decisions.allow_user_only`), without the cache.
 
 Exit status: 0 every case passed, 1 a case failed (or coverage is below `--min-coverage`),
 2 bad input: a suite that cannot be read, or a policy directory that does not load.
@@ -28,6 +28,7 @@ Examples:
   mcp-authz test
   mcp-authz test policies --json
   mcp-authz test policies --coverage --min-coverage 100
+  mcp-authz test policies --junit target/policy-tests.xml
   mcp-authz test policies --config mcp-authz.toml"
 )]
 pub struct TestArgs {
@@ -43,6 +44,9 @@ pub struct TestArgs {
     /// Fail (exit status 1) when coverage is below N percent
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=100))]
     min_coverage: Option<u8>,
+    /// Also write a JUnit XML report to FILE (one `testsuite` per suite file)
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
     /// Configuration file (TOML), as `serve` and `check` read it
     #[arg(long, value_name = "FILE", env = crate::config::CONFIG_ENV)]
     config: Option<PathBuf>,
@@ -108,6 +112,12 @@ fn run_inner(args: &TestArgs) -> Result<ExitCode, ExitCode> {
         (Some(c), Some(min)) => c.percent() < f64::from(min),
         _ => false,
     };
+    if let Some(file) = &args.junit {
+        std::fs::write(file, junit(&report, &suites, &snapshot)).map_err(|e| {
+            eprintln!("error: cannot write `{}`: {e}", file.display());
+            ExitCode::from(EXIT_ERROR)
+        })?;
+    }
     if args.json {
         println!(
             "{}",
@@ -148,47 +158,54 @@ fn location(r: &CaseResult<'_>) -> String {
     }
 }
 
+/// What a failed case got: what did not match, each principal's evaluation, the reason.
+fn failure(r: &CaseResult<'_>, snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "FAIL {} / {} ({})\n",
+        r.suite.name,
+        r.case.name,
+        location(r)
+    ));
+    for f in &r.failures {
+        out.push_str(&format!("  {f}\n"));
+    }
+    out.push_str(&format!(
+        "  decision: {} on {}\n",
+        r.decision.verdict(),
+        r.case.request.resource
+    ));
+    for role in [Role::User, Role::Application] {
+        let name = match role {
+            Role::User => "user",
+            Role::Application => "application",
+        };
+        match r.decision.evaluations.iter().find(|e| e.role == role) {
+            Some(e) => {
+                let verdict = if e.allow { "allow" } else { "deny" };
+                let policies: Vec<String> =
+                    e.policies.iter().map(|p| origin(snapshot, p)).collect();
+                let by = if policies.is_empty() {
+                    "no determining policy".to_owned()
+                } else {
+                    policies.join(", ")
+                };
+                out.push_str(&format!("  {name:<11} {}: {verdict}: {by}\n", e.principal));
+                for err in &e.errors {
+                    out.push_str(&format!("      error: {err}\n"));
+                }
+            }
+            None => out.push_str(&format!("  {name:<11} not evaluated\n")),
+        }
+    }
+    out.push_str(&format!("  reason: {}\n", r.decision.reason));
+    out
+}
+
 fn text(report: &Report<'_>, snapshot: &Snapshot, coverage: Option<&Coverage>) -> String {
     let mut out = String::new();
     for r in report.results.iter().filter(|r| !r.passed()) {
-        out.push_str(&format!(
-            "FAIL {} / {} ({})\n",
-            r.suite.name,
-            r.case.name,
-            location(r)
-        ));
-        for f in &r.failures {
-            out.push_str(&format!("  {f}\n"));
-        }
-        out.push_str(&format!(
-            "  decision: {} on {}\n",
-            r.decision.verdict(),
-            r.case.request.resource
-        ));
-        for role in [Role::User, Role::Application] {
-            let name = match role {
-                Role::User => "user",
-                Role::Application => "application",
-            };
-            match r.decision.evaluations.iter().find(|e| e.role == role) {
-                Some(e) => {
-                    let verdict = if e.allow { "allow" } else { "deny" };
-                    let policies: Vec<String> =
-                        e.policies.iter().map(|p| origin(snapshot, p)).collect();
-                    let by = if policies.is_empty() {
-                        "no determining policy".to_owned()
-                    } else {
-                        policies.join(", ")
-                    };
-                    out.push_str(&format!("  {name:<11} {}: {verdict}: {by}\n", e.principal));
-                    for err in &e.errors {
-                        out.push_str(&format!("      error: {err}\n"));
-                    }
-                }
-                None => out.push_str(&format!("  {name:<11} not evaluated\n")),
-            }
-        }
-        out.push_str(&format!("  reason: {}\n", r.decision.reason));
+        out.push_str(&failure(r, snapshot));
     }
     if let Some(c) = coverage {
         out.push_str("coverage:\n");
@@ -288,4 +305,85 @@ fn to_json(
         );
     }
     out
+}
+
+/// A JUnit XML report: one `testsuite` per suite, one `testcase` per case, a
+/// `failure` with what [`failure`] prints for each failed case.
+fn junit(report: &Report<'_>, suites: &[Suite], snapshot: &Snapshot) -> String {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    out.push_str(&format!(
+        "<testsuites name=\"mcp-authz test\" tests=\"{}\" failures=\"{}\">\n",
+        report.results.len(),
+        report.failed()
+    ));
+    for suite in suites {
+        let results: Vec<&CaseResult<'_>> = report
+            .results
+            .iter()
+            .filter(|r| std::ptr::eq(r.suite, suite))
+            .collect();
+        let failed = results.iter().filter(|r| !r.passed()).count();
+        out.push_str(&format!(
+            "  <testsuite name=\"{}\" file=\"{}\" tests=\"{}\" failures=\"{failed}\">\n",
+            xml(&suite.name),
+            xml(&suite.file),
+            results.len()
+        ));
+        for r in results {
+            let line = r
+                .case
+                .line
+                .map(|l| format!(" line=\"{l}\""))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "    <testcase name=\"{}\" classname=\"{}\" file=\"{}\"{line}",
+                xml(&r.case.name),
+                xml(&suite.name),
+                xml(&suite.file)
+            ));
+            if r.passed() {
+                out.push_str("/>\n");
+            } else {
+                out.push_str(&format!(
+                    ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>\n",
+                    xml(&r.failures.join("; ")),
+                    r.got.as_str(),
+                    xml(&failure(r, snapshot))
+                ));
+            }
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+/// `text` escaped for an XML attribute or element; characters XML 1.0 cannot hold
+/// (most control characters) are left out.
+fn xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' | '\t' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn xml_is_escaped() {
+        assert_eq!(
+            super::xml("a <b> & \"c\" 'd'\u{1}\n"),
+            "a &lt;b&gt; &amp; &quot;c&quot; &apos;d&apos;\n"
+        );
+    }
 }

@@ -19,6 +19,7 @@ mod authzen_mcp;
 mod cache;
 mod cli_check;
 mod cli_schema;
+mod cli_test;
 mod cli_token;
 mod cli_validate;
 mod forged_requests;
