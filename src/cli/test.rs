@@ -269,6 +269,7 @@ fn to_json(
                 "expected": r.case.expect,
                 "got": r.got,
                 "reason": r.decision.reason,
+                "reason_kind": r.decision.reason.kind(),
                 "evaluations": evaluations,
                 "failures": r.failures,
             })

@@ -316,13 +316,13 @@ pub fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
     })?;
     if parsed.name.trim().is_empty() {
         return Err(error(
-            line_of(text, "name", None),
+            line_of(text, "name"),
             "the suite's `name` is empty".into(),
         ));
     }
     if parsed.cases.is_empty() {
         return Err(error(
-            line_of(text, "cases", None),
+            line_of(text, "cases"),
             "the suite has no cases: a suite must test something".into(),
         ));
     }
@@ -334,16 +334,17 @@ pub fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
         .map(|(i, e)| {
             entity(e).map_err(|m| {
                 error(
-                    line_of(text, "entities", None),
+                    line_of(text, "entities"),
                     format!("fixture entity {}: {m}", i + 1),
                 )
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let lines = case_lines(text);
     let mut names = HashSet::new();
     let mut cases = Vec::with_capacity(parsed.cases.len());
     for c in &parsed.cases {
-        let line = line_of(text, "name", Some(&c.name));
+        let line = lines.get(c.name.as_str()).copied();
         if c.name.trim().is_empty() {
             return Err(error(line, "a case's `name` is empty".into()));
         }
@@ -368,30 +369,42 @@ pub fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
     })
 }
 
-/// The 1-based line of the first `key:` (with `value`, when given) in `text`, the
-/// way a person writes it (`key: value`, `- key: value`, the value quoted or not).
-fn line_of(text: &str, key: &str, value: Option<&str>) -> Option<usize> {
+/// The 1-based line of the first `key:` in `text`, the way a person writes it
+/// (`key: ...` or `- key: ...`, indented or not).
+fn line_of(text: &str, key: &str) -> Option<usize> {
     let prefix = format!("{key}:");
     text.lines()
         .position(|l| {
-            let l = l.trim_start().trim_start_matches("- ").trim_start();
-            let Some(rest) = l.strip_prefix(&prefix) else {
-                return false;
-            };
-            match value {
-                None => true,
-                Some(v) => {
-                    let rest = rest.trim();
-                    let unquoted = rest
-                        .strip_prefix('"')
-                        .and_then(|r| r.strip_suffix('"'))
-                        .or_else(|| rest.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')))
-                        .unwrap_or(rest);
-                    unquoted == v
-                }
-            }
+            l.trim_start()
+                .trim_start_matches("- ")
+                .trim_start()
+                .starts_with(&prefix)
         })
         .map(|i| i + 1)
+}
+
+/// The 1-based line of each case name, found in one pass: `- name: NAME` or an indented
+/// `name: NAME`, the value quoted or not (the first line for a name given twice).
+fn case_lines(text: &str) -> std::collections::HashMap<&str, usize> {
+    let mut lines = std::collections::HashMap::new();
+    for (i, l) in text.lines().enumerate() {
+        // The suite's own `name:` is not indented.
+        if !l.starts_with([' ', '\t', '-']) {
+            continue;
+        }
+        let l = l.trim_start().trim_start_matches("- ").trim_start();
+        let Some(rest) = l.strip_prefix("name:") else {
+            continue;
+        };
+        let rest = rest.trim();
+        let name = rest
+            .strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .or_else(|| rest.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')))
+            .unwrap_or(rest);
+        lines.entry(name).or_insert(i + 1);
+    }
+    lines
 }
 
 /// An entity in Cedar's JSON entity format: `uid`, `parents`, `attrs`.

@@ -110,3 +110,12 @@ fn cases_name_a_fitting_target() {
         r#"Mcp::Action::"resources/read""#
     );
 }
+
+#[test]
+fn duplicate_keys_are_refused() {
+    let text = "name: x\ncases:\n  - name: a\n    user: alice\n    tool: docs/x\n    expect: allow\n    expect: deny\n";
+    let e = parse("dup.test.yaml", text).unwrap_err();
+    assert!(e.message.contains("duplicate"), "{e}");
+    // The mapping that holds the key twice.
+    assert_eq!(e.line, Some(3), "{e}");
+}

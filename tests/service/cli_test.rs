@@ -44,6 +44,7 @@ fn json_reports_every_case_and_a_summary() {
     assert_eq!(invalid["expected"], "invalid");
     assert_eq!(invalid["got"], "invalid");
     assert_eq!(invalid["passed"], true);
+    assert_eq!(invalid["reason_kind"], "undeclared_argument");
     assert_eq!(invalid["file"], "reference.test.yaml");
 }
 
