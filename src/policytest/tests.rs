@@ -119,3 +119,26 @@ fn duplicate_keys_are_refused() {
     // The mapping that holds the key twice.
     assert_eq!(e.line, Some(3), "{e}");
 }
+
+#[test]
+fn fixture_entities_are_cedar_json_entities() {
+    let suite = |entities: &str| {
+        parse(
+            "f.test.yaml",
+            &format!(
+                "name: x\nfixtures:\n  entities:\n{entities}\ncases:\n  - name: a\n    user: frank\n    application: corpassist\n    tool: docs/x\n    expect: deny\n"
+            ),
+        )
+    };
+    let s = suite("    - uid: { type: Mcp::User, id: frank }\n      parents: [{ type: Mcp::Group, id: finance }]\n      attrs: { department: finance }").unwrap();
+    let e = &s.cases[0].request.entities;
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].uid.to_string(), r#"Mcp::User::"frank""#);
+    assert_eq!(e[0].parents[0].to_string(), r#"Mcp::Group::"finance""#);
+    assert_eq!(e[0].attrs["department"], "finance");
+    let err = suite("    - uid: frank").unwrap_err();
+    assert!(err.message.starts_with("fixture entity 1: "), "{err}");
+    assert_eq!(err.line, Some(3), "{err}");
+    let err = suite("    - uid: { type: Mcp::User, id: frank }\n      parent: []").unwrap_err();
+    assert!(err.message.contains("unknown key `parent`"), "{err}");
+}
