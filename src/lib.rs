@@ -28,6 +28,7 @@ pub mod fuzzing;
 pub mod identity;
 pub mod mcp;
 pub mod policy;
+pub mod policytest;
 pub mod telemetry;
 pub mod trace;
 pub mod uri;

@@ -3,17 +3,16 @@
 
 mod notes;
 
-use std::process::ExitCode;
-use std::str::FromStr;
-
-use cedar_policy::EntityUid;
 use clap::Args;
 use serde_json::{Value, json};
+use std::process::ExitCode;
 
 use super::{CommonArgs, EXIT_DENY, EXIT_ERROR, load_config, report_problems};
 use crate::authz::{Decision, DecisionMeta, DecisionRequest, Engine, Interface, Role};
 use crate::config::{Config, Overrides};
-use crate::identity::{AuthnError, Identity, IdentityInput, Resolver, TrustedIdentity};
+use crate::identity::{
+    AuthnError, GivenError, GivenFacts, Identity, IdentityInput, Resolver, TrustedIdentity,
+};
 use crate::mcp;
 use crate::policy::Snapshot;
 use notes::Note;
@@ -176,17 +175,7 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, ExitCode> {
 }
 
 fn build_request(args: &CheckArgs) -> Result<DecisionRequest, String> {
-    let (action, method) = if args.action.contains("::\"") {
-        let uid = EntityUid::from_str(&args.action)
-            .map_err(|e| format!("`{}` is not an action uid: {e}", args.action))?;
-        let method = uid.id().unescaped().to_owned();
-        (uid, method)
-    } else {
-        (mcp::action(&args.action), args.action.clone())
-    };
-    let (resource, server) = mcp::resource_for(&method, &args.resource, args.server.as_deref())?;
-    let mut request = DecisionRequest::new(action, resource);
-    request.server = server;
+    let mut request = mcp::request_for(&args.action, &args.resource, args.server.as_deref())?;
     if let Some(text) = &args.context {
         match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => request.context = map,
@@ -204,29 +193,6 @@ fn build_request(args: &CheckArgs) -> Result<DecisionRequest, String> {
 /// verified token, so the token facts are set (scopes possibly empty) as a token's
 /// would be; none of them, no token facts.
 fn given_identity(args: &CheckArgs) -> Result<Identity, String> {
-    let facts = !(args.groups.is_empty() && args.scopes.is_empty() && args.claims.is_empty());
-    if facts && args.token.is_some() {
-        return Err(
-            "`--group`, `--scope` and `--claim` stand for a token's facts: give them or \
-             `--token`, not both"
-                .into(),
-        );
-    }
-    if !args.groups.is_empty() && args.user.is_none() {
-        return Err("`--group` needs `--user`: groups are the user's".into());
-    }
-    if let Some(g) = args.groups.iter().find(|g| g.is_empty()) {
-        return Err(format!("`--group` must name a group, not `{g}`"));
-    }
-    if let Some(s) = args
-        .scopes
-        .iter()
-        .find(|s| s.is_empty() || s.chars().any(char::is_whitespace))
-    {
-        return Err(format!(
-            "`--scope` must be one scope, without spaces, not `{s}` (repeat `--scope` for more)"
-        ));
-    }
     let mut claims = serde_json::Map::new();
     for text in &args.claims {
         let (name, value) = parse_claim(text)?;
@@ -234,15 +200,26 @@ fn given_identity(args: &CheckArgs) -> Result<Identity, String> {
             return Err(format!("`--claim {name}=...` is given twice"));
         }
     }
-    Ok(Identity {
+    let given = GivenFacts {
         user: args.user.clone(),
         application: args.application.clone(),
         groups: args.groups.clone(),
         scopes: args.scopes.clone(),
         claims,
-        // Not a verified issuer: what makes `Identity::token_facts` give the facts.
-        issuer: facts.then(|| "check --group/--scope/--claim".to_owned()),
-        spiffe_id: None,
+    };
+    if given.has_token_facts() && args.token.is_some() {
+        return Err(
+            "`--group`, `--scope` and `--claim` stand for a token's facts: give them or \
+             `--token`, not both"
+                .into(),
+        );
+    }
+    given.identity().map_err(|e| match e {
+        GivenError::GroupsWithoutUser => "`--group` needs `--user`: groups are the user's".into(),
+        GivenError::EmptyGroup => "`--group` must name a group, not ``".into(),
+        GivenError::BadScope(s) => format!(
+            "`--scope` must be one scope, without spaces, not `{s}` (repeat `--scope` for more)"
+        ),
     })
 }
 

@@ -1,9 +1,10 @@
-//! The command line: `serve`, `validate`, `check`, `schema`, `fmt`.
+//! The command line: `serve`, `validate`, `check`, `schema`, `fmt`, `test`.
 
 mod check;
 mod fmt;
 mod schema;
 mod serve;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,8 @@ enum Command {
     Schema(schema::SchemaArgs),
     /// Format the policy files of a directory with Cedar's formatter, or check them (`--check`)
     Fmt(fmt::FmtArgs),
+    /// Run the policy test suites (`*.test.yaml`) of a policy directory.
+    Test(test::TestArgs),
 }
 
 /// Settings shared by `serve` and `check`.
@@ -112,6 +115,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Schema(args) => schema::run(&args),
         Command::Fmt(args) => fmt::run(&args),
+        Command::Test(args) => test::run(&args),
     }
 }
 

@@ -92,6 +92,7 @@
 mod claims;
 mod config;
 mod error;
+mod given;
 mod jwks;
 mod jwt;
 pub mod spiffe;
@@ -108,6 +109,7 @@ pub use config::{
     SpiffeConfig,
 };
 pub use error::{AuthnError, IdentitySource, TokenPart, bearer_challenge};
+pub use given::{GivenError, GivenFacts};
 pub use jwks::JwksStats;
 pub use spiffe::{SpiffeApplicationId, SpiffeId, SpiffeIdError};
 

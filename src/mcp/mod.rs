@@ -193,6 +193,28 @@ pub fn resource_for(
     Ok((uid, Some(Kind::Server.uid(server))))
 }
 
+/// A decision request for `action` (an MCP method, or a full Cedar action uid) on
+/// `resource` as [`resource_for`] reads it: action, resource and server, no principal
+/// or context yet. How `check` and the policy test suites name what they decide.
+pub fn request_for(
+    action: &str,
+    resource: &str,
+    server: Option<&str>,
+) -> Result<crate::authz::DecisionRequest, String> {
+    let (action, method) = if action.contains("::\"") {
+        let uid = EntityUid::from_str(action)
+            .map_err(|e| format!("`{action}` is not an action uid: {e}"))?;
+        let method = uid.id().unescaped().to_owned();
+        (uid, method)
+    } else {
+        (self::action(action), action.to_owned())
+    };
+    let (resource, server) = resource_for(&method, resource, server)?;
+    let mut request = crate::authz::DecisionRequest::new(action, resource);
+    request.server = server;
+    Ok(request)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ mod cache;
 mod cli_check;
 mod cli_fmt;
 mod cli_schema;
+mod cli_test;
 mod cli_token;
 mod cli_validate;
 mod forged_requests;
