@@ -115,23 +115,47 @@ impl Report<'_> {
 /// Decide every case of `suites` with `engine` (give it the deployment's rules, and no
 /// cache), on one snapshot: the entry point of every interface, without recording.
 pub fn run<'a>(engine: &Engine, suites: &'a [Suite]) -> Report<'a> {
+    /// Fewer cases than this are decided on the calling thread.
+    const PARALLEL_FROM: usize = 512;
     let snapshot = engine.snapshot();
-    let results = suites
+    let cases: Vec<(&'a Suite, &'a Case)> = suites
         .iter()
         .flat_map(|suite| suite.cases.iter().map(move |case| (suite, case)))
-        .map(|(suite, case)| {
-            let decision = engine.evaluate(&snapshot, &case.request);
-            let got = got(&decision);
-            let failures = failures(case, &decision, got);
-            CaseResult {
-                suite,
-                case,
-                decision,
-                got,
-                failures,
-            }
-        })
         .collect();
+    let decide = |&(suite, case): &(&'a Suite, &'a Case)| {
+        let decision = engine.evaluate(&snapshot, &case.request);
+        let got = got(&decision);
+        let failures = failures(case, &decision, got);
+        CaseResult {
+            suite,
+            case,
+            decision,
+            got,
+            failures,
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads < 2 || cases.len() < PARALLEL_FROM {
+        return Report {
+            results: cases.iter().map(decide).collect(),
+        };
+    }
+    // The cases in contiguous chunks, one thread each, the results in case order.
+    let chunk = cases.len().div_ceil(threads);
+    let results = std::thread::scope(|scope| {
+        let handles: Vec<_> = cases
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(decide).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                // A decision never panics; were one to, its thread's panic goes on here.
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
     Report { results }
 }
 

@@ -221,3 +221,54 @@ fn test_files_are_not_policy_inputs() {
     assert_eq!(store.snapshot().generation, before.generation);
     assert_eq!(store.snapshot().policy_count(), before.policy_count());
 }
+
+/// A suite large enough to be decided on several threads: every case is reported,
+/// in the order written, and the wrong expectations are found wherever they are.
+#[test]
+fn a_large_suite_is_reported_in_order() {
+    let dir = copy_of_reference();
+    let mut suite = String::from("name: many\ncases:\n");
+    let wrong = [7, 600, 1999];
+    for i in 0..2000 {
+        let (user, expect) = if i % 2 == 0 {
+            ("alice", "allow")
+        } else {
+            ("summarizer-only", "deny")
+        };
+        let expect = if wrong.contains(&i) {
+            if expect == "allow" { "deny" } else { "allow" }
+        } else {
+            expect
+        };
+        let who = if user == "alice" {
+            "    user: alice\n    application: corpassist\n".to_owned()
+        } else {
+            "    application: summarizer\n".to_owned()
+        };
+        suite.push_str(&format!(
+            "  - name: case {i}\n{who}    tool: docs/get_document\n    arguments: {{ document_id: titan/q1-strategy }}\n    expect: {expect}\n"
+        ));
+    }
+    fs::write(dir.path().join("many.test.yaml"), suite).expect("write");
+    let out = run(bin().arg("test").arg(dir.path()).arg("--json"));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    let names: Vec<&str> = v["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .filter(|c| c["suite"] == "many")
+        .filter_map(|c| c["case"].as_str())
+        .collect();
+    let expected: Vec<String> = (0..2000).map(|i| format!("case {i}")).collect();
+    assert_eq!(names, expected);
+    let failed: Vec<&str> = v["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .filter_map(|c| c["case"].as_str())
+        .collect();
+    assert_eq!(failed, ["case 7", "case 600", "case 1999"]);
+}
