@@ -11,7 +11,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::authz::Engine;
-use crate::config::{AuthzenSettings, GrpcSettings, Secret};
+use crate::config::{AuthzenSettings, GrpcSettings, Secret, ServerMap};
 use crate::identity::Resolver;
 use crate::telemetry::Telemetry;
 
@@ -40,6 +40,8 @@ pub struct Services {
     pub trusted_caller_token: Option<Secret>,
     /// The MCP server id of Envoy requests whose route names none.
     pub envoy_default_server: Option<String>,
+    /// The MCP server ids of Envoy requests by destination SPIFFE ID and `:authority`.
+    pub envoy_servers: ServerMap,
     /// AuthZEN's limits.
     pub authzen: AuthzenSettings,
     /// The gateway API's limits.
@@ -58,6 +60,7 @@ impl Services {
             resolver,
             trusted_caller_token: None,
             envoy_default_server: None,
+            envoy_servers: ServerMap::default(),
             authzen: AuthzenSettings::default(),
             grpc: GrpcSettings::default(),
             admin_token: None,

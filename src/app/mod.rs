@@ -238,6 +238,7 @@ impl Bound {
                 resolver,
                 trusted_caller_token: config.trusted_caller_token.clone(),
                 envoy_default_server: config.envoy_default_server.clone(),
+                envoy_servers: config.envoy_servers.clone(),
                 authzen: config.authzen.clone(),
                 grpc: config.grpc,
                 admin_token,

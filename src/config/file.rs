@@ -42,6 +42,12 @@ pub struct ValidationFile {
 pub struct EnvoyFile {
     /// Server id when a route carries no `context_extensions.mcp_server`.
     pub default_server: Option<String>,
+    /// `:authority`/Host patterns (`docs.*.svc.cluster.local`) and their server ids.
+    #[serde(default)]
+    pub servers: std::collections::BTreeMap<String, String>,
+    /// Destination SPIFFE IDs (`attributes.destination.principal`) and their server ids.
+    #[serde(default)]
+    pub principals: std::collections::BTreeMap<String, String>,
 }
 
 /// The `[cache]` section.

@@ -21,6 +21,7 @@ use crate::telemetry::DecisionLogConfig;
 mod env;
 mod file;
 mod flags;
+mod servers;
 mod settings;
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ pub use file::{
     GrpcFile, ListenersFile, LogFile, ReloadFile, ValidationFile,
 };
 pub use flags::Overrides;
+pub use servers::{ServerMap, ServerMapError, normalized_host};
 pub use settings::{SETTINGS, Setting, ValueKind, env_help, settings_markdown};
 
 /// Default policy directory.
@@ -134,6 +136,8 @@ pub struct Config {
     pub reload_poll_interval: Duration,
     /// Envoy default server.
     pub envoy_default_server: Option<String>,
+    /// Envoy requests' servers by `:authority` and destination SPIFFE ID.
+    pub envoy_servers: ServerMap,
     /// Token issuers, SPIFFE and token verification settings.
     pub identity: IdentityConfig,
     /// The decision cache.

@@ -202,7 +202,19 @@ pub const SETTINGS: &[Setting] = &[
         "envoy.default_server",
         TEXT,
         None,
-        "server id when an Envoy route carries no `context_extensions.mcp_server` (default: none)",
+        "server id of an Envoy request that names none and matches no `envoy.principals` or `envoy.servers` entry (default: none: such a request is denied)",
+    ),
+    setting(
+        "envoy.principals",
+        ValueKind::FileOnly,
+        None,
+        "server ids by the destination's SPIFFE ID (`attributes.destination.principal`): `[envoy.principals]` table, `\"spiffe://corp.example/ns/docs/sa/docs\" = \"docs\"`",
+    ),
+    setting(
+        "envoy.servers",
+        ValueKind::FileOnly,
+        None,
+        "server ids by `:authority`/Host: `[envoy.servers]` table, `\"docs.*.svc.cluster.local\" = \"docs\"` (`*` is one whole label; port and case ignored; an exact host wins, overlapping wildcards are refused)",
     ),
     setting(
         "grpc.trusted_caller_token_file",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{
     AuthzenFile, AuthzenSettings, CacheFile, Config, ConfigError, DEFAULT_GRPC_LISTEN,
     DEFAULT_HTTP_LISTEN, DEFAULT_POLICIES, DecisionLogFile, FileConfig, GrpcFile, GrpcSettings,
-    ListenerConfig, ListenersFile, Secret, Timeouts,
+    ListenerConfig, ListenersFile, Secret, ServerMap, Timeouts,
 };
 use crate::authz::CacheSettings;
 use crate::identity::IdentityConfig;
@@ -82,6 +82,13 @@ pub(super) fn checked(
             reason: "empty server id".into(),
         });
     }
+    let envoy_servers = ServerMap::new(&fc.envoy.servers, &fc.envoy.principals).map_err(|e| {
+        ConfigError::Value {
+            key: e.key.into(),
+            origin: origin(e.key),
+            reason: e.reason,
+        }
+    })?;
     let identity = IdentityConfig {
         issuers: fc.issuers.clone(),
         spiffe: fc.spiffe.clone(),
@@ -107,6 +114,7 @@ pub(super) fn checked(
         reload_debounce: Duration::from_millis(fc.reload.debounce_ms.unwrap_or(250)),
         reload_poll_interval: Duration::from_secs(fc.reload.poll_interval_secs.unwrap_or(5)),
         envoy_default_server: fc.envoy.default_server.clone(),
+        envoy_servers,
         base_dir,
         authzen,
         admin_token_file: fc.admin.token_file.clone(),

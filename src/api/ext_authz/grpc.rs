@@ -92,6 +92,11 @@ pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
             .and_then(|a| a.context_extensions.get("mcp_server"))
             .map(String::as_str)
             .filter(|s| !s.is_empty()),
+        authority: http.map(|h| h.host.as_str()).filter(|s| !s.is_empty()),
+        destination_principal: attrs
+            .and_then(|a| a.destination.as_ref())
+            .map(|d| d.principal.as_str())
+            .filter(|s| !s.is_empty()),
         spiffe_id: source
             .map(|s| s.principal.as_str())
             .filter(|s| !s.is_empty()),

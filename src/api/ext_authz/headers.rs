@@ -37,10 +37,13 @@ pub enum HeaderError {
 /// partial-body marker, every `mcp-*` header (`mcp-method`, `mcp-name`,
 /// `mcp-session-id`, `mcp-protocol-version`, ...) and every `x-mcp-authz-*`
 /// header (the server of the HTTP mode, and the client copies of the headers an
-/// allow replaces). `name` is in lower case.
+/// allow replaces), and `:authority`/`host` (they may name the server). `name` is in
+/// lower case.
 pub fn is_security_header(name: &str) -> bool {
-    matches!(name, "authorization" | "content-type" | PARTIAL_BODY_HEADER)
-        || name.starts_with("mcp-")
+    matches!(
+        name,
+        "authorization" | "content-type" | ":authority" | "host" | PARTIAL_BODY_HEADER
+    ) || name.starts_with("mcp-")
         || name.starts_with("x-mcp-authz-")
 }
 

@@ -18,8 +18,11 @@
 //!   a session): `session/end` — both on the server.
 //! - Any other HTTP method is a deny.
 //!
-//! The server is the route's `context_extensions.mcp_server` (gRPC), the
-//! `x-mcp-authz-server` header (HTTP mode), else `[envoy] default_server`.
+//! The server, by one rule ([`server_of`]) in both modes: the route's
+//! `context_extensions.mcp_server` (gRPC) or `x-mcp-authz-server` header (HTTP
+//! mode); else the destination workload's SPIFFE ID (`attributes.destination.principal`,
+//! gRPC) in `[envoy.principals]`; else the `:authority` (Host) in `[envoy.servers]`;
+//! else `[envoy] default_server` if it is set. Nothing else: a deny naming the authority.
 //! Allowed requests go on with `x-mcp-authz-decision-id`, `x-mcp-authz-user` and
 //! `x-mcp-authz-application`; the same headers sent by a client are removed.
 //! Denied ones get 403 with a JSON-RPC error carrying the request's id;
@@ -81,6 +84,11 @@ pub struct EnvoyRequest<'a> {
     pub body: &'a [u8],
     /// The MCP server id from the route, if any.
     pub server: Option<&'a str>,
+    /// The `:authority` Envoy reports outside the headers (gRPC `http.host`), if any;
+    /// else the `:authority` or `host` header is read.
+    pub authority: Option<&'a str>,
+    /// The destination workload's SPIFFE ID (`attributes.destination.principal`), if any.
+    pub destination_principal: Option<&'a str>,
     /// The caller's SPIFFE ID (mTLS peer) as Envoy proved it, if any.
     pub spiffe_id: Option<&'a str>,
     /// A SPIFFE ID the request asserts (the HTTP mode's `x-mcp-authz-spiffe-id`).
@@ -182,12 +190,7 @@ async fn decide_request(
     if let Err(e) = request.headers.check() {
         return Err(refuse(Refusal::invalid(e.to_string()), None));
     }
-    let Some(server) = request.server.or(services.envoy_default_server.as_deref()) else {
-        return Err(refuse(
-            Refusal::invalid("no MCP server is configured for this route"),
-            None,
-        ));
-    };
+    let server = server_of(services, &request)?;
     let calls = calls_of(&request)?;
     let request_id = calls.first().and_then(|c| c.id.clone());
     let authorization = match request.headers.get("authorization") {
@@ -279,6 +282,71 @@ async fn decide_request(
         remove_headers,
         policies,
     })
+}
+
+/// Where the server of a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerSource {
+    /// The route: `context_extensions.mcp_server` or `x-mcp-authz-server`.
+    Route,
+    /// `[envoy.principals]`, by the destination's SPIFFE ID.
+    Principal,
+    /// `[envoy.servers]`, by the `:authority`.
+    Authority,
+    /// `[envoy] default_server`.
+    Default,
+}
+
+/// The server of the request and where it came from, by the one order of
+/// precedence: route, destination principal, `:authority`, `default_server`; `Err`
+/// with the `:authority` (if any) when none names one.
+pub fn choose_server<'s>(
+    services: &'s Services,
+    route: Option<&'s str>,
+    principal: Option<&str>,
+    authority: Option<&str>,
+) -> Result<(&'s str, ServerSource), Option<String>> {
+    let map = &services.envoy_servers;
+    if let Some(s) = route.filter(|s| !s.is_empty()) {
+        return Ok((s, ServerSource::Route));
+    }
+    if let Some(s) = principal.and_then(|p| map.by_principal(p)) {
+        return Ok((s, ServerSource::Principal));
+    }
+    if let Some(s) = authority.and_then(|a| map.by_authority(a)) {
+        return Ok((s, ServerSource::Authority));
+    }
+    match services.envoy_default_server.as_deref() {
+        Some(s) => Ok((s, ServerSource::Default)),
+        None => Err(authority.map(str::to_owned)),
+    }
+}
+
+/// The server the request targets ([`choose_server`]), or a deny.
+fn server_of<'s>(
+    services: &'s Services,
+    request: &'s EnvoyRequest<'_>,
+) -> Result<&'s str, Box<Refused>> {
+    let header = |name| request.headers.get(name).ok().flatten();
+    let authority = request
+        .authority
+        .filter(|a| !a.is_empty())
+        .or_else(|| header(":authority"))
+        .or_else(|| header("host"))
+        .filter(|a| !a.is_empty());
+    let principal = request.destination_principal.filter(|p| !p.is_empty());
+    choose_server(services, request.server, principal, authority)
+        .map(|(server, _)| server)
+        .map_err(|authority| {
+            let text = match authority {
+                Some(a) => format!("no MCP server for authority `{}`", Shown(&a)),
+                None => "no MCP server for this request: it names no authority".to_owned(),
+            };
+            refuse(
+                Refusal::forbidden(Reason::new(ReasonKind::Rejected, text)),
+                None,
+            )
+        })
 }
 
 /// The MCP messages of the request, or why it is refused.

@@ -380,3 +380,196 @@ async fn http_mode_answers_with_the_same_refusals() {
         .expect("infallible");
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// Services deciding as [`crate::api::test_support::services`], with no default
+/// server, `docs.*.svc.cluster.local` → `docs`, `tickets.example.com` → `tickets`
+/// and the docs workload's SPIFFE ID → `docs`.
+async fn mesh_services(default_server: Option<&str>) -> Services {
+    use std::collections::BTreeMap;
+    let t = |p: &[(&str, &str)]| {
+        p.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let map = crate::config::ServerMap::new(
+        &t(&[
+            ("docs.*.svc.cluster.local", "docs"),
+            ("tickets.example.com", "tickets"),
+        ]),
+        &t(&[(DOCS_SPIFFE, "docs"), (TICKETS_SPIFFE, "tickets")]),
+    )
+    .expect("server map");
+    Services {
+        envoy_default_server: default_server.map(str::to_owned),
+        envoy_servers: map,
+        ..crate::api::test_support::services().await
+    }
+}
+
+const DOCS_SPIFFE: &str = "spiffe://corp.example/ns/docs/sa/docs-server";
+const TICKETS_SPIFFE: &str = "spiffe://corp.example/ns/tickets/sa/tickets-server";
+
+#[tokio::test]
+async fn the_server_is_chosen_by_route_then_principal_then_authority_then_default() {
+    let services = mesh_services(None).await;
+    let choose = |route, principal, authority| {
+        choose_server(&services, route, principal, authority).map(|(s, from)| (s.to_owned(), from))
+    };
+    let docs_host = Some("Docs.Prod.svc.cluster.local:8080");
+    assert_eq!(
+        choose(None, None, docs_host),
+        Ok(("docs".into(), ServerSource::Authority))
+    );
+    assert_eq!(
+        choose(None, Some(TICKETS_SPIFFE), docs_host),
+        Ok(("tickets".into(), ServerSource::Principal))
+    );
+    assert_eq!(
+        choose(Some("calendar"), Some(TICKETS_SPIFFE), docs_host),
+        Ok(("calendar".into(), ServerSource::Route))
+    );
+    // An unknown principal does not stop the authority from naming the server.
+    assert_eq!(
+        choose(None, Some("spiffe://corp.example/ns/x/sa/y"), docs_host),
+        Ok(("docs".into(), ServerSource::Authority))
+    );
+    assert_eq!(
+        choose(None, None, Some("mail.example.com")),
+        Err(Some("mail.example.com".into()))
+    );
+    assert_eq!(choose(None, None, None), Err(None));
+    let services = mesh_services(Some("fallback")).await;
+    assert_eq!(
+        choose_server(&services, None, None, Some("mail.example.com")),
+        Ok(("fallback", ServerSource::Default))
+    );
+    assert_eq!(
+        choose_server(&services, None, None, Some("tickets.example.com")),
+        Ok(("tickets", ServerSource::Authority))
+    );
+}
+
+/// `envoy` for `method`, with `host` in `http.host`, `destination` as the
+/// destination's principal and `route` as `context_extensions.mcp_server`.
+fn mesh_check(
+    headers: &[(&str, &str)],
+    body: &str,
+    host: &str,
+    destination: Option<&str>,
+    route: Option<&str>,
+) -> CheckRequest {
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
+    let mut c = envoy("POST", headers, body);
+    if let Some(a) = c.attributes.as_mut() {
+        if let Some(http) = a.request.as_mut().and_then(|r| r.http.as_mut()) {
+            http.host = host.into();
+        }
+        a.destination = destination.map(|p| Peer {
+            principal: p.into(),
+            ..Peer::default()
+        });
+        if let Some(r) = route {
+            a.context_extensions.insert("mcp_server".into(), r.into());
+        }
+    }
+    c
+}
+
+#[tokio::test]
+async fn grpc_mode_takes_the_server_from_the_mesh() {
+    use crate::api::test_support::{token, tools_call};
+    let ready = Ready::new();
+    ready.set(mesh_services(None).await).await;
+    let service = ExtAuthzGrpc::new(ready);
+    let bearer = format!("Bearer {}", token("alice", "corpassist"));
+    let auth = [("authorization", bearer.as_str())];
+    let get = tools_call("get_document");
+    let answer = |host: &'static str, destination, route| {
+        grpc_answer(&service, mesh_check(&auth, &get, host, destination, route))
+    };
+    // Allowed on `docs`, by the authority or the destination.
+    let (code, ..) = answer("docs.prod.svc.cluster.local:80", None, None).await;
+    assert_eq!(code, tonic::Code::Ok as i32);
+    let (code, ..) = answer("10.0.0.7:8080", Some(DOCS_SPIFFE), None).await;
+    assert_eq!(code, tonic::Code::Ok as i32);
+    // The destination outranks the authority, the route outranks both: decided on
+    // `tickets`, where alice may not call `get_document`.
+    for (destination, route) in [
+        (Some(TICKETS_SPIFFE), None),
+        (Some(DOCS_SPIFFE), Some("tickets")),
+    ] {
+        let (code, status, _, body) =
+            answer("docs.prod.svc.cluster.local", destination, route).await;
+        assert_eq!(
+            (code, status),
+            (tonic::Code::PermissionDenied as i32, Some(403)),
+            "{body}"
+        );
+        assert!(!body.contains("no MCP server"), "{body}");
+    }
+    // Unmapped, no default: a deny naming the authority, never the default by accident.
+    let (code, status, _, body) = answer("mail.example.com:443", None, None).await;
+    assert_eq!(
+        (code, status),
+        (tonic::Code::PermissionDenied as i32, Some(403))
+    );
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body["error"]["code"], json!(-32003));
+    assert_eq!(
+        body["error"]["message"],
+        json!("forbidden: no MCP server for authority `mail.example.com:443`"),
+        "{body}"
+    );
+    // The authority from the headers when Envoy leaves `http.host` empty.
+    let mut headers = auth.to_vec();
+    headers.push((":authority", "docs.staging.svc.cluster.local"));
+    let (code, ..) = grpc_answer(&service, mesh_check(&headers, &get, "", None, None)).await;
+    assert_eq!(code, tonic::Code::Ok as i32);
+}
+
+#[tokio::test]
+async fn http_mode_takes_the_server_from_the_host() {
+    use crate::api::test_support::{token, tools_call};
+    use tower::ServiceExt as _;
+    let ready = Ready::new();
+    ready.set(mesh_services(None).await).await;
+    let bearer = format!("Bearer {}", token("alice", "corpassist"));
+    let post = |host: &str, server: Option<&str>| {
+        let mut b = axum::http::Request::builder()
+            .method("POST")
+            .uri("/ext_authz/mcp")
+            .header("host", host)
+            .header("content-type", "application/json")
+            .header("authorization", &bearer);
+        if let Some(s) = server {
+            b = b.header(SERVER_HEADER, s);
+        }
+        b.body(axum::body::Body::from(tools_call("get_document")))
+            .expect("request")
+    };
+    let status = |host: &'static str, server: Option<&'static str>| {
+        let router = http_router(ready.clone());
+        let request = post(host, server);
+        async move {
+            let response = router.oneshot(request).await.expect("infallible");
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    assert_eq!(
+        status("DOCS.prod.svc.cluster.local", None).await.0,
+        StatusCode::OK
+    );
+    let (code, body) = status("docs.prod.svc.cluster.local", Some("tickets")).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert!(!body.contains("no MCP server"), "{body}");
+    let (code, body) = status("mail.example.com", None).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert!(
+        body.contains("no MCP server for authority `mail.example.com`"),
+        "{body}"
+    );
+}
