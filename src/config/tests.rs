@@ -680,3 +680,53 @@ enum E {
         assert!(found.is_empty(), "{}: {found:?}", file.display());
     }
 }
+
+#[test]
+fn envoy_server_tables_are_checked_at_start() {
+    let (_d, path) = write(
+        "[envoy.servers]\n\"docs.*.svc.cluster.local\" = \"docs\"\n[envoy.principals]\n\"spiffe://corp.example/ns/docs/sa/docs\" = \"docs\"\n",
+    );
+    let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("config");
+    assert_eq!(
+        c.envoy_servers
+            .by_authority("docs.prod.svc.cluster.local:80"),
+        Some("docs")
+    );
+    assert_eq!(
+        c.envoy_servers
+            .by_principal("spiffe://corp.example/ns/docs/sa/docs"),
+        Some("docs")
+    );
+    assert_eq!(c.envoy_default_server, None);
+    for (text, key, why) in [
+        (
+            "[envoy.servers]\n\"docs-*.example.com\" = \"docs\"\n",
+            "`envoy.servers`",
+            "inside a label",
+        ),
+        (
+            "[envoy.servers]\n\"a.*.svc\" = \"a\"\n\"*.b.svc\" = \"b\"\n",
+            "`envoy.servers`",
+            "both match some host",
+        ),
+        (
+            "[envoy.principals]\n\"docs\" = \"docs\"\n",
+            "`envoy.principals`",
+            "is not a SPIFFE ID",
+        ),
+    ] {
+        let err = Config::load(
+            Some(&path_of(&write(text))),
+            &env(&[]),
+            &Overrides::default(),
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(err.contains(key) && err.contains(why), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+}
+
+fn path_of(written: &(tempfile::TempDir, PathBuf)) -> PathBuf {
+    written.1.clone()
+}

@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 pub struct Check {
     http: attribute_context::HttpRequest,
     principal: Option<String>,
+    destination: Option<String>,
     extensions: HashMap<String, String>,
 }
 
@@ -30,6 +31,7 @@ pub fn post(body: impl Into<Vec<u8>>) -> Check {
             ..attribute_context::HttpRequest::default()
         },
         principal: None,
+        destination: None,
         extensions: [("mcp_server".to_owned(), "docs".to_owned())].into(),
     }
 }
@@ -84,10 +86,32 @@ impl Check {
         self
     }
 
+    /// No `context_extensions`, as Istio's CUSTOM provider and Envoy Gateway send it.
+    pub fn no_route_server(mut self) -> Check {
+        self.extensions.clear();
+        self
+    }
+
+    /// The request's `:authority` (`http.host`).
+    pub fn host(mut self, host: &str) -> Check {
+        self.http.host = host.into();
+        self
+    }
+
+    /// The destination workload's SPIFFE ID (`destination.principal`).
+    pub fn destination(mut self, principal: &str) -> Check {
+        self.destination = Some(principal.to_owned());
+        self
+    }
+
     pub fn build(self) -> CheckRequest {
         CheckRequest {
             attributes: Some(AttributeContext {
                 source: self.principal.map(|principal| attribute_context::Peer {
+                    principal,
+                    ..attribute_context::Peer::default()
+                }),
+                destination: self.destination.map(|principal| attribute_context::Peer {
                     principal,
                     ..attribute_context::Peer::default()
                 }),
