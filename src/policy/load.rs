@@ -1009,18 +1009,11 @@ pub enum SchemaFormat {
 /// of any file is an error here too.
 pub fn combined_schema(sources: &Sources, format: SchemaFormat) -> Result<String, Problems> {
     let mut problems = Vec::new();
-    if load_schema(sources, &mut problems).is_none() {
+    // The JSON form the loader builds (every file's declarations merged, types
+    // resolved) is that one schema.
+    let Some((_, json)) = load_schema(sources, &mut problems) else {
         return Err(Problems(problems));
-    }
-    let mut merged = serde_json::Map::new();
-    for (rel, text) in std::iter::once(&sources.schema).chain(&sources.fragments) {
-        let json = SchemaFragment::from_cedarschema_str(text)
-            .map_err(|e| error_chain(&e))
-            .and_then(|(f, _)| f.to_json_value().map_err(|e| error_chain(&e)))
-            .map_err(|e| Problems(vec![Problem::error(Some(rel), e)]))?;
-        merge_schema_json(&mut merged, json);
-    }
-    let json = Value::Object(merged);
+    };
     let text = match format {
         SchemaFormat::Json => serde_json::to_string_pretty(&json)
             .map(|t| t + "\n")
