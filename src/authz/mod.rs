@@ -369,7 +369,8 @@ impl Engine {
         match tool_action(snapshot, request, self.rules) {
             // Not a declared tool: decided as its use, through the cache.
             Ok(None) => self.evaluate(snapshot, request).allow,
-            _ => listed(snapshot, request, self.rules),
+            Ok(Some(typed)) => listed_typed(snapshot, request, typed, indexed::Selection::Indexed),
+            Err(_) => false,
         }
     }
 
@@ -513,11 +514,21 @@ fn listed_selected(
     rules: Rules,
     selection: indexed::Selection,
 ) -> bool {
-    let typed = match tool_action(snapshot, request, rules) {
-        Ok(Some(t)) => t,
-        Ok(None) => return decide_with_rules(snapshot, request, rules).allow,
-        Err(_) => return false,
-    };
+    match tool_action(snapshot, request, rules) {
+        Ok(Some(typed)) => listed_typed(snapshot, request, typed, selection),
+        Ok(None) => decide_with_rules(snapshot, request, rules).allow,
+        Err(_) => false,
+    }
+}
+
+/// Whether the use `request` of the declared tool (or prompt) `typed` is listed: its
+/// tool action decided with the arguments unknown (see [`listed`]).
+fn listed_typed(
+    snapshot: &Snapshot,
+    request: &DecisionRequest,
+    typed: &ToolAction,
+    selection: indexed::Selection,
+) -> bool {
     let principals: Vec<&EntityUid> = [request.user.as_ref(), request.application.as_ref()]
         .into_iter()
         .flatten()

@@ -67,22 +67,8 @@ pub struct Sources {
 /// Read every input file of a policy directory.
 pub fn read_sources(dir: &Path) -> Result<Sources, Problems> {
     let mut problems = Vec::new();
-    let meta = std::fs::metadata(dir).map_err(|e| {
-        Problems(vec![Problem::error(
-            None,
-            format!("cannot read policy directory `{}`: {e}", dir.display()),
-        )])
-    })?;
-    if !meta.is_dir() {
-        return Err(Problems(vec![Problem::error(
-            None,
-            format!("`{}` is not a directory", dir.display()),
-        )]));
-    }
-    let mut found = Vec::new();
-    let mut visited = HashSet::new();
-    walk(dir, dir, 0, &mut found, &mut visited, &mut problems);
-    found.sort();
+    is_policy_dir(dir)?;
+    let found = files_under(dir, &mut problems);
 
     let mut policies = Vec::new();
     let mut schemas = Vec::new();
@@ -196,25 +182,8 @@ pub fn read_sources(dir: &Path) -> Result<Sources, Problems> {
 /// Other files are ignored; no schema is needed. For `fmt`.
 pub fn read_policy_files(dir: &Path) -> Result<Vec<(String, PathBuf, String)>, Problems> {
     let mut problems = Vec::new();
-    match std::fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => {}
-        Ok(_) => {
-            return Err(Problems(vec![Problem::error(
-                None,
-                format!("`{}` is not a directory", dir.display()),
-            )]));
-        }
-        Err(e) => {
-            return Err(Problems(vec![Problem::error(
-                None,
-                format!("cannot read policy directory `{}`: {e}", dir.display()),
-            )]));
-        }
-    }
-    let mut found = Vec::new();
-    let mut visited = HashSet::new();
-    walk(dir, dir, 0, &mut found, &mut visited, &mut problems);
-    found.sort();
+    is_policy_dir(dir)?;
+    let found = files_under(dir, &mut problems);
     let mut files = Vec::new();
     for (rel, path) in found {
         if !rel.ends_with(".cedar") {
@@ -229,6 +198,33 @@ pub fn read_policy_files(dir: &Path) -> Result<Vec<(String, PathBuf, String)>, P
     } else {
         Err(Problems(problems))
     }
+}
+
+/// Whether `dir` is a directory that can be read, as a problem if not.
+fn is_policy_dir(dir: &Path) -> Result<(), Problems> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Problems(vec![Problem::error(
+            None,
+            format!("`{}` is not a directory", dir.display()),
+        )])),
+        Err(e) => Err(Problems(vec![Problem::error(
+            None,
+            format!("cannot read policy directory `{}`: {e}", dir.display()),
+        )])),
+    }
+}
+
+/// Every file under `dir` as the loader finds them (recursively, hidden entries
+/// skipped, directory symlinks followed once, at most [`MAX_FILES`]): relative path
+/// (`/`-separated) and path, sorted by relative path. What cannot be read is added to
+/// `problems`.
+pub fn files_under(dir: &Path, problems: &mut Vec<Problem>) -> Vec<(String, PathBuf)> {
+    let mut found = Vec::new();
+    let mut visited = HashSet::new();
+    walk(dir, dir, 0, &mut found, &mut visited, problems);
+    found.sort();
+    found
 }
 
 fn walk(
@@ -1013,18 +1009,11 @@ pub enum SchemaFormat {
 /// of any file is an error here too.
 pub fn combined_schema(sources: &Sources, format: SchemaFormat) -> Result<String, Problems> {
     let mut problems = Vec::new();
-    if load_schema(sources, &mut problems).is_none() {
+    // The JSON form the loader builds (every file's declarations merged, types
+    // resolved) is that one schema.
+    let Some((_, json)) = load_schema(sources, &mut problems) else {
         return Err(Problems(problems));
-    }
-    let mut merged = serde_json::Map::new();
-    for (rel, text) in std::iter::once(&sources.schema).chain(&sources.fragments) {
-        let json = SchemaFragment::from_cedarschema_str(text)
-            .map_err(|e| error_chain(&e))
-            .and_then(|(f, _)| f.to_json_value().map_err(|e| error_chain(&e)))
-            .map_err(|e| Problems(vec![Problem::error(Some(rel), e)]))?;
-        merge_schema_json(&mut merged, json);
-    }
-    let json = Value::Object(merged);
+    };
     let text = match format {
         SchemaFormat::Json => serde_json::to_string_pretty(&json)
             .map(|t| t + "\n")

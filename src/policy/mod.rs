@@ -35,8 +35,8 @@ pub use index::{IndexOptions, IndexStats, PolicyIndex};
 pub(crate) use load::nesting_problem;
 pub use load::{
     ContentDigests, ENTITIES_FILE, ENTITIES_FRAGMENT_SUFFIX, MAX_FILE_BYTES, PolicyDiff,
-    SchemaFormat, Sources, TOOLS_DIR, build, build_with, combined_schema, read_policy_files,
-    read_sources,
+    SchemaFormat, Sources, TOOLS_DIR, build, build_with, combined_schema, files_under,
+    read_policy_files, read_sources,
 };
 pub use shape::{Extension, Leaf, Shape, alias_in, name_key, reads_as};
 pub use store::{LastReload, MAX_LOGGED_IDS, PolicyStore, ReloadOutcome, ReloadStatus};

@@ -54,9 +54,6 @@ pub use run::{CaseResult, Coverage, Got, Report, got, run};
 /// How a test suite's file name ends.
 pub const SUITE_SUFFIX: &str = ".test.yaml";
 
-/// How deep suites are looked for under the policy directory.
-const MAX_DEPTH: usize = 16;
-
 /// Largest suite file read.
 const MAX_SUITE_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -220,56 +217,11 @@ pub fn find(dir: &Path) -> Result<Vec<(String, PathBuf)>, SuiteError> {
             message: "not a directory".into(),
         });
     }
-    let mut found = Vec::new();
-    let mut visited = HashSet::new();
-    walk(dir, dir, 0, &mut found, &mut visited);
-    found.sort();
-    Ok(found)
-}
-
-fn walk(
-    root: &Path,
-    dir: &Path,
-    depth: usize,
-    found: &mut Vec<(String, PathBuf)>,
-    visited: &mut HashSet<PathBuf>,
-) {
-    if depth > MAX_DEPTH {
-        return;
-    }
-    // Follow directory symlinks, never into a loop.
-    if let Ok(canon) = std::fs::canonicalize(dir)
-        && !visited.insert(canon)
-    {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        // Hidden: editors' files, a ConfigMap's `..data` (also linked at the top).
-        if name.starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            walk(root, &path, depth + 1, found, visited);
-        } else if meta.is_file() && name.ends_with(SUITE_SUFFIX) {
-            let rel = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join("/");
-            found.push((rel, path));
-        }
-    }
+    // The files the policy loader finds (a directory it cannot read has no suites).
+    Ok(crate::policy::files_under(dir, &mut Vec::new())
+        .into_iter()
+        .filter(|(rel, _)| rel.ends_with(SUITE_SUFFIX))
+        .collect())
 }
 
 /// Read the suite in `path` (shown as `file`).
