@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,8 +42,10 @@ use serde_json::{Map, Value, json};
 use tracing::Instrument;
 
 use super::authzen::{self, BatchResult, SearchKind};
+use super::mcp_check::{CALLER_TOKEN_HEADER, CallerTrust};
 use super::refusal::{Refusal, RefusalKind};
 use super::services::{Ready, Services};
+use super::tls::PeerIdentity;
 use crate::authz::DecisionMeta;
 use crate::identity::{
     AuthnError, Identity, IdentityInput, bearer_challenge, bearer_token_from_header,
@@ -302,11 +304,28 @@ fn json_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, 
 }
 
 /// The identity of a bearer token in `Authorization`, if one is presented.
+///
+/// The subject of an AuthZEN request is the caller's assertion. While callers are
+/// authenticated ([`Services::authenticates_callers`]), only a trusted caller (its
+/// client certificate, or the caller secret) may make it without a token; anyone
+/// else must present a bearer token, whose identity wins over the body.
 async fn bearer_identity(
     state: &Services,
     headers: &HeaderMap,
+    peer: Option<&Extension<Arc<PeerIdentity>>>,
 ) -> Result<Option<Identity>, Refusal> {
     let Some(value) = single_header(headers, &header::AUTHORIZATION)? else {
+        let trust = CallerTrust::of(
+            state,
+            single_header(headers, &HeaderName::from_static(CALLER_TOKEN_HEADER))?
+                .map(HeaderValue::as_bytes),
+            peer.map(|Extension(p)| p.as_ref()),
+        );
+        if state.authenticates_callers() && trust == CallerTrust::Untrusted {
+            return Err(Refusal::no_credentials().saying(
+                "unauthenticated: a subject without a bearer token is accepted only from a trusted caller (a client certificate of `tls.trusted_callers`, or the caller secret)",
+            ));
+        }
         return Ok(None);
     };
     let refuse =
@@ -358,10 +377,11 @@ async fn evaluation(
     Serving(state): Serving,
     Extension(meta): Extension<RequestMeta>,
     headers: HeaderMap,
+    peer: Option<Extension<Arc<PeerIdentity>>>,
     body: Bytes,
 ) -> Result<Response, Refusal> {
     let body = json_object(&headers, &body)?;
-    let identity = bearer_identity(&state, &headers).await?;
+    let identity = bearer_identity(&state, &headers, peer.as_ref()).await?;
     let eval = authzen::parse_evaluation(&body)?;
     let snapshot = state.engine.snapshot();
     let outcome = authzen::decide(
@@ -379,10 +399,11 @@ async fn evaluations(
     Serving(state): Serving,
     Extension(meta): Extension<RequestMeta>,
     headers: HeaderMap,
+    peer: Option<Extension<Arc<PeerIdentity>>>,
     body: Bytes,
 ) -> Result<Response, Refusal> {
     let body = json_object(&headers, &body)?;
-    let identity = bearer_identity(&state, &headers).await?;
+    let identity = bearer_identity(&state, &headers, peer.as_ref()).await?;
     let engine = state.engine.clone();
     let max_batch = state.authzen.max_batch;
     // A batch may be long: decide it off the async workers.
@@ -405,10 +426,11 @@ async fn search(
     state: Arc<Services>,
     meta: RequestMeta,
     headers: HeaderMap,
+    peer: Option<Extension<Arc<PeerIdentity>>>,
     body: Bytes,
 ) -> Result<Response, Refusal> {
     let body = json_object(&headers, &body)?;
-    let identity = bearer_identity(&state, &headers).await?;
+    let identity = bearer_identity(&state, &headers, peer.as_ref()).await?;
     let engine = state.engine.clone();
     let json = super::mcp_check::off_workers(move || {
         authzen::search(&engine, kind, &body, identity.as_ref(), &meta.decision)
@@ -424,7 +446,8 @@ fn search_route(kind: SearchKind) -> axum::routing::MethodRouter<Ready> {
         move |Serving(state): Serving,
               Extension(meta): Extension<RequestMeta>,
               headers: HeaderMap,
-              body: Bytes| search(kind, state, meta, headers, body),
+              peer: Option<Extension<Arc<PeerIdentity>>>,
+              body: Bytes| search(kind, state, meta, headers, peer, body),
     )
 }
 

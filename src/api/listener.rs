@@ -58,6 +58,8 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use super::tls::{PeerIdentity, ServerTls, TlsRole, peer_identity};
+
 /// Time a connection that is being closed gracefully gets before it is dropped
 /// (once no request is in flight on it).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -306,6 +308,8 @@ pub struct Listener {
     pub timeouts: Timeouts,
     /// Most connections open at once.
     pub max_connections: usize,
+    /// TLS, if this listener serves it.
+    pub tls: Option<(Arc<ServerTls>, TlsRole)>,
 }
 
 /// Serve `router` on `listener` until `shutdown` completes; then stop accepting,
@@ -317,6 +321,7 @@ pub async fn serve(listener: Listener, router: axum::Router, shutdown: impl Futu
         protocol,
         timeouts,
         max_connections,
+        tls,
     } = listener;
     let max_connections = max_connections.max(1);
     let local = tcp.local_addr().ok();
@@ -383,14 +388,34 @@ pub async fn serve(listener: Listener, router: axum::Router, shutdown: impl Futu
             request_timeout: timeouts.request,
             remote,
             local,
+            peer: None,
         };
-        tokio::spawn(drive(
-            stream,
-            Arc::clone(&builder),
-            service,
-            timeouts.idle,
-            stop_rx.clone(),
-        ));
+        let builder = Arc::clone(&builder);
+        let stop = stop_rx.clone();
+        match &tls {
+            None => {
+                tokio::spawn(drive(stream, builder, service, timeouts.idle, stop));
+            }
+            Some((tls, role)) => {
+                let acceptor = tls.acceptor(*role);
+                let handshake_timeout = timeouts.header_read;
+                tokio::spawn(async move {
+                    let Some(stream) =
+                        handshake(acceptor, stream, &service, handshake_timeout, stop.clone())
+                            .await
+                    else {
+                        service.table.remove(service.conn.id);
+                        return;
+                    };
+                    let peer = peer_identity(stream.get_ref().1.peer_certificates());
+                    let service = ConnService {
+                        peer: Some(Arc::new(peer)),
+                        ..service
+                    };
+                    drive(stream, builder, service, timeouts.idle, stop).await;
+                });
+            }
+        }
     }
     drop(tcp);
     let _ = stop_tx.send(true);
@@ -625,15 +650,59 @@ impl Body for TrackedBody {
     }
 }
 
+/// The TLS handshake of a new connection, within `timeout`; `None` when it fails,
+/// takes too long, or the connection is shed or the listener stops meanwhile (a
+/// connection in its handshake has sent no request: nothing is lost).
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    service: &ConnService,
+    timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let accept = acceptor.accept(stream);
+    let mut accept = pin!(accept);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let woken = service.conn.wake.notified();
+        if service.conn.shed.load(Ordering::Acquire) || *stop.borrow() {
+            return None;
+        }
+        tokio::select! {
+            r = accept.as_mut() => {
+                return match r {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::debug!(remote = %service.remote, "TLS handshake failed: {e}");
+                        None
+                    }
+                };
+            }
+            () = woken => {}
+            r = stop.changed() => {
+                if r.is_err() {
+                    return None;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::debug!(remote = %service.remote, "TLS handshake timed out");
+                return None;
+            }
+        }
+    }
+}
+
 /// Drive one connection until it ends, is idle too long, is shed, or the listener
 /// stops; then free its slot.
-async fn drive(
-    stream: TcpStream,
+async fn drive<S>(
+    stream: S,
     builder: Arc<auto::Builder<TokioExecutor>>,
     service: ConnService,
     idle_timeout: Duration,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let conn = Arc::clone(&service.conn);
     let table = Arc::clone(&service.table);
     {
@@ -709,6 +778,8 @@ struct ConnService {
     request_timeout: Duration,
     remote: SocketAddr,
     local: Option<SocketAddr>,
+    /// The caller as the TLS handshake proved it (TLS listeners only).
+    peer: Option<Arc<PeerIdentity>>,
 }
 
 type ResponseFuture =
@@ -730,6 +801,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             local_addr: self.local,
             remote_addr: Some(self.remote),
         });
+        if let Some(peer) = &self.peer {
+            extensions.insert(Arc::clone(peer));
+        }
         let protocol = self.protocol;
         let limit = match protocol {
             Protocol::Grpc => grpc_timeout(req.headers())

@@ -10,10 +10,14 @@
 //! authenticated. Everything else a request says about who asks is an *assertion*
 //! mcp-authz cannot check: a SPIFFE ID or a user/application named in a gRPC
 //! `Identity`, a SPIFFE ID in the HTTP mode's `x-mcp-authz-spiffe-id` header.
-//! [`admit`] is the one rule for assertions: honoured only from the trusted caller
-//! (the one that presents the configured caller secret), refused from anyone else —
-//! never silently used, never silently dropped. [`Credentials`] can only be built
-//! from admitted assertions, so no interface can skip the rule.
+//! [`admit`] is the one rule for assertions: honoured only from a trusted caller
+//! ([`CallerTrust::of`]: one whose verified client certificate names a SPIFFE ID in
+//! `tls.trusted_callers`, or that presents the configured caller secret), refused
+//! from anyone else — never silently used, never silently dropped. [`Credentials`]
+//! can only be built from admitted assertions, so no interface can skip the rule.
+//! Once callers are authenticated at all (a secret or trusted callers configured),
+//! Envoy's `source.principal` is an assertion too ([`admit_envoy_peer`]): only a
+//! trusted Envoy vouches for the handshake it reports.
 //!
 //! # Many decisions in one request
 //!
@@ -25,6 +29,7 @@
 use serde_json::{Map, Value};
 
 use super::services::{Services, secret_matches};
+use super::tls::PeerIdentity;
 use crate::authz::{DecisionMeta, DecisionRequest, Engine, Interface, Outcome};
 use crate::identity::{AuthnError, Identity, IdentityInput, Resolver, TrustedIdentity};
 use crate::mcp::jsonrpc::McpCall;
@@ -40,28 +45,49 @@ const MESSAGE_FILLED: &str = "arguments";
 /// which the trusted caller presents the secret of `grpc.trusted_caller_token_file`.
 pub const CALLER_TOKEN_HEADER: &str = "x-mcp-authz-caller-token";
 
-/// Whether a request comes from the trusted caller (the MCP gateway, or an Envoy
-/// configured with the caller secret).
+/// Whether a request comes from a trusted caller (the MCP gateway, or an Envoy
+/// sidecar).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallerTrust {
-    /// The caller presented the configured caller secret.
+    /// The caller's verified client certificate names a SPIFFE ID of
+    /// `tls.trusted_callers`, or it presented the configured caller secret.
     Trusted,
-    /// Anyone else, including every caller when no secret is configured.
+    /// Anyone else, including every caller when neither is configured.
     Untrusted,
 }
 
 impl CallerTrust {
-    /// The trust of a caller that presented `presented` as its secret (compared in
-    /// constant time with the configured one).
-    pub fn of(services: &Services, presented: Option<&[u8]>) -> Self {
-        match (&services.trusted_caller_token, presented) {
-            (Some(expected), Some(presented))
-                if secret_matches(presented, expected.expose().as_bytes()) =>
-            {
-                CallerTrust::Trusted
+    /// The trust of a caller whose TLS handshake proved `peer` (none: plaintext, or
+    /// no client certificate) and that presented `presented` as its secret (compared
+    /// in constant time with the configured one).
+    pub fn of(services: &Services, presented: Option<&[u8]>, peer: Option<&PeerIdentity>) -> Self {
+        let by_certificate = peer
+            .and_then(|p| p.spiffe_id.as_deref())
+            .is_some_and(|id| services.trusted_callers.iter().any(|t| t == id));
+        let by_secret = match (&services.trusted_caller_token, presented) {
+            (Some(expected), Some(presented)) => {
+                secret_matches(presented, expected.expose().as_bytes())
             }
-            _ => CallerTrust::Untrusted,
+            _ => false,
+        };
+        if by_certificate || by_secret {
+            CallerTrust::Trusted
+        } else {
+            CallerTrust::Untrusted
         }
+    }
+}
+
+/// Whether Envoy's `attributes.source.principal` (the mTLS peer of the connection
+/// Envoy reports) is taken as proven: from a trusted caller always; from any caller
+/// while callers are not authenticated at all (no secret, no trusted callers: the
+/// port must then be reachable by Envoy only, as the README says). Otherwise it is
+/// an assertion of an untrusted caller, and the request is refused.
+pub fn admit_envoy_peer(services: &Services, trust: CallerTrust) -> Result<(), UntrustedAssertion> {
+    if trust == CallerTrust::Trusted || !services.authenticates_callers() {
+        Ok(())
+    } else {
+        Err(UntrustedAssertion(Assertion::SpiffeId))
     }
 }
 
@@ -97,7 +123,7 @@ pub enum Assertion {
 /// An assertion from a caller that is not trusted: the request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{} asserted in the request is accepted only from a trusted caller (one that presents the caller secret in `{CALLER_TOKEN_HEADER}`)",
+    "{} asserted in the request is accepted only from a trusted caller (a client certificate of `tls.trusted_callers`, or the caller secret in `{CALLER_TOKEN_HEADER}`)",
     match .0 { Assertion::SpiffeId => "a SPIFFE ID", Assertion::Identity => "an identity" }
 )]
 pub struct UntrustedAssertion(pub Assertion);

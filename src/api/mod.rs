@@ -14,3 +14,4 @@ pub mod refusal;
 pub mod services;
 #[cfg(test)]
 mod test_support;
+pub mod tls;

@@ -38,6 +38,9 @@ pub struct Services {
     /// The secret a trusted caller (the gateway) presents to have its verified
     /// identities honoured; none: no caller is trusted.
     pub trusted_caller_token: Option<Secret>,
+    /// SPIFFE IDs of callers whose verified client certificate makes them trusted
+    /// (`tls.trusted_callers`).
+    pub trusted_callers: Arc<[String]>,
     /// The MCP server id of Envoy requests whose route names none.
     pub envoy_default_server: Option<String>,
     /// The MCP server ids of Envoy requests by destination SPIFFE ID and `:authority`.
@@ -51,6 +54,13 @@ pub struct Services {
 }
 
 impl Services {
+    /// Whether callers are authenticated (a caller secret or trusted caller
+    /// certificates are configured): then every assertion, Envoy's
+    /// `source.principal` included, needs a trusted caller.
+    pub fn authenticates_callers(&self) -> bool {
+        self.trusted_caller_token.is_some() || !self.trusted_callers.is_empty()
+    }
+
     /// Services deciding with `engine`, which must report to `telemetry`, with the
     /// default settings, no trusted caller and no admin token.
     pub fn new(engine: Engine, telemetry: Arc<Telemetry>, resolver: Resolver) -> Self {
@@ -59,6 +69,7 @@ impl Services {
             telemetry,
             resolver,
             trusted_caller_token: None,
+            trusted_callers: Arc::from([]),
             envoy_default_server: None,
             envoy_servers: ServerMap::default(),
             authzen: AuthzenSettings::default(),

@@ -26,6 +26,7 @@ use crate::api::http::{admin_router, main_router};
 use crate::api::listener::{self, Caps, Listener, Protocol};
 use crate::api::proto::v1::authorizer_server::AuthorizerServer;
 use crate::api::services::{AdminToken, Ready, Services};
+use crate::api::tls::{ServerTls, TlsRole, spawn_reloader as spawn_tls_reloader};
 use crate::authz::Engine;
 use crate::config::Config;
 use crate::identity::Resolver;
@@ -80,24 +81,37 @@ impl App {
             .map(AdminToken::from_file)
             .transpose()?;
         let caps = connection_caps(&config)?;
-        let listener = |name, tcp, protocol, max_connections| Listener {
+        let tls = config
+            .tls
+            .as_ref()
+            .map(ServerTls::load)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let listener = |name, tcp, protocol, max_connections, role: TlsRole| Listener {
             name,
             tcp,
             protocol,
             timeouts: config.listeners.timeouts,
             max_connections,
+            tls: tls
+                .as_ref()
+                .zip(config.tls.as_ref())
+                .filter(|(_, settings)| role.enabled_in(settings.listeners))
+                .map(|(tls, _)| (Arc::clone(tls), role)),
         };
         let grpc = listener(
             "gRPC",
             bind(config.grpc_listen, "gRPC").await?,
             Protocol::Grpc,
             caps.grpc,
+            TlsRole::Grpc,
         );
         let http = listener(
             "HTTP",
             bind(config.http_listen, "HTTP").await?,
             Protocol::Http,
             caps.http,
+            TlsRole::Http,
         );
         let admin = match (config.admin_listen, caps.admin) {
             (Some(addr), Some(cap)) => Some(listener(
@@ -105,9 +119,16 @@ impl App {
                 bind(addr, "admin").await?,
                 Protocol::Http,
                 cap,
+                TlsRole::Admin,
             )),
             _ => None,
         };
+        for l in [Some(&grpc), Some(&http), admin.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            warn_if_exposed(l);
+        }
         // Every listener answers from the start, "not ready" until the policies are in.
         let (health, health_service) = tonic_health::server::health_reporter();
         let ready = Ready::with_health(health).await;
@@ -138,6 +159,7 @@ impl App {
             resolver,
             admin_token,
             ready,
+            tls,
         })
     }
 }
@@ -157,6 +179,7 @@ pub struct Bound {
     resolver: Resolver,
     admin_token: Option<AdminToken>,
     ready: Ready,
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl std::fmt::Debug for Bound {
@@ -187,8 +210,10 @@ impl Bound {
             resolver,
             admin_token,
             ready,
+            tls,
             ..
         } = self;
+        let tls_reloader = tls.map(spawn_tls_reloader);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -237,6 +262,7 @@ impl Bound {
                 telemetry: Arc::clone(&telemetry),
                 resolver,
                 trusted_caller_token: config.trusted_caller_token.clone(),
+                trusted_callers: config.trusted_callers.clone().into(),
                 envoy_default_server: config.envoy_default_server.clone(),
                 envoy_servers: config.envoy_servers.clone(),
                 authzen: config.authzen.clone(),
@@ -260,6 +286,9 @@ impl Bound {
         };
         stop_all(servers).await;
         watcher.abort();
+        if let Some(t) = tls_reloader {
+            t.abort();
+        }
         if let Some(log) = &telemetry.decision_log
             && !log.close(Duration::from_secs(2))
         {
@@ -306,6 +335,21 @@ fn connection_caps(config: &Config) -> Result<Caps, String> {
         "connection limits"
     );
     Ok(caps)
+}
+
+/// A listener that other machines can reach without TLS: said loudly, once.
+fn warn_if_exposed(listener: &Listener) {
+    let Ok(addr) = listener.tcp.local_addr() else {
+        return;
+    };
+    if listener.tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            listener = listener.name,
+            addr = %addr,
+            "the {} listener is reachable beyond this machine without TLS: callers are not authenticated and traffic is in the clear; set `tls.cert_file` and `tls.key_file` (and `tls.client_ca_file` for client certificates)",
+            listener.name
+        );
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener, String> {

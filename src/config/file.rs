@@ -212,6 +212,9 @@ pub struct FileConfig {
     /// Listener time limits and connection caps.
     #[serde(default)]
     pub listeners: ListenersFile,
+    /// TLS on the listeners and trusted callers.
+    #[serde(default)]
+    pub tls: super::TlsFile,
 }
 
 /// The settings of the file at `path`, checked against the structure first so that

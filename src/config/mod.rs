@@ -25,6 +25,7 @@ mod servers;
 mod settings;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod validate;
 
 pub use file::{
@@ -34,6 +35,7 @@ pub use file::{
 pub use flags::Overrides;
 pub use servers::{ServerMap, ServerMapError, normalized_host};
 pub use settings::{SETTINGS, Setting, ValueKind, env_help, settings_markdown};
+pub use tls::{TlsConfig, TlsFile, TlsListeners};
 
 /// Default policy directory.
 pub const DEFAULT_POLICIES: &str = "policies";
@@ -158,6 +160,11 @@ pub struct Config {
     pub rules: crate::authz::Rules,
     /// Listener time limits and connection caps.
     pub listeners: ListenerConfig,
+    /// TLS on the listeners; `None`: plaintext.
+    pub tls: Option<TlsConfig>,
+    /// SPIFFE IDs of callers that may assert identities, proven by their client
+    /// certificate (`tls.trusted_callers`).
+    pub trusted_callers: Vec<String>,
 }
 
 impl Config {

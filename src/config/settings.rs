@@ -369,6 +369,42 @@ pub const SETTINGS: &[Setting] = &[
         Some("64"),
         "descriptors kept free for policy files, the decision log and key fetches",
     ),
+    setting(
+        "tls.cert_file",
+        PATH,
+        None,
+        "PEM certificate chain of the listeners; with `tls.key_file` turns TLS on, re-read when it changes (default: none, plaintext)",
+    ),
+    setting(
+        "tls.key_file",
+        PATH,
+        None,
+        "PEM private key of `tls.cert_file` (PKCS#8, PKCS#1 or SEC1), re-read when it changes",
+    ),
+    setting(
+        "tls.client_ca_file",
+        PATH,
+        None,
+        "PEM CA bundle: client certificates (mTLS) are verified against it on the gRPC and HTTP listeners (default: none, no client certificates)",
+    ),
+    setting(
+        "tls.require_client_cert",
+        BOOL,
+        None,
+        "refuse connections without a client certificate (default: true with `tls.client_ca_file`)",
+    ),
+    setting(
+        "tls.listeners",
+        LIST,
+        None,
+        "the listeners that serve TLS (default: `grpc,http,admin`); the admin listener never asks for client certificates",
+    ),
+    setting(
+        "tls.trusted_callers",
+        LIST,
+        Some(""),
+        "SPIFFE IDs (client certificate URI SAN) of callers that may assert identities, such as the gateway and the Envoy sidecars",
+    ),
 ];
 
 /// The environment variables, one a line, for `mcp-authz serve --help`.

@@ -353,8 +353,33 @@ fn sample(s: &Setting, dir: &Path) -> String {
             path.display().to_string()
         }
         k if k.ends_with("_max_connections") => "100".into(),
+        "tls.cert_file" => dir.join("tls.crt").display().to_string(),
+        "tls.key_file" => dir.join("tls.key").display().to_string(),
+        "tls.client_ca_file" => dir.join("ca.crt").display().to_string(),
+        "tls.require_client_cert" => "true".into(),
+        "tls.listeners" => "grpc,http".into(),
         k => panic!("no sample value for `{k}`: give it a default or a sample here"),
     }
+}
+
+/// The settings `s` needs beside it to be accepted (`tls.*` settings need a
+/// certificate and key, client certificate settings a CA bundle), with `s` itself.
+fn with_companions(s: &Setting, value: &str, dir: &Path) -> BTreeMap<String, String> {
+    let needs: &[&str] = match s.key {
+        "tls.cert_file" => &["tls.key_file"],
+        "tls.key_file" => &["tls.cert_file"],
+        "tls.client_ca_file" | "tls.listeners" => &["tls.cert_file", "tls.key_file"],
+        "tls.require_client_cert" => &["tls.cert_file", "tls.key_file", "tls.client_ca_file"],
+        _ => &[],
+    };
+    let mut out: Vec<(String, String)> = needs
+        .iter()
+        .filter_map(|k| Setting::by_key(k))
+        .filter_map(|c| Some((c.env()?, sample(c, dir))))
+        .collect();
+    out.extend(s.env().map(|name| (name, value.to_owned())));
+    let pairs: Vec<(&str, &str)> = out.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env(&pairs)
 }
 
 fn readme() -> String {
@@ -381,7 +406,8 @@ fn every_setting_has_one_variable_and_is_a_key_of_the_file() {
         assert_eq!(Setting::by_env(&name), Some(s));
         // Accepted from the environment, and recorded as coming from there.
         let value = sample(s, dir.path());
-        if let Err(e) = Config::load(None, &env(&[(&name, &value)]), &Overrides::default()) {
+        let vars = with_companions(s, &value, dir.path());
+        if let Err(e) = Config::load(None, &vars, &Overrides::default()) {
             panic!("`{name}={value}` is refused: {e}");
         }
         // The same value is a key of the file (whose sections refuse unknown keys).
@@ -551,8 +577,12 @@ fn the_readme_documents_every_setting_and_only_settings() {
             panic!("README.md names `{name}`, which is no setting");
         };
         let value = sample(s, dir.path());
-        Config::load(None, &env(&[(&name, &value)]), &Overrides::default())
-            .unwrap_or_else(|e| panic!("README.md's `{name}={value}` is refused: {e}"));
+        Config::load(
+            None,
+            &with_companions(s, &value, dir.path()),
+            &Overrides::default(),
+        )
+        .unwrap_or_else(|e| panic!("README.md's `{name}={value}` is refused: {e}"));
         seen += 1;
     }
     assert!(seen >= SETTINGS.len() - 1, "{seen}");

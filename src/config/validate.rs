@@ -96,6 +96,11 @@ pub(super) fn checked(
     };
     identity.validate()?;
     let trusted_caller_token = checked_trusted_caller_token(&fc.grpc, origin)?;
+    let (tls, trusted_callers) = super::tls::checked(&fc.tls).map_err(|e| ConfigError::Value {
+        key: e.key.into(),
+        origin: origin(e.key),
+        reason: e.reason,
+    })?;
     let cache = checked_cache(&fc.cache, origin)?;
     Ok(Config {
         cache,
@@ -125,6 +130,8 @@ pub(super) fn checked(
             allow_undeclared_arguments: fc.decisions.allow_undeclared_arguments.unwrap_or(false),
         },
         listeners,
+        tls,
+        trusted_callers,
     })
 }
 

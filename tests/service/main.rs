@@ -41,4 +41,5 @@ mod reload;
 mod resource_uris;
 mod serve;
 mod slow_clients;
+mod tls;
 mod typed_tools;

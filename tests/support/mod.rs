@@ -29,6 +29,7 @@ pub mod envoy;
 pub mod gateway;
 pub mod http;
 pub mod inproc;
+pub mod pki;
 pub mod process;
 pub mod tokens;
 

@@ -19,10 +19,11 @@ use super::{
     DECISION_ID_HEADER, EnvoyAnswer, EnvoyRequest, HeaderSource, Headers, MCP_FILTER_NAMESPACE,
     decide,
 };
-use crate::api::mcp_check::decision_meta;
+use crate::api::mcp_check::{CALLER_TOKEN_HEADER, CallerTrust, decision_meta};
 use crate::api::pbjson::envoy_struct_to_json;
 use crate::api::refusal::Refusal;
 use crate::api::services::Ready;
+use crate::api::tls::PeerIdentity;
 use crate::authz::Interface;
 
 /// The `envoy.service.auth.v3.Authorization` service.
@@ -105,7 +106,8 @@ pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
             .and_then(|a| a.metadata_context.as_ref())
             .and_then(|m| m.filter_metadata.get(MCP_FILTER_NAMESPACE))
             .map(envoy_struct_to_json),
-        // Envoy made the mTLS handshake: `source.principal` is proven, not asserted.
+        // Envoy made the mTLS handshake: `source.principal` is proven when Envoy is
+        // trusted (`admit_envoy_peer`), never asserted by the client.
         asserted_spiffe_id: None,
         caller: None,
     }
@@ -224,7 +226,18 @@ impl Authorization for ExtAuthzGrpc {
             .ready
             .get()
             .ok_or_else(|| Status::from(Refusal::unavailable()))?;
-        let envoy = envoy_request(request.get_ref());
+        let mut envoy = envoy_request(request.get_ref());
+        envoy.caller = Some(CallerTrust::of(
+            services,
+            request
+                .metadata()
+                .get(CALLER_TOKEN_HEADER)
+                .map(|v| v.as_bytes()),
+            request
+                .extensions()
+                .get::<std::sync::Arc<PeerIdentity>>()
+                .map(AsRef::as_ref),
+        ));
         let span = crate::api::grpc::request_span(
             "envoy.service.auth.v3.Authorization/Check",
             &envoy.meta,

@@ -2,6 +2,9 @@
 //! `/ext_authz`, answered with a status, headers and, for a deny, a body.
 
 use axum::body::Bytes;
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +16,7 @@ use super::{
 use crate::api::mcp_check::{CALLER_TOKEN_HEADER, CallerTrust, decision_meta};
 use crate::api::refusal::Refusal;
 use crate::api::services::Ready;
+use crate::api::tls::PeerIdentity;
 use crate::authz::Interface;
 
 /// The routes of the HTTP mode: every method and path under `/ext_authz`, without the
@@ -29,6 +33,7 @@ async fn http_check(
     State(ready): State<Ready>,
     method: Method,
     headers: HeaderMap,
+    peer: Option<Extension<Arc<PeerIdentity>>>,
     body: Bytes,
 ) -> Response {
     let Some(services) = ready.get() else {
@@ -60,6 +65,7 @@ async fn http_check(
         caller: Some(CallerTrust::of(
             services,
             headers.get(CALLER_TOKEN_HEADER).map(HeaderValue::as_bytes),
+            peer.as_ref().map(|Extension(p)| p.as_ref()),
         )),
         ..EnvoyRequest::default()
     };

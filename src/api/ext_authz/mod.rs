@@ -44,7 +44,9 @@ pub use http::http_router;
 
 use serde_json::{Map, Value, json};
 
-use super::mcp_check::{Asserted, CallerTrust, Credentials, Verdict, admit, check_calls};
+use super::mcp_check::{
+    Asserted, CallerTrust, Credentials, Verdict, admit, admit_envoy_peer, check_calls,
+};
 use super::refusal::Refusal;
 use super::services::Services;
 use crate::authz::{DecisionMeta, Interface, Reason, ReasonKind};
@@ -208,11 +210,16 @@ async fn decide_request(
         spiffe_id: request.asserted_spiffe_id.filter(|s| !s.is_empty()),
         identity: None,
     };
-    let credentials = match admit(asserted, request.caller.unwrap_or(CallerTrust::Untrusted)) {
-        Ok(admitted) if request.spiffe_id.is_none_or(str::is_empty) => {
-            Credentials::admitted(bearer, admitted)
+    let trust = request.caller.unwrap_or(CallerTrust::Untrusted);
+    let peer = request.spiffe_id.filter(|s| !s.is_empty());
+    let admitted = admit(asserted, trust).and_then(|admitted| match peer {
+        None => Ok(Credentials::admitted(bearer, admitted)),
+        Some(peer) => {
+            admit_envoy_peer(services, trust).map(|()| Credentials::proven(bearer, Some(peer)))
         }
-        Ok(_) => Credentials::proven(bearer, request.spiffe_id),
+    });
+    let credentials = match admitted {
+        Ok(credentials) => credentials,
         Err(e) => {
             let reason = Reason::new(ReasonKind::Rejected, e.to_string());
             return Err(refuse(Refusal::forbidden(reason), request_id));

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use prost::Message as _;
 use tonic::Status;
-use tonic::metadata::MetadataMap;
 
 use super::{CALLER_TOKEN_METADATA, untrusted};
 use crate::api::mcp_check::{
@@ -15,6 +14,7 @@ use crate::api::mcp_check::{
 use crate::api::proto::v1::{self as pb, CheckRequest};
 use crate::api::refusal::Refusal;
 use crate::api::services::Services;
+use crate::api::tls::PeerIdentity;
 use crate::authz::DecisionMeta;
 use crate::identity::{AuthnError, Identity, TrustedIdentity, bearer_token_from_header};
 
@@ -25,12 +25,17 @@ pub(super) struct Caller {
     pub(super) meta: DecisionMeta,
 }
 
-pub(super) fn caller(metadata: &MetadataMap, services: &Services) -> Caller {
+pub(super) fn caller<T>(request: &tonic::Request<T>, services: &Services) -> Caller {
+    let metadata = request.metadata();
     let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
     Caller {
         trust: CallerTrust::of(
             services,
             metadata.get(CALLER_TOKEN_METADATA).map(|v| v.as_bytes()),
+            request
+                .extensions()
+                .get::<std::sync::Arc<PeerIdentity>>()
+                .map(AsRef::as_ref),
         ),
         authorization: text("authorization").map(str::to_owned),
         meta: decision_meta(text("traceparent"), text("x-request-id")),

@@ -86,7 +86,7 @@ impl Authorizer for GatewayApi {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let services = Arc::clone(self.services()?);
-        let caller = caller(request.metadata(), &services);
+        let caller = caller(&request, &services);
         let span = request_span("mcp_authz.v1.Authorizer/Check", &caller.meta);
         let request = request.into_inner();
         let response = async {
@@ -125,7 +125,7 @@ impl Authorizer for GatewayApi {
         request: Request<BatchCheckRequest>,
     ) -> Result<Response<BatchCheckResponse>, Status> {
         let services = Arc::clone(self.services()?);
-        let caller = caller(request.metadata(), &services);
+        let caller = caller(&request, &services);
         let span = request_span("mcp_authz.v1.Authorizer/BatchCheck", &caller.meta);
         let max = services.grpc.max_batch_checks;
         let batch = request.into_inner();
@@ -172,7 +172,7 @@ impl Authorizer for GatewayApi {
         request: Request<FilterListRequest>,
     ) -> Result<Response<FilterListResponse>, Status> {
         let services = Arc::clone(self.services()?);
-        let caller = caller(request.metadata(), &services);
+        let caller = caller(&request, &services);
         let span = request_span("mcp_authz.v1.Authorizer/FilterList", &caller.meta);
         let max = services.grpc.max_list_entries;
         let request = request.into_inner();
