@@ -363,6 +363,36 @@ fn kubernetes_base_is_valid_and_hardened() {
 }
 
 #[test]
+fn kubernetes_validation_refuses_an_unknown_field() {
+    // The checker is not vacuous: a misspelt field of the Deployment fails it.
+    let dir = WorkDir::new("e2e-deploy-bad-");
+    for entry in std::fs::read_dir(deploy("kubernetes/base")).expect("read base") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read");
+        let text = text.replace(
+            "readOnlyRootFilesystem: true\n",
+            "readOnlyRootFilesystem: true\n            readOnlyRootFS: true\n",
+        );
+        std::fs::write(dir.path().join(path.file_name().expect("name")), text).expect("write");
+    }
+    let out = Command::new(python())
+        .arg(deploy("validate.py"))
+        .args([
+            "kubernetes",
+            dir.path().to_str().expect("utf-8 path"),
+            "1.37.0",
+        ])
+        .output()
+        .expect("run deploy/validate.py");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("'readOnlyRootFS' was unexpected"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn git_sync_overlay_is_valid_and_fills_the_policy_volume() {
     let objects = kustomize("kubernetes/git-sync");
     let pod = &object(&objects, "Deployment")["spec"]["template"]["spec"];
