@@ -13,6 +13,7 @@ mod support;
 
 mod harness;
 
+mod deploy;
 mod e2e_harness;
 mod envoy_e2e;
 mod schema_url;
