@@ -61,9 +61,12 @@ impl CallerTrust {
     /// no client certificate) and that presented `presented` as its secret (compared
     /// in constant time with the configured one).
     pub fn of(services: &Services, presented: Option<&[u8]>, peer: Option<&PeerIdentity>) -> Self {
-        let by_certificate = peer
-            .and_then(|p| p.spiffe_id.as_deref())
-            .is_some_and(|id| services.trusted_callers.iter().any(|t| t == id));
+        let by_certificate = peer.and_then(|p| p.spiffe_id.as_deref()).is_some_and(|id| {
+            services
+                .trusted_callers
+                .iter()
+                .any(|t| crate::config::trusted_caller_matches(t, id))
+        });
         let by_secret = match (&services.trusted_caller_token, presented) {
             (Some(expected), Some(presented)) => {
                 secret_matches(presented, expected.expose().as_bytes())

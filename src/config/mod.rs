@@ -35,7 +35,7 @@ pub use file::{
 pub use flags::Overrides;
 pub use servers::{ServerMap, ServerMapError, normalized_host};
 pub use settings::{SETTINGS, Setting, ValueKind, env_help, settings_markdown};
-pub use tls::{TlsConfig, TlsFile, TlsListeners};
+pub use tls::{TlsConfig, TlsFile, TlsListeners, trusted_caller_matches};
 
 /// Default policy directory.
 pub const DEFAULT_POLICIES: &str = "policies";

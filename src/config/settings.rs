@@ -403,7 +403,7 @@ pub const SETTINGS: &[Setting] = &[
         "tls.trusted_callers",
         LIST,
         Some(""),
-        "SPIFFE IDs (client certificate URI SAN) of callers that may assert identities, such as the gateway and the Envoy sidecars",
+        "SPIFFE IDs (client certificate URI SAN) of callers that may assert identities, such as the gateway and the Envoy sidecars; `spiffe://td/ns/x/sa/*` covers every ID under that path",
     ),
 ];
 

@@ -188,11 +188,29 @@ fn listeners(names: Option<&[String]>) -> Result<TlsListeners, TlsConfigError> {
     Ok(out)
 }
 
+/// Whether the SPIFFE ID `id` is the trusted caller `pattern`: the same ID, or for a
+/// pattern ending in `/*`, an ID under that path (`spiffe://td/ns/mcp/sa/*`: every
+/// service account of namespace `mcp`).
+pub fn trusted_caller_matches(pattern: &str, id: &str) -> bool {
+    match pattern.strip_suffix("/*") {
+        Some(prefix) => id
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rest| !rest.is_empty()),
+        None => pattern == id,
+    }
+}
+
 fn trusted_callers(file: &TlsFile) -> Result<Vec<String>, TlsConfigError> {
     let mut out: Vec<String> = Vec::new();
     for id in file.trusted_callers.iter().flatten() {
         let id = id.trim();
-        SpiffeId::parse(id).map_err(|e| error("tls.trusted_callers", format!("`{id}`: {e}")))?;
+        SpiffeId::parse(id.strip_suffix("/*").unwrap_or(id)).map_err(|e| {
+            error(
+                "tls.trusted_callers",
+                format!("`{id}`: {e} (a SPIFFE ID, or one followed by `/*` for every ID under it)"),
+            )
+        })?;
         if !out.iter().any(|o| o == id) {
             out.push(id.to_owned());
         }
@@ -294,6 +312,31 @@ mod tests {
             assert_eq!(e.key, key, "{text}");
             assert!(e.reason.contains(says), "{text}: {}", e.reason);
         }
+    }
+
+    #[test]
+    fn a_trusted_caller_pattern_covers_the_ids_under_it() {
+        let p = "spiffe://td/ns/mcp/sa/*";
+        assert!(trusted_caller_matches(p, "spiffe://td/ns/mcp/sa/docs"));
+        assert!(trusted_caller_matches(p, "spiffe://td/ns/mcp/sa/docs/x"));
+        for id in [
+            "spiffe://td/ns/mcp/sa",
+            "spiffe://td/ns/mcp/sa/",
+            "spiffe://td/ns/mcp/sax/docs",
+            "spiffe://other/ns/mcp/sa/docs",
+        ] {
+            assert!(!trusted_caller_matches(p, id), "{id}");
+        }
+        assert!(trusted_caller_matches("spiffe://td/gw", "spiffe://td/gw"));
+        assert!(!trusted_caller_matches(
+            "spiffe://td/gw",
+            "spiffe://td/gw/x"
+        ));
+        let bad = checked(&file(
+            "cert_file = \"c\"\nkey_file = \"k\"\nclient_ca_file = \"ca\"\ntrusted_callers = [\"spiffe://td/*\"]",
+        ))
+        .expect_err("a whole trust domain");
+        assert!(bad.reason.contains("no path"), "{}", bad.reason);
     }
 
     #[test]

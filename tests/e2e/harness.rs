@@ -554,6 +554,8 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// How the session opens.
     pub protocol: Protocol,
+    /// The Host (`:authority`) to send instead of the URL's, as a client in a mesh does.
+    pub host: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -561,6 +563,7 @@ impl Default for ClientOptions {
         ClientOptions {
             timeout: CLIENT_TIMEOUT,
             protocol: Protocol::Handshake,
+            host: None,
         }
     }
 }
@@ -608,6 +611,14 @@ pub fn run_client_opts(
         .args(["--timeout", &format!("{secs}")])
         .args(["--request-timeout", &format!("{}", secs.min(10.0))])
         .args(["--protocol", protocol])
+        .args(
+            options
+                .host
+                .as_deref()
+                .map(|h| ["--host-header", h])
+                .into_iter()
+                .flatten(),
+        )
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env_remove("MCP_CLIENT_TOKEN")
         .stdin(Stdio::null())

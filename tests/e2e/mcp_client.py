@@ -207,6 +207,9 @@ async def run(args: argparse.Namespace, steps: list[dict[str, Any]], report: dic
     token = args.token if args.token is not None else os.environ.get("MCP_CLIENT_TOKEN")
     if token:
         headers["authorization"] = f"Bearer {token}"
+    if args.host_header:
+        # As a client in a mesh sends it: the Service's name, not the address dialled.
+        headers["host"] = args.host_header
     http = httpx2.AsyncClient(
         headers=headers,
         timeout=httpx2.Timeout(args.request_timeout),
@@ -266,6 +269,7 @@ def main() -> None:
     parser.add_argument("url")
     parser.add_argument("--steps", default="[]", help="JSON list of steps, @FILE, or - for stdin")
     parser.add_argument("--token", help="bearer token (default: $MCP_CLIENT_TOKEN)")
+    parser.add_argument("--host-header", help="the Host (:authority) to send instead of the URL's")
     parser.add_argument("--timeout", type=float, default=20.0, help="the whole run, in seconds")
     parser.add_argument("--request-timeout", type=float, default=10.0, help="one request, in seconds")
     parser.add_argument(

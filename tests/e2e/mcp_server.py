@@ -57,6 +57,7 @@ from typing import Any
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
@@ -292,8 +293,17 @@ async def serve(args: argparse.Namespace) -> None:
     async def healthz(_: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
+    # DNS rebinding protection as the SDK sets it for 127.0.0.1, plus the names the mesh
+    # tests send as Host (a sidecar passes the Service's name through unchanged).
+    mesh_hosts = [f"{name}.mcp.svc.cluster.local" for name in SERVERS]
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", *mesh_hosts, *(f"{h}:*" for h in mesh_hosts)],
+        allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+    )
     app = RequestLog(
-        server.streamable_http_app(json_response=args.json_response, host=args.host), args.request_log
+        server.streamable_http_app(json_response=args.json_response, host=args.host, transport_security=security),
+        args.request_log,
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

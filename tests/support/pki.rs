@@ -50,11 +50,20 @@ impl Ca {
     }
 
     fn leaf(&self, file: &str, sans: Vec<SanType>, usage: ExtendedKeyUsagePurpose) -> Pair {
+        self.leaf_with(file, sans, vec![usage])
+    }
+
+    fn leaf_with(
+        &self,
+        file: &str,
+        sans: Vec<SanType>,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+    ) -> Pair {
         let key = KeyPair::generate().expect("leaf key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
         params.subject_alt_names = sans;
         params.distinguished_name.push(DnType::CommonName, file);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
         let pair = Pair {
@@ -75,6 +84,23 @@ impl Ca {
                 SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             ],
             ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    /// A workload's certificate (an X.509-SVID for server and client use): the
+    /// SPIFFE ID `spiffe_id` as its one URI SAN, and `localhost` and 127.0.0.1.
+    pub fn workload(&self, file: &str, spiffe_id: &str) -> Pair {
+        self.leaf_with(
+            file,
+            vec![
+                SanType::URI(spiffe_id.try_into().expect("uri")),
+                SanType::DnsName("localhost".try_into().expect("dns name")),
+                SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
         )
     }
 
