@@ -157,8 +157,8 @@ pub async fn decide(
     request: EnvoyRequest<'_>,
     interface: Interface,
 ) -> EnvoyAnswer {
-    let meta = request.meta.clone();
-    match decide_request(services, request, interface).await {
+    let mut meta = request.meta.clone();
+    match decide_request(services, request, interface, &mut meta).await {
         Ok(answer) => answer,
         Err(refused) => {
             let Refused {
@@ -181,16 +181,20 @@ pub async fn decide(
     }
 }
 
+/// Decide on `request`; `meta` (the request's, for the decision log) learns where
+/// the server came from as soon as it is chosen, so that refusals after that say it too.
 async fn decide_request(
     services: &Services,
     request: EnvoyRequest<'_>,
     interface: Interface,
+    meta: &mut DecisionMeta,
 ) -> Result<EnvoyAnswer, Box<Refused>> {
     // One rule for every header before anything reads one.
     if let Err(e) = request.headers.check() {
         return Err(refuse(Refusal::invalid(e.to_string()), None));
     }
-    let server = server_of(services, &request)?;
+    let (server, source) = server_of(services, &request)?;
+    meta.server_source = Some(source.as_str());
     let calls = calls_of(&request)?;
     let request_id = calls.first().and_then(|c| c.id.clone());
     let authorization = match request.headers.get("authorization") {
@@ -233,7 +237,7 @@ async fn decide_request(
         server,
         calls,
         &extra,
-        &request.meta,
+        meta,
     )
     .await;
     let allowed = verdict.allowed();
@@ -297,6 +301,19 @@ pub enum ServerSource {
     Default,
 }
 
+impl ServerSource {
+    /// Its name in the decision log (`server_source`): `route`, `principal`,
+    /// `authority` or `default`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerSource::Route => "route",
+            ServerSource::Principal => "principal",
+            ServerSource::Authority => "authority",
+            ServerSource::Default => "default",
+        }
+    }
+}
+
 /// The server of the request and where it came from, by the one order of
 /// precedence: route, destination principal, `:authority`, `default_server`; `Err`
 /// with the `:authority` (if any) when none names one.
@@ -322,11 +339,11 @@ pub fn choose_server<'s>(
     }
 }
 
-/// The server the request targets ([`choose_server`]), or a deny.
+/// The server the request targets and where it came from ([`choose_server`]), or a deny.
 fn server_of<'s>(
     services: &'s Services,
     request: &'s EnvoyRequest<'_>,
-) -> Result<&'s str, Box<Refused>> {
+) -> Result<(&'s str, ServerSource), Box<Refused>> {
     let header = |name| request.headers.get(name).ok().flatten();
     let authority = request
         .authority
@@ -335,18 +352,16 @@ fn server_of<'s>(
         .or_else(|| header("host"))
         .filter(|a| !a.is_empty());
     let principal = request.destination_principal.filter(|p| !p.is_empty());
-    choose_server(services, request.server, principal, authority)
-        .map(|(server, _)| server)
-        .map_err(|authority| {
-            let text = match authority {
-                Some(a) => format!("no MCP server for authority `{}`", Shown(&a)),
-                None => "no MCP server for this request: it names no authority".to_owned(),
-            };
-            refuse(
-                Refusal::forbidden(Reason::new(ReasonKind::Rejected, text)),
-                None,
-            )
-        })
+    choose_server(services, request.server, principal, authority).map_err(|authority| {
+        let text = match authority {
+            Some(a) => format!("no MCP server for authority `{}`", Shown(&a)),
+            None => "no MCP server for this request: it names no authority".to_owned(),
+        };
+        refuse(
+            Refusal::forbidden(Reason::new(ReasonKind::Rejected, text)),
+            None,
+        )
+    })
 }
 
 /// The MCP messages of the request, or why it is refused.

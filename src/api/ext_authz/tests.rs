@@ -6,6 +6,8 @@ use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Request as AttrRequest,
 };
+use std::sync::Arc;
+
 use tonic::Request;
 
 use super::*;
@@ -385,6 +387,11 @@ async fn http_mode_answers_with_the_same_refusals() {
 /// server, `docs.*.svc.cluster.local` → `docs`, `tickets.example.com` → `tickets`
 /// and the docs workload's SPIFFE ID → `docs`.
 async fn mesh_services(default_server: Option<&str>) -> Services {
+    mesh_services_on(default_server, crate::api::test_support::services().await)
+}
+
+/// `base` with the mesh tables of [`mesh_services`].
+fn mesh_services_on(default_server: Option<&str>, base: Services) -> Services {
     use std::collections::BTreeMap;
     let t = |p: &[(&str, &str)]| {
         p.iter()
@@ -402,7 +409,7 @@ async fn mesh_services(default_server: Option<&str>) -> Services {
     Services {
         envoy_default_server: default_server.map(str::to_owned),
         envoy_servers: map,
-        ..crate::api::test_support::services().await
+        ..base
     }
 }
 
@@ -572,4 +579,102 @@ async fn http_mode_takes_the_server_from_the_host() {
         body.contains("no MCP server for authority `mail.example.com`"),
         "{body}"
     );
+}
+
+/// A recorder keeping the decision log's `server_source` of every decision (and
+/// refusal) it hears of.
+#[derive(Debug, Default)]
+struct SourcesHeard(std::sync::Mutex<Vec<Option<&'static str>>>);
+
+impl crate::authz::Recorder for SourcesHeard {
+    fn decided(&self, decided: crate::authz::Decided<'_>) {
+        if let Ok(mut heard) = self.0.lock() {
+            heard.push(decided.meta.server_source);
+        }
+    }
+
+    fn cache_lookup(&self, _: bool) {}
+}
+
+impl SourcesHeard {
+    fn take(&self) -> Vec<Option<&'static str>> {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+    }
+}
+
+/// Mesh services (see [`mesh_services`]) whose decisions are heard by the returned recorder.
+async fn mesh_services_heard(default_server: Option<&str>) -> (Services, Arc<SourcesHeard>) {
+    let heard = Arc::new(SourcesHeard::default());
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let store = Arc::new(crate::policy::PolicyStore::open(&policies).expect("reference policies"));
+    let engine = crate::authz::Engine::with_recorder(store, heard.clone());
+    let base = crate::api::test_support::services_with(engine, Arc::default()).await;
+    (mesh_services_on(default_server, base), heard)
+}
+
+#[tokio::test]
+async fn grpc_decisions_record_where_the_server_came_from() {
+    use crate::api::test_support::{token, tools_call};
+    let (services, heard) = mesh_services_heard(None).await;
+    let service = ExtAuthzGrpc::new(Ready::with(services));
+    let bearer = format!("Bearer {}", token("alice", "corpassist"));
+    let auth = [("authorization", bearer.as_str())];
+    let get = tools_call("get_document");
+    let docs_host = "docs.prod.svc.cluster.local";
+    for (host, destination, route, source) in [
+        (docs_host, None, None, "authority"),
+        ("10.0.0.7:8080", Some(DOCS_SPIFFE), None, "principal"),
+        (docs_host, Some(DOCS_SPIFFE), Some("tickets"), "route"),
+    ] {
+        grpc_answer(&service, mesh_check(&auth, &get, host, destination, route)).await;
+        assert_eq!(heard.take(), [Some(source)], "{source}");
+    }
+    // A refusal after the server was chosen (no credentials) says where it came from too.
+    grpc_answer(&service, mesh_check(&[], &get, docs_host, None, None)).await;
+    assert_eq!(heard.take(), [Some("authority")]);
+    // No server: refused before any was chosen.
+    grpc_answer(
+        &service,
+        mesh_check(&auth, &get, "mail.example.com", None, None),
+    )
+    .await;
+    assert_eq!(heard.take(), [None]);
+
+    let (services, heard) = mesh_services_heard(Some("docs")).await;
+    let service = ExtAuthzGrpc::new(Ready::with(services));
+    let (code, ..) = grpc_answer(
+        &service,
+        mesh_check(&auth, &get, "mail.example.com", None, None),
+    )
+    .await;
+    assert_eq!(code, tonic::Code::Ok as i32);
+    assert_eq!(heard.take(), [Some("default")]);
+}
+
+#[tokio::test]
+async fn http_decisions_record_where_the_server_came_from() {
+    use crate::api::test_support::{token, tools_call};
+    use tower::ServiceExt as _;
+    let (services, heard) = mesh_services_heard(None).await;
+    let ready = Ready::with(services);
+    let bearer = format!("Bearer {}", token("alice", "corpassist"));
+    for (server, source) in [(None, "authority"), (Some("tickets"), "route")] {
+        let mut b = axum::http::Request::builder()
+            .method("POST")
+            .uri("/ext_authz/mcp")
+            .header("host", "docs.prod.svc.cluster.local")
+            .header("content-type", "application/json")
+            .header("authorization", &bearer);
+        if let Some(s) = server {
+            b = b.header(SERVER_HEADER, s);
+        }
+        let request = b
+            .body(axum::body::Body::from(tools_call("get_document")))
+            .expect("request");
+        http_router(ready.clone())
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        assert_eq!(heard.take(), [Some(source)], "{source}");
+    }
 }
