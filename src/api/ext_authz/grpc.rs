@@ -107,6 +107,8 @@ pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
             .map(envoy_struct_to_json),
         // Envoy made the mTLS handshake: `source.principal` is proven, not asserted.
         asserted_spiffe_id: None,
+        // Nor is the destination: a header naming one is never read in this mode.
+        asserted_destination_principal: None,
         caller: None,
     }
 }
