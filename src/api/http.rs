@@ -174,6 +174,7 @@ async fn observe(mut req: Request, next: Next) -> Response {
     let meta = DecisionMeta {
         trace,
         request_id: request_id.as_ref().and_then(loggable_request_id),
+        ..DecisionMeta::default()
     };
     let span = tracing::info_span!(
         "http.request",
@@ -581,7 +582,7 @@ async fn policies(Serving(state): Serving, headers: HeaderMap) -> Response {
         "files": files,
         "policy_ids": ids,
         "digest": {
-            "content": digests.content,
+            "content": &*digests.content,
             "policies": digests.policy_set,
             "schema": digests.schema,
             "entities": digests.entities,

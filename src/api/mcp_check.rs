@@ -424,6 +424,7 @@ pub fn decision_meta(traceparent: Option<&str>, request_id: Option<&str>) -> Dec
         request_id: request_id
             .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_owned),
+        ..DecisionMeta::default()
     }
 }
 

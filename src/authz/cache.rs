@@ -309,6 +309,7 @@ mod tests {
             reason: crate::authz::Reason::new(crate::authz::ReasonKind::Allowed, ""),
             evaluations: Vec::new(),
             generation: 1,
+            policy_digest: std::sync::Arc::from("sha256:test"),
         };
         assert!(c.get_or_compute(1, &request(), || make(true)).0.allow);
         assert!(c.get_or_compute(1, &request(), || make(false)).0.allow);

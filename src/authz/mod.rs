@@ -171,15 +171,29 @@ pub struct Decision {
     pub evaluations: Vec<Evaluation>,
     /// The snapshot generation that decided.
     pub generation: u64,
+    /// The content digest of the snapshot that decided (`sha256:<hex>` of its
+    /// policies, schema and entity data, [`ContentDigests::content`](crate::policy::ContentDigests)):
+    /// equal on every replica serving the same files, unlike the generation.
+    #[serde(serialize_with = "serialize_shared_str")]
+    pub policy_digest: Arc<str>,
+}
+
+fn serialize_shared_str<S: serde::Serializer>(
+    s: &Arc<str>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(s)
 }
 
 impl Decision {
-    fn denied_before_evaluation(reason: Reason, generation: u64) -> Self {
+    /// A deny decided on `snapshot` before any evaluation.
+    fn denied_before_evaluation(reason: Reason, snapshot: &Snapshot) -> Self {
         Self {
             allow: false,
             reason,
             evaluations: Vec::new(),
-            generation,
+            generation: snapshot.generation,
+            policy_digest: snapshot.digests.content.clone(),
         }
     }
 
@@ -241,6 +255,9 @@ pub struct DecisionMeta {
     pub trace: Option<crate::trace::TraceContext>,
     /// The caller's request id (e.g. `X-Request-ID`), already made safe to log.
     pub request_id: Option<String>,
+    /// Where the interface took the request's MCP server from, when it chose among
+    /// several sources (Envoy ext_authz: `route`, `principal`, `authority`, `default`).
+    pub server_source: Option<&'static str>,
 }
 
 /// The decision engine: evaluates requests on a policy snapshot, under the
@@ -343,10 +360,7 @@ impl Engine {
     /// a list or a search, which its interface records once.
     pub fn evaluate(&self, snapshot: &Snapshot, request: &DecisionRequest) -> Arc<Decision> {
         if let Some(reason) = self.rules.refusal(request) {
-            return Arc::new(Decision::denied_before_evaluation(
-                reason,
-                snapshot.generation,
-            ));
+            return Arc::new(Decision::denied_before_evaluation(reason, snapshot));
         }
         match &self.cache {
             Some(cache) => {
@@ -387,7 +401,7 @@ impl Engine {
         let outcome = Outcome {
             decision: Arc::new(Decision::denied_before_evaluation(
                 Reason::new(ReasonKind::Rejected, reason),
-                snapshot.generation,
+                snapshot,
             )),
             decision_id: new_decision_id(),
             latency: std::time::Duration::ZERO,
@@ -646,10 +660,9 @@ fn decide_selected(
     selection: indexed::Selection,
     rules: Rules,
 ) -> Decision {
-    let generation = snapshot.generation;
     let typed = match tool_action(snapshot, request, rules) {
         Ok(t) => t,
-        Err(reason) => return Decision::denied_before_evaluation(reason, generation),
+        Err(reason) => return Decision::denied_before_evaluation(reason, snapshot),
     };
     // A declared tool's call is evaluated with its own action, whose context types
     // its arguments.
@@ -687,7 +700,7 @@ fn decide_selected(
     if principals.is_empty() {
         return Decision::denied_before_evaluation(
             Reason::new(ReasonKind::Invalid, "no user or application to evaluate"),
-            generation,
+            snapshot,
         );
     }
     let context = match build_context(snapshot, request) {
@@ -695,7 +708,7 @@ fn decide_selected(
         Err(reason) => {
             return Decision::denied_before_evaluation(
                 Reason::new(ReasonKind::Invalid, reason),
-                generation,
+                snapshot,
             );
         }
     };
@@ -703,7 +716,7 @@ fn decide_selected(
         && !rules.allow_undeclared_arguments
         && let Some(reason) = undeclared_arguments(snapshot, typed, request)
     {
-        return Decision::denied_before_evaluation(reason, generation);
+        return Decision::denied_before_evaluation(reason, snapshot);
     }
     let merged;
     let entities = match request_entities(snapshot, request, selection) {
@@ -715,7 +728,7 @@ fn decide_selected(
         Err(reason) => {
             return Decision::denied_before_evaluation(
                 Reason::new(ReasonKind::Invalid, reason),
-                generation,
+                snapshot,
             );
         }
     };
@@ -744,7 +757,8 @@ fn decide_selected(
         allow,
         reason,
         evaluations,
-        generation,
+        generation: snapshot.generation,
+        policy_digest: snapshot.digests.content.clone(),
     }
 }
 

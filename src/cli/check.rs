@@ -392,6 +392,7 @@ fn to_json(
         "notes": notes,
         "evaluations": evaluations,
         "generation": decision.generation,
+        "policy_digest": &*decision.policy_digest,
         "policies": snapshot.policy_count(),
     })
 }

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use cedar_policy::{
@@ -503,7 +504,8 @@ pub struct ContentDigests {
     /// Of every policy id with its digest.
     pub policy_set: String,
     /// Of the policy set, the schema and the entity data: equal content digests, equal inputs of every decision.
-    pub content: String,
+    /// Shared: every decision made on the snapshot carries it (a reference count, no copy).
+    pub content: Arc<str>,
 }
 
 /// What changed between two snapshots.
@@ -559,7 +561,7 @@ impl ContentDigests {
             schema,
             entities,
             policy_set,
-            content: hex_digest(content),
+            content: Arc::from(hex_digest(content)),
         }
     }
 
@@ -1516,6 +1518,156 @@ mod tests {
         let other = digests_of(&policies, SCHEMA, Some(&data.replace("2", "3")));
         let diff = other.diff_from(&with_data);
         assert!(diff.entities_changed && !diff.schema_changed && diff.changed.is_empty());
+    }
+
+    /// The reference policy directory's files (relative path and bytes).
+    fn reference_files() -> Vec<(String, Vec<u8>)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let mut problems = Vec::new();
+        let files: Vec<(String, Vec<u8>)> = files_under(&root, &mut problems)
+            .into_iter()
+            .map(|(rel, path)| (rel, std::fs::read(path).expect("read")))
+            .collect();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(files.iter().any(|(rel, _)| rel.starts_with("tools/")));
+        files
+    }
+
+    /// Write `files` under `dir` in the order given, each with its own modification time.
+    fn write_files(dir: &Path, files: &[(String, Vec<u8>)], mtime_step: u64) {
+        for (i, (rel, bytes)) in files.iter().enumerate() {
+            let path = dir.join(rel);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, bytes).expect("write");
+            let when = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(1_700_000_000 + mtime_step * i as u64);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(when))
+                .expect("mtime");
+        }
+    }
+
+    fn content_of(dir: &Path) -> Arc<str> {
+        match Snapshot::load(dir, 1) {
+            Ok(s) => s.digests.content,
+            Err(p) => panic!("{p:?}"),
+        }
+    }
+
+    /// Replace `from` by `to` in the file `rel` of `files`.
+    fn edited(
+        files: &[(String, Vec<u8>)],
+        rel: &str,
+        from: &str,
+        to: &str,
+    ) -> Vec<(String, Vec<u8>)> {
+        let mut files = files.to_vec();
+        let (_, bytes) = files
+            .iter_mut()
+            .find(|(r, _)| r == rel)
+            .unwrap_or_else(|| panic!("no `{rel}`"));
+        let text = String::from_utf8(bytes.clone()).expect("utf-8");
+        assert!(text.contains(from), "`{from}` not in `{rel}`");
+        *bytes = text.replacen(from, to, 1).into_bytes();
+        files
+    }
+
+    #[test]
+    fn the_content_digest_is_of_the_files_not_of_where_or_when_they_were_written() {
+        let files = reference_files();
+        let a = tempfile::tempdir().expect("tempdir");
+        write_files(a.path(), &files, 1);
+        // Another directory, deeper, written in the reverse order with other times.
+        let b = tempfile::tempdir().expect("tempdir");
+        let b_dir = b.path().join("elsewhere").join("policies");
+        let mut reversed = files.clone();
+        reversed.reverse();
+        write_files(&b_dir, &reversed, 7_919);
+        let base = content_of(a.path());
+        assert!(
+            base.starts_with("sha256:") && base.len() == 7 + 64,
+            "{base}"
+        );
+        assert_eq!(content_of(&b_dir), base);
+        assert_eq!(content_of(a.path()), base, "loading again");
+    }
+
+    #[test]
+    fn the_content_digest_covers_every_input_of_a_decision() {
+        let files = reference_files();
+        let base = {
+            let d = tempfile::tempdir().expect("tempdir");
+            write_files(d.path(), &files, 1);
+            content_of(d.path())
+        };
+        let digest_with = |files: &[(String, Vec<u8>)]| {
+            let d = tempfile::tempdir().expect("tempdir");
+            write_files(d.path(), files, 1);
+            content_of(d.path())
+        };
+        // A comment in a schema fragment is no input of a decision.
+        let commented = edited(
+            &files,
+            "tools/docs.cedarschema",
+            "namespace Mcp {",
+            "// reviewed\nnamespace Mcp {",
+        );
+        assert_eq!(digest_with(&commented), base);
+        let mut seen = vec![base.clone()];
+        for changed in [
+            // A policy file.
+            edited(
+                &files,
+                "housekeeping.cedar",
+                "  resource\n);",
+                "  resource\n) when { true };",
+            ),
+            // The base schema.
+            edited(
+                &files,
+                "mcp.cedarschema",
+                "namespace Mcp {",
+                "namespace Mcp {\n  entity Extra;",
+            ),
+            // Each schema fragment.
+            edited(
+                &files,
+                "tools/docs.cedarschema",
+                "\"document_id\": String,",
+                "\"document_id\": String, \"why\"?: String,",
+            ),
+            edited(
+                &files,
+                "tools/projects.cedarschema",
+                "namespace Mcp {",
+                "namespace Mcp {\n  entity ProjectsExtra;",
+            ),
+            // The entity data, and each entity data fragment.
+            edited(
+                &files,
+                "entities.json",
+                "\"department\": \"finance\"",
+                "\"department\": \"sales\"",
+            ),
+            edited(
+                &files,
+                "tools/docs.entities.json",
+                "[]",
+                r#"[{"uid":{"type":"Mcp::Group","id":"docs-readers"},"attrs":{},"parents":[]}]"#,
+            ),
+            edited(
+                &files,
+                "tools/projects.entities.json",
+                "[]",
+                r#"[{"uid":{"type":"Mcp::Group","id":"projects-readers"},"attrs":{},"parents":[]}]"#,
+            ),
+        ] {
+            let digest = digest_with(&changed);
+            assert!(!seen.contains(&digest), "{digest} seen before");
+            seen.push(digest);
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! ```json
 //! {"decision_id":"0199...","time":"2026-11-25T10:00:00.123456Z","interface":"authzen",
 //!  "decision":"deny","reason":"denied: ...","generation":3,
+//!  "policy_digest":"sha256:9f86d0...","server_source":"authority",
 //!  "user":"Mcp::User::\"dave\"","application":"Mcp::Application::\"corpassist\"",
 //!  "server":"Mcp::Server::\"docs\"","action":"Mcp::Action::\"tools/call\"",
 //!  "resource":"Mcp::Tool::\"docs/delete_document\"",
@@ -203,6 +204,8 @@ pub struct DecisionRecord {
     pub trace: Option<TraceContext>,
     /// The caller's request id.
     pub request_id: Option<String>,
+    /// Where the interface took the MCP server from (Envoy ext_authz), if it chose.
+    pub server_source: Option<&'static str>,
 }
 
 impl DecisionRecord {
@@ -215,6 +218,7 @@ impl DecisionRecord {
         m.insert("decision".into(), json!(self.decision.verdict()));
         m.insert("reason".into(), json!(self.decision.reason));
         m.insert("generation".into(), json!(self.decision.generation));
+        m.insert("policy_digest".into(), json!(&*self.decision.policy_digest));
         for (key, uid) in [
             ("user", &self.user),
             ("application", &self.application),
@@ -240,6 +244,9 @@ impl DecisionRecord {
         }
         if let Some(id) = &self.request_id {
             m.insert("request_id".into(), json!(id));
+        }
+        if let Some(source) = self.server_source {
+            m.insert("server_source".into(), json!(source));
         }
         if let Some(args) = &self.arguments {
             m.insert("arguments".into(), redactor.redact(args.clone()));

@@ -10,7 +10,8 @@
 //! | `undeclared_denials_total` | counter | `server`, `kind` (`tool`/`prompt`/`argument`) | calls denied because a server with imported tools does not declare the tool, prompt or argument (only servers that had one) |
 //! | `decision_cache_hits_total`, `decision_cache_misses_total` | counter | | decision cache lookups |
 //! | `decision_cache_entries` | gauge | | decisions the cache holds now (approximate; absent when the cache is off) |
-//! | `policy_generation` | gauge | | generation of the snapshot serving now |
+//! | `policy_generation` | gauge | | generation of the snapshot serving now (counts reloads of this process) |
+//! | `policy_info` | gauge | `content_digest` (`sha256:<hex>`) | always 1: the content digest of the snapshot serving now, equal on every replica serving the same policies, schema and entity data |
 //! | `policies` | gauge | | policies in that snapshot |
 //! | `policy_reloads_total` | counter | `result` (`success`/`failure`) | reloads that swapped in a snapshot, or were rejected |
 //! | `policies_in_sync` | gauge | | 1 when the last reload attempt succeeded, 0 while a broken change is pending |

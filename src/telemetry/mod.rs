@@ -90,6 +90,7 @@ impl Telemetry {
             arguments,
             trace: decided.meta.trace,
             request_id: decided.meta.request_id.clone(),
+            server_source: decided.meta.server_source,
         }
     }
 
@@ -142,6 +143,16 @@ impl Telemetry {
             "Generation of the policy snapshot serving now.",
         );
         out.sample("mcp_authz_policy_generation", &[], snapshot.generation);
+        out.family(
+            "mcp_authz_policy_info",
+            "gauge",
+            "Content digest of the policy snapshot serving now (policies, schema, entity data): equal on replicas serving the same files.",
+        );
+        out.sample(
+            "mcp_authz_policy_info",
+            &[("content_digest", &snapshot.digests.content)],
+            1,
+        );
         out.family(
             "mcp_authz_policies",
             "gauge",

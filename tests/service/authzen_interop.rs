@@ -693,6 +693,12 @@ async fn explanations_name_policies_with_their_files() {
     let ctx = &r["context"];
     assert_eq!(ctx["reason"], "allowed");
     assert_eq!(ctx["generation"], 1);
+    assert!(
+        ctx["policy_digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{ctx}"
+    );
     assert!(ctx["decision_id"].is_string());
     assert_eq!(ctx["evaluations"][0]["role"], "user");
     assert_eq!(ctx["evaluations"][0]["principal"], "User::\"alice\"");

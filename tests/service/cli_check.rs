@@ -525,6 +525,9 @@ fn json_output_has_the_origin_of_each_determining_policy() {
     let d: Value = serde_json::from_str(&stdout).expect("json");
     let evaluations = d["evaluations"].as_array().expect("evaluations");
     assert_eq!(evaluations.len(), 2, "{stdout}");
+    // The content digest a serving replica of the same files reports.
+    let snapshot = mcp_authz::policy::Snapshot::load(&reference_policies(), 1).expect("policies");
+    assert_eq!(d["policy_digest"], &*snapshot.digests.content, "{stdout}");
     let human = run(bin()
         .args([
             "check",

@@ -150,3 +150,77 @@ fn a_malformed_pattern_stops_the_service_at_start() {
         "{err}"
     );
 }
+
+/// The HTTP mode has no `attributes.destination.principal`: Envoy adds the
+/// destination workload's SPIFFE ID as `x-mcp-authz-destination-principal`, honoured
+/// with the caller secret only and mapped by `[envoy.principals]`. Each decision
+/// record says where its server came from.
+#[test]
+fn http_mode_takes_the_destination_principal_with_the_caller_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = config::write(
+        dir.path(),
+        &[
+            &config::trusted_caller(dir.path()),
+            &config::demo_issuer(),
+            MESH,
+            "[decision_log]\nfile = \"decisions.jsonl\"\n",
+        ],
+    );
+    let s = Service::start(&reference_policies(), Some(&file));
+    let ask = |headers: &[(&str, &str)]| {
+        let mut all = vec![
+            ("Host", "10.1.2.3:8080"),
+            ("Content-Type", "application/json"),
+        ];
+        all.extend_from_slice(headers);
+        http::request(&s.http, "POST", "/ext_authz/mcp", &all, GET).expect("ext_authz")
+    };
+    let secret = (
+        "x-mcp-authz-caller-token",
+        crate::support::gateway::CALLER_SECRET,
+    );
+    let caller = ("x-mcp-authz-spiffe-id", CORPASSIST);
+    let destination = ("x-mcp-authz-destination-principal", DOCS_WORKLOAD);
+    // From the trusted caller: the unmapped host does not matter, the workload names `docs`.
+    let (status, _, body) = ask(&[caller, secret, destination]);
+    assert_eq!(status, 200, "{body}");
+    // Without the destination: the host names no server.
+    let (status, _, body) = ask(&[caller, secret]);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("no MCP server for authority `10.1.2.3:8080`"),
+        "{body}"
+    );
+    // From anyone else: refused.
+    let bearer = format!("Bearer {}", crate::support::tokens::demo_token("erin"));
+    let (status, _, body) = ask(&[("Authorization", &bearer), destination]);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("x-mcp-authz-destination-principal") && body.contains("trusted caller"),
+        "{body}"
+    );
+    s.stop().expect("stopped");
+    let log = std::fs::read_to_string(dir.path().join("decisions.jsonl")).expect("decision log");
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let sources: Vec<_> = records.iter().map(|r| r["server_source"].clone()).collect();
+    assert_eq!(
+        sources,
+        [
+            serde_json::json!("principal"),
+            serde_json::Value::Null,
+            serde_json::Value::Null
+        ],
+        "{log}"
+    );
+    assert_eq!(records[0]["server"], "Mcp::Server::\"docs\"");
+    assert!(
+        records.iter().all(|r| r["policy_digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))),
+        "{log}"
+    );
+}

@@ -188,6 +188,9 @@ async fn decision_log_records_for_an_allow_and_a_deny() {
     assert_eq!(a["decision"], "allow");
     assert_eq!(a["interface"], "authzen");
     assert_eq!(a["generation"], 1);
+    let digest = state.engine.store().snapshot().digests.content.clone();
+    assert_eq!(a["policy_digest"], &*digest);
+    assert!(a.get("server_source").is_none(), "AuthZEN names its server");
     assert_eq!(a["user"], "Mcp::User::\"alice\"");
     assert_eq!(a["application"], "Mcp::Application::\"corpassist\"");
     assert_eq!(a["server"], "Mcp::Server::\"docs\"");
@@ -231,6 +234,117 @@ async fn decision_log_records_for_an_allow_and_a_deny() {
         json!(["corpassist-never-deletes", "only-doc-admins-delete"])
     );
     assert!(d.get("trace_id").is_none() && d.get("request_id").is_none());
+    assert_eq!(d["policy_digest"], &*digest);
+}
+
+/// The content digest of the policies a replica serves, as its `/v1/policies`,
+/// `/metrics` and decision log tell it.
+async fn digests_of_replica(admin: &axum::Router) -> (String, String) {
+    let policies = get(admin, "/v1/policies", &[]).await.json();
+    let shown = policies["digest"]["content"]
+        .as_str()
+        .expect("digest.content")
+        .to_owned();
+    let metrics = parse_metrics(&get(admin, "/metrics", &[]).await.text);
+    let infos: Vec<_> = metrics
+        .samples
+        .iter()
+        .filter(|s| s.metric == "mcp_authz_policy_info")
+        .collect();
+    assert_eq!(infos.len(), 1, "one policy_info sample");
+    assert_eq!(value(&metrics, "mcp_authz_policy_info", &[]), Some(1.0));
+    let metric = infos[0]
+        .labels
+        .get("content_digest")
+        .expect("content_digest")
+        .to_owned();
+    (shown, metric)
+}
+
+/// Two replicas loaded from two copies of the same files (written in other orders,
+/// at other times) report one content digest, in `/v1/policies`, `/metrics` and every
+/// decision record; a change of a schema fragment on one of them shows as skew.
+#[tokio::test]
+async fn replicas_of_the_same_files_report_one_content_digest() {
+    let one = copy_of_reference();
+    let two = tempfile::tempdir().expect("tempdir");
+    let mut files: Vec<_> = walk(&reference_policies());
+    files.reverse();
+    for rel in &files {
+        let to = two.path().join(rel);
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(reference_policies().join(rel), &to).expect("copy");
+    }
+    let capture = Capture::default();
+    let log = DecisionLog::with_writer(Box::new(capture.clone()), &DecisionLogConfig::default())
+        .expect("log");
+    let first = state_on(one.path(), Telemetry::new(Some(log)), None);
+    let second = state(inproc::engine(two.path()), None);
+    let (a_shown, a_metric) = digests_of_replica(&admin_of(first.clone())).await;
+    let (b_shown, b_metric) = digests_of_replica(&admin_of(second.clone())).await;
+    assert!(a_shown.starts_with("sha256:"), "{a_shown}");
+    assert_eq!(a_metric, a_shown);
+    assert_eq!(
+        (b_shown.as_str(), b_metric.as_str()),
+        (a_shown.as_str(), a_shown.as_str())
+    );
+
+    // Every decision names the digest of the snapshot that made it.
+    let app = app_of(first.clone());
+    post(
+        &app,
+        "/access/v1/evaluation",
+        &call("alice", "corpassist", "docs/get_document"),
+    )
+    .await;
+
+    // A changed fragment on the second replica: its digest moves, the first's does not.
+    let fragment = two.path().join("tools/docs.cedarschema");
+    let text = std::fs::read_to_string(&fragment).expect("read");
+    std::fs::write(
+        &fragment,
+        text.replacen(
+            "\"document_id\": String,",
+            "\"document_id\": String, \"why\"?: String,",
+            1,
+        ),
+    )
+    .expect("write");
+    assert!(matches!(
+        second.engine.store().reload(true),
+        mcp_authz::policy::ReloadOutcome::Reloaded { .. }
+    ));
+    let (b_shown, b_metric) = digests_of_replica(&admin_of(second.clone())).await;
+    assert_ne!(b_shown, a_shown);
+    assert_eq!(b_metric, b_shown);
+    let (a_again, _) = digests_of_replica(&admin_of(first.clone())).await;
+    assert_eq!(a_again, a_shown);
+
+    let log = first.telemetry.decision_log.as_ref().expect("log");
+    assert!(log.close(Duration::from_secs(5)), "the writer finishes");
+    let records = capture.lines();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["policy_digest"], a_shown.as_str());
+}
+
+/// The relative paths of the files under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().expect("type").is_dir() {
+            out.extend(
+                walk(&entry.path())
+                    .into_iter()
+                    .map(|r| format!("{name}/{r}")),
+            );
+        } else {
+            out.push(name);
+        }
+    }
+    out.sort();
+    out
 }
 
 #[tokio::test]

@@ -40,8 +40,8 @@
 //!
 //! Responses carry only `decision` unless the request sets `"options": {"explain":
 //! true}` (top level); then each decision has a `context` with the decision id, the
-//! reason, the snapshot generation and each principal's evaluation with its
-//! determining policies (`id`, `file`, `line`). A failed batch item always has
+//! reason, the snapshot generation and content digest (`policy_digest`) and each
+//! principal's evaluation with its determining policies (`id`, `file`, `line`). A failed batch item always has
 //! `context.error` (`status`, `message`).
 //!
 //! # Layout

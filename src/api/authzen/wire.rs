@@ -170,6 +170,7 @@ pub fn decision_json(outcome: &Outcome, explain: bool, snapshot: &Snapshot) -> V
             "decision_id": outcome.decision_id,
             "reason": d.reason,
             "generation": d.generation,
+            "policy_digest": &*d.policy_digest,
             "evaluations": evaluations,
         }
     })

@@ -109,6 +109,8 @@ pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
         // Envoy made the mTLS handshake: `source.principal` is proven when Envoy is
         // trusted (`admit_envoy_peer`), never asserted by the client.
         asserted_spiffe_id: None,
+        // Nor is the destination: a header naming one is never read in this mode.
+        asserted_destination_principal: None,
         caller: None,
     }
 }

@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{
-    APPLICATION_HEADER, DECISION_ID_HEADER, EnvoyAnswer, EnvoyRequest, HeaderSource, Headers,
-    SERVER_HEADER, SPIFFE_ID_HEADER, USER_HEADER, decide,
+    APPLICATION_HEADER, DECISION_ID_HEADER, DESTINATION_PRINCIPAL_HEADER, EnvoyAnswer,
+    EnvoyRequest, HeaderSource, Headers, SERVER_HEADER, SPIFFE_ID_HEADER, USER_HEADER, decide,
 };
 use crate::api::mcp_check::{CALLER_TOKEN_HEADER, CallerTrust, decision_meta};
 use crate::api::refusal::Refusal;
@@ -51,6 +51,11 @@ async fn http_check(
     // read here as one of its values.
     let server = map.get(SERVER_HEADER).ok().flatten().map(str::to_owned);
     let spiffe_id = map.get(SPIFFE_ID_HEADER).ok().flatten().map(str::to_owned);
+    let destination = map
+        .get(DESTINATION_PRINCIPAL_HEADER)
+        .ok()
+        .flatten()
+        .map(str::to_owned);
     let meta = decision_meta(
         map.get_lenient("traceparent"),
         map.get_lenient("x-request-id"),
@@ -62,6 +67,7 @@ async fn http_check(
         body: &body,
         server: server.as_deref().filter(|s| !s.is_empty()),
         asserted_spiffe_id: spiffe_id.as_deref(),
+        asserted_destination_principal: destination.as_deref(),
         caller: Some(CallerTrust::of(
             services,
             headers.get(CALLER_TOKEN_HEADER).map(HeaderValue::as_bytes),

@@ -21,7 +21,9 @@
 //! The server, by one rule ([`server_of`]) in both modes: the route's
 //! `context_extensions.mcp_server` (gRPC) or `x-mcp-authz-server` header (HTTP
 //! mode); else the destination workload's SPIFFE ID (`attributes.destination.principal`,
-//! gRPC) in `[envoy.principals]`; else the `:authority` (Host) in `[envoy.servers]`;
+//! gRPC; in the HTTP mode the `x-mcp-authz-destination-principal` header, honoured
+//! only with the caller secret) in `[envoy.principals]`; else the `:authority` (Host)
+//! in `[envoy.servers]`;
 //! else `[envoy] default_server` if it is set. Nothing else: a deny naming the authority.
 //! Allowed requests go on with `x-mcp-authz-decision-id`, `x-mcp-authz-user` and
 //! `x-mcp-authz-application`; the same headers sent by a client are removed.
@@ -68,6 +70,11 @@ pub const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
 /// Header of the HTTP mode carrying the mTLS peer's SPIFFE ID, as Envoy sets it
 /// (`%DOWNSTREAM_PEER_URI_SAN%`); honoured only with the caller secret.
 pub const SPIFFE_ID_HEADER: &str = "x-mcp-authz-spiffe-id";
+/// Header of the HTTP mode carrying the destination workload's SPIFFE ID (what
+/// `attributes.destination.principal` is in the gRPC mode), as Envoy sets it on an
+/// inbound listener (`%DOWNSTREAM_LOCAL_URI_SAN%`); honoured only with the caller
+/// secret, and then mapped by `[envoy.principals]`.
+pub const DESTINATION_PRINCIPAL_HEADER: &str = "x-mcp-authz-destination-principal";
 /// Envoy's MCP filter's metadata namespace.
 pub const MCP_FILTER_NAMESPACE: &str = "envoy.filters.http.mcp";
 /// Action of `GET` (opening the server's SSE stream).
@@ -91,6 +98,9 @@ pub struct EnvoyRequest<'a> {
     pub authority: Option<&'a str>,
     /// The destination workload's SPIFFE ID (`attributes.destination.principal`), if any.
     pub destination_principal: Option<&'a str>,
+    /// A destination SPIFFE ID the request asserts (the HTTP mode's
+    /// `x-mcp-authz-destination-principal`): honoured only from the trusted caller.
+    pub asserted_destination_principal: Option<&'a str>,
     /// The caller's SPIFFE ID (mTLS peer) as Envoy proved it, if any.
     pub spiffe_id: Option<&'a str>,
     /// A SPIFFE ID the request asserts (the HTTP mode's `x-mcp-authz-spiffe-id`).
@@ -159,8 +169,8 @@ pub async fn decide(
     request: EnvoyRequest<'_>,
     interface: Interface,
 ) -> EnvoyAnswer {
-    let meta = request.meta.clone();
-    match decide_request(services, request, interface).await {
+    let mut meta = request.meta.clone();
+    match decide_request(services, request, interface, &mut meta).await {
         Ok(answer) => answer,
         Err(refused) => {
             let Refused {
@@ -183,16 +193,20 @@ pub async fn decide(
     }
 }
 
+/// Decide on `request`; `meta` (the request's, for the decision log) learns where
+/// the server came from as soon as it is chosen, so that refusals after that say it too.
 async fn decide_request(
     services: &Services,
     request: EnvoyRequest<'_>,
     interface: Interface,
+    meta: &mut DecisionMeta,
 ) -> Result<EnvoyAnswer, Box<Refused>> {
     // One rule for every header before anything reads one.
     if let Err(e) = request.headers.check() {
         return Err(refuse(Refusal::invalid(e.to_string()), None));
     }
-    let server = server_of(services, &request)?;
+    let (server, source) = server_of(services, &request)?;
+    meta.server_source = Some(source.as_str());
     let calls = calls_of(&request)?;
     let request_id = calls.first().and_then(|c| c.id.clone());
     let authorization = match request.headers.get("authorization") {
@@ -240,7 +254,7 @@ async fn decide_request(
         server,
         calls,
         &extra,
-        &request.meta,
+        meta,
     )
     .await;
     let allowed = verdict.allowed();
@@ -304,6 +318,19 @@ pub enum ServerSource {
     Default,
 }
 
+impl ServerSource {
+    /// Its name in the decision log (`server_source`): `route`, `principal`,
+    /// `authority` or `default`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerSource::Route => "route",
+            ServerSource::Principal => "principal",
+            ServerSource::Authority => "authority",
+            ServerSource::Default => "default",
+        }
+    }
+}
+
 /// The server of the request and where it came from, by the one order of
 /// precedence: route, destination principal, `:authority`, `default_server`; `Err`
 /// with the `:authority` (if any) when none names one.
@@ -329,11 +356,11 @@ pub fn choose_server<'s>(
     }
 }
 
-/// The server the request targets ([`choose_server`]), or a deny.
+/// The server the request targets and where it came from ([`choose_server`]), or a deny.
 fn server_of<'s>(
     services: &'s Services,
     request: &'s EnvoyRequest<'_>,
-) -> Result<&'s str, Box<Refused>> {
+) -> Result<(&'s str, ServerSource), Box<Refused>> {
     let header = |name| request.headers.get(name).ok().flatten();
     let authority = request
         .authority
@@ -341,19 +368,48 @@ fn server_of<'s>(
         .or_else(|| header(":authority"))
         .or_else(|| header("host"))
         .filter(|a| !a.is_empty());
-    let principal = request.destination_principal.filter(|p| !p.is_empty());
-    choose_server(services, request.server, principal, authority)
-        .map(|(server, _)| server)
-        .map_err(|authority| {
-            let text = match authority {
-                Some(a) => format!("no MCP server for authority `{}`", Shown(&a)),
-                None => "no MCP server for this request: it names no authority".to_owned(),
-            };
-            refuse(
+    let principal = destination_of(request)?;
+    choose_server(services, request.server, principal, authority).map_err(|authority| {
+        let text = match authority {
+            Some(a) => format!("no MCP server for authority `{}`", Shown(&a)),
+            None => "no MCP server for this request: it names no authority".to_owned(),
+        };
+        refuse(
+            Refusal::forbidden(Reason::new(ReasonKind::Rejected, text)),
+            None,
+        )
+    })
+}
+
+/// The destination workload's SPIFFE ID: as Envoy proved it (gRPC
+/// `attributes.destination.principal`), else as the HTTP mode's
+/// `x-mcp-authz-destination-principal` asserts it — by the one rule for assertions
+/// ([`admit`]): honoured from the trusted caller, refused (403) from anyone else.
+fn destination_of<'r>(request: &'r EnvoyRequest<'_>) -> Result<Option<&'r str>, Box<Refused>> {
+    if let Some(proven) = request.destination_principal.filter(|p| !p.is_empty()) {
+        return Ok(Some(proven));
+    }
+    let Some(asserted) = request
+        .asserted_destination_principal
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(None);
+    };
+    let assertion = Asserted {
+        spiffe_id: Some(asserted),
+        identity: None,
+    };
+    match admit(assertion, request.caller.unwrap_or(CallerTrust::Untrusted)) {
+        Ok(_) => Ok(Some(asserted)),
+        Err(e) => {
+            let text =
+                format!("the destination principal in `{DESTINATION_PRINCIPAL_HEADER}`: {e}");
+            Err(refuse(
                 Refusal::forbidden(Reason::new(ReasonKind::Rejected, text)),
                 None,
-            )
-        })
+            ))
+        }
+    }
 }
 
 /// The MCP messages of the request, or why it is refused.

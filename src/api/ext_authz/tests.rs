@@ -6,6 +6,8 @@ use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Request as AttrRequest,
 };
+use std::sync::Arc;
+
 use tonic::Request;
 
 use super::*;
@@ -385,6 +387,11 @@ async fn http_mode_answers_with_the_same_refusals() {
 /// server, `docs.*.svc.cluster.local` → `docs`, `tickets.example.com` → `tickets`
 /// and the docs workload's SPIFFE ID → `docs`.
 async fn mesh_services(default_server: Option<&str>) -> Services {
+    mesh_services_on(default_server, crate::api::test_support::services().await)
+}
+
+/// `base` with the mesh tables of [`mesh_services`].
+fn mesh_services_on(default_server: Option<&str>, base: Services) -> Services {
     use std::collections::BTreeMap;
     let t = |p: &[(&str, &str)]| {
         p.iter()
@@ -402,7 +409,7 @@ async fn mesh_services(default_server: Option<&str>) -> Services {
     Services {
         envoy_default_server: default_server.map(str::to_owned),
         envoy_servers: map,
-        ..crate::api::test_support::services().await
+        ..base
     }
 }
 
@@ -572,4 +579,200 @@ async fn http_mode_takes_the_server_from_the_host() {
         body.contains("no MCP server for authority `mail.example.com`"),
         "{body}"
     );
+}
+
+/// A recorder keeping the decision log's `server_source` of every decision (and
+/// refusal) it hears of.
+#[derive(Debug, Default)]
+struct SourcesHeard(std::sync::Mutex<Vec<Option<&'static str>>>);
+
+impl crate::authz::Recorder for SourcesHeard {
+    fn decided(&self, decided: crate::authz::Decided<'_>) {
+        if let Ok(mut heard) = self.0.lock() {
+            heard.push(decided.meta.server_source);
+        }
+    }
+
+    fn cache_lookup(&self, _: bool) {}
+}
+
+impl SourcesHeard {
+    fn take(&self) -> Vec<Option<&'static str>> {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+    }
+}
+
+/// Mesh services (see [`mesh_services`]) whose decisions are heard by the returned recorder.
+async fn mesh_services_heard(default_server: Option<&str>) -> (Services, Arc<SourcesHeard>) {
+    let heard = Arc::new(SourcesHeard::default());
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let store = Arc::new(crate::policy::PolicyStore::open(&policies).expect("reference policies"));
+    let engine = crate::authz::Engine::with_recorder(store, heard.clone());
+    let base = crate::api::test_support::services_with(engine, Arc::default()).await;
+    (mesh_services_on(default_server, base), heard)
+}
+
+#[tokio::test]
+async fn grpc_decisions_record_where_the_server_came_from() {
+    use crate::api::test_support::{token, tools_call};
+    let (services, heard) = mesh_services_heard(None).await;
+    let service = ExtAuthzGrpc::new(Ready::with(services));
+    let bearer = format!("Bearer {}", token("alice", "corpassist"));
+    let auth = [("authorization", bearer.as_str())];
+    let get = tools_call("get_document");
+    let docs_host = "docs.prod.svc.cluster.local";
+    for (host, destination, route, source) in [
+        (docs_host, None, None, "authority"),
+        ("10.0.0.7:8080", Some(DOCS_SPIFFE), None, "principal"),
+        (docs_host, Some(DOCS_SPIFFE), Some("tickets"), "route"),
+    ] {
+        grpc_answer(&service, mesh_check(&auth, &get, host, destination, route)).await;
+        assert_eq!(heard.take(), [Some(source)], "{source}");
+    }
+    // A refusal after the server was chosen (no credentials) says where it came from too.
+    grpc_answer(&service, mesh_check(&[], &get, docs_host, None, None)).await;
+    assert_eq!(heard.take(), [Some("authority")]);
+    // No server: refused before any was chosen.
+    grpc_answer(
+        &service,
+        mesh_check(&auth, &get, "mail.example.com", None, None),
+    )
+    .await;
+    assert_eq!(heard.take(), [None]);
+
+    let (services, heard) = mesh_services_heard(Some("docs")).await;
+    let service = ExtAuthzGrpc::new(Ready::with(services));
+    let (code, ..) = grpc_answer(
+        &service,
+        mesh_check(&auth, &get, "mail.example.com", None, None),
+    )
+    .await;
+    assert_eq!(code, tonic::Code::Ok as i32);
+    assert_eq!(heard.take(), [Some("default")]);
+}
+
+#[tokio::test]
+async fn http_decisions_record_where_the_server_came_from() {
+    use crate::api::test_support::{token, tools_call};
+    use tower::ServiceExt as _;
+    let (services, heard) = mesh_services_heard(None).await;
+    let ready = Ready::with(services);
+    let bearer = format!("Bearer {}", token("alice", "corpassist"));
+    for (server, source) in [(None, "authority"), (Some("tickets"), "route")] {
+        let mut b = axum::http::Request::builder()
+            .method("POST")
+            .uri("/ext_authz/mcp")
+            .header("host", "docs.prod.svc.cluster.local")
+            .header("content-type", "application/json")
+            .header("authorization", &bearer);
+        if let Some(s) = server {
+            b = b.header(SERVER_HEADER, s);
+        }
+        let request = b
+            .body(axum::body::Body::from(tools_call("get_document")))
+            .expect("request");
+        http_router(ready.clone())
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        assert_eq!(heard.take(), [Some(source)], "{source}");
+    }
+}
+
+/// The HTTP mode's destination principal: a header Envoy adds, honoured with the
+/// caller secret only, then mapped by `[envoy.principals]` like gRPC's
+/// `attributes.destination.principal` (and outranking the `Host`).
+#[tokio::test]
+async fn http_mode_takes_the_destination_principal_from_the_trusted_caller_only() {
+    use crate::api::mcp_check::CALLER_TOKEN_HEADER;
+    use crate::api::test_support::{token, tools_call};
+    use tower::ServiceExt as _;
+    let (services, heard) = mesh_services_heard(None).await;
+    let ready = Ready::with(Services {
+        trusted_caller_token: Some(crate::config::Secret::new("s3cret")),
+        ..services
+    });
+    let bearer = format!("Bearer {}", token("alice", "corpassist"));
+    let ask = |host: &'static str, destination: &'static str, secret: Option<&'static str>| {
+        let mut b = axum::http::Request::builder()
+            .method("POST")
+            .uri("/ext_authz/mcp")
+            .header("host", host)
+            .header("content-type", "application/json")
+            .header("authorization", &bearer)
+            .header(DESTINATION_PRINCIPAL_HEADER, destination);
+        if let Some(s) = secret {
+            b = b.header(CALLER_TOKEN_HEADER, s);
+        }
+        let request = b
+            .body(axum::body::Body::from(tools_call("get_document")))
+            .expect("request");
+        let router = http_router(ready.clone());
+        async move {
+            let response = router.oneshot(request).await.expect("infallible");
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    // An unmapped host: the destination names `docs`, where alice may read.
+    let (status, body) = ask("10.0.0.7:8080", DOCS_SPIFFE, Some("s3cret")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(heard.take(), [Some("principal")]);
+    // It outranks the host: decided on `tickets`, where she may not.
+    let (status, body) = ask(
+        "docs.prod.svc.cluster.local",
+        TICKETS_SPIFFE,
+        Some("s3cret"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(!body.contains("no MCP server"), "{body}");
+    assert_eq!(heard.take(), [Some("principal")]);
+    // An empty header is no assertion: the host decides.
+    let (status, body) = ask("docs.prod.svc.cluster.local", "", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(heard.take(), [Some("authority")]);
+    // Without the secret, or with a wrong one: refused, whatever the host says.
+    for secret in [None, Some("guess")] {
+        let (status, body) = ask("docs.prod.svc.cluster.local", DOCS_SPIFFE, secret).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let body: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(body["error"]["code"], json!(-32003));
+        assert!(
+            body["error"]["message"].as_str().is_some_and(|m| m
+                .contains("the destination principal in `x-mcp-authz-destination-principal`")
+                && m.contains("trusted caller")),
+            "{body}"
+        );
+        assert_eq!(heard.take(), [None], "refused before a server was chosen");
+    }
+}
+
+/// In the gRPC mode the destination is Envoy's `attributes.destination.principal`
+/// only: a request header naming one is never read.
+#[tokio::test]
+async fn grpc_mode_never_reads_a_destination_principal_header() {
+    use crate::api::test_support::{token, tools_call};
+    let (services, heard) = mesh_services_heard(None).await;
+    let service = ExtAuthzGrpc::new(Ready::with(services));
+    let bearer = format!("Bearer {}", token("alice", "corpassist"));
+    let headers = [
+        ("authorization", bearer.as_str()),
+        (DESTINATION_PRINCIPAL_HEADER, TICKETS_SPIFFE),
+    ];
+    let get = tools_call("get_document");
+    let (code, ..) = grpc_answer(
+        &service,
+        mesh_check(&headers, &get, "docs.prod.svc.cluster.local", None, None),
+    )
+    .await;
+    assert_eq!(
+        code,
+        tonic::Code::Ok as i32,
+        "decided on `docs`, by the host"
+    );
+    assert_eq!(heard.take(), [Some("authority")]);
 }

@@ -215,6 +215,7 @@ impl<'e> ListJob<'e> {
             ),
             evaluations: Vec::new(),
             generation: self.snapshot.generation,
+            policy_digest: self.snapshot.digests.content.clone(),
         };
         self.telemetry.record_list(ListRecord {
             record: DecisionRecord {
@@ -235,6 +236,7 @@ impl<'e> ListJob<'e> {
                 arguments: None,
                 trace: self.meta.trace,
                 request_id: self.meta.request_id.clone(),
+                server_source: self.meta.server_source,
             },
             method: self.kind.method.to_owned(),
             entries,
