@@ -13,7 +13,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::harness::{python, substitute, validate_envoy_config};
-use crate::support::process::{WorkDir, bin, run, text};
+use crate::support::process::WorkDir;
 use crate::support::repo;
 
 /// The Kubernetes versions the manifests are validated for (the oldest one assumed, and
@@ -280,6 +280,17 @@ fn kubernetes_base_is_valid_and_hardened() {
     let config = object(&objects, "ConfigMap")["data"]["mcp-authz.toml"]
         .as_str()
         .expect("mcp-authz.toml");
+    // It is a configuration mcp-authz accepts (every key known, [tls] consistent).
+    let dir = WorkDir::new("e2e-deploy-config-");
+    let file = dir.path().join("mcp-authz.toml");
+    std::fs::write(&file, config).expect("write");
+    if let Err(e) = mcp_authz::config::Config::load(
+        Some(&file),
+        &Default::default(),
+        &mcp_authz::config::Overrides::default(),
+    ) {
+        panic!("the ConfigMap's mcp-authz.toml is refused: {e}");
+    }
     let config: toml::Table = toml::from_str(config).expect("mcp-authz.toml parses");
     assert_eq!(config["policies"].as_str(), Some(mount_path("policies")));
     let listen_port = |key: &str| {
@@ -520,51 +531,45 @@ fn envoy_gateway_security_policy_asks_mcp_authz_over_grpc_with_the_body() {
 // ---------------------------------------------------------------------------------------
 // The Envoy configurations they produce (examples/mesh).
 
-/// PEM files for the mesh examples: a CA, mcp-authz's server certificate (DNS name of the
-/// Service and its SPIFFE ID) and a client certificate whose URI SAN is a SPIFFE ID.
-/// To be replaced by the shared test PKI (tests/support/pki.rs) once it exists.
+/// PEM files for the mesh examples (tests/support/pki.rs): a CA, mcp-authz's server
+/// certificate (the Service's DNS name and its SPIFFE ID) and a sidecar's client
+/// certificate whose URI SAN is its SPIFFE ID.
 struct Pki {
-    dir: WorkDir,
+    _dir: WorkDir,
+    ca: std::path::PathBuf,
+    client: crate::support::pki::Pair,
 }
 
 impl Pki {
     fn new() -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
         let dir = WorkDir::new("e2e-deploy-pki-");
-        let ca_key = KeyPair::generate().expect("key");
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca.self_signed(&ca_key).expect("CA");
-        let issuer = Issuer::new(ca, ca_key);
-        let leaf = |dns: &[&str], uri: &str, name: &str| {
-            let key = KeyPair::generate().expect("key");
-            let mut params =
-                CertificateParams::new(dns.iter().map(|d| (*d).to_owned()).collect::<Vec<_>>())
-                    .expect("params");
-            params
-                .subject_alt_names
-                .push(SanType::URI(uri.try_into().expect("URI SAN")));
-            let cert = params.signed_by(&key, &issuer).expect("sign");
-            std::fs::write(dir.path().join(format!("{name}.crt")), cert.pem()).expect("write");
-            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem())
-                .expect("write");
-        };
-        std::fs::write(dir.path().join("ca.crt"), ca_cert.pem()).expect("write");
-        leaf(
-            &["mcp-authz.mcp-authz.svc.cluster.local"],
+        let ca = crate::support::pki::Ca::new(dir.path(), "mesh");
+        ca.workload(
+            "mcp-authz",
             "spiffe://cluster.local/ns/mcp-authz/sa/mcp-authz",
-            "tls",
+            &["mcp-authz.mcp-authz.svc.cluster.local"],
         );
-        leaf(
-            &[],
-            "spiffe://cluster.local/ns/mcp-servers/sa/docs",
+        let client = ca.workload(
             "client",
+            "spiffe://cluster.local/ns/mcp-servers/sa/docs",
+            &[],
         );
-        Pki { dir }
+        Pki {
+            ca: ca.cert.clone(),
+            client,
+            _dir: dir,
+        }
     }
 
     fn file(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
+        match name {
+            "ca.crt" => &self.ca,
+            "client.crt" => &self.client.cert,
+            "client.key" => &self.client.key,
+            other => panic!("no PEM file `{other}`"),
+        }
+        .display()
+        .to_string()
     }
 }
 
@@ -642,30 +647,4 @@ fn mesh_envoy_configs_pass_envoy_validate() {
             pki.file("ca.crt")
         );
     }
-}
-
-#[test]
-#[ignore = "needs `[tls]` in the config and `validate --config` on main (issue 17): the lead enables it"]
-fn mesh_example_config_is_accepted_by_mcp_authz() {
-    let pki = Pki::new();
-    let dir = WorkDir::new("e2e-deploy-config-");
-    let tls = dir.path().join("tls");
-    std::fs::create_dir(&tls).expect("mkdir");
-    for name in ["tls.crt", "tls.key", "ca.crt"] {
-        std::fs::copy(pki.dir.path().join(name), tls.join(name)).expect("copy");
-    }
-    let config = std::fs::read_to_string(repo().join("examples/mesh/mcp-authz.toml"))
-        .expect("read")
-        .replace(
-            "policies = \"../../policies\"",
-            &format!(
-                "policies = {:?}",
-                repo().join("policies").display().to_string()
-            ),
-        );
-    let file = dir.path().join("mcp-authz.toml");
-    std::fs::write(&file, config).expect("write");
-    let out = run(bin().arg("validate").arg("--config").arg(&file));
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}{stderr}");
 }

@@ -16,4 +16,5 @@ mod harness;
 mod deploy;
 mod e2e_harness;
 mod envoy_e2e;
+mod mesh_tls;
 mod schema_url;

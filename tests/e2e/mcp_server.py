@@ -295,7 +295,7 @@ async def serve(args: argparse.Namespace) -> None:
 
     # DNS rebinding protection as the SDK sets it for 127.0.0.1, plus the names the mesh
     # tests send as Host (a sidecar passes the Service's name through unchanged).
-    mesh_hosts = [f"{name}.mcp.svc.cluster.local" for name in SERVERS]
+    mesh_hosts = [h for name in SERVERS for h in (f"{name}.mcp.svc.cluster.local", f"{name}.mcp.example.com")]
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", *mesh_hosts, *(f"{h}:*" for h in mesh_hosts)],

@@ -88,15 +88,18 @@ impl Ca {
     }
 
     /// A workload's certificate (an X.509-SVID for server and client use): the
-    /// SPIFFE ID `spiffe_id` as its one URI SAN, and `localhost` and 127.0.0.1.
-    pub fn workload(&self, file: &str, spiffe_id: &str) -> Pair {
+    /// SPIFFE ID `spiffe_id` as its one URI SAN, `dns` names, `localhost` and 127.0.0.1.
+    pub fn workload(&self, file: &str, spiffe_id: &str, dns: &[&str]) -> Pair {
+        let mut sans = vec![SanType::URI(spiffe_id.try_into().expect("uri"))];
+        sans.extend(
+            dns.iter()
+                .chain(&["localhost"])
+                .map(|d| SanType::DnsName((*d).try_into().expect("dns name"))),
+        );
+        sans.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         self.leaf_with(
             file,
-            vec![
-                SanType::URI(spiffe_id.try_into().expect("uri")),
-                SanType::DnsName("localhost".try_into().expect("dns name")),
-                SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            ],
+            sans,
             vec![
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
