@@ -307,9 +307,9 @@ fn json_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, 
 /// The identity of a bearer token in `Authorization`, if one is presented.
 ///
 /// The subject of an AuthZEN request is the caller's assertion. While callers are
-/// authenticated ([`Services::authenticates_callers`]), only a trusted caller (its
-/// client certificate, or the caller secret) may make it without a token; anyone
-/// else must present a bearer token, whose identity wins over the body.
+/// authenticated by certificate ([`Services::authenticates_callers`]), only a
+/// trusted caller (its client certificate, or the caller secret) may make it without
+/// a token; anyone else must present a bearer token, whose identity wins over the body.
 async fn bearer_identity(
     state: &Services,
     headers: &HeaderMap,

@@ -15,7 +15,7 @@
 //! `tls.trusted_callers`, or that presents the configured caller secret), refused
 //! from anyone else — never silently used, never silently dropped. [`Credentials`]
 //! can only be built from admitted assertions, so no interface can skip the rule.
-//! Once callers are authenticated at all (a secret or trusted callers configured),
+//! Once callers are authenticated by certificate (`tls.trusted_callers` set),
 //! Envoy's `source.principal` is an assertion too ([`admit_envoy_peer`]): only a
 //! trusted Envoy vouches for the handshake it reports.
 //!
@@ -83,7 +83,7 @@ impl CallerTrust {
 
 /// Whether Envoy's `attributes.source.principal` (the mTLS peer of the connection
 /// Envoy reports) is taken as proven: from a trusted caller always; from any caller
-/// while callers are not authenticated at all (no secret, no trusted callers: the
+/// while callers are not authenticated by certificate (no `tls.trusted_callers`: the
 /// port must then be reachable by Envoy only, as the README says). Otherwise it is
 /// an assertion of an untrusted caller, and the request is refused.
 pub fn admit_envoy_peer(services: &Services, trust: CallerTrust) -> Result<(), UntrustedAssertion> {

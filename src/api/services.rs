@@ -54,11 +54,13 @@ pub struct Services {
 }
 
 impl Services {
-    /// Whether callers are authenticated (a caller secret or trusted caller
-    /// certificates are configured): then every assertion, Envoy's
-    /// `source.principal` included, needs a trusted caller.
+    /// Whether callers are authenticated by their client certificates
+    /// (`tls.trusted_callers` is set): then every assertion, Envoy's
+    /// `source.principal` and an AuthZEN subject without a token included, needs a
+    /// trusted caller. The caller secret alone keeps the earlier rule (Envoy's
+    /// `source.principal` is taken as proven; keep the port reachable by Envoy only).
     pub fn authenticates_callers(&self) -> bool {
-        self.trusted_caller_token.is_some() || !self.trusted_callers.is_empty()
+        !self.trusted_callers.is_empty()
     }
 
     /// Services deciding with `engine`, which must report to `telemetry`, with the

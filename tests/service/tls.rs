@@ -69,6 +69,17 @@ impl Mesh {
     }
 }
 
+/// alice's `get_document` through CorpAssist, as the gateway asserts it.
+fn alice_get() -> mcp_authz::api::proto::v1::CheckRequest {
+    parsed(
+        verified("alice", "corpassist"),
+        "docs",
+        "tools/call",
+        "get_document",
+        None,
+    )
+}
+
 fn pem(path: &Path) -> Vec<u8> {
     std::fs::read(path).expect("read PEM")
 }
@@ -118,15 +129,6 @@ async fn only_trusted_callers_assert_identities_others_present_tokens() {
     let rogue = m.client("rogue", &[ROGUE]);
     // A certificate with two URI SANs is no X.509-SVID: it names no caller.
     let two = m.client("two", &[GATEWAY, ROGUE]);
-    let check = || {
-        parsed(
-            verified("alice", "corpassist"),
-            "docs",
-            "tools/call",
-            "get_document",
-            None,
-        )
-    };
 
     let mut trusted = AuthorizerClient::new(
         channel(&m.service.grpc, &m.ca.cert, Some(&gateway))
@@ -134,7 +136,7 @@ async fn only_trusted_callers_assert_identities_others_present_tokens() {
             .expect("gateway connects"),
     );
     let answer = trusted
-        .check(check())
+        .check(alice_get())
         .await
         .expect("the gateway may assert")
         .into_inner();
@@ -146,7 +148,7 @@ async fn only_trusted_callers_assert_identities_others_present_tokens() {
                 .await
                 .expect("connects"),
         );
-        let err = c.check(check()).await.expect_err(name);
+        let err = c.check(alice_get()).await.expect_err(name);
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{name}: {err:?}");
         assert!(err.message().contains("trusted caller"), "{name}: {err:?}");
         // A bearer token is what an untrusted caller may present.
@@ -298,21 +300,12 @@ async fn client_certificates_are_required_except_on_the_admin_listener() {
 async fn a_rotated_certificate_is_served_to_new_connections_without_dropping_open_ones() {
     let m = Mesh::start("");
     let gateway = m.client("gateway", &[GATEWAY]);
-    let ask = || {
-        parsed(
-            verified("alice", "corpassist"),
-            "docs",
-            "tools/call",
-            "get_document",
-            None,
-        )
-    };
     let mut open = AuthorizerClient::new(
         channel(&m.service.grpc, &m.ca.cert, Some(&gateway))
             .await
             .expect("connects"),
     );
-    open.check(ask()).await.expect("before rotation");
+    open.check(alice_get()).await.expect("before rotation");
 
     // The new server certificate comes from another CA (as after a CA rotation):
     // a client that trusts only the new CA cannot connect before the swap.
@@ -327,7 +320,7 @@ async fn a_rotated_certificate_is_served_to_new_connections_without_dropping_ope
     // A broken replacement is refused; the certificate in use stays.
     std::fs::write(&m.server.key, "not a key").expect("write");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    open.check(ask()).await.expect("still served");
+    open.check(alice_get()).await.expect("still served");
     assert!(
         m.service
             .find_log(|l| l.contains("cannot be used"))
@@ -355,10 +348,10 @@ async fn a_rotated_certificate_is_served_to_new_connections_without_dropping_ope
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     fresh
-        .check(ask())
+        .check(alice_get())
         .await
         .expect("a new connection with the renewed certificate");
-    open.check(ask())
+    open.check(alice_get())
         .await
         .expect("the open connection was not dropped");
     assert!(

@@ -537,7 +537,6 @@ async fn grpc_mode_takes_the_server_from_the_mesh() {
 #[tokio::test]
 async fn http_mode_takes_the_server_from_the_host() {
     use crate::api::test_support::{token, tools_call};
-    use tower::ServiceExt as _;
     let ready = Ready::new();
     ready.set(mesh_services(None).await).await;
     let bearer = format!("Bearer {}", token("alice", "corpassist"));
@@ -557,14 +556,7 @@ async fn http_mode_takes_the_server_from_the_host() {
     let status = |host: &'static str, server: Option<&'static str>| {
         let router = http_router(ready.clone());
         let request = post(host, server);
-        async move {
-            let response = router.oneshot(request).await.expect("infallible");
-            let status = response.status();
-            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-                .await
-                .expect("body");
-            (status, String::from_utf8_lossy(&body).into_owned())
-        }
+        http_answer(router, request)
     };
     assert_eq!(
         status("DOCS.prod.svc.cluster.local", None).await.0,
@@ -686,7 +678,6 @@ async fn http_decisions_record_where_the_server_came_from() {
 async fn http_mode_takes_the_destination_principal_from_the_trusted_caller_only() {
     use crate::api::mcp_check::CALLER_TOKEN_HEADER;
     use crate::api::test_support::{token, tools_call};
-    use tower::ServiceExt as _;
     let (services, heard) = mesh_services_heard(None).await;
     let ready = Ready::with(Services {
         trusted_caller_token: Some(crate::config::Secret::new("s3cret")),
@@ -708,14 +699,7 @@ async fn http_mode_takes_the_destination_principal_from_the_trusted_caller_only(
             .body(axum::body::Body::from(tools_call("get_document")))
             .expect("request");
         let router = http_router(ready.clone());
-        async move {
-            let response = router.oneshot(request).await.expect("infallible");
-            let status = response.status();
-            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-                .await
-                .expect("body");
-            (status, String::from_utf8_lossy(&body).into_owned())
-        }
+        http_answer(router, request)
     };
     // An unmapped host: the destination names `docs`, where alice may read.
     let (status, body) = ask("10.0.0.7:8080", DOCS_SPIFFE, Some("s3cret")).await;
@@ -775,4 +759,18 @@ async fn grpc_mode_never_reads_a_destination_principal_header() {
         "decided on `docs`, by the host"
     );
     assert_eq!(heard.take(), [Some("authority")]);
+}
+
+/// The status and body the HTTP mode's `router` answers `request` with.
+async fn http_answer(
+    router: axum::Router,
+    request: axum::http::Request<axum::body::Body>,
+) -> (axum::http::StatusCode, String) {
+    use tower::ServiceExt as _;
+    let response = router.oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
