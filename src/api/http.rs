@@ -348,6 +348,27 @@ async fn bearer_identity(
     Ok(Some(identity))
 }
 
+/// The decision object a dry run answers for `decision` (an AuthZEN decision as
+/// decided and logged): `"decision": true`, with what was decided in
+/// `context.dry_run.decision`; outside a dry run, `decision` as it is.
+fn dry_run_decision(state: &Services, mut decision: Value) -> Value {
+    if !state.enforced(false) {
+        return decision;
+    }
+    if let Some(object) = decision.as_object_mut()
+        && let Some(decided) = object.get("decision").and_then(Value::as_bool)
+    {
+        object.insert("decision".into(), Value::Bool(true));
+        let context = object
+            .entry("context")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(context) = context.as_object_mut() {
+            context.insert("dry_run".into(), json!({ "decision": decided }));
+        }
+    }
+    decision
+}
+
 fn json_response(body: Value) -> Response {
     (StatusCode::OK, Json(body)).into_response()
 }
@@ -393,7 +414,10 @@ async fn evaluation(
         &meta.decision,
     )?;
     let json = authzen::decision_json(&outcome, authzen::explain_requested(&body), &snapshot);
-    Ok(decided(json, Some(&outcome.decision_id)))
+    Ok(decided(
+        dry_run_decision(&state, json),
+        Some(&outcome.decision_id),
+    ))
 }
 
 async fn evaluations(
@@ -414,9 +438,14 @@ async fn evaluations(
     .await
     .ok_or_else(|| Refusal::internal("the evaluation failed"))??;
     Ok(match result {
-        BatchResult::Single(json, id) => decided(json, id.as_deref()),
-        BatchResult::Batch(json, ids) => {
+        BatchResult::Single(json, id) => decided(dry_run_decision(&state, json), id.as_deref()),
+        BatchResult::Batch(mut json, ids) => {
             record_decision_ids(&ids);
+            if let Some(items) = json.get_mut("evaluations").and_then(Value::as_array_mut) {
+                for item in items.iter_mut() {
+                    *item = dry_run_decision(&state, std::mem::take(item));
+                }
+            }
             json_response(json)
         }
     })
@@ -493,10 +522,14 @@ async fn healthz() -> &'static str {
 /// Ready once the policies are loaded (the same readiness as gRPC health): a
 /// failed reload keeps serving the last good snapshot, so this stays ready.
 async fn readyz(State(ready): State<Ready>) -> Response {
-    if ready.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        not_ready()
+    match ready.get() {
+        Some(services) if services.enforced(false) => (
+            StatusCode::OK,
+            "ready (DRY RUN: every request is answered allow; `decisions.dry_run`)\n",
+        )
+            .into_response(),
+        Some(_) => (StatusCode::OK, "ready\n").into_response(),
+        None => not_ready(),
     }
 }
 

@@ -51,9 +51,19 @@ pub struct Services {
     pub grpc: GrpcSettings,
     /// The admin bearer token, if configured.
     pub admin_token: Option<AdminToken>,
+    /// Dry run (`decisions.dry_run`): every decision is made and logged as usual,
+    /// every answer is allow ([`Services::enforced`]).
+    pub dry_run: bool,
 }
 
 impl Services {
+    /// Whether the caller is answered "allow" for a request decided `allowed`: always
+    /// in a dry run, else exactly when it was allowed. The one rule every interface
+    /// answers by.
+    pub fn enforced(&self, allowed: bool) -> bool {
+        allowed || self.dry_run
+    }
+
     /// Whether callers are authenticated by their client certificates
     /// (`tls.trusted_callers` is set): then every assertion, Envoy's
     /// `source.principal` and an AuthZEN subject without a token included, needs a
@@ -77,6 +87,7 @@ impl Services {
             authzen: AuthzenSettings::default(),
             grpc: GrpcSettings::default(),
             admin_token: None,
+            dry_run: false,
         }
     }
 }

@@ -71,7 +71,12 @@ impl App {
         } else {
             None
         };
-        let telemetry = Arc::new(Telemetry::new(decision_log));
+        let telemetry = Arc::new(Telemetry::new(decision_log).with_dry_run(config.dry_run));
+        if config.dry_run {
+            tracing::warn!(
+                "DRY RUN (`decisions.dry_run`): every request is decided and logged as usual, and answered ALLOW; nothing is enforced"
+            );
+        }
         let resolver = Resolver::new(&config.identity, &config.base_dir)
             .await
             .map_err(|e| format!("invalid identity configuration: {e}"))?;
@@ -268,6 +273,7 @@ impl Bound {
                 authzen: config.authzen.clone(),
                 grpc: config.grpc,
                 admin_token,
+                dry_run: config.dry_run,
             })
             .await;
         let watcher = spawn_watcher(

@@ -77,6 +77,11 @@ pub struct ServeArgs {
     /// Log format [default: text]
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Dry run: decide and log every request as usual, but answer allow (for
+    /// onboarding a mesh without breaking it; the would-be decision travels with the
+    /// answer)
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// `validate` arguments.

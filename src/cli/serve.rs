@@ -13,6 +13,7 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
         http_listen: args.http_listen,
         admin_listen: args.admin_listen,
         log_format: args.log_format,
+        dry_run: args.dry_run,
         ..Overrides::default()
     };
     let config = match load_config(&args.common, overrides) {

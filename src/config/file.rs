@@ -100,6 +100,8 @@ pub struct DecisionsFile {
     /// Allow a declared tool's call with arguments it does not declare, left out of
     /// the context (default `false`: such a call is denied).
     pub allow_undeclared_arguments: Option<bool>,
+    /// Decide and log every request as usual but answer allow (default `false`).
+    pub dry_run: Option<bool>,
 }
 
 /// The `[admin]` section.

@@ -18,6 +18,8 @@ pub struct Overrides {
     pub admin_listen: Option<String>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// `--dry-run` (only ever turns it on).
+    pub dry_run: bool,
 }
 
 /// Apply the flags to the merged file and environment, and record where those values came from.
@@ -48,5 +50,9 @@ pub(super) fn apply(
     if let Some(f) = flags.log_format {
         fc.log.format = Some(f);
         set("log.format", "log-format");
+    }
+    if flags.dry_run {
+        fc.decisions.dry_run = Some(true);
+        set("decisions.dry_run", "dry-run");
     }
 }

@@ -158,6 +158,8 @@ pub struct Config {
     pub decision_log: DecisionLogConfig,
     /// Rules every decision follows.
     pub rules: crate::authz::Rules,
+    /// Dry run: every decision is made and logged, every answer is allow.
+    pub dry_run: bool,
     /// Listener time limits and connection caps.
     pub listeners: ListenerConfig,
     /// TLS on the listeners; `None`: plaintext.

@@ -278,6 +278,12 @@ pub const SETTINGS: &[Setting] = &[
         "allow arguments a declared tool does not declare, left out of the context (else a deny)",
     ),
     setting(
+        "decisions.dry_run",
+        BOOL,
+        Some("false"),
+        "dry run: decide and log every request as usual, but answer allow (the would-be decision in `x-mcp-authz-would-be`, the gateway's `dry_run`/`decided_allowed`, AuthZEN's `context.dry_run`); flag `--dry-run`",
+    ),
+    setting(
         "admin.token_file",
         PATH,
         None,

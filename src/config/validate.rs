@@ -53,7 +53,8 @@ pub(super) fn checked(
     }
     let authzen = checked_authzen(&fc.authzen, origin)?;
     let grpc = checked_grpc(&fc.grpc, origin)?;
-    let decision_log = checked_decision_log(&fc.decision_log, origin)?;
+    let mut decision_log = checked_decision_log(&fc.decision_log, origin)?;
+    decision_log.dry_run = fc.decisions.dry_run.unwrap_or(false);
     let listeners = checked_listeners(&fc.listeners, origin)?;
     if grpc_listen == http_listen && grpc_listen.port() != 0 {
         return Err(ConfigError::Value {
@@ -129,6 +130,7 @@ pub(super) fn checked(
             allow_undeclared_tools: fc.decisions.allow_undeclared_tools.unwrap_or(false),
             allow_undeclared_arguments: fc.decisions.allow_undeclared_arguments.unwrap_or(false),
         },
+        dry_run: fc.decisions.dry_run.unwrap_or(false),
         listeners,
         tls,
         trusted_callers,
@@ -290,6 +292,7 @@ fn checked_decision_log(
         queue_capacity,
         include_arguments: file.include_arguments.unwrap_or(defaults.include_arguments),
         redact: file.redact.clone().unwrap_or(defaults.redact),
+        dry_run: false,
     })
 }
 

@@ -67,6 +67,9 @@ pub struct DecisionLogConfig {
     /// Patterns of argument keys whose values are replaced by `"[REDACTED]"`:
     /// a key matches when its normalized form contains a pattern's (see [`Redactor`]).
     pub redact: Vec<String>,
+    /// A dry run (`decisions.dry_run`): every record says `"dry_run": true` (the
+    /// caller was answered allow whatever `decision` says).
+    pub dry_run: bool,
 }
 
 impl Default for DecisionLogConfig {
@@ -77,6 +80,7 @@ impl Default for DecisionLogConfig {
             queue_capacity: 4096,
             include_arguments: false,
             redact: default_redactions(),
+            dry_run: false,
         }
     }
 }
@@ -354,10 +358,11 @@ impl DecisionLog {
         let stats = Arc::new(LogStats::default());
         let writer_stats = Arc::clone(&stats);
         let redactor = Redactor::new(&config.redact);
+        let dry_run = config.dry_run;
         std::thread::Builder::new()
             .name("decision-log".into())
             .spawn(move || {
-                write_loop(rx, writer, &writer_stats, &redactor);
+                write_loop(rx, writer, &writer_stats, &redactor, dry_run);
                 let _ = done_tx.send(());
             })?;
         Ok(Self {
@@ -423,6 +428,7 @@ fn write_loop(
     writer: Box<dyn Write + Send>,
     stats: &LogStats,
     redactor: &Redactor,
+    dry_run: bool,
 ) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
     let mut line = Vec::with_capacity(1024);
@@ -430,7 +436,11 @@ fn write_loop(
         let mut next = Some(first);
         while let Some(record) = next {
             line.clear();
-            let written = serde_json::to_writer(&mut line, &record.to_json(redactor))
+            let mut json = record.to_json(redactor);
+            if dry_run && let Value::Object(m) = &mut json {
+                m.insert("dry_run".into(), Value::Bool(true));
+            }
+            let written = serde_json::to_writer(&mut line, &json)
                 .map_err(std::io::Error::from)
                 .and_then(|()| {
                     line.push(b'\n');

@@ -11,6 +11,7 @@
 //! | `decision_cache_hits_total`, `decision_cache_misses_total` | counter | | decision cache lookups |
 //! | `decision_cache_entries` | gauge | | decisions the cache holds now (approximate; absent when the cache is off) |
 //! | `policy_generation` | gauge | | generation of the snapshot serving now (counts reloads of this process) |
+//! | `dry_run` | gauge | | 1 in a dry run (`decisions.dry_run`): every request is decided and logged, and answered allow |
 //! | `policy_info` | gauge | `content_digest` (`sha256:<hex>`) | always 1: the content digest of the snapshot serving now, equal on every replica serving the same policies, schema and entity data |
 //! | `policies` | gauge | | policies in that snapshot |
 //! | `policy_reloads_total` | counter | `result` (`success`/`failure`) | reloads that swapped in a snapshot, or were rejected |

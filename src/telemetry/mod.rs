@@ -58,6 +58,8 @@ pub struct Telemetry {
     pub metrics: Metrics,
     /// The decision log, if enabled.
     pub decision_log: Option<DecisionLog>,
+    /// A dry run (`decisions.dry_run`): reported as `mcp_authz_dry_run 1`.
+    pub dry_run: bool,
 }
 
 impl Telemetry {
@@ -66,7 +68,14 @@ impl Telemetry {
         Self {
             metrics: Metrics::default(),
             decision_log,
+            dry_run: false,
         }
+    }
+
+    /// The same telemetry, reporting a dry run when `on`.
+    pub fn with_dry_run(mut self, on: bool) -> Self {
+        self.dry_run = on;
+        self
     }
 
     /// The decision log record of `decided`.
@@ -143,6 +152,12 @@ impl Telemetry {
             "Generation of the policy snapshot serving now.",
         );
         out.sample("mcp_authz_policy_generation", &[], snapshot.generation);
+        out.family(
+            "mcp_authz_dry_run",
+            "gauge",
+            "1 in a dry run (`decisions.dry_run`): every request is decided and logged, and answered allow.",
+        );
+        out.sample("mcp_authz_dry_run", &[], u64::from(self.dry_run));
         out.family(
             "mcp_authz_policy_info",
             "gauge",

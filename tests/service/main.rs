@@ -23,6 +23,7 @@ mod cli_schema;
 mod cli_test;
 mod cli_token;
 mod cli_validate;
+mod dry_run;
 mod envoy_server_identity;
 mod forged_requests;
 mod fuzz_smoke;

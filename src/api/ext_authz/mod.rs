@@ -75,6 +75,9 @@ pub const SPIFFE_ID_HEADER: &str = "x-mcp-authz-spiffe-id";
 /// inbound listener (`%DOWNSTREAM_LOCAL_URI_SAN%`); honoured only with the caller
 /// secret, and then mapped by `[envoy.principals]`.
 pub const DESTINATION_PRINCIPAL_HEADER: &str = "x-mcp-authz-destination-principal";
+/// Set on the upstream request of a request that a dry run let through although it
+/// was denied (`decisions.dry_run`): `deny` (the decision log has the reason).
+pub const WOULD_BE_HEADER: &str = "x-mcp-authz-would-be";
 /// Envoy's MCP filter's metadata namespace.
 pub const MCP_FILTER_NAMESPACE: &str = "envoy.filters.http.mcp";
 /// Action of `GET` (opening the server's SSE stream).
@@ -170,7 +173,7 @@ pub async fn decide(
     interface: Interface,
 ) -> EnvoyAnswer {
     let mut meta = request.meta.clone();
-    match decide_request(services, request, interface, &mut meta).await {
+    let answer = match decide_request(services, request, interface, &mut meta).await {
         Ok(answer) => answer,
         Err(refused) => {
             let Refused {
@@ -190,6 +193,25 @@ pub async fn decide(
             });
             refusal.envoy_answer(id.as_ref(), decision_id)
         }
+    };
+    dry_run(services, answer)
+}
+
+/// The answer a dry run gives for `answer`: a deny (a refusal too) lets the request
+/// through, saying what it would have been in [`WOULD_BE_HEADER`]; the identity
+/// headers are removed, as for any request with no verified identity to forward.
+fn dry_run(services: &Services, answer: EnvoyAnswer) -> EnvoyAnswer {
+    match answer {
+        EnvoyAnswer::Deny { decision_id, .. } if services.enforced(false) => EnvoyAnswer::Allow {
+            set_headers: vec![
+                (DECISION_ID_HEADER, decision_id.clone()),
+                (WOULD_BE_HEADER, "deny".to_owned()),
+            ],
+            decision_id,
+            remove_headers: vec![USER_HEADER, APPLICATION_HEADER],
+            policies: Vec::new(),
+        },
+        answer => answer,
     }
 }
 

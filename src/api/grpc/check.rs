@@ -136,6 +136,8 @@ pub(super) fn decide_ready(
         calls: calls.iter().map(call_decision).collect(),
         user: identity.user.clone().unwrap_or_default(),
         application: identity.application.clone().unwrap_or_default(),
+        dry_run: false,
+        decided_allowed: allowed,
     }
 }
 
@@ -147,6 +149,7 @@ pub(super) fn decide_batch(
     pending: Vec<(CheckRequest, Who)>,
     semantic: Semantic,
     max: usize,
+    dry_run: bool,
 ) -> Result<Vec<CheckResponse>, Status> {
     let parsed: Vec<Result<ReadyCheck, Refusal>> = pending
         .into_iter()
@@ -173,10 +176,12 @@ pub(super) fn decide_batch(
             Ok(ready) => decide_ready(engine, &snapshot, meta, ready),
             Err(refusal) => refused(engine, &snapshot, meta, &refusal),
         };
+        // The batch stops where the answers say, and a dry run answers allow.
+        let answered = result.allowed || dry_run;
         let stop = match semantic {
             Semantic::ExecuteAll => false,
-            Semantic::DenyOnFirstDeny => !result.allowed,
-            Semantic::PermitOnFirstPermit => result.allowed,
+            Semantic::DenyOnFirstDeny => !answered,
+            Semantic::PermitOnFirstPermit => answered,
         };
         results.push(result);
         if stop {

@@ -122,6 +122,8 @@ struct ListJob<'e> {
     result: Option<ListResult>,
     snapshot: Arc<crate::policy::Snapshot>,
     started: Instant,
+    /// A dry run: every entry is shown, the hidden ones named in `would_deny`.
+    dry_run: bool,
 }
 
 impl<'e> ListJob<'e> {
@@ -169,6 +171,7 @@ impl<'e> ListJob<'e> {
             result,
             snapshot: services.engine.snapshot(),
             started,
+            dry_run: services.enforced(false),
         })
     }
 
@@ -192,15 +195,20 @@ impl<'e> ListJob<'e> {
         for (name, ok) in self.names.iter().zip(&allowed) {
             if *ok {
                 response.allowed.push(name.clone());
+            } else if self.dry_run {
+                response.allowed.push(name.clone());
+                response.would_deny.push(name.clone());
             } else {
                 response.denied.push(name.clone());
             }
         }
+        response.dry_run = self.dry_run;
+        let shown: Vec<bool> = allowed.iter().map(|a| *a || self.dry_run).collect();
         if let Some(result) = self.result {
-            response.result = result.filtered(self.kind, &allowed);
+            response.result = result.filtered(self.kind, &shown);
         }
         let entries = self.names.len();
-        let shown = response.allowed.len();
+        let shown = allowed.iter().filter(|a| **a).count();
         let server = Kind::Server.uid(&self.server);
         let allow = entries == 0 || shown > 0;
         let decision = Decision {

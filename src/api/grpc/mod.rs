@@ -46,8 +46,8 @@ use self::check::{decide_batch, decide_ready, parse_check};
 use self::list::filter_list;
 use super::mcp_check::{Assertion, CALLER_TOKEN_HEADER, UntrustedAssertion, off_workers};
 use super::proto::v1::{
-    BatchCheckRequest, BatchCheckResponse, CheckRequest, CheckResponse, FilterListRequest,
-    FilterListResponse, Semantic, authorizer_server::Authorizer,
+    BatchCheckRequest, BatchCheckResponse, CheckRequest, CheckResponse, DenyKind,
+    FilterListRequest, FilterListResponse, Semantic, authorizer_server::Authorizer,
 };
 use super::refusal::{Refusal, RefusalKind};
 use super::services::{Ready, Services};
@@ -117,7 +117,7 @@ impl Authorizer for GatewayApi {
         .instrument(span.clone())
         .await?;
         span.record("decision_id", response.decision_id.as_str());
-        Ok(Response::new(response))
+        Ok(Response::new(dry_run(&services, response)))
     }
 
     async fn batch_check(
@@ -156,11 +156,14 @@ impl Authorizer for GatewayApi {
             }
             let engine = services.engine.clone();
             let meta = caller.meta.clone();
-            let results = off_workers(move || decide_batch(&engine, &meta, pending, semantic, max))
-                .await
-                .ok_or_else(|| {
-                    Status::from(Refusal::internal("the batch could not be decided"))
-                })??;
+            let dry = services.enforced(false);
+            let results =
+                off_workers(move || decide_batch(&engine, &meta, pending, semantic, max, dry))
+                    .await
+                    .ok_or_else(|| {
+                        Status::from(Refusal::internal("the batch could not be decided"))
+                    })??;
+            let results = results.into_iter().map(|r| dry_run(&services, r)).collect();
             Ok(Response::new(BatchCheckResponse { results }))
         }
         .instrument(span)
@@ -200,6 +203,20 @@ pub(crate) fn request_span(method: &'static str, meta: &DecisionMeta) -> tracing
         span.record("parent_span_id", t.parent_span_id());
     }
     span
+}
+
+/// The answer a dry run gives for `response` (decided and logged as it says): allowed,
+/// with what was decided in `decided_allowed`; outside a dry run, `response` as it is.
+fn dry_run(services: &Services, mut response: CheckResponse) -> CheckResponse {
+    response.decided_allowed = response.allowed;
+    if services.enforced(false) {
+        response.dry_run = true;
+        response.allowed = true;
+        response.error = None;
+        response.deny_kind = DenyKind::Unspecified as i32;
+        response.www_authenticate.clear();
+    }
+    response
 }
 
 /// Refuse the whole call: logged and counted as one deny, whose id is in the
