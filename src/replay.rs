@@ -196,6 +196,13 @@ fn decide_line(engine: &Engine, snapshot: &Snapshot, uids: &mut UidCache, text: 
     if text.trim().is_empty() {
         return Outcome::Blank;
     }
+    // A record is an object (serde would read a struct from an array too).
+    if !text.trim_start().starts_with('{') {
+        return Outcome::Malformed(match serde_json::from_str::<IgnoredAny>(text) {
+            Ok(_) => "not a decision record: not a JSON object".to_owned(),
+            Err(e) => format!("not JSON: {e}"),
+        });
+    }
     let line: Line = match serde_json::from_str(text) {
         Ok(l) => l,
         Err(e) => {
