@@ -33,8 +33,21 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use crate::authz::replayable::{self, ArgumentsForm};
-use crate::authz::{Decision, DecisionRequest, Engine};
-use crate::policy::Snapshot;
+use crate::authz::{CacheSettings, Decision, DecisionRequest, Engine, Rules};
+use crate::policy::{PolicyStore, Snapshot};
+
+/// The engine a replay decides with: the service's entry point under `rules`, with a
+/// decision cache (exact: keyed by every input of a decision), since a log repeats many
+/// requests.
+pub fn engine(store: Arc<PolicyStore>, rules: Rules) -> Engine {
+    Engine::new(store)
+        .with_rules(rules)
+        .with_cache(&CacheSettings {
+            enabled: true,
+            max_entries: 100_000,
+            ttl: std::time::Duration::from_secs(3600),
+        })
+}
 
 /// How a replay runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{CommonArgs, EXIT_DENY, EXIT_ERROR, load_config, report_problems};
 use crate::authz::replayable::ArgumentsForm;
-use crate::authz::{CacheSettings, Decision, Engine, Role};
+use crate::authz::{Decision, Role};
 use crate::config::Overrides;
 use crate::policy::{PolicyStore, Snapshot};
 use crate::replay::{Difference, Options, Report, Summary};
@@ -84,15 +84,9 @@ fn run_inner(args: &ReplayArgs) -> Result<ExitCode, ExitCode> {
         report_problems(dir, &problems);
         ExitCode::from(EXIT_ERROR)
     })?;
-    // Decided as the service decides: its entry point and rules; the cache is exact
-    // (keyed by every input) and a log repeats many requests.
-    let engine = Engine::new(Arc::new(PolicyStore::from_snapshot(snapshot)))
-        .with_rules(config.rules)
-        .with_cache(&CacheSettings {
-            enabled: true,
-            max_entries: 100_000,
-            ttl: std::time::Duration::from_secs(3600),
-        });
+    // Decided as the service decides: its entry point and rules.
+    let engine =
+        crate::replay::engine(Arc::new(PolicyStore::from_snapshot(snapshot)), config.rules);
     let options = Options {
         limit: args.limit,
         ..Options::default()
