@@ -129,10 +129,20 @@ fn run_inner(args: &ReplayArgs) -> Result<ExitCode, ExitCode> {
              (records written before the decision log carried inputs, or only lists and refusals)"
         );
     }
-    if args.json {
-        println!("{}", to_json(&report));
+    let output = if args.json {
+        format!("{}\n", to_json(&report))
     } else {
-        print!("{}", text(&report));
+        text(&report)
+    };
+    // A reader that stops early (`| head`) is no error of the replay.
+    let mut stdout = std::io::stdout().lock();
+    match std::io::Write::write_all(&mut stdout, output.as_bytes())
+        .and_then(|()| std::io::Write::flush(&mut stdout))
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(fail(format!("cannot write the report: {e}")));
+        }
+        _ => {}
     }
     Ok(if s.different() > 0 {
         ExitCode::from(EXIT_DENY)
