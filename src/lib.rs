@@ -29,6 +29,7 @@ pub mod identity;
 pub mod mcp;
 pub mod policy;
 pub mod policytest;
+pub mod replay;
 pub mod telemetry;
 pub mod trace;
 pub mod uri;

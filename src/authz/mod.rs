@@ -12,6 +12,7 @@ mod context;
 mod indexed;
 pub mod names;
 mod record;
+pub mod replayable;
 
 use std::sync::Arc;
 

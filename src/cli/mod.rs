@@ -1,7 +1,8 @@
-//! The command line: `serve`, `validate`, `check`, `schema`, `fmt`, `test`.
+//! The command line: `serve`, `validate`, `check`, `schema`, `fmt`, `test`, `replay`.
 
 mod check;
 mod fmt;
+mod replay;
 mod schema;
 mod serve;
 mod test;
@@ -44,6 +45,9 @@ enum Command {
     Fmt(fmt::FmtArgs),
     /// Run the policy test suites (`*.test.yaml`) of a policy directory.
     Test(test::TestArgs),
+    /// Decide the requests of a decision log again on a candidate policy directory and
+    /// report the differences.
+    Replay(replay::ReplayArgs),
 }
 
 /// Settings shared by `serve` and `check`.
@@ -121,6 +125,7 @@ pub fn main() -> ExitCode {
         Command::Schema(args) => schema::run(&args),
         Command::Fmt(args) => fmt::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Replay(args) => replay::run(&args),
     }
 }
 

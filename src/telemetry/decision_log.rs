@@ -30,6 +30,15 @@
 //! `decision_log.redact` pattern has its value replaced by `"[REDACTED]"` (see
 //! [`Redactor`]: normalized names, substrings, any depth).
 //!
+//! `input` is the request in replayable form, as [`crate::authz::replayable`] writes it:
+//! principals, action, resource and server, the request's own `context`, the verified
+//! token's `scopes` and `claims`, and the per-request `entities` (a token's groups are
+//! there). Its `context.arguments` are the logged ones (redacted as above); when the
+//! request had arguments that are not logged, `input.arguments` is `"omitted"`, and when
+//! a logged value was redacted it is `"redacted"`: `mcp-authz replay` decides such a
+//! record on less than the live decision had, and says so. A record of a request the
+//! interface refused before it became one has no `input`.
+//!
 //! A request that filters a list (gRPC `FilterList`) is one record, not one per
 //! entry: the list method on the server (`action` `Mcp::Action::"tools/list"`,
 //! `resource` the server), `decision` `deny` only when every entry was hidden, no
@@ -51,7 +60,8 @@ use cedar_policy::EntityUid;
 use serde_json::{Map, Value, json};
 
 use super::trace::TraceContext;
-use crate::authz::{Decision, Interface};
+use crate::authz::replayable::{ArgumentsForm, Parts};
+use crate::authz::{Decision, DecisionRequest, Interface, RequestEntity, TokenFacts};
 
 /// Where the decision log goes and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +222,78 @@ pub struct DecisionRecord {
     pub server_source: Option<&'static str>,
 }
 
+/// What a record keeps of its request beyond [`DecisionRecord`]'s uids and arguments,
+/// to write its replayable `input`. Built on the deciding thread: it clones the
+/// request's context (without the arguments, which the record keeps when they are
+/// logged), its token facts and its entities, nothing else.
+#[derive(Debug, Clone, Default)]
+pub struct RecordInput {
+    /// The request's own context, without `arguments`.
+    pub context: Map<String, Value>,
+    /// Whether the request had arguments.
+    pub had_arguments: bool,
+    /// The token facts.
+    pub token: Option<TokenFacts>,
+    /// The per-request entity data.
+    pub entities: Vec<RequestEntity>,
+}
+
+impl RecordInput {
+    /// What a record of `request` keeps of it.
+    pub fn of(request: &DecisionRequest) -> Self {
+        let mut had_arguments = false;
+        let context = request
+            .context
+            .iter()
+            .filter(|(k, _)| {
+                let arguments = k.as_str() == "arguments";
+                had_arguments |= arguments;
+                !arguments
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Self {
+            context,
+            had_arguments,
+            token: request.token.clone(),
+            entities: request.entities.clone(),
+        }
+    }
+}
+
 impl DecisionRecord {
+    /// The JSON object of this record with its replayable `input` (when it has an
+    /// action and a resource), `redactor` applied to the arguments.
+    pub fn to_json_with_input(&self, input: Option<&RecordInput>, redactor: &Redactor) -> Value {
+        let mut json = self.to_json(redactor);
+        let (Some(input), Some(action), Some(resource), Value::Object(m)) =
+            (input, &self.action, &self.resource, &mut json)
+        else {
+            return json;
+        };
+        let logged = m.get("arguments");
+        let form = match (&self.arguments, logged) {
+            (Some(original), Some(logged)) if original != logged => ArgumentsForm::Redacted,
+            (None, _) if input.had_arguments => ArgumentsForm::Omitted,
+            _ => ArgumentsForm::Complete,
+        };
+        let parts = Parts {
+            user: self.user.as_ref(),
+            application: self.application.as_ref(),
+            action,
+            resource,
+            server: self.server.as_ref(),
+            context: &input.context,
+            arguments: logged,
+            form,
+            token: input.token.as_ref(),
+            entities: &input.entities,
+        };
+        let value = parts.to_json();
+        m.insert("input".into(), value);
+        json
+    }
+
     /// The JSON object of this record, with `redactor` applied to the arguments.
     pub fn to_json(&self, redactor: &Redactor) -> Value {
         let mut m = Map::new();
@@ -300,14 +381,14 @@ impl ListRecord {
     reason = "a decision record is queued for every decision: no allocation for it; lists are rare"
 )]
 enum Queued {
-    Decision(DecisionRecord),
+    Decision(DecisionRecord, Option<RecordInput>),
     List(Box<ListRecord>),
 }
 
 impl Queued {
     fn to_json(&self, redactor: &Redactor) -> Value {
         match self {
-            Queued::Decision(r) => r.to_json(redactor),
+            Queued::Decision(r, input) => r.to_json_with_input(input.as_ref(), redactor),
             Queued::List(r) => r.to_json(redactor),
         }
     }
@@ -380,7 +461,13 @@ impl DecisionLog {
 
     /// Queue a record; drop and count it when the queue is full. Never blocks.
     pub fn submit(&self, record: DecisionRecord) {
-        self.queue(Queued::Decision(record));
+        self.queue(Queued::Decision(record, None));
+    }
+
+    /// Queue a record with what it keeps of its request, written as its `input`,
+    /// like [`DecisionLog::submit`].
+    pub fn submit_with_input(&self, record: DecisionRecord, input: RecordInput) {
+        self.queue(Queued::Decision(record, Some(input)));
     }
 
     /// Queue the one record of a list request, like [`DecisionLog::submit`].
@@ -619,5 +706,100 @@ mod tests {
         for secret in ["\"a\"", "\"c\"", "\"s\"", "\"k\""] {
             assert!(!text.contains(secret), "{text}");
         }
+    }
+
+    fn record_of(
+        request: &DecisionRequest,
+        include_arguments: bool,
+    ) -> (DecisionRecord, RecordInput) {
+        let decision = Decision {
+            allow: true,
+            reason: crate::authz::Reason::new(crate::authz::ReasonKind::Allowed, "allowed"),
+            evaluations: Vec::new(),
+            generation: 1,
+            policy_digest: "sha256:x".into(),
+        };
+        let record = DecisionRecord {
+            decision_id: "d".into(),
+            time: SystemTime::UNIX_EPOCH,
+            interface: Interface::Authzen,
+            user: request.user.clone(),
+            application: request.application.clone(),
+            server: request.server.clone(),
+            action: Some(request.action.clone()),
+            resource: Some(request.resource.clone()),
+            decision: Arc::new(decision),
+            latency: Duration::ZERO,
+            arguments: include_arguments
+                .then(|| request.context.get("arguments").cloned())
+                .flatten(),
+            trace: None,
+            request_id: None,
+            server_source: None,
+        };
+        (record, RecordInput::of(request))
+    }
+
+    #[test]
+    fn the_input_replays_the_request_and_says_what_the_log_lacks() {
+        use crate::authz::replayable::{ArgumentsForm, from_json};
+        use std::str::FromStr;
+        let uid = |s: &str| EntityUid::from_str(s).expect("uid");
+        let mut request = DecisionRequest::new(
+            uid("Mcp::Action::\"tools/call\""),
+            uid("Mcp::Tool::\"docs/get_document\""),
+        );
+        request.user = Some(uid("Mcp::User::\"erin\""));
+        request.application = Some(uid("Mcp::Application::\"corpassist\""));
+        request
+            .context
+            .insert("arguments".into(), json!({"document_id": "x"}));
+        request
+            .context
+            .insert("request".into(), json!({"source_ip": "10.0.0.1"}));
+        request.token = Some(TokenFacts {
+            scopes: vec!["docs.read".into()],
+            claims: Map::new(),
+        });
+        request.entities.push(RequestEntity {
+            uid: uid("Mcp::User::\"erin\""),
+            parents: vec![uid("Mcp::Group::\"contractors\"")],
+            attrs: Map::new(),
+        });
+        let redactor = Redactor::new(&default_redactions());
+        // Arguments logged: the input is the request.
+        let (record, input) = record_of(&request, true);
+        let json = record.to_json_with_input(Some(&input), &redactor);
+        assert!(json["input"].get("arguments").is_none(), "{json}");
+        let back = from_json(json["input"].clone()).expect("readable");
+        assert_eq!(back.request, request);
+        assert_eq!(back.arguments, ArgumentsForm::Complete);
+        // Not logged: omitted, and said.
+        let (record, input) = record_of(&request, false);
+        let json = record.to_json_with_input(Some(&input), &redactor);
+        assert_eq!(json["input"]["arguments"], "omitted", "{json}");
+        assert_eq!(
+            json["input"]["context"],
+            json!({"request": {"source_ip": "10.0.0.1"}})
+        );
+        assert!(json.get("arguments").is_none());
+        // Redacted: as logged, and said.
+        request.context.insert(
+            "arguments".into(),
+            json!({"document_id": "x", "api_key": "k"}),
+        );
+        let (record, input) = record_of(&request, true);
+        let json = record.to_json_with_input(Some(&input), &redactor);
+        assert_eq!(json["input"]["arguments"], "redacted", "{json}");
+        assert_eq!(
+            json["input"]["context"]["arguments"],
+            json!({"document_id": "x", "api_key": "[REDACTED]"})
+        );
+        assert!(!json.to_string().contains("\"k\""), "{json}");
+        // No arguments at all: nothing to say.
+        request.context.remove("arguments");
+        let (record, input) = record_of(&request, false);
+        let json = record.to_json_with_input(Some(&input), &redactor);
+        assert!(json["input"].get("arguments").is_none(), "{json}");
     }
 }

@@ -29,7 +29,9 @@ pub enum LogFormat {
 }
 use crate::policy::PolicyStore;
 
-pub use decision_log::{DecisionLog, DecisionLogConfig, DecisionRecord, ListRecord, Redactor};
+pub use decision_log::{
+    DecisionLog, DecisionLogConfig, DecisionRecord, ListRecord, RecordInput, Redactor,
+};
 pub use metrics::Metrics;
 pub use trace::TraceContext;
 
@@ -307,7 +309,11 @@ impl Recorder for Telemetry {
             self.metrics.undeclared_denial(server, kind);
         }
         if let Some(log) = &self.decision_log {
-            log.submit(Self::record_of(log, decided));
+            let record = Self::record_of(log, decided);
+            match decided.request {
+                Some(request) => log.submit_with_input(record, RecordInput::of(request)),
+                None => log.submit(record),
+            }
         }
     }
 

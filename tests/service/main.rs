@@ -19,6 +19,7 @@ mod authzen_mcp;
 mod cache;
 mod cli_check;
 mod cli_fmt;
+mod cli_replay;
 mod cli_schema;
 mod cli_test;
 mod cli_token;
