@@ -13,6 +13,7 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
         http_listen: args.http_listen,
         admin_listen: args.admin_listen,
         log_format: args.log_format,
+        shadow_policies: args.shadow_policies,
         ..Overrides::default()
     };
     let config = match load_config(&args.common, overrides) {
@@ -37,6 +38,10 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(AppError::Policies(problems)) => {
             // Never start without a valid policy set.
+            report_problems(&dir, &problems);
+            ExitCode::from(EXIT_ERROR)
+        }
+        Err(AppError::ShadowPolicies { dir, problems }) => {
             report_problems(&dir, &problems);
             ExitCode::from(EXIT_ERROR)
         }

@@ -18,6 +18,8 @@ pub struct Overrides {
     pub admin_listen: Option<String>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// `--shadow-policies`.
+    pub shadow_policies: Option<PathBuf>,
 }
 
 /// Apply the flags to the merged file and environment, and record where those values came from.
@@ -44,6 +46,10 @@ pub(super) fn apply(
     if let Some(a) = &flags.admin_listen {
         fc.admin_listen = Some(a.clone());
         set("admin_listen", "admin-listen");
+    }
+    if let Some(p) = &flags.shadow_policies {
+        fc.shadow.policies = Some(p.clone());
+        set("shadow.policies", "shadow-policies");
     }
     if let Some(f) = flags.log_format {
         fc.log.format = Some(f);
