@@ -106,7 +106,7 @@ struct Job {
     meta: DecisionMeta,
     rules: Rules,
     /// The live snapshot's all-enforced view, when it has `@shadow` policies.
-    annotations: Option<(Arc<Snapshot>, Arc<[String]>)>,
+    annotations: Option<Arc<Snapshot>>,
 }
 
 /// The shadow queue and its worker (see the module documentation).
@@ -172,12 +172,7 @@ impl Shadow {
             interface,
             meta: meta.clone(),
             rules,
-            annotations: snapshot.all_enforced.as_ref().map(|view| {
-                (
-                    Arc::clone(view),
-                    Arc::from(snapshot.shadow_policies.as_slice()),
-                )
-            }),
+            annotations: snapshot.all_enforced.clone(),
         };
         match self.tx.try_send(job) {
             Ok(()) => {}
@@ -229,8 +224,14 @@ fn work(rx: &Receiver<Job>, store: Option<&PolicyStore>, recorder: &dyn Recorder
             let snapshot = store.snapshot();
             compare(&job, ShadowSet::Directory, &snapshot, &[], recorder);
         }
-        if let Some((view, shadow_ids)) = &job.annotations {
-            compare(&job, ShadowSet::Annotations, view, shadow_ids, recorder);
+        if let Some(view) = &job.annotations {
+            compare(
+                &job,
+                ShadowSet::Annotations,
+                view,
+                &view.shadow_policies,
+                recorder,
+            );
         }
     }
 }

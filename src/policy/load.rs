@@ -515,7 +515,7 @@ pub fn build_with(
         policy_files: sources.policies.len(),
         entity_refs: entity_refs.clone(),
         digests: digests.clone(),
-        shadow_policies: Vec::new(),
+        shadow_policies: shadow_policies.clone(),
         all_enforced: None,
     };
     Ok(Snapshot {

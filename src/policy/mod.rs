@@ -99,8 +99,9 @@ pub struct Snapshot {
     /// Digests of its policies, schema and entity data (what a reload changed).
     /// They cover every policy of the files, `@shadow` ones included.
     pub digests: ContentDigests,
-    /// The ids of the policies annotated `@shadow` (sorted): evaluated on
-    /// [`Snapshot::all_enforced`], left out of [`Snapshot::policies`].
+    /// The ids of the policies annotated `@shadow` (sorted). In a snapshot that
+    /// has an [`all_enforced`](Snapshot::all_enforced) view they are left out of
+    /// [`Snapshot::policies`]; in that view they are among its policies.
     pub shadow_policies: Vec<String>,
     /// The same files with every `@shadow` policy enforced (see `shadow.rs`);
     /// `None` when there are none.
@@ -155,9 +156,14 @@ impl Snapshot {
 
     /// Number of policies (templates and `@shadow` policies included).
     pub fn policy_count(&self) -> usize {
-        self.policies.num_of_policies()
-            + self.policies.num_of_templates()
-            + self.shadow_policies.len()
+        // The enforced view leaves its `@shadow` policies out of its set; the
+        // all-enforced view (which has no view of its own) holds them.
+        let left_out = if self.all_enforced.is_some() {
+            self.shadow_policies.len()
+        } else {
+            0
+        };
+        self.policies.num_of_policies() + self.policies.num_of_templates() + left_out
     }
 }
 
