@@ -369,3 +369,85 @@ fn nothing_is_queued_without_a_shadow_or_a_sample() {
     // Every sender is gone once the workers end: nothing was compared.
     assert!(rx.recv_timeout(Duration::from_secs(10)).is_err());
 }
+
+/// `@shadow` policies (forbids and a permit, scoped and not) never change an
+/// enforced answer: on every reference
+/// user, application and tool, the live set with them decides exactly as the set
+/// without them, and the all-enforced view as the set with them unannotated.
+#[test]
+fn shadow_policies_never_change_an_enforced_answer() {
+    const STAGED: &str = r#"
+@id("staged-forbid-all-calls") @shadow
+forbid (principal, action in Mcp::Action::"tools/call", resource);
+@id("staged-permit-summarizer") @shadow("x")
+permit (principal == Mcp::Application::"summarizer", action in Mcp::Action::"tools/call", resource in Mcp::Server::"projects");
+@id("staged-forbid-carol") @shadow
+forbid (principal == Mcp::User::"carol", action, resource);
+"#;
+    let unannotated = STAGED
+        .replace(" @shadow(\"x\")", "")
+        .replace(" @shadow", "");
+    let with = Snapshot::load(reference_with(&[("staged.cedar", STAGED)]).path(), 1).expect("with");
+    let without = Snapshot::load(reference_with(&[]).path(), 1).expect("without");
+    let enforced = Snapshot::load(
+        reference_with(&[("staged.cedar", unannotated.as_str())]).path(),
+        1,
+    )
+    .expect("enforced");
+    assert_eq!(with.shadow_policies.len(), 3);
+    let view = with.all_enforced.as_ref().expect("view");
+    let tools = [
+        ("docs", "search_documents"),
+        ("docs", "get_document"),
+        ("docs", "summarize_document"),
+        ("docs", "delete_document"),
+        ("docs", "executive_summary"),
+        ("projects", "find_project"),
+        ("projects", "get_project_lead"),
+        ("projects", "list_issues"),
+        ("projects", "update_issue"),
+    ];
+    let mut differ = 0;
+    for user in [
+        None,
+        Some("alice"),
+        Some("bob"),
+        Some("carol"),
+        Some("dave"),
+    ] {
+        for app in ["corpassist", "summarizer", "ops-console"] {
+            for (server, tool) in tools {
+                let mut r = DecisionRequest::new(
+                    action("tools/call"),
+                    Kind::Tool.uid(&qualified_id(server, tool)),
+                );
+                r.user = user.map(|u| Kind::User.uid(u));
+                r.application = Some(Kind::Application.uid(app));
+                r.server = Some(Kind::Server.uid(server));
+                if let Some(a) = crate::policy::reference_arguments(server, tool) {
+                    r.context.insert("arguments".into(), a);
+                }
+                let live = decide(&with, &r);
+                let plain = decide(&without, &r);
+                assert_eq!(live.allow, plain.allow, "{r:?}");
+                assert_eq!(live.evaluations, plain.evaluations, "{r:?}");
+                let shadow = decide(view, &r);
+                let full = decide(&enforced, &r);
+                assert_eq!(shadow.allow, full.allow, "{r:?}");
+                assert_eq!(shadow.evaluations, full.evaluations, "{r:?}");
+                if live.allow != shadow.allow {
+                    differ += 1;
+                    let d = difference(&live, &shadow);
+                    assert!(
+                        d.iter().all(|id| with.shadow_policies.contains(id)),
+                        "{d:?} for {r:?}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        differ > 0,
+        "the staged policies make a difference somewhere"
+    );
+}
