@@ -629,7 +629,35 @@ async fn policies(Serving(state): Serving, headers: HeaderMap) -> Response {
         "last_reload_error": status.last_errors.first(),
         "last_errors": status.last_errors,
         "warnings": snapshot.warnings.one_line_each(),
+        "shadow_policies": snapshot.shadow_policies,
+        "shadow": state.engine.shadow().and_then(|s| s.store()).map(|s| shadow_json(s)),
     }))
+}
+
+/// The shadow policy directory's state in `/v1/policies`: its snapshot, digests
+/// and reload status.
+fn shadow_json(store: &crate::policy::PolicyStore) -> Value {
+    let snapshot = store.snapshot();
+    let status = store.status();
+    let digests = &snapshot.digests;
+    json!({
+        "directory": snapshot.dir.display().to_string(),
+        "generation": snapshot.generation,
+        "policies": snapshot.policy_count(),
+        "policy_files": snapshot.policy_files,
+        "policy_ids": digests.policies.keys().collect::<Vec<_>>(),
+        "digest": {
+            "content": &*digests.content,
+            "policies": digests.policy_set,
+            "schema": digests.schema,
+            "entities": digests.entities,
+        },
+        "loaded_at_unix": unix_secs(snapshot.loaded_at),
+        "in_sync": status.in_sync,
+        "reload_successes": status.successes,
+        "reload_failures": status.failures,
+        "last_errors": status.last_errors,
+    })
 }
 
 /// What a reload changed, as `/v1/policies` and `/v1/reload` show it.

@@ -40,6 +40,15 @@ pub enum AppError {
     /// valid policy set.
     #[error("the policy directory is invalid ({} problem(s))", .0.errors().count())]
     Policies(Problems),
+    /// The shadow policy directory (`shadow.policies`) is invalid: checked at start
+    /// like the live one.
+    #[error("the shadow policy directory `{}` is invalid ({} problem(s))", .dir.display(), .problems.errors().count())]
+    ShadowPolicies {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Its problems.
+        problems: Problems,
+    },
     /// Anything else, said in one sentence.
     #[error("{0}")]
     Message(String),
@@ -255,12 +264,58 @@ impl Bound {
             policies = snapshot.policy_count(),
             files = snapshot.policy_files,
             generation = snapshot.generation,
+            shadow_policies = snapshot.shadow_policies.len(),
             "policies loaded"
         );
+        if !snapshot.shadow_policies.is_empty() {
+            tracing::info!(
+                ids = %serde_json::to_string(&snapshot.shadow_policies).unwrap_or_default(),
+                sample = config.shadow.settings.sample,
+                "`@shadow` policies are evaluated, not enforced"
+            );
+        }
         drop(snapshot);
+        // The shadow directory, like the live one: invalid at start is an error.
+        let shadow_store = match &config.shadow.policies {
+            None => None,
+            Some(dir) => {
+                let dir = dir.clone();
+                let opened = {
+                    let dir = dir.clone();
+                    tokio::task::spawn_blocking(move || PolicyStore::open_with(&dir, options)).await
+                };
+                match opened {
+                    Ok(Ok(shadow)) => {
+                        let s = shadow.snapshot();
+                        tracing::info!(
+                            dir = %dir.display(),
+                            policies = s.policy_count(),
+                            generation = s.generation,
+                            content_digest = %s.digests.content,
+                            sample = config.shadow.settings.sample,
+                            "shadow policies loaded: decided beside the live ones, never enforced"
+                        );
+                        Some(Arc::new(shadow))
+                    }
+                    Ok(Err(problems)) => {
+                        stop_all(servers).await;
+                        return Err(AppError::ShadowPolicies { dir, problems });
+                    }
+                    Err(e) => {
+                        stop_all(servers).await;
+                        return Err(format!("shadow policy loading failed: {e}").into());
+                    }
+                }
+            }
+        };
+        if let Some(s) = &shadow_store {
+            telemetry.set_shadow_store(Arc::clone(s));
+        }
         let engine = Engine::with_recorder(Arc::clone(&store), telemetry.clone())
             .with_cache(&config.cache)
-            .with_rules(config.rules);
+            .with_rules(config.rules)
+            .with_shadow(shadow_store.clone(), config.shadow.settings)
+            .map_err(|e| format!("cannot start the shadow worker: {e}"))?;
         ready
             .set(Services {
                 engine,
@@ -276,13 +331,12 @@ impl Bound {
                 dry_run: config.dry_run,
             })
             .await;
-        let watcher = spawn_watcher(
-            Arc::clone(&store),
-            WatchOptions {
-                debounce: config.reload_debounce,
-                poll_interval: config.reload_poll_interval,
-            },
-        );
+        let watch_options = WatchOptions {
+            debounce: config.reload_debounce,
+            poll_interval: config.reload_poll_interval,
+        };
+        let watcher = spawn_watcher(Arc::clone(&store), watch_options);
+        let shadow_watcher = shadow_store.map(|s| spawn_watcher(s, watch_options));
         let result = tokio::select! {
             () = shutdown => {
                 tracing::info!("shutting down");
@@ -292,6 +346,9 @@ impl Bound {
         };
         stop_all(servers).await;
         watcher.abort();
+        if let Some(w) = shadow_watcher {
+            w.abort();
+        }
         if let Some(t) = tls_reloader {
             t.abort();
         }

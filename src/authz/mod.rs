@@ -13,6 +13,7 @@ mod indexed;
 pub mod names;
 mod record;
 pub mod replayable;
+mod shadow;
 
 use std::sync::Arc;
 
@@ -25,6 +26,10 @@ use crate::policy::{PolicyStore, Shape, Snapshot, ToolAction};
 pub use cache::{CacheSettings, CacheStats, DecisionCache};
 pub use context::{build_context, mcp_profile, service_filled_attribute, service_filled_in};
 pub use record::{Decided, NoRecorder, Reason, ReasonKind, Recorder};
+pub use shadow::{
+    DEFAULT_SHADOW_QUEUE, Shadow, ShadowCompared, ShadowSet, ShadowSettings, decide_uncached,
+    difference,
+};
 
 /// Extra data about one entity, for this request only (e.g. groups from a token).
 #[derive(Debug, Clone, PartialEq)]
@@ -278,6 +283,7 @@ pub struct Engine {
     recorder: Arc<dyn Recorder>,
     cache: Option<Arc<DecisionCache>>,
     rules: Rules,
+    shadow: Option<Arc<Shadow>>,
 }
 
 impl Engine {
@@ -294,7 +300,31 @@ impl Engine {
             recorder,
             cache: None,
             rules: Rules::default(),
+            shadow: None,
         }
+    }
+
+    /// The same engine with a shadow: every decision of [`Engine::decide`] (or the
+    /// configured sample) is decided again, off the request's path, on the shadow
+    /// store (if given) and on the live snapshot's `@shadow` policies, and the
+    /// comparison reported to the engine's recorder. Starts the shadow's worker
+    /// thread.
+    pub fn with_shadow(
+        mut self,
+        store: Option<Arc<PolicyStore>>,
+        settings: ShadowSettings,
+    ) -> std::io::Result<Self> {
+        self.shadow = Some(Arc::new(Shadow::start(
+            store,
+            settings,
+            Arc::clone(&self.recorder),
+        )?));
+        Ok(self)
+    }
+
+    /// The shadow, if the engine has one.
+    pub fn shadow(&self) -> Option<&Arc<Shadow>> {
+        self.shadow.as_ref()
     }
 
     /// The same engine following `rules`.
@@ -353,6 +383,9 @@ impl Engine {
             outcome: &outcome,
             meta,
         });
+        if let Some(shadow) = &self.shadow {
+            shadow.offer(snapshot, interface, request, &outcome, meta, self.rules);
+        }
         outcome
     }
 

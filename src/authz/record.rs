@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::{DecisionMeta, DecisionRequest, Interface, Outcome};
+use super::{DecisionMeta, DecisionRequest, Interface, Outcome, ShadowCompared};
 
 /// One decision, as the core hands it to its [`Recorder`].
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +37,13 @@ pub trait Recorder: Send + Sync + fmt::Debug {
 
     /// The decision cache answered (`hit`) or a decision was computed.
     fn cache_lookup(&self, hit: bool);
+
+    /// A live decision was decided again on a shadow (called on the shadow's
+    /// worker thread, never on the request's path).
+    fn shadow_compared(&self, _compared: ShadowCompared<'_>) {}
+
+    /// A live decision was not shadowed: the shadow's queue was full.
+    fn shadow_dropped(&self) {}
 }
 
 /// A recorder that records nothing.

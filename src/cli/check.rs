@@ -143,8 +143,23 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, ExitCode> {
         }
     };
     let notes = notes::notes(&snapshot, &request);
+    // The `@shadow` policies are not enforced: say what they would have decided.
+    let shadow = match (&snapshot.all_enforced, &refused) {
+        (Some(view), None) => Some(crate::authz::decide_uncached(
+            view,
+            &request,
+            engine.rules(),
+        )),
+        _ => None,
+    };
+    let shadow = shadow
+        .as_ref()
+        .map(|s| ShadowAnswer::new(&decision, s, &snapshot));
     if args.json {
         let mut out = to_json(&decision, &request, &snapshot, &notes);
+        if let (Some(s), Value::Object(map)) = (&shadow, &mut out) {
+            map.insert("shadow".into(), s.to_json());
+        }
         if let (Some(e), Value::Object(map)) = (&refused, &mut out) {
             map.insert(
                 "token_error".into(),
@@ -154,6 +169,9 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, ExitCode> {
         println!("{out}");
     } else {
         print!("{}", explain(&decision, &request, &snapshot, &notes));
+        if let Some(s) = &shadow {
+            print!("{}", s.explain(&snapshot));
+        }
     }
     if args.strict && !notes.is_empty() {
         let kinds: Vec<String> = notes
@@ -343,6 +361,60 @@ fn explain(
     out
 }
 
+/// What the request would get with the `@shadow` policies enforced.
+struct ShadowAnswer {
+    allow: bool,
+    /// The policies that make it differ from the enforced decision.
+    difference: Vec<String>,
+    /// Of those, the `@shadow` ones.
+    shadow_policies: Vec<String>,
+}
+
+impl ShadowAnswer {
+    fn new(live: &Decision, shadow: &Decision, snapshot: &Snapshot) -> Self {
+        let difference = crate::authz::difference(live, shadow);
+        let shadow_policies = difference
+            .iter()
+            .filter(|id| snapshot.shadow_policies.binary_search(id).is_ok())
+            .cloned()
+            .collect();
+        Self {
+            allow: shadow.allow,
+            difference,
+            shadow_policies,
+        }
+    }
+
+    fn verdict(&self) -> &'static str {
+        if self.allow { "allow" } else { "deny" }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "decision": self.verdict(),
+            "difference": self.difference,
+            "shadow_policies": self.shadow_policies,
+        })
+    }
+
+    fn explain(&self, snapshot: &Snapshot) -> String {
+        let ids: Vec<String> = snapshot
+            .shadow_policies
+            .iter()
+            .map(|id| format!("`{id}`"))
+            .collect();
+        let mut out = format!(
+            "  shadow      {} evaluated, not enforced: with them {}\n",
+            ids.join(", "),
+            self.verdict()
+        );
+        for p in &self.shadow_policies {
+            out.push_str(&format!("      decided by {}\n", origin(snapshot, p)));
+        }
+        out
+    }
+}
+
 /// The groups given to the user for this request (by `--group` or a token).
 fn groups_of(request: &DecisionRequest) -> Vec<String> {
     request
@@ -394,5 +466,6 @@ fn to_json(
         "generation": decision.generation,
         "policy_digest": &*decision.policy_digest,
         "policies": snapshot.policy_count(),
+        "shadow_policies": snapshot.shadow_policies,
     })
 }

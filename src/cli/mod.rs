@@ -86,6 +86,11 @@ pub struct ServeArgs {
     /// answer)
     #[arg(long)]
     dry_run: bool,
+    /// Shadow policy directory: every live decision (or `shadow.sample` of them) is
+    /// decided on it too, never enforced; disagreements are counted in /metrics and
+    /// logged [default: none]
+    #[arg(long, value_name = "DIR")]
+    shadow_policies: Option<PathBuf>,
 }
 
 /// `validate` arguments.
@@ -94,7 +99,7 @@ pub struct ServeArgs {
     after_help = "Exit status: 0 valid (warnings allowed unless `--deny-warnings`), 2 not valid.
 
 With `--json`, one object on stdout instead of the text: {\"ok\": bool, \"policies\": N or null,
-\"problems\": [{\"file\", \"line\", \"column\", \"policy_id\", \"severity\", \"message\", \"help\"}]}
+\"shadow_policies\": [ids of `@shadow` policies] or null, \"problems\": [{\"file\", \"line\", \"column\", \"policy_id\", \"severity\", \"message\", \"help\"}]}
 (null where unknown; `severity` is `error` or `warning`; `file` is relative to DIR).
 
 Examples:
@@ -135,12 +140,22 @@ fn validate(args: &ValidateArgs) -> ExitCode {
     };
     let result = Snapshot::load_with(&args.dir, 1, options);
     if args.json {
-        let (ok, policies, problems) = match &result {
-            Ok(snapshot) => (true, Some(snapshot.policy_count()), &snapshot.warnings),
-            Err(problems) => (false, None, problems),
+        let (ok, policies, problems, shadow) = match &result {
+            Ok(snapshot) => (
+                true,
+                Some(snapshot.policy_count()),
+                &snapshot.warnings,
+                Some(&snapshot.shadow_policies),
+            ),
+            Err(problems) => (false, None, problems, None),
         };
         let problems: Vec<serde_json::Value> = problems.0.iter().map(Problem::to_json).collect();
-        let out = serde_json::json!({ "ok": ok, "policies": policies, "problems": problems });
+        let out = serde_json::json!({
+            "ok": ok,
+            "policies": policies,
+            "shadow_policies": shadow,
+            "problems": problems,
+        });
         println!("{out}");
         return if ok {
             ExitCode::SUCCESS
@@ -157,6 +172,14 @@ fn validate(args: &ValidateArgs) -> ExitCode {
                 snapshot.policy_files,
                 args.dir.display()
             );
+            if !snapshot.shadow_policies.is_empty() {
+                let ids: Vec<String> = snapshot
+                    .shadow_policies
+                    .iter()
+                    .map(|id| format!("`{id}`"))
+                    .collect();
+                println!("shadow (evaluated, not enforced): {}", ids.join(", "));
+            }
             ExitCode::SUCCESS
         }
         Err(problems) => {

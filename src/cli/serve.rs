@@ -14,6 +14,7 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
         admin_listen: args.admin_listen,
         log_format: args.log_format,
         dry_run: args.dry_run,
+        shadow_policies: args.shadow_policies,
         ..Overrides::default()
     };
     let config = match load_config(&args.common, overrides) {
@@ -38,6 +39,10 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(AppError::Policies(problems)) => {
             // Never start without a valid policy set.
+            report_problems(&dir, &problems);
+            ExitCode::from(EXIT_ERROR)
+        }
+        Err(AppError::ShadowPolicies { dir, problems }) => {
             report_problems(&dir, &problems);
             ExitCode::from(EXIT_ERROR)
         }

@@ -58,6 +58,13 @@ impl Setting {
                 let n = i64::try_from(n).map_err(|_| format!("`{text}` is too large"))?;
                 toml::Value::Integer(n)
             }
+            ValueKind::Fraction => {
+                let f: f64 = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("`{text}` is not a number such as `0.25`"))?;
+                toml::Value::Float(f)
+            }
             ValueKind::Bool => toml::Value::Boolean(match text.trim() {
                 "true" | "1" => true,
                 "false" | "0" => false,

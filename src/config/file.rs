@@ -104,6 +104,19 @@ pub struct DecisionsFile {
     pub dry_run: Option<bool>,
 }
 
+/// The `[shadow]` section: a policy set decided beside the live one, never
+/// enforced.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowFile {
+    /// The shadow policy directory (relative paths are relative to the config file).
+    pub policies: Option<PathBuf>,
+    /// The fraction of live decisions shadowed, 0 to 1 (default 1).
+    pub sample: Option<f64>,
+    /// Decisions waiting to be shadowed before new ones are dropped (default 1024).
+    pub queue_capacity: Option<u64>,
+}
+
 /// The `[admin]` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -211,6 +224,9 @@ pub struct FileConfig {
     /// `[decisions]`.
     #[serde(default)]
     pub decisions: DecisionsFile,
+    /// `[shadow]`.
+    #[serde(default)]
+    pub shadow: ShadowFile,
     /// Listener time limits and connection caps.
     #[serde(default)]
     pub listeners: ListenersFile,

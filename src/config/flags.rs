@@ -20,6 +20,8 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--dry-run` (only ever turns it on).
     pub dry_run: bool,
+    /// `--shadow-policies`.
+    pub shadow_policies: Option<PathBuf>,
 }
 
 /// Apply the flags to the merged file and environment, and record where those values came from.
@@ -46,6 +48,10 @@ pub(super) fn apply(
     if let Some(a) = &flags.admin_listen {
         fc.admin_listen = Some(a.clone());
         set("admin_listen", "admin-listen");
+    }
+    if let Some(p) = &flags.shadow_policies {
+        fc.shadow.policies = Some(p.clone());
+        set("shadow.policies", "shadow-policies");
     }
     if let Some(f) = flags.log_format {
         fc.log.format = Some(f);

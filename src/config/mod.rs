@@ -30,7 +30,7 @@ mod validate;
 
 pub use file::{
     AdminFile, AuthzenFile, CacheFile, DecisionLogFile, DecisionsFile, EnvoyFile, FileConfig,
-    GrpcFile, ListenersFile, LogFile, ReloadFile, ValidationFile,
+    GrpcFile, ListenersFile, LogFile, ReloadFile, ShadowFile, ValidationFile,
 };
 pub use flags::Overrides;
 pub use servers::{ServerMap, ServerMapError, normalized_host};
@@ -167,6 +167,17 @@ pub struct Config {
     /// SPIFFE IDs of callers that may assert identities, proven by their client
     /// certificate (`tls.trusted_callers`).
     pub trusted_callers: Vec<String>,
+    /// The shadow policy set and sampling (`[shadow]`).
+    pub shadow: ShadowConfig,
+}
+
+/// The `[shadow]` settings, checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShadowConfig {
+    /// The shadow policy directory, if any.
+    pub policies: Option<PathBuf>,
+    /// Sampling and queue (used for `@shadow` policies too).
+    pub settings: crate::authz::ShadowSettings,
 }
 
 impl Config {

@@ -18,6 +18,8 @@ pub enum ValueKind {
     Bool,
     /// A comma-separated list (empty text: an empty list).
     List,
+    /// A fraction from 0 to 1 (`0.25`).
+    Fraction,
     /// One of these words.
     OneOf(&'static [&'static str]),
     /// A list of tables written in the file only (`[[issuers]]`): no environment variable.
@@ -282,6 +284,24 @@ pub const SETTINGS: &[Setting] = &[
         BOOL,
         Some("false"),
         "dry run: decide and log every request as usual, but answer allow (the would-be decision in `x-mcp-authz-would-be`, the gateway's `dry_run`/`decided_allowed`, AuthZEN's `context.dry_run`); flag `--dry-run`",
+    ),
+    setting(
+        "shadow.policies",
+        PATH,
+        None,
+        "shadow policy directory: decided beside the live one, never enforced; disagreements counted and logged (default: none; flag `--shadow-policies`)",
+    ),
+    setting(
+        "shadow.sample",
+        ValueKind::Fraction,
+        Some("1.0"),
+        "fraction of live decisions decided again on the shadow set and the `@shadow` policies (0 to 1)",
+    ),
+    setting(
+        "shadow.queue_capacity",
+        NUMBER,
+        Some("1024"),
+        "decisions waiting to be shadowed before new ones are dropped",
     ),
     setting(
         "admin.token_file",

@@ -347,6 +347,7 @@ fn sample(s: &Setting, dir: &Path) -> String {
         "authzen.base_url" => "https://pdp.example.com".into(),
         "admin.token_file" => dir.join("admin.token").display().to_string(),
         "decision_log.file" => dir.join("decisions.jsonl").display().to_string(),
+        "shadow.policies" => dir.join("candidate").display().to_string(),
         "grpc.trusted_caller_token_file" => {
             let path = dir.join("gateway.secret");
             std::fs::write(&path, "a-secret-of-more-than-16-characters").expect("write");
@@ -759,4 +760,66 @@ fn envoy_server_tables_are_checked_at_start() {
 
 fn path_of(written: &(tempfile::TempDir, PathBuf)) -> PathBuf {
     written.1.clone()
+}
+
+#[test]
+fn shadow_settings_are_checked() {
+    let c = Config::load(None, &env(&[]), &Overrides::default()).expect("defaults");
+    assert_eq!(c.shadow.policies, None);
+    assert_eq!(c.shadow.settings, crate::authz::ShadowSettings::default());
+    let c = Config::load(
+        None,
+        &env(&[
+            ("MCP_AUTHZ_SHADOW_POLICIES", "candidate"),
+            ("MCP_AUTHZ_SHADOW_SAMPLE", "0.25"),
+            ("MCP_AUTHZ_SHADOW_QUEUE_CAPACITY", "16"),
+        ]),
+        &Overrides::default(),
+    )
+    .expect("valid");
+    assert_eq!(c.shadow.policies, Some(PathBuf::from("candidate")));
+    assert!((c.shadow.settings.sample - 0.25).abs() < f64::EPSILON);
+    assert_eq!(c.shadow.settings.queue_capacity, 16);
+    // The flag wins over the environment.
+    let flags = Overrides {
+        shadow_policies: Some(PathBuf::from("flagged")),
+        ..Overrides::default()
+    };
+    let c = Config::load(
+        None,
+        &env(&[("MCP_AUTHZ_SHADOW_POLICIES", "candidate")]),
+        &flags,
+    )
+    .expect("valid");
+    assert_eq!(c.shadow.policies, Some(PathBuf::from("flagged")));
+    for (vars, needle) in [
+        (
+            vec![("MCP_AUTHZ_SHADOW_SAMPLE", "1.5")],
+            "invalid `shadow.sample` (from environment variable `MCP_AUTHZ_SHADOW_SAMPLE`): `1.5` is not a fraction from 0 to 1",
+        ),
+        (
+            vec![("MCP_AUTHZ_SHADOW_SAMPLE", "half")],
+            "`half` is not a number such as `0.25`",
+        ),
+        (
+            vec![("MCP_AUTHZ_SHADOW_QUEUE_CAPACITY", "0")],
+            "invalid `shadow.queue_capacity`",
+        ),
+        (
+            vec![("MCP_AUTHZ_SHADOW_POLICIES", "policies")],
+            "`policies` is the live policy directory",
+        ),
+    ] {
+        let err = Config::load(None, &env(&vars), &Overrides::default())
+            .expect_err(needle)
+            .to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+    // In the file, an integer fraction is accepted and paths are relative to it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mcp-authz.toml");
+    std::fs::write(&path, "[shadow]\npolicies = \"next\"\nsample = 1\n").expect("write");
+    let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("valid");
+    assert_eq!(c.shadow.policies, Some(dir.path().join("next")));
+    assert!((c.shadow.settings.sample - 1.0).abs() < f64::EPSILON);
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 use super::{
     AuthzenFile, AuthzenSettings, CacheFile, Config, ConfigError, DEFAULT_GRPC_LISTEN,
     DEFAULT_HTTP_LISTEN, DEFAULT_POLICIES, DecisionLogFile, FileConfig, GrpcFile, GrpcSettings,
-    ListenerConfig, ListenersFile, Secret, ServerMap, Timeouts,
+    ListenerConfig, ListenersFile, Secret, ServerMap, ShadowConfig, ShadowFile, Timeouts,
 };
-use crate::authz::CacheSettings;
+use crate::authz::{CacheSettings, ShadowSettings};
 use crate::identity::IdentityConfig;
 use crate::telemetry::DecisionLogConfig;
 
@@ -103,7 +103,9 @@ pub(super) fn checked(
         reason: e.reason,
     })?;
     let cache = checked_cache(&fc.cache, origin)?;
+    let shadow = checked_shadow(&fc.shadow, &policies, origin)?;
     Ok(Config {
+        shadow,
         cache,
         identity,
         trusted_caller_token,
@@ -179,6 +181,53 @@ fn checked_cache(
         enabled: file.enabled.unwrap_or(defaults.enabled),
         max_entries: file.max_entries.unwrap_or(defaults.max_entries),
         ttl: file.ttl_secs.map_or(defaults.ttl, Duration::from_secs),
+    })
+}
+
+fn checked_shadow(
+    file: &ShadowFile,
+    live: &std::path::Path,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<ShadowConfig, ConfigError> {
+    let value = |key: &str, reason: String| ConfigError::Value {
+        key: key.into(),
+        origin: origin(key),
+        reason,
+    };
+    let defaults = ShadowSettings::default();
+    let sample = file.sample.unwrap_or(defaults.sample);
+    if !(0.0..=1.0).contains(&sample) {
+        return Err(value(
+            "shadow.sample",
+            format!("`{sample}` is not a fraction from 0 to 1"),
+        ));
+    }
+    let queue_capacity = match file.queue_capacity {
+        Some(0) => return Err(value("shadow.queue_capacity", "must be at least 1".into())),
+        Some(n) => usize::try_from(n)
+            .map_err(|_| value("shadow.queue_capacity", format!("`{n}` is too large")))?,
+        None => defaults.queue_capacity,
+    };
+    if let Some(p) = &file.policies {
+        if p.as_os_str().is_empty() {
+            return Err(value("shadow.policies", "empty path".into()));
+        }
+        if p == live {
+            return Err(value(
+                "shadow.policies",
+                format!(
+                    "`{}` is the live policy directory: a shadow set is another directory",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    Ok(ShadowConfig {
+        policies: file.policies.clone(),
+        settings: ShadowSettings {
+            sample,
+            queue_capacity,
+        },
     })
 }
 

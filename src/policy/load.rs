@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use cedar_policy::{
-    Entities, EntityUid, PolicyId, PolicySet, Schema, SchemaFragment,
+    Entities, EntityTypeName, EntityUid, PolicyId, PolicySet, Schema, SchemaFragment,
     schema_str_to_json_with_resolved_types,
 };
 use serde_json::Value;
@@ -450,7 +450,7 @@ pub fn build_with(
     let Some(entities) = entities else {
         return Err(problems);
     };
-    let request_envs = schema
+    let request_envs: HashSet<(EntityTypeName, EntityUid, EntityTypeName)> = schema
         .request_envs()
         .map(|env| {
             (
@@ -460,14 +460,69 @@ pub fn build_with(
             )
         })
         .collect();
-    let index = PolicyIndex::new(&policies);
     let tool_actions = ToolActions::new(&shapes, &entities);
     let entity_refs = super::attribute_refs(&entities);
     let digests = ContentDigests::new(&policies, schema_digest, entities_digest);
+    let split =
+        super::shadow::split(&policies).map_err(|e| Problems(vec![Problem::error(None, e)]))?;
+    let Some((enforced, shadow_policies)) = split else {
+        return Ok(Snapshot {
+            generation,
+            dir: sources.dir.clone(),
+            index: PolicyIndex::new(&policies),
+            policies,
+            schema,
+            entities,
+            context_shapes: shapes,
+            tool_actions,
+            request_envs,
+            origins,
+            fingerprint: sources.fingerprint,
+            warnings: problems,
+            loaded_at: SystemTime::now(),
+            policy_files: sources.policies.len(),
+            entity_refs,
+            digests,
+            shadow_policies: Vec::new(),
+            all_enforced: None,
+        });
+    };
+    if enforced.is_empty() {
+        return Err(Problems(vec![
+            Problem::error(
+                None,
+                "every policy is annotated `@shadow`: nothing would be enforced",
+            )
+            .with_help(Some("mcp-authz never runs with an empty policy set".into())),
+        ]));
+    }
+    // The view with every `@shadow` policy enforced: the same files, its own set
+    // and index.
+    let all_enforced = Snapshot {
+        generation,
+        dir: sources.dir.clone(),
+        index: PolicyIndex::new(&policies),
+        policies,
+        schema: schema.clone(),
+        entities: entities.clone(),
+        context_shapes: shapes.clone(),
+        tool_actions: tool_actions.clone(),
+        request_envs: request_envs.clone(),
+        origins: origins.clone(),
+        fingerprint: sources.fingerprint,
+        warnings: problems.clone(),
+        loaded_at: SystemTime::now(),
+        policy_files: sources.policies.len(),
+        entity_refs: entity_refs.clone(),
+        digests: digests.clone(),
+        shadow_policies: shadow_policies.clone(),
+        all_enforced: None,
+    };
     Ok(Snapshot {
         generation,
         dir: sources.dir.clone(),
-        policies,
+        index: PolicyIndex::new(&enforced),
+        policies: enforced,
         schema,
         entities,
         context_shapes: shapes,
@@ -478,9 +533,10 @@ pub fn build_with(
         warnings: problems,
         loaded_at: SystemTime::now(),
         policy_files: sources.policies.len(),
-        index,
         entity_refs,
         digests,
+        shadow_policies,
+        all_enforced: Some(Arc::new(all_enforced)),
     })
 }
 

@@ -18,6 +18,7 @@ mod diagnostics;
 mod index;
 mod load;
 mod scoped;
+mod shadow;
 mod shape;
 mod store;
 mod tools;
@@ -38,6 +39,7 @@ pub use load::{
     SchemaFormat, Sources, TOOLS_DIR, build, build_with, combined_schema, files_under,
     read_policy_files, read_sources,
 };
+pub use shadow::{SHADOW_ANNOTATION, is_shadow};
 pub use shape::{Extension, Leaf, Shape, alias_in, name_key, reads_as};
 pub use store::{LastReload, MAX_LOGGED_IDS, PolicyStore, ReloadOutcome, ReloadStatus};
 pub use tools::{ToolAction, ToolActions, TypedMethod};
@@ -95,7 +97,15 @@ pub struct Snapshot {
     /// evaluated with the whole entity data.
     pub entity_refs: Option<HashMap<EntityUid, Vec<EntityUid>>>,
     /// Digests of its policies, schema and entity data (what a reload changed).
+    /// They cover every policy of the files, `@shadow` ones included.
     pub digests: ContentDigests,
+    /// The ids of the policies annotated `@shadow` (sorted). In a snapshot that
+    /// has an [`all_enforced`](Snapshot::all_enforced) view they are left out of
+    /// [`Snapshot::policies`]; in that view they are among its policies.
+    pub shadow_policies: Vec<String>,
+    /// The same files with every `@shadow` policy enforced (see `shadow.rs`);
+    /// `None` when there are none.
+    pub all_enforced: Option<std::sync::Arc<Snapshot>>,
 }
 
 impl Snapshot {
@@ -144,9 +154,16 @@ impl Snapshot {
         self.index.len() == self.policies.num_of_policies()
     }
 
-    /// Number of policies (templates included).
+    /// Number of policies (templates and `@shadow` policies included).
     pub fn policy_count(&self) -> usize {
-        self.policies.num_of_policies() + self.policies.num_of_templates()
+        // The enforced view leaves its `@shadow` policies out of its set; the
+        // all-enforced view (which has no view of its own) holds them.
+        let left_out = if self.all_enforced.is_some() {
+            self.shadow_policies.len()
+        } else {
+            0
+        };
+        self.policies.num_of_policies() + self.policies.num_of_templates() + left_out
     }
 }
 

@@ -47,6 +47,25 @@
 //! ```json
 //! "list":{"method":"tools/list","entries":4,"allowed":3,"denied":1,"denied_names":["delete_document"]}
 //! ```
+//!
+//! A shadow decision that differs from the live one (see `authz::Shadow`) is a
+//! line of its own, marked `"record":"shadow"` (live decision records have no
+//! `record` key), after the live decision's record and naming its id:
+//!
+//! ```json
+//! {"record":"shadow","decision_id":"0199...","time":"...","set":"directory","interface":"authzen",
+//!  "live":{"decision":"allow","reason":"allowed","policies":["employees-use-docs"],
+//!          "generation":3,"digest":"sha256:9f86d0..."},
+//!  "shadow":{"decision":"deny","reason":"denied: ...","policies":["no-contractors"],
+//!            "generation":1,"digest":"sha256:4e07...","shadow_policies":[]},
+//!  "difference":["no-contractors"],
+//!  "user":"Mcp::User::\"dave\"","application":"...","server":"...","action":"...","resource":"..."}
+//! ```
+//!
+//! `set` is `directory` (the shadow policy directory) or `annotations` (the live
+//! set with its `@shadow` policies enforced: `shadow_policies` names those that
+//! made the difference). `policies` are each side's determining policies (every
+//! evaluation's), `difference` the policies that made the two differ.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -374,6 +393,95 @@ impl ListRecord {
     }
 }
 
+/// A shadow decision that differs from the live one: a line of its own.
+#[derive(Debug, Clone)]
+pub struct ShadowRecord {
+    /// The live decision's id.
+    pub decision_id: String,
+    /// When the shadow decided.
+    pub time: SystemTime,
+    /// `directory` or `annotations`.
+    pub set: &'static str,
+    /// The interface the live request came through.
+    pub interface: Interface,
+    /// The user principal.
+    pub user: Option<EntityUid>,
+    /// The application principal.
+    pub application: Option<EntityUid>,
+    /// The MCP server.
+    pub server: Option<EntityUid>,
+    /// The action.
+    pub action: EntityUid,
+    /// The resource.
+    pub resource: EntityUid,
+    /// The live decision.
+    pub live: Arc<Decision>,
+    /// The shadow's decision.
+    pub shadow: Decision,
+    /// The policies that made the difference.
+    pub difference: Vec<String>,
+    /// Of those, the `@shadow` policies.
+    pub shadow_policies: Vec<String>,
+    /// The caller's trace context.
+    pub trace: Option<TraceContext>,
+    /// The caller's request id.
+    pub request_id: Option<String>,
+}
+
+/// A side of a shadow record: its verdict, reason, determining policies and digest.
+fn side_json(decision: &Decision) -> Map<String, Value> {
+    let mut policies: Vec<&String> = decision
+        .evaluations
+        .iter()
+        .flat_map(|e| &e.policies)
+        .collect();
+    policies.sort();
+    policies.dedup();
+    let mut m = Map::new();
+    m.insert("decision".into(), json!(decision.verdict()));
+    m.insert("reason".into(), json!(decision.reason));
+    m.insert("policies".into(), json!(policies));
+    m.insert("generation".into(), json!(decision.generation));
+    m.insert("digest".into(), json!(&*decision.policy_digest));
+    m
+}
+
+impl ShadowRecord {
+    /// The JSON object of this record.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("record".into(), json!("shadow"));
+        m.insert("decision_id".into(), json!(self.decision_id));
+        m.insert("time".into(), json!(rfc3339(self.time)));
+        m.insert("set".into(), json!(self.set));
+        m.insert("interface".into(), json!(self.interface.as_str()));
+        m.insert("live".into(), Value::Object(side_json(&self.live)));
+        let mut shadow = side_json(&self.shadow);
+        shadow.insert("shadow_policies".into(), json!(self.shadow_policies));
+        m.insert("shadow".into(), Value::Object(shadow));
+        m.insert("difference".into(), json!(self.difference));
+        for (key, uid) in [
+            ("user", self.user.as_ref()),
+            ("application", self.application.as_ref()),
+            ("server", self.server.as_ref()),
+            ("action", Some(&self.action)),
+            ("resource", Some(&self.resource)),
+        ] {
+            if let Some(uid) = uid {
+                m.insert(key.into(), json!(uid.to_string()));
+            }
+        }
+        if let Some(t) = &self.trace {
+            m.insert("trace_id".into(), json!(t.trace_id()));
+            m.insert("parent_span_id".into(), json!(t.parent_span_id()));
+        }
+        if let Some(id) = &self.request_id {
+            m.insert("request_id".into(), json!(id));
+        }
+        Value::Object(m)
+    }
+}
+
 /// What waits in the queue for the writer.
 #[derive(Debug)]
 #[expect(
@@ -383,6 +491,7 @@ impl ListRecord {
 enum Queued {
     Decision(DecisionRecord, Option<RecordInput>),
     List(Box<ListRecord>),
+    Shadow(Box<ShadowRecord>),
 }
 
 impl Queued {
@@ -390,6 +499,7 @@ impl Queued {
         match self {
             Queued::Decision(r, input) => r.to_json_with_input(input.as_ref(), redactor),
             Queued::List(r) => r.to_json(redactor),
+            Queued::Shadow(r) => r.to_json(),
         }
     }
 }
@@ -473,6 +583,11 @@ impl DecisionLog {
     /// Queue the one record of a list request, like [`DecisionLog::submit`].
     pub fn submit_list(&self, record: ListRecord) {
         self.queue(Queued::List(Box::new(record)));
+    }
+
+    /// Queue the record of a shadow disagreement, like [`DecisionLog::submit`].
+    pub fn submit_shadow(&self, record: ShadowRecord) {
+        self.queue(Queued::Shadow(Box::new(record)));
     }
 
     fn queue(&self, record: Queued) {

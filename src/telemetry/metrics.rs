@@ -20,6 +20,12 @@
 //! | `jwks_refreshes_total` | counter | `issuer`, `result` | JWKS fetches per issuer with a `jwks_url` |
 //! | `jwks_keys` | gauge | `issuer` | keys in force per issuer |
 //! | `decision_log_records_total` | counter | `result` (`written`/`dropped`/`failed`) | decision log records written, dropped because the queue was full, or lost to a write error |
+//! | `shadow_decisions_total` | counter | `live`, `shadow` (`allow`/`deny`) | shadow decisions made (a live decision decided again on the shadow policy directory or with the `@shadow` policies enforced), by both verdicts |
+//! | `shadow_disagreements_total` | counter | `policy` | shadow decisions that differ from the live one, by each policy that made the difference (the deny side's forbids, else the allow side's permits; `none` when no policy is named) |
+//! | `shadow_dropped_total` | counter | | live decisions not shadowed because the shadow queue was full |
+//! | `shadow_policy_generation` | gauge | | generation of the shadow directory's snapshot (absent without one) |
+//! | `shadow_policy_info` | gauge | `content_digest` | always 1: the content digest of the shadow directory's snapshot (absent without one) |
+//! | `shadow_policies_in_sync` | gauge | | 1 when the shadow directory's last reload attempt succeeded (absent without one) |
 //! | `build_info` | gauge | `version` | always 1 |
 //!
 //! The cache counters are kept here, through [`Metrics::cache_hit`] and
@@ -105,6 +111,11 @@ pub struct Metrics {
     /// Undeclared-tool, -prompt and -argument denials by server and kind: touched
     /// only by those denials, whose servers are the schema's imported ones.
     undeclared: Mutex<BTreeMap<(String, Undeclared), u64>>,
+    /// Shadow decisions: `[0 = live allow, 1 = live deny][0 = shadow allow, 1 = shadow deny]`.
+    shadow: [[AtomicU64; 2]; 2],
+    /// Shadow disagreements by policy (touched by disagreements only).
+    shadow_disagreements: Mutex<BTreeMap<String, u64>>,
+    shadow_dropped: AtomicU64,
 }
 
 /// What a server with imported tools did not declare.
@@ -155,6 +166,54 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&(server.to_owned(), kind))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Count one shadow decision, and when it differs from the live one each policy
+    /// of `difference` (`none` when it is empty).
+    pub fn shadow_decision(&self, live: bool, shadow: bool, difference: &[String]) {
+        if let Some(c) = self
+            .shadow
+            .get(usize::from(!live))
+            .and_then(|row| row.get(usize::from(!shadow)))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        if live == shadow {
+            return;
+        }
+        let mut counts = self
+            .shadow_disagreements
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if difference.is_empty() {
+            *counts.entry("none".to_owned()).or_default() += 1;
+        }
+        for id in difference {
+            *counts.entry(id.clone()).or_default() += 1;
+        }
+    }
+
+    /// Count a live decision not shadowed (the queue was full).
+    pub fn shadow_dropped(&self) {
+        self.shadow_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Shadow decisions counted with these verdicts.
+    pub fn shadow_decisions(&self, live: bool, shadow: bool) -> u64 {
+        self.shadow
+            .get(usize::from(!live))
+            .and_then(|row| row.get(usize::from(!shadow)))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Shadow disagreements counted for `policy`.
+    pub fn shadow_disagreements(&self, policy: &str) -> u64 {
+        self.shadow_disagreements
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(policy)
             .copied()
             .unwrap_or(0)
     }
@@ -274,6 +333,47 @@ impl Metrics {
             "mcp_authz_decision_cache_misses_total",
             &[],
             self.cache_misses.load(Ordering::Relaxed),
+        );
+        out.family(
+            "mcp_authz_shadow_decisions_total",
+            "counter",
+            "Shadow decisions made (live decisions decided again on the shadow set or with the @shadow policies enforced), by live and shadow verdict.",
+        );
+        for (live, l) in [(true, "allow"), (false, "deny")] {
+            for (shadow, s) in [(true, "allow"), (false, "deny")] {
+                out.sample(
+                    "mcp_authz_shadow_decisions_total",
+                    &[("live", l), ("shadow", s)],
+                    self.shadow_decisions(live, shadow),
+                );
+            }
+        }
+        out.family(
+            "mcp_authz_shadow_disagreements_total",
+            "counter",
+            "Shadow decisions that differ from the live one, by policy that made the difference.",
+        );
+        let disagreements = self
+            .shadow_disagreements
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for (policy, n) in &disagreements {
+            out.sample(
+                "mcp_authz_shadow_disagreements_total",
+                &[("policy", policy)],
+                *n,
+            );
+        }
+        out.family(
+            "mcp_authz_shadow_dropped_total",
+            "counter",
+            "Live decisions not shadowed because the shadow queue was full.",
+        );
+        out.sample(
+            "mcp_authz_shadow_dropped_total",
+            &[],
+            self.shadow_dropped.load(Ordering::Relaxed),
         );
     }
 }

@@ -14,7 +14,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::authz::{Decided, ReasonKind, Recorder};
+use crate::authz::{Decided, ReasonKind, Recorder, ShadowCompared};
 use crate::identity::Resolver;
 
 /// Output format of the service's own log.
@@ -30,7 +30,7 @@ pub enum LogFormat {
 use crate::policy::PolicyStore;
 
 pub use decision_log::{
-    DecisionLog, DecisionLogConfig, DecisionRecord, ListRecord, RecordInput, Redactor,
+    DecisionLog, DecisionLogConfig, DecisionRecord, ListRecord, RecordInput, Redactor, ShadowRecord,
 };
 pub use metrics::Metrics;
 pub use trace::TraceContext;
@@ -62,6 +62,8 @@ pub struct Telemetry {
     pub decision_log: Option<DecisionLog>,
     /// A dry run (`decisions.dry_run`): reported as `mcp_authz_dry_run 1`.
     pub dry_run: bool,
+    /// The shadow policy directory's store, once the service has one.
+    shadow_store: std::sync::OnceLock<std::sync::Arc<PolicyStore>>,
 }
 
 impl Telemetry {
@@ -71,6 +73,7 @@ impl Telemetry {
             metrics: Metrics::default(),
             decision_log,
             dry_run: false,
+            shadow_store: std::sync::OnceLock::new(),
         }
     }
 
@@ -78,6 +81,11 @@ impl Telemetry {
     pub fn with_dry_run(mut self, on: bool) -> Self {
         self.dry_run = on;
         self
+    }
+
+    /// Render the state of the shadow policy directory's `store` too (set once).
+    pub fn set_shadow_store(&self, store: std::sync::Arc<PolicyStore>) {
+        let _ = self.shadow_store.set(store);
     }
 
     /// The decision log record of `decided`.
@@ -214,6 +222,40 @@ impl Telemetry {
             out.sample_f64("mcp_authz_policy_last_reload_timestamp_seconds", &[], secs);
         }
 
+        if let Some(shadow) = self.shadow_store.get() {
+            let snapshot = shadow.snapshot();
+            out.family(
+                "mcp_authz_shadow_policy_generation",
+                "gauge",
+                "Generation of the shadow policy directory's snapshot.",
+            );
+            out.sample(
+                "mcp_authz_shadow_policy_generation",
+                &[],
+                snapshot.generation,
+            );
+            out.family(
+                "mcp_authz_shadow_policy_info",
+                "gauge",
+                "Content digest of the shadow policy directory's snapshot.",
+            );
+            out.sample(
+                "mcp_authz_shadow_policy_info",
+                &[("content_digest", &snapshot.digests.content)],
+                1,
+            );
+            out.family(
+                "mcp_authz_shadow_policies_in_sync",
+                "gauge",
+                "1 when the shadow policies match their files, 0 while an invalid change is pending.",
+            );
+            out.sample(
+                "mcp_authz_shadow_policies_in_sync",
+                &[],
+                u64::from(shadow.status().in_sync),
+            );
+        }
+
         let stats = resolver.map(Resolver::jwks_stats).unwrap_or_default();
         out.family(
             "mcp_authz_jwks_refreshes_total",
@@ -323,5 +365,45 @@ impl Recorder for Telemetry {
         } else {
             self.metrics.cache_miss();
         }
+    }
+
+    /// Every shadow decision is counted; one that differs from the live decision
+    /// is counted by policy and logged as a `"record":"shadow"` line.
+    fn shadow_compared(&self, c: ShadowCompared<'_>) {
+        self.metrics
+            .shadow_decision(c.live.allow, c.shadow.allow, c.difference);
+        if !c.disagrees() {
+            return;
+        }
+        tracing::debug!(
+            decision_id = c.decision_id,
+            set = c.set.as_str(),
+            live = c.live.verdict(),
+            shadow = c.shadow.verdict(),
+            "shadow decision differs"
+        );
+        if let Some(log) = &self.decision_log {
+            log.submit_shadow(ShadowRecord {
+                decision_id: c.decision_id.to_owned(),
+                time: std::time::SystemTime::now(),
+                set: c.set.as_str(),
+                interface: c.interface,
+                user: c.request.user.clone(),
+                application: c.request.application.clone(),
+                server: c.request.server.clone(),
+                action: c.request.action.clone(),
+                resource: c.request.resource.clone(),
+                live: std::sync::Arc::new(c.live.clone()),
+                shadow: c.shadow.clone(),
+                difference: c.difference.to_vec(),
+                shadow_policies: c.shadow_policies.to_vec(),
+                trace: c.meta.trace,
+                request_id: c.meta.request_id.clone(),
+            });
+        }
+    }
+
+    fn shadow_dropped(&self) {
+        self.metrics.shadow_dropped();
     }
 }

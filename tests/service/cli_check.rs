@@ -1318,3 +1318,56 @@ fn token_facts_outside_the_mcp_namespace_are_a_note() {
         "{d}"
     );
 }
+
+/// A `@shadow` policy does not change `check`'s answer; `--json` says what it would
+/// have decided (`shadow`), and the text says it in a line.
+#[test]
+fn a_shadow_policy_is_shown_not_enforced() {
+    let dir = crate::support::copy_of_reference();
+    std::fs::write(
+        dir.path().join("staged.cedar"),
+        "@id(\"staged-no-get-document\")\n@shadow\nforbid (principal, action in Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/get_document\");\n",
+    )
+    .expect("write");
+    let args = [
+        "--json",
+        "--action",
+        "tools/call",
+        "--resource",
+        "docs/get_document",
+        "--user",
+        "alice",
+        "--app",
+        "corpassist",
+    ];
+    let (code, d, err) = check_in(dir.path(), &args);
+    assert_eq!(code, 0, "{d}{err}");
+    assert_eq!(d["decision"], "allow", "{d}");
+    assert_eq!(
+        d["shadow_policies"],
+        serde_json::json!(["staged-no-get-document"])
+    );
+    assert_eq!(d["shadow"]["decision"], "deny", "{d}");
+    assert_eq!(
+        d["shadow"]["shadow_policies"],
+        serde_json::json!(["staged-no-get-document"])
+    );
+    let out = run(bin()
+        .arg("check")
+        .args(with_reference_context(&args[1..]))
+        .arg("--policies")
+        .arg(dir.path()));
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with("ALLOW"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "shadow      `staged-no-get-document` evaluated, not enforced: with them deny"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("decided by staged-no-get-document"),
+        "{stdout}"
+    );
+}

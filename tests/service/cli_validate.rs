@@ -376,7 +376,32 @@ fn json_of_a_clean_directory() {
     assert!(err.is_empty(), "{err}");
     assert_eq!(
         v,
-        serde_json::json!({"ok": true, "policies": 16, "problems": []})
+        serde_json::json!({"ok": true, "policies": 16, "shadow_policies": [], "problems": []})
+    );
+}
+
+/// `@shadow` policies are counted, and named: a line of the text, a field of the JSON.
+#[test]
+fn shadow_policies_are_named() {
+    let dir = copy_of_reference();
+    std::fs::write(
+        dir.path().join("staged.cedar"),
+        "@id(\"staged-no-delete\")\n@shadow\nforbid (principal, action in Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"docs/delete_document\");\n",
+    )
+    .expect("write");
+    let (code, out, err) = validate(dir.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok: 17 policies in 4 files"), "{out}");
+    assert!(
+        out.contains("shadow (evaluated, not enforced): `staged-no-delete`"),
+        "{out}"
+    );
+    let (code, v, _) = validate_json(dir.path(), &[]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["policies"], 17);
+    assert_eq!(
+        v["shadow_policies"],
+        serde_json::json!(["staged-no-delete"])
     );
 }
 

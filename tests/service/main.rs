@@ -42,6 +42,7 @@ mod malformed_input;
 mod reload;
 mod resource_uris;
 mod serve;
+mod shadow;
 mod slow_clients;
 mod tls;
 mod typed_tools;
