@@ -17,4 +17,5 @@ mod deploy;
 mod e2e_harness;
 mod envoy_e2e;
 mod mesh_tls;
+mod rollout;
 mod schema_url;

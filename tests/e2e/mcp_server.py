@@ -194,6 +194,7 @@ LOGGED_HEADERS = (
     "mcp-session-id",
     "x-envoy-auth-partial-body",
     "x-mcp-authz-decision-id",
+    "x-mcp-authz-would-be",
     "x-mcp-authz-user",
     "x-mcp-authz-application",
     "x-mcp-authz-server",
