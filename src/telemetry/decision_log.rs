@@ -18,7 +18,10 @@
 //!  "evaluations":[{"role":"user","principal":"Mcp::User::\"dave\"","allow":true,
 //!                  "policies":["employees-use-docs"],"errors":[]}, ...],
 //!  "latency_us":41.2,"trace_id":"4bf9...","parent_span_id":"00f0...","request_id":"abc",
-//!  "arguments":{"document_id":"x","token":"[REDACTED]"}}
+//!  "arguments":{"document_id":"x","token":"[REDACTED]"},
+//!  "input":{"user":"Mcp::User::\"dave\"", ...,"context":{"arguments":{"document_id":"x","token":"[REDACTED]"}},
+//!           "arguments":"redacted","token":{"scopes":["docs.read"],"claims":{}},
+//!           "entities":[{"uid":"Mcp::User::\"dave\"","parents":["Mcp::Group::\"engineering\""],"attrs":{}}]}}
 //! ```
 //!
 //! `user`, `application`, `server`, `action` and `resource` are Cedar uids (absent when
