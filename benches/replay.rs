@@ -6,8 +6,9 @@
 //! core through the engine's entry point and its decision cache, compared in log order.
 //!
 //! Measured:
-//! - `replay/log_100k`: a log with the repetition of real traffic: 400 users (groups from
-//!   their tokens), 3 applications, 9 tools, 50 documents: a few thousand distinct requests;
+//! - `replay/log_100k`: a log that repeats requests as traffic does: 2,000 distinct requests
+//!   (285 users with groups from their tokens, 3 applications, 8 tools, 50 documents, varied
+//!   arguments), each 50 times, interleaved;
 //! - `replay/distinct_100k`: every record a distinct request (a unique document id): the
 //!   decision cache never answers, every record is a full decision;
 //! - `decision_log_record/*`: what the replayable `input` costs the service per decision:
@@ -31,6 +32,8 @@ use mcp_authz::telemetry::{DecisionRecord, RecordInput, Redactor};
 use serde_json::{Map, Value, json};
 
 const RECORDS: usize = 100_000;
+/// Distinct requests of the repeating log.
+const POOL: usize = 2_000;
 
 fn uid(kind: &str, id: &str) -> EntityUid {
     format!("Mcp::{kind}::{}", Value::String(id.to_owned()))
@@ -130,13 +133,16 @@ fn log(store: &Arc<PolicyStore>, distinct: bool) -> String {
     let snapshot = engine.snapshot();
     let redactor = Redactor::new(&default_redactions());
     let mut out = String::with_capacity(RECORDS * 1200);
+    let mut line = Vec::new();
     for i in 0..RECORDS {
-        let (record, input) = record(&engine, &snapshot, &request(i, distinct));
-        out.push_str(
-            &record
-                .to_json_with_input(Some(&input), &redactor)
-                .to_string(),
-        );
+        // Repeated: the 2,000 requests in a fixed shuffled order, 50 rounds.
+        let n = if distinct { i } else { (i * 7919) % POOL };
+        let (record, input) = record(&engine, &snapshot, &request(n, distinct));
+        line.clear();
+        record
+            .write_with_input(&input, &redactor, &mut line)
+            .expect("written");
+        out.push_str(std::str::from_utf8(&line).expect("UTF-8"));
         out.push('\n');
     }
     out
@@ -191,11 +197,13 @@ fn main() {
         b.iter(|| black_box(serde_json::to_vec(&record.to_json(&redactor)).map(|v| v.len())))
     });
     group.bench_function("serialize_with_input", |b| {
+        let mut out = Vec::new();
         b.iter(|| {
-            black_box(
-                serde_json::to_vec(&record.to_json_with_input(Some(&input), &redactor))
-                    .map(|v| v.len()),
-            )
+            out.clear();
+            record
+                .write_with_input(&input, &redactor, &mut out)
+                .expect("written");
+            black_box(out.len())
         })
     });
     group.finish();

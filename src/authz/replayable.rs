@@ -25,6 +25,8 @@
 use std::str::FromStr;
 
 use cedar_policy::EntityUid;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::{DecisionRequest, RequestEntity, TokenFacts};
@@ -136,7 +138,15 @@ impl<'a> Parts<'a> {
 
     /// The JSON form.
     pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// Written field by field from the borrowed parts: the decision log's writer thread
+/// serializes a record's input without copying it into a JSON value first.
+impl Serialize for Parts<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut m = serializer.serialize_map(None)?;
         for (key, uid) in [
             ("user", self.user),
             ("application", self.application),
@@ -145,55 +155,96 @@ impl<'a> Parts<'a> {
             ("server", self.server),
         ] {
             if let Some(uid) = uid {
-                m.insert(key.into(), Value::String(uid.to_string()));
+                m.serialize_entry(key, &Uid(uid))?;
             }
         }
-        let mut context = self.context.clone();
-        match (self.form, self.arguments) {
-            (ArgumentsForm::Omitted, _) => {
-                context.remove("arguments");
-            }
-            (_, Some(arguments)) => {
-                context.insert("arguments".into(), arguments.clone());
-            }
-            (_, None) => {}
-        }
-        m.insert("context".into(), Value::Object(context));
+        m.serialize_entry("context", &ContextView(self))?;
         if let Some(form) = self.form.as_str() {
-            m.insert("arguments".into(), Value::String(form.into()));
+            m.serialize_entry("arguments", form)?;
         }
         if let Some(token) = self.token {
-            let mut t = Map::new();
-            t.insert(
-                "scopes".into(),
-                Value::Array(token.scopes.iter().cloned().map(Value::String).collect()),
-            );
-            t.insert("claims".into(), Value::Object(token.claims.clone()));
-            m.insert("token".into(), Value::Object(t));
+            m.serialize_entry(
+                "token",
+                &TokenView {
+                    scopes: &token.scopes,
+                    claims: &token.claims,
+                },
+            )?;
         }
         if !self.entities.is_empty() {
-            let entities = self
-                .entities
-                .iter()
-                .map(|e| {
-                    let mut o = Map::new();
-                    o.insert("uid".into(), Value::String(e.uid.to_string()));
-                    o.insert(
-                        "parents".into(),
-                        Value::Array(
-                            e.parents
-                                .iter()
-                                .map(|p| Value::String(p.to_string()))
-                                .collect(),
-                        ),
-                    );
-                    o.insert("attrs".into(), Value::Object(e.attrs.clone()));
-                    Value::Object(o)
-                })
-                .collect();
-            m.insert("entities".into(), Value::Array(entities));
+            m.serialize_entry("entities", &EntitiesView(self.entities))?;
         }
-        Value::Object(m)
+        m.end()
+    }
+}
+
+/// A uid as its Cedar string, written without an intermediate string.
+struct Uid<'a>(&'a EntityUid);
+
+impl Serialize for Uid<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self.0)
+    }
+}
+
+/// The context with the arguments the parts say.
+struct ContextView<'a>(&'a Parts<'a>);
+
+impl Serialize for ContextView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let parts = self.0;
+        let replaced = parts.form == ArgumentsForm::Omitted || parts.arguments.is_some();
+        let mut m = serializer.serialize_map(None)?;
+        for (k, v) in parts.context {
+            if !(replaced && k == "arguments") {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        if parts.form != ArgumentsForm::Omitted
+            && let Some(arguments) = parts.arguments
+        {
+            m.serialize_entry("arguments", arguments)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct TokenView<'a> {
+    scopes: &'a [String],
+    claims: &'a Map<String, Value>,
+}
+
+struct EntitiesView<'a>(&'a [RequestEntity]);
+
+impl Serialize for EntitiesView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for e in self.0 {
+            seq.serialize_element(&EntityView(e))?;
+        }
+        seq.end()
+    }
+}
+
+struct EntityView<'a>(&'a RequestEntity);
+
+impl Serialize for EntityView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        let mut m = serializer.serialize_map(Some(3))?;
+        m.serialize_entry("uid", &Uid(&e.uid))?;
+        m.serialize_entry("parents", &UidsView(&e.parents))?;
+        m.serialize_entry("attrs", &e.attrs)?;
+        m.end()
+    }
+}
+
+struct UidsView<'a>(&'a [EntityUid]);
+
+impl Serialize for UidsView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(Uid))
     }
 }
 

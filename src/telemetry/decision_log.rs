@@ -18,7 +18,10 @@
 //!  "evaluations":[{"role":"user","principal":"Mcp::User::\"dave\"","allow":true,
 //!                  "policies":["employees-use-docs"],"errors":[]}, ...],
 //!  "latency_us":41.2,"trace_id":"4bf9...","parent_span_id":"00f0...","request_id":"abc",
-//!  "arguments":{"document_id":"x","token":"[REDACTED]"}}
+//!  "arguments":{"document_id":"x","token":"[REDACTED]"},
+//!  "input":{"user":"Mcp::User::\"dave\"", ...,"context":{"arguments":{"document_id":"x","token":"[REDACTED]"}},
+//!           "arguments":"redacted","token":{"scopes":["docs.read"],"claims":{}},
+//!           "entities":[{"uid":"Mcp::User::\"dave\"","parents":["Mcp::Group::\"engineering\""],"attrs":{}}]}}
 //! ```
 //!
 //! `user`, `application`, `server`, `action` and `resource` are Cedar uids (absent when
@@ -285,10 +288,53 @@ impl DecisionRecord {
     /// action and a resource), `redactor` applied to the arguments.
     pub fn to_json_with_input(&self, input: Option<&RecordInput>, redactor: &Redactor) -> Value {
         let mut json = self.to_json(redactor);
-        let (Some(input), Some(action), Some(resource), Value::Object(m)) =
-            (input, &self.action, &self.resource, &mut json)
-        else {
-            return json;
+        let value = match (input, &json) {
+            (Some(input), Value::Object(m)) => self.input_parts(input, m).map(|p| p.to_json()),
+            _ => None,
+        };
+        if let (Some(value), Value::Object(m)) = (value, &mut json) {
+            m.insert("input".into(), value);
+        }
+        json
+    }
+
+    /// Write this record with its `input` as one JSON object to `out` (what the
+    /// writer thread does): the input is serialized from the borrowed parts, not
+    /// copied into the record's JSON value.
+    pub fn write_with_input(
+        &self,
+        input: &RecordInput,
+        redactor: &Redactor,
+        out: &mut Vec<u8>,
+    ) -> serde_json::Result<()> {
+        let json = self.to_json(redactor);
+        serde_json::to_writer(&mut *out, &json)?;
+        let Value::Object(m) = &json else {
+            return Ok(());
+        };
+        if let Some(parts) = self.input_parts(input, m)
+            && out.last() == Some(&b'}')
+        {
+            out.pop();
+            if !m.is_empty() {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"input\":");
+            serde_json::to_writer(&mut *out, &parts)?;
+            out.push(b'}');
+        }
+        Ok(())
+    }
+
+    /// The parts of this record's `input`, its arguments as `logged` in the record's
+    /// JSON `m`; none without an action and a resource.
+    fn input_parts<'a>(
+        &'a self,
+        input: &'a RecordInput,
+        m: &'a Map<String, Value>,
+    ) -> Option<Parts<'a>> {
+        let (Some(action), Some(resource)) = (&self.action, &self.resource) else {
+            return None;
         };
         let logged = m.get("arguments");
         let form = match (&self.arguments, logged) {
@@ -296,7 +342,7 @@ impl DecisionRecord {
             (None, _) if input.had_arguments => ArgumentsForm::Omitted,
             _ => ArgumentsForm::Complete,
         };
-        let parts = Parts {
+        Some(Parts {
             user: self.user.as_ref(),
             application: self.application.as_ref(),
             action,
@@ -307,10 +353,7 @@ impl DecisionRecord {
             form,
             token: input.token.as_ref(),
             entities: &input.entities,
-        };
-        let value = parts.to_json();
-        m.insert("input".into(), value);
-        json
+        })
     }
 
     /// The JSON object of this record, with `redactor` applied to the arguments.
@@ -495,11 +538,13 @@ enum Queued {
 }
 
 impl Queued {
-    fn to_json(&self, redactor: &Redactor) -> Value {
+    /// Write the record as one JSON object to `out`.
+    fn write(&self, redactor: &Redactor, out: &mut Vec<u8>) -> serde_json::Result<()> {
         match self {
-            Queued::Decision(r, input) => r.to_json_with_input(input.as_ref(), redactor),
-            Queued::List(r) => r.to_json(redactor),
-            Queued::Shadow(r) => r.to_json(),
+            Queued::Decision(r, Some(input)) => r.write_with_input(input, redactor, out),
+            Queued::Decision(r, None) => serde_json::to_writer(out, &r.to_json(redactor)),
+            Queued::List(r) => serde_json::to_writer(out, &r.to_json(redactor)),
+            Queued::Shadow(r) => serde_json::to_writer(out, &r.to_json()),
         }
     }
 }
@@ -638,13 +683,16 @@ fn write_loop(
         let mut next = Some(first);
         while let Some(record) = next {
             line.clear();
-            let mut json = record.to_json(redactor);
-            if dry_run && let Value::Object(m) = &mut json {
-                m.insert("dry_run".into(), Value::Bool(true));
-            }
-            let written = serde_json::to_writer(&mut line, &json)
+            let written = record
+                .write(redactor, &mut line)
                 .map_err(std::io::Error::from)
                 .and_then(|()| {
+                    // A dry run: every decision record (an object) ends with `"dry_run":true`.
+                    if dry_run && !matches!(record, Queued::Shadow(_)) && line.last() == Some(&b'}')
+                    {
+                        line.pop();
+                        line.extend_from_slice(b",\"dry_run\":true}");
+                    }
                     line.push(b'\n');
                     out.write_all(&line)
                 });
@@ -911,6 +959,13 @@ mod tests {
             json!({"document_id": "x", "api_key": "[REDACTED]"})
         );
         assert!(!json.to_string().contains("\"k\""), "{json}");
+        // The writer's bytes are that object.
+        let mut bytes = Vec::new();
+        record
+            .write_with_input(&input, &redactor, &mut bytes)
+            .expect("written");
+        let written: Value = serde_json::from_slice(&bytes).expect("one JSON object");
+        assert_eq!(written, json);
         // No arguments at all: nothing to say.
         request.context.remove("arguments");
         let (record, input) = record_of(&request, false);

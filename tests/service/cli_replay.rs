@@ -416,3 +416,37 @@ fn bad_input_is_exit_status_2() {
         "{stdout}"
     );
 }
+
+/// The `[decisions]` rules of `--config` apply: a user without an application, denied
+/// by default, is allowed by the user's grant alone with `allow_user_only`.
+#[test]
+fn the_configured_rules_decide() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("decisions.jsonl");
+    let record = json!({
+        "decision": "deny",
+        "input": {
+            "user": "Mcp::User::\"alice\"",
+            "action": "Mcp::Action::\"tools/call\"",
+            "resource": "Mcp::Tool::\"docs/get_document\"",
+            "server": "Mcp::Server::\"docs\"",
+            "context": { "arguments": { "document_id": TITAN } },
+        },
+    });
+    std::fs::write(&log, format!("{record}\n")).expect("write");
+    let (code, stdout, stderr) = replay(&log, &reference_policies(), &[]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let file = config::write(dir.path(), &["[decisions]\nallow_user_only = true\n"]);
+    let (code, stdout, stderr) = replay(
+        &log,
+        &reference_policies(),
+        &["--config", file.to_str().expect("UTF-8 path"), "--json"],
+    );
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(report["differences"][0]["candidate"], "allow", "{stdout}");
+    assert_eq!(
+        report["differences"][0]["candidate_policies"],
+        json!({"user": ["employees-use-docs"]})
+    );
+}
