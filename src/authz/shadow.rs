@@ -10,14 +10,15 @@
 //! [`Engine::decide`](super::Engine::decide) hands a sampled copy of the request,
 //! with the live decision, to a [`Shadow`]: a bounded queue and a worker thread
 //! of its own. The live path does no more than a sampling check, one clone of the
-//! request and a `try_send`: a full queue drops the copy (counted), never waits.
+//! request and a `try_send`: a full queue drops the copy (counted) before it is
+//! made, and never waits.
 //! The worker decides each copy on the shadow under the same [`Rules`], without
 //! the decision cache (keyed by the live generations), compares, and reports
 //! every comparison to the [`Recorder`] ([`ShadowCompared`]): telemetry counts
 //! them and logs the disagreements.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use super::{
@@ -117,6 +118,10 @@ pub struct Shadow {
     threshold: u64,
     draws: AtomicU64,
     tx: SyncSender<Job>,
+    /// Copies queued and not yet taken by the worker: a full queue is seen before
+    /// the request is cloned.
+    pending: Arc<AtomicUsize>,
+    capacity: usize,
     recorder: Arc<dyn Recorder>,
 }
 
@@ -128,17 +133,29 @@ impl Shadow {
         settings: ShadowSettings,
         recorder: Arc<dyn Recorder>,
     ) -> std::io::Result<Self> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(settings.queue_capacity.max(1));
+        let capacity = settings.queue_capacity.max(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        let pending = Arc::new(AtomicUsize::new(0));
         let worker_store = store.clone();
         let worker_recorder = Arc::clone(&recorder);
+        let taken = Arc::clone(&pending);
         std::thread::Builder::new()
             .name("shadow".into())
-            .spawn(move || work(&rx, worker_store.as_deref(), worker_recorder.as_ref()))?;
+            .spawn(move || {
+                work(
+                    &rx,
+                    &taken,
+                    worker_store.as_deref(),
+                    worker_recorder.as_ref(),
+                )
+            })?;
         Ok(Self {
             store,
             threshold: threshold(settings.sample),
             draws: AtomicU64::new(0),
             tx,
+            pending,
+            capacity,
             recorder,
         })
     }
@@ -165,6 +182,12 @@ impl Shadow {
         if !self.sampled() {
             return;
         }
+        // Counted before the send, so that the worker's decrement never comes first.
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.recorder.shadow_dropped();
+            return;
+        }
         let job = Job {
             request: request.clone(),
             live: Arc::clone(&outcome.decision),
@@ -177,6 +200,7 @@ impl Shadow {
         match self.tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.pending.fetch_sub(1, Ordering::Relaxed);
                 self.recorder.shadow_dropped();
             }
         }
@@ -218,8 +242,14 @@ fn splitmix64(n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn work(rx: &Receiver<Job>, store: Option<&PolicyStore>, recorder: &dyn Recorder) {
+fn work(
+    rx: &Receiver<Job>,
+    pending: &AtomicUsize,
+    store: Option<&PolicyStore>,
+    recorder: &dyn Recorder,
+) {
     while let Ok(job) = rx.recv() {
+        pending.fetch_sub(1, Ordering::Relaxed);
         if let Some(store) = store {
             let snapshot = store.snapshot();
             compare(&job, ShadowSet::Directory, &snapshot, &[], recorder);
