@@ -12,8 +12,9 @@
 //! of its own. The live path does no more than a sampling check, one clone of the
 //! request and a `try_send`: a full queue drops the copy (counted) before it is
 //! made, and never waits.
-//! The worker decides each copy on the shadow under the same [`Rules`], without
-//! the decision cache (keyed by the live generations), compares, and reports
+//! The worker decides each copy on the shadow under the same [`Rules`], through
+//! caches of its own (one per shadow, keyed by that shadow's generations; the
+//! live cache is never read or filled), compares, and reports
 //! every comparison to the [`Recorder`] ([`ShadowCompared`]): telemetry counts
 //! them and logs the disagreements.
 
@@ -22,7 +23,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use super::{
-    Decision, DecisionMeta, DecisionRequest, Interface, Outcome, Recorder, Rules, decide_with_rules,
+    CacheSettings, Decision, DecisionCache, DecisionMeta, DecisionRequest, Interface, Outcome,
+    Recorder, Rules, decide_with_rules,
 };
 use crate::policy::{PolicyStore, Snapshot};
 
@@ -36,6 +38,9 @@ pub struct ShadowSettings {
     pub sample: f64,
     /// Requests waiting for the worker before new ones are dropped.
     pub queue_capacity: usize,
+    /// The worker's decision caches, one per shadow (the service gives it the live
+    /// cache's settings): repeated requests cost the worker a lookup.
+    pub cache: CacheSettings,
 }
 
 impl Default for ShadowSettings {
@@ -43,6 +48,7 @@ impl Default for ShadowSettings {
         Self {
             sample: 1.0,
             queue_capacity: DEFAULT_SHADOW_QUEUE,
+            cache: CacheSettings::default(),
         }
     }
 }
@@ -139,6 +145,7 @@ impl Shadow {
         let worker_store = store.clone();
         let worker_recorder = Arc::clone(&recorder);
         let taken = Arc::clone(&pending);
+        let cache = settings.cache;
         std::thread::Builder::new()
             .name("shadow".into())
             .spawn(move || {
@@ -147,6 +154,7 @@ impl Shadow {
                     &taken,
                     worker_store.as_deref(),
                     worker_recorder.as_ref(),
+                    &cache,
                 )
             })?;
         Ok(Self {
@@ -247,18 +255,24 @@ fn work(
     pending: &AtomicUsize,
     store: Option<&PolicyStore>,
     recorder: &dyn Recorder,
+    cache: &CacheSettings,
 ) {
+    // One cache per shadow: each is keyed by its own snapshots' generations.
+    let new_cache = || cache.enabled.then(|| DecisionCache::new(cache));
+    let (directory, annotations) = (new_cache(), new_cache());
     while let Ok(job) = rx.recv() {
         pending.fetch_sub(1, Ordering::Relaxed);
         if let Some(store) = store {
             let snapshot = store.snapshot();
-            compare(&job, ShadowSet::Directory, &snapshot, &[], recorder);
+            let shadow = decide_cached(directory.as_ref(), &snapshot, &job);
+            compare(&job, ShadowSet::Directory, &shadow, &[], recorder);
         }
         if let Some(view) = &job.annotations {
+            let shadow = decide_cached(annotations.as_ref(), view, &job);
             compare(
                 &job,
                 ShadowSet::Annotations,
-                view,
+                &shadow,
                 &view.shadow_policies,
                 recorder,
             );
@@ -266,15 +280,26 @@ fn work(
     }
 }
 
+/// The job's request decided on `snapshot`, through `cache` when there is one.
+fn decide_cached(cache: Option<&DecisionCache>, snapshot: &Snapshot, job: &Job) -> Arc<Decision> {
+    let decide = || decide_uncached(snapshot, &job.request, job.rules);
+    match cache {
+        Some(c) => {
+            c.get_or_compute(snapshot.generation, &job.request, decide)
+                .0
+        }
+        None => Arc::new(decide()),
+    }
+}
+
 fn compare(
     job: &Job,
     set: ShadowSet,
-    snapshot: &Snapshot,
+    shadow: &Decision,
     shadow_ids: &[String],
     recorder: &dyn Recorder,
 ) {
-    let shadow = decide_uncached(snapshot, &job.request, job.rules);
-    let difference = difference(&job.live, &shadow);
+    let difference = difference(&job.live, shadow);
     let shadow_policies: Vec<String> = difference
         .iter()
         .filter(|id| shadow_ids.binary_search(id).is_ok())
@@ -287,7 +312,7 @@ fn compare(
         request: &job.request,
         meta: &job.meta,
         live: &job.live,
-        shadow: &shadow,
+        shadow,
         difference: &difference,
         shadow_policies: &shadow_policies,
     });
