@@ -10,18 +10,21 @@
 //! [`Engine::decide`](super::Engine::decide) hands a sampled copy of the request,
 //! with the live decision, to a [`Shadow`]: a bounded queue and a worker thread
 //! of its own. The live path does no more than a sampling check, one clone of the
-//! request and a `try_send`: a full queue drops the copy (counted), never waits.
-//! The worker decides each copy on the shadow under the same [`Rules`], without
-//! the decision cache (keyed by the live generations), compares, and reports
+//! request and a `try_send`: a full queue drops the copy (counted) before it is
+//! made, and never waits.
+//! The worker decides each copy on the shadow under the same [`Rules`], through
+//! caches of its own (one per shadow, keyed by that shadow's generations; the
+//! live cache is never read or filled), compares, and reports
 //! every comparison to the [`Recorder`] ([`ShadowCompared`]): telemetry counts
 //! them and logs the disagreements.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use super::{
-    Decision, DecisionMeta, DecisionRequest, Interface, Outcome, Recorder, Rules, decide_with_rules,
+    CacheSettings, Decision, DecisionCache, DecisionMeta, DecisionRequest, Interface, Outcome,
+    Recorder, Rules, decide_with_rules,
 };
 use crate::policy::{PolicyStore, Snapshot};
 
@@ -35,6 +38,9 @@ pub struct ShadowSettings {
     pub sample: f64,
     /// Requests waiting for the worker before new ones are dropped.
     pub queue_capacity: usize,
+    /// The worker's decision caches, one per shadow (the service gives it the live
+    /// cache's settings): repeated requests cost the worker a lookup.
+    pub cache: CacheSettings,
 }
 
 impl Default for ShadowSettings {
@@ -42,6 +48,7 @@ impl Default for ShadowSettings {
         Self {
             sample: 1.0,
             queue_capacity: DEFAULT_SHADOW_QUEUE,
+            cache: CacheSettings::default(),
         }
     }
 }
@@ -117,6 +124,10 @@ pub struct Shadow {
     threshold: u64,
     draws: AtomicU64,
     tx: SyncSender<Job>,
+    /// Copies queued and not yet taken by the worker: a full queue is seen before
+    /// the request is cloned.
+    pending: Arc<AtomicUsize>,
+    capacity: usize,
     recorder: Arc<dyn Recorder>,
 }
 
@@ -128,17 +139,31 @@ impl Shadow {
         settings: ShadowSettings,
         recorder: Arc<dyn Recorder>,
     ) -> std::io::Result<Self> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(settings.queue_capacity.max(1));
+        let capacity = settings.queue_capacity.max(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        let pending = Arc::new(AtomicUsize::new(0));
         let worker_store = store.clone();
         let worker_recorder = Arc::clone(&recorder);
+        let taken = Arc::clone(&pending);
+        let cache = settings.cache;
         std::thread::Builder::new()
             .name("shadow".into())
-            .spawn(move || work(&rx, worker_store.as_deref(), worker_recorder.as_ref()))?;
+            .spawn(move || {
+                work(
+                    &rx,
+                    &taken,
+                    worker_store.as_deref(),
+                    worker_recorder.as_ref(),
+                    &cache,
+                )
+            })?;
         Ok(Self {
             store,
             threshold: threshold(settings.sample),
             draws: AtomicU64::new(0),
             tx,
+            pending,
+            capacity,
             recorder,
         })
     }
@@ -165,6 +190,12 @@ impl Shadow {
         if !self.sampled() {
             return;
         }
+        // Counted before the send, so that the worker's decrement never comes first.
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.recorder.shadow_dropped();
+            return;
+        }
         let job = Job {
             request: request.clone(),
             live: Arc::clone(&outcome.decision),
@@ -177,6 +208,7 @@ impl Shadow {
         match self.tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.pending.fetch_sub(1, Ordering::Relaxed);
                 self.recorder.shadow_dropped();
             }
         }
@@ -218,17 +250,29 @@ fn splitmix64(n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn work(rx: &Receiver<Job>, store: Option<&PolicyStore>, recorder: &dyn Recorder) {
+fn work(
+    rx: &Receiver<Job>,
+    pending: &AtomicUsize,
+    store: Option<&PolicyStore>,
+    recorder: &dyn Recorder,
+    cache: &CacheSettings,
+) {
+    // One cache per shadow: each is keyed by its own snapshots' generations.
+    let new_cache = || cache.enabled.then(|| DecisionCache::new(cache));
+    let (directory, annotations) = (new_cache(), new_cache());
     while let Ok(job) = rx.recv() {
+        pending.fetch_sub(1, Ordering::Relaxed);
         if let Some(store) = store {
             let snapshot = store.snapshot();
-            compare(&job, ShadowSet::Directory, &snapshot, &[], recorder);
+            let shadow = decide_cached(directory.as_ref(), &snapshot, &job);
+            compare(&job, ShadowSet::Directory, &shadow, &[], recorder);
         }
         if let Some(view) = &job.annotations {
+            let shadow = decide_cached(annotations.as_ref(), view, &job);
             compare(
                 &job,
                 ShadowSet::Annotations,
-                view,
+                &shadow,
                 &view.shadow_policies,
                 recorder,
             );
@@ -236,15 +280,26 @@ fn work(rx: &Receiver<Job>, store: Option<&PolicyStore>, recorder: &dyn Recorder
     }
 }
 
+/// The job's request decided on `snapshot`, through `cache` when there is one.
+fn decide_cached(cache: Option<&DecisionCache>, snapshot: &Snapshot, job: &Job) -> Arc<Decision> {
+    let decide = || decide_uncached(snapshot, &job.request, job.rules);
+    match cache {
+        Some(c) => {
+            c.get_or_compute(snapshot.generation, &job.request, decide)
+                .0
+        }
+        None => Arc::new(decide()),
+    }
+}
+
 fn compare(
     job: &Job,
     set: ShadowSet,
-    snapshot: &Snapshot,
+    shadow: &Decision,
     shadow_ids: &[String],
     recorder: &dyn Recorder,
 ) {
-    let shadow = decide_uncached(snapshot, &job.request, job.rules);
-    let difference = difference(&job.live, &shadow);
+    let difference = difference(&job.live, shadow);
     let shadow_policies: Vec<String> = difference
         .iter()
         .filter(|id| shadow_ids.binary_search(id).is_ok())
@@ -257,7 +312,7 @@ fn compare(
         request: &job.request,
         meta: &job.meta,
         live: &job.live,
-        shadow: &shadow,
+        shadow,
         difference: &difference,
         shadow_policies: &shadow_policies,
     });

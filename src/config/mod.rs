@@ -176,7 +176,8 @@ pub struct Config {
 pub struct ShadowConfig {
     /// The shadow policy directory, if any.
     pub policies: Option<PathBuf>,
-    /// Sampling and queue (used for `@shadow` policies too).
+    /// Sampling, queue and the worker's caches (the live cache's settings; used for
+    /// `@shadow` policies too).
     pub settings: crate::authz::ShadowSettings,
 }
 

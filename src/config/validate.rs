@@ -103,7 +103,7 @@ pub(super) fn checked(
         reason: e.reason,
     })?;
     let cache = checked_cache(&fc.cache, origin)?;
-    let shadow = checked_shadow(&fc.shadow, &policies, origin)?;
+    let shadow = checked_shadow(&fc.shadow, &policies, cache, origin)?;
     Ok(Config {
         shadow,
         cache,
@@ -187,6 +187,7 @@ fn checked_cache(
 fn checked_shadow(
     file: &ShadowFile,
     live: &std::path::Path,
+    cache: CacheSettings,
     origin: &dyn Fn(&str) -> String,
 ) -> Result<ShadowConfig, ConfigError> {
     let value = |key: &str, reason: String| ConfigError::Value {
@@ -227,6 +228,7 @@ fn checked_shadow(
         settings: ShadowSettings {
             sample,
             queue_capacity,
+            cache,
         },
     })
 }

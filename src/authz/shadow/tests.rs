@@ -304,6 +304,7 @@ fn a_full_queue_drops_instead_of_waiting() {
             ShadowSettings {
                 sample: 1.0,
                 queue_capacity: 1,
+                ..ShadowSettings::default()
             },
         )
         .expect("shadow starts");
@@ -356,6 +357,7 @@ fn nothing_is_queued_without_a_shadow_or_a_sample() {
             ShadowSettings {
                 sample: 0.0,
                 queue_capacity: 8,
+                ..ShadowSettings::default()
             },
         )
         .expect("shadow starts");
