@@ -74,6 +74,17 @@ pub fn prepare(out: &Path, users: u32, cerbos: CerbosPorts) -> Result<(), String
             std::fs::copy(entry.path(), policies.join(&*name)).map_err(|e| e.to_string())?;
         }
     }
+    // The imported servers' typed tools (`tools/<server>.cedarschema` and entity data):
+    // the reference policies name their tool actions.
+    let tools = repo().join("policies/tools");
+    if tools.is_dir() {
+        std::fs::create_dir_all(policies.join("tools")).map_err(|e| e.to_string())?;
+        for entry in std::fs::read_dir(&tools).map_err(|e| e.to_string())? {
+            let entry = entry.map_err(|e| e.to_string())?;
+            std::fs::copy(entry.path(), policies.join("tools").join(entry.file_name()))
+                .map_err(|e| e.to_string())?;
+        }
+    }
     let all = entities(users)?;
     write(
         &policies.join("entities.json"),

@@ -114,6 +114,7 @@ impl Case {
                 ),
             }),
             "update_issue" => json!({ "issue_id": format!("i{nonce}"), "status": "done" }),
+            "find_project" => json!({ "name": format!("p{nonce}") }),
             _ => json!({ "project": format!("p{nonce}") }),
         }
     }
