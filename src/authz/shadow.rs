@@ -250,6 +250,11 @@ fn splitmix64(n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The worker's first pause on an empty queue.
+const IDLE_MIN: std::time::Duration = std::time::Duration::from_micros(500);
+/// Its longest pause on an empty queue.
+const IDLE_MAX: std::time::Duration = std::time::Duration::from_millis(5);
+
 fn work(
     rx: &Receiver<Job>,
     pending: &AtomicUsize,
@@ -260,7 +265,25 @@ fn work(
     // One cache per shadow: each is keyed by its own snapshots' generations.
     let new_cache = || cache.enabled.then(|| DecisionCache::new(cache));
     let (directory, annotations) = (new_cache(), new_cache());
-    while let Ok(job) = rx.recv() {
+    // The worker polls rather than blocks: a sender never has a sleeping receiver to
+    // wake (a system call and a context switch on the live request's thread for every
+    // copy). An empty queue is looked at again after a pause that grows to
+    // `IDLE_MAX`, so an idle service wakes this thread 200 times a second at most,
+    // and a full queue needs `queue_capacity` copies within that pause.
+    let mut pause = IDLE_MIN;
+    loop {
+        let job = match rx.try_recv() {
+            Ok(job) => {
+                pause = IDLE_MIN;
+                job
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(IDLE_MAX);
+                continue;
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+        };
         pending.fetch_sub(1, Ordering::Relaxed);
         if let Some(store) = store {
             let snapshot = store.snapshot();
