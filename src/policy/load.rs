@@ -463,66 +463,11 @@ pub fn build_with(
     let tool_actions = ToolActions::new(&shapes, &entities);
     let entity_refs = super::attribute_refs(&entities);
     let digests = ContentDigests::new(&policies, schema_digest, entities_digest);
-    let split =
-        super::shadow::split(&policies).map_err(|e| Problems(vec![Problem::error(None, e)]))?;
-    let Some((enforced, shadow_policies)) = split else {
-        return Ok(Snapshot {
-            generation,
-            dir: sources.dir.clone(),
-            index: PolicyIndex::new(&policies),
-            policies,
-            schema,
-            entities,
-            context_shapes: shapes,
-            tool_actions,
-            request_envs,
-            origins,
-            fingerprint: sources.fingerprint,
-            warnings: problems,
-            loaded_at: SystemTime::now(),
-            policy_files: sources.policies.len(),
-            entity_refs,
-            digests,
-            shadow_policies: Vec::new(),
-            all_enforced: None,
-        });
-    };
-    if enforced.is_empty() {
-        return Err(Problems(vec![
-            Problem::error(
-                None,
-                "every policy is annotated `@shadow`: nothing would be enforced",
-            )
-            .with_help(Some("mcp-authz never runs with an empty policy set".into())),
-        ]));
-    }
-    // The view with every `@shadow` policy enforced: the same files, its own set
-    // and index.
-    let all_enforced = Snapshot {
+    let mut snapshot = Snapshot {
         generation,
         dir: sources.dir.clone(),
         index: PolicyIndex::new(&policies),
         policies,
-        schema: schema.clone(),
-        entities: entities.clone(),
-        context_shapes: shapes.clone(),
-        tool_actions: tool_actions.clone(),
-        request_envs: request_envs.clone(),
-        origins: origins.clone(),
-        fingerprint: sources.fingerprint,
-        warnings: problems.clone(),
-        loaded_at: SystemTime::now(),
-        policy_files: sources.policies.len(),
-        entity_refs: entity_refs.clone(),
-        digests: digests.clone(),
-        shadow_policies: shadow_policies.clone(),
-        all_enforced: None,
-    };
-    Ok(Snapshot {
-        generation,
-        dir: sources.dir.clone(),
-        index: PolicyIndex::new(&enforced),
-        policies: enforced,
         schema,
         entities,
         context_shapes: shapes,
@@ -535,9 +480,56 @@ pub fn build_with(
         policy_files: sources.policies.len(),
         entity_refs,
         digests,
-        shadow_policies,
-        all_enforced: Some(Arc::new(all_enforced)),
-    })
+        shadow_policies: Vec::new(),
+        all_enforced: None,
+    };
+    let split = super::shadow::split(&snapshot.policies)
+        .map_err(|e| Problems(vec![Problem::error(None, e)]))?;
+    let Some((enforced, shadow_policies)) = split else {
+        return Ok(snapshot);
+    };
+    if enforced.is_empty() {
+        return Err(Problems(vec![
+            Problem::error(
+                None,
+                "every policy is annotated `@shadow`: nothing would be enforced",
+            )
+            .with_help(Some("mcp-authz never runs with an empty policy set".into())),
+        ]));
+    }
+    // `snapshot` holds every policy: it is the view with every `@shadow` policy
+    // enforced; the served snapshot is the same files with them left out.
+    snapshot.shadow_policies = shadow_policies;
+    let mut served = snapshot.with_policies(enforced);
+    served.all_enforced = Some(Arc::new(snapshot));
+    Ok(served)
+}
+
+impl Snapshot {
+    /// The same files and facts with `policies` (and their index) instead of its
+    /// own, and no `all_enforced` view.
+    fn with_policies(&self, policies: PolicySet) -> Snapshot {
+        Snapshot {
+            generation: self.generation,
+            dir: self.dir.clone(),
+            index: PolicyIndex::new(&policies),
+            policies,
+            schema: self.schema.clone(),
+            entities: self.entities.clone(),
+            context_shapes: self.context_shapes.clone(),
+            tool_actions: self.tool_actions.clone(),
+            request_envs: self.request_envs.clone(),
+            origins: self.origins.clone(),
+            fingerprint: self.fingerprint,
+            warnings: self.warnings.clone(),
+            loaded_at: self.loaded_at,
+            policy_files: self.policy_files,
+            entity_refs: self.entity_refs.clone(),
+            digests: self.digests.clone(),
+            shadow_policies: self.shadow_policies.clone(),
+            all_enforced: None,
+        }
+    }
 }
 
 /// SHA-256 digests of what a snapshot was built from, each written `sha256:<hex>`:
