@@ -322,7 +322,7 @@ async fn bearer_identity(
                 .map(HeaderValue::as_bytes),
             peer.map(|Extension(p)| p.as_ref()),
         );
-        if state.authenticates_callers() && trust == CallerTrust::Untrusted {
+        if !trust.vouches(state) {
             return Err(Refusal::no_credentials().saying(
                 "unauthenticated: a subject without a bearer token is accepted only from a trusted caller (a client certificate of `tls.trusted_callers`, or the caller secret)",
             ));

@@ -81,13 +81,23 @@ impl CallerTrust {
     }
 }
 
+impl CallerTrust {
+    /// Whether this caller's word is taken for what only the transport or a trusted
+    /// caller can vouch for — Envoy's `source.principal`, an AuthZEN subject without
+    /// a token: when it is trusted, and from anyone while callers are not
+    /// authenticated by certificate ([`Services::authenticates_callers`]).
+    pub fn vouches(self, services: &Services) -> bool {
+        self == CallerTrust::Trusted || !services.authenticates_callers()
+    }
+}
+
 /// Whether Envoy's `attributes.source.principal` (the mTLS peer of the connection
 /// Envoy reports) is taken as proven: from a trusted caller always; from any caller
 /// while callers are not authenticated by certificate (no `tls.trusted_callers`: the
 /// port must then be reachable by Envoy only, as the README says). Otherwise it is
 /// an assertion of an untrusted caller, and the request is refused.
 pub fn admit_envoy_peer(services: &Services, trust: CallerTrust) -> Result<(), UntrustedAssertion> {
-    if trust == CallerTrust::Trusted || !services.authenticates_callers() {
+    if trust.vouches(services) {
         Ok(())
     } else {
         Err(UntrustedAssertion(Assertion::SpiffeId))
