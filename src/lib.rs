@@ -27,6 +27,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod identity;
 pub mod mcp;
+pub mod parallel;
 pub mod policy;
 pub mod policytest;
 pub mod replay;

@@ -308,32 +308,7 @@ fn decide_batch(
     };
     /// Fewer lines than this are decided on the calling thread.
     const PARALLEL_FROM: usize = 256;
-    let threads = caches.len();
-    match caches {
-        [first, ..] if threads < 2 || batch.len() < PARALLEL_FROM => {
-            return batch.iter().map(|l| decide(first, l)).collect();
-        }
-        [] => return Vec::new(),
-        _ => {}
-    }
-    let chunk = batch.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = batch
-            .chunks(chunk)
-            .zip(caches.iter_mut())
-            .map(|(part, uids)| {
-                scope.spawn(move || part.iter().map(|l| decide(uids, l)).collect::<Vec<_>>())
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                // A decision never panics; were one to, its thread's panic goes on here.
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
+    crate::parallel::map_in_order(batch, caches, PARALLEL_FROM, decide)
 }
 
 /// Read the next line of `input` (without its end of line): `None` at the end, the

@@ -134,28 +134,12 @@ pub fn run<'a>(engine: &Engine, suites: &'a [Suite]) -> Report<'a> {
             failures,
         }
     };
+    // The cases in contiguous chunks, one thread per core, the results in case order.
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if threads < 2 || cases.len() < PARALLEL_FROM {
-        return Report {
-            results: cases.iter().map(decide).collect(),
-        };
-    }
-    // The cases in contiguous chunks, one thread each, the results in case order.
-    let chunk = cases.len().div_ceil(threads);
-    let results = std::thread::scope(|scope| {
-        let handles: Vec<_> = cases
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(decide).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                // A decision never panics; were one to, its thread's panic goes on here.
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
+    let results =
+        crate::parallel::map_in_order(&cases, &mut vec![(); threads], PARALLEL_FROM, |(), c| {
+            decide(c)
+        });
     Report { results }
 }
 
