@@ -56,6 +56,25 @@ impl Setup {
     }
 }
 
+/// The gateway API's answer to erin's `delete_document` (denied by the policies).
+async fn erin_deletes(
+    gateway: &mut mcp_authz::api::proto::v1::authorizer_client::AuthorizerClient<
+        tonic::transport::Channel,
+    >,
+) -> pb::CheckResponse {
+    gateway
+        .check(parsed(
+            bearer(demo_token("erin")),
+            "docs",
+            "tools/call",
+            "delete_document",
+            None,
+        ))
+        .await
+        .expect("check")
+        .into_inner()
+}
+
 /// The headers an allow of Envoy's gRPC mode sets upstream.
 fn upstream_headers(r: &envoy_types::ext_authz::v3::pb::CheckResponse) -> Vec<(String, String)> {
     match &r.http_response {
@@ -134,17 +153,7 @@ async fn every_interface_answers_allow_and_says_what_was_decided() {
 
     // The gateway API: allowed, and what was decided.
     let mut gateway = client(&s.service.grpc).await;
-    let check = gateway
-        .check(parsed(
-            bearer(erin.clone()),
-            "docs",
-            "tools/call",
-            "delete_document",
-            None,
-        ))
-        .await
-        .expect("check")
-        .into_inner();
+    let check = erin_deletes(&mut gateway).await;
     assert!(
         check.allowed && check.dry_run && !check.decided_allowed,
         "{check:?}"
@@ -217,17 +226,7 @@ async fn every_interface_answers_allow_and_says_what_was_decided() {
 async fn without_a_dry_run_nothing_changes() {
     let s = start(false);
     let mut gateway = client(&s.service.grpc).await;
-    let check = gateway
-        .check(parsed(
-            bearer(demo_token("erin")),
-            "docs",
-            "tools/call",
-            "delete_document",
-            None,
-        ))
-        .await
-        .expect("check")
-        .into_inner();
+    let check = erin_deletes(&mut gateway).await;
     assert!(
         !check.allowed && !check.dry_run && !check.decided_allowed,
         "{check:?}"
@@ -248,10 +247,22 @@ async fn without_a_dry_run_nothing_changes() {
 }
 
 #[test]
-fn serve_dry_run_flag_turns_it_on() {
+fn serve_help_names_the_dry_run_flag_and_its_variable() {
     let out =
         crate::support::process::run(crate::support::process::bin().args(["serve", "--help"]));
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("--dry-run"), "{help}");
     assert!(help.contains("MCP_AUTHZ_DECISIONS_DRY_RUN"), "{help}");
+    // The flag is a flag of the configuration: it turns the dry run (and its mark in
+    // the decision log) on.
+    let flags = mcp_authz::config::Overrides {
+        dry_run: true,
+        ..Default::default()
+    };
+    let config =
+        mcp_authz::config::Config::load(None, &Default::default(), &flags).expect("config");
+    assert!(config.dry_run && config.decision_log.dry_run);
+    let config = mcp_authz::config::Config::load(None, &Default::default(), &Default::default())
+        .expect("config");
+    assert!(!config.dry_run && !config.decision_log.dry_run);
 }
