@@ -265,11 +265,13 @@ fn work(
     // One cache per shadow: each is keyed by its own snapshots' generations.
     let new_cache = || cache.enabled.then(|| DecisionCache::new(cache));
     let (directory, annotations) = (new_cache(), new_cache());
-    // The worker polls rather than blocks: a sender never has a sleeping receiver to
-    // wake (a system call and a context switch on the live request's thread for every
-    // copy). An empty queue is looked at again after a pause that grows to
-    // `IDLE_MAX`, so an idle service wakes this thread 200 times a second at most,
-    // and a full queue needs `queue_capacity` copies within that pause.
+    // Under traffic the worker polls rather than blocks, so that a sender finds no
+    // sleeping receiver to wake (a system call and a context switch on the live
+    // request's thread for every copy): an empty queue is looked at again after a
+    // pause that doubles up to `IDLE_MAX`, and a full queue needs `queue_capacity`
+    // copies within one pause. A queue still empty after the longest pause means no
+    // traffic: the worker then blocks until the next copy, so an idle service (or
+    // one without any shadow) never wakes it.
     let mut pause = IDLE_MIN;
     loop {
         let job = match rx.try_recv() {
@@ -277,11 +279,18 @@ fn work(
                 pause = IDLE_MIN;
                 job
             }
-            Err(std::sync::mpsc::TryRecvError::Empty) => {
+            Err(std::sync::mpsc::TryRecvError::Empty) if pause < IDLE_MAX => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(IDLE_MAX);
                 continue;
             }
+            Err(std::sync::mpsc::TryRecvError::Empty) => match rx.recv() {
+                Ok(job) => {
+                    pause = IDLE_MIN;
+                    job
+                }
+                Err(_) => break,
+            },
             Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
         };
         pending.fetch_sub(1, Ordering::Relaxed);
