@@ -51,6 +51,16 @@ impl TraceContext {
         hex(&self.parent_id)
     }
 
+    /// The trace id's 16 bytes.
+    pub fn trace_id_bytes(&self) -> [u8; 16] {
+        self.trace_id
+    }
+
+    /// The caller's span id's 8 bytes.
+    pub fn parent_id_bytes(&self) -> [u8; 8] {
+        self.parent_id
+    }
+
     /// Whether the caller sampled this trace.
     pub fn sampled(&self) -> bool {
         self.flags & 1 == 1

@@ -190,6 +190,7 @@ async fn observe(mut req: Request, next: Next) -> Response {
         span.record("trace_id", t.trace_id());
         span.record("parent_span_id", t.parent_span_id());
     }
+    crate::telemetry::otlp::set_caller_parent(&span, trace.as_ref());
     req.extensions_mut().insert(RequestMeta { decision: meta });
     let mut response = next.run(req).instrument(span.clone()).await;
     span.record("status", response.status().as_u16());

@@ -21,7 +21,6 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    crate::telemetry::init(config.log_format, &config.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -32,9 +31,28 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
+    // The OTLP exporter runs on the runtime: started inside it.
+    let otlp = {
+        let _entered = runtime.enter();
+        match crate::telemetry::init_with_otlp(
+            config.log_format,
+            &config.log_level,
+            config.otlp.as_ref(),
+        ) {
+            Ok(otlp) => otlp,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_ERROR);
+            }
+        }
+    };
     let dir = config.policies.clone();
     let result =
         runtime.block_on(async { App::bind(config).await?.serve(shutdown_signal()).await });
+    // Export the spans still queued, from this thread while the runtime runs.
+    if let Some(otlp) = otlp {
+        otlp.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(AppError::Policies(problems)) => {

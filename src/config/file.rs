@@ -145,6 +145,34 @@ pub struct DecisionLogFile {
     pub redact: Option<Vec<String>>,
 }
 
+/// The `[otlp]` section: the service's spans exported to an OpenTelemetry
+/// collector (off unless `endpoint` is set).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpFile {
+    /// The collector: `http://127.0.0.1:4317` (gRPC) or
+    /// `http://127.0.0.1:4318/v1/traces` (HTTP).
+    pub endpoint: Option<String>,
+    /// `grpc` (default) or `http` (protobuf over HTTP).
+    pub protocol: Option<crate::telemetry::otlp::OtlpProtocol>,
+    /// `service.name` of the spans (default `mcp-authz`).
+    pub service_name: Option<String>,
+    /// Headers sent with every export, such as an API key.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Fraction of the traces started here that are exported, 0 to 1 (default 1);
+    /// a caller's sampled flag in `traceparent` wins.
+    pub sample_ratio: Option<f64>,
+    /// Ended spans waiting for export before new ones are dropped (default 2048).
+    pub queue_size: Option<u64>,
+    /// Most spans in one export (default 512).
+    pub batch_size: Option<u64>,
+    /// Time between two exports, in milliseconds (default 5000).
+    pub export_interval_ms: Option<u64>,
+    /// Time limit of one export, in milliseconds (default 10000).
+    pub export_timeout_ms: Option<u64>,
+}
+
 /// The `[listeners]` section: time limits and connection caps of the gRPC, HTTP
 /// and admin listeners.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -233,6 +261,9 @@ pub struct FileConfig {
     /// TLS on the listeners and trusted callers.
     #[serde(default)]
     pub tls: super::TlsFile,
+    /// Traces over OTLP.
+    #[serde(default)]
+    pub otlp: OtlpFile,
 }
 
 /// The settings of the file at `path`, checked against the structure first so that

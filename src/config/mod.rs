@@ -30,7 +30,7 @@ mod validate;
 
 pub use file::{
     AdminFile, AuthzenFile, CacheFile, DecisionLogFile, DecisionsFile, EnvoyFile, FileConfig,
-    GrpcFile, ListenersFile, LogFile, ReloadFile, ShadowFile, ValidationFile,
+    GrpcFile, ListenersFile, LogFile, OtlpFile, ReloadFile, ShadowFile, ValidationFile,
 };
 pub use flags::Overrides;
 pub use servers::{ServerMap, ServerMapError, normalized_host};
@@ -169,6 +169,8 @@ pub struct Config {
     pub trusted_callers: Vec<String>,
     /// The shadow policy set and sampling (`[shadow]`).
     pub shadow: ShadowConfig,
+    /// Traces over OTLP (`[otlp]`); `None`: off.
+    pub otlp: Option<crate::telemetry::otlp::OtlpConfig>,
 }
 
 /// The `[shadow]` settings, checked.

@@ -431,6 +431,60 @@ pub const SETTINGS: &[Setting] = &[
         Some(""),
         "SPIFFE IDs (client certificate URI SAN) of callers that may assert identities, such as the gateway and the Envoy sidecars; `spiffe://td/ns/x/sa/*` covers every ID under that path",
     ),
+    setting(
+        "otlp.endpoint",
+        TEXT,
+        None,
+        "OpenTelemetry collector the service's spans are exported to: `http://127.0.0.1:4317` (gRPC) or `http://127.0.0.1:4318/v1/traces` (HTTP) (default: none, no export)",
+    ),
+    setting(
+        "otlp.protocol",
+        ValueKind::OneOf(&["grpc", "http"]),
+        Some("grpc"),
+        "OTLP over gRPC, or over HTTP with protobuf bodies",
+    ),
+    setting(
+        "otlp.service_name",
+        TEXT,
+        Some("mcp-authz"),
+        "`service.name` of the exported spans",
+    ),
+    setting(
+        "otlp.headers",
+        ValueKind::FileOnly,
+        None,
+        "headers (gRPC metadata) sent with every export, such as an API key: `[otlp.headers]` table, `\"x-api-key\" = \"...\"`",
+    ),
+    setting(
+        "otlp.sample_ratio",
+        ValueKind::Fraction,
+        Some("1.0"),
+        "fraction of the traces started here that are exported (0 to 1); a caller's sampled flag in `traceparent` wins",
+    ),
+    setting(
+        "otlp.queue_size",
+        NUMBER,
+        Some("2048"),
+        "ended spans waiting for export before new ones are dropped",
+    ),
+    setting(
+        "otlp.batch_size",
+        NUMBER,
+        Some("512"),
+        "most spans in one export (at most `otlp.queue_size`)",
+    ),
+    setting(
+        "otlp.export_interval_ms",
+        NUMBER,
+        Some("5000"),
+        "time between two exports, in milliseconds",
+    ),
+    setting(
+        "otlp.export_timeout_ms",
+        NUMBER,
+        Some("10000"),
+        "time limit of one export, in milliseconds",
+    ),
 ];
 
 /// The environment variables, one a line, for `mcp-authz serve --help`.

@@ -359,6 +359,7 @@ fn sample(s: &Setting, dir: &Path) -> String {
         "tls.client_ca_file" => dir.join("ca.crt").display().to_string(),
         "tls.require_client_cert" => "true".into(),
         "tls.listeners" => "grpc,http".into(),
+        "otlp.endpoint" => "http://127.0.0.1:4317".into(),
         k => panic!("no sample value for `{k}`: give it a default or a sample here"),
     }
 }
@@ -371,6 +372,7 @@ fn with_companions(s: &Setting, value: &str, dir: &Path) -> BTreeMap<String, Str
         "tls.key_file" => &["tls.cert_file"],
         "tls.client_ca_file" | "tls.listeners" => &["tls.cert_file", "tls.key_file"],
         "tls.require_client_cert" => &["tls.cert_file", "tls.key_file", "tls.client_ca_file"],
+        k if k.starts_with("otlp.") && k != "otlp.endpoint" => &["otlp.endpoint"],
         _ => &[],
     };
     let mut out: Vec<(String, String)> = needs
@@ -822,4 +824,43 @@ fn shadow_settings_are_checked() {
     let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("valid");
     assert_eq!(c.shadow.policies, Some(dir.path().join("next")));
     assert!((c.shadow.settings.sample - 1.0).abs() < f64::EPSILON);
+}
+
+#[test]
+fn otlp_is_off_without_an_endpoint_and_takes_its_defaults() {
+    use crate::telemetry::otlp::{OtlpConfig, OtlpProtocol};
+    let c = Config::load(None, &env(&[]), &Overrides::default()).expect("config");
+    assert_eq!(c.otlp, None);
+    // Settings without an endpoint export nothing.
+    let c = Config::load(
+        None,
+        &env(&[("MCP_AUTHZ_OTLP_SAMPLE_RATIO", "0.5")]),
+        &Overrides::default(),
+    )
+    .expect("config");
+    assert_eq!(c.otlp, None);
+    let c = Config::load(
+        None,
+        &env(&[("MCP_AUTHZ_OTLP_ENDPOINT", "http://127.0.0.1:4317")]),
+        &Overrides::default(),
+    )
+    .expect("config");
+    assert_eq!(c.otlp, Some(OtlpConfig::new("http://127.0.0.1:4317")));
+    let (_d, path) = write(
+        "[otlp]\nendpoint = \"https://otel.example.com/v1/traces\"\nprotocol = \"http\"\nservice_name = \"pdp-eu\"\nsample_ratio = 0.25\nqueue_size = 100\nbatch_size = 10\nexport_interval_ms = 1000\nexport_timeout_ms = 2000\n[otlp.headers]\n\"x-api-key\" = \"k\"\n",
+    );
+    let c = Config::load(
+        Some(&path),
+        &env(&[("MCP_AUTHZ_OTLP_SAMPLE_RATIO", "0.5")]),
+        &Overrides::default(),
+    )
+    .expect("config");
+    let o = c.otlp.expect("otlp");
+    assert_eq!(o.protocol, OtlpProtocol::Http);
+    assert_eq!(o.service_name, "pdp-eu");
+    assert!((o.sample_ratio - 0.5).abs() < f64::EPSILON);
+    assert_eq!((o.queue_size, o.batch_size), (100, 10));
+    assert_eq!(o.export_interval, Duration::from_secs(1));
+    assert_eq!(o.export_timeout, Duration::from_secs(2));
+    assert_eq!(o.headers.get("x-api-key").map(String::as_str), Some("k"));
 }

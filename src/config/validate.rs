@@ -9,11 +9,12 @@ use std::time::Duration;
 use super::{
     AuthzenFile, AuthzenSettings, CacheFile, Config, ConfigError, DEFAULT_GRPC_LISTEN,
     DEFAULT_HTTP_LISTEN, DEFAULT_POLICIES, DecisionLogFile, FileConfig, GrpcFile, GrpcSettings,
-    ListenerConfig, ListenersFile, Secret, ServerMap, ShadowConfig, ShadowFile, Timeouts,
+    ListenerConfig, ListenersFile, OtlpFile, Secret, ServerMap, ShadowConfig, ShadowFile, Timeouts,
 };
 use crate::authz::{CacheSettings, ShadowSettings};
 use crate::identity::IdentityConfig;
 use crate::telemetry::DecisionLogConfig;
+use crate::telemetry::otlp::OtlpConfig;
 
 /// The configuration that `fc` describes; `origin` names where a key's value came from.
 pub(super) fn checked(
@@ -104,7 +105,9 @@ pub(super) fn checked(
     })?;
     let cache = checked_cache(&fc.cache, origin)?;
     let shadow = checked_shadow(&fc.shadow, &policies, cache, origin)?;
+    let otlp = checked_otlp(&fc.otlp, origin)?;
     Ok(Config {
+        otlp,
         shadow,
         cache,
         identity,
@@ -345,6 +348,107 @@ fn checked_decision_log(
         redact: file.redact.clone().unwrap_or(defaults.redact),
         dry_run: false,
     })
+}
+
+fn checked_otlp(
+    file: &OtlpFile,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<Option<OtlpConfig>, ConfigError> {
+    let bad = |key: &str, reason: String| ConfigError::Value {
+        key: format!("otlp.{key}"),
+        origin: origin(&format!("otlp.{key}")),
+        reason,
+    };
+    let Some(endpoint) = &file.endpoint else {
+        return Ok(None);
+    };
+    let protocol = file.protocol.unwrap_or_default();
+    let uri: http::Uri = endpoint.parse().map_err(|_| {
+        bad(
+            "endpoint",
+            format!("`{endpoint}` is not a URL such as `http://127.0.0.1:4317`"),
+        )
+    })?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    if !scheme_ok || uri.host().is_none_or(str::is_empty) || uri.query().is_some() {
+        return Err(bad(
+            "endpoint",
+            format!("`{endpoint}` is not an http:// or https:// URL with a host and no query"),
+        ));
+    }
+    let mut config = OtlpConfig::new(endpoint.clone());
+    config.protocol = protocol;
+    if let Some(name) = &file.service_name {
+        if name.trim().is_empty() {
+            return Err(bad("service_name", "empty name".into()));
+        }
+        config.service_name = name.clone();
+    }
+    for (name, value) in &file.headers {
+        let valid_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        if !valid_name {
+            return Err(bad(
+                "headers",
+                format!("`{name}` is not a header name (lowercase letters, digits, `-`, `_`, `.`)"),
+            ));
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            return Err(bad(
+                "headers",
+                format!("the value of `{name}` is not a valid header value"),
+            ));
+        }
+    }
+    config.headers = file.headers.clone();
+    if let Some(ratio) = file.sample_ratio {
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(bad(
+                "sample_ratio",
+                format!("`{ratio}` is not a fraction from 0 to 1"),
+            ));
+        }
+        config.sample_ratio = ratio;
+    }
+    let count = |key: &str, v: Option<u64>, default: usize| match v {
+        None => Ok(default),
+        Some(0) => Err(bad(key, "must be at least 1".into())),
+        Some(n) if n > 1 << 20 => Err(bad(key, format!("must be at most {}", 1 << 20))),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+    };
+    config.queue_size = count("queue_size", file.queue_size, config.queue_size)?;
+    config.batch_size = count("batch_size", file.batch_size, config.batch_size)?;
+    if config.batch_size > config.queue_size {
+        return Err(bad(
+            "batch_size",
+            format!(
+                "`{}` is more than `otlp.queue_size` ({})",
+                config.batch_size, config.queue_size
+            ),
+        ));
+    }
+    let millis = |key: &str, v: Option<u64>, default: Duration| match v {
+        None => Ok(default),
+        Some(0) => Err(bad(key, "must be at least 1".into())),
+        Some(n) if n > MAX_TIMEOUT_SECS * 1000 => Err(bad(
+            key,
+            format!("must be at most {}", MAX_TIMEOUT_SECS * 1000),
+        )),
+        Some(n) => Ok(Duration::from_millis(n)),
+    };
+    config.export_interval = millis(
+        "export_interval_ms",
+        file.export_interval_ms,
+        config.export_interval,
+    )?;
+    config.export_timeout = millis(
+        "export_timeout_ms",
+        file.export_timeout_ms,
+        config.export_timeout,
+    )?;
+    Ok(Some(config))
 }
 
 /// The longest time limit accepted (a day): longer ones are surely a mistake and

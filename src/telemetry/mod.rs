@@ -7,6 +7,7 @@
 
 pub mod decision_log;
 pub mod metrics;
+pub mod otlp;
 /// W3C trace context (a leaf module of its own: the decision core carries it).
 pub use crate::trace;
 
@@ -50,6 +51,46 @@ pub fn init(format: LogFormat, level: &str) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// As [`init`], and with OTLP export of the service's spans when `otlp` is given
+/// (call it inside the tokio runtime: the exporter runs on it). The returned
+/// [`otlp::Otlp`] is shut down on graceful shutdown, to export what is queued.
+/// With `otlp` absent this is [`init`]: no span is exported and no layer added.
+pub fn init_with_otlp(
+    format: LogFormat,
+    level: &str,
+    otlp: Option<&otlp::OtlpConfig>,
+) -> Result<Option<otlp::Otlp>, String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let Some(config) = otlp else {
+        init(format, level);
+        return Ok(None);
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
+    let fmt = match format {
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_filter(filter).boxed(),
+    };
+    let (exporter, layer) = otlp::Otlp::start(config)?;
+    // The service's own spans (the request spans and what happens inside them),
+    // whatever the log's level: not those of the libraries.
+    let spans = tracing_subscriber::filter::Targets::new()
+        .with_target("mcp_authz", tracing::Level::INFO)
+        .with_target("mcp-authz", tracing::Level::INFO);
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(layer.with_filter(spans))
+        .try_init();
+    Ok(Some(exporter))
 }
 
 /// What decisions are recorded into: the metrics, and the decision log if one is
@@ -314,6 +355,24 @@ impl Telemetry {
             &[("result", "failed")],
             failed,
         );
+        if let Some(otlp) = otlp::stats() {
+            out.family(
+                "mcp_authz_otlp_spans_total",
+                "counter",
+                "Spans exported over OTLP, dropped because the export queue was full, or lost in failed exports.",
+            );
+            for (result, n) in [
+                ("exported", &otlp.exported),
+                ("dropped", &otlp.dropped),
+                ("failed", &otlp.failed),
+            ] {
+                out.sample(
+                    "mcp_authz_otlp_spans_total",
+                    &[("result", result)],
+                    n.load(Ordering::Relaxed),
+                );
+            }
+        }
         out.family("mcp_authz_build_info", "gauge", "The running version.");
         out.sample(
             "mcp_authz_build_info",

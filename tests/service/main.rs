@@ -39,6 +39,7 @@ mod identity_resolve;
 mod index_differential;
 mod input_edges;
 mod malformed_input;
+mod otlp;
 mod reload;
 mod resource_uris;
 mod serve;

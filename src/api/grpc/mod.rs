@@ -188,7 +188,8 @@ impl Authorizer for GatewayApi {
 }
 
 /// The span of one gRPC call: the method, the caller's trace context; the decision
-/// id is recorded when known. Never a token, never the request itself.
+/// id is recorded when known. Never a token, never the request itself. Exported
+/// over OTLP (when on) as a child of the caller's span.
 pub(crate) fn request_span(method: &'static str, meta: &DecisionMeta) -> tracing::Span {
     let span = tracing::info_span!(
         "grpc.request",
@@ -202,6 +203,7 @@ pub(crate) fn request_span(method: &'static str, meta: &DecisionMeta) -> tracing
         span.record("trace_id", t.trace_id());
         span.record("parent_span_id", t.parent_span_id());
     }
+    crate::telemetry::otlp::set_caller_parent(&span, meta.trace.as_ref());
     span
 }
 
