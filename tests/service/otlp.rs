@@ -244,6 +244,33 @@ fn grpc_export_puts_the_check_span_in_the_callers_trace() {
     );
 }
 
+#[cfg(unix)]
+#[test]
+fn a_graceful_stop_exports_the_queued_spans() {
+    let rt = runtime();
+    let (receiver, spans) = grpc_receiver(&rt);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No periodic export within the test: only the shutdown sends the span.
+    let mut server = serve(
+        dir.path(),
+        &format!("[otlp]\nendpoint = \"http://{receiver}\"\nexport_interval_ms = 600000\n"),
+    );
+    let (_, decision_id) = check(&rt, &server.grpc, Some(&traceparent("01")));
+    assert!(
+        spans.0.lock().expect("lock").is_empty(),
+        "exported before the stop"
+    );
+    server.stop();
+    let exported = spans.0.lock().expect("lock").clone();
+    assert!(
+        exported
+            .iter()
+            .any(|s| s.attribute("decision_id").as_deref() == Some(decision_id.as_str())),
+        "the queued span was not exported on SIGTERM:\n{}",
+        server.log_text()
+    );
+}
+
 #[test]
 fn http_export_carries_the_authzen_decision_and_service_name() {
     let rt = runtime();
