@@ -191,7 +191,7 @@ pub async fn decide(
                     )
                     .decision_id
             });
-            refusal.envoy_answer(id.as_ref(), decision_id)
+            refusal.envoy_answer(id.as_ref(), decision_id, services.deny_detail)
         }
     };
     dry_run(services, answer)
@@ -296,7 +296,7 @@ async fn decide_request(
     let decision_id = deciding.outcome.decision_id.clone();
     if !allowed {
         return Err(Box::new(Refused {
-            refusal: Refusal::forbidden(decision.reason.clone()),
+            refusal: Refusal::forbidden(decision.reason.clone()).of_call(&deciding.call),
             id: deciding.call.id.clone(),
             decision_id: Some(decision_id),
         }));

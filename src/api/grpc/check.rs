@@ -13,6 +13,7 @@ use crate::api::proto::v1::{
 };
 use crate::api::refusal::Refusal;
 use crate::authz::{Decision, DecisionMeta, Engine, Interface, Role};
+use crate::config::DenyDetail;
 use crate::identity::Identity;
 use crate::mcp::jsonrpc::{McpCall, McpHeaders, check_headers, parse_body, request_message};
 use crate::policy::Snapshot;
@@ -94,6 +95,7 @@ pub(super) fn decide_ready(
     snapshot: &Snapshot,
     meta: &DecisionMeta,
     ready: ReadyCheck,
+    detail: DenyDetail,
 ) -> CheckResponse {
     let on = Deciding {
         engine,
@@ -120,14 +122,26 @@ pub(super) fn decide_ready(
             snapshot,
             meta,
             &Refusal::invalid("the request holds no message"),
+            detail,
         );
     };
     let decision = &deciding.outcome.decision;
-    let deny = (!allowed).then(|| Refusal::forbidden(decision.reason.clone()).gateway_deny());
+    let decision_id = &deciding.outcome.decision_id;
+    let deny = (!allowed).then(|| {
+        Refusal::forbidden(decision.reason.clone())
+            .of_call(&deciding.call)
+            .gateway_deny(detail, decision_id)
+    });
+    // What a client may be shown: a deny says what its error says, unless the
+    // setting shows the full reason.
+    let reason = match &deny {
+        Some(d) if detail != DenyDetail::Full => d.error.message.clone(),
+        _ => decision.reason.to_string(),
+    };
     CheckResponse {
         allowed,
-        decision_id: deciding.outcome.decision_id.clone(),
-        reason: decision.reason.to_string(),
+        decision_id: decision_id.clone(),
+        reason,
         evaluations: evaluations(decision),
         deny_kind: deny.as_ref().map_or(DenyKind::Unspecified, |d| d.kind) as i32,
         error: deny.map(|d| d.error),
@@ -150,6 +164,7 @@ pub(super) fn decide_batch(
     semantic: Semantic,
     max: usize,
     dry_run: bool,
+    detail: DenyDetail,
 ) -> Result<Vec<CheckResponse>, Status> {
     let parsed: Vec<Result<ReadyCheck, Refusal>> = pending
         .into_iter()
@@ -173,8 +188,8 @@ pub(super) fn decide_batch(
     let mut results = Vec::with_capacity(parsed.len());
     for check in parsed {
         let result = match check {
-            Ok(ready) => decide_ready(engine, &snapshot, meta, ready),
-            Err(refusal) => refused(engine, &snapshot, meta, &refusal),
+            Ok(ready) => decide_ready(engine, &snapshot, meta, ready, detail),
+            Err(refusal) => refused(engine, &snapshot, meta, &refusal, detail),
         };
         // The batch stops where the answers say, and a dry run answers allow.
         let answered = result.allowed || dry_run;
