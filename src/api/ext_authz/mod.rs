@@ -30,6 +30,10 @@
 //! Denied ones get 403 with a JSON-RPC error carrying the request's id;
 //! unauthenticated ones — no credentials at all, or a token that fails — 401 with
 //! `WWW-Authenticate: Bearer ...` as the MCP authorization spec asks; malformed ones 400.
+//! Every error carries the decision id in `error.data.decision_id`; what a deny says
+//! follows `decisions.deny_detail` ([`Refusal::client_error`]), and a `not_found`
+//! deny is answered with status 200 (the gRPC mode; 400 in the HTTP mode, where a
+//! 200 is an allow), as a server answers a call of a tool it does not have.
 //!
 //! The request/answer model and the decision are here; the header rule in
 //! `headers`, the two wire formats in `grpc` and `http`.
