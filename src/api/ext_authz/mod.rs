@@ -234,6 +234,9 @@ async fn decide_request(
     let (server, source) = server_of(services, &request)?;
     meta.server_source = Some(source.as_str());
     let calls = calls_of(&request)?;
+    // A JSON-RPC batch (the body parsed: an array) is answered with one error, never
+    // the array a server answers a batch with: never as if a tool did not exist.
+    let batch = request.body.trim_ascii_start().first() == Some(&b'[');
     let request_id = calls.first().and_then(|c| c.id.clone());
     let authorization = match request.headers.get("authorization") {
         Ok(a) => a,
@@ -299,8 +302,12 @@ async fn decide_request(
     let decision = &deciding.outcome.decision;
     let decision_id = deciding.outcome.decision_id.clone();
     if !allowed {
+        let mut refusal = Refusal::forbidden(decision.reason.clone());
+        if !batch {
+            refusal = refusal.of_call(&deciding.call);
+        }
         return Err(Box::new(Refused {
-            refusal: Refusal::forbidden(decision.reason.clone()).of_call(&deciding.call),
+            refusal,
             id: deciding.call.id.clone(),
             decision_id: Some(decision_id),
         }));

@@ -913,3 +913,31 @@ async fn refusals_keep_their_message_and_carry_the_decision_id_at_every_level() 
         );
     }
 }
+
+#[tokio::test]
+async fn a_denied_batch_is_never_answered_as_not_found() {
+    use crate::api::refusal::GENERIC_FORBIDDEN;
+    use crate::api::test_support::token;
+    let service = ExtAuthzGrpc::new(ready_with(crate::config::DenyDetail::NotFound).await);
+    let bearer = format!("Bearer {}", token("alice", "corpassist"));
+    let batch = json!([
+        { "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+          "params": { "name": "delete_document", "arguments": { "document_id": "x" } } },
+    ]);
+    let (_, status, headers, body) = grpc_answer(
+        &service,
+        envoy(
+            "POST",
+            &[("authorization", bearer.as_str())],
+            &batch.to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, Some(403), "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        body["error"],
+        json!({ "code": -32003, "message": GENERIC_FORBIDDEN,
+            "data": { "decision_id": decision_id_of(&headers) } })
+    );
+}

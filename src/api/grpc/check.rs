@@ -23,6 +23,8 @@ pub(super) struct ReadyCheck {
     identity: Identity,
     server: String,
     pub(super) calls: Vec<McpCall>,
+    /// Whether the messages came as a JSON-RPC batch (an array).
+    batch: bool,
     extra: Map<String, Value>,
 }
 
@@ -32,7 +34,7 @@ pub(super) fn parse_check(request: CheckRequest, who: Who) -> Result<ReadyCheck,
     if let Who::Refused(r) = who {
         return Err(r);
     }
-    let calls = calls_of(&request)?;
+    let (calls, batch) = calls_of(&request)?;
     let identity = match who {
         Who::Known(i) => i,
         Who::Failed(e) => return Err(Refusal::unauthenticated(&e)),
@@ -47,12 +49,13 @@ pub(super) fn parse_check(request: CheckRequest, who: Who) -> Result<ReadyCheck,
         identity,
         server: request.server,
         calls,
+        batch,
         extra,
     })
 }
 
-/// The MCP messages of a check request.
-fn calls_of(request: &CheckRequest) -> Result<Vec<McpCall>, Refusal> {
+/// The MCP messages of a check request, and whether they came as a batch.
+fn calls_of(request: &CheckRequest) -> Result<(Vec<McpCall>, bool), Refusal> {
     match &request.message {
         Some(check_request::Message::Jsonrpc(body)) => {
             let message = parse_body(body).map_err(|e| Refusal::from(&e))?;
@@ -64,12 +67,12 @@ fn calls_of(request: &CheckRequest) -> Result<Vec<McpCall>, Refusal> {
             )
             .map_err(|e| Refusal::from(&e))?;
             check_headers(&message, &headers).map_err(|e| Refusal::from(&e))?;
-            Ok(message.calls)
+            Ok((message.calls, message.batch))
         }
         Some(check_request::Message::Mcp(m)) => {
             let body = message_from_fields(m)?;
             parse_body(&body)
-                .map(|m| m.calls)
+                .map(|m| (m.calls, m.batch))
                 .map_err(|e| Refusal::from(&e))
         }
         None => Err(Refusal::invalid(
@@ -97,6 +100,7 @@ pub(super) fn decide_ready(
     ready: ReadyCheck,
     detail: DenyDetail,
 ) -> CheckResponse {
+    let batch = ready.batch;
     let on = Deciding {
         engine,
         snapshot,
@@ -128,9 +132,15 @@ pub(super) fn decide_ready(
     let decision = &deciding.outcome.decision;
     let decision_id = &deciding.outcome.decision_id;
     let deny = (!allowed).then(|| {
-        Refusal::forbidden(decision.reason.clone())
-            .of_call(&deciding.call)
-            .gateway_deny(detail, decision_id)
+        let refusal = Refusal::forbidden(decision.reason.clone());
+        // A batch gets one error, not the array a server answers a batch with:
+        // never answered as if a tool did not exist.
+        let refusal = if !batch {
+            refusal.of_call(&deciding.call)
+        } else {
+            refusal
+        };
+        refusal.gateway_deny(detail, decision_id)
     });
     // What a client may be shown: a deny says what its error says, unless the
     // setting shows the full reason.

@@ -140,6 +140,14 @@ async fn check_tells_the_client_what_deny_detail_allows() {
         assert_eq!(denied.evaluations, full.evaluations, "{detail:?}");
         assert_eq!(denied.calls.first().map(|c| &c.reason), Some(&full.reason));
     }
+    // A batch (even of one) gets one error, never a server's answer to a batch: generic.
+    let batch = format!("[{}]", tools_call("delete_document"));
+    let denied = answer(&api_with(DenyDetail::NotFound).await, check(&alice, &batch)).await;
+    let error = denied.error.as_ref().expect("a JSON-RPC error");
+    assert_eq!(
+        (error.code, error.message.as_str()),
+        (-32003, GENERIC_FORBIDDEN)
+    );
     // A resource, as a server without it answers (`data.uri`, MCP's `-32002`).
     let api = api_with(DenyDetail::NotFound).await;
     let carol = token("carol", "corpassist");
