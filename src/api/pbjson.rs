@@ -1,5 +1,5 @@
-//! `google.protobuf.Struct` to JSON. Two copies of the type exist (ours from
-//! `prost-types`, Envoy's from `envoy-types`); the conversion is the same.
+//! `google.protobuf.Struct` to JSON and back. Two copies of the type exist (ours
+//! from `prost-types`, Envoy's from `envoy-types`); the conversion is the same.
 //!
 //! A number that is a whole number within the range of a Cedar `Long` becomes a
 //! JSON integer (protobuf carries every number as a double); any other number
@@ -35,6 +35,32 @@ converters!(
     envoy_struct_to_json,
     envoy_value_to_json
 );
+
+/// A JSON object as our `Struct` (numbers become doubles, as protobuf has them).
+pub fn json_to_struct(object: &Map<String, Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: object
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
+    }
+}
+
+/// JSON as our `Value`.
+pub fn json_to_value(v: &Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_value).collect(),
+        }),
+        Value::Object(o) => Kind::StructValue(json_to_struct(o)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
 
 fn number(n: f64) -> Value {
     // 2^63 is exactly representable; every whole double below it fits an i64.
@@ -93,5 +119,20 @@ mod tests {
         assert_eq!(json["obj"]["n"], serde_json::json!(500));
         assert_eq!(json["null"], Value::Null);
         assert_eq!(number(f64::NAN), Value::Null);
+    }
+
+    #[test]
+    fn json_to_struct_and_back() {
+        let json = serde_json::json!({
+            "decision_id": "d1", "n": 3, "half": 0.5, "b": false, "null": null,
+            "list": ["a", 1], "obj": { "uri": "file:///x" }
+        });
+        let Value::Object(object) = json.clone() else {
+            panic!("an object");
+        };
+        assert_eq!(
+            Value::Object(struct_to_json(&json_to_struct(&object))),
+            json
+        );
     }
 }

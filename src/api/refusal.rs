@@ -24,22 +24,93 @@
 //!   challenge and the JSON-RPC error body ([`super::ext_authz`]).
 //! - HTTP (AuthZEN, admin): `IntoResponse`, `{"error": {"status": N, "message":
 //!   ...}}` ([`super::http`]); "not ready" is a plain-text 503, as probes read it.
+//!
+//! What a client is told ([`Refusal::client_error`], the one place that builds the
+//! JSON-RPC error of the gateway API and of Envoy): every error carries the
+//! decision id in `error.data.decision_id`. A [`Forbidden`](RefusalKind::Forbidden)
+//! refusal's message follows `decisions.deny_detail` ([`DenyDetail`]): `generic`
+//! ([`GENERIC_FORBIDDEN`], no policy ids, principals or reason), `full` (the
+//! message, `forbidden: <reason>`), or `not_found` (the answer of an MCP server
+//! that does not have the tool, prompt or resource the [`DeniedCall`] names;
+//! `generic` for any other call). Every other kind says its own message, which
+//! names no policy. The message of the refusal itself, which the decision log
+//! records, is never changed.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tonic::Status;
 
 use super::ext_authz::EnvoyAnswer;
+use super::pbjson::json_to_struct;
 use super::proto::v1::{DenyKind, JsonRpcError};
 use super::services::REALM;
 use crate::authz::{DecisionMeta, Engine, Interface, Outcome, Reason};
+use crate::config::DenyDetail;
 use crate::identity::{AuthnError, bearer_challenge};
 use crate::mcp::jsonrpc::{
-    FORBIDDEN_CODE, INTERNAL_ERROR, INVALID_REQUEST, McpError, UNAUTHENTICATED_CODE, error_response,
+    FORBIDDEN_CODE, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, McpCall, McpError,
+    RESOURCE_NOT_FOUND, Subject, UNAUTHENTICATED_CODE, error_response_with_data,
 };
 use crate::policy::Snapshot;
+
+/// What a denied client is told with `decisions.deny_detail = "generic"` (the
+/// default), and for calls `not_found` has no answer for.
+pub const GENERIC_FORBIDDEN: &str = "forbidden: this request is not allowed";
+
+/// The MCP call a deny answers: its method and what it names, for the
+/// `not_found` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeniedCall {
+    method: String,
+    subject: Subject,
+}
+
+impl DeniedCall {
+    /// The call `call` is.
+    pub fn of(call: &McpCall) -> Self {
+        Self {
+            method: call.method.clone(),
+            subject: call.subject.clone(),
+        }
+    }
+
+    /// The answer of an MCP server that does not have what the call names: the
+    /// code, the message and the resource URI for `data.uri` (MCP's own: `-32602`
+    /// for an unknown tool or prompt, `-32002` with `data.uri` for an unknown
+    /// resource); `None` for any other call.
+    fn not_found(&self) -> Option<(i64, String, Option<String>)> {
+        match (self.method.as_str(), &self.subject) {
+            ("tools/call", Subject::Tool(name)) => {
+                Some((INVALID_PARAMS, format!("Unknown tool: {name}"), None))
+            }
+            ("prompts/get", Subject::Prompt(name)) => {
+                Some((INVALID_PARAMS, format!("Unknown prompt: {name}"), None))
+            }
+            ("resources/read", Subject::Resource(uri)) => Some((
+                RESOURCE_NOT_FOUND,
+                "Resource not found".to_owned(),
+                Some(uri.clone()),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The JSON-RPC error a client is sent for a refusal ([`Refusal::client_error`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientError {
+    /// `error.code`.
+    pub code: i64,
+    /// `error.message`.
+    pub message: String,
+    /// `error.data`: `decision_id`, and `uri` for `Resource not found`.
+    pub data: Map<String, Value>,
+    /// Whether it answers as if the target did not exist (`not_found`): then the
+    /// HTTP answer is the one of a server's JSON-RPC error, 200.
+    pub not_found: bool,
+}
 
 /// What kind of "no" a refusal is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +141,8 @@ pub enum RefusalKind {
 pub struct Refusal {
     kind: RefusalKind,
     message: String,
+    /// The call a deny answers, if known (for `not_found`).
+    call: Option<DeniedCall>,
 }
 
 impl std::fmt::Display for Refusal {
@@ -86,7 +159,14 @@ impl Refusal {
         Self {
             kind,
             message: message.into(),
+            call: None,
         }
+    }
+
+    /// The same refusal, answering `call` (what `not_found` names).
+    pub fn of_call(mut self, call: &McpCall) -> Self {
+        self.call = Some(DeniedCall::of(call));
+        self
     }
 
     /// Credentials that did not verify: `unauthenticated: <why>`, with the
@@ -200,9 +280,49 @@ impl Refusal {
         }
     }
 
-    /// The JSON-RPC error response answering the message `id` (`null` if none).
-    pub fn jsonrpc_error(&self, id: Option<&Value>) -> Value {
-        error_response(id, self.jsonrpc_code(), &self.message)
+    /// What the client is told for the refusal logged as `decision_id`, with
+    /// `detail` for a deny (see the module documentation).
+    pub fn client_error(&self, detail: DenyDetail, decision_id: &str) -> ClientError {
+        let mut data = Map::new();
+        let (code, message, not_found) = match (&self.kind, detail) {
+            (RefusalKind::Forbidden(_), DenyDetail::Full) => {
+                (FORBIDDEN_CODE, self.message.clone(), false)
+            }
+            (RefusalKind::Forbidden(_), DenyDetail::NotFound) => {
+                match self.call.as_ref().and_then(DeniedCall::not_found) {
+                    Some((code, message, uri)) => {
+                        if let Some(uri) = uri {
+                            data.insert("uri".into(), Value::String(uri));
+                        }
+                        (code, message, true)
+                    }
+                    None => (FORBIDDEN_CODE, GENERIC_FORBIDDEN.to_owned(), false),
+                }
+            }
+            (RefusalKind::Forbidden(_), DenyDetail::Generic) => {
+                (FORBIDDEN_CODE, GENERIC_FORBIDDEN.to_owned(), false)
+            }
+            _ => (self.jsonrpc_code(), self.message.clone(), false),
+        };
+        data.insert("decision_id".into(), Value::String(decision_id.to_owned()));
+        ClientError {
+            code,
+            message,
+            data,
+            not_found,
+        }
+    }
+
+    /// The JSON-RPC error response answering the message `id` (`null` if none),
+    /// for the refusal logged as `decision_id`.
+    pub fn jsonrpc_error(
+        &self,
+        id: Option<&Value>,
+        detail: DenyDetail,
+        decision_id: &str,
+    ) -> Value {
+        let e = self.client_error(detail, decision_id);
+        error_response_with_data(id, e.code, &e.message, e.data)
     }
 }
 
@@ -241,19 +361,22 @@ pub struct GatewayDeny {
 }
 
 impl Refusal {
-    /// The refusal as the gateway API answers it.
-    pub fn gateway_deny(&self) -> GatewayDeny {
+    /// The refusal logged as `decision_id` as the gateway API answers it, with
+    /// `detail` for a deny.
+    pub fn gateway_deny(&self, detail: DenyDetail, decision_id: &str) -> GatewayDeny {
         let kind = match self.kind {
             RefusalKind::Unauthenticated { .. } => DenyKind::Unauthenticated,
             RefusalKind::Invalid { .. } | RefusalKind::TooLarge => DenyKind::InvalidRequest,
             RefusalKind::Forbidden(_) => DenyKind::Forbidden,
             RefusalKind::Unavailable | RefusalKind::Internal => DenyKind::Unspecified,
         };
+        let e = self.client_error(detail, decision_id);
         GatewayDeny {
             kind,
             error: JsonRpcError {
-                code: self.jsonrpc_code(),
-                message: self.message.clone(),
+                code: e.code,
+                message: e.message,
+                data: Some(json_to_struct(&e.data)),
             },
             www_authenticate: self.challenge().unwrap_or_default().to_owned(),
         }
@@ -264,17 +387,31 @@ impl Refusal {
 
 impl Refusal {
     /// The answer to Envoy: the status, the challenge, and the JSON-RPC error
-    /// answering the message `id`, for the deny `decision_id`.
-    pub fn envoy_answer(&self, id: Option<&Value>, decision_id: String) -> EnvoyAnswer {
+    /// answering the message `id`, for the deny `decision_id`, with `detail` for
+    /// a deny. A `not_found` answer has status 200, as an MCP server sends its
+    /// JSON-RPC error for an unknown tool (a 404 would mean "session not found" to
+    /// a streamable HTTP client).
+    pub fn envoy_answer(
+        &self,
+        id: Option<&Value>,
+        decision_id: String,
+        detail: DenyDetail,
+    ) -> EnvoyAnswer {
+        let e = self.client_error(detail, &decision_id);
+        let status = if e.not_found {
+            StatusCode::OK
+        } else {
+            self.http_status()
+        };
         EnvoyAnswer::Deny {
-            decision_id,
-            status: self.http_status().as_u16(),
+            status: status.as_u16(),
             headers: self
                 .challenge()
                 .map(|c| ("www-authenticate", c.to_owned()))
                 .into_iter()
                 .collect(),
-            body: self.jsonrpc_error(id).to_string(),
+            body: error_response_with_data(id, e.code, &e.message, e.data).to_string(),
+            decision_id,
         }
     }
 }
@@ -301,6 +438,7 @@ impl IntoResponse for Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::pbjson::struct_to_json;
     use crate::authz::ReasonKind;
 
     fn every_kind() -> Vec<Refusal> {
@@ -380,8 +518,13 @@ mod tests {
         let denies: Vec<(DenyKind, i64, bool)> = every_kind()
             .iter()
             .map(|r| {
-                let d = r.gateway_deny();
+                let d = r.gateway_deny(DenyDetail::Full, "d1");
                 assert_eq!(d.error.message, r.message());
+                assert_eq!(
+                    d.error.data.as_ref().map(struct_to_json),
+                    Some(data("d1")),
+                    "{r}"
+                );
                 (d.kind, d.error.code, !d.www_authenticate.is_empty())
             })
             .collect();
@@ -398,6 +541,147 @@ mod tests {
                 (DenyKind::Unspecified, -32603, false),
             ]
         );
+        // The generic default hides the reason of a deny, and only of a deny.
+        for r in every_kind() {
+            let d = r.gateway_deny(DenyDetail::Generic, "d2");
+            let expected = match r.kind() {
+                RefusalKind::Forbidden(_) => GENERIC_FORBIDDEN,
+                _ => r.message(),
+            };
+            assert_eq!(d.error.message, expected);
+            assert_eq!(d.error.data.as_ref().map(struct_to_json), Some(data("d2")));
+        }
+    }
+
+    fn data(decision_id: &str) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("decision_id".into(), json!(decision_id));
+        m
+    }
+
+    fn policy_deny() -> Refusal {
+        Refusal::forbidden(Reason::new(
+            ReasonKind::Denied,
+            "denied by policy `contractors-no-finance` for `Mcp::User::\"erin\"`",
+        ))
+    }
+
+    fn call(method: &str, subject: Subject) -> McpCall {
+        McpCall {
+            method: method.to_owned(),
+            subject,
+            arguments: Map::new(),
+            id: Some(json!(7)),
+            kind: crate::mcp::jsonrpc::MessageKind::Request,
+        }
+    }
+
+    #[test]
+    fn each_level_of_detail_for_a_policy_deny() {
+        let deny = policy_deny().of_call(&call("tools/call", Subject::Tool("refund".into())));
+        let generic = deny.client_error(DenyDetail::Generic, "d1");
+        assert_eq!(
+            generic,
+            ClientError {
+                code: FORBIDDEN_CODE,
+                message: "forbidden: this request is not allowed".into(),
+                data: data("d1"),
+                not_found: false,
+            }
+        );
+        // Nothing of the reason: no policy id, no principal.
+        assert!(!generic.message.contains("contractors") && !generic.message.contains("erin"));
+        let full = deny.client_error(DenyDetail::Full, "d1");
+        assert_eq!(full.code, FORBIDDEN_CODE);
+        assert_eq!(full.message, deny.message());
+        assert!(
+            full.message
+                .starts_with("forbidden: denied by policy `contractors-no-finance`")
+        );
+        assert_eq!(full.data, data("d1"));
+        let not_found = deny.client_error(DenyDetail::NotFound, "d1");
+        assert_eq!(
+            not_found,
+            ClientError {
+                code: INVALID_PARAMS,
+                message: "Unknown tool: refund".into(),
+                data: data("d1"),
+                not_found: true,
+            }
+        );
+        // The refusal itself (what the decision log records) keeps the reason.
+        assert!(deny.message().contains("contractors-no-finance"));
+        // A rule's rejection is a deny like a policy's.
+        let rule = Refusal::forbidden(Reason::new(ReasonKind::Rule, "a user needs an application"));
+        assert_eq!(
+            rule.client_error(DenyDetail::Generic, "d").message,
+            GENERIC_FORBIDDEN
+        );
+    }
+
+    #[test]
+    fn not_found_answers_as_an_mcp_server_without_the_target() {
+        let cases = [
+            (
+                call("prompts/get", Subject::Prompt("triage".into())),
+                (INVALID_PARAMS, "Unknown prompt: triage", None),
+            ),
+            (
+                call(
+                    "resources/read",
+                    Subject::Resource("docs://finance/q1".into()),
+                ),
+                (
+                    RESOURCE_NOT_FOUND,
+                    "Resource not found",
+                    Some("docs://finance/q1"),
+                ),
+            ),
+            // Methods with no "unknown" answer of their own: generic.
+            (
+                call("tools/list", Subject::Server),
+                (FORBIDDEN_CODE, GENERIC_FORBIDDEN, None),
+            ),
+            (
+                call("completion/complete", Subject::Prompt("triage".into())),
+                (FORBIDDEN_CODE, GENERIC_FORBIDDEN, None),
+            ),
+        ];
+        for (call, (code, message, uri)) in cases {
+            let e = policy_deny()
+                .of_call(&call)
+                .client_error(DenyDetail::NotFound, "d9");
+            assert_eq!((e.code, e.message.as_str()), (code, message), "{call:?}");
+            assert_eq!(e.not_found, code != FORBIDDEN_CODE);
+            let mut expected = Map::new();
+            if let Some(uri) = uri {
+                expected.insert("uri".into(), json!(uri));
+            }
+            expected.insert("decision_id".into(), json!("d9"));
+            assert_eq!(e.data, expected);
+        }
+        // A deny with no call known (refused before any message was decided): generic.
+        assert_eq!(
+            policy_deny()
+                .client_error(DenyDetail::NotFound, "d")
+                .message,
+            GENERIC_FORBIDDEN
+        );
+        // Every other kind says its own message at every level, and has the id too.
+        for level in [DenyDetail::Generic, DenyDetail::Full, DenyDetail::NotFound] {
+            for r in every_kind()
+                .into_iter()
+                .filter(|r| !matches!(r.kind(), RefusalKind::Forbidden(_)))
+            {
+                let r = r.of_call(&call("tools/call", Subject::Tool("refund".into())));
+                let e = r.client_error(level, "d");
+                assert_eq!(
+                    (e.code, e.message.as_str()),
+                    (r.jsonrpc_code(), r.message())
+                );
+                assert_eq!(e.data, data("d"));
+            }
+        }
     }
 
     #[test]
@@ -412,7 +696,7 @@ mod tests {
                 status: got,
                 headers,
                 body,
-            } = refusal.envoy_answer(Some(&id), "d1".into())
+            } = refusal.envoy_answer(Some(&id), "d1".into(), DenyDetail::Full)
             else {
                 panic!("a refusal is a deny");
             };
@@ -421,7 +705,8 @@ mod tests {
             assert_eq!(
                 body,
                 json!({ "jsonrpc": "2.0", "id": 7, "error": {
-                    "code": refusal.jsonrpc_code(), "message": refusal.message() } })
+                    "code": refusal.jsonrpc_code(), "message": refusal.message(),
+                    "data": { "decision_id": "d1" } } })
             );
             assert_eq!(
                 headers,
@@ -432,15 +717,43 @@ mod tests {
                     .collect::<Vec<_>>()
             );
         }
-        // No id: `null`; the members in the order every JSON-RPC error has had.
-        let EnvoyAnswer::Deny { body, .. } = Refusal::invalid("x").envoy_answer(None, "d".into())
+        // No id: `null`; the members in the order every JSON-RPC error has had,
+        // `data` last.
+        let EnvoyAnswer::Deny { body, .. } =
+            Refusal::invalid("x").envoy_answer(None, "d".into(), DenyDetail::Generic)
         else {
             panic!("a deny");
         };
         assert_eq!(
             body,
-            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"x"}}"#
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"x","data":{"decision_id":"d"}}}"#
         );
+        // The generic deny: 403; the not-found one: 200, as a server answers it.
+        let deny = policy_deny().of_call(&call("tools/call", Subject::Tool("refund".into())));
+        for (level, status, body) in [
+            (
+                DenyDetail::Generic,
+                403,
+                json!({ "code": -32003, "message": GENERIC_FORBIDDEN, "data": { "decision_id": "d" } }),
+            ),
+            (
+                DenyDetail::NotFound,
+                200,
+                json!({ "code": -32602, "message": "Unknown tool: refund", "data": { "decision_id": "d" } }),
+            ),
+        ] {
+            let EnvoyAnswer::Deny {
+                status: got,
+                body: text,
+                ..
+            } = deny.envoy_answer(Some(&id), "d".into(), level)
+            else {
+                panic!("a deny");
+            };
+            assert_eq!(got, status, "{level:?}");
+            let text: Value = serde_json::from_str(&text).expect("JSON");
+            assert_eq!(text, json!({ "jsonrpc": "2.0", "id": 7, "error": body }));
+        }
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::authz::Engine;
-use crate::config::{AuthzenSettings, GrpcSettings, Secret, ServerMap};
+use crate::config::{AuthzenSettings, DenyDetail, GrpcSettings, Secret, ServerMap};
 use crate::identity::Resolver;
 use crate::telemetry::Telemetry;
 
@@ -54,6 +54,8 @@ pub struct Services {
     /// Dry run (`decisions.dry_run`): every decision is made and logged as usual,
     /// every answer is allow ([`Services::enforced`]).
     pub dry_run: bool,
+    /// How much of a deny's reason the client is told (`decisions.deny_detail`).
+    pub deny_detail: DenyDetail,
 }
 
 impl Services {
@@ -88,6 +90,7 @@ impl Services {
             grpc: GrpcSettings::default(),
             admin_token: None,
             dry_run: false,
+            deny_detail: DenyDetail::default(),
         }
     }
 }

@@ -329,6 +329,7 @@ impl Bound {
                 grpc: config.grpc,
                 admin_token,
                 dry_run: config.dry_run,
+                deny_detail: config.deny_detail,
             })
             .await;
         let watch_options = WatchOptions {

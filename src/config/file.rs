@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ConfigError, LogFormat, SETTINGS, ValueKind};
+use super::{ConfigError, DenyDetail, LogFormat, SETTINGS, ValueKind};
 use crate::identity::{IssuerConfig, JwtSettings, SpiffeConfig};
 
 /// The `[log]` section.
@@ -102,6 +102,8 @@ pub struct DecisionsFile {
     pub allow_undeclared_arguments: Option<bool>,
     /// Decide and log every request as usual but answer allow (default `false`).
     pub dry_run: Option<bool>,
+    /// How much of a deny's reason the client is told (default `generic`).
+    pub deny_detail: Option<DenyDetail>,
 }
 
 /// The `[shadow]` section: a policy set decided beside the live one, never

@@ -93,6 +93,22 @@ impl From<IdentityConfigError> for ConfigError {
 /// Output format of the service's own log (defined where the log is set up).
 pub use crate::telemetry::LogFormat;
 
+/// How much of a deny's reason reaches the client (`decisions.deny_detail`): the
+/// JSON-RPC error of a deny, and the gateway API's `reason`. The decision log
+/// always keeps the full reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyDetail {
+    /// `forbidden: this request is not allowed`: no policy ids, principals or reason.
+    #[default]
+    Generic,
+    /// `forbidden: <reason>`: the reason as the decision log has it.
+    Full,
+    /// As if the tool, prompt or resource did not exist (as an MCP server answers
+    /// an unknown one); other methods as [`DenyDetail::Generic`].
+    NotFound,
+}
+
 /// A secret read from configuration: never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -160,6 +176,8 @@ pub struct Config {
     pub rules: crate::authz::Rules,
     /// Dry run: every decision is made and logged, every answer is allow.
     pub dry_run: bool,
+    /// How much of a deny's reason the client is told.
+    pub deny_detail: DenyDetail,
     /// Listener time limits and connection caps.
     pub listeners: ListenerConfig,
     /// TLS on the listeners; `None`: plaintext.

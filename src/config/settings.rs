@@ -286,6 +286,12 @@ pub const SETTINGS: &[Setting] = &[
         "dry run: decide and log every request as usual, but answer allow (the would-be decision in `x-mcp-authz-would-be`, the gateway's `dry_run`/`decided_allowed`, AuthZEN's `context.dry_run`); flag `--dry-run`",
     ),
     setting(
+        "decisions.deny_detail",
+        ValueKind::OneOf(&["generic", "full", "not_found"]),
+        Some("generic"),
+        "what a denied client is told: `generic` (`forbidden: this request is not allowed`), `full` (the reason, with policy ids and principals) or `not_found` (as if the tool, prompt or resource did not exist); always with `error.data.decision_id`, the decision log keeps the full reason",
+    ),
+    setting(
         "shadow.policies",
         PATH,
         None,

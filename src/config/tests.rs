@@ -864,3 +864,43 @@ fn otlp_is_off_without_an_endpoint_and_takes_its_defaults() {
     assert_eq!(o.export_timeout, Duration::from_secs(2));
     assert_eq!(o.headers.get("x-api-key").map(String::as_str), Some("k"));
 }
+
+#[test]
+fn deny_detail_from_the_file_and_environment() {
+    let c = Config::load(None, &env(&[]), &Overrides::default()).expect("config");
+    assert_eq!(c.deny_detail, DenyDetail::Generic, "the default");
+    for (word, detail) in [
+        ("generic", DenyDetail::Generic),
+        ("full", DenyDetail::Full),
+        ("not_found", DenyDetail::NotFound),
+    ] {
+        let (_d, path) = write(&format!("[decisions]\ndeny_detail = \"{word}\"\n"));
+        let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("config");
+        assert_eq!(c.deny_detail, detail, "{word}");
+        let e = env(&[("MCP_AUTHZ_DECISIONS_DENY_DETAIL", word)]);
+        let c = Config::load(None, &e, &Overrides::default()).expect("config");
+        assert_eq!(c.deny_detail, detail, "{word}");
+    }
+    // The environment wins over the file.
+    let (_d, path) = write("[decisions]\ndeny_detail = \"full\"\n");
+    let e = env(&[("MCP_AUTHZ_DECISIONS_DENY_DETAIL", "not_found")]);
+    let c = Config::load(Some(&path), &e, &Overrides::default()).expect("config");
+    assert_eq!(c.deny_detail, DenyDetail::NotFound);
+    // Anything else: a one-line error naming the setting and its words.
+    let e = env(&[("MCP_AUTHZ_DECISIONS_DENY_DETAIL", "verbose")]);
+    let err = Config::load(None, &e, &Overrides::default())
+        .expect_err("bad")
+        .to_string();
+    assert!(
+        err.contains("`decisions.deny_detail`")
+            && err.contains("`verbose`")
+            && err.contains("`not_found`")
+            && !err.contains('\n'),
+        "{err}"
+    );
+    let (_d, path) = write("[decisions]\ndeny_detail = \"none\"\n");
+    let err = Config::load(Some(&path), &env(&[]), &Overrides::default())
+        .expect_err("bad")
+        .to_string();
+    assert!(err.contains("none") && !err.contains('\n'), "{err}");
+}

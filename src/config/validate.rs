@@ -136,6 +136,7 @@ pub(super) fn checked(
             allow_undeclared_arguments: fc.decisions.allow_undeclared_arguments.unwrap_or(false),
         },
         dry_run: fc.decisions.dry_run.unwrap_or(false),
+        deny_detail: fc.decisions.deny_detail.unwrap_or_default(),
         listeners,
         tls,
         trusted_callers,

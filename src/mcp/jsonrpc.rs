@@ -104,6 +104,9 @@ pub const UNAUTHENTICATED_CODE: i64 = -32001;
 /// This service's JSON-RPC error code: a policy (or the rule for asserted
 /// identities) denies the request (HTTP 403).
 pub const FORBIDDEN_CODE: i64 = -32003;
+/// MCP's JSON-RPC error code of a `resources/read` of a resource the server does
+/// not have (`Resource not found`, with `data.uri`).
+pub const RESOURCE_NOT_FOUND: i64 = -32002;
 
 /// The one JSON-RPC error response of the service, for every refusal on every
 /// interface: `{"jsonrpc":"2.0","id":<id or null>,"error":{"code":..,"message":..}}`.
@@ -112,6 +115,20 @@ pub fn error_response(id: Option<&Value>, code: i64, message: &str) -> Value {
         "jsonrpc": "2.0",
         "id": id.cloned().unwrap_or(Value::Null),
         "error": { "code": code, "message": message },
+    })
+}
+
+/// [`error_response`] with `error.data` (after `message`).
+pub fn error_response_with_data(
+    id: Option<&Value>,
+    code: i64,
+    message: &str,
+    data: Map<String, Value>,
+) -> Value {
+    serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id.cloned().unwrap_or(Value::Null),
+        "error": { "code": code, "message": message, "data": data },
     })
 }
 

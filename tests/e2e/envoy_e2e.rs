@@ -23,8 +23,15 @@ struct Issuer {
 }
 
 impl Issuer {
-    /// A token issuer (test keys) and an mcp-authz configuration trusting it.
+    /// A token issuer (test keys) and an mcp-authz configuration trusting it, telling
+    /// denied clients the full reason (`deny_detail = "full"`): these tests read which
+    /// policy or rule denied a call in what the client receives.
     fn new() -> Issuer {
+        Issuer::telling("full")
+    }
+
+    /// [`Issuer::new`] with `decisions.deny_detail = detail`.
+    fn telling(detail: &str) -> Issuer {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = TestKey::rsa(1, "e2e");
         config::write(
@@ -32,6 +39,7 @@ impl Issuer {
             &[
                 &config::test_issuer(dir.path(), &key),
                 "[decision_log]\nenabled = false\n",
+                &format!("[decisions]\ndeny_detail = \"{detail}\"\n"),
             ],
         );
         Issuer { key, dir }
@@ -101,7 +109,17 @@ fn mesh_with_process(template: &str) -> Mesh {
 }
 
 fn mesh_with(template: &str, start: impl FnOnce(&std::path::Path) -> Authz) -> Mesh {
-    let issuer = Issuer::new();
+    mesh_of(Issuer::new(), template, start)
+}
+
+/// [`mesh`] whose mcp-authz tells denied clients `detail` (`decisions.deny_detail`).
+fn mesh_telling(template: &str, detail: &str) -> Mesh {
+    mesh_of(Issuer::telling(detail), template, |config| {
+        Authz::InProcess(Service::start(&reference_policies(), Some(config)))
+    })
+}
+
+fn mesh_of(issuer: Issuer, template: &str, start: impl FnOnce(&std::path::Path) -> Authz) -> Mesh {
     let authz = start(&issuer.config());
     let docs = McpServer::start("docs");
     let projects = McpServer::start("projects");
@@ -528,6 +546,127 @@ fn http_ext_authz_mode_makes_the_same_decisions() {
     token_checks(&mesh, &url);
     raw_checks(&mesh, &url);
     resource_alias_checks(&mesh, &url);
+}
+
+/// The HTTP status of the session's exchange for `method` (the last one).
+fn exchange_status(report: &Value, method: &str) -> Option<u64> {
+    report["http"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|x| x["jsonrpc_method"] == method)
+        .and_then(|x| x["status"].as_u64())
+}
+
+/// erin's denied `delete_document` and carol's denied read of the finance budget,
+/// through Envoy at `url`, as the real MCP client reports them.
+fn denied_calls(mesh: &Mesh, url: &str) -> (Value, Value) {
+    let erin = run_client(
+        url,
+        Some(&mesh.issuer.token("erin", &["engineering"])),
+        json!([
+            {"op": "call_tool", "name": "delete_document", "arguments": {"document_id": "titan/q1-strategy"}},
+        ]),
+    );
+    let carol = run_client(
+        url,
+        Some(&mesh.issuer.token("carol", &["contractors"])),
+        json!([{"op": "read_resource", "uri": "docs://finance/budget-2026"}]),
+    );
+    assert_eq!(tool_calls(&mesh.docs, "delete_document"), 0);
+    assert!(
+        !mesh
+            .docs
+            .requests()
+            .iter()
+            .any(|r| r.to_string().contains("budget-2026")),
+        "a denied read reached the server"
+    );
+    (erin, carol)
+}
+
+/// The decision id of an error the client reports: `data.decision_id`, a UUID.
+fn decision_id(error: &Value) -> String {
+    let id = error["data"]["decision_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(id.len(), 36, "a decision id in `data`: {error}");
+    id
+}
+
+/// What the real MCP client is told of a denied call by default: a JSON-RPC error
+/// (HTTP 403, `application/json`) with a generic message, no policy id, no
+/// principal, and the decision id in `data` for the person to quote.
+#[test]
+fn a_denied_call_tells_the_client_only_the_decision_id_by_default() {
+    let mesh = mesh_telling("envoy-grpc.yaml", "generic");
+    let url = mesh.envoy.url("/docs/mcp");
+    let (erin, carol) = denied_calls(&mesh, &url);
+    for (report, method) in [(&erin, "tools/call"), (&carol, "resources/read")] {
+        let error = error_of(report, 0);
+        assert_eq!(error["type"], "MCPError", "{report:#}");
+        assert_eq!(error["code"], -32003, "{report:#}");
+        assert_eq!(
+            error["message"], "forbidden: this request is not allowed",
+            "{report:#}"
+        );
+        assert_eq!(error["http_status"], 403, "{report:#}");
+        assert_eq!(error["content_type"], "application/json");
+        decision_id(error);
+        assert_eq!(error["data"].as_object().map(|d| d.len()), Some(1));
+        let body = error["body"].as_str().unwrap_or_default();
+        for secret in ["corpassist", "erin", "carol", "contractors", "policy"] {
+            assert!(!body.contains(secret), "{method}: {body}");
+        }
+    }
+}
+
+/// `deny_detail = "not_found"`: the real MCP client is told what a server without
+/// the tool or resource says. Through Envoy's gRPC ext_authz the answer has status
+/// 200 (Envoy sends the denied response's status as is), like a server's own
+/// JSON-RPC error; through the HTTP mode 400 (a 2xx is an allow there). Either way
+/// the SDK raises the JSON-RPC error of the call, with the decision id in `data`.
+#[test]
+fn not_found_denials_read_as_unknown_tools_and_resources() {
+    for (template, status) in [("envoy-grpc.yaml", 200), ("envoy-http.yaml", 400)] {
+        let mesh = mesh_telling(template, "not_found");
+        let url = mesh.envoy.url("/docs/mcp");
+        let (erin, carol) = denied_calls(&mesh, &url);
+        let error = error_of(&erin, 0);
+        assert_eq!(error["type"], "MCPError", "{template}: {erin:#}");
+        assert_eq!(error["code"], -32602, "{template}: {erin:#}");
+        assert_eq!(error["message"], "Unknown tool: delete_document");
+        decision_id(error);
+        assert_eq!(
+            exchange_status(&erin, "tools/call"),
+            Some(status),
+            "{erin:#}"
+        );
+        let error = error_of(&carol, 0);
+        assert_eq!(error["code"], -32002, "{template}: {carol:#}");
+        assert_eq!(error["message"], "Resource not found");
+        assert_eq!(error["data"]["uri"], "docs://finance/budget-2026");
+        decision_id(error);
+        assert_eq!(
+            exchange_status(&carol, "resources/read"),
+            Some(status),
+            "{carol:#}"
+        );
+        // The session goes on: a 200 is no "session not found".
+        let after = run_client(
+            &url,
+            Some(&mesh.issuer.token("erin", &["engineering"])),
+            json!([
+                {"op": "call_tool", "name": "delete_document", "arguments": {"document_id": "x"}},
+                {"op": "call_tool", "name": "get_document", "arguments": {"document_id": "titan/q1-strategy"}},
+            ]),
+        );
+        assert!(
+            step_text(&after, 1).starts_with("Project Titan Q1 strategy:"),
+            "{template}: {after:#}"
+        );
+    }
 }
 
 // ---- Requests captured from the real Envoy, mapped by the adapter ----

@@ -9,7 +9,7 @@
 use serde_json::json;
 
 use crate::harness::{ClientOptions, Envoy, McpServer, run_client_opts, step_text};
-use crate::support::inproc::Service;
+use crate::support::inproc::{Launch, Service};
 use crate::support::pki::Ca;
 use crate::support::process::WorkDir;
 use crate::support::tokens::demo_token;
@@ -71,7 +71,11 @@ fn the_envoy_gateway_config_asks_over_mtls_with_the_server_from_the_authority() 
 fn through_real_envoy(template: &str, proxy: &str, host: &str) {
     let dir = WorkDir::new("e2e-mesh-tls-");
     let ca = Ca::new(dir.path(), "mesh");
-    let authz = Service::start(&repo().join("policies"), Some(&example_config(&dir, &ca)));
+    // The full reason to the client: the test reads which refusal (no server) it was.
+    let authz = Launch::new(&repo().join("policies"))
+        .config(&example_config(&dir, &ca))
+        .full_denials()
+        .start();
     let sidecar = ca.workload("proxy", proxy, &[]);
     let docs = McpServer::start("docs");
     let envoy = Envoy::start(

@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 
 use crate::support::gateway::channel;
-use crate::support::inproc::Service;
+use crate::support::inproc::{Launch, Service};
 use crate::support::process::{bin, run, text};
 use crate::support::{config, envoy, http, reference_policies};
 
@@ -26,7 +26,11 @@ fn start(dir: &tempfile::TempDir) -> Service {
             MESH,
         ],
     );
-    Service::start(&reference_policies(), Some(&file))
+    // These tests read which server (or none) a refusal names in the client's error.
+    Launch::new(&reference_policies())
+        .config(&file)
+        .full_denials()
+        .start()
 }
 
 /// corpassist's `get_document`, with no route server.
@@ -167,7 +171,10 @@ fn http_mode_takes_the_destination_principal_with_the_caller_secret() {
             "[decision_log]\nfile = \"decisions.jsonl\"\n",
         ],
     );
-    let s = Service::start(&reference_policies(), Some(&file));
+    let s = Launch::new(&reference_policies())
+        .config(&file)
+        .full_denials()
+        .start();
     let ask = |headers: &[(&str, &str)]| {
         let mut all = vec![
             ("Host", "10.1.2.3:8080"),

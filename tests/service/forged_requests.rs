@@ -10,7 +10,7 @@ use mcp_authz::api::proto::v1::{
 use serde_json::{Value, json};
 
 use crate::support::gateway::{self, bearer, pb_struct, trusted};
-use crate::support::inproc::Service;
+use crate::support::inproc::{Launch, Service};
 use crate::support::process::{bin, run, text};
 use crate::support::tokens::TestKey;
 use crate::support::{config, envoy, http, reference_policies};
@@ -47,7 +47,11 @@ fn start(extra: &str) -> Setup {
             &config::test_issuer(dir.path(), &key),
         ],
     );
-    let server = Service::start(&reference_policies(), Some(&config));
+    // These tests read which rule denied a forged request in the client's answer.
+    let server = Launch::new(&reference_policies())
+        .config(&config)
+        .full_denials()
+        .start();
     Setup { dir, key, server }
 }
 

@@ -544,7 +544,11 @@ fn start_with(grpc: &str, sections: &str) -> Setup {
             sections,
         ],
     );
-    let server = Service::start(&reference_policies(), Some(&config));
+    // These tests read which policy or refusal denied a request in the client's error.
+    let server = Launch::new(&reference_policies())
+        .config(&config)
+        .full_denials()
+        .start();
     Setup { _dir: dir, server }
 }
 

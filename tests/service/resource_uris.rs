@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 
 use crate::support::gateway::{self, bearer, trusted};
-use crate::support::inproc::Service;
+use crate::support::inproc::{Launch, Service};
 use crate::support::process::{bin, run, text};
 use crate::support::tokens::demo_token;
 use crate::support::{config, copy_of_reference, envoy, http, reference_policies};
@@ -87,7 +87,11 @@ fn start() -> Setup {
         dir.path(),
         &[&config::trusted_caller(dir.path()), &config::demo_issuer()],
     );
-    let server = Service::start(&reference_policies(), Some(&config));
+    // These tests read which forbid denied a read in the client's error.
+    let server = Launch::new(&reference_policies())
+        .config(&config)
+        .full_denials()
+        .start();
     Setup { _dir: dir, server }
 }
 

@@ -51,9 +51,11 @@ impl Mesh {
                 &tls,
             ],
         );
+        // These tests read which refusal (an untrusted caller's) the client is told.
         let service = Launch::new(&reference_policies())
             .config(&file)
             .admin()
+            .full_denials()
             .start();
         Mesh {
             dir,

@@ -258,6 +258,13 @@ impl Launch {
         self
     }
 
+    /// `decisions.deny_detail = "full"`: clients are told the full reason of a deny
+    /// (the default tells them a generic `forbidden`), for tests that read which
+    /// policy, rule or refusal denied a request in what the client receives.
+    pub fn full_denials(self) -> Launch {
+        self.envs(&[("MCP_AUTHZ_DECISIONS_DENY_DETAIL", "full")])
+    }
+
     /// An admin listener on an ephemeral port.
     pub fn admin(mut self) -> Launch {
         self.admin = true;

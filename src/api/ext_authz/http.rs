@@ -119,7 +119,14 @@ fn http_response(answer: EnvoyAnswer) -> Response {
             for (k, v) in &headers {
                 put(&mut out, k, v);
             }
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            // A 2xx is an allow in this mode: a deny answered as if the tool did
+            // not exist (200 through the gRPC mode, as an MCP server answers) is
+            // sent as 400, the status of JSON-RPC invalid params.
+            let status = match StatusCode::from_u16(status) {
+                Ok(s) if s.is_success() => StatusCode::BAD_REQUEST,
+                Ok(s) => s,
+                Err(_) => StatusCode::FORBIDDEN,
+            };
             (status, out, body).into_response()
         }
     }

@@ -30,6 +30,10 @@
 //! Denied ones get 403 with a JSON-RPC error carrying the request's id;
 //! unauthenticated ones — no credentials at all, or a token that fails — 401 with
 //! `WWW-Authenticate: Bearer ...` as the MCP authorization spec asks; malformed ones 400.
+//! Every error carries the decision id in `error.data.decision_id`; what a deny says
+//! follows `decisions.deny_detail` ([`Refusal::client_error`]), and a `not_found`
+//! deny is answered with status 200 (the gRPC mode; 400 in the HTTP mode, where a
+//! 200 is an allow), as a server answers a call of a tool it does not have.
 //!
 //! The request/answer model and the decision are here; the header rule in
 //! `headers`, the two wire formats in `grpc` and `http`.
@@ -191,7 +195,7 @@ pub async fn decide(
                     )
                     .decision_id
             });
-            refusal.envoy_answer(id.as_ref(), decision_id)
+            refusal.envoy_answer(id.as_ref(), decision_id, services.deny_detail)
         }
     };
     dry_run(services, answer)
@@ -230,6 +234,9 @@ async fn decide_request(
     let (server, source) = server_of(services, &request)?;
     meta.server_source = Some(source.as_str());
     let calls = calls_of(&request)?;
+    // A JSON-RPC batch (the body parsed: an array) is answered with one error, never
+    // the array a server answers a batch with: never as if a tool did not exist.
+    let batch = request.body.trim_ascii_start().first() == Some(&b'[');
     let request_id = calls.first().and_then(|c| c.id.clone());
     let authorization = match request.headers.get("authorization") {
         Ok(a) => a,
@@ -295,8 +302,12 @@ async fn decide_request(
     let decision = &deciding.outcome.decision;
     let decision_id = deciding.outcome.decision_id.clone();
     if !allowed {
+        let mut refusal = Refusal::forbidden(decision.reason.clone());
+        if !batch {
+            refusal = refusal.of_call(&deciding.call);
+        }
         return Err(Box::new(Refused {
-            refusal: Refusal::forbidden(decision.reason.clone()),
+            refusal,
             id: deciding.call.id.clone(),
             decision_id: Some(decision_id),
         }));

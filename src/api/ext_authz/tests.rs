@@ -248,6 +248,15 @@ fn envoy(method: &str, headers: &[(&str, &str)], body: &str) -> CheckRequest {
     c
 }
 
+/// The decision id of a denied answer's `x-mcp-authz-decision-id`.
+fn decision_id_of(headers: &[(String, String)]) -> String {
+    headers
+        .iter()
+        .find(|(k, _)| k == DECISION_ID_HEADER)
+        .map(|(_, v)| v.clone())
+        .expect("a decision id header")
+}
+
 /// The status, headers and body of the answer of `ExtAuthzGrpc::check`.
 async fn grpc_answer(
     service: &ExtAuthzGrpc,
@@ -309,9 +318,12 @@ async fn grpc_mode_allows_denies_and_refuses() {
         "www-authenticate".to_owned(),
         "Bearer realm=\"mcp-authz\"".to_owned()
     )));
+    let id = decision_id_of(&headers);
     assert_eq!(
         body,
-        r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32001,"message":"unauthenticated: a bearer token is required"}}"#
+        format!(
+            r#"{{"jsonrpc":"2.0","id":7,"error":{{"code":-32001,"message":"unauthenticated: a bearer token is required","data":{{"decision_id":"{id}"}}}}}}"#
+        )
     );
 
     let (code, status, headers, body) = grpc_answer(&service, envoy("PUT", &auth, "")).await;
@@ -319,14 +331,13 @@ async fn grpc_mode_allows_denies_and_refuses() {
         (code, status),
         (tonic::Code::InvalidArgument as i32, Some(400))
     );
-    assert!(
-        headers
-            .iter()
-            .any(|(k, v)| k == DECISION_ID_HEADER && !v.is_empty())
-    );
+    let id = decision_id_of(&headers);
+    assert!(!id.is_empty());
     assert_eq!(
         body,
-        r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"HTTP method `PUT` is not used by MCP"}}"#
+        format!(
+            r#"{{"jsonrpc":"2.0","id":null,"error":{{"code":-32600,"message":"HTTP method `PUT` is not used by MCP","data":{{"decision_id":"{id}"}}}}}}"#
+        )
     );
 
     // GET: the server's stream, decided as `session/stream` on the server.
@@ -409,6 +420,8 @@ fn mesh_services_on(default_server: Option<&str>, base: Services) -> Services {
     Services {
         envoy_default_server: default_server.map(str::to_owned),
         envoy_servers: map,
+        // The full reason: these tests read which refusal (which server) it was.
+        deny_detail: crate::config::DenyDetail::Full,
         ..base
     }
 }
@@ -773,4 +786,158 @@ async fn http_answer(
         .await
         .expect("body");
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The services of [`crate::api::test_support::ready`] telling denied clients `detail`.
+async fn ready_with(detail: crate::config::DenyDetail) -> Ready {
+    Ready::with(Services {
+        deny_detail: detail,
+        ..crate::api::test_support::services().await
+    })
+}
+
+/// The status, the decision id header and the JSON-RPC error of alice's denied
+/// `tools/call` of `delete_document`, through the gRPC mode and the HTTP mode.
+async fn denied_in_both_modes(ready: Ready) -> [(u16, String, Value); 2] {
+    use crate::api::test_support::{token, tools_call};
+    use tower::ServiceExt as _;
+    let bearer = format!("Bearer {}", token("alice", "corpassist"));
+    let body = tools_call("delete_document");
+    let (code, status, headers, grpc_body) = grpc_answer(
+        &ExtAuthzGrpc::new(ready.clone()),
+        envoy("POST", &[("authorization", bearer.as_str())], &body),
+    )
+    .await;
+    assert_eq!(code, tonic::Code::PermissionDenied as i32, "a deny");
+    let grpc_status = status.and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
+    let grpc = (
+        grpc_status,
+        decision_id_of(&headers),
+        serde_json::from_str(&grpc_body).expect("JSON"),
+    );
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/ext_authz/mcp")
+        .header("authorization", &bearer)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+        .expect("request");
+    let response = http_router(ready)
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    let status = response.status().as_u16();
+    let id = response
+        .headers()
+        .get(DECISION_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let http = (status, id, serde_json::from_slice(&bytes).expect("JSON"));
+    [grpc, http]
+}
+
+#[tokio::test]
+async fn a_denied_call_tells_the_client_what_deny_detail_allows_in_both_modes() {
+    use crate::api::refusal::GENERIC_FORBIDDEN;
+    use crate::config::DenyDetail;
+    // The default: a generic 403, no policy id, no principal, the decision id in `data`.
+    for (status, id, body) in denied_in_both_modes(ready_with(DenyDetail::default()).await).await {
+        assert_eq!(status, 403);
+        assert!(!id.is_empty());
+        assert_eq!(
+            body,
+            json!({ "jsonrpc": "2.0", "id": 7, "error": {
+                "code": -32003, "message": GENERIC_FORBIDDEN, "data": { "decision_id": id } } })
+        );
+    }
+    // `full`: the reason, as before, with the decision id.
+    let mut messages = Vec::new();
+    for (status, id, body) in denied_in_both_modes(ready_with(DenyDetail::Full).await).await {
+        assert_eq!(status, 403);
+        assert_eq!(body["error"]["code"], json!(-32003));
+        assert_eq!(body["error"]["data"], json!({ "decision_id": id }));
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            message.starts_with("forbidden: ") && message != GENERIC_FORBIDDEN,
+            "{message}"
+        );
+        messages.push(message);
+    }
+    assert_eq!(messages[0], messages[1], "one reason in both modes");
+    // `not_found`: the answer of a server without the tool. Through the gRPC mode
+    // with status 200, as an MCP server answers an unknown tool; the HTTP mode
+    // cannot (200 is an allow there): 400, the status of invalid params.
+    let [grpc, http] = denied_in_both_modes(ready_with(DenyDetail::NotFound).await).await;
+    for ((status, id, body), expected) in [(grpc, 200), (http, 400)] {
+        assert_eq!(status, expected);
+        assert_eq!(
+            body,
+            json!({ "jsonrpc": "2.0", "id": 7, "error": {
+                "code": -32602, "message": "Unknown tool: delete_document",
+                "data": { "decision_id": id } } })
+        );
+    }
+}
+
+#[tokio::test]
+async fn refusals_keep_their_message_and_carry_the_decision_id_at_every_level() {
+    use crate::api::test_support::tools_call;
+    use crate::config::DenyDetail;
+    for detail in [DenyDetail::Generic, DenyDetail::Full, DenyDetail::NotFound] {
+        let service = ExtAuthzGrpc::new(ready_with(detail).await);
+        // No credentials: 401 with its own message.
+        let (_, status, headers, body) =
+            grpc_answer(&service, envoy("POST", &[], &tools_call("get_document"))).await;
+        assert_eq!(status, Some(401));
+        let body: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(
+            body["error"],
+            json!({ "code": -32001, "message": "unauthenticated: a bearer token is required",
+                "data": { "decision_id": decision_id_of(&headers) } })
+        );
+        // Malformed: 400 with the reader's message.
+        let (_, status, headers, body) = grpc_answer(&service, envoy("POST", &[], "{")).await;
+        assert_eq!(status, Some(400));
+        let body: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(body["error"]["code"], json!(-32700), "{body}");
+        assert_eq!(
+            body["error"]["data"],
+            json!({ "decision_id": decision_id_of(&headers) })
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_denied_batch_is_never_answered_as_not_found() {
+    use crate::api::refusal::GENERIC_FORBIDDEN;
+    use crate::api::test_support::token;
+    let service = ExtAuthzGrpc::new(ready_with(crate::config::DenyDetail::NotFound).await);
+    let bearer = format!("Bearer {}", token("alice", "corpassist"));
+    let batch = json!([
+        { "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+          "params": { "name": "delete_document", "arguments": { "document_id": "x" } } },
+    ]);
+    let (_, status, headers, body) = grpc_answer(
+        &service,
+        envoy(
+            "POST",
+            &[("authorization", bearer.as_str())],
+            &batch.to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, Some(403), "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        body["error"],
+        json!({ "code": -32003, "message": GENERIC_FORBIDDEN,
+            "data": { "decision_id": decision_id_of(&headers) } })
+    );
 }

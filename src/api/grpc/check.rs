@@ -13,6 +13,7 @@ use crate::api::proto::v1::{
 };
 use crate::api::refusal::Refusal;
 use crate::authz::{Decision, DecisionMeta, Engine, Interface, Role};
+use crate::config::DenyDetail;
 use crate::identity::Identity;
 use crate::mcp::jsonrpc::{McpCall, McpHeaders, check_headers, parse_body, request_message};
 use crate::policy::Snapshot;
@@ -22,6 +23,8 @@ pub(super) struct ReadyCheck {
     identity: Identity,
     server: String,
     pub(super) calls: Vec<McpCall>,
+    /// Whether the messages came as a JSON-RPC batch (an array).
+    batch: bool,
     extra: Map<String, Value>,
 }
 
@@ -31,7 +34,7 @@ pub(super) fn parse_check(request: CheckRequest, who: Who) -> Result<ReadyCheck,
     if let Who::Refused(r) = who {
         return Err(r);
     }
-    let calls = calls_of(&request)?;
+    let (calls, batch) = calls_of(&request)?;
     let identity = match who {
         Who::Known(i) => i,
         Who::Failed(e) => return Err(Refusal::unauthenticated(&e)),
@@ -46,12 +49,13 @@ pub(super) fn parse_check(request: CheckRequest, who: Who) -> Result<ReadyCheck,
         identity,
         server: request.server,
         calls,
+        batch,
         extra,
     })
 }
 
-/// The MCP messages of a check request.
-fn calls_of(request: &CheckRequest) -> Result<Vec<McpCall>, Refusal> {
+/// The MCP messages of a check request, and whether they came as a batch.
+fn calls_of(request: &CheckRequest) -> Result<(Vec<McpCall>, bool), Refusal> {
     match &request.message {
         Some(check_request::Message::Jsonrpc(body)) => {
             let message = parse_body(body).map_err(|e| Refusal::from(&e))?;
@@ -63,12 +67,12 @@ fn calls_of(request: &CheckRequest) -> Result<Vec<McpCall>, Refusal> {
             )
             .map_err(|e| Refusal::from(&e))?;
             check_headers(&message, &headers).map_err(|e| Refusal::from(&e))?;
-            Ok(message.calls)
+            Ok((message.calls, message.batch))
         }
         Some(check_request::Message::Mcp(m)) => {
             let body = message_from_fields(m)?;
             parse_body(&body)
-                .map(|m| m.calls)
+                .map(|m| (m.calls, m.batch))
                 .map_err(|e| Refusal::from(&e))
         }
         None => Err(Refusal::invalid(
@@ -94,7 +98,9 @@ pub(super) fn decide_ready(
     snapshot: &Snapshot,
     meta: &DecisionMeta,
     ready: ReadyCheck,
+    detail: DenyDetail,
 ) -> CheckResponse {
+    let batch = ready.batch;
     let on = Deciding {
         engine,
         snapshot,
@@ -120,14 +126,32 @@ pub(super) fn decide_ready(
             snapshot,
             meta,
             &Refusal::invalid("the request holds no message"),
+            detail,
         );
     };
     let decision = &deciding.outcome.decision;
-    let deny = (!allowed).then(|| Refusal::forbidden(decision.reason.clone()).gateway_deny());
+    let decision_id = &deciding.outcome.decision_id;
+    let deny = (!allowed).then(|| {
+        let refusal = Refusal::forbidden(decision.reason.clone());
+        // A batch gets one error, not the array a server answers a batch with:
+        // never answered as if a tool did not exist.
+        let refusal = if !batch {
+            refusal.of_call(&deciding.call)
+        } else {
+            refusal
+        };
+        refusal.gateway_deny(detail, decision_id)
+    });
+    // What a client may be shown: a deny says what its error says, unless the
+    // setting shows the full reason.
+    let reason = match &deny {
+        Some(d) if detail != DenyDetail::Full => d.error.message.clone(),
+        _ => decision.reason.to_string(),
+    };
     CheckResponse {
         allowed,
-        decision_id: deciding.outcome.decision_id.clone(),
-        reason: decision.reason.to_string(),
+        decision_id: decision_id.clone(),
+        reason,
         evaluations: evaluations(decision),
         deny_kind: deny.as_ref().map_or(DenyKind::Unspecified, |d| d.kind) as i32,
         error: deny.map(|d| d.error),
@@ -150,6 +174,7 @@ pub(super) fn decide_batch(
     semantic: Semantic,
     max: usize,
     dry_run: bool,
+    detail: DenyDetail,
 ) -> Result<Vec<CheckResponse>, Status> {
     let parsed: Vec<Result<ReadyCheck, Refusal>> = pending
         .into_iter()
@@ -173,8 +198,8 @@ pub(super) fn decide_batch(
     let mut results = Vec::with_capacity(parsed.len());
     for check in parsed {
         let result = match check {
-            Ok(ready) => decide_ready(engine, &snapshot, meta, ready),
-            Err(refusal) => refused(engine, &snapshot, meta, &refusal),
+            Ok(ready) => decide_ready(engine, &snapshot, meta, ready, detail),
+            Err(refusal) => refused(engine, &snapshot, meta, &refusal, detail),
         };
         // The batch stops where the answers say, and a dry run answers allow.
         let answered = result.allowed || dry_run;

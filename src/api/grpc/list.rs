@@ -15,6 +15,7 @@ use crate::api::proto::v1::{FilterListRequest, FilterListResponse, filter_list_r
 use crate::api::refusal::Refusal;
 use crate::api::services::Services;
 use crate::authz::{Decision, DecisionMeta, Engine, Interface, Reason, ReasonKind};
+use crate::config::DenyDetail;
 use crate::identity::Identity;
 use crate::mcp::jsonrpc::McpCall;
 use crate::mcp::lists::{ListKind, ListResult, read_list_result};
@@ -25,7 +26,9 @@ use crate::telemetry::{DecisionRecord, ListRecord, Telemetry};
 /// the refusal's kind, JSON-RPC error and challenge.
 fn filter_refused(engine: &Engine, meta: &DecisionMeta, refusal: &Refusal) -> FilterListResponse {
     let outcome = refusal.record(engine, &engine.snapshot(), Interface::Grpc, meta);
-    let deny = refusal.gateway_deny();
+    // A list is refused only before any policy is asked, never `Forbidden`:
+    // `decisions.deny_detail` does not change what it says.
+    let deny = refusal.gateway_deny(DenyDetail::default(), &outcome.decision_id);
     FilterListResponse {
         decision_id: outcome.decision_id,
         policy_generation: outcome.decision.generation,

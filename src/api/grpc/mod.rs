@@ -52,6 +52,7 @@ use super::proto::v1::{
 use super::refusal::{Refusal, RefusalKind};
 use super::services::{Ready, Services};
 use crate::authz::{DecisionMeta, Engine, Interface, Reason, ReasonKind};
+use crate::config::DenyDetail;
 use crate::policy::Snapshot;
 
 /// Metadata a trusted caller sends to have its asserted identities honoured.
@@ -95,7 +96,13 @@ impl Authorizer for GatewayApi {
                 Ok(ready) => ready,
                 Err(refusal) => {
                     let snapshot = services.engine.snapshot();
-                    return Ok(refused(&services.engine, &snapshot, &caller.meta, &refusal));
+                    return Ok(refused(
+                        &services.engine,
+                        &snapshot,
+                        &caller.meta,
+                        &refusal,
+                        services.deny_detail,
+                    ));
                 }
             };
             let snapshot = services.engine.snapshot();
@@ -105,12 +112,14 @@ impl Authorizer for GatewayApi {
                     &snapshot,
                     &caller.meta,
                     ready,
+                    services.deny_detail,
                 ));
             }
             // A JSON-RPC batch: many decisions, off the async workers.
             let engine = services.engine.clone();
             let meta = caller.meta.clone();
-            off_workers(move || decide_ready(&engine, &snapshot, &meta, ready))
+            let detail = services.deny_detail;
+            off_workers(move || decide_ready(&engine, &snapshot, &meta, ready, detail))
                 .await
                 .ok_or_else(|| Status::from(Refusal::internal("the request could not be decided")))
         }
@@ -157,12 +166,12 @@ impl Authorizer for GatewayApi {
             let engine = services.engine.clone();
             let meta = caller.meta.clone();
             let dry = services.enforced(false);
-            let results =
-                off_workers(move || decide_batch(&engine, &meta, pending, semantic, max, dry))
-                    .await
-                    .ok_or_else(|| {
-                        Status::from(Refusal::internal("the batch could not be decided"))
-                    })??;
+            let detail = services.deny_detail;
+            let results = off_workers(move || {
+                decide_batch(&engine, &meta, pending, semantic, max, dry, detail)
+            })
+            .await
+            .ok_or_else(|| Status::from(Refusal::internal("the batch could not be decided")))??;
             let results = results.into_iter().map(|r| dry_run(&services, r)).collect();
             Ok(Response::new(BatchCheckResponse { results }))
         }
@@ -253,14 +262,15 @@ fn refused(
     snapshot: &Snapshot,
     meta: &DecisionMeta,
     refusal: &Refusal,
+    detail: DenyDetail,
 ) -> CheckResponse {
     let outcome = refusal.record(engine, snapshot, Interface::Grpc, meta);
-    let deny = refusal.gateway_deny();
+    let deny = refusal.gateway_deny(detail, &outcome.decision_id);
     CheckResponse {
         allowed: false,
         decision_id: outcome.decision_id,
         policy_generation: outcome.decision.generation,
-        reason: refusal.message().to_owned(),
+        reason: deny.error.message.clone(),
         error: Some(deny.error),
         deny_kind: deny.kind as i32,
         www_authenticate: deny.www_authenticate,

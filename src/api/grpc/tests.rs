@@ -1,7 +1,10 @@
 use super::*;
 use crate::api::proto::v1::{self as pb, DenyKind, check_request, filter_list_request};
+use crate::api::refusal::GENERIC_FORBIDDEN;
 use crate::api::test_support::{ready, services, token, tools_call};
+use crate::config::DenyDetail;
 use crate::mcp::jsonrpc::INVALID_REQUEST;
+use serde_json::json;
 
 fn check(token: &str, body: &str) -> CheckRequest {
     CheckRequest {
@@ -41,11 +44,21 @@ async fn check_allows_denies_and_refuses_in_the_answer() {
     assert_eq!(denied.deny_kind, DenyKind::Forbidden as i32);
     let error = denied.error.expect("a JSON-RPC error");
     assert_eq!(error.code, crate::mcp::jsonrpc::FORBIDDEN_CODE);
-    assert_eq!(error.message, format!("forbidden: {}", denied.reason));
+    // By default the client is told nothing of the reason, and the decision id.
+    assert_eq!(error.message, GENERIC_FORBIDDEN);
+    assert_eq!(denied.reason, GENERIC_FORBIDDEN);
+    assert_eq!(
+        data_of(error.data.as_ref()),
+        json!({ "decision_id": denied.decision_id })
+    );
 
     let unauthenticated = answer(&api, check("not-a-token", &tools_call("get_document"))).await;
     assert_eq!(unauthenticated.deny_kind, DenyKind::Unauthenticated as i32);
-    assert_eq!(unauthenticated.error.map(|e| e.code), Some(-32001));
+    assert_eq!(unauthenticated.error.as_ref().map(|e| e.code), Some(-32001));
+    assert_eq!(
+        data_of(unauthenticated.error.as_ref().and_then(|e| e.data.as_ref())),
+        json!({ "decision_id": unauthenticated.decision_id })
+    );
     assert!(
         unauthenticated
             .www_authenticate
@@ -58,11 +71,99 @@ async fn check_allows_denies_and_refuses_in_the_answer() {
     let invalid = answer(&api, no_server).await;
     assert_eq!(invalid.deny_kind, DenyKind::InvalidRequest as i32);
     assert_eq!(invalid.reason, "`server` is empty");
-    assert_eq!(invalid.error.map(|e| e.code), Some(INVALID_REQUEST));
+    assert_eq!(
+        invalid.error.as_ref().map(|e| e.code),
+        Some(INVALID_REQUEST)
+    );
+    assert_eq!(
+        invalid.error.as_ref().map(|e| e.message.as_str()),
+        Some("`server` is empty")
+    );
+    assert_eq!(
+        data_of(invalid.error.as_ref().and_then(|e| e.data.as_ref())),
+        json!({ "decision_id": invalid.decision_id })
+    );
 
     let not_json = answer(&api, check(&alice, "{")).await;
     assert_eq!(not_json.deny_kind, DenyKind::InvalidRequest as i32);
     assert_eq!(not_json.error.map(|e| e.code), Some(-32700));
+}
+
+/// `error.data` as JSON (`null` when absent).
+fn data_of(data: Option<&prost_types::Struct>) -> serde_json::Value {
+    data.map_or(serde_json::Value::Null, |d| {
+        serde_json::Value::Object(crate::api::pbjson::struct_to_json(d))
+    })
+}
+
+/// A gateway API whose denied clients are told `detail`.
+async fn api_with(detail: DenyDetail) -> GatewayApi {
+    GatewayApi::new(Ready::with(Services {
+        deny_detail: detail,
+        ..services().await
+    }))
+}
+
+#[tokio::test]
+async fn check_tells_the_client_what_deny_detail_allows() {
+    let alice = token("alice", "corpassist");
+    let delete = || check(&alice, &tools_call("delete_document"));
+    // `full`: the reason, in `error.message` (with `forbidden: `) and `reason`.
+    let full = answer(&api_with(DenyDetail::Full).await, delete()).await;
+    let error = full.error.as_ref().expect("a JSON-RPC error");
+    assert_eq!(error.message, format!("forbidden: {}", full.reason));
+    assert_ne!(error.message, GENERIC_FORBIDDEN);
+    assert_eq!(
+        data_of(error.data.as_ref()),
+        json!({ "decision_id": full.decision_id })
+    );
+    // `generic` and `not_found` hide the reason from `error` and `reason`, never
+    // from `evaluations` and `calls` (for the gateway).
+    for (detail, code, message) in [
+        (DenyDetail::Generic, -32003, GENERIC_FORBIDDEN),
+        (
+            DenyDetail::NotFound,
+            -32602,
+            "Unknown tool: delete_document",
+        ),
+    ] {
+        let denied = answer(&api_with(detail).await, delete()).await;
+        assert!(!denied.allowed);
+        assert_eq!(denied.deny_kind, DenyKind::Forbidden as i32);
+        let error = denied.error.as_ref().expect("a JSON-RPC error");
+        assert_eq!((error.code, error.message.as_str()), (code, message));
+        assert_eq!(denied.reason, message);
+        assert_eq!(
+            data_of(error.data.as_ref()),
+            json!({ "decision_id": denied.decision_id })
+        );
+        assert_eq!(denied.evaluations, full.evaluations, "{detail:?}");
+        assert_eq!(denied.calls.first().map(|c| &c.reason), Some(&full.reason));
+    }
+    // A batch (even of one) gets one error, never a server's answer to a batch: generic.
+    let batch = format!("[{}]", tools_call("delete_document"));
+    let denied = answer(&api_with(DenyDetail::NotFound).await, check(&alice, &batch)).await;
+    let error = denied.error.as_ref().expect("a JSON-RPC error");
+    assert_eq!(
+        (error.code, error.message.as_str()),
+        (-32003, GENERIC_FORBIDDEN)
+    );
+    // A resource, as a server without it answers (`data.uri`, MCP's `-32002`).
+    let api = api_with(DenyDetail::NotFound).await;
+    let carol = token("carol", "corpassist");
+    let read = json!({ "jsonrpc": "2.0", "id": 3, "method": "resources/read",
+        "params": { "uri": "docs://finance/budget-2026" } });
+    let denied = answer(&api, check(&carol, &read.to_string())).await;
+    assert!(!denied.allowed, "{denied:?}");
+    let error = denied.error.as_ref().expect("a JSON-RPC error");
+    assert_eq!(
+        (error.code, error.message.as_str()),
+        (-32002, "Resource not found")
+    );
+    assert_eq!(
+        data_of(error.data.as_ref()),
+        json!({ "uri": "docs://finance/budget-2026", "decision_id": denied.decision_id })
+    );
 }
 
 #[tokio::test]
@@ -153,8 +254,13 @@ async fn filter_list_hides_what_would_be_denied() {
         .into_inner();
     assert_eq!(r.deny_kind, DenyKind::InvalidRequest as i32);
     assert_eq!(
-        r.error.map(|e| e.message),
-        Some("`tools/call` is not a list method".to_owned())
+        r.error.as_ref().map(|e| e.message.as_str()),
+        Some("`tools/call` is not a list method")
+    );
+    assert!(!r.decision_id.is_empty());
+    assert_eq!(
+        data_of(r.error.as_ref().and_then(|e| e.data.as_ref())),
+        json!({ "decision_id": r.decision_id })
     );
 }
 
