@@ -188,7 +188,11 @@ impl Exchange {
             ));
         };
         Ok(match part {
-            In::RequestHeaders(headers) => self.request_headers(headers, metadata).await,
+            In::RequestHeaders(mut headers) => {
+                // Envoy sends `request_attributes` beside the headers (older releases: in them).
+                headers.attributes.extend(message.attributes);
+                self.request_headers(headers, metadata).await
+            }
             In::RequestBody(body) => {
                 let mode = self.request_body(&body.body).await;
                 respond(Out::RequestBody(BodyResponse::default()), mode)
@@ -485,10 +489,11 @@ fn envoy_request(headers: &HttpHeaders, caller: CallerTrust) -> EnvoyRequest<'_>
         map.add(HeaderSource::HeaderMap, &h.key, value_of(h));
     }
     let attribute = |name: &str| {
+        // Keyed by the filter's name, whatever the configuration calls it.
         headers
             .attributes
-            .get("envoy.filters.http.ext_proc")
-            .and_then(|s| s.fields.get(name))
+            .values()
+            .find_map(|s| s.fields.get(name))
             .and_then(|v| match &v.kind {
                 Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => {
                     Some(s.as_str())
