@@ -356,6 +356,12 @@ impl Exchange {
         let Phase::List(call) = &mut self.phase else {
             return None;
         };
+        if matches!(call.body, Body::Unknown) {
+            // A list response whose headers were not seen: never passed unread.
+            let refusal = Refusal::internal("the list response came without its headers");
+            let error = refused_message(&self.services, &call.meta, &refusal, None);
+            call.body = Body::Refused(Some(error));
+        }
         let out = match &mut call.body {
             Body::Untouched | Body::Unknown => return None,
             Body::Refused(_) => None,

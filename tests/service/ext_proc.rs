@@ -597,6 +597,26 @@ async fn a_list_that_cannot_be_filtered_never_comes_through() {
                 .contains("cannot be filtered")
         );
     }
+    // A body whose headers were not seen.
+    let mut stream = Stream::open(&s.server.grpc).await;
+    stream
+        .send(request_headers(
+            "POST",
+            Some(&t),
+            Some(authz_metadata("tools/list", "docs")),
+        ))
+        .await;
+    let answer = stream.send(body(false, &response, true)).await;
+    assert!(error_of(&replacement(&answer).expect("replaced"))["message"].is_string());
+    // A message with no part: the stream ends with an error, the service goes on.
+    let mut stream = Stream::open(&s.server.grpc).await;
+    stream
+        .tx
+        .send(ProcessingRequest::default())
+        .await
+        .expect("send");
+    let status = stream.rx.message().await.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
     // An error answer of the server passes as it is.
     let error = br#"{"jsonrpc":"2.0","id":9,"error":{"code":-32601,"message":"no lists here"}}"#;
     let out = list_through(&s, Some(&t), "tools/list", "application/json", &[error]).await;
