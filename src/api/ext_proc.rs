@@ -61,7 +61,7 @@ use super::tls::PeerIdentity;
 use crate::authz::{DecisionMeta, Interface};
 use crate::identity::Identity;
 use crate::mcp::jsonrpc::parse_body;
-use crate::mcp::lists::{ListKind, read_list_result};
+use crate::mcp::lists::{LIST_KINDS, ListKind, read_list_result};
 use crate::mcp::sse::{Event, EventReader};
 
 /// The longest list response body (JSON) or event (SSE) read: 16 MiB. A longer one
@@ -280,18 +280,37 @@ impl Exchange {
     }
 
     /// The request body, asked for when no metadata said the method: a list call's
-    /// response is filtered, anything else passes from now on.
+    /// response is filtered, anything else passes from now on. A body that cannot be
+    /// read, or a batch holding a list call, has every success response replaced by
+    /// an error: what the MCP server reads in it cannot be known here.
     async fn request_body(&mut self, body: &[u8]) -> Option<ProcessingMode> {
         let Phase::AwaitBody(headers) = std::mem::replace(&mut self.phase, Phase::Pass) else {
             return None;
         };
-        let kind = parse_body(body)
-            .ok()
-            .and_then(|m| m.single().and_then(|c| ListKind::of(&c.method)));
-        if let Some(kind) = kind {
-            let call = self.list_call(kind, &headers, None, None).await;
-            self.phase = Phase::List(Box::new(call));
+        let (kind, refused) = match parse_body(body) {
+            Ok(message) => match message.single() {
+                Some(call) => match ListKind::of(&call.method) {
+                    Some(kind) => (kind, None),
+                    None => return None,
+                },
+                None => match message.calls.iter().find_map(|c| ListKind::of(&c.method)) {
+                    Some(kind) => (
+                        kind,
+                        Some("a batch holding a list call: its lists cannot be filtered"),
+                    ),
+                    None => return None,
+                },
+            },
+            Err(_) => (
+                LIST_KINDS[0],
+                Some("the request body cannot be read: its answer cannot be filtered"),
+            ),
+        };
+        let mut call = self.list_call(kind, &headers, None, None).await;
+        if let Some(why) = refused {
+            call.who = Err(Refusal::invalid(why));
         }
+        self.phase = Phase::List(Box::new(call));
         None
     }
 
