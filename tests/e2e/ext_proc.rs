@@ -695,6 +695,14 @@ fn the_example_config_is_valid_and_fails_closed() {
     .map(position);
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
     assert_eq!(text.matches("failure_mode_allow: false").count(), 2);
+    // bench/ext_proc.sh measures these very filters.
+    let filters = &text[order[0]..order[3]];
+    let bench = std::fs::read_to_string(crate::support::repo().join("bench/ext_proc/envoy.yaml"))
+        .expect("read bench/ext_proc/envoy.yaml");
+    assert!(
+        bench.contains(filters),
+        "bench/ext_proc/envoy.yaml's filters differ from {TEMPLATE}'s"
+    );
     let vars = envoy_vars(None, None, None)
         .into_iter()
         .chain([
