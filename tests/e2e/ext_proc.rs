@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use mcp_authz::api::proto::v1::{FilterListRequest, Names, filter_list_request};
 use serde_json::{Value, json};
 
-use crate::harness::{Envoy, McpServer, envoy_example, envoy_vars, run_client, step_text};
+use crate::harness::{
+    ClientOptions, Envoy, McpServer, Protocol, envoy_example, envoy_vars, run_client,
+    run_client_opts, step_text,
+};
 use crate::support::http::{Response, raw_post};
 use crate::support::inproc::Service;
 use crate::support::process::WorkDir;
@@ -233,11 +236,20 @@ const LIST_STEPS: [(&str, &str, &str); 3] = [
 
 /// tools, prompts and resources as listed at `url` (with `token` if any).
 fn lists(url: &str, token: Option<&str>) -> [BTreeSet<String>; 3] {
+    lists_by(url, token, Protocol::Handshake)
+}
+
+/// [`lists`], the session opened by `protocol`.
+fn lists_by(url: &str, token: Option<&str>, protocol: Protocol) -> [BTreeSet<String>; 3] {
     let steps: Vec<Value> = LIST_STEPS
         .iter()
         .map(|(op, _, _)| json!({ "op": op }))
         .collect();
-    let report = run_client(url, token, Value::Array(steps));
+    let options = ClientOptions {
+        protocol,
+        ..ClientOptions::default()
+    };
+    let report = run_client_opts(url, token, Value::Array(steps), &options);
     assert_eq!(report["initialize"]["ok"], true, "{url}: {report:#}");
     [0, 1, 2].map(|i| listed(&report, i, LIST_STEPS[i].2))
 }
@@ -302,14 +314,17 @@ fn lists_through_envoy_show_only_what_the_caller_may_use() {
         let token = mesh.issuer.token(&caller);
         let expected = [set(view.tools), set(view.prompts), set(view.resources)];
         for path in ["/docs/mcp", "/docs-json/mcp"] {
-            let shown = lists(&mesh.envoy.url(path), Some(&token));
-            assert_eq!(
-                shown,
-                expected,
-                "{caller:?} at {path}\n{}\n{}",
-                mesh.authz.log_text(),
-                mesh.envoy.log()
-            );
+            // A session (2025-11-25), and stateless requests (2026-07-28, `Mcp-Method`).
+            for protocol in [Protocol::Handshake, Protocol::Discover] {
+                let shown = lists_by(&mesh.envoy.url(path), Some(&token), protocol);
+                assert_eq!(
+                    shown,
+                    expected,
+                    "{caller:?} at {path} ({protocol:?})\n{}\n{}",
+                    mesh.authz.log_text(),
+                    mesh.envoy.log()
+                );
+            }
         }
         // The gateway's answer on the same lists is the same.
         for (i, (_, method, _)) in LIST_STEPS.iter().enumerate() {
@@ -882,6 +897,44 @@ fn an_event_split_across_chunks_is_filtered_whole() {
         assert!(
             sent >= 2 + pieces as u64 - 1,
             "{sent} messages to ext_proc for {pieces} pieces"
+        );
+    }
+}
+
+#[test]
+fn a_list_longer_than_the_limit_is_replaced_by_an_error() {
+    // `grpc.max_list_entries` caps ext_proc's lists as it caps `FilterList`'s: the docs
+    // server's four tools are one too many. The client gets a JSON-RPC error, not the list.
+    let mesh = mesh_with(
+        &envoy_example(TEMPLATE),
+        0,
+        &["[grpc]\nmax_list_entries = 3\n"],
+    );
+    let alice = mesh.issuer.token(&ALICE);
+    for path in ["/docs/mcp", "/docs-json/mcp"] {
+        let report = run_client(
+            &mesh.envoy.url(path),
+            Some(&alice),
+            json!([{"op": "list_tools"}, {"op": "list_prompts"}]),
+        );
+        let step = &report["steps"][0];
+        assert_eq!(step["ok"], false, "{path}: {report:#}");
+        assert!(
+            step["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("max_list_entries"),
+            "{path}: {report:#}"
+        );
+        assert!(
+            !report.to_string().contains("delete_document"),
+            "{report:#}"
+        );
+        // A shorter list still comes through.
+        assert_eq!(
+            listed(&report, 1, "prompts"),
+            set(&["executive_summary"]),
+            "{path}"
         );
     }
 }
