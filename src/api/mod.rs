@@ -3,8 +3,10 @@
 
 pub mod authzen;
 pub mod ext_authz;
+pub mod ext_proc;
 pub mod grpc;
 pub mod http;
+pub mod list_filter;
 pub mod listener;
 pub mod mcp_check;
 pub mod pbjson;

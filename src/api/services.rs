@@ -19,10 +19,11 @@ use crate::telemetry::Telemetry;
 pub const REALM: &str = "mcp-authz";
 
 /// gRPC services whose health is reported (`""` is the server as a whole).
-pub const HEALTH_SERVICES: [&str; 3] = [
+pub const HEALTH_SERVICES: [&str; 4] = [
     "",
     "mcp_authz.v1.Authorizer",
     "envoy.service.auth.v3.Authorization",
+    "envoy.service.ext_proc.v3.ExternalProcessor",
 ];
 
 /// What the interfaces decide with, and their settings: built once the policies

@@ -19,8 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 
 use crate::api::ext_authz::ExtAuthzGrpc;
+use crate::api::ext_proc::ExtProc;
 use crate::api::grpc::GatewayApi;
 use crate::api::http::{admin_router, main_router};
 use crate::api::listener::{self, Caps, Listener, Protocol};
@@ -153,6 +155,7 @@ impl App {
             .add_service(reflection_v1alpha)
             .add_service(AuthorizerServer::new(GatewayApi::new(ready.clone())))
             .add_service(AuthorizationServer::new(ExtAuthzGrpc::new(ready.clone())))
+            .add_service(ExternalProcessorServer::new(ExtProc::new(ready.clone())))
             .prepare()
             .into_axum_router();
         let grpc_addr = local_addr(&grpc)?;

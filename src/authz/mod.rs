@@ -219,6 +219,8 @@ pub enum Interface {
     ExtAuthzGrpc,
     /// Envoy ext_authz over HTTP.
     ExtAuthzHttp,
+    /// Envoy ext_proc: MCP list responses filtered on the way back.
+    ExtProc,
     /// OpenID AuthZEN over HTTP.
     Authzen,
     /// The command line.
@@ -232,6 +234,7 @@ impl Interface {
             Interface::Grpc => "grpc",
             Interface::ExtAuthzGrpc => "ext_authz_grpc",
             Interface::ExtAuthzHttp => "ext_authz_http",
+            Interface::ExtProc => "ext_proc",
             Interface::Authzen => "authzen",
             Interface::Cli => "cli",
         }

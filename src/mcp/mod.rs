@@ -17,6 +17,7 @@ pub mod import;
 pub(crate) mod json;
 pub mod jsonrpc;
 pub mod lists;
+pub mod sse;
 pub use crate::uri;
 
 /// The Cedar namespace of the MCP model.

@@ -414,6 +414,9 @@ pub struct ListRecord {
     pub entries: usize,
     /// The names (or URIs) of the hidden entries, in their order.
     pub denied: Vec<String>,
+    /// The decision that let the list call through, when another interface made it
+    /// (Envoy's ext_authz, for a list filtered by ext_proc).
+    pub authorized_by: Option<String>,
 }
 
 impl ListRecord {
@@ -431,6 +434,10 @@ impl ListRecord {
                     "denied_names": self.denied,
                 }),
             );
+            if let (Some(id), Some(Value::Object(list))) = (&self.authorized_by, m.get_mut("list"))
+            {
+                list.insert("authorized_by".into(), json!(id));
+            }
         }
         json
     }

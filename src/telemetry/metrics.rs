@@ -41,10 +41,11 @@ use std::time::Duration;
 use crate::authz::Interface;
 
 /// Every interface, in the order series are rendered.
-pub const INTERFACES: [Interface; 5] = [
+pub const INTERFACES: [Interface; 6] = [
     Interface::Grpc,
     Interface::ExtAuthzGrpc,
     Interface::ExtAuthzHttp,
+    Interface::ExtProc,
     Interface::Authzen,
     Interface::Cli,
 ];
@@ -54,8 +55,9 @@ fn index(interface: Interface) -> usize {
         Interface::Grpc => 0,
         Interface::ExtAuthzGrpc => 1,
         Interface::ExtAuthzHttp => 2,
-        Interface::Authzen => 3,
-        Interface::Cli => 4,
+        Interface::ExtProc => 3,
+        Interface::Authzen => 4,
+        Interface::Cli => 5,
     }
 }
 

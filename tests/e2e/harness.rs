@@ -143,6 +143,8 @@ pub struct McpServer {
     kind: String,
     /// Answers with `application/json` instead of an event stream.
     json_response: bool,
+    /// How many `extra_tool_NNN` it registers (`--extra-tools`).
+    extra_tools: usize,
     port: u16,
     child: Child,
     /// Kept open: the server exits when it closes (the test process died).
@@ -161,16 +163,29 @@ impl McpServer {
     /// (`--json-response`) when `json_response`, else with an event stream (the SDK's
     /// default).
     pub fn start_answering(kind: &str, json_response: bool) -> McpServer {
+        McpServer::start_with_extra_tools(kind, json_response, 0)
+    }
+
+    /// [`McpServer::start_answering`], also registering `extra_tools` tools
+    /// `extra_tool_001` ... (`--extra-tools`, see `tests/e2e/mcp_server.py`): a long
+    /// `tools/list`.
+    pub fn start_with_extra_tools(
+        kind: &str,
+        json_response: bool,
+        extra_tools: usize,
+    ) -> McpServer {
         assert!(
             matches!(kind, "docs" | "projects"),
             "unknown MCP server kind `{kind}`"
         );
         let dir = WorkDir::new(&format!("e2e-mcp-{kind}-"));
         let (child, stdin, port) =
-            McpServer::spawn(kind, json_response, 0, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            McpServer::spawn(kind, json_response, extra_tools, 0, dir.path())
+                .unwrap_or_else(|e| panic!("{e}"));
         McpServer {
             kind: kind.to_owned(),
             json_response,
+            extra_tools,
             port,
             child,
             _stdin: stdin,
@@ -181,6 +196,7 @@ impl McpServer {
     fn spawn(
         kind: &str,
         json_response: bool,
+        extra_tools: usize,
         port: u16,
         dir: &Path,
     ) -> Result<(Child, Option<ChildStdin>, u16), String> {
@@ -198,6 +214,7 @@ impl McpServer {
             .arg(dir.join("requests.jsonl"))
             .arg("--exit-on-stdin-eof")
             .args(json_response.then_some("--json-response"))
+            .args(["--extra-tools", &extra_tools.to_string()])
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::piped())
@@ -283,9 +300,15 @@ impl McpServer {
         self.stop();
         let mut last = String::new();
         let started = poll(Duration::from_secs(10), || {
-            McpServer::spawn(&self.kind, self.json_response, self.port, self.dir.path())
-                .map_err(|e| last = e)
-                .ok()
+            McpServer::spawn(
+                &self.kind,
+                self.json_response,
+                self.extra_tools,
+                self.port,
+                self.dir.path(),
+            )
+            .map_err(|e| last = e)
+            .ok()
         });
         let Some((child, stdin, port)) = started else {
             panic!(

@@ -16,6 +16,7 @@ mod harness;
 mod deploy;
 mod e2e_harness;
 mod envoy_e2e;
+mod ext_proc;
 mod mesh_tls;
 mod rollout;
 mod schema_url;

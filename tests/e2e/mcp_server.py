@@ -16,7 +16,13 @@ Every result is deterministic text, so a test can compare it exactly. Document i
 
 Usage:
     python mcp_server.py --server docs [--port 0] [--request-log FILE] [--json-response]
-                         [--exit-on-stdin-eof]
+                         [--extra-tools N] [--exit-on-stdin-eof]
+
+`--extra-tools N` registers N more tools, `extra_tool_001` ... `extra_tool_N` (three
+digits at least), each with a description of about 200 characters and one required
+String argument `item`; each returns `extra_tool_NNN: <item>`. It makes a `tools/list`
+answer as long as a large server's (200 tools: about 100 KB), which Envoy receives in
+several body chunks (the ext_proc tests and bench/ext_proc.sh use it).
 
 Port 0 (the default) lets the kernel pick a free port: the socket is bound before
 uvicorn starts, and once uvicorn serves, the server prints ONE line to stdout,
@@ -182,6 +188,25 @@ def build_projects(log_level: str) -> MCPServer:
 
 SERVERS = {"docs": build_docs, "projects": build_projects}
 
+
+def add_extra_tools(server: MCPServer, count: int) -> None:
+    """Register `count` tools `extra_tool_001` ... (see the module's docstring)."""
+    width = max(3, len(str(count)))
+    for i in range(1, count + 1):
+        name = f"extra_tool_{i:0{width}d}"
+
+        def make(tool: str) -> Any:
+            def extra(item: str) -> str:
+                return f"{tool}: {item}"
+
+            return extra
+
+        description = (
+            f"Extra tool number {i} of {count}, registered with --extra-tools so that tools/list is as long "
+            "as a large server's: it echoes its one argument, prefixed with its own name, and does nothing else."
+        )
+        server.add_tool(make(name), name=name, description=description)
+
 # ---------------------------------------------------------------------------
 # The request log.
 
@@ -289,6 +314,7 @@ class RequestLog:
 
 async def serve(args: argparse.Namespace) -> None:
     server = SERVERS[args.server](args.log_level.upper())
+    add_extra_tools(server, args.extra_tools)
 
     @server.custom_route("/healthz", methods=["GET"])
     async def healthz(_: Request) -> PlainTextResponse:
@@ -339,6 +365,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="0 (default): an ephemeral port, printed on stdout")
     parser.add_argument("--request-log", help="append one JSON line per HTTP request to this file")
     parser.add_argument("--json-response", action="store_true", help="answer with JSON instead of SSE")
+    parser.add_argument(
+        "--extra-tools", type=int, default=0, metavar="N", help="also register N tools extra_tool_001 ... (default 0)"
+    )
     parser.add_argument("--log-level", default="warning")
     parser.add_argument(
         "--exit-on-stdin-eof",

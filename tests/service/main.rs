@@ -26,6 +26,7 @@ mod cli_token;
 mod cli_validate;
 mod dry_run;
 mod envoy_server_identity;
+mod ext_proc;
 mod forged_requests;
 mod fuzz_smoke;
 mod grpc_api;

@@ -16,8 +16,8 @@ use tonic::{Request, Status};
 use tracing::Instrument;
 
 use super::{
-    DECISION_ID_HEADER, EnvoyAnswer, EnvoyRequest, HeaderSource, Headers, MCP_FILTER_NAMESPACE,
-    decide,
+    DECISION_ID_HEADER, DECISION_ID_METADATA, EnvoyAnswer, EnvoyRequest, HeaderSource, Headers,
+    MCP_FILTER_NAMESPACE, METHOD_METADATA, SERVER_METADATA, decide,
 };
 use crate::api::mcp_check::{CALLER_TOKEN_HEADER, CallerTrust, decision_meta};
 use crate::api::pbjson::envoy_struct_to_json;
@@ -141,15 +141,21 @@ pub fn check_response(answer: EnvoyAnswer) -> CheckResponse {
             set_headers,
             remove_headers,
             policies,
+            mcp_method,
+            server,
         } => {
-            let metadata = Struct {
-                fields: [
-                    ("decision_id".to_owned(), string_value(decision_id)),
-                    ("policies".to_owned(), string_value(policies.join(","))),
-                ]
-                .into_iter()
-                .collect(),
-            };
+            let mut fields: std::collections::HashMap<String, PbValue> = [
+                (DECISION_ID_METADATA.to_owned(), string_value(decision_id)),
+                ("policies".to_owned(), string_value(policies.join(","))),
+            ]
+            .into_iter()
+            .collect();
+            for (key, value) in [(METHOD_METADATA, mcp_method), (SERVER_METADATA, server)] {
+                if let Some(v) = value {
+                    fields.insert(key.to_owned(), string_value(v));
+                }
+            }
+            let metadata = Struct { fields };
             CheckResponse {
                 status: Some(rpc::Status {
                     code: tonic::Code::Ok as i32,

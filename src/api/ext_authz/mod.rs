@@ -51,11 +51,12 @@ pub use http::http_router;
 use serde_json::{Map, Value, json};
 
 use super::mcp_check::{
-    Asserted, CallerTrust, Credentials, Verdict, admit, admit_envoy_peer, check_calls,
+    Asserted, CallerTrust, Credentials, Verdict, admit, admit_envoy_peer, check_calls, resolve,
 };
 use super::refusal::Refusal;
 use super::services::Services;
 use crate::authz::{DecisionMeta, Interface, Reason, ReasonKind};
+use crate::identity::Identity;
 use crate::identity::bearer_token_from_header;
 use crate::mcp::jsonrpc::{McpCall, McpHeaders, check_headers, parse_body};
 use crate::uri::Shown;
@@ -84,6 +85,15 @@ pub const DESTINATION_PRINCIPAL_HEADER: &str = "x-mcp-authz-destination-principa
 pub const WOULD_BE_HEADER: &str = "x-mcp-authz-would-be";
 /// Envoy's MCP filter's metadata namespace.
 pub const MCP_FILTER_NAMESPACE: &str = "envoy.filters.http.mcp";
+/// The dynamic metadata namespace of Envoy's ext_authz filter, where an allow's
+/// metadata lands (and what ext_proc is given when Envoy forwards it).
+pub const EXT_AUTHZ_NAMESPACE: &str = "envoy.filters.http.ext_authz";
+/// Dynamic metadata of an allow: the decision id.
+pub const DECISION_ID_METADATA: &str = "decision_id";
+/// Dynamic metadata of an allow: the method of its one MCP message.
+pub const METHOD_METADATA: &str = "mcp_method";
+/// Dynamic metadata of an allow: the MCP server it was decided on.
+pub const SERVER_METADATA: &str = "mcp_server";
 /// Action of `GET` (opening the server's SSE stream).
 pub const STREAM_ACTION: &str = "session/stream";
 /// Action of `DELETE` (ending a session).
@@ -135,6 +145,11 @@ pub enum EnvoyAnswer {
         remove_headers: Vec<&'static str>,
         /// The determining policies, for the access log.
         policies: Vec<String>,
+        /// The method of the request's one MCP message (none for a batch), for
+        /// ext_proc ([`METHOD_METADATA`]).
+        mcp_method: Option<String>,
+        /// The MCP server it was decided on ([`SERVER_METADATA`]).
+        server: Option<String>,
     },
     /// Answer the client instead: built from a [`Refusal`] by
     /// [`Refusal::envoy_answer`].
@@ -214,6 +229,8 @@ fn dry_run(services: &Services, answer: EnvoyAnswer) -> EnvoyAnswer {
             decision_id,
             remove_headers: vec![USER_HEADER, APPLICATION_HEADER],
             policies: Vec::new(),
+            mcp_method: None,
+            server: None,
         },
         answer => answer,
     }
@@ -238,40 +255,10 @@ async fn decide_request(
     // the array a server answers a batch with: never as if a tool did not exist.
     let batch = request.body.trim_ascii_start().first() == Some(&b'[');
     let request_id = calls.first().and_then(|c| c.id.clone());
-    let authorization = match request.headers.get("authorization") {
-        Ok(a) => a,
-        Err(e) => return Err(refuse(Refusal::invalid(e.to_string()), request_id)),
-    };
-    let bearer = match authorization {
-        Some(h) => match bearer_token_from_header(h) {
-            Ok(t) => Some(t),
-            Err(e) => return Err(refuse(Refusal::unauthenticated(&e), request_id)),
-        },
-        None => None,
-    };
-    let asserted = Asserted {
-        spiffe_id: request.asserted_spiffe_id.filter(|s| !s.is_empty()),
-        identity: None,
-    };
-    let trust = request.caller.unwrap_or(CallerTrust::Untrusted);
-    let peer = request.spiffe_id.filter(|s| !s.is_empty());
-    let admitted = admit(asserted, trust).and_then(|admitted| match peer {
-        None => Ok(Credentials::admitted(bearer, admitted)),
-        Some(peer) => {
-            admit_envoy_peer(services, trust).map(|()| Credentials::proven(bearer, Some(peer)))
-        }
-    });
-    let credentials = match admitted {
+    let credentials = match credentials_of(services, &request) {
         Ok(credentials) => credentials,
-        Err(e) => {
-            let reason = Reason::new(ReasonKind::Rejected, e.to_string());
-            return Err(refuse(Refusal::forbidden(reason), request_id));
-        }
+        Err(refusal) => return Err(refuse(refusal, request_id)),
     };
-    // MCP's authorization: a request without credentials is told how to get them.
-    if credentials.is_empty() {
-        return Err(refuse(Refusal::no_credentials(), request_id));
-    }
     let mut extra = Map::new();
     if let Some(ip) = &request.source_ip {
         extra.insert("request".into(), json!({ "source_ip": ip }));
@@ -330,12 +317,82 @@ async fn decide_request(
         .collect();
     policies.sort();
     policies.dedup();
+    // What ext_proc reads back from the dynamic metadata: one message's method.
+    let method = match &verdict {
+        Verdict::Decided { calls, .. } if calls.len() == 1 => Some(deciding.call.method.clone()),
+        _ => None,
+    };
     Ok(EnvoyAnswer::Allow {
         decision_id,
         set_headers,
         remove_headers,
         policies,
+        mcp_method: method,
+        server: Some(server.to_owned()),
     })
+}
+
+/// The credentials `request` presents, by the one rule of both modes: the bearer
+/// token of `Authorization`; the mTLS peer Envoy proved, honoured as
+/// [`admit_envoy_peer`] says; identities asserted in headers only from the trusted
+/// caller ([`admit`]). No credentials at all is a 401 that tells the client how to
+/// get them, as MCP's authorization asks.
+fn credentials_of<'r>(
+    services: &Services,
+    request: &'r EnvoyRequest<'_>,
+) -> Result<Credentials<'r>, Refusal> {
+    let authorization = request
+        .headers
+        .get("authorization")
+        .map_err(|e| Refusal::invalid(e.to_string()))?;
+    let bearer = match authorization {
+        Some(h) => Some(bearer_token_from_header(h).map_err(|e| Refusal::unauthenticated(&e))?),
+        None => None,
+    };
+    let asserted = Asserted {
+        spiffe_id: request.asserted_spiffe_id.filter(|s| !s.is_empty()),
+        identity: None,
+    };
+    let trust = request.caller.unwrap_or(CallerTrust::Untrusted);
+    let peer = request.spiffe_id.filter(|s| !s.is_empty());
+    let credentials = admit(asserted, trust)
+        .and_then(|admitted| match peer {
+            None => Ok(Credentials::admitted(bearer, admitted)),
+            Some(peer) => {
+                admit_envoy_peer(services, trust).map(|()| Credentials::proven(bearer, Some(peer)))
+            }
+        })
+        .map_err(|e| Refusal::forbidden(Reason::new(ReasonKind::Rejected, e.to_string())))?;
+    if credentials.is_empty() {
+        return Err(Refusal::no_credentials());
+    }
+    Ok(credentials)
+}
+
+/// Who sends `request` and to which MCP server, by the same rules as a decision
+/// ([`choose_server`], [`credentials_of`]), for a request ext_authz already let
+/// through: `server` is the one ext_authz chose, when Envoy passed it on (it also
+/// knows the route's `context_extensions`, which nothing else sees).
+pub async fn identify(
+    services: &Services,
+    request: &EnvoyRequest<'_>,
+    server: Option<&str>,
+) -> Result<(String, Identity), Refusal> {
+    if let Err(e) = request.headers.check() {
+        return Err(Refusal::invalid(e.to_string()));
+    }
+    let server = match server.filter(|s| !s.is_empty()) {
+        Some(s) => s.to_owned(),
+        None => server_of(services, request)
+            .map_err(|refused| refused.refusal)?
+            .0
+            .to_owned(),
+    };
+    let credentials = credentials_of(services, request)?;
+    let identity = resolve(&services.resolver, credentials)
+        .await
+        .map_err(|e| Refusal::unauthenticated(&e))?;
+    Ok((server, identity))
 }
 
 /// Where the server of a request came from.

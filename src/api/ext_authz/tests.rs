@@ -941,3 +941,39 @@ async fn a_denied_batch_is_never_answered_as_not_found() {
             "data": { "decision_id": decision_id_of(&headers) } })
     );
 }
+
+/// The dynamic metadata of the answer (the `envoy.filters.http.ext_authz` namespace).
+async fn grpc_metadata(service: &ExtAuthzGrpc, request: CheckRequest) -> Map<String, Value> {
+    let response = service
+        .check(Request::new(request))
+        .await
+        .expect("an answer")
+        .into_inner();
+    response
+        .dynamic_metadata
+        .as_ref()
+        .map(crate::api::pbjson::envoy_struct_to_json)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_allow_tells_ext_proc_the_method_and_the_server() {
+    use crate::api::test_support::{ready, token};
+    let service = ExtAuthzGrpc::new(ready().await);
+    let bearer = format!("Bearer {}", token("alice", "corpassist"));
+    let auth = [("authorization", bearer.as_str())];
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let m = grpc_metadata(&service, envoy("POST", &auth, list)).await;
+    assert_eq!(m.get(METHOD_METADATA), Some(&json!("tools/list")), "{m:?}");
+    assert_eq!(m.get(SERVER_METADATA), Some(&json!("docs")), "{m:?}");
+    assert!(m.get(DECISION_ID_METADATA).is_some_and(|d| d != ""));
+    // A batch names no one method; a deny no method at all.
+    let batch = format!("[{list},{}]", list.replace("\"id\":1", "\"id\":2"));
+    let m = grpc_metadata(&service, envoy("POST", &auth, &batch)).await;
+    if m.contains_key(SERVER_METADATA) {
+        assert_eq!(m.get(METHOD_METADATA), None, "{m:?}");
+    }
+    let delete = crate::api::test_support::tools_call("delete_document");
+    let m = grpc_metadata(&service, envoy("POST", &auth, &delete)).await;
+    assert_eq!(m.get(METHOD_METADATA), None, "{m:?}");
+}

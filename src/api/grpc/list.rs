@@ -1,26 +1,22 @@
-//! `FilterList`: each entry decided as using it would be, on one snapshot, off the
-//! async workers, with one decision log record for the whole list.
+//! `FilterList`: each entry decided as using it would be ([`ListJob`]), on one
+//! snapshot, off the async workers, with one decision log record for the whole list.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
 
-use serde_json::{Map, Value};
 use tonic::Status;
 
 use super::caller::{Caller, CredentialProblem, credentials};
 use super::{refuse_call, untrusted};
-use crate::api::mcp_check::{off_workers, request_for, resolve};
+use crate::api::list_filter::{ListInput, ListJob};
+use crate::api::mcp_check::{off_workers, resolve};
 use crate::api::pbjson::struct_to_json;
 use crate::api::proto::v1::{FilterListRequest, FilterListResponse, filter_list_request};
 use crate::api::refusal::Refusal;
 use crate::api::services::Services;
-use crate::authz::{Decision, DecisionMeta, Engine, Interface, Reason, ReasonKind};
+use crate::authz::{DecisionMeta, Engine, Interface};
 use crate::config::DenyDetail;
 use crate::identity::Identity;
-use crate::mcp::jsonrpc::McpCall;
-use crate::mcp::lists::{ListKind, ListResult, read_list_result};
-use crate::mcp::{Kind, action};
-use crate::telemetry::{DecisionRecord, ListRecord, Telemetry};
+use crate::mcp::lists::{ListKind, read_list_result};
 
 /// A list refused before any policy was asked: logged as a deny, answered with
 /// the refusal's kind, JSON-RPC error and challenge.
@@ -77,8 +73,8 @@ pub(super) async fn filter_list(
     let meta = caller.meta.clone();
     off_workers(move || {
         let engine = &services.engine;
-        let job = match ListJob::new(&services, &meta, kind, request, identity, max) {
-            Ok(job) => job,
+        let input = match list_input(kind, request, identity, max) {
+            Ok(input) => input,
             Err(ListRefusal::Invalid(message)) => {
                 return Ok(filter_refused(engine, &meta, &Refusal::invalid(message)));
             }
@@ -86,8 +82,19 @@ pub(super) async fn filter_list(
                 return Err(too_many_entries(engine, &meta, entries, max));
             }
         };
-        let allowed: Vec<bool> = (0..job.calls.len()).map(|i| job.decide(i)).collect();
-        Ok(job.finish(allowed))
+        let job = ListJob::new(&services, &meta, Interface::Grpc, input);
+        let allowed = job.decide();
+        let filtered = job.finish(&allowed);
+        Ok(FilterListResponse {
+            allowed: filtered.allowed,
+            denied: filtered.denied,
+            result: filtered.result,
+            decision_id: filtered.decision_id,
+            policy_generation: filtered.generation,
+            dry_run: filtered.dry_run,
+            would_deny: filtered.would_deny,
+            ..FilterListResponse::default()
+        })
     })
     .await
     .ok_or_else(|| Status::from(Refusal::internal("the list could not be decided")))?
@@ -111,148 +118,36 @@ enum ListRefusal {
     TooMany(usize),
 }
 
-/// A list to decide: its entries read and validated, one snapshot to decide them on.
-struct ListJob<'e> {
-    engine: &'e Engine,
-    telemetry: &'e Telemetry,
-    meta: &'e DecisionMeta,
+/// The list of a `FilterList` request, read.
+fn list_input(
     kind: ListKind,
-    server: String,
+    request: FilterListRequest,
     identity: Identity,
-    extra: Map<String, Value>,
-    names: Vec<String>,
-    calls: Vec<Option<McpCall>>,
-    result: Option<ListResult>,
-    snapshot: Arc<crate::policy::Snapshot>,
-    started: Instant,
-    /// A dry run: every entry is shown, the hidden ones named in `would_deny`.
-    dry_run: bool,
-}
-
-impl<'e> ListJob<'e> {
-    /// Read the list.
-    fn new(
-        services: &'e Services,
-        meta: &'e DecisionMeta,
-        kind: ListKind,
-        request: FilterListRequest,
-        identity: Identity,
-        max: usize,
-    ) -> Result<Self, ListRefusal> {
-        let started = Instant::now();
-        let refuse = |message: String| Err(ListRefusal::Invalid(message));
-        let (names, result) = match request.list {
-            Some(filter_list_request::List::Names(n)) => (n.names, None),
-            Some(filter_list_request::List::Result(bytes)) => {
-                match read_list_result(&bytes, kind) {
-                    Ok(r) => (r.names().to_vec(), Some(r)),
-                    Err(message) => return refuse(message),
-                }
-            }
-            None => return refuse("the request has neither `names` nor `result`".into()),
-        };
-        if names.len() > max {
-            return Err(ListRefusal::TooMany(names.len()));
-        }
-        // An entry that no request can use (a URI without a normal form, say) is
-        // hidden: nobody may use it.
-        let calls = names.iter().map(|name| kind.use_call(name)).collect();
-        Ok(Self {
-            engine: &services.engine,
-            telemetry: &services.telemetry,
-            meta,
-            kind,
-            server: request.server,
-            identity,
-            extra: request
-                .context
-                .as_ref()
-                .map(struct_to_json)
-                .unwrap_or_default(),
-            names,
-            calls,
-            result,
-            snapshot: services.engine.snapshot(),
-            started,
-            dry_run: services.enforced(false),
-        })
+    max: usize,
+) -> Result<ListInput, ListRefusal> {
+    let refuse = |message: String| Err(ListRefusal::Invalid(message));
+    let (names, result) = match request.list {
+        Some(filter_list_request::List::Names(n)) => (n.names, None),
+        Some(filter_list_request::List::Result(bytes)) => match read_list_result(&bytes, kind) {
+            Ok(r) => (r.names().to_vec(), Some(r)),
+            Err(message) => return refuse(message),
+        },
+        None => return refuse("the request has neither `names` nor `result`".into()),
+    };
+    if names.len() > max {
+        return Err(ListRefusal::TooMany(names.len()));
     }
-
-    /// Whether entry `i` is shown: unless every use of it would be denied, its
-    /// arguments unknown ([`Engine::listed`]).
-    fn decide(&self, i: usize) -> bool {
-        let Some(Some(call)) = self.calls.get(i) else {
-            return false;
-        };
-        let request = request_for(call, &self.server, &self.identity, &self.extra);
-        self.engine.listed(&self.snapshot, &request)
-    }
-
-    /// The answer, and the one decision log record of the list.
-    fn finish(self, allowed: Vec<bool>) -> FilterListResponse {
-        let mut response = FilterListResponse {
-            decision_id: crate::authz::new_decision_id(),
-            policy_generation: self.snapshot.generation,
-            ..FilterListResponse::default()
-        };
-        for (name, ok) in self.names.iter().zip(&allowed) {
-            if *ok {
-                response.allowed.push(name.clone());
-            } else if self.dry_run {
-                response.allowed.push(name.clone());
-                response.would_deny.push(name.clone());
-            } else {
-                response.denied.push(name.clone());
-            }
-        }
-        response.dry_run = self.dry_run;
-        let shown: Vec<bool> = allowed.iter().map(|a| *a || self.dry_run).collect();
-        if let Some(result) = self.result {
-            response.result = result.filtered(self.kind, &shown);
-        }
-        let entries = self.names.len();
-        let shown = allowed.iter().filter(|a| **a).count();
-        let server = Kind::Server.uid(&self.server);
-        let allow = entries == 0 || shown > 0;
-        let decision = Decision {
-            allow,
-            reason: Reason::new(
-                if allow {
-                    ReasonKind::Allowed
-                } else {
-                    ReasonKind::Denied
-                },
-                format!("{shown} of {entries} entries allowed"),
-            ),
-            evaluations: Vec::new(),
-            generation: self.snapshot.generation,
-            policy_digest: self.snapshot.digests.content.clone(),
-        };
-        self.telemetry.record_list(ListRecord {
-            record: DecisionRecord {
-                decision_id: response.decision_id.clone(),
-                time: SystemTime::now(),
-                interface: Interface::Grpc,
-                user: self.identity.user.as_deref().map(|u| Kind::User.uid(u)),
-                application: self
-                    .identity
-                    .application
-                    .as_deref()
-                    .map(|a| Kind::Application.uid(a)),
-                server: Some(server.clone()),
-                action: Some(action(self.kind.method)),
-                resource: Some(server),
-                decision: Arc::new(decision),
-                latency: self.started.elapsed(),
-                arguments: None,
-                trace: self.meta.trace,
-                request_id: self.meta.request_id.clone(),
-                server_source: self.meta.server_source,
-            },
-            method: self.kind.method.to_owned(),
-            entries,
-            denied: response.denied.clone(),
-        });
-        response
-    }
+    Ok(ListInput {
+        kind,
+        server: request.server,
+        identity,
+        extra: request
+            .context
+            .as_ref()
+            .map(struct_to_json)
+            .unwrap_or_default(),
+        names,
+        result,
+        authorized_by: None,
+    })
 }
