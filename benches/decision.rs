@@ -244,12 +244,60 @@ fn jwt(c: &mut Criterion) {
     });
 }
 
+/// A `tools/list` response of 200 tools (the reference server's four, with their
+/// schemas, repeated under other names): what ext_proc reads and rewrites per list.
+fn list_response_200() -> Vec<u8> {
+    let fixture = root().join("tests/fixtures/mcp/tools_list_result.json");
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture).expect("fixture")).expect("json");
+    let tools = result["tools"].as_array().expect("tools").clone();
+    let many: Vec<serde_json::Value> = (0..200)
+        .map(|i| {
+            let mut t = tools[i % tools.len()].clone();
+            t["name"] = json!(format!("tool_{i:03}"));
+            t
+        })
+        .collect();
+    serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": many}}))
+        .expect("json")
+}
+
+fn lists(c: &mut Criterion) {
+    use mcp_authz::mcp::lists::{ListKind, read_list_result};
+    use mcp_authz::mcp::sse::EventReader;
+    let body = list_response_200();
+    let kind = ListKind::of("tools/list").expect("list");
+    let keep: Vec<bool> = (0..200).map(|i| i % 4 != 3).collect();
+    c.bench_function("list_read_200_tools", |b| {
+        b.iter(|| black_box(read_list_result(black_box(&body), kind).expect("a list")))
+    });
+    c.bench_function("list_read_and_filter_200_tools", |b| {
+        b.iter(|| {
+            let list = read_list_result(black_box(&body), kind).expect("a list");
+            black_box(list.filtered(kind, &keep))
+        })
+    });
+    let mut stream = b"event: message\ndata: ".to_vec();
+    stream.extend_from_slice(&body);
+    stream.extend_from_slice(b"\n\n");
+    c.bench_function("sse_read_200_tools_in_16k_chunks", |b| {
+        b.iter(|| {
+            let mut reader = EventReader::new(1 << 24);
+            let mut n = 0;
+            for chunk in stream.chunks(16 * 1024) {
+                n += reader.push(chunk).expect("within the limit").len();
+            }
+            black_box(n)
+        })
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(50)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = decisions, parsing, mapping, jwt
+    targets = decisions, parsing, mapping, jwt, lists
 }
 criterion_main!(benches);

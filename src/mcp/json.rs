@@ -182,22 +182,19 @@ impl<'de> Visitor<'de> for Seed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let inner = self.enter()?;
         let mut object = Map::new();
-        let mut folded: HashSet<String> = HashSet::new();
+        // The hash of each key's folded form: a repeat is checked exactly (a hash
+        // can collide), so only a real case variant is refused.
+        let mut folded = FoldedKeys::default();
         while let Some(key) = map.next_key::<String>()? {
             if object.contains_key(&key) {
                 return Err(self.fail(JsonFault::DuplicateKey(key)));
             }
-            if self.fold_keys {
-                let f = fold(&key).into_owned();
-                if folded.contains(&f) {
-                    let earlier = object
-                        .keys()
-                        .find(|k| fold(k) == f.as_str())
-                        .cloned()
-                        .unwrap_or_default();
+            if self.fold_keys && !folded.insert(fold_hash(&key)) {
+                let f = fold(&key);
+                if let Some(earlier) = object.keys().find(|k| fold(k) == f) {
+                    let earlier = earlier.clone();
                     return Err(self.fail(JsonFault::CaseVariantKeys(earlier, key)));
                 }
-                folded.insert(f);
             }
             let member = Seed {
                 fold_keys: inner.fold_keys && !self.free_form.contains(&key.as_str()),
@@ -207,6 +204,56 @@ impl<'de> Visitor<'de> for Seed<'_> {
             object.insert(key, value);
         }
         Ok(Value::Object(object))
+    }
+}
+
+/// The hash of [`fold`]`(key)`, computed without building the folded string.
+fn fold_hash(key: &str) -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = std::hash::DefaultHasher::new();
+    for c in key.chars() {
+        match c {
+            'ſ' => h.write_u32('s' as u32),
+            'ς' => h.write_u32('σ' as u32),
+            c if c.is_ascii() => h.write_u32(c.to_ascii_lowercase() as u32),
+            c => c.to_lowercase().for_each(|l| h.write_u32(l as u32)),
+        }
+    }
+    h.finish()
+}
+
+/// The folded-key hashes of one object: a short list (objects are small), a set
+/// once it is long, so that a huge object costs linear time, not quadratic.
+#[derive(Default)]
+enum FoldedKeys {
+    #[default]
+    Empty,
+    Few(Vec<u64>),
+    Many(HashSet<u64>),
+}
+
+impl FoldedKeys {
+    /// Add `hash`; `false` if it was already there.
+    fn insert(&mut self, hash: u64) -> bool {
+        const FEW: usize = 16;
+        match self {
+            FoldedKeys::Empty => {
+                *self = FoldedKeys::Few(vec![hash]);
+                true
+            }
+            FoldedKeys::Few(v) if v.contains(&hash) => false,
+            FoldedKeys::Few(v) if v.len() < FEW => {
+                v.push(hash);
+                true
+            }
+            FoldedKeys::Few(v) => {
+                let mut set: HashSet<u64> = v.drain(..).collect();
+                set.insert(hash);
+                *self = FoldedKeys::Many(set);
+                true
+            }
+            FoldedKeys::Many(set) => set.insert(hash),
+        }
     }
 }
 
@@ -332,5 +379,30 @@ mod tests {
         assert_eq!(fold("NaMe"), "name");
         assert_eq!(fold("\u{17f}\u{212a}"), "sk");
         assert_eq!(fold("ΣΑΣ"), fold("σας"));
+    }
+
+    #[test]
+    fn case_variants_are_found_in_objects_of_any_size() {
+        for n in [2, 15, 16, 17, 40, 2000] {
+            let mut members: Vec<String> = (0..n).map(|i| format!("\"key{i}\":{i}")).collect();
+            members.push("\"KEY1\":0".to_owned());
+            let text = format!("{{{}}}", members.join(","));
+            assert_eq!(
+                parse(&text, DEPTH),
+                Err(JsonFault::CaseVariantKeys("key1".into(), "KEY1".into())),
+                "{n} keys"
+            );
+            members.pop();
+            members.push("\"Key\\u017f\":0".to_owned());
+            members.push("\"keys\":0".to_owned());
+            let text = format!("{{{}}}", members.join(","));
+            assert!(
+                matches!(parse(&text, DEPTH), Err(JsonFault::CaseVariantKeys(..))),
+                "{n} keys: ſ folds onto s"
+            );
+            members.truncate(n);
+            let text = format!("{{{}}}", members.join(","));
+            assert!(parse(&text, DEPTH).is_ok(), "{n} distinct keys");
+        }
     }
 }
