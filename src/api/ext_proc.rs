@@ -15,6 +15,8 @@
 //!    ext_authz ([`identify`]) and the answer asks for the response
 //!    (`mode_override`: response headers, response body streamed). Neither
 //!    metadata present: a POST's body is asked for (`BUFFERED`) and read once.
+//!    A resumed stream (`GET` with `Last-Event-ID`) may replay the response of a
+//!    list call: its responses are filtered by the list each one holds.
 //! 2. Response headers. A `200` list response in `application/json` is collected
 //!    and rewritten whole at its end; in `text/event-stream` it is rewritten event by
 //!    event as the bytes arrive ([`EventReader`]), holding only the event being
@@ -137,7 +139,10 @@ enum Phase {
 
 /// A list call whose response is being filtered.
 struct ListCall {
-    kind: ListKind,
+    /// The list method; `None` on a resumed stream (`GET` with `Last-Event-ID`),
+    /// which may replay the response of any list call: each response's own
+    /// members say which list it holds.
+    kind: Option<ListKind>,
     /// The server and who asks, or why they could not be told (the list is then
     /// refused).
     who: Result<(String, Identity), Refusal>,
@@ -237,19 +242,29 @@ impl Exchange {
             .or_else(|| text(&namespace(metadata, MCP_FILTER_NAMESPACE), "method"));
         let server = text(&authz, SERVER_METADATA);
         let authorized_by = text(&authz, DECISION_ID_METADATA);
+        let http_method = header_of(&headers, ":method").unwrap_or_default();
+        // A resumed stream (`GET` with `Last-Event-ID`) may replay a list call's
+        // response, whatever ext_authz saw (`session/stream`).
+        if http_method == "GET" && header_of(&headers, "last-event-id").is_some() {
+            let call = self
+                .list_call(None, &headers, server.as_deref(), authorized_by)
+                .await;
+            self.phase = Phase::List(Box::new(call));
+            return respond(continue_, Some(list_mode()));
+        }
         match method {
             Some(method) => {
                 let Some(kind) = ListKind::of(&method) else {
                     return respond(continue_, None);
                 };
                 let call = self
-                    .list_call(kind, &headers, server.as_deref(), authorized_by)
+                    .list_call(Some(kind), &headers, server.as_deref(), authorized_by)
                     .await;
                 self.phase = Phase::List(Box::new(call));
                 respond(continue_, Some(list_mode()))
             }
             // Nothing said which method: only a POST carries a list call.
-            None if header_of(&headers, ":method").is_some_and(|m| m == "POST") => {
+            None if http_method == "POST" => {
                 self.phase = Phase::AwaitBody(Box::new(headers));
                 let mut mode = list_mode();
                 mode.request_body_mode = BodySendMode::Buffered as i32;
@@ -262,7 +277,7 @@ impl Exchange {
     /// The list call of `kind` the request `headers` make: who asks, on which server.
     async fn list_call(
         &self,
-        kind: ListKind,
+        kind: Option<ListKind>,
         headers: &HttpHeaders,
         server: Option<&str>,
         authorized_by: Option<String>,
@@ -306,7 +321,7 @@ impl Exchange {
                 Some("the request body cannot be read: its answer cannot be filtered"),
             ),
         };
-        let mut call = self.list_call(kind, &headers, None, None).await;
+        let mut call = self.list_call(Some(kind), &headers, None, None).await;
         if let Some(why) = refused {
             call.who = Err(Refusal::invalid(why));
         }
@@ -396,7 +411,8 @@ impl Exchange {
                 collected.extend_from_slice(chunk);
                 if end {
                     let whole = std::mem::take(collected);
-                    Some(filter_message(&self.services, call, whole).await)
+                    let filtered = filter_message(&self.services, call, &whole).await;
+                    Some(filtered.unwrap_or(whole))
                 } else {
                     None
                 }
@@ -542,13 +558,15 @@ fn envoy_request(headers: &HttpHeaders, caller: CallerTrust) -> EnvoyRequest<'_>
     }
 }
 
-/// One event of a list response: its data filtered if it is the list's result.
+/// One event of a list response: its data filtered if it is the list's result;
+/// every other event byte for byte.
 async fn filter_event(services: &Arc<Services>, call: &ListCall, event: Event) -> Vec<u8> {
-    match event.data() {
-        Some(data) if is_result(&data) => {
-            event.with_data(&filter_message(services, call, data).await)
-        }
-        _ => event.raw().to_vec(),
+    let Some(data) = event.data() else {
+        return event.raw().to_vec();
+    };
+    match filter_message(services, call, &data).await {
+        Some(replaced) => event.with_data(&replaced),
+        None => event.raw().to_vec(),
     }
 }
 
@@ -564,35 +582,55 @@ fn is_result(message: &[u8]) -> bool {
     }
 }
 
-/// The list response `message` filtered, or the JSON-RPC error that replaces it.
-async fn filter_message(services: &Arc<Services>, call: &ListCall, message: Vec<u8>) -> Vec<u8> {
-    if !is_result(&message) {
-        return message;
-    }
-    let id = serde_json::from_slice::<Value>(&message)
+/// The `id` of a JSON-RPC message, if it can be read.
+fn id_of(message: &[u8]) -> Option<Value> {
+    serde_json::from_slice::<Value>(message)
         .ok()
-        .and_then(|v| v.get("id").cloned());
+        .and_then(|v| v.get("id").cloned())
+}
+
+/// The list a success response of a resumed stream carries, by its result's
+/// members (in any case: the strict reading then refuses a case variant); `None`
+/// for anything that holds no list.
+fn resumed_kind(message: &[u8]) -> Option<ListKind> {
+    let value = serde_json::from_slice::<Value>(message).ok()?;
+    let result = value.get("result")?.as_object()?;
+    LIST_KINDS
+        .into_iter()
+        .find(|k| result.keys().any(|key| key.eq_ignore_ascii_case(k.array)))
+}
+
+/// The list response `message` filtered, or the JSON-RPC error that replaces it;
+/// `None` when it is not a list result (a request or notification of the server,
+/// an error response, on a resumed stream a response holding no list): untouched.
+/// A list result is read once (strictly); the other readings are for refusals.
+async fn filter_message(
+    services: &Arc<Services>,
+    call: &ListCall,
+    message: &[u8],
+) -> Option<Vec<u8>> {
+    let kind = match call.kind {
+        Some(kind) => kind,
+        None => resumed_kind(message)?,
+    };
+    let refuse = |refusal: &Refusal| {
+        is_result(message)
+            .then(|| refused_message(services, &call.meta, refusal, id_of(message).as_ref()))
+    };
     let (server, identity) = match &call.who {
         Ok(who) => who.clone(),
-        Err(refusal) => {
-            let refusal = refusal.clone();
-            return refused_message(services, &call.meta, &refusal, id.as_ref());
-        }
+        Err(refusal) => return refuse(refusal),
     };
-    let kind = call.kind;
-    let result = match read_list_result(&message, kind) {
+    let result = match read_list_result(message, kind) {
         Ok(r) => r,
-        Err(why) => {
-            return refused_message(services, &call.meta, &Refusal::invalid(why), id.as_ref());
-        }
+        Err(why) => return refuse(&Refusal::invalid(why)),
     };
     let max = services.grpc.max_list_entries;
     if result.names().len() > max {
-        let refusal = Refusal::too_large(format!(
+        return refuse(&Refusal::too_large(format!(
             "the list holds {} entries; the limit is {max} (`grpc.max_list_entries`)",
             result.names().len()
-        ));
-        return refused_message(services, &call.meta, &refusal, id.as_ref());
+        )));
     }
     let input = ListInput {
         kind,
@@ -619,14 +657,9 @@ async fn filter_message(services: &Arc<Services>, call: &ListCall, message: Vec<
     match filtered {
         Some(f) => {
             span.record("decision_id", f.decision_id.as_str());
-            f.result
+            Some(f.result)
         }
-        None => refused_message(
-            services,
-            &call.meta,
-            &Refusal::internal("the list could not be decided"),
-            id.as_ref(),
-        ),
+        None => refuse(&Refusal::internal("the list could not be decided")),
     }
 }
 

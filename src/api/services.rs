@@ -57,6 +57,8 @@ pub struct Services {
     pub dry_run: bool,
     /// How much of a deny's reason the client is told (`decisions.deny_detail`).
     pub deny_detail: DenyDetail,
+    /// Whole lists' answers (`FilterList`, ext_proc).
+    pub lists: super::list_filter::ListCache,
 }
 
 impl Services {
@@ -92,6 +94,7 @@ impl Services {
             admin_token: None,
             dry_run: false,
             deny_detail: DenyDetail::default(),
+            lists: super::list_filter::ListCache::default(),
         }
     }
 }

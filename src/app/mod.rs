@@ -333,6 +333,7 @@ impl Bound {
                 admin_token,
                 dry_run: config.dry_run,
                 deny_detail: config.deny_detail,
+                lists: crate::api::list_filter::ListCache::new(&config.cache),
             })
             .await;
         let watch_options = WatchOptions {

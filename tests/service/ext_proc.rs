@@ -521,13 +521,9 @@ async fn a_list_that_cannot_be_filtered_never_comes_through() {
         .await;
     let answer = stream.send(body(false, &response, true)).await;
     let error = error_of(&replacement(&answer).expect("replaced"));
-    assert!(
-        error["message"]
-            .as_str()
-            .expect("message")
-            .contains("no MCP server"),
-        "{error}"
-    );
+    // Told as every deny is (`decisions.deny_detail`), with its decision id.
+    assert_eq!(error["code"], -32003, "{error}");
+    assert!(error["data"]["decision_id"].is_string(), "{error}");
     // No credentials: the caller cannot be identified.
     let out = list_through(&s, None, "tools/list", "application/json", &[&response]).await;
     assert_eq!(
@@ -675,4 +671,75 @@ async fn each_filtered_list_is_one_record_linked_to_its_authorization() {
     assert_eq!(record["list"]["entries"], all.len());
     assert_eq!(record["list"]["authorized_by"], "authz-1");
     assert_eq!(record["user"], "Mcp::User::\"frank\"", "{record}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_stream_has_its_replayed_lists_filtered_and_nothing_else_touched() {
+    let s = start();
+    let t = token("erin");
+    let list = tools_list_response(3);
+    let expected = filter_list_names(&s, &t, "tools/list", &list).await;
+    let call = br#"{"jsonrpc":"2.0","id":4,"result":{"content":[{"type":"text","text":"tools"}],"isError":false}}"#;
+    // A notification whose data spans two lines passes byte for byte too.
+    let two_lines = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\ndata: \"method\":\"notifications/progress\"}\n\n";
+    let mut stream_bytes = Vec::new();
+    stream_bytes.extend_from_slice(two_lines);
+    stream_bytes.extend_from_slice(b"id: 7\ndata: ");
+    stream_bytes.extend_from_slice(call);
+    stream_bytes.extend_from_slice(b"\n\nid: 8\ndata: ");
+    stream_bytes.extend_from_slice(&list);
+    stream_bytes.extend_from_slice(b"\n\n");
+    let mut stream = Stream::open(&s.server.grpc).await;
+    let mut headers = request_headers(
+        "GET",
+        Some(&t),
+        Some(authz_metadata("session/stream", "docs")),
+    );
+    if let Some(processing_request::Request::RequestHeaders(h)) = &mut headers.request {
+        h.headers
+            .get_or_insert_with(HeaderMap::default)
+            .headers
+            .push(HeaderValue {
+                key: "last-event-id".into(),
+                raw_value: b"6".to_vec(),
+                ..HeaderValue::default()
+            });
+    }
+    let answer = stream.send(headers).await;
+    let mode = answer.mode_override.expect("a resumed stream is read");
+    assert_eq!(mode.response_body_mode, BodySendMode::Streamed as i32);
+    stream
+        .send(response_headers("200", "text/event-stream", &[]))
+        .await;
+    let (a, b) = stream_bytes.split_at(50);
+    let mut out = Vec::new();
+    for (chunk, end) in [(a, false), (b, true)] {
+        let answer = stream.send(body(false, chunk, end)).await;
+        out.extend(replacement(&answer).unwrap_or_else(|| chunk.to_vec()));
+    }
+    let text = String::from_utf8(out).expect("utf-8");
+    let mut expected_start = String::from_utf8_lossy(two_lines).into_owned();
+    expected_start.push_str(&format!(
+        "id: 7\ndata: {}\n\n",
+        String::from_utf8_lossy(call)
+    ));
+    assert!(text.starts_with(&expected_start), "{text}");
+    let data = text
+        .split("id: 8\n")
+        .nth(1)
+        .and_then(|e| e.strip_prefix("data: "))
+        .expect("the replayed list")
+        .trim_end();
+    let filtered: Value = serde_json::from_str(data).expect("json");
+    assert_eq!(names(&filtered, "tools"), expected);
+    // Without `Last-Event-ID`, a GET is not read at all.
+    let mut stream = Stream::open(&s.server.grpc).await;
+    let answer = stream
+        .send(request_headers(
+            "GET",
+            Some(&t),
+            Some(authz_metadata("session/stream", "docs")),
+        ))
+        .await;
+    assert!(answer.mode_override.is_none());
 }
