@@ -17,9 +17,11 @@
 # the added latency (stdout: JSON lines, also in $WORK_DIR/results.jsonl).
 #
 # Environment (defaults in brackets): REQUESTS per case and arm [4000], ROUNDS [8],
-# WARMUP [200], CASES [list-json,list-sse,call], AUTHZ_BIN (a built release binary;
-# unset: `cargo build --release`), JOBS (cargo build jobs) [1], VENV (with envoy and the MCP
-# SDK) [$MCP_AUTHZ_E2E_VENV or .venv], WORK_DIR [target/bench-ext-proc], BASE_PORT [19500].
+# WARMUP [200], CASES [list-json,list-sse,call], CACHE [on; off: mcp-authz with
+# `cache.enabled = false`, no decision and no list cache, so every list is decided entry by
+# entry], AUTHZ_BIN (a built release binary; unset: `cargo build --release`), JOBS (cargo
+# build jobs) [1], VENV (with envoy and the MCP SDK) [$MCP_AUTHZ_E2E_VENV or .venv],
+# WORK_DIR [target/bench-ext-proc], BASE_PORT [19500].
 set -euo pipefail
 if (($# > 0)); then
   sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -30,6 +32,15 @@ REQUESTS=${REQUESTS:-4000}
 ROUNDS=${ROUNDS:-8}
 WARMUP=${WARMUP:-200}
 CASES=${CASES:-list-json,list-sse,call}
+CACHE=${CACHE:-on}
+case $CACHE in
+  on) CACHE_ENABLED=true ;;
+  off) CACHE_ENABLED=false ;;
+  *)
+    echo "bench/ext_proc.sh: CACHE is \`$CACHE\`: on or off" >&2
+    exit 2
+    ;;
+esac
 JOBS=${JOBS:-1}
 VENV=${VENV:-${MCP_AUTHZ_E2E_VENV:-.venv}}
 WORK_DIR=${WORK_DIR:-target/bench-ext-proc}
@@ -111,8 +122,9 @@ with open(f"{work}/call.json", "w") as f:
 print(f"{len(tools)} tools, {len(json.dumps(message, separators=(',', ':')))} bytes", file=sys.stderr)
 EOF
 
-log "starting mcp-authz ($AUTHZ)"
+log "starting mcp-authz ($AUTHZ, cache $CACHE)"
 MCP_AUTHZ_DECISIONS_ALLOW_UNDECLARED_TOOLS=true MCP_AUTHZ_DECISION_LOG_ENABLED=false \
+  MCP_AUTHZ_CACHE_ENABLED=$CACHE_ENABLED \
   "$AUTHZ" serve --policies policies --config examples/identity/mcp-authz.toml \
   --grpc-listen "127.0.0.1:$GRPC_PORT" --http-listen "127.0.0.1:$HTTP_PORT" \
   >"$WORK_DIR/logs/mcp-authz.log" 2>&1 &

@@ -492,17 +492,38 @@ fn ext_proc_unreachable_fails_closed() {
     let mesh = mesh_with(&template, 0, &[]);
     let alice = mesh.issuer.token(&ALICE);
     for path in ["/docs/mcp", "/docs-json/mcp"] {
-        // The SDK's session cannot even open: every request goes through ext_proc.
-        let report = run_client(
-            &mesh.envoy.url(path),
-            Some(&alice),
-            json!([{"op": "list_tools"}]),
+        // A session opens and a tool call works (their routes skip ext_proc); a list
+        // fails, its route needs ext_proc. (By raw HTTP: the SDK's `call_tool` lists
+        // the tools first.)
+        let url = mesh.envoy.url(path);
+        let bearer = format!("Bearer {alice}");
+        let session = raw_session(&url, &bearer);
+        let headers = in_session(&bearer, &session);
+        let r = raw_post(
+            &url,
+            &headers,
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                "params": {"name": "get_document", "arguments": {"document_id": "titan/q1-strategy"}}})
+            .to_string()
+            .as_bytes(),
         );
-        assert_eq!(report["initialize"]["ok"], false, "{path}: {report:#}");
-        let status = report["initialize"]["error"]["http_status"]
-            .as_u64()
-            .unwrap_or_default();
-        assert!(status >= 500, "{path}: {report:#}");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert!(
+            r.text().contains("Project Titan Q1 strategy"),
+            "{path}: {}",
+            r.text()
+        );
+        let r = raw_post(
+            &url,
+            &headers,
+            br#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#,
+        );
+        assert!(r.status >= 500, "{path}: {} {}", r.status, r.text());
+        assert!(
+            !r.text().contains("delete_document"),
+            "{path}: {}",
+            r.text()
+        );
         // A list asked for directly gets an error, never the list.
         let r = stateless_tools_list(&mesh.envoy.url(path), &alice);
         assert!(r.status >= 500, "{path}: {} {}", r.status, r.text());
@@ -659,9 +680,11 @@ fn large_lists_from_the_real_server_are_filtered() {
     for (path, event_stream) in [("/docs/mcp", true), ("/docs-json/mcp", false)] {
         for (caller, expected) in &cases {
             let before = counter(&mesh.envoy, "ext_proc.stream_msgs_sent");
+            let streams = ext_proc_streams(&mesh.envoy);
             let token = mesh.issuer.token(caller);
             let (r, names) = raw_tools_list(&mesh.envoy.url(path), &token);
             let sent = counter(&mesh.envoy, "ext_proc.stream_msgs_sent") - before;
+            let streams = ext_proc_streams(&mesh.envoy) - streams;
             let content_type = r.header("content-type").unwrap_or_default().to_owned();
             assert_eq!(
                 content_type.starts_with("text/event-stream"),
@@ -675,10 +698,11 @@ fn large_lists_from_the_real_server_are_filtered() {
                 "{caller:?} at {path}\n{}",
                 mesh.authz.log_text()
             );
-            // The initialize and the notification of the session cost one message each
-            // (their request headers); the list its request headers, its response
-            // headers and its body: at least one message.
-            assert!(sent >= 5, "{path}: {sent} messages to ext_proc");
+            // The initialize and the notification of the session skip ext_proc; the list
+            // costs one stream: its request headers, its response headers and its body
+            // (at least one message).
+            assert_eq!(streams, 1, "{path}: {streams} ext_proc streams");
+            assert!(sent >= 3, "{path}: {sent} messages to ext_proc");
         }
     }
     // The client sees the same.
@@ -717,6 +741,17 @@ fn the_example_config_is_valid_and_fails_closed() {
     assert!(
         bench.contains(filters),
         "bench/ext_proc/envoy.yaml's filters differ from {TEMPLATE}'s"
+    );
+    // And its routes: ext_proc only where a list can come back.
+    let docs_routes =
+        text[position("# /docs/: a list call")..position("# /docs-json/: a list call")].trim_end();
+    assert!(
+        bench.contains(&docs_routes.replace("cluster: docs,", "cluster: upstream,")),
+        "bench/ext_proc/envoy.yaml's /docs/ routes differ from {TEMPLATE}'s"
+    );
+    assert!(
+        text.contains("clear_route_cache: true"),
+        "the MCP filter must re-route"
     );
     let vars = envoy_vars(None, None, None)
         .into_iter()
@@ -936,5 +971,231 @@ fn a_list_longer_than_the_limit_is_replaced_by_an_error() {
             set(&["executive_summary"]),
             "{path}"
         );
+    }
+}
+
+/// The headers of a raw request in `session`.
+fn in_session<'a>(bearer: &'a str, session: &'a str) -> [(&'a str, &'a str); 5] {
+    [
+        ("authorization", bearer),
+        ("content-type", "application/json"),
+        ("accept", ACCEPT),
+        ("mcp-session-id", session),
+        ("mcp-protocol-version", PROTOCOL),
+    ]
+}
+
+/// How many ext_proc streams Envoy started.
+fn ext_proc_streams(envoy: &Envoy) -> u64 {
+    counter(envoy, "ext_proc.streams_started")
+}
+
+/// The ext_proc streams started by a request that stays open (an SSE `GET`): send it,
+/// wait until ext_authz allowed it, then count; the connection is dropped after.
+fn streams_for_open_request(
+    envoy: &Envoy,
+    url: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+) -> u64 {
+    use std::io::Write;
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (authority, path) = rest.split_at(rest.find('/').expect("a path"));
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {authority}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let allowed = counter(envoy, "ext_authz.ok");
+    let before = ext_proc_streams(envoy);
+    let mut stream = std::net::TcpStream::connect(authority).expect("connect to Envoy");
+    stream.write_all(head.as_bytes()).expect("send the request");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while counter(envoy, "ext_authz.ok") == allowed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{method} {path} was not allowed by ext_authz\n{}",
+            envoy.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // ext_proc sees the request headers right after ext_authz let them go on.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let started = ext_proc_streams(envoy) - before;
+    drop(stream);
+    started
+}
+
+#[test]
+fn ext_proc_runs_only_where_a_list_can_come_back() {
+    // Envoy's own counters: the routes chosen on the MCP filter's `method` start an
+    // ext_proc stream for a list call and a resumed stream, and for nothing else.
+    let mesh = mesh();
+    let bearer = format!("Bearer {}", mesh.issuer.token(&ALICE));
+    for path in ["/docs/mcp", "/docs-json/mcp"] {
+        let url = mesh.envoy.url(path);
+        let before = ext_proc_streams(&mesh.envoy);
+        let session = raw_session(&url, &bearer);
+        assert_eq!(
+            ext_proc_streams(&mesh.envoy) - before,
+            0,
+            "{path}: initialize and notifications/initialized"
+        );
+        let headers = in_session(&bearer, &session);
+        let post = |body: Value| {
+            let before = ext_proc_streams(&mesh.envoy);
+            let r = raw_post(&url, &headers, body.to_string().as_bytes());
+            (r, ext_proc_streams(&mesh.envoy) - before)
+        };
+        let (r, started) = post(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "get_document", "arguments": {"document_id": "titan/q1-strategy"}}}));
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert!(
+            r.text().contains("Project Titan Q1 strategy"),
+            "{path}: {}",
+            r.text()
+        );
+        assert_eq!(started, 0, "{path}: tools/call started an ext_proc stream");
+        let (r, started) = post(json!({"jsonrpc": "2.0", "id": 3, "method": "ping"}));
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(started, 0, "{path}: ping started an ext_proc stream");
+        for (i, method) in [
+            "tools/list",
+            "prompts/list",
+            "resources/list",
+            "resources/templates/list",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (r, started) = post(json!({"jsonrpc": "2.0", "id": 10 + i, "method": method}));
+            assert_eq!(r.status, 200, "{path} {method}: {}", r.text());
+            assert_eq!(started, 1, "{path} {method}: {started} ext_proc streams");
+            if method == "tools/list" {
+                let text = r.text();
+                assert!(text.contains("get_document"), "{path}: {text}");
+                assert!(!text.contains("delete_document"), "{path}: {text}");
+            }
+        }
+        // A new stream: no ext_proc; a resumed one (it may replay a list's answer): one.
+        let get = [
+            ("authorization", bearer.as_str()),
+            ("accept", "text/event-stream"),
+            ("mcp-session-id", session.as_str()),
+            ("mcp-protocol-version", PROTOCOL),
+        ];
+        assert_eq!(
+            streams_for_open_request(&mesh.envoy, &url, "GET", &get),
+            0,
+            "{path}: GET"
+        );
+        let mut resumed = get.to_vec();
+        resumed.push(("last-event-id", "1"));
+        assert_eq!(
+            streams_for_open_request(&mesh.envoy, &url, "GET", &resumed),
+            1,
+            "{path}: GET with Last-Event-ID"
+        );
+        let before = ext_proc_streams(&mesh.envoy);
+        let (authority, rest) = url
+            .strip_prefix("http://")
+            .and_then(|u| u.split_once('/'))
+            .expect("a URL with a path");
+        let ended =
+            crate::support::http::request(authority, "DELETE", &format!("/{rest}"), &get, "")
+                .expect("an answer to DELETE");
+        assert!(ended.0 < 300, "{path}: DELETE: {ended:?}");
+        assert_eq!(ext_proc_streams(&mesh.envoy) - before, 0, "{path}: DELETE");
+    }
+}
+
+#[test]
+fn a_list_call_never_reaches_a_route_without_ext_proc() {
+    // A request goes without ext_proc only when the MCP filter read a method that is
+    // not a list's. Bodies where that reading and the MCP server's could differ: each
+    // is refused, or its list comes back filtered (through ext_proc), never whole.
+    let mesh = mesh();
+    let bearer = format!("Bearer {}", mesh.issuer.token(&ALICE));
+    let call =
+        r#""params":{"name":"get_document","arguments":{"document_id":"titan/q1-strategy"}}"#;
+    let padding = "x".repeat(9000);
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "the method twice, the list first",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list","method":"tools/call",{call}}}"#
+            ),
+        ),
+        (
+            "the method twice, the list last",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call",{call},"method":"tools/list"}}"#
+            ),
+        ),
+        (
+            "the method written with an escaped slash",
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools\/list"}"#.to_owned(),
+        ),
+        (
+            "the method written with a unicode escape",
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools\u002flist"}"#.to_owned(),
+        ),
+        (
+            "a key written with a unicode escape",
+            r#"{"jsonrpc":"2.0","id":2,"met\u0068od":"tools/list"}"#.to_owned(),
+        ),
+        (
+            "a batch of one list call",
+            r#"[{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#.to_owned(),
+        ),
+        (
+            "a batch of a call and a list call",
+            format!(
+                r#"[{{"jsonrpc":"2.0","id":2,"method":"tools/call",{call}}},{{"jsonrpc":"2.0","id":3,"method":"tools/list"}}]"#
+            ),
+        ),
+        (
+            "the method after 9 KB, past what the MCP filter reads",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":2,"params":{{"_meta":{{"pad":"{padding}"}}}},"method":"tools/list"}}"#
+            ),
+        ),
+        (
+            "not JSON to the MCP filter",
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list",}"#.to_owned(),
+        ),
+    ];
+    for path in ["/docs/mcp", "/docs-json/mcp"] {
+        let url = mesh.envoy.url(path);
+        let session = raw_session(&url, &bearer);
+        let headers = in_session(&bearer, &session);
+        for (case, body) in &cases {
+            let before = ext_proc_streams(&mesh.envoy);
+            let r = raw_post(&url, &headers, body.as_bytes());
+            let started = ext_proc_streams(&mesh.envoy) - before;
+            let text = r.text();
+            eprintln!(
+                "{path}: {case}: HTTP {}, {started} ext_proc streams: {text}",
+                r.status
+            );
+            assert!(
+                !text.contains("delete_document"),
+                "{path}: {case}: the whole list came back: {text}"
+            );
+            // Refused by ext_authz (its error carries the decision id), or on a route
+            // with ext_proc.
+            assert!(
+                started == 1 || text.contains("decision_id"),
+                "{path}: {case}: neither refused nor through ext_proc: HTTP {} {text}",
+                r.status
+            );
+            if text.contains("\"tools\"") {
+                assert_eq!(
+                    started, 1,
+                    "{path}: {case}: a list without ext_proc: {text}"
+                );
+                assert!(text.contains("get_document"), "{path}: {case}: {text}");
+            }
+        }
     }
 }
