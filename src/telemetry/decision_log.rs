@@ -82,6 +82,7 @@ use cedar_policy::EntityUid;
 use serde_json::{Map, Value, json};
 
 use super::trace::TraceContext;
+use crate::authz::polling::PollingReceiver;
 use crate::authz::replayable::{ArgumentsForm, Parts};
 use crate::authz::{Decision, DecisionRequest, Interface, RequestEntity, TokenFacts};
 
@@ -670,6 +671,11 @@ impl DecisionLog {
     }
 }
 
+/// The writer's first pause on an empty queue.
+const IDLE_MIN: Duration = Duration::from_micros(500);
+/// Its longest pause on an empty queue: the queue must hold what arrives meanwhile.
+const IDLE_MAX: Duration = Duration::from_millis(5);
+
 fn write_loop(
     rx: Receiver<Queued>,
     writer: Box<dyn Write + Send>,
@@ -677,9 +683,14 @@ fn write_loop(
     redactor: &Redactor,
     dry_run: bool,
 ) {
+    // Under traffic the writer polls the queue instead of blocking on it, so that a
+    // decision never pays for waking it, and it writes what queued up meanwhile as
+    // one block: records are serialized into the buffer, and the buffer goes out in
+    // one write when the queue is empty (or the buffer full). Once idle it blocks.
+    let mut rx = PollingReceiver::new(rx, IDLE_MIN, IDLE_MAX);
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
     let mut line = Vec::with_capacity(1024);
-    while let Ok(first) = rx.recv() {
+    while let Some(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(record) = next {
             line.clear();
@@ -697,7 +708,7 @@ fn write_loop(
                     out.write_all(&line)
                 });
             count(stats, written);
-            next = rx.try_recv().ok();
+            next = rx.try_recv();
         }
         // The queue is empty: push what we have out.
         if let Err(e) = out.flush() {
@@ -971,5 +982,161 @@ mod tests {
         let (record, input) = record_of(&request, false);
         let json = record.to_json_with_input(Some(&input), &redactor);
         assert!(json["input"].get("arguments").is_none(), "{json}");
+    }
+
+    /// A writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn numbered(id: String) -> DecisionRecord {
+        use std::str::FromStr;
+        let uid = |s: &str| EntityUid::from_str(s).expect("uid");
+        let request = DecisionRequest::new(
+            uid("Mcp::Action::\"tools/call\""),
+            uid("Mcp::Tool::\"docs/get_document\""),
+        );
+        let (mut record, _) = record_of(&request, false);
+        record.decision_id = id;
+        record
+    }
+
+    #[test]
+    fn a_burst_from_several_threads_is_written_whole_and_in_order() {
+        const THREADS: usize = 4;
+        const EACH: usize = 5_000;
+        let out = Shared::default();
+        let config = DecisionLogConfig {
+            queue_capacity: THREADS * EACH,
+            ..DecisionLogConfig::default()
+        };
+        let log = DecisionLog::with_writer(Box::new(out.clone()), &config).expect("log");
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let log = &log;
+                scope.spawn(move || {
+                    for i in 0..EACH {
+                        // Pauses now and then: the writer polls, blocks, and is woken.
+                        if i % 1_000 == 999 {
+                            std::thread::sleep(Duration::from_millis(8));
+                        }
+                        log.submit(numbered(format!("{t}-{i}")));
+                    }
+                });
+            }
+        });
+        assert!(log.close(Duration::from_secs(30)), "the writer finished");
+        assert_eq!(log.stats().dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            log.stats().written.load(Ordering::Relaxed),
+            (THREADS * EACH) as u64
+        );
+        let text = String::from_utf8(out.0.lock().expect("buffer").clone()).expect("utf-8");
+        let mut next = [0usize; THREADS];
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).expect("one JSON object a line");
+            let id = v["decision_id"].as_str().expect("an id");
+            let (t, i) = id.split_once('-').expect("thread-index");
+            let (t, i): (usize, usize) = (t.parse().expect("t"), i.parse().expect("i"));
+            assert_eq!(next[t], i, "thread {t}'s records in order");
+            next[t] += 1;
+        }
+        assert_eq!(next, [EACH; THREADS]);
+    }
+
+    /// A writer whose first write waits until released, saying when it started waiting.
+    struct Gate {
+        entered: Option<std::sync::mpsc::Sender<()>>,
+        release: std::sync::mpsc::Receiver<()>,
+        out: Shared,
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Some(entered) = self.entered.take() {
+                let _ = entered.send(());
+                let _ = self.release.recv();
+            }
+            self.out.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_blocked_writer_drops_and_counts_what_the_queue_cannot_hold() {
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel();
+        let out = Shared::default();
+        let gate = Gate {
+            entered: Some(entered_tx),
+            release: release_rx,
+            out: out.clone(),
+        };
+        let config = DecisionLogConfig {
+            queue_capacity: 4,
+            ..DecisionLogConfig::default()
+        };
+        let log = DecisionLog::with_writer(Box::new(gate), &config).expect("log");
+        log.submit(numbered("first".into()));
+        entered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the writer writes the first record");
+        // The writer is stuck in its write: four records fit, the rest are dropped at once.
+        let started = std::time::Instant::now();
+        for i in 0..10 {
+            log.submit(numbered(format!("queued-{i}")));
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never blocks");
+        assert_eq!(log.stats().dropped.load(Ordering::Relaxed), 6);
+        release.send(()).expect("writer waiting");
+        assert!(log.close(Duration::from_secs(10)), "the writer finished");
+        assert_eq!(log.stats().written.load(Ordering::Relaxed), 5);
+        let text = String::from_utf8(out.0.lock().expect("buffer").clone()).expect("utf-8");
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("JSON");
+                v["decision_id"].as_str().expect("id").to_owned()
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            ["first", "queued-0", "queued-1", "queued-2", "queued-3"]
+        );
+    }
+
+    #[test]
+    fn close_flushes_what_is_queued_and_later_records_are_dropped() {
+        let out = Shared::default();
+        let log = DecisionLog::with_writer(Box::new(out.clone()), &DecisionLogConfig::default())
+            .expect("log");
+        for i in 0..100 {
+            log.submit(numbered(format!("r{i}")));
+        }
+        assert!(log.close(Duration::from_secs(10)));
+        assert_eq!(log.stats().written.load(Ordering::Relaxed), 100);
+        assert_eq!(
+            String::from_utf8(out.0.lock().expect("buffer").clone())
+                .expect("utf-8")
+                .lines()
+                .count(),
+            100
+        );
+        log.submit(numbered("late".into()));
+        assert_eq!(log.stats().dropped.load(Ordering::Relaxed), 1);
     }
 }
