@@ -79,6 +79,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use cedar_policy::EntityUid;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 
 use super::trace::TraceContext;
@@ -290,7 +291,9 @@ impl DecisionRecord {
     pub fn to_json_with_input(&self, input: Option<&RecordInput>, redactor: &Redactor) -> Value {
         let mut json = self.to_json(redactor);
         let value = match (input, &json) {
-            (Some(input), Value::Object(m)) => self.input_parts(input, m).map(|p| p.to_json()),
+            (Some(input), Value::Object(m)) => self
+                .input_parts(input, m.get("arguments"))
+                .map(|p| p.to_json()),
             _ => None,
         };
         if let (Some(value), Value::Object(m)) = (value, &mut json) {
@@ -300,44 +303,46 @@ impl DecisionRecord {
     }
 
     /// Write this record with its `input` as one JSON object to `out` (what the
-    /// writer thread does): the input is serialized from the borrowed parts, not
-    /// copied into the record's JSON value.
+    /// writer thread does): the same object as [`DecisionRecord::to_json_with_input`],
+    /// key for key, serialized from the record's fields without building a JSON value.
     pub fn write_with_input(
         &self,
         input: &RecordInput,
         redactor: &Redactor,
         out: &mut Vec<u8>,
     ) -> serde_json::Result<()> {
-        let json = self.to_json(redactor);
-        serde_json::to_writer(&mut *out, &json)?;
-        let Value::Object(m) = &json else {
-            return Ok(());
-        };
-        if let Some(parts) = self.input_parts(input, m)
-            && out.last() == Some(&b'}')
-        {
-            out.pop();
-            if !m.is_empty() {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"\"input\":");
-            serde_json::to_writer(&mut *out, &parts)?;
-            out.push(b'}');
-        }
-        Ok(())
+        self.write(Some(input), redactor, out)
     }
 
-    /// The parts of this record's `input`, its arguments as `logged` in the record's
-    /// JSON `m`; none without an action and a resource.
+    /// Write this record, with `input` when given, as one JSON object to `out`.
+    fn write(
+        &self,
+        input: Option<&RecordInput>,
+        redactor: &Redactor,
+        out: &mut Vec<u8>,
+    ) -> serde_json::Result<()> {
+        let logged = self.arguments.as_ref().map(|a| redactor.redact(a.clone()));
+        let input = input.and_then(|i| self.input_parts(i, logged.as_ref()));
+        serde_json::to_writer(
+            out,
+            &Fields {
+                record: self,
+                arguments: logged.as_ref(),
+                input: input.as_ref(),
+            },
+        )
+    }
+
+    /// The parts of this record's `input`, its arguments as `logged` (redacted);
+    /// none without an action and a resource.
     fn input_parts<'a>(
         &'a self,
         input: &'a RecordInput,
-        m: &'a Map<String, Value>,
+        logged: Option<&'a Value>,
     ) -> Option<Parts<'a>> {
         let (Some(action), Some(resource)) = (&self.action, &self.resource) else {
             return None;
         };
-        let logged = m.get("arguments");
         let form = match (&self.arguments, logged) {
             (Some(original), Some(logged)) if original != logged => ArgumentsForm::Redacted,
             (None, _) if input.had_arguments => ArgumentsForm::Omitted,
@@ -355,6 +360,11 @@ impl DecisionRecord {
             token: input.token.as_ref(),
             entities: &input.entities,
         })
+    }
+
+    /// `latency_us`: microseconds, three decimals.
+    fn latency_us(&self) -> f64 {
+        (self.latency.as_nanos() as f64 / 1000.0 * 1000.0).round() / 1000.0
     }
 
     /// The JSON object of this record, with `redactor` applied to the arguments.
@@ -382,10 +392,7 @@ impl DecisionRecord {
             "evaluations".into(),
             serde_json::to_value(&self.decision.evaluations).unwrap_or(Value::Null),
         );
-        m.insert(
-            "latency_us".into(),
-            json!((self.latency.as_nanos() as f64 / 1000.0 * 1000.0).round() / 1000.0),
-        );
+        m.insert("latency_us".into(), json!(self.latency_us()));
         if let Some(t) = &self.trace {
             m.insert("trace_id".into(), json!(t.trace_id()));
             m.insert("parent_span_id".into(), json!(t.parent_span_id()));
@@ -400,6 +407,68 @@ impl DecisionRecord {
             m.insert("arguments".into(), redactor.redact(args.clone()));
         }
         Value::Object(m)
+    }
+}
+
+/// A decision record's fields in the order [`DecisionRecord::to_json`] gives them,
+/// then its `input`: what the writer thread serializes.
+struct Fields<'a> {
+    record: &'a DecisionRecord,
+    /// The arguments as logged (redacted).
+    arguments: Option<&'a Value>,
+    input: Option<&'a Parts<'a>>,
+}
+
+/// A value written as its `Display` text.
+struct Text<'a, T: std::fmt::Display>(&'a T);
+
+impl<T: std::fmt::Display> Serialize for Text<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
+    }
+}
+
+impl Serialize for Fields<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.record;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("decision_id", &r.decision_id)?;
+        m.serialize_entry("time", &rfc3339(r.time))?;
+        m.serialize_entry("interface", r.interface.as_str())?;
+        m.serialize_entry("decision", r.decision.verdict())?;
+        m.serialize_entry("reason", &r.decision.reason)?;
+        m.serialize_entry("generation", &r.decision.generation)?;
+        m.serialize_entry("policy_digest", &*r.decision.policy_digest)?;
+        for (key, uid) in [
+            ("user", &r.user),
+            ("application", &r.application),
+            ("server", &r.server),
+            ("action", &r.action),
+            ("resource", &r.resource),
+        ] {
+            if let Some(uid) = uid {
+                m.serialize_entry(key, &Text(uid))?;
+            }
+        }
+        m.serialize_entry("evaluations", &r.decision.evaluations)?;
+        m.serialize_entry("latency_us", &r.latency_us())?;
+        if let Some(t) = &r.trace {
+            m.serialize_entry("trace_id", &t.trace_id())?;
+            m.serialize_entry("parent_span_id", &t.parent_span_id())?;
+        }
+        if let Some(id) = &r.request_id {
+            m.serialize_entry("request_id", id)?;
+        }
+        if let Some(source) = r.server_source {
+            m.serialize_entry("server_source", source)?;
+        }
+        if let Some(args) = self.arguments {
+            m.serialize_entry("arguments", args)?;
+        }
+        if let Some(input) = self.input {
+            m.serialize_entry("input", input)?;
+        }
+        m.end()
     }
 }
 
@@ -542,8 +611,7 @@ impl Queued {
     /// Write the record as one JSON object to `out`.
     fn write(&self, redactor: &Redactor, out: &mut Vec<u8>) -> serde_json::Result<()> {
         match self {
-            Queued::Decision(r, Some(input)) => r.write_with_input(input, redactor, out),
-            Queued::Decision(r, None) => serde_json::to_writer(out, &r.to_json(redactor)),
+            Queued::Decision(r, input) => r.write(input.as_ref(), redactor, out),
             Queued::List(r) => serde_json::to_writer(out, &r.to_json(redactor)),
             Queued::Shadow(r) => serde_json::to_writer(out, &r.to_json()),
         }
@@ -982,6 +1050,75 @@ mod tests {
         let (record, input) = record_of(&request, false);
         let json = record.to_json_with_input(Some(&input), &redactor);
         assert!(json["input"].get("arguments").is_none(), "{json}");
+    }
+
+    #[test]
+    fn the_writer_writes_the_json_object_byte_for_byte() {
+        use std::str::FromStr;
+        let uid = |s: &str| EntityUid::from_str(s).expect("uid");
+        let mut request = DecisionRequest::new(
+            uid("Mcp::Action::\"tools/call\""),
+            uid("Mcp::Tool::\"docs/get_document\""),
+        );
+        request.user = Some(uid("Mcp::User::\"erin\""));
+        request.server = Some(uid("Mcp::Server::\"docs\""));
+        request.context.insert(
+            "arguments".into(),
+            json!({"document_id": "x \"quoted\" \u{e9}", "api_key": "k", "n": 1.5}),
+        );
+        request
+            .context
+            .insert("request".into(), json!({"source_ip": "10.0.0.1"}));
+        request.token = Some(TokenFacts {
+            scopes: vec!["docs.read".into()],
+            claims: Map::from_iter([("tenant".to_owned(), json!("acme"))]),
+        });
+        request.entities.push(RequestEntity {
+            uid: uid("Mcp::User::\"erin\""),
+            parents: vec![uid("Mcp::Group::\"contractors\"")],
+            attrs: Map::new(),
+        });
+        let redactor = Redactor::new(&default_redactions());
+        for include_arguments in [true, false] {
+            let (mut record, input) = record_of(&request, include_arguments);
+            let mut decision = (*record.decision).clone();
+            decision.evaluations.push(crate::authz::Evaluation {
+                role: crate::authz::Role::User,
+                principal: "Mcp::User::\"erin\"".into(),
+                allow: true,
+                policies: vec!["p1".into()],
+                errors: Vec::new(),
+                action: Some("Mcp::Action::\"tools/call/docs/get_document\"".into()),
+            });
+            record.decision = Arc::new(decision);
+            record.latency = Duration::from_nanos(41_234);
+            record.time = SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_000_000_123_456);
+            record.trace =
+                TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+            record.request_id = Some("req-1".into());
+            record.server_source = Some("authority");
+            for input in [Some(&input), None] {
+                let mut direct = Vec::new();
+                record
+                    .write(input, &redactor, &mut direct)
+                    .expect("written");
+                let value = record.to_json_with_input(input, &redactor);
+                assert_eq!(
+                    String::from_utf8(direct).expect("utf-8"),
+                    serde_json::to_string(&value).expect("serialized"),
+                );
+            }
+        }
+        // Without action and resource: no input.
+        let (mut record, input) = record_of(&request, true);
+        record.action = None;
+        let mut direct = Vec::new();
+        record
+            .write(Some(&input), &redactor, &mut direct)
+            .expect("written");
+        let value = record.to_json_with_input(Some(&input), &redactor);
+        assert!(value.get("input").is_none());
+        assert_eq!(direct, serde_json::to_vec(&value).expect("serialized"));
     }
 
     /// A writer into a shared buffer.
