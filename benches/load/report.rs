@@ -34,8 +34,8 @@ fn label(r: &Value) -> String {
 
 /// Every gRPC run of the repeated request beside the transport floor of the same
 /// results (its last run): what share of a do-nothing handler's throughput each gets.
-/// A run with a variant is also compared with the same target's run without one
-/// (e.g. the decision log on against off).
+/// A run with a variant is also compared with the last run of the same label without
+/// one (e.g. the decision log on against off).
 fn floor_table(records: &[Value]) -> String {
     let mut out = String::new();
     let Some(floor) = records.iter().rev().find(|r| text(r, "target") == "health") else {
@@ -61,7 +61,17 @@ fn floor_table(records: &[Value]) -> String {
     }) {
         let base = match text(r, "variant") {
             "" => String::new(),
-            _ => find(records, text(r, "target"), "repeated", num(r, "users"))
+            // The same label's run without a variant (the same binary, e.g. log off).
+            _ => records
+                .iter()
+                .rev()
+                .find(|b| {
+                    text(b, "target") == text(r, "target")
+                        && text(b, "workload") == "repeated"
+                        && text(b, "label") == text(r, "label")
+                        && num(b, "users") == num(r, "users")
+                        && text(b, "variant").is_empty()
+                })
                 .map(|b| format!("{:.1} %", 100.0 * num(r, "rps") / num(b, "rps")))
                 .unwrap_or_default(),
         };
