@@ -29,6 +29,9 @@
 # CARGO_TARGET_DIR [target], ONLY (space-separated subset of: mcp-authz cerbos cedar-agent),
 # ALTERNATE (that many extra repetitions of the repeated request, ext_authz then Cerbos gRPC,
 # each PDP started fresh, into $WORK_DIR/alternating.jsonl; needs both in ONLY) [0].
+# Beside them, in the same run: the transport floor (a tonic server whose only handler is gRPC
+# health `Check`, `load floor` on 127.0.0.1:19292, loaded as ext_authz is: the report gives each
+# gRPC run's share of it) and ext_authz with the decision log on, written to a file.
 # Needs: cargo, npm, curl, wrk, h2load (Debian: apt-get install -y wrk nghttp2-client).
 set -euo pipefail
 if (($# > 0)); then
@@ -57,6 +60,7 @@ ONLY=${ONLY:-mcp-authz cerbos cedar-agent}
 # Fixed local ports (all on 127.0.0.1).
 AUTHZ_GRPC=127.0.0.1:19191
 AUTHZ_HTTP=127.0.0.1:18181
+FLOOR_GRPC=127.0.0.1:19292
 CERBOS_HTTP_PORT=13592
 CERBOS_GRPC_PORT=13593
 CERBOS_DEBUG=127.0.0.1:13594
@@ -103,7 +107,13 @@ start() {
   PIDS+=("$STARTED_PID")
   local i
   for i in $(seq 1 600); do
-    if curl -fsS -o /dev/null --max-time 1 "$ready" 2>/dev/null; then
+    if [[ $ready == tcp://* ]]; then
+      # A server without HTTP/1.1 (the transport floor): ready once it accepts.
+      local hp=${ready#tcp://}
+      if (exec 3<>"/dev/tcp/${hp%:*}/${hp##*:}") 2>/dev/null; then
+        return 0
+      fi
+    elif curl -fsS -o /dev/null --max-time 1 "$ready" 2>/dev/null; then
       return 0
     fi
     if ! kill -0 "$STARTED_PID" 2>/dev/null; then
@@ -126,7 +136,7 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 port_free() {
   ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
-for p in 19191 18181 $CERBOS_HTTP_PORT $CERBOS_GRPC_PORT 13594 $CEDAR_AGENT_PORT; do
+for p in 19191 18181 19292 $CERBOS_HTTP_PORT $CERBOS_GRPC_PORT 13594 $CEDAR_AGENT_PORT; do
   port_free "$p" || die "port $p on 127.0.0.1 is in use"
 done
 
@@ -200,7 +210,7 @@ load() {
   local users=${RUN_USERS:-$USERS}
   local conns=$HTTP_CONNS streams=1
   case $target in
-  ext-authz | gateway | cerbos-grpc) conns=$GRPC_CONNS streams=$GRPC_STREAMS ;;
+  ext-authz | gateway | cerbos-grpc | health) conns=$GRPC_CONNS streams=$GRPC_STREAMS ;;
   esac
   quiet
   log "$label: $workload, ${conns} connections × ${streams} in flight, ${DURATION} s"
@@ -323,6 +333,34 @@ if [[ $ONLY == *mcp-authz* ]]; then
     unset RUN_USERS
     stop "$pid"
   fi
+fi
+
+# ---- the transport floor and the decision log's cost (repeated request, gRPC) ----
+# The floor: a tonic server whose only handler is gRPC health `Check` (`load floor`),
+# loaded exactly as ext_authz is; the report gives each gRPC run's share of it. Then
+# ext_authz again with the decision log on (the production default), written to a file:
+# the report compares it with the run above (log off).
+if [[ $ONLY == *mcp-authz* ]]; then
+  log "transport floor: a tonic server with only gRPC health Check"
+  start floor "tcp://$FLOOR_GRPC" "$LOAD" --bench floor --addr "$FLOOR_GRPC"
+  pid=$STARTED_PID
+  load health "$FLOOR_GRPC" repeated "$pid" "transport floor (tonic gRPC health Check)"
+  crosscheck_grpc floor "$FLOOR_GRPC" /grpc.health.v1.Health/Check health
+  stop "$pid"
+
+  log "mcp-authz ext_authz, decision log on, written to a file"
+  DECISION_LOG=$WORK_DIR/decision-log.jsonl
+  rm -f "$DECISION_LOG"
+  start mcp-authz-decision-log "http://$AUTHZ_HTTP/readyz" \
+    env MCP_AUTHZ_DECISION_LOG_ENABLED=true MCP_AUTHZ_DECISION_LOG_FILE="$DECISION_LOG" \
+    "$MCP_AUTHZ" serve --config "$WORK_DIR/mcp-authz/mcp-authz.toml" \
+    --grpc-listen "$AUTHZ_GRPC" --http-listen "$AUTHZ_HTTP"
+  pid=$STARTED_PID
+  sleep 1
+  load ext-authz "$AUTHZ_GRPC" repeated "$pid" "mcp-authz ext_authz gRPC" --variant decision-log-file
+  echo "decision log: $(curl -fsS "http://$AUTHZ_HTTP/metrics" | grep '^mcp_authz_decision_log_records_total' | tr '\n' ' ')" |
+    tee -a "$IDLE" >&2
+  stop "$pid"
 fi
 
 # ---- Cerbos (roles come in the request: it holds no entity data) ----

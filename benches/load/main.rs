@@ -12,6 +12,8 @@
 //!     --workload randomized --duration 10 --connections 4 --streams 8 --pid PID
 //! cargo bench --bench load -- body --target authzen --out FILE   # for wrk / h2load
 //! cargo bench --bench load -- report --results FILE
+//! cargo bench --bench load -- floor --addr 127.0.0.1:19292   # the transport floor
+//! cargo bench --bench load -- run --target health --addr 127.0.0.1:19292 --workload repeated
 //! ```
 
 mod cerbos;
@@ -53,6 +55,18 @@ enum Command {
     Body(BodyArgs),
     /// Print the results (JSON lines written by `run`) as Markdown tables, with ratios.
     Report(ReportArgs),
+    /// Serve the transport floor until stopped: a tonic server whose only handler is
+    /// gRPC health `Check` (always `SERVING`), on a runtime laid out as mcp-authz's
+    /// (multi-threaded, one worker per core), with `TCP_NODELAY` as mcp-authz sets it.
+    /// Load it with `run --target health --workload repeated`.
+    Floor(FloorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct FloorArgs {
+    /// Where to listen (host:port).
+    #[arg(long, default_value = "127.0.0.1:19292")]
+    addr: SocketAddr,
 }
 
 #[derive(Debug, clap::Args)]
@@ -132,6 +146,11 @@ struct RunArgs {
     /// Skip the probe requests.
     #[arg(long)]
     no_probe: bool,
+    /// What distinguishes this run from others of the same target and workload, in
+    /// the results (e.g. `decision-log-file`); the report's ratios compare runs with
+    /// none, and name the variants they compare.
+    #[arg(long)]
+    variant: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -177,6 +196,7 @@ fn main() -> ExitCode {
         Command::Run(a) => runtime(a.threads).and_then(|rt| rt.block_on(run(a))),
         Command::Body(a) => runtime(1).and_then(|rt| rt.block_on(body(a))),
         Command::Report(a) => report::print(&a.results),
+        Command::Floor(a) => floor(a.addr),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -185,6 +205,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn floor(addr: SocketAddr) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        eprintln!("floor: gRPC health on {addr}");
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(service)
+            .serve_with_shutdown(addr, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .map_err(|e| format!("{addr}: {e}"))
+    })
 }
 
 fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
@@ -368,7 +410,10 @@ async fn prime(plan: &Plan, codec: &Arc<Codec>, nonce: u64) -> Result<(), String
 async fn run(a: RunArgs) -> Result<(), String> {
     let mut codec = codec_for(a.target, &a.addr.to_string()).await?;
     let headers = headers_for(a.target);
-    let probes = if a.no_probe {
+    if a.target == Target::Health && a.workload != Workload::Repeated {
+        return Err("the transport floor has the repeated workload only".into());
+    }
+    let probes = if a.no_probe || a.target == Target::Health {
         0
     } else {
         probe(a.target, a.addr, &mut codec, &headers).await?
@@ -435,6 +480,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
     };
     let record = json!({
         "label": a.label.clone().unwrap_or_else(|| a.target.to_string()),
+        "variant": a.variant.clone(),
         "target": a.target.to_possible_value().map(|v| v.get_name().to_owned()),
         "interface": a.target.to_string(),
         "workload": a.workload.to_possible_value().map(|v| v.get_name().to_owned()),

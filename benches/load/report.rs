@@ -14,11 +14,78 @@ fn text<'a>(r: &'a Value, k: &str) -> &'a str {
     r.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
-/// The last record for (target, workload, users).
+/// The last record for (target, workload, users) with no variant.
 fn find<'a>(records: &'a [Value], target: &str, workload: &str, users: f64) -> Option<&'a Value> {
     records.iter().rev().find(|r| {
-        text(r, "target") == target && text(r, "workload") == workload && num(r, "users") == users
+        text(r, "target") == target
+            && text(r, "workload") == workload
+            && num(r, "users") == users
+            && text(r, "variant").is_empty()
     })
+}
+
+/// A run's label with its variant, if any.
+fn label(r: &Value) -> String {
+    match text(r, "variant") {
+        "" => text(r, "label").to_owned(),
+        v => format!("{} [{v}]", text(r, "label")),
+    }
+}
+
+/// Every gRPC run of the repeated request beside the transport floor of the same
+/// results (its last run): what share of a do-nothing handler's throughput each gets.
+/// A run with a variant is also compared with the last run of the same label without
+/// one (e.g. the decision log on against off).
+fn floor_table(records: &[Value]) -> String {
+    let mut out = String::new();
+    let Some(floor) = records.iter().rev().find(|r| text(r, "target") == "health") else {
+        return out;
+    };
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| repeated request, {} × {} | req/s | p99 µs | share of the transport floor | against the same target without the variant |",
+        num(floor, "connections"),
+        num(floor, "streams"),
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| {} | {:.0} | {:.0} | 100 % | |",
+        label(floor),
+        num(floor, "rps"),
+        num(floor, "p99_us")
+    );
+    for r in records.iter().filter(|r| {
+        text(r, "workload") == "repeated" && matches!(text(r, "target"), "ext-authz" | "gateway")
+    }) {
+        let base = match text(r, "variant") {
+            "" => String::new(),
+            // The same label's run without a variant (the same binary, e.g. log off).
+            _ => records
+                .iter()
+                .rev()
+                .find(|b| {
+                    text(b, "target") == text(r, "target")
+                        && text(b, "workload") == "repeated"
+                        && text(b, "label") == text(r, "label")
+                        && num(b, "users") == num(r, "users")
+                        && text(b, "variant").is_empty()
+                })
+                .map(|b| format!("{:.1} %", 100.0 * num(r, "rps") / num(b, "rps")))
+                .unwrap_or_default(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} ({} users) | {:.0} | {:.0} | {:.1} % | {base} |",
+            label(r),
+            num(r, "users"),
+            num(r, "rps"),
+            num(r, "p99_us"),
+            100.0 * num(r, "rps") / num(floor, "rps"),
+        );
+    }
+    out
 }
 
 /// Render the results.
@@ -38,7 +105,7 @@ pub fn render(records: &[Value]) -> String {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} × {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} / {} | {:.2} | {:.2} | {:.2} | {:.1} |",
-            text(r, "label"),
+            label(r),
             num(r, "users"),
             text(r, "workload"),
             num(r, "connections"),
@@ -106,6 +173,7 @@ pub fn render(records: &[Value]) -> String {
     );
     let _ = writeln!(out, "|---|---:|---:|---:|");
     out.push_str(&ratios);
+    out.push_str(&floor_table(records));
     out
 }
 

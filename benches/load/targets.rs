@@ -40,6 +40,9 @@ pub enum Target {
     CerbosHttp,
     /// cedar-agent `POST /v1/is_authorized` over HTTP/1.1.
     CedarAgent,
+    /// The transport floor: gRPC health `Check` on a tonic server that has no other
+    /// handler (`load floor`), loaded as ext_authz is. Every answer is `SERVING`.
+    Health,
 }
 
 impl fmt::Display for Target {
@@ -51,6 +54,7 @@ impl fmt::Display for Target {
             Target::CerbosGrpc => "Cerbos CheckResources gRPC",
             Target::CerbosHttp => "Cerbos CheckResources HTTP",
             Target::CedarAgent => "cedar-agent is_authorized HTTP",
+            Target::Health => "transport floor: gRPC health Check",
         })
     }
 }
@@ -60,7 +64,7 @@ impl Target {
     pub fn is_grpc(self) -> bool {
         matches!(
             self,
-            Target::ExtAuthz | Target::Gateway | Target::CerbosGrpc
+            Target::ExtAuthz | Target::Gateway | Target::CerbosGrpc | Target::Health
         )
     }
 
@@ -73,6 +77,7 @@ impl Target {
             Target::Authzen => "/access/v1/evaluation",
             Target::CerbosHttp => "/api/check/resources",
             Target::CedarAgent => "/v1/is_authorized",
+            Target::Health => "/grpc.health.v1.Health/Check",
         }
     }
 }
@@ -200,6 +205,13 @@ impl Codec {
             Target::Authzen => Bytes::from(authzen_json(case, nonce).to_string()),
             Target::CerbosHttp => Bytes::from(cerbos_json(case, nonce).to_string()),
             Target::CedarAgent => Bytes::from(cedar_agent_json(case, nonce).to_string()),
+            // The server as a whole (`service: ""`): an empty message.
+            Target::Health => grpc_frame(
+                &tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                }
+                .encode_to_vec(),
+            ),
         })
     }
 
@@ -237,6 +249,17 @@ impl Codec {
                 )),
             },
             Target::CerbosHttp => effect(&String::from_utf8_lossy(body)),
+            Target::Health => {
+                let answer = tonic_health::pb::HealthCheckResponse::decode(body)
+                    .map_err(|e| e.to_string())?;
+                if answer.status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
+                    Ok(true)
+                } else {
+                    Err(format!("health status {}", answer.status))
+                }
+            }
             Target::CedarAgent => {
                 let text = String::from_utf8_lossy(body);
                 if text.contains("\"decision\":\"Allow\"") {

@@ -11,6 +11,7 @@ mod cache;
 mod context;
 mod indexed;
 pub mod names;
+pub mod polling;
 mod record;
 pub mod replayable;
 mod shadow;

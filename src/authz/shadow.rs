@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
+use super::polling::PollingReceiver;
 use super::{
     CacheSettings, Decision, DecisionCache, DecisionMeta, DecisionRequest, Interface, Outcome,
     Recorder, Rules, decide_with_rules,
@@ -150,7 +151,7 @@ impl Shadow {
             .name("shadow".into())
             .spawn(move || {
                 work(
-                    &rx,
+                    rx,
                     &taken,
                     worker_store.as_deref(),
                     worker_recorder.as_ref(),
@@ -256,7 +257,7 @@ const IDLE_MIN: std::time::Duration = std::time::Duration::from_micros(500);
 const IDLE_MAX: std::time::Duration = std::time::Duration::from_millis(5);
 
 fn work(
-    rx: &Receiver<Job>,
+    rx: Receiver<Job>,
     pending: &AtomicUsize,
     store: Option<&PolicyStore>,
     recorder: &dyn Recorder,
@@ -267,32 +268,10 @@ fn work(
     let (directory, annotations) = (new_cache(), new_cache());
     // Under traffic the worker polls rather than blocks, so that a sender finds no
     // sleeping receiver to wake (a system call and a context switch on the live
-    // request's thread for every copy): an empty queue is looked at again after a
-    // pause that doubles up to `IDLE_MAX`, and a full queue needs `queue_capacity`
-    // copies within one pause. A queue still empty after the longest pause means no
-    // traffic: the worker then blocks until the next copy, so an idle service (or
-    // one without any shadow) never wakes it.
-    let mut pause = IDLE_MIN;
-    loop {
-        let job = match rx.try_recv() {
-            Ok(job) => {
-                pause = IDLE_MIN;
-                job
-            }
-            Err(std::sync::mpsc::TryRecvError::Empty) if pause < IDLE_MAX => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(IDLE_MAX);
-                continue;
-            }
-            Err(std::sync::mpsc::TryRecvError::Empty) => match rx.recv() {
-                Ok(job) => {
-                    pause = IDLE_MIN;
-                    job
-                }
-                Err(_) => break,
-            },
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
-        };
+    // request's thread for every copy); a full queue needs `queue_capacity` copies
+    // within one pause. An idle service (or one without any shadow) never wakes it.
+    let mut rx = PollingReceiver::new(rx, IDLE_MIN, IDLE_MAX);
+    while let Some(job) = rx.recv() {
         pending.fetch_sub(1, Ordering::Relaxed);
         if let Some(store) = store {
             let snapshot = store.snapshot();
