@@ -541,11 +541,11 @@ fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<Refused>> {
     )
     .map_err(|e| refuse(Refusal::from(&e), id.clone()))?;
     check_headers(&message, &headers).map_err(|e| refuse(Refusal::from(&e), id.clone()))?;
-    // Envoy's MCP filter read the same body: it must have seen the same method.
+    // Envoy's MCP filter read the same body: it must have seen the same method (the
+    // routes that skip ext_proc are chosen by it), and a batch has no one method.
     if let Some(meta) = &request.mcp_metadata
         && let Some(seen) = meta.get("method").and_then(Value::as_str)
-        && let Some(call) = message.single()
-        && seen != call.method
+        && message.single().is_none_or(|call| seen != call.method)
     {
         return Err(refuse(
             Refusal::invalid("the MCP filter and the body disagree on the method"),

@@ -977,3 +977,44 @@ async fn an_allow_tells_ext_proc_the_method_and_the_server() {
     let m = grpc_metadata(&service, envoy("POST", &auth, &delete)).await;
     assert_eq!(m.get(METHOD_METADATA), None, "{m:?}");
 }
+
+#[tokio::test]
+async fn the_mcp_filters_method_must_be_the_bodys_one_message() {
+    use crate::api::test_support::{ready, token};
+    use envoy_types::pb::envoy::config::core::v3::Metadata;
+    use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
+    let service = ExtAuthzGrpc::new(ready().await);
+    let bearer = format!("Bearer {}", token("alice", "corpassist"));
+    let auth = [("authorization", bearer.as_str())];
+    let with_filter_method = |body: &str, method: &str| {
+        let mut c = envoy("POST", &auth, body);
+        if let Some(a) = c.attributes.as_mut() {
+            let fields = [(
+                "method".to_owned(),
+                PbValue {
+                    kind: Some(Kind::StringValue(method.to_owned())),
+                },
+            )]
+            .into_iter()
+            .collect();
+            a.metadata_context = Some(Metadata {
+                filter_metadata: [(MCP_FILTER_NAMESPACE.to_owned(), Struct { fields })]
+                    .into_iter()
+                    .collect(),
+                ..Metadata::default()
+            });
+        }
+        c
+    };
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let batch = format!("[{list}]");
+    for (body, method, refused) in [
+        (list, "tools/list", false),
+        (list, "tools/call", true),
+        (batch.as_str(), "tools/list", true),
+        (batch.as_str(), "ping", true),
+    ] {
+        let (_, status, _, answer) = grpc_answer(&service, with_filter_method(body, method)).await;
+        assert_eq!(status == Some(400), refused, "{body} / {method}: {answer}");
+    }
+}
