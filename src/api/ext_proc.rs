@@ -55,11 +55,10 @@ use super::ext_authz::{
     MCP_FILTER_NAMESPACE, METHOD_METADATA, SERVER_METADATA, identify,
 };
 use super::list_filter::{ListInput, ListJob};
-use super::mcp_check::{CALLER_TOKEN_HEADER, CallerTrust, decision_meta, off_workers};
+use super::mcp_check::{CallerTrust, decision_meta, off_workers};
 use super::pbjson::envoy_struct_to_json;
 use super::refusal::Refusal;
 use super::services::{Ready, Services};
-use super::tls::PeerIdentity;
 use crate::authz::{DecisionMeta, Interface};
 use crate::identity::Identity;
 use crate::mcp::jsonrpc::parse_body;
@@ -96,17 +95,7 @@ impl ExternalProcessor for ExtProc {
             .get()
             .ok_or_else(|| Status::from(Refusal::unavailable()))?
             .clone();
-        let caller = CallerTrust::of(
-            &services,
-            request
-                .metadata()
-                .get(CALLER_TOKEN_HEADER)
-                .map(|v| v.as_bytes()),
-            request
-                .extensions()
-                .get::<Arc<PeerIdentity>>()
-                .map(AsRef::as_ref),
-        );
+        let caller = CallerTrust::of_grpc(&services, &request);
         let mut inbound = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {

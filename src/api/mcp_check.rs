@@ -82,6 +82,23 @@ impl CallerTrust {
 }
 
 impl CallerTrust {
+    /// The trust of the caller of a gRPC call: its client certificate (the
+    /// listener's [`PeerIdentity`]) or the secret in its `x-mcp-authz-caller-token`
+    /// metadata. Every gRPC service asks this.
+    pub fn of_grpc<T>(services: &Services, request: &tonic::Request<T>) -> Self {
+        Self::of(
+            services,
+            request
+                .metadata()
+                .get(CALLER_TOKEN_HEADER)
+                .map(|v| v.as_bytes()),
+            request
+                .extensions()
+                .get::<std::sync::Arc<PeerIdentity>>()
+                .map(AsRef::as_ref),
+        )
+    }
+
     /// Whether this caller's word is taken for what only the transport or a trusted
     /// caller can vouch for — Envoy's `source.principal`, an AuthZEN subject without
     /// a token: when it is trusted, and from anyone while callers are not

@@ -461,19 +461,9 @@ async fn without_metadata_the_request_body_says_the_method() {
     let answer = stream.send(request_headers("POST", Some(&t), None)).await;
     let mode = answer.mode_override.expect("the body is asked for");
     assert_eq!(mode.request_body_mode, BodySendMode::Buffered as i32);
-    stream
-        .send(body(
-            true,
-            br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
-            true,
-        ))
-        .await;
-    stream
-        .send(response_headers("200", "application/json", &[]))
-        .await;
-    let answer = stream.send(body(false, &response, true)).await;
-    let out: Value =
-        serde_json::from_slice(&replacement(&answer).expect("rewritten")).expect("json");
+    let list = br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+    let out = without_metadata(&s, &t, list, &response).await;
+    let out: Value = serde_json::from_slice(&out.expect("rewritten")).expect("json");
     assert_eq!(names(&out, "tools"), expected);
     // A call: its response's body is not asked for any more.
     let mut stream = Stream::open(&s.server.grpc).await;
@@ -490,6 +480,36 @@ async fn without_metadata_the_request_body_says_the_method() {
         .await;
     let mode = answer.mode_override.expect("no more body");
     assert_eq!(mode.response_body_mode, BodySendMode::None as i32);
+    // What the server may read otherwise than this service: a body with the method
+    // twice, a batch holding a list call, broken JSON — the answer is never passed
+    // unread.
+    for request in [
+        br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","method":"tools/list"}"#.to_vec(),
+        br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","METHOD":"tools/list"}"#.to_vec(),
+        br#"[{"jsonrpc":"2.0","id":5,"method":"tools/list"},{"jsonrpc":"2.0","id":6,"method":"ping"}]"#
+            .to_vec(),
+        b"{not json".to_vec(),
+    ] {
+        let out = without_metadata(&s, &t, &request, &response).await;
+        assert_eq!(
+            error_of(&out.expect("replaced"))["code"],
+            -32600,
+            "{}",
+            String::from_utf8_lossy(&request)
+        );
+    }
+}
+
+/// A POST through the stream with no metadata (the body says the method): `request`
+/// as its body, a 200 JSON response `response`; what replaces the response body.
+async fn without_metadata(s: &Setup, t: &str, request: &[u8], response: &[u8]) -> Option<Vec<u8>> {
+    let mut stream = Stream::open(&s.server.grpc).await;
+    stream.send(request_headers("POST", Some(t), None)).await;
+    stream.send(body(true, request, true)).await;
+    stream
+        .send(response_headers("200", "application/json", &[]))
+        .await;
+    replacement(&stream.send(body(false, response, true)).await)
 }
 
 /// The error a refused list is replaced with.
@@ -507,20 +527,9 @@ async fn a_list_that_cannot_be_filtered_never_comes_through() {
     let t = token("erin");
     let response = tools_list_response(9);
     // No server: without ext_authz's metadata, an authority no setting maps.
-    let mut stream = Stream::open(&s.server.grpc).await;
-    stream.send(request_headers("POST", Some(&t), None)).await;
-    stream
-        .send(body(
-            true,
-            br#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#,
-            true,
-        ))
-        .await;
-    stream
-        .send(response_headers("200", "application/json", &[]))
-        .await;
-    let answer = stream.send(body(false, &response, true)).await;
-    let error = error_of(&replacement(&answer).expect("replaced"));
+    let request = br#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#;
+    let answer = without_metadata(&s, &t, request, &response).await;
+    let error = error_of(&answer.expect("replaced"));
     // Told as every deny is (`decisions.deny_detail`), with its decision id.
     assert_eq!(error["code"], -32003, "{error}");
     assert!(error["data"]["decision_id"].is_string(), "{error}");

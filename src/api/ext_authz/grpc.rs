@@ -19,11 +19,10 @@ use super::{
     DECISION_ID_HEADER, DECISION_ID_METADATA, EnvoyAnswer, EnvoyRequest, HeaderSource, Headers,
     MCP_FILTER_NAMESPACE, METHOD_METADATA, SERVER_METADATA, decide,
 };
-use crate::api::mcp_check::{CALLER_TOKEN_HEADER, CallerTrust, decision_meta};
+use crate::api::mcp_check::{CallerTrust, decision_meta};
 use crate::api::pbjson::envoy_struct_to_json;
 use crate::api::refusal::Refusal;
 use crate::api::services::Ready;
-use crate::api::tls::PeerIdentity;
 use crate::authz::Interface;
 
 /// The `envoy.service.auth.v3.Authorization` service.
@@ -235,17 +234,7 @@ impl Authorization for ExtAuthzGrpc {
             .get()
             .ok_or_else(|| Status::from(Refusal::unavailable()))?;
         let mut envoy = envoy_request(request.get_ref());
-        envoy.caller = Some(CallerTrust::of(
-            services,
-            request
-                .metadata()
-                .get(CALLER_TOKEN_HEADER)
-                .map(|v| v.as_bytes()),
-            request
-                .extensions()
-                .get::<std::sync::Arc<PeerIdentity>>()
-                .map(AsRef::as_ref),
-        ));
+        envoy.caller = Some(CallerTrust::of_grpc(services, &request));
         let span = crate::api::grpc::request_span(
             "envoy.service.auth.v3.Authorization/Check",
             &envoy.meta,

@@ -7,14 +7,13 @@ use std::collections::HashMap;
 use prost::Message as _;
 use tonic::Status;
 
-use super::{CALLER_TOKEN_METADATA, untrusted};
+use super::untrusted;
 use crate::api::mcp_check::{
     Asserted, CallerTrust, Credentials, UntrustedAssertion, admit, decision_meta, resolve,
 };
 use crate::api::proto::v1::{self as pb, CheckRequest};
 use crate::api::refusal::Refusal;
 use crate::api::services::Services;
-use crate::api::tls::PeerIdentity;
 use crate::authz::DecisionMeta;
 use crate::identity::{AuthnError, Identity, TrustedIdentity, bearer_token_from_header};
 
@@ -29,14 +28,7 @@ pub(super) fn caller<T>(request: &tonic::Request<T>, services: &Services) -> Cal
     let metadata = request.metadata();
     let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
     Caller {
-        trust: CallerTrust::of(
-            services,
-            metadata.get(CALLER_TOKEN_METADATA).map(|v| v.as_bytes()),
-            request
-                .extensions()
-                .get::<std::sync::Arc<PeerIdentity>>()
-                .map(AsRef::as_ref),
-        ),
+        trust: CallerTrust::of_grpc(services, request),
         authorization: text("authorization").map(str::to_owned),
         meta: decision_meta(text("traceparent"), text("x-request-id")),
     }
