@@ -31,7 +31,9 @@ use serde_json::{Map, Value};
 use super::services::{Services, secret_matches};
 use super::tls::PeerIdentity;
 use crate::authz::{DecisionMeta, DecisionRequest, Engine, Interface, Outcome};
-use crate::identity::{AuthnError, Identity, IdentityInput, Resolver, TrustedIdentity};
+use crate::identity::{
+    AuthnError, Identity, IdentityInput, Resolver, ServerAudience, TrustedIdentity,
+};
 use crate::mcp::jsonrpc::McpCall;
 use crate::policy::Snapshot;
 use crate::policy::reads_as;
@@ -256,7 +258,7 @@ pub async fn check_calls(
     extra_context: &Map<String, Value>,
     meta: &DecisionMeta,
 ) -> Verdict {
-    let identity = match resolve(&services.resolver, credentials).await {
+    let identity = match resolve_for(services, credentials, server).await {
         Ok(i) => i,
         Err(e) => return Verdict::Unauthenticated(e),
     };
@@ -384,6 +386,32 @@ pub async fn resolve(
             trusted: asserted.identity,
         })
         .await
+}
+
+/// Prove who asks a request on the MCP server `server`: [`resolve`], then
+/// [`for_server`].
+pub async fn resolve_for(
+    services: &Services,
+    credentials: Credentials<'_>,
+    server: &str,
+) -> Result<Identity, AuthnError> {
+    let identity = resolve(&services.resolver, credentials).await?;
+    for_server(services, &identity, server)?;
+    Ok(identity)
+}
+
+/// Whether `identity`'s token (if any) is for the MCP server `server` (RFC 8707;
+/// [`Identity::check_server_audience`]): the one per-server audience check of every
+/// interface that knows the server.
+pub fn for_server(
+    services: &Services,
+    identity: &Identity,
+    server: &str,
+) -> Result<(), AuthnError> {
+    identity.check_server_audience(services.resource_server(server).map(|s| ServerAudience {
+        resource: &s.resource,
+        authorization_servers: &s.authorization_servers,
+    }))
 }
 
 /// The decision request for one MCP message on `server`, asked by `identity`.

@@ -37,8 +37,7 @@ pub(super) fn parse_check(request: CheckRequest, who: Who) -> Result<ReadyCheck,
     let (calls, batch) = calls_of(&request)?;
     let identity = match who {
         Who::Known(i) => i,
-        Who::Failed(e) => return Err(Refusal::unauthenticated(&e)),
-        Who::Refused(r) => return Err(r),
+        Who::Failed(r) | Who::Refused(r) => return Err(r),
     };
     let extra = request
         .context
