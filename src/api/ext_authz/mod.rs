@@ -52,8 +52,9 @@ use serde_json::{Map, Value, json};
 
 use super::mcp_check::{
     Asserted, CallerTrust, Credentials, Verdict, admit, admit_envoy_peer, check_calls, resolve_for,
+    step_up_scope,
 };
-use super::refusal::Refusal;
+use super::refusal::{Refusal, challenge_for};
 use super::services::Services;
 use crate::authz::{DecisionMeta, Interface, Reason, ReasonKind};
 use crate::identity::Identity;
@@ -295,6 +296,12 @@ async fn decide_request(
         let mut refusal = Refusal::forbidden(decision.reason.clone());
         if !batch {
             refusal = refusal.of_call(&deciding.call);
+        }
+        let snapshot = services.engine.snapshot();
+        if let Some(scope) = step_up_scope(&services.engine, &snapshot, &deciding.request) {
+            refusal = refusal.with_step_up(
+                challenge_for(services.resource_server(server)).insufficient_scope(&scope),
+            );
         }
         return Err(Box::new(Refused {
             refusal,
