@@ -416,6 +416,7 @@ async fn evaluation(
     let snapshot = state.engine.snapshot();
     let outcome = authzen::decide(
         &state.engine,
+        &state.resource_servers,
         &snapshot,
         &eval,
         identity.as_ref(),
@@ -438,10 +439,18 @@ async fn evaluations(
     let body = json_object(&headers, &body)?;
     let identity = bearer_identity(&state, &headers, peer.as_ref()).await?;
     let engine = state.engine.clone();
+    let servers = state.resource_servers.clone();
     let max_batch = state.authzen.max_batch;
     // A batch may be long: decide it off the async workers.
     let result = super::mcp_check::off_workers(move || {
-        authzen::evaluate_batch(&engine, &body, identity.as_ref(), &meta.decision, max_batch)
+        authzen::evaluate_batch(
+            &engine,
+            &servers,
+            &body,
+            identity.as_ref(),
+            &meta.decision,
+            max_batch,
+        )
     })
     .await
     .ok_or_else(|| Refusal::internal("the evaluation failed"))??;

@@ -31,6 +31,7 @@ use serde_json::{Map, Value};
 use super::services::{Services, secret_matches};
 use super::tls::PeerIdentity;
 use crate::authz::{DecisionMeta, DecisionRequest, Engine, Interface, Outcome};
+use crate::config::ResourceServers;
 use crate::identity::{
     AuthnError, Identity, IdentityInput, Resolver, ServerAudience, TrustedIdentity,
 };
@@ -452,7 +453,16 @@ pub fn for_server(
     identity: &Identity,
     server: &str,
 ) -> Result<(), AuthnError> {
-    identity.check_server_audience(services.resource_server(server).map(|s| ServerAudience {
+    server_audience(&services.resource_servers, identity, server)
+}
+
+/// [`for_server`] with the servers' settings `servers`.
+pub fn server_audience(
+    servers: &ResourceServers,
+    identity: &Identity,
+    server: &str,
+) -> Result<(), AuthnError> {
+    identity.check_server_audience(servers.get(server).map(|s| ServerAudience {
         resource: &s.resource,
         authorization_servers: &s.authorization_servers,
     }))

@@ -368,3 +368,49 @@ async fn a_deny_more_scope_would_lift_asks_for_it() {
         (403, None)
     );
 }
+
+#[test]
+fn authzen_checks_the_audience_when_the_resource_names_a_server() {
+    let s = start();
+    let ask = |token: &str| {
+        let body = json!({
+            "subject": { "type": "user", "id": "alice" },
+            "action": { "name": "tools/call" },
+            "resource": { "type": "tool", "id": "docs/get_document" },
+            "context": {
+                "agent": "corpassist",
+                "arguments": crate::support::reference_arguments("docs/get_document"),
+            },
+        });
+        let bearer = format!("Bearer {token}");
+        http::request(
+            &s.service.http,
+            "POST",
+            "/access/v1/evaluation",
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", bearer.as_str()),
+            ],
+            &body.to_string(),
+        )
+        .expect("an answer")
+    };
+    let (code, _, body) = ask(&token(&s.key, json!({"aud": DOCS})));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["decision"],
+        true
+    );
+    let (code, headers, body) = ask(&token(&s.key, json!({"aud": PROJECTS})));
+    assert_eq!(code, 401, "{body}");
+    let challenge = headers
+        .iter()
+        .find(|(k, _)| k == "www-authenticate")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    assert!(
+        challenge.contains("the token is not for this MCP server")
+            && challenge.contains(DOCS_METADATA),
+        "{challenge}"
+    );
+}
