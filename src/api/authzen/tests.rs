@@ -266,6 +266,7 @@ async fn a_batch_is_decided_on_one_snapshot_even_across_a_reload() {
     assert_eq!(store.snapshot().generation, 2, "the reload happened");
     let next = decide(
         &services.engine,
+        &services.resource_servers,
         &store.snapshot(),
         &parse_evaluation(&object(alice_calls("get_document"))).expect("evaluation"),
         None,
