@@ -185,6 +185,7 @@ say "Envoy on :$envoy_port (admin :$envoy_admin_port), ext_authz over gRPC"
 sed -e "s/\${LISTEN_PORT}/$envoy_port/g" \
     -e "s/\${ADMIN_PORT}/$envoy_admin_port/g" \
     -e "s/\${AUTHZ_GRPC_PORT}/$authz_grpc_port/g" \
+    -e "s/\${AUTHZ_HTTP_PORT}/$authz_http_port/g" \
     -e "s/\${DOCS_PORT}/$docs_port/g" \
     -e "s/\${PROJECTS_PORT}/$projects_port/g" \
     examples/envoy/envoy-grpc.yaml >"$logs/envoy.yaml"

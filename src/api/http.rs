@@ -47,6 +47,7 @@ use super::refusal::{Refusal, RefusalKind};
 use super::services::{Ready, Services};
 use super::tls::PeerIdentity;
 use crate::authz::DecisionMeta;
+use crate::config::METADATA_PREFIX;
 use crate::identity::{
     AuthnError, Identity, IdentityInput, bearer_challenge, bearer_token_from_header,
 };
@@ -115,6 +116,11 @@ fn routes(ready: Ready, admin_routes: bool) -> Router {
         .route(
             "/.well-known/authzen-configuration",
             get(authzen_configuration),
+        )
+        .route(METADATA_PREFIX, get(protected_resource_metadata))
+        .route(
+            &format!("{METADATA_PREFIX}/{{*resource_path}}"),
+            get(protected_resource_metadata),
         );
     // Admin endpoints share the main listener only behind a token.
     if admin_routes {
@@ -324,14 +330,15 @@ async fn bearer_identity(
             peer.map(|Extension(p)| p.as_ref()),
         );
         if !trust.vouches(state) {
-            return Err(Refusal::no_credentials().saying(
+            return Err(Refusal::no_credentials(None).saying(
                 "unauthenticated: a subject without a bearer token is accepted only from a trusted caller (a client certificate of `tls.trusted_callers`, or the caller secret)",
             ));
         }
         return Ok(None);
     };
-    let refuse =
-        |e: AuthnError| Refusal::unauthenticated(&e).saying(format!("invalid credentials: {e}"));
+    let refuse = |e: AuthnError| {
+        Refusal::unauthenticated(&e, None).saying(format!("invalid credentials: {e}"))
+    };
     let text = value.to_str().map_err(|_| {
         refuse(AuthnError::Malformed {
             detail: "the authorization header is not visible ascii",
@@ -409,6 +416,7 @@ async fn evaluation(
     let snapshot = state.engine.snapshot();
     let outcome = authzen::decide(
         &state.engine,
+        &state.resource_servers,
         &snapshot,
         &eval,
         identity.as_ref(),
@@ -431,10 +439,18 @@ async fn evaluations(
     let body = json_object(&headers, &body)?;
     let identity = bearer_identity(&state, &headers, peer.as_ref()).await?;
     let engine = state.engine.clone();
+    let servers = state.resource_servers.clone();
     let max_batch = state.authzen.max_batch;
     // A batch may be long: decide it off the async workers.
     let result = super::mcp_check::off_workers(move || {
-        authzen::evaluate_batch(&engine, &body, identity.as_ref(), &meta.decision, max_batch)
+        authzen::evaluate_batch(
+            &engine,
+            &servers,
+            &body,
+            identity.as_ref(),
+            &meta.decision,
+            max_batch,
+        )
     })
     .await
     .ok_or_else(|| Refusal::internal("the evaluation failed"))??;
@@ -514,6 +530,37 @@ async fn authzen_configuration(
         "search_resource_endpoint": format!("{base}/access/v1/search/resource"),
         "search_action_endpoint": format!("{base}/access/v1/search/action"),
     })))
+}
+
+/// The Protected Resource Metadata (RFC 9728) of the MCP server whose `resource`
+/// is at this path-suffixed well-known URI (RFC 9728 §3.1), chosen by the request's
+/// Host when several servers share the path. Served without authentication: a client
+/// reads it after a 401 to find the authorization server. 404 when no server matches.
+async fn protected_resource_metadata(
+    Serving(state): Serving,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(axum::http::uri::Authority::as_str));
+    match state.resource_servers.by_metadata_path(host, uri.path()) {
+        Some(server) => (
+            [(header::CACHE_CONTROL, "public, max-age=300")],
+            Json(server.metadata()),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(json!({"error": {
+                "status": 404,
+                "message": "no MCP server has its protected resource metadata here",
+            }})),
+        )
+            .into_response(),
+    }
 }
 
 async fn healthz() -> &'static str {

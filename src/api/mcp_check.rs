@@ -31,7 +31,10 @@ use serde_json::{Map, Value};
 use super::services::{Services, secret_matches};
 use super::tls::PeerIdentity;
 use crate::authz::{DecisionMeta, DecisionRequest, Engine, Interface, Outcome};
-use crate::identity::{AuthnError, Identity, IdentityInput, Resolver, TrustedIdentity};
+use crate::config::ResourceServers;
+use crate::identity::{
+    AuthnError, Identity, IdentityInput, Resolver, ServerAudience, TrustedIdentity,
+};
 use crate::mcp::jsonrpc::McpCall;
 use crate::policy::Snapshot;
 use crate::policy::reads_as;
@@ -273,7 +276,7 @@ pub async fn check_calls(
     extra_context: &Map<String, Value>,
     meta: &DecisionMeta,
 ) -> Verdict {
-    let identity = match resolve(&services.resolver, credentials).await {
+    let identity = match resolve_for(services, credentials, server).await {
         Ok(i) => i,
         Err(e) => return Verdict::Unauthenticated(e),
     };
@@ -401,6 +404,85 @@ pub async fn resolve(
             trusted: asserted.identity,
         })
         .await
+}
+
+/// The scopes a denied request's client should ask for, if more scope would allow
+/// it (MCP 2025-11-25 step-up; `policy::scopes`): for a request with a token, on
+/// a deny, decide once more with the token's scopes and every `@scopes` scope of
+/// the snapshot added; if that allows, the token's scopes and the `@scopes` of the
+/// policies that allowed it, space-separated. `None`: no token, no annotated
+/// policy, or more scope would not help (a plain 403).
+pub fn step_up_scope(
+    engine: &Engine,
+    snapshot: &Snapshot,
+    denied: &DecisionRequest,
+) -> Option<String> {
+    let token = denied.token.as_ref()?;
+    let missing: Vec<&String> = snapshot
+        .step_up_scopes
+        .iter()
+        .filter(|s| !token.scopes.contains(s))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let mut more = denied.clone();
+    if let Some(t) = more.token.as_mut() {
+        t.scopes.extend(missing.into_iter().cloned());
+    }
+    let decision = engine.evaluate(snapshot, &more);
+    if !decision.allow {
+        return None;
+    }
+    let mut scopes = token.scopes.clone();
+    for id in decision.evaluations.iter().flat_map(|e| &e.policies) {
+        let needed = snapshot
+            .policies
+            .policy(&cedar_policy::PolicyId::new(id))
+            .and_then(crate::policy::scopes_of)
+            .unwrap_or_default();
+        for scope in needed {
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+    }
+    (scopes.len() > token.scopes.len()).then(|| scopes.join(" "))
+}
+
+/// Prove who asks a request on the MCP server `server`: [`resolve`], then
+/// [`for_server`].
+pub async fn resolve_for(
+    services: &Services,
+    credentials: Credentials<'_>,
+    server: &str,
+) -> Result<Identity, AuthnError> {
+    let identity = resolve(&services.resolver, credentials).await?;
+    for_server(services, &identity, server)?;
+    Ok(identity)
+}
+
+/// Whether `identity`'s token (if any) is for the MCP server `server` (RFC 8707;
+/// [`Identity::check_server_audience`]): the one per-server audience check of every
+/// interface that knows the server.
+pub fn for_server(
+    services: &Services,
+    identity: &Identity,
+    server: &str,
+) -> Result<(), AuthnError> {
+    server_audience(&services.resource_servers, identity, server)
+}
+
+/// [`for_server`] with the servers' settings `servers`.
+pub fn server_audience(
+    servers: &ResourceServers,
+    identity: &Identity,
+    server: &str,
+) -> Result<(), AuthnError> {
+    identity.check_server_audience(servers.get(server).map(|s| ServerAudience {
+        resource: &s.resource,
+        authorization_servers: &s.authorization_servers,
+    }))
 }
 
 /// The decision request for one MCP message on `server`, asked by `identity`.

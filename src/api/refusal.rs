@@ -48,7 +48,8 @@ use super::proto::v1::{DenyKind, JsonRpcError};
 use super::services::REALM;
 use crate::authz::{DecisionMeta, Engine, Interface, Outcome, Reason};
 use crate::config::DenyDetail;
-use crate::identity::{AuthnError, bearer_challenge};
+use crate::config::ResourceServer;
+use crate::identity::{AuthnError, Challenge};
 use crate::mcp::jsonrpc::{
     FORBIDDEN_CODE, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, McpCall, McpError,
     RESOURCE_NOT_FOUND, Subject, UNAUTHENTICATED_CODE, error_response_with_data,
@@ -142,7 +143,19 @@ pub struct Refusal {
     kind: RefusalKind,
     message: String,
     /// The call a deny answers, if known (for `not_found`).
-    call: Option<DeniedCall>,
+    call: Option<Box<DeniedCall>>,
+    /// The `insufficient_scope` challenge of a deny that more scope would allow.
+    step_up: Option<String>,
+}
+
+/// The challenge of a request on `server` (its metadata URL and 401 scope when it
+/// has protected-resource settings).
+pub fn challenge_for(server: Option<&ResourceServer>) -> Challenge<'_> {
+    Challenge {
+        realm: REALM,
+        resource_metadata: server.map(|s| s.metadata_url.as_str()),
+        scope: server.and_then(|s| s.scope.as_deref()),
+    }
 }
 
 impl std::fmt::Display for Refusal {
@@ -160,35 +173,44 @@ impl Refusal {
             kind,
             message: message.into(),
             call: None,
+            step_up: None,
         }
     }
 
     /// The same refusal, answering `call` (what `not_found` names).
     pub fn of_call(mut self, call: &McpCall) -> Self {
-        self.call = Some(DeniedCall::of(call));
+        self.call = Some(Box::new(DeniedCall::of(call)));
         self
     }
 
     /// Credentials that did not verify: `unauthenticated: <why>`, with the
-    /// challenge of the error.
-    pub fn unauthenticated(e: &AuthnError) -> Self {
+    /// challenge of the error on `server` (its metadata URL when it has settings).
+    pub fn unauthenticated(e: &AuthnError, server: Option<&ResourceServer>) -> Self {
         Self::new(
             RefusalKind::Unauthenticated {
-                challenge: e.www_authenticate(REALM),
+                challenge: challenge_for(server).unauthenticated(Some(e)),
             },
             format!("unauthenticated: {e}"),
         )
     }
 
     /// No credentials at all: MCP's authorization tells the client how to get
-    /// them (a bare `Bearer` challenge).
-    pub fn no_credentials() -> Self {
+    /// them (a `Bearer` challenge without error, pointing to the metadata of
+    /// `server` when it has settings).
+    pub fn no_credentials(server: Option<&ResourceServer>) -> Self {
         Self::new(
             RefusalKind::Unauthenticated {
-                challenge: bearer_challenge(REALM),
+                challenge: challenge_for(server).unauthenticated(None),
             },
             "unauthenticated: a bearer token is required",
         )
+    }
+
+    /// The same deny, answered with the step-up challenge `challenge`
+    /// (`error="insufficient_scope"`): the client may ask for more scope.
+    pub fn with_step_up(mut self, challenge: String) -> Self {
+        self.step_up = Some(challenge);
+        self
     }
 
     /// A request that cannot be read (JSON-RPC `-32600`, invalid request).
@@ -272,10 +294,12 @@ impl Refusal {
         }
     }
 
-    /// The `WWW-Authenticate` challenge, for an unauthenticated request.
+    /// The `WWW-Authenticate` challenge: of an unauthenticated request, or of a
+    /// deny that more scope would allow.
     pub fn challenge(&self) -> Option<&str> {
         match &self.kind {
             RefusalKind::Unauthenticated { challenge } => Some(challenge),
+            RefusalKind::Forbidden(_) => self.step_up.as_deref(),
             _ => None,
         }
     }
@@ -289,7 +313,7 @@ impl Refusal {
                 (FORBIDDEN_CODE, self.message.clone(), false)
             }
             (RefusalKind::Forbidden(_), DenyDetail::NotFound) => {
-                match self.call.as_ref().and_then(DeniedCall::not_found) {
+                match self.call.as_deref().and_then(DeniedCall::not_found) {
                     Some((code, message, uri)) => {
                         if let Some(uri) = uri {
                             data.insert("uri".into(), Value::String(uri));
@@ -443,8 +467,8 @@ mod tests {
 
     fn every_kind() -> Vec<Refusal> {
         vec![
-            Refusal::unauthenticated(&AuthnError::Malformed { detail: "bad" }),
-            Refusal::no_credentials(),
+            Refusal::unauthenticated(&AuthnError::Malformed { detail: "bad" }, None),
+            Refusal::no_credentials(None),
             Refusal::invalid("`server` is empty"),
             Refusal::new(
                 RefusalKind::Invalid { code: -32700 },
@@ -464,7 +488,7 @@ mod tests {
             "forbidden: no policy permits it"
         );
         assert_eq!(
-            Refusal::no_credentials().to_string(),
+            Refusal::no_credentials(None).to_string(),
             "unauthenticated: a bearer token is required"
         );
         assert_eq!(
@@ -473,15 +497,15 @@ mod tests {
         );
         let e = AuthnError::Malformed { detail: "bad" };
         assert_eq!(
-            Refusal::unauthenticated(&e).message(),
+            Refusal::unauthenticated(&e, None).message(),
             format!("unauthenticated: {e}")
         );
         assert_eq!(
-            Refusal::unauthenticated(&e).challenge(),
+            Refusal::unauthenticated(&e, None).challenge(),
             Some(e.www_authenticate(REALM).as_str())
         );
         assert_eq!(
-            Refusal::no_credentials().challenge(),
+            Refusal::no_credentials(None).challenge(),
             Some("Bearer realm=\"mcp-authz\"")
         );
     }

@@ -11,7 +11,9 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::authz::Engine;
-use crate::config::{AuthzenSettings, DenyDetail, GrpcSettings, Secret, ServerMap};
+use crate::config::{
+    AuthzenSettings, DenyDetail, GrpcSettings, ResourceServer, ResourceServers, Secret, ServerMap,
+};
 use crate::identity::Resolver;
 use crate::telemetry::Telemetry;
 
@@ -46,6 +48,9 @@ pub struct Services {
     pub envoy_default_server: Option<String>,
     /// The MCP server ids of Envoy requests by destination SPIFFE ID and `:authority`.
     pub envoy_servers: ServerMap,
+    /// The MCP servers as protected resources (`[servers.<id>]`): their canonical
+    /// URIs (tokens' audience), metadata and challenges.
+    pub resource_servers: ResourceServers,
     /// AuthZEN's limits.
     pub authzen: AuthzenSettings,
     /// The gateway API's limits.
@@ -78,6 +83,11 @@ impl Services {
         !self.trusted_callers.is_empty()
     }
 
+    /// The protected-resource settings of server `id`, if it has any.
+    pub fn resource_server(&self, id: &str) -> Option<&ResourceServer> {
+        self.resource_servers.get(id).map(AsRef::as_ref)
+    }
+
     /// Services deciding with `engine`, which must report to `telemetry`, with the
     /// default settings, no trusted caller and no admin token.
     pub fn new(engine: Engine, telemetry: Arc<Telemetry>, resolver: Resolver) -> Self {
@@ -89,6 +99,7 @@ impl Services {
             trusted_callers: Arc::from([]),
             envoy_default_server: None,
             envoy_servers: ServerMap::default(),
+            resource_servers: ResourceServers::default(),
             authzen: AuthzenSettings::default(),
             grpc: GrpcSettings::default(),
             admin_token: None,

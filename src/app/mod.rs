@@ -328,6 +328,7 @@ impl Bound {
                 trusted_callers: config.trusted_callers.clone().into(),
                 envoy_default_server: config.envoy_default_server.clone(),
                 envoy_servers: config.envoy_servers.clone(),
+                resource_servers: config.resource_servers.clone(),
                 authzen: config.authzen.clone(),
                 grpc: config.grpc,
                 admin_token,

@@ -65,10 +65,7 @@ fn user_allows_but_application_denies() {
     assert!(!d.allow);
     assert!(d.evaluations[0].allow, "{d:?}");
     assert!(!d.evaluations[1].allow);
-    assert_eq!(
-        d.evaluations[1].policies,
-        vec!["corpassist-never-deletes", "only-doc-admins-delete"]
-    );
+    assert_eq!(d.evaluations[1].policies, vec!["corpassist-never-deletes"]);
     assert!(
         d.reason.contains("corpassist-never-deletes"),
         "{}",

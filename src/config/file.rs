@@ -236,6 +236,9 @@ pub struct FileConfig {
     /// Trusted token issuers.
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
+    /// The MCP servers as protected resources, by server id.
+    #[serde(default)]
+    pub servers: std::collections::BTreeMap<String, super::ServerFile>,
     /// SPIFFE (workload identity) settings.
     #[serde(default)]
     pub spiffe: SpiffeConfig,

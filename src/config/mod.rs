@@ -21,6 +21,7 @@ use crate::telemetry::DecisionLogConfig;
 mod env;
 mod file;
 mod flags;
+mod resources;
 mod servers;
 mod settings;
 #[cfg(test)]
@@ -33,6 +34,7 @@ pub use file::{
     GrpcFile, ListenersFile, LogFile, OtlpFile, ReloadFile, ShadowFile, ValidationFile,
 };
 pub use flags::Overrides;
+pub use resources::{METADATA_PREFIX, ResourceServer, ResourceServers, ServerFile, check_resource};
 pub use servers::{ServerMap, ServerMapError, normalized_host};
 pub use settings::{SETTINGS, Setting, ValueKind, env_help, settings_markdown};
 pub use tls::{TlsConfig, TlsFile, TlsListeners, trusted_caller_matches};
@@ -158,6 +160,8 @@ pub struct Config {
     pub envoy_servers: ServerMap,
     /// Token issuers, SPIFFE and token verification settings.
     pub identity: IdentityConfig,
+    /// The MCP servers as protected resources (`[servers.<id>]`).
+    pub resource_servers: ResourceServers,
     /// The decision cache.
     pub cache: CacheSettings,
     /// The trusted caller's secret, read from `grpc.trusted_caller_token_file`.

@@ -147,6 +147,12 @@ pub const SETTINGS: &[Setting] = &[
         "trusted token issuers: `[[issuers]]` tables (issuer, audiences, jwks_file or jwks_url, algorithms, user_claim, application_claims, groups_claim, context_claims)",
     ),
     setting(
+        "servers",
+        ValueKind::FileOnly,
+        None,
+        "MCP servers as OAuth protected resources: `[servers.<id>]` tables (resource: the canonical `https` URI its tokens' `aud` must hold exactly; authorization_servers: issuers of `[[issuers]]`; scopes_supported, resource_name: its RFC 9728 metadata; scope: what its 401s ask for)",
+    ),
+    setting(
         "spiffe.trust_domains",
         LIST,
         Some(""),

@@ -904,3 +904,48 @@ fn deny_detail_from_the_file_and_environment() {
         .to_string();
     assert!(err.contains("none") && !err.contains('\n'), "{err}");
 }
+
+#[test]
+fn servers_are_protected_resources_checked_at_start() {
+    let issuer = "[[issuers]]\nissuer = \"https://idp.example.com\"\njwks_file = \"k.json\"\n";
+    let docs = "[servers.docs]\nresource = \"https://docs.mcp.example.com/mcp\"\nauthorization_servers = [\"https://idp.example.com\"]\nscope = \"docs.read\"\n";
+    // The issuer needs no `audiences`: a server with a resource trusts it.
+    let (_d, path) = write(&format!("{issuer}{docs}"));
+    let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("config");
+    let s = c.resource_servers.get("docs").expect("docs");
+    assert_eq!(
+        s.metadata_url,
+        "https://docs.mcp.example.com/.well-known/oauth-protected-resource/mcp"
+    );
+    assert_eq!(
+        c.identity.issuers[0].resources,
+        vec!["https://docs.mcp.example.com/mcp".to_owned()]
+    );
+    // Without a server naming it, the issuer needs an audience again.
+    let (_d, path) = write(issuer);
+    let e = Config::load(Some(&path), &env(&[]), &Overrides::default())
+        .expect_err("no audience")
+        .to_string();
+    assert!(
+        e.contains("`audiences` must name at least one audience"),
+        "{e}"
+    );
+    // A bad setting is one line naming it.
+    for (bad, key) in [
+        (
+            docs.replace("https://docs", "http://docs"),
+            "servers.docs.resource",
+        ),
+        (
+            docs.replace("[\"https://idp.example.com\"]", "[\"https://other\"]"),
+            "servers.docs.authorization_servers",
+        ),
+        (format!("{docs}unknown = 1\n"), "unknown"),
+    ] {
+        let (_d, path) = write(&format!("{issuer}{bad}"));
+        let e = Config::load(Some(&path), &env(&[]), &Overrides::default())
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains(key) && !e.contains('\n'), "{e}");
+    }
+}

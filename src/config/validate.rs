@@ -91,8 +91,19 @@ pub(super) fn checked(
             reason: e.reason,
         }
     })?;
+    let issuer_urls: Vec<String> = fc.issuers.iter().map(|i| i.issuer.clone()).collect();
+    let resource_servers =
+        super::ResourceServers::new(&fc.servers, &issuer_urls).map_err(|e| ConfigError::Value {
+            origin: origin("servers"),
+            key: e.key,
+            reason: e.reason,
+        })?;
+    let mut issuers = fc.issuers.clone();
+    for issuer in &mut issuers {
+        issuer.resources = resource_servers.resources_of(&issuer.issuer);
+    }
     let identity = IdentityConfig {
-        issuers: fc.issuers.clone(),
+        issuers,
         spiffe: fc.spiffe.clone(),
         jwt: fc.jwt.clone(),
     };
@@ -111,6 +122,7 @@ pub(super) fn checked(
         shadow,
         cache,
         identity,
+        resource_servers,
         trusted_caller_token,
         grpc,
         policies,

@@ -14,6 +14,8 @@ pub(crate) struct TokenIdentity {
     pub groups: Vec<String>,
     pub scopes: Vec<String>,
     pub claims: Map<String, Value>,
+    /// The token's `aud`, as checked by the verifier (filled there).
+    pub audience: super::TokenAudience,
 }
 
 const ID_EXPECTED: &str = "a non-empty string";
@@ -60,6 +62,7 @@ pub(crate) fn map_claims(
         groups,
         scopes,
         claims: copied,
+        audience: super::TokenAudience::default(),
     })
 }
 
@@ -114,6 +117,7 @@ mod tests {
         ValidIssuer {
             issuer: "https://idp".into(),
             audiences: vec!["a".into()],
+            resources: Vec::new(),
             algorithms: vec![jsonwebtoken::Algorithm::RS256],
             jwks_file: None,
             jwks_url: None,

@@ -66,8 +66,16 @@ pub(crate) fn asymmetric_algorithm(name: &str) -> Option<Algorithm> {
 pub struct IssuerConfig {
     /// The issuer URL, compared exactly (no normalisation) with the token's `iss`.
     pub issuer: String,
-    /// Accepted audiences; the token's `aud` must contain at least one.
+    /// Accepted audiences: the token's `aud` must contain at least one of them, or
+    /// the canonical URI (`resource`) of an MCP server that names the issuer in its
+    /// `authorization_servers`. May be left out when every server that trusts the
+    /// issuer has a `resource`.
+    #[serde(default)]
     pub audiences: Vec<String>,
+    /// The `resource` of every `[servers.<id>]` that names this issuer in its
+    /// `authorization_servers`: filled by the configuration, never written.
+    #[serde(skip)]
+    pub resources: Vec<String>,
     /// A JWKS file, loaded once at start; relative paths are resolved against the
     /// configuration file's directory.
     #[serde(default)]
@@ -112,6 +120,7 @@ impl IssuerConfig {
         IssuerConfig {
             issuer: issuer.into(),
             audiences,
+            resources: Vec::new(),
             jwks_file: None,
             jwks_url: None,
             algorithms: default_algorithms(),
@@ -208,6 +217,7 @@ pub enum IdentityConfigError {
 pub(crate) struct ValidIssuer {
     pub issuer: String,
     pub audiences: Vec<String>,
+    pub resources: Vec<String>,
     pub algorithms: Vec<Algorithm>,
     pub jwks_file: Option<PathBuf>,
     pub jwks_url: Option<Url>,
@@ -322,9 +332,9 @@ fn check_issuer(
         ));
     }
 
-    if cfg.audiences.is_empty() {
+    if cfg.audiences.is_empty() && cfg.resources.is_empty() {
         return Err(fail(
-            "`audiences` must name at least one audience".to_owned(),
+            "`audiences` must name at least one audience (it may be left out when the issuer is in the `authorization_servers` of a `[servers.<id>]`)".to_owned(),
         ));
     }
     if cfg.audiences.iter().any(String::is_empty) {
@@ -388,6 +398,7 @@ fn check_issuer(
     Ok(ValidIssuer {
         issuer: cfg.issuer.clone(),
         audiences: cfg.audiences.clone(),
+        resources: cfg.resources.clone(),
         algorithms,
         jwks_file,
         jwks_url,
@@ -577,7 +588,19 @@ mod tests {
         i.audiences = vec![];
         assert_eq!(
             problem(i),
-            "issuer `https://idp.example.com`: `audiences` must name at least one audience"
+            "issuer `https://idp.example.com`: `audiences` must name at least one audience (it may be left out when the issuer is in the `authorization_servers` of a `[servers.<id>]`)"
+        );
+        // An issuer that only MCP servers with a `resource` trust needs no audience.
+        let mut i = issuer();
+        i.audiences = vec![];
+        i.resources = vec!["https://docs.example/mcp".into()];
+        assert!(
+            IdentityConfig {
+                issuers: vec![i],
+                ..IdentityConfig::default()
+            }
+            .validate()
+            .is_ok()
         );
 
         let mut i = issuer();

@@ -190,6 +190,30 @@ pub enum AuthnError {
         /// The issuer.
         issuer: String,
     },
+    /// The token is valid but not for the MCP server it is presented to: its `aud`
+    /// lacks the server's canonical URI (RFC 8707), or, on a server without one, all
+    /// its audiences are other servers' URIs.
+    #[error(
+        "the token is not for this MCP server ({})",
+        match .resource {
+            Some(r) => format!("audience `{r}` required"),
+            None => "its audience is another MCP server's".to_owned(),
+        }
+    )]
+    NotForServer {
+        /// The server's canonical URI `aud` must hold; `None` for a server without
+        /// one (then `aud` must hold one of the issuer's `audiences`).
+        resource: Option<String>,
+    },
+    /// The token's issuer is not one of the `authorization_servers` of the MCP
+    /// server it is presented to.
+    #[error(
+        "the token is not for this MCP server (issuer `{issuer}` is not one of its authorization servers)"
+    )]
+    IssuerNotForServer {
+        /// The issuer.
+        issuer: String,
+    },
     /// A claim has the wrong JSON type (or is an empty string where an id is expected).
     #[error("token claim `{claim}` must be {expected}")]
     InvalidClaim {
@@ -259,6 +283,8 @@ impl AuthnError {
             AuthnError::NotYetValid => "token_not_yet_valid",
             AuthnError::MissingAudience => "token_missing_aud",
             AuthnError::WrongAudience { .. } => "token_wrong_audience",
+            AuthnError::NotForServer { .. } => "token_wrong_resource",
+            AuthnError::IssuerNotForServer { .. } => "token_wrong_authorization_server",
             AuthnError::InvalidClaim { .. } => "token_invalid_claim",
             AuthnError::InvalidSpiffeId(_) => "spiffe_invalid_id",
             AuthnError::UntrustedTrustDomain { .. } => "spiffe_untrusted_domain",
@@ -288,14 +314,71 @@ impl AuthnError {
     /// A `WWW-Authenticate` value per RFC 6750: `Bearer realm="..", error="invalid_token",
     /// error_description=".."` when a token was involved, else just `Bearer realm=".."`.
     pub fn www_authenticate(&self, realm: &str) -> String {
-        if self.concerns_token() {
-            format!(
-                "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{}\"",
-                quoted_string_safe(realm),
-                quoted_string_safe(&self.to_string())
-            )
-        } else {
-            bearer_challenge(realm)
+        Challenge::new(realm).unauthenticated(Some(self))
+    }
+}
+
+/// The `WWW-Authenticate: Bearer` challenge of a request, built in one place: the
+/// realm, and for a request on an MCP server with protected-resource settings the
+/// URL of its metadata (RFC 9728 §5.1 `resource_metadata`) and the scopes a client
+/// should ask for (RFC 6750 §3 `scope`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Challenge<'a> {
+    /// `realm`.
+    pub realm: &'a str,
+    /// `resource_metadata`: the URL of the server's Protected Resource Metadata.
+    pub resource_metadata: Option<&'a str>,
+    /// `scope` of a 401: the scopes the server's tokens usually need.
+    pub scope: Option<&'a str>,
+}
+
+impl<'a> Challenge<'a> {
+    /// A challenge saying only `realm`.
+    pub fn new(realm: &'a str) -> Self {
+        Self {
+            realm,
+            resource_metadata: None,
+            scope: None,
+        }
+    }
+
+    /// The challenge of a 401: `Bearer realm=".."`, then `error="invalid_token",
+    /// error_description=".."` when a presented token failed (RFC 6750 §3.1: no
+    /// `error` when no credentials were presented), then `resource_metadata` and
+    /// `scope` when set.
+    pub fn unauthenticated(&self, error: Option<&AuthnError>) -> String {
+        let mut out = format!("Bearer realm=\"{}\"", quoted_string_safe(self.realm));
+        if let Some(e) = error.filter(|e| e.concerns_token()) {
+            out.push_str(&format!(
+                ", error=\"invalid_token\", error_description=\"{}\"",
+                quoted_string_safe(&e.to_string())
+            ));
+        }
+        self.push_tail(&mut out, self.scope);
+        out
+    }
+
+    /// The challenge of a 403 that more scope would turn into an allow (RFC 6750
+    /// §3.1 `insufficient_scope`; MCP 2025-11-25 step-up): `scope` is every scope
+    /// the client should ask for (the token's and the missing ones).
+    pub fn insufficient_scope(&self, scope: &str) -> String {
+        let mut out = format!(
+            "Bearer realm=\"{}\", error=\"insufficient_scope\"",
+            quoted_string_safe(self.realm)
+        );
+        self.push_tail(&mut out, Some(scope));
+        out
+    }
+
+    fn push_tail(&self, out: &mut String, scope: Option<&str>) {
+        if let Some(scope) = scope {
+            out.push_str(&format!(", scope=\"{}\"", quoted_string_safe(scope)));
+        }
+        if let Some(url) = self.resource_metadata {
+            out.push_str(&format!(
+                ", resource_metadata=\"{}\"",
+                quoted_string_safe(url)
+            ));
         }
     }
 }
@@ -303,7 +386,7 @@ impl AuthnError {
 /// The `WWW-Authenticate` challenge for a request that presented no credentials at all
 /// (RFC 6750 §3.1: no `error` parameter).
 pub fn bearer_challenge(realm: &str) -> String {
-    format!("Bearer realm=\"{}\"", quoted_string_safe(realm))
+    Challenge::new(realm).unauthenticated(None)
 }
 
 /// Keeps only the characters RFC 6750 allows inside `error_description` and `realm`
@@ -346,6 +429,47 @@ mod tests {
         assert_eq!(spiffe.www_authenticate("mcp"), "Bearer realm=\"mcp\"");
         assert_eq!(bearer_challenge("a\"b"), "Bearer realm=\"a'b\"");
         assert_eq!(expired.http_status(), 401);
+    }
+
+    #[test]
+    fn challenges_point_to_the_metadata_and_ask_for_scope() {
+        let docs = Challenge {
+            realm: "mcp-authz",
+            resource_metadata: Some(
+                "https://docs.example/.well-known/oauth-protected-resource/mcp",
+            ),
+            scope: Some("docs.read"),
+        };
+        assert_eq!(
+            docs.unauthenticated(None),
+            "Bearer realm=\"mcp-authz\", scope=\"docs.read\", resource_metadata=\"https://docs.example/.well-known/oauth-protected-resource/mcp\""
+        );
+        assert_eq!(
+            docs.unauthenticated(Some(&AuthnError::Expired)),
+            "Bearer realm=\"mcp-authz\", error=\"invalid_token\", error_description=\"token has expired\", scope=\"docs.read\", resource_metadata=\"https://docs.example/.well-known/oauth-protected-resource/mcp\""
+        );
+        assert_eq!(
+            docs.insufficient_scope("docs.read docs.write"),
+            "Bearer realm=\"mcp-authz\", error=\"insufficient_scope\", scope=\"docs.read docs.write\", resource_metadata=\"https://docs.example/.well-known/oauth-protected-resource/mcp\""
+        );
+        let no_scope = Challenge {
+            scope: None,
+            ..docs
+        };
+        assert_eq!(
+            no_scope.unauthenticated(None),
+            "Bearer realm=\"mcp-authz\", resource_metadata=\"https://docs.example/.well-known/oauth-protected-resource/mcp\""
+        );
+        let wrong = AuthnError::NotForServer {
+            resource: Some("https://docs.example/mcp".into()),
+        };
+        assert!(
+            no_scope.unauthenticated(Some(&wrong)).contains(
+                "error_description=\"the token is not for this MCP server (audience `https://docs.example/mcp` required)\""
+            ),
+            "{}",
+            no_scope.unauthenticated(Some(&wrong))
+        );
     }
 
     #[test]

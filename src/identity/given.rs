@@ -68,6 +68,7 @@ impl GivenFacts {
                 .has_token_facts()
                 .then(|| "given token facts".to_owned()),
             spiffe_id: None,
+            audience: None,
         })
     }
 }

@@ -13,6 +13,7 @@ use moka::sync::Cache;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::TokenAudience;
 use super::claims::{TokenIdentity, map_claims};
 use super::config::asymmetric_algorithm;
 use super::error::{AuthnError, TokenPart, shown};
@@ -152,32 +153,35 @@ fn check_times(claims: &Map<String, Value>, now: i64, skew: i64) -> Result<i64, 
     Ok(exp)
 }
 
-/// Checks that `aud` (a string or an array of strings) holds one of `audiences`.
+/// Checks that `aud` (a string or an array of strings) holds one of `audiences` or
+/// one of `resources` (the canonical URIs of the MCP servers that name the issuer
+/// as an authorization server), and says what it holds: the per-server check
+/// ([`TokenAudience`]) is made where the server is known.
 fn check_audience(
     claims: &Map<String, Value>,
     audiences: &[String],
+    resources: &[String],
     issuer: &str,
-) -> Result<(), AuthnError> {
+) -> Result<TokenAudience, AuthnError> {
     let invalid = || AuthnError::InvalidClaim {
         claim: "aud".into(),
         expected: "a string or an array of strings",
     };
-    let accepted = |aud: &str| audiences.iter().any(|a| a == aud);
-    let ok = match claims.get("aud") {
+    let values: Vec<String> = match claims.get("aud") {
         None | Some(Value::Null) => return Err(AuthnError::MissingAudience),
-        Some(Value::String(aud)) => accepted(aud),
-        Some(Value::Array(items)) => {
-            let mut any = false;
-            for item in items {
-                let aud = item.as_str().ok_or_else(invalid)?;
-                any |= accepted(aud);
-            }
-            any
-        }
+        Some(Value::String(aud)) => vec![aud.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned).ok_or_else(invalid))
+            .collect::<Result<_, _>>()?,
         Some(_) => return Err(invalid()),
     };
-    if ok {
-        Ok(())
+    let issuer_audience = values.iter().any(|v| audiences.contains(v));
+    if issuer_audience || values.iter().any(|v| resources.contains(v)) {
+        Ok(TokenAudience {
+            values,
+            issuer_audience,
+        })
     } else {
         Err(AuthnError::WrongAudience {
             issuer: shown(issuer),
@@ -342,8 +346,10 @@ impl TokenVerifier {
         }
 
         let exp = check_times(&parsed.claims, now, self.clock_skew)?;
-        check_audience(&parsed.claims, &cfg.audiences, &cfg.issuer)?;
-        let identity = Arc::new(map_claims(cfg, &parsed.claims)?);
+        let audience = check_audience(&parsed.claims, &cfg.audiences, &cfg.resources, &cfg.issuer)?;
+        let mut identity = map_claims(cfg, &parsed.claims)?;
+        identity.audience = audience;
+        let identity = Arc::new(identity);
 
         if let (Some(cache), Some(cache_key)) = (&self.cache, cache_key) {
             let remaining = u64::try_from(exp.saturating_sub(now)).unwrap_or(0);
@@ -458,18 +464,31 @@ mod tests {
     #[test]
     fn audience_may_be_a_string_or_an_array() {
         let auds = vec!["mcp".to_owned()];
-        assert!(check_audience(&claims(json!({"aud": "mcp"})), &auds, "i").is_ok());
-        assert!(check_audience(&claims(json!({"aud": ["x", "mcp"]})), &auds, "i").is_ok());
+        let none: Vec<String> = Vec::new();
+        let check =
+            |c: Value, auds: &[String], res: &[String]| check_audience(&claims(c), auds, res, "i");
+        assert!(check(json!({"aud": "mcp"}), &auds, &none).is_ok());
+        let got = check(json!({"aud": ["x", "mcp"]}), &auds, &none).expect("accepted");
+        assert_eq!(got.values, vec!["x", "mcp"]);
+        assert!(got.issuer_audience);
+        // A server's resource is accepted too, and said not to be the issuer's audience.
+        let res = vec!["https://docs.example/mcp".to_owned()];
+        let got = check(json!({"aud": ["https://docs.example/mcp"]}), &none, &res).expect("ok");
+        assert!(!got.issuer_audience);
         assert_eq!(
-            check_audience(&claims(json!({"aud": ["x"]})), &auds, "i"),
+            check(json!({"aud": "https://docs.example/mcp/"}), &none, &res),
             Err(AuthnError::WrongAudience { issuer: "i".into() })
         );
         assert_eq!(
-            check_audience(&claims(json!({})), &auds, "i"),
+            check_audience(&claims(json!({"aud": ["x"]})), &auds, &none, "i"),
+            Err(AuthnError::WrongAudience { issuer: "i".into() })
+        );
+        assert_eq!(
+            check_audience(&claims(json!({})), &auds, &none, "i"),
             Err(AuthnError::MissingAudience)
         );
         assert!(matches!(
-            check_audience(&claims(json!({"aud": 1})), &auds, "i"),
+            check_audience(&claims(json!({"aud": 1})), &auds, &none, "i"),
             Err(AuthnError::InvalidClaim { .. })
         ));
     }

@@ -108,7 +108,7 @@ pub use config::{
     IdentityConfig, IdentityConfigError, IssuerConfig, JwtSettings, SUPPORTED_ALGORITHMS,
     SpiffeConfig,
 };
-pub use error::{AuthnError, IdentitySource, TokenPart, bearer_challenge};
+pub use error::{AuthnError, Challenge, IdentitySource, TokenPart, bearer_challenge};
 pub use given::{GivenError, GivenFacts};
 pub use jwks::JwksStats;
 pub use spiffe::{SpiffeApplicationId, SpiffeId, SpiffeIdError};
@@ -167,9 +167,76 @@ pub struct Identity {
     pub issuer: Option<String>,
     /// The validated SPIFFE id of the peer, if one was given.
     pub spiffe_id: Option<String>,
+    /// The verified token's audience, if there was a token: what the per-server
+    /// check (RFC 8707, made where the MCP server is known) reads.
+    #[serde(skip)]
+    pub audience: Option<TokenAudience>,
+}
+
+/// The `aud` of a verified token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenAudience {
+    /// Every `aud` value, as the token has it.
+    pub values: Vec<String>,
+    /// Whether one of them is one of its issuer's `audiences` (rather than only the
+    /// canonical URI of an MCP server that names the issuer).
+    pub issuer_audience: bool,
+}
+
+impl TokenAudience {
+    /// Whether the token names `resource` as an audience: compared exactly, as RFC
+    /// 8707 resource indicators are (no case folding, a trailing `/` matters).
+    pub fn names(&self, resource: &str) -> bool {
+        self.values.iter().any(|v| v == resource)
+    }
+}
+
+/// What an MCP server with a canonical URI accepts of a token (RFC 8707).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerAudience<'a> {
+    /// The server's canonical URI: the token's `aud` must hold it, exactly.
+    pub resource: &'a str,
+    /// The issuers that may mint its tokens.
+    pub authorization_servers: &'a [String],
 }
 
 impl Identity {
+    /// Whether the verified token (if any) is for the MCP server it is presented to
+    /// (`server`: its canonical URI, `None` when it has none): the one per-server
+    /// audience check of every interface. With a canonical URI, `aud` must hold it
+    /// exactly (no case folding, no trailing-`/` tolerance: RFC 8707 compares
+    /// identifiers) and the issuer must be one of its authorization servers; without
+    /// one, `aud` must hold one of the issuer's own `audiences`, so that a token
+    /// minted only for another server is refused here too. No token: nothing to check.
+    pub fn check_server_audience(
+        &self,
+        server: Option<ServerAudience<'_>>,
+    ) -> Result<(), AuthnError> {
+        let Some(audience) = &self.audience else {
+            return Ok(());
+        };
+        match server {
+            Some(s) => {
+                if let Some(issuer) = &self.issuer
+                    && !s.authorization_servers.iter().any(|a| a == issuer)
+                {
+                    return Err(AuthnError::IssuerNotForServer {
+                        issuer: shown(issuer),
+                    });
+                }
+                if audience.names(s.resource) {
+                    Ok(())
+                } else {
+                    Err(AuthnError::NotForServer {
+                        resource: Some(s.resource.to_owned()),
+                    })
+                }
+            }
+            None if audience.issuer_audience => Ok(()),
+            None => Err(AuthnError::NotForServer { resource: None }),
+        }
+    }
+
     /// Whether neither a user nor an application is known.
     pub fn is_anonymous(&self) -> bool {
         self.user.is_none() && self.application.is_none()
@@ -402,6 +469,7 @@ impl Resolver {
             claims: token.as_ref().map(|t| t.claims.clone()).unwrap_or_default(),
             issuer: token.as_ref().map(|t| t.issuer.clone()),
             spiffe_id: spiffe.map(|(id, _)| id),
+            audience: token.as_ref().map(|t| t.audience.clone()),
         })
     }
 
@@ -555,6 +623,88 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "application `a` from the token differs from `b` from the spiffe id"
+        );
+    }
+}
+
+#[cfg(test)]
+mod server_audience {
+    use super::*;
+
+    fn token(aud: &[&str], issuer_audience: bool) -> Identity {
+        Identity {
+            issuer: Some("https://idp.example".into()),
+            audience: Some(TokenAudience {
+                values: aud.iter().map(|s| (*s).to_owned()).collect(),
+                issuer_audience,
+            }),
+            ..Identity::default()
+        }
+    }
+
+    const DOCS: &str = "https://docs.example/mcp";
+    const PROJECTS: &str = "https://projects.example/mcp";
+
+    fn docs(issuers: &[String]) -> Option<ServerAudience<'_>> {
+        Some(ServerAudience {
+            resource: DOCS,
+            authorization_servers: issuers,
+        })
+    }
+
+    #[test]
+    fn a_server_with_a_resource_wants_exactly_its_uri() {
+        let idp = vec!["https://idp.example".to_owned()];
+        assert_eq!(
+            token(&[DOCS], false).check_server_audience(docs(&idp)),
+            Ok(())
+        );
+        assert_eq!(
+            token(&["x", PROJECTS, DOCS], false).check_server_audience(docs(&idp)),
+            Ok(())
+        );
+        let wrong = Err(AuthnError::NotForServer {
+            resource: Some(DOCS.into()),
+        });
+        for aud in [
+            PROJECTS,
+            "https://docs.example/mcp/",
+            "https://DOCS.example/mcp",
+            "https://docs.example/MCP",
+            "mcp-mesh",
+        ] {
+            assert_eq!(
+                token(&[aud], true).check_server_audience(docs(&idp)),
+                wrong,
+                "{aud}"
+            );
+        }
+        assert_eq!(token(&[], false).check_server_audience(docs(&idp)), wrong);
+        let other = vec!["https://other-idp.example".to_owned()];
+        assert_eq!(
+            token(&[DOCS], false).check_server_audience(docs(&other)),
+            Err(AuthnError::IssuerNotForServer {
+                issuer: "https://idp.example".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_server_without_one_wants_an_issuer_audience() {
+        assert_eq!(
+            token(&["mcp-mesh"], true).check_server_audience(None),
+            Ok(())
+        );
+        assert_eq!(
+            token(&[PROJECTS], false).check_server_audience(None),
+            Err(AuthnError::NotForServer { resource: None })
+        );
+        // No token: nothing to check.
+        assert_eq!(Identity::default().check_server_audience(None), Ok(()));
+        let idp = vec!["https://idp.example".to_owned()];
+        assert_eq!(
+            Identity::default().check_server_audience(docs(&idp)),
+            Ok(())
         );
     }
 }

@@ -434,6 +434,7 @@ pub fn build_with(
     {
         authoring::undefined_literals(&written, &policies, entities, &mut problems);
     }
+    super::scopes::check(&policies, &origins, &mut problems);
     authoring::apply_options(&mut problems, options);
     authoring::attach_policy_ids(&written, &mut problems);
 
@@ -482,7 +483,9 @@ pub fn build_with(
         digests,
         shadow_policies: Vec::new(),
         all_enforced: None,
+        step_up_scopes: Vec::new(),
     };
+    snapshot.step_up_scopes = super::scopes::all_scopes(&snapshot.policies);
     let split = super::shadow::split(&snapshot.policies)
         .map_err(|e| Problems(vec![Problem::error(None, e)]))?;
     let Some((enforced, shadow_policies)) = split else {
@@ -509,6 +512,7 @@ impl Snapshot {
     /// The same files and facts with `policies` (and their index) instead of its
     /// own, and no `all_enforced` view.
     fn with_policies(&self, policies: PolicySet) -> Snapshot {
+        let step_up_scopes = super::scopes::all_scopes(&policies);
         Snapshot {
             generation: self.generation,
             dir: self.dir.clone(),
@@ -528,6 +532,7 @@ impl Snapshot {
             digests: self.digests.clone(),
             shadow_policies: self.shadow_policies.clone(),
             all_enforced: None,
+            step_up_scopes,
         }
     }
 }

@@ -18,6 +18,7 @@ mod diagnostics;
 mod index;
 mod load;
 mod scoped;
+mod scopes;
 mod shadow;
 mod shape;
 mod store;
@@ -39,6 +40,7 @@ pub use load::{
     SchemaFormat, Sources, TOOLS_DIR, build, build_with, combined_schema, files_under,
     read_policy_files, read_sources,
 };
+pub use scopes::{SCOPES_ANNOTATION, all_scopes, scopes_of};
 pub use shadow::{SHADOW_ANNOTATION, is_shadow};
 pub use shape::{Extension, Leaf, Shape, alias_in, name_key, reads_as};
 pub use store::{LastReload, MAX_LOGGED_IDS, PolicyStore, ReloadOutcome, ReloadStatus};
@@ -106,6 +108,9 @@ pub struct Snapshot {
     /// The same files with every `@shadow` policy enforced (see `shadow.rs`);
     /// `None` when there are none.
     pub all_enforced: Option<std::sync::Arc<Snapshot>>,
+    /// Every scope a policy of `policies` declares with `@scopes` (sorted): what a
+    /// step-up evaluation adds to a token's scopes (`scopes.rs`).
+    pub step_up_scopes: Vec<String>,
 }
 
 impl Snapshot {

@@ -18,5 +18,6 @@ mod e2e_harness;
 mod envoy_e2e;
 mod ext_proc;
 mod mesh_tls;
+mod protected_resource;
 mod rollout;
 mod schema_url;

@@ -100,7 +100,7 @@ async fn explanation_shows_each_principal_and_the_forbidding_policies() {
         .iter()
         .filter_map(|p| p["id"].as_str())
         .collect();
-    assert_eq!(ids, ["corpassist-never-deletes", "only-doc-admins-delete"]);
+    assert_eq!(ids, ["corpassist-never-deletes"]);
     assert_eq!(evals[1]["policies"][0]["file"], "applications.cedar");
     assert_eq!(evals[1]["policies"][0]["line"], 15);
 }

@@ -12,6 +12,8 @@ struct Case {
     user: Option<&'static str>,
     app: Option<&'static str>,
     context: Option<&'static str>,
+    /// Token scopes (`--scope`).
+    scopes: &'static [&'static str],
     allow: bool,
     /// Policies expected among the determining policies of the evaluations.
     policies: &'static [&'static str],
@@ -31,9 +33,14 @@ const fn case(
         user,
         app,
         context: None,
+        scopes: &[],
         allow,
         policies,
     }
+}
+
+const fn with_scopes(c: Case, scopes: &'static [&'static str]) -> Case {
+    Case { scopes, ..c }
 }
 
 const fn with_context(c: Case, context: &'static str) -> Case {
@@ -45,6 +52,38 @@ const fn with_context(c: Case, context: &'static str) -> Case {
 
 fn cases() -> Vec<Case> {
     vec![
+        // The ops console deletes for a document administrator only with `docs.write`.
+        with_scopes(
+            case(
+                "tools/call",
+                "docs/delete_document",
+                Some("dave"),
+                Some("ops-console"),
+                true,
+                &["ops-console-deletes-with-write-scope"],
+            ),
+            &["docs.read", "docs.write"],
+        ),
+        with_scopes(
+            case(
+                "tools/call",
+                "docs/delete_document",
+                Some("dave"),
+                Some("ops-console"),
+                false,
+                &[],
+            ),
+            &["docs.read"],
+        ),
+        // The session itself: opening the stream, ending it.
+        case(
+            "session/stream",
+            "docs",
+            Some("alice"),
+            Some("corpassist"),
+            true,
+            &["sessions-stream-and-end"],
+        ),
         // The CorpAssist request of the scenario: summarize the Titan strategy document...
         with_context(
             case(
@@ -389,6 +428,9 @@ fn check(c: &Case) -> (i32, Value, String) {
     if let Some(a) = c.app {
         cmd.args(["--app", a]);
     }
+    for scope in c.scopes {
+        cmd.args(["--scope", scope]);
+    }
     // The cases with a user alone exercise the users' policies: decided as a
     // deployment that allows user-only requests decides them (by default such a
     // request is denied before evaluation, see tests/service/forged_requests.rs).
@@ -452,7 +494,7 @@ fn reference_cases() {
             }
         }
     }
-    assert_eq!(all.len(), 16);
+    assert_eq!(all.len(), 18);
     let missing: Vec<_> = all.iter().filter(|p| !exercised.contains(*p)).collect();
     assert!(
         missing.is_empty(),

@@ -115,7 +115,7 @@ fn formatting_never_changes_what_policies_mean() {
     assert_eq!(fmt(&[], dir.path()).0, 0);
     let out = run(bin().arg("validate").arg(dir.path()));
     assert!(out.status.success(), "{}", text(&out).1);
-    assert!(text(&out).0.contains("ok: 16 policies in 3 files"));
+    assert!(text(&out).0.contains("ok: 18 policies in 3 files"));
 }
 
 #[test]

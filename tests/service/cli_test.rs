@@ -21,7 +21,7 @@ fn the_reference_suite_passes_and_covers_every_policy() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains(" passed, 0 failed\n"), "{stdout}");
     assert!(
-        stdout.contains("coverage: 16 of 16 policies (100.0%)"),
+        stdout.contains("coverage: 18 of 18 policies (100.0%)"),
         "{stdout}"
     );
     assert!(!stdout.contains("FAIL"), "{stdout}");
@@ -94,10 +94,6 @@ fn a_failing_case_names_both_principals_policies() {
     );
     assert!(
         stdout.contains("corpassist-never-deletes (applications.cedar:"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("only-doc-admins-delete (users.cedar:"),
         "{stdout}"
     );
     assert!(
@@ -197,7 +193,7 @@ fn coverage_below_the_minimum_fails() {
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
     assert!(
-        stdout.contains("coverage 6.") && stdout.contains("% is below the minimum of 50%"),
+        stdout.contains("coverage 5.6") && stdout.contains("% is below the minimum of 50%"),
         "{stdout}"
     );
 }

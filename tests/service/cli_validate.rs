@@ -20,7 +20,7 @@ fn edit(dir: &std::path::Path, file: &str, from: &str, to: &str) {
 fn reference_policies_are_valid() {
     let (code, out, err) = validate(&reference_policies());
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("ok: 16 policies in 3 files"), "{out}");
+    assert!(out.contains("ok: 18 policies in 3 files"), "{out}");
 }
 
 #[test]
@@ -203,7 +203,7 @@ fn policies_in_subdirectories_get_path_ids_and_hidden_entries_are_skipped() {
     std::fs::write(dir.path().join(".#users.cedar"), "editor lock file").expect("write");
     let (code, out, err) = validate(dir.path());
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ok: 17 policies in 4 files"), "{out}");
+    assert!(out.contains("ok: 19 policies in 4 files"), "{out}");
     let out = run(bin()
         .args([
             "check",
@@ -265,9 +265,9 @@ fn an_impossible_forbid_is_an_error_named_by_its_id() {
     std::fs::write(&path, format!("{text}{permit}")).expect("write");
     let (code, out, err) = validate(dir.path());
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("ok: 17 policies"), "{out}");
+    assert!(out.starts_with("ok: 19 policies"), "{out}");
     assert!(
-        err.contains("warning: for policy `applications.cedar:8`, policy is impossible"),
+        err.contains("warning: for policy `applications.cedar:9`, policy is impossible"),
         "{err}"
     );
     assert!(
@@ -376,7 +376,7 @@ fn json_of_a_clean_directory() {
     assert!(err.is_empty(), "{err}");
     assert_eq!(
         v,
-        serde_json::json!({"ok": true, "policies": 16, "shadow_policies": [], "problems": []})
+        serde_json::json!({"ok": true, "policies": 18, "shadow_policies": [], "problems": []})
     );
 }
 
@@ -391,14 +391,14 @@ fn shadow_policies_are_named() {
     .expect("write");
     let (code, out, err) = validate(dir.path());
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("ok: 17 policies in 4 files"), "{out}");
+    assert!(out.contains("ok: 19 policies in 4 files"), "{out}");
     assert!(
         out.contains("shadow (evaluated, not enforced): `staged-no-delete`"),
         "{out}"
     );
     let (code, v, _) = validate_json(dir.path(), &[]);
     assert_eq!(code, 0, "{v}");
-    assert_eq!(v["policies"], 17);
+    assert_eq!(v["policies"], 19);
     assert_eq!(
         v["shadow_policies"],
         serde_json::json!(["staged-no-delete"])
@@ -478,7 +478,7 @@ fn json_of_a_warning_is_ok_and_deny_warnings_is_not() {
     let (code, v, _) = validate_json(dir.path(), &[]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["ok"], true);
-    assert_eq!(v["policies"], 16);
+    assert_eq!(v["policies"], 18);
     let p = &v["problems"][0];
     assert_eq!(p["severity"], "warning", "{v}");
     assert_eq!(p["file"], "users.cedar", "{v}");

@@ -231,7 +231,7 @@ async fn decision_log_records_for_an_allow_and_a_deny() {
     assert_eq!(d["evaluations"][1]["allow"], false);
     assert_eq!(
         d["evaluations"][1]["policies"],
-        json!(["corpassist-never-deletes", "only-doc-admins-delete"])
+        json!(["corpassist-never-deletes"])
     );
     assert!(d.get("trace_id").is_none() && d.get("request_id").is_none());
     assert_eq!(d["policy_digest"], &*digest);

@@ -40,6 +40,7 @@ mod identity_resolve;
 mod index_differential;
 mod input_edges;
 mod malformed_input;
+mod mcp_authorization;
 mod otlp;
 mod reload;
 mod resource_uris;

@@ -200,7 +200,7 @@ fn a_configmap_data_swap_is_picked_up() {
     .expect("the ConfigMap swap was not picked up within 2 s");
     assert_eq!(d.generation, 2);
     // Hidden versioned directories are not read twice: the set has one more policy.
-    assert_eq!(engine.store().snapshot().policy_count(), 17);
+    assert_eq!(engine.store().snapshot().policy_count(), 19);
 }
 
 #[cfg(unix)]
@@ -304,7 +304,7 @@ fn every_reload_logs_and_shows_what_changed() {
     assert_eq!(start.len(), 1, "{start:?}");
     assert_eq!(
         (start[0]["generation"].clone(), start[0]["policies"].clone()),
-        (json!(1), json!(16))
+        (json!(1), json!(18))
     );
     let p = policies();
     assert_eq!(p["last_reload"], Value::Null);
@@ -343,7 +343,7 @@ fn every_reload_logs_and_shows_what_changed() {
         (r["schema_changed"].clone(), r["entities_changed"].clone()),
         (json!(false), json!(false))
     );
-    assert_eq!(r["policies"], 17);
+    assert_eq!(r["policies"], 19);
     let p = policies();
     assert_eq!(p["generation"], 2);
     assert_eq!(p["digest"]["content"], r["content_digest"]);
@@ -384,7 +384,7 @@ fn every_reload_logs_and_shows_what_changed() {
     std::fs::remove_file(dir.path().join("grant.cedar")).expect("rm");
     let r = reload_record(dir.path(), 4);
     assert_eq!(r["removed"], r#"["summarizer-gets-documents"]"#);
-    assert_eq!(r["policies"], 16);
+    assert_eq!(r["policies"], 18);
     let p = policies();
     assert_eq!(
         p["last_reload"]["removed"],

@@ -55,7 +55,7 @@ fn serves_health_and_policy_status() {
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(json["generation"], 1);
-    assert_eq!(json["policies"], 16);
+    assert_eq!(json["policies"], 18);
     assert_eq!(json["in_sync"], true);
 }
 
@@ -116,7 +116,7 @@ fn json_logs_on_request() {
         .find_log(|l| l.contains("policies loaded"))
         .expect("log line");
     let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
-    assert_eq!(json["policies"], 16);
+    assert_eq!(json["policies"], 18);
 }
 
 /// Every documented variable reaches `serve` (the cache ones were once refused as

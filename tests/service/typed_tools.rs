@@ -111,7 +111,7 @@ fn validate_accepts_fragments_and_names_a_broken_one() {
     let out = run(bin().arg("validate").arg(dir.path()));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.starts_with("ok: 20 policies"), "{stdout}");
+    assert!(stdout.starts_with("ok: 22 policies"), "{stdout}");
 
     let fragment = dir.path().join("tools/payments.cedarschema");
     let broken = std::fs::read_to_string(&fragment)

@@ -11,6 +11,7 @@ use super::wire::{
 use super::{bad, decide};
 use crate::api::refusal::Refusal;
 use crate::authz::{DecisionMeta, Engine, Interface};
+use crate::config::ResourceServers;
 use crate::identity::Identity;
 use crate::uri::Shown;
 
@@ -91,6 +92,7 @@ pub enum BatchResult {
 /// Evaluate an `/access/v1/evaluations` body.
 pub fn evaluate_batch(
     engine: &Engine,
+    servers: &ResourceServers,
     body: &Map<String, Value>,
     identity: Option<&Identity>,
     meta: &DecisionMeta,
@@ -120,7 +122,7 @@ pub fn evaluate_batch(
     let snapshot = engine.snapshot();
     if items.is_empty() {
         let eval = parse_evaluation(body)?;
-        let outcome = decide(engine, &snapshot, &eval, identity, meta)?;
+        let outcome = decide(engine, servers, &snapshot, &eval, identity, meta)?;
         return Ok(BatchResult::Single(
             decision_json(&outcome, explain, &snapshot),
             Some(outcome.decision_id),
@@ -159,7 +161,9 @@ pub fn evaluate_batch(
                         },
                     })
                 })();
-                match parsed.and_then(|eval| decide(engine, &snapshot, &eval, identity, meta)) {
+                match parsed
+                    .and_then(|eval| decide(engine, servers, &snapshot, &eval, identity, meta))
+                {
                     Ok(outcome) => {
                         let allow = outcome.decision.allow;
                         let json = decision_json(&outcome, explain, &snapshot);

@@ -66,8 +66,10 @@ pub use wire::{
     parse_context, parse_entity, parse_evaluation,
 };
 
+use super::mcp_check::server_audience;
 use super::refusal::Refusal;
 use crate::authz::{DecisionMeta, Engine, Interface, Outcome};
+use crate::config::ResourceServers;
 use crate::identity::Identity;
 use crate::policy::Snapshot;
 
@@ -80,13 +82,29 @@ fn bad(msg: impl Into<String>) -> Refusal {
 /// not the caller's fault is a recorded deny).
 pub fn decide(
     engine: &Engine,
+    servers: &ResourceServers,
     snapshot: &Snapshot,
     eval: &Evaluation,
     identity: Option<&Identity>,
     meta: &DecisionMeta,
 ) -> Result<Outcome, Refusal> {
     match to_decision_request(snapshot, eval, identity) {
-        Ok(request) => Ok(engine.decide(snapshot, Interface::Authzen, &request, meta)),
+        Ok(request) => {
+            // A token asked about one MCP server must be for it (RFC 8707), as on
+            // every interface that knows the server.
+            if let (Some(identity), Some(server)) = (identity, &request.server)
+                && server.type_name().to_string() == "Mcp::Server"
+            {
+                let id = server.id().unescaped();
+                if let Err(e) = server_audience(servers, identity, id) {
+                    return Err(Refusal::unauthenticated(
+                        &e,
+                        servers.get(id).map(AsRef::as_ref),
+                    ));
+                }
+            }
+            Ok(engine.decide(snapshot, Interface::Authzen, &request, meta))
+        }
         Err(MapError::Deny(reason)) => {
             Ok(engine.reject(snapshot, Interface::Authzen, reason, meta))
         }

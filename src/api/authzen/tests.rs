@@ -137,7 +137,14 @@ async fn a_batch_stops_where_its_semantic_says() {
           "context": corpassist_calls("docs", "search_documents") },
     ]);
     let body = object(body);
-    match evaluate_batch(&services.engine, &body, None, &meta, 3) {
+    match evaluate_batch(
+        &services.engine,
+        &services.resource_servers,
+        &body,
+        None,
+        &meta,
+        3,
+    ) {
         Ok(BatchResult::Batch(json, ids)) => {
             assert_eq!(
                 json,
@@ -147,15 +154,29 @@ async fn a_batch_stops_where_its_semantic_says() {
         }
         other => panic!("{other:?}"),
     }
-    match evaluate_batch(&services.engine, &body, None, &meta, 2) {
+    match evaluate_batch(
+        &services.engine,
+        &services.resource_servers,
+        &body,
+        None,
+        &meta,
+        2,
+    ) {
         Err(refusal) => assert_eq!(refusal.kind(), &RefusalKind::TooLarge),
         other => panic!("{other:?}"),
     }
     let mut bad = body.clone();
     bad.insert("options".into(), json!({ "evaluations_semantic": "all" }));
     assert!(
-        message(evaluate_batch(&services.engine, &bad, None, &meta, 3))
-            .starts_with("`options.evaluations_semantic` `all` is not")
+        message(evaluate_batch(
+            &services.engine,
+            &services.resource_servers,
+            &bad,
+            None,
+            &meta,
+            3
+        ))
+        .starts_with("`options.evaluations_semantic` `all` is not")
     );
 }
 
@@ -224,7 +245,14 @@ async fn a_batch_is_decided_on_one_snapshot_even_across_a_reload() {
     body["evaluations"] = json!([{}, {}, { "resource": { "type": "tool", "id": "docs/search_documents" },
                           "context": corpassist_calls("docs", "search_documents") }]);
     let body = object(body);
-    match evaluate_batch(&services.engine, &body, None, &meta, 3) {
+    match evaluate_batch(
+        &services.engine,
+        &services.resource_servers,
+        &body,
+        None,
+        &meta,
+        3,
+    ) {
         Ok(BatchResult::Batch(json, ids)) => {
             assert_eq!(
                 json,
@@ -238,6 +266,7 @@ async fn a_batch_is_decided_on_one_snapshot_even_across_a_reload() {
     assert_eq!(store.snapshot().generation, 2, "the reload happened");
     let next = decide(
         &services.engine,
+        &services.resource_servers,
         &store.snapshot(),
         &parse_evaluation(&object(alice_calls("get_document"))).expect("evaluation"),
         None,

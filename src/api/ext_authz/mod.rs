@@ -51,9 +51,10 @@ pub use http::http_router;
 use serde_json::{Map, Value, json};
 
 use super::mcp_check::{
-    Asserted, CallerTrust, Credentials, Verdict, admit, admit_envoy_peer, check_calls, resolve,
+    Asserted, CallerTrust, Credentials, Verdict, admit, admit_envoy_peer, check_calls, resolve_for,
+    step_up_scope,
 };
-use super::refusal::Refusal;
+use super::refusal::{Refusal, challenge_for};
 use super::services::Services;
 use crate::authz::{DecisionMeta, Interface, Reason, ReasonKind};
 use crate::identity::Identity;
@@ -255,7 +256,7 @@ async fn decide_request(
     // the array a server answers a batch with: never as if a tool did not exist.
     let batch = request.body.trim_ascii_start().first() == Some(&b'[');
     let request_id = calls.first().and_then(|c| c.id.clone());
-    let credentials = match credentials_of(services, &request) {
+    let credentials = match credentials_of(services, &request, server) {
         Ok(credentials) => credentials,
         Err(refusal) => return Err(refuse(refusal, request_id)),
     };
@@ -276,7 +277,10 @@ async fn decide_request(
     let allowed = verdict.allowed();
     let identity = match &verdict {
         Verdict::Unauthenticated(e) => {
-            return Err(refuse(Refusal::unauthenticated(e), request_id));
+            return Err(refuse(
+                Refusal::unauthenticated(e, services.resource_server(server)),
+                request_id,
+            ));
         }
         Verdict::Decided { identity, .. } => identity,
     };
@@ -292,6 +296,12 @@ async fn decide_request(
         let mut refusal = Refusal::forbidden(decision.reason.clone());
         if !batch {
             refusal = refusal.of_call(&deciding.call);
+        }
+        let snapshot = services.engine.snapshot();
+        if let Some(scope) = step_up_scope(&services.engine, &snapshot, &deciding.request) {
+            refusal = refusal.with_step_up(
+                challenge_for(services.resource_server(server)).insufficient_scope(&scope),
+            );
         }
         return Err(Box::new(Refused {
             refusal,
@@ -340,13 +350,17 @@ async fn decide_request(
 fn credentials_of<'r>(
     services: &Services,
     request: &'r EnvoyRequest<'_>,
+    server: &str,
 ) -> Result<Credentials<'r>, Refusal> {
+    let resource = services.resource_server(server);
     let authorization = request
         .headers
         .get("authorization")
         .map_err(|e| Refusal::invalid(e.to_string()))?;
     let bearer = match authorization {
-        Some(h) => Some(bearer_token_from_header(h).map_err(|e| Refusal::unauthenticated(&e))?),
+        Some(h) => {
+            Some(bearer_token_from_header(h).map_err(|e| Refusal::unauthenticated(&e, resource))?)
+        }
         None => None,
     };
     let asserted = Asserted {
@@ -364,7 +378,7 @@ fn credentials_of<'r>(
         })
         .map_err(|e| Refusal::forbidden(Reason::new(ReasonKind::Rejected, e.to_string())))?;
     if credentials.is_empty() {
-        return Err(Refusal::no_credentials());
+        return Err(Refusal::no_credentials(resource));
     }
     Ok(credentials)
 }
@@ -388,10 +402,10 @@ pub async fn identify(
             .0
             .to_owned(),
     };
-    let credentials = credentials_of(services, request)?;
-    let identity = resolve(&services.resolver, credentials)
+    let credentials = credentials_of(services, request, &server)?;
+    let identity = resolve_for(services, credentials, &server)
         .await
-        .map_err(|e| Refusal::unauthenticated(&e))?;
+        .map_err(|e| Refusal::unauthenticated(&e, services.resource_server(&server)))?;
     Ok((server, identity))
 }
 

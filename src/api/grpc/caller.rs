@@ -9,7 +9,8 @@ use tonic::Status;
 
 use super::untrusted;
 use crate::api::mcp_check::{
-    Asserted, CallerTrust, Credentials, UntrustedAssertion, admit, decision_meta, resolve,
+    Asserted, CallerTrust, Credentials, UntrustedAssertion, admit, decision_meta, for_server,
+    resolve,
 };
 use crate::api::proto::v1::{self as pb, CheckRequest};
 use crate::api::refusal::Refusal;
@@ -47,6 +48,7 @@ pub(super) enum CredentialProblem {
 pub(super) fn credentials<'a>(
     identity: Option<&'a pb::Identity>,
     caller: &'a Caller,
+    server: Option<&crate::config::ResourceServer>,
 ) -> Result<Credentials<'a>, CredentialProblem> {
     let non_empty = |s: &'a str| (!s.is_empty()).then_some(s);
     let mut bearer_token = None;
@@ -70,7 +72,7 @@ pub(super) fn credentials<'a>(
     {
         bearer_token = Some(
             bearer_token_from_header(header)
-                .map_err(|e| CredentialProblem::Refused(Refusal::unauthenticated(&e)))?,
+                .map_err(|e| CredentialProblem::Refused(Refusal::unauthenticated(&e, server)))?,
         );
     }
     Ok(Credentials::admitted(bearer_token, admitted))
@@ -89,8 +91,9 @@ pub(super) enum Who {
     /// The check is refused before its message is read (no server, a malformed
     /// `authorization`).
     Refused(Refusal),
-    /// The credentials did not verify: reported after a malformed message.
-    Failed(AuthnError),
+    /// The credentials did not verify (the refusal, with the server's challenge):
+    /// reported after a malformed message.
+    Failed(Refusal),
 }
 
 /// Prove who asks, for one check (`Err` refuses the whole call).
@@ -103,7 +106,11 @@ pub(super) async fn prove(
     if request.server.is_empty() {
         return Ok(Who::Refused(Refusal::invalid("`server` is empty")));
     }
-    let creds = match credentials(request.identity.as_ref(), caller) {
+    let creds = match credentials(
+        request.identity.as_ref(),
+        caller,
+        services.resource_server(&request.server),
+    ) {
         Ok(c) => c,
         Err(CredentialProblem::Untrusted(e)) => {
             return Err(untrusted(&services.engine, &caller.meta, &e));
@@ -128,8 +135,15 @@ pub(super) async fn prove(
             }
         }
     };
-    Ok(match identity {
-        Ok(i) => Who::Known(i),
-        Err(e) => Who::Failed(e),
-    })
+    // The per-server audience check after the batch's cache of identities: one
+    // identity may be asked about several servers.
+    Ok(
+        match identity.and_then(|i| for_server(services, &i, &request.server).map(|()| i)) {
+            Ok(i) => Who::Known(i),
+            Err(e) => Who::Failed(Refusal::unauthenticated(
+                &e,
+                services.resource_server(&request.server),
+            )),
+        },
+    )
 }

@@ -6,14 +6,16 @@ use tonic::Status;
 
 use super::caller::Who;
 use super::{refuse_call, refused};
-use crate::api::mcp_check::{CallOutcome, Deciding, Verdict, decide_calls};
+use std::sync::Arc;
+
+use crate::api::mcp_check::{CallOutcome, Deciding, Verdict, decide_calls, step_up_scope};
 use crate::api::pbjson::struct_to_json;
 use crate::api::proto::v1::{
     self as pb, CheckRequest, CheckResponse, DenyKind, Semantic, check_request,
 };
-use crate::api::refusal::Refusal;
+use crate::api::refusal::{Refusal, challenge_for};
 use crate::authz::{Decision, DecisionMeta, Engine, Interface, Role};
-use crate::config::DenyDetail;
+use crate::config::{DenyDetail, ResourceServer, ResourceServers};
 use crate::identity::Identity;
 use crate::mcp::jsonrpc::{McpCall, McpHeaders, check_headers, parse_body, request_message};
 use crate::policy::Snapshot;
@@ -21,6 +23,8 @@ use crate::policy::Snapshot;
 /// A check whose identity is proven and whose messages are parsed.
 pub(super) struct ReadyCheck {
     identity: Identity,
+    /// The server's protected-resource settings, for the step-up challenge.
+    resource: Option<Arc<ResourceServer>>,
     server: String,
     pub(super) calls: Vec<McpCall>,
     /// Whether the messages came as a JSON-RPC batch (an array).
@@ -30,15 +34,18 @@ pub(super) struct ReadyCheck {
 
 /// Parse the messages of a check. A malformed message is reported before
 /// credentials that did not verify.
-pub(super) fn parse_check(request: CheckRequest, who: Who) -> Result<ReadyCheck, Refusal> {
+pub(super) fn parse_check(
+    request: CheckRequest,
+    who: Who,
+    servers: &ResourceServers,
+) -> Result<ReadyCheck, Refusal> {
     if let Who::Refused(r) = who {
         return Err(r);
     }
     let (calls, batch) = calls_of(&request)?;
     let identity = match who {
         Who::Known(i) => i,
-        Who::Failed(e) => return Err(Refusal::unauthenticated(&e)),
-        Who::Refused(r) => return Err(r),
+        Who::Failed(r) | Who::Refused(r) => return Err(r),
     };
     let extra = request
         .context
@@ -47,6 +54,7 @@ pub(super) fn parse_check(request: CheckRequest, who: Who) -> Result<ReadyCheck,
         .unwrap_or_default();
     Ok(ReadyCheck {
         identity,
+        resource: servers.get(&request.server).cloned(),
         server: request.server,
         calls,
         batch,
@@ -140,6 +148,11 @@ pub(super) fn decide_ready(
         } else {
             refusal
         };
+        let refusal = match step_up_scope(engine, snapshot, &deciding.request) {
+            Some(scope) => refusal
+                .with_step_up(challenge_for(ready.resource.as_deref()).insufficient_scope(&scope)),
+            None => refusal,
+        };
         refusal.gateway_deny(detail, decision_id)
     });
     // What a client may be shown: a deny says what its error says, unless the
@@ -154,8 +167,11 @@ pub(super) fn decide_ready(
         reason,
         evaluations: evaluations(decision),
         deny_kind: deny.as_ref().map_or(DenyKind::Unspecified, |d| d.kind) as i32,
+        www_authenticate: deny
+            .as_ref()
+            .map(|d| d.www_authenticate.clone())
+            .unwrap_or_default(),
         error: deny.map(|d| d.error),
-        www_authenticate: String::new(),
         policy_generation: decision.generation,
         calls: calls.iter().map(call_decision).collect(),
         user: identity.user.clone().unwrap_or_default(),
@@ -167,8 +183,13 @@ pub(super) fn decide_ready(
 
 /// Decide the checks of a batch, in order, up to where `semantic` stops. Every
 /// message is parsed first: more than `max` messages in all refuses the call.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the batch's settings, each taken from the services before leaving the async workers"
+)]
 pub(super) fn decide_batch(
     engine: &Engine,
+    servers: &ResourceServers,
     meta: &DecisionMeta,
     pending: Vec<(CheckRequest, Who)>,
     semantic: Semantic,
@@ -178,7 +199,7 @@ pub(super) fn decide_batch(
 ) -> Result<Vec<CheckResponse>, Status> {
     let parsed: Vec<Result<ReadyCheck, Refusal>> = pending
         .into_iter()
-        .map(|(check, who)| parse_check(check, who))
+        .map(|(check, who)| parse_check(check, who, servers))
         .collect();
     let messages: usize = parsed
         .iter()

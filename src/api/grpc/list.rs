@@ -8,7 +8,7 @@ use tonic::Status;
 use super::caller::{Caller, CredentialProblem, credentials};
 use super::{refuse_call, untrusted};
 use crate::api::list_filter::{ListInput, ListJob};
-use crate::api::mcp_check::{off_workers, resolve};
+use crate::api::mcp_check::{off_workers, resolve_for};
 use crate::api::pbjson::struct_to_json;
 use crate::api::proto::v1::{FilterListRequest, FilterListResponse, filter_list_request};
 use crate::api::refusal::Refusal;
@@ -59,15 +59,20 @@ pub(super) async fn filter_list(
     {
         return Err(too_many_entries(engine, meta, n.names.len(), max));
     }
-    let creds = match credentials(request.identity.as_ref(), &caller) {
+    let resource = services.resource_server(&request.server);
+    let creds = match credentials(request.identity.as_ref(), &caller, resource) {
         Ok(c) => c,
         Err(CredentialProblem::Untrusted(e)) => return Err(untrusted(engine, meta, &e)),
         Err(CredentialProblem::Refused(r)) => return Ok(filter_refused(engine, meta, &r)),
     };
-    let identity = match resolve(&services.resolver, creds).await {
+    let identity = match resolve_for(&services, creds, &request.server).await {
         Ok(i) => i,
         Err(e) => {
-            return Ok(filter_refused(engine, meta, &Refusal::unauthenticated(&e)));
+            return Ok(filter_refused(
+                engine,
+                meta,
+                &Refusal::unauthenticated(&e, resource),
+            ));
         }
     };
     let meta = caller.meta.clone();

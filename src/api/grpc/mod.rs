@@ -92,7 +92,7 @@ impl Authorizer for GatewayApi {
         let request = request.into_inner();
         let response = async {
             let who = prove(&services, &caller, &request, None).await?;
-            let ready = match parse_check(request, who) {
+            let ready = match parse_check(request, who, &services.resource_servers) {
                 Ok(ready) => ready,
                 Err(refusal) => {
                     let snapshot = services.engine.snapshot();
@@ -167,8 +167,11 @@ impl Authorizer for GatewayApi {
             let meta = caller.meta.clone();
             let dry = services.enforced(false);
             let detail = services.deny_detail;
+            let servers = services.resource_servers.clone();
             let results = off_workers(move || {
-                decide_batch(&engine, &meta, pending, semantic, max, dry, detail)
+                decide_batch(
+                    &engine, &servers, &meta, pending, semantic, max, dry, detail,
+                )
             })
             .await
             .ok_or_else(|| Status::from(Refusal::internal("the batch could not be decided")))??;

@@ -238,7 +238,6 @@ fn candidates_are_only_those_whose_scope_holds() {
             "corpassist-look-up-projects",
             "corpassist-never-deletes",
             "corpassist-read-docs",
-            "only-doc-admins-delete",
         ]
     );
     same_decision(&s, &r);
