@@ -73,6 +73,8 @@ struct Mesh {
     /// `projects` (event stream), at `/projects/`.
     projects: McpServer,
     envoy: Envoy,
+    /// The template with the tests' timeout.
+    _template: tempfile::TempDir,
 }
 
 /// The mesh on `template` with `extra_tools` more tools on both docs servers and
@@ -85,7 +87,22 @@ fn mesh_with(template: &Path, extra_tools: usize, sections: &[&str]) -> Mesh {
     let projects = McpServer::start("projects");
     let mut vars = envoy_vars(Some((&authz).into()), Some(&docs), Some(&projects));
     vars.push(("DOCS_JSON_PORT", docs_json.port().to_string()));
-    let envoy = Envoy::start(template, &vars);
+    // The tests run a debug build of mcp-authz beside many other tests: a list's
+    // first (uncached) decision of 300 entries can take longer than the example's
+    // 1 s `message_timeout`, which then fails closed. Give the tests 10 s.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(template).expect("read the template");
+    assert!(
+        text.contains("message_timeout: 1s"),
+        "the example's timeout"
+    );
+    let relaxed = dir.path().join("envoy.yaml");
+    std::fs::write(
+        &relaxed,
+        text.replace("message_timeout: 1s", "message_timeout: 10s"),
+    )
+    .expect("write the template");
+    let envoy = Envoy::start(&relaxed, &vars);
     Mesh {
         issuer,
         authz,
@@ -93,6 +110,7 @@ fn mesh_with(template: &Path, extra_tools: usize, sections: &[&str]) -> Mesh {
         docs_json,
         projects,
         envoy,
+        _template: dir,
     }
 }
 
