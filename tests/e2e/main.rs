@@ -21,3 +21,4 @@ mod mesh_tls;
 mod protected_resource;
 mod rollout;
 mod schema_url;
+mod sdk_auth;

@@ -1,0 +1,191 @@
+//! Real MCP SDK clients through real Envoy (`examples/envoy/envoy-grpc.yaml`) in front of
+//! the real Python MCP server, with mcp-authz deciding: the TypeScript SDK
+//! (`tests/e2e/ts/client.mjs`, `@modelcontextprotocol/sdk` pinned in
+//! `tests/e2e/ts/package-lock.json`, installed by `scripts/setup-node`) beside the Python
+//! SDK of the other tests.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{
+    AuthzPorts, CLIENT_TIMEOUT, Envoy, McpServer, e2e_dir, envoy_example, envoy_vars,
+};
+use crate::support::config;
+use crate::support::inproc::Service;
+use crate::support::process::kill;
+use crate::support::reference_policies;
+use crate::support::tokens::TestKey;
+
+/// `tests/e2e/ts`, checked to hold the installed SDK and a runnable `node`: otherwise the
+/// test fails saying how to install them (never a skip, in CI or not).
+fn ts_dir() -> PathBuf {
+    let dir = e2e_dir().join("ts");
+    let sdk = dir.join("node_modules/@modelcontextprotocol/sdk/package.json");
+    let node = Command::new("node").arg("--version").output();
+    let problem = match node {
+        Err(e) => Some(format!("`node` does not run ({e})")),
+        Ok(out) if !out.status.success() => Some("`node --version` failed".to_owned()),
+        Ok(_) if !sdk.exists() => Some(format!("missing {}", sdk.display())),
+        Ok(_) => None,
+    };
+    if let Some(problem) = problem {
+        panic!(
+            "the TypeScript MCP client needs Node.js 20+ and the SDK of tests/e2e/ts: {problem}.\n\
+             Run `scripts/setup-node` (scripts/test runs it first)."
+        );
+    }
+    dir
+}
+
+/// Options of [`run_ts_client`].
+#[derive(Debug, Clone, Copy, Default)]
+struct TsOptions {
+    /// The SDK's OAuth client provider instead of a plain bearer header (`--oauth`).
+    oauth: bool,
+}
+
+/// Run the TypeScript SDK client (`tests/e2e/ts/client.mjs`): one session at `url`, the
+/// `steps` (as `mcp_client.py` takes them), the token in `MCP_CLIENT_TOKEN`. Returns its
+/// JSON report with `exit_code` added.
+fn run_ts_client(url: &str, token: Option<&str>, steps: Value, options: TsOptions) -> Value {
+    let dir = ts_dir();
+    let timeout = CLIENT_TIMEOUT;
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("client.mjs"))
+        .arg(url)
+        .arg("--steps")
+        .arg(steps.to_string())
+        .args(["--timeout", &timeout.as_secs().to_string()])
+        .args(options.oauth.then_some("--oauth"))
+        .current_dir(&dir)
+        .env_remove("MCP_CLIENT_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(token) = token {
+        cmd.env("MCP_CLIENT_TOKEN", token);
+    }
+    let child = cmd.spawn().expect("start node client.mjs");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(timeout + Duration::from_secs(15)) {
+        Ok(out) => out.expect("wait for client.mjs"),
+        Err(_) => {
+            kill(pid, "KILL", false);
+            panic!("client.mjs did not finish within {timeout:?} + 15 s ({url})");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut json: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "client.mjs printed no JSON ({e}; exit {:?}):\nstdout: {stdout}\nstderr: {stderr}",
+            output.status
+        )
+    });
+    json["exit_code"] = output.status.code().map_or(Value::Null, Value::from);
+    json
+}
+
+/// The error of step `step` of a client report, which must have failed.
+fn error_of(report: &Value, step: usize) -> &Value {
+    assert_eq!(
+        report["steps"][step]["ok"], false,
+        "step {step} should fail: {report:#}"
+    );
+    &report["steps"][step]["error"]
+}
+
+/// The TypeScript SDK with a good token through Envoy: the tools the reference policies
+/// allow are listed and called, a denied call is the SDK's `StreamableHTTPError` whose
+/// 403 body carries the JSON-RPC error with the decision id in `data`, and the session's
+/// GET stream and closing DELETE raise no error.
+#[test]
+fn the_typescript_sdk_lists_and_calls_through_envoy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = TestKey::rsa(1, "ts");
+    let file = config::write(
+        dir.path(),
+        &[
+            &config::test_issuer(dir.path(), &key),
+            "[decision_log]\nenabled = false\n",
+        ],
+    );
+    let authz = Service::start(&reference_policies(), Some(&file));
+    let docs = McpServer::start("docs");
+    let envoy = Envoy::start(
+        &envoy_example("envoy-grpc.yaml"),
+        &envoy_vars(Some(AuthzPorts::from(&authz)), Some(&docs), None),
+    );
+    let erin = key.token(json!({ "sub": "erin", "azp": "corpassist", "groups": ["engineering"] }));
+    let report = run_ts_client(
+        &envoy.url("/docs/mcp"),
+        Some(&erin),
+        json!([
+            {"op": "list_tools"},
+            {"op": "call_tool", "name": "get_document", "arguments": {"document_id": "titan/q1-strategy"}},
+            {"op": "call_tool", "name": "delete_document", "arguments": {"document_id": "titan/q1-strategy"}},
+            {"op": "read_resource", "uri": "docs://titan/q1-strategy"},
+        ]),
+        TsOptions::default(),
+    );
+    assert_eq!(
+        report["initialize"]["ok"],
+        true,
+        "{report:#}\n{}",
+        authz.log_text()
+    );
+    assert_eq!(report["initialize"]["server"], "docs", "{report:#}");
+    assert_eq!(report["steps"][0]["ok"], true, "{report:#}");
+    let tools = &report["steps"][0]["result"]["tools"];
+    assert!(
+        tools
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("get_document"))),
+        "{report:#}"
+    );
+    assert_eq!(report["steps"][1]["ok"], true, "{report:#}");
+    assert!(
+        report["steps"][1]["result"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Project Titan Q1 strategy:"),
+        "{report:#}"
+    );
+    let denied = error_of(&report, 2);
+    assert_eq!(denied["type"], "StreamableHTTPError", "{report:#}");
+    assert_eq!(denied["sdk_code"], 403, "{report:#}");
+    assert_eq!(denied["http_status"], 403, "{report:#}");
+    assert_eq!(denied["content_type"], "application/json", "{report:#}");
+    assert_eq!(denied["code"], -32003, "{report:#}");
+    let id = denied["data"]["decision_id"].as_str().unwrap_or_default();
+    assert_eq!(id.len(), 36, "a decision id in `data`: {denied}");
+    assert!(
+        !docs
+            .requests()
+            .iter()
+            .any(|r| r["name"] == "delete_document"),
+        "a denied call reached the server"
+    );
+    assert_eq!(report["steps"][3]["ok"], true, "{report:#}");
+    // The session's GET stream and DELETE, as the reference policies decide them
+    // (`sessions-stream-and-end`): no error anywhere.
+    assert_eq!(report["transport_errors"], json!([]), "{report:#}");
+    assert_eq!(report["terminate"]["ok"], true, "{report:#}");
+    let get = report["http"]
+        .as_array()
+        .and_then(|h| h.iter().find(|x| x["method"] == "GET"))
+        .cloned();
+    assert_eq!(
+        get.map(|g| g["status"].clone()),
+        Some(json!(200)),
+        "{report:#}"
+    );
+    assert_eq!(report["terminate"]["http_status"], 200, "{report:#}");
+}
