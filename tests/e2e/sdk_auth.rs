@@ -15,9 +15,9 @@ use crate::harness::{
 };
 use crate::support::config;
 use crate::support::inproc::Service;
-use crate::support::process::kill;
+use crate::support::process::{kill, unused_port};
 use crate::support::reference_policies;
-use crate::support::tokens::TestKey;
+use crate::support::tokens::{AuthServer, REGISTERED_CLIENT_ID, TestKey};
 
 /// `tests/e2e/ts`, checked to hold the installed SDK and a runnable `node`: otherwise the
 /// test fails saying how to install them (never a skip, in CI or not).
@@ -188,4 +188,176 @@ fn the_typescript_sdk_lists_and_calls_through_envoy() {
         "{report:#}"
     );
     assert_eq!(report["terminate"]["http_status"], 200, "{report:#}");
+}
+
+/// The mesh of the OAuth tests: the test authorization server, mcp-authz trusting it with
+/// `[servers.docs]` and `[servers.projects]` whose canonical URIs are the Envoy URLs the
+/// clients use (`http://127.0.0.1:PORT/docs/mcp`: `http` on loopback), Envoy
+/// (`envoy-grpc.yaml`, which routes the well-known path to mcp-authz) and both MCP servers.
+struct OAuthMesh {
+    auth: AuthServer,
+    authz: Service,
+    docs: McpServer,
+    envoy: Envoy,
+    _projects: McpServer,
+    _dir: tempfile::TempDir,
+}
+
+impl OAuthMesh {
+    fn start() -> OAuthMesh {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let auth = AuthServer::start(vec![TestKey::rsa(1, "as")]);
+        let port = unused_port();
+        let servers = |id: &str, scopes: &str| {
+            format!(
+                "[servers.{id}]\nresource = \"http://127.0.0.1:{port}/{id}/mcp\"\nauthorization_servers = [\"{}\"]\nscopes_supported = {scopes}\n",
+                auth.issuer()
+            )
+        };
+        let file = config::write(
+            dir.path(),
+            &[
+                &auth.issuer_config(dir.path()),
+                "[decision_log]\nenabled = false\n",
+                &servers("docs", r#"["docs.read", "docs.write"]"#),
+                &servers("projects", r#"["projects.read"]"#),
+            ],
+        );
+        let authz = Service::start(&reference_policies(), Some(&file));
+        let docs = McpServer::start("docs");
+        let projects = McpServer::start("projects");
+        let mut vars = envoy_vars(Some(AuthzPorts::from(&authz)), Some(&docs), Some(&projects));
+        vars.push(("LISTEN_PORT", port.to_string()));
+        let envoy = Envoy::start(&envoy_example("envoy-grpc.yaml"), &vars);
+        OAuthMesh {
+            auth,
+            authz,
+            docs,
+            envoy,
+            _projects: projects,
+            _dir: dir,
+        }
+    }
+
+    /// The canonical URI of server `id`, which is also its URL through Envoy.
+    fn resource(&self, id: &str) -> String {
+        self.envoy.url(&format!("/{id}/mcp"))
+    }
+}
+
+/// The authorization URLs the client's OAuth provider was sent to.
+fn authorization_urls(report: &Value) -> Vec<Value> {
+    report["oauth"]["authorization_urls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The TypeScript SDK without a token, with an OAuth client provider: its own discovery
+/// runs from the 401 (`resource_metadata`) through Envoy to the Protected Resource
+/// Metadata, then the configured authorization server's metadata and dynamic
+/// registration, and stops at the authorization URL, which names this server's canonical
+/// URI as `resource` and asks for the scopes the metadata lists.
+#[test]
+fn the_typescript_sdk_discovers_the_authorization_server_from_the_401() {
+    let mesh = OAuthMesh::start();
+    let resource = mesh.resource("docs");
+    let report = run_ts_client(&resource, None, json!([]), TsOptions { oauth: true });
+    assert_eq!(report["exit_code"], 2, "{report:#}");
+    assert_eq!(report["initialize"]["ok"], false, "{report:#}");
+    assert_eq!(report["error"]["type"], "UnauthorizedError", "{report:#}");
+    let http = report["http"].as_array().cloned().unwrap_or_default();
+    let first = &http[0];
+    assert_eq!(first["status"], 401, "{report:#}");
+    let challenge = first["www_authenticate"].as_str().unwrap_or_default();
+    let metadata_url = format!(
+        "{}/.well-known/oauth-protected-resource/docs/mcp",
+        mesh.envoy.url("")
+    );
+    assert!(
+        challenge.contains(&format!("resource_metadata=\"{metadata_url}\"")),
+        "{challenge}"
+    );
+    // The Protected Resource Metadata, through Envoy, without a token.
+    let prm = http
+        .iter()
+        .find(|x| x["url"] == metadata_url.as_str())
+        .unwrap_or_else(|| panic!("no metadata request: {report:#}"));
+    assert_eq!(prm["status"], 200, "{report:#}");
+    // The authorization server's metadata and the registration, at the configured one.
+    let asked = mesh.auth.requests();
+    assert!(
+        asked.contains(&(
+            "GET".into(),
+            "/.well-known/oauth-authorization-server".into()
+        )),
+        "{asked:?}"
+    );
+    assert!(
+        asked.contains(&("POST".into(), "/register".into())),
+        "{asked:?}"
+    );
+    assert_eq!(
+        report["oauth"]["client_information"]["client_id"], REGISTERED_CLIENT_ID,
+        "{report:#}"
+    );
+    let urls = authorization_urls(&report);
+    assert_eq!(urls.len(), 1, "{report:#}");
+    let url = &urls[0];
+    assert_eq!(url["origin"], mesh.auth.issuer().as_str(), "{report:#}");
+    assert_eq!(url["path"], "/authorize", "{report:#}");
+    let params = &url["params"];
+    assert_eq!(params["resource"], resource.as_str(), "{report:#}");
+    assert_eq!(params["client_id"], REGISTERED_CLIENT_ID, "{report:#}");
+    assert_eq!(params["response_type"], "code", "{report:#}");
+    assert_eq!(params["code_challenge_method"], "S256", "{report:#}");
+    assert_eq!(params["scope"], "docs.read docs.write", "{report:#}");
+    // Nothing reached the MCP server.
+    assert!(
+        mesh.docs.requests().is_empty(),
+        "{:?}",
+        mesh.docs.requests()
+    );
+}
+
+/// A token minted for another MCP server (its `aud` is that server's canonical URI) is
+/// refused with `invalid_token` and the reason; the same token works at its own server.
+#[test]
+fn a_token_for_another_server_is_refused_and_works_at_its_own() {
+    let mesh = OAuthMesh::start();
+    let for_projects = mesh.auth.token(
+        &mesh.resource("projects"),
+        json!({"sub": "erin", "azp": "corpassist", "groups": ["engineering"]}),
+    );
+    let at_docs = run_ts_client(
+        &mesh.resource("docs"),
+        Some(&for_projects),
+        json!([]),
+        TsOptions::default(),
+    );
+    assert_eq!(at_docs["initialize"]["ok"], false, "{at_docs:#}");
+    let error = &at_docs["initialize"]["error"];
+    assert_eq!(error["http_status"], 401, "{at_docs:#}");
+    let challenge = error["www_authenticate"].as_str().unwrap_or_default();
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    assert!(
+        challenge.contains(&format!(
+            "not for this MCP server (audience `{}` required)",
+            mesh.resource("docs")
+        )),
+        "{challenge}"
+    );
+    assert!(mesh.docs.requests().is_empty());
+    let at_projects = run_ts_client(
+        &mesh.resource("projects"),
+        Some(&for_projects),
+        json!([{"op": "list_tools"}]),
+        TsOptions::default(),
+    );
+    assert_eq!(
+        at_projects["ok"],
+        true,
+        "{at_projects:#}\n{}",
+        mesh.authz.log_text()
+    );
 }

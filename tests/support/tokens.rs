@@ -414,3 +414,143 @@ pub fn bad_tokens(k: &Keys) -> Vec<(&'static str, String, &'static str)> {
         ),
     ]
 }
+
+/// A test OAuth authorization server on 127.0.0.1 (RFC 8414): its issuer is the URL it
+/// runs on; it serves its metadata at `/.well-known/oauth-authorization-server` (an
+/// `authorization_endpoint`, a `token_endpoint`, a `registration_endpoint`, S256 PKCE, and
+/// the `jwks_uri` of its test keys), the JWKS at `/jwks`, and answers dynamic client
+/// registration (RFC 7591, `POST /register`) with a client id. Nothing else: the clients of
+/// the tests stop at the authorization URL, and the tests sign the tokens with its keys
+/// ([`AuthServer::token`]). Every request is recorded ([`AuthServer::requests`]). It runs on
+/// its own thread and runtime, so sync and async tests both use it; stopped on drop.
+pub struct AuthServer {
+    pub addr: SocketAddr,
+    keys: Vec<TestKey>,
+    requests: Arc<Mutex<Vec<(String, String)>>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The client id [`AuthServer`] registers every client under.
+pub const REGISTERED_CLIENT_ID: &str = "e2e-registered-client";
+
+impl AuthServer {
+    pub fn start(keys: Vec<TestKey>) -> AuthServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let issuer = format!("http://{addr}");
+        let metadata = json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": format!("{issuer}/token"),
+            "registration_endpoint": format!("{issuer}/register"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "scopes_supported": ["docs.read", "docs.write", "projects.read"],
+        });
+        let keyset = jwks(&keys.iter().collect::<Vec<_>>());
+        let requests: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let router = {
+            let requests = Arc::clone(&requests);
+            axum::Router::new()
+                .route(
+                    "/.well-known/oauth-authorization-server",
+                    axum::routing::get(move || async move { axum::Json(metadata) }),
+                )
+                .route(
+                    "/jwks",
+                    axum::routing::get(move || async move { axum::Json(keyset) }),
+                )
+                .route(
+                    "/register",
+                    axum::routing::post(|axum::Json(mut client): axum::Json<Value>| async move {
+                        // RFC 7591 §3.2.1: the metadata as registered, with the client id.
+                        client["client_id"] = json!(REGISTERED_CLIENT_ID);
+                        client["client_id_issued_at"] = json!(now());
+                        (axum::http::StatusCode::CREATED, axum::Json(client))
+                    }),
+                )
+                .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
+                .layer(axum::middleware::from_fn(
+                    move |req: axum::extract::Request, next: axum::middleware::Next| {
+                        let requests = Arc::clone(&requests);
+                        async move {
+                            requests
+                                .lock()
+                                .unwrap()
+                                .push((req.method().to_string(), req.uri().path().to_owned()));
+                            next.run(req).await
+                        }
+                    },
+                ))
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        AuthServer {
+            addr,
+            keys,
+            requests,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The issuer: `http://127.0.0.1:PORT`.
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// An `[[issuers]]` section trusting this server (RS256 keys written to `dir/as-jwks.json`,
+    /// groups from `groups`), without `audiences`: the servers that name it give them.
+    pub fn issuer_config(&self, dir: &Path) -> String {
+        let keyset = jwks(&self.keys.iter().collect::<Vec<_>>());
+        std::fs::write(dir.join("as-jwks.json"), keyset.to_string()).unwrap();
+        format!(
+            "[[issuers]]\nissuer = \"{}\"\njwks_file = \"as-jwks.json\"\nalgorithms = [\"RS256\"]\ngroups_claim = \"groups\"\n",
+            self.issuer()
+        )
+    }
+
+    /// A token of this issuer for `aud` with [`claims`] changed by `changes`, signed with
+    /// its first key.
+    pub fn token(&self, aud: &str, changes: Value) -> String {
+        let mut claims = claims_with(changes);
+        claims["iss"] = json!(self.issuer());
+        claims["aud"] = json!(aud);
+        self.keys[0].sign(&claims)
+    }
+
+    /// `(method, path)` of every request so far.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
