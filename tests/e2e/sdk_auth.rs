@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    AuthzPorts, CLIENT_TIMEOUT, Envoy, McpServer, e2e_dir, envoy_example, envoy_vars,
+    AuthzPorts, CLIENT_TIMEOUT, Envoy, McpServer, e2e_dir, envoy_example, envoy_vars, run_client,
 };
 use crate::support::config;
 use crate::support::inproc::Service;
@@ -359,5 +359,82 @@ fn a_token_for_another_server_is_refused_and_works_at_its_own() {
         true,
         "{at_projects:#}\n{}",
         mesh.authz.log_text()
+    );
+}
+
+/// Step-up: `ops-console-deletes-with-write-scope` (`@scopes("docs.write")`) would allow
+/// dave's delete through the operations console with `docs.write`; with only `docs.read`
+/// the call is a 403 `insufficient_scope` naming the scopes. The TypeScript SDK (1.32)
+/// re-runs its authorization with that scope and stops at a new authorization URL asking
+/// for it; the Python SDK (2.x, no auth handler) surfaces the deny's JSON-RPC error; with
+/// the scope, the call goes through.
+#[test]
+fn a_missing_scope_is_asked_for_and_the_typescript_sdk_steps_up() {
+    let mesh = OAuthMesh::start();
+    let resource = mesh.resource("docs");
+    let dave = |scope: &str| {
+        mesh.auth.token(
+            &resource,
+            json!({"sub": "dave", "azp": "ops-console", "scope": scope}),
+        )
+    };
+    let delete = json!([
+        {"op": "call_tool", "name": "delete_document", "arguments": {"document_id": "hr/onboarding-guide"}},
+    ]);
+    let metadata_url = format!(
+        "{}/.well-known/oauth-protected-resource/docs/mcp",
+        mesh.envoy.url("")
+    );
+    let step_up = format!(
+        "Bearer realm=\"mcp-authz\", error=\"insufficient_scope\", scope=\"docs.read docs.write\", resource_metadata=\"{metadata_url}\""
+    );
+
+    let ts = run_ts_client(
+        &resource,
+        Some(&dave("docs.read")),
+        delete.clone(),
+        TsOptions { oauth: true },
+    );
+    assert_eq!(
+        ts["initialize"]["ok"],
+        true,
+        "{ts:#}\n{}",
+        mesh.authz.log_text()
+    );
+    let error = error_of(&ts, 0);
+    assert_eq!(error["type"], "UnauthorizedError", "{ts:#}");
+    assert_eq!(error["http_status"], 403, "{ts:#}");
+    assert_eq!(error["www_authenticate"], step_up.as_str(), "{ts:#}");
+    let urls = authorization_urls(&ts);
+    assert_eq!(urls.len(), 1, "{ts:#}");
+    assert_eq!(urls[0]["origin"], mesh.auth.issuer().as_str(), "{ts:#}");
+    assert_eq!(urls[0]["params"]["scope"], "docs.read docs.write", "{ts:#}");
+    assert_eq!(urls[0]["params"]["resource"], resource.as_str(), "{ts:#}");
+
+    let python = run_client(&resource, Some(&dave("docs.read")), delete.clone());
+    assert_eq!(python["initialize"]["ok"], true, "{python:#}");
+    let error = error_of(&python, 0);
+    assert_eq!(error["http_status"], 403, "{python:#}");
+    assert_eq!(error["code"], -32003, "{python:#}");
+    assert_eq!(error["www_authenticate"], step_up.as_str(), "{python:#}");
+
+    assert!(
+        !mesh
+            .docs
+            .requests()
+            .iter()
+            .any(|r| r["name"] == "delete_document"),
+        "a denied call reached the server"
+    );
+    let with_scope = run_ts_client(
+        &resource,
+        Some(&dave("docs.read docs.write")),
+        delete,
+        TsOptions::default(),
+    );
+    assert_eq!(with_scope["ok"], true, "{with_scope:#}");
+    assert_eq!(
+        with_scope["steps"][0]["result"]["is_error"], false,
+        "{with_scope:#}"
     );
 }
