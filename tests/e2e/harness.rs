@@ -579,6 +579,9 @@ pub struct ClientOptions {
     pub protocol: Protocol,
     /// The Host (`:authority`) to send instead of the URL's, as a client in a mesh does.
     pub host: Option<String>,
+    /// The SDK's OAuth client provider instead of a bearer header (`--oauth`): discovery
+    /// from a 401, step-up on a 403 `insufficient_scope`, stopping at the authorization URL.
+    pub oauth: bool,
 }
 
 impl Default for ClientOptions {
@@ -587,6 +590,7 @@ impl Default for ClientOptions {
             timeout: CLIENT_TIMEOUT,
             protocol: Protocol::Handshake,
             host: None,
+            oauth: false,
         }
     }
 }
@@ -642,6 +646,7 @@ pub fn run_client_opts(
                 .into_iter()
                 .flatten(),
         )
+        .args(options.oauth.then_some("--oauth"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env_remove("MCP_CLIENT_TOKEN")
         .stdin(Stdio::null())

@@ -29,6 +29,15 @@ Usage:
   Either way `call_tool` may be followed by a `tools/list` (the SDK lists the tools
   to validate the result against the tool's output schema).
 
+- `--oauth`: the httpx client gets the SDK's `mcp.client.auth.OAuthClientProvider` as its
+  `auth=` handler (tokens and client information in memory: the token, if any, is its
+  current access token), so the SDK's own discovery runs on a 401 (`resource_metadata` →
+  Protected Resource Metadata → the authorization server's metadata → dynamic
+  registration → the authorization URL) and its step-up on a 403 `insufficient_scope`. The
+  redirect handler records the URL in `oauth.authorization_urls` (`url`, `origin`, `path`,
+  `params`) and the callback handler stops the flow (`StopAtAuthorization`): no browser,
+  no code exchange. `oauth.client_information` is what the registration gave.
+
 Output: ONE JSON object on stdout, e.g. (a denied tool call through Envoy and mcp-authz):
 
     {"ok": false, "url": "...", "initialize": {"ok": true, "protocol_version": "2025-11-25",
@@ -67,7 +76,7 @@ How the 2.x client surfaces HTTP errors (mcp 2.3.0, `StreamableHTTPTransport._ha
   lost by the SDK and recovered here (`http_status: 401`, `www_authenticate: "Bearer ..."`).
   A 401/403 JSON-RPC body with `application/json` is surfaced as in the first case.
 - the SDK does not retry, refresh a token or start an OAuth flow on 401 unless the
-  httpx client was given an `auth=` handler (this script gives none).
+  httpx client was given an `auth=` handler (this script gives one only with `--oauth`).
 - on `initialize`, either error makes `ClientSession.initialize()` raise, so the script
   exits 2 with `initialize.error` filled the same way.
 - a connection error (nothing listening) fails the transport's task group: the script
@@ -82,12 +91,15 @@ import os
 import sys
 import threading
 import time
+import urllib.parse
 from typing import Any
 
 import anyio
 import httpx2
 from mcp import ClientSession
+from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from mcp.shared.exceptions import MCPError
 
 STEP_METHODS = {
@@ -111,7 +123,12 @@ class Exchanges:
 
     async def on_response(self, response: httpx2.Response) -> None:
         request = response.request
-        item: dict[str, Any] = {"method": request.method, "status": response.status_code, "jsonrpc_method": None}
+        item: dict[str, Any] = {
+            "method": request.method,
+            "url": str(request.url),
+            "status": response.status_code,
+            "jsonrpc_method": None,
+        }
         try:
             body = json.loads(request.content) if request.content else None
         except (ValueError, httpx2.RequestNotRead):
@@ -132,6 +149,62 @@ class Exchanges:
 
     def since(self, start: int) -> list[dict[str, Any]]:
         return self.items[start:]
+
+
+class StopAtAuthorization(Exception):
+    """Raised by the OAuth callback handler: the run stops at the authorization URL."""
+
+
+class MemoryStorage:
+    """The `TokenStorage` of `--oauth`: in memory, reported in `oauth`."""
+
+    def __init__(self, token: str | None, oauth: dict[str, Any]) -> None:
+        self.tokens = OAuthToken(access_token=token, token_type="Bearer") if token else None
+        self.client_info: OAuthClientInformationFull | None = None
+        self.oauth = oauth
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
+        self.oauth["client_information"] = client_info.model_dump(mode="json", exclude_none=True)
+
+
+def oauth_provider(url: str, token: str | None, oauth: dict[str, Any]) -> OAuthClientProvider:
+    async def redirect(authorization_url: str) -> None:
+        parsed = urllib.parse.urlsplit(authorization_url)
+        oauth["authorization_urls"].append(
+            {
+                "url": authorization_url,
+                "origin": f"{parsed.scheme}://{parsed.netloc}",
+                "path": parsed.path,
+                "params": dict(urllib.parse.parse_qsl(parsed.query)),
+            }
+        )
+
+    async def callback() -> Any:
+        raise StopAtAuthorization("stopped at the authorization URL")
+
+    return OAuthClientProvider(
+        server_url=url,
+        client_metadata=OAuthClientMetadata(
+            client_name="mcp-authz e2e client",
+            redirect_uris=["http://127.0.0.1:1/callback"],
+            grant_types=["authorization_code", "refresh_token"],
+            response_types=["code"],
+            token_endpoint_auth_method="none",
+        ),
+        storage=MemoryStorage(token, oauth),
+        redirect_handler=redirect,
+        callback_handler=callback,
+    )
 
 
 def innermost(exc: BaseException) -> BaseException:
@@ -205,7 +278,11 @@ async def run(args: argparse.Namespace, steps: list[dict[str, Any]], report: dic
     report["http"] = exchanges.items
     headers = {}
     token = args.token if args.token is not None else os.environ.get("MCP_CLIENT_TOKEN")
-    if token:
+    auth = None
+    if args.oauth:
+        report["oauth"] = {"authorization_urls": [], "client_information": None}
+        auth = oauth_provider(args.url, token or None, report["oauth"])
+    elif token:
         headers["authorization"] = f"Bearer {token}"
     if args.host_header:
         # As a client in a mesh sends it: the Service's name, not the address dialled.
@@ -214,6 +291,7 @@ async def run(args: argparse.Namespace, steps: list[dict[str, Any]], report: dic
         headers=headers,
         timeout=httpx2.Timeout(args.request_timeout),
         event_hooks={"response": [exchanges.on_response]},
+        auth=auth,
     )
     report["initialize"] = {"ok": False}
     try:
@@ -277,6 +355,11 @@ def main() -> None:
         choices=["handshake", "discover"],
         default="handshake",
         help="handshake: initialize (2025-11-25, a session); discover: server/discover (2026-07-28, stateless)",
+    )
+    parser.add_argument(
+        "--oauth",
+        action="store_true",
+        help="the SDK's OAuthClientProvider (discovery, registration) instead of a bearer header; stops at the authorization URL",
     )
     args = parser.parse_args()
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    AuthzPorts, CLIENT_TIMEOUT, Envoy, McpServer, e2e_dir, envoy_example, envoy_vars, run_client,
+    AuthzPorts, CLIENT_TIMEOUT, ClientOptions, Envoy, McpServer, e2e_dir, envoy_example,
+    envoy_vars, run_client, run_client_opts,
 };
 use crate::support::config;
 use crate::support::inproc::Service;
@@ -320,6 +321,64 @@ fn the_typescript_sdk_discovers_the_authorization_server_from_the_401() {
     );
 }
 
+/// The Python SDK (2.x) with its `OAuthClientProvider` and no token: the same discovery
+/// from the 401, registration, and an authorization URL for this server's canonical URI
+/// at the configured authorization server.
+#[test]
+fn the_python_sdk_discovers_the_authorization_server_from_the_401() {
+    let mesh = OAuthMesh::start();
+    let resource = mesh.resource("docs");
+    let report = run_client_opts(
+        &resource,
+        None,
+        json!([]),
+        &ClientOptions {
+            oauth: true,
+            ..ClientOptions::default()
+        },
+    );
+    assert_eq!(report["exit_code"], 2, "{report:#}");
+    assert_eq!(report["initialize"]["ok"], false, "{report:#}");
+    assert_eq!(report["error"]["type"], "StopAtAuthorization", "{report:#}");
+    let metadata_url = format!(
+        "{}/.well-known/oauth-protected-resource/docs/mcp",
+        mesh.envoy.url("")
+    );
+    let http = report["http"].as_array().cloned().unwrap_or_default();
+    assert_eq!(http[0]["status"], 401, "{report:#}");
+    assert!(
+        http.iter()
+            .any(|x| x["url"] == metadata_url.as_str() && x["status"] == 200),
+        "{report:#}"
+    );
+    let asked = mesh.auth.requests();
+    assert!(
+        asked.contains(&(
+            "GET".into(),
+            "/.well-known/oauth-authorization-server".into()
+        )),
+        "{asked:?}"
+    );
+    assert!(
+        asked.contains(&("POST".into(), "/register".into())),
+        "{asked:?}"
+    );
+    let urls = authorization_urls(&report);
+    assert_eq!(urls.len(), 1, "{report:#}");
+    assert_eq!(urls[0]["origin"], mesh.auth.issuer().as_str(), "{report:#}");
+    assert_eq!(urls[0]["path"], "/authorize", "{report:#}");
+    let params = &urls[0]["params"];
+    assert_eq!(params["resource"], resource.as_str(), "{report:#}");
+    assert_eq!(params["client_id"], REGISTERED_CLIENT_ID, "{report:#}");
+    assert_eq!(params["code_challenge_method"], "S256", "{report:#}");
+    assert_eq!(params["scope"], "docs.read docs.write", "{report:#}");
+    assert!(
+        mesh.docs.requests().is_empty(),
+        "{:?}",
+        mesh.docs.requests()
+    );
+}
+
 /// A token minted for another MCP server (its `aud` is that server's canonical URI) is
 /// refused with `invalid_token` and the reason; the same token works at its own server.
 #[test]
@@ -366,10 +425,10 @@ fn a_token_for_another_server_is_refused_and_works_at_its_own() {
 /// dave's delete through the operations console with `docs.write`; with only `docs.read`
 /// the call is a 403 `insufficient_scope` naming the scopes. The TypeScript SDK (1.32)
 /// re-runs its authorization with that scope and stops at a new authorization URL asking
-/// for it; the Python SDK (2.x, no auth handler) surfaces the deny's JSON-RPC error; with
-/// the scope, the call goes through.
+/// for it, and so does the Python SDK (2.x) with its OAuth provider; without one it
+/// surfaces the deny's JSON-RPC error; with the scope, the call goes through.
 #[test]
-fn a_missing_scope_is_asked_for_and_the_typescript_sdk_steps_up() {
+fn a_missing_scope_is_asked_for_and_both_sdks_step_up() {
     let mesh = OAuthMesh::start();
     let resource = mesh.resource("docs");
     let dave = |scope: &str| {
@@ -417,6 +476,36 @@ fn a_missing_scope_is_asked_for_and_the_typescript_sdk_steps_up() {
     assert_eq!(error["http_status"], 403, "{python:#}");
     assert_eq!(error["code"], -32003, "{python:#}");
     assert_eq!(error["www_authenticate"], step_up.as_str(), "{python:#}");
+
+    // The Python SDK with its OAuth provider steps up too.
+    let python = run_client_opts(
+        &resource,
+        Some(&dave("docs.read")),
+        delete.clone(),
+        &ClientOptions {
+            oauth: true,
+            ..ClientOptions::default()
+        },
+    );
+    // Its auth handler runs inside the transport: stopping there ends the session (the
+    // script's top-level `error`), not only the step.
+    assert_eq!(python["initialize"]["ok"], true, "{python:#}");
+    let error = &python["error"];
+    assert_eq!(error["type"], "StopAtAuthorization", "{python:#}");
+    assert_eq!(error["http_status"], 403, "{python:#}");
+    assert_eq!(error["www_authenticate"], step_up.as_str(), "{python:#}");
+    let urls = authorization_urls(&python);
+    assert_eq!(urls.len(), 1, "{python:#}");
+    assert_eq!(urls[0]["origin"], mesh.auth.issuer().as_str(), "{python:#}");
+    assert_eq!(
+        urls[0]["params"]["scope"], "docs.read docs.write",
+        "{python:#}"
+    );
+    assert_eq!(
+        urls[0]["params"]["resource"],
+        resource.as_str(),
+        "{python:#}"
+    );
 
     assert!(
         !mesh
