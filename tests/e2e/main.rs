@@ -2,7 +2,9 @@
 //! and driven by the real MCP client (PyPI `mcp` 2.x, `tests/e2e/*.py`), with mcp-authz
 //! deciding. They need the Python environment of `scripts/setup-python` (`scripts/test`
 //! makes it; or set `MCP_AUTHZ_E2E_VENV`): without it this binary ends with one message
-//! that says so, never a skip.
+//! that says so, never a skip. `sdk_auth` also drives the TypeScript MCP SDK
+//! (`tests/e2e/ts/client.mjs`, installed by `scripts/setup-node`): a test that needs it
+//! and finds no `node` or no SDK fails saying so.
 
 #![cfg(unix)]
 
