@@ -295,17 +295,19 @@ impl DecisionRecord {
     /// The JSON object of this record with its replayable `input` (when it has an
     /// action and a resource), `redactor` applied to the arguments.
     pub fn to_json_with_input(&self, input: Option<&RecordInput>, redactor: &Redactor) -> Value {
-        let mut json = self.to_json(redactor);
-        let value = match (input, &json) {
-            (Some(input), Value::Object(m)) => self
-                .input_parts(input, m.get("arguments"))
-                .map(|p| p.to_json()),
-            _ => None,
-        };
-        if let (Some(value), Value::Object(m)) = (value, &mut json) {
-            m.insert("input".into(), value);
-        }
-        json
+        let logged = self.arguments.as_ref().map(|a| redactor.redact(a.clone()));
+        let input = input.and_then(|i| self.input_parts(i, logged.as_ref()));
+        self.fields_json(logged.as_ref(), input.as_ref())
+    }
+
+    /// The [`Fields`] view as a JSON value (the one layout of a record).
+    fn fields_json(&self, arguments: Option<&Value>, input: Option<&Parts<'_>>) -> Value {
+        serde_json::to_value(Fields {
+            record: self,
+            arguments,
+            input,
+        })
+        .unwrap_or(Value::Null)
     }
 
     /// Write this record with its `input` as one JSON object to `out` (what the
@@ -375,49 +377,12 @@ impl DecisionRecord {
 
     /// The JSON object of this record, with `redactor` applied to the arguments.
     pub fn to_json(&self, redactor: &Redactor) -> Value {
-        let mut m = Map::new();
-        m.insert("decision_id".into(), json!(self.decision_id));
-        m.insert("time".into(), json!(rfc3339(self.time)));
-        m.insert("interface".into(), json!(self.interface.as_str()));
-        m.insert("decision".into(), json!(self.decision.verdict()));
-        m.insert("reason".into(), json!(self.decision.reason));
-        m.insert("generation".into(), json!(self.decision.generation));
-        m.insert("policy_digest".into(), json!(&*self.decision.policy_digest));
-        for (key, uid) in [
-            ("user", &self.user),
-            ("application", &self.application),
-            ("server", &self.server),
-            ("action", &self.action),
-            ("resource", &self.resource),
-        ] {
-            if let Some(uid) = uid {
-                m.insert(key.into(), json!(uid.to_string()));
-            }
-        }
-        m.insert(
-            "evaluations".into(),
-            serde_json::to_value(&self.decision.evaluations).unwrap_or(Value::Null),
-        );
-        m.insert("latency_us".into(), json!(self.latency_us()));
-        if let Some(t) = &self.trace {
-            m.insert("trace_id".into(), json!(t.trace_id()));
-            m.insert("parent_span_id".into(), json!(t.parent_span_id()));
-        }
-        if let Some(id) = &self.request_id {
-            m.insert("request_id".into(), json!(id));
-        }
-        if let Some(source) = self.server_source {
-            m.insert("server_source".into(), json!(source));
-        }
-        if let Some(args) = &self.arguments {
-            m.insert("arguments".into(), redactor.redact(args.clone()));
-        }
-        Value::Object(m)
+        self.to_json_with_input(None, redactor)
     }
 }
 
-/// A decision record's fields in the order [`DecisionRecord::to_json`] gives them,
-/// then its `input`: what the writer thread serializes.
+/// A decision record's fields, then its `input`: the one layout of a record, which
+/// the writer thread serializes and [`DecisionRecord::to_json`] returns as a value.
 struct Fields<'a> {
     record: &'a DecisionRecord,
     /// The arguments as logged (redacted).
