@@ -406,50 +406,6 @@ pub async fn resolve(
         .await
 }
 
-/// The scopes a denied request's client should ask for, if more scope would allow
-/// it (MCP 2025-11-25 step-up; `policy::scopes`): for a request with a token, on
-/// a deny, decide once more with the token's scopes and every `@scopes` scope of
-/// the snapshot added; if that allows, the token's scopes and the `@scopes` of the
-/// policies that allowed it, space-separated. `None`: no token, no annotated
-/// policy, or more scope would not help (a plain 403).
-pub fn step_up_scope(
-    engine: &Engine,
-    snapshot: &Snapshot,
-    denied: &DecisionRequest,
-) -> Option<String> {
-    let token = denied.token.as_ref()?;
-    let missing: Vec<&String> = snapshot
-        .step_up_scopes
-        .iter()
-        .filter(|s| !token.scopes.contains(s))
-        .collect();
-    if missing.is_empty() {
-        return None;
-    }
-    let mut more = denied.clone();
-    if let Some(t) = more.token.as_mut() {
-        t.scopes.extend(missing.into_iter().cloned());
-    }
-    let decision = engine.evaluate(snapshot, &more);
-    if !decision.allow {
-        return None;
-    }
-    let mut scopes = token.scopes.clone();
-    for id in decision.evaluations.iter().flat_map(|e| &e.policies) {
-        let needed = snapshot
-            .policies
-            .policy(&cedar_policy::PolicyId::new(id))
-            .and_then(crate::policy::scopes_of)
-            .unwrap_or_default();
-        for scope in needed {
-            if !scopes.contains(&scope) {
-                scopes.push(scope);
-            }
-        }
-    }
-    (scopes.len() > token.scopes.len()).then(|| scopes.join(" "))
-}
-
 /// Prove who asks a request on the MCP server `server`: [`resolve`], then
 /// [`for_server`].
 pub async fn resolve_for(

@@ -52,7 +52,6 @@ use serde_json::{Map, Value, json};
 
 use super::mcp_check::{
     Asserted, CallerTrust, Credentials, Verdict, admit, admit_envoy_peer, check_calls, resolve_for,
-    step_up_scope,
 };
 use super::refusal::{Refusal, challenge_for};
 use super::services::Services;
@@ -298,7 +297,7 @@ async fn decide_request(
             refusal = refusal.of_call(&deciding.call);
         }
         let snapshot = services.engine.snapshot();
-        if let Some(scope) = step_up_scope(&services.engine, &snapshot, &deciding.request) {
+        if let Some(scope) = services.engine.step_up_scope(&snapshot, &deciding.request) {
             refusal = refusal.with_step_up(
                 challenge_for(services.resource_server(server)).insufficient_scope(&scope),
             );

@@ -8,7 +8,7 @@ use super::caller::Who;
 use super::{refuse_call, refused};
 use std::sync::Arc;
 
-use crate::api::mcp_check::{CallOutcome, Deciding, Verdict, decide_calls, step_up_scope};
+use crate::api::mcp_check::{CallOutcome, Deciding, Verdict, decide_calls};
 use crate::api::pbjson::struct_to_json;
 use crate::api::proto::v1::{
     self as pb, CheckRequest, CheckResponse, DenyKind, Semantic, check_request,
@@ -148,7 +148,7 @@ pub(super) fn decide_ready(
         } else {
             refusal
         };
-        let refusal = match step_up_scope(engine, snapshot, &deciding.request) {
+        let refusal = match engine.step_up_scope(snapshot, &deciding.request) {
             Some(scope) => refusal
                 .with_step_up(challenge_for(ready.resource.as_deref()).insufficient_scope(&scope)),
             None => refusal,
