@@ -22,7 +22,6 @@ use super::mcp_check::request_for;
 use super::services::Services;
 use crate::authz::{CacheSettings, Decision, DecisionMeta, Engine, Interface, Reason, ReasonKind};
 use crate::identity::Identity;
-use crate::mcp::jsonrpc::McpCall;
 use crate::mcp::lists::{ListKind, ListResult};
 use crate::mcp::{Kind, action};
 use crate::policy::Snapshot;
@@ -39,7 +38,6 @@ pub struct ListJob<'e> {
     identity: Identity,
     extra: Map<String, Value>,
     names: Vec<String>,
-    calls: Vec<Option<McpCall>>,
     result: Option<ListResult>,
     snapshot: Arc<Snapshot>,
     started: Instant,
@@ -97,13 +95,6 @@ impl<'e> ListJob<'e> {
         input: ListInput,
     ) -> Self {
         let started = Instant::now();
-        // An entry that no request can use (a URI without a normal form, say) is
-        // hidden: nobody may use it.
-        let calls = input
-            .names
-            .iter()
-            .map(|name| input.kind.use_call(name))
-            .collect();
         Self {
             engine: &services.engine,
             telemetry: &services.telemetry,
@@ -114,7 +105,6 @@ impl<'e> ListJob<'e> {
             identity: input.identity,
             extra: input.extra,
             names: input.names,
-            calls,
             result: input.result,
             snapshot: services.engine.snapshot(),
             started,
@@ -139,13 +129,15 @@ impl<'e> ListJob<'e> {
         allowed
     }
 
-    /// [`ListJob::decide`] entry by entry.
+    /// [`ListJob::decide`] entry by entry (the calls are built only here: a cached
+    /// answer needs none). An entry that no request can use (a URI without a normal
+    /// form, say) is hidden: nobody may use it.
     fn decide_each(&self) -> Vec<bool> {
-        self.calls
+        self.names
             .iter()
-            .map(|call| match call {
+            .map(|name| match self.kind.use_call(name) {
                 Some(call) => {
-                    let request = request_for(call, &self.server, &self.identity, &self.extra);
+                    let request = request_for(&call, &self.server, &self.identity, &self.extra);
                     self.engine.listed(&self.snapshot, &request)
                 }
                 None => false,
