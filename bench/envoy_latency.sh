@@ -80,7 +80,7 @@ if [[ -n ${LOAD_BIN:-} ]]; then
 else
   log "building the load benchmark (bench profile)"
   LOAD=$($CARGO bench --locked -j "$JOBS" --no-run --bench load --message-format=json |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    sed -n 's/.*"executable":"\([^"]*\/load-[^"]*\)".*/\1/p' | tail -1)
 fi
 [[ -n $LOAD && -x $LOAD ]] || die "no load benchmark binary (${LOAD:-none})"
 
