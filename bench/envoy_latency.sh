@@ -19,7 +19,8 @@
 # and a summary line (mcp-authz's added p50 and p99 over the do-nothing arm, its
 # throughput ratio to it): JSON lines on stdout, also in $WORK_DIR/results.jsonl.
 #
-# Environment (defaults in brackets): BLOCK seconds per block [3], ROUNDS [4], WARMUP [1],
+# Environment (defaults in brackets): DECISION_LOG [on; off: mcp-authz with
+# `decision_log.enabled = false`], BLOCK seconds per block [3], ROUNDS [4], WARMUP [1],
 # CONNECTIONS at saturation [16], PACED_CONNECTIONS [16], RATE (req/s; unset: RATE_FRACTION
 # of saturation) [], RATE_FRACTION [0.5], ENVOY_CONCURRENCY (Envoy worker threads) [1],
 # AUTHZ_BIN (a built release mcp-authz; unset: `cargo build --release`), LOAD_BIN (a built
@@ -32,6 +33,15 @@ if (($# > 0)); then
   exit 0
 fi
 cd "$(dirname "$0")/.."
+DECISION_LOG=${DECISION_LOG:-on}
+case $DECISION_LOG in
+  on) DECISION_LOG_ENABLED=true ;;
+  off) DECISION_LOG_ENABLED=false ;;
+  *)
+    echo "bench/envoy_latency.sh: DECISION_LOG is \`$DECISION_LOG\`: on or off" >&2
+    exit 2
+    ;;
+esac
 BLOCK=${BLOCK:-3}
 ROUNDS=${ROUNDS:-4}
 WARMUP=${WARMUP:-1}
@@ -109,9 +119,9 @@ wait_port() { # port, what
 printf '%s' '{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"Project Titan Q1 strategy: ship the MCP gateway."}],"isError":false}}' \
   >"$WORK_DIR/call.json"
 
-log "starting mcp-authz ($AUTHZ, decision log to $WORK_DIR/decisions.jsonl)"
+log "starting mcp-authz ($AUTHZ, decision log $DECISION_LOG, to $WORK_DIR/decisions.jsonl)"
 : >"$WORK_DIR/decisions.jsonl"
-MCP_AUTHZ_DECISIONS_ALLOW_UNDECLARED_TOOLS=true MCP_AUTHZ_DECISION_LOG_ENABLED=true \
+MCP_AUTHZ_DECISIONS_ALLOW_UNDECLARED_TOOLS=true MCP_AUTHZ_DECISION_LOG_ENABLED=$DECISION_LOG_ENABLED \
   MCP_AUTHZ_DECISION_LOG_FILE="$WORK_DIR/decisions.jsonl" \
   "$AUTHZ" serve --policies policies --config examples/identity/mcp-authz.toml \
   --grpc-listen "127.0.0.1:$AUTHZ_GRPC_PORT" --http-listen "127.0.0.1:$AUTHZ_HTTP_PORT" \
