@@ -14,10 +14,13 @@
 //! cargo bench --bench load -- report --results FILE
 //! cargo bench --bench load -- floor --addr 127.0.0.1:19292   # the transport floor
 //! cargo bench --bench load -- run --target health --addr 127.0.0.1:19292 --workload repeated
+//! cargo bench --bench load -- allow --addr 127.0.0.1:19293   # the do-nothing ext_authz
+//! cargo bench --bench load -- envoy --off A --allow B --authz C --token-file F   # bench/envoy_latency.sh
 //! ```
 
 mod cerbos;
 mod driver;
+mod envoy;
 mod files;
 mod report;
 mod targets;
@@ -60,6 +63,13 @@ enum Command {
     /// (multi-threaded, one worker per core), with `TCP_NODELAY` as mcp-authz sets it.
     /// Load it with `run --target health --workload repeated`.
     Floor(FloorArgs),
+    /// Serve the do-nothing authorizer until stopped: ext_authz `Check` that always allows,
+    /// on a tonic server laid out as `floor` (bench/envoy_latency.sh).
+    Allow(envoy::AllowArgs),
+    /// MCP `tools/call` through three Envoy listeners (ext_authz off, to the do-nothing
+    /// authorizer, to mcp-authz), alternating, at saturation and at a paced rate; JSON
+    /// lines on stdout (bench/envoy_latency.sh).
+    Envoy(envoy::EnvoyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -179,7 +189,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
     if args.len() < 2 {
         println!(
-            "load: nothing to do (usage: cargo bench --bench load -- prepare | run | body | report; see bench/compare.sh)"
+            "load: nothing to do (usage: cargo bench --bench load -- prepare | run | body | report | floor | allow | envoy; see bench/compare.sh)"
         );
         return ExitCode::SUCCESS;
     }
@@ -197,6 +207,8 @@ fn main() -> ExitCode {
         Command::Body(a) => runtime(1).and_then(|rt| rt.block_on(body(a))),
         Command::Report(a) => report::print(&a.results),
         Command::Floor(a) => floor(a.addr),
+        Command::Allow(a) => envoy::allow(a),
+        Command::Envoy(a) => envoy::envoy(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
