@@ -163,8 +163,15 @@ fn hash_uid(h: &mut impl Hasher, uid: Option<&cedar_policy::EntityUid>) {
         None => h.write_u8(0),
         Some(u) => {
             h.write_u8(1);
-            // Type and id separately: `A::"x"` and the like can never run together.
-            hash_str(h, &u.type_name().to_string());
+            // Type and id separately, each piece with its length: `A::"x"` and the
+            // like can never run together. The type's pieces without formatting it.
+            let t = u.type_name();
+            for part in t.namespace_components() {
+                h.write_u8(1);
+                hash_str(h, part);
+            }
+            h.write_u8(0);
+            hash_str(h, t.basename());
             hash_str(h, u.id().unescaped());
         }
     }

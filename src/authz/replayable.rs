@@ -178,12 +178,43 @@ impl Serialize for Parts<'_> {
     }
 }
 
-/// A uid as its Cedar string, written without an intermediate string.
-struct Uid<'a>(&'a EntityUid);
+/// A uid as its Cedar string (`Mcp::User::"alice"`).
+///
+/// Records name the same few thousand uids over and over, and Cedar's text of a uid
+/// (its id escaped, the pieces formatted) costs more than looking it up: each thread
+/// that serializes keeps the texts it made, up to [`UID_TEXTS`], then starts over.
+pub struct Uid<'a>(pub &'a EntityUid);
+
+/// How many uid texts a thread keeps (about 100 bytes each).
+const UID_TEXTS: usize = 8192;
+
+thread_local! {
+    static TEXTS: std::cell::RefCell<std::collections::HashMap<EntityUid, Box<str>>> =
+        std::cell::RefCell::default();
+}
 
 impl Serialize for Uid<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self.0)
+        let mut serializer = Some(serializer);
+        let written = TEXTS.try_with(|texts| {
+            let mut texts = texts.try_borrow_mut().ok()?;
+            if let Some(text) = texts.get(self.0) {
+                return Some(serializer.take()?.serialize_str(text));
+            }
+            if texts.len() >= UID_TEXTS {
+                texts.clear();
+            }
+            let text = self.0.to_string();
+            let written = serializer.take()?.serialize_str(&text);
+            texts.insert(self.0.clone(), text.into());
+            Some(written)
+        });
+        match (written, serializer) {
+            (Ok(Some(written)), _) => written,
+            // No cache on this thread (being torn down): the text made afresh.
+            (_, Some(serializer)) => serializer.collect_str(self.0),
+            (_, None) => Err(serde::ser::Error::custom("uid text unavailable")),
+        }
     }
 }
 

@@ -90,7 +90,7 @@ use serde_json::{Map, Value, json};
 
 use super::trace::TraceContext;
 use crate::authz::polling::PollingReceiver;
-use crate::authz::replayable::{ArgumentsForm, Parts};
+use crate::authz::replayable::{ArgumentsForm, Parts, Uid};
 use crate::authz::{Decision, DecisionRequest, Interface, RequestEntity, TokenFacts};
 
 /// Where the decision log goes and what it holds.
@@ -390,15 +390,6 @@ struct Fields<'a> {
     input: Option<&'a Parts<'a>>,
 }
 
-/// A value written as its `Display` text.
-struct Text<'a, T: std::fmt::Display>(&'a T);
-
-impl<T: std::fmt::Display> Serialize for Text<'_, T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self.0)
-    }
-}
-
 impl Serialize for Fields<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = self.record;
@@ -418,7 +409,7 @@ impl Serialize for Fields<'_> {
             ("resource", &r.resource),
         ] {
             if let Some(uid) = uid {
-                m.serialize_entry(key, &Text(uid))?;
+                m.serialize_entry(key, &Uid(uid))?;
             }
         }
         m.serialize_entry("evaluations", &r.decision.evaluations)?;
@@ -793,13 +784,30 @@ pub fn rfc3339(time: SystemTime) -> String {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_micros()
-    )
+    let (hh, mm, ss, us) = (rem / 3600, rem % 3600 / 60, rem % 60, d.subsec_micros());
+    let year = match u64::try_from(y) {
+        Ok(year) if year <= 9999 => year,
+        _ => return format!("{y:04}-{m:02}-{day:02}T{hh:02}:{mm:02}:{ss:02}.{us:06}Z"),
+    };
+    // Digits into a fixed pattern: one record each, so no formatting machinery.
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    for (start, width, value) in [
+        (0, 4, year),
+        (5, 2, u64::from(m)),
+        (8, 2, u64::from(day)),
+        (11, 2, hh),
+        (14, 2, mm),
+        (17, 2, ss),
+        (20, 6, u64::from(us)),
+    ] {
+        let mut value = value;
+        for slot in text.iter_mut().skip(start).take(width).rev() {
+            // `value % 10` is a digit: the cast cannot truncate.
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
@@ -836,6 +844,28 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123456Z");
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000000Z");
+        let last = SystemTime::UNIX_EPOCH + Duration::from_micros(253_402_300_799_999_999);
+        assert_eq!(rfc3339(last), "9999-12-31T23:59:59.999999Z");
+        // Past year 9999 the year takes more digits.
+        let later = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        assert_eq!(rfc3339(later), "10000-01-01T00:00:00.000000Z");
+        // The digits written one by one agree with formatting, across the years.
+        let mut micros: u64 = 1;
+        while micros < 253_402_300_799_999_999 {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_micros(micros);
+            let d = Duration::from_micros(micros);
+            let rem = d.as_secs() % 86_400;
+            let (y, m, day) = civil_from_days(i64::try_from(d.as_secs() / 86_400).unwrap());
+            let expected = format!(
+                "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60,
+                d.subsec_micros()
+            );
+            assert_eq!(rfc3339(t), expected);
+            micros = micros * 3 + 7_654_321;
+        }
     }
 
     #[test]

@@ -764,12 +764,8 @@ fn check_requests_captured_from_envoy_map_to_the_right_decisions() {
     // Envoy packed the bodies as bytes, and its MCP filter saw the same methods.
     for p in &posts {
         let body: Value = serde_json::from_slice(p.body).expect("a JSON-RPC body");
-        let meta = p.mcp_metadata.as_ref().expect("the MCP filter's metadata");
-        assert_eq!(
-            meta.get("method").and_then(Value::as_str),
-            body["method"].as_str(),
-            "{meta:?}"
-        );
+        let seen = p.mcp_filter_method.expect("the MCP filter's method");
+        assert_eq!(Some(seen), body["method"].as_str());
         assert_eq!(
             p.headers.get("x-envoy-auth-partial-body"),
             Ok(Some("false"))

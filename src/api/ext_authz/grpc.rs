@@ -20,7 +20,6 @@ use super::{
     MCP_FILTER_NAMESPACE, METHOD_METADATA, SERVER_METADATA, decide,
 };
 use crate::api::mcp_check::{CallerTrust, decision_meta};
-use crate::api::pbjson::envoy_struct_to_json;
 use crate::api::refusal::Refusal;
 use crate::api::services::Ready;
 use crate::authz::Interface;
@@ -44,7 +43,9 @@ pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
     let http = attrs
         .and_then(|a| a.request.as_ref())
         .and_then(|r| r.http.as_ref());
-    let mut headers = Headers::new();
+    let mut headers = Headers::with_capacity(http.map_or(0, |h| {
+        h.headers.len() + h.header_map.as_ref().map_or(0, |m| m.headers.len())
+    }));
     if let Some(h) = http {
         for (k, v) in &h.headers {
             headers.add(HeaderSource::Headers, k, Cow::Borrowed(v.as_str()));
@@ -101,10 +102,14 @@ pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
             .map(|s| s.principal.as_str())
             .filter(|s| !s.is_empty()),
         source_ip,
-        mcp_metadata: attrs
+        mcp_filter_method: attrs
             .and_then(|a| a.metadata_context.as_ref())
             .and_then(|m| m.filter_metadata.get(MCP_FILTER_NAMESPACE))
-            .map(envoy_struct_to_json),
+            .and_then(|m| m.fields.get("method"))
+            .and_then(|v| match &v.kind {
+                Some(Kind::StringValue(method)) => Some(method.as_str()),
+                _ => None,
+            }),
         // Envoy made the mTLS handshake: `source.principal` is proven when Envoy is
         // trusted (`admit_envoy_peer`), never asserted by the client.
         asserted_spiffe_id: None,

@@ -3,7 +3,6 @@
 //! refused.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use super::PARTIAL_BODY_HEADER;
 use crate::uri::Shown;
@@ -52,9 +51,20 @@ pub fn is_security_header(name: &str) -> bool {
 /// `true` in `headers` and `false` in `header_map` stay two values, so that a
 /// reader can tell one header from two. Every reading goes through
 /// [`Headers::get`]: one value, or a refusal.
+///
+/// A list in arrival order, read by scanning: a request has tens of headers (Envoy
+/// bounds them), and a scan of those costs less than hashing each name, on every
+/// request.
 #[derive(Debug, Default, Clone)]
 pub struct Headers<'a> {
-    map: HashMap<Cow<'a, str>, Vec<(HeaderSource, Cow<'a, str>)>>,
+    entries: Vec<Entry<'a>>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry<'a> {
+    name: Cow<'a, str>,
+    source: HeaderSource,
+    value: Cow<'a, str>,
 }
 
 impl<'a> Headers<'a> {
@@ -63,12 +73,28 @@ impl<'a> Headers<'a> {
         Self::default()
     }
 
+    /// Room for `n` values without growing.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
     /// Add one value of `name` (any case).
     pub fn add(&mut self, source: HeaderSource, name: &'a str, value: Cow<'a, str>) {
-        self.map
-            .entry(lower_case(name))
-            .or_default()
-            .push((source, value));
+        self.entries.push(Entry {
+            name: lower_case(name),
+            source,
+            value,
+        });
+    }
+
+    /// The values of `name`, in arrival order.
+    fn values<'s, 'n>(
+        &'s self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'s Entry<'a>> + use<'s, 'n, 'a> {
+        self.entries.iter().filter(move |e| e.name == name)
     }
 
     /// The value of `name` (lower case): `None` if absent. More than one value
@@ -76,21 +102,24 @@ impl<'a> Headers<'a> {
     /// or different values in `headers` and `header_map`, are refused; the same
     /// value in both is one header that Envoy described twice.
     pub fn get(&self, name: &str) -> Result<Option<&str>, HeaderError> {
-        let Some(values) = self.map.get(name) else {
+        let mut values = self.values(name);
+        let Some(first) = values.next() else {
             return Ok(None);
         };
-        let Some((_, first)) = values.first() else {
-            return Ok(None);
-        };
-        for (i, (source, value)) in values.iter().enumerate().skip(1) {
-            if values.iter().take(i).any(|(s, _)| s == source) {
+        for (i, entry) in values.enumerate() {
+            // The values before this one: the first and the `i` after it.
+            if self
+                .values(name)
+                .take(i + 1)
+                .any(|e| e.source == entry.source)
+            {
                 return Err(HeaderError::Repeated(Shown(name).to_string()));
             }
-            if value != first {
+            if entry.value != first.value {
                 return Err(HeaderError::Conflicting(Shown(name).to_string()));
             }
         }
-        Ok(Some(first.as_ref()))
+        Ok(Some(first.value.as_ref()))
     }
 
     /// The value of `name` if it arrived once; `None` if absent or repeated. Only
@@ -99,17 +128,20 @@ impl<'a> Headers<'a> {
         self.get(name).ok().flatten()
     }
 
+    /// Every name, once, in the order it first arrived.
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().enumerate().filter_map(|(i, e)| {
+            let seen = self.entries.iter().take(i).any(|p| p.name == e.name);
+            (!seen).then_some(e.name.as_ref())
+        })
+    }
+
     /// Refuse the request if any security header ([`is_security_header`]) is not
     /// single, whether or not this adapter reads it: the MCP server behind Envoy
     /// may read the other copy.
     pub fn check(&self) -> Result<(), HeaderError> {
-        let mut names: Vec<&str> = self
-            .map
-            .keys()
-            .map(AsRef::as_ref)
-            .filter(|n| is_security_header(n))
-            .collect();
-        // The same request is refused with the same message, whatever the hash order.
+        let mut names: Vec<&str> = self.names().filter(|n| is_security_header(n)).collect();
+        // The same request is refused with the same message, whatever the order.
         names.sort_unstable();
         for name in names {
             self.get(name)?;
@@ -129,9 +161,8 @@ impl<'a> Headers<'a> {
 
     /// Every header name (lower case) with its value, for those that arrived once.
     pub fn singles(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.map
-            .keys()
-            .filter_map(|k| Some((k.as_ref(), self.get(k).ok().flatten()?)))
+        self.names()
+            .filter_map(|k| Some((k, self.get(k).ok().flatten()?)))
     }
 }
 

@@ -126,8 +126,9 @@ pub struct EnvoyRequest<'a> {
     pub caller: Option<CallerTrust>,
     /// The caller's address, if known.
     pub source_ip: Option<String>,
-    /// The metadata of Envoy's MCP filter, if present.
-    pub mcp_metadata: Option<Map<String, Value>>,
+    /// The method Envoy's MCP filter read from the body (its metadata's `method`),
+    /// if it says one.
+    pub mcp_filter_method: Option<&'a str>,
     /// Trace context and request id, for the decision log.
     pub meta: DecisionMeta,
 }
@@ -517,13 +518,18 @@ fn destination_of<'r>(request: &'r EnvoyRequest<'_>) -> Result<Option<&'r str>, 
 
 /// The MCP messages of the request, or why it is refused.
 fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<Refused>> {
-    match request.method.to_ascii_uppercase().as_str() {
-        "POST" => {}
-        "GET" => return Ok(vec![McpCall::on_server(STREAM_ACTION)]),
-        "DELETE" => return Ok(vec![McpCall::on_server(END_ACTION)]),
+    let method = request.method;
+    if method.eq_ignore_ascii_case("GET") {
+        return Ok(vec![McpCall::on_server(STREAM_ACTION)]);
+    }
+    if method.eq_ignore_ascii_case("DELETE") {
+        return Ok(vec![McpCall::on_server(END_ACTION)]);
+    }
+    match method {
+        m if m.eq_ignore_ascii_case("POST") => {}
         other => {
             // A method is a short token: 16 characters say which one it was.
-            let other: String = other.chars().take(16).collect();
+            let other: String = other.to_ascii_uppercase().chars().take(16).collect();
             return Err(refuse(
                 Refusal::invalid(format!(
                     "HTTP method `{}` is not used by MCP",
@@ -556,8 +562,7 @@ fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<Refused>> {
     check_headers(&message, &headers).map_err(|e| refuse(Refusal::from(&e), id.clone()))?;
     // Envoy's MCP filter read the same body: it must have seen the same method (the
     // routes that skip ext_proc are chosen by it), and a batch has no one method.
-    if let Some(meta) = &request.mcp_metadata
-        && let Some(seen) = meta.get("method").and_then(Value::as_str)
+    if let Some(seen) = request.mcp_filter_method
         && message.single().is_none_or(|call| seen != call.method)
     {
         return Err(refuse(

@@ -281,3 +281,43 @@ fn malformed_forms_are_refused_with_a_reason() {
     assert_eq!(r.request.resource, uid("Mcp::Server::\"docs\""));
     assert_eq!(asked.len(), 2);
 }
+
+#[test]
+fn a_uid_is_written_as_its_cedar_text_whether_or_not_its_text_was_kept() {
+    let uids: Vec<EntityUid> = [
+        ("Mcp::User", "alice"),
+        ("Mcp::User", "a\"b\\c"),
+        ("Mcp::Tool", "docs/ünïcödé"),
+        ("A::B::C", "x"),
+        ("Mcp::Group", "tab\tand\nnewline\u{1}"),
+    ]
+    .iter()
+    .map(|(t, id)| {
+        EntityUid::from_type_name_and_id(
+            cedar_policy::EntityTypeName::from_str(t).expect("type"),
+            cedar_policy::EntityId::new(id),
+        )
+    })
+    .collect();
+    // Twice each: once made, once from what the thread kept.
+    for _ in 0..2 {
+        for uid in &uids {
+            let written = serde_json::to_string(&Uid(uid)).expect("json");
+            assert_eq!(
+                written,
+                serde_json::to_string(&uid.to_string()).expect("json")
+            );
+        }
+    }
+    // More uids than a thread keeps: it starts over, and every text stays right.
+    for i in 0..(UID_TEXTS + 10) {
+        let uid = EntityUid::from_str(&format!(r#"Mcp::User::"u{i}""#)).expect("uid");
+        let written = serde_json::to_string(&Uid(&uid)).expect("json");
+        assert_eq!(written, format!(r#""Mcp::User::\"u{i}\"""#));
+    }
+    let again = serde_json::to_string(&Uid(&uids[1])).expect("json");
+    assert_eq!(
+        again,
+        serde_json::to_string(&uids[1].to_string()).expect("json")
+    );
+}
