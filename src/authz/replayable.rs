@@ -189,7 +189,7 @@ pub struct Uid<'a>(pub &'a EntityUid);
 const UID_TEXTS: usize = 8192;
 
 thread_local! {
-    static TEXTS: std::cell::RefCell<std::collections::HashMap<EntityUid, Box<str>>> =
+    static TEXTS: std::cell::RefCell<std::collections::HashMap<EntityUid, Box<str>, foldhash::fast::RandomState>> =
         std::cell::RefCell::default();
 }
 
