@@ -415,6 +415,51 @@ fn request_entity_data_that_violates_the_schema_is_a_deny() {
     assert!(d.reason.contains("does not fit the schema"), "{}", d.reason);
 }
 
+/// The slice (indexed) and the whole entity data (unindexed, an upsert as Cedar is
+/// given it) check request entity data against the schema alike, and of several
+/// entries for one entity the last counts.
+#[test]
+fn request_entity_data_is_checked_and_replaced_alike_on_the_slice_and_the_whole_data() {
+    let s = reference();
+    let erin = |parents: Vec<EntityUid>| RequestEntity {
+        uid: Kind::User.uid("erin"),
+        parents,
+        attrs: Map::new(),
+    };
+    let base = tool_call(Some("erin"), Some("corpassist"), "docs", "get_document");
+    let both = |r: &DecisionRequest| {
+        let (indexed, whole) = (decide(&s, r), decide_unindexed(&s, r));
+        assert_eq!(indexed, whole, "{r:?}");
+        indexed
+    };
+    // A user may only be in groups: a server as a parent does not fit the schema,
+    // on the fast path of a merge (no attributes) too.
+    let mut r = base.clone();
+    r.entities.push(erin(vec![Kind::Server.uid("docs")]));
+    let d = both(&r);
+    assert!(!d.allow);
+    assert!(d.reason.contains("does not fit the schema"), "{}", d.reason);
+    // Every entry is checked, even one a later entry replaces.
+    let mut r = base.clone();
+    r.entities.push(erin(vec![Kind::Server.uid("docs")]));
+    r.entities.push(erin(vec![Kind::Group.uid("engineering")]));
+    let d = both(&r);
+    assert!(
+        !d.allow && d.reason.contains("does not fit the schema"),
+        "{d:?}"
+    );
+    // The last entry counts: erin is an engineer only when the last entry says so.
+    let mut r = base.clone();
+    r.entities.push(erin(vec![Kind::Group.uid("engineering")]));
+    assert!(both(&r).allow);
+    r.entities.push(erin(Vec::new()));
+    assert!(!both(&r).allow);
+    let mut r = base;
+    r.entities.push(erin(Vec::new()));
+    r.entities.push(erin(vec![Kind::Group.uid("engineering")]));
+    assert!(both(&r).allow);
+}
+
 const TINY_SCHEMA: &str = r#"namespace Mcp {
     entity User { level?: Long };
     entity Application;
