@@ -72,6 +72,16 @@ fn token_groups_request() -> DecisionRequest {
     r
 }
 
+/// [`token_groups_request`] with the token naming only a group the entity data
+/// already gives the user, as the load benchmark's tokens do.
+fn known_groups_request() -> DecisionRequest {
+    let mut r = token_groups_request();
+    if let Some(e) = r.entities.first_mut() {
+        e.parents = vec![Kind::Group.uid("engineering")];
+    }
+    r
+}
+
 /// `request` with a fresh nonce in its arguments: never the same decision request
 /// twice (a cache miss every time), as the randomized load workload sends.
 fn with_nonce(r: &mut DecisionRequest, n: u64) {
@@ -102,8 +112,12 @@ fn callgrind(case: &str, n: u64) {
                 allowed += u64::from(decide(&snapshot, black_box(&r)).allow);
             }
         }
-        "token_groups" => {
-            let r = token_groups_request();
+        "token_groups" | "known_groups" => {
+            let r = if case == "known_groups" {
+                known_groups_request()
+            } else {
+                token_groups_request()
+            };
             for _ in 0..n {
                 allowed += u64::from(decide(&snapshot, black_box(&r)).allow);
             }
@@ -203,6 +217,11 @@ fn decisions(c: &mut Criterion) {
     assert!(decide(&snapshot, &groups).allow);
     c.bench_function("decision_cache_miss_token_groups", |b| {
         b.iter(|| black_box(decide(&snapshot, black_box(&groups))))
+    });
+    let known = known_groups_request();
+    assert!(decide(&snapshot, &known).allow);
+    c.bench_function("decision_cache_miss_known_groups", |b| {
+        b.iter(|| black_box(decide(&snapshot, black_box(&known))))
     });
     // Through the engine and its cache, a fresh nonce every time (the randomized load
     // workloads): the miss plus the cache's lookup and insert. AuthZEN's request has no

@@ -947,6 +947,11 @@ fn request_entities(
 ) -> Result<Option<Entities>, String> {
     let mut additions: Vec<Addition> = Vec::new();
     for extra in &request.entities {
+        // Indexed, an entry that changes nothing is left out (unindexed, every entry
+        // is upserted, as Cedar is given it: the reference the index is checked against).
+        if selection == indexed::Selection::Indexed && changes_nothing(snapshot, request, extra) {
+            continue;
+        }
         additions.push(merge_entity(snapshot, extra)?);
     }
     // A tool, resource or prompt that the entity data does not list still belongs
@@ -1066,6 +1071,29 @@ fn slice(
     slice.retain(|e| !added.contains(&e.uid()));
     slice.extend(last);
     Entities::from_entities(slice, None).ok().map(Ok)
+}
+
+/// Whether `extra` leaves the snapshot's entity data as it is: its entity is there,
+/// already has every attribute it brings (the entity data's win) and is already in
+/// every parent it names; and it is the request's only entry for that entity (of
+/// several, the last replaces the others). Merged, it would be the entity it
+/// replaces, with the same ancestors, and as valid as it was when the entity data
+/// was loaded: the usual case of a token's groups, those the directory also lists.
+fn changes_nothing(snapshot: &Snapshot, request: &DecisionRequest, extra: &RequestEntity) -> bool {
+    let Some(existing) = snapshot.entities.get(&extra.uid) else {
+        return false;
+    };
+    extra.attrs.keys().all(|k| existing.attr(k).is_some())
+        && extra
+            .parents
+            .iter()
+            .all(|p| snapshot.entities.is_ancestor_of(p, &extra.uid))
+        && request
+            .entities
+            .iter()
+            .filter(|e| e.uid == extra.uid)
+            .nth(1)
+            .is_none()
 }
 
 fn merge_entity(snapshot: &Snapshot, extra: &RequestEntity) -> Result<Addition, String> {
