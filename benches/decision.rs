@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cedar_policy::{Authorizer, Context, Request};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
@@ -18,8 +18,8 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
 use mcp_authz::api::ext_authz::envoy_request;
 use mcp_authz::api::mcp_check::request_for;
 use mcp_authz::authz::{
-    CacheSettings, DecisionMeta, DecisionRequest, Engine, Interface, Rules, build_context, decide,
-    decide_with_rules, tool_action,
+    CacheSettings, DecisionMeta, DecisionRequest, Engine, Interface, RequestEntity, Rules,
+    TokenFacts, build_context, decide, decide_with_rules, tool_action,
 };
 use mcp_authz::identity::{Identity, IdentityConfig, IdentityInput, IssuerConfig, Resolver};
 use mcp_authz::mcp::jsonrpc::parse_body;
@@ -46,6 +46,96 @@ fn request() -> DecisionRequest {
         json!({ "query": "titan strategy", "max_results": 20 }),
     );
     r
+}
+
+/// The request ext_authz makes for a verified token (the randomized load workload):
+/// the user with the groups the token names added to those of the entity data, the
+/// token's scopes, the caller's address in `context.request`.
+fn token_groups_request() -> DecisionRequest {
+    let mut r = request();
+    let user = Kind::User.uid("alice");
+    r.entities.push(RequestEntity {
+        uid: user,
+        parents: vec![
+            Kind::Group.uid("engineering"),
+            Kind::Group.uid("finance"),
+            Kind::Group.uid("doc-admins"),
+        ],
+        attrs: serde_json::Map::new(),
+    });
+    r.token = Some(TokenFacts {
+        scopes: vec!["mcp:tools".into()],
+        claims: serde_json::Map::new(),
+    });
+    r.context
+        .insert("request".into(), json!({ "source_ip": "10.1.2.3" }));
+    r
+}
+
+/// [`token_groups_request`] with the token naming only a group the entity data
+/// already gives the user, as the load benchmark's tokens do.
+fn known_groups_request() -> DecisionRequest {
+    let mut r = token_groups_request();
+    if let Some(e) = r.entities.first_mut() {
+        e.parents = vec![Kind::Group.uid("engineering")];
+    }
+    r
+}
+
+/// `request` with a fresh nonce in its arguments: never the same decision request
+/// twice (a cache miss every time), as the randomized load workload sends.
+fn with_nonce(r: &mut DecisionRequest, n: u64) {
+    if let Some(args) = r
+        .context
+        .get_mut("arguments")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        args.insert("query".into(), json!(format!("q{n:010}")));
+    }
+}
+
+/// The decision paths the cache-miss benchmarks measure, run `n` times each without
+/// criterion: for instruction counts under `valgrind --tool=callgrind`, which are
+/// deterministic where times on a shared machine are not.
+/// `DECISION_CALLGRIND=<case> DECISION_CALLGRIND_N=<n> target/release/deps/decision-*`.
+fn callgrind(case: &str, n: u64) {
+    let dir = root().join("policies");
+    let snapshot = Snapshot::load(&dir, 1).expect("reference policies");
+    let store = Arc::new(PolicyStore::open(&dir).expect("policies"));
+    let engine = Engine::new(store).with_cache(&CacheSettings::default());
+    let engine_snapshot = engine.snapshot();
+    let mut allowed = 0u64;
+    match case {
+        "miss" => {
+            let r = request();
+            for _ in 0..n {
+                allowed += u64::from(decide(&snapshot, black_box(&r)).allow);
+            }
+        }
+        "token_groups" | "known_groups" => {
+            let r = if case == "known_groups" {
+                known_groups_request()
+            } else {
+                token_groups_request()
+            };
+            for _ in 0..n {
+                allowed += u64::from(decide(&snapshot, black_box(&r)).allow);
+            }
+        }
+        "token_groups_cached" | "authzen_cached" => {
+            let mut r = if case == "authzen_cached" {
+                request()
+            } else {
+                token_groups_request()
+            };
+            for i in 0..n {
+                with_nonce(&mut r, i);
+                allowed += u64::from(engine.evaluate(&engine_snapshot, black_box(&r)).allow);
+            }
+        }
+        other => panic!("unknown case {other}"),
+    }
+    assert_eq!(allowed, n, "every decision allows");
 }
 
 fn decisions(c: &mut Criterion) {
@@ -118,6 +208,39 @@ fn decisions(c: &mut Criterion) {
         b.iter(|| {
             let snapshot = recorded.snapshot();
             black_box(recorded.decide(&snapshot, Interface::Grpc, black_box(&req), &meta))
+        })
+    });
+
+    // A cache miss with token groups: the request's user is merged with the token's
+    // groups over the entity data (ext_authz and the gateway with a verified token).
+    let groups = token_groups_request();
+    assert!(decide(&snapshot, &groups).allow);
+    c.bench_function("decision_cache_miss_token_groups", |b| {
+        b.iter(|| black_box(decide(&snapshot, black_box(&groups))))
+    });
+    let known = known_groups_request();
+    assert!(decide(&snapshot, &known).allow);
+    c.bench_function("decision_cache_miss_known_groups", |b| {
+        b.iter(|| black_box(decide(&snapshot, black_box(&known))))
+    });
+    // Through the engine and its cache, a fresh nonce every time (the randomized load
+    // workloads): the miss plus the cache's lookup and insert. AuthZEN's request has no
+    // per-request entity data; ext_authz's has the token's groups.
+    let mut n = 0u64;
+    let mut authzen = request();
+    c.bench_function("decision_cache_miss_authzen_engine", |b| {
+        b.iter(|| {
+            n += 1;
+            with_nonce(&mut authzen, n);
+            black_box(engine.evaluate(&engine.snapshot(), black_box(&authzen)))
+        })
+    });
+    let mut groups = token_groups_request();
+    c.bench_function("decision_cache_miss_token_groups_engine", |b| {
+        b.iter(|| {
+            n += 1;
+            with_nonce(&mut groups, n);
+            black_box(engine.evaluate(&engine.snapshot(), black_box(&groups)))
         })
     });
 
@@ -300,4 +423,15 @@ criterion_group! {
         .measurement_time(Duration::from_secs(2));
     targets = decisions, parsing, mapping, jwt, lists
 }
-criterion_main!(benches);
+fn main() {
+    if let Ok(case) = std::env::var("DECISION_CALLGRIND") {
+        let n = std::env::var("DECISION_CALLGRIND_N")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1000);
+        callgrind(&case, n);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

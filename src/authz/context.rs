@@ -205,11 +205,39 @@ fn entity_uid(obj: &Map<String, Value>) -> Option<EntityUid> {
 
 fn extension(ext: Extension, arg: &str) -> RestrictedExpression {
     match ext {
-        Extension::Ipaddr => RestrictedExpression::new_ip(arg),
+        Extension::Ipaddr => ip(arg),
         Extension::Decimal => RestrictedExpression::new_decimal(arg),
         Extension::Datetime => RestrictedExpression::new_datetime(arg),
         Extension::Duration => RestrictedExpression::new_duration(arg),
     }
+}
+
+/// How many `ip(...)` expressions a thread keeps ([`ip`]).
+const IP_MEMO: usize = 256;
+
+thread_local! {
+    static IPS: std::cell::RefCell<std::collections::HashMap<String, RestrictedExpression>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// `ip(arg)`, as [`RestrictedExpression::new_ip`] builds it. That constructor parses
+/// the function's name on every call (a tenth of a context with a source address),
+/// so each thread keeps the expressions of the last few hundred addresses it saw
+/// (a request's address is usually one of a few: Envoy's, or its callers'). The
+/// expression is only the call: the address is still checked when the context is
+/// built, each time.
+fn ip(arg: &str) -> RestrictedExpression {
+    IPS.with_borrow_mut(|memo| {
+        if let Some(e) = memo.get(arg) {
+            return e.clone();
+        }
+        let e = RestrictedExpression::new_ip(arg);
+        if memo.len() >= IP_MEMO {
+            memo.clear();
+        }
+        memo.insert(arg.to_owned(), e.clone());
+        e
+    })
 }
 
 /// The context through Cedar's schema-driven JSON parser: the reference path, and

@@ -947,6 +947,11 @@ fn request_entities(
 ) -> Result<Option<Entities>, String> {
     let mut additions: Vec<Addition> = Vec::new();
     for extra in &request.entities {
+        // Indexed, an entry that changes nothing is left out (unindexed, every entry
+        // is upserted, as Cedar is given it: the reference the index is checked against).
+        if selection == indexed::Selection::Indexed && changes_nothing(snapshot, request, extra) {
+            continue;
+        }
         additions.push(merge_entity(snapshot, extra)?);
     }
     // A tool, resource or prompt that the entity data does not list still belongs
@@ -968,17 +973,24 @@ fn request_entities(
     if additions.is_empty() {
         return Ok(None);
     }
-    let base = match selection {
-        indexed::Selection::Indexed => slice(snapshot, request, &additions),
-        indexed::Selection::Whole => None,
-    };
-    base.unwrap_or_else(|| snapshot.entities.clone())
+    if selection == indexed::Selection::Indexed
+        && let Some(sliced) = slice(snapshot, request, additions.as_slice())
+    {
+        return sliced.map(Some);
+    }
+    snapshot
+        .entities
+        .clone()
         .upsert_entities(
             additions.into_iter().map(|a| a.entity),
             Some(&snapshot.schema),
         )
         .map(Some)
-        .map_err(|e| format!("request entity data does not fit the schema: {e}"))
+        .map_err(not_fitting)
+}
+
+fn not_fitting(e: cedar_policy::entities_errors::EntitiesError) -> String {
+    format!("request entity data does not fit the schema: {e}")
 }
 
 /// The part of the snapshot's entity data an evaluation of `request` can look at:
@@ -991,11 +1003,17 @@ fn request_entities(
 /// only entities it holds as values; those are all reached from these roots, so
 /// decisions on the slice are those on the whole data (`tests/index_differential.rs`
 /// checks it). `None` when the snapshot cannot tell what is reachable.
+///
+/// The additions replace their entities in the slice, which becomes one Cedar
+/// [`Entities`]: one transitive closure per request (an upsert over a built slice
+/// computed it a second time). The additions are checked against the schema on
+/// their own first, as an upsert would check them; the slice's other entities are
+/// the snapshot's, checked when it was loaded.
 fn slice(
     snapshot: &Snapshot,
     request: &DecisionRequest,
     additions: &[Addition],
-) -> Option<Entities> {
+) -> Option<Result<Entities, String>> {
     let refs = snapshot.entity_refs.as_ref()?;
     // An index built for another policy set cannot vouch for its conditions.
     if !snapshot.index_is_current() {
@@ -1034,8 +1052,48 @@ fn slice(
         }
         slice.push(entity.clone());
     }
-    // The additions replace their entities: upserted over this slice by the caller.
-    Entities::from_entities(slice, None).ok()
+    if let Err(e) = Entities::empty().upsert_entities(
+        additions.iter().map(|a| a.entity.clone()),
+        Some(&snapshot.schema),
+    ) {
+        return Some(Err(not_fitting(e)));
+    }
+    // As an upsert: each addition replaces the entity of its uid, and of several
+    // additions of one uid the last counts.
+    let mut added: std::collections::HashSet<EntityUid> =
+        std::collections::HashSet::with_capacity(additions.len());
+    let mut last: Vec<Entity> = Vec::with_capacity(additions.len());
+    for a in additions.iter().rev() {
+        if added.insert(a.entity.uid()) {
+            last.push(a.entity.clone());
+        }
+    }
+    slice.retain(|e| !added.contains(&e.uid()));
+    slice.extend(last);
+    Entities::from_entities(slice, None).ok().map(Ok)
+}
+
+/// Whether `extra` leaves the snapshot's entity data as it is: its entity is there,
+/// already has every attribute it brings (the entity data's win) and is already in
+/// every parent it names; and it is the request's only entry for that entity (of
+/// several, the last replaces the others). Merged, it would be the entity it
+/// replaces, with the same ancestors, and as valid as it was when the entity data
+/// was loaded: the usual case of a token's groups, those the directory also lists.
+fn changes_nothing(snapshot: &Snapshot, request: &DecisionRequest, extra: &RequestEntity) -> bool {
+    let Some(existing) = snapshot.entities.get(&extra.uid) else {
+        return false;
+    };
+    extra.attrs.keys().all(|k| existing.attr(k).is_some())
+        && extra
+            .parents
+            .iter()
+            .all(|p| snapshot.entities.is_ancestor_of(p, &extra.uid))
+        && request
+            .entities
+            .iter()
+            .filter(|e| e.uid == extra.uid)
+            .nth(1)
+            .is_none()
 }
 
 fn merge_entity(snapshot: &Snapshot, extra: &RequestEntity) -> Result<Addition, String> {

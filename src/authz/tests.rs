@@ -415,6 +415,106 @@ fn request_entity_data_that_violates_the_schema_is_a_deny() {
     assert!(d.reason.contains("does not fit the schema"), "{}", d.reason);
 }
 
+/// The slice (indexed) and the whole entity data (unindexed, an upsert as Cedar is
+/// given it) check request entity data against the schema alike, and of several
+/// entries for one entity the last counts.
+#[test]
+fn request_entity_data_is_checked_and_replaced_alike_on_the_slice_and_the_whole_data() {
+    let s = reference();
+    let erin = |parents: Vec<EntityUid>| RequestEntity {
+        uid: Kind::User.uid("erin"),
+        parents,
+        attrs: Map::new(),
+    };
+    let base = tool_call(Some("erin"), Some("corpassist"), "docs", "get_document");
+    let both = |r: &DecisionRequest| {
+        let (indexed, whole) = (decide(&s, r), decide_unindexed(&s, r));
+        assert_eq!(indexed, whole, "{r:?}");
+        indexed
+    };
+    // A user may only be in groups: a server as a parent does not fit the schema,
+    // on the fast path of a merge (no attributes) too.
+    let mut r = base.clone();
+    r.entities.push(erin(vec![Kind::Server.uid("docs")]));
+    let d = both(&r);
+    assert!(!d.allow);
+    assert!(d.reason.contains("does not fit the schema"), "{}", d.reason);
+    // Every entry is checked, even one a later entry replaces.
+    let mut r = base.clone();
+    r.entities.push(erin(vec![Kind::Server.uid("docs")]));
+    r.entities.push(erin(vec![Kind::Group.uid("engineering")]));
+    let d = both(&r);
+    assert!(
+        !d.allow && d.reason.contains("does not fit the schema"),
+        "{d:?}"
+    );
+    // The last entry counts: erin is an engineer only when the last entry says so.
+    let mut r = base.clone();
+    r.entities.push(erin(vec![Kind::Group.uid("engineering")]));
+    assert!(both(&r).allow);
+    r.entities.push(erin(Vec::new()));
+    assert!(!both(&r).allow);
+    let mut r = base;
+    r.entities.push(erin(Vec::new()));
+    r.entities.push(erin(vec![Kind::Group.uid("engineering")]));
+    assert!(both(&r).allow);
+
+    // Entries that change nothing (groups the entity data already gives, attributes
+    // it already sets) decide as no entry, unless another entry for the entity
+    // comes first.
+    let alice = |parents: &[&str], attrs: Value| RequestEntity {
+        uid: Kind::User.uid("alice"),
+        parents: parents.iter().map(|g| Kind::Group.uid(g)).collect(),
+        attrs: attrs.as_object().cloned().unwrap_or_default(),
+    };
+    let base = tool_call(
+        Some("alice"),
+        Some("ops-console"),
+        "projects",
+        "update_issue",
+    );
+    let plain = both(&base);
+    for entry in [
+        alice(&["project-ops"], json!({})),
+        alice(&["engineering", "employees"], json!({ "department": 17 })),
+        alice(&[], json!({})),
+    ] {
+        let mut r = base.clone();
+        r.entities.push(entry);
+        assert_eq!(both(&r), plain);
+    }
+    let mut r = base.clone();
+    r.entities.push(alice(&["finance"], json!({})));
+    r.entities.push(alice(&["project-ops"], json!({})));
+    assert_eq!(both(&r), plain);
+    let bob = |group: &str| RequestEntity {
+        uid: Kind::User.uid("bob"),
+        parents: vec![Kind::Group.uid(group)],
+        attrs: Map::new(),
+    };
+    let mut r = tool_call(Some("bob"), Some("ops-console"), "projects", "update_issue");
+    r.entities.push(bob("project-ops"));
+    assert!(both(&r).allow);
+    r.entities.push(bob("finance"));
+    assert!(!both(&r).allow);
+    // Not a change of nothing: a new attribute, a new group, a group of the wrong type.
+    for entry in [
+        alice(&[], json!({ "undeclared": 1 })),
+        alice(&["doc-admins"], json!({})),
+    ] {
+        let mut r = base.clone();
+        r.entities.push(entry);
+        both(&r);
+    }
+    let mut r = base;
+    r.entities.push(RequestEntity {
+        uid: Kind::User.uid("alice"),
+        parents: vec![Kind::Server.uid("projects")],
+        attrs: Map::new(),
+    });
+    assert!(!both(&r).allow);
+}
+
 const TINY_SCHEMA: &str = r#"namespace Mcp {
     entity User { level?: Long };
     entity Application;

@@ -268,3 +268,48 @@ fn an_action_without_context_gets_an_empty_one() {
     let (direct, parsed) = both(&s, &r);
     assert_eq!(direct, Some(parsed.expect("parsed")));
 }
+
+/// `ip(...)` expressions are kept per address ([`ip`]): each address still gets its
+/// own value, the same one Cedar's parser gives, whatever the memo holds (more
+/// addresses than it keeps, one seen before, a bad one after good ones).
+#[test]
+fn remembered_addresses_keep_their_own_values() {
+    let s = snapshot();
+    let at = |ip: &str| request(json!({ "required_flag": true, "request": { "source_ip": ip } }));
+    let addresses: Vec<String> = (0..(IP_MEMO + 50))
+        .map(|i| format!("10.{}.{}.1", i / 200, i % 200))
+        .chain([
+            "::1".to_owned(),
+            "10.0.0.1".to_owned(),
+            "10.0.1.1".to_owned(),
+        ])
+        .collect();
+    for ip in &addresses {
+        let r = at(ip);
+        let (direct, parsed) = both(&s, &r);
+        let parsed = parsed.unwrap_or_else(|e| panic!("{ip}: {e}"));
+        assert_eq!(direct.as_ref(), Some(&parsed), "{ip}");
+        assert_eq!(build_context(&s, &r), Ok(parsed), "{ip}");
+    }
+    assert!(build_context(&s, &at("10.0.0.1")).is_ok());
+    assert!(build_context(&s, &at("10.0.0.1/33")).is_err());
+    assert!(build_context(&s, &at("not an address")).is_err());
+    // Decisions tell addresses apart.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("schema.cedarschema"), SCHEMA).expect("schema");
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        r#"permit(principal, action, resource) when {
+            context has request && context.request has source_ip
+            && context.request.source_ip.isInRange(ip("10.0.0.0/8"))
+        };"#,
+    )
+    .expect("policy");
+    let s = Snapshot::load(dir.path(), 1).expect("snapshot");
+    let decide = |ip: &str| crate::authz::decide(&s, &at(ip)).allow;
+    assert!(decide("10.1.2.3"));
+    assert!(!decide("192.168.1.1"));
+    assert!(decide("10.1.2.3"));
+    assert!(!decide("192.168.1.1"));
+    assert!(!decide("not an address"));
+}
