@@ -19,7 +19,7 @@
 # is not in them. Under callgrind the CPU has no SHA extensions: SHA-256 (the token cache's key)
 # counts as its software form, several times what it costs natively.
 #
-# Environment: WORK_DIR [target/bench-work], LOAD (the load driver executable) [built with cargo],
+# Environment: WORK_DIR [target/bench-work], USERS (bench users WORK_DIR was prepared with) [10000], LOAD (the load driver executable) [built with cargo],
 # OUT_DIR (callgrind's output, kept for callgrind_annotate) [target/bench-instructions].
 # Needs: valgrind, curl. Ports 127.0.0.1:19191 and :18181 must be free.
 set -euo pipefail
@@ -34,13 +34,14 @@ N=${3:-3000}
 WORKLOAD=${4:-repeated}
 TARGET=${5:-ext-authz}
 WORK_DIR=$(realpath -m "${WORK_DIR:-target/bench-work}")
+USERS=${USERS:-10000}
 OUT_DIR=$(realpath -m "${OUT_DIR:-target/bench-instructions}")
 command -v valgrind >/dev/null || { echo "error: valgrind is missing (apt-get install -y valgrind)" >&2; exit 2; }
 if [[ -z ${LOAD:-} ]]; then
   LOAD=$(cargo bench --locked --bench load --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -n 1)
 fi
 [[ -x $LOAD ]] || { echo "error: cannot find the load driver executable" >&2; exit 2; }
-[[ -f $WORK_DIR/mcp-authz/mcp-authz.toml ]] || "$LOAD" --bench prepare --out "$WORK_DIR" >/dev/null
+[[ -f $WORK_DIR/mcp-authz/mcp-authz.toml ]] || "$LOAD" --bench prepare --out "$WORK_DIR" --users "$USERS" >/dev/null
 mkdir -p "$OUT_DIR"
 case $LOG in
 on) envs=(MCP_AUTHZ_DECISION_LOG_ENABLED=true "MCP_AUTHZ_DECISION_LOG_FILE=$OUT_DIR/decisions.jsonl") ;;
@@ -66,7 +67,7 @@ for _ in $(seq 1 600); do
 done
 drive() {
   "$LOAD" --bench run --target "$TARGET" --addr "$addr" --workload "$WORKLOAD" --requests "$1" \
-    --duration 600 --warmup 0 --connections "$conns" --streams "$streams" --no-probe "${@:2}" \
+    --duration 600 --warmup 0 --connections "$conns" --streams "$streams" --users "$USERS" --no-probe "${@:2}" \
     >/dev/null 2>>"$OUT_DIR/driver.$stamp.log"
 }
 drive 300

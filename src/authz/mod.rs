@@ -825,7 +825,7 @@ fn decide_selected(
             )
         })
         .map(|mut e| {
-            e.action = typed.map(|t| t.action.to_string());
+            e.action = typed.map(|t| replayable::uid_text(&t.action));
             e
         })
         .collect();
@@ -856,7 +856,7 @@ fn evaluate(
 ) -> Evaluation {
     let mut evaluation = Evaluation {
         role,
-        principal: principal.to_string(),
+        principal: replayable::uid_text(principal),
         allow: false,
         policies: Vec::new(),
         errors: Vec::new(),

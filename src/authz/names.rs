@@ -76,7 +76,7 @@ pub fn resolve_entity_type(
     // full name, and there is no other way to write it.
     if let Some(exact) = schema
         .entity_types()
-        .find(|t| t.namespace().is_empty() && t.basename() == name)
+        .find(|t| t.namespace_components().next().is_none() && t.basename() == name)
     {
         return Ok(exact.clone());
     }
@@ -88,7 +88,7 @@ pub fn resolve_entity_type(
         Some(ns) => matching
             .iter()
             .copied()
-            .filter(|t| t.namespace() == ns)
+            .filter(|t| in_namespace(t, ns))
             .collect(),
         None => Vec::new(),
     };
@@ -116,6 +116,23 @@ pub fn resolve_entity_type(
                 name: shown(name),
                 candidates,
             })
+        }
+    }
+}
+
+/// Whether `ty`'s namespace is `ns` (`A::B`), compared piece by piece: a type's
+/// namespace as a string is formatted afresh on every call.
+fn in_namespace(ty: &EntityTypeName, ns: &str) -> bool {
+    let mut have = ty.namespace_components();
+    if ns.is_empty() {
+        return have.next().is_none();
+    }
+    let mut wanted = ns.split("::");
+    loop {
+        match (have.next(), wanted.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
         }
     }
 }

@@ -196,25 +196,38 @@ thread_local! {
 impl Serialize for Uid<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut serializer = Some(serializer);
-        let written = TEXTS.try_with(|texts| {
-            let mut texts = texts.try_borrow_mut().ok()?;
-            if let Some(text) = texts.get(self.0) {
-                return Some(serializer.take()?.serialize_str(text));
-            }
-            if texts.len() >= UID_TEXTS {
-                texts.clear();
-            }
-            let text = self.0.to_string();
-            let written = serializer.take()?.serialize_str(&text);
-            texts.insert(self.0.clone(), text.into());
-            Some(written)
-        });
-        match (written, serializer) {
-            (Ok(Some(written)), _) => written,
-            // No cache on this thread (being torn down): the text made afresh.
-            (_, Some(serializer)) => serializer.collect_str(self.0),
-            (_, None) => Err(serde::ser::Error::custom("uid text unavailable")),
+        with_uid_text(self.0, &mut |text| {
+            serializer.take().map(|s| s.serialize_str(text))
+        })
+        .unwrap_or_else(|| Err(serde::ser::Error::custom("uid written twice")))
+    }
+}
+
+/// `uid`'s Cedar text (`Mcp::User::"alice"`), from this thread's kept texts when it
+/// has it (see [`Uid`]).
+pub fn uid_text(uid: &EntityUid) -> String {
+    with_uid_text(uid, &mut str::to_owned)
+}
+
+/// `f` of `uid`'s Cedar text, kept by this thread (made and kept the first time).
+fn with_uid_text<R>(uid: &EntityUid, f: &mut dyn FnMut(&str) -> R) -> R {
+    let kept = TEXTS.try_with(|texts| {
+        let mut texts = texts.try_borrow_mut().ok()?;
+        if let Some(text) = texts.get(uid) {
+            return Some(f(text));
         }
+        if texts.len() >= UID_TEXTS {
+            texts.clear();
+        }
+        let text = uid.to_string();
+        let out = f(&text);
+        texts.insert(uid.clone(), text.into());
+        Some(out)
+    });
+    match kept {
+        Ok(Some(out)) => out,
+        // No kept texts on this thread (being torn down, or in use up the stack).
+        _ => f(&uid.to_string()),
     }
 }
 
