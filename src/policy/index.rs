@@ -206,6 +206,10 @@ impl Scope {
     }
 }
 
+/// The buckets' maps: keyed by what policies name (never by what a request brings),
+/// looked up for every decision; a fast seeded hash rather than SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A request's principal, action or resource with its ancestors in the entity
 /// data the request is evaluated with.
 struct Lineage<'a> {
@@ -237,9 +241,9 @@ impl<'a> Lineage<'a> {
 #[derive(Default)]
 struct EntityBuckets {
     /// `== u`, `in u`, `is T in u`: filed under `u`.
-    by_uid: HashMap<EntityUid, Vec<u32>>,
+    by_uid: FastMap<EntityUid, Vec<u32>>,
     /// `is T`: filed under `T`.
-    by_type: HashMap<EntityTypeName, Vec<u32>>,
+    by_type: FastMap<EntityTypeName, Vec<u32>>,
     /// Unconstrained.
     any: Vec<u32>,
 }
@@ -274,7 +278,7 @@ impl EntityBuckets {
 #[derive(Default)]
 struct ActionBuckets {
     /// `== a`, and `in [.., a, ..]` under each action listed.
-    by_uid: HashMap<EntityUid, Vec<u32>>,
+    by_uid: FastMap<EntityUid, Vec<u32>>,
     /// Unconstrained.
     any: Vec<u32>,
 }
