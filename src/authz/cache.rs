@@ -52,7 +52,9 @@ pub struct CacheStats {
 
 /// A bounded cache of decisions.
 pub struct DecisionCache {
-    entries: moka::sync::Cache<u128, Arc<Decision>>,
+    /// Keyed by the keyed SipHash-128 of the request ([`DecisionCache::key`]): the
+    /// map hashes that digest again, with a fast seeded hash.
+    entries: moka::sync::Cache<u128, Arc<Decision>, foldhash::fast::RandomState>,
     keys: (u64, u64),
     hits: AtomicU64,
     misses: AtomicU64,
@@ -75,7 +77,7 @@ impl DecisionCache {
             entries: moka::sync::Cache::builder()
                 .max_capacity(settings.max_entries)
                 .time_to_live(settings.ttl)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             keys: (random.hash_one(1u8), random.hash_one(2u8)),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),

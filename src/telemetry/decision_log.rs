@@ -412,7 +412,7 @@ impl Serialize for Fields<'_> {
                 m.serialize_entry(key, &Uid(uid))?;
             }
         }
-        m.serialize_entry("evaluations", &r.decision.evaluations)?;
+        m.serialize_entry("evaluations", &Evaluations(&r.decision))?;
         m.serialize_entry("latency_us", &r.latency_us())?;
         if let Some(t) = &r.trace {
             m.serialize_entry("trace_id", &t.trace_id())?;
@@ -431,6 +431,53 @@ impl Serialize for Fields<'_> {
             m.serialize_entry("input", input)?;
         }
         m.end()
+    }
+}
+
+/// A decision's `evaluations`, as JSON.
+///
+/// A decision from the decision cache is one shared value that many records write:
+/// each thread keeps the JSON of the last decisions it wrote ([`EVALUATIONS_KEPT`]),
+/// keyed by the shared value's address, and holds the value itself so that the
+/// address cannot be reused by another decision while it is kept.
+struct Evaluations<'a>(&'a Arc<Decision>);
+
+/// How many decisions' `evaluations` a thread keeps.
+const EVALUATIONS_KEPT: usize = 1024;
+
+type KeptEvaluations =
+    std::collections::HashMap<usize, (Arc<Decision>, Box<serde_json::value::RawValue>)>;
+
+thread_local! {
+    static EVALUATIONS: std::cell::RefCell<KeptEvaluations> = std::cell::RefCell::default();
+}
+
+impl Serialize for Evaluations<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let decision = self.0;
+        let key = Arc::as_ptr(decision) as usize;
+        let mut s = Some(s);
+        let written = EVALUATIONS.try_with(|kept| {
+            let mut kept = kept.try_borrow_mut().ok()?;
+            if let Some((held, json)) = kept.get(&key)
+                && Arc::ptr_eq(held, decision)
+            {
+                return Some(json.serialize(s.take()?));
+            }
+            let json = serde_json::value::to_raw_value(&decision.evaluations).ok()?;
+            let written = json.serialize(s.take()?);
+            if kept.len() >= EVALUATIONS_KEPT {
+                kept.clear();
+            }
+            kept.insert(key, (Arc::clone(decision), json));
+            Some(written)
+        });
+        match (written, s) {
+            (Ok(Some(written)), _) => written,
+            // Nothing kept on this thread: written afresh.
+            (_, Some(s)) => decision.evaluations.serialize(s),
+            (_, None) => Err(serde::ser::Error::custom("evaluations written twice")),
+        }
     }
 }
 
@@ -833,6 +880,61 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_record_writes_its_own_decisions_evaluations_whether_kept_or_not() {
+        use crate::authz::{Evaluation, Role};
+        use std::str::FromStr;
+        let request = DecisionRequest::new(
+            EntityUid::from_str("Mcp::Action::\"tools/call\"").expect("uid"),
+            EntityUid::from_str("Mcp::Tool::\"docs/get_document\"").expect("uid"),
+        );
+        let evaluation = |principal: &str, policy: &str| Evaluation {
+            role: Role::User,
+            principal: principal.to_owned(),
+            allow: true,
+            policies: vec![policy.to_owned()],
+            errors: Vec::new(),
+            action: None,
+        };
+        let (template, _) = record_of(&request, false);
+        let with = |evaluations: Vec<Evaluation>| {
+            let mut record = template.clone();
+            record.decision = Arc::new(Decision {
+                evaluations,
+                ..(*template.decision).clone()
+            });
+            record
+        };
+        let a = with(vec![evaluation("Mcp::User::\"a\"", "p-a")]);
+        let b = with(vec![
+            evaluation("Mcp::User::\"b\"", "p-b"),
+            evaluation("Mcp::Application::\"c\"", "p-\"quoted\""),
+        ]);
+        let mut shares_a = a.clone();
+        shares_a.decision_id = "shares a's decision".into();
+        let redactor = Redactor::new(&[]);
+        // Written many times over, more decisions than a thread keeps among them.
+        let mut others = Vec::new();
+        for i in 0..(EVALUATIONS_KEPT + 5) {
+            others.push(with(vec![evaluation(&format!("Mcp::User::\"u{i}\""), "p")]));
+        }
+        for round in 0..3 {
+            let records = [&a, &b, &shares_a, &a, &b]
+                .into_iter()
+                .chain(others.iter().skip(round * 300).take(EVALUATIONS_KEPT / 2));
+            for record in records {
+                let mut out = Vec::new();
+                record.write(None, &redactor, &mut out).expect("written");
+                let written: Value = serde_json::from_slice(&out).expect("one JSON object");
+                assert_eq!(
+                    written["evaluations"],
+                    serde_json::to_value(&record.decision.evaluations).expect("json"),
+                );
+                assert_eq!(written["decision_id"], json!(record.decision_id));
+            }
+        }
+    }
 
     #[test]
     fn times_are_rfc3339_utc() {
