@@ -165,7 +165,26 @@ pub struct Evaluation {
     /// Cedar prints it) when it is not the request's action.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// Whether a policy this evaluation was decided against carries `@scopes`.
+    #[serde(skip)]
+    pub step_up: StepUpHint,
 }
+
+/// Whether more scope could change an evaluation's outcome into one that names
+/// scopes: some policy it was evaluated against (the index's candidates, or every
+/// policy unindexed) carries `@scopes` ([`Engine::step_up_scope`]). A hint about
+/// how the decision was reached, not part of it: two hints are always equal, so
+/// decisions reached with and without the index compare as the decisions they are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepUpHint(pub bool);
+
+impl PartialEq for StepUpHint {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for StepUpHint {}
 
 /// The answer to a [`DecisionRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -418,8 +437,23 @@ impl Engine {
     /// the snapshot added; if that allows, the token's scopes and the `@scopes` of the
     /// policies that allowed it, space-separated. `None`: no token, no annotated
     /// policy, or more scope would not help (a plain 403).
-    pub fn step_up_scope(&self, snapshot: &Snapshot, denied: &DecisionRequest) -> Option<String> {
+    pub fn step_up_scope(
+        &self,
+        snapshot: &Snapshot,
+        denied: &DecisionRequest,
+        decision: &Decision,
+    ) -> Option<String> {
         let token = denied.token.as_ref()?;
+        // Only a policy carrying `@scopes` can name a scope, and the decision with more
+        // scope is evaluated against the same policies as `decision` was (the
+        // candidates depend on the principals, action, resource and entity data, not
+        // on the token's scopes): when none of them carried `@scopes`, more scope
+        // cannot produce a challenge. Decided on another snapshot: decide again.
+        if decision.generation == snapshot.generation
+            && !decision.evaluations.iter().any(|e| e.step_up.0)
+        {
+            return None;
+        }
         let missing: Vec<&String> = snapshot
             .step_up_scopes
             .iter()
@@ -861,6 +895,7 @@ fn evaluate(
         policies: Vec::new(),
         errors: Vec::new(),
         action: None,
+        step_up: StepUpHint::default(),
     };
     // The context was validated once for both principals (`build_context`); what is
     // left to check against the schema is which types may do the action.
@@ -890,6 +925,13 @@ fn evaluate(
     };
     let selected = indexed::policies_for(snapshot, selection, principal, request, entities);
     let policies = selected.as_deref().unwrap_or(&snapshot.policies);
+    if !snapshot.step_up_scopes.is_empty() {
+        evaluation.step_up = StepUpHint(
+            policies
+                .policies()
+                .any(|p| crate::policy::scopes_of(p).is_some()),
+        );
+    }
     let response = authorizer.is_authorized(&cedar_request, policies, entities);
     let diagnostics = response.diagnostics();
     evaluation.policies = diagnostics.reason().map(ToString::to_string).collect();

@@ -740,3 +740,70 @@ fn service_filled_context_from_a_request_is_a_deny() {
 
 #[cfg(test)]
 mod typed;
+
+#[test]
+fn a_step_up_decides_again_only_where_a_scoped_policy_was_a_candidate() {
+    let kept = Arc::new(Kept::default());
+    let store = Arc::new(crate::policy::PolicyStore::from_snapshot(reference()));
+    let engine = Engine::with_recorder(store, kept.clone()).with_cache(&CacheSettings::default());
+    let snapshot = engine.snapshot();
+    let read_only = TokenFacts {
+        scopes: vec!["docs.read".into()],
+        claims: Map::new(),
+    };
+    let lookups = || kept.lookups.lock().unwrap().len();
+    // The ops console deletes for dave only with `docs.write`: its `@scopes` policy is
+    // a candidate of the application's evaluation, and more scope lifts the deny.
+    let mut scoped = tool_call(Some("dave"), Some("ops-console"), "docs", "delete_document");
+    scoped.token = Some(read_only.clone());
+    let denied = engine.evaluate(&snapshot, &scoped);
+    assert!(!denied.allow, "{denied:?}");
+    assert!(denied.evaluations.iter().any(|e| e.step_up.0));
+    let before = lookups();
+    assert_eq!(
+        engine.step_up_scope(&snapshot, &scoped, &denied).as_deref(),
+        Some("docs.read docs.write")
+    );
+    assert_eq!(lookups(), before + 1, "decided again with more scope");
+    // Other denies with a token, where no `@scopes` policy can apply (another
+    // application, another tool, another user): no second decision, no challenge.
+    let mut denies = 0;
+    for (user, app, tool) in [
+        ("dave", "corpassist", "delete_document"),
+        ("alice", "ops-console", "update_document"),
+        ("mallory", "corpassist", "get_document"),
+    ] {
+        let mut plain = tool_call(Some(user), Some(app), "docs", tool);
+        plain.token = Some(read_only.clone());
+        let denied = engine.evaluate(&snapshot, &plain);
+        if denied.allow {
+            continue;
+        }
+        assert!(denied.evaluations.iter().all(|e| !e.step_up.0), "{plain:?}");
+        let before = lookups();
+        assert_eq!(engine.step_up_scope(&snapshot, &plain, &denied), None);
+        assert_eq!(lookups(), before, "decided again: {plain:?}");
+        denies += 1;
+    }
+    assert!(denies >= 2, "{denies} of the requests were denied");
+    // A decision of another generation says nothing of this snapshot's candidates:
+    // decided again.
+    let mut stale = (*denied).clone();
+    stale.generation += 1;
+    stale
+        .evaluations
+        .iter_mut()
+        .for_each(|e| e.step_up = StepUpHint(false));
+    let before = lookups();
+    assert_eq!(
+        engine.step_up_scope(&snapshot, &scoped, &stale).as_deref(),
+        Some("docs.read docs.write")
+    );
+    assert_eq!(lookups(), before + 1);
+    // The hint is no part of the decision: the unindexed decision (every policy a
+    // candidate) compares equal to the indexed one.
+    assert_eq!(
+        decide_unindexed(&snapshot, &scoped),
+        decide(&snapshot, &scoped)
+    );
+}

@@ -896,6 +896,7 @@ mod tests {
             policies: vec![policy.to_owned()],
             errors: Vec::new(),
             action: None,
+            step_up: crate::authz::StepUpHint::default(),
         };
         let (template, _) = record_of(&request, false);
         let with = |evaluations: Vec<Evaluation>| {
@@ -1199,6 +1200,7 @@ mod tests {
                 policies: vec!["p1".into()],
                 errors: Vec::new(),
                 action: Some("Mcp::Action::\"tools/call/docs/get_document\"".into()),
+                step_up: crate::authz::StepUpHint::default(),
             });
             record.decision = Arc::new(decision);
             record.latency = Duration::from_nanos(41_234);

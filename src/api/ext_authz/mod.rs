@@ -298,7 +298,10 @@ async fn decide_request(
             refusal = refusal.of_call(&deciding.call);
         }
         let snapshot = services.engine.snapshot();
-        if let Some(scope) = services.engine.step_up_scope(&snapshot, &deciding.request) {
+        if let Some(scope) = services
+            .engine
+            .step_up_scope(&snapshot, &deciding.request, decision)
+        {
             refusal = refusal.with_step_up(
                 challenge_for(services.resource_server(server)).insufficient_scope(&scope),
             );

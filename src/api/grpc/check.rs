@@ -148,7 +148,7 @@ pub(super) fn decide_ready(
         } else {
             refusal
         };
-        let refusal = match engine.step_up_scope(snapshot, &deciding.request) {
+        let refusal = match engine.step_up_scope(snapshot, &deciding.request, decision) {
             Some(scope) => refusal
                 .with_step_up(challenge_for(ready.resource.as_deref()).insufficient_scope(&scope)),
             None => refusal,

@@ -63,6 +63,7 @@ fn evaluation(role: Role, allow: bool, policies: &[&str], errors: &[&str]) -> Ev
         policies: policies.iter().map(|p| (*p).to_owned()).collect(),
         errors: errors.iter().map(|e| (*e).to_owned()).collect(),
         action: None,
+        step_up: crate::authz::StepUpHint::default(),
     }
 }
 
