@@ -4,7 +4,6 @@
 //! `CheckRequest` → decision request mapping.
 
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,31 +21,16 @@ use mcp_authz::authz::{
     TokenFacts, build_context, decide, decide_with_rules, tool_action,
 };
 use mcp_authz::identity::{Identity, IdentityConfig, IdentityInput, IssuerConfig, Resolver};
+use mcp_authz::mcp::Kind;
 use mcp_authz::mcp::jsonrpc::parse_body;
-use mcp_authz::mcp::{Kind, action};
 use mcp_authz::policy::{PolicyStore, Snapshot};
 use serde_json::json;
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{request, root};
+
 const BODY: &str = r#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"search_documents","arguments":{"query":"titan strategy","max_results":20}}}"#;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn request() -> DecisionRequest {
-    let mut r = DecisionRequest::new(
-        action("tools/call"),
-        Kind::Tool.uid("docs/search_documents"),
-    );
-    r.user = Some(Kind::User.uid("alice"));
-    r.application = Some(Kind::Application.uid("corpassist"));
-    r.server = Some(Kind::Server.uid("docs"));
-    r.context.insert(
-        "arguments".into(),
-        json!({ "query": "titan strategy", "max_results": 20 }),
-    );
-    r
-}
 
 /// The request ext_authz makes for a verified token (the randomized load workload):
 /// the user with the groups the token names added to those of the entity data, the

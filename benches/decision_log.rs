@@ -18,23 +18,16 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use mcp_authz::authz::{
     CacheSettings, DecisionMeta, DecisionRequest, Engine, Interface, RequestEntity, TokenFacts,
 };
-use mcp_authz::mcp::{Kind, action};
+use mcp_authz::mcp::Kind;
 use mcp_authz::policy::PolicyStore;
 use mcp_authz::telemetry::{DecisionLog, DecisionLogConfig, RecordInput, Telemetry};
 use serde_json::{Map, json};
 
+#[path = "common/mod.rs"]
+mod common;
+
 fn request() -> DecisionRequest {
-    let mut r = DecisionRequest::new(
-        action("tools/call"),
-        Kind::Tool.uid("docs/search_documents"),
-    );
-    r.user = Some(Kind::User.uid("alice"));
-    r.application = Some(Kind::Application.uid("corpassist"));
-    r.server = Some(Kind::Server.uid("docs"));
-    r.context.insert(
-        "arguments".into(),
-        json!({ "query": "titan strategy", "max_results": 20 }),
-    );
+    let mut r = common::request();
     r.context.insert(
         "request".into(),
         json!({ "method": "POST", "path": "/docs/mcp", "source_ip": "10.0.0.7" }),

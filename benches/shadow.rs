@@ -16,31 +16,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mcp_authz::authz::{
-    CacheSettings, DecisionMeta, DecisionRequest, Engine, Interface, ShadowSettings,
-};
-use mcp_authz::mcp::{Kind, action};
+use mcp_authz::authz::{CacheSettings, DecisionMeta, Engine, Interface, ShadowSettings};
 use mcp_authz::policy::PolicyStore;
-use serde_json::json;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn request() -> DecisionRequest {
-    let mut r = DecisionRequest::new(
-        action("tools/call"),
-        Kind::Tool.uid("docs/search_documents"),
-    );
-    r.user = Some(Kind::User.uid("alice"));
-    r.application = Some(Kind::Application.uid("corpassist"));
-    r.server = Some(Kind::Server.uid("docs"));
-    r.context.insert(
-        "arguments".into(),
-        json!({ "query": "titan strategy", "max_results": 20 }),
-    );
-    r
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{request, root};
 
 fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).expect("read dir") {
