@@ -254,6 +254,42 @@ fn authorization_urls(report: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// What an SDK's discovery after the 401 must have done, whichever SDK: asked the
+/// configured authorization server for its metadata and registered, then stopped at
+/// one authorization URL there, for `resource` (its canonical URI), this client, PKCE
+/// S256 and the scopes the metadata lists; nothing reached the MCP server. The URL's
+/// parameters, for what one SDK is checked for beyond these.
+fn stopped_at_authorization(mesh: &OAuthMesh, report: &Value, resource: &str) -> Value {
+    let asked = mesh.auth.requests();
+    assert!(
+        asked.contains(&(
+            "GET".into(),
+            "/.well-known/oauth-authorization-server".into()
+        )),
+        "{asked:?}"
+    );
+    assert!(
+        asked.contains(&("POST".into(), "/register".into())),
+        "{asked:?}"
+    );
+    let urls = authorization_urls(report);
+    assert_eq!(urls.len(), 1, "{report:#}");
+    let url = &urls[0];
+    assert_eq!(url["origin"], mesh.auth.issuer().as_str(), "{report:#}");
+    assert_eq!(url["path"], "/authorize", "{report:#}");
+    let params = url["params"].clone();
+    assert_eq!(params["resource"], resource, "{report:#}");
+    assert_eq!(params["client_id"], REGISTERED_CLIENT_ID, "{report:#}");
+    assert_eq!(params["code_challenge_method"], "S256", "{report:#}");
+    assert_eq!(params["scope"], "docs.read docs.write", "{report:#}");
+    assert!(
+        mesh.docs.requests().is_empty(),
+        "{:?}",
+        mesh.docs.requests()
+    );
+    params
+}
+
 /// The TypeScript SDK without a token, with an OAuth client provider: its own discovery
 /// runs from the 401 (`resource_metadata`) through Envoy to the Protected Resource
 /// Metadata, then the configured authorization server's metadata and dynamic
@@ -285,40 +321,12 @@ fn the_typescript_sdk_discovers_the_authorization_server_from_the_401() {
         .find(|x| x["url"] == metadata_url.as_str())
         .unwrap_or_else(|| panic!("no metadata request: {report:#}"));
     assert_eq!(prm["status"], 200, "{report:#}");
-    // The authorization server's metadata and the registration, at the configured one.
-    let asked = mesh.auth.requests();
-    assert!(
-        asked.contains(&(
-            "GET".into(),
-            "/.well-known/oauth-authorization-server".into()
-        )),
-        "{asked:?}"
-    );
-    assert!(
-        asked.contains(&("POST".into(), "/register".into())),
-        "{asked:?}"
-    );
     assert_eq!(
         report["oauth"]["client_information"]["client_id"], REGISTERED_CLIENT_ID,
         "{report:#}"
     );
-    let urls = authorization_urls(&report);
-    assert_eq!(urls.len(), 1, "{report:#}");
-    let url = &urls[0];
-    assert_eq!(url["origin"], mesh.auth.issuer().as_str(), "{report:#}");
-    assert_eq!(url["path"], "/authorize", "{report:#}");
-    let params = &url["params"];
-    assert_eq!(params["resource"], resource.as_str(), "{report:#}");
-    assert_eq!(params["client_id"], REGISTERED_CLIENT_ID, "{report:#}");
+    let params = stopped_at_authorization(&mesh, &report, &resource);
     assert_eq!(params["response_type"], "code", "{report:#}");
-    assert_eq!(params["code_challenge_method"], "S256", "{report:#}");
-    assert_eq!(params["scope"], "docs.read docs.write", "{report:#}");
-    // Nothing reached the MCP server.
-    assert!(
-        mesh.docs.requests().is_empty(),
-        "{:?}",
-        mesh.docs.requests()
-    );
 }
 
 /// The Python SDK (2.x) with its `OAuthClientProvider` and no token: the same discovery
@@ -351,32 +359,7 @@ fn the_python_sdk_discovers_the_authorization_server_from_the_401() {
             .any(|x| x["url"] == metadata_url.as_str() && x["status"] == 200),
         "{report:#}"
     );
-    let asked = mesh.auth.requests();
-    assert!(
-        asked.contains(&(
-            "GET".into(),
-            "/.well-known/oauth-authorization-server".into()
-        )),
-        "{asked:?}"
-    );
-    assert!(
-        asked.contains(&("POST".into(), "/register".into())),
-        "{asked:?}"
-    );
-    let urls = authorization_urls(&report);
-    assert_eq!(urls.len(), 1, "{report:#}");
-    assert_eq!(urls[0]["origin"], mesh.auth.issuer().as_str(), "{report:#}");
-    assert_eq!(urls[0]["path"], "/authorize", "{report:#}");
-    let params = &urls[0]["params"];
-    assert_eq!(params["resource"], resource.as_str(), "{report:#}");
-    assert_eq!(params["client_id"], REGISTERED_CLIENT_ID, "{report:#}");
-    assert_eq!(params["code_challenge_method"], "S256", "{report:#}");
-    assert_eq!(params["scope"], "docs.read docs.write", "{report:#}");
-    assert!(
-        mesh.docs.requests().is_empty(),
-        "{:?}",
-        mesh.docs.requests()
-    );
+    stopped_at_authorization(&mesh, &report, &resource);
 }
 
 /// A token minted for another MCP server (its `aud` is that server's canonical URI) is
