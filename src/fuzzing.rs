@@ -528,20 +528,23 @@ pub fn ext_authz(data: &[u8]) {
     let _ = ext_authz_answer(data);
 }
 
-/// [`ext_authz`], returning the answer (`None`: the bytes are not a `CheckRequest`).
+/// [`ext_authz`], returning the answer (`None`: the bytes are not a `CheckRequest`, or
+/// a text field the adapter reads is not UTF-8).
 pub fn ext_authz_answer(data: &[u8]) -> Option<EnvoyAnswer> {
     use prost::Message as _;
     on_worker_stack(|| {
-        envoy_types::ext_authz::v3::pb::CheckRequest::decode(data)
+        ext_authz::WireCheckRequest::decode(data)
             .ok()
-            .map(|check| ext_authz_request(&check))
+            .and_then(|check| ext_authz_request(&check))
     })
 }
 
-fn ext_authz_request(check: &envoy_types::ext_authz::v3::pb::CheckRequest) -> EnvoyAnswer {
+fn ext_authz_request(check: &ext_authz::WireCheckRequest) -> Option<EnvoyAnswer> {
     use prost::Message as _;
     let fixture = fixture();
-    let request = ext_authz::envoy_request(check);
+    // A text field that is not UTF-8 is refused before any decision, as a decode
+    // error was.
+    let request = ext_authz::envoy_request(check).ok()?;
     let method = request.method.to_ascii_uppercase();
     let has_credentials = request.headers.get_lenient("authorization").is_some()
         || request.spiffe_id.is_some_and(|s| !s.is_empty());
@@ -600,7 +603,7 @@ fn ext_authz_request(check: &envoy_types::ext_authz::v3::pb::CheckRequest) -> En
     }
     let response = ext_authz::check_response(answer.clone());
     let _ = response.encode_to_vec();
-    answer
+    Some(answer)
 }
 
 // ---- AuthZEN ----

@@ -18,10 +18,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 
-use crate::api::ext_authz::ExtAuthzGrpc;
+use crate::api::ext_authz::AuthorizationService;
 use crate::api::ext_proc::ExtProc;
 use crate::api::grpc::GatewayApi;
 use crate::api::http::{admin_router, main_router};
@@ -154,7 +153,7 @@ impl App {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(AuthorizerServer::new(GatewayApi::new(ready.clone())))
-            .add_service(AuthorizationServer::new(ExtAuthzGrpc::new(ready.clone())))
+            .add_service(AuthorizationService::new(ready.clone()))
             .add_service(ExternalProcessorServer::new(ExtProc::new(ready.clone())))
             .prepare()
             .into_axum_router();

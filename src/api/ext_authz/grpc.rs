@@ -1,25 +1,33 @@
 //! The gRPC mode: `envoy.service.auth.v3.Authorization/Check`, a `CheckRequest` read
-//! into an [`EnvoyRequest`] and the answer written as a `CheckResponse`.
+//! off the wire ([`super::wire`]) into an [`EnvoyRequest`] and the answer written as a
+//! `CheckResponse`.
 
-use std::borrow::Cow;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValueOption,
-    HttpResponse, HttpStatus, OkHttpResponse,
+    CheckResponse, DeniedHttpResponse, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::envoy::config::core::v3::HeaderValue as EnvoyHeader;
-use envoy_types::pb::envoy::config::core::v3::address::Address;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
 use envoy_types::pb::google::rpc;
+use prost::Message as _;
+use prost::bytes::Buf as _;
+use tonic::body::Body;
+use tonic::codec::{Codec, DecodeBuf, Decoder};
+use tonic::codegen::BoxFuture;
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Status};
+use tonic_prost::ProstEncoder;
 use tracing::Instrument;
 
+use super::wire::{WireCheckRequest, envoy_request};
 use super::{
-    DECISION_ID_HEADER, DECISION_ID_METADATA, EnvoyAnswer, EnvoyRequest, HeaderSource, Headers,
-    MCP_FILTER_NAMESPACE, METHOD_METADATA, SERVER_METADATA, decide,
+    DECISION_ID_HEADER, DECISION_ID_METADATA, EnvoyAnswer, METHOD_METADATA, SERVER_METADATA, decide,
 };
-use crate::api::mcp_check::{CallerTrust, decision_meta};
+use crate::api::mcp_check::CallerTrust;
 use crate::api::refusal::Refusal;
 use crate::api::services::Ready;
 use crate::authz::Interface;
@@ -34,88 +42,6 @@ impl ExtAuthzGrpc {
     /// The service, answering once `ready` is.
     pub fn new(ready: Ready) -> Self {
         Self { ready }
-    }
-}
-
-/// The request Envoy describes in a `CheckRequest`.
-pub fn envoy_request(check: &CheckRequest) -> EnvoyRequest<'_> {
-    let attrs = check.attributes.as_ref();
-    let http = attrs
-        .and_then(|a| a.request.as_ref())
-        .and_then(|r| r.http.as_ref());
-    let mut headers = Headers::with_capacity(http.map_or(0, |h| {
-        h.headers.len() + h.header_map.as_ref().map_or(0, |m| m.headers.len())
-    }));
-    if let Some(h) = http {
-        for (k, v) in &h.headers {
-            headers.add(HeaderSource::Headers, k, Cow::Borrowed(v.as_str()));
-        }
-    }
-    if let Some(map) = http.and_then(|h| h.header_map.as_ref()) {
-        for h in &map.headers {
-            // Envoy fills `value` or `raw_value`; two different ones are two values.
-            let raw = (!h.raw_value.is_empty()).then(|| String::from_utf8_lossy(&h.raw_value));
-            match raw {
-                Some(raw) if h.value.is_empty() || raw == h.value.as_str() => {
-                    headers.add(HeaderSource::HeaderMap, &h.key, raw);
-                }
-                Some(raw) => {
-                    headers.add(HeaderSource::HeaderMap, &h.key, Cow::Borrowed(&h.value));
-                    headers.add(HeaderSource::HeaderMap, &h.key, raw);
-                }
-                None => headers.add(HeaderSource::HeaderMap, &h.key, Cow::Borrowed(&h.value)),
-            }
-        }
-    }
-    let body: &[u8] = match http {
-        Some(h) if !h.raw_body.is_empty() => &h.raw_body,
-        Some(h) => h.body.as_bytes(),
-        None => &[],
-    };
-    let source = attrs.and_then(|a| a.source.as_ref());
-    let source_ip = source
-        .and_then(|s| s.address.as_ref())
-        .and_then(|a| a.address.as_ref())
-        .and_then(|a| match a {
-            Address::SocketAddress(s) => Some(s.address.clone()),
-            _ => None,
-        });
-    let meta = decision_meta(
-        headers.get_lenient("traceparent"),
-        headers.get_lenient("x-request-id"),
-    );
-    EnvoyRequest {
-        meta,
-        method: http.map_or("", |h| h.method.as_str()),
-        headers,
-        body,
-        server: attrs
-            .and_then(|a| a.context_extensions.get("mcp_server"))
-            .map(String::as_str)
-            .filter(|s| !s.is_empty()),
-        authority: http.map(|h| h.host.as_str()).filter(|s| !s.is_empty()),
-        destination_principal: attrs
-            .and_then(|a| a.destination.as_ref())
-            .map(|d| d.principal.as_str())
-            .filter(|s| !s.is_empty()),
-        spiffe_id: source
-            .map(|s| s.principal.as_str())
-            .filter(|s| !s.is_empty()),
-        source_ip,
-        mcp_filter_method: attrs
-            .and_then(|a| a.metadata_context.as_ref())
-            .and_then(|m| m.filter_metadata.get(MCP_FILTER_NAMESPACE))
-            .and_then(|m| m.fields.get("method"))
-            .and_then(|v| match &v.kind {
-                Some(Kind::StringValue(method)) => Some(method.as_str()),
-                _ => None,
-            }),
-        // Envoy made the mTLS handshake: `source.principal` is proven when Envoy is
-        // trusted (`admit_envoy_peer`), never asserted by the client.
-        asserted_spiffe_id: None,
-        // Nor is the destination: a header naming one is never read in this mode.
-        asserted_destination_principal: None,
-        caller: None,
     }
 }
 
@@ -228,17 +154,18 @@ pub fn check_response(answer: EnvoyAnswer) -> CheckResponse {
     }
 }
 
-#[tonic::async_trait]
-impl Authorization for ExtAuthzGrpc {
-    async fn check(
+impl ExtAuthzGrpc {
+    /// Answer one `Check`.
+    pub(super) async fn check(
         &self,
-        request: Request<CheckRequest>,
+        request: Request<WireCheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, Status> {
         let services = self
             .ready
             .get()
             .ok_or_else(|| Status::from(Refusal::unavailable()))?;
-        let mut envoy = envoy_request(request.get_ref());
+        let mut envoy = envoy_request(request.get_ref())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         envoy.caller = Some(CallerTrust::of_grpc(services, &request));
         let span = crate::api::grpc::request_span(
             "envoy.service.auth.v3.Authorization/Check",
@@ -251,5 +178,99 @@ impl Authorization for ExtAuthzGrpc {
             &answer;
         span.record("decision_id", decision_id.as_str());
         Ok(tonic::Response::new(check_response(answer)))
+    }
+}
+
+/// The gRPC service `envoy.service.auth.v3.Authorization`, its one method `Check`
+/// decoded as [`WireCheckRequest`] (slices of the request's buffer) rather than
+/// `envoy_types`' owned `CheckRequest`; the answer is `envoy_types`' `CheckResponse`.
+#[derive(Debug, Clone)]
+pub struct AuthorizationService {
+    inner: Arc<ExtAuthzGrpc>,
+}
+
+impl AuthorizationService {
+    /// The service, answering once `ready` is.
+    pub fn new(ready: Ready) -> Self {
+        Self {
+            inner: Arc::new(ExtAuthzGrpc::new(ready)),
+        }
+    }
+}
+
+impl NamedService for AuthorizationService {
+    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+}
+
+/// `Check` as tonic's unary method.
+struct CheckMethod(Arc<ExtAuthzGrpc>);
+
+impl UnaryService<WireCheckRequest> for CheckMethod {
+    type Response = CheckResponse;
+    type Future = BoxFuture<tonic::Response<CheckResponse>, Status>;
+
+    fn call(&mut self, request: Request<WireCheckRequest>) -> Self::Future {
+        let inner = Arc::clone(&self.0);
+        Box::pin(async move { inner.check(request).await })
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for AuthorizationService
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != "/envoy.service.auth.v3.Authorization/Check" {
+            let method = request.uri().path().to_owned();
+            return Box::pin(async move {
+                Ok(Status::unimplemented(format!("no method {method}")).into_http())
+            });
+        }
+        let method = CheckMethod(Arc::clone(&self.inner));
+        Box::pin(async move { Ok(Grpc::new(CheckCodec).unary(method, request).await) })
+    }
+}
+
+/// `Check`'s codec: prost's encoder for the `CheckResponse`; the request decoded from
+/// one [`Bytes`](prost::bytes::Bytes) holding the whole message, so that each text
+/// field is a slice of it.
+#[derive(Debug, Clone, Copy)]
+struct CheckCodec;
+
+impl Codec for CheckCodec {
+    type Encode = CheckResponse;
+    type Decode = WireCheckRequest;
+    type Encoder = ProstEncoder<CheckResponse>;
+    type Decoder = CheckCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        CheckCodec
+    }
+}
+
+impl Decoder for CheckCodec {
+    type Item = WireCheckRequest;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<WireCheckRequest>, Status> {
+        let message = buf.copy_to_bytes(buf.remaining());
+        // A message that is not protobuf is an internal error, as tonic's prost codec
+        // answers it.
+        WireCheckRequest::decode(message)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
     }
 }

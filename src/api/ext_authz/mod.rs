@@ -43,10 +43,14 @@ mod headers;
 mod http;
 #[cfg(test)]
 mod tests;
+mod wire;
+#[cfg(test)]
+mod wire_tests;
 
-pub use grpc::{ExtAuthzGrpc, check_response, envoy_request};
+pub use grpc::{AuthorizationService, ExtAuthzGrpc, check_response};
 pub use headers::{HeaderError, HeaderSource, Headers, is_security_header};
 pub use http::http_router;
+pub use wire::{NotUtf8, WireCheckRequest, envoy_request};
 
 use serde_json::{Map, Value, json};
 

@@ -1,5 +1,5 @@
 use axum::http::StatusCode;
-use envoy_types::ext_authz::v3::pb::{Authorization as _, CheckRequest, HttpResponse};
+use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
 use envoy_types::pb::envoy::config::core::v3::HeaderMap as EnvoyHeaderMap;
 use envoy_types::pb::envoy::config::core::v3::HeaderValue as EnvoyHeader;
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
@@ -47,7 +47,8 @@ fn check(headers: &[(&str, &str)], header_map: &[(&str, &str, &str)]) -> CheckRe
 
 /// Whether the body of `c` counts as whole; `Err` if its headers are refused.
 fn whole(c: &CheckRequest) -> Result<bool, HeaderError> {
-    let r = envoy_request(c);
+    let wire = WireCheckRequest::of(c);
+    let r = envoy_request(&wire).expect("UTF-8");
     r.headers.check()?;
     r.headers.body_is_whole()
 }
@@ -180,7 +181,12 @@ fn security_headers_are_read_once_or_refused() {
     ] {
         assert!(is_security_header(name), "{name}");
         let upper = name.to_ascii_uppercase();
-        let ok = |c: &CheckRequest| envoy_request(c).headers.check();
+        let ok = |c: &CheckRequest| {
+            envoy_request(&WireCheckRequest::of(c))
+                .expect("UTF-8")
+                .headers
+                .check()
+        };
         assert_eq!(ok(&check(&[(name, "a")], &[])), Ok(()));
         assert_eq!(ok(&check(&[(&upper, "a")], &[])), Ok(()), "{upper}");
         assert_eq!(ok(&check(&[(name, "a")], &[(name, "", "a")])), Ok(()));
@@ -200,7 +206,8 @@ fn security_headers_are_read_once_or_refused() {
         );
         // And read as refused, not as one of the values.
         let c = check(&[], &[(name, "", "a"), (name, "", "b")]);
-        let r = envoy_request(&c);
+        let c = WireCheckRequest::of(&c);
+        let r = envoy_request(&c).expect("UTF-8");
         assert!(r.headers.get(name).is_err());
         assert!(r.headers.singles().all(|(k, _)| k != name));
     }
@@ -208,7 +215,8 @@ fn security_headers_are_read_once_or_refused() {
     for name in ["accept", "traceparent", "x-request-id", "user-agent"] {
         assert!(!is_security_header(name));
         let c = check(&[], &[(name, "", "a"), (name, "", "b")]);
-        let r = envoy_request(&c);
+        let c = WireCheckRequest::of(&c);
+        let r = envoy_request(&c).expect("UTF-8");
         assert_eq!(r.headers.check(), Ok(()));
         assert_eq!(r.headers.get_lenient(name), None);
     }
@@ -220,7 +228,8 @@ fn refusals_name_the_header_safely() {
         &[],
         &[("mcp-\u{1b}[31m`x", "", "a"), ("mcp-\u{1b}[31m`x", "", "b")],
     );
-    let r = envoy_request(&c);
+    let c = WireCheckRequest::of(&c);
+    let r = envoy_request(&c).expect("UTF-8");
     let message = r
         .headers
         .check()
@@ -263,7 +272,7 @@ async fn grpc_answer(
     request: CheckRequest,
 ) -> (i32, Option<i32>, Vec<(String, String)>, String) {
     let response = service
-        .check(Request::new(request))
+        .check(Request::new(WireCheckRequest::of(&request)))
         .await
         .expect("an answer")
         .into_inner();
@@ -345,7 +354,9 @@ async fn grpc_mode_allows_denies_and_refuses() {
     assert!(matches!(status, None | Some(403)), "decided, not refused");
 
     let status = ExtAuthzGrpc::new(Ready::new())
-        .check(Request::new(envoy("POST", &auth, "")))
+        .check(Request::new(WireCheckRequest::of(&envoy(
+            "POST", &auth, "",
+        ))))
         .await
         .expect_err("not ready");
     assert_eq!(status.code(), tonic::Code::Unavailable);
@@ -945,7 +956,7 @@ async fn a_denied_batch_is_never_answered_as_not_found() {
 /// The dynamic metadata of the answer (the `envoy.filters.http.ext_authz` namespace).
 async fn grpc_metadata(service: &ExtAuthzGrpc, request: CheckRequest) -> Map<String, Value> {
     let response = service
-        .check(Request::new(request))
+        .check(Request::new(WireCheckRequest::of(&request)))
         .await
         .expect("an answer")
         .into_inner();

@@ -1,0 +1,381 @@
+//! The gRPC mode's reading of a `CheckRequest` off the wire ([`super::wire`]) gives
+//! what `envoy_types`' decode of the same bytes holds: the same bytes are decoded
+//! both ways, and every field the adapter reads compared. Two messages are often
+//! sent one after the other in one buffer — protobuf's merge: map entries from
+//! both (a key's later value wins), a oneof's later member, later scalars.
+
+use std::borrow::Cow;
+
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, HeaderMap, HeaderValue, Metadata, Pipe, SocketAddress,
+};
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Peer, Request as AttrRequest,
+};
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use proptest::prelude::*;
+use prost::Message as _;
+use prost::bytes::Bytes;
+use tonic::Request;
+
+use super::wire::{self, NotUtf8, WireCheckRequest};
+use super::*;
+
+const CASES: u32 = 512;
+
+fn header_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => prop::sample::select(vec![
+            "authorization", "Authorization", "content-type", "mcp-method", "mcp-name",
+            "x-request-id", "traceparent", "accept", PARTIAL_BODY_HEADER, ":authority", "host",
+        ])
+        .prop_map(str::to_owned),
+        1 => "[a-zA-Z-]{1,8}",
+    ]
+}
+
+fn header_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => prop::sample::select(vec!["", "a", "false", "true", "Bearer x", "application/json"])
+            .prop_map(str::to_owned),
+        1 => any::<String>(),
+    ]
+}
+
+fn peer() -> impl Strategy<Value = Option<Peer>> {
+    let address = prop_oneof![
+        Just(None),
+        prop::sample::select(vec!["127.0.0.1", "::1", "", "10.0.0.7"]).prop_map(|a| Some(
+            AddressKind::SocketAddress(SocketAddress {
+                address: a.to_owned(),
+                ..SocketAddress::default()
+            })
+        )),
+        Just(Some(AddressKind::Pipe(Pipe {
+            path: "/run/envoy.sock".into(),
+            mode: 0,
+        }))),
+    ];
+    let principal = prop::sample::select(vec!["", "spiffe://mesh/ns/a/sa/agent", "x"]);
+    prop::option::of((address, principal)).prop_map(|p| {
+        p.map(|(address, principal)| Peer {
+            address: address.map(|a| Address { address: Some(a) }),
+            principal: principal.to_owned(),
+            ..Peer::default()
+        })
+    })
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        prop::sample::select(vec!["tools/call", "initialize", ""])
+            .prop_map(|s| Kind::StringValue(s.to_owned())),
+        any::<f64>().prop_map(Kind::NumberValue),
+        any::<bool>().prop_map(Kind::BoolValue),
+        Just(Kind::NullValue(0)),
+        Just(Kind::StructValue(Struct::default())),
+    ]
+    .prop_map(|kind| Value { kind: Some(kind) })
+}
+
+fn metadata() -> impl Strategy<Value = Option<Metadata>> {
+    let fields = prop::collection::vec((prop::sample::select(vec!["method", "x"]), value()), 0..3);
+    let namespaces = prop::collection::vec(
+        (
+            prop::sample::select(vec![MCP_FILTER_NAMESPACE, "envoy.other"]),
+            fields,
+        ),
+        0..3,
+    );
+    prop::option::of(namespaces).prop_map(|ns| {
+        ns.map(|ns| Metadata {
+            filter_metadata: ns
+                .into_iter()
+                .map(|(n, fields)| {
+                    let fields = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                    (n.to_owned(), Struct { fields })
+                })
+                .collect(),
+            ..Metadata::default()
+        })
+    })
+}
+
+fn http() -> impl Strategy<Value = HttpRequest> {
+    (
+        prop::sample::select(vec!["POST", "GET", "DELETE", "post", ""]),
+        prop::collection::vec((header_name(), header_value()), 0..6),
+        prop::option::of(prop::collection::vec(
+            (header_name(), header_value(), header_value()),
+            0..4,
+        )),
+        prop::sample::select(vec!["", "docs.example", "mcp.local:8080"]),
+        ".{0,12}",
+        prop::collection::vec(any::<u8>(), 0..8),
+    )
+        .prop_map(
+            |(method, headers, header_map, host, body, raw_body)| HttpRequest {
+                method: method.to_owned(),
+                headers: headers.into_iter().collect(),
+                header_map: header_map.map(|hs| HeaderMap {
+                    headers: hs
+                        .into_iter()
+                        .map(|(key, value, raw)| HeaderValue {
+                            key,
+                            value,
+                            raw_value: raw.into_bytes(),
+                        })
+                        .collect(),
+                }),
+                host: host.to_owned(),
+                body,
+                raw_body,
+                ..HttpRequest::default()
+            },
+        )
+}
+
+fn check_request() -> impl Strategy<Value = CheckRequest> {
+    let extensions = prop::collection::vec(
+        (
+            prop::sample::select(vec!["mcp_server", "other"]),
+            prop::sample::select(vec!["docs", "crm", ""]),
+        ),
+        0..3,
+    );
+    (
+        prop::option::of(http()),
+        peer(),
+        peer(),
+        extensions,
+        metadata(),
+    )
+        .prop_map(
+            |(http, source, destination, extensions, metadata_context)| CheckRequest {
+                attributes: Some(AttributeContext {
+                    source,
+                    destination,
+                    request: http.map(|http| AttrRequest {
+                        http: Some(http),
+                        ..AttrRequest::default()
+                    }),
+                    context_extensions: extensions
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                    metadata_context,
+                    ..AttributeContext::default()
+                }),
+            },
+        )
+}
+
+/// What the adapter reads, taken from `envoy_types`' decoded message field by field.
+fn expected_headers(check: &CheckRequest) -> Headers<'_> {
+    let mut headers = Headers::new();
+    let Some(http) = http_of(check) else {
+        return headers;
+    };
+    for (k, v) in &http.headers {
+        headers.add(HeaderSource::Headers, k, Cow::Borrowed(v));
+    }
+    for h in http.header_map.iter().flat_map(|m| &m.headers) {
+        let raw = String::from_utf8_lossy(&h.raw_value);
+        if h.raw_value.is_empty() {
+            headers.add(HeaderSource::HeaderMap, &h.key, Cow::Borrowed(&h.value));
+        } else if h.value.is_empty() || raw == h.value {
+            headers.add(HeaderSource::HeaderMap, &h.key, raw);
+        } else {
+            headers.add(HeaderSource::HeaderMap, &h.key, Cow::Borrowed(&h.value));
+            headers.add(HeaderSource::HeaderMap, &h.key, raw);
+        }
+    }
+    headers
+}
+
+fn http_of(check: &CheckRequest) -> Option<&HttpRequest> {
+    check.attributes.as_ref()?.request.as_ref()?.http.as_ref()
+}
+
+fn assert_reads_alike(decoded: &CheckRequest, read: &EnvoyRequest<'_>) {
+    let attrs = decoded.attributes.as_ref();
+    let http = http_of(decoded);
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    assert_eq!(read.method, http.map_or("", |h| h.method.as_str()));
+    let body: &[u8] = match http {
+        Some(h) if !h.raw_body.is_empty() => &h.raw_body,
+        Some(h) => h.body.as_bytes(),
+        None => &[],
+    };
+    assert_eq!(read.body, body);
+    assert_eq!(
+        read.authority.map(str::to_owned),
+        http.and_then(|h| non_empty(&h.host))
+    );
+    assert_eq!(
+        read.server.map(str::to_owned),
+        attrs
+            .and_then(|a| a.context_extensions.get("mcp_server"))
+            .and_then(|s| non_empty(s))
+    );
+    let principal = |p: Option<&Peer>| p.and_then(|p| non_empty(&p.principal));
+    assert_eq!(
+        read.spiffe_id.map(str::to_owned),
+        principal(attrs.and_then(|a| a.source.as_ref()))
+    );
+    assert_eq!(
+        read.destination_principal.map(str::to_owned),
+        principal(attrs.and_then(|a| a.destination.as_ref()))
+    );
+    assert_eq!(
+        read.source_ip,
+        attrs
+            .and_then(|a| a.source.as_ref())
+            .and_then(|s| s.address.as_ref())
+            .and_then(|a| match &a.address {
+                Some(AddressKind::SocketAddress(s)) => Some(s.address.clone()),
+                _ => None,
+            })
+    );
+    assert_eq!(
+        read.mcp_filter_method.map(str::to_owned),
+        attrs
+            .and_then(|a| a.metadata_context.as_ref())
+            .and_then(|m| m.filter_metadata.get(MCP_FILTER_NAMESPACE))
+            .and_then(|s| s.fields.get("method"))
+            .and_then(|v| match &v.kind {
+                Some(Kind::StringValue(m)) => Some(m.clone()),
+                _ => None,
+            })
+    );
+    // Headers: the same names, each read alike (one value, absent, or refused: which
+    // refusal depends on the order the map is iterated in, random in `envoy_types`).
+    let expected = expected_headers(decoded);
+    let mut names: Vec<String> = expected.singles().map(|(k, _)| k.to_owned()).collect();
+    names.extend(read.headers.singles().map(|(k, _)| k.to_owned()));
+    for h in http.iter().flat_map(|h| h.headers.keys()).chain(
+        http.iter()
+            .flat_map(|h| h.header_map.iter().flat_map(|m| &m.headers))
+            .map(|h| &h.key),
+    ) {
+        names.push(h.to_ascii_lowercase());
+    }
+    for name in &names {
+        let (ours, theirs) = (read.headers.get(name), expected.get(name));
+        assert_eq!(
+            ours.is_ok(),
+            theirs.is_ok(),
+            "{name}: {ours:?} / {theirs:?}"
+        );
+        if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
+            assert_eq!(ours, theirs, "{name}");
+        }
+    }
+    let mut ours: Vec<_> = read.headers.singles().collect();
+    let mut theirs: Vec<_> = expected.singles().collect();
+    ours.sort_unstable();
+    theirs.sort_unstable();
+    assert_eq!(ours, theirs);
+    assert_eq!(read.headers.check().is_ok(), expected.check().is_ok());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn the_wire_view_reads_what_envoy_types_decodes(
+        first in check_request(),
+        second in prop::option::of(check_request()),
+    ) {
+        let mut bytes = first.encode_to_vec();
+        if let Some(second) = &second {
+            bytes.extend(second.encode_to_vec());
+        }
+        let decoded = CheckRequest::decode(bytes.as_slice()).expect("envoy_types decodes");
+        let wire = WireCheckRequest::decode(Bytes::from(bytes)).expect("the wire view decodes");
+        let read = wire::envoy_request(&wire).expect("UTF-8");
+        assert_reads_alike(&decoded, &read);
+    }
+
+    #[test]
+    fn any_bytes_decode_or_fail_without_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        if let Ok(wire) = WireCheckRequest::decode(Bytes::from(bytes.clone())) {
+            let read = wire::envoy_request(&wire);
+            // Where `envoy_types` decodes the same bytes, what both read agrees.
+            if let (Ok(read), Ok(decoded)) = (read, CheckRequest::decode(bytes.as_slice())) {
+                assert_reads_alike(&decoded, &read);
+            }
+        }
+    }
+}
+
+/// A `CheckRequest` whose `http` has `field` set to bytes that are not UTF-8.
+fn not_utf8(set: impl FnOnce(&mut wire::HttpRequest)) -> WireCheckRequest {
+    let mut http = wire::HttpRequest {
+        method: Bytes::from_static(b"POST"),
+        ..wire::HttpRequest::default()
+    };
+    set(&mut http);
+    WireCheckRequest {
+        attributes: Some(wire::Attributes {
+            request: Some(wire::RequestAttributes { http: Some(http) }),
+            ..wire::Attributes::default()
+        }),
+    }
+}
+
+#[tokio::test]
+async fn text_that_is_not_utf8_is_refused_not_read() {
+    let bad = Bytes::from_static(b"\xff\xfe");
+    let cases = [
+        (not_utf8(|h| h.method = bad.clone()), "method"),
+        (not_utf8(|h| h.host = bad.clone()), "host"),
+        (not_utf8(|h| h.body = bad.clone()), "body"),
+        (
+            not_utf8(|h| {
+                h.headers = vec![wire::StringEntry {
+                    key: Bytes::from_static(b"authorization"),
+                    value: bad.clone(),
+                }]
+            }),
+            "headers",
+        ),
+        (
+            not_utf8(|h| {
+                h.header_map = Some(wire::HeaderMap {
+                    headers: vec![wire::HeaderValue {
+                        key: bad.clone(),
+                        ..wire::HeaderValue::default()
+                    }],
+                })
+            }),
+            "header_map",
+        ),
+    ];
+    let service = ExtAuthzGrpc::new(crate::api::test_support::ready().await);
+    for (check, field) in cases {
+        assert_eq!(wire::envoy_request(&check).err(), Some(NotUtf8(field)));
+        // `envoy_types` refuses the same bytes: a `string` must be UTF-8.
+        assert!(CheckRequest::decode(check.encode_to_vec().as_slice()).is_err());
+        let status = service
+            .check(Request::new(check))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{field}");
+    }
+    // A raw value is bytes: not UTF-8 is read as it always was (lossily), not refused.
+    let raw = not_utf8(|h| {
+        h.header_map = Some(wire::HeaderMap {
+            headers: vec![wire::HeaderValue {
+                key: Bytes::from_static(b"accept"),
+                raw_value: bad.clone(),
+                ..wire::HeaderValue::default()
+            }],
+        })
+    });
+    let read = wire::envoy_request(&raw).expect("read");
+    assert_eq!(read.headers.get("accept"), Ok(Some("\u{fffd}\u{fffd}")));
+}
