@@ -9,6 +9,7 @@
 //! a collision is as unlikely as guessing the key, and no caller can aim for one.
 
 use std::hash::{BuildHasher, Hasher};
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -123,96 +124,138 @@ impl DecisionCache {
     }
 
     fn key(&self, generation: u64, r: &DecisionRequest) -> u128 {
-        let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
-        h.write_u64(generation);
-        hash_uid(&mut h, r.user.as_ref());
-        hash_uid(&mut h, r.application.as_ref());
-        hash_uid(&mut h, Some(&r.action));
-        hash_uid(&mut h, Some(&r.resource));
-        hash_uid(&mut h, r.server.as_ref());
-        hash_map(&mut h, &r.context);
-        match &r.token {
-            None => h.write_u8(0),
-            Some(t) => {
-                h.write_u8(1);
-                h.write_usize(t.scopes.len());
-                for s in &t.scopes {
-                    hash_str(&mut h, s);
+        KEY_BYTES.with_borrow_mut(|b| {
+            b.clear();
+            let b = &mut KeyBytes(b);
+            b.u64(generation);
+            b.uid(r.user.as_ref());
+            b.uid(r.application.as_ref());
+            b.uid(Some(&r.action));
+            b.uid(Some(&r.resource));
+            b.uid(r.server.as_ref());
+            b.map(&r.context);
+            match &r.token {
+                None => b.u8(0),
+                Some(t) => {
+                    b.u8(1);
+                    b.len(t.scopes.len());
+                    for s in &t.scopes {
+                        b.str(s);
+                    }
+                    b.map(&t.claims);
                 }
-                hash_map(&mut h, &t.claims);
             }
-        }
-        h.write_usize(r.entities.len());
-        for e in &r.entities {
-            hash_uid(&mut h, Some(&e.uid));
-            h.write_usize(e.parents.len());
-            for p in &e.parents {
-                hash_uid(&mut h, Some(p));
+            b.len(r.entities.len());
+            for e in &r.entities {
+                b.uid(Some(&e.uid));
+                b.len(e.parents.len());
+                for p in &e.parents {
+                    b.uid(Some(p));
+                }
+                b.map(&e.attrs);
             }
-            hash_map(&mut h, &e.attrs);
-        }
-        h.finish128().as_u128()
+            // One write of the whole encoding: SipHash's per-write bookkeeping is paid
+            // once, not per field.
+            let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
+            h.write(b.0);
+            if b.0.capacity() > KEY_BYTES_KEPT {
+                *b.0 = Vec::new();
+            }
+            h.finish128().as_u128()
+        })
     }
 }
 
-fn hash_str(h: &mut impl Hasher, s: &str) {
-    h.write_usize(s.len());
-    h.write(s.as_bytes());
+/// Most bytes of a key's encoding kept between requests (per thread).
+const KEY_BYTES_KEPT: usize = 64 * 1024;
+
+thread_local! {
+    /// The encoding of the request being keyed, reused by the next one on this thread.
+    static KEY_BYTES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn hash_uid(h: &mut impl Hasher, uid: Option<&cedar_policy::EntityUid>) {
-    match uid {
-        None => h.write_u8(0),
-        Some(u) => {
-            h.write_u8(1);
-            // Type and id separately, each piece with its length: `A::"x"` and the
-            // like can never run together. The type's pieces without formatting it.
-            let t = u.type_name();
-            for part in t.namespace_components() {
-                h.write_u8(1);
-                hash_str(h, part);
-            }
-            h.write_u8(0);
-            hash_str(h, t.basename());
-            hash_str(h, u.id().unescaped());
-        }
+/// A request encoded for its key: every piece with a tag or its length in front, so
+/// that two different requests never give the same bytes (`A::"x"` and the like can
+/// never run together).
+struct KeyBytes<'a>(&'a mut Vec<u8>);
+
+impl KeyBytes<'_> {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
     }
-}
 
-fn hash_map(h: &mut impl Hasher, m: &Map<String, Value>) {
-    // serde_json's map is ordered by key: the same object always hashes the same.
-    h.write_usize(m.len());
-    for (k, v) in m {
-        hash_str(h, k);
-        hash_value(h, v);
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
     }
-}
 
-fn hash_value(h: &mut impl Hasher, v: &Value) {
-    match v {
-        Value::Null => h.write_u8(0),
-        Value::Bool(b) => {
-            h.write_u8(1);
-            h.write_u8(u8::from(*b));
-        }
-        Value::Number(n) => {
-            h.write_u8(2);
-            hash_str(h, &n.to_string());
-        }
-        Value::String(s) => {
-            h.write_u8(3);
-            hash_str(h, s);
-        }
-        Value::Array(a) => {
-            h.write_u8(4);
-            h.write_usize(a.len());
-            for x in a {
-                hash_value(h, x);
+    fn len(&mut self, n: usize) {
+        self.u64(n as u64);
+    }
+
+    fn str(&mut self, s: &str) {
+        self.len(s.len());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    fn uid(&mut self, uid: Option<&cedar_policy::EntityUid>) {
+        match uid {
+            None => self.u8(0),
+            Some(u) => {
+                self.u8(1);
+                // Type and id separately; the type's pieces without formatting it.
+                let t = u.type_name();
+                for part in t.namespace_components() {
+                    self.u8(1);
+                    self.str(part);
+                }
+                self.u8(0);
+                self.str(t.basename());
+                self.str(u.id().unescaped());
             }
         }
-        Value::Object(o) => {
-            h.write_u8(5);
-            hash_map(h, o);
+    }
+
+    fn map(&mut self, m: &Map<String, Value>) {
+        // serde_json's map is ordered by key: the same object always encodes the same.
+        self.len(m.len());
+        for (k, v) in m {
+            self.str(k);
+            self.value(v);
+        }
+    }
+
+    fn value(&mut self, v: &Value) {
+        match v {
+            Value::Null => self.u8(0),
+            Value::Bool(b) => {
+                self.u8(1);
+                self.u8(u8::from(*b));
+            }
+            Value::Number(n) => {
+                self.u8(2);
+                // The number's text, with its length in front.
+                let at = self.0.len();
+                self.u64(0);
+                // Writing to a `Vec` cannot fail.
+                let _ = write!(self.0, "{n}");
+                let n = (self.0.len() - at - 8) as u64;
+                self.0[at..at + 8].copy_from_slice(&n.to_le_bytes());
+            }
+            Value::String(s) => {
+                self.u8(3);
+                self.str(s);
+            }
+            Value::Array(a) => {
+                self.u8(4);
+                self.len(a.len());
+                for x in a {
+                    self.value(x);
+                }
+            }
+            Value::Object(o) => {
+                self.u8(5);
+                self.map(o);
+            }
         }
     }
 }

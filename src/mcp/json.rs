@@ -207,10 +207,15 @@ impl<'de> Visitor<'de> for Seed<'_> {
     }
 }
 
+/// The seed of [`fold_hash`]: random per process, so that no body can be built to
+/// make its keys' hashes collide (a collision costs a scan of the object's keys).
+static FOLD_SEED: std::sync::LazyLock<foldhash::fast::RandomState> =
+    std::sync::LazyLock::new(foldhash::fast::RandomState::default);
+
 /// The hash of [`fold`]`(key)`, computed without building the folded string.
 fn fold_hash(key: &str) -> u64 {
-    use std::hash::Hasher as _;
-    let mut h = std::hash::DefaultHasher::new();
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = FOLD_SEED.build_hasher();
     for c in key.chars() {
         match c {
             'ſ' => h.write_u32('s' as u32),
