@@ -929,7 +929,7 @@ fn evaluate(
         evaluation.step_up = StepUpHint(
             policies
                 .policies()
-                .any(|p| crate::policy::scopes_of(p).is_some()),
+                .any(|p| snapshot.scoped_policies.contains(p.id())),
         );
     }
     let response = authorizer.is_authorized(&cedar_request, policies, entities);

@@ -20,7 +20,7 @@ use super::index::PolicyIndex;
 use super::scoped::ScopedValidator;
 use super::shape::{Shape, context_shapes};
 use super::tools::ToolActions;
-use super::{PolicyOrigin, Snapshot};
+use super::{PolicyIds, PolicyOrigin, Snapshot};
 
 /// The entity data file of a policy directory (at its top level).
 pub const ENTITIES_FILE: &str = "entities.json";
@@ -484,8 +484,10 @@ pub fn build_with(
         shadow_policies: Vec::new(),
         all_enforced: None,
         step_up_scopes: Vec::new(),
+        scoped_policies: PolicyIds::default(),
     };
     snapshot.step_up_scopes = super::scopes::all_scopes(&snapshot.policies);
+    snapshot.scoped_policies = super::scopes::scoped_policies(&snapshot.policies);
     let split = super::shadow::split(&snapshot.policies)
         .map_err(|e| Problems(vec![Problem::error(None, e)]))?;
     let Some((enforced, shadow_policies)) = split else {
@@ -513,6 +515,7 @@ impl Snapshot {
     /// own, and no `all_enforced` view.
     fn with_policies(&self, policies: PolicySet) -> Snapshot {
         let step_up_scopes = super::scopes::all_scopes(&policies);
+        let scoped_policies = super::scopes::scoped_policies(&policies);
         Snapshot {
             generation: self.generation,
             dir: self.dir.clone(),
@@ -533,6 +536,7 @@ impl Snapshot {
             shadow_policies: self.shadow_policies.clone(),
             all_enforced: None,
             step_up_scopes,
+            scoped_policies,
         }
     }
 }

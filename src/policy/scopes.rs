@@ -48,6 +48,20 @@ fn parse(value: &str) -> Result<Vec<String>, String> {
     Ok(scopes)
 }
 
+/// Policy ids, in a set hashed with a fast seeded hash.
+pub type PolicyIds = std::collections::HashSet<cedar_policy::PolicyId, foldhash::fast::RandomState>;
+
+/// The ids of the policies of `policies` that declare their scopes (`@scopes`, well
+/// formed): found once per snapshot, since reading an annotation runs Cedar's parser
+/// on its name.
+pub fn scoped_policies(policies: &PolicySet) -> PolicyIds {
+    policies
+        .policies()
+        .filter(|p| scopes_of(p).is_some())
+        .map(|p| p.id().clone())
+        .collect()
+}
+
 /// Every scope some policy of `policies` declares (sorted, once each).
 pub fn all_scopes(policies: &PolicySet) -> Vec<String> {
     policies
@@ -114,6 +128,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(all_scopes(&set), vec!["docs.write", "x"]);
+        let mut scoped: Vec<String> = scoped_policies(&set)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        scoped.sort();
+        assert_eq!(scoped, ["policy0", "policy1"]);
         let mut problems = Vec::new();
         check(&set, &Default::default(), &mut problems);
         assert!(problems.is_empty());
