@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the decision path on the reference policies:
 //! a decision (cache miss and cache hit) beside raw Cedar on the same request,
 //! MCP body parsing, JWT verification (cold and cached), and Envoy's
-//! `CheckRequest` → decision request mapping.
+//! `CheckRequest` (its bytes, as the gRPC mode reads them) → decision request mapping.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Request as EnvoyHttp,
 };
-use mcp_authz::api::ext_authz::envoy_request;
+use mcp_authz::api::ext_authz::{WireCheckRequest, envoy_request};
 use mcp_authz::api::mcp_check::request_for;
 use mcp_authz::authz::{
     CacheSettings, DecisionMeta, DecisionRequest, Engine, Interface, RequestEntity, Rules,
@@ -24,6 +24,7 @@ use mcp_authz::identity::{Identity, IdentityConfig, IdentityInput, IssuerConfig,
 use mcp_authz::mcp::Kind;
 use mcp_authz::mcp::jsonrpc::parse_body;
 use mcp_authz::policy::{PolicyStore, Snapshot};
+use prost::Message as _;
 use serde_json::json;
 
 #[path = "common/mod.rs"]
@@ -292,16 +293,18 @@ fn envoy_check_request() -> CheckRequest {
 }
 
 fn mapping(c: &mut Criterion) {
-    let check = envoy_check_request();
+    // As the gRPC mode gets it: the message's bytes, read off the wire.
+    let bytes = prost::bytes::Bytes::from(envoy_check_request().encode_to_vec());
     let identity = Identity {
         user: Some("alice".into()),
         application: Some("corpassist".into()),
         ..Identity::default()
     };
     let extra = serde_json::Map::new();
-    c.bench_function("envoy_check_request_to_decision_request", |b| {
+    c.bench_function("envoy_check_bytes_to_decision_request", |b| {
         b.iter(|| {
-            let r = envoy_request(black_box(&check));
+            let wire = WireCheckRequest::decode(black_box(bytes.clone())).expect("decodes");
+            let r = envoy_request(&wire).expect("UTF-8");
             let message = parse_body(r.body).expect("body");
             let call = &message.calls[0];
             black_box(request_for(

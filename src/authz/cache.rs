@@ -239,7 +239,9 @@ impl KeyBytes<'_> {
                 // Writing to a `Vec` cannot fail.
                 let _ = write!(self.0, "{n}");
                 let n = (self.0.len() - at - 8) as u64;
-                self.0[at..at + 8].copy_from_slice(&n.to_le_bytes());
+                if let Some(slot) = self.0.get_mut(at..at + 8) {
+                    slot.copy_from_slice(&n.to_le_bytes());
+                }
             }
             Value::String(s) => {
                 self.u8(3);

@@ -244,18 +244,28 @@ impl Identity {
 }
 
 /// The bytes of RFC 6750's `b64token` before its trailing `=`s: letters, digits and
-/// `-._~+/`.
+/// `-._~+/`, marked in a table indexed by the byte.
 const TOKEN68: [bool; 256] = {
     let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] =
-            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+    let mut b: u8 = 0;
+    loop {
+        #[expect(clippy::indexing_slicing, reason = "a u8 indexes a 256-entry table")]
+        {
+            table[b as usize] =
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        }
+        if b == u8::MAX {
+            break table;
+        }
         b += 1;
     }
-    table
 };
+
+/// Whether `b` may be in a bearer token (before its trailing `=`s).
+fn is_token68(b: u8) -> bool {
+    #[expect(clippy::indexing_slicing, reason = "a u8 indexes a 256-entry table")]
+    TOKEN68[usize::from(b)]
+}
 
 /// Extracts the token from an `Authorization` header value (`Bearer <token>`, scheme
 /// case-insensitive). The token must be RFC 6750 `b64token` characters.
@@ -276,11 +286,7 @@ pub fn bearer_token_from_header(value: &str) -> Result<&str, AuthnError> {
     let body = token.trim_end_matches('=');
     // Every byte looked up, none skipped: a token is hundreds of bytes, and a branch
     // per byte cost more than the lookups.
-    if body.is_empty()
-        || body
-            .bytes()
-            .fold(false, |bad, b| bad | !TOKEN68[usize::from(b)])
-    {
+    if body.is_empty() || body.bytes().fold(false, |bad, b| bad | !is_token68(b)) {
         return Err(AuthnError::Malformed {
             detail: "the bearer token has invalid characters",
         });

@@ -700,7 +700,7 @@ mod capture {
 #[test]
 fn check_requests_captured_from_envoy_map_to_the_right_decisions() {
     use envoy_types::ext_authz::v3::pb::AuthorizationServer;
-    use mcp_authz::api::ext_authz::{EnvoyAnswer, decide, envoy_request};
+    use mcp_authz::api::ext_authz::{EnvoyAnswer, WireCheckRequest, decide, envoy_request};
     use mcp_authz::authz::Interface;
     use mcp_authz::identity::{IdentityConfig, IssuerConfig, Resolver};
 
@@ -738,8 +738,12 @@ fn check_requests_captured_from_envoy_map_to_the_right_decisions() {
     let captured: Vec<_> = recorder.0.lock().expect("lock").clone();
     assert!(captured.len() >= 5, "{} requests captured", captured.len());
 
-    // What the adapter reads from them.
-    let mapped: Vec<_> = captured.iter().map(envoy_request).collect();
+    // What the adapter reads from them, read off the wire as the gRPC mode reads them.
+    let captured: Vec<WireCheckRequest> = captured.iter().map(WireCheckRequest::of).collect();
+    let mapped: Vec<_> = captured
+        .iter()
+        .map(|c| envoy_request(c).expect("Envoy's text is UTF-8"))
+        .collect();
     for m in &mapped {
         assert_eq!(
             m.server,
@@ -792,7 +796,7 @@ fn check_requests_captured_from_envoy_map_to_the_right_decisions() {
         );
         let mut out = Vec::new();
         for c in &captured {
-            let r = envoy_request(c);
+            let r = envoy_request(c).expect("Envoy's text is UTF-8");
             let label = match serde_json::from_slice::<Value>(r.body) {
                 Ok(b) => format!(
                     "{} {}",

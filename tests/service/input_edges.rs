@@ -6,7 +6,8 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use mcp_authz::api::ext_authz::WireCheckRequest;
 use mcp_authz::api::services::Ready;
 use serde_json::{Value, json};
 
@@ -60,7 +61,7 @@ fn check_request(
 async fn grpc_check(mesh: &Mesh, request: CheckRequest) -> (u16, CheckResponse) {
     let service = inproc::ext_authz_grpc(mesh.ready.clone());
     let response = service
-        .check(tonic::Request::new(request))
+        .check(tonic::Request::new(WireCheckRequest::of(&request)))
         .await
         .expect("an answer")
         .into_inner();

@@ -155,8 +155,9 @@ pub fn check_response(answer: EnvoyAnswer) -> CheckResponse {
 }
 
 impl ExtAuthzGrpc {
-    /// Answer one `Check`.
-    pub(super) async fn check(
+    /// Answer one `Check` (what [`AuthorizationService`] runs for each; callable
+    /// without a socket).
+    pub async fn check(
         &self,
         request: Request<WireCheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, Status> {

@@ -260,7 +260,7 @@ fn map_entries<T>(entries: &[T], key: impl Fn(&T) -> &[u8]) -> impl Iterator<Ite
     entries
         .iter()
         .enumerate()
-        .filter(move |(i, e)| !entries[i + 1..].iter().any(|later| key(later) == key(e)))
+        .filter(move |(i, e)| !entries.iter().skip(i + 1).any(|later| key(later) == key(e)))
         .map(|(_, e)| e)
 }
 
