@@ -36,7 +36,8 @@
 //! 200 is an allow), as a server answers a call of a tool it does not have.
 //!
 //! The request/answer model and the decision are here; the header rule in
-//! `headers`, the two wire formats in `grpc` and `http`.
+//! `headers`, the two wire formats in `grpc` (its `CheckRequest` read off the wire
+//! by `wire`) and `http`.
 
 mod grpc;
 mod headers;
