@@ -62,6 +62,11 @@ pub fn resolve_entity_type(
     namespace: Option<&str>,
 ) -> Result<EntityTypeName, NameError> {
     if name.contains("::") {
+        // A schema type written as the schema writes it, compared piece by piece:
+        // Cedar's parser (below) is for the other spellings it accepts.
+        if let Some(ty) = schema.entity_types().find(|t| written_as(t, name)) {
+            return Ok(ty.clone());
+        }
         let ty = EntityTypeName::from_str(name).map_err(|_| NameError::Invalid(shown(name)))?;
         return if schema.entity_types().any(|t| t == &ty) {
             Ok(ty)
@@ -120,6 +125,15 @@ pub fn resolve_entity_type(
     }
 }
 
+/// Whether `name` is `ty` as Cedar writes it (`A::B::Type`), compared piece by piece.
+fn written_as(ty: &EntityTypeName, name: &str) -> bool {
+    let mut pieces = name.split("::");
+    ty.namespace_components()
+        .chain(std::iter::once(ty.basename()))
+        .all(|have| pieces.next() == Some(have))
+        && pieces.next().is_none()
+}
+
 /// Whether `ty`'s namespace is `ns` (`A::B`), compared piece by piece: a type's
 /// namespace as a string is formatted afresh on every call.
 fn in_namespace(ty: &EntityTypeName, ns: &str) -> bool {
@@ -146,6 +160,15 @@ pub fn resolve_action(schema: &Schema, name: &str) -> Result<EntityUid, NameErro
         let id = quoted
             .strip_suffix('"')
             .ok_or_else(|| NameError::Invalid(shown(name)))?;
+        // The usual spelling first, without Cedar's parser: the type as the schema
+        // writes it and an id with nothing to unescape, which is then the uid's id.
+        if !id.contains(['\\', '"'])
+            && let Some(a) = schema
+                .actions()
+                .find(|a| a.id().unescaped() == id && written_as(a.type_name(), ty))
+        {
+            return Ok(a.clone());
+        }
         let parsed = EntityUid::from_str(name).ok();
         let unescaped = unescape(id);
         let found = schema.actions().find(|a| {
@@ -273,6 +296,42 @@ mod tests {
             resolve_entity_type(&s, "Mcp::", None),
             Err(NameError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn qualified_types_resolve_as_cedar_reads_them() {
+        let s = schema(
+            r#"namespace A::B { entity User; } namespace Mcp { entity Tool; } entity Thing;"#,
+        );
+        for given in [
+            "A::B::User",
+            "Mcp::Tool",
+            "A :: B :: User",
+            "Mcp:: Tool",
+            "A::User",
+            "B::User",
+            "A::B::User::X",
+            "A::B::user",
+            "Mcp::",
+            "::Tool",
+            "Mcp::::Tool",
+            "Mcp::Tool ",
+            "Mcp::Tool\u{0}",
+        ] {
+            // What Cedar's parser reads, looked up in the schema.
+            let expected = match EntityTypeName::from_str(given) {
+                Err(_) => Err("invalid"),
+                Ok(t) if s.entity_types().any(|have| have == &t) => Ok(t.to_string()),
+                Ok(_) => Err("unknown"),
+            };
+            let got = match resolve_entity_type(&s, given, None) {
+                Ok(t) => Ok(t.to_string()),
+                Err(NameError::Invalid(_)) => Err("invalid"),
+                Err(NameError::Unknown { .. }) => Err("unknown"),
+                Err(e) => panic!("{given}: {e}"),
+            };
+            assert_eq!(got, expected, "{given:?}");
+        }
     }
 
     #[test]
