@@ -528,8 +528,7 @@ pub fn ext_authz(data: &[u8]) {
     let _ = ext_authz_answer(data);
 }
 
-/// [`ext_authz`], returning the answer (`None`: the bytes are not a `CheckRequest`, or
-/// a text field the adapter reads is not UTF-8).
+/// [`ext_authz`], returning the answer (`None`: the bytes are not a `CheckRequest`).
 pub fn ext_authz_answer(data: &[u8]) -> Option<EnvoyAnswer> {
     use prost::Message as _;
     on_worker_stack(|| {
@@ -542,9 +541,19 @@ pub fn ext_authz_answer(data: &[u8]) -> Option<EnvoyAnswer> {
 fn ext_authz_request(check: &ext_authz::WireCheckRequest) -> Option<EnvoyAnswer> {
     use prost::Message as _;
     let fixture = fixture();
-    // A text field that is not UTF-8 is refused before any decision, as a decode
-    // error was.
-    let request = ext_authz::envoy_request(check).ok()?;
+    let request = match ext_authz::envoy_request(check) {
+        Ok(request) => request,
+        Err(e) => {
+            // A text field that is not UTF-8: refused in the answer, before any decision.
+            let answer =
+                ext_authz::refuse_unreadable(&fixture.services, &e, Interface::ExtAuthzGrpc);
+            assert!(
+                matches!(answer, EnvoyAnswer::Deny { status: 400, .. }),
+                "unreadable text must be a 400 deny: {answer:?}"
+            );
+            return Some(answer);
+        }
+    };
     let method = request.method.to_ascii_uppercase();
     let has_credentials = request.headers.get_lenient("authorization").is_some()
         || request.spiffe_id.is_some_and(|s| !s.is_empty());

@@ -25,7 +25,8 @@ use tracing::Instrument;
 
 use super::wire::{WireCheckRequest, envoy_request};
 use super::{
-    DECISION_ID_HEADER, DECISION_ID_METADATA, EnvoyAnswer, METHOD_METADATA, SERVER_METADATA, decide,
+    DECISION_ID_HEADER, DECISION_ID_METADATA, EnvoyAnswer, METHOD_METADATA, SERVER_METADATA,
+    decide, refuse_unreadable,
 };
 use crate::api::mcp_check::CallerTrust;
 use crate::api::refusal::Refusal;
@@ -165,8 +166,13 @@ impl ExtAuthzGrpc {
             .ready
             .get()
             .ok_or_else(|| Status::from(Refusal::unavailable()))?;
-        let mut envoy = envoy_request(request.get_ref())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut envoy = match envoy_request(request.get_ref()) {
+            Ok(envoy) => envoy,
+            Err(e) => {
+                let answer = refuse_unreadable(services, &e, Interface::ExtAuthzGrpc);
+                return Ok(tonic::Response::new(check_response(answer)));
+            }
+        };
         envoy.caller = Some(CallerTrust::of_grpc(services, &request));
         let span = crate::api::grpc::request_span(
             "envoy.service.auth.v3.Authorization/Check",

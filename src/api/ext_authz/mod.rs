@@ -56,7 +56,8 @@ pub use wire::{NotUtf8, WireCheckRequest, envoy_request};
 use serde_json::{Map, Value, json};
 
 use super::mcp_check::{
-    Asserted, CallerTrust, Credentials, Verdict, admit, admit_envoy_peer, check_calls, resolve_for,
+    Asserted, CallerTrust, Credentials, Verdict, admit, admit_envoy_peer, check_calls,
+    decision_meta, resolve_for,
 };
 use super::refusal::{Refusal, challenge_for};
 use super::services::Services;
@@ -220,6 +221,27 @@ pub async fn decide(
         }
     };
     dry_run(services, answer)
+}
+
+/// The answer to a request whose description cannot be read (a text field of a gRPC
+/// `CheckRequest` that is not UTF-8, [`NotUtf8`]): a refusal, recorded as every
+/// refusal is, and answered in the `CheckResponse` as a 400 — not as a gRPC error,
+/// which Envoy would let through where `failure_mode_allow` is set.
+pub fn refuse_unreadable(services: &Services, why: &NotUtf8, interface: Interface) -> EnvoyAnswer {
+    let meta = decision_meta(None, None);
+    let refusal = Refusal::invalid(why.to_string());
+    let decision_id = refusal
+        .record(
+            &services.engine,
+            &services.engine.snapshot(),
+            interface,
+            &meta,
+        )
+        .decision_id;
+    dry_run(
+        services,
+        refusal.envoy_answer(None, decision_id, services.deny_detail),
+    )
 }
 
 /// The answer a dry run gives for `answer`: a deny (a refusal too) lets the request

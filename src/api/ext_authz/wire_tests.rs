@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
 use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
 use envoy_types::pb::envoy::config::core::v3::{
     Address, HeaderMap, HeaderValue, Metadata, Pipe, SocketAddress,
@@ -360,11 +360,35 @@ async fn text_that_is_not_utf8_is_refused_not_read() {
         assert_eq!(wire::envoy_request(&check).err(), Some(NotUtf8(field)));
         // `envoy_types` refuses the same bytes: a `string` must be UTF-8.
         assert!(CheckRequest::decode(check.encode_to_vec().as_slice()).is_err());
-        let status = service
+        // Refused in the answer (a gRPC error would pass where Envoy fails open), with
+        // a decision id, as every refusal is recorded.
+        let answer = service
             .check(Request::new(check))
             .await
-            .expect_err("refused");
-        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{field}");
+            .expect("an answer, not an error")
+            .into_inner();
+        assert_eq!(
+            answer.status.map(|s| s.code),
+            Some(tonic::Code::InvalidArgument as i32),
+            "{field}"
+        );
+        let Some(HttpResponse::DeniedResponse(denied)) = answer.http_response else {
+            panic!("{field}: not denied");
+        };
+        assert_eq!(denied.status.map(|s| s.code), Some(400), "{field}");
+        assert!(
+            denied
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .any(|h| h.key == DECISION_ID_HEADER && !h.value.is_empty()),
+            "{field}"
+        );
+        assert!(
+            denied.body.contains("not UTF-8"),
+            "{field}: {}",
+            denied.body
+        );
     }
     // A raw value is bytes: not UTF-8 is read as it always was (lossily), not refused.
     let raw = not_utf8(|h| {
