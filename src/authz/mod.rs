@@ -473,13 +473,12 @@ impl Engine {
         let mut scopes = token.scopes.clone();
         for id in decision.evaluations.iter().flat_map(|e| &e.policies) {
             let needed = snapshot
-                .policies
-                .policy(&cedar_policy::PolicyId::new(id))
-                .and_then(crate::policy::scopes_of)
-                .unwrap_or_default();
+                .scoped_policies
+                .get(&cedar_policy::PolicyId::new(id))
+                .map_or(&[][..], Vec::as_slice);
             for scope in needed {
-                if !scopes.contains(&scope) {
-                    scopes.push(scope);
+                if !scopes.contains(scope) {
+                    scopes.push(scope.clone());
                 }
             }
         }
@@ -925,11 +924,11 @@ fn evaluate(
     };
     let selected = indexed::policies_for(snapshot, selection, principal, request, entities);
     let policies = selected.as_deref().unwrap_or(&snapshot.policies);
-    if !snapshot.step_up_scopes.is_empty() {
+    if !snapshot.scoped_policies.is_empty() {
         evaluation.step_up = StepUpHint(
             policies
                 .policies()
-                .any(|p| snapshot.scoped_policies.contains(p.id())),
+                .any(|p| snapshot.scoped_policies.contains_key(p.id())),
         );
     }
     let response = authorizer.is_authorized(&cedar_request, policies, entities);

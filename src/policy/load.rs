@@ -20,7 +20,7 @@ use super::index::PolicyIndex;
 use super::scoped::ScopedValidator;
 use super::shape::{Shape, context_shapes};
 use super::tools::ToolActions;
-use super::{PolicyIds, PolicyOrigin, Snapshot};
+use super::{PolicyOrigin, PolicyScopes, Snapshot};
 
 /// The entity data file of a policy directory (at its top level).
 pub const ENTITIES_FILE: &str = "entities.json";
@@ -484,10 +484,10 @@ pub fn build_with(
         shadow_policies: Vec::new(),
         all_enforced: None,
         step_up_scopes: Vec::new(),
-        scoped_policies: PolicyIds::default(),
+        scoped_policies: PolicyScopes::default(),
     };
-    snapshot.step_up_scopes = super::scopes::all_scopes(&snapshot.policies);
     snapshot.scoped_policies = super::scopes::scoped_policies(&snapshot.policies);
+    snapshot.step_up_scopes = super::scopes::all_scopes(&snapshot.scoped_policies);
     let split = super::shadow::split(&snapshot.policies)
         .map_err(|e| Problems(vec![Problem::error(None, e)]))?;
     let Some((enforced, shadow_policies)) = split else {
@@ -514,8 +514,8 @@ impl Snapshot {
     /// The same files and facts with `policies` (and their index) instead of its
     /// own, and no `all_enforced` view.
     fn with_policies(&self, policies: PolicySet) -> Snapshot {
-        let step_up_scopes = super::scopes::all_scopes(&policies);
         let scoped_policies = super::scopes::scoped_policies(&policies);
+        let step_up_scopes = super::scopes::all_scopes(&scoped_policies);
         Snapshot {
             generation: self.generation,
             dir: self.dir.clone(),

@@ -40,7 +40,7 @@ pub use load::{
     SchemaFormat, Sources, TOOLS_DIR, build, build_with, combined_schema, files_under,
     read_policy_files, read_sources,
 };
-pub use scopes::{PolicyIds, SCOPES_ANNOTATION, all_scopes, scoped_policies, scopes_of};
+pub use scopes::{PolicyScopes, SCOPES_ANNOTATION, all_scopes, scoped_policies};
 pub use shadow::{SHADOW_ANNOTATION, is_shadow};
 pub use shape::{Extension, Leaf, Shape, alias_in, name_key, reads_as};
 pub use store::{LastReload, MAX_LOGGED_IDS, PolicyStore, ReloadOutcome, ReloadStatus};
@@ -111,9 +111,9 @@ pub struct Snapshot {
     /// Every scope a policy of `policies` declares with `@scopes` (sorted): what a
     /// step-up evaluation adds to a token's scopes (`scopes.rs`).
     pub step_up_scopes: Vec<String>,
-    /// The policies of `policies` that declare `@scopes`: a deny decided against
-    /// none of them cannot be allowed by more scope.
-    pub scoped_policies: PolicyIds,
+    /// The policies of `policies` that declare `@scopes`, with their scopes: a deny
+    /// decided against none of them cannot be allowed by more scope.
+    pub scoped_policies: PolicyScopes,
 }
 
 impl Snapshot {

@@ -29,7 +29,7 @@ fn scope_token_ok(s: &str) -> bool {
 
 /// The scopes `policy` declares it needs, if it is annotated (and the annotation
 /// is well formed).
-pub fn scopes_of(policy: &Policy) -> Option<Vec<String>> {
+fn scopes_of(policy: &Policy) -> Option<Vec<String>> {
     let value = policy.annotation(SCOPES_ANNOTATION)?;
     parse(value).ok()
 }
@@ -48,26 +48,27 @@ fn parse(value: &str) -> Result<Vec<String>, String> {
     Ok(scopes)
 }
 
-/// Policy ids, in a set hashed with a fast seeded hash.
-pub type PolicyIds = std::collections::HashSet<cedar_policy::PolicyId, foldhash::fast::RandomState>;
+/// The scopes each policy declaring them needs, by policy id, in a map hashed with
+/// a fast seeded hash.
+pub type PolicyScopes =
+    std::collections::HashMap<cedar_policy::PolicyId, Vec<String>, foldhash::fast::RandomState>;
 
-/// The ids of the policies of `policies` that declare their scopes (`@scopes`, well
-/// formed): found once per snapshot, since reading an annotation runs Cedar's parser
-/// on its name.
-pub fn scoped_policies(policies: &PolicySet) -> PolicyIds {
+/// The policies of `policies` that declare their scopes (`@scopes`, well formed),
+/// with those scopes: read once per snapshot, since reading an annotation runs
+/// Cedar's parser on its name.
+pub fn scoped_policies(policies: &PolicySet) -> PolicyScopes {
     policies
         .policies()
-        .filter(|p| scopes_of(p).is_some())
-        .map(|p| p.id().clone())
+        .filter_map(|p| Some((p.id().clone(), scopes_of(p)?)))
         .collect()
 }
 
-/// Every scope some policy of `policies` declares (sorted, once each).
-pub fn all_scopes(policies: &PolicySet) -> Vec<String> {
-    policies
-        .policies()
-        .filter_map(scopes_of)
+/// Every scope some policy of `scoped` declares (sorted, once each).
+pub fn all_scopes(scoped: &PolicyScopes) -> Vec<String> {
+    scoped
+        .values()
         .flatten()
+        .cloned()
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect()
@@ -127,11 +128,9 @@ mod tests {
                permit (principal, action, resource);"#,
         )
         .unwrap();
-        assert_eq!(all_scopes(&set), vec!["docs.write", "x"]);
-        let mut scoped: Vec<String> = scoped_policies(&set)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let scoped_set = scoped_policies(&set);
+        assert_eq!(all_scopes(&scoped_set), vec!["docs.write", "x"]);
+        let mut scoped: Vec<String> = scoped_set.keys().map(ToString::to_string).collect();
         scoped.sort();
         assert_eq!(scoped, ["policy0", "policy1"]);
         let mut problems = Vec::new();
