@@ -182,6 +182,25 @@ struct Refused {
     decision_id: Option<String>,
 }
 
+impl Refused {
+    /// The answer to this refusal, logged (when no decision logged it already) as
+    /// every refusal is, on the current snapshot with `meta`.
+    fn answer(self, services: &Services, interface: Interface, meta: &DecisionMeta) -> EnvoyAnswer {
+        let decision_id = self.decision_id.unwrap_or_else(|| {
+            self.refusal
+                .record(
+                    &services.engine,
+                    &services.engine.snapshot(),
+                    interface,
+                    meta,
+                )
+                .decision_id
+        });
+        self.refusal
+            .envoy_answer(self.id.as_ref(), decision_id, services.deny_detail)
+    }
+}
+
 /// Refuse the message `id` (if known) before any policy was asked.
 fn refuse(refusal: Refusal, id: Option<Value>) -> Box<Refused> {
     Box::new(Refused {
@@ -201,24 +220,7 @@ pub async fn decide(
     let mut meta = request.meta.clone();
     let answer = match decide_request(services, request, interface, &mut meta).await {
         Ok(answer) => answer,
-        Err(refused) => {
-            let Refused {
-                refusal,
-                id,
-                decision_id,
-            } = *refused;
-            let decision_id = decision_id.unwrap_or_else(|| {
-                refusal
-                    .record(
-                        &services.engine,
-                        &services.engine.snapshot(),
-                        interface,
-                        &meta,
-                    )
-                    .decision_id
-            });
-            refusal.envoy_answer(id.as_ref(), decision_id, services.deny_detail)
-        }
+        Err(refused) => refused.answer(services, interface, &meta),
     };
     dry_run(services, answer)
 }
@@ -228,19 +230,10 @@ pub async fn decide(
 /// refusal is, and answered in the `CheckResponse` as a 400 — not as a gRPC error,
 /// which Envoy would let through where `failure_mode_allow` is set.
 pub fn refuse_unreadable(services: &Services, why: &NotUtf8, interface: Interface) -> EnvoyAnswer {
-    let meta = decision_meta(None, None);
-    let refusal = Refusal::invalid(why.to_string());
-    let decision_id = refusal
-        .record(
-            &services.engine,
-            &services.engine.snapshot(),
-            interface,
-            &meta,
-        )
-        .decision_id;
+    let refused = refuse(Refusal::invalid(why.to_string()), None);
     dry_run(
         services,
-        refusal.envoy_answer(None, decision_id, services.deny_detail),
+        refused.answer(services, interface, &decision_meta(None, None)),
     )
 }
 
