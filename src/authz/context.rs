@@ -12,7 +12,9 @@ use cedar_policy::{Context, EntityId, EntityTypeName, EntityUid, RestrictedExpre
 use serde_json::{Map, Value};
 
 use super::{DecisionRequest, SERVICE_FILLED, uid_json};
-use crate::policy::{Extension, Leaf, Shape, Snapshot, alias_in, error_chain, reads_as};
+use crate::policy::{
+    ContextFits, Extension, Leaf, Shape, Snapshot, alias_in, error_chain, reads_as,
+};
 
 /// The context for `request`: `application`, `user` and `server` where known,
 /// `scopes` and `claims` from a verified token, plus the request's own attributes,
@@ -27,8 +29,12 @@ pub fn build_context(snapshot: &Snapshot, request: &DecisionRequest) -> Result<C
     if let Some(reason) = service_filled_in(&request.action, &request.context) {
         return Err(reason);
     }
-    if let Some(context) = direct(shape, request)
-        && context.validate(&snapshot.schema, &request.action).is_ok()
+    let fits = &snapshot.context_fits;
+    let mut signature = Signature::new(fits);
+    if let Some(context) = direct(shape, request, &mut signature)
+        && fits.fits(&signature.bytes, || {
+            context.validate(&snapshot.schema, &request.action).is_ok()
+        })
     {
         return Ok(context);
     }
@@ -38,7 +44,9 @@ pub fn build_context(snapshot: &Snapshot, request: &DecisionRequest) -> Result<C
 /// Whether `action` belongs to the MCP profile (the `Mcp` namespace), where the
 /// context attributes of [`SERVICE_FILLED`] are the service's alone.
 pub fn mcp_profile(action: &EntityUid) -> bool {
-    action.type_name().namespace() == "Mcp"
+    // Compared by parts: `namespace()` builds a string (several times a request).
+    let mut parts = action.type_name().namespace_components();
+    parts.next() == Some("Mcp") && parts.next().is_none()
 }
 
 /// The reason a request's own context may not be used for `action`: for an action
@@ -67,32 +75,98 @@ pub fn service_filled_attribute(context: &Map<String, Value>) -> Option<String> 
     })
 }
 
+/// What Cedar's validation reads of a context (see [`ContextFits`]), written while
+/// the direct path builds it: the action, then each attribute's name and the type
+/// of its value — `s`tring, `l`ong, `b`ool, e`x`tension (which), `e`ntity (its type,
+/// and its id where validation reads it), `[`set`]` (the types of its elements, a
+/// run of equal ones once), `{`record`}` (names and types, in the order built).
+/// Texts are written with their length, so that no two contexts that validation
+/// could tell apart have the same signature.
+struct Signature<'a> {
+    fits: &'a ContextFits,
+    bytes: Vec<u8>,
+}
+
+impl<'a> Signature<'a> {
+    fn new(fits: &'a ContextFits) -> Self {
+        Self {
+            fits,
+            bytes: Vec::with_capacity(256),
+        }
+    }
+
+    fn tag(&mut self, tag: u8) {
+        self.bytes.push(tag);
+    }
+
+    fn text(&mut self, text: &str) {
+        self.bytes
+            .extend_from_slice(&(text.len() as u64).to_le_bytes());
+        self.bytes.extend_from_slice(text.as_bytes());
+    }
+
+    fn key(&mut self, key: &str) {
+        self.tag(b'k');
+        self.text(key);
+    }
+
+    /// An entity reference: its type; its id only where validation reads it.
+    fn entity(&mut self, uid: &EntityUid, with_id: bool) {
+        let ty = uid.type_name();
+        self.tag(b'e');
+        for part in ty.namespace_components() {
+            self.tag(b'n');
+            self.text(part);
+        }
+        self.tag(b't');
+        self.text(ty.basename());
+        if with_id || self.fits.reads_id(ty) {
+            self.tag(b'i');
+            self.text(uid.id().unescaped());
+        } else {
+            self.tag(b'-');
+        }
+    }
+}
+
 /// The context built from `request` by `shape`, or `None` if some value is not
-/// of the kind the shape declares or is written in a form left to Cedar's parser.
-fn direct(shape: &Shape, request: &DecisionRequest) -> Option<Context> {
+/// of the kind the shape declares or is written in a form left to Cedar's parser;
+/// `signature` gets what validation reads of it.
+fn direct(shape: &Shape, request: &DecisionRequest, signature: &mut Signature) -> Option<Context> {
     let attrs = shape.attributes()?;
     // A context written as an entity reference or extension value is Cedar's to refuse.
     if request.context.contains_key("__entity") || request.context.contains_key("__extn") {
         return None;
     }
+    signature.entity(&request.action, true);
+    signature.tag(b'{');
     let mut pairs = Vec::with_capacity(request.context.len() + 5);
     for (key, value) in &request.context {
         match attrs.get(key) {
-            Some(s) => pairs.push((key.clone(), value_of(s, value)?)),
+            Some(s) => {
+                signature.key(key);
+                pairs.push((key.clone(), value_of(s, value, signature)?));
+            }
             // Left to the reference path, which names the alias.
             None if alias_in(attrs, key).is_some() => return None,
             None => {}
         }
     }
     if !mcp_profile(&request.action) {
+        signature.tag(b'}');
         return Context::from_pairs(pairs).ok();
     }
     if let Some(token) = &request.token {
         if let Some(s) = attrs.get("scopes") {
-            pairs.push(("scopes".to_owned(), scopes_of(s, &token.scopes)?));
+            signature.key("scopes");
+            pairs.push(("scopes".to_owned(), scopes_of(s, &token.scopes, signature)?));
         }
         if let Some(Shape::Record(fields)) = attrs.get("claims") {
-            pairs.push(("claims".to_owned(), record_of(fields, &token.claims)?));
+            signature.key("claims");
+            pairs.push((
+                "claims".to_owned(),
+                record_of(fields, &token.claims, signature)?,
+            ));
         }
     }
     let principals = [
@@ -104,48 +178,75 @@ fn direct(shape: &Shape, request: &DecisionRequest) -> Option<Context> {
         if let Some(uid) = uid
             && attrs.contains_key(key)
         {
+            signature.key(key);
+            signature.entity(uid, false);
             pairs.push((
                 key.to_owned(),
                 RestrictedExpression::new_entity_uid(uid.clone()),
             ));
         }
     }
+    signature.tag(b'}');
     Context::from_pairs(pairs).ok()
 }
 
-fn value_of(shape: &Shape, value: &Value) -> Option<RestrictedExpression> {
-    match (shape, value) {
-        (Shape::Record(attrs), Value::Object(obj)) => record_of(attrs, obj),
-        (Shape::Set(inner), Value::Array(items)) => Some(RestrictedExpression::new_set(
-            items
-                .iter()
-                .map(|v| value_of(inner, v))
-                .collect::<Option<Vec<_>>>()?,
-        )),
+fn value_of(
+    shape: &Shape,
+    value: &Value,
+    signature: &mut Signature,
+) -> Option<RestrictedExpression> {
+    let (tag, expression) = match (shape, value) {
+        (Shape::Record(attrs), Value::Object(obj)) => return record_of(attrs, obj, signature),
+        (Shape::Set(inner), Value::Array(items)) => {
+            signature.tag(b'[');
+            let mut elements = Vec::with_capacity(items.len());
+            // Where the last element's type written is: a run of equal ones is kept once.
+            let mut last = None;
+            for v in items {
+                let start = signature.bytes.len();
+                elements.push(value_of(inner, v, signature)?);
+                match last {
+                    Some((from, to))
+                        if signature.bytes.get(from..to) == signature.bytes.get(start..) =>
+                    {
+                        signature.bytes.truncate(start);
+                    }
+                    _ => last = Some((start, signature.bytes.len())),
+                }
+            }
+            signature.tag(b']');
+            return Some(RestrictedExpression::new_set(elements));
+        }
         (Shape::Leaf(Leaf::String), Value::String(s)) => {
-            Some(RestrictedExpression::new_string(s.clone()))
+            (b's', RestrictedExpression::new_string(s.clone()))
         }
         (Shape::Leaf(Leaf::Long), Value::Number(n)) => {
-            n.as_i64().map(RestrictedExpression::new_long)
+            (b'l', n.as_i64().map(RestrictedExpression::new_long)?)
         }
-        (Shape::Leaf(Leaf::Bool), Value::Bool(b)) => Some(RestrictedExpression::new_bool(*b)),
+        (Shape::Leaf(Leaf::Bool), Value::Bool(b)) => (b'b', RestrictedExpression::new_bool(*b)),
         (Shape::Leaf(Leaf::Entity), Value::Object(obj)) => {
             let escaped = match obj.get("__entity") {
                 Some(Value::Object(inner)) if obj.len() == 1 => inner,
                 Some(_) => return None,
                 None => obj,
             };
-            entity_uid(escaped).map(RestrictedExpression::new_entity_uid)
+            let uid = entity_uid(escaped)?;
+            signature.entity(&uid, false);
+            return Some(RestrictedExpression::new_entity_uid(uid));
         }
-        (Shape::Leaf(Leaf::Extension(Some(Extension::Decimal))), Value::Number(n)) => {
-            convert::decimal_text(n).map(RestrictedExpression::new_decimal)
-        }
-        (Shape::Leaf(Leaf::Extension(Some(Extension::Datetime))), Value::String(arg)) => {
+        (Shape::Leaf(Leaf::Extension(Some(Extension::Decimal))), Value::Number(n)) => (
+            extension_tag(Extension::Decimal),
+            convert::decimal_text(n).map(RestrictedExpression::new_decimal)?,
+        ),
+        (Shape::Leaf(Leaf::Extension(Some(Extension::Datetime))), Value::String(arg)) => (
+            extension_tag(Extension::Datetime),
             convert::datetime_text(arg)
                 .ok()
-                .map(|t| RestrictedExpression::new_datetime(&t))
+                .map(|t| RestrictedExpression::new_datetime(&t))?,
+        ),
+        (Shape::Leaf(Leaf::Extension(Some(ext))), Value::String(arg)) => {
+            (extension_tag(*ext), extension(*ext, arg))
         }
-        (Shape::Leaf(Leaf::Extension(Some(ext))), Value::String(arg)) => Some(extension(*ext, arg)),
         (Shape::Leaf(Leaf::Extension(Some(ext))), Value::Object(obj)) => {
             let Some(Value::Object(call)) = obj.get("__extn") else {
                 return None;
@@ -155,34 +256,66 @@ fn value_of(shape: &Shape, value: &Value) -> Option<RestrictedExpression> {
             else {
                 return None;
             };
-            (obj.len() == 1 && call.len() == 2 && Extension::from_constructor(name) == Some(*ext))
-                .then(|| extension(*ext, arg))
+            if !(obj.len() == 1
+                && call.len() == 2
+                && Extension::from_constructor(name) == Some(*ext))
+            {
+                return None;
+            }
+            (extension_tag(*ext), extension(*ext, arg))
         }
-        _ => None,
+        _ => return None,
+    };
+    signature.tag(tag);
+    Some(expression)
+}
+
+/// The signature's tag of a value of extension type `ext`.
+fn extension_tag(ext: Extension) -> u8 {
+    match ext {
+        Extension::Ipaddr => b'4',
+        Extension::Decimal => b'5',
+        Extension::Datetime => b'6',
+        Extension::Duration => b'7',
     }
 }
 
 fn record_of(
     attrs: &std::collections::HashMap<String, Shape>,
     obj: &Map<String, Value>,
+    signature: &mut Signature,
 ) -> Option<RestrictedExpression> {
     if obj.contains_key("__entity") || obj.contains_key("__extn") {
         return None;
     }
+    signature.tag(b'{');
     let mut fields = Vec::with_capacity(obj.len());
     for (k, v) in obj {
         match attrs.get(k) {
-            Some(s) => fields.push((k.clone(), value_of(s, v)?)),
+            Some(s) => {
+                signature.key(k);
+                fields.push((k.clone(), value_of(s, v, signature)?));
+            }
             None if alias_in(attrs, k).is_some() => return None,
             None => {}
         }
     }
+    signature.tag(b'}');
     RestrictedExpression::new_record(fields).ok()
 }
 
-fn scopes_of(shape: &Shape, scopes: &[String]) -> Option<RestrictedExpression> {
+fn scopes_of(
+    shape: &Shape,
+    scopes: &[String],
+    signature: &mut Signature,
+) -> Option<RestrictedExpression> {
     match shape {
         Shape::Set(inner) if **inner == Shape::Leaf(Leaf::String) => {
+            signature.tag(b'[');
+            if !scopes.is_empty() {
+                signature.tag(b's');
+            }
+            signature.tag(b']');
             Some(RestrictedExpression::new_set(
                 scopes.iter().cloned().map(RestrictedExpression::new_string),
             ))

@@ -344,6 +344,7 @@ pub fn build_with(
         return Err(Problems(problems));
     };
     let shapes: HashMap<EntityUid, Shape> = context_shapes(&schema_json);
+    let context_fits = Arc::new(super::ContextFits::new(&schema_json));
     let schema_digest = digest_of_json(&schema_json);
 
     let validator = ScopedValidator::new(&schema, &schema_json);
@@ -485,6 +486,7 @@ pub fn build_with(
         all_enforced: None,
         step_up_scopes: Vec::new(),
         scoped_policies: PolicyScopes::default(),
+        context_fits,
     };
     snapshot.scoped_policies = super::scopes::scoped_policies(&snapshot.policies);
     snapshot.step_up_scopes = super::scopes::all_scopes(&snapshot.scoped_policies);
@@ -537,6 +539,7 @@ impl Snapshot {
             all_enforced: None,
             step_up_scopes,
             scoped_policies,
+            context_fits: Arc::clone(&self.context_fits),
         }
     }
 }

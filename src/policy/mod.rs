@@ -15,6 +15,7 @@
 
 mod authoring;
 mod diagnostics;
+mod fits;
 mod index;
 mod load;
 mod scoped;
@@ -33,6 +34,7 @@ use cedar_policy::{Entities, EntityTypeName, EntityUid, PolicySet, Schema};
 
 pub use authoring::LoadOptions;
 pub use diagnostics::{Problem, Problems, Severity, error_chain};
+pub use fits::{ContextFits, MAX_FITS};
 pub use index::{IndexOptions, IndexStats, PolicyIndex};
 pub(crate) use load::nesting_problem;
 pub use load::{
@@ -114,6 +116,9 @@ pub struct Snapshot {
     /// The policies of `policies` that declare `@scopes`, with their scopes: a deny
     /// decided against none of them cannot be allowed by more scope.
     pub scoped_policies: PolicyScopes,
+    /// The contexts Cedar's validation accepted for this schema, by signature
+    /// (`fits.rs`): shared by the snapshots of the same files.
+    pub context_fits: std::sync::Arc<ContextFits>,
 }
 
 impl Snapshot {

@@ -73,7 +73,8 @@ fn request(context: Value) -> DecisionRequest {
 /// validates) and Cedar's JSON parser.
 fn both(s: &Snapshot, r: &DecisionRequest) -> (Option<Context>, Result<Context, String>) {
     let shape = &s.context_shapes[&r.action];
-    let direct = direct(shape, r).filter(|c| c.validate(&s.schema, &r.action).is_ok());
+    let direct = direct(shape, r, &mut Signature::new(&s.context_fits))
+        .filter(|c| c.validate(&s.schema, &r.action).is_ok());
     (direct, through_json(s, shape, r))
 }
 
@@ -199,7 +200,10 @@ fn undeclared_names_that_read_as_declared_ones_are_refused() {
         }
         let r = request(context.clone());
         let shape = &s.context_shapes[&r.action];
-        assert!(direct(shape, &r).is_none(), "{context}");
+        assert!(
+            direct(shape, &r, &mut Signature::new(&s.context_fits)).is_none(),
+            "{context}"
+        );
         let err = build_context(&s, &r).expect_err(&context.to_string());
         assert!(err.contains("reads as the declared"), "{context}: {err}");
     }
@@ -312,4 +316,60 @@ fn remembered_addresses_keep_their_own_values() {
     assert!(decide("10.1.2.3"));
     assert!(!decide("192.168.1.1"));
     assert!(!decide("not an address"));
+}
+
+#[test]
+fn the_mcp_profile_is_the_mcp_namespace_exactly() {
+    for (uid, mcp) in [
+        (r#"Mcp::Action::"tools/call""#, true),
+        (r#"Mcp::Action::"x""#, true),
+        (r#"Action::"tools/call""#, false),
+        (r#"Mcp::Sub::Action::"tools/call""#, false),
+        (r#"Sub::Mcp::Action::"tools/call""#, false),
+        (r#"McpX::Action::"tools/call""#, false),
+        (r#"mcp::Action::"tools/call""#, false),
+    ] {
+        let uid: EntityUid = uid.parse().expect(uid);
+        assert_eq!(mcp_profile(&uid), mcp, "{uid}");
+    }
+}
+
+#[test]
+fn a_context_like_one_accepted_is_not_validated_again_and_others_still_are() {
+    let s = snapshot();
+    let uid = |t: &str| t.parse::<EntityUid>().expect("uid");
+    let build = |r: &DecisionRequest| build_context(&s, r);
+    // Other users, servers, strings and numbers: the same signature.
+    let mut first =
+        request(json!({ "required_flag": true, "arguments": { "query": "a", "n": 1 } }));
+    assert!(build(&first).is_ok());
+    assert_eq!(s.context_fits.len(), 1);
+    first.user = Some(uid(r#"Mcp::User::"bob""#));
+    first.server = Some(uid(r#"Mcp::Server::"other""#));
+    first.context = json!({ "required_flag": false, "arguments": { "query": "zz", "n": -7 } })
+        .as_object()
+        .cloned()
+        .expect("object");
+    assert_eq!(build(&first), both(&s, &first).1);
+    assert_eq!(s.context_fits.len(), 1);
+    // Another entity type where a `User` is declared: validated, refused, not kept.
+    let wrong = request(
+        json!({ "required_flag": true, "arguments": { "owner": { "type": "Mcp::Group", "id": "g" } } }),
+    );
+    assert!(build(&wrong).is_err());
+    assert_eq!(s.context_fits.len(), 1);
+    let owner = request(
+        json!({ "required_flag": true, "arguments": { "owner": { "type": "Mcp::User", "id": "g" } } }),
+    );
+    assert!(build(&owner).is_ok());
+    assert_eq!(s.context_fits.len(), 2);
+    // A required attribute missing, or an attribute more: another signature, validated.
+    assert!(build(&request(json!({ "arguments": { "query": "a", "n": 1 } }))).is_err());
+    assert!(
+        build(&request(
+            json!({ "required_flag": true, "arguments": { "query": "a" } })
+        ))
+        .is_ok()
+    );
+    assert_eq!(s.context_fits.len(), 3);
 }
