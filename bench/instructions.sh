@@ -11,8 +11,10 @@
 #   target    ext-authz | gateway | authzen [ext-authz]
 #
 # It starts BIN under callgrind on the load benchmark's prepared configuration ($WORK_DIR, made
-# by `cargo bench --bench load -- prepare --out $WORK_DIR` if missing), sends 300 requests,
-# zeroes the counters, sends `requests` more with the load driver (4 connections × 8 streams
+# by `cargo bench --bench load -- prepare --out $WORK_DIR` if missing), sends 300 requests
+# (randomized ext_authz: after every prepared request once, so that each user's token is verified
+# before counting, as in the load benchmark; the driver's tokens are the same within a clock hour,
+# so start it early in one), zeroes the counters, sends `requests` more with the load driver (4 connections × 8 streams
 # for gRPC, 8 connections for HTTP), dumps the counters and prints the instructions of every
 # thread of the server (the decision log writer among them) divided by the requests counted.
 # Only user-space instructions are counted: the kernel's share (system calls, the loopback's TCP)
@@ -74,7 +76,8 @@ drive 300
 sleep 1
 callgrind_control -z $pid >/dev/null 2>&1
 rm -f "$OUT_DIR/run.$stamp.jsonl"
-drive "$N" --out "$OUT_DIR/run.$stamp.jsonl"
+# The uncounted run primed the token cache (randomized ext_authz); the counted one does not again.
+drive "$N" --no-prime --out "$OUT_DIR/run.$stamp.jsonl"
 sleep 1
 callgrind_control -d $pid >/dev/null 2>&1
 sleep 1

@@ -156,6 +156,10 @@ struct RunArgs {
     /// Skip the probe requests.
     #[arg(long)]
     no_probe: bool,
+    /// Skip priming ext_authz's token cache before a randomized run (every prepared
+    /// request sent once): for a server an earlier run already primed.
+    #[arg(long)]
+    no_prime: bool,
     /// What distinguishes this run from others of the same target and workload, in
     /// the results (e.g. `decision-log-file`); the report's ratios compare runs with
     /// none, and name the variants they compare.
@@ -449,7 +453,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
         sequential: false,
     };
     let mut nonce = driver::nonce_base();
-    if a.workload == Workload::Randomized && a.target == Target::ExtAuthz {
+    if a.workload == Workload::Randomized && a.target == Target::ExtAuthz && !a.no_prime {
         prime(&plan, &codec, nonce).await?;
         nonce += 1_000_000;
     }
