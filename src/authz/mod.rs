@@ -933,13 +933,28 @@ fn evaluate(
     }
     let response = authorizer.is_authorized(&cedar_request, policies, entities);
     let diagnostics = response.diagnostics();
-    evaluation.policies = diagnostics.reason().map(ToString::to_string).collect();
+    evaluation.policies = diagnostics.reason().map(policy_id_text).collect();
     evaluation.policies.sort();
     evaluation.errors = diagnostics.errors().map(ToString::to_string).collect();
     // Fail closed: an error in any policy (a forbid among them, perhaps) makes it a deny.
     evaluation.allow =
         response.decision() == cedar_policy::Decision::Allow && evaluation.errors.is_empty();
     evaluation
+}
+
+/// A policy id as Cedar writes it (`Display`: the id through `str::escape_debug`);
+/// an id that escaping leaves as it is (printable ASCII without quotes or a
+/// backslash, as ids usually are) is copied without the formatter.
+fn policy_id_text(id: &cedar_policy::PolicyId) -> String {
+    let raw: &str = id.as_ref();
+    if raw
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && !matches!(b, b'"' | b'\'' | b'\\'))
+    {
+        raw.to_owned()
+    } else {
+        id.to_string()
+    }
 }
 
 fn summarize(evaluations: &[Evaluation]) -> Reason {

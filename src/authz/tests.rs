@@ -807,3 +807,27 @@ fn a_step_up_decides_again_only_where_a_scoped_policy_was_a_candidate() {
         decide(&snapshot, &scoped)
     );
 }
+
+#[test]
+fn policy_ids_are_written_as_cedar_writes_them() {
+    for raw in [
+        "policy0",
+        "docs: search, max 50",
+        "a b~!",
+        "",
+        "a\"b",
+        "it's",
+        "back\\slash",
+        "tab\there",
+        "line\nbreak",
+        "\u{7f}",
+        "é",
+        "x\u{301}",
+        "\u{301}x",
+        "日本",
+        "nul\0",
+    ] {
+        let id = cedar_policy::PolicyId::new(raw);
+        assert_eq!(super::policy_id_text(&id), id.to_string(), "{raw:?}");
+    }
+}
