@@ -13,7 +13,9 @@
 //! tenth of a request's instructions on a cache miss.
 //!
 //! The set belongs to one snapshot (one schema), holds only acceptances, and stops
-//! growing at [`MAX_FITS`] signatures (further contexts are validated each time).
+//! growing at [`MAX_FITS`] signatures (further contexts are validated each time);
+//! a signature longer than [`MAX_SIGNATURE`] bytes (a long set of enumerated ids,
+//! say) is never kept, so the set holds at most 16 MiB whatever callers send.
 
 use std::collections::HashSet;
 use std::sync::RwLock;
@@ -23,6 +25,9 @@ use serde_json::Value;
 
 /// How many signatures a snapshot keeps.
 pub const MAX_FITS: usize = 4096;
+/// The longest signature kept, in bytes (a context of the MCP profile writes a few
+/// hundred).
+pub const MAX_SIGNATURE: usize = 4096;
 
 type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
 
@@ -63,6 +68,7 @@ impl ContextFits {
         }
         let fits = validate();
         if fits
+            && signature.len() <= MAX_SIGNATURE
             && let Ok(mut accepted) = self.accepted.write()
             && accepted.len() < MAX_FITS
         {
@@ -141,5 +147,10 @@ mod tests {
         assert!(fits.fits(b"a", || panic!("validated twice")));
         assert!(!fits.fits(b"b", || false));
         assert_eq!(fits.len(), 1);
+        // Too long to keep: accepted, validated each time.
+        let long = vec![b's'; MAX_SIGNATURE + 1];
+        assert!(fits.fits(&long, || true));
+        assert_eq!(fits.len(), 1);
+        assert!(!fits.fits(&long, || false));
     }
 }

@@ -344,6 +344,10 @@ fn a_context_like_one_accepted_is_not_validated_again_and_others_still_are() {
         request(json!({ "required_flag": true, "arguments": { "query": "a", "n": 1 } }));
     assert!(build(&first).is_ok());
     assert_eq!(s.context_fits.len(), 1);
+    // A request's signature is short enough to be kept.
+    let mut signature = Signature::new(&s.context_fits);
+    assert!(direct(&s.context_shapes[&first.action], &first, &mut signature).is_some());
+    assert!(signature.bytes.len() < 512, "{}", signature.bytes.len());
     first.user = Some(uid(r#"Mcp::User::"bob""#));
     first.server = Some(uid(r#"Mcp::Server::"other""#));
     first.context = json!({ "required_flag": false, "arguments": { "query": "zz", "n": -7 } })
