@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use cedar_policy::{
-    Entities, EntityTypeName, EntityUid, PolicyId, PolicySet, Schema, SchemaFragment,
+    Entities, EntityUid, PolicyId, PolicySet, Schema, SchemaFragment,
     schema_str_to_json_with_resolved_types,
 };
 use serde_json::Value;
@@ -452,7 +452,7 @@ pub fn build_with(
     let Some(entities) = entities else {
         return Err(problems);
     };
-    let request_envs: HashSet<(EntityTypeName, EntityUid, EntityTypeName)> = schema
+    let request_envs: super::RequestEnvs = schema
         .request_envs()
         .map(|env| {
             (

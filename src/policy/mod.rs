@@ -62,6 +62,12 @@ pub struct PolicyOrigin {
     pub column: usize,
 }
 
+/// The (principal type, action, resource type) combinations a schema allows.
+pub type RequestEnvs = std::collections::HashSet<
+    (EntityTypeName, EntityUid, EntityTypeName),
+    foldhash::fast::RandomState,
+>;
+
 /// One validated, immutable state of the policy directory.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -80,8 +86,9 @@ pub struct Snapshot {
     /// The tool and prompt actions the schema declares (`tools/call/S/T`), by the
     /// tool or prompt they type.
     pub tool_actions: ToolActions,
-    /// The (principal type, action, resource type) combinations the schema allows.
-    pub request_envs: std::collections::HashSet<(EntityTypeName, EntityUid, EntityTypeName)>,
+    /// The (principal type, action, resource type) combinations the schema allows
+    /// (asked once per evaluation: hashed with a fast seeded hash).
+    pub request_envs: RequestEnvs,
     /// Where each policy id was written.
     pub origins: HashMap<String, PolicyOrigin>,
     /// Hash of the input files; equal fingerprints mean equal inputs.
