@@ -12,8 +12,8 @@
 #
 # It starts BIN under callgrind on the load benchmark's prepared configuration ($WORK_DIR, made
 # by `cargo bench --bench load -- prepare --out $WORK_DIR` if missing), sends 300 requests
-# (randomized ext_authz: after every prepared request once, so that each user's token is verified
-# before counting, as in the load benchmark; the driver's tokens are the same within a clock hour,
+# (randomized ext_authz: after every prepared request once, however long that takes under
+# callgrind, so that each user's token is verified before counting, as in the load benchmark; the driver's tokens are the same within a clock hour,
 # so start it early in one), zeroes the counters, sends `requests` more with the load driver (4 connections × 8 streams
 # for gRPC, 8 connections for HTTP), dumps the counters and prints the instructions of every
 # thread of the server (the decision log writer among them) divided by the requests counted.
@@ -72,7 +72,7 @@ drive() {
     --duration 600 --warmup 0 --connections "$conns" --streams "$streams" --users "$USERS" --no-probe "${@:2}" \
     >/dev/null 2>>"$OUT_DIR/driver.$stamp.log"
 }
-drive 300
+drive 300 --prime-secs 1800
 sleep 1
 callgrind_control -z $pid >/dev/null 2>&1
 rm -f "$OUT_DIR/run.$stamp.jsonl"

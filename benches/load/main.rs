@@ -160,6 +160,10 @@ struct RunArgs {
     /// request sent once): for a server an earlier run already primed.
     #[arg(long)]
     no_prime: bool,
+    /// The longest the priming may take, in seconds (a server under an instrument
+    /// such as valgrind needs far longer than 30 to verify 10,000 tokens).
+    #[arg(long, default_value_t = 30.0)]
+    prime_secs: f64,
     /// What distinguishes this run from others of the same target and workload, in
     /// the results (e.g. `decision-log-file`); the report's ratios compare runs with
     /// none, and name the variants they compare.
@@ -403,13 +407,13 @@ async fn probe(
 
 /// Prime the token cache of ext_authz: the prepared requests once, in order (so
 /// every user's token is verified once), as an Envoy fleet whose callers reuse their
-/// tokens would have done long before. At most 30 s: where decisions are that slow, a
-/// token verification (tens of µs) no longer matters.
-async fn prime(plan: &Plan, codec: &Arc<Codec>, nonce: u64) -> Result<(), String> {
+/// tokens would have done long before. At most `secs` (30 by default): where decisions
+/// are that slow, a token verification (tens of µs) no longer matters.
+async fn prime(plan: &Plan, codec: &Arc<Codec>, nonce: u64, secs: f64) -> Result<(), String> {
     let priming = Plan {
         sequential: true,
         record: false,
-        duration: Duration::from_secs(30),
+        duration: Duration::from_secs_f64(secs),
         max_requests: Some(plan.pool.len() as u64),
         ..plan.clone()
     };
@@ -454,7 +458,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
     };
     let mut nonce = driver::nonce_base();
     if a.workload == Workload::Randomized && a.target == Target::ExtAuthz && !a.no_prime {
-        prime(&plan, &codec, nonce).await?;
+        prime(&plan, &codec, nonce, a.prime_secs).await?;
         nonce += 1_000_000;
     }
     if a.warmup > 0.0 {
