@@ -13,8 +13,9 @@
 # It starts BIN under callgrind on the load benchmark's prepared configuration ($WORK_DIR, made
 # by `cargo bench --bench load -- prepare --out $WORK_DIR` if missing), sends 300 requests
 # (randomized ext_authz: after every prepared request once, however long that takes under
-# callgrind, so that each user's token is verified before counting, as in the load benchmark; the driver's tokens are the same within a clock hour,
-# so start it early in one), zeroes the counters, sends `requests` more with the load driver (4 connections × 8 streams
+# callgrind, so that each user's token is verified before counting, as in the load benchmark; the
+# driver's tokens are the same within a clock hour, and a run that crosses one fails: run it
+# again), zeroes the counters, sends `requests` more with the load driver (4 connections × 8 streams
 # for gRPC, 8 connections for HTTP), dumps the counters and prints the instructions of every
 # thread of the server (the decision log writer among them) divided by the requests counted.
 # Only user-space instructions are counted: the kernel's share (system calls, the loopback's TCP)
@@ -72,6 +73,7 @@ drive() {
     --duration 600 --warmup 0 --connections "$conns" --streams "$streams" --users "$USERS" --no-probe "${@:2}" \
     >/dev/null 2>>"$OUT_DIR/driver.$stamp.log"
 }
+hour=$(date -u +%Y%m%d%H)
 drive 300 --prime-secs 1800
 sleep 1
 callgrind_control -z $pid >/dev/null 2>&1
@@ -84,6 +86,10 @@ sleep 1
 kill $pid
 wait $pid 2>/dev/null || true
 trap - EXIT
+if [[ $WORKLOAD == randomized && $TARGET == ext-authz && $(date -u +%Y%m%d%H) != "$hour" ]]; then
+  echo "error: a clock hour began between priming and counting, so the counted tokens were new; run again" >&2
+  exit 1
+fi
 dump=$(ls -t "$out".*.1 | head -n 1)
 ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
 requests=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readlines()[-1])["requests"])' "$OUT_DIR/run.$stamp.jsonl")
