@@ -44,9 +44,7 @@ pub fn build_context(snapshot: &Snapshot, request: &DecisionRequest) -> Result<C
 /// Whether `action` belongs to the MCP profile (the `Mcp` namespace), where the
 /// context attributes of [`SERVICE_FILLED`] are the service's alone.
 pub fn mcp_profile(action: &EntityUid) -> bool {
-    // Compared by parts: `namespace()` builds a string (several times a request).
-    let mut parts = action.type_name().namespace_components();
-    parts.next() == Some("Mcp") && parts.next().is_none()
+    super::names::in_namespace(action.type_name(), "Mcp")
 }
 
 /// The reason a request's own context may not be used for `action`: for an action

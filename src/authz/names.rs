@@ -136,7 +136,7 @@ fn written_as(ty: &EntityTypeName, name: &str) -> bool {
 
 /// Whether `ty`'s namespace is `ns` (`A::B`), compared piece by piece: a type's
 /// namespace as a string is formatted afresh on every call.
-fn in_namespace(ty: &EntityTypeName, ns: &str) -> bool {
+pub(crate) fn in_namespace(ty: &EntityTypeName, ns: &str) -> bool {
     let mut have = ty.namespace_components();
     if ns.is_empty() {
         return have.next().is_none();
