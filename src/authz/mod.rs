@@ -455,7 +455,8 @@ impl Engine {
             return None;
         }
         let missing: Vec<&String> = snapshot
-            .step_up_scopes
+            .scopes
+            .all()
             .iter()
             .filter(|s| !token.scopes.contains(s))
             .collect();
@@ -472,11 +473,7 @@ impl Engine {
         }
         let mut scopes = token.scopes.clone();
         for id in decision.evaluations.iter().flat_map(|e| &e.policies) {
-            let needed = snapshot
-                .scoped_policies
-                .get(&cedar_policy::PolicyId::new(id))
-                .map_or(&[][..], Vec::as_slice);
-            for scope in needed {
+            for scope in snapshot.scopes.of_policy(&cedar_policy::PolicyId::new(id)) {
                 if !scopes.contains(scope) {
                     scopes.push(scope.clone());
                 }
@@ -924,11 +921,11 @@ fn evaluate(
     };
     let selected = indexed::policies_for(snapshot, selection, principal, request, entities);
     let policies = selected.as_deref().unwrap_or(&snapshot.policies);
-    if !snapshot.scoped_policies.is_empty() {
+    if !snapshot.scopes.is_empty() {
         evaluation.step_up = StepUpHint(
             policies
                 .policies()
-                .any(|p| snapshot.scoped_policies.contains_key(p.id())),
+                .any(|p| snapshot.scopes.declares(p.id())),
         );
     }
     let response = authorizer.is_authorized(&cedar_request, policies, entities);

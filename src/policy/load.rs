@@ -484,12 +484,10 @@ pub fn build_with(
         digests,
         shadow_policies: Vec::new(),
         all_enforced: None,
-        step_up_scopes: Vec::new(),
-        scoped_policies: PolicyScopes::default(),
+        scopes: PolicyScopes::default(),
         context_fits,
     };
-    snapshot.scoped_policies = super::scopes::scoped_policies(&snapshot.policies);
-    snapshot.step_up_scopes = super::scopes::all_scopes(&snapshot.scoped_policies);
+    snapshot.scopes = PolicyScopes::of(&snapshot.policies);
     let split = super::shadow::split(&snapshot.policies)
         .map_err(|e| Problems(vec![Problem::error(None, e)]))?;
     let Some((enforced, shadow_policies)) = split else {
@@ -516,9 +514,8 @@ impl Snapshot {
     /// The same files and facts with `policies` (and their index) instead of its
     /// own, and no `all_enforced` view.
     fn with_policies(&self, policies: PolicySet) -> Snapshot {
-        let scoped_policies = super::scopes::scoped_policies(&policies);
-        let step_up_scopes = super::scopes::all_scopes(&scoped_policies);
         Snapshot {
+            scopes: PolicyScopes::of(&policies),
             generation: self.generation,
             dir: self.dir.clone(),
             index: PolicyIndex::new(&policies),
@@ -537,8 +534,6 @@ impl Snapshot {
             digests: self.digests.clone(),
             shadow_policies: self.shadow_policies.clone(),
             all_enforced: None,
-            step_up_scopes,
-            scoped_policies,
             context_fits: Arc::clone(&self.context_fits),
         }
     }

@@ -42,7 +42,7 @@ pub use load::{
     SchemaFormat, Sources, TOOLS_DIR, build, build_with, combined_schema, files_under,
     read_policy_files, read_sources,
 };
-pub use scopes::{PolicyScopes, SCOPES_ANNOTATION, all_scopes, scoped_policies};
+pub use scopes::{PolicyScopes, SCOPES_ANNOTATION};
 pub use shadow::{SHADOW_ANNOTATION, is_shadow};
 pub use shape::{Extension, Leaf, Shape, alias_in, name_key, reads_as};
 pub use store::{LastReload, MAX_LOGGED_IDS, PolicyStore, ReloadOutcome, ReloadStatus};
@@ -117,12 +117,10 @@ pub struct Snapshot {
     /// The same files with every `@shadow` policy enforced (see `shadow.rs`);
     /// `None` when there are none.
     pub all_enforced: Option<std::sync::Arc<Snapshot>>,
-    /// Every scope a policy of `policies` declares with `@scopes` (sorted): what a
-    /// step-up evaluation adds to a token's scopes (`scopes.rs`).
-    pub step_up_scopes: Vec<String>,
-    /// The policies of `policies` that declare `@scopes`, with their scopes: a deny
-    /// decided against none of them cannot be allowed by more scope.
-    pub scoped_policies: PolicyScopes,
+    /// The `@scopes` of `policies` (`scopes.rs`): what a step-up evaluation adds to a
+    /// token's scopes; a deny decided against no declaring policy cannot be allowed
+    /// by more scope.
+    pub scopes: PolicyScopes,
     /// The contexts Cedar's validation accepted for this schema, by signature
     /// (`fits.rs`): shared by the snapshots of the same files.
     pub context_fits: std::sync::Arc<ContextFits>,

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 
-use cedar_policy::{Effect, Policy, PolicySet};
+use cedar_policy::{Effect, Policy, PolicyId, PolicySet};
 
 use super::{PolicyOrigin, Problem};
 
@@ -48,30 +48,58 @@ fn parse(value: &str) -> Result<Vec<String>, String> {
     Ok(scopes)
 }
 
-/// The scopes each policy declaring them needs, by policy id, in a map hashed with
-/// a fast seeded hash.
-pub type PolicyScopes =
-    std::collections::HashMap<cedar_policy::PolicyId, Vec<String>, foldhash::fast::RandomState>;
-
-/// The policies of `policies` that declare their scopes (`@scopes`, well formed),
-/// with those scopes: read once per snapshot, since reading an annotation runs
-/// Cedar's parser on its name.
-pub fn scoped_policies(policies: &PolicySet) -> PolicyScopes {
-    policies
-        .policies()
-        .filter_map(|p| Some((p.id().clone(), scopes_of(p)?)))
-        .collect()
+/// The `@scopes` of a policy set, read once per snapshot (reading an annotation
+/// runs Cedar's parser on its name): each declaring policy's scopes, and every
+/// scope any of them declares.
+#[derive(Debug, Default)]
+pub struct PolicyScopes {
+    by_policy: std::collections::HashMap<PolicyId, Vec<String>, foldhash::fast::RandomState>,
+    all: Vec<String>,
 }
 
-/// Every scope some policy of `scoped` declares (sorted, once each).
-pub fn all_scopes(scoped: &PolicyScopes) -> Vec<String> {
-    scoped
-        .values()
-        .flatten()
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect()
+impl PolicyScopes {
+    /// The scopes the policies of `policies` declare (`@scopes`, well formed).
+    pub fn of(policies: &PolicySet) -> Self {
+        let by_policy: std::collections::HashMap<_, _, _> = policies
+            .policies()
+            .filter_map(|p| Some((p.id().clone(), scopes_of(p)?)))
+            .collect();
+        let all = by_policy
+            .values()
+            .flatten()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Self { by_policy, all }
+    }
+
+    /// Whether no policy declares scopes.
+    pub fn is_empty(&self) -> bool {
+        self.by_policy.is_empty()
+    }
+
+    /// Whether policy `id` declares scopes.
+    pub fn declares(&self, id: &PolicyId) -> bool {
+        self.by_policy.contains_key(id)
+    }
+
+    /// The scopes policy `id` declares (none if it declares none).
+    pub fn of_policy(&self, id: &PolicyId) -> &[String] {
+        self.by_policy.get(id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every scope some policy declares (sorted, once each): what a step-up
+    /// evaluation adds to a token's scopes.
+    pub fn all(&self) -> &[String] {
+        &self.all
+    }
+
+    /// The ids of the policies that declare scopes.
+    #[cfg(test)]
+    fn policies(&self) -> impl Iterator<Item = &PolicyId> {
+        self.by_policy.keys()
+    }
 }
 
 /// The problems of the `@scopes` annotations of `policies`.
@@ -128,9 +156,9 @@ mod tests {
                permit (principal, action, resource);"#,
         )
         .unwrap();
-        let scoped_set = scoped_policies(&set);
-        assert_eq!(all_scopes(&scoped_set), vec!["docs.write", "x"]);
-        let mut scoped: Vec<String> = scoped_set.keys().map(ToString::to_string).collect();
+        let scoped_set = PolicyScopes::of(&set);
+        assert_eq!(scoped_set.all(), vec!["docs.write", "x"]);
+        let mut scoped: Vec<String> = scoped_set.policies().map(ToString::to_string).collect();
         scoped.sort();
         assert_eq!(scoped, ["policy0", "policy1"]);
         let mut problems = Vec::new();
