@@ -24,10 +24,10 @@ use cedar_policy::EntityTypeName;
 use serde_json::Value;
 
 /// How many signatures a snapshot keeps.
-pub const MAX_FITS: usize = 4096;
+const MAX_FITS: usize = 4096;
 /// The longest signature kept, in bytes (a context of the MCP profile writes a few
 /// hundred).
-pub const MAX_SIGNATURE: usize = 4096;
+const MAX_SIGNATURE: usize = 4096;
 
 type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
 
@@ -78,13 +78,9 @@ impl ContextFits {
     }
 
     /// How many signatures are kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.accepted.read().map_or(0, |a| a.len())
-    }
-
-    /// Whether none is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -140,7 +136,7 @@ mod tests {
     fn only_acceptances_are_kept() {
         let fits = ContextFits::default();
         assert!(!fits.fits(b"a", || false));
-        assert!(fits.is_empty());
+        assert_eq!(fits.len(), 0);
         assert!(fits.fits(b"a", || true));
         assert_eq!(fits.len(), 1);
         // Known now: not validated again.

@@ -34,7 +34,7 @@ use cedar_policy::{Entities, EntityTypeName, EntityUid, PolicySet, Schema};
 
 pub use authoring::LoadOptions;
 pub use diagnostics::{Problem, Problems, Severity, error_chain};
-pub use fits::{ContextFits, MAX_FITS, MAX_SIGNATURE};
+pub use fits::ContextFits;
 pub use index::{IndexOptions, IndexStats, PolicyIndex};
 pub(crate) use load::nesting_problem;
 pub use load::{

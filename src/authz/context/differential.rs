@@ -350,6 +350,13 @@ fn the_direct_path_agrees_with_cedar_on_generated_schemas_and_values() {
             }
             assert_eq!(built, cedar, "{given}\n{text}");
         }
+        // `build_context` kept exactly the signatures accepted here: the known ones
+        // above were answered from them.
+        assert_eq!(
+            snapshot.context_fits.len(),
+            accepted_signatures.len(),
+            "{text}"
+        );
     }
     assert_eq!(loaded, schemas);
     // Both kinds of case must be well represented, or the test tests little.
