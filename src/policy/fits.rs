@@ -98,12 +98,7 @@ fn plain_entity_types(schema_json: &Value) -> FastSet<EntityTypeName> {
             if declared.get("enum").is_some() {
                 continue;
             }
-            let full = if ns.is_empty() {
-                name.clone()
-            } else {
-                format!("{ns}::{name}")
-            };
-            if let Ok(ty) = full.parse() {
+            if let Ok(ty) = super::shape::qualified(ns, name).parse() {
                 out.insert(ty);
             }
         }

@@ -306,6 +306,16 @@ pub fn reads_as(given: &str, key: &str) -> bool {
     }
 }
 
+/// `name` declared in namespace `ns` of a JSON schema, as a full name (`ns::name`,
+/// or `name` in the empty namespace).
+pub(super) fn qualified(ns: &str, name: &str) -> String {
+    if ns.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{ns}::{name}")
+    }
+}
+
 /// Context shapes of every action of a schema, keyed by the action's uid.
 pub fn context_shapes(schema_json: &Value) -> HashMap<EntityUid, Shape> {
     let mut out = HashMap::new();
@@ -325,12 +335,7 @@ pub fn context_shapes(schema_json: &Value) -> HashMap<EntityUid, Shape> {
                     || Shape::Record(HashMap::new()),
                     |t| resolver.shape(ns, t, 0),
                 );
-            let action_type = if ns.is_empty() {
-                "Action".to_owned()
-            } else {
-                format!("{ns}::Action")
-            };
-            let Ok(type_name) = EntityTypeName::from_str(&action_type) else {
+            let Ok(type_name) = EntityTypeName::from_str(&qualified(ns, "Action")) else {
                 continue;
             };
             out.insert(
