@@ -14,8 +14,9 @@
 //! does this here as it does for `envoy_types`' messages, and [`envoy_request`]
 //! reads each map as the `HashMap` would hold it. Text the adapter reads must be
 //! UTF-8, as protobuf's `string` is ([`NotUtf8`]: the request is refused with a 400,
-//! `super::refuse_unreadable`); fields it does not read are not looked at. The test `the_wire_view_reads_what_envoy_types_decodes` encodes
-//! `envoy_types` messages and compares what both readings give.
+//! `super::refuse_unreadable`); fields it does not read are not looked at. The test
+//! `the_wire_view_reads_what_envoy_types_decodes` encodes `envoy_types` messages and
+//! compares what both readings give.
 
 use std::borrow::Cow;
 
