@@ -25,11 +25,13 @@
 use std::str::FromStr;
 
 use cedar_policy::EntityUid;
-use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::{DecisionRequest, RequestEntity, TokenFacts};
+
+mod writer;
+
+pub use writer::{JsonWriter, Object, uid_text};
 
 /// Whether the JSON form holds the request's arguments as they were.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,15 +140,16 @@ impl<'a> Parts<'a> {
 
     /// The JSON form.
     pub fn to_json(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        let mut text = Vec::new();
+        self.write(&mut JsonWriter::new(&mut text))
+            .and_then(|()| serde_json::from_slice(&text))
+            .unwrap_or(Value::Null)
     }
-}
 
-/// Written field by field from the borrowed parts: the decision log's writer thread
-/// serializes a record's input without copying it into a JSON value first.
-impl Serialize for Parts<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut m = serializer.serialize_map(None)?;
+    /// Write the JSON form, field by field from the borrowed parts: the decision log's
+    /// writer thread writes a record's input without copying it into a JSON value.
+    pub fn write(&self, w: &mut JsonWriter<'_, 'a>) -> serde_json::Result<()> {
+        let mut m = w.object();
         for (key, uid) in [
             ("user", self.user),
             ("application", self.application),
@@ -155,140 +158,55 @@ impl Serialize for Parts<'_> {
             ("server", self.server),
         ] {
             if let Some(uid) = uid {
-                m.serialize_entry(key, &Uid(uid))?;
+                m.key(key).uid(uid);
             }
         }
-        m.serialize_entry("context", &ContextView(self))?;
+        self.write_context(m.key("context"))?;
         if let Some(form) = self.form.as_str() {
-            m.serialize_entry("arguments", form)?;
+            m.str("arguments", form);
         }
         if let Some(token) = self.token {
-            m.serialize_entry(
-                "token",
-                &TokenView {
-                    scopes: &token.scopes,
-                    claims: &token.claims,
-                },
-            )?;
+            let mut t = m.key("token").object();
+            t.key("scopes").array(&token.scopes, |w, s| {
+                w.str(s);
+                Ok(())
+            })?;
+            t.key("claims").value(&token.claims)?;
+            t.end();
         }
         if !self.entities.is_empty() {
-            m.serialize_entry("entities", &EntitiesView(self.entities))?;
+            m.key("entities").array(self.entities, |w, e| {
+                let mut o = w.object();
+                o.key("uid").uid(&e.uid);
+                o.key("parents").array(&e.parents, |w, p| {
+                    w.uid(p);
+                    Ok(())
+                })?;
+                o.key("attrs").value(&e.attrs)?;
+                o.end();
+                Ok(())
+            })?;
         }
-        m.end()
+        m.end();
+        Ok(())
     }
-}
 
-/// A uid as its Cedar string (`Mcp::User::"alice"`).
-///
-/// Records name the same few thousand uids over and over, and Cedar's text of a uid
-/// (its id escaped, the pieces formatted) costs more than looking it up: each thread
-/// that serializes keeps the texts it made, up to [`UID_TEXTS`], then starts over.
-pub struct Uid<'a>(pub &'a EntityUid);
-
-/// How many uid texts a thread keeps (about 100 bytes each).
-const UID_TEXTS: usize = 8192;
-
-thread_local! {
-    static TEXTS: std::cell::RefCell<std::collections::HashMap<EntityUid, Box<str>, foldhash::fast::RandomState>> =
-        std::cell::RefCell::default();
-}
-
-impl Serialize for Uid<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut serializer = Some(serializer);
-        with_uid_text(self.0, &mut |text| {
-            serializer.take().map(|s| s.serialize_str(text))
-        })
-        .unwrap_or_else(|| Err(serde::ser::Error::custom("uid written twice")))
-    }
-}
-
-/// `uid`'s Cedar text (`Mcp::User::"alice"`), from this thread's kept texts when it
-/// has it (see [`Uid`]).
-pub fn uid_text(uid: &EntityUid) -> String {
-    with_uid_text(uid, &mut str::to_owned)
-}
-
-/// `f` of `uid`'s Cedar text, kept by this thread (made and kept the first time).
-fn with_uid_text<R>(uid: &EntityUid, f: &mut dyn FnMut(&str) -> R) -> R {
-    let kept = TEXTS.try_with(|texts| {
-        let mut texts = texts.try_borrow_mut().ok()?;
-        if let Some(text) = texts.get(uid) {
-            return Some(f(text));
-        }
-        if texts.len() >= UID_TEXTS {
-            texts.clear();
-        }
-        let text = uid.to_string();
-        let out = f(&text);
-        texts.insert(uid.clone(), text.into());
-        Some(out)
-    });
-    match kept {
-        Ok(Some(out)) => out,
-        // No kept texts on this thread (being torn down, or in use up the stack).
-        _ => f(&uid.to_string()),
-    }
-}
-
-/// The context with the arguments the parts say.
-struct ContextView<'a>(&'a Parts<'a>);
-
-impl Serialize for ContextView<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let parts = self.0;
-        let replaced = parts.form == ArgumentsForm::Omitted || parts.arguments.is_some();
-        let mut m = serializer.serialize_map(None)?;
-        for (k, v) in parts.context {
+    /// The context with the arguments the parts say.
+    fn write_context(&self, w: &mut JsonWriter<'_, 'a>) -> serde_json::Result<()> {
+        let replaced = self.form == ArgumentsForm::Omitted || self.arguments.is_some();
+        let mut m = w.object();
+        for (k, v) in self.context {
             if !(replaced && k == "arguments") {
-                m.serialize_entry(k, v)?;
+                m.key(k).value(v)?;
             }
         }
-        if parts.form != ArgumentsForm::Omitted
-            && let Some(arguments) = parts.arguments
+        if self.form != ArgumentsForm::Omitted
+            && let Some(arguments) = self.arguments
         {
-            m.serialize_entry("arguments", arguments)?;
+            m.key("arguments").value(arguments)?;
         }
-        m.end()
-    }
-}
-
-#[derive(Serialize)]
-struct TokenView<'a> {
-    scopes: &'a [String],
-    claims: &'a Map<String, Value>,
-}
-
-struct EntitiesView<'a>(&'a [RequestEntity]);
-
-impl Serialize for EntitiesView<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for e in self.0 {
-            seq.serialize_element(&EntityView(e))?;
-        }
-        seq.end()
-    }
-}
-
-struct EntityView<'a>(&'a RequestEntity);
-
-impl Serialize for EntityView<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let e = self.0;
-        let mut m = serializer.serialize_map(Some(3))?;
-        m.serialize_entry("uid", &Uid(&e.uid))?;
-        m.serialize_entry("parents", &UidsView(&e.parents))?;
-        m.serialize_entry("attrs", &e.attrs)?;
-        m.end()
-    }
-}
-
-struct UidsView<'a>(&'a [EntityUid]);
-
-impl Serialize for UidsView<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(Uid))
+        m.end();
+        Ok(())
     }
 }
 

@@ -85,12 +85,11 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use cedar_policy::EntityUid;
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 
 use super::trace::TraceContext;
 use crate::authz::polling::PollingReceiver;
-use crate::authz::replayable::{ArgumentsForm, Parts, Uid};
+use crate::authz::replayable::{ArgumentsForm, JsonWriter, Object, Parts};
 use crate::authz::{Decision, DecisionRequest, Interface, RequestEntity, TokenFacts};
 
 /// Where the decision log goes and what it holds.
@@ -293,26 +292,17 @@ impl RecordInput {
 
 impl DecisionRecord {
     /// The JSON object of this record with its replayable `input` (when it has an
-    /// action and a resource), `redactor` applied to the arguments.
+    /// action and a resource), `redactor` applied to the arguments: what
+    /// [`DecisionRecord::write`] writes, read back.
     pub fn to_json_with_input(&self, input: Option<&RecordInput>, redactor: &Redactor) -> Value {
-        let logged = self.arguments.as_ref().map(|a| redactor.redact(a.clone()));
-        let input = input.and_then(|i| self.input_parts(i, logged.as_ref()));
-        self.fields_json(logged.as_ref(), input.as_ref())
-    }
-
-    /// The [`Fields`] view as a JSON value (the one layout of a record).
-    fn fields_json(&self, arguments: Option<&Value>, input: Option<&Parts<'_>>) -> Value {
-        serde_json::to_value(Fields {
-            record: self,
-            arguments,
-            input,
-        })
-        .unwrap_or(Value::Null)
+        let mut text = Vec::new();
+        self.write(input, redactor, &mut text)
+            .and_then(|()| serde_json::from_slice(&text))
+            .unwrap_or(Value::Null)
     }
 
     /// Write this record with its `input` as one JSON object to `out` (what the
-    /// writer thread does): the same object as [`DecisionRecord::to_json_with_input`],
-    /// key for key, serialized from the record's fields without building a JSON value.
+    /// writer thread does).
     pub fn write_with_input(
         &self,
         input: &RecordInput,
@@ -322,23 +312,69 @@ impl DecisionRecord {
         self.write(Some(input), redactor, out)
     }
 
-    /// Write this record, with `input` when given, as one JSON object to `out`.
-    fn write(
+    /// Write this record, with its replayable `input` when given (and the record has
+    /// an action and a resource), as one JSON object to `out`: the one layout of a
+    /// record, written from its fields without building a JSON value.
+    pub fn write(
         &self,
         input: Option<&RecordInput>,
         redactor: &Redactor,
         out: &mut Vec<u8>,
     ) -> serde_json::Result<()> {
+        self.write_then(input, redactor, out, |_| Ok(()))
+    }
+
+    /// [`DecisionRecord::write`], with the members `more` writes after the record's own.
+    fn write_then(
+        &self,
+        input: Option<&RecordInput>,
+        redactor: &Redactor,
+        out: &mut Vec<u8>,
+        more: impl FnOnce(&mut Object<'_, '_, '_>) -> serde_json::Result<()>,
+    ) -> serde_json::Result<()> {
         let logged = self.arguments.as_ref().map(|a| redactor.redact(a.clone()));
         let input = input.and_then(|i| self.input_parts(i, logged.as_ref()));
-        serde_json::to_writer(
-            out,
-            &Fields {
-                record: self,
-                arguments: logged.as_ref(),
-                input: input.as_ref(),
-            },
-        )
+        let mut w = JsonWriter::new(out);
+        let mut m = w.object();
+        m.str("decision_id", &self.decision_id);
+        m.str("time", &rfc3339(self.time));
+        m.str("interface", self.interface.as_str());
+        m.str("decision", self.decision.verdict());
+        m.str("reason", self.decision.reason.as_str());
+        m.key("generation").value(&self.decision.generation)?;
+        m.str("policy_digest", &self.decision.policy_digest);
+        for (key, uid) in [
+            ("user", &self.user),
+            ("application", &self.application),
+            ("server", &self.server),
+            ("action", &self.action),
+            ("resource", &self.resource),
+        ] {
+            if let Some(uid) = uid {
+                m.key(key).uid(uid);
+            }
+        }
+        write_evaluations(m.key("evaluations"), &self.decision)?;
+        m.key("latency_us").value(&self.latency_us())?;
+        if let Some(t) = &self.trace {
+            m.str("trace_id", &t.trace_id());
+            m.str("parent_span_id", &t.parent_span_id());
+        }
+        if let Some(id) = &self.request_id {
+            m.str("request_id", id);
+        }
+        if let Some(source) = self.server_source {
+            m.str("server_source", source);
+        }
+        if let Some(args) = &logged {
+            m.key("arguments").value(args)?;
+        }
+        if let Some(input) = &input {
+            input.write(m.key("input"))?;
+        }
+        more(&mut m)?;
+        m.end();
+        Ok(())
     }
 
     /// The parts of this record's `input`, its arguments as `logged` (redacted);
@@ -381,103 +417,48 @@ impl DecisionRecord {
     }
 }
 
-/// A decision record's fields, then its `input`: the one layout of a record, which
-/// the writer thread serializes and [`DecisionRecord::to_json`] returns as a value.
-struct Fields<'a> {
-    record: &'a DecisionRecord,
-    /// The arguments as logged (redacted).
-    arguments: Option<&'a Value>,
-    input: Option<&'a Parts<'a>>,
-}
-
-impl Serialize for Fields<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let r = self.record;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("decision_id", &r.decision_id)?;
-        m.serialize_entry("time", &rfc3339(r.time))?;
-        m.serialize_entry("interface", r.interface.as_str())?;
-        m.serialize_entry("decision", r.decision.verdict())?;
-        m.serialize_entry("reason", &r.decision.reason)?;
-        m.serialize_entry("generation", &r.decision.generation)?;
-        m.serialize_entry("policy_digest", &*r.decision.policy_digest)?;
-        for (key, uid) in [
-            ("user", &r.user),
-            ("application", &r.application),
-            ("server", &r.server),
-            ("action", &r.action),
-            ("resource", &r.resource),
-        ] {
-            if let Some(uid) = uid {
-                m.serialize_entry(key, &Uid(uid))?;
-            }
-        }
-        m.serialize_entry("evaluations", &Evaluations(&r.decision))?;
-        m.serialize_entry("latency_us", &r.latency_us())?;
-        if let Some(t) = &r.trace {
-            m.serialize_entry("trace_id", &t.trace_id())?;
-            m.serialize_entry("parent_span_id", &t.parent_span_id())?;
-        }
-        if let Some(id) = &r.request_id {
-            m.serialize_entry("request_id", id)?;
-        }
-        if let Some(source) = r.server_source {
-            m.serialize_entry("server_source", source)?;
-        }
-        if let Some(args) = self.arguments {
-            m.serialize_entry("arguments", args)?;
-        }
-        if let Some(input) = self.input {
-            m.serialize_entry("input", input)?;
-        }
-        m.end()
-    }
-}
-
-/// A decision's `evaluations`, as JSON.
-///
-/// A decision from the decision cache is one shared value that many records write:
-/// each thread keeps the JSON of the last decisions it wrote ([`EVALUATIONS_KEPT`]),
-/// keyed by the shared value's address, and holds the value itself so that the
-/// address cannot be reused by another decision while it is kept.
-struct Evaluations<'a>(&'a Arc<Decision>);
-
 /// How many decisions' `evaluations` a thread keeps.
 const EVALUATIONS_KEPT: usize = 1024;
 
-type KeptEvaluations =
-    std::collections::HashMap<usize, (Arc<Decision>, Box<serde_json::value::RawValue>)>;
+type KeptEvaluations = std::collections::HashMap<usize, (Arc<Decision>, Box<[u8]>)>;
 
 thread_local! {
+    /// A decision from the decision cache is one shared value that many records write:
+    /// each thread keeps the JSON of the `evaluations` of the last decisions it wrote
+    /// ([`EVALUATIONS_KEPT`]), keyed by the shared value's address, and holds the value
+    /// itself so that the address cannot be reused by another decision while it is kept.
     static EVALUATIONS: std::cell::RefCell<KeptEvaluations> = std::cell::RefCell::default();
 }
 
-impl Serialize for Evaluations<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let decision = self.0;
-        let key = Arc::as_ptr(decision) as usize;
-        let mut s = Some(s);
-        let written = EVALUATIONS.try_with(|kept| {
-            let mut kept = kept.try_borrow_mut().ok()?;
-            if let Some((held, json)) = kept.get(&key)
-                && Arc::ptr_eq(held, decision)
-            {
-                return Some(json.serialize(s.take()?));
-            }
-            let json = serde_json::value::to_raw_value(&decision.evaluations).ok()?;
-            let written = json.serialize(s.take()?);
-            if kept.len() >= EVALUATIONS_KEPT {
-                kept.clear();
-            }
-            kept.insert(key, (Arc::clone(decision), json));
-            Some(written)
-        });
-        match (written, s) {
-            (Ok(Some(written)), _) => written,
-            // Nothing kept on this thread: written afresh.
-            (_, Some(s)) => decision.evaluations.serialize(s),
-            (_, None) => Err(serde::ser::Error::custom("evaluations written twice")),
+/// A decision's `evaluations`, as JSON (see [`EVALUATIONS`]).
+fn write_evaluations(
+    w: &mut JsonWriter<'_, '_>,
+    decision: &Arc<Decision>,
+) -> serde_json::Result<()> {
+    let key = Arc::as_ptr(decision) as usize;
+    let kept = EVALUATIONS.try_with(|kept| {
+        let mut kept = kept.try_borrow_mut().ok()?;
+        if let Some((held, json)) = kept.get(&key)
+            && Arc::ptr_eq(held, decision)
+        {
+            w.raw(json);
+            return Some(Ok(()));
         }
+        let json = match serde_json::to_vec(&decision.evaluations) {
+            Ok(json) => json,
+            Err(e) => return Some(Err(e)),
+        };
+        w.raw(&json);
+        if kept.len() >= EVALUATIONS_KEPT {
+            kept.clear();
+        }
+        kept.insert(key, (Arc::clone(decision), json.into()));
+        Some(Ok(()))
+    });
+    match kept {
+        Ok(Some(written)) => written,
+        // Nothing kept on this thread (being torn down, or in use up the stack).
+        _ => w.value(&decision.evaluations),
     }
 }
 
@@ -499,26 +480,31 @@ pub struct ListRecord {
 }
 
 impl ListRecord {
-    /// The JSON object of this record.
-    pub fn to_json(&self, redactor: &Redactor) -> Value {
-        let mut json = self.record.to_json(redactor);
-        if let Value::Object(m) = &mut json {
-            m.insert(
-                "list".into(),
-                json!({
-                    "method": self.method,
-                    "entries": self.entries,
-                    "allowed": self.entries.saturating_sub(self.denied.len()),
-                    "denied": self.denied.len(),
-                    "denied_names": self.denied,
-                }),
-            );
-            if let (Some(id), Some(Value::Object(list))) = (&self.authorized_by, m.get_mut("list"))
-            {
-                list.insert("authorized_by".into(), json!(id));
+    /// Write this record as one JSON object to `out`: the decision record's members,
+    /// then `list`.
+    pub fn write(&self, redactor: &Redactor, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        self.record.write_then(None, redactor, out, |m| {
+            let mut list = m.key("list").object();
+            list.str("method", &self.method);
+            list.key("entries").value(&self.entries)?;
+            list.key("allowed")
+                .value(&self.entries.saturating_sub(self.denied.len()))?;
+            list.key("denied").value(&self.denied.len())?;
+            list.key("denied_names").value(&self.denied)?;
+            if let Some(id) = &self.authorized_by {
+                list.str("authorized_by", id);
             }
-        }
-        json
+            list.end();
+            Ok(())
+        })
+    }
+
+    /// The JSON object of this record: what [`ListRecord::write`] writes, read back.
+    pub fn to_json(&self, redactor: &Redactor) -> Value {
+        let mut text = Vec::new();
+        self.write(redactor, &mut text)
+            .and_then(|()| serde_json::from_slice(&text))
+            .unwrap_or(Value::Null)
     }
 }
 
@@ -628,7 +614,7 @@ impl Queued {
     fn write(&self, redactor: &Redactor, out: &mut Vec<u8>) -> serde_json::Result<()> {
         match self {
             Queued::Decision(r, input) => r.write(input.as_ref(), redactor, out),
-            Queued::List(r) => serde_json::to_writer(out, &r.to_json(redactor)),
+            Queued::List(r) => r.write(redactor, out),
             Queued::Shadow(r) => serde_json::to_writer(out, &r.to_json()),
         }
     }
@@ -1164,14 +1150,18 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_writes_the_json_object_byte_for_byte() {
+    fn the_writer_writes_the_documented_object_byte_for_byte() {
         use std::str::FromStr;
         let uid = |s: &str| EntityUid::from_str(s).expect("uid");
+        // Ids that JSON escapes, and one an escaped uid text ends in.
+        let user = r#"Mcp::User::"erin \"e\" \\ é""#;
+        let group = "Mcp::Group::\"contractors\\n\"";
         let mut request = DecisionRequest::new(
             uid("Mcp::Action::\"tools/call\""),
             uid("Mcp::Tool::\"docs/get_document\""),
         );
-        request.user = Some(uid("Mcp::User::\"erin\""));
+        request.user = Some(uid(user));
+        request.application = Some(uid("Mcp::Application::\"corpassist\""));
         request.server = Some(uid("Mcp::Server::\"docs\""));
         request.context.insert(
             "arguments".into(),
@@ -1181,44 +1171,94 @@ mod tests {
             .context
             .insert("request".into(), json!({"source_ip": "10.0.0.1"}));
         request.token = Some(TokenFacts {
-            scopes: vec!["docs.read".into()],
-            claims: Map::from_iter([("tenant".to_owned(), json!("acme"))]),
+            scopes: vec!["docs.read".into(), "a \"b\"\t".into()],
+            claims: Map::from_iter([("tenant".to_owned(), json!("acme\u{1}"))]),
         });
-        request.entities.push(RequestEntity {
-            uid: uid("Mcp::User::\"erin\""),
-            parents: vec![uid("Mcp::Group::\"contractors\"")],
-            attrs: Map::new(),
-        });
-        let redactor = Redactor::new(&default_redactions());
-        for include_arguments in [true, false] {
-            let (mut record, input) = record_of(&request, include_arguments);
-            let mut decision = (*record.decision).clone();
-            decision.evaluations.push(crate::authz::Evaluation {
-                role: crate::authz::Role::User,
-                principal: "Mcp::User::\"erin\"".into(),
-                allow: true,
-                policies: vec!["p1".into()],
-                errors: Vec::new(),
-                action: Some("Mcp::Action::\"tools/call/docs/get_document\"".into()),
-                step_up: crate::authz::StepUpHint::default(),
-            });
-            record.decision = Arc::new(decision);
-            record.latency = Duration::from_nanos(41_234);
-            record.time = SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_000_000_123_456);
-            record.trace =
-                TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
-            record.request_id = Some("req-1".into());
-            record.server_source = Some("authority");
-            for input in [Some(&input), None] {
-                let mut direct = Vec::new();
-                record
-                    .write(input, &redactor, &mut direct)
-                    .expect("written");
-                let value = record.to_json_with_input(input, &redactor);
-                assert_eq!(
-                    String::from_utf8(direct).expect("utf-8"),
-                    serde_json::to_string(&value).expect("serialized"),
-                );
+        for parents in [vec![uid(group)], Vec::new()] {
+            request.entities = vec![RequestEntity {
+                uid: uid(user),
+                parents,
+                attrs: Map::from_iter([("level".to_owned(), json!(3))]),
+            }];
+            let redactor = Redactor::new(&default_redactions());
+            for include_arguments in [true, false] {
+                let (mut record, input) = record_of(&request, include_arguments);
+                let mut decision = (*record.decision).clone();
+                decision.evaluations.push(crate::authz::Evaluation {
+                    role: crate::authz::Role::User,
+                    principal: user.into(),
+                    allow: true,
+                    policies: vec!["p1".into()],
+                    errors: Vec::new(),
+                    action: Some("Mcp::Action::\"tools/call/docs/get_document\"".into()),
+                    step_up: crate::authz::StepUpHint::default(),
+                });
+                record.decision = Arc::new(decision);
+                record.latency = Duration::from_nanos(41_234);
+                record.time = SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_000_000_123_456);
+                record.trace =
+                    TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+                record.request_id = Some("req-1".into());
+                record.server_source = Some("authority");
+                let mut expected = json!({
+                    "decision_id": "d",
+                    "time": "2026-11-18T11:06:40.123456Z",
+                    "interface": "authzen",
+                    "decision": "allow",
+                    "reason": "allowed",
+                    "generation": 1,
+                    "policy_digest": "sha256:x",
+                    "user": user,
+                    "application": "Mcp::Application::\"corpassist\"",
+                    "server": "Mcp::Server::\"docs\"",
+                    "action": "Mcp::Action::\"tools/call\"",
+                    "resource": "Mcp::Tool::\"docs/get_document\"",
+                    "evaluations": [{
+                        "role": "user", "principal": user, "allow": true, "policies": ["p1"],
+                        "errors": [], "action": "Mcp::Action::\"tools/call/docs/get_document\"",
+                    }],
+                    "latency_us": 41.234,
+                    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+                    "parent_span_id": "00f067aa0ba902b7",
+                    "request_id": "req-1",
+                    "server_source": "authority",
+                });
+                if include_arguments {
+                    expected["arguments"] = json!({"document_id": "x \"quoted\" \u{e9}", "api_key": "[REDACTED]", "n": 1.5});
+                }
+                let mut expected_input = json!({
+                    "user": user,
+                    "application": "Mcp::Application::\"corpassist\"",
+                    "action": "Mcp::Action::\"tools/call\"",
+                    "resource": "Mcp::Tool::\"docs/get_document\"",
+                    "server": "Mcp::Server::\"docs\"",
+                    "context": {"request": {"source_ip": "10.0.0.1"}},
+                    "arguments": if include_arguments { "redacted" } else { "omitted" },
+                    "token": {"scopes": ["docs.read", "a \"b\"\t"], "claims": {"tenant": "acme\u{1}"}},
+                    "entities": [{
+                        "uid": user,
+                        "parents": request.entities[0].parents.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "attrs": {"level": 3},
+                    }],
+                });
+                if include_arguments {
+                    expected_input["context"]["arguments"] = expected["arguments"].clone();
+                }
+                for input in [Some(&input), None] {
+                    let mut direct = Vec::new();
+                    record
+                        .write(input, &redactor, &mut direct)
+                        .expect("written");
+                    let mut expected = expected.clone();
+                    if input.is_some() {
+                        expected["input"] = expected_input.clone();
+                    }
+                    assert_eq!(
+                        String::from_utf8(direct).expect("utf-8"),
+                        serde_json::to_string(&expected).expect("serialized"),
+                    );
+                    assert_eq!(record.to_json_with_input(input, &redactor), expected);
+                }
             }
         }
         // Without action and resource: no input.
@@ -1226,11 +1266,16 @@ mod tests {
         record.action = None;
         let mut direct = Vec::new();
         record
-            .write(Some(&input), &redactor, &mut direct)
+            .write(Some(&input), &redactor_of_defaults(), &mut direct)
             .expect("written");
-        let value = record.to_json_with_input(Some(&input), &redactor);
+        let value: Value = serde_json::from_slice(&direct).expect("json");
         assert!(value.get("input").is_none());
-        assert_eq!(direct, serde_json::to_vec(&value).expect("serialized"));
+        assert!(value.get("action").is_none());
+        assert_eq!(value["resource"], "Mcp::Tool::\"docs/get_document\"");
+    }
+
+    fn redactor_of_defaults() -> Redactor {
+        Redactor::new(&default_redactions())
     }
 
     /// A writer into a shared buffer.
