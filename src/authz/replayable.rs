@@ -31,7 +31,8 @@ use super::{DecisionRequest, RequestEntity, TokenFacts};
 
 mod writer;
 
-pub use writer::{JsonWriter, Object, uid_text};
+pub(crate) use writer::key;
+pub use writer::{JsonWriter, Key, Object, uid_text};
 
 /// Whether the JSON form holds the request's arguments as they were.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -151,38 +152,38 @@ impl<'a> Parts<'a> {
     pub fn write(&self, w: &mut JsonWriter<'_, 'a>) -> serde_json::Result<()> {
         let mut m = w.object();
         for (key, uid) in [
-            ("user", self.user),
-            ("application", self.application),
-            ("action", Some(self.action)),
-            ("resource", Some(self.resource)),
-            ("server", self.server),
+            (key!("user"), self.user),
+            (key!("application"), self.application),
+            (key!("action"), Some(self.action)),
+            (key!("resource"), Some(self.resource)),
+            (key!("server"), self.server),
         ] {
             if let Some(uid) = uid {
                 m.key(key).uid(uid);
             }
         }
-        self.write_context(m.key("context"))?;
+        self.write_context(m.key(key!("context")))?;
         if let Some(form) = self.form.as_str() {
-            m.str("arguments", form);
+            m.str(key!("arguments"), form);
         }
         if let Some(token) = self.token {
-            let mut t = m.key("token").object();
-            t.key("scopes").array(&token.scopes, |w, s| {
+            let mut t = m.key(key!("token")).object();
+            t.key(key!("scopes")).array(&token.scopes, |w, s| {
                 w.str(s);
                 Ok(())
             })?;
-            t.key("claims").value(&token.claims)?;
+            t.key(key!("claims")).value(&token.claims)?;
             t.end();
         }
         if !self.entities.is_empty() {
-            m.key("entities").array(self.entities, |w, e| {
+            m.key(key!("entities")).array(self.entities, |w, e| {
                 let mut o = w.object();
-                o.key("uid").uid(&e.uid);
-                o.key("parents").array(&e.parents, |w, p| {
+                o.key(key!("uid")).uid(&e.uid);
+                o.key(key!("parents")).array(&e.parents, |w, p| {
                     w.uid(p);
                     Ok(())
                 })?;
-                o.key("attrs").value(&e.attrs)?;
+                o.key(key!("attrs")).value(&e.attrs)?;
                 o.end();
                 Ok(())
             })?;
@@ -197,13 +198,13 @@ impl<'a> Parts<'a> {
         let mut m = w.object();
         for (k, v) in self.context {
             if !(replaced && k == "arguments") {
-                m.key(k).value(v)?;
+                m.key_str(k).value(v)?;
             }
         }
         if self.form != ArgumentsForm::Omitted
             && let Some(arguments) = self.arguments
         {
-            m.key("arguments").value(arguments)?;
+            m.key(key!("arguments")).value(arguments)?;
         }
         m.end();
         Ok(())

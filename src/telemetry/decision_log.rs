@@ -89,7 +89,7 @@ use serde_json::{Map, Value, json};
 
 use super::trace::TraceContext;
 use crate::authz::polling::PollingReceiver;
-use crate::authz::replayable::{ArgumentsForm, JsonWriter, Object, Parts};
+use crate::authz::replayable::{ArgumentsForm, JsonWriter, Object, Parts, key};
 use crate::authz::{Decision, DecisionRequest, Interface, RequestEntity, TokenFacts};
 
 /// Where the decision log goes and what it holds.
@@ -336,41 +336,41 @@ impl DecisionRecord {
         let input = input.and_then(|i| self.input_parts(i, logged.as_ref()));
         let mut w = JsonWriter::new(out);
         let mut m = w.object();
-        m.str("decision_id", &self.decision_id);
-        m.str("time", &rfc3339(self.time));
-        m.str("interface", self.interface.as_str());
-        m.str("decision", self.decision.verdict());
-        m.str("reason", self.decision.reason.as_str());
-        m.key("generation").value(&self.decision.generation)?;
-        m.str("policy_digest", &self.decision.policy_digest);
+        m.str(key!("decision_id"), &self.decision_id);
+        m.str(key!("time"), &rfc3339(self.time));
+        m.str(key!("interface"), self.interface.as_str());
+        m.str(key!("decision"), self.decision.verdict());
+        m.str(key!("reason"), self.decision.reason.as_str());
+        m.key(key!("generation")).value(&self.decision.generation)?;
+        m.str(key!("policy_digest"), &self.decision.policy_digest);
         for (key, uid) in [
-            ("user", &self.user),
-            ("application", &self.application),
-            ("server", &self.server),
-            ("action", &self.action),
-            ("resource", &self.resource),
+            (key!("user"), &self.user),
+            (key!("application"), &self.application),
+            (key!("server"), &self.server),
+            (key!("action"), &self.action),
+            (key!("resource"), &self.resource),
         ] {
             if let Some(uid) = uid {
                 m.key(key).uid(uid);
             }
         }
-        write_evaluations(m.key("evaluations"), &self.decision)?;
-        m.key("latency_us").value(&self.latency_us())?;
+        write_evaluations(m.key(key!("evaluations")), &self.decision)?;
+        m.key(key!("latency_us")).value(&self.latency_us())?;
         if let Some(t) = &self.trace {
-            m.str("trace_id", &t.trace_id());
-            m.str("parent_span_id", &t.parent_span_id());
+            m.str(key!("trace_id"), &t.trace_id());
+            m.str(key!("parent_span_id"), &t.parent_span_id());
         }
         if let Some(id) = &self.request_id {
-            m.str("request_id", id);
+            m.str(key!("request_id"), id);
         }
         if let Some(source) = self.server_source {
-            m.str("server_source", source);
+            m.str(key!("server_source"), source);
         }
         if let Some(args) = &logged {
-            m.key("arguments").value(args)?;
+            m.key(key!("arguments")).value(args)?;
         }
         if let Some(input) = &input {
-            input.write(m.key("input"))?;
+            input.write(m.key(key!("input")))?;
         }
         more(&mut m)?;
         m.end();
@@ -484,15 +484,15 @@ impl ListRecord {
     /// then `list`.
     pub fn write(&self, redactor: &Redactor, out: &mut Vec<u8>) -> serde_json::Result<()> {
         self.record.write_then(None, redactor, out, |m| {
-            let mut list = m.key("list").object();
-            list.str("method", &self.method);
-            list.key("entries").value(&self.entries)?;
-            list.key("allowed")
+            let mut list = m.key(key!("list")).object();
+            list.str(key!("method"), &self.method);
+            list.key(key!("entries")).value(&self.entries)?;
+            list.key(key!("allowed"))
                 .value(&self.entries.saturating_sub(self.denied.len()))?;
-            list.key("denied").value(&self.denied.len())?;
-            list.key("denied_names").value(&self.denied)?;
+            list.key(key!("denied")).value(&self.denied.len())?;
+            list.key(key!("denied_names")).value(&self.denied)?;
             if let Some(id) = &self.authorized_by {
-                list.str("authorized_by", id);
+                list.str(key!("authorized_by"), id);
             }
             list.end();
             Ok(())

@@ -151,8 +151,22 @@ pub struct Object<'w, 'b, 'u> {
 }
 
 impl<'b, 'u> Object<'_, 'b, 'u> {
-    /// Member `key`: write its value through the writer returned.
-    pub fn key(&mut self, key: &str) -> &mut JsonWriter<'b, 'u> {
+    /// Member `key` (one the code names, [`key!`]): write its value through the
+    /// writer returned.
+    pub fn key(&mut self, key: Key) -> &mut JsonWriter<'b, 'u> {
+        // `,"key":`, without its comma when first.
+        let text = match key.0.split_first() {
+            Some((_, first)) if self.empty => first,
+            _ => key.0,
+        };
+        self.empty = false;
+        self.writer.out.extend_from_slice(text);
+        self.writer
+    }
+
+    /// Member `key` (one the data names: escaped as JSON needs): write its value
+    /// through the writer returned.
+    pub fn key_str(&mut self, key: &str) -> &mut JsonWriter<'b, 'u> {
         if !self.empty {
             self.writer.out.push(b',');
         }
@@ -163,7 +177,7 @@ impl<'b, 'u> Object<'_, 'b, 'u> {
     }
 
     /// Member `key` with the string `value`.
-    pub fn str(&mut self, key: &str, value: &str) {
+    pub fn str(&mut self, key: Key, value: &str) {
         self.key(key).str(value);
     }
 
@@ -172,6 +186,41 @@ impl<'b, 'u> Object<'_, 'b, 'u> {
         self.writer.out.push(b'}');
     }
 }
+
+/// A member's key as the code names it, as JSON text with its comma and colon
+/// (`,"key":`), made when compiled by [`key!`]: written with one copy.
+#[derive(Debug, Clone, Copy)]
+pub struct Key(&'static [u8]);
+
+impl Key {
+    /// The key of `text`, which is `,"key":`. Panics (in [`key!`]'s constant: does not
+    /// compile) when it is not, or the key holds a character JSON escapes.
+    #[doc(hidden)]
+    pub const fn new(text: &'static str) -> Self {
+        let [b',', b'"', key @ .., b'"', b':'] = text.as_bytes() else {
+            panic!("a key's text is `,\"key\":`");
+        };
+        let mut key: &[u8] = key;
+        while let [b, rest @ ..] = key {
+            assert!(
+                *b >= 0x20 && *b != b'"' && *b != b'\\',
+                "a key the code names must not need escaping"
+            );
+            key = rest;
+        }
+        Self(text.as_bytes())
+    }
+}
+
+/// The [`Key`] of a literal key, made when compiled: `key!("decision_id")`.
+macro_rules! key {
+    ($key:literal) => {{
+        const KEY: $crate::authz::replayable::Key =
+            $crate::authz::replayable::Key::new(concat!(",\"", $key, "\":"));
+        KEY
+    }};
+}
+pub(crate) use key;
 
 /// `s` as a JSON string onto `out`.
 fn string(out: &mut Vec<u8>, s: &str) {
@@ -340,17 +389,19 @@ mod tests {
     fn objects_and_arrays_are_written_as_serde_json_writes_them() {
         let text = written(|w| {
             let mut o = w.object();
-            o.str("a \"key\"", "v\n");
-            o.key("n").value(&1.5).expect("value");
-            o.key("list")
+            o.key_str("a \"key\"").str("v\n");
+            o.key(key!("n")).value(&1.5).expect("value");
+            o.key(key!("list"))
                 .array(["x", "y\\"], |w, s| {
                     w.str(s);
                     Ok(())
                 })
                 .expect("array");
-            o.key("empty").array([0; 0], |_, _| Ok(())).expect("array");
-            o.key("raw").raw(br#"{"k":[1]}"#);
-            let w = o.key("inner");
+            o.key(key!("empty"))
+                .array([0; 0], |_, _| Ok(()))
+                .expect("array");
+            o.key(key!("raw")).raw(br#"{"k":[1]}"#);
+            let w = o.key(key!("inner"));
             w.object().end();
             o.end();
         });
@@ -359,6 +410,14 @@ mod tests {
             "inner": {},
         });
         assert_eq!(text, serde_json::to_string(&expected).expect("json"));
+        // The first member a code-named key, then a data-named one.
+        let text = written(|w| {
+            let mut o = w.object();
+            o.str(key!("a"), "1");
+            o.key_str("b\u{1}").str("2");
+            o.end();
+        });
+        assert_eq!(text, r#"{"a":"1","b\u0001":"2"}"#);
     }
 
     #[test]
