@@ -197,10 +197,14 @@ impl Key {
     /// compile) when it is not, or the key holds a character JSON escapes.
     #[doc(hidden)]
     pub const fn new(text: &'static str) -> Self {
-        let [b',', b'"', key @ .., b'"', b':'] = text.as_bytes() else {
-            panic!("a key's text is `,\"key\":`");
+        assert!(
+            matches!(text.as_bytes(), [b',', b'"', .., b'"', b':']),
+            "a key's text is `,\"key\":`"
+        );
+        let mut key: &[u8] = match text.as_bytes() {
+            [b',', b'"', key @ .., b'"', b':'] => key,
+            _ => &[],
         };
-        let mut key: &[u8] = key;
         while let [b, rest @ ..] = key {
             assert!(
                 *b >= 0x20 && *b != b'"' && *b != b'\\',
