@@ -21,10 +21,28 @@ const UID_TEXTS: usize = 8192;
 /// How many uids a writer remembers where it wrote (a record names at most a few).
 const WRITTEN_UIDS: usize = 8;
 
-/// A uid and its JSON text.
-type Kept = (EntityUid, Box<[u8]>);
+/// A uid's Cedar text, and the same as a JSON string (quoted, escaped).
+struct UidText {
+    text: Box<str>,
+    json: Box<[u8]>,
+}
 
-/// Kept uid texts: a uid's JSON text under a hash of its id and its type's base name
+impl UidText {
+    fn of(uid: &EntityUid) -> Self {
+        let text = uid.to_string();
+        let mut json = Vec::with_capacity(text.len() + 8);
+        string(&mut json, &text);
+        Self {
+            text: text.into(),
+            json: json.into(),
+        }
+    }
+}
+
+/// A uid and its texts.
+type Kept = (EntityUid, UidText);
+
+/// Kept uid texts: a uid's texts under a hash of its id and its type's base name
 /// (hashing Cedar's uid whole costs several times as much), each with its uid, which
 /// decides.
 #[derive(Default)]
@@ -40,26 +58,26 @@ impl UidTexts {
             .hash_one((uid.id().unescaped(), uid.type_name().basename()))
     }
 
-    fn get(&self, hash: u64, uid: &EntityUid) -> Option<&[u8]> {
+    fn get(&self, hash: u64, uid: &EntityUid) -> Option<&UidText> {
         let kept = self.by_hash.get(&hash)?;
-        kept.iter().find(|(k, _)| k == uid).map(|(_, json)| &**json)
+        kept.iter().find(|(k, _)| k == uid).map(|(_, text)| text)
     }
 
-    fn insert(&mut self, hash: u64, uid: EntityUid, json: Box<[u8]>) {
+    fn insert(&mut self, hash: u64, uid: EntityUid, text: UidText) {
         if self.len >= UID_TEXTS {
             self.by_hash.clear();
             self.len = 0;
         }
-        self.by_hash.entry(hash).or_default().push((uid, json));
+        self.by_hash.entry(hash).or_default().push((uid, text));
         self.len += 1;
     }
 }
 
 thread_local! {
-    /// Each uid's Cedar text as a JSON string (quoted, escaped): records name the same
-    /// few thousand uids over and over, and Cedar's text of a uid costs more than
-    /// looking it up.
-    static UID_JSON: std::cell::RefCell<UidTexts> = std::cell::RefCell::default();
+    /// Each uid's Cedar text, as it is and as a JSON string: records and evaluations
+    /// name the same few thousand uids over and over, and Cedar's text of a uid costs
+    /// more than looking it up.
+    static UID_TEXTS_KEPT: std::cell::RefCell<UidTexts> = std::cell::RefCell::default();
 }
 
 /// JSON text being written into a buffer. Its methods write one value each; an
@@ -273,34 +291,31 @@ fn plain(bytes: &[u8]) -> bool {
 /// `uid`'s Cedar text (`Mcp::User::"alice"`), from this thread's kept texts when it
 /// has it.
 pub fn uid_text(uid: &EntityUid) -> String {
-    with_uid_json(uid, &mut |json| {
-        serde_json::from_slice(json).unwrap_or_else(|_| uid.to_string())
-    })
+    with_uid_texts(uid, &mut |text| text.text.to_string())
 }
 
-/// `f` of `uid`'s Cedar text as a JSON string, kept by this thread (made and kept
-/// the first time).
+/// `f` of `uid`'s JSON text (see [`with_uid_texts`]).
 fn with_uid_json<R>(uid: &EntityUid, f: &mut dyn FnMut(&[u8]) -> R) -> R {
-    let json_of = |uid: &EntityUid| {
-        let mut json = Vec::new();
-        string(&mut json, &uid.to_string());
-        json
-    };
-    let kept = UID_JSON.try_with(|texts| {
+    with_uid_texts(uid, &mut |text| f(&text.json))
+}
+
+/// `f` of `uid`'s texts, kept by this thread (made and kept the first time).
+fn with_uid_texts<R>(uid: &EntityUid, f: &mut dyn FnMut(&UidText) -> R) -> R {
+    let kept = UID_TEXTS_KEPT.try_with(|texts| {
         let mut texts = texts.try_borrow_mut().ok()?;
         let hash = texts.hash(uid);
-        if let Some(json) = texts.get(hash, uid) {
-            return Some(f(json));
+        if let Some(text) = texts.get(hash, uid) {
+            return Some(f(text));
         }
-        let json = json_of(uid);
-        let out = f(&json);
-        texts.insert(hash, uid.clone(), json.into());
+        let text = UidText::of(uid);
+        let out = f(&text);
+        texts.insert(hash, uid.clone(), text);
         Some(out)
     });
     match kept {
         Ok(Some(out)) => out,
         // No kept texts on this thread (being torn down, or in use up the stack).
-        _ => f(&json_of(uid)),
+        _ => f(&UidText::of(uid)),
     }
 }
 
