@@ -137,18 +137,20 @@ fn written_as(ty: &EntityTypeName, name: &str) -> bool {
 /// Whether `ty`'s namespace is `ns` (`A::B`), compared piece by piece: a type's
 /// namespace as a string is formatted afresh on every call.
 pub(crate) fn in_namespace(ty: &EntityTypeName, ns: &str) -> bool {
-    let mut have = ty.namespace_components();
-    if ns.is_empty() {
-        return have.next().is_none();
+    // What of `ns` is left to match (`None`: all of it), part by part; without
+    // splitting `ns` (a substring search per call, several calls a request).
+    let mut rest = (!ns.is_empty()).then_some(ns);
+    for part in ty.namespace_components() {
+        let Some(after) = rest.and_then(|r| r.strip_prefix(part)) else {
+            return false;
+        };
+        rest = match after.strip_prefix("::") {
+            Some(more) => Some(more),
+            None if after.is_empty() => None,
+            None => return false,
+        };
     }
-    let mut wanted = ns.split("::");
-    loop {
-        match (have.next(), wanted.next()) {
-            (None, None) => return true,
-            (Some(a), Some(b)) if a == b => {}
-            _ => return false,
-        }
-    }
+    rest.is_none()
 }
 
 /// The action `name` refers to: a full uid, or an action id unique among the
@@ -253,6 +255,44 @@ mod tests {
 
     fn schema(src: &str) -> Schema {
         Schema::from_str(src).expect("schema")
+    }
+
+    #[test]
+    fn a_namespace_is_compared_part_by_part() {
+        let types = [
+            "User",
+            "Mcp::User",
+            "Mcp::Sub::User",
+            "Sub::Mcp::User",
+            "McpX::User",
+            "A::B::C::User",
+            "M::User",
+        ];
+        let namespaces = [
+            "",
+            "Mcp",
+            "Mcp::Sub",
+            "Sub",
+            "Mcp::",
+            "::Mcp",
+            "Mc",
+            "McpX",
+            "A::B::C",
+            "A::B",
+            "B::C",
+            "A::B::C::D",
+            "M",
+            "Mcp::Sub::",
+            "Mcp:Sub",
+        ];
+        for ty in types {
+            let parsed: EntityTypeName = ty.parse().expect(ty);
+            // The namespace as text: everything before the last `::`.
+            let namespace = ty.rsplit_once("::").map_or("", |(ns, _)| ns);
+            for ns in namespaces {
+                assert_eq!(in_namespace(&parsed, ns), namespace == ns, "{ty} in {ns:?}");
+            }
+        }
     }
 
     #[test]
