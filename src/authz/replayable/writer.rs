@@ -213,8 +213,7 @@ pub struct Key(&'static [u8]);
 impl Key {
     /// The key of `text`, which is `,"key":`. Panics (in [`key!`]'s constant: does not
     /// compile) when it is not, or the key holds a character JSON escapes.
-    #[doc(hidden)]
-    pub const fn new(text: &'static str) -> Self {
+    pub(crate) const fn new(text: &'static str) -> Self {
         assert!(
             matches!(text.as_bytes(), [b',', b'"', .., b'"', b':']),
             "a key's text is `,\"key\":`"
