@@ -17,7 +17,8 @@
 # driver's tokens are the same within a clock hour, and a run that crosses one fails: run it
 # again), zeroes the counters, sends `requests` more with the load driver (4 connections × 8 streams
 # for gRPC, 8 connections for HTTP), dumps the counters and prints the instructions of every
-# thread of the server (the decision log writer among them) divided by the requests counted.
+# thread of the server (the decision log writer among them, each thread's own line: the writer is
+# the thread whose share appears only with the log on) divided by the requests counted.
 # Only user-space instructions are counted: the kernel's share (system calls, the loopback's TCP)
 # is not in them. Under callgrind the CPU has no SHA extensions: SHA-256 (the token cache's key)
 # counts as its software form, several times what it costs natively.
@@ -58,7 +59,7 @@ ext-authz | gateway) addr=127.0.0.1:19191 conns=4 streams=8 ;;
 esac
 stamp=$(date +%s)
 out=$OUT_DIR/callgrind.$stamp
-setsid env "${envs[@]}" valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$BIN" serve \
+setsid env "${envs[@]}" valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out.%p" "$BIN" serve \
   --config "$WORK_DIR/mcp-authz/mcp-authz.toml" --grpc-listen 127.0.0.1:19191 --http-listen 127.0.0.1:18181 \
   >"$OUT_DIR/server.$stamp.log" 2>&1 &
 pid=$!
@@ -90,7 +91,15 @@ if [[ $WORKLOAD == randomized && $TARGET == ext-authz && $(date -u +%Y%m%d%H) !=
   echo "error: a clock hour began between priming and counting, so the counted tokens were new; run again" >&2
   exit 1
 fi
-dump=$(ls -t "$out".*.1 | head -n 1)
-ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
+# One dump per thread (`OUT.PID.1-NN`): the request's instructions are their sum.
+dumps=$(ls "$out".*.1-* 2>/dev/null) || { echo "error: callgrind wrote no dump" >&2; exit 1; }
 requests=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readlines()[-1])["requests"])' "$OUT_DIR/run.$stamp.jsonl")
-echo "$(basename "$BIN") log=$LOG $WORKLOAD $TARGET: $((ir / requests)) instructions per request ($ir over $requests; $dump)"
+ir=0
+per_thread=()
+for dump in $dumps; do
+  n=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
+  ir=$((ir + ${n:-0}))
+  ((${n:-0} / requests > 0)) && per_thread+=("thread ${dump##*-}: $((n / requests))")
+done
+echo "$(basename "$BIN") log=$LOG $WORKLOAD $TARGET: $((ir / requests)) instructions per request ($ir over $requests; $out.*.1-*)"
+printf '  %s\n' "${per_thread[@]}"
