@@ -434,7 +434,10 @@ impl Refusal {
                 .map(|c| ("www-authenticate", c.to_owned()))
                 .into_iter()
                 .collect(),
-            body: error_response_with_data(id, e.code, &e.message, e.data).to_string(),
+            // Straight into bytes: `Value`'s `Display` writes the same text through the
+            // formatter, piece by piece. (A JSON value always serializes.)
+            body: serde_json::to_string(&error_response_with_data(id, e.code, &e.message, e.data))
+                .unwrap_or_default(),
             decision_id,
         }
     }
