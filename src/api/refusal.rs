@@ -52,7 +52,8 @@ use crate::config::ResourceServer;
 use crate::identity::{AuthnError, Challenge};
 use crate::mcp::jsonrpc::{
     FORBIDDEN_CODE, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, McpCall, McpError,
-    RESOURCE_NOT_FOUND, Subject, UNAUTHENTICATED_CODE, error_response_with_data,
+    RESOURCE_NOT_FOUND, Subject, UNAUTHENTICATED_CODE, error_response_text,
+    error_response_with_data,
 };
 use crate::policy::Snapshot;
 
@@ -434,10 +435,7 @@ impl Refusal {
                 .map(|c| ("www-authenticate", c.to_owned()))
                 .into_iter()
                 .collect(),
-            // Straight into bytes: `Value`'s `Display` writes the same text through the
-            // formatter, piece by piece. (A JSON value always serializes.)
-            body: serde_json::to_string(&error_response_with_data(id, e.code, &e.message, e.data))
-                .unwrap_or_default(),
+            body: error_response_text(id, e.code, &e.message, &e.data),
             decision_id,
         }
     }

@@ -125,11 +125,55 @@ pub fn error_response_with_data(
     message: &str,
     data: Map<String, Value>,
 ) -> Value {
-    serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": id.cloned().unwrap_or(Value::Null),
-        "error": { "code": code, "message": message, "data": data },
-    })
+    serde_json::to_value(ErrorResponse::new(id, code, message, &data)).unwrap_or(Value::Null)
+}
+
+/// [`error_response_with_data`]'s JSON text, written without building the value (a
+/// denied Envoy request's body).
+pub fn error_response_text(
+    id: Option<&Value>,
+    code: i64,
+    message: &str,
+    data: &Map<String, Value>,
+) -> String {
+    // A borrowed record of strings, numbers and JSON values always serializes.
+    serde_json::to_string(&ErrorResponse::new(id, code, message, data)).unwrap_or_default()
+}
+
+/// A JSON-RPC error response with `error.data`, borrowed: the one layout of
+/// [`error_response_with_data`] and [`error_response_text`].
+#[derive(serde::Serialize)]
+struct ErrorResponse<'a> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    error: ErrorObject<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorObject<'a> {
+    code: i64,
+    message: &'a str,
+    data: &'a Map<String, Value>,
+}
+
+impl<'a> ErrorResponse<'a> {
+    fn new(
+        id: Option<&'a Value>,
+        code: i64,
+        message: &'a str,
+        data: &'a Map<String, Value>,
+    ) -> Self {
+        static NULL: Value = Value::Null;
+        Self {
+            jsonrpc: "2.0",
+            id: id.unwrap_or(&NULL),
+            error: ErrorObject {
+                code,
+                message,
+                data,
+            },
+        }
+    }
 }
 
 /// What a call acts on. Names are as the message gives them, resource URIs in the

@@ -845,3 +845,38 @@ fn resource_uris_are_decided_in_normal_form() {
         Ok(r#"Mcp::Resource::"docs/docs://finance/{year}/budget""#.to_owned())
     );
 }
+
+#[test]
+fn an_error_response_with_data_is_one_layout_as_value_and_as_text() {
+    let ids = [
+        None,
+        Some(json!(7)),
+        Some(json!("a \"quoted\" id\n")),
+        Some(Value::Null),
+        Some(json!({"odd": [1, 2]})),
+    ];
+    let data = [
+        Map::new(),
+        json!({"decision_id": "d1", "uri": "file:///x\u{1}"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    ];
+    for id in &ids {
+        for message in ["forbidden: no policy permits it", "tab\tand \\ \u{e9}"] {
+            for data in &data {
+                let value = error_response_with_data(id.as_ref(), -32003, message, data.clone());
+                let text = error_response_text(id.as_ref(), -32003, message, data);
+                // The documented members, in the documented order.
+                let expected = format!(
+                    r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":-32003,"message":{},"data":{}}}}}"#,
+                    serde_json::to_string(id.as_ref().unwrap_or(&Value::Null)).expect("json"),
+                    serde_json::to_string(message).expect("json"),
+                    serde_json::to_string(data).expect("json"),
+                );
+                assert_eq!(text, expected);
+                assert_eq!(serde_json::to_string(&value).expect("json"), expected);
+            }
+        }
+    }
+}
