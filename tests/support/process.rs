@@ -46,12 +46,26 @@ pub fn text(out: &Output) -> (String, String) {
 }
 
 /// A port that was free a moment ago (bound to 127.0.0.1:0, then released). Racy by
-/// nature: use it only for "nothing listens here" or fixed configs.
+/// nature: use it only for "nothing listens here" or fixed configs. Never one this
+/// process was given before: the system may hand a released port out again at once,
+/// and a config asking for several ports (one process's gRPC and HTTP, Envoy's
+/// listener) would then name one port twice.
 pub fn unused_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        if GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
