@@ -111,11 +111,7 @@ pub const RESOURCE_NOT_FOUND: i64 = -32002;
 /// The one JSON-RPC error response of the service, for every refusal on every
 /// interface: `{"jsonrpc":"2.0","id":<id or null>,"error":{"code":..,"message":..}}`.
 pub fn error_response(id: Option<&Value>, code: i64, message: &str) -> Value {
-    serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": id.cloned().unwrap_or(Value::Null),
-        "error": { "code": code, "message": message },
-    })
+    serde_json::to_value(ErrorResponse::new(id, code, message, None)).unwrap_or(Value::Null)
 }
 
 /// [`error_response`] with `error.data` (after `message`).
@@ -125,7 +121,7 @@ pub fn error_response_with_data(
     message: &str,
     data: Map<String, Value>,
 ) -> Value {
-    serde_json::to_value(ErrorResponse::new(id, code, message, &data)).unwrap_or(Value::Null)
+    serde_json::to_value(ErrorResponse::new(id, code, message, Some(&data))).unwrap_or(Value::Null)
 }
 
 /// [`error_response_with_data`]'s JSON text, written without building the value (a
@@ -137,10 +133,10 @@ pub fn error_response_text(
     data: &Map<String, Value>,
 ) -> String {
     // A borrowed record of strings, numbers and JSON values always serializes.
-    serde_json::to_string(&ErrorResponse::new(id, code, message, data)).unwrap_or_default()
+    serde_json::to_string(&ErrorResponse::new(id, code, message, Some(data))).unwrap_or_default()
 }
 
-/// A JSON-RPC error response with `error.data`, borrowed: the one layout of
+/// A JSON-RPC error response, borrowed: the one layout of [`error_response`],
 /// [`error_response_with_data`] and [`error_response_text`].
 #[derive(serde::Serialize)]
 struct ErrorResponse<'a> {
@@ -153,7 +149,8 @@ struct ErrorResponse<'a> {
 struct ErrorObject<'a> {
     code: i64,
     message: &'a str,
-    data: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a Map<String, Value>>,
 }
 
 impl<'a> ErrorResponse<'a> {
@@ -161,7 +158,7 @@ impl<'a> ErrorResponse<'a> {
         id: Option<&'a Value>,
         code: i64,
         message: &'a str,
-        data: &'a Map<String, Value>,
+        data: Option<&'a Map<String, Value>>,
     ) -> Self {
         static NULL: Value = Value::Null;
         Self {
