@@ -32,7 +32,7 @@ use super::{DecisionRequest, RequestEntity, TokenFacts};
 mod writer;
 
 pub(crate) use writer::key;
-pub use writer::{JsonWriter, Key, Object, uid_text};
+pub use writer::{JsonWriter, Key, Object, read_back, uid_text};
 
 /// Whether the JSON form holds the request's arguments as they were.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -141,10 +141,7 @@ impl<'a> Parts<'a> {
 
     /// The JSON form.
     pub fn to_json(&self) -> Value {
-        let mut text = Vec::new();
-        self.write(&mut JsonWriter::new(&mut text))
-            .and_then(|()| serde_json::from_slice(&text))
-            .unwrap_or(Value::Null)
+        read_back(|text| self.write(&mut JsonWriter::new(text)))
     }
 
     /// Write the JSON form, field by field from the borrowed parts: the decision log's

@@ -89,7 +89,7 @@ use serde_json::{Map, Value, json};
 
 use super::trace::TraceContext;
 use crate::authz::polling::PollingReceiver;
-use crate::authz::replayable::{ArgumentsForm, JsonWriter, Object, Parts, key};
+use crate::authz::replayable::{ArgumentsForm, JsonWriter, Object, Parts, key, read_back};
 use crate::authz::{Decision, DecisionRequest, Interface, RequestEntity, TokenFacts};
 
 /// Where the decision log goes and what it holds.
@@ -295,10 +295,7 @@ impl DecisionRecord {
     /// action and a resource), `redactor` applied to the arguments: what
     /// [`DecisionRecord::write`] writes, read back.
     pub fn to_json_with_input(&self, input: Option<&RecordInput>, redactor: &Redactor) -> Value {
-        let mut text = Vec::new();
-        self.write(input, redactor, &mut text)
-            .and_then(|()| serde_json::from_slice(&text))
-            .unwrap_or(Value::Null)
+        read_back(|text| self.write(input, redactor, text))
     }
 
     /// Write this record with its `input` as one JSON object to `out` (what the
@@ -501,10 +498,7 @@ impl ListRecord {
 
     /// The JSON object of this record: what [`ListRecord::write`] writes, read back.
     pub fn to_json(&self, redactor: &Redactor) -> Value {
-        let mut text = Vec::new();
-        self.write(redactor, &mut text)
-            .and_then(|()| serde_json::from_slice(&text))
-            .unwrap_or(Value::Null)
+        read_back(|text| self.write(redactor, text))
     }
 }
 

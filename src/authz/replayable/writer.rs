@@ -243,6 +243,15 @@ macro_rules! key {
 }
 pub(crate) use key;
 
+/// The JSON value `write` writes into a buffer, read back (`null` if it fails): how a
+/// record's text is offered as a value, so that the text stays its one layout.
+pub fn read_back(write: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>) -> serde_json::Value {
+    let mut text = Vec::new();
+    write(&mut text)
+        .and_then(|()| serde_json::from_slice(&text))
+        .unwrap_or(serde_json::Value::Null)
+}
+
 /// `s` as a JSON string onto `out`.
 fn string(out: &mut Vec<u8>, s: &str) {
     if plain(s.as_bytes()) {
