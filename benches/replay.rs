@@ -140,7 +140,7 @@ fn log(store: &Arc<PolicyStore>, distinct: bool) -> String {
         let (record, input) = record(&engine, &snapshot, &request(n, distinct));
         line.clear();
         record
-            .write_with_input(&input, &redactor, &mut line)
+            .write(Some(&input), &redactor, &mut line)
             .expect("written");
         out.push_str(std::str::from_utf8(&line).expect("UTF-8"));
         out.push('\n');
@@ -206,7 +206,7 @@ fn main() {
         b.iter(|| {
             out.clear();
             record
-                .write_with_input(&input, &redactor, &mut out)
+                .write(Some(&input), &redactor, &mut out)
                 .expect("written");
             black_box(out.len())
         })

@@ -298,17 +298,6 @@ impl DecisionRecord {
         read_back(|text| self.write(input, redactor, text))
     }
 
-    /// Write this record with its `input` as one JSON object to `out` (what the
-    /// writer thread does).
-    pub fn write_with_input(
-        &self,
-        input: &RecordInput,
-        redactor: &Redactor,
-        out: &mut Vec<u8>,
-    ) -> serde_json::Result<()> {
-        self.write(Some(input), redactor, out)
-    }
-
     /// Write this record, with its replayable `input` when given (and the record has
     /// an action and a resource), as one JSON object to `out`: the one layout of a
     /// record, written from its fields without building a JSON value.
@@ -1132,7 +1121,7 @@ mod tests {
         // The writer's bytes are that object.
         let mut bytes = Vec::new();
         record
-            .write_with_input(&input, &redactor, &mut bytes)
+            .write(Some(&input), &redactor, &mut bytes)
             .expect("written");
         let written: Value = serde_json::from_slice(&bytes).expect("one JSON object");
         assert_eq!(written, json);
