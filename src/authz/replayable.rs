@@ -165,10 +165,7 @@ impl<'a> Parts<'a> {
         }
         if let Some(token) = self.token {
             let mut t = m.key(key!("token")).object();
-            t.key(key!("scopes")).array(&token.scopes, |w, s| {
-                w.str(s);
-                Ok(())
-            })?;
+            t.key(key!("scopes")).strs(&token.scopes);
             t.key(key!("claims")).value(&token.claims)?;
             t.end();
         }
@@ -176,10 +173,7 @@ impl<'a> Parts<'a> {
             m.key(key!("entities")).array(self.entities, |w, e| {
                 let mut o = w.object();
                 o.key(key!("uid")).uid(&e.uid);
-                o.key(key!("parents")).array(&e.parents, |w, p| {
-                    w.uid(p);
-                    Ok(())
-                })?;
+                o.key(key!("parents")).uids(&e.parents);
                 o.key(key!("attrs")).value(&e.attrs)?;
                 o.end();
                 Ok(())

@@ -151,6 +151,24 @@ impl<'b, 'u> JsonWriter<'b, 'u> {
         Ok(())
     }
 
+    /// An array of strings.
+    pub fn strs(&mut self, items: &[String]) {
+        // Writing strings cannot fail.
+        let _ = self.array(items, |w, s| {
+            w.str(s);
+            Ok(())
+        });
+    }
+
+    /// An array of uids' texts (see [`JsonWriter::uid`]).
+    pub fn uids(&mut self, items: &'u [EntityUid]) {
+        // Writing uids cannot fail.
+        let _ = self.array(items, |w, u| {
+            w.uid(u);
+            Ok(())
+        });
+    }
+
     /// An object: its members are written through the [`Object`], which closes it
     /// when [ended](Object::end).
     pub fn object(&mut self) -> Object<'_, 'b, 'u> {
