@@ -708,7 +708,7 @@ async fn drive<S>(
     {
         // No HTTP upgrades are served (no route needs one), and hyper-util's
         // `http2_only` holds only without them.
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = builder.serve_connection(connection_io(stream), service);
         let mut connection = pin!(connection);
         // Once closing: when to drop the connection if it has not ended by itself.
         let mut closing: Option<Instant> = None;
@@ -765,6 +765,49 @@ async fn drive<S>(
     }
     // The connection (and its socket) is dropped: free the slot.
     table.remove(conn.id);
+}
+
+/// A connection's socket as hyper and h2 see it: one that takes no vectored
+/// writes. h2 chains a DATA frame of 256 bytes or more to its write buffer by
+/// reference when the socket takes vectored writes, and then buffers no other
+/// frame until that write is done; a gRPC answer of a few hundred bytes (every
+/// `CheckResponse` with headers) then costs two `writev`s of its own (headers
+/// and message, then the trailers), and answers ready at the same time are never
+/// written together. Without vectored writes h2 copies frames up to 1 KiB into
+/// its 16 KiB buffer, so answers ready together go out in one `write`.
+struct Unvectored<S>(S);
+
+/// A connection's socket as [`drive`] hands it to hyper (see [`Unvectored`]).
+fn connection_io<S>(stream: S) -> TokioIo<Unvectored<S>> {
+    TokioIo::new(Unvectored(stream))
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Unvectored<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Unvectored<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
 }
 
 /// The service of one connection: counts requests in flight, gives handlers the
@@ -1048,5 +1091,136 @@ mod tests {
         state.received();
         assert_eq!(conn.busy.load(Ordering::Acquire), 0);
         assert_eq!(conn.requests.load(Ordering::Acquire), 2);
+    }
+
+    /// A socket end that counts the writes it is given; it takes vectored writes
+    /// when `vectored` (as a `TcpStream` does).
+    struct CountingSocket {
+        inner: tokio::io::DuplexStream,
+        vectored: bool,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl tokio::io::AsyncRead for CountingSocket {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for CountingSocket {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let this = self.get_mut();
+            let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+            if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+                this.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            self.poll_write(cx, &all)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        }
+    }
+
+    /// The server's writes for `calls` gRPC-shaped answers (headers, a 300-byte
+    /// message, trailers) asked for at once, after a first call has settled the
+    /// connection; the server's socket is `CountingSocket`, passed through
+    /// [`connection_io`] when `as_served`.
+    async fn writes_for_answers(calls: usize, vectored: bool, as_served: bool) -> usize {
+        let (client_end, server_end) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let socket = CountingSocket {
+            inner: server_end,
+            vectored,
+            writes: Arc::clone(&writes),
+        };
+        let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            let frames: [Result<Frame<Bytes>, Infallible>; 2] = [
+                Ok(Frame::data(Bytes::from(vec![b'x'; 300]))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let body = http_body_util::StreamBody::new(tokio_stream::iter(frames));
+            Ok::<_, Infallible>(Response::new(body))
+        });
+        let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        if as_served {
+            tokio::spawn(builder.serve_connection(connection_io(socket), service));
+        } else {
+            tokio::spawn(builder.serve_connection(TokioIo::new(socket), service));
+        }
+        let (client, connection) = h2::client::handshake(client_end).await.expect("handshake");
+        tokio::spawn(connection);
+        let call = |mut client: h2::client::SendRequest<Bytes>| async move {
+            let request = Request::post("http://localhost/x")
+                .body(())
+                .expect("request");
+            let (response, _) = client.send_request(request, true).expect("send");
+            let mut body = response.await.expect("response").into_body();
+            let mut read = 0;
+            while let Some(data) = body.data().await {
+                let data = data.expect("data");
+                read += data.len();
+                let _ = body.flow_control().release_capacity(data.len());
+            }
+            let trailers = body.trailers().await.expect("trailers").expect("some");
+            assert_eq!(trailers["grpc-status"], "0");
+            assert_eq!(read, 300);
+        };
+        let client = client.ready().await.expect("ready");
+        call(client.clone()).await;
+        tokio::task::yield_now().await;
+        let before = writes.load(Ordering::Relaxed);
+        let all: Vec<_> = (0..calls)
+            .map(|_| tokio::spawn(call(client.clone())))
+            .collect();
+        for c in all {
+            c.await.expect("call");
+        }
+        writes.load(Ordering::Relaxed) - before
+    }
+
+    #[tokio::test]
+    async fn an_answer_goes_out_in_one_write_and_answers_ready_together_share_writes() {
+        // As served: one write per answer, and fewer than one per answer when
+        // several are ready together.
+        assert_eq!(writes_for_answers(1, true, true).await, 1);
+        assert_eq!(writes_for_answers(1, false, true).await, 1);
+        let together = writes_for_answers(8, true, true).await;
+        assert!(together < 8, "8 answers took {together} writes");
+        // What the wrapper is for: h2 with a socket that takes vectored writes
+        // writes the headers and message, then the trailers, apart.
+        assert_eq!(writes_for_answers(1, true, false).await, 2);
+        let apart = writes_for_answers(8, true, false).await;
+        assert!(
+            apart >= 8 && apart > together,
+            "{apart} writes, {together} as served"
+        );
     }
 }
