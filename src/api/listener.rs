@@ -708,7 +708,7 @@ async fn drive<S>(
     {
         // No HTTP upgrades are served (no route needs one), and hyper-util's
         // `http2_only` holds only without them.
-        let connection = builder.serve_connection(connection_io(stream), service);
+        let connection = builder.serve_connection(connection_io(stream, service.protocol), service);
         let mut connection = pin!(connection);
         // Once closing: when to drop the connection if it has not ended by itself.
         let mut closing: Option<Instant> = None;
@@ -767,46 +767,72 @@ async fn drive<S>(
     table.remove(conn.id);
 }
 
-/// A connection's socket as hyper and h2 see it: one that takes no vectored
-/// writes. h2 chains a DATA frame of 256 bytes or more to its write buffer by
-/// reference when the socket takes vectored writes, and then buffers no other
-/// frame until that write is done; a gRPC answer of a few hundred bytes (every
-/// `CheckResponse` with headers) then costs two `writev`s of its own (headers
-/// and message, then the trailers), and answers ready at the same time are never
-/// written together. Without vectored writes h2 copies frames up to 1 KiB into
-/// its 16 KiB buffer, so answers ready together go out in one `write`.
-struct Unvectored<S>(S);
-
-/// A connection's socket as [`drive`] hands it to hyper (see [`Unvectored`]).
-fn connection_io<S>(stream: S) -> TokioIo<Unvectored<S>> {
-    TokioIo::new(Unvectored(stream))
+/// A connection's socket as hyper and h2 see it.
+///
+/// - **No vectored writes.** h2 chains a DATA frame of 256 bytes or more to its
+///   write buffer by reference when the socket takes vectored writes, and then
+///   buffers no other frame until that write is done: a gRPC answer of a few
+///   hundred bytes (every `CheckResponse` with headers) costs two `writev`s of
+///   its own (headers and message, then the trailers), and answers ready at the
+///   same time are never written together. Without vectored writes h2 copies
+///   frames up to 1 KiB into its 16 KiB buffer, so an answer is one `write`.
+/// - **gRPC: the first write of a flush waits one turn** (`batch`). On the
+///   multi-threaded runtime the connection's task runs right after the request
+///   task that woke it (tokio's LIFO slot), so each answer was written the moment
+///   it was ready, while the other requests read with it had not run yet. Waiting
+///   one turn (the task wakes itself and goes to the back of its worker's queue)
+///   lets those run first: their answers go out in the same write. With nothing
+///   else to run the turn comes at once. HTTP/1 (one answer at a time on a
+///   connection) writes at once.
+struct ConnIo<S> {
+    inner: S,
+    batch: bool,
+    waited: bool,
 }
 
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Unvectored<S> {
+/// A connection's socket as [`drive`] hands it to hyper (see [`ConnIo`]).
+fn connection_io<S>(stream: S, protocol: Protocol) -> TokioIo<ConnIo<S>> {
+    TokioIo::new(ConnIo {
+        inner: stream,
+        batch: protocol == Protocol::Grpc,
+        waited: false,
+    })
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ConnIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Unvectored<S> {
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ConnIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.batch && !this.waited {
+            this.waited = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        let this = self.get_mut();
+        // The flush is done: the next write starts another one.
+        this.waited = false;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -1150,8 +1176,13 @@ mod tests {
     /// The server's writes for `calls` gRPC-shaped answers (headers, a 300-byte
     /// message, trailers) asked for at once, after a first call has settled the
     /// connection; the server's socket is `CountingSocket`, passed through
-    /// [`connection_io`] when `as_served`.
-    async fn writes_for_answers(calls: usize, vectored: bool, as_served: bool) -> usize {
+    /// [`connection_io`] as a listener of `served_as` would, or handed to hyper
+    /// as it is when `None`.
+    async fn writes_for_answers(
+        calls: usize,
+        vectored: bool,
+        served_as: Option<Protocol>,
+    ) -> usize {
         let (client_end, server_end) = tokio::io::duplex(1 << 20);
         let writes = Arc::new(AtomicUsize::new(0));
         let socket = CountingSocket {
@@ -1170,18 +1201,24 @@ mod tests {
             Ok::<_, Infallible>(Response::new(body))
         });
         let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        if as_served {
-            tokio::spawn(builder.serve_connection(connection_io(socket), service));
-        } else {
-            tokio::spawn(builder.serve_connection(TokioIo::new(socket), service));
-        }
+        match served_as {
+            Some(protocol) => {
+                tokio::spawn(builder.serve_connection(connection_io(socket, protocol), service))
+            }
+            None => tokio::spawn(builder.serve_connection(TokioIo::new(socket), service)),
+        };
         let (client, connection) = h2::client::handshake(client_end).await.expect("handshake");
         tokio::spawn(connection);
-        let call = |mut client: h2::client::SendRequest<Bytes>| async move {
+        // Sent from one task without a pause, so that they reach the server in one
+        // read (the client's connection task writes them together).
+        let send = |client: &h2::client::SendRequest<Bytes>| {
             let request = Request::post("http://localhost/x")
                 .body(())
                 .expect("request");
-            let (response, _) = client.send_request(request, true).expect("send");
+            let mut client = client.clone();
+            client.send_request(request, true).expect("send").0
+        };
+        let answer = |response: h2::client::ResponseFuture| async move {
             let mut body = response.await.expect("response").into_body();
             let mut read = 0;
             while let Some(data) = body.data().await {
@@ -1194,30 +1231,36 @@ mod tests {
             assert_eq!(read, 300);
         };
         let client = client.ready().await.expect("ready");
-        call(client.clone()).await;
+        answer(send(&client)).await;
         tokio::task::yield_now().await;
         let before = writes.load(Ordering::Relaxed);
-        let all: Vec<_> = (0..calls)
-            .map(|_| tokio::spawn(call(client.clone())))
-            .collect();
-        for c in all {
-            c.await.expect("call");
+        let responses: Vec<_> = (0..calls).map(|_| send(&client)).collect();
+        for response in responses {
+            answer(response).await;
         }
         writes.load(Ordering::Relaxed) - before
     }
 
-    #[tokio::test]
+    /// On the runtime as the service runs it (multi-threaded, here one worker: the
+    /// connection's task runs right after the request task that wakes it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn an_answer_goes_out_in_one_write_and_answers_ready_together_share_writes() {
-        // As served: one write per answer, and fewer than one per answer when
-        // several are ready together.
-        assert_eq!(writes_for_answers(1, true, true).await, 1);
-        assert_eq!(writes_for_answers(1, false, true).await, 1);
-        let together = writes_for_answers(8, true, true).await;
-        assert!(together < 8, "8 answers took {together} writes");
-        // What the wrapper is for: h2 with a socket that takes vectored writes
-        // writes the headers and message, then the trailers, apart.
-        assert_eq!(writes_for_answers(1, true, false).await, 2);
-        let apart = writes_for_answers(8, true, false).await;
+        let grpc = Some(Protocol::Grpc);
+        assert_eq!(writes_for_answers(1, true, grpc).await, 1);
+        assert_eq!(writes_for_answers(1, false, grpc).await, 1);
+        let together = writes_for_answers(8, true, grpc).await;
+        assert!(together <= 2, "8 answers took {together} writes");
+        // Without waiting a turn (as HTTP/1 listeners write) each answer is written
+        // as soon as it is ready.
+        let at_once = writes_for_answers(8, true, Some(Protocol::Http)).await;
+        assert!(
+            at_once > together,
+            "{at_once} writes, {together} with gRPC's"
+        );
+        // And h2 with a socket that takes vectored writes writes the headers and
+        // message, then the trailers, apart.
+        assert_eq!(writes_for_answers(1, true, None).await, 2);
+        let apart = writes_for_answers(8, true, None).await;
         assert!(
             apart >= 8 && apart > together,
             "{apart} writes, {together} as served"
