@@ -1119,25 +1119,15 @@ mod tests {
         assert_eq!(conn.requests.load(Ordering::Acquire), 2);
     }
 
-    /// A socket end that counts the writes it is given; it takes vectored writes
-    /// when `vectored` (as a `TcpStream` does).
-    struct CountingSocket {
-        inner: tokio::io::DuplexStream,
+    /// The writing half of a socket end, counting the writes it is given; it takes
+    /// vectored writes when `vectored` (as a `TcpStream` does).
+    struct CountingWriter<W> {
+        inner: W,
         vectored: bool,
         writes: Arc<AtomicUsize>,
     }
 
-    impl tokio::io::AsyncRead for CountingSocket {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut tokio::io::ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-        }
-    }
-
-    impl tokio::io::AsyncWrite for CountingSocket {
+    impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for CountingWriter<W> {
         fn poll_write(
             self: Pin<&mut Self>,
             cx: &mut Context<'_>,
@@ -1175,7 +1165,7 @@ mod tests {
 
     /// The server's writes for `calls` gRPC-shaped answers (headers, a 300-byte
     /// message, trailers) asked for at once, after a first call has settled the
-    /// connection; the server's socket is `CountingSocket`, passed through
+    /// connection; the server's socket writes through `CountingWriter`, passed through
     /// [`connection_io`] as a listener of `served_as` would, or handed to hyper
     /// as it is when `None`.
     async fn writes_for_answers(
@@ -1185,11 +1175,15 @@ mod tests {
     ) -> usize {
         let (client_end, server_end) = tokio::io::duplex(1 << 20);
         let writes = Arc::new(AtomicUsize::new(0));
-        let socket = CountingSocket {
-            inner: server_end,
-            vectored,
-            writes: Arc::clone(&writes),
-        };
+        let (read, write) = tokio::io::split(server_end);
+        let socket = tokio::io::join(
+            read,
+            CountingWriter {
+                inner: write,
+                vectored,
+                writes: Arc::clone(&writes),
+            },
+        );
         let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
             let mut trailers = http::HeaderMap::new();
             trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
