@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cedar_policy::{Entities, EntityUid, PolicySet};
 
 use super::DecisionRequest;
-use crate::policy::Snapshot;
+use crate::policy::{Query, Snapshot};
 
 /// How an evaluation selects its policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,25 +18,43 @@ pub(super) enum Selection {
     Whole,
 }
 
-/// The policies to evaluate for `principal` and `request`, or `None` for all of
-/// the snapshot's. `entities` is the data the request is evaluated with (the
-/// snapshot's, with this request's additions).
-pub(super) fn policies_for(
-    snapshot: &Snapshot,
-    selection: Selection,
-    principal: &EntityUid,
-    request: &DecisionRequest,
-    entities: &Entities,
-) -> Option<Arc<PolicySet>> {
-    match selection {
-        Selection::Whole => None,
-        // An index that was not built from this set (its policies replaced
-        // afterwards) is not used.
-        Selection::Indexed if !snapshot.index_is_current() => None,
-        Selection::Indexed => {
-            snapshot
-                .index
-                .select(principal, &request.action, &request.resource, entities)
+/// How the policies of a request's principals are selected: one request's action
+/// and resource looked up in the index once ([`Query`]), each principal then.
+pub(super) enum Selector<'q> {
+    /// Every principal evaluates the whole set.
+    Whole,
+    /// The index's candidates.
+    Indexed(Query<'q>),
+}
+
+impl<'q> Selector<'q> {
+    /// The selector of `request` evaluated with `entities` (the snapshot's, with
+    /// this request's additions).
+    pub(super) fn new(
+        snapshot: &'q Snapshot,
+        selection: Selection,
+        request: &'q DecisionRequest,
+        entities: &'q Entities,
+    ) -> Self {
+        match selection {
+            Selection::Whole => Self::Whole,
+            // An index that was not built from this set (its policies replaced
+            // afterwards) is not used.
+            Selection::Indexed if !snapshot.index_is_current() => Self::Whole,
+            Selection::Indexed => Self::Indexed(snapshot.index.query(
+                &request.action,
+                &request.resource,
+                entities,
+            )),
+        }
+    }
+
+    /// The policies to evaluate for `principal`, or `None` for all of the
+    /// snapshot's.
+    pub(super) fn policies_for(&self, principal: &EntityUid) -> Option<Arc<PolicySet>> {
+        match self {
+            Self::Whole => None,
+            Self::Indexed(query) => query.select(principal),
         }
     }
 }

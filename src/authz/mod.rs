@@ -698,6 +698,7 @@ fn listed_typed(
         }
         Err(_) => return false,
     };
+    let selector = indexed::Selector::new(snapshot, selection, &typed_request, entities);
     principals.into_iter().all(|principal| {
         if !snapshot.allows_request(principal, &typed.action, &request.resource) {
             return false;
@@ -711,8 +712,7 @@ fn listed_typed(
         ) else {
             return false;
         };
-        let selected =
-            indexed::policies_for(snapshot, selection, principal, &typed_request, entities);
+        let selected = selector.policies_for(principal);
         let policies = selected.as_deref().unwrap_or(&snapshot.policies);
         let response = AUTHORIZER.is_authorized_partial(&cedar_request, policies, entities);
         response.decision() != Some(cedar_policy::Decision::Deny)
@@ -840,12 +840,13 @@ fn decide_selected(
             );
         }
     };
+    let selector = indexed::Selector::new(snapshot, selection, request, entities);
     let evaluations: Vec<Evaluation> = principals
         .into_iter()
         .map(|(role, principal)| {
             evaluate(
                 snapshot,
-                selection,
+                &selector,
                 &AUTHORIZER,
                 role,
                 principal,
@@ -876,7 +877,7 @@ fn decide_selected(
 )]
 fn evaluate(
     snapshot: &Snapshot,
-    selection: indexed::Selection,
+    selector: &indexed::Selector<'_>,
     authorizer: &Authorizer,
     role: Role,
     principal: &EntityUid,
@@ -919,7 +920,7 @@ fn evaluate(
             return evaluation;
         }
     };
-    let selected = indexed::policies_for(snapshot, selection, principal, request, entities);
+    let selected = selector.policies_for(principal);
     let policies = selected.as_deref().unwrap_or(&snapshot.policies);
     if !snapshot.scopes.is_empty() {
         evaluation.step_up = StepUpHint(

@@ -317,6 +317,86 @@ fn total(buckets: &[&[u32]]) -> usize {
     buckets.iter().map(|b| b.len()).sum()
 }
 
+/// One request's action and resource as the index sees them, for selecting the
+/// policies of each of its principals ([`PolicyIndex::query`]): a request's
+/// principals (user, application) share its action and resource, whose ancestors
+/// and buckets are found once. It holds the index and the entity data it was
+/// made with, so that its buckets are only ever read against that index and the
+/// principal's ancestors come from the same data.
+pub struct Query<'q> {
+    index: &'q PolicyIndex,
+    entities: &'q Entities,
+    a: Lineage<'q>,
+    r: Lineage<'q>,
+    a_buckets: Vec<&'q [u32]>,
+    r_buckets: Vec<&'q [u32]>,
+}
+
+impl Query<'_> {
+    /// The positions of the candidates for `principal`, ascending.
+    fn positions(&self, principal: &EntityUid) -> Vec<u32> {
+        let index = self.index;
+        let p = Lineage::new(principal, self.entities);
+        let mut p_buckets: Vec<&[u32]> = Vec::new();
+        index.principal.lookup(&p, &mut p_buckets);
+        // The scope variable whose buckets hold the fewest policies (the first of
+        // equals, resource, principal, action).
+        let best = [&self.r_buckets[..], &p_buckets[..], &self.a_buckets[..]]
+            .into_iter()
+            .min_by_key(|b| total(b))
+            .unwrap_or_default();
+        let mut out: Vec<u32> = best
+            .iter()
+            .flat_map(|b| b.iter().copied())
+            .filter(|&at| {
+                index
+                    .entries
+                    .get(at as usize)
+                    .and_then(|e| e.scope.as_ref())
+                    .is_some_and(|s| s.holds(&p, &self.a, &self.r))
+            })
+            .collect();
+        out.extend_from_slice(&index.always);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The policies to evaluate for `principal` with the query's action and
+    /// resource: a set of the candidates, or `None` to evaluate the whole set the
+    /// index was built from (when it cannot be indexed, or most of its policies
+    /// are candidates anyway).
+    pub fn select(&self, principal: &EntityUid) -> Option<Arc<PolicySet>> {
+        let index = self.index;
+        if !index.usable {
+            return None;
+        }
+        let ids = self.positions(principal);
+        if ids.is_empty() {
+            return Some(Arc::clone(&index.empty));
+        }
+        // Evaluating the set it came from is about as cheap, and copies nothing.
+        if ids.len().saturating_mul(100)
+            > index
+                .entries
+                .len()
+                .saturating_mul(index.whole_set_above_percent)
+        {
+            return None;
+        }
+        if let Some(cache) = &index.cache
+            && let Some(set) = cache.get(&ids[..])
+        {
+            return Some(set);
+        }
+        let set = Arc::new(index.build_set(&ids)?);
+        if let Some(cache) = &index.cache {
+            cache.insert(Arc::from(ids), Arc::clone(&set));
+        }
+        Some(set)
+    }
+}
+
 impl PolicyIndex {
     /// Index `policies` with the default options.
     pub fn new(policies: &PolicySet) -> Self {
@@ -426,35 +506,31 @@ impl PolicyIndex {
         resource: &EntityUid,
         entities: &Entities,
     ) -> Vec<u32> {
-        let p = Lineage::new(principal, entities);
+        self.query(action, resource, entities).positions(principal)
+    }
+
+    /// The action's and the resource's side of a selection (their ancestors and
+    /// buckets), found once for every principal of a request: see [`Query`].
+    pub fn query<'q>(
+        &'q self,
+        action: &'q EntityUid,
+        resource: &'q EntityUid,
+        entities: &'q Entities,
+    ) -> Query<'q> {
         let a = Lineage::new(action, entities);
         let r = Lineage::new(resource, entities);
-        // The scope variable whose buckets hold the fewest policies.
-        let mut best: Vec<&[u32]> = Vec::new();
-        let mut other: Vec<&[u32]> = Vec::new();
-        self.resource.lookup(&r, &mut best);
-        self.principal.lookup(&p, &mut other);
-        if total(&other) < total(&best) {
-            std::mem::swap(&mut best, &mut other);
+        let mut a_buckets = Vec::new();
+        let mut r_buckets = Vec::new();
+        self.action.lookup(&a, &mut a_buckets);
+        self.resource.lookup(&r, &mut r_buckets);
+        Query {
+            index: self,
+            entities,
+            a,
+            r,
+            a_buckets,
+            r_buckets,
         }
-        self.action.lookup(&a, &mut other);
-        if total(&other) < total(&best) {
-            std::mem::swap(&mut best, &mut other);
-        }
-        let mut out: Vec<u32> = best
-            .iter()
-            .flat_map(|b| b.iter().copied())
-            .filter(|&at| {
-                self.entries
-                    .get(at as usize)
-                    .and_then(|e| e.scope.as_ref())
-                    .is_some_and(|s| s.holds(&p, &a, &r))
-            })
-            .collect();
-        out.extend_from_slice(&self.always);
-        out.sort_unstable();
-        out.dedup();
-        out
     }
 
     /// The policies to evaluate for this request: a set of the candidates, or
@@ -467,32 +543,7 @@ impl PolicyIndex {
         resource: &EntityUid,
         entities: &Entities,
     ) -> Option<Arc<PolicySet>> {
-        if !self.usable {
-            return None;
-        }
-        let ids = self.candidate_positions(principal, action, resource, entities);
-        if ids.is_empty() {
-            return Some(Arc::clone(&self.empty));
-        }
-        // Evaluating the set it came from is about as cheap, and copies nothing.
-        if ids.len().saturating_mul(100)
-            > self
-                .entries
-                .len()
-                .saturating_mul(self.whole_set_above_percent)
-        {
-            return None;
-        }
-        if let Some(cache) = &self.cache
-            && let Some(set) = cache.get(&ids[..])
-        {
-            return Some(set);
-        }
-        let set = Arc::new(self.build_set(&ids)?);
-        if let Some(cache) = &self.cache {
-            cache.insert(Arc::from(ids), Arc::clone(&set));
-        }
-        Some(set)
+        self.query(action, resource, entities).select(principal)
     }
 
     /// A set of the policies at `ids` (ascending), in that order. `None` if one
