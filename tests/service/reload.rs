@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::support::inproc::{self, admin_of, get, state};
 use crate::support::{
     Capture, SUMMARIZER_GRANT, copy_dir, copy_of_reference, poll, reference_arguments,
-    reference_policies, run_alone,
+    reference_policies, replace_file, run_alone,
 };
 
 fn summarizer_gets_document() -> DecisionRequest {
@@ -57,13 +57,6 @@ fn watch(dir: &Path, poll_interval: Duration) -> (tokio::runtime::Runtime, Engin
     (rt, engine)
 }
 
-/// Write a file the way editors and deploy tools do: aside, then renamed into place.
-fn replace(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, text).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
-}
-
 #[test]
 fn an_edit_flips_the_decision_within_two_seconds() {
     let dir = copy_of_reference();
@@ -103,7 +96,7 @@ fn a_broken_file_keeps_the_last_good_snapshot() {
     .expect("grant picked up");
     let good = engine.store().snapshot().generation;
     // A broken edit: the grant loses its closing parenthesis.
-    replace(
+    replace_file(
         &dir.path().join("grant.cedar"),
         &SUMMARIZER_GRANT.replace(");", ";"),
     );
@@ -126,7 +119,7 @@ fn a_broken_file_keeps_the_last_good_snapshot() {
     assert!(d.allow);
     assert_eq!(d.generation, good);
     // Fixing the file brings the store back in sync.
-    replace(&dir.path().join("grant.cedar"), SUMMARIZER_GRANT);
+    replace_file(&dir.path().join("grant.cedar"), SUMMARIZER_GRANT);
     poll(Duration::from_secs(2), || {
         engine.store().status().in_sync.then_some(())
     })
@@ -326,7 +319,7 @@ fn every_reload_logs_and_shows_what_changed() {
     );
 
     // Added.
-    replace(&dir.path().join("grant.cedar"), SUMMARIZER_GRANT);
+    replace_file(&dir.path().join("grant.cedar"), SUMMARIZER_GRANT);
     let r = reload_record(dir.path(), 2);
     assert_eq!(r["message"], "policies reloaded");
     assert_eq!(r["previous_generation"], 1);
@@ -366,7 +359,7 @@ fn every_reload_logs_and_shows_what_changed() {
     let path = dir.path().join("applications.cedar");
     let text = std::fs::read_to_string(&path).expect("read");
     assert!(text.contains("max_results > 50"));
-    replace(&path, &text.replace("max_results > 50", "max_results > 20"));
+    replace_file(&path, &text.replace("max_results > 50", "max_results > 20"));
     let r = reload_record(dir.path(), 3);
     assert_eq!(r["changed"], r#"["corpassist-bounded-search"]"#);
     assert_eq!(
@@ -395,7 +388,7 @@ fn every_reload_logs_and_shows_what_changed() {
 
     // Changed files, unchanged content: a comment and blank lines.
     let text = std::fs::read_to_string(&path).expect("read");
-    replace(
+    replace_file(
         &path,
         &format!("// reviewed\n\n{}\n\n", text.replace(";\n", ";\n\n")),
     );
@@ -421,7 +414,7 @@ fn every_reload_logs_and_shows_what_changed() {
     );
     // The same bytes again: no reload at all.
     let text = std::fs::read_to_string(&path).expect("read");
-    replace(&path, &text);
+    replace_file(&path, &text);
     assert!(matches!(
         engine.store().reload(false),
         mcp_authz::policy::ReloadOutcome::Unchanged
@@ -432,7 +425,7 @@ fn every_reload_logs_and_shows_what_changed() {
     let schema = dir.path().join("mcp.cedarschema");
     let text = std::fs::read_to_string(&schema).expect("read");
     assert!(text.contains("department?: String,"));
-    replace(
+    replace_file(
         &schema,
         &text.replace(
             "department?: String,",
@@ -447,7 +440,7 @@ fn every_reload_logs_and_shows_what_changed() {
     assert_eq!(r["changed_count"], 0);
     let entities = dir.path().join("entities.json");
     let text = std::fs::read_to_string(&entities).expect("read");
-    replace(
+    replace_file(
         &entities,
         &text.replacen(
             '[',
@@ -465,7 +458,7 @@ fn every_reload_logs_and_shows_what_changed() {
     assert_eq!(p["last_reload"]["schema_changed"], false);
 
     // A broken change is no reload: the last diff stays.
-    replace(
+    replace_file(
         &dir.path().join("broken.cedar"),
         "permit (principal, action, resource",
     );

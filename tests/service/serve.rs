@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::inproc::{Launch, Service};
 use crate::support::process::{Server, bin, run, text};
-use crate::support::{copy_of_reference, gateway, http, poll, reference_policies};
+use crate::support::{copy_of_reference, gateway, http, poll, reference_policies, replace_file};
 
 #[test]
 fn invalid_policies_at_startup_fail_with_diagnostics() {
@@ -64,11 +64,10 @@ fn serves_health_and_policy_status() {
 fn broken_change_is_logged_and_sighup_reloads_and_sigterm_stops() {
     let dir = copy_of_reference();
     let mut server = Server::start(&["--admin-listen", "127.0.0.1:0"], dir.path());
-    std::fs::write(
-        dir.path().join("broken.cedar"),
+    replace_file(
+        &dir.path().join("broken.cedar"),
         "permit(principal, action, resource\n",
-    )
-    .expect("write");
+    );
     let line = poll(Duration::from_secs(5), || {
         server.find_log(|l| l.contains("policy reload rejected"))
     })

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::support::gateway::{channel, client, parsed};
 use crate::support::inproc::{Launch, Service};
 use crate::support::tokens::demo_token as token;
-use crate::support::{config, copy_of_reference, envoy, http, poll};
+use crate::support::{config, copy_of_reference, envoy, http, poll, replace_file};
 
 /// A forbid of `docs/get_document` for everyone, as a candidate would add it.
 const CANDIDATE_FORBID: &str = r#"@id("candidate-no-get-document")
@@ -315,7 +315,7 @@ fn a_shadow_directory_is_reloaded_and_a_broken_change_keeps_the_last_good_one() 
     );
     let first = policies(&s.server)["shadow"]["digest"]["content"].clone();
 
-    std::fs::write(candidate.path().join("candidate.cedar"), CANDIDATE_FORBID).expect("write");
+    replace_file(&candidate.path().join("candidate.cedar"), CANDIDATE_FORBID);
     let reloaded = poll(LONG, || {
         let p = policies(&s.server);
         (p["shadow"]["generation"] == 2).then_some(p)
@@ -331,7 +331,7 @@ fn a_shadow_directory_is_reloaded_and_a_broken_change_keeps_the_last_good_one() 
     );
 
     // A broken change: the last good shadow set still decides.
-    std::fs::write(candidate.path().join("broken.cedar"), "permit (principal,").expect("write");
+    replace_file(&candidate.path().join("broken.cedar"), "permit (principal,");
     let broken = poll(LONG, || {
         let p = policies(&s.server);
         (p["shadow"]["in_sync"] == false).then_some(p)
@@ -354,7 +354,7 @@ fn a_shadow_directory_is_reloaded_and_a_broken_change_keeps_the_last_good_one() 
 fn an_invalid_shadow_directory_at_start_is_refused() {
     let live = copy_of_reference();
     let candidate = copy_of_reference();
-    std::fs::write(candidate.path().join("broken.cedar"), "permit (principal,").expect("write");
+    replace_file(&candidate.path().join("broken.cedar"), "permit (principal,");
     let service = Launch::new(live.path())
         .envs(&[(
             "MCP_AUTHZ_SHADOW_POLICIES",

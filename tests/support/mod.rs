@@ -103,6 +103,16 @@ pub fn copy_of_reference() -> tempfile::TempDir {
     dir
 }
 
+/// Write a file the way editors and deploy tools do: aside, then renamed into
+/// place. A file written in place can be read by a watching service half written
+/// (an empty `.cedar` file is a valid, empty policy file, and a reload of it is a
+/// new generation), so every test that changes a watched directory writes this way.
+pub fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
 /// Copy the files of `from` into `to`, and its directories (the imported
 /// `tools/` of a policy directory) with theirs.
 pub fn copy_dir(from: &Path, to: &Path) {
