@@ -41,11 +41,10 @@ impl<'q> Selector<'q> {
             // An index that was not built from this set (its policies replaced
             // afterwards) is not used.
             Selection::Indexed if !snapshot.index_is_current() => Self::Whole,
-            Selection::Indexed => Self::Indexed(snapshot.index.query(
-                &request.action,
-                &request.resource,
-                entities,
-            )),
+            Selection::Indexed => snapshot
+                .index
+                .query(&request.action, &request.resource, entities)
+                .map_or(Self::Whole, Self::Indexed),
         }
     }
 

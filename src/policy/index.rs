@@ -364,13 +364,9 @@ impl Query<'_> {
 
     /// The policies to evaluate for `principal` with the query's action and
     /// resource: a set of the candidates, or `None` to evaluate the whole set the
-    /// index was built from (when it cannot be indexed, or most of its policies
-    /// are candidates anyway).
+    /// index was built from (most of its policies are candidates anyway).
     pub fn select(&self, principal: &EntityUid) -> Option<Arc<PolicySet>> {
         let index = self.index;
-        if !index.usable {
-            return None;
-        }
         let ids = self.positions(principal);
         if ids.is_empty() {
             return Some(Arc::clone(&index.empty));
@@ -506,12 +502,25 @@ impl PolicyIndex {
         resource: &EntityUid,
         entities: &Entities,
     ) -> Vec<u32> {
-        self.query(action, resource, entities).positions(principal)
+        self.looked_up(action, resource, entities)
+            .positions(principal)
     }
 
     /// The action's and the resource's side of a selection (their ancestors and
     /// buckets), found once for every principal of a request: see [`Query`].
+    /// `None` when the set cannot be indexed: every principal evaluates the whole
+    /// set, and nothing is looked up.
     pub fn query<'q>(
+        &'q self,
+        action: &'q EntityUid,
+        resource: &'q EntityUid,
+        entities: &'q Entities,
+    ) -> Option<Query<'q>> {
+        self.usable
+            .then(|| self.looked_up(action, resource, entities))
+    }
+
+    fn looked_up<'q>(
         &'q self,
         action: &'q EntityUid,
         resource: &'q EntityUid,
@@ -543,7 +552,7 @@ impl PolicyIndex {
         resource: &EntityUid,
         entities: &Entities,
     ) -> Option<Arc<PolicySet>> {
-        self.query(action, resource, entities).select(principal)
+        self.query(action, resource, entities)?.select(principal)
     }
 
     /// A set of the policies at `ids` (ascending), in that order. `None` if one
