@@ -782,8 +782,8 @@ async fn drive<S>(
 ///   it was ready, while the other requests read with it had not run yet. Waiting
 ///   one turn (the task wakes itself and goes to the back of its worker's queue)
 ///   lets those run first: their answers go out in the same write. With nothing
-///   else to run the turn comes at once. HTTP/1 (one answer at a time on a
-///   connection) writes at once.
+///   else to run the turn comes at once. The HTTP listener writes at once: its
+///   callers speak HTTP/1 (one answer at a time on a connection) almost always.
 struct ConnIo<S> {
     inner: S,
     batch: bool,
