@@ -841,6 +841,8 @@ fn decide_selected(
         }
     };
     let selector = indexed::Selector::new(snapshot, selection, request, entities);
+    // The typed action as the record shows it: written once, shared by both evaluations.
+    let action_text = typed.map(|t| replayable::uid_text(&t.action));
     let evaluations: Vec<Evaluation> = principals
         .into_iter()
         .map(|(role, principal)| {
@@ -856,7 +858,7 @@ fn decide_selected(
             )
         })
         .map(|mut e| {
-            e.action = typed.map(|t| replayable::uid_text(&t.action));
+            e.action.clone_from(&action_text);
             e
         })
         .collect();

@@ -16,6 +16,8 @@ use std::str::FromStr;
 
 use cedar_policy::{EntityTypeName, EntityUid, Schema};
 
+use crate::policy::Snapshot;
+
 /// Why a name does not map to the schema.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -77,16 +79,43 @@ pub fn resolve_entity_type(
             })
         };
     }
+    let all: Vec<&EntityTypeName> = schema.entity_types().collect();
+    resolve_bare(all.iter().copied(), name, namespace)
+}
+
+/// [`resolve_entity_type`] on `snapshot`'s schema, a bare name looked up in the
+/// snapshot's table of types by basename rather than by a scan of the schema.
+pub fn resolve_snapshot_type(
+    snapshot: &Snapshot,
+    name: &str,
+    namespace: Option<&str>,
+) -> Result<EntityTypeName, NameError> {
+    if name.contains("::") {
+        return resolve_entity_type(&snapshot.schema, name, namespace);
+    }
+    resolve_bare(
+        snapshot.types_by_basename.matching(name).iter(),
+        name,
+        namespace,
+    )
+}
+
+/// The entity type the bare `name` (no `::`) refers to among `types`: every type
+/// of the schema, or at least each whose basename matches `name` ignoring ASCII case.
+fn resolve_bare<'t>(
+    types: impl Iterator<Item = &'t EntityTypeName> + Clone,
+    name: &str,
+    namespace: Option<&str>,
+) -> Result<EntityTypeName, NameError> {
     // A type of the empty namespace is named exactly by its bare name: that is its
     // full name, and there is no other way to write it.
-    if let Some(exact) = schema
-        .entity_types()
+    if let Some(exact) = types
+        .clone()
         .find(|t| t.namespace_components().next().is_none() && t.basename() == name)
     {
         return Ok(exact.clone());
     }
-    let matching: Vec<&EntityTypeName> = schema
-        .entity_types()
+    let matching: Vec<&EntityTypeName> = types
         .filter(|t| t.basename().eq_ignore_ascii_case(name))
         .collect();
     let preferred: Vec<&EntityTypeName> = match namespace {
@@ -336,6 +365,68 @@ mod tests {
             resolve_entity_type(&s, "Mcp::", None),
             Err(NameError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn the_table_of_types_by_basename_resolves_as_a_scan_of_the_schema() {
+        let s = schema(
+            r#"namespace Mcp { entity User; entity Tool; entity USER; action "tools/call" appliesTo { principal: User, resource: Tool }; }
+               namespace Acme { entity User; entity Record; entity tool; action "read" appliesTo { principal: User, resource: Record }; }
+               namespace A::B { entity Widget; }
+               entity Thing; entity thing; entity WIDGET; entity Kelvin;"#,
+        );
+        let table = crate::policy::TypesByBasename::new(&s);
+        let shown = |r: Result<EntityTypeName, NameError>| r.map(|t| t.to_string());
+        let names = [
+            "user",
+            "User",
+            "USER",
+            "uSeR",
+            "tool",
+            "Tool",
+            "TOOL",
+            "thing",
+            "Thing",
+            "THING",
+            "record",
+            "Record",
+            "kelvin",
+            "\u{212a}elvin",
+            "caf\u{e9}",
+            "spaceship",
+            "",
+            "Users",
+            "user ",
+            " user",
+            "us\u{0}er",
+            "\u{17f}",
+            "K",
+            "widget",
+            "Widget",
+            "WIDGET",
+        ];
+        for name in names {
+            for namespace in [
+                None,
+                Some(""),
+                Some("Mcp"),
+                Some("Acme"),
+                Some("A::B"),
+                Some("Nope"),
+            ] {
+                assert_eq!(
+                    shown(resolve_bare(table.matching(name).iter(), name, namespace)),
+                    shown(resolve_entity_type(&s, name, namespace)),
+                    "{name:?} in {namespace:?}"
+                );
+            }
+        }
+        // Every type is found under its basename in any ASCII case.
+        for ty in s.entity_types() {
+            let upper = ty.basename().to_ascii_uppercase();
+            assert!(table.matching(&upper).contains(ty), "{ty}");
+            assert!(table.matching(ty.basename()).contains(ty), "{ty}");
+        }
     }
 
     #[test]

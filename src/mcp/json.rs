@@ -186,10 +186,17 @@ impl<'de> Visitor<'de> for Seed<'_> {
         // can collide), so only a real case variant is refused.
         let mut folded = FoldedKeys::default();
         while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
+            // A repeated key folds to a hash already seen, so with folding on only
+            // a seen hash needs the exact look-up: a new key's is hashed once.
+            let maybe_seen = if self.fold_keys {
+                !folded.insert(fold_hash(&key))
+            } else {
+                true
+            };
+            if maybe_seen && object.contains_key(&key) {
                 return Err(self.fail(JsonFault::DuplicateKey(key)));
             }
-            if self.fold_keys && !folded.insert(fold_hash(&key)) {
+            if self.fold_keys && maybe_seen {
                 let f = fold(&key);
                 if let Some(earlier) = object.keys().find(|k| fold(k) == f) {
                     let earlier = earlier.clone();

@@ -463,6 +463,7 @@ pub fn build_with(
         })
         .collect();
     let tool_actions = ToolActions::new(&shapes, &entities);
+    let types_by_basename = super::TypesByBasename::new(&schema);
     let entity_refs = super::attribute_refs(&entities);
     let digests = ContentDigests::new(&policies, schema_digest, entities_digest);
     let mut snapshot = Snapshot {
@@ -475,6 +476,7 @@ pub fn build_with(
         context_shapes: shapes,
         tool_actions,
         request_envs,
+        types_by_basename,
         origins,
         fingerprint: sources.fingerprint,
         warnings: problems,
@@ -525,6 +527,7 @@ impl Snapshot {
             context_shapes: self.context_shapes.clone(),
             tool_actions: self.tool_actions.clone(),
             request_envs: self.request_envs.clone(),
+            types_by_basename: self.types_by_basename.clone(),
             origins: self.origins.clone(),
             fingerprint: self.fingerprint,
             warnings: self.warnings.clone(),

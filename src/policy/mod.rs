@@ -89,6 +89,10 @@ pub struct Snapshot {
     /// The (principal type, action, resource type) combinations the schema allows
     /// (asked once per evaluation: hashed with a fast seeded hash).
     pub request_envs: RequestEnvs,
+    /// The schema's entity types by basename, folded to ASCII lower case: what a
+    /// bare type name (an AuthZEN `user`, `Tool`) can refer to, without a scan of
+    /// the schema per name (`authz::names`).
+    pub types_by_basename: TypesByBasename,
     /// Where each policy id was written.
     pub origins: HashMap<String, PolicyOrigin>,
     /// Hash of the input files; equal fingerprints mean equal inputs.
@@ -124,6 +128,36 @@ pub struct Snapshot {
     /// The contexts Cedar's validation accepted for this schema, by signature
     /// (`fits.rs`): shared by the snapshots of the same files.
     pub context_fits: std::sync::Arc<ContextFits>,
+}
+
+/// The entity types of a schema, by basename folded to ASCII lower case.
+#[derive(Debug, Clone, Default)]
+pub struct TypesByBasename(HashMap<String, Vec<EntityTypeName>, foldhash::fast::RandomState>);
+
+impl TypesByBasename {
+    /// The table of `schema`'s entity types.
+    pub fn new(schema: &Schema) -> Self {
+        let mut table: HashMap<String, Vec<EntityTypeName>, foldhash::fast::RandomState> =
+            HashMap::default();
+        for ty in schema.entity_types() {
+            table
+                .entry(ty.basename().to_ascii_lowercase())
+                .or_default()
+                .push(ty.clone());
+        }
+        Self(table)
+    }
+
+    /// The types whose basename equals `name` ignoring ASCII case (a name of any
+    /// namespace; none if `name` has `::`).
+    pub fn matching(&self, name: &str) -> &[EntityTypeName] {
+        let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.0.get(&name.to_ascii_lowercase())
+        } else {
+            self.0.get(name)
+        };
+        found.map_or(&[], Vec::as_slice)
+    }
 }
 
 impl Snapshot {

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::bad;
 use super::wire::{Evaluation, parse_entity};
 use crate::api::refusal::Refusal;
-use crate::authz::names::{NameError, resolve_action, resolve_entity_type};
+use crate::authz::names::{NameError, resolve_action, resolve_snapshot_type};
 use crate::authz::{DecisionRequest, RequestEntity, uid_json};
 use crate::identity::Identity;
 use crate::mcp::Kind;
@@ -92,7 +92,7 @@ type Agent = (EntityUid, Map<String, Value>);
 
 /// The application named by `context.agent` / `context.application`.
 fn take_agent(
-    schema: &Schema,
+    snapshot: &Snapshot,
     context: &mut Map<String, Value>,
     namespace: &str,
 ) -> Result<Option<Agent>, MapError> {
@@ -117,7 +117,7 @@ fn take_agent(
                 ))));
             }
         };
-        let ty = resolve_entity_type(schema, &type_name, Some(namespace))?;
+        let ty = resolve_snapshot_type(snapshot, &type_name, Some(namespace))?;
         found = Some((uid(&ty, &id), props));
     }
     Ok(found)
@@ -155,8 +155,8 @@ pub fn to_decision_request(
     let schema = &snapshot.schema;
     let action = resolve_action(schema, &eval.action.name)?;
     let namespace = action.type_name().namespace();
-    let subject_ty = resolve_entity_type(schema, &eval.subject.type_name, Some(&namespace))?;
-    let resource_ty = resolve_entity_type(schema, &eval.resource.type_name, Some(&namespace))?;
+    let subject_ty = resolve_snapshot_type(snapshot, &eval.subject.type_name, Some(&namespace))?;
+    let resource_ty = resolve_snapshot_type(snapshot, &eval.resource.type_name, Some(&namespace))?;
     let subject = uid(&subject_ty, eval.subject.id.as_deref().unwrap_or_default());
     let resource = resource_uid(
         &resource_ty,
@@ -168,7 +168,7 @@ pub fn to_decision_request(
     // The MCP binding names the acting application in `context.agent`; in other
     // namespaces the context is the caller's own, exactly as Cedar sees it.
     let agent = if crate::authz::mcp_profile(&request.action) {
-        let agent = take_agent(schema, &mut context, &namespace)?;
+        let agent = take_agent(snapshot, &mut context, &namespace)?;
         // Another spelling of `agent` (`Agent`, `AGENT`) may name the application to
         // whoever else reads the body: refused, never silently left out.
         if let Some(k) = context.keys().find(|k| crate::policy::reads_as(k, "agent")) {
@@ -210,7 +210,7 @@ pub fn to_decision_request(
 
     if let Some(identity) = identity {
         apply_identity(
-            schema,
+            snapshot,
             &namespace,
             &subject_ty,
             subject_is_app,
@@ -246,7 +246,7 @@ pub fn to_decision_request(
 /// or the namespace's `User` type when the subject is an application), application,
 /// groups, scopes and claims.
 fn apply_identity(
-    schema: &Schema,
+    snapshot: &Snapshot,
     namespace: &str,
     subject_ty: &EntityTypeName,
     subject_is_app: bool,
@@ -254,7 +254,7 @@ fn apply_identity(
     request: &mut DecisionRequest,
 ) -> Result<(), MapError> {
     let user_ty = if subject_is_app {
-        resolve_entity_type(schema, "user", Some(namespace)).ok()
+        resolve_snapshot_type(snapshot, "user", Some(namespace)).ok()
     } else {
         Some(subject_ty.clone())
     };
@@ -273,13 +273,13 @@ fn apply_identity(
         let ty = if subject_is_app {
             subject_ty.clone()
         } else {
-            resolve_entity_type(schema, "application", Some(namespace))?
+            resolve_snapshot_type(snapshot, "application", Some(namespace))?
         };
         request.application = Some(uid(&ty, a));
     }
     if let Some(user) = &request.user
         && !identity.groups.is_empty()
-        && let Ok(group_ty) = resolve_entity_type(schema, "group", Some(namespace))
+        && let Ok(group_ty) = resolve_snapshot_type(snapshot, "group", Some(namespace))
     {
         request.entities.push(RequestEntity {
             uid: user.clone(),
