@@ -21,10 +21,12 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = config.worker_threads {
+        builder.worker_threads(n.get());
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -46,6 +48,7 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
             }
         }
     };
+    tracing::info!(workers = runtime.metrics().num_workers(), "runtime started");
     let dir = config.policies.clone();
     let result =
         runtime.block_on(async { App::bind(config).await?.serve(shutdown_signal()).await });

@@ -215,6 +215,8 @@ pub struct FileConfig {
     pub http_listen: Option<String>,
     /// Optional separate listen address for health and admin endpoints.
     pub admin_listen: Option<String>,
+    /// Threads that serve requests (default: one per CPU).
+    pub worker_threads: Option<u64>,
     /// Logging.
     #[serde(default)]
     pub log: LogFile,

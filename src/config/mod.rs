@@ -144,6 +144,9 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// Separate health/admin listen address, if any.
     pub admin_listen: Option<SocketAddr>,
+    /// Threads that serve requests; `None`: the runtime's default (one per CPU the
+    /// process may use, or `TOKIO_WORKER_THREADS`).
+    pub worker_threads: Option<std::num::NonZeroUsize>,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.

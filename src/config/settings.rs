@@ -111,6 +111,12 @@ pub const SETTINGS: &[Setting] = &[
         "admin listener: health, metrics, /v1/policies, /v1/reload (default: none; a bare port means 127.0.0.1)",
     ),
     setting(
+        "worker_threads",
+        NUMBER,
+        None,
+        "threads that serve requests (default: one per CPU the process may use, or `TOKIO_WORKER_THREADS`)",
+    ),
+    setting(
         "log.format",
         ValueKind::OneOf(&["text", "json"]),
         Some("text"),

@@ -354,6 +354,7 @@ fn sample(s: &Setting, dir: &Path) -> String {
             path.display().to_string()
         }
         k if k.ends_with("_max_connections") => "100".into(),
+        "worker_threads" => "2".into(),
         "tls.cert_file" => dir.join("tls.crt").display().to_string(),
         "tls.key_file" => dir.join("tls.key").display().to_string(),
         "tls.client_ca_file" => dir.join("ca.crt").display().to_string(),
@@ -485,6 +486,57 @@ fn the_defaults_in_the_table_are_the_defaults() {
             "the default of `{}` is not `{value}`",
             s.key
         );
+    }
+}
+
+#[test]
+fn worker_threads_are_one_to_a_bound_and_unset_by_default() {
+    let c = Config::load(None, &env(&[]), &Overrides::default()).expect("config");
+    assert_eq!(c.worker_threads, None, "the runtime's default");
+    let (_d, path) = write("worker_threads = 3\n");
+    let c = Config::load(Some(&path), &env(&[]), &Overrides::default()).expect("config");
+    assert_eq!(c.worker_threads.map(|n| n.get()), Some(3));
+    // The environment overrides the file.
+    let e = env(&[("MCP_AUTHZ_WORKER_THREADS", "1")]);
+    let c = Config::load(Some(&path), &e, &Overrides::default()).expect("config");
+    assert_eq!(c.worker_threads.map(|n| n.get()), Some(1));
+    let c = Config::load(
+        None,
+        &env(&[("MCP_AUTHZ_WORKER_THREADS", "1024")]),
+        &Overrides::default(),
+    )
+    .expect("config");
+    assert_eq!(c.worker_threads.map(|n| n.get()), Some(1024));
+    for (value, says) in [
+        ("0", "at least 1"),
+        ("1025", "at most 1024"),
+        ("40000", "at most 1024"),
+        ("-1", "whole number"),
+        ("two", "whole number"),
+        ("", "whole number"),
+    ] {
+        let err = Config::load(
+            None,
+            &env(&[("MCP_AUTHZ_WORKER_THREADS", value)]),
+            &Overrides::default(),
+        )
+        .expect_err(value)
+        .to_string();
+        assert!(
+            err.contains("MCP_AUTHZ_WORKER_THREADS") && err.contains(says) && !err.contains('\n'),
+            "{value}: {err}"
+        );
+    }
+    for text in [
+        "worker_threads = 0\n",
+        "worker_threads = \"2\"\n",
+        "worker_threads = 2.5\n",
+    ] {
+        let (_d, path) = write(text);
+        let err = Config::load(Some(&path), &env(&[]), &Overrides::default())
+            .expect_err(text)
+            .to_string();
+        assert!(err.contains("worker_threads"), "{text}: {err}");
     }
 }
 

@@ -117,7 +117,9 @@ pub(super) fn checked(
     let cache = checked_cache(&fc.cache, origin)?;
     let shadow = checked_shadow(&fc.shadow, &policies, cache, origin)?;
     let otlp = checked_otlp(&fc.otlp, origin)?;
+    let worker_threads = checked_worker_threads(fc.worker_threads, origin)?;
     Ok(Config {
+        worker_threads,
         otlp,
         shadow,
         cache,
@@ -153,6 +155,31 @@ pub(super) fn checked(
         tls,
         trusted_callers,
     })
+}
+
+/// Most threads `worker_threads` may ask for: more than any machine this runs on
+/// has cores, and few enough that a typo (`40000`) is refused, not started.
+const MAX_WORKER_THREADS: u64 = 1024;
+
+/// `worker_threads`: 1 to [`MAX_WORKER_THREADS`]; unset, the runtime's default.
+fn checked_worker_threads(
+    v: Option<u64>,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<Option<std::num::NonZeroUsize>, ConfigError> {
+    let Some(n) = v else { return Ok(None) };
+    let bad = |reason: String| ConfigError::Value {
+        key: "worker_threads".into(),
+        origin: origin("worker_threads"),
+        reason,
+    };
+    if n > MAX_WORKER_THREADS {
+        return Err(bad(format!("must be at most {MAX_WORKER_THREADS}")));
+    }
+    usize::try_from(n)
+        .ok()
+        .and_then(std::num::NonZeroUsize::new)
+        .map(Some)
+        .ok_or_else(|| bad("must be at least 1".into()))
 }
 
 /// The trusted caller's secret, read from `grpc.trusted_caller_token_file`.

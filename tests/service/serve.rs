@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::support::inproc::{Launch, Service};
-use crate::support::process::{Server, bin, run, text};
+use crate::support::process::{Serve, Server, bin, run, text};
 use crate::support::{copy_of_reference, gateway, http, poll, reference_policies, replace_file};
 
 #[test]
@@ -362,4 +362,46 @@ fn the_composition_root_refuses_an_invalid_policy_directory() {
         }
         other => panic!("expected the policy problems, got {other:?}"),
     }
+}
+
+#[test]
+fn worker_threads_sets_the_threads_that_serve_requests() {
+    // The file's setting, over `TOKIO_WORKER_THREADS`; the environment's over the file's;
+    // neither: `TOKIO_WORKER_THREADS`, the runtime's own default.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mcp-authz.toml");
+    std::fs::write(&file, "worker_threads = 3\n").expect("write");
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").expect("write");
+    for (config, env, want) in [
+        (&file, vec![("TOKIO_WORKER_THREADS", "5")], 3),
+        (&file, vec![("MCP_AUTHZ_WORKER_THREADS", "1")], 1),
+        (&empty, vec![("TOKIO_WORKER_THREADS", "2")], 2),
+    ] {
+        let server = Serve::new(&reference_policies())
+            .config(config)
+            .envs(&env)
+            .start();
+        let line = server
+            .find_log(|l| l.contains("runtime started"))
+            .expect("the runtime's start is logged");
+        assert!(line.contains(&format!("workers={want}")), "{env:?}: {line}");
+        assert_eq!(server.get("/readyz").map(|r| r.0), Some(200));
+    }
+    // Refused before anything starts, with the setting named.
+    let out = run(bin()
+        .args([
+            "serve",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .env("MCP_AUTHZ_WORKER_THREADS", "0"));
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("MCP_AUTHZ_WORKER_THREADS") && err.contains("at least 1"),
+        "{err}"
+    );
 }
