@@ -234,32 +234,40 @@ fn fold_hash(key: &str) -> u64 {
     h.finish()
 }
 
-/// The folded-key hashes of one object: a short list (objects are small), a set
-/// once it is long, so that a huge object costs linear time, not quadratic.
-#[derive(Default)]
+/// How many folded-key hashes [`FoldedKeys`] keeps in place before it takes a set.
+const FEW_KEYS: usize = 16;
+
+/// The folded-key hashes of one object: a short list kept in place (objects are
+/// small: no allocation), a set once it is long, so that a huge object costs linear
+/// time, not quadratic.
 enum FoldedKeys {
-    #[default]
-    Empty,
-    Few(Vec<u64>),
+    Few { hashes: [u64; FEW_KEYS], len: usize },
     Many(HashSet<u64>),
+}
+
+impl Default for FoldedKeys {
+    fn default() -> Self {
+        FoldedKeys::Few {
+            hashes: [0; FEW_KEYS],
+            len: 0,
+        }
+    }
 }
 
 impl FoldedKeys {
     /// Add `hash`; `false` if it was already there.
     fn insert(&mut self, hash: u64) -> bool {
-        const FEW: usize = 16;
         match self {
-            FoldedKeys::Empty => {
-                *self = FoldedKeys::Few(vec![hash]);
-                true
-            }
-            FoldedKeys::Few(v) if v.contains(&hash) => false,
-            FoldedKeys::Few(v) if v.len() < FEW => {
-                v.push(hash);
-                true
-            }
-            FoldedKeys::Few(v) => {
-                let mut set: HashSet<u64> = v.drain(..).collect();
+            FoldedKeys::Few { hashes, len } => {
+                if hashes[..*len].contains(&hash) {
+                    return false;
+                }
+                if *len < FEW_KEYS {
+                    hashes[*len] = hash;
+                    *len += 1;
+                    return true;
+                }
+                let mut set: HashSet<u64> = hashes.iter().copied().collect();
                 set.insert(hash);
                 *self = FoldedKeys::Many(set);
                 true

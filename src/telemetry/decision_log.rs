@@ -270,17 +270,10 @@ pub struct RecordInput {
 impl RecordInput {
     /// What a record of `request` keeps of it.
     pub fn of(request: &DecisionRequest) -> Self {
-        let mut had_arguments = false;
-        let context = request
-            .context
-            .iter()
-            .filter(|(k, _)| {
-                let arguments = k.as_str() == "arguments";
-                had_arguments |= arguments;
-                !arguments
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        // A copy of the whole map (no key hashed again) less `arguments`, the rest
+        // in their order.
+        let mut context = request.context.clone();
+        let had_arguments = context.shift_remove("arguments").is_some();
         Self {
             context,
             had_arguments,
