@@ -259,11 +259,11 @@ impl FoldedKeys {
     fn insert(&mut self, hash: u64) -> bool {
         match self {
             FoldedKeys::Few { hashes, len } => {
-                if hashes[..*len].contains(&hash) {
+                if hashes.iter().take(*len).any(|h| *h == hash) {
                     return false;
                 }
-                if *len < FEW_KEYS {
-                    hashes[*len] = hash;
+                if let Some(slot) = hashes.get_mut(*len) {
+                    *slot = hash;
                     *len += 1;
                     return true;
                 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::support::inproc::{Launch, Service};
-use crate::support::process::{Serve, Server, bin, run, text};
+use crate::support::process::{Serve, Server, bin, run, serve_command, text};
 use crate::support::{copy_of_reference, gateway, http, poll, reference_policies, replace_file};
 
 #[test]
@@ -17,16 +17,7 @@ fn invalid_policies_at_startup_fail_with_diagnostics() {
         "permit(principal, action, resource) when { context.nope };\n",
     )
     .expect("write");
-    let out = run(bin()
-        .args([
-            "serve",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--policies",
-        ])
-        .arg(dir.path()));
+    let out = run(serve_command().arg("--policies").arg(dir.path()));
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--> bad.cedar:1:"), "{err}");
@@ -389,15 +380,7 @@ fn worker_threads_sets_the_threads_that_serve_requests() {
         assert_eq!(server.get("/readyz").map(|r| r.0), Some(200));
     }
     // Refused before anything starts, with the setting named.
-    let out = run(bin()
-        .args([
-            "serve",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-        ])
-        .env("MCP_AUTHZ_WORKER_THREADS", "0"));
+    let out = run(serve_command().env("MCP_AUTHZ_WORKER_THREADS", "0"));
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(

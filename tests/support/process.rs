@@ -23,6 +23,20 @@ pub fn bin() -> Command {
     c
 }
 
+/// `mcp-authz serve` on ephemeral loopback ports, for a start that is meant to fail
+/// (more arguments after it).
+pub fn serve_command() -> Command {
+    let mut c = bin();
+    c.args([
+        "serve",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+    ]);
+    c
+}
+
 /// Keep the developer's environment out of a command of the tests.
 fn clean_env(c: &mut Command) {
     for (k, _) in std::env::vars() {
