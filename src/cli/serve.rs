@@ -21,10 +21,20 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let workers = match config.worker_threads {
+        Some(n) => Some(n.get()),
+        None => match runtime_env_workers(std::env::var_os(RUNTIME_WORKERS_ENV)) {
+            Ok(n) => n,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(EXIT_ERROR);
+            }
+        },
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if let Some(n) = config.worker_threads {
-        builder.worker_threads(n.get());
+    if let Some(n) = workers {
+        builder.worker_threads(n);
     }
     let runtime = match builder.build() {
         Ok(r) => r,
@@ -75,6 +85,23 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
+/// The runtime's own variable for its worker count, read when `worker_threads` is unset.
+const RUNTIME_WORKERS_ENV: &str = "TOKIO_WORKER_THREADS";
+
+/// The worker count [`RUNTIME_WORKERS_ENV`] asks for, checked here: the runtime
+/// panics on one that is not a whole number of at least 1. `None`: unset, one
+/// worker per CPU.
+fn runtime_env_workers(value: Option<std::ffi::OsString>) -> Result<Option<usize>, String> {
+    let Some(value) = value else { return Ok(None) };
+    let shown = value.to_string_lossy();
+    match value.to_str().map(str::parse::<usize>) {
+        Some(Ok(n)) if n >= 1 => Ok(Some(n)),
+        _ => Err(format!(
+            "`{RUNTIME_WORKERS_ENV}` is `{shown}`: the worker count must be a whole number of at least 1 (or set `worker_threads`)"
+        )),
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -93,5 +120,44 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runtime_env_workers;
+
+    #[test]
+    fn the_runtime_variable_is_checked_before_the_runtime_reads_it() {
+        assert_eq!(runtime_env_workers(None), Ok(None));
+        for (text, n) in [("1", 1), ("3", 3), ("64", 64)] {
+            assert_eq!(
+                runtime_env_workers(Some(text.into())),
+                Ok(Some(n)),
+                "{text}"
+            );
+        }
+        for text in [
+            "0",
+            "",
+            " 2",
+            "2 ",
+            "-1",
+            "two",
+            "1.5",
+            "99999999999999999999999",
+        ] {
+            let err = runtime_env_workers(Some(text.into())).expect_err(text);
+            assert!(
+                err.contains("TOKIO_WORKER_THREADS") && err.contains("at least 1"),
+                "{err}"
+            );
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt as _;
+            let not_utf8 = std::ffi::OsString::from_vec(vec![b'2', 0xff]);
+            assert!(runtime_env_workers(Some(not_utf8)).is_err());
+        }
     }
 }

@@ -366,6 +366,8 @@ fn worker_threads_sets_the_threads_that_serve_requests() {
     std::fs::write(&empty, "").expect("write");
     for (config, env, want) in [
         (&file, vec![("TOKIO_WORKER_THREADS", "5")], 3),
+        // The setting wins: the runtime's variable is not read, whatever it holds.
+        (&file, vec![("TOKIO_WORKER_THREADS", "many")], 3),
         (&file, vec![("MCP_AUTHZ_WORKER_THREADS", "1")], 1),
         (&empty, vec![("TOKIO_WORKER_THREADS", "2")], 2),
     ] {
@@ -380,6 +382,16 @@ fn worker_threads_sets_the_threads_that_serve_requests() {
         assert_eq!(server.get("/readyz").map(|r| r.0), Some(200));
     }
     // Refused before anything starts, with the setting named.
+    for bad in ["0", "two"] {
+        // The runtime's own variable too: an error, not the runtime's panic.
+        let out = run(serve_command().env("TOKIO_WORKER_THREADS", bad));
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("TOKIO_WORKER_THREADS") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
     let out = run(serve_command().env("MCP_AUTHZ_WORKER_THREADS", "0"));
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
