@@ -530,16 +530,14 @@ pub fn ext_authz(data: &[u8]) {
 
 /// [`ext_authz`], returning the answer (`None`: the bytes are not a `CheckRequest`).
 pub fn ext_authz_answer(data: &[u8]) -> Option<EnvoyAnswer> {
-    use prost::Message as _;
     on_worker_stack(|| {
-        ext_authz::WireCheckRequest::decode(data)
+        ext_authz::WireCheckRequest::decode(prost::bytes::Bytes::copy_from_slice(data))
             .ok()
             .and_then(|check| ext_authz_request(&check))
     })
 }
 
 fn ext_authz_request(check: &ext_authz::WireCheckRequest) -> Option<EnvoyAnswer> {
-    use prost::Message as _;
     let fixture = fixture();
     let request = match ext_authz::envoy_request(check) {
         Ok(request) => request,
@@ -610,8 +608,17 @@ fn ext_authz_request(check: &ext_authz::WireCheckRequest) -> Option<EnvoyAnswer>
             );
         }
     }
-    let response = ext_authz::check_response(answer.clone());
-    let _ = response.encode_to_vec();
+    // What Envoy reads: the answer's encoding decodes, and only an allow says OK.
+    let response = match ext_authz::CheckAnswer(answer.clone()).to_response() {
+        Ok(response) => response,
+        Err(e) => panic!("the CheckResponse written does not decode: {e}"),
+    };
+    let ok = response.status.as_ref().is_some_and(|s| s.code == 0);
+    assert_eq!(
+        ok,
+        matches!(answer, EnvoyAnswer::Allow { .. }),
+        "the CheckResponse's status disagrees with the answer"
+    );
     Some(answer)
 }
 

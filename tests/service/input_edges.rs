@@ -64,7 +64,9 @@ async fn grpc_check(mesh: &Mesh, request: CheckRequest) -> (u16, CheckResponse) 
         .check(tonic::Request::new(WireCheckRequest::of(&request)))
         .await
         .expect("an answer")
-        .into_inner();
+        .into_inner()
+        .to_response()
+        .expect("an answer that decodes");
     (envoy::status(&response).0, response)
 }
 

@@ -6,28 +6,17 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use envoy_types::ext_authz::v3::pb::{
-    CheckResponse, DeniedHttpResponse, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
-};
-use envoy_types::pb::envoy::config::core::v3::HeaderValue as EnvoyHeader;
-use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
-use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
-use envoy_types::pb::google::rpc;
-use prost::Message as _;
 use prost::bytes::Buf as _;
 use tonic::body::Body;
-use tonic::codec::{Codec, DecodeBuf, Decoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::BoxFuture;
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Status};
-use tonic_prost::ProstEncoder;
 use tracing::Instrument;
 
+use super::response::CheckAnswer;
 use super::wire::{WireCheckRequest, envoy_request};
-use super::{
-    DECISION_ID_HEADER, DECISION_ID_METADATA, EnvoyAnswer, METHOD_METADATA, SERVER_METADATA,
-    decide, refuse_unreadable,
-};
+use super::{EnvoyAnswer, decide, refuse_unreadable};
 use crate::api::mcp_check::CallerTrust;
 use crate::api::refusal::Refusal;
 use crate::api::services::Ready;
@@ -46,122 +35,13 @@ impl ExtAuthzGrpc {
     }
 }
 
-fn header(name: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(EnvoyHeader {
-            key: name.to_owned(),
-            value: value.to_owned(),
-            ..EnvoyHeader::default()
-        }),
-        append_action: action as i32,
-        ..HeaderValueOption::default()
-    }
-}
-
-fn string_value(s: String) -> PbValue {
-    PbValue {
-        kind: Some(Kind::StringValue(s)),
-    }
-}
-
-/// The `CheckResponse` for an answer.
-pub fn check_response(answer: EnvoyAnswer) -> CheckResponse {
-    match answer {
-        EnvoyAnswer::Allow {
-            decision_id,
-            set_headers,
-            remove_headers,
-            policies,
-            mcp_method,
-            server,
-        } => {
-            let mut fields: std::collections::HashMap<String, PbValue> = [
-                (DECISION_ID_METADATA.to_owned(), string_value(decision_id)),
-                ("policies".to_owned(), string_value(policies.join(","))),
-            ]
-            .into_iter()
-            .collect();
-            for (key, value) in [(METHOD_METADATA, mcp_method), (SERVER_METADATA, server)] {
-                if let Some(v) = value {
-                    fields.insert(key.to_owned(), string_value(v));
-                }
-            }
-            let metadata = Struct { fields };
-            CheckResponse {
-                status: Some(rpc::Status {
-                    code: tonic::Code::Ok as i32,
-                    ..rpc::Status::default()
-                }),
-                dynamic_metadata: Some(metadata),
-                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                    headers: set_headers
-                        .iter()
-                        .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
-                        .collect(),
-                    headers_to_remove: remove_headers.iter().map(|h| (*h).to_owned()).collect(),
-                    ..OkHttpResponse::default()
-                })),
-            }
-        }
-        EnvoyAnswer::Deny {
-            decision_id,
-            status,
-            headers,
-            body,
-            ..
-        } => {
-            let code = match status {
-                401 => tonic::Code::Unauthenticated,
-                400 => tonic::Code::InvalidArgument,
-                _ => tonic::Code::PermissionDenied,
-            };
-            let mut hs = vec![
-                header(
-                    "content-type",
-                    "application/json",
-                    HeaderAppendAction::OverwriteIfExistsOrAdd,
-                ),
-                header(
-                    DECISION_ID_HEADER,
-                    &decision_id,
-                    HeaderAppendAction::OverwriteIfExistsOrAdd,
-                ),
-            ];
-            hs.extend(
-                headers
-                    .iter()
-                    .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd)),
-            );
-            let metadata = Struct {
-                fields: [("decision_id".to_owned(), string_value(decision_id))]
-                    .into_iter()
-                    .collect(),
-            };
-            CheckResponse {
-                status: Some(rpc::Status {
-                    code: code as i32,
-                    ..rpc::Status::default()
-                }),
-                dynamic_metadata: Some(metadata),
-                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-                    status: Some(HttpStatus {
-                        code: i32::from(status),
-                    }),
-                    headers: hs,
-                    body,
-                })),
-            }
-        }
-    }
-}
-
 impl ExtAuthzGrpc {
     /// Answer one `Check` (what [`AuthorizationService`] runs for each; callable
     /// without a socket).
     pub async fn check(
         &self,
         request: Request<WireCheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, Status> {
+    ) -> Result<tonic::Response<CheckAnswer>, Status> {
         let services = self
             .ready
             .get()
@@ -170,7 +50,7 @@ impl ExtAuthzGrpc {
             Ok(envoy) => envoy,
             Err(e) => {
                 let answer = refuse_unreadable(services, &e, Interface::ExtAuthzGrpc);
-                return Ok(tonic::Response::new(check_response(answer)));
+                return Ok(tonic::Response::new(CheckAnswer(answer)));
             }
         };
         envoy.caller = Some(CallerTrust::of_grpc(services, &request));
@@ -184,13 +64,13 @@ impl ExtAuthzGrpc {
         let (EnvoyAnswer::Allow { decision_id, .. } | EnvoyAnswer::Deny { decision_id, .. }) =
             &answer;
         span.record("decision_id", decision_id.as_str());
-        Ok(tonic::Response::new(check_response(answer)))
+        Ok(tonic::Response::new(CheckAnswer(answer)))
     }
 }
 
 /// The gRPC service `envoy.service.auth.v3.Authorization`, its one method `Check`
 /// decoded as [`WireCheckRequest`] (slices of the request's buffer) rather than
-/// `envoy_types`' owned `CheckRequest`; the answer is `envoy_types`' `CheckResponse`.
+/// `envoy_types`' owned `CheckRequest`; the answer a [`CheckAnswer`].
 #[derive(Debug, Clone)]
 pub struct AuthorizationService {
     inner: Arc<ExtAuthzGrpc>,
@@ -213,8 +93,8 @@ impl NamedService for AuthorizationService {
 struct CheckMethod(Arc<ExtAuthzGrpc>);
 
 impl UnaryService<WireCheckRequest> for CheckMethod {
-    type Response = CheckResponse;
-    type Future = BoxFuture<tonic::Response<CheckResponse>, Status>;
+    type Response = CheckAnswer;
+    type Future = BoxFuture<tonic::Response<CheckAnswer>, Status>;
 
     fn call(&mut self, request: Request<WireCheckRequest>) -> Self::Future {
         let inner = Arc::clone(&self.0);
@@ -247,20 +127,20 @@ where
     }
 }
 
-/// `Check`'s codec: prost's encoder for the `CheckResponse`; the request decoded from
-/// one [`Bytes`](prost::bytes::Bytes) holding the whole message, so that each text
-/// field is a slice of it.
+/// `Check`'s codec: the request decoded from one [`Bytes`](prost::bytes::Bytes)
+/// holding the whole message, so that each text field is a slice of it; the answer
+/// written as a `CheckResponse` straight from its parts ([`CheckAnswer`]).
 #[derive(Debug, Clone, Copy)]
 struct CheckCodec;
 
 impl Codec for CheckCodec {
-    type Encode = CheckResponse;
+    type Encode = CheckAnswer;
     type Decode = WireCheckRequest;
-    type Encoder = ProstEncoder<CheckResponse>;
+    type Encoder = CheckCodec;
     type Decoder = CheckCodec;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::default()
+        CheckCodec
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -279,5 +159,16 @@ impl Decoder for CheckCodec {
         WireCheckRequest::decode(message)
             .map(Some)
             .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+impl Encoder for CheckCodec {
+    type Item = CheckAnswer;
+    type Error = Status;
+
+    fn encode(&mut self, item: CheckAnswer, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.reserve(item.encoded_len());
+        item.encode(buf);
+        Ok(())
     }
 }

@@ -128,9 +128,12 @@ impl<'a> Headers<'a> {
         self.get(name).ok().flatten()
     }
 
-    /// Every name, once, in the order it first arrived.
-    fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().enumerate().filter_map(|(i, e)| {
+    /// Every name `keep` accepts, once, in the order it first arrived.
+    fn names<'s>(&'s self, keep: impl Fn(&str) -> bool + 's) -> impl Iterator<Item = &'s str> {
+        self.entries.iter().enumerate().filter_map(move |(i, e)| {
+            if !keep(&e.name) {
+                return None;
+            }
             let seen = self.entries.iter().take(i).any(|p| p.name == e.name);
             (!seen).then_some(e.name.as_ref())
         })
@@ -169,7 +172,16 @@ impl<'a> Headers<'a> {
 
     /// Every header name (lower case) with its value, for those that arrived once.
     pub fn singles(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.names()
+        self.singles_named(|_| true)
+    }
+
+    /// [`Headers::singles`] of the names `keep` accepts: the others are never
+    /// compared or read (a request has tens of headers; a reader wants a few).
+    pub fn singles_named<'s>(
+        &'s self,
+        keep: impl Fn(&str) -> bool + 's,
+    ) -> impl Iterator<Item = (&'s str, &'s str)> {
+        self.names(keep)
             .filter_map(|k| Some((k, self.get(k).ok().flatten()?)))
     }
 }

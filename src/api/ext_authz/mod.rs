@@ -37,21 +37,23 @@
 //!
 //! The request/answer model and the decision are here; the header rule in
 //! `headers`, the two wire formats in `grpc` (its `CheckRequest` read off the wire
-//! by `wire`) and `http`.
+//! by `wire`, its `CheckResponse` written by `response`) and `http`.
 
 mod grpc;
 mod headers;
 mod http;
+mod response;
 #[cfg(test)]
 mod tests;
 mod wire;
 #[cfg(test)]
 mod wire_tests;
 
-pub use grpc::{AuthorizationService, ExtAuthzGrpc, check_response};
+pub use grpc::{AuthorizationService, ExtAuthzGrpc};
 pub use headers::{HeaderError, HeaderSource, Headers, is_security_header};
 pub use http::http_router;
-pub use wire::{NotUtf8, WireCheckRequest, envoy_request};
+pub use response::CheckAnswer;
+pub use wire::{Malformed, NotUtf8, WireCheckRequest, envoy_request};
 
 use serde_json::{Map, Value, json};
 
@@ -575,13 +577,8 @@ fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<Refused>> {
     let message =
         parse_body(request.body).map_err(|e| refuse(Refusal::from(&e), e.id().cloned()))?;
     let id = message.single().and_then(|c| c.id.clone());
-    let headers = McpHeaders::from_pairs(
-        request
-            .headers
-            .singles()
-            .filter(|(k, _)| k.starts_with("mcp-")),
-    )
-    .map_err(|e| refuse(Refusal::from(&e), id.clone()))?;
+    let headers = McpHeaders::from_pairs(request.headers.singles_named(|k| k.starts_with("mcp-")))
+        .map_err(|e| refuse(Refusal::from(&e), id.clone()))?;
     check_headers(&message, &headers).map_err(|e| refuse(Refusal::from(&e), id.clone()))?;
     // Envoy's MCP filter read the same body: it must have seen the same method (the
     // routes that skip ext_proc are chosen by it), and a batch has no one method.

@@ -279,6 +279,19 @@ fn assert_reads_alike(decoded: &CheckRequest, read: &EnvoyRequest<'_>) {
     ours.sort_unstable();
     theirs.sort_unstable();
     assert_eq!(ours, theirs);
+    // Picking names first reads what picking them afterwards does.
+    for prefix in ["mcp-", "x-", "a", ""] {
+        let picked: Vec<_> = read
+            .headers
+            .singles_named(|k| k.starts_with(prefix))
+            .collect();
+        let filtered: Vec<_> = read
+            .headers
+            .singles()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect();
+        assert_eq!(picked, filtered, "{prefix}");
+    }
     assert_eq!(read.headers.check().is_ok(), expected.check().is_ok());
 }
 
@@ -302,55 +315,115 @@ proptest! {
 
     #[test]
     fn any_bytes_decode_or_fail_without_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-        if let Ok(wire) = WireCheckRequest::decode(Bytes::from(bytes.clone())) {
-            let read = wire::envoy_request(&wire);
-            // Where `envoy_types` decodes the same bytes, what both read agrees.
-            if let (Ok(read), Ok(decoded)) = (read, CheckRequest::decode(bytes.as_slice())) {
-                assert_reads_alike(&decoded, &read);
+        reads_alike_or_refused(&bytes);
+    }
+
+    /// A request's encoding cut short, with a byte changed, or with a byte put in:
+    /// read as `envoy_types` reads it, or refused where it is refused.
+    #[test]
+    fn a_mangled_request_is_read_as_envoy_types_reads_it(
+        check in check_request(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        how in 0..3u8,
+    ) {
+        let mut bytes = check.encode_to_vec();
+        if !bytes.is_empty() {
+            let i = at.index(bytes.len());
+            match how {
+                0 => bytes.truncate(i),
+                1 => bytes[i] = byte,
+                _ => bytes.insert(i, byte),
             }
         }
+        reads_alike_or_refused(&bytes);
     }
 }
 
-/// A `CheckRequest` whose `http` has `field` set to bytes that are not UTF-8.
-fn not_utf8(set: impl FnOnce(&mut wire::HttpRequest)) -> WireCheckRequest {
-    let mut http = wire::HttpRequest {
-        method: Bytes::from_static(b"POST"),
-        ..wire::HttpRequest::default()
+/// What the wire view reads of `bytes` is what `envoy_types` decodes; a message
+/// `envoy_types` decodes is never refused (the wire view checks less of it: the
+/// fields it skips are not looked into).
+fn reads_alike_or_refused(bytes: &[u8]) {
+    let decoded = CheckRequest::decode(bytes);
+    let wire = WireCheckRequest::decode(Bytes::copy_from_slice(bytes));
+    if let Ok(decoded) = &decoded {
+        let Ok(wire) = &wire else {
+            panic!("envoy_types decodes what the wire view refuses: {wire:?}");
+        };
+        let read = wire::envoy_request(wire).expect("envoy_types decoded the text as UTF-8");
+        assert_reads_alike(decoded, &read);
+    }
+}
+
+/// Four bytes that stand for text that is not UTF-8 in [`not_utf8`].
+const NOT_TEXT: &str = "\u{1}\u{2}\u{3}\u{4}";
+
+/// A `CheckRequest` (a POST) whose `http` is set by `set`, encoded, with every
+/// [`NOT_TEXT`] in it replaced by four bytes that are not UTF-8 (the lengths stay).
+fn not_utf8(set: impl FnOnce(&mut HttpRequest)) -> WireCheckRequest {
+    let mut http = HttpRequest {
+        method: "POST".into(),
+        ..HttpRequest::default()
     };
     set(&mut http);
-    WireCheckRequest {
-        attributes: Some(wire::Attributes {
-            request: Some(wire::RequestAttributes { http: Some(http) }),
-            ..wire::Attributes::default()
+    let check = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(http),
+                ..AttrRequest::default()
+            }),
+            ..AttributeContext::default()
         }),
+    };
+    let mut bytes = check.encode_to_vec();
+    let marker = NOT_TEXT.as_bytes();
+    let mut at = 0;
+    while let Some(i) = bytes[at..].windows(marker.len()).position(|w| w == marker) {
+        bytes[at + i..at + i + marker.len()].copy_from_slice(b"\xff\xfe\xff\xfe");
+        at += i + marker.len();
     }
+    assert!(at > 0, "the marker is in the message");
+    WireCheckRequest::decode(Bytes::from(bytes)).expect("protobuf")
 }
 
 #[tokio::test]
 async fn text_that_is_not_utf8_is_refused_not_read() {
-    let bad = Bytes::from_static(b"\xff\xfe");
     let cases = [
-        (not_utf8(|h| h.method = bad.clone()), "method"),
-        (not_utf8(|h| h.host = bad.clone()), "host"),
-        (not_utf8(|h| h.body = bad.clone()), "body"),
+        (not_utf8(|h| h.method = NOT_TEXT.into()), "method"),
+        (not_utf8(|h| h.host = NOT_TEXT.into()), "host"),
+        (not_utf8(|h| h.body = NOT_TEXT.into()), "body"),
         (
             not_utf8(|h| {
-                h.headers = vec![wire::StringEntry {
-                    key: Bytes::from_static(b"authorization"),
-                    value: bad.clone(),
-                }]
+                h.headers = [("authorization".to_owned(), NOT_TEXT.to_owned())].into();
             }),
             "headers",
         ),
         (
             not_utf8(|h| {
-                h.header_map = Some(wire::HeaderMap {
-                    headers: vec![wire::HeaderValue {
-                        key: bad.clone(),
-                        ..wire::HeaderValue::default()
+                h.headers = [(NOT_TEXT.to_owned(), "x".to_owned())].into();
+            }),
+            "headers",
+        ),
+        (
+            not_utf8(|h| {
+                h.header_map = Some(HeaderMap {
+                    headers: vec![HeaderValue {
+                        key: NOT_TEXT.into(),
+                        ..HeaderValue::default()
                     }],
-                })
+                });
+            }),
+            "header_map",
+        ),
+        (
+            not_utf8(|h| {
+                h.header_map = Some(HeaderMap {
+                    headers: vec![HeaderValue {
+                        key: "accept".into(),
+                        value: NOT_TEXT.into(),
+                        ..HeaderValue::default()
+                    }],
+                });
             }),
             "header_map",
         ),
@@ -359,14 +432,16 @@ async fn text_that_is_not_utf8_is_refused_not_read() {
     for (check, field) in cases {
         assert_eq!(wire::envoy_request(&check).err(), Some(NotUtf8(field)));
         // `envoy_types` refuses the same bytes: a `string` must be UTF-8.
-        assert!(CheckRequest::decode(check.encode_to_vec().as_slice()).is_err());
+        assert!(CheckRequest::decode(check.message().as_ref()).is_err());
         // Refused in the answer (a gRPC error would pass where Envoy fails open), with
         // a decision id, as every refusal is recorded.
         let answer = service
             .check(Request::new(check))
             .await
             .expect("an answer, not an error")
-            .into_inner();
+            .into_inner()
+            .to_response()
+            .expect("an answer that decodes");
         assert_eq!(
             answer.status.map(|s| s.code),
             Some(tonic::Code::InvalidArgument as i32),
@@ -392,14 +467,86 @@ async fn text_that_is_not_utf8_is_refused_not_read() {
     }
     // A raw value is bytes: not UTF-8 is read as it always was (lossily), not refused.
     let raw = not_utf8(|h| {
-        h.header_map = Some(wire::HeaderMap {
-            headers: vec![wire::HeaderValue {
-                key: Bytes::from_static(b"accept"),
-                raw_value: bad.clone(),
-                ..wire::HeaderValue::default()
+        h.header_map = Some(HeaderMap {
+            headers: vec![HeaderValue {
+                key: "accept".into(),
+                raw_value: NOT_TEXT.as_bytes().to_vec(),
+                ..HeaderValue::default()
             }],
-        })
+        });
     });
     let read = wire::envoy_request(&raw).expect("read");
-    assert_eq!(read.headers.get("accept"), Ok(Some("\u{fffd}\u{fffd}")));
+    assert_eq!(
+        read.headers.get("accept"),
+        Ok(Some("\u{fffd}\u{fffd}\u{fffd}\u{fffd}"))
+    );
+}
+
+/// The key of field 99 (unknown to both readings) with `wire_type`.
+fn key99(wire_type: u8) -> Vec<u8> {
+    let key = (99u32 << 3) | u32::from(wire_type);
+    let mut out = Vec::new();
+    prost::encode_length_delimiter(key as usize, &mut out).expect("room");
+    out
+}
+
+#[test]
+fn malformed_protobuf_is_refused_where_prost_refuses_it() {
+    let cat = |parts: &[&[u8]]| parts.concat();
+    let (start, end, varint, delimited) = (key99(3), key99(4), key99(0), key99(2));
+    let groups = |n: usize, inside: &[u8]| {
+        let mut out = start.repeat(n);
+        out.extend_from_slice(inside);
+        out.extend(end.repeat(n));
+        out
+    };
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("field 0", vec![0x00]),
+        ("wire type 6", vec![0x0e]),
+        ("wire type 7", vec![0x0f]),
+        ("a varint cut short", cat(&[&varint, &[0x80]])),
+        ("a ten-byte varint", cat(&[&varint, &[0xff; 9], &[0x01]])),
+        (
+            "a ten-byte varint over 64 bits",
+            cat(&[&varint, &[0xff; 9], &[0x02]]),
+        ),
+        (
+            "an eleven-byte varint",
+            cat(&[&varint, &[0xff; 10], &[0x01]]),
+        ),
+        ("a length past the end", cat(&[&delimited, &[0x05, 1, 2]])),
+        ("a length to the end", cat(&[&delimited, &[0x02, 1, 2]])),
+        ("fixed64 cut short", cat(&[&key99(1), &[0; 7]])),
+        ("fixed32", cat(&[&key99(5), &[0; 4]])),
+        ("a group's end alone", end.clone()),
+        ("a group", cat(&[&start, &end])),
+        ("a group that does not end", start.clone()),
+        (
+            "a group ended by another number",
+            cat(&[&start, &[0x94, 0x06]]),
+        ),
+        (
+            "a key over 32 bits",
+            vec![0x80, 0x80, 0x80, 0x80, 0x80, 0x01],
+        ),
+        ("attributes as a varint", vec![0x08, 0x01]),
+        ("attributes as fixed32", vec![0x0d, 0, 0, 0, 0]),
+        ("attributes holding field 0", vec![0x0a, 0x01, 0x00]),
+        ("attributes longer than the message", vec![0x0a, 0x03, 0x08]),
+    ];
+    for n in [1, 50, 97, 98, 99, 100, 101, 150] {
+        cases.push(("nested groups", groups(n, &[])));
+        cases.push(("nested groups around a varint", groups(n, &[0x08, 0x01])));
+    }
+    for (what, bytes) in cases {
+        let theirs = CheckRequest::decode(bytes.as_slice());
+        let ours = WireCheckRequest::decode(Bytes::from(bytes.clone()));
+        assert_eq!(
+            ours.is_ok(),
+            theirs.is_ok(),
+            "{what} ({} bytes): {ours:?} / {theirs:?}",
+            bytes.len()
+        );
+    }
 }
