@@ -41,6 +41,10 @@ impl Span {
     fn is_empty(self) -> bool {
         self.start == self.end
     }
+
+    fn len(self) -> u32 {
+        self.end - self.start
+    }
 }
 
 /// An Envoy `CheckRequest` as it arrived, and where the fields the adapter reads lie
@@ -145,9 +149,39 @@ enum ValueKind {
 
 /// Why a message is not a `CheckRequest`: malformed protobuf, or a field the adapter
 /// reads sent with another wire type.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the CheckRequest is not protobuf: {0}")]
-pub struct Malformed(&'static str);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    /// A varint, a length or a fixed-width value runs past the end of its message.
+    #[error("the CheckRequest is not protobuf: a field runs past the end")]
+    CutShort,
+    /// Messages and groups nested past the limit.
+    #[error("the CheckRequest is not protobuf: nested too deep")]
+    TooDeep,
+    /// A field the adapter reads, with another wire type than its own.
+    #[error("the CheckRequest is not protobuf: a field the adapter reads has the wrong wire type")]
+    WrongType,
+    /// A varint of more than 64 bits.
+    #[error("the CheckRequest is not protobuf: a varint is longer than 64 bits")]
+    LongVarint,
+    /// A key of more than 32 bits.
+    #[error("the CheckRequest is not protobuf: a key is over 32 bits")]
+    LongKey,
+    /// A field numbered 0.
+    #[error("the CheckRequest is not protobuf: a field numbered 0")]
+    FieldZero,
+    /// Wire type 6 or 7.
+    #[error("the CheckRequest is not protobuf: a field of an unknown wire type")]
+    UnknownWireType,
+    /// A group's end where no group started, or with another number than its start.
+    #[error("the CheckRequest is not protobuf: a group ends that did not start")]
+    StrayGroupEnd,
+    /// A group with no end.
+    #[error("the CheckRequest is not protobuf: a group does not end")]
+    UnendedGroup,
+    /// A message of 4 GiB or more.
+    #[error("the CheckRequest is not protobuf: over 4 GiB")]
+    TooLarge,
+}
 
 /// A `string` field the adapter reads is not UTF-8 (protobuf's `string` must be).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -157,15 +191,13 @@ pub struct NotUtf8(pub &'static str);
 /// How deep messages and groups may nest, as prost's decoding allows.
 const NESTING: u32 = 100;
 
-/// A field's value on the wire.
-#[derive(Clone, Copy)]
-enum Wire {
-    Varint,
-    Fixed64,
-    Delimited(Span),
-    Group,
-    Fixed32,
-}
+/// Protobuf's wire types.
+const VARINT: u8 = 0;
+const FIXED64: u8 = 1;
+const DELIMITED: u8 = 2;
+const GROUP_START: u8 = 3;
+const GROUP_END: u8 = 4;
+const FIXED32: u8 = 5;
 
 /// The fields of one message, read in order.
 struct Fields<'m> {
@@ -178,129 +210,145 @@ struct Fields<'m> {
 
 impl<'m> Fields<'m> {
     fn of(message: &'m [u8], span: Span, budget: u32) -> Result<Self, Malformed> {
-        let budget = budget.checked_sub(1).ok_or(Malformed("nested too deep"))?;
         Ok(Self {
             message,
             at: span.start as usize,
             end: span.end as usize,
-            budget,
+            budget: budget.checked_sub(1).ok_or(Malformed::TooDeep)?,
         })
     }
 
-    /// The fields of a message that lies in `span`, one level below this one.
-    fn nested(&self, span: Span) -> Result<Fields<'m>, Malformed> {
-        Fields::of(self.message, span, self.budget)
-    }
-
+    #[inline(always)]
     fn byte(&mut self) -> Result<u8, Malformed> {
-        if self.at >= self.end {
-            return Err(Malformed("a varint runs past the end"));
-        }
         let b = self
             .message
             .get(self.at)
             .copied()
-            .ok_or(Malformed("a varint runs past the end"))?;
+            .filter(|_| self.at < self.end)
+            .ok_or(Malformed::CutShort)?;
         self.at += 1;
         Ok(b)
     }
 
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, Malformed> {
-        let mut value = 0u64;
-        for i in 0..10 {
+        let b = self.byte()?;
+        if b < 0x80 {
+            return Ok(u64::from(b));
+        }
+        self.varint_rest(u64::from(b & 0x7f))
+    }
+
+    /// A varint's bytes after its first: at most ten in all, the tenth holding bit
+    /// 63 only.
+    fn varint_rest(&mut self, mut value: u64) -> Result<u64, Malformed> {
+        for i in 1..10 {
             let b = self.byte()?;
-            // The tenth byte holds bit 63 only.
             if i == 9 && b > 1 {
-                return Err(Malformed("a varint is longer than 64 bits"));
+                return Err(Malformed::LongVarint);
             }
             value |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
                 return Ok(value);
             }
         }
-        Err(Malformed("a varint is longer than 64 bits"))
+        Err(Malformed::LongVarint)
     }
 
-    fn skip(&mut self, n: usize) -> Result<Span, Malformed> {
+    /// The next field's number and wire type; `None` at the message's end. A key
+    /// with field number 0 or wire type 6 or 7 is refused.
+    #[inline(always)]
+    fn key(&mut self) -> Result<Option<(u32, u8)>, Malformed> {
+        if self.at >= self.end {
+            return Ok(None);
+        }
+        let key = u32::try_from(self.varint()?).map_err(|_| Malformed::LongKey)?;
+        let (number, wire_type) = (key >> 3, (key & 7) as u8);
+        if number == 0 {
+            return Err(Malformed::FieldZero);
+        }
+        if wire_type > FIXED32 {
+            return Err(Malformed::UnknownWireType);
+        }
+        Ok(Some((number, wire_type)))
+    }
+
+    #[inline(always)]
+    fn advance(&mut self, n: usize) -> Result<Span, Malformed> {
         let start = self.at;
         if self.end - start < n {
-            return Err(Malformed("a field runs past the end"));
+            return Err(Malformed::CutShort);
         }
         self.at += n;
         Ok(span(start, self.at))
     }
 
-    /// The next field: its number and wire type, the value read past (a group
-    /// skipped whole); `None` at the end.
-    fn next(&mut self) -> Result<Option<(u32, Wire)>, Malformed> {
-        if self.at >= self.end {
-            return Ok(None);
-        }
-        let (number, wire_type) = self.key()?;
-        if wire_type == 4 {
-            return Err(Malformed("a group ends that did not start"));
-        }
-        Ok(Some((number, self.value(number, wire_type)?)))
+    /// A length-delimited field's bytes (its key read, with that wire type).
+    #[inline(always)]
+    fn span(&mut self) -> Result<Span, Malformed> {
+        let len = usize::try_from(self.varint()?).map_err(|_| Malformed::CutShort)?;
+        self.advance(len)
     }
 
-    fn key(&mut self) -> Result<(u32, u8), Malformed> {
-        let key = u32::try_from(self.varint()?).map_err(|_| Malformed("a key is over 32 bits"))?;
-        let number = key >> 3;
-        if number == 0 {
-            return Err(Malformed("a field numbered 0"));
-        }
-        Ok((number, (key & 7) as u8))
+    /// The fields of the message a length-delimited field holds, one level below.
+    fn nested(&mut self) -> Result<Fields<'m>, Malformed> {
+        let at = self.span()?;
+        Fields::of(self.message, at, self.budget)
     }
 
-    fn value(&mut self, number: u32, wire_type: u8) -> Result<Wire, Malformed> {
+    /// A field this reader does not read, `number` of `wire_type`: refused if it is
+    /// one of `read` (the fields it reads, so sent with another wire type), else
+    /// skipped as prost skips it.
+    fn other(&mut self, number: u32, wire_type: u8, read: &[u32]) -> Result<(), Malformed> {
+        if read.contains(&number) {
+            return Err(Malformed::WrongType);
+        }
+        self.skip(number, wire_type)
+    }
+
+    fn skip(&mut self, number: u32, wire_type: u8) -> Result<(), Malformed> {
         match wire_type {
-            0 => self.varint().map(|_| Wire::Varint),
-            1 => self.skip(8).map(|_| Wire::Fixed64),
-            2 => {
-                let len = usize::try_from(self.varint()?)
-                    .map_err(|_| Malformed("a field runs past the end"))?;
-                self.skip(len).map(Wire::Delimited)
-            }
-            3 => self.group(number).map(|()| Wire::Group),
-            5 => self.skip(4).map(|_| Wire::Fixed32),
-            _ => Err(Malformed("a field of an unknown wire type")),
+            VARINT => self.varint().map(drop),
+            FIXED64 => self.advance(8).map(drop),
+            DELIMITED => self.span().map(drop),
+            GROUP_START => self.group(number),
+            FIXED32 => self.advance(4).map(drop),
+            _ => Err(Malformed::StrayGroupEnd),
         }
     }
 
-    /// Skip a group (wire type 3) up to its end, which must carry its number.
+    /// Skip a group up to its end, which must carry its number.
     fn group(&mut self, number: u32) -> Result<(), Malformed> {
         let mut inner = Fields {
             message: self.message,
             at: self.at,
             end: self.end,
-            budget: self
-                .budget
-                .checked_sub(1)
-                .ok_or(Malformed("nested too deep"))?,
+            budget: self.budget.checked_sub(1).ok_or(Malformed::TooDeep)?,
         };
         loop {
-            if inner.at >= inner.end {
-                return Err(Malformed("a group does not end"));
-            }
-            let (n, wire_type) = inner.key()?;
-            if wire_type == 4 {
+            let Some((n, wire_type)) = inner.key()? else {
+                return Err(Malformed::UnendedGroup);
+            };
+            if wire_type == GROUP_END {
                 if n != number {
-                    return Err(Malformed("a group ends with another number"));
+                    return Err(Malformed::StrayGroupEnd);
                 }
                 self.at = inner.at;
                 return Ok(());
             }
             // Past the last level, a group may hold nothing but its end.
             if inner.budget == 0 {
-                return Err(Malformed("nested too deep"));
+                return Err(Malformed::TooDeep);
             }
-            inner.value(n, wire_type)?;
+            inner.skip(n, wire_type)?;
         }
     }
 
     /// Every field of a message not read into, checked as prost decodes it.
     fn check_all(mut self) -> Result<(), Malformed> {
-        while self.next()?.is_some() {}
+        while let Some((number, wire_type)) = self.key()? {
+            self.skip(number, wire_type)?;
+        }
         Ok(())
     }
 }
@@ -313,40 +361,19 @@ fn span(start: usize, end: usize) -> Span {
     }
 }
 
-/// A length-delimited field's bytes; any other wire type for it is refused.
-fn delimited(wire: Wire) -> Result<Span, Malformed> {
-    match wire {
-        Wire::Delimited(s) => Ok(s),
-        _ => Err(Malformed(
-            "a field the adapter reads has the wrong wire type",
-        )),
-    }
-}
-
-/// A scalar member of `Value`'s oneof (a varint, or a double's 64 bits): checked for
-/// its wire type.
-fn scalar(wire: Wire, varint: bool) -> Result<(), Malformed> {
-    match (wire, varint) {
-        (Wire::Varint, true) | (Wire::Fixed64, false) => Ok(()),
-        _ => Err(Malformed(
-            "a field the adapter reads has the wrong wire type",
-        )),
-    }
-}
-
 impl WireCheckRequest {
     /// Read `message`, a `CheckRequest`'s encoding.
     pub fn decode(message: Bytes) -> Result<Self, Malformed> {
-        let len = u32::try_from(message.len()).map_err(|_| Malformed("over 4 GiB"))?;
+        let len = u32::try_from(message.len()).map_err(|_| Malformed::TooLarge)?;
         let mut attributes = None;
         let mut fields = Fields::of(&message, Span { start: 0, end: len }, NESTING + 1)?;
-        while let Some((number, wire)) = fields.next()? {
-            if number == 1 {
-                let at = delimited(wire)?;
-                merge_attributes(
+        while let Some((number, wire_type)) = fields.key()? {
+            match (number, wire_type) {
+                (1, DELIMITED) => merge_attributes(
                     attributes.get_or_insert_with(Attributes::default),
-                    fields.nested(at)?,
-                )?;
+                    fields.nested()?,
+                )?,
+                _ => fields.other(number, wire_type, &[1])?,
             }
         }
         Ok(Self {
@@ -368,6 +395,11 @@ impl WireCheckRequest {
         &self.message
     }
 
+    /// Whether two spans hold the same bytes (lengths compared first).
+    fn same(&self, a: Span, b: Span) -> bool {
+        a.len() == b.len() && self.bytes(a) == self.bytes(b)
+    }
+
     fn bytes(&self, span: Span) -> &[u8] {
         self.message
             .get(span.start as usize..span.end as usize)
@@ -387,177 +419,180 @@ impl WireCheckRequest {
     }
 }
 
-fn merge_attributes(a: &mut Attributes, mut fields: Fields<'_>) -> Result<(), Malformed> {
-    while let Some((number, wire)) = fields.next()? {
-        match number {
-            1 | 2 => {
-                let at = fields.nested(delimited(wire)?)?;
-                let peer = if number == 1 {
-                    &mut a.source
-                } else {
-                    &mut a.destination
-                };
-                merge_peer(peer.get_or_insert_with(Peer::default), at)?;
+fn merge_attributes(a: &mut Attributes, mut f: Fields<'_>) -> Result<(), Malformed> {
+    while let Some((number, wire_type)) = f.key()? {
+        match (number, wire_type) {
+            (1, DELIMITED) => merge_peer(a.source.get_or_insert_with(Peer::default), f.nested()?)?,
+            (2, DELIMITED) => {
+                merge_peer(a.destination.get_or_insert_with(Peer::default), f.nested()?)?;
             }
-            4 => {
+            (4, DELIMITED) => {
                 // `request`: its `http` (2) only.
-                let mut request = fields.nested(delimited(wire)?)?;
-                while let Some((number, wire)) = request.next()? {
-                    if number == 2 {
-                        let at = request.nested(delimited(wire)?)?;
-                        merge_http(a.http.get_or_insert_with(HttpRequest::default), at)?;
+                let mut request = f.nested()?;
+                while let Some((number, wire_type)) = request.key()? {
+                    match (number, wire_type) {
+                        (2, DELIMITED) => merge_http(
+                            a.http.get_or_insert_with(HttpRequest::default),
+                            request.nested()?,
+                        )?,
+                        _ => request.other(number, wire_type, &[2])?,
                     }
                 }
             }
-            10 => {
-                let at = fields.nested(delimited(wire)?)?;
-                a.context_extensions.push(string_entry(at)?);
-            }
-            11 => {
+            (10, DELIMITED) => a.context_extensions.push(string_entry(f.nested()?)?),
+            (11, DELIMITED) => {
                 // `metadata_context`: its `filter_metadata` (1) only.
-                let mut metadata = fields.nested(delimited(wire)?)?;
-                while let Some((number, wire)) = metadata.next()? {
-                    if number == 1 {
-                        let at = metadata.nested(delimited(wire)?)?;
-                        a.filter_metadata.push(struct_entry(at)?);
+                let mut metadata = f.nested()?;
+                while let Some((number, wire_type)) = metadata.key()? {
+                    match (number, wire_type) {
+                        (1, DELIMITED) => a.filter_metadata.push(struct_entry(metadata.nested()?)?),
+                        _ => metadata.other(number, wire_type, &[1])?,
                     }
                 }
             }
-            _ => {}
+            _ => f.other(number, wire_type, &[1, 2, 4, 10, 11])?,
         }
     }
     Ok(())
 }
 
-fn merge_peer(peer: &mut Peer, mut fields: Fields<'_>) -> Result<(), Malformed> {
-    while let Some((number, wire)) = fields.next()? {
-        match number {
-            1 => {
-                let mut address = fields.nested(delimited(wire)?)?;
-                while let Some((number, wire)) = address.next()? {
-                    match number {
-                        1 => {
+fn merge_peer(peer: &mut Peer, mut f: Fields<'_>) -> Result<(), Malformed> {
+    while let Some((number, wire_type)) = f.key()? {
+        match (number, wire_type) {
+            (1, DELIMITED) => {
+                let mut address = f.nested()?;
+                while let Some((number, wire_type)) = address.key()? {
+                    match (number, wire_type) {
+                        (1, DELIMITED) => {
                             // A socket after a socket is merged into it; after
                             // another member, it starts afresh.
                             let mut at = match peer.address {
                                 Some(AddressKind::Socket(at)) => at,
                                 _ => Span::default(),
                             };
-                            let mut socket = address.nested(delimited(wire)?)?;
-                            while let Some((number, wire)) = socket.next()? {
-                                if number == 2 {
-                                    at = delimited(wire)?;
+                            let mut socket = address.nested()?;
+                            while let Some((number, wire_type)) = socket.key()? {
+                                match (number, wire_type) {
+                                    (2, DELIMITED) => at = socket.span()?,
+                                    _ => socket.other(number, wire_type, &[2])?,
                                 }
                             }
                             peer.address = Some(AddressKind::Socket(at));
                         }
-                        2 | 3 => {
-                            address.nested(delimited(wire)?)?.check_all()?;
+                        (2 | 3, DELIMITED) => {
+                            address.nested()?.check_all()?;
                             peer.address = Some(AddressKind::Other);
                         }
-                        _ => {}
+                        _ => address.other(number, wire_type, &[1, 2, 3])?,
                     }
                 }
             }
-            4 => peer.principal = delimited(wire)?,
-            _ => {}
+            (4, DELIMITED) => peer.principal = f.span()?,
+            _ => f.other(number, wire_type, &[1, 4])?,
         }
     }
     Ok(())
 }
 
-fn merge_http(http: &mut HttpRequest, mut fields: Fields<'_>) -> Result<(), Malformed> {
-    while let Some((number, wire)) = fields.next()? {
-        match number {
-            2 => http.method = delimited(wire)?,
-            3 => {
-                let at = fields.nested(delimited(wire)?)?;
-                http.headers.push(string_entry(at)?);
-            }
-            5 => http.host = delimited(wire)?,
-            11 => http.body = delimited(wire)?,
-            12 => http.raw_body = delimited(wire)?,
-            13 => {
-                let mut map = fields.nested(delimited(wire)?)?;
+fn merge_http(http: &mut HttpRequest, mut f: Fields<'_>) -> Result<(), Malformed> {
+    while let Some((number, wire_type)) = f.key()? {
+        match (number, wire_type) {
+            (2, DELIMITED) => http.method = f.span()?,
+            (3, DELIMITED) => http.headers.push(string_entry(f.nested()?)?),
+            (5, DELIMITED) => http.host = f.span()?,
+            (11, DELIMITED) => http.body = f.span()?,
+            (12, DELIMITED) => http.raw_body = f.span()?,
+            (13, DELIMITED) => {
+                let mut map = f.nested()?;
                 let headers = http.header_map.get_or_insert_with(Vec::new);
-                while let Some((number, wire)) = map.next()? {
-                    if number == 1 {
-                        let mut value = map.nested(delimited(wire)?)?;
-                        let mut header = HeaderValue::default();
-                        while let Some((number, wire)) = value.next()? {
-                            match number {
-                                1 => header.key = delimited(wire)?,
-                                2 => header.value = delimited(wire)?,
-                                3 => header.raw_value = delimited(wire)?,
-                                _ => {}
-                            }
-                        }
-                        headers.push(header);
+                while let Some((number, wire_type)) = map.key()? {
+                    match (number, wire_type) {
+                        (1, DELIMITED) => headers.push(header_value(map.nested()?)?),
+                        _ => map.other(number, wire_type, &[1])?,
                     }
                 }
             }
-            _ => {}
+            _ => f.other(number, wire_type, &[2, 3, 5, 11, 12, 13])?,
         }
     }
     Ok(())
 }
 
-fn string_entry(mut fields: Fields<'_>) -> Result<StringEntry, Malformed> {
+fn header_value(mut f: Fields<'_>) -> Result<HeaderValue, Malformed> {
+    let mut header = HeaderValue::default();
+    while let Some((number, wire_type)) = f.key()? {
+        match (number, wire_type) {
+            (1, DELIMITED) => header.key = f.span()?,
+            (2, DELIMITED) => header.value = f.span()?,
+            (3, DELIMITED) => header.raw_value = f.span()?,
+            _ => f.other(number, wire_type, &[1, 2, 3])?,
+        }
+    }
+    Ok(header)
+}
+
+fn string_entry(mut f: Fields<'_>) -> Result<StringEntry, Malformed> {
     let mut entry = StringEntry::default();
-    while let Some((number, wire)) = fields.next()? {
-        match number {
-            1 => entry.key = delimited(wire)?,
-            2 => entry.value = delimited(wire)?,
-            _ => {}
+    while let Some((number, wire_type)) = f.key()? {
+        match (number, wire_type) {
+            (1, DELIMITED) => entry.key = f.span()?,
+            (2, DELIMITED) => entry.value = f.span()?,
+            _ => f.other(number, wire_type, &[1, 2])?,
         }
     }
     Ok(entry)
 }
 
-fn struct_entry(mut fields: Fields<'_>) -> Result<StructEntry, Malformed> {
+fn struct_entry(mut f: Fields<'_>) -> Result<StructEntry, Malformed> {
     let mut entry = StructEntry::default();
-    while let Some((number, wire)) = fields.next()? {
-        match number {
-            1 => entry.key = delimited(wire)?,
-            2 => {
+    while let Some((number, wire_type)) = f.key()? {
+        match (number, wire_type) {
+            (1, DELIMITED) => entry.key = f.span()?,
+            (2, DELIMITED) => {
                 // The entry's `Struct`, merged if sent twice: its `fields` (1).
-                let mut value = fields.nested(delimited(wire)?)?;
-                while let Some((number, wire)) = value.next()? {
-                    if number == 1 {
-                        let at = value.nested(delimited(wire)?)?;
-                        entry.fields.push(value_entry(at)?);
+                let mut value = f.nested()?;
+                while let Some((number, wire_type)) = value.key()? {
+                    match (number, wire_type) {
+                        (1, DELIMITED) => entry.fields.push(value_entry(value.nested()?)?),
+                        _ => value.other(number, wire_type, &[1])?,
                     }
                 }
             }
-            _ => {}
+            _ => f.other(number, wire_type, &[1, 2])?,
         }
     }
     Ok(entry)
 }
 
-fn value_entry(mut fields: Fields<'_>) -> Result<ValueEntry, Malformed> {
+fn value_entry(mut f: Fields<'_>) -> Result<ValueEntry, Malformed> {
     let mut entry = ValueEntry::default();
-    while let Some((number, wire)) = fields.next()? {
-        match number {
-            1 => entry.key = delimited(wire)?,
-            2 => {
-                // The entry's `Value`, merged if sent twice: its `kind` oneof.
-                let mut value = fields.nested(delimited(wire)?)?;
-                while let Some((number, wire)) = value.next()? {
-                    let kind = match number {
-                        1 | 4 => scalar(wire, true).map(|()| ValueKind::Other)?,
-                        2 => scalar(wire, false).map(|()| ValueKind::Other)?,
-                        3 => ValueKind::String(delimited(wire)?),
-                        5 | 6 => {
-                            value.nested(delimited(wire)?)?.check_all()?;
+    while let Some((number, wire_type)) = f.key()? {
+        match (number, wire_type) {
+            (1, DELIMITED) => entry.key = f.span()?,
+            (2, DELIMITED) => {
+                // The entry's `Value`, merged if sent twice: its `kind` oneof, whose
+                // last member wins.
+                let mut value = f.nested()?;
+                while let Some((number, wire_type)) = value.key()? {
+                    let kind = match (number, wire_type) {
+                        (3, DELIMITED) => ValueKind::String(value.span()?),
+                        (1 | 4, VARINT) | (2, FIXED64) => {
+                            value.skip(number, wire_type)?;
                             ValueKind::Other
                         }
-                        _ => continue,
+                        (5 | 6, DELIMITED) => {
+                            value.nested()?.check_all()?;
+                            ValueKind::Other
+                        }
+                        _ => {
+                            value.other(number, wire_type, &[1, 2, 3, 4, 5, 6])?;
+                            continue;
+                        }
                     };
                     entry.value = Some(kind);
                 }
             }
-            _ => {}
+            _ => f.other(number, wire_type, &[1, 2])?,
         }
     }
     Ok(entry)
@@ -573,11 +608,11 @@ fn map_entries<'e, T>(
         .iter()
         .enumerate()
         .filter(move |(i, e)| {
-            let k = message.bytes(key(e));
+            let k = key(e);
             !entries
                 .iter()
                 .skip(i + 1)
-                .any(|later| message.bytes(key(later)) == k)
+                .any(|later| message.same(key(later), k))
         })
         .map(|(_, e)| e)
 }
