@@ -219,19 +219,21 @@ impl<'de> Visitor<'de> for Seed<'_> {
 static FOLD_SEED: std::sync::LazyLock<foldhash::fast::RandomState> =
     std::sync::LazyLock::new(foldhash::fast::RandomState::default);
 
-/// The hash of [`fold`]`(key)`, computed without building the folded string.
+/// The longest ASCII key [`fold_hash`] folds on the stack.
+const FOLD_ON_STACK: usize = 64;
+
+/// The hash of [`fold`]`(key)`'s bytes: an ASCII key (nearly every key) lowercased on
+/// the stack and hashed in one write, any other folded by [`fold`] itself.
 fn fold_hash(key: &str) -> u64 {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = FOLD_SEED.build_hasher();
-    for c in key.chars() {
-        match c {
-            'ſ' => h.write_u32('s' as u32),
-            'ς' => h.write_u32('σ' as u32),
-            c if c.is_ascii() => h.write_u32(c.to_ascii_lowercase() as u32),
-            c => c.to_lowercase().for_each(|l| h.write_u32(l as u32)),
+    use std::hash::BuildHasher as _;
+    if key.len() <= FOLD_ON_STACK && key.is_ascii() {
+        let mut folded = [0u8; FOLD_ON_STACK];
+        for (f, b) in folded.iter_mut().zip(key.bytes()) {
+            *f = b.to_ascii_lowercase();
         }
+        return FOLD_SEED.hash_one(folded.get(..key.len()).unwrap_or_default());
     }
-    h.finish()
+    FOLD_SEED.hash_one(fold(key).as_bytes())
 }
 
 /// How many folded-key hashes [`FoldedKeys`] keeps in place before it takes a set.
@@ -390,6 +392,30 @@ mod tests {
         assert_eq!(parse(&objects, DEPTH), Err(JsonFault::TooDeep));
         // Unterminated: still the depth, found before the end of the text.
         assert_eq!(parse(&"[".repeat(100_000), DEPTH), Err(JsonFault::TooDeep));
+    }
+
+    #[test]
+    fn keys_that_fold_alike_hash_alike() {
+        let long = "K".repeat(FOLD_ON_STACK);
+        let keys = [
+            "name", "NAME", "Name", "nAmE", "ſ", "s", "S", "\u{212a}", "k", "K", "σ", "ς", "Σ", "",
+            "é", "É", "straße", "STRASSE", "ǅ", "ǆ", "a-b_c", "A-B_C",
+        ];
+        let mut all: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        all.push(long.clone());
+        all.push(long.to_lowercase());
+        all.push(format!("{long}K"));
+        all.push(format!("{}k", long.to_lowercase()));
+        all.push(format!("{}\u{212a}", long.to_lowercase()));
+        for a in &all {
+            for b in &all {
+                if fold(a) == fold(b) {
+                    assert_eq!(fold_hash(a), fold_hash(b), "{a:?} / {b:?}");
+                } else {
+                    assert_ne!(fold_hash(a), fold_hash(b), "{a:?} / {b:?}");
+                }
+            }
+        }
     }
 
     #[test]
