@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::{
     APPLICATION_HEADER, DECISION_ID_HEADER, DESTINATION_PRINCIPAL_HEADER, EnvoyAnswer,
     EnvoyRequest, HeaderSource, Headers, SERVER_HEADER, SPIFFE_ID_HEADER, USER_HEADER, decide,
+    deny_headers,
 };
 use crate::api::mcp_check::{CALLER_TOKEN_HEADER, CallerTrust, decision_meta};
 use crate::api::refusal::Refusal;
@@ -114,9 +115,7 @@ fn http_response(answer: EnvoyAnswer) -> Response {
             body,
             ..
         } => {
-            put(&mut out, "content-type", "application/json");
-            put(&mut out, DECISION_ID_HEADER, &decision_id);
-            for (k, v) in &headers {
+            for (k, v) in deny_headers(&decision_id, &headers) {
                 put(&mut out, k, v);
             }
             // A 2xx is an allow in this mode: a deny answered as if the tool did

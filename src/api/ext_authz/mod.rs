@@ -174,6 +174,20 @@ pub enum EnvoyAnswer {
     },
 }
 
+/// The headers a deny answers the client with, in both modes: the content type, the
+/// decision id, then the answer's own (`WWW-Authenticate`).
+pub fn deny_headers<'a>(
+    decision_id: &'a str,
+    headers: &'a [(&'static str, String)],
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    [
+        ("content-type", "application/json"),
+        (DECISION_ID_HEADER, decision_id),
+    ]
+    .into_iter()
+    .chain(headers.iter().map(|(k, v)| (*k, v.as_str())))
+}
+
 /// A request refused: why, the JSON-RPC id of the message the error answers, and
 /// the id of the policy decision that denied it (none: refused before any policy
 /// was asked, logged when answered).

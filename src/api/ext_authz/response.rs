@@ -19,9 +19,7 @@
 
 use prost::bytes::BufMut;
 
-use super::{
-    DECISION_ID_HEADER, DECISION_ID_METADATA, EnvoyAnswer, METHOD_METADATA, SERVER_METADATA,
-};
+use super::{DECISION_ID_METADATA, EnvoyAnswer, METHOD_METADATA, SERVER_METADATA, deny_headers};
 
 /// An answer to `Check`, encoded as a `CheckResponse` by the gRPC codec.
 #[derive(Debug, Clone)]
@@ -196,19 +194,6 @@ fn metadata(answer: &EnvoyAnswer) -> [Option<(&str, Text<'_>)>; 4] {
             None,
         ],
     }
-}
-
-/// The headers of a deny: the content type, the decision id, then the answer's own.
-fn deny_headers<'a>(
-    decision_id: &'a str,
-    headers: &'a [(&'static str, String)],
-) -> impl Iterator<Item = (&'a str, &'a str)> {
-    [
-        ("content-type", "application/json"),
-        (DECISION_ID_HEADER, decision_id),
-    ]
-    .into_iter()
-    .chain(headers.iter().map(|(k, v)| (*k, v.as_str())))
 }
 
 impl CheckAnswer {
@@ -405,7 +390,7 @@ mod tests {
                 };
                 let mut hs = vec![
                     header("content-type", "application/json"),
-                    header(DECISION_ID_HEADER, &decision_id),
+                    header(super::super::DECISION_ID_HEADER, &decision_id),
                 ];
                 hs.extend(headers.iter().map(|(k, v)| header(k, v)));
                 CheckResponse {
