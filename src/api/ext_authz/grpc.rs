@@ -167,7 +167,7 @@ impl Encoder for CheckCodec {
     type Error = Status;
 
     fn encode(&mut self, item: CheckAnswer, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.reserve(item.encoded_len());
+        // The buffer grows as it is written: no length computed ahead of the write.
         item.encode(buf);
         Ok(())
     }

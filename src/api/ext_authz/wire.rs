@@ -344,6 +344,20 @@ impl<'m> Fields<'m> {
         }
     }
 
+    /// The length-delimited fields `numbers` of this message, each its last
+    /// occurrence (`None` when absent); any other field skipped, these with another
+    /// wire type refused.
+    fn spans<const N: usize>(mut self, numbers: [u32; N]) -> Result<[Option<Span>; N], Malformed> {
+        let mut found = [None; N];
+        while let Some((number, wire_type)) = self.key()? {
+            match found.get_mut(numbers.iter().position(|n| *n == number).unwrap_or(N)) {
+                Some(slot) if wire_type == DELIMITED => *slot = Some(self.span()?),
+                _ => self.other(number, wire_type, &numbers)?,
+            }
+        }
+        Ok(found)
+    }
+
     /// Every field of a message not read into, checked as prost decodes it.
     fn check_all(mut self) -> Result<(), Malformed> {
         while let Some((number, wire_type)) = self.key()? {
@@ -466,18 +480,12 @@ fn merge_peer(peer: &mut Peer, mut f: Fields<'_>) -> Result<(), Malformed> {
                         (1, DELIMITED) => {
                             // A socket after a socket is merged into it; after
                             // another member, it starts afresh.
-                            let mut at = match peer.address {
+                            let before = match peer.address {
                                 Some(AddressKind::Socket(at)) => at,
                                 _ => Span::default(),
                             };
-                            let mut socket = address.nested()?;
-                            while let Some((number, wire_type)) = socket.key()? {
-                                match (number, wire_type) {
-                                    (2, DELIMITED) => at = socket.span()?,
-                                    _ => socket.other(number, wire_type, &[2])?,
-                                }
-                            }
-                            peer.address = Some(AddressKind::Socket(at));
+                            let [at] = address.nested()?.spans([2])?;
+                            peer.address = Some(AddressKind::Socket(at.unwrap_or(before)));
                         }
                         (2 | 3, DELIMITED) => {
                             address.nested()?.check_all()?;
@@ -518,29 +526,21 @@ fn merge_http(http: &mut HttpRequest, mut f: Fields<'_>) -> Result<(), Malformed
     Ok(())
 }
 
-fn header_value(mut f: Fields<'_>) -> Result<HeaderValue, Malformed> {
-    let mut header = HeaderValue::default();
-    while let Some((number, wire_type)) = f.key()? {
-        match (number, wire_type) {
-            (1, DELIMITED) => header.key = f.span()?,
-            (2, DELIMITED) => header.value = f.span()?,
-            (3, DELIMITED) => header.raw_value = f.span()?,
-            _ => f.other(number, wire_type, &[1, 2, 3])?,
-        }
-    }
-    Ok(header)
+fn header_value(f: Fields<'_>) -> Result<HeaderValue, Malformed> {
+    let [key, value, raw_value] = f.spans([1, 2, 3])?;
+    Ok(HeaderValue {
+        key: key.unwrap_or_default(),
+        value: value.unwrap_or_default(),
+        raw_value: raw_value.unwrap_or_default(),
+    })
 }
 
-fn string_entry(mut f: Fields<'_>) -> Result<StringEntry, Malformed> {
-    let mut entry = StringEntry::default();
-    while let Some((number, wire_type)) = f.key()? {
-        match (number, wire_type) {
-            (1, DELIMITED) => entry.key = f.span()?,
-            (2, DELIMITED) => entry.value = f.span()?,
-            _ => f.other(number, wire_type, &[1, 2])?,
-        }
-    }
-    Ok(entry)
+fn string_entry(f: Fields<'_>) -> Result<StringEntry, Malformed> {
+    let [key, value] = f.spans([1, 2])?;
+    Ok(StringEntry {
+        key: key.unwrap_or_default(),
+        value: value.unwrap_or_default(),
+    })
 }
 
 fn struct_entry(mut f: Fields<'_>) -> Result<StructEntry, Malformed> {
