@@ -363,14 +363,21 @@ impl From<&McpError> for Refusal {
 /// A refusal of a whole gRPC call.
 impl From<Refusal> for Status {
     fn from(r: Refusal) -> Self {
-        let code = match r.kind {
+        Status::new(r.grpc_code(), r.message)
+    }
+}
+
+impl Refusal {
+    /// The gRPC status code of this refusal: of a refused call, and of the
+    /// `CheckResponse` that answers Envoy with it.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self.kind {
             RefusalKind::Unauthenticated { .. } => tonic::Code::Unauthenticated,
             RefusalKind::Invalid { .. } | RefusalKind::TooLarge => tonic::Code::InvalidArgument,
             RefusalKind::Forbidden(_) => tonic::Code::PermissionDenied,
             RefusalKind::Unavailable => tonic::Code::Unavailable,
             RefusalKind::Internal => tonic::Code::Internal,
-        };
-        Status::new(code, r.message)
+        }
     }
 }
 
@@ -430,6 +437,7 @@ impl Refusal {
         };
         EnvoyAnswer::Deny {
             status: status.as_u16(),
+            code: self.grpc_code(),
             headers: self
                 .challenge()
                 .map(|c| ("www-authenticate", c.to_owned()))
@@ -712,20 +720,38 @@ mod tests {
     #[test]
     fn envoy_answer_of_each_kind() {
         let id = json!(7);
-        for (refusal, status) in every_kind()
+        for ((refusal, status), code) in every_kind()
             .iter()
             .zip([401, 401, 400, 400, 403, 400, 503, 500])
+            .zip({
+                use tonic::Code::*;
+                [
+                    Unauthenticated,
+                    Unauthenticated,
+                    InvalidArgument,
+                    InvalidArgument,
+                    PermissionDenied,
+                    InvalidArgument,
+                    Unavailable,
+                    Internal,
+                ]
+            })
         {
             let EnvoyAnswer::Deny {
                 decision_id,
                 status: got,
+                code: got_code,
                 headers,
                 body,
             } = refusal.envoy_answer(Some(&id), "d1".into(), DenyDetail::Full)
             else {
                 panic!("a refusal is a deny");
             };
-            assert_eq!((decision_id.as_str(), got), ("d1", status), "{refusal}");
+            assert_eq!(
+                (decision_id.as_str(), got, got_code),
+                ("d1", status, code),
+                "{refusal}"
+            );
             let body: Value = serde_json::from_str(&body).expect("JSON");
             assert_eq!(
                 body,

@@ -165,8 +165,13 @@ pub enum EnvoyAnswer {
     Deny {
         /// The decision id.
         decision_id: String,
-        /// HTTP status: 400, 401 or 403.
+        /// HTTP status: 400, 401 or 403 (200 for a `not_found` answer).
         status: u16,
+        /// The gRPC status of the `CheckResponse`: the refusal's
+        /// ([`Refusal::grpc_code`]). Never OK to Envoy: a deny carrying `Ok` is
+        /// written as `PERMISSION_DENIED`, since Envoy lets through any `Check`
+        /// answered OK whatever else the answer says.
+        code: tonic::Code,
         /// Extra headers for the client (`WWW-Authenticate`).
         headers: Vec<(&'static str, String)>,
         /// A JSON-RPC error response.

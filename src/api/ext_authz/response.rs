@@ -12,7 +12,7 @@
 //!
 //! | field | allow | deny |
 //! |---|---|---|
-//! | `status` (`google.rpc.Status`) | code `OK` | `UNAUTHENTICATED` (401), `INVALID_ARGUMENT` (400), `PERMISSION_DENIED` (other) |
+//! | `status` (`google.rpc.Status`) | code `OK` | the refusal's code (`UNAUTHENTICATED`, `INVALID_ARGUMENT`, `PERMISSION_DENIED`, `UNAVAILABLE`, `INTERNAL`; never `OK`) |
 //! | `ok_response` | `headers` (overwrite or add), `headers_to_remove` | — |
 //! | `denied_response` | — | `status`, `headers` (`content-type`, the decision id, the answer's own; overwrite or add), `body` |
 //! | `dynamic_metadata` | `decision_id`, `policies` (comma-joined), `mcp_method`, `mcp_server` (when known) | `decision_id` |
@@ -34,12 +34,17 @@ const VARINT: u8 = 0;
 const OVERWRITE_IF_EXISTS_OR_ADD: u64 = 2;
 
 /// The gRPC status codes an answer carries (`google.rpc.Code`).
+/// The `CheckResponse`'s status: OK for an allow and only for an allow (Envoy lets
+/// through whatever is answered OK); a deny's own code, `PERMISSION_DENIED` if that
+/// were OK.
 fn grpc_code(answer: &EnvoyAnswer) -> tonic::Code {
     match answer {
         EnvoyAnswer::Allow { .. } => tonic::Code::Ok,
-        EnvoyAnswer::Deny { status: 401, .. } => tonic::Code::Unauthenticated,
-        EnvoyAnswer::Deny { status: 400, .. } => tonic::Code::InvalidArgument,
-        EnvoyAnswer::Deny { .. } => tonic::Code::PermissionDenied,
+        EnvoyAnswer::Deny {
+            code: tonic::Code::Ok,
+            ..
+        } => tonic::Code::PermissionDenied,
+        EnvoyAnswer::Deny { code, .. } => *code,
     }
 }
 
@@ -218,6 +223,7 @@ impl CheckAnswer {
                 status,
                 headers,
                 body,
+                ..
             } => {
                 delimited_len(number_len(u64::from(*status)))
                     + deny_headers(decision_id, headers)
@@ -272,6 +278,7 @@ impl CheckAnswer {
                 status,
                 headers,
                 body,
+                ..
             } => {
                 // denied_response (2): DeniedHttpResponse { status (1): HttpStatus
                 // { code (1) }, headers (2), body (3) }.
@@ -380,13 +387,13 @@ mod tests {
             EnvoyAnswer::Deny {
                 decision_id,
                 status,
+                code,
                 headers,
                 body,
             } => {
-                let code = match status {
-                    401 => tonic::Code::Unauthenticated,
-                    400 => tonic::Code::InvalidArgument,
-                    _ => tonic::Code::PermissionDenied,
+                let code = match code {
+                    tonic::Code::Ok => tonic::Code::PermissionDenied,
+                    code => code,
                 };
                 let mut hs = vec![
                     header("content-type", "application/json"),
@@ -462,15 +469,19 @@ mod tests {
         let deny = (
             text(),
             prop::sample::select(vec![0u16, 200, 400, 401, 403, 404, 500, 65_535]),
+            (0..=16i32).prop_map(tonic::Code::from),
             headers(),
             text(),
         )
-            .prop_map(|(decision_id, status, headers, body)| EnvoyAnswer::Deny {
-                decision_id,
-                status,
-                headers,
-                body,
-            });
+            .prop_map(
+                |(decision_id, status, code, headers, body)| EnvoyAnswer::Deny {
+                    decision_id,
+                    status,
+                    code,
+                    headers,
+                    body,
+                },
+            );
         prop_oneof![allow, deny]
     }
 
@@ -506,24 +517,32 @@ mod tests {
             ok.http_response,
             Some(HttpResponse::OkResponse(_))
         ));
-        for (status, code) in [
-            (401, tonic::Code::Unauthenticated),
-            (400, tonic::Code::InvalidArgument),
-            (403, tonic::Code::PermissionDenied),
+        use tonic::Code::*;
+        // The HTTP status, the deny's gRPC code, the code written.
+        for (status, code, written) in [
+            (401, Unauthenticated, Unauthenticated),
+            (400, InvalidArgument, InvalidArgument),
+            (403, PermissionDenied, PermissionDenied),
+            (503, Unavailable, Unavailable),
+            (500, Internal, Internal),
             // A `not_found` deny is answered with 200, still not OK to gRPC.
-            (200, tonic::Code::PermissionDenied),
+            (200, PermissionDenied, PermissionDenied),
+            // A deny that says OK is still not let through.
+            (403, Ok, PermissionDenied),
+            (200, Ok, PermissionDenied),
         ] {
             let deny = EnvoyAnswer::Deny {
                 decision_id: "d".into(),
                 status,
+                code,
                 headers: Vec::new(),
                 body: String::new(),
             };
             let response = CheckAnswer(deny).to_response().expect("decodes");
             assert_eq!(
                 response.status.map(|s| s.code),
-                Some(code as i32),
-                "{status}"
+                Some(written as i32),
+                "{status} {code:?}"
             );
             let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
                 panic!("{status}: not a denied response");
