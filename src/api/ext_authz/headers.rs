@@ -3,6 +3,7 @@
 //! refused.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use super::PARTIAL_BODY_HEADER;
 use crate::uri::Shown;
@@ -102,24 +103,14 @@ impl<'a> Headers<'a> {
     /// or different values in `headers` and `header_map`, are refused; the same
     /// value in both is one header that Envoy described twice.
     pub fn get(&self, name: &str) -> Result<Option<&str>, HeaderError> {
-        let mut values = self.values(name);
-        let Some(first) = values.next() else {
-            return Ok(None);
-        };
-        for (i, entry) in values.enumerate() {
-            // The values before this one: the first and the `i` after it.
-            if self
-                .values(name)
-                .take(i + 1)
-                .any(|e| e.source == entry.source)
-            {
-                return Err(HeaderError::Repeated(Shown(name).to_string()));
-            }
-            if entry.value != first.value {
-                return Err(HeaderError::Conflicting(Shown(name).to_string()));
+        let mut reading: Option<Reading<'_>> = None;
+        for entry in self.values(name) {
+            match &mut reading {
+                None => reading = Some(Reading::new(entry)),
+                Some(r) => r.read(entry).map_err(|f| f.error(name))?,
             }
         }
-        Ok(Some(first.value.as_ref()))
+        Ok(reading.map(|r| r.first))
     }
 
     /// The value of `name` if it arrived once; `None` if absent or repeated. Only
@@ -128,36 +119,61 @@ impl<'a> Headers<'a> {
         self.get(name).ok().flatten()
     }
 
-    /// Every name `keep` accepts, once, in the order it first arrived.
-    fn names<'s>(&'s self, keep: impl Fn(&str) -> bool + 's) -> impl Iterator<Item = &'s str> {
-        self.entries.iter().enumerate().filter_map(move |(i, e)| {
-            if !keep(&e.name) {
-                return None;
+    /// Every name `keep` accepts, once, in the order it first arrived, with what
+    /// [`Headers::get`] reads of it: one pass over the entries, each name looked up
+    /// among the names kept so far (by a scan while they are few, through a hash
+    /// table once they are many), so that a request of many names costs linear time.
+    fn read_named<'s>(&'s self, keep: impl Fn(&str) -> bool) -> Vec<(&'s str, Read<'s>)> {
+        let mut read: Vec<(&'s str, Read<'s>)> = Vec::new();
+        let mut index: HashMap<&'s str, usize> = HashMap::new();
+        for entry in &self.entries {
+            let name = entry.name.as_ref();
+            if !keep(name) {
+                continue;
             }
-            let seen = self.entries.iter().take(i).any(|p| p.name == e.name);
-            (!seen).then_some(e.name.as_ref())
-        })
+            let at = if read.len() < FEW_NAMES {
+                read.iter().position(|(n, _)| *n == name)
+            } else {
+                if index.is_empty() {
+                    index = read.iter().enumerate().map(|(i, (n, _))| (*n, i)).collect();
+                }
+                index.get(name).copied()
+            };
+            match at.and_then(|i| read.get_mut(i)) {
+                // The first fault of a name is its answer, as in `get`.
+                Some((_, slot)) => {
+                    if let Ok(r) = slot
+                        && let Err(fault) = r.read(entry)
+                    {
+                        *slot = Err(fault);
+                    }
+                }
+                None => {
+                    if !index.is_empty() {
+                        index.insert(name, read.len());
+                    }
+                    read.push((name, Ok(Reading::new(entry))));
+                }
+            }
+        }
+        read
     }
 
     /// Refuse the request if any security header ([`is_security_header`]) is not
     /// single, whether or not this adapter reads it: the MCP server behind Envoy
     /// may read the other copy.
     pub fn check(&self) -> Result<(), HeaderError> {
-        // The security headers are a few of the request's tens: picked out first, so
-        // that only they are compared with each other.
-        let mut names: Vec<&str> = self
-            .entries
-            .iter()
-            .map(|e| e.name.as_ref())
-            .filter(|n| is_security_header(n))
-            .collect();
-        // The same request is refused with the same message, whatever the order.
-        names.sort_unstable();
-        names.dedup();
-        for name in names {
-            self.get(name)?;
+        // The same request is refused with the same message, whatever the order:
+        // the first refused name in byte order.
+        let refused = self
+            .read_named(is_security_header)
+            .into_iter()
+            .filter_map(|(name, read)| read.err().map(|fault| (name, fault)))
+            .min_by_key(|(name, _)| *name);
+        match refused {
+            Some((name, fault)) => Err(fault.error(name)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Whether Envoy saw the whole body: its marker is exactly one `false`, or there
@@ -177,12 +193,70 @@ impl<'a> Headers<'a> {
 
     /// [`Headers::singles`] of the names `keep` accepts: the others are never
     /// compared or read (a request has tens of headers; a reader wants a few).
-    pub fn singles_named<'s>(
-        &'s self,
-        keep: impl Fn(&str) -> bool + 's,
-    ) -> impl Iterator<Item = (&'s str, &'s str)> {
-        self.names(keep)
-            .filter_map(|k| Some((k, self.get(k).ok().flatten()?)))
+    pub fn singles_named(&self, keep: impl Fn(&str) -> bool) -> impl Iterator<Item = (&str, &str)> {
+        self.read_named(keep)
+            .into_iter()
+            .filter_map(|(name, read)| Some((name, read.ok()?.first)))
+    }
+}
+
+/// How many names [`Headers::read_named`] looks up by a scan before it takes a hash table.
+const FEW_NAMES: usize = 16;
+
+/// The values of one name read so far, in arrival order: the first, and the
+/// sources seen (one value each, or the name is refused).
+#[derive(Debug, Clone, Copy)]
+struct Reading<'s> {
+    first: &'s str,
+    sources: [bool; 3],
+}
+
+/// A name's values as [`Headers::get`] reads them: the one value, or why not.
+type Read<'s> = Result<Reading<'s>, Fault>;
+
+/// Why the values of a name were refused (the name is added by [`Fault::error`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Repeated,
+    Conflicting,
+}
+
+impl Fault {
+    fn error(self, name: &str) -> HeaderError {
+        let shown = Shown(name).to_string();
+        match self {
+            Fault::Repeated => HeaderError::Repeated(shown),
+            Fault::Conflicting => HeaderError::Conflicting(shown),
+        }
+    }
+}
+
+impl<'s> Reading<'s> {
+    fn new(first: &'s Entry<'_>) -> Self {
+        let mut sources = [false; 3];
+        if let Some(seen) = sources.get_mut(first.source as usize) {
+            *seen = true;
+        }
+        Self {
+            first: first.value.as_ref(),
+            sources,
+        }
+    }
+
+    /// The rule for a name's next value: a second one from a source that gave one
+    /// is a repeat; one that differs from the first conflicts with it.
+    fn read(&mut self, entry: &Entry<'_>) -> Result<(), Fault> {
+        let seen = self.sources.get_mut(entry.source as usize);
+        if seen.as_deref() != Some(&false) {
+            return Err(Fault::Repeated);
+        }
+        if entry.value != self.first {
+            return Err(Fault::Conflicting);
+        }
+        if let Some(seen) = seen {
+            *seen = true;
+        }
+        Ok(())
     }
 }
 
@@ -192,5 +266,118 @@ fn lower_case(name: &str) -> Cow<'_, str> {
         Cow::Owned(name.to_ascii_lowercase())
     } else {
         Cow::Borrowed(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCES: [HeaderSource; 3] = [
+        HeaderSource::Headers,
+        HeaderSource::HeaderMap,
+        HeaderSource::Http,
+    ];
+
+    /// `n` values under names that repeat, from sources and with values that make
+    /// some names single, some repeated, some conflicting, in arrival orders that
+    /// put a name's values far apart: below and well above [`FEW_NAMES`] names.
+    fn headers(n: usize, stride: usize) -> Vec<(HeaderSource, String, String)> {
+        (0..n)
+            .map(|i| {
+                let name = match (i * stride) % 7 {
+                    0 => format!("mcp-{}", i % 50),
+                    1 => format!("X-Mcp-Authz-{}", i % 30),
+                    2 => format!("accept-{}", i % 40),
+                    3 => "Authorization".to_owned(),
+                    4 => format!("mcp-{i}"),
+                    5 => format!("content-type-{}", i % 3),
+                    _ => format!("h{i}"),
+                };
+                let source = SOURCES[(i / 3) % 3];
+                let value = if i % 11 == 0 { "b" } else { "a" };
+                (source, name, value.to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_read_together_read_as_each_name_alone() {
+        for n in [0, 1, 2, 15, 16, 17, 33, 100, 400] {
+            for stride in [1, 3, 5] {
+                let values = headers(n, stride);
+                let mut h = Headers::new();
+                for (source, name, value) in &values {
+                    h.add(*source, name, Cow::Borrowed(value));
+                }
+                // Each distinct name, in the order it first arrived, read alone.
+                let mut names: Vec<String> = Vec::new();
+                for (_, name, _) in &values {
+                    let name = name.to_ascii_lowercase();
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+                for prefix in ["", "mcp-", "x-mcp-authz-", "authorization", "none"] {
+                    let alone: Vec<(&str, &str)> = names
+                        .iter()
+                        .filter(|k| k.starts_with(prefix))
+                        .filter_map(|k| Some((k.as_str(), h.get(k).ok().flatten()?)))
+                        .collect();
+                    let together: Vec<(&str, &str)> =
+                        h.singles_named(|k| k.starts_with(prefix)).collect();
+                    assert_eq!(together, alone, "{n} {stride} {prefix}");
+                }
+                let mut security: Vec<&String> =
+                    names.iter().filter(|k| is_security_header(k)).collect();
+                security.sort_unstable();
+                let alone = security.iter().try_for_each(|k| h.get(k).map(|_| ()));
+                assert_eq!(h.check(), alone, "{n} {stride}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_name_is_refused_at_its_first_fault() {
+        use HeaderSource::{HeaderMap, Headers as Envoy, Http};
+        let read = |values: &[(HeaderSource, &str)]| {
+            let mut h = super::Headers::new();
+            for (source, value) in values {
+                h.add(*source, "mcp-x", Cow::Borrowed(*value));
+            }
+            let get = h.get("mcp-x").map(|v| v.map(str::to_owned));
+            (get, h.check(), h.singles().count())
+        };
+        let repeated = Err(HeaderError::Repeated("mcp-x".into()));
+        let conflicting = Err(HeaderError::Conflicting("mcp-x".into()));
+        for (values, want) in [
+            (vec![(Envoy, "a")], Ok(Some("a".to_owned()))),
+            (
+                vec![(Envoy, "a"), (HeaderMap, "a"), (Http, "a")],
+                Ok(Some("a".to_owned())),
+            ),
+            (vec![(Envoy, "a"), (Envoy, "a")], repeated.clone()),
+            (vec![(Envoy, "a"), (HeaderMap, "b")], conflicting.clone()),
+            // A repeat is named before a conflict of the same value.
+            (vec![(Envoy, "a"), (Envoy, "b")], repeated.clone()),
+            // The first fault in arrival order is the answer.
+            (
+                vec![(Envoy, "a"), (HeaderMap, "b"), (Envoy, "a")],
+                conflicting.clone(),
+            ),
+            (
+                vec![(Envoy, "a"), (HeaderMap, "a"), (HeaderMap, "b")],
+                repeated.clone(),
+            ),
+        ] {
+            let (get, check, singles) = read(&values);
+            assert_eq!(get, want, "{values:?}");
+            assert_eq!(
+                check,
+                get.as_ref().map(|_| ()).map_err(Clone::clone),
+                "{values:?}"
+            );
+            assert_eq!(singles, usize::from(get.is_ok()), "{values:?}");
+        }
     }
 }

@@ -24,6 +24,7 @@
 //! encodes `envoy_types` messages and compares what both readings give.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use prost::bytes::Bytes;
 
@@ -598,17 +599,32 @@ fn value_entry(mut f: Fields<'_>) -> Result<ValueEntry, Malformed> {
     Ok(entry)
 }
 
-/// The entries of a map as the decoded map holds them: a key's last entry only.
+/// The entries of a map as the decoded map holds them: a key's last entry only,
+/// found by comparing each entry with the later ones while they are few, through a
+/// hash table of each key's last entry once they are many (linear time whatever the
+/// count: a message of many small entries must not cost quadratic time).
 fn map_entries<'e, T>(
     message: &'e WireCheckRequest,
     entries: &'e [T],
     key: impl Fn(&T) -> Span + 'e,
 ) -> impl Iterator<Item = &'e T> + 'e {
+    let last: HashMap<&[u8], usize> = if entries.len() > FEW_ENTRIES {
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (message.bytes(key(e)), i))
+            .collect()
+    } else {
+        HashMap::new()
+    };
     entries
         .iter()
         .enumerate()
         .filter(move |(i, e)| {
             let k = key(e);
+            if entries.len() > FEW_ENTRIES {
+                return last.get(message.bytes(k)) == Some(i);
+            }
             !entries
                 .iter()
                 .skip(i + 1)
@@ -616,6 +632,9 @@ fn map_entries<'e, T>(
         })
         .map(|(_, e)| e)
 }
+
+/// How many entries of a map [`map_entries`] compares pairwise before it takes a hash table.
+const FEW_ENTRIES: usize = 32;
 
 /// The value the map holds for `key`: its last entry's.
 fn map_get<'e, T>(

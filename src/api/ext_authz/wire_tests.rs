@@ -138,6 +138,43 @@ fn http() -> impl Strategy<Value = HttpRequest> {
         )
 }
 
+/// A request of many headers (in `headers` and `header_map`), their names drawn from
+/// a small set so that two such requests share many.
+fn many_headers() -> impl Strategy<Value = CheckRequest> {
+    let name = prop_oneof![
+        header_name(),
+        (0..60u8).prop_map(|i| format!("mcp-{i}")),
+        (0..60u8).prop_map(|i| format!("X-Many-{i}")),
+    ];
+    (
+        prop::collection::vec((name.clone(), header_value()), 20..90),
+        prop::collection::vec((name, header_value()), 0..90),
+    )
+        .prop_map(|(headers, header_map)| CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(AttrRequest {
+                    http: Some(HttpRequest {
+                        method: "POST".into(),
+                        headers: headers.into_iter().collect(),
+                        header_map: Some(HeaderMap {
+                            headers: header_map
+                                .into_iter()
+                                .map(|(key, value)| HeaderValue {
+                                    key,
+                                    value,
+                                    raw_value: Vec::new(),
+                                })
+                                .collect(),
+                        }),
+                        ..HttpRequest::default()
+                    }),
+                    ..AttrRequest::default()
+                }),
+                ..AttributeContext::default()
+            }),
+        })
+}
+
 fn check_request() -> impl Strategy<Value = CheckRequest> {
     let extensions = prop::collection::vec(
         (
@@ -307,6 +344,21 @@ proptest! {
         if let Some(second) = &second {
             bytes.extend(second.encode_to_vec());
         }
+        let decoded = CheckRequest::decode(bytes.as_slice()).expect("envoy_types decodes");
+        let wire = WireCheckRequest::decode(Bytes::from(bytes)).expect("the wire view decodes");
+        let read = wire::envoy_request(&wire).expect("UTF-8");
+        assert_reads_alike(&decoded, &read);
+    }
+
+    /// Maps of many entries (past the count where the reader finds a key's last
+    /// entry through a hash table), from two messages whose keys overlap.
+    #[test]
+    fn many_headers_are_read_as_envoy_types_decodes_them(
+        first in many_headers(),
+        second in many_headers(),
+    ) {
+        let mut bytes = first.encode_to_vec();
+        bytes.extend(second.encode_to_vec());
         let decoded = CheckRequest::decode(bytes.as_slice()).expect("envoy_types decodes");
         let wire = WireCheckRequest::decode(Bytes::from(bytes)).expect("the wire view decodes");
         let read = wire::envoy_request(&wire).expect("UTF-8");
