@@ -474,6 +474,21 @@ mod tests {
     use crate::api::pbjson::struct_to_json;
     use crate::authz::ReasonKind;
 
+    /// The gRPC code of each of [`every_kind`]'s refusals.
+    const EVERY_KIND_CODE: [tonic::Code; 8] = {
+        use tonic::Code::*;
+        [
+            Unauthenticated,
+            Unauthenticated,
+            InvalidArgument,
+            InvalidArgument,
+            PermissionDenied,
+            InvalidArgument,
+            Unavailable,
+            Internal,
+        ]
+    };
+
     fn every_kind() -> Vec<Refusal> {
         vec![
             Refusal::unauthenticated(&AuthnError::Malformed { detail: "bad" }, None),
@@ -528,19 +543,9 @@ mod tests {
                 (s.code(), s.message().to_owned())
             })
             .collect();
-        use tonic::Code::*;
         assert_eq!(
             codes.iter().map(|c| c.0).collect::<Vec<_>>(),
-            [
-                Unauthenticated,
-                Unauthenticated,
-                InvalidArgument,
-                InvalidArgument,
-                PermissionDenied,
-                InvalidArgument,
-                Unavailable,
-                Internal
-            ]
+            EVERY_KIND_CODE
         );
         assert_eq!(codes[2].1, "`server` is empty");
         assert_eq!(codes[6].1, "policies are not loaded yet");
@@ -723,19 +728,7 @@ mod tests {
         for ((refusal, status), code) in every_kind()
             .iter()
             .zip([401, 401, 400, 400, 403, 400, 503, 500])
-            .zip({
-                use tonic::Code::*;
-                [
-                    Unauthenticated,
-                    Unauthenticated,
-                    InvalidArgument,
-                    InvalidArgument,
-                    PermissionDenied,
-                    InvalidArgument,
-                    Unavailable,
-                    Internal,
-                ]
-            })
+            .zip(EVERY_KIND_CODE)
         {
             let EnvoyAnswer::Deny {
                 decision_id,
