@@ -33,10 +33,9 @@ const VARINT: u8 = 0;
 /// `envoy.config.core.v3.HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD`.
 const OVERWRITE_IF_EXISTS_OR_ADD: u64 = 2;
 
-/// The gRPC status codes an answer carries (`google.rpc.Code`).
-/// The `CheckResponse`'s status: OK for an allow and only for an allow (Envoy lets
-/// through whatever is answered OK); a deny's own code, `PERMISSION_DENIED` if that
-/// were OK.
+/// The `CheckResponse`'s status (`google.rpc.Code`): OK for an allow and only for an
+/// allow (Envoy lets through whatever is answered OK); a deny's own code,
+/// `PERMISSION_DENIED` if that were OK.
 fn grpc_code(answer: &EnvoyAnswer) -> tonic::Code {
     match answer {
         EnvoyAnswer::Allow { .. } => tonic::Code::Ok,
