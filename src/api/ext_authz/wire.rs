@@ -359,6 +359,24 @@ impl<'m> Fields<'m> {
         Ok(found)
     }
 
+    /// Each occurrence of the length-delimited field `number` of this message, its
+    /// message read by `read`; any other field skipped, `number` with another wire
+    /// type refused (a message of which the adapter reads one repeated or merged field).
+    fn each(
+        mut self,
+        number: u32,
+        mut read: impl FnMut(Fields<'m>) -> Result<(), Malformed>,
+    ) -> Result<(), Malformed> {
+        while let Some((n, wire_type)) = self.key()? {
+            if n == number && wire_type == DELIMITED {
+                read(self.nested()?)?;
+            } else {
+                self.other(n, wire_type, &[number])?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every field of a message not read into, checked as prost decodes it.
     fn check_all(mut self) -> Result<(), Malformed> {
         while let Some((number, wire_type)) = self.key()? {
@@ -441,30 +459,16 @@ fn merge_attributes(a: &mut Attributes, mut f: Fields<'_>) -> Result<(), Malform
             (2, DELIMITED) => {
                 merge_peer(a.destination.get_or_insert_with(Peer::default), f.nested()?)?;
             }
-            (4, DELIMITED) => {
-                // `request`: its `http` (2) only.
-                let mut request = f.nested()?;
-                while let Some((number, wire_type)) = request.key()? {
-                    match (number, wire_type) {
-                        (2, DELIMITED) => merge_http(
-                            a.http.get_or_insert_with(HttpRequest::default),
-                            request.nested()?,
-                        )?,
-                        _ => request.other(number, wire_type, &[2])?,
-                    }
-                }
-            }
+            // `request`: its `http` (2) only.
+            (4, DELIMITED) => f.nested()?.each(2, |http| {
+                merge_http(a.http.get_or_insert_with(HttpRequest::default), http)
+            })?,
             (10, DELIMITED) => a.context_extensions.push(string_entry(f.nested()?)?),
-            (11, DELIMITED) => {
-                // `metadata_context`: its `filter_metadata` (1) only.
-                let mut metadata = f.nested()?;
-                while let Some((number, wire_type)) = metadata.key()? {
-                    match (number, wire_type) {
-                        (1, DELIMITED) => a.filter_metadata.push(struct_entry(metadata.nested()?)?),
-                        _ => metadata.other(number, wire_type, &[1])?,
-                    }
-                }
-            }
+            // `metadata_context`: its `filter_metadata` (1) only.
+            (11, DELIMITED) => f.nested()?.each(1, |entry| {
+                a.filter_metadata.push(struct_entry(entry)?);
+                Ok(())
+            })?,
             _ => f.other(number, wire_type, &[1, 2, 4, 10, 11])?,
         }
     }
@@ -512,14 +516,11 @@ fn merge_http(http: &mut HttpRequest, mut f: Fields<'_>) -> Result<(), Malformed
             (11, DELIMITED) => http.body = f.span()?,
             (12, DELIMITED) => http.raw_body = f.span()?,
             (13, DELIMITED) => {
-                let mut map = f.nested()?;
                 let headers = http.header_map.get_or_insert_with(Vec::new);
-                while let Some((number, wire_type)) = map.key()? {
-                    match (number, wire_type) {
-                        (1, DELIMITED) => headers.push(header_value(map.nested()?)?),
-                        _ => map.other(number, wire_type, &[1])?,
-                    }
-                }
+                f.nested()?.each(1, |h| {
+                    headers.push(header_value(h)?);
+                    Ok(())
+                })?;
             }
             _ => f.other(number, wire_type, &[2, 3, 5, 11, 12, 13])?,
         }
@@ -549,16 +550,11 @@ fn struct_entry(mut f: Fields<'_>) -> Result<StructEntry, Malformed> {
     while let Some((number, wire_type)) = f.key()? {
         match (number, wire_type) {
             (1, DELIMITED) => entry.key = f.span()?,
-            (2, DELIMITED) => {
-                // The entry's `Struct`, merged if sent twice: its `fields` (1).
-                let mut value = f.nested()?;
-                while let Some((number, wire_type)) = value.key()? {
-                    match (number, wire_type) {
-                        (1, DELIMITED) => entry.fields.push(value_entry(value.nested()?)?),
-                        _ => value.other(number, wire_type, &[1])?,
-                    }
-                }
-            }
+            // The entry's `Struct`, merged if sent twice: its `fields` (1).
+            (2, DELIMITED) => f.nested()?.each(1, |field| {
+                entry.fields.push(value_entry(field)?);
+                Ok(())
+            })?,
             _ => f.other(number, wire_type, &[1, 2])?,
         }
     }
