@@ -604,27 +604,26 @@ fn map_entries<'e, T>(
     entries: &'e [T],
     key: impl Fn(&T) -> Span + 'e,
 ) -> impl Iterator<Item = &'e T> + 'e {
-    let last: HashMap<&[u8], usize> = if entries.len() > FEW_ENTRIES {
+    // Each key's last entry, once there are many (`None`: compared pairwise).
+    let last: Option<HashMap<&[u8], usize>> = (entries.len() > FEW_ENTRIES).then(|| {
         entries
             .iter()
             .enumerate()
             .map(|(i, e)| (message.bytes(key(e)), i))
             .collect()
-    } else {
-        HashMap::new()
-    };
+    });
     entries
         .iter()
         .enumerate()
         .filter(move |(i, e)| {
             let k = key(e);
-            if entries.len() > FEW_ENTRIES {
-                return last.get(message.bytes(k)) == Some(i);
+            match &last {
+                Some(last) => last.get(message.bytes(k)) == Some(i),
+                None => !entries
+                    .iter()
+                    .skip(i + 1)
+                    .any(|later| message.same(key(later), k)),
             }
-            !entries
-                .iter()
-                .skip(i + 1)
-                .any(|later| message.same(key(later), k))
         })
         .map(|(_, e)| e)
 }
