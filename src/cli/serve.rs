@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use super::{EXIT_ERROR, ServeArgs, load_config, report_problems};
 use crate::app::{App, AppError};
-use crate::config::Overrides;
+use crate::config::{MAX_WORKER_THREADS, Overrides, worker_count};
 
 pub(super) fn run(args: ServeArgs) -> ExitCode {
     let overrides = Overrides {
@@ -88,18 +88,23 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
 /// The runtime's own variable for its worker count, read when `worker_threads` is unset.
 const RUNTIME_WORKERS_ENV: &str = "TOKIO_WORKER_THREADS";
 
-/// The worker count [`RUNTIME_WORKERS_ENV`] asks for, checked here: the runtime
-/// panics on one that is not a whole number of at least 1. `None`: unset, one
+/// The worker count [`RUNTIME_WORKERS_ENV`] asks for, checked here by the rule
+/// `worker_threads` is ([`worker_count`]: the runtime itself panics on one that is
+/// not a whole number of at least 1, and has no upper bound). `None`: unset, one
 /// worker per CPU.
 fn runtime_env_workers(value: Option<std::ffi::OsString>) -> Result<Option<usize>, String> {
     let Some(value) = value else { return Ok(None) };
     let shown = value.to_string_lossy();
-    match value.to_str().map(str::parse::<usize>) {
-        Some(Ok(n)) if n >= 1 => Ok(Some(n)),
-        _ => Err(format!(
-            "`{RUNTIME_WORKERS_ENV}` is `{shown}`: the worker count must be a whole number of at least 1 (or set `worker_threads`)"
-        )),
-    }
+    let why = match value.to_str().map(str::parse::<u64>) {
+        Some(Ok(n)) => match worker_count(n) {
+            Ok(n) => return Ok(Some(n.get())),
+            Err(why) => why,
+        },
+        _ => "must be a whole number".to_owned(),
+    };
+    Err(format!(
+        "`{RUNTIME_WORKERS_ENV}` is `{shown}`: the worker count {why}, from 1 to {MAX_WORKER_THREADS} (or set `worker_threads`)"
+    ))
 }
 
 async fn shutdown_signal() {
@@ -130,7 +135,7 @@ mod tests {
     #[test]
     fn the_runtime_variable_is_checked_before_the_runtime_reads_it() {
         assert_eq!(runtime_env_workers(None), Ok(None));
-        for (text, n) in [("1", 1), ("3", 3), ("64", 64)] {
+        for (text, n) in [("1", 1), ("3", 3), ("64", 64), ("1024", 1024), ("0002", 2)] {
             assert_eq!(
                 runtime_env_workers(Some(text.into())),
                 Ok(Some(n)),
@@ -145,12 +150,23 @@ mod tests {
             "-1",
             "two",
             "1.5",
+            "+",
+            "1025",
+            "40000",
             "99999999999999999999999",
         ] {
             let err = runtime_env_workers(Some(text.into())).expect_err(text);
             assert!(
-                err.contains("TOKIO_WORKER_THREADS") && err.contains("at least 1"),
+                err.contains("TOKIO_WORKER_THREADS") && err.contains("from 1 to 1024"),
                 "{err}"
+            );
+        }
+        // The bound is the setting's: the same numbers pass and fail both ways.
+        for n in [0_u64, 1, 2, 1023, 1024, 1025, u64::MAX] {
+            assert_eq!(
+                runtime_env_workers(Some(n.to_string().into())).is_ok(),
+                crate::config::worker_count(n).is_ok(),
+                "{n}"
             );
         }
         #[cfg(unix)]

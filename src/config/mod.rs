@@ -38,6 +38,7 @@ pub use resources::{METADATA_PREFIX, ResourceServer, ResourceServers, ServerFile
 pub use servers::{ServerMap, ServerMapError, normalized_host};
 pub use settings::{SETTINGS, Setting, ValueKind, env_help, settings_markdown};
 pub use tls::{TlsConfig, TlsFile, TlsListeners, trusted_caller_matches};
+pub use validate::{MAX_WORKER_THREADS, worker_count};
 
 /// Default policy directory.
 pub const DEFAULT_POLICIES: &str = "policies";

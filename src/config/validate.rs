@@ -157,29 +157,36 @@ pub(super) fn checked(
     })
 }
 
-/// Most threads `worker_threads` may ask for: more than any machine this runs on
-/// has cores, and few enough that a typo (`40000`) is refused, not started.
-const MAX_WORKER_THREADS: u64 = 1024;
+/// Most threads that may serve requests: more than any machine this runs on has
+/// cores, and few enough that a typo (`40000`) is refused, not started.
+pub const MAX_WORKER_THREADS: u64 = 1024;
 
-/// `worker_threads`: 1 to [`MAX_WORKER_THREADS`]; unset, the runtime's default.
+/// The one rule for a count of threads that serve requests, however it is given
+/// (`worker_threads`, its environment variable, the runtime's own
+/// `TOKIO_WORKER_THREADS`): 1 to [`MAX_WORKER_THREADS`]; the error says which bound.
+pub fn worker_count(n: u64) -> Result<std::num::NonZeroUsize, String> {
+    if n > MAX_WORKER_THREADS {
+        return Err(format!("must be at most {MAX_WORKER_THREADS}"));
+    }
+    usize::try_from(n)
+        .ok()
+        .and_then(std::num::NonZeroUsize::new)
+        .ok_or_else(|| "must be at least 1".to_owned())
+}
+
+/// `worker_threads`: [`worker_count`]; unset, the runtime's default.
 fn checked_worker_threads(
     v: Option<u64>,
     origin: &dyn Fn(&str) -> String,
 ) -> Result<Option<std::num::NonZeroUsize>, ConfigError> {
     let Some(n) = v else { return Ok(None) };
-    let bad = |reason: String| ConfigError::Value {
-        key: "worker_threads".into(),
-        origin: origin("worker_threads"),
-        reason,
-    };
-    if n > MAX_WORKER_THREADS {
-        return Err(bad(format!("must be at most {MAX_WORKER_THREADS}")));
-    }
-    usize::try_from(n)
-        .ok()
-        .and_then(std::num::NonZeroUsize::new)
+    worker_count(n)
         .map(Some)
-        .ok_or_else(|| bad("must be at least 1".into()))
+        .map_err(|reason| ConfigError::Value {
+            key: "worker_threads".into(),
+            origin: origin("worker_threads"),
+            reason,
+        })
 }
 
 /// The trusted caller's secret, read from `grpc.trusted_caller_token_file`.

@@ -382,7 +382,7 @@ fn worker_threads_sets_the_threads_that_serve_requests() {
         assert_eq!(server.get("/readyz").map(|r| r.0), Some(200));
     }
     // Refused before anything starts, with the setting named.
-    for bad in ["0", "two"] {
+    for bad in ["0", "two", "5000"] {
         // The runtime's own variable too: an error, not the runtime's panic.
         let out = run(serve_command().env("TOKIO_WORKER_THREADS", bad));
         let (_, err) = text(&out);
