@@ -31,7 +31,11 @@
 # each PDP started fresh, into $WORK_DIR/alternating.jsonl; needs both in ONLY) [0].
 # Beside them, in the same run: the transport floor (a tonic server whose only handler is gRPC
 # health `Check`, `load floor` on 127.0.0.1:19292, loaded as ext_authz is: the report gives each
-# gRPC run's share of it) and ext_authz with the decision log on, written to a file.
+# gRPC run's share of it), the ext_authz floor (a tonic ext_authz `Check` that reads nothing of
+# the request and allows, `load floor --service ext-authz` on :19294: the report gives each
+# ext_authz run's share of it too), the do-nothing authorizer (`load allow` on :19293, which
+# decodes the request with envoy-types and allows) and ext_authz with the decision log on,
+# written to a file.
 # Needs: cargo, npm, curl, wrk, h2load (Debian: apt-get install -y wrk nghttp2-client).
 set -euo pipefail
 if (($# > 0)); then
@@ -61,6 +65,8 @@ ONLY=${ONLY:-mcp-authz cerbos cedar-agent}
 AUTHZ_GRPC=127.0.0.1:19191
 AUTHZ_HTTP=127.0.0.1:18181
 FLOOR_GRPC=127.0.0.1:19292
+ALLOW_GRPC=127.0.0.1:19293
+EXT_FLOOR_GRPC=127.0.0.1:19294
 CERBOS_HTTP_PORT=13592
 CERBOS_GRPC_PORT=13593
 CERBOS_DEBUG=127.0.0.1:13594
@@ -346,6 +352,23 @@ if [[ $ONLY == *mcp-authz* ]]; then
   pid=$STARTED_PID
   load health "$FLOOR_GRPC" repeated "$pid" "transport floor (tonic gRPC health Check)"
   crosscheck_grpc floor "$FLOOR_GRPC" /grpc.health.v1.Health/Check health
+  stop "$pid"
+
+  # The ext_authz floor: the same CheckRequest and an allow carried, nothing read
+  # (`load floor --service ext-authz`); then the do-nothing authorizer, which decodes
+  # the request with envoy-types (prost) as a typical ext_authz server does and
+  # allows (`load allow`). Neither answers the probes as mcp-authz does: not probed.
+  log "ext_authz floor: a tonic Check that reads nothing and allows"
+  start ext-authz-floor "tcp://$EXT_FLOOR_GRPC" "$LOAD" --bench floor --service ext-authz --addr "$EXT_FLOOR_GRPC"
+  pid=$STARTED_PID
+  load ext-authz "$EXT_FLOOR_GRPC" repeated "$pid" "ext_authz floor (tonic Check, reads nothing, allows)" \
+    --variant transport-floor --no-probe
+  stop "$pid"
+  log "do-nothing ext_authz authorizer: tonic Check, envoy-types decode, allows"
+  start do-nothing "tcp://$ALLOW_GRPC" "$LOAD" --bench allow --addr "$ALLOW_GRPC"
+  pid=$STARTED_PID
+  load ext-authz "$ALLOW_GRPC" repeated "$pid" "do-nothing authorizer (tonic Check, envoy-types decode, allows)" \
+    --variant do-nothing --no-probe
   stop "$pid"
 
   log "mcp-authz ext_authz, decision log on, written to a file"

@@ -13,6 +13,7 @@
 //! cargo bench --bench load -- body --target authzen --out FILE   # for wrk / h2load
 //! cargo bench --bench load -- report --results FILE
 //! cargo bench --bench load -- floor --addr 127.0.0.1:19292   # the transport floor
+//! cargo bench --bench load -- floor --service ext-authz --addr 127.0.0.1:19294   # ext_authz's
 //! cargo bench --bench load -- run --target health --addr 127.0.0.1:19292 --workload repeated
 //! cargo bench --bench load -- allow --addr 127.0.0.1:19293   # the do-nothing ext_authz
 //! cargo bench --bench load -- envoy --off A --allow B --authz C --token-file F   # bench/envoy_latency.sh
@@ -22,6 +23,7 @@ mod cerbos;
 mod driver;
 mod envoy;
 mod files;
+mod floor;
 mod report;
 mod targets;
 mod workload;
@@ -58,10 +60,12 @@ enum Command {
     Body(BodyArgs),
     /// Print the results (JSON lines written by `run`) as Markdown tables, with ratios.
     Report(ReportArgs),
-    /// Serve the transport floor until stopped: a tonic server whose only handler is
-    /// gRPC health `Check` (always `SERVING`), on a runtime laid out as mcp-authz's
-    /// (multi-threaded, one worker per core), with `TCP_NODELAY` as mcp-authz sets it.
-    /// Load it with `run --target health --workload repeated`.
+    /// Serve a transport floor until stopped: a tonic server that only answers, on a
+    /// runtime laid out as mcp-authz's (multi-threaded, one worker per core), with
+    /// `TCP_NODELAY` as mcp-authz sets it. `--service health` (gRPC health `Check`,
+    /// always `SERVING`; load it with `run --target health --workload repeated`) or
+    /// `--service ext-authz` (ext_authz `Check` that reads nothing of the request and
+    /// allows; load it with `run --target ext-authz --workload repeated --no-probe`).
     Floor(FloorArgs),
     /// Serve the do-nothing authorizer until stopped: ext_authz `Check` that always allows,
     /// on a tonic server laid out as `floor` (bench/envoy_latency.sh).
@@ -77,6 +81,9 @@ struct FloorArgs {
     /// Where to listen (host:port).
     #[arg(long, default_value = "127.0.0.1:19292")]
     addr: SocketAddr,
+    /// Which floor.
+    #[arg(long, value_enum, default_value = "health")]
+    service: floor::FloorService,
 }
 
 #[derive(Debug, clap::Args)]
@@ -214,7 +221,7 @@ fn main() -> ExitCode {
         Command::Run(a) => runtime(a.threads).and_then(|rt| rt.block_on(run(a))),
         Command::Body(a) => runtime(1).and_then(|rt| rt.block_on(body(a))),
         Command::Report(a) => report::print(&a.results),
-        Command::Floor(a) => floor(a.addr),
+        Command::Floor(a) => floor::serve(a.addr, a.service),
         Command::Allow(a) => envoy::allow(a),
         Command::Envoy(a) => envoy::envoy(a),
     };
@@ -225,28 +232,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn floor(addr: SocketAddr) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let (reporter, service) = tonic_health::server::health_reporter();
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
-        eprintln!("floor: gRPC health on {addr}");
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(service)
-            .serve_with_shutdown(addr, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .map_err(|e| format!("{addr}: {e}"))
-    })
 }
 
 fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {

@@ -32,6 +32,9 @@ fn label(r: &Value) -> String {
     }
 }
 
+/// The variant of the ext_authz floor's run (`bench/compare.sh`).
+const EXT_AUTHZ_FLOOR_VARIANT: &str = "transport-floor";
+
 /// Every gRPC run of the repeated request beside the transport floor of the same
 /// results (its last run): what share of a do-nothing handler's throughput each gets.
 /// A run with a variant is also compared with the last run of the same label without
@@ -41,20 +44,30 @@ fn floor_table(records: &[Value]) -> String {
     let Some(floor) = records.iter().rev().find(|r| text(r, "target") == "health") else {
         return out;
     };
+    // The ext_authz floor (`load floor --service ext-authz`): the same CheckRequest
+    // carried, nothing read. Each ext_authz run's share of it too.
+    let ext_floor = records.iter().rev().find(|r| {
+        text(r, "target") == "ext-authz" && text(r, "variant") == EXT_AUTHZ_FLOOR_VARIANT
+    });
+    let share = |r: &Value, of: Option<&Value>| {
+        of.map(|f| format!("{:.1} %", 100.0 * num(r, "rps") / num(f, "rps")))
+            .unwrap_or_default()
+    };
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| repeated request, {} × {} | req/s | p99 µs | share of the transport floor | against the same target without the variant |",
+        "| repeated request, {} × {} | req/s | p99 µs | share of the transport floor | share of the ext_authz floor | against the same target without the variant |",
         num(floor, "connections"),
         num(floor, "streams"),
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
     let _ = writeln!(
         out,
-        "| {} | {:.0} | {:.0} | 100 % | |",
+        "| {} | {:.0} | {:.0} | 100 % | {} | |",
         label(floor),
         num(floor, "rps"),
-        num(floor, "p99_us")
+        num(floor, "p99_us"),
+        share(floor, ext_floor),
     );
     for r in records.iter().filter(|r| {
         text(r, "workload") == "repeated" && matches!(text(r, "target"), "ext-authz" | "gateway")
@@ -75,9 +88,13 @@ fn floor_table(records: &[Value]) -> String {
                 .map(|b| format!("{:.1} %", 100.0 * num(r, "rps") / num(b, "rps")))
                 .unwrap_or_default(),
         };
+        let of_ext_floor = match text(r, "target") {
+            "ext-authz" => share(r, ext_floor),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "| {} ({} users) | {:.0} | {:.0} | {:.1} % | {base} |",
+            "| {} ({} users) | {:.0} | {:.0} | {:.1} % | {of_ext_floor} | {base} |",
             label(r),
             num(r, "users"),
             num(r, "rps"),
