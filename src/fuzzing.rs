@@ -556,7 +556,10 @@ fn ext_authz_request(check: &ext_authz::WireCheckRequest) -> Option<EnvoyAnswer>
     let has_credentials = request.headers.get_lenient("authorization").is_some()
         || request.spiffe_id.is_some_and(|s| !s.is_empty());
     // Envoy's partial-body marker: absent, or exactly one `false`.
-    let body_whole = request.headers.body_is_whole().unwrap_or(false);
+    let body_whole = request
+        .headers
+        .check()
+        .is_ok_and(|checked| checked.body_is_whole());
     let post_body_ok = jsonrpc::parse_body(request.body).is_ok();
     let answer = fixture.runtime.block_on(ext_authz::decide(
         &fixture.services,

@@ -161,29 +161,20 @@ impl<'a> Headers<'a> {
 
     /// Refuse the request if any security header ([`is_security_header`]) is not
     /// single, whether or not this adapter reads it: the MCP server behind Envoy
-    /// may read the other copy.
-    pub fn check(&self) -> Result<(), HeaderError> {
+    /// may read the other copy. Otherwise their values, read in this one pass: what
+    /// every later reading of a security header goes through ([`Checked`]).
+    pub fn check(&self) -> Result<Checked<'_>, HeaderError> {
+        let read = self.read_named(is_security_header);
         // The same request is refused with the same message, whatever the order:
         // the first refused name in byte order.
-        let refused = self
-            .read_named(is_security_header)
-            .into_iter()
-            .filter_map(|(name, read)| read.err().map(|fault| (name, fault)))
+        let refused = read
+            .iter()
+            .filter_map(|(name, read)| read.err().map(|fault| (*name, fault)))
             .min_by_key(|(name, _)| *name);
         match refused {
             Some((name, fault)) => Err(fault.error(name)),
-            None => Ok(()),
+            None => Ok(Checked { read }),
         }
-    }
-
-    /// Whether Envoy saw the whole body: its marker is exactly one `false`, or there
-    /// is none (Envoy adds one whenever it forwards a body). `true`, an empty value,
-    /// ` false`, `FALSE`, `false,true` (Envoy's joining of two) are a partial body.
-    pub fn body_is_whole(&self) -> Result<bool, HeaderError> {
-        Ok(matches!(
-            self.get(PARTIAL_BODY_HEADER)?,
-            None | Some("false")
-        ))
     }
 
     /// Every header name (lower case) with its value, for those that arrived once.
@@ -197,6 +188,46 @@ impl<'a> Headers<'a> {
         self.read_named(keep)
             .into_iter()
             .filter_map(|(name, read)| Some((name, read.ok()?.first)))
+    }
+}
+
+/// The security headers of a request ([`is_security_header`]), each found single by
+/// [`Headers::check`]: how the adapter reads them after the check, so that it reads
+/// no security header the rule did not pass, and none twice.
+#[derive(Debug, Clone)]
+pub struct Checked<'s> {
+    /// Every security header, once, in the order it first arrived; all read `Ok`.
+    read: Vec<(&'s str, Read<'s>)>,
+}
+
+impl<'s> Checked<'s> {
+    /// The value of the security header `name` (lower case), `None` if absent. Only
+    /// security headers are here: any other name is absent.
+    pub fn get(&self, name: &str) -> Option<&'s str> {
+        debug_assert!(
+            is_security_header(name),
+            "`{name}` is not a security header"
+        );
+        self.named(|n| n == name).next().map(|(_, value)| value)
+    }
+
+    /// Whether Envoy saw the whole body: its marker is exactly one `false`, or there
+    /// is none (Envoy adds one whenever it forwards a body). `true`, an empty value,
+    /// ` false`, `FALSE`, `false,true` (Envoy's joining of two) are a partial body.
+    pub fn body_is_whole(&self) -> bool {
+        matches!(self.get(PARTIAL_BODY_HEADER), None | Some("false"))
+    }
+
+    /// The security headers whose name `keep` accepts, with their values, in the
+    /// order they first arrived.
+    pub fn named<F: Fn(&str) -> bool>(
+        &self,
+        keep: F,
+    ) -> impl Iterator<Item = (&'s str, &'s str)> + use<'_, 's, F> {
+        self.read
+            .iter()
+            .filter(move |(name, _)| keep(name))
+            .filter_map(|(name, read)| Some((*name, read.ok()?.first)))
     }
 }
 
@@ -332,7 +363,32 @@ mod tests {
                     names.iter().filter(|k| is_security_header(k)).collect();
                 security.sort_unstable();
                 let alone = security.iter().try_for_each(|k| h.get(k).map(|_| ()));
-                assert_eq!(h.check(), alone, "{n} {stride}");
+                let checked = h.check();
+                assert_eq!(
+                    checked.as_ref().map(|_| ()).map_err(Clone::clone),
+                    alone,
+                    "{n} {stride}"
+                );
+                // Passed, the check hands back every security header as `get` reads
+                // it, and nothing else.
+                let Ok(checked) = checked else { continue };
+                for k in &names {
+                    let kept: Vec<(&str, &str)> = checked.named(|n| n == k).collect();
+                    if is_security_header(k) {
+                        let value = h.get(k).expect("passed").expect("present");
+                        assert_eq!(checked.get(k), Some(value), "{n} {stride} {k}");
+                        assert_eq!(kept, [(k.as_str(), value)], "{n} {stride} {k}");
+                    } else {
+                        assert_eq!(kept, [], "{n} {stride} {k}");
+                    }
+                }
+                for prefix in ["mcp-", "x-mcp-authz-", "authorization"] {
+                    let from_check: Vec<(&str, &str)> =
+                        checked.named(|k| k.starts_with(prefix)).collect();
+                    let read: Vec<(&str, &str)> =
+                        h.singles_named(|k| k.starts_with(prefix)).collect();
+                    assert_eq!(from_check, read, "{n} {stride} {prefix}");
+                }
             }
         }
     }
@@ -346,7 +402,7 @@ mod tests {
                 h.add(*source, "mcp-x", Cow::Borrowed(*value));
             }
             let get = h.get("mcp-x").map(|v| v.map(str::to_owned));
-            (get, h.check(), h.singles().count())
+            (get, h.check().map(|_| ()), h.singles().count())
         };
         let repeated = Err(HeaderError::Repeated("mcp-x".into()));
         let conflicting = Err(HeaderError::Conflicting("mcp-x".into()));

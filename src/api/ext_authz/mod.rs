@@ -50,7 +50,7 @@ mod wire;
 mod wire_tests;
 
 pub use grpc::{AuthorizationService, ExtAuthzGrpc};
-pub use headers::{HeaderError, HeaderSource, Headers, is_security_header};
+pub use headers::{Checked, HeaderError, HeaderSource, Headers, is_security_header};
 pub use http::http_router;
 pub use response::CheckAnswer;
 pub use wire::{Malformed, NotUtf8, WireCheckRequest, envoy_request};
@@ -286,18 +286,20 @@ async fn decide_request(
     interface: Interface,
     meta: &mut DecisionMeta,
 ) -> Result<EnvoyAnswer, Box<Refused>> {
-    // One rule for every header before anything reads one.
-    if let Err(e) = request.headers.check() {
-        return Err(refuse(Refusal::invalid(e.to_string()), None));
-    }
-    let (server, source) = server_of(services, &request)?;
+    // One rule for every header before anything reads one; the security headers
+    // are read from what it passed.
+    let checked = request
+        .headers
+        .check()
+        .map_err(|e| refuse(Refusal::invalid(e.to_string()), None))?;
+    let (server, source) = server_of(services, &request, &checked)?;
     meta.server_source = Some(source.as_str());
-    let calls = calls_of(&request)?;
+    let calls = calls_of(&request, &checked)?;
     // A JSON-RPC batch (the body parsed: an array) is answered with one error, never
     // the array a server answers a batch with: never as if a tool did not exist.
     let batch = request.body.trim_ascii_start().first() == Some(&b'[');
     let request_id = calls.first().and_then(|c| c.id.clone());
-    let credentials = match credentials_of(services, &request, server) {
+    let credentials = match credentials_of(services, &request, &checked, server) {
         Ok(credentials) => credentials,
         Err(refusal) => return Err(refuse(refusal, request_id)),
     };
@@ -394,13 +396,11 @@ async fn decide_request(
 fn credentials_of<'r>(
     services: &Services,
     request: &'r EnvoyRequest<'_>,
+    checked: &Checked<'r>,
     server: &str,
 ) -> Result<Credentials<'r>, Refusal> {
     let resource = services.resource_server(server);
-    let authorization = request
-        .headers
-        .get("authorization")
-        .map_err(|e| Refusal::invalid(e.to_string()))?;
+    let authorization = checked.get("authorization");
     let bearer = match authorization {
         Some(h) => {
             Some(bearer_token_from_header(h).map_err(|e| Refusal::unauthenticated(&e, resource))?)
@@ -436,17 +436,18 @@ pub async fn identify(
     request: &EnvoyRequest<'_>,
     server: Option<&str>,
 ) -> Result<(String, Identity), Refusal> {
-    if let Err(e) = request.headers.check() {
-        return Err(Refusal::invalid(e.to_string()));
-    }
+    let checked = request
+        .headers
+        .check()
+        .map_err(|e| Refusal::invalid(e.to_string()))?;
     let server = match server.filter(|s| !s.is_empty()) {
         Some(s) => s.to_owned(),
-        None => server_of(services, request)
+        None => server_of(services, request, &checked)
             .map_err(|refused| refused.refusal)?
             .0
             .to_owned(),
     };
-    let credentials = credentials_of(services, request, &server)?;
+    let credentials = credentials_of(services, request, &checked, &server)?;
     let identity = resolve_for(services, credentials, &server)
         .await
         .map_err(|e| Refusal::unauthenticated(&e, services.resource_server(&server)))?;
@@ -508,8 +509,9 @@ pub fn choose_server<'s>(
 fn server_of<'s>(
     services: &'s Services,
     request: &'s EnvoyRequest<'_>,
+    checked: &Checked<'s>,
 ) -> Result<(&'s str, ServerSource), Box<Refused>> {
-    let header = |name| request.headers.get(name).ok().flatten();
+    let header = |name| checked.get(name);
     let authority = request
         .authority
         .filter(|a| !a.is_empty())
@@ -561,7 +563,10 @@ fn destination_of<'r>(request: &'r EnvoyRequest<'_>) -> Result<Option<&'r str>, 
 }
 
 /// The MCP messages of the request, or why it is refused.
-fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<Refused>> {
+fn calls_of(
+    request: &EnvoyRequest<'_>,
+    checked: &Checked<'_>,
+) -> Result<Vec<McpCall>, Box<Refused>> {
     let method = request.method;
     if method.eq_ignore_ascii_case("GET") {
         return Ok(vec![McpCall::on_server(STREAM_ACTION)]);
@@ -583,11 +588,7 @@ fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<Refused>> {
             ));
         }
     }
-    let whole = request
-        .headers
-        .body_is_whole()
-        .map_err(|e| refuse(Refusal::invalid(e.to_string()), None))?;
-    if !whole {
+    if !checked.body_is_whole() {
         return Err(refuse(
             Refusal::invalid("the request body is larger than what can be authorized"),
             None,
@@ -596,7 +597,7 @@ fn calls_of(request: &EnvoyRequest<'_>) -> Result<Vec<McpCall>, Box<Refused>> {
     let message =
         parse_body(request.body).map_err(|e| refuse(Refusal::from(&e), e.id().cloned()))?;
     let id = message.single().and_then(|c| c.id.clone());
-    let headers = McpHeaders::from_pairs(request.headers.singles_named(|k| k.starts_with("mcp-")))
+    let headers = McpHeaders::from_pairs(checked.named(|k| k.starts_with("mcp-")))
         .map_err(|e| refuse(Refusal::from(&e), id.clone()))?;
     check_headers(&message, &headers).map_err(|e| refuse(Refusal::from(&e), id.clone()))?;
     // Envoy's MCP filter read the same body: it must have seen the same method (the
