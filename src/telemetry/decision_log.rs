@@ -270,10 +270,18 @@ pub struct RecordInput {
 impl RecordInput {
     /// What a record of `request` keeps of it.
     pub fn of(request: &DecisionRequest) -> Self {
-        // A copy of the whole map (no key hashed again) less `arguments`, the rest
-        // in their order.
-        let mut context = request.context.clone();
-        let had_arguments = context.shift_remove("arguments").is_some();
+        // The map less `arguments`, the rest in their order: each other entry copied
+        // (a context has few), the arguments never (the record keeps them apart, and
+        // a copy of the whole map then a removal copied them all to drop them).
+        let mut context = Map::new();
+        let mut had_arguments = false;
+        for (key, value) in &request.context {
+            if key == "arguments" {
+                had_arguments = true;
+            } else {
+                context.insert(key.clone(), value.clone());
+            }
+        }
         Self {
             context,
             had_arguments,
@@ -1053,6 +1061,40 @@ mod tests {
             server_source: None,
         };
         (record, RecordInput::of(request))
+    }
+
+    #[test]
+    fn the_input_keeps_the_context_but_its_arguments_in_order() {
+        use std::str::FromStr;
+        let uid = |s: &str| EntityUid::from_str(s).expect("uid");
+        let keys = ["z", "arguments", "request", "a", "m"];
+        // The arguments first, between others, last, absent.
+        for at in 0..=keys.len() {
+            let mut request = DecisionRequest::new(
+                uid("Mcp::Action::\"tools/call\""),
+                uid("Mcp::Tool::\"docs/get_document\""),
+            );
+            let mut order: Vec<&str> = keys.iter().copied().filter(|k| *k != "arguments").collect();
+            if at < keys.len() {
+                order.insert(at.min(order.len()), "arguments");
+            }
+            for (i, key) in order.iter().enumerate() {
+                request
+                    .context
+                    .insert((*key).into(), json!({ "n": i, "deep": [key] }));
+            }
+            let input = RecordInput::of(&request);
+            assert_eq!(input.had_arguments, at < keys.len(), "{order:?}");
+            let kept: Vec<(&str, &Value)> =
+                input.context.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            let want: Vec<(&str, &Value)> = request
+                .context
+                .iter()
+                .filter(|(k, _)| *k != "arguments")
+                .map(|(k, v)| (k.as_str(), v))
+                .collect();
+            assert_eq!(kept, want, "{order:?}");
+        }
     }
 
     #[test]
