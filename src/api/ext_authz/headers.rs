@@ -164,26 +164,35 @@ impl<'a> Headers<'a> {
     /// may read the other copy. Otherwise their values, read in this one pass: what
     /// every later reading of a security header goes through ([`Checked`]).
     pub fn check(&self) -> Result<Checked<'_>, HeaderError> {
-        let read = self.read_named(is_security_header);
-        // The same request is refused with the same message, whatever the order:
-        // the first refused name in byte order.
-        let refused = read
-            .iter()
-            .filter_map(|(name, read)| read.err().map(|fault| (*name, fault)))
-            .min_by_key(|(name, _)| *name);
+        let mut values = Vec::new();
+        let mut refused: Option<(&str, Fault)> = None;
+        for (name, read) in self.read_named(is_security_header) {
+            match read {
+                Ok(reading) => values.push((name, reading.first)),
+                // The same request is refused with the same message, whatever the
+                // order: the first refused name in byte order.
+                Err(fault) if refused.is_none_or(|(first, _)| name < first) => {
+                    refused = Some((name, fault));
+                }
+                Err(_) => {}
+            }
+        }
         match refused {
             Some((name, fault)) => Err(fault.error(name)),
-            None => Ok(Checked { read }),
+            None => Ok(Checked { values }),
         }
     }
 
     /// Every header name (lower case) with its value, for those that arrived once.
+    /// The tests' reading of the headers, name by name as [`Headers::get`] reads
+    /// them; the service reads the security headers through [`Headers::check`].
+    #[cfg(test)]
     pub fn singles(&self) -> impl Iterator<Item = (&str, &str)> {
         self.singles_named(|_| true)
     }
 
-    /// [`Headers::singles`] of the names `keep` accepts: the others are never
-    /// compared or read (a request has tens of headers; a reader wants a few).
+    /// [`Headers::singles`] of the names `keep` accepts.
+    #[cfg(test)]
     pub fn singles_named(&self, keep: impl Fn(&str) -> bool) -> impl Iterator<Item = (&str, &str)> {
         self.read_named(keep)
             .into_iter()
@@ -196,8 +205,8 @@ impl<'a> Headers<'a> {
 /// no security header the rule did not pass, and none twice.
 #[derive(Debug, Clone)]
 pub struct Checked<'s> {
-    /// Every security header, once, in the order it first arrived; all read `Ok`.
-    read: Vec<(&'s str, Read<'s>)>,
+    /// Every security header, once, in the order it first arrived, with its value.
+    values: Vec<(&'s str, &'s str)>,
 }
 
 impl<'s> Checked<'s> {
@@ -224,10 +233,10 @@ impl<'s> Checked<'s> {
         &self,
         keep: F,
     ) -> impl Iterator<Item = (&'s str, &'s str)> + use<'_, 's, F> {
-        self.read
+        self.values
             .iter()
+            .copied()
             .filter(move |(name, _)| keep(name))
-            .filter_map(|(name, read)| Some((*name, read.ok()?.first)))
     }
 }
 
