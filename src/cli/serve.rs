@@ -94,17 +94,17 @@ const RUNTIME_WORKERS_ENV: &str = "TOKIO_WORKER_THREADS";
 /// worker per CPU.
 fn runtime_env_workers(value: Option<std::ffi::OsString>) -> Result<Option<usize>, String> {
     let Some(value) = value else { return Ok(None) };
-    let shown = value.to_string_lossy();
-    let why = match value.to_str().map(str::parse::<u64>) {
-        Some(Ok(n)) => match worker_count(n) {
-            Ok(n) => return Ok(Some(n.get())),
-            Err(why) => why,
-        },
-        _ => "must be a whole number".to_owned(),
-    };
-    Err(format!(
-        "`{RUNTIME_WORKERS_ENV}` is `{shown}`: the worker count {why}, from 1 to {MAX_WORKER_THREADS} (or set `worker_threads`)"
-    ))
+    value
+        .to_str()
+        .and_then(|text| text.parse::<u64>().ok())
+        .and_then(|n| worker_count(n).ok())
+        .map(|n| Some(n.get()))
+        .ok_or_else(|| {
+            format!(
+                "`{RUNTIME_WORKERS_ENV}` is `{}`: the worker count must be a whole number from 1 to {MAX_WORKER_THREADS} (or set `worker_threads`)",
+                value.to_string_lossy()
+            )
+        })
 }
 
 async fn shutdown_signal() {
