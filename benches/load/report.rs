@@ -73,20 +73,15 @@ fn floor_table(records: &[Value]) -> String {
         text(r, "workload") == "repeated" && matches!(text(r, "target"), "ext-authz" | "gateway")
     }) {
         let base = match text(r, "variant") {
-            "" => String::new(),
+            "" => None,
             // The same label's run without a variant (the same binary, e.g. log off).
-            _ => records
-                .iter()
-                .rev()
-                .find(|b| {
-                    text(b, "target") == text(r, "target")
-                        && text(b, "workload") == "repeated"
-                        && text(b, "label") == text(r, "label")
-                        && num(b, "users") == num(r, "users")
-                        && text(b, "variant").is_empty()
-                })
-                .map(|b| format!("{:.1} %", 100.0 * num(r, "rps") / num(b, "rps")))
-                .unwrap_or_default(),
+            _ => records.iter().rev().find(|b| {
+                text(b, "target") == text(r, "target")
+                    && text(b, "workload") == "repeated"
+                    && text(b, "label") == text(r, "label")
+                    && num(b, "users") == num(r, "users")
+                    && text(b, "variant").is_empty()
+            }),
         };
         let of_ext_floor = match text(r, "target") {
             "ext-authz" => share(r, ext_floor),
@@ -94,12 +89,13 @@ fn floor_table(records: &[Value]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} ({} users) | {:.0} | {:.0} | {:.1} % | {of_ext_floor} | {base} |",
+            "| {} ({} users) | {:.0} | {:.0} | {} | {of_ext_floor} | {} |",
             label(r),
             num(r, "users"),
             num(r, "rps"),
             num(r, "p99_us"),
-            100.0 * num(r, "rps") / num(floor, "rps"),
+            share(r, Some(floor)),
+            share(r, base),
         );
     }
     out
