@@ -350,6 +350,9 @@ mod tests {
     /// The `CheckResponse` an answer stands for, built with `envoy_types`' messages
     /// (how answers were written before [`CheckAnswer`]).
     fn expected(answer: EnvoyAnswer) -> CheckResponse {
+        // The status's code is `grpc_code`'s (its rule has its own test,
+        // `only_an_allow_is_written_with_status_ok`); this is about the encoding.
+        let code = super::grpc_code(&answer);
         match answer {
             EnvoyAnswer::Allow {
                 decision_id,
@@ -386,14 +389,10 @@ mod tests {
             EnvoyAnswer::Deny {
                 decision_id,
                 status,
-                code,
                 headers,
                 body,
+                ..
             } => {
-                let code = match code {
-                    tonic::Code::Ok => tonic::Code::PermissionDenied,
-                    code => code,
-                };
                 let mut hs = vec![
                     header("content-type", "application/json"),
                     header(super::super::DECISION_ID_HEADER, &decision_id),
