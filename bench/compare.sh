@@ -28,7 +28,11 @@
 # PEERS_DIR [target/bench-peers], WORK_DIR [target/bench-work],
 # CARGO_TARGET_DIR [target], ONLY (space-separated subset of: mcp-authz cerbos cedar-agent),
 # ALTERNATE (that many extra repetitions of the repeated request, ext_authz then Cerbos gRPC,
-# each PDP started fresh, into $WORK_DIR/alternating.jsonl; needs both in ONLY) [0].
+# each PDP started fresh, into $WORK_DIR/alternating.jsonl; needs both in ONLY) [0],
+# ROUNDS (that many rounds of the floors, the do-nothing authorizer and mcp-authz with the
+# decision log on and off, each started fresh, the first of each round rotating, into
+# $WORK_DIR/rounds.jsonl, table in $WORK_DIR/rounds.md; `ONLY=rounds ROUNDS=6` runs the
+# rounds alone) [0].
 # Beside them, in the same run: the transport floor (a tonic server whose only handler is gRPC
 # health `Check`, `load floor` on 127.0.0.1:19292, loaded as ext_authz is: the report gives each
 # gRPC run's share of it), the ext_authz floor (a tonic ext_authz `Check` that reads nothing of
@@ -453,9 +457,100 @@ if ((ALTERNATE > 0)) && [[ $ONLY == *mcp-authz* && $ONLY == *cerbos* ]]; then
   "$LOAD" --bench report --results "$WORK_DIR/alternating.jsonl" | tee "$WORK_DIR/alternating.md"
 fi
 
+# ---- rounds: the floors, the do-nothing authorizer and mcp-authz side by side ----
+# ROUNDS rounds of five runs of the repeated request (gRPC, loaded as above), each server
+# started fresh for its run: the health floor, the ext_authz floor, the do-nothing
+# authorizer, mcp-authz with the decision log on (to a file) and off. Each round starts
+# with the next of the five, so that no server always runs first or after the same one.
+# After a run with the log on, the log must hold every decision the run made (records
+# written = decisions, none dropped or failed); a round that lost one fails the script
+# after the report. The report's rounds table: each round's throughputs and ratios
+# (issue 20's first two targets among them), the most CPU steal of any of its runs, the
+# medians over all rounds and over the quiet ones.
+ROUNDS=${ROUNDS:-0}
+LOST=0
+
+# check_decision_log ROUND: the log of the running mcp-authz holds all its decisions.
+check_decision_log() {
+  local metrics written=-1 decisions=0 dropped failed
+  for _ in $(seq 1 50); do
+    metrics=$(curl -fsS "http://$AUTHZ_HTTP/metrics")
+    written=$(awk '/^mcp_authz_decision_log_records_total\{result="written"\}/ {print $2}' <<<"$metrics")
+    decisions=$(awk '/^mcp_authz_decisions_total\{/ {s += $2} END {print s + 0}' <<<"$metrics")
+    [[ $written == "$decisions" ]] && break
+    sleep 0.1 # the writer is a few records behind
+  done
+  dropped=$(awk '/^mcp_authz_decision_log_records_total\{result="dropped"\}/ {print $2}' <<<"$metrics")
+  failed=$(awk '/^mcp_authz_decision_log_records_total\{result="failed"\}/ {print $2}' <<<"$metrics")
+  echo "round $1: decision log: $written records written of $decisions decisions, $dropped dropped, $failed failed" |
+    tee -a "$WORK_DIR/rounds-log.txt" >&2
+  if [[ $written != "$decisions" || $dropped != 0 || $failed != 0 ]]; then
+    printf 'error: round %s: the decision log does not hold every decision\n' "$1" >&2
+    LOST=$((LOST + 1))
+  fi
+}
+
+# round_run ROUND SERVER: one run of a round, its server started fresh and stopped after.
+round_run() {
+  local r=$1
+  case $2 in
+  floor)
+    start floor "tcp://$FLOOR_GRPC" "$LOAD" --bench floor --addr "$FLOOR_GRPC"
+    pid=$STARTED_PID
+    load health "$FLOOR_GRPC" repeated "$pid" "transport floor (tonic gRPC health Check)" --round "$r"
+    ;;
+  ext-floor)
+    start ext-authz-floor "tcp://$EXT_FLOOR_GRPC" "$LOAD" --bench floor --service ext-authz --addr "$EXT_FLOOR_GRPC"
+    pid=$STARTED_PID
+    load ext-authz "$EXT_FLOOR_GRPC" repeated "$pid" "ext_authz floor (tonic Check, reads nothing, allows)" \
+      --variant transport-floor --no-probe --round "$r"
+    ;;
+  do-nothing)
+    start do-nothing "tcp://$ALLOW_GRPC" "$LOAD" --bench allow --addr "$ALLOW_GRPC"
+    pid=$STARTED_PID
+    load ext-authz "$ALLOW_GRPC" repeated "$pid" "do-nothing authorizer (tonic Check, envoy-types decode, allows)" \
+      --variant do-nothing --no-probe --round "$r"
+    ;;
+  log-on | log-off)
+    local enabled=false variant=()
+    if [[ $2 == log-on ]]; then
+      enabled=true variant=(--variant decision-log-file)
+    fi
+    rm -f "$WORK_DIR/decision-log.jsonl"
+    start "mcp-authz-$2" "http://$AUTHZ_HTTP/readyz" \
+      env MCP_AUTHZ_DECISION_LOG_ENABLED=$enabled MCP_AUTHZ_DECISION_LOG_FILE="$WORK_DIR/decision-log.jsonl" \
+      "$MCP_AUTHZ" serve --config "$WORK_DIR/mcp-authz/mcp-authz.toml" \
+      --grpc-listen "$AUTHZ_GRPC" --http-listen "$AUTHZ_HTTP"
+    pid=$STARTED_PID
+    sleep 1
+    load ext-authz "$AUTHZ_GRPC" repeated "$pid" "mcp-authz ext_authz gRPC" "${variant[@]}" --round "$r"
+    if [[ $2 == log-on ]]; then
+      check_decision_log "$r"
+    fi
+    ;;
+  esac
+  stop "$pid"
+}
+
+if ((ROUNDS > 0)); then
+  export OUT_FILE=$WORK_DIR/rounds.jsonl
+  : >"$OUT_FILE"
+  : >"$WORK_DIR/rounds-log.txt"
+  servers=(floor ext-floor do-nothing log-on log-off)
+  for ((r = 1; r <= ROUNDS; r++)); do
+    log "round $r of $ROUNDS"
+    for ((i = 0; i < ${#servers[@]}; i++)); do
+      round_run "$r" "${servers[$(((i + r - 1) % ${#servers[@]}))]}"
+    done
+  done
+  unset OUT_FILE
+  "$LOAD" --bench report --results "$WORK_DIR/rounds.jsonl" | tee "$WORK_DIR/rounds.md"
+fi
+
 log "results"
 "$LOAD" --bench report --results "$RESULTS" | tee "$WORK_DIR/report.md"
 echo
 cat "$IDLE"
 echo
 cat "$CROSS"
+((LOST == 0)) || die "$LOST round(s) lost decision log records (see $WORK_DIR/rounds-log.txt)"

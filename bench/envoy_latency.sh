@@ -26,7 +26,9 @@
 # AUTHZ_BIN (a built release mcp-authz; unset: `cargo build --release`), LOAD_BIN (a built
 # load benchmark; unset: `cargo bench --no-run --bench load`), CARGO [cargo], JOBS (cargo
 # build jobs) [1], VENV (with envoy) [$MCP_AUTHZ_E2E_VENV or .venv],
-# WORK_DIR [target/bench-envoy-latency], BASE_PORT [19600].
+# WORK_DIR [target/bench-envoy-latency], BASE_PORT [19600], AUTHZ_WORKERS (runtime worker
+# threads of both authorizers, mcp-authz's `worker_threads` and the do-nothing one's
+# TOKIO_WORKER_THREADS; unset: each runtime's default, one per core) [].
 set -euo pipefail
 if (($# > 0)); then
   sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -56,6 +58,7 @@ VENV=${VENV:-${MCP_AUTHZ_E2E_VENV:-.venv}}
 WORK_DIR=${WORK_DIR:-target/bench-envoy-latency}
 WORK_DIR=$(mkdir -p "$WORK_DIR" && cd "$WORK_DIR" && pwd)
 BASE_PORT=${BASE_PORT:-19600}
+AUTHZ_WORKERS=${AUTHZ_WORKERS:-}
 AUTHZ_GRPC_PORT=$BASE_PORT
 AUTHZ_HTTP_PORT=$((BASE_PORT + 1))
 ALLOW_GRPC_PORT=$((BASE_PORT + 2))
@@ -76,6 +79,13 @@ ENVOY=$VENV/bin/envoy
 
 # mcp-authz refuses MCP_AUTHZ_* variables it does not know (the tests' venv variable, say).
 for name in $(compgen -e | grep '^MCP_AUTHZ_' || true); do unset "$name"; done
+unset TOKIO_WORKER_THREADS
+# The same worker count for both authorizers, or each runtime's default.
+AUTHZ_ENV=() ALLOW_ENV=()
+if [[ -n $AUTHZ_WORKERS ]]; then
+  AUTHZ_ENV=("MCP_AUTHZ_WORKER_THREADS=$AUTHZ_WORKERS")
+  ALLOW_ENV=("TOKIO_WORKER_THREADS=$AUTHZ_WORKERS")
+fi
 
 if [[ -n ${AUTHZ_BIN:-} ]]; then
   AUTHZ=$AUTHZ_BIN
@@ -119,9 +129,9 @@ wait_port() { # port, what
 printf '%s' '{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"Project Titan Q1 strategy: ship the MCP gateway."}],"isError":false}}' \
   >"$WORK_DIR/call.json"
 
-log "starting mcp-authz ($AUTHZ, decision log $DECISION_LOG, to $WORK_DIR/decisions.jsonl)"
+log "starting mcp-authz ($AUTHZ, decision log $DECISION_LOG, to $WORK_DIR/decisions.jsonl; workers ${AUTHZ_WORKERS:-default})"
 : >"$WORK_DIR/decisions.jsonl"
-MCP_AUTHZ_DECISIONS_ALLOW_UNDECLARED_TOOLS=true MCP_AUTHZ_DECISION_LOG_ENABLED=$DECISION_LOG_ENABLED \
+env "${AUTHZ_ENV[@]}" MCP_AUTHZ_DECISIONS_ALLOW_UNDECLARED_TOOLS=true MCP_AUTHZ_DECISION_LOG_ENABLED=$DECISION_LOG_ENABLED \
   MCP_AUTHZ_DECISION_LOG_FILE="$WORK_DIR/decisions.jsonl" \
   "$AUTHZ" serve --policies policies --config examples/identity/mcp-authz.toml \
   --grpc-listen "127.0.0.1:$AUTHZ_GRPC_PORT" --http-listen "127.0.0.1:$AUTHZ_HTTP_PORT" \
@@ -130,8 +140,8 @@ PIDS+=($!)
 AUTHZ_PID=$!
 wait_for "http://127.0.0.1:$AUTHZ_HTTP_PORT/readyz" mcp-authz
 
-log "starting the do-nothing authorizer ($LOAD allow)"
-"$LOAD" allow --addr "127.0.0.1:$ALLOW_GRPC_PORT" >"$WORK_DIR/logs/allow.log" 2>&1 &
+log "starting the do-nothing authorizer ($LOAD allow; workers ${AUTHZ_WORKERS:-default})"
+env "${ALLOW_ENV[@]}" "$LOAD" allow --addr "127.0.0.1:$ALLOW_GRPC_PORT" >"$WORK_DIR/logs/allow.log" 2>&1 &
 PIDS+=($!)
 wait_port "$ALLOW_GRPC_PORT" "the do-nothing authorizer"
 

@@ -176,6 +176,10 @@ struct RunArgs {
     /// none, and name the variants they compare.
     #[arg(long)]
     variant: Option<String>,
+    /// The round this run belongs to, in rounds of runs of several servers (`bench/compare.sh`
+    /// with ROUNDS): the report compares the runs of each round with each other.
+    #[arg(long)]
+    round: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -315,8 +319,16 @@ fn proc_stats(pid: &str) -> Option<ProcStats> {
     })
 }
 
-/// CPU seconds all processes spent busy so far, from /proc/stat.
-fn machine_busy_secs() -> Option<f64> {
+/// The machine's CPU seconds so far, from /proc/stat.
+#[derive(Debug, Clone, Copy)]
+struct MachineCpu {
+    /// Spent busy by all processes (steal included).
+    busy: f64,
+    /// Taken by the hypervisor for other guests while this machine had work (steal).
+    steal: f64,
+}
+
+fn machine_cpu() -> Option<MachineCpu> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
     let v: Vec<f64> = cpu
@@ -325,7 +337,11 @@ fn machine_busy_secs() -> Option<f64> {
         .collect();
     // user nice system idle iowait irq softirq steal
     let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7)?;
-    Some(busy / 100.0)
+    // USER_HZ is 100 on Linux.
+    Some(MachineCpu {
+        busy: busy / 100.0,
+        steal: v.get(7)? / 100.0,
+    })
 }
 
 fn prepare_pool(codec: &mut Codec, a: &RunArgs) -> Result<Vec<Prepared>, String> {
@@ -459,7 +475,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
     let pid = a.pid.map(|p| p.to_string());
     let before = pid.as_deref().and_then(proc_stats);
     let client_before = proc_stats("self");
-    let machine_before = machine_busy_secs();
+    let machine_before = machine_cpu();
     let measured = Plan {
         duration: Duration::from_secs_f64(a.duration),
         max_requests: a.requests,
@@ -470,7 +486,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
     let mut tally = driver::run(measured, Arc::clone(&codec), nonce).await;
     let after = pid.as_deref().and_then(proc_stats);
     let client_after = proc_stats("self");
-    let machine_after = machine_busy_secs();
+    let machine_after = machine_cpu();
     tally.latencies.sort_unstable();
     let secs = tally.elapsed.as_secs_f64();
     let l = &tally.latencies;
@@ -515,9 +531,16 @@ async fn run(a: RunArgs) -> Result<(), String> {
         "client_cpu_s": cpu(client_before, client_after),
         // Everything else the machine did meanwhile (other users' builds and runs).
         "other_cpu_s": match (machine_before, machine_after, cpu(before, after), cpu(client_before, client_after)) {
-            (Some(b), Some(a), Some(s), Some(c)) => Some((((a - b) - s - c) * 100.0).round() / 100.0),
+            (Some(b), Some(a), Some(s), Some(c)) => Some((((a.busy - b.busy) - s - c) * 100.0).round() / 100.0),
             _ => None,
         },
+        // CPU the hypervisor gave other guests during the measurement: a run with much
+        // of it measured a smaller machine than its neighbours did.
+        "steal_s": match (machine_before, machine_after) {
+            (Some(b), Some(a)) => Some(((a.steal - b.steal) * 100.0).round() / 100.0),
+            _ => None,
+        },
+        "round": a.round,
         "first_error": tally.first_error,
     });
     println!("{record}");

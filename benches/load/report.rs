@@ -101,6 +101,143 @@ fn floor_table(records: &[Value]) -> String {
     out
 }
 
+/// The servers of a round (`bench/compare.sh` with ROUNDS), each named by its run's
+/// target and variant: the repeated request on each.
+const ARMS: [(&str, &str, &str); 5] = [
+    ("health floor", "health", ""),
+    ("ext_authz floor", "ext-authz", EXT_AUTHZ_FLOOR_VARIANT),
+    ("do-nothing", "ext-authz", "do-nothing"),
+    ("mcp-authz log on", "ext-authz", "decision-log-file"),
+    ("log off", "ext-authz", ""),
+];
+
+/// The ratios a round is read by: heading, numerator and denominator (indices into
+/// [`ARMS`]), and the least ratio issue 20 asks for, if it asks for one.
+const RATIOS: [(&str, usize, usize, Option<f64>); 5] = [
+    ("log on ÷ health floor", 3, 0, Some(0.70)),
+    ("log on ÷ off", 3, 4, Some(0.90)),
+    ("do-nothing ÷ health floor", 2, 0, None),
+    ("log off ÷ do-nothing", 4, 2, None),
+    ("log on ÷ do-nothing", 3, 2, None),
+];
+
+/// A round in which no run lost more than this much CPU to steal (seconds) is quiet.
+const QUIET_STEAL_S: f64 = 0.5;
+
+/// The median of the numbers of `values` (NaN if it has none).
+fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.into_iter().filter(|x| !x.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Runs with a `round` (`run --round`): one row per round, each server's throughput
+/// and the ratios between servers of the same round, then their medians over all
+/// rounds and over the quiet ones, and how many rounds meet each target.
+fn rounds_table(records: &[Value]) -> String {
+    let mut rounds: std::collections::BTreeMap<u64, [Option<&Value>; 5]> = Default::default();
+    for r in records.iter().filter(|r| text(r, "workload") == "repeated") {
+        let Some(round) = r.get("round").and_then(Value::as_u64) else {
+            continue;
+        };
+        let arm = ARMS
+            .iter()
+            .position(|(_, t, v)| text(r, "target") == *t && text(r, "variant") == *v);
+        if let Some(i) = arm {
+            rounds.entry(round).or_default()[i] = Some(r);
+        }
+    }
+    let mut out = String::new();
+    if rounds.is_empty() {
+        return out;
+    }
+    let rps = |r: Option<&Value>| r.map_or(f64::NAN, |r| num(r, "rps"));
+    let cell = |x: f64, f: &dyn Fn(f64) -> String| if x.is_nan() { "—".into() } else { f(x) };
+    let pct = |x: f64| cell(x, &|x| format!("{:.0} %", 100.0 * x));
+    let _ = writeln!(out);
+    let _ = write!(out, "| round | most steal in a run (s) |");
+    for (name, _, _) in ARMS {
+        let _ = write!(out, " {name} (req/s) |");
+    }
+    for (name, _, _, least) in RATIOS {
+        match least {
+            Some(least) => {
+                let _ = write!(out, " {name} (target ≥ {:.0} %) |", 100.0 * least);
+            }
+            None => {
+                let _ = write!(out, " {name} |");
+            }
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "|---|---:|{}",
+        "---:|".repeat(ARMS.len() + RATIOS.len())
+    );
+    // Each round's ratios, and whether it was quiet.
+    let mut read: Vec<([f64; 5], bool)> = Vec::new();
+    for (round, arms) in &rounds {
+        let steal = arms
+            .iter()
+            .flatten()
+            .map(|r| num(r, "steal_s"))
+            .fold(f64::NAN, f64::max);
+        let ratios = RATIOS.map(|(_, a, b, _)| rps(arms[a]) / rps(arms[b]));
+        read.push((ratios, steal <= QUIET_STEAL_S));
+        let _ = write!(out, "| {round} | {} |", cell(steal, &|s| format!("{s:.2}")));
+        for arm in arms {
+            let _ = write!(out, " {} |", cell(rps(*arm), &|x| format!("{x:.0}")));
+        }
+        for ratio in ratios {
+            let _ = write!(out, " {} |", pct(ratio));
+        }
+        let _ = writeln!(out);
+    }
+    let quiet = read.iter().filter(|(_, q)| *q).count();
+    for (title, only_quiet) in [
+        (format!("median of {}", read.len()), false),
+        (format!("median of the {quiet} quiet"), true),
+    ] {
+        let _ = write!(out, "| {title} | |{}", " |".repeat(ARMS.len()));
+        for i in 0..RATIOS.len() {
+            let m = median(
+                read.iter()
+                    .filter(|(_, q)| *q || !only_quiet)
+                    .map(|(ratios, _)| ratios[i]),
+            );
+            let _ = write!(out, " {} |", pct(m));
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out);
+    for (i, (name, _, _, least)) in RATIOS.iter().enumerate() {
+        let Some(least) = least else { continue };
+        let met = |only_quiet: bool| {
+            read.iter()
+                .filter(|(ratios, q)| (*q || !only_quiet) && ratios[i] >= *least)
+                .count()
+        };
+        let _ = writeln!(
+            out,
+            "- {name} ≥ {:.0} %: {} of {} rounds, {} of the {quiet} quiet ones",
+            100.0 * least,
+            met(false),
+            read.len(),
+            met(true),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "- a quiet round: no run of it lost more than {QUIET_STEAL_S} s of CPU to steal (the hypervisor running other guests)"
+    );
+    out
+}
+
 /// Render the results.
 pub fn render(records: &[Value]) -> String {
     let mut out = String::new();
@@ -179,14 +316,25 @@ pub fn render(records: &[Value]) -> String {
             cells[0], cells[1]
         );
     }
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "| throughput ratio | users in entity data | repeated | randomized |"
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|");
-    out.push_str(&ratios);
-    out.push_str(&floor_table(records));
+    if !ratios.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "| throughput ratio | users in entity data | repeated | randomized |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|");
+        out.push_str(&ratios);
+    }
+    // Runs in rounds are compared within their round; the floor table compares every
+    // run with the last floor, which is right only for one pass (`bench/compare.sh`).
+    if records
+        .iter()
+        .any(|r| r.get("round").is_some_and(|n| !n.is_null()))
+    {
+        out.push_str(&rounds_table(records));
+    } else {
+        out.push_str(&floor_table(records));
+    }
     out
 }
 
