@@ -216,7 +216,9 @@ impl KeyBytes<'_> {
     }
 
     fn map(&mut self, m: &Map<String, Value>) {
-        // serde_json's map is ordered by key: the same object always encodes the same.
+        // In the map's order (serde_json keeps insertion order, as Cedar needs): the same
+        // object in the same order encodes the same, and a record written of the request
+        // (the decision log keeps one text per shared decision) writes that order too.
         self.len(m.len());
         for (k, v) in m {
             self.str(k);
@@ -329,6 +331,25 @@ mod tests {
                     parents: vec![Kind::Group.uid("g")],
                     attrs: Map::new(),
                 });
+            }),
+            Box::new(|r| {
+                r.entities.push(RequestEntity {
+                    uid: Kind::User.uid("u"),
+                    parents: Vec::new(),
+                    attrs: Map::from_iter([("level".to_owned(), json!(3))]),
+                });
+            }),
+            Box::new(|r| {
+                r.server = Some(Kind::Server.uid("mail"));
+            }),
+            Box::new(|r| {
+                r.context
+                    .insert("request".into(), json!({ "ip": "10.0.0.1" }));
+            }),
+            // The same arguments in another order: a record writes them in their order.
+            Box::new(|r| {
+                r.context
+                    .insert("arguments".into(), json!({ "n": 1, "q": "x" }));
             }),
         ];
         for (i, change) in variants.iter().enumerate() {

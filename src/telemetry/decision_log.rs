@@ -319,13 +319,60 @@ impl DecisionRecord {
         out: &mut Vec<u8>,
         more: impl FnOnce(&mut Object<'_, '_, '_>) -> serde_json::Result<()>,
     ) -> serde_json::Result<()> {
+        self.write_whole(input, redactor, out, more).map(|_| ())
+    }
+
+    /// [`DecisionRecord::write`] by the log's writer: the members its decision
+    /// determines copied from `kept` when an earlier record of the same decision left
+    /// them there, else written, and left there when another record may share them.
+    fn write_sharing(
+        &self,
+        input: Option<&RecordInput>,
+        redactor: &Redactor,
+        kept: &mut KeptMembers,
+        out: &mut Vec<u8>,
+    ) -> serde_json::Result<()> {
+        // Only a record with its input: every record of one decision has it or none does
+        // (the engine records every decision it makes with its request), and the kept
+        // text is the one with it.
+        if input.is_none() {
+            return self.write(None, redactor, out);
+        }
+        // A decision only this record holds can be in no other record (the decision
+        // cache holds those it shares).
+        let shared = Arc::strong_count(&self.decision) > 1;
+        if let Some(members) = kept.of(&self.decision) {
+            let mut w = JsonWriter::new(out);
+            let mut m = w.object();
+            self.write_own_first(&mut m);
+            m.members(&members.decided);
+            self.write_own_then(&mut m)?;
+            m.members(&members.input);
+            m.end();
+            return Ok(());
+        }
+        let marks = self.write_whole(input, redactor, out, |_| Ok(()))?;
+        if shared {
+            let text = |(start, end): (usize, usize)| out.get(start..end).unwrap_or_default();
+            kept.keep(&self.decision, text(marks.decided), text(marks.input));
+        }
+        Ok(())
+    }
+
+    /// Write this record whole; where the members its decision determines are in `out`.
+    fn write_whole(
+        &self,
+        input: Option<&RecordInput>,
+        redactor: &Redactor,
+        out: &mut Vec<u8>,
+        more: impl FnOnce(&mut Object<'_, '_, '_>) -> serde_json::Result<()>,
+    ) -> serde_json::Result<Marks> {
         let logged = self.arguments.as_ref().map(|a| redactor.redact(a.clone()));
         let input = input.and_then(|i| self.input_parts(i, logged.as_ref()));
         let mut w = JsonWriter::new(out);
         let mut m = w.object();
-        m.str(key!("decision_id"), &self.decision_id);
-        m.str(key!("time"), &rfc3339(self.time));
-        m.str(key!("interface"), self.interface.as_str());
+        self.write_own_first(&mut m);
+        let decided_at = m.position();
         m.str(key!("decision"), self.decision.verdict());
         m.str(key!("reason"), self.decision.reason.as_str());
         m.key(key!("generation")).value(&self.decision.generation)?;
@@ -341,7 +388,33 @@ impl DecisionRecord {
                 m.key(key).uid(uid);
             }
         }
-        write_evaluations(m.key(key!("evaluations")), &self.decision)?;
+        m.key(key!("evaluations"))
+            .value(&self.decision.evaluations)?;
+        let decided = (decided_at, m.position());
+        self.write_own_then(&mut m)?;
+        let input_at = m.position();
+        if let Some(args) = &logged {
+            m.key(key!("arguments")).value(args)?;
+        }
+        if let Some(input) = &input {
+            input.write(m.key(key!("input")))?;
+        }
+        let input = (input_at, m.position());
+        more(&mut m)?;
+        m.end();
+        Ok(Marks { decided, input })
+    }
+
+    /// The first members of every record, its own: id, time, interface.
+    fn write_own_first(&self, m: &mut Object<'_, '_, '_>) {
+        m.str(key!("decision_id"), &self.decision_id);
+        m.str(key!("time"), &rfc3339(self.time));
+        m.str(key!("interface"), self.interface.as_str());
+    }
+
+    /// The members of every record, its own, between what its decision determines
+    /// and its arguments and input: latency, trace, request id, the server's source.
+    fn write_own_then(&self, m: &mut Object<'_, '_, '_>) -> serde_json::Result<()> {
         m.key(key!("latency_us")).value(&self.latency_us())?;
         if let Some(t) = &self.trace {
             m.str(key!("trace_id"), &t.trace_id());
@@ -353,14 +426,6 @@ impl DecisionRecord {
         if let Some(source) = self.server_source {
             m.str(key!("server_source"), source);
         }
-        if let Some(args) = &logged {
-            m.key(key!("arguments")).value(args)?;
-        }
-        if let Some(input) = &input {
-            input.write(m.key(key!("input")))?;
-        }
-        more(&mut m)?;
-        m.end();
         Ok(())
     }
 
@@ -404,48 +469,64 @@ impl DecisionRecord {
     }
 }
 
-/// How many decisions' `evaluations` a thread keeps.
-const EVALUATIONS_KEPT: usize = 1024;
-
-type KeptEvaluations = std::collections::HashMap<usize, (Arc<Decision>, Box<[u8]>)>;
-
-thread_local! {
-    /// A decision from the decision cache is one shared value that many records write:
-    /// each thread keeps the JSON of the `evaluations` of the last decisions it wrote
-    /// ([`EVALUATIONS_KEPT`]), keyed by the shared value's address, and holds the value
-    /// itself so that the address cannot be reused by another decision while it is kept.
-    static EVALUATIONS: std::cell::RefCell<KeptEvaluations> = std::cell::RefCell::default();
+/// Where, in a record's text, the members its decision determines are: `decision`
+/// to `evaluations`, and `arguments` with `input` (start and end positions).
+struct Marks {
+    decided: (usize, usize),
+    input: (usize, usize),
 }
 
-/// A decision's `evaluations`, as JSON (see [`EVALUATIONS`]).
-fn write_evaluations(
-    w: &mut JsonWriter<'_, '_>,
-    decision: &Arc<Decision>,
-) -> serde_json::Result<()> {
-    let key = Arc::as_ptr(decision) as usize;
-    let kept = EVALUATIONS.try_with(|kept| {
-        let mut kept = kept.try_borrow_mut().ok()?;
-        if let Some((held, json)) = kept.get(&key)
-            && Arc::ptr_eq(held, decision)
-        {
-            w.raw(json);
-            return Some(Ok(()));
+/// How many decisions' members the log's writer keeps; then it starts over.
+const MEMBERS_KEPT: usize = 1024;
+
+/// The members of one decision's records that the decision determines, as text.
+struct Members {
+    /// Held so that its address is not reused while it is kept.
+    decision: Arc<Decision>,
+    /// `decision` to `evaluations`: the verdict, reason, policies and the request's uids.
+    decided: Box<[u8]>,
+    /// `arguments` (as redacted) and `input`.
+    input: Box<[u8]>,
+}
+
+/// The members of decision records that their decision determines, kept by the log's
+/// writer for the next record of the same decision (a decision cache hit).
+///
+/// Every record of one shared [`Decision`] writes these members byte for byte alike:
+/// the decision cache shares a decision only among requests of one key, and the key is
+/// a digest of every field of the request these members write — the principals, the
+/// action, resource and server, the context with its arguments in their order, the
+/// token's scopes and claims, the entity data (`authz::cache`, whose test
+/// `every_input_changes_the_key` holds it to that) — while the arguments' redaction
+/// and whether they are logged are the writer's own, fixed for its life. A decision
+/// made outside the cache is recorded once. The records' own members (id, time,
+/// interface, latency, trace, request id, the server's source) are written each time.
+#[derive(Default)]
+pub(crate) struct KeptMembers {
+    by_decision: std::collections::HashMap<usize, Members, foldhash::fast::RandomState>,
+}
+
+impl KeptMembers {
+    /// The members kept for `decision`, if any.
+    fn of(&self, decision: &Arc<Decision>) -> Option<&Members> {
+        self.by_decision
+            .get(&(Arc::as_ptr(decision) as usize))
+            .filter(|m| Arc::ptr_eq(&m.decision, decision))
+    }
+
+    /// Keep `decided` and `input`, the members `decision` determines.
+    fn keep(&mut self, decision: &Arc<Decision>, decided: &[u8], input: &[u8]) {
+        if self.by_decision.len() >= MEMBERS_KEPT {
+            self.by_decision.clear();
         }
-        let json = match serde_json::to_vec(&decision.evaluations) {
-            Ok(json) => json,
-            Err(e) => return Some(Err(e)),
-        };
-        w.raw(&json);
-        if kept.len() >= EVALUATIONS_KEPT {
-            kept.clear();
-        }
-        kept.insert(key, (Arc::clone(decision), json.into()));
-        Some(Ok(()))
-    });
-    match kept {
-        Ok(Some(written)) => written,
-        // Nothing kept on this thread (being torn down, or in use up the stack).
-        _ => w.value(&decision.evaluations),
+        self.by_decision.insert(
+            Arc::as_ptr(decision) as usize,
+            Members {
+                decision: Arc::clone(decision),
+                decided: decided.into(),
+                input: input.into(),
+            },
+        );
     }
 }
 
@@ -594,10 +675,15 @@ enum Queued {
 }
 
 impl Queued {
-    /// Write the record as one JSON object to `out`.
-    fn write(&self, redactor: &Redactor, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    /// Write the record as one JSON object to `out`, through the writer's `kept` members.
+    fn write(
+        &self,
+        redactor: &Redactor,
+        kept: &mut KeptMembers,
+        out: &mut Vec<u8>,
+    ) -> serde_json::Result<()> {
         match self {
-            Queued::Decision(r, input) => r.write(input.as_ref(), redactor, out),
+            Queued::Decision(r, input) => r.write_sharing(input.as_ref(), redactor, kept, out),
             Queued::List(r) => r.write(redactor, out),
             Queued::Shadow(r) => serde_json::to_writer(out, &r.to_json()),
         }
@@ -744,12 +830,13 @@ fn write_loop(
     let mut rx = PollingReceiver::new(rx, IDLE_MIN, IDLE_MAX);
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
     let mut line = Vec::with_capacity(1024);
+    let mut kept = KeptMembers::default();
     while let Some(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(record) = next {
             line.clear();
             let written = record
-                .write(redactor, &mut line)
+                .write(redactor, &mut kept, &mut line)
                 .map_err(std::io::Error::from)
                 .and_then(|()| {
                     // A dry run: every decision record (an object) ends with `"dry_run":true`.
@@ -824,7 +911,8 @@ pub fn rfc3339(time: SystemTime) -> String {
             value /= 10;
         }
     }
-    String::from_utf8_lossy(&text).into_owned()
+    // Digits and the pattern's ASCII: always UTF-8 (no lossy scan of it).
+    String::from_utf8(text.to_vec()).unwrap_or_default()
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
@@ -852,7 +940,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_record_writes_its_own_decisions_evaluations_whether_kept_or_not() {
+    fn each_record_writes_its_own_decisions_members_whether_kept_or_not() {
         use crate::authz::{Evaluation, Role};
         use std::str::FromStr;
         let request = DecisionRequest::new(
@@ -868,7 +956,7 @@ mod tests {
             action: None,
             step_up: crate::authz::StepUpHint::default(),
         };
-        let (template, _) = record_of(&request, false);
+        let (template, input) = record_of(&request, false);
         let with = |evaluations: Vec<Evaluation>| {
             let mut record = template.clone();
             record.decision = Arc::new(Decision {
@@ -885,26 +973,33 @@ mod tests {
         let mut shares_a = a.clone();
         shares_a.decision_id = "shares a's decision".into();
         let redactor = Redactor::new(&[]);
-        // Written many times over, more decisions than a thread keeps among them.
+        // Written many times over, more shared decisions than the writer keeps among them
+        // (each held elsewhere too, as the decision cache holds them).
         let mut others = Vec::new();
-        for i in 0..(EVALUATIONS_KEPT + 5) {
+        for i in 0..(MEMBERS_KEPT + 5) {
             others.push(with(vec![evaluation(&format!("Mcp::User::\"u{i}\""), "p")]));
         }
+        let held: Vec<Arc<Decision>> = others.iter().map(|r| Arc::clone(&r.decision)).collect();
+        let mut kept = KeptMembers::default();
         for round in 0..3 {
             let records = [&a, &b, &shares_a, &a, &b]
                 .into_iter()
-                .chain(others.iter().skip(round * 300).take(EVALUATIONS_KEPT / 2));
+                .chain(others.iter().skip(round * 300).take(MEMBERS_KEPT / 2));
             for record in records {
                 let mut out = Vec::new();
-                record.write(None, &redactor, &mut out).expect("written");
+                record
+                    .write_sharing(Some(&input), &redactor, &mut kept, &mut out)
+                    .expect("written");
                 let written: Value = serde_json::from_slice(&out).expect("one JSON object");
                 assert_eq!(
                     written["evaluations"],
                     serde_json::to_value(&record.decision.evaluations).expect("json"),
                 );
                 assert_eq!(written["decision_id"], json!(record.decision_id));
+                assert!(kept.by_decision.len() <= MEMBERS_KEPT);
             }
         }
+        drop(held);
     }
 
     #[test]
@@ -1290,6 +1385,107 @@ mod tests {
         assert!(value.get("input").is_none());
         assert!(value.get("action").is_none());
         assert_eq!(value["resource"], "Mcp::Tool::\"docs/get_document\"");
+    }
+
+    #[test]
+    fn records_of_one_shared_decision_write_what_each_would_alone() {
+        use std::str::FromStr;
+        let uid = |s: &str| EntityUid::from_str(s).expect("uid");
+        let user = r#"Mcp::User::"erin \"e\"""#;
+        let mut request = DecisionRequest::new(
+            uid("Mcp::Action::\"tools/call\""),
+            uid("Mcp::Tool::\"docs/get_document\""),
+        );
+        request.user = Some(uid(user));
+        request.application = Some(uid("Mcp::Application::\"corpassist\""));
+        request.server = Some(uid("Mcp::Server::\"docs\""));
+        request
+            .context
+            .insert("request".into(), json!({"source_ip": "10.0.0.1"}));
+        request.context.insert(
+            "arguments".into(),
+            json!({"document_id": "x \"q\"", "api_key": "k"}),
+        );
+        request.token = Some(TokenFacts {
+            scopes: vec!["docs.read".into()],
+            claims: Map::from_iter([("tenant".to_owned(), json!("acme"))]),
+        });
+        request.entities = vec![RequestEntity {
+            uid: uid(user),
+            parents: vec![uid("Mcp::Group::\"g\"")],
+            attrs: Map::from_iter([("level".to_owned(), json!(3))]),
+        }];
+        let mut other = request.clone();
+        other.user = Some(uid("Mcp::User::\"frank\""));
+        other
+            .context
+            .insert("arguments".into(), json!({"document_id": "y"}));
+        other.token = None;
+        let redactor = redactor_of_defaults();
+        let traces = [
+            None,
+            TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        ];
+        let interfaces = [Interface::Authzen, Interface::ExtAuthzGrpc, Interface::Grpc];
+        for include_arguments in [true, false] {
+            // Two decisions each shared (as the decision cache holds and shares them)
+            // by records of one request each, interleaved, every record with its own id,
+            // time, interface, latency, trace, request id and server source.
+            let (first, first_input) = record_of(&request, include_arguments);
+            let (second, second_input) = record_of(&other, include_arguments);
+            let cache = [Arc::clone(&first.decision), Arc::clone(&second.decision)];
+            let mut kept = KeptMembers::default();
+            for i in 0..8_u32 {
+                let (of, input) = if i % 2 == 0 {
+                    (&first, &first_input)
+                } else {
+                    (&second, &second_input)
+                };
+                let mut record = of.clone();
+                let n = u64::from(i);
+                record.decision_id = format!("d{i}");
+                record.time = SystemTime::UNIX_EPOCH
+                    + Duration::from_micros(1_795_000_000_000_000 + n * 1_234_567);
+                record.interface = interfaces[i as usize % interfaces.len()];
+                record.latency = Duration::from_nanos(1_000 + n * 777);
+                record.trace = traces[(i as usize / 2) % traces.len()];
+                record.request_id = (i % 3 == 1).then(|| format!("req-{i}"));
+                record.server_source = (i >= 4).then_some("authority");
+                let mut alone = Vec::new();
+                record
+                    .write(Some(input), &redactor, &mut alone)
+                    .expect("written");
+                let mut sharing = Vec::new();
+                record
+                    .write_sharing(Some(input), &redactor, &mut kept, &mut sharing)
+                    .expect("written");
+                assert_eq!(
+                    String::from_utf8(sharing).expect("utf-8"),
+                    String::from_utf8(alone).expect("utf-8"),
+                    "record {i} (arguments logged: {include_arguments})"
+                );
+                assert!(kept.of(&record.decision).is_some(), "record {i}");
+                // Without its input: written whole, never from what is kept.
+                let (mut alone, mut sharing) = (Vec::new(), Vec::new());
+                record.write(None, &redactor, &mut alone).expect("written");
+                record
+                    .write_sharing(None, &redactor, &mut kept, &mut sharing)
+                    .expect("written");
+                assert_eq!(sharing, alone, "record {i} without input");
+            }
+            assert_eq!(kept.by_decision.len(), 2);
+            // A decision no one else holds can be in no other record: not kept.
+            let (lone, lone_input) = record_of(&request, include_arguments);
+            let mut out = Vec::new();
+            lone.write_sharing(Some(&lone_input), &redactor, &mut kept, &mut out)
+                .expect("written");
+            assert!(kept.of(&lone.decision).is_none());
+            let mut alone = Vec::new();
+            lone.write(Some(&lone_input), &redactor, &mut alone)
+                .expect("written");
+            assert_eq!(out, alone);
+            drop(cache);
+        }
     }
 
     fn redactor_of_defaults() -> Redactor {
