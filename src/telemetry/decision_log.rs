@@ -308,18 +308,7 @@ impl DecisionRecord {
         redactor: &Redactor,
         out: &mut Vec<u8>,
     ) -> serde_json::Result<()> {
-        self.write_then(input, redactor, out, |_| Ok(()))
-    }
-
-    /// [`DecisionRecord::write`], with the members `more` writes after the record's own.
-    fn write_then(
-        &self,
-        input: Option<&RecordInput>,
-        redactor: &Redactor,
-        out: &mut Vec<u8>,
-        more: impl FnOnce(&mut Object<'_, '_, '_>) -> serde_json::Result<()>,
-    ) -> serde_json::Result<()> {
-        self.write_whole(input, redactor, out, more).map(|_| ())
+        self.write_whole(input, redactor, out, |_| Ok(())).map(drop)
     }
 
     /// [`DecisionRecord::write`] by the log's writer: the members its decision
@@ -359,7 +348,8 @@ impl DecisionRecord {
         Ok(())
     }
 
-    /// Write this record whole; where the members its decision determines are in `out`.
+    /// Write this record whole, then the members `more` writes; where the members its
+    /// decision determines are in `out`.
     fn write_whole(
         &self,
         input: Option<&RecordInput>,
@@ -551,20 +541,22 @@ impl ListRecord {
     /// Write this record as one JSON object to `out`: the decision record's members,
     /// then `list`.
     pub fn write(&self, redactor: &Redactor, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        self.record.write_then(None, redactor, out, |m| {
-            let mut list = m.key(key!("list")).object();
-            list.str(key!("method"), &self.method);
-            list.key(key!("entries")).value(&self.entries)?;
-            list.key(key!("allowed"))
-                .value(&self.entries.saturating_sub(self.denied.len()))?;
-            list.key(key!("denied")).value(&self.denied.len())?;
-            list.key(key!("denied_names")).value(&self.denied)?;
-            if let Some(id) = &self.authorized_by {
-                list.str(key!("authorized_by"), id);
-            }
-            list.end();
-            Ok(())
-        })
+        self.record
+            .write_whole(None, redactor, out, |m| {
+                let mut list = m.key(key!("list")).object();
+                list.str(key!("method"), &self.method);
+                list.key(key!("entries")).value(&self.entries)?;
+                list.key(key!("allowed"))
+                    .value(&self.entries.saturating_sub(self.denied.len()))?;
+                list.key(key!("denied")).value(&self.denied.len())?;
+                list.key(key!("denied_names")).value(&self.denied)?;
+                if let Some(id) = &self.authorized_by {
+                    list.str(key!("authorized_by"), id);
+                }
+                list.end();
+                Ok(())
+            })
+            .map(drop)
     }
 
     /// The JSON object of this record: what [`ListRecord::write`] writes, read back.
@@ -1269,13 +1261,7 @@ mod tests {
         // Ids that JSON escapes, and one an escaped uid text ends in.
         let user = r#"Mcp::User::"erin \"e\" \\ é""#;
         let group = "Mcp::Group::\"contractors\\n\"";
-        let mut request = DecisionRequest::new(
-            uid("Mcp::Action::\"tools/call\""),
-            uid("Mcp::Tool::\"docs/get_document\""),
-        );
-        request.user = Some(uid(user));
-        request.application = Some(uid("Mcp::Application::\"corpassist\""));
-        request.server = Some(uid("Mcp::Server::\"docs\""));
+        let mut request = call_by(user);
         request.context.insert(
             "arguments".into(),
             json!({"document_id": "x \"quoted\" \u{e9}", "api_key": "k", "n": 1.5}),
@@ -1392,13 +1378,7 @@ mod tests {
         use std::str::FromStr;
         let uid = |s: &str| EntityUid::from_str(s).expect("uid");
         let user = r#"Mcp::User::"erin \"e\"""#;
-        let mut request = DecisionRequest::new(
-            uid("Mcp::Action::\"tools/call\""),
-            uid("Mcp::Tool::\"docs/get_document\""),
-        );
-        request.user = Some(uid(user));
-        request.application = Some(uid("Mcp::Application::\"corpassist\""));
-        request.server = Some(uid("Mcp::Server::\"docs\""));
+        let mut request = call_by(user);
         request
             .context
             .insert("request".into(), json!({"source_ip": "10.0.0.1"}));
@@ -1486,6 +1466,21 @@ mod tests {
             assert_eq!(out, alone);
             drop(cache);
         }
+    }
+
+    /// A `tools/call` of `docs/get_document` by `user` (a uid's text) through the
+    /// application `corpassist`, on the server `docs`.
+    fn call_by(user: &str) -> DecisionRequest {
+        use std::str::FromStr;
+        let uid = |s: &str| EntityUid::from_str(s).expect("uid");
+        let mut request = DecisionRequest::new(
+            uid("Mcp::Action::\"tools/call\""),
+            uid("Mcp::Tool::\"docs/get_document\""),
+        );
+        request.user = Some(uid(user));
+        request.application = Some(uid("Mcp::Application::\"corpassist\""));
+        request.server = Some(uid("Mcp::Server::\"docs\""));
+        request
     }
 
     fn redactor_of_defaults() -> Redactor {
