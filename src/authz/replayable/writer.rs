@@ -217,20 +217,14 @@ impl<'b, 'u> Object<'_, 'b, 'u> {
         self.key(key).str(value);
     }
 
-    /// Where the next member's text starts in the buffer: with a later position, the
-    /// text of the members written between ([`Object::text_between`]).
+    /// Where the next member's text starts in the buffer: the text between two
+    /// positions is the members written between them, each with its leading comma.
     pub fn position(&self) -> usize {
         self.writer.out.len()
     }
 
-    /// The text written from `start` to `end` (positions): members, each with its
-    /// leading comma, to be written again whole by [`Object::members`].
-    pub fn text_between(&self, start: usize, end: usize) -> &[u8] {
-        self.writer.out.get(start..end).unwrap_or_default()
-    }
-
-    /// Members written before (the text of [`Object::text_between`], each member with
-    /// its leading comma), copied whole after the members of this object so far.
+    /// Members written before (the text between two [positions](Object::position), each
+    /// member with its leading comma), copied whole after the members of this object so far.
     pub fn members(&mut self, text: &[u8]) {
         debug_assert!(
             text.is_empty() || (!self.empty && text.first() == Some(&b',')),
