@@ -492,7 +492,7 @@ struct Members {
 /// made outside the cache is recorded once. The records' own members (id, time,
 /// interface, latency, trace, request id, the server's source) are written each time.
 #[derive(Default)]
-pub(crate) struct KeptMembers {
+struct KeptMembers {
     by_decision: std::collections::HashMap<usize, Members, foldhash::fast::RandomState>,
 }
 

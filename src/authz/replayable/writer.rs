@@ -103,11 +103,6 @@ impl<'b, 'u> JsonWriter<'b, 'u> {
         string(self.out, s);
     }
 
-    /// `json`, which is JSON text already (say a kept serialization).
-    pub fn raw(&mut self, json: &[u8]) {
-        self.out.extend_from_slice(json);
-    }
-
     /// `value` as serde_json writes it.
     pub fn value<T: Serialize + ?Sized>(&mut self, value: &T) -> serde_json::Result<()> {
         serde_json::to_writer(&mut *self.out, value)
@@ -462,7 +457,7 @@ mod tests {
             o.key(key!("empty"))
                 .array([0; 0], |_, _| Ok(()))
                 .expect("array");
-            o.key(key!("raw")).raw(br#"{"k":[1]}"#);
+            o.members(br#","raw":{"k":[1]}"#);
             let w = o.key(key!("inner"));
             w.object().end();
             o.end();
