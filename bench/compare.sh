@@ -291,6 +291,50 @@ start_authz() {
   sleep 1
 }
 
+# serve_and_load SERVER [driver flags...]: start SERVER fresh and load it with the repeated
+# request (gRPC); sets pid, the server left running. SERVER: floor (gRPC health `Check`),
+# ext-floor (an ext_authz `Check` that reads nothing and allows), do-nothing (envoy-types
+# decode, allows), log-on / log-off (mcp-authz with the decision log on, to a file, or off).
+# Neither floor nor the do-nothing authorizer answers the probes as a policy would: not probed.
+serve_and_load() {
+  local server=$1
+  shift
+  case $server in
+  floor)
+    start floor "tcp://$FLOOR_GRPC" "$LOAD" --bench floor --addr "$FLOOR_GRPC"
+    pid=$STARTED_PID
+    load health "$FLOOR_GRPC" repeated "$pid" "transport floor (tonic gRPC health Check)" "$@"
+    ;;
+  ext-floor)
+    start ext-authz-floor "tcp://$EXT_FLOOR_GRPC" "$LOAD" --bench floor --service ext-authz --addr "$EXT_FLOOR_GRPC"
+    pid=$STARTED_PID
+    load ext-authz "$EXT_FLOOR_GRPC" repeated "$pid" "ext_authz floor (tonic Check, reads nothing, allows)" \
+      --variant transport-floor --no-probe "$@"
+    ;;
+  do-nothing)
+    start do-nothing "tcp://$ALLOW_GRPC" "$LOAD" --bench allow --addr "$ALLOW_GRPC"
+    pid=$STARTED_PID
+    load ext-authz "$ALLOW_GRPC" repeated "$pid" "do-nothing authorizer (tonic Check, envoy-types decode, allows)" \
+      --variant do-nothing --no-probe "$@"
+    ;;
+  log-on | log-off)
+    local enabled=false variant=()
+    if [[ $server == log-on ]]; then
+      enabled=true variant=(--variant decision-log-file)
+    fi
+    rm -f "$WORK_DIR/decision-log.jsonl"
+    start "mcp-authz-$server" "http://$AUTHZ_HTTP/readyz" \
+      env MCP_AUTHZ_DECISION_LOG_ENABLED=$enabled MCP_AUTHZ_DECISION_LOG_FILE="$WORK_DIR/decision-log.jsonl" \
+      "$MCP_AUTHZ" serve --config "$WORK_DIR/mcp-authz/mcp-authz.toml" \
+      --grpc-listen "$AUTHZ_GRPC" --http-listen "$AUTHZ_HTTP"
+    pid=$STARTED_PID
+    sleep 1
+    load ext-authz "$AUTHZ_GRPC" repeated "$pid" "mcp-authz ext_authz gRPC" "${variant[@]}" "$@"
+    ;;
+  *) die "serve_and_load: unknown server \`$server\`" ;;
+  esac
+}
+
 # start_cedar_agent DIR: cedar-agent on prepared policies and data; sets pid.
 start_cedar_agent() {
   start cedar-agent "http://127.0.0.1:$CEDAR_AGENT_PORT/v1/" \
@@ -352,9 +396,7 @@ fi
 # the report compares it with the run above (log off).
 if [[ $ONLY == *mcp-authz* ]]; then
   log "transport floor: a tonic server with only gRPC health Check"
-  start floor "tcp://$FLOOR_GRPC" "$LOAD" --bench floor --addr "$FLOOR_GRPC"
-  pid=$STARTED_PID
-  load health "$FLOOR_GRPC" repeated "$pid" "transport floor (tonic gRPC health Check)"
+  serve_and_load floor
   crosscheck_grpc floor "$FLOOR_GRPC" /grpc.health.v1.Health/Check health
   stop "$pid"
 
@@ -363,28 +405,14 @@ if [[ $ONLY == *mcp-authz* ]]; then
   # the request with envoy-types (prost) as a typical ext_authz server does and
   # allows (`load allow`). Neither answers the probes as mcp-authz does: not probed.
   log "ext_authz floor: a tonic Check that reads nothing and allows"
-  start ext-authz-floor "tcp://$EXT_FLOOR_GRPC" "$LOAD" --bench floor --service ext-authz --addr "$EXT_FLOOR_GRPC"
-  pid=$STARTED_PID
-  load ext-authz "$EXT_FLOOR_GRPC" repeated "$pid" "ext_authz floor (tonic Check, reads nothing, allows)" \
-    --variant transport-floor --no-probe
+  serve_and_load ext-floor
   stop "$pid"
   log "do-nothing ext_authz authorizer: tonic Check, envoy-types decode, allows"
-  start do-nothing "tcp://$ALLOW_GRPC" "$LOAD" --bench allow --addr "$ALLOW_GRPC"
-  pid=$STARTED_PID
-  load ext-authz "$ALLOW_GRPC" repeated "$pid" "do-nothing authorizer (tonic Check, envoy-types decode, allows)" \
-    --variant do-nothing --no-probe
+  serve_and_load do-nothing
   stop "$pid"
 
   log "mcp-authz ext_authz, decision log on, written to a file"
-  DECISION_LOG=$WORK_DIR/decision-log.jsonl
-  rm -f "$DECISION_LOG"
-  start mcp-authz-decision-log "http://$AUTHZ_HTTP/readyz" \
-    env MCP_AUTHZ_DECISION_LOG_ENABLED=true MCP_AUTHZ_DECISION_LOG_FILE="$DECISION_LOG" \
-    "$MCP_AUTHZ" serve --config "$WORK_DIR/mcp-authz/mcp-authz.toml" \
-    --grpc-listen "$AUTHZ_GRPC" --http-listen "$AUTHZ_HTTP"
-  pid=$STARTED_PID
-  sleep 1
-  load ext-authz "$AUTHZ_GRPC" repeated "$pid" "mcp-authz ext_authz gRPC" --variant decision-log-file
+  serve_and_load log-on
   echo "decision log: $(curl -fsS "http://$AUTHZ_HTTP/metrics" | grep '^mcp_authz_decision_log_records_total' | tr '\n' ' ')" |
     tee -a "$IDLE" >&2
   stop "$pid"
@@ -492,43 +520,10 @@ check_decision_log() {
 
 # round_run ROUND SERVER: one run of a round, its server started fresh and stopped after.
 round_run() {
-  local r=$1
-  case $2 in
-  floor)
-    start floor "tcp://$FLOOR_GRPC" "$LOAD" --bench floor --addr "$FLOOR_GRPC"
-    pid=$STARTED_PID
-    load health "$FLOOR_GRPC" repeated "$pid" "transport floor (tonic gRPC health Check)" --round "$r"
-    ;;
-  ext-floor)
-    start ext-authz-floor "tcp://$EXT_FLOOR_GRPC" "$LOAD" --bench floor --service ext-authz --addr "$EXT_FLOOR_GRPC"
-    pid=$STARTED_PID
-    load ext-authz "$EXT_FLOOR_GRPC" repeated "$pid" "ext_authz floor (tonic Check, reads nothing, allows)" \
-      --variant transport-floor --no-probe --round "$r"
-    ;;
-  do-nothing)
-    start do-nothing "tcp://$ALLOW_GRPC" "$LOAD" --bench allow --addr "$ALLOW_GRPC"
-    pid=$STARTED_PID
-    load ext-authz "$ALLOW_GRPC" repeated "$pid" "do-nothing authorizer (tonic Check, envoy-types decode, allows)" \
-      --variant do-nothing --no-probe --round "$r"
-    ;;
-  log-on | log-off)
-    local enabled=false variant=()
-    if [[ $2 == log-on ]]; then
-      enabled=true variant=(--variant decision-log-file)
-    fi
-    rm -f "$WORK_DIR/decision-log.jsonl"
-    start "mcp-authz-$2" "http://$AUTHZ_HTTP/readyz" \
-      env MCP_AUTHZ_DECISION_LOG_ENABLED=$enabled MCP_AUTHZ_DECISION_LOG_FILE="$WORK_DIR/decision-log.jsonl" \
-      "$MCP_AUTHZ" serve --config "$WORK_DIR/mcp-authz/mcp-authz.toml" \
-      --grpc-listen "$AUTHZ_GRPC" --http-listen "$AUTHZ_HTTP"
-    pid=$STARTED_PID
-    sleep 1
-    load ext-authz "$AUTHZ_GRPC" repeated "$pid" "mcp-authz ext_authz gRPC" "${variant[@]}" --round "$r"
-    if [[ $2 == log-on ]]; then
-      check_decision_log "$r"
-    fi
-    ;;
-  esac
+  serve_and_load "$2" --round "$1"
+  if [[ $2 == log-on ]]; then
+    check_decision_log "$1"
+  fi
   stop "$pid"
 }
 
