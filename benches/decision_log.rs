@@ -1,7 +1,8 @@
 //! What the decision log costs a decision (issue 20): `Engine::decide` on the reference
 //! policies through the decision cache (a hit: the live path at its cheapest, where the
 //! log's share shows most), with the log off and on (written to a file by its writer
-//! thread), and what a record costs to build on the deciding thread.
+//! thread), and what a record costs to build on the deciding thread: its request's part
+//! built, and shared on a cache hit.
 //!
 //! The request is shaped like an ext_authz one: a verified token's groups (a
 //! per-request entity), scopes and claims, the tool's arguments and the HTTP request's
@@ -20,7 +21,9 @@ use mcp_authz::authz::{
 };
 use mcp_authz::mcp::Kind;
 use mcp_authz::policy::PolicyStore;
-use mcp_authz::telemetry::{DecisionLog, DecisionLogConfig, RecordInput, Telemetry};
+use mcp_authz::telemetry::{
+    DecisionLog, DecisionLogConfig, RecordInput, RecordedRequest, Telemetry,
+};
 use serde_json::{Map, json};
 
 #[path = "common/mod.rs"]
@@ -94,6 +97,23 @@ fn decision_log(c: &mut Criterion) {
     }
     group.bench_function("record_input_of", |b| {
         b.iter(|| black_box(RecordInput::of(black_box(&req))));
+    });
+    group.bench_function("recorded_request_of", |b| {
+        b.iter(|| black_box(RecordedRequest::of(black_box(&req), false)));
+    });
+    // What a cache hit's record takes of its request: the thread's shared copy.
+    let log = DecisionLog::open(&DecisionLogConfig {
+        file: Some(dir.path().join("recorded.jsonl")),
+        ..DecisionLogConfig::default()
+    })
+    .expect("log");
+    let engine = Engine::new(Arc::clone(&store)).with_cache(&CacheSettings::default());
+    let snapshot = engine.snapshot();
+    let decision = engine
+        .decide(&snapshot, Interface::Grpc, &req, &meta)
+        .decision;
+    group.bench_function("recorded_cache_hit", |b| {
+        b.iter(|| black_box(log.recorded(black_box(&decision), black_box(&req))));
     });
     group.finish();
 }

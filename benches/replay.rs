@@ -28,7 +28,7 @@ use mcp_authz::authz::{DecisionRequest, Engine, Interface, RequestEntity, Rules,
 use mcp_authz::policy::{PolicyStore, Snapshot};
 use mcp_authz::replay::{Options, engine, replay};
 use mcp_authz::telemetry::decision_log::default_redactions;
-use mcp_authz::telemetry::{DecisionRecord, RecordInput, Redactor};
+use mcp_authz::telemetry::{DecisionRecord, RecordInput, RecordedRequest, Redactor};
 use serde_json::{Map, Value, json};
 
 const RECORDS: usize = 100_000;
@@ -101,31 +101,18 @@ fn request(i: usize, distinct: bool) -> DecisionRequest {
 }
 
 /// The decision log record of `request` decided by `engine`, as the service writes it.
-fn record(
-    engine: &Engine,
-    snapshot: &Snapshot,
-    request: &DecisionRequest,
-) -> (DecisionRecord, RecordInput) {
-    let decision = engine.evaluate(snapshot, request);
-    (
-        DecisionRecord {
-            decision_id: mcp_authz::authz::new_decision_id(),
-            time: SystemTime::now(),
-            interface: Interface::Authzen,
-            user: request.user.clone(),
-            application: request.application.clone(),
-            server: request.server.clone(),
-            action: Some(request.action.clone()),
-            resource: Some(request.resource.clone()),
-            decision,
-            latency: Duration::from_micros(20),
-            arguments: request.context.get("arguments").cloned(),
-            trace: None,
-            request_id: None,
-            server_source: None,
-        },
-        RecordInput::of(request),
-    )
+fn record(engine: &Engine, snapshot: &Snapshot, request: &DecisionRequest) -> DecisionRecord {
+    DecisionRecord {
+        decision_id: mcp_authz::authz::new_decision_id(),
+        time: SystemTime::now(),
+        interface: Interface::Authzen,
+        request: Arc::new(RecordedRequest::of(request, true)),
+        decision: engine.evaluate(snapshot, request),
+        latency: Duration::from_micros(20),
+        trace: None,
+        request_id: None,
+        server_source: None,
+    }
 }
 
 fn log(store: &Arc<PolicyStore>, distinct: bool) -> String {
@@ -137,11 +124,9 @@ fn log(store: &Arc<PolicyStore>, distinct: bool) -> String {
     for i in 0..RECORDS {
         // Repeated: the 2,000 requests in a fixed shuffled order, 50 rounds.
         let n = if distinct { i } else { (i * 7919) % POOL };
-        let (record, input) = record(&engine, &snapshot, &request(n, distinct));
+        let record = record(&engine, &snapshot, &request(n, distinct));
         line.clear();
-        record
-            .write(Some(&input), &redactor, &mut line)
-            .expect("written");
+        record.write(&redactor, &mut line).expect("written");
         out.push_str(std::str::from_utf8(&line).expect("UTF-8"));
         out.push('\n');
     }
@@ -189,7 +174,14 @@ fn main() {
     let snapshot = engine.snapshot();
     let redactor = Redactor::new(&default_redactions());
     let request = request(1, false);
-    let (record, input) = record(&engine, &snapshot, &request);
+    let record = record(&engine, &snapshot, &request);
+    let bare = DecisionRecord {
+        request: Arc::new(RecordedRequest {
+            input: None,
+            ..(*record.request).clone()
+        }),
+        ..record.clone()
+    };
     group.bench_function("input_of", |b| {
         b.iter(|| black_box(RecordInput::of(black_box(&request))))
     });
@@ -197,7 +189,7 @@ fn main() {
         let mut out = Vec::new();
         b.iter(|| {
             out.clear();
-            record.write(None, &redactor, &mut out).expect("written");
+            bare.write(&redactor, &mut out).expect("written");
             black_box(out.len())
         })
     });
@@ -205,9 +197,7 @@ fn main() {
         let mut out = Vec::new();
         b.iter(|| {
             out.clear();
-            record
-                .write(Some(&input), &redactor, &mut out)
-                .expect("written");
+            record.write(&redactor, &mut out).expect("written");
             black_box(out.len())
         })
     });

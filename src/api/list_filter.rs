@@ -25,7 +25,7 @@ use crate::identity::Identity;
 use crate::mcp::lists::{ListKind, ListResult};
 use crate::mcp::{Kind, action};
 use crate::policy::Snapshot;
-use crate::telemetry::{DecisionRecord, ListRecord, Telemetry};
+use crate::telemetry::{DecisionRecord, ListRecord, RecordedRequest, Telemetry};
 
 /// A list to decide: its entries read, one snapshot to decide them on.
 pub struct ListJob<'e> {
@@ -190,18 +190,21 @@ impl<'e> ListJob<'e> {
                 decision_id: out.decision_id.clone(),
                 time: SystemTime::now(),
                 interface: self.interface,
-                user: self.identity.user.as_deref().map(|u| Kind::User.uid(u)),
-                application: self
-                    .identity
-                    .application
-                    .as_deref()
-                    .map(|a| Kind::Application.uid(a)),
-                server: Some(server.clone()),
-                action: Some(action(self.kind.method)),
-                resource: Some(server),
+                request: Arc::new(RecordedRequest {
+                    user: self.identity.user.as_deref().map(|u| Kind::User.uid(u)),
+                    application: self
+                        .identity
+                        .application
+                        .as_deref()
+                        .map(|a| Kind::Application.uid(a)),
+                    server: Some(server.clone()),
+                    action: Some(action(self.kind.method)),
+                    resource: Some(server),
+                    arguments: None,
+                    input: None,
+                }),
                 decision: Arc::new(decision),
                 latency: self.started.elapsed(),
-                arguments: None,
                 trace: self.meta.trace,
                 request_id: self.meta.request_id.clone(),
                 server_source: self.meta.server_source,

@@ -217,8 +217,8 @@ impl Redactor {
     }
 }
 
-/// Everything a record says about one decision. Built on the deciding thread
-/// (clones only), serialized on the writer thread.
+/// Everything a record says about one decision. Built on the deciding thread,
+/// serialized on the writer thread.
 #[derive(Debug, Clone)]
 pub struct DecisionRecord {
     /// The decision id.
@@ -227,6 +227,26 @@ pub struct DecisionRecord {
     pub time: SystemTime,
     /// The interface it came through.
     pub interface: Interface,
+    /// What the record writes of its request: one value for every record of a cached
+    /// decision made on one thread ([`DecisionLog::recorded`]).
+    pub request: Arc<RecordedRequest>,
+    /// The decision.
+    pub decision: Arc<Decision>,
+    /// Time spent deciding.
+    pub latency: Duration,
+    /// The caller's trace context.
+    pub trace: Option<TraceContext>,
+    /// The caller's request id.
+    pub request_id: Option<String>,
+    /// Where the interface took the MCP server from (Envoy ext_authz), if it chose.
+    pub server_source: Option<&'static str>,
+}
+
+/// What a decision record writes of its request: the uids, the arguments when they
+/// are logged, and what its replayable `input` needs beyond them. Absent fields are
+/// not written; a request refused before it became one has none.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordedRequest {
     /// The user principal.
     pub user: Option<EntityUid>,
     /// The application principal.
@@ -237,25 +257,64 @@ pub struct DecisionRecord {
     pub action: Option<EntityUid>,
     /// The resource.
     pub resource: Option<EntityUid>,
-    /// The decision.
-    pub decision: std::sync::Arc<Decision>,
-    /// Time spent deciding.
-    pub latency: Duration,
     /// `context.arguments`, when arguments are logged (redacted when written).
     pub arguments: Option<Value>,
-    /// The caller's trace context.
-    pub trace: Option<TraceContext>,
-    /// The caller's request id.
-    pub request_id: Option<String>,
-    /// Where the interface took the MCP server from (Envoy ext_authz), if it chose.
-    pub server_source: Option<&'static str>,
+    /// The rest of the request, for the record's `input` (written when the record also
+    /// has an action and a resource).
+    pub input: Option<RecordInput>,
 }
 
-/// What a record keeps of its request beyond [`DecisionRecord`]'s uids and arguments,
-/// to write its replayable `input`. Built on the deciding thread: it clones the
-/// request's context (without the arguments, which the record keeps when they are
-/// logged), its token facts and its entities, nothing else.
-#[derive(Debug, Clone, Default)]
+impl RecordedRequest {
+    /// What a record of `request` writes of it, its arguments only when
+    /// `include_arguments`.
+    pub fn of(request: &DecisionRequest, include_arguments: bool) -> Self {
+        Self {
+            user: request.user.clone(),
+            application: request.application.clone(),
+            server: request.server.clone(),
+            action: Some(request.action.clone()),
+            resource: Some(request.resource.clone()),
+            arguments: if include_arguments {
+                request.context.get("arguments").cloned()
+            } else {
+                None
+            },
+            input: Some(RecordInput::of(request)),
+        }
+    }
+
+    /// The parts of a record's `input`, its arguments as `logged` (redacted); none
+    /// without the input, an action or a resource.
+    fn input_parts<'a>(&'a self, logged: Option<&'a Value>) -> Option<Parts<'a>> {
+        let (Some(input), Some(action), Some(resource)) =
+            (&self.input, &self.action, &self.resource)
+        else {
+            return None;
+        };
+        let form = match (&self.arguments, logged) {
+            (Some(original), Some(logged)) if original != logged => ArgumentsForm::Redacted,
+            (None, _) if input.had_arguments => ArgumentsForm::Omitted,
+            _ => ArgumentsForm::Complete,
+        };
+        Some(Parts {
+            user: self.user.as_ref(),
+            application: self.application.as_ref(),
+            action,
+            resource,
+            server: self.server.as_ref(),
+            context: &input.context,
+            arguments: logged,
+            form,
+            token: input.token.as_ref(),
+            entities: &input.entities,
+        })
+    }
+}
+
+/// What a record keeps of its request beyond [`RecordedRequest`]'s uids and arguments,
+/// to write its replayable `input`: the request's context (without the arguments,
+/// which the record keeps when they are logged), its token facts and its entities.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RecordInput {
     /// The request's own context, without `arguments`.
     pub context: Map<String, Value>,
@@ -292,23 +351,11 @@ impl RecordInput {
 }
 
 impl DecisionRecord {
-    /// The JSON object of this record with its replayable `input` (when it has an
-    /// action and a resource), `redactor` applied to the arguments: what
-    /// [`DecisionRecord::write`] writes, read back.
-    pub fn to_json_with_input(&self, input: Option<&RecordInput>, redactor: &Redactor) -> Value {
-        read_back(|text| self.write(input, redactor, text))
-    }
-
-    /// Write this record, with its replayable `input` when given (and the record has
-    /// an action and a resource), as one JSON object to `out`: the one layout of a
-    /// record, written from its fields without building a JSON value.
-    pub fn write(
-        &self,
-        input: Option<&RecordInput>,
-        redactor: &Redactor,
-        out: &mut Vec<u8>,
-    ) -> serde_json::Result<()> {
-        self.write_whole(input, redactor, out, |_| Ok(())).map(drop)
+    /// Write this record, with its replayable `input` when its request has one (and an
+    /// action and a resource), as one JSON object to `out`: the one layout of a record,
+    /// written from its fields without building a JSON value.
+    pub fn write(&self, redactor: &Redactor, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        self.write_whole(redactor, out, |_| Ok(())).map(drop)
     }
 
     /// [`DecisionRecord::write`] by the log's writer: the members its decision
@@ -316,7 +363,6 @@ impl DecisionRecord {
     /// them there, else written, and left there when another record may share them.
     fn write_sharing(
         &self,
-        input: Option<&RecordInput>,
         redactor: &Redactor,
         kept: &mut KeptMembers,
         out: &mut Vec<u8>,
@@ -324,8 +370,8 @@ impl DecisionRecord {
         // Only a record with its input: every record of one decision has it or none does
         // (the engine records every decision it makes with its request), and the kept
         // text is the one with it.
-        if input.is_none() {
-            return self.write(None, redactor, out);
+        if self.request.input.is_none() {
+            return self.write(redactor, out);
         }
         // A decision only this record holds can be in no other record (the decision
         // cache holds those it shares).
@@ -340,7 +386,7 @@ impl DecisionRecord {
             m.end();
             return Ok(());
         }
-        let marks = self.write_whole(input, redactor, out, |_| Ok(()))?;
+        let marks = self.write_whole(redactor, out, |_| Ok(()))?;
         if shared {
             let text = |(start, end): (usize, usize)| out.get(start..end).unwrap_or_default();
             kept.keep(&self.decision, text(marks.decided), text(marks.input));
@@ -352,13 +398,16 @@ impl DecisionRecord {
     /// decision determines are in `out`.
     fn write_whole(
         &self,
-        input: Option<&RecordInput>,
         redactor: &Redactor,
         out: &mut Vec<u8>,
         more: impl FnOnce(&mut Object<'_, '_, '_>) -> serde_json::Result<()>,
     ) -> serde_json::Result<Marks> {
-        let logged = self.arguments.as_ref().map(|a| redactor.redact(a.clone()));
-        let input = input.and_then(|i| self.input_parts(i, logged.as_ref()));
+        let request = &*self.request;
+        let logged = request
+            .arguments
+            .as_ref()
+            .map(|a| redactor.redact(a.clone()));
+        let input = request.input_parts(logged.as_ref());
         let mut w = JsonWriter::new(out);
         let mut m = w.object();
         self.write_own_first(&mut m);
@@ -368,11 +417,11 @@ impl DecisionRecord {
         m.key(key!("generation")).value(&self.decision.generation)?;
         m.str(key!("policy_digest"), &self.decision.policy_digest);
         for (key, uid) in [
-            (key!("user"), &self.user),
-            (key!("application"), &self.application),
-            (key!("server"), &self.server),
-            (key!("action"), &self.action),
-            (key!("resource"), &self.resource),
+            (key!("user"), &request.user),
+            (key!("application"), &request.application),
+            (key!("server"), &request.server),
+            (key!("action"), &request.action),
+            (key!("resource"), &request.resource),
         ] {
             if let Some(uid) = uid {
                 m.key(key).uid(uid);
@@ -419,43 +468,15 @@ impl DecisionRecord {
         Ok(())
     }
 
-    /// The parts of this record's `input`, its arguments as `logged` (redacted);
-    /// none without an action and a resource.
-    fn input_parts<'a>(
-        &'a self,
-        input: &'a RecordInput,
-        logged: Option<&'a Value>,
-    ) -> Option<Parts<'a>> {
-        let (Some(action), Some(resource)) = (&self.action, &self.resource) else {
-            return None;
-        };
-        let form = match (&self.arguments, logged) {
-            (Some(original), Some(logged)) if original != logged => ArgumentsForm::Redacted,
-            (None, _) if input.had_arguments => ArgumentsForm::Omitted,
-            _ => ArgumentsForm::Complete,
-        };
-        Some(Parts {
-            user: self.user.as_ref(),
-            application: self.application.as_ref(),
-            action,
-            resource,
-            server: self.server.as_ref(),
-            context: &input.context,
-            arguments: logged,
-            form,
-            token: input.token.as_ref(),
-            entities: &input.entities,
-        })
-    }
-
     /// `latency_us`: microseconds, three decimals.
     fn latency_us(&self) -> f64 {
         (self.latency.as_nanos() as f64 / 1000.0 * 1000.0).round() / 1000.0
     }
 
-    /// The JSON object of this record, with `redactor` applied to the arguments.
+    /// The JSON object of this record, with `redactor` applied to the arguments: what
+    /// [`DecisionRecord::write`] writes, read back.
     pub fn to_json(&self, redactor: &Redactor) -> Value {
-        self.to_json_with_input(None, redactor)
+        read_back(|text| self.write(redactor, text))
     }
 }
 
@@ -520,6 +541,62 @@ impl KeptMembers {
     }
 }
 
+/// How many decisions' recorded requests a thread keeps; then it starts over.
+const RECORDED_KEPT: usize = 256;
+
+thread_local! {
+    /// The recorded requests of this thread's latest cached decisions.
+    static RECORDED: std::cell::RefCell<Recorded> = std::cell::RefCell::default();
+}
+
+/// One thread's recorded requests of cached decisions, by decision: what
+/// [`DecisionLog::recorded`] shares among the records of one decision.
+#[derive(Default)]
+struct Recorded {
+    by_decision: std::collections::HashMap<usize, RecordedOf, foldhash::fast::RandomState>,
+}
+
+/// The recorded request of one decision.
+struct RecordedOf {
+    /// Held so that its address is not reused while it is kept.
+    decision: Arc<Decision>,
+    /// Whether `request` holds the arguments.
+    include_arguments: bool,
+    request: Arc<RecordedRequest>,
+}
+
+impl Recorded {
+    /// The recorded request kept for `decision` with the arguments included or not,
+    /// else `build`'s, kept.
+    fn of(
+        &mut self,
+        decision: &Arc<Decision>,
+        include_arguments: bool,
+        build: impl FnOnce() -> Arc<RecordedRequest>,
+    ) -> Arc<RecordedRequest> {
+        let at = Arc::as_ptr(decision) as usize;
+        if let Some(of) = self.by_decision.get(&at)
+            && Arc::ptr_eq(&of.decision, decision)
+            && of.include_arguments == include_arguments
+        {
+            return Arc::clone(&of.request);
+        }
+        if self.by_decision.len() >= RECORDED_KEPT {
+            self.by_decision.clear();
+        }
+        let request = build();
+        self.by_decision.insert(
+            at,
+            RecordedOf {
+                decision: Arc::clone(decision),
+                include_arguments,
+                request: Arc::clone(&request),
+            },
+        );
+        request
+    }
+}
+
 /// The one record of a request that filters a list: the common fields (the list
 /// method on the server), and what was kept and hidden.
 #[derive(Debug, Clone)]
@@ -542,7 +619,7 @@ impl ListRecord {
     /// then `list`.
     pub fn write(&self, redactor: &Redactor, out: &mut Vec<u8>) -> serde_json::Result<()> {
         self.record
-            .write_whole(None, redactor, out, |m| {
+            .write_whole(redactor, out, |m| {
                 let mut list = m.key(key!("list")).object();
                 list.str(key!("method"), &self.method);
                 list.key(key!("entries")).value(&self.entries)?;
@@ -656,12 +733,8 @@ impl ShadowRecord {
 
 /// What waits in the queue for the writer.
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a decision record is queued for every decision: no allocation for it; lists are rare"
-)]
 enum Queued {
-    Decision(DecisionRecord, Option<RecordInput>),
+    Decision(DecisionRecord),
     List(Box<ListRecord>),
     Shadow(Box<ShadowRecord>),
 }
@@ -675,7 +748,7 @@ impl Queued {
         out: &mut Vec<u8>,
     ) -> serde_json::Result<()> {
         match self {
-            Queued::Decision(r, input) => r.write_sharing(input.as_ref(), redactor, kept, out),
+            Queued::Decision(r) => r.write_sharing(redactor, kept, out),
             Queued::List(r) => r.write(redactor, out),
             Queued::Shadow(r) => serde_json::to_writer(out, &r.to_json()),
         }
@@ -749,13 +822,27 @@ impl DecisionLog {
 
     /// Queue a record; drop and count it when the queue is full. Never blocks.
     pub fn submit(&self, record: DecisionRecord) {
-        self.queue(Queued::Decision(record, None));
+        self.queue(Queued::Decision(record));
     }
 
-    /// Queue a record with what it keeps of its request, written as its `input`,
-    /// like [`DecisionLog::submit`].
-    pub fn submit_with_input(&self, record: DecisionRecord, input: RecordInput) {
-        self.queue(Queued::Decision(record, Some(input)));
+    /// What a record of `request`, decided `decision`, writes of it: built once per
+    /// cached decision on each thread, then shared by that thread's later records of it
+    /// (a decision cache hit then copies nothing of its request).
+    ///
+    /// Every request that shares one cached decision writes the same of itself (see
+    /// [`KeptMembers`]: the cache key is a digest of every field written here), and
+    /// whether the arguments are logged is this log's own. A decision no one else holds
+    /// (not cached) is built for and not kept.
+    pub fn recorded(
+        &self,
+        decision: &Arc<Decision>,
+        request: &DecisionRequest,
+    ) -> Arc<RecordedRequest> {
+        let build = || Arc::new(RecordedRequest::of(request, self.include_arguments));
+        if Arc::strong_count(decision) == 1 {
+            return build();
+        }
+        RECORDED.with_borrow_mut(|recorded| recorded.of(decision, self.include_arguments, build))
     }
 
     /// Queue the one record of a list request, like [`DecisionLog::submit`].
@@ -948,7 +1035,7 @@ mod tests {
             action: None,
             step_up: crate::authz::StepUpHint::default(),
         };
-        let (template, input) = record_of(&request, false);
+        let template = record_of(&request, false);
         let with = |evaluations: Vec<Evaluation>| {
             let mut record = template.clone();
             record.decision = Arc::new(Decision {
@@ -980,7 +1067,7 @@ mod tests {
             for record in records {
                 let mut out = Vec::new();
                 record
-                    .write_sharing(Some(&input), &redactor, &mut kept, &mut out)
+                    .write_sharing(&redactor, &mut kept, &mut out)
                     .expect("written");
                 let written: Value = serde_json::from_slice(&out).expect("one JSON object");
                 assert_eq!(
@@ -1118,10 +1205,7 @@ mod tests {
         }
     }
 
-    fn record_of(
-        request: &DecisionRequest,
-        include_arguments: bool,
-    ) -> (DecisionRecord, RecordInput) {
+    fn record_of(request: &DecisionRequest, include_arguments: bool) -> DecisionRecord {
         let decision = Decision {
             allow: true,
             reason: crate::authz::Reason::new(crate::authz::ReasonKind::Allowed, "allowed"),
@@ -1129,25 +1213,24 @@ mod tests {
             generation: 1,
             policy_digest: "sha256:x".into(),
         };
-        let record = DecisionRecord {
+        DecisionRecord {
             decision_id: "d".into(),
             time: SystemTime::UNIX_EPOCH,
             interface: Interface::Authzen,
-            user: request.user.clone(),
-            application: request.application.clone(),
-            server: request.server.clone(),
-            action: Some(request.action.clone()),
-            resource: Some(request.resource.clone()),
+            request: Arc::new(RecordedRequest::of(request, include_arguments)),
             decision: Arc::new(decision),
             latency: Duration::ZERO,
-            arguments: include_arguments
-                .then(|| request.context.get("arguments").cloned())
-                .flatten(),
             trace: None,
             request_id: None,
             server_source: None,
-        };
-        (record, RecordInput::of(request))
+        }
+    }
+
+    /// `record` without its request's input.
+    fn without_input(record: &DecisionRecord) -> DecisionRecord {
+        let mut bare = record.clone();
+        Arc::make_mut(&mut bare.request).input = None;
+        bare
     }
 
     #[test]
@@ -1212,15 +1295,15 @@ mod tests {
         });
         let redactor = Redactor::new(&default_redactions());
         // Arguments logged: the input is the request.
-        let (record, input) = record_of(&request, true);
-        let json = record.to_json_with_input(Some(&input), &redactor);
+        let record = record_of(&request, true);
+        let json = record.to_json(&redactor);
         assert!(json["input"].get("arguments").is_none(), "{json}");
         let back = from_json(json["input"].clone()).expect("readable");
         assert_eq!(back.request, request);
         assert_eq!(back.arguments, ArgumentsForm::Complete);
         // Not logged: omitted, and said.
-        let (record, input) = record_of(&request, false);
-        let json = record.to_json_with_input(Some(&input), &redactor);
+        let record = record_of(&request, false);
+        let json = record.to_json(&redactor);
         assert_eq!(json["input"]["arguments"], "omitted", "{json}");
         assert_eq!(
             json["input"]["context"],
@@ -1232,8 +1315,8 @@ mod tests {
             "arguments".into(),
             json!({"document_id": "x", "api_key": "k"}),
         );
-        let (record, input) = record_of(&request, true);
-        let json = record.to_json_with_input(Some(&input), &redactor);
+        let record = record_of(&request, true);
+        let json = record.to_json(&redactor);
         assert_eq!(json["input"]["arguments"], "redacted", "{json}");
         assert_eq!(
             json["input"]["context"]["arguments"],
@@ -1242,15 +1325,13 @@ mod tests {
         assert!(!json.to_string().contains("\"k\""), "{json}");
         // The writer's bytes are that object.
         let mut bytes = Vec::new();
-        record
-            .write(Some(&input), &redactor, &mut bytes)
-            .expect("written");
+        record.write(&redactor, &mut bytes).expect("written");
         let written: Value = serde_json::from_slice(&bytes).expect("one JSON object");
         assert_eq!(written, json);
         // No arguments at all: nothing to say.
         request.context.remove("arguments");
-        let (record, input) = record_of(&request, false);
-        let json = record.to_json_with_input(Some(&input), &redactor);
+        let record = record_of(&request, false);
+        let json = record.to_json(&redactor);
         assert!(json["input"].get("arguments").is_none(), "{json}");
     }
 
@@ -1281,7 +1362,7 @@ mod tests {
             }];
             let redactor = Redactor::new(&default_redactions());
             for include_arguments in [true, false] {
-                let (mut record, input) = record_of(&request, include_arguments);
+                let mut record = record_of(&request, include_arguments);
                 let mut decision = (*record.decision).clone();
                 decision.evaluations.push(crate::authz::Evaluation {
                     role: crate::authz::Role::User,
@@ -1343,29 +1424,27 @@ mod tests {
                 if include_arguments {
                     expected_input["context"]["arguments"] = expected["arguments"].clone();
                 }
-                for input in [Some(&input), None] {
+                for record in [record.clone(), without_input(&record)] {
                     let mut direct = Vec::new();
-                    record
-                        .write(input, &redactor, &mut direct)
-                        .expect("written");
+                    record.write(&redactor, &mut direct).expect("written");
                     let mut expected = expected.clone();
-                    if input.is_some() {
+                    if record.request.input.is_some() {
                         expected["input"] = expected_input.clone();
                     }
                     assert_eq!(
                         String::from_utf8(direct).expect("utf-8"),
                         serde_json::to_string(&expected).expect("serialized"),
                     );
-                    assert_eq!(record.to_json_with_input(input, &redactor), expected);
+                    assert_eq!(record.to_json(&redactor), expected);
                 }
             }
         }
         // Without action and resource: no input.
-        let (mut record, input) = record_of(&request, true);
-        record.action = None;
+        let mut record = record_of(&request, true);
+        Arc::make_mut(&mut record.request).action = None;
         let mut direct = Vec::new();
         record
-            .write(Some(&input), &redactor_of_defaults(), &mut direct)
+            .write(&redactor_of_defaults(), &mut direct)
             .expect("written");
         let value: Value = serde_json::from_slice(&direct).expect("json");
         assert!(value.get("input").is_none());
@@ -1411,16 +1490,12 @@ mod tests {
             // Two decisions each shared (as the decision cache holds and shares them)
             // by records of one request each, interleaved, every record with its own id,
             // time, interface, latency, trace, request id and server source.
-            let (first, first_input) = record_of(&request, include_arguments);
-            let (second, second_input) = record_of(&other, include_arguments);
+            let first = record_of(&request, include_arguments);
+            let second = record_of(&other, include_arguments);
             let cache = [Arc::clone(&first.decision), Arc::clone(&second.decision)];
             let mut kept = KeptMembers::default();
             for i in 0..8_u32 {
-                let (of, input) = if i % 2 == 0 {
-                    (&first, &first_input)
-                } else {
-                    (&second, &second_input)
-                };
+                let of = if i % 2 == 0 { &first } else { &second };
                 let mut record = of.clone();
                 let n = u64::from(i);
                 record.decision_id = format!("d{i}");
@@ -1432,12 +1507,10 @@ mod tests {
                 record.request_id = (i % 3 == 1).then(|| format!("req-{i}"));
                 record.server_source = (i >= 4).then_some("authority");
                 let mut alone = Vec::new();
-                record
-                    .write(Some(input), &redactor, &mut alone)
-                    .expect("written");
+                record.write(&redactor, &mut alone).expect("written");
                 let mut sharing = Vec::new();
                 record
-                    .write_sharing(Some(input), &redactor, &mut kept, &mut sharing)
+                    .write_sharing(&redactor, &mut kept, &mut sharing)
                     .expect("written");
                 assert_eq!(
                     String::from_utf8(sharing).expect("utf-8"),
@@ -1446,26 +1519,87 @@ mod tests {
                 );
                 assert!(kept.of(&record.decision).is_some(), "record {i}");
                 // Without its input: written whole, never from what is kept.
+                let bare = without_input(&record);
                 let (mut alone, mut sharing) = (Vec::new(), Vec::new());
-                record.write(None, &redactor, &mut alone).expect("written");
-                record
-                    .write_sharing(None, &redactor, &mut kept, &mut sharing)
+                bare.write(&redactor, &mut alone).expect("written");
+                bare.write_sharing(&redactor, &mut kept, &mut sharing)
                     .expect("written");
                 assert_eq!(sharing, alone, "record {i} without input");
             }
             assert_eq!(kept.by_decision.len(), 2);
             // A decision no one else holds can be in no other record: not kept.
-            let (lone, lone_input) = record_of(&request, include_arguments);
+            let lone = record_of(&request, include_arguments);
             let mut out = Vec::new();
-            lone.write_sharing(Some(&lone_input), &redactor, &mut kept, &mut out)
+            lone.write_sharing(&redactor, &mut kept, &mut out)
                 .expect("written");
             assert!(kept.of(&lone.decision).is_none());
             let mut alone = Vec::new();
-            lone.write(Some(&lone_input), &redactor, &mut alone)
-                .expect("written");
+            lone.write(&redactor, &mut alone).expect("written");
             assert_eq!(out, alone);
             drop(cache);
         }
+    }
+
+    #[test]
+    fn a_thread_shares_one_recorded_request_among_the_records_of_a_cached_decision() {
+        let log_of = |include_arguments: bool| {
+            let config = DecisionLogConfig {
+                include_arguments,
+                ..DecisionLogConfig::default()
+            };
+            DecisionLog::with_writer(Box::new(std::io::sink()), &config).expect("log")
+        };
+        let (log, with_arguments) = (log_of(false), log_of(true));
+        let requests: Vec<DecisionRequest> = (0..RECORDED_KEPT + 40)
+            .map(|i| {
+                let mut request = call_by(&format!("Mcp::User::\"u{i}\""));
+                request
+                    .context
+                    .insert("arguments".into(), json!({ "document_id": i }));
+                request
+            })
+            .collect();
+        let decisions: Vec<Arc<Decision>> = requests
+            .iter()
+            .map(|r| record_of(r, false).decision)
+            .collect();
+
+        // A decision no one else holds is in no other record: built each time, not kept.
+        let (a, b) = (
+            log.recorded(&decisions[0], &requests[0]),
+            log.recorded(&decisions[0], &requests[0]),
+        );
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(*a, RecordedRequest::of(&requests[0], false));
+
+        // Held by the cache too: each decision's own, shared by its later records, while
+        // more decisions than a thread keeps come and go in between.
+        let cache = decisions.clone();
+        for round in 0..3 {
+            for (i, (decision, request)) in decisions.iter().zip(&requests).enumerate() {
+                for (log, include_arguments) in [(&log, false), (&with_arguments, true)] {
+                    let first = log.recorded(decision, request);
+                    assert_eq!(
+                        *first,
+                        RecordedRequest::of(request, include_arguments),
+                        "round {round}, decision {i}"
+                    );
+                    assert_eq!(first.arguments.is_some(), include_arguments);
+                    let again = log.recorded(decision, request);
+                    assert!(Arc::ptr_eq(&first, &again), "round {round}, decision {i}");
+                }
+            }
+            assert!(RECORDED.with_borrow(|r| r.by_decision.len()) <= RECORDED_KEPT);
+        }
+        // Another thread builds its own, alike.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let there = log.recorded(&decisions[1], &requests[1]);
+                assert_eq!(*there, RecordedRequest::of(&requests[1], false));
+                assert_eq!(RECORDED.with_borrow(|r| r.by_decision.len()), 1);
+            });
+        });
+        drop(cache);
     }
 
     /// A `tools/call` of `docs/get_document` by `user` (a uid's text) through the
@@ -1511,7 +1645,7 @@ mod tests {
             uid("Mcp::Action::\"tools/call\""),
             uid("Mcp::Tool::\"docs/get_document\""),
         );
-        let (mut record, _) = record_of(&request, false);
+        let mut record = record_of(&request, false);
         record.decision_id = id;
         record
     }

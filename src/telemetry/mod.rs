@@ -31,7 +31,8 @@ pub enum LogFormat {
 use crate::policy::PolicyStore;
 
 pub use decision_log::{
-    DecisionLog, DecisionLogConfig, DecisionRecord, ListRecord, RecordInput, Redactor, ShadowRecord,
+    DecisionLog, DecisionLogConfig, DecisionRecord, ListRecord, RecordInput, RecordedRequest,
+    Redactor, ShadowRecord,
 };
 pub use metrics::Metrics;
 pub use trace::TraceContext;
@@ -131,23 +132,17 @@ impl Telemetry {
 
     /// The decision log record of `decided`.
     fn record_of(log: &DecisionLog, decided: Decided<'_>) -> DecisionRecord {
-        let request = decided.request;
-        let arguments = match request {
-            Some(r) if log.include_arguments() => r.context.get("arguments").cloned(),
-            _ => None,
-        };
+        let decision = &decided.outcome.decision;
         DecisionRecord {
             decision_id: decided.outcome.decision_id.clone(),
             time: std::time::SystemTime::now(),
             interface: decided.interface,
-            user: request.and_then(|r| r.user.clone()),
-            application: request.and_then(|r| r.application.clone()),
-            server: request.and_then(|r| r.server.clone()),
-            action: request.map(|r| r.action.clone()),
-            resource: request.map(|r| r.resource.clone()),
-            decision: decided.outcome.decision.clone(),
+            request: match decided.request {
+                Some(request) => log.recorded(decision, request),
+                None => std::sync::Arc::default(),
+            },
+            decision: std::sync::Arc::clone(decision),
             latency: decided.outcome.latency,
-            arguments,
             trace: decided.meta.trace,
             request_id: decided.meta.request_id.clone(),
             server_source: decided.meta.server_source,
@@ -410,11 +405,7 @@ impl Recorder for Telemetry {
             self.metrics.undeclared_denial(server, kind);
         }
         if let Some(log) = &self.decision_log {
-            let record = Self::record_of(log, decided);
-            match decided.request {
-                Some(request) => log.submit_with_input(record, RecordInput::of(request)),
-                None => log.submit(record),
-            }
+            log.submit(Self::record_of(log, decided));
         }
     }
 

@@ -198,3 +198,88 @@ fn hits_misses_and_entries_are_in_the_metrics() {
     );
     assert!(!text.contains("mcp_authz_decision_cache_entries"), "{text}");
 }
+
+/// The decision log writes of a cache hit's request exactly what it writes of the same
+/// request decided without a cache: the uids, the (redacted) arguments and the input,
+/// whichever thread decides it, among other requests' records.
+#[test]
+fn the_log_writes_each_hits_own_request() {
+    use mcp_authz::authz::{DecisionMeta, Interface, TokenFacts};
+    use mcp_authz::telemetry::{DecisionLog, DecisionLogConfig};
+
+    let logged = |cached: bool| {
+        let capture = crate::support::Capture::default();
+        let config = DecisionLogConfig {
+            include_arguments: true,
+            ..DecisionLogConfig::default()
+        };
+        let log = DecisionLog::with_writer(Box::new(capture.clone()), &config).expect("log");
+        let telemetry = Arc::new(Telemetry::new(Some(log)));
+        let engine =
+            inproc::engine_with(&reference_policies(), &telemetry).with_cache(&CacheSettings {
+                enabled: cached,
+                ..CacheSettings::default()
+            });
+        (engine, telemetry, capture)
+    };
+    let mut requests = Vec::new();
+    for user in ["alice", "bob", "erin"] {
+        for (server, tool) in [("docs", "get_document"), ("docs", "search_documents")] {
+            let plain = call(Some(user), Some("corpassist"), server, tool);
+            let mut secret = plain.clone();
+            secret.context.insert(
+                "arguments".into(),
+                json!({ "document_id": "titan/q1-strategy", "api_key": user }),
+            );
+            let mut with_token = plain.clone();
+            with_token.token = Some(TokenFacts {
+                scopes: vec![format!("{server}.read")],
+                claims: Map::from_iter([("tenant".to_owned(), json!(user))]),
+            });
+            requests.extend([plain, secret, with_token]);
+        }
+    }
+    // Each request several times, interleaved, on two threads in turn.
+    let order: Vec<&DecisionRequest> = (0..4)
+        .flat_map(|round| requests.iter().skip(round % 3))
+        .collect();
+    let mut written = Vec::new();
+    for cached in [true, false] {
+        let (engine, telemetry, capture) = logged(cached);
+        let snapshot = engine.snapshot();
+        for (i, part) in order.chunks(order.len() / 3).enumerate() {
+            let decide = || {
+                for r in part {
+                    engine.decide(&snapshot, Interface::Grpc, r, &DecisionMeta::default());
+                }
+            };
+            if i % 2 == 0 {
+                decide();
+            } else {
+                std::thread::scope(|s| {
+                    s.spawn(decide);
+                });
+            }
+        }
+        if cached {
+            let hits = engine.cache().expect("cache").stats().hits;
+            assert!(hits as usize >= order.len() - requests.len(), "{hits} hits");
+        }
+        let log = telemetry.decision_log.as_ref().expect("log");
+        assert!(log.close(std::time::Duration::from_secs(10)));
+        let mut records = capture.lines();
+        for record in &mut records {
+            let object = record.as_object_mut().expect("object");
+            for own in ["decision_id", "time", "latency_us"] {
+                assert!(object.remove(own).is_some(), "{own}");
+            }
+        }
+        assert_eq!(records.len(), order.len());
+        written.push(records);
+    }
+    assert_eq!(written[0], written[1]);
+    // The secrets are redacted, the tokens' facts in the input.
+    let text = serde_json::to_string(&written[0]).expect("json");
+    assert!(!text.contains("\"api_key\":\"alice\""), "{text}");
+    assert!(text.contains("\"tenant\":\"erin\""), "{text}");
+}
