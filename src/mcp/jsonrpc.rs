@@ -628,7 +628,7 @@ pub fn parse_body(body: &[u8]) -> Result<McpMessage, McpError> {
 }
 
 /// The members of a message the mapping reads, with their paths.
-const ENVELOPE: &[(&str, &str)] = &[
+const ENVELOPE: &[(&str, &str); 6] = &[
     ("jsonrpc", "jsonrpc"),
     ("id", "id"),
     ("method", "method"),
@@ -637,7 +637,7 @@ const ENVELOPE: &[(&str, &str)] = &[
     ("error", "error"),
 ];
 /// The members of `params` the mapping reads, with their paths.
-const PARAMS: &[(&str, &str)] = &[
+const PARAMS: &[(&str, &str); 6] = &[
     ("name", "params.name"),
     ("uri", "params.uri"),
     ("arguments", "params.arguments"),
@@ -646,25 +646,30 @@ const PARAMS: &[(&str, &str)] = &[
     ("context", "params.context"),
 ];
 /// The members of `params.ref` the mapping reads, with their paths.
-const REF: &[(&str, &str)] = &[
+const REF: &[(&str, &str); 3] = &[
     ("type", "params.ref.type"),
     ("name", "params.ref.name"),
     ("uri", "params.ref.uri"),
 ];
 
-fn map_message(mut message: Map<String, Value>) -> Result<McpCall, McpError> {
-    near_misses(&message, ENVELOPE)?;
-    let id = match message.remove("id") {
+fn map_message(message: Map<String, Value>) -> Result<McpCall, McpError> {
+    let [jsonrpc, id, method, params, result, error] = members(message, ENVELOPE)?;
+    let id = match id {
         None => None,
         Some(id @ Value::String(_)) => Some(id),
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(Value::Number(n)),
         // JSON-RPC: an error response whose request id could not be read has `id: null`.
-        Some(Value::Null) if message.contains_key("error") && !message.contains_key("method") => {
-            None
-        }
+        Some(Value::Null) if error.is_some() && method.is_none() => None,
         Some(_) => return Err(field("id", Problem::NotId).into()),
     };
-    match map_with_id(message, id.is_some()) {
+    let envelope = Envelope {
+        jsonrpc,
+        method,
+        params,
+        result,
+        error,
+    };
+    match map_with_id(envelope, id.is_some()) {
         Ok((method, subject, arguments, kind)) => Ok(McpCall {
             method,
             subject,
@@ -678,20 +683,31 @@ fn map_message(mut message: Map<String, Value>) -> Result<McpCall, McpError> {
 
 type Mapped = (String, Subject, Map<String, Value>, MessageKind);
 
-fn map_with_id(mut message: Map<String, Value>, has_id: bool) -> Result<Mapped, Reason> {
-    match message.get("jsonrpc") {
+/// The values of [`PARAMS`], in its order.
+type Params = [Option<Value>; 6];
+
+/// The members of a message the mapping reads besides its id.
+struct Envelope {
+    jsonrpc: Option<Value>,
+    method: Option<Value>,
+    params: Option<Value>,
+    result: Option<Value>,
+    error: Option<Value>,
+}
+
+fn map_with_id(message: Envelope, has_id: bool) -> Result<Mapped, Reason> {
+    match &message.jsonrpc {
         Some(Value::String(v)) if v == "2.0" => {}
         None => return Err(field("jsonrpc", Problem::Missing)),
         Some(_) => return Err(field("jsonrpc", Problem::NotVersion2)),
     }
-    let has = |k| message.contains_key(k);
-    if has("method") {
-        for other in ["result", "error"] {
-            if has(other) {
+    if message.method.is_some() {
+        for (other, value) in [("result", &message.result), ("error", &message.error)] {
+            if value.is_some() {
                 return Err(Reason::Ambiguous("method", other));
             }
         }
-        let (method, subject, arguments) = map_request(&mut message)?;
+        let (method, subject, arguments) = map_request(message.method, message.params)?;
         let kind = if has_id {
             MessageKind::Request
         } else {
@@ -699,7 +715,7 @@ fn map_with_id(mut message: Map<String, Value>, has_id: bool) -> Result<Mapped, 
         };
         return Ok((method, subject, arguments, kind));
     }
-    match (message.get("result"), message.get("error")) {
+    match (&message.result, &message.error) {
         (Some(_), Some(_)) => return Err(Reason::Ambiguous("result", "error")),
         (None, None) => return Err(Reason::NoMethod),
         (Some(result), None) => {
@@ -729,18 +745,16 @@ fn map_with_id(mut message: Map<String, Value>, has_id: bool) -> Result<Mapped, 
 }
 
 fn map_request(
-    message: &mut Map<String, Value>,
+    method: Option<Value>,
+    params: Option<Value>,
 ) -> Result<(String, Subject, Map<String, Value>), Reason> {
-    let method = text(message.remove("method"), "method", MAX_METHOD_BYTES)?;
+    let method = text(method, "method", MAX_METHOD_BYTES)?;
     if method == RESPONSE_ACTION {
         return Err(field("method", Problem::Reserved));
     }
-    let params = match message.remove("params") {
+    let params = match params {
         None => None,
-        Some(Value::Object(p)) => {
-            near_misses(&p, PARAMS)?;
-            Some(p)
-        }
+        Some(Value::Object(p)) => Some(members(p, PARAMS)?),
         Some(_) => return Err(field("params", Problem::NotObject)),
     };
     let need_params = || params.ok_or_else(|| field("params", Problem::Missing));
@@ -750,18 +764,18 @@ fn map_request(
         match target_of(&method) {
             Target::Server => (Subject::Server, Map::new()),
             Target::Tool => {
-                let mut p = need_params()?;
-                let name = text(p.remove("name"), "params.name", MAX_NAME_BYTES)?;
-                (Subject::Tool(name), arguments(p.remove("arguments"))?)
+                let [name, _, args, ..] = need_params()?;
+                let name = text(name, "params.name", MAX_NAME_BYTES)?;
+                (Subject::Tool(name), arguments(args)?)
             }
             Target::Prompt => {
-                let mut p = need_params()?;
-                let name = text(p.remove("name"), "params.name", MAX_NAME_BYTES)?;
-                (Subject::Prompt(name), arguments(p.remove("arguments"))?)
+                let [name, _, args, ..] = need_params()?;
+                let name = text(name, "params.name", MAX_NAME_BYTES)?;
+                (Subject::Prompt(name), arguments(args)?)
             }
             Target::Resource => {
-                let mut p = need_params()?;
-                let uri = text(p.remove("uri"), "params.uri", MAX_URI_BYTES)?;
+                let [_, uri, ..] = need_params()?;
+                let uri = text(uri, "params.uri", MAX_URI_BYTES)?;
                 let uri = uri::normalize(&uri).map_err(|e| field("params.uri", Problem::Uri(e)))?;
                 (Subject::Resource(uri), Map::new())
             }
@@ -772,26 +786,18 @@ fn map_request(
 
 /// `completion/complete`: the prompt or resource template of `params.ref`, and
 /// the argument being completed as `{"argument": {...}}` (plus `"context"`).
-fn completion(mut params: Map<String, Value>) -> Result<(Subject, Map<String, Value>), Reason> {
-    let mut reference = match params.remove("ref") {
-        Some(Value::Object(r)) => r,
+fn completion(params: Params) -> Result<(Subject, Map<String, Value>), Reason> {
+    let [_, _, _, reference, argument, context] = params;
+    let [kind, name, uri] = match reference {
+        Some(Value::Object(r)) => members(r, REF)?,
         Some(_) => return Err(field("params.ref", Problem::NotObject)),
         None => return Err(field("params.ref", Problem::Missing)),
     };
-    near_misses(&reference, REF)?;
-    let kind = text(
-        reference.remove("type"),
-        "params.ref.type",
-        MAX_METHOD_BYTES,
-    )?;
+    let kind = text(kind, "params.ref.type", MAX_METHOD_BYTES)?;
     let subject = match kind.as_str() {
-        "ref/prompt" => Subject::Prompt(text(
-            reference.remove("name"),
-            "params.ref.name",
-            MAX_NAME_BYTES,
-        )?),
+        "ref/prompt" => Subject::Prompt(text(name, "params.ref.name", MAX_NAME_BYTES)?),
         "ref/resource" => {
-            let template = text(reference.remove("uri"), "params.ref.uri", MAX_URI_BYTES)?;
+            let template = text(uri, "params.ref.uri", MAX_URI_BYTES)?;
             Subject::Resource(
                 uri::normalize_template(&template)
                     .map_err(|e| field("params.ref.uri", Problem::Uri(e)))?,
@@ -800,12 +806,12 @@ fn completion(mut params: Map<String, Value>) -> Result<(Subject, Map<String, Va
         _ => return Err(field("params.ref.type", Problem::UnknownRefType(kind))),
     };
     let mut arguments = Map::new();
-    match params.remove("argument") {
+    match argument {
         Some(a @ Value::Object(_)) => arguments.insert("argument".into(), a),
         Some(_) => return Err(field("params.argument", Problem::NotObject)),
         None => return Err(field("params.argument", Problem::Missing)),
     };
-    match params.remove("context") {
+    match context {
         None | Some(Value::Null) => {}
         Some(c @ Value::Object(_)) => {
             arguments.insert("context".into(), c);
@@ -843,22 +849,30 @@ fn text(value: Option<Value>, name: &'static str, max: usize) -> Result<String, 
     Ok(s)
 }
 
-/// Refuse a key that is not one of `members` but folds to one of them: a server
-/// matching keys case-insensitively would read it as that member.
-fn near_misses(
-    object: &Map<String, Value>,
-    members: &[(&'static str, &'static str)],
-) -> Result<(), Reason> {
-    for key in object.keys() {
-        if members.iter().any(|(m, _)| m == key) {
+/// The values of `object`'s `members`, in their order (`None` for an absent one), in
+/// one pass over it: its keys are distinct (the parser refuses a repeated key), and
+/// any other key is left unread, unless it folds to a member's name without being it
+/// (a server matching keys case-insensitively would read it as that member): refused.
+fn members<const N: usize>(
+    object: Map<String, Value>,
+    members: &[(&str, &'static str); N],
+) -> Result<[Option<Value>; N], Reason> {
+    let mut values = [const { None }; N];
+    for (key, value) in object {
+        let slot = members
+            .iter()
+            .zip(values.iter_mut())
+            .find_map(|((m, _), slot)| (*m == key).then_some(slot));
+        if let Some(slot) = slot {
+            *slot = Some(value);
             continue;
         }
-        let folded = json::fold(key);
+        let folded = json::fold(&key);
         if let Some((_, path)) = members.iter().find(|(m, _)| *m == folded) {
-            return Err(Reason::NearMissKey(key.clone(), path));
+            return Err(Reason::NearMissKey(key, path));
         }
     }
-    Ok(())
+    Ok(values)
 }
 
 fn field(field: &'static str, problem: Problem) -> Reason {

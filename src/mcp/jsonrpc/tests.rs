@@ -880,3 +880,114 @@ fn an_error_response_with_data_is_one_layout_as_value_and_as_text() {
         }
     }
 }
+
+/// Every permutation of `members` (with one member no mapping reads among them) as the
+/// text of one JSON object.
+fn orders(members: &[(&str, Value)]) -> Vec<String> {
+    let mut all: Vec<(&str, Value)> = members.to_vec();
+    all.push(("x-unread", json!({ "name": "ignored", "arguments": 1 })));
+    let mut out = Vec::new();
+    let mut indices: Vec<usize> = (0..all.len()).collect();
+    permute(&mut indices, 0, &mut |order| {
+        let text: Vec<String> = order
+            .iter()
+            .map(|&i| format!("{}:{}", json!(all[i].0), all[i].1))
+            .collect();
+        out.push(format!("{{{}}}", text.join(",")));
+    });
+    out
+}
+
+fn permute(items: &mut Vec<usize>, at: usize, each: &mut dyn FnMut(&[usize])) {
+    if at == items.len() {
+        each(items);
+        return;
+    }
+    for i in at..items.len() {
+        items.swap(at, i);
+        permute(items, at + 1, each);
+        items.swap(at, i);
+    }
+}
+
+#[test]
+fn members_are_read_whatever_their_order_and_others_left_unread() {
+    let params = |members: &[(&str, Value)]| -> Vec<Value> {
+        orders(members)
+            .iter()
+            .map(|text| serde_json::from_str(text).expect("json"))
+            .collect()
+    };
+    type Members<'a> = Vec<(&'a str, Value)>;
+    let messages: Vec<(Members, Vec<Value>)> = vec![
+        (
+            vec![
+                ("jsonrpc", json!("2.0")),
+                ("id", json!(7)),
+                ("method", json!("tools/call")),
+            ],
+            params(&[
+                ("name", json!("get_document")),
+                ("arguments", json!({"document_id": "x"})),
+            ]),
+        ),
+        (
+            vec![("jsonrpc", json!("2.0")), ("method", json!("prompts/get"))],
+            params(&[("name", json!("summary")), ("arguments", json!({"n": 1}))]),
+        ),
+        (
+            vec![
+                ("jsonrpc", json!("2.0")),
+                ("id", json!("a")),
+                ("method", json!("resources/read")),
+            ],
+            params(&[("uri", json!("docs://a/b"))]),
+        ),
+        (
+            vec![
+                ("jsonrpc", json!("2.0")),
+                ("id", json!(1)),
+                ("method", json!("completion/complete")),
+            ],
+            params(&[
+                ("ref", json!({"uri": "docs://{id}", "type": "ref/resource"})),
+                ("argument", json!({"name": "id", "value": "a"})),
+                ("context", json!({"arguments": {}})),
+            ]),
+        ),
+    ];
+    for (envelope, params) in messages {
+        let mut expected = None;
+        for params in params {
+            let mut members = envelope.clone();
+            members.push(("params", params));
+            for text in orders(&members) {
+                let call = single(&text);
+                match &expected {
+                    None => expected = Some(call),
+                    Some(first) => assert_eq!(&call, first, "{text}"),
+                }
+            }
+        }
+    }
+    // Responses: the result or the error, with the id anywhere.
+    for envelope in [
+        vec![
+            ("jsonrpc", json!("2.0")),
+            ("id", json!(3)),
+            ("result", json!({"tools": []})),
+        ],
+        vec![
+            ("jsonrpc", json!("2.0")),
+            ("id", json!(null)),
+            ("error", json!({"code": -32600, "message": "m"})),
+        ],
+    ] {
+        let texts = orders(&envelope);
+        let first = single(&texts[0]);
+        assert_eq!(first.kind, MessageKind::Response);
+        for text in &texts {
+            assert_eq!(single(text), first, "{text}");
+        }
+    }
+}
