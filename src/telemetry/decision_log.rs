@@ -447,7 +447,7 @@ impl DecisionRecord {
     /// The first members of every record, its own: id, time, interface.
     fn write_own_first(&self, m: &mut Object<'_, '_, '_>) {
         m.str(key!("decision_id"), &self.decision_id);
-        m.str(key!("time"), &rfc3339(self.time));
+        with_rfc3339(self.time, |time| m.str(key!("time"), time));
         m.str(key!("interface"), self.interface.as_str());
     }
 
@@ -960,6 +960,12 @@ fn report_failure(stats: &LogStats, e: &std::io::Error) {
 
 /// `time` as RFC 3339 in UTC with microseconds, e.g. `2026-11-25T10:00:00.123456Z`.
 pub fn rfc3339(time: SystemTime) -> String {
+    with_rfc3339(time, str::to_owned)
+}
+
+/// `f` of [`rfc3339`]'s text of `time`, made on the stack (no allocation) for years
+/// 0 to 9999.
+fn with_rfc3339<R>(time: SystemTime, f: impl FnOnce(&str) -> R) -> R {
     let d = time
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -970,7 +976,11 @@ pub fn rfc3339(time: SystemTime) -> String {
     let (hh, mm, ss, us) = (rem / 3600, rem % 3600 / 60, rem % 60, d.subsec_micros());
     let year = match u64::try_from(y) {
         Ok(year) if year <= 9999 => year,
-        _ => return format!("{y:04}-{m:02}-{day:02}T{hh:02}:{mm:02}:{ss:02}.{us:06}Z"),
+        _ => {
+            return f(&format!(
+                "{y:04}-{m:02}-{day:02}T{hh:02}:{mm:02}:{ss:02}.{us:06}Z"
+            ));
+        }
     };
     // Digits into a fixed pattern: one record each, so no formatting machinery.
     let mut text = *b"0000-00-00T00:00:00.000000Z";
@@ -990,12 +1000,10 @@ pub fn rfc3339(time: SystemTime) -> String {
             value /= 10;
         }
     }
-    // Digits and the pattern's ASCII: always UTF-8 (no lossy scan of it).
-    String::from_utf8(text.to_vec()).unwrap_or_default()
+    // Digits and the pattern's ASCII: always UTF-8.
+    f(std::str::from_utf8(&text).unwrap_or_default())
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
