@@ -376,7 +376,7 @@ impl DecisionRecord {
         // A decision only this record holds can be in no other record (the decision
         // cache holds those it shares).
         let shared = Arc::strong_count(&self.decision) > 1;
-        if let Some(members) = kept.of(&self.decision) {
+        if let Some(members) = kept.get(&self.decision) {
             let mut w = JsonWriter::new(out);
             let mut m = w.object();
             self.write_own_first(&mut m);
@@ -389,7 +389,11 @@ impl DecisionRecord {
         let marks = self.write_whole(redactor, out, |_| Ok(()))?;
         if shared {
             let text = |(start, end): (usize, usize)| out.get(start..end).unwrap_or_default();
-            kept.keep(&self.decision, text(marks.decided), text(marks.input));
+            let members = Members {
+                decided: text(marks.decided).into(),
+                input: text(marks.input).into(),
+            };
+            kept.keep(&self.decision, members);
         }
         Ok(())
     }
@@ -487,13 +491,54 @@ struct Marks {
     input: (usize, usize),
 }
 
+/// Values kept for the latest shared decisions, by decision, `N` at most (then it
+/// starts over): what the log keeps per decision on the writer ([`KeptMembers`]) and
+/// on each deciding thread ([`DecisionLog::recorded`]).
+struct ByDecision<T, const N: usize> {
+    /// Each decision held so that its address is not reused while it is kept.
+    by_address: std::collections::HashMap<usize, (Arc<Decision>, T), foldhash::fast::RandomState>,
+}
+
+impl<T, const N: usize> Default for ByDecision<T, N> {
+    fn default() -> Self {
+        Self {
+            by_address: std::collections::HashMap::default(),
+        }
+    }
+}
+
+impl<T, const N: usize> ByDecision<T, N> {
+    /// The value kept for `decision`, if any.
+    fn get(&self, decision: &Arc<Decision>) -> Option<&T> {
+        self.by_address
+            .get(&(Arc::as_ptr(decision) as usize))
+            .filter(|(held, _)| Arc::ptr_eq(held, decision))
+            .map(|(_, value)| value)
+    }
+
+    /// Keep `value` for `decision`.
+    fn keep(&mut self, decision: &Arc<Decision>, value: T) {
+        if self.by_address.len() >= N {
+            self.by_address.clear();
+        }
+        self.by_address.insert(
+            Arc::as_ptr(decision) as usize,
+            (Arc::clone(decision), value),
+        );
+    }
+
+    /// How many values are kept.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_address.len()
+    }
+}
+
 /// How many decisions' members the log's writer keeps; then it starts over.
 const MEMBERS_KEPT: usize = 1024;
 
 /// The members of one decision's records that the decision determines, as text.
 struct Members {
-    /// Held so that its address is not reused while it is kept.
-    decision: Arc<Decision>,
     /// `decision` to `evaluations`: the verdict, reason, policies and the request's uids.
     decided: Box<[u8]>,
     /// `arguments` (as redacted) and `input`.
@@ -512,89 +557,17 @@ struct Members {
 /// and whether they are logged are the writer's own, fixed for its life. A decision
 /// made outside the cache is recorded once. The records' own members (id, time,
 /// interface, latency, trace, request id, the server's source) are written each time.
-#[derive(Default)]
-struct KeptMembers {
-    by_decision: std::collections::HashMap<usize, Members, foldhash::fast::RandomState>,
-}
-
-impl KeptMembers {
-    /// The members kept for `decision`, if any.
-    fn of(&self, decision: &Arc<Decision>) -> Option<&Members> {
-        self.by_decision
-            .get(&(Arc::as_ptr(decision) as usize))
-            .filter(|m| Arc::ptr_eq(&m.decision, decision))
-    }
-
-    /// Keep `decided` and `input`, the members `decision` determines.
-    fn keep(&mut self, decision: &Arc<Decision>, decided: &[u8], input: &[u8]) {
-        if self.by_decision.len() >= MEMBERS_KEPT {
-            self.by_decision.clear();
-        }
-        self.by_decision.insert(
-            Arc::as_ptr(decision) as usize,
-            Members {
-                decision: Arc::clone(decision),
-                decided: decided.into(),
-                input: input.into(),
-            },
-        );
-    }
-}
+type KeptMembers = ByDecision<Members, MEMBERS_KEPT>;
 
 /// How many decisions' recorded requests a thread keeps; then it starts over.
 const RECORDED_KEPT: usize = 256;
 
 thread_local! {
-    /// The recorded requests of this thread's latest cached decisions.
-    static RECORDED: std::cell::RefCell<Recorded> = std::cell::RefCell::default();
-}
-
-/// One thread's recorded requests of cached decisions, by decision: what
-/// [`DecisionLog::recorded`] shares among the records of one decision.
-#[derive(Default)]
-struct Recorded {
-    by_decision: std::collections::HashMap<usize, RecordedOf, foldhash::fast::RandomState>,
-}
-
-/// The recorded request of one decision.
-struct RecordedOf {
-    /// Held so that its address is not reused while it is kept.
-    decision: Arc<Decision>,
-    /// Whether `request` holds the arguments.
-    include_arguments: bool,
-    request: Arc<RecordedRequest>,
-}
-
-impl Recorded {
-    /// The recorded request kept for `decision` with the arguments included or not,
-    /// else `build`'s, kept.
-    fn of(
-        &mut self,
-        decision: &Arc<Decision>,
-        include_arguments: bool,
-        build: impl FnOnce() -> Arc<RecordedRequest>,
-    ) -> Arc<RecordedRequest> {
-        let at = Arc::as_ptr(decision) as usize;
-        if let Some(of) = self.by_decision.get(&at)
-            && Arc::ptr_eq(&of.decision, decision)
-            && of.include_arguments == include_arguments
-        {
-            return Arc::clone(&of.request);
-        }
-        if self.by_decision.len() >= RECORDED_KEPT {
-            self.by_decision.clear();
-        }
-        let request = build();
-        self.by_decision.insert(
-            at,
-            RecordedOf {
-                decision: Arc::clone(decision),
-                include_arguments,
-                request: Arc::clone(&request),
-            },
-        );
-        request
-    }
+    /// This thread's recorded requests of its latest cached decisions, each with whether
+    /// it holds the arguments: what [`DecisionLog::recorded`] shares among the records
+    /// of one decision.
+    static RECORDED: std::cell::RefCell<ByDecision<(bool, Arc<RecordedRequest>), RECORDED_KEPT>> =
+        std::cell::RefCell::default();
 }
 
 /// The one record of a request that filters a list: the common fields (the list
@@ -815,11 +788,6 @@ impl DecisionLog {
         })
     }
 
-    /// Whether records should carry the tool arguments.
-    pub fn include_arguments(&self) -> bool {
-        self.include_arguments
-    }
-
     /// Queue a record; drop and count it when the queue is full. Never blocks.
     pub fn submit(&self, record: DecisionRecord) {
         self.queue(Queued::Decision(record));
@@ -842,7 +810,16 @@ impl DecisionLog {
         if Arc::strong_count(decision) == 1 {
             return build();
         }
-        RECORDED.with_borrow_mut(|recorded| recorded.of(decision, self.include_arguments, build))
+        RECORDED.with_borrow_mut(|recorded| {
+            if let Some((include_arguments, request)) = recorded.get(decision)
+                && *include_arguments == self.include_arguments
+            {
+                return Arc::clone(request);
+            }
+            let request = build();
+            recorded.keep(decision, (self.include_arguments, Arc::clone(&request)));
+            request
+        })
     }
 
     /// Queue the one record of a list request, like [`DecisionLog::submit`].
@@ -1083,7 +1060,7 @@ mod tests {
                     serde_json::to_value(&record.decision.evaluations).expect("json"),
                 );
                 assert_eq!(written["decision_id"], json!(record.decision_id));
-                assert!(kept.by_decision.len() <= MEMBERS_KEPT);
+                assert!(kept.len() <= MEMBERS_KEPT);
             }
         }
         drop(held);
@@ -1525,7 +1502,7 @@ mod tests {
                     String::from_utf8(alone).expect("utf-8"),
                     "record {i} (arguments logged: {include_arguments})"
                 );
-                assert!(kept.of(&record.decision).is_some(), "record {i}");
+                assert!(kept.get(&record.decision).is_some(), "record {i}");
                 // Without its input: written whole, never from what is kept.
                 let bare = without_input(&record);
                 let (mut alone, mut sharing) = (Vec::new(), Vec::new());
@@ -1534,13 +1511,13 @@ mod tests {
                     .expect("written");
                 assert_eq!(sharing, alone, "record {i} without input");
             }
-            assert_eq!(kept.by_decision.len(), 2);
+            assert_eq!(kept.len(), 2);
             // A decision no one else holds can be in no other record: not kept.
             let lone = record_of(&request, include_arguments);
             let mut out = Vec::new();
             lone.write_sharing(&redactor, &mut kept, &mut out)
                 .expect("written");
-            assert!(kept.of(&lone.decision).is_none());
+            assert!(kept.get(&lone.decision).is_none());
             let mut alone = Vec::new();
             lone.write(&redactor, &mut alone).expect("written");
             assert_eq!(out, alone);
@@ -1597,14 +1574,14 @@ mod tests {
                     assert!(Arc::ptr_eq(&first, &again), "round {round}, decision {i}");
                 }
             }
-            assert!(RECORDED.with_borrow(|r| r.by_decision.len()) <= RECORDED_KEPT);
+            assert!(RECORDED.with_borrow(ByDecision::len) <= RECORDED_KEPT);
         }
         // Another thread builds its own, alike.
         std::thread::scope(|s| {
             s.spawn(|| {
                 let there = log.recorded(&decisions[1], &requests[1]);
                 assert_eq!(*there, RecordedRequest::of(&requests[1], false));
-                assert_eq!(RECORDED.with_borrow(|r| r.by_decision.len()), 1);
+                assert_eq!(RECORDED.with_borrow(ByDecision::len), 1);
             });
         });
         drop(cache);
