@@ -683,8 +683,30 @@ fn map_message(message: Map<String, Value>) -> Result<McpCall, McpError> {
 
 type Mapped = (String, Subject, Map<String, Value>, MessageKind);
 
-/// The values of [`PARAMS`], in its order.
-type Params = [Option<Value>; 6];
+/// The members of `params` the mapping reads: [`PARAMS`], by name.
+struct Params {
+    name: Option<Value>,
+    uri: Option<Value>,
+    arguments: Option<Value>,
+    reference: Option<Value>,
+    argument: Option<Value>,
+    context: Option<Value>,
+}
+
+impl Params {
+    /// The members of `params`, in one pass over it (see [`members`]).
+    fn of(params: Map<String, Value>) -> Result<Self, Reason> {
+        let [name, uri, arguments, reference, argument, context] = members(params, PARAMS)?;
+        Ok(Self {
+            name,
+            uri,
+            arguments,
+            reference,
+            argument,
+            context,
+        })
+    }
+}
 
 /// The members of a message the mapping reads besides its id.
 struct Envelope {
@@ -754,7 +776,7 @@ fn map_request(
     }
     let params = match params {
         None => None,
-        Some(Value::Object(p)) => Some(members(p, PARAMS)?),
+        Some(Value::Object(p)) => Some(Params::of(p)?),
         Some(_) => return Err(field("params", Problem::NotObject)),
     };
     let need_params = || params.ok_or_else(|| field("params", Problem::Missing));
@@ -764,18 +786,17 @@ fn map_request(
         match target_of(&method) {
             Target::Server => (Subject::Server, Map::new()),
             Target::Tool => {
-                let [name, _, args, ..] = need_params()?;
-                let name = text(name, "params.name", MAX_NAME_BYTES)?;
-                (Subject::Tool(name), arguments(args)?)
+                let p = need_params()?;
+                let name = text(p.name, "params.name", MAX_NAME_BYTES)?;
+                (Subject::Tool(name), arguments(p.arguments)?)
             }
             Target::Prompt => {
-                let [name, _, args, ..] = need_params()?;
-                let name = text(name, "params.name", MAX_NAME_BYTES)?;
-                (Subject::Prompt(name), arguments(args)?)
+                let p = need_params()?;
+                let name = text(p.name, "params.name", MAX_NAME_BYTES)?;
+                (Subject::Prompt(name), arguments(p.arguments)?)
             }
             Target::Resource => {
-                let [_, uri, ..] = need_params()?;
-                let uri = text(uri, "params.uri", MAX_URI_BYTES)?;
+                let uri = text(need_params()?.uri, "params.uri", MAX_URI_BYTES)?;
                 let uri = uri::normalize(&uri).map_err(|e| field("params.uri", Problem::Uri(e)))?;
                 (Subject::Resource(uri), Map::new())
             }
@@ -787,8 +808,7 @@ fn map_request(
 /// `completion/complete`: the prompt or resource template of `params.ref`, and
 /// the argument being completed as `{"argument": {...}}` (plus `"context"`).
 fn completion(params: Params) -> Result<(Subject, Map<String, Value>), Reason> {
-    let [_, _, _, reference, argument, context] = params;
-    let [kind, name, uri] = match reference {
+    let [kind, name, uri] = match params.reference {
         Some(Value::Object(r)) => members(r, REF)?,
         Some(_) => return Err(field("params.ref", Problem::NotObject)),
         None => return Err(field("params.ref", Problem::Missing)),
@@ -806,12 +826,12 @@ fn completion(params: Params) -> Result<(Subject, Map<String, Value>), Reason> {
         _ => return Err(field("params.ref.type", Problem::UnknownRefType(kind))),
     };
     let mut arguments = Map::new();
-    match argument {
+    match params.argument {
         Some(a @ Value::Object(_)) => arguments.insert("argument".into(), a),
         Some(_) => return Err(field("params.argument", Problem::NotObject)),
         None => return Err(field("params.argument", Problem::Missing)),
     };
-    match context {
+    match params.context {
         None | Some(Value::Null) => {}
         Some(c @ Value::Object(_)) => {
             arguments.insert("context".into(), c);
