@@ -381,6 +381,10 @@ if [[ $ONLY == *mcp-authz* ]]; then
     export RUN_USERS=$SMALL_USERS
     load ext-authz "$AUTHZ_GRPC" randomized "$pid" "mcp-authz ext_authz gRPC"
     load gateway "$AUTHZ_GRPC" randomized "$pid" "mcp-authz gateway gRPC"
+    stop "$pid"
+    # AuthZEN on a fresh server, as cedar-agent's runs on the same data are: its
+    # repeated run, then its randomized one, and nothing before them.
+    start_authz mcp-authz-small-authzen "$SMALL_DIR/mcp-authz/mcp-authz.toml"
     for w in repeated randomized; do
       load authzen "$AUTHZ_HTTP" $w "$pid" "mcp-authz AuthZEN HTTP"
     done
