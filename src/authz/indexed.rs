@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cedar_policy::{Entities, EntityUid, PolicySet};
 
 use super::DecisionRequest;
-use crate::policy::{Query, Snapshot};
+use crate::policy::{Query, Selected, Snapshot};
 
 /// How an evaluation selects its policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +54,16 @@ impl<'q> Selector<'q> {
         match self {
             Self::Whole => None,
             Self::Indexed(query) => query.select(principal),
+        }
+    }
+
+    /// The policies to evaluate for `principal` and those satisfied without
+    /// evaluation ([`Query::select_split`]), or `None` for all of the snapshot's,
+    /// each evaluated.
+    pub(super) fn split_for(&self, principal: &EntityUid) -> Option<Selected<'_>> {
+        match self {
+            Self::Whole => None,
+            Self::Indexed(query) => query.select_split(principal),
         }
     }
 }

@@ -907,38 +907,60 @@ fn evaluate(
         ));
         return evaluation;
     }
-    let cedar_request = match Request::new(
-        principal.clone(),
-        request.action.clone(),
-        request.resource.clone(),
-        context.clone(),
-        None,
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            evaluation
-                .errors
-                .push(format!("request does not fit the schema: {e}"));
-            return evaluation;
-        }
+    // The candidates without a condition are satisfied as they stand; Cedar
+    // evaluates the others (or, unindexed, every policy).
+    let split = selector.split_for(principal);
+    let (policies, satisfied) = match &split {
+        Some(s) => (&*s.evaluated, &s.satisfied[..]),
+        None => (&snapshot.policies, &[][..]),
     };
-    let selected = selector.policies_for(principal);
-    let policies = selected.as_deref().unwrap_or(&snapshot.policies);
     if !snapshot.scopes.is_empty() {
         evaluation.step_up = StepUpHint(
             policies
                 .policies()
+                .chain(satisfied.iter().copied())
                 .any(|p| snapshot.scopes.declares(p.id())),
         );
     }
-    let response = authorizer.is_authorized(&cedar_request, policies, entities);
-    let diagnostics = response.diagnostics();
-    evaluation.policies = diagnostics.reason().map(policy_id_text).collect();
-    evaluation.policies.sort();
-    evaluation.errors = diagnostics.errors().map(ToString::to_string).collect();
+    // Cedar's rule: a satisfied forbid denies, and the forbids satisfied are the
+    // reason; otherwise a satisfied permit allows, and the permits are the reason.
+    let mut permits: Vec<String> = Vec::new();
+    let mut forbids: Vec<String> = Vec::new();
+    for p in satisfied {
+        match p.effect() {
+            cedar_policy::Effect::Permit => permits.push(policy_id_text(p.id())),
+            cedar_policy::Effect::Forbid => forbids.push(policy_id_text(p.id())),
+        }
+    }
+    if !policies.is_empty() {
+        let cedar_request = match Request::new(
+            principal.clone(),
+            request.action.clone(),
+            request.resource.clone(),
+            context.clone(),
+            None,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                evaluation
+                    .errors
+                    .push(format!("request does not fit the schema: {e}"));
+                return evaluation;
+            }
+        };
+        let response = authorizer.is_authorized(&cedar_request, policies, entities);
+        let diagnostics = response.diagnostics();
+        let reason = diagnostics.reason().map(policy_id_text);
+        match response.decision() {
+            cedar_policy::Decision::Allow => permits.extend(reason),
+            cedar_policy::Decision::Deny => forbids.extend(reason),
+        }
+        evaluation.errors = diagnostics.errors().map(ToString::to_string).collect();
+    }
     // Fail closed: an error in any policy (a forbid among them, perhaps) makes it a deny.
-    evaluation.allow =
-        response.decision() == cedar_policy::Decision::Allow && evaluation.errors.is_empty();
+    evaluation.allow = forbids.is_empty() && !permits.is_empty() && evaluation.errors.is_empty();
+    evaluation.policies = if forbids.is_empty() { permits } else { forbids };
+    evaluation.policies.sort();
     evaluation
 }
 

@@ -38,8 +38,14 @@
 //!
 //! # How candidates are evaluated
 //!
-//! The candidates, in the order of the snapshot's set (the order Cedar evaluates
-//! and reports errors in), become a `PolicySet` of their own. A mesh has few
+//! A candidate's scope holds, so what is left to evaluate of it is its
+//! conditions. A filed candidate without a `when` or `unless` is satisfied as it
+//! stands: Cedar would find it so and report it among the determining policies,
+//! and the decision counts it the same way ([`Query::select_split`]). The others,
+//! in the order of the snapshot's set (the order Cedar evaluates and reports
+//! errors in), become a `PolicySet` of their own, each filed one with its scope
+//! left out (it holds, and evaluating it cannot fail): Cedar evaluates their
+//! conditions only, with the same ids, effects and errors. A mesh has few
 //! distinct candidate lists (about one per tool and group combination), so the
 //! built sets are kept in a bounded cache keyed by the list; it belongs to the
 //! snapshot and goes with it on reload. When most of the snapshot's policies are
@@ -47,7 +53,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 
@@ -124,6 +130,43 @@ struct IndexEntry {
     policy: Policy,
     /// `None`: not filed, a candidate of every request.
     scope: Option<Scope>,
+    /// A filed policy with no `when` or `unless`: its scope is all of it, so as a
+    /// candidate (its scope holds) it is satisfied without being evaluated.
+    scope_only: bool,
+    /// What Cedar evaluates of it as a candidate ([`IndexEntry::evaluated`]), made
+    /// the first time it is.
+    evaluated: OnceLock<Policy>,
+}
+
+impl IndexEntry {
+    /// The policy Cedar evaluates when this entry is a candidate. A filed policy is
+    /// a candidate only when its scope holds, so it is evaluated without its scope:
+    /// the same id, effect, annotations and conditions, with `principal, action,
+    /// resource` unconstrained. Cedar evaluates a scope first and it cannot fail or
+    /// look up anything but the request's own entities, so leaving a scope that holds
+    /// out changes neither whether the policy is satisfied nor its errors; it saves
+    /// Cedar building and evaluating it (an `action in [...]` builds a set each time).
+    /// A template-linked policy (not filed: its scope was not checked), or one that
+    /// cannot be rewritten, is evaluated as it is.
+    fn evaluated(&self) -> &Policy {
+        self.evaluated.get_or_init(|| {
+            self.scope
+                .as_ref()
+                .and_then(|_| without_scope(&self.policy))
+                .unwrap_or_else(|| self.policy.clone())
+        })
+    }
+}
+
+/// `policy` with its scope unconstrained (`principal, action, resource`), written
+/// through Cedar's JSON form; `None` if it cannot be.
+fn without_scope(policy: &Policy) -> Option<Policy> {
+    let mut json = policy.to_json().ok()?;
+    let fields = json.as_object_mut()?;
+    for variable in ["principal", "action", "resource"] {
+        fields.insert(variable.to_owned(), serde_json::json!({ "op": "All" }));
+    }
+    Policy::from_json(Some(policy.id().clone()), json).ok()
 }
 
 /// A static policy's scope.
@@ -366,31 +409,56 @@ impl Query<'_> {
     /// resource: a set of the candidates, or `None` to evaluate the whole set the
     /// index was built from (most of its policies are candidates anyway).
     pub fn select(&self, principal: &EntityUid) -> Option<Arc<PolicySet>> {
-        let index = self.index;
         let ids = self.positions(principal);
-        if ids.is_empty() {
-            return Some(Arc::clone(&index.empty));
+        if self.whole_set_for(&ids) {
+            return None;
         }
-        // Evaluating the set it came from is about as cheap, and copies nothing.
-        if ids.len().saturating_mul(100)
+        self.index.set_of(ids)
+    }
+
+    /// [`Query::select`], with the candidates that need no evaluation set apart:
+    /// a candidate without a `when` or `unless` is satisfied (its scope holds, and
+    /// a scope cannot fail), so Cedar evaluates only the others. `None` to
+    /// evaluate the whole set, as `select`.
+    pub fn select_split(&self, principal: &EntityUid) -> Option<Selected<'_>> {
+        let mut ids = self.positions(principal);
+        if self.whole_set_for(&ids) {
+            return None;
+        }
+        let entries = &self.index.entries;
+        let mut satisfied = Vec::new();
+        ids.retain(|&at| match entries.get(at as usize) {
+            Some(e) if e.scope_only => {
+                satisfied.push(&e.policy);
+                false
+            }
+            _ => true,
+        });
+        Some(Selected {
+            evaluated: self.index.set_of(ids)?,
+            satisfied,
+        })
+    }
+
+    /// Whether `ids`, the candidates of one principal, are so many of the set's
+    /// policies that evaluating the whole set is as cheap.
+    fn whole_set_for(&self, ids: &[u32]) -> bool {
+        let index = self.index;
+        ids.len().saturating_mul(100)
             > index
                 .entries
                 .len()
                 .saturating_mul(index.whole_set_above_percent)
-        {
-            return None;
-        }
-        if let Some(cache) = &index.cache
-            && let Some(set) = cache.get(&ids[..])
-        {
-            return Some(set);
-        }
-        let set = Arc::new(index.build_set(&ids)?);
-        if let Some(cache) = &index.cache {
-            cache.insert(Arc::from(ids), Arc::clone(&set));
-        }
-        Some(set)
     }
+}
+
+/// One principal's candidates ([`Query::select_split`]): those Cedar evaluates,
+/// and those satisfied by their scope alone.
+pub struct Selected<'q> {
+    /// Candidates with a condition (and template-linked ones), in the set's order.
+    pub evaluated: Arc<PolicySet>,
+    /// Candidates without a condition, in the set's order: each is satisfied.
+    pub satisfied: Vec<&'q Policy>,
 }
 
 impl PolicyIndex {
@@ -449,8 +517,10 @@ impl PolicyIndex {
                 None => index.always.push(at),
             }
             index.entries.push(IndexEntry {
+                scope_only: scope.is_some() && !policy.has_non_scope_constraint(),
                 policy: policy.clone(),
                 scope,
+                evaluated: OnceLock::new(),
             });
         }
         index
@@ -555,14 +625,36 @@ impl PolicyIndex {
         self.query(action, resource, entities)?.select(principal)
     }
 
-    /// A set of the policies at `ids` (ascending), in that order. `None` if one
-    /// cannot be added, which a set the index was built from never causes.
+    /// The set of the policies at `ids` (ascending): the empty set, a cached set,
+    /// or one built now and cached. `None` if one cannot be added (see
+    /// [`PolicyIndex::build_set`]).
+    fn set_of(&self, ids: Vec<u32>) -> Option<Arc<PolicySet>> {
+        if ids.is_empty() {
+            return Some(Arc::clone(&self.empty));
+        }
+        if let Some(cache) = &self.cache
+            && let Some(set) = cache.get(&ids[..])
+        {
+            return Some(set);
+        }
+        let set = Arc::new(self.build_set(&ids)?);
+        if let Some(cache) = &self.cache {
+            cache.insert(Arc::from(ids), Arc::clone(&set));
+        }
+        Some(set)
+    }
+
+    /// A set of the policies at `ids` (ascending), in that order, each as Cedar
+    /// evaluates it as a candidate ([`IndexEntry::evaluated`]: a filed policy without
+    /// its scope). `None` if one cannot be added, which a set the index was built
+    /// from never causes.
     fn build_set(&self, ids: &[u32]) -> Option<PolicySet> {
         let mut set = PolicySet::new();
         for &at in ids {
-            let policy = &self.entries.get(at as usize)?.policy;
+            let entry = self.entries.get(at as usize)?;
+            let policy = &entry.policy;
             match policy.template_id() {
-                None => set.add(policy.clone()).ok()?,
+                None => set.add(entry.evaluated().clone()).ok()?,
                 Some(template) => {
                     if set.template(template).is_none() {
                         set.add_template(self.templates.get(template)?.clone())
@@ -753,5 +845,105 @@ mod tests {
                 r#"U::"template""#,
             ]
         );
+    }
+
+    #[test]
+    fn unconditional_candidates_are_set_apart_and_the_rest_lose_their_scope() {
+        let mut set = PolicySet::new();
+        for (id, src) in [
+            (
+                "plain",
+                r#"permit (principal == U::"a", action == Action::"x", resource);"#,
+            ),
+            (
+                "plain-forbid",
+                r#"forbid (principal, action in [Action::"x", Action::"y"], resource == T::"t");"#,
+            ),
+            (
+                "conditional",
+                r#"@note("kept") permit (principal == U::"a", action, resource == T::"t")
+                when { context.n > 1 } unless { principal in G::"g" };"#,
+            ),
+            (
+                "other-user",
+                r#"permit (principal == U::"b", action, resource);"#,
+            ),
+            (
+                "other-action",
+                r#"permit (principal, action == Action::"z", resource);"#,
+            ),
+            (
+                "other-resource",
+                r#"forbid (principal, action, resource == T::"u");"#,
+            ),
+            (
+                "filler-1",
+                r#"permit (principal == U::"c", action, resource);"#,
+            ),
+            (
+                "filler-2",
+                r#"permit (principal == U::"d", action, resource);"#,
+            ),
+        ] {
+            set.add(Policy::parse(Some(PolicyId::new(id)), src).expect("policy"))
+                .expect("add");
+        }
+        set.add_template(
+            Template::parse(
+                Some(PolicyId::new("template")),
+                "permit (principal == ?principal, action, resource);",
+            )
+            .expect("template"),
+        )
+        .expect("add");
+        set.link(
+            PolicyId::new("template"),
+            PolicyId::new("linked"),
+            std::collections::HashMap::from([(
+                cedar_policy::SlotId::principal(),
+                EntityUid::from_str(r#"U::"a""#).expect("uid"),
+            )]),
+        )
+        .expect("link");
+        let index = PolicyIndex::new(&set);
+        let uid = |s: &str| EntityUid::from_str(s).expect("uid");
+        let (a, x, t) = (uid(r#"U::"a""#), uid(r#"Action::"x""#), uid(r#"T::"t""#));
+        let entities = Entities::empty();
+        let query = index.query(&x, &t, &entities).expect("indexable");
+        let selected = query.select_split(&a).expect("few candidates");
+        let satisfied: Vec<String> = selected
+            .satisfied
+            .iter()
+            .map(|p| p.id().to_string())
+            .collect();
+        assert_eq!(satisfied, ["plain", "plain-forbid"]);
+        let evaluated: Vec<&Policy> = selected.evaluated.policies().collect();
+        let ids: Vec<String> = evaluated.iter().map(|p| p.id().to_string()).collect();
+        assert_eq!(ids, ["conditional", "linked"]);
+        // The filed conditional policy is evaluated without its scope, and nothing else
+        // of it changes.
+        let conditional = evaluated[0];
+        let original = set.policy(&PolicyId::new("conditional")).expect("policy");
+        assert_eq!(conditional.principal_constraint(), PrincipalConstraint::Any);
+        assert_eq!(conditional.action_constraint(), ActionConstraint::Any);
+        assert_eq!(conditional.resource_constraint(), ResourceConstraint::Any);
+        assert_eq!(conditional.effect(), original.effect());
+        assert_eq!(conditional.annotation("note"), Some("kept"));
+        let conditions = |p: &Policy| p.to_json().expect("json")["conditions"].clone();
+        assert_eq!(conditions(conditional), conditions(original));
+        // The template-linked policy is not filed: evaluated as it is, scope and all.
+        let linked = evaluated[1];
+        assert_eq!(
+            linked.principal_constraint(),
+            PrincipalConstraint::Eq(a.clone())
+        );
+        // `select` (the listing's partial evaluation) gets every candidate.
+        let all: Vec<String> = query
+            .select(&a)
+            .expect("few candidates")
+            .policies()
+            .map(|p| p.id().to_string())
+            .collect();
+        assert_eq!(all, ["plain", "plain-forbid", "conditional", "linked"]);
     }
 }

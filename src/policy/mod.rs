@@ -35,7 +35,7 @@ use cedar_policy::{Entities, EntityTypeName, EntityUid, PolicySet, Schema};
 pub use authoring::LoadOptions;
 pub use diagnostics::{Problem, Problems, Severity, error_chain};
 pub use fits::ContextFits;
-pub use index::{IndexOptions, IndexStats, PolicyIndex, Query};
+pub use index::{IndexOptions, IndexStats, PolicyIndex, Query, Selected};
 pub(crate) use load::nesting_problem;
 pub use load::{
     ContentDigests, ENTITIES_FILE, ENTITIES_FRAGMENT_SUFFIX, MAX_FILE_BYTES, PolicyDiff,

@@ -345,3 +345,75 @@ fn a_large_mesh_evaluates_a_handful_of_policies() {
     );
     same_decision(&s, &r);
 }
+
+#[test]
+fn candidates_without_conditions_count_as_cedar_counts_them() {
+    // Unconditional candidates are satisfied without Cedar; the conditional ones are
+    // evaluated without their scope. Each mix decides as Cedar does unaided: a
+    // satisfied forbid of either kind denies and alone is the reason, permits of
+    // both kinds are reasons together, an erring condition denies.
+    let s = reference_with(
+        r#"
+        @id("bob-never-gets-documents")
+        forbid (principal == Mcp::User::"bob", action in Mcp::Action::"tools/call", resource == Mcp::Tool::"docs/get_document");
+        @id("bob-may-call-with-a-user")
+        permit (principal == Mcp::User::"bob", action in Mcp::Action::"tools/call", resource in Mcp::Server::"docs")
+        when { context has user };
+        @id("carol-not-for-herself")
+        forbid (principal == Mcp::User::"carol", action in [Mcp::Action::"tools/call", Mcp::Action::"prompts/get"], resource in Mcp::Server::"docs")
+        when { context has user && context.user == principal };
+        @id("dave-gets-the-summary-twice")
+        permit (principal == Mcp::User::"dave", action in Mcp::Action::"tools/call", resource == Mcp::Tool::"docs/summarize_document");
+        @id("dave-in-engineering")
+        permit (principal == Mcp::User::"dave", action in Mcp::Action::"tools/call", resource)
+        when { principal has department && principal.department == "engineering" };
+        @id("dave-overflows")
+        permit (principal == Mcp::User::"dave", action in Mcp::Action::"tools/call", resource == Mcp::Tool::"docs/summarize_document")
+        when { 9223372036854775807 + 1 > 0 };
+        "#,
+    );
+    let decision = |user: &str, app: Option<&str>, name: &str| {
+        let r = request(Some(user), app, "tools/call", tool(name));
+        same_decision(&s, &r);
+        decide(&s, &r)
+    };
+    let ids = |d: &crate::authz::Decision| -> Vec<String> {
+        d.evaluations
+            .first()
+            .map(|e| e.policies.clone())
+            .unwrap_or_default()
+    };
+    // A forbid without conditions beats the satisfied permits (with and without).
+    let d = decision("bob", None, "get_document");
+    assert!(!d.allow);
+    assert_eq!(ids(&d), ["bob-never-gets-documents"]);
+    // Without that forbid, the conditional permit and the reference grant allow together.
+    let d = decision("bob", None, "search_documents");
+    assert!(d.allow, "{d:?}");
+    assert!(
+        ids(&d).contains(&"bob-may-call-with-a-user".to_owned()),
+        "{d:?}"
+    );
+    // A conditional forbid that holds is the reason alone.
+    let d = decision("carol", Some("corpassist"), "search_documents");
+    assert!(!d.allow);
+    assert_eq!(ids(&d), ["carol-not-for-herself"]);
+    // An erring permit denies, whatever else is satisfied, and its error is reported.
+    let d = decision("dave", None, "summarize_document");
+    assert!(!d.allow);
+    assert!(
+        d.evaluations
+            .first()
+            .is_some_and(|e| e.errors.iter().any(|e| e.contains("dave-overflows"))),
+        "{d:?}"
+    );
+    // Where it does not apply, the unconditional and conditional permits are reasons together.
+    let d = decision("dave", None, "get_document");
+    assert!(d.allow, "{d:?}");
+    let reasons = ids(&d);
+    assert!(
+        reasons.contains(&"dave-in-engineering".to_owned())
+            && reasons.contains(&"employees-use-docs".to_owned()),
+        "{reasons:?}"
+    );
+}
