@@ -106,6 +106,8 @@ pub struct IndexStats {
 pub struct PolicyIndex {
     /// Every policy of the set, in the set's order.
     entries: Vec<IndexEntry>,
+    /// The uids the scopes name, numbered.
+    names: Names,
     principal: EntityBuckets,
     action: ActionBuckets,
     resource: EntityBuckets,
@@ -169,24 +171,25 @@ fn without_scope(policy: &Policy) -> Option<Policy> {
     Policy::from_json(Some(policy.id().clone()), json).ok()
 }
 
-/// A static policy's scope.
+/// A static policy's scope, with the uids it names numbered ([`Names`]).
 struct Scope {
-    principal: EntityScope,
-    action: ActionScope,
-    resource: EntityScope,
+    principal: EntityScope<Name>,
+    action: ActionScope<Name>,
+    resource: EntityScope<Name>,
 }
 
-/// A principal or resource scope constraint.
+/// A principal or resource scope constraint, naming entities by `U`: their uids
+/// as Cedar gives them, then their numbers in the index.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum EntityScope {
+enum EntityScope<U> {
     Any,
-    Eq(EntityUid),
-    In(EntityUid),
+    Eq(U),
+    In(U),
     Is(EntityTypeName),
-    IsIn(EntityTypeName, EntityUid),
+    IsIn(EntityTypeName, U),
 }
 
-impl From<PrincipalConstraint> for EntityScope {
+impl From<PrincipalConstraint> for EntityScope<EntityUid> {
     fn from(c: PrincipalConstraint) -> Self {
         match c {
             PrincipalConstraint::Any => Self::Any,
@@ -198,7 +201,7 @@ impl From<PrincipalConstraint> for EntityScope {
     }
 }
 
-impl From<ResourceConstraint> for EntityScope {
+impl From<ResourceConstraint> for EntityScope<EntityUid> {
     fn from(c: ResourceConstraint) -> Self {
         match c {
             ResourceConstraint::Any => Self::Any,
@@ -210,33 +213,65 @@ impl From<ResourceConstraint> for EntityScope {
     }
 }
 
-impl EntityScope {
-    /// Whether Cedar's scope expression holds for `e` (`==`, `in`, `is`, `is ... in`).
-    fn holds(&self, e: &Lineage<'_>) -> bool {
+impl EntityScope<EntityUid> {
+    fn named(self, names: &mut Names) -> EntityScope<Name> {
         match self {
-            Self::Any => true,
-            Self::Eq(u) => e.uid == u,
-            Self::In(u) => e.is_in(u),
-            Self::Is(t) => e.uid.type_name() == t,
-            Self::IsIn(t, u) => e.uid.type_name() == t && e.is_in(u),
+            Self::Any => EntityScope::Any,
+            Self::Eq(u) => EntityScope::Eq(names.number(u)),
+            Self::In(u) => EntityScope::In(names.number(u)),
+            Self::Is(t) => EntityScope::Is(t),
+            Self::IsIn(t, u) => EntityScope::IsIn(t, names.number(u)),
         }
     }
 }
 
-/// An action scope constraint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ActionScope {
-    Any,
-    Eq(EntityUid),
-    In(Vec<EntityUid>),
-}
-
-impl ActionScope {
+impl EntityScope<Name> {
+    /// Whether Cedar's scope expression holds for `e` (`==`, `in`, `is`, `is ... in`).
     fn holds(&self, e: &Lineage<'_>) -> bool {
         match self {
             Self::Any => true,
-            Self::Eq(u) => e.uid == u,
-            Self::In(us) => us.iter().any(|u| e.is_in(u)),
+            Self::Eq(n) => e.own == Some(*n),
+            Self::In(n) => e.is_in(*n),
+            Self::Is(t) => e.uid.type_name() == t,
+            Self::IsIn(t, n) => e.uid.type_name() == t && e.is_in(*n),
+        }
+    }
+}
+
+/// An action scope constraint, naming actions by `U` (as [`EntityScope`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ActionScope<U> {
+    Any,
+    Eq(U),
+    In(Vec<U>),
+}
+
+impl From<ActionConstraint> for ActionScope<EntityUid> {
+    fn from(c: ActionConstraint) -> Self {
+        match c {
+            ActionConstraint::Any => Self::Any,
+            ActionConstraint::Eq(u) => Self::Eq(u),
+            ActionConstraint::In(us) => Self::In(us),
+        }
+    }
+}
+
+impl ActionScope<EntityUid> {
+    fn named(self, names: &mut Names) -> ActionScope<Name> {
+        match self {
+            Self::Any => ActionScope::Any,
+            Self::Eq(u) => ActionScope::Eq(names.number(u)),
+            Self::In(us) => ActionScope::In(us.into_iter().map(|u| names.number(u)).collect()),
+        }
+    }
+}
+
+impl ActionScope<Name> {
+    fn holds(&self, e: &Lineage<'_>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Eq(n) => e.own == Some(*n),
+            Self::In(ns) => ns.iter().any(|&n| e.is_in(n)),
         }
     }
 }
@@ -249,34 +284,77 @@ impl Scope {
     }
 }
 
-/// The buckets' maps: keyed by what policies name (never by what a request brings),
-/// looked up for every decision; a fast seeded hash rather than SipHash.
+/// The maps looked up for every decision, keyed by what policies name (never by
+/// what a request brings): a fast seeded hash rather than SipHash.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// The number of a uid that some policy's scope names.
+type Name = usize;
+
+/// The uids the policies' scopes name, numbered from 0: a request's entities are
+/// looked up here once, and scopes and buckets then compare numbers, not uids.
+#[derive(Default)]
+struct Names(FastMap<EntityUid, Name>);
+
+impl Names {
+    /// The number of `uid`, numbering it if it is new.
+    fn number(&mut self, uid: EntityUid) -> Name {
+        let next = self.0.len();
+        *self.0.entry(uid).or_insert(next)
+    }
+
+    fn get(&self, uid: &EntityUid) -> Option<Name> {
+        self.0.get(uid).copied()
+    }
+}
+
 /// A request's principal, action or resource with its ancestors in the entity
-/// data the request is evaluated with.
+/// data the request is evaluated with, as far as the policies' scopes name them.
 struct Lineage<'a> {
     uid: &'a EntityUid,
-    ancestors: Vec<&'a EntityUid>,
+    /// The number of the uid itself, if a scope names it.
+    own: Option<Name>,
+    /// The numbers of the uid and of its ancestors that scopes name.
+    named: Vec<Name>,
 }
 
 impl<'a> Lineage<'a> {
-    fn new(uid: &'a EntityUid, entities: &'a Entities) -> Self {
-        let ancestors = entities
-            .ancestors(uid)
-            .map(Iterator::collect)
-            .unwrap_or_default();
-        Self { uid, ancestors }
+    fn new(uid: &'a EntityUid, entities: &'a Entities, names: &Names) -> Self {
+        let own = names.get(uid);
+        let mut named: Vec<Name> = own.into_iter().collect();
+        if let Some(ancestors) = entities.ancestors(uid) {
+            named.extend(ancestors.filter_map(|a| names.get(a)));
+        }
+        Self { uid, own, named }
     }
 
-    /// Cedar's `uid in u`: equal, or `u` is an ancestor.
-    fn is_in(&self, u: &EntityUid) -> bool {
-        self.uid == u || self.ancestors.contains(&u)
+    /// Cedar's `uid in u` for the uid numbered `n`: equal, or an ancestor.
+    fn is_in(&self, n: Name) -> bool {
+        self.named.contains(&n)
+    }
+}
+
+/// Policies filed under the numbers of the uids their scopes name.
+#[derive(Default)]
+struct ByName(Vec<Vec<u32>>);
+
+impl ByName {
+    fn file(&mut self, n: Name, at: u32) {
+        if self.0.len() <= n {
+            self.0.resize_with(n + 1, Vec::new);
+        }
+        if let Some(bucket) = self.0.get_mut(n) {
+            bucket.push(at);
+        }
     }
 
-    /// The uids whose buckets this entity can match: its own and its ancestors'.
-    fn uids(&self) -> impl Iterator<Item = &'a EntityUid> + '_ {
-        std::iter::once(self.uid).chain(self.ancestors.iter().copied())
+    /// The non-empty buckets of the numbers `e` names.
+    fn buckets<'s>(&'s self, e: &Lineage<'_>) -> impl Iterator<Item = &'s [u32]> {
+        e.named
+            .iter()
+            .filter_map(|&n| self.0.get(n))
+            .filter(|b| !b.is_empty())
+            .map(Vec::as_slice)
     }
 }
 
@@ -284,7 +362,7 @@ impl<'a> Lineage<'a> {
 #[derive(Default)]
 struct EntityBuckets {
     /// `== u`, `in u`, `is T in u`: filed under `u`.
-    by_uid: FastMap<EntityUid, Vec<u32>>,
+    by_name: ByName,
     /// `is T`: filed under `T`.
     by_type: FastMap<EntityTypeName, Vec<u32>>,
     /// Unconstrained.
@@ -292,11 +370,11 @@ struct EntityBuckets {
 }
 
 impl EntityBuckets {
-    fn file(&mut self, scope: &EntityScope, at: u32) {
+    fn file(&mut self, scope: &EntityScope<Name>, at: u32) {
         match scope {
             EntityScope::Any => self.any.push(at),
-            EntityScope::Eq(u) | EntityScope::In(u) | EntityScope::IsIn(_, u) => {
-                self.by_uid.entry(u.clone()).or_default().push(at);
+            EntityScope::Eq(n) | EntityScope::In(n) | EntityScope::IsIn(_, n) => {
+                self.by_name.file(*n, at);
             }
             EntityScope::Is(t) => self.by_type.entry(t.clone()).or_default().push(at),
         }
@@ -305,11 +383,7 @@ impl EntityBuckets {
     /// Every bucket `e` can match. A policy is in at most one of them.
     fn lookup<'s>(&'s self, e: &Lineage<'_>, out: &mut Vec<&'s [u32]>) {
         out.clear();
-        out.extend(
-            e.uids()
-                .filter_map(|u| self.by_uid.get(u))
-                .map(Vec::as_slice),
-        );
+        out.extend(self.by_name.buckets(e));
         if let Some(b) = self.by_type.get(e.uid.type_name()) {
             out.push(b);
         }
@@ -321,22 +395,22 @@ impl EntityBuckets {
 #[derive(Default)]
 struct ActionBuckets {
     /// `== a`, and `in [.., a, ..]` under each action listed.
-    by_uid: FastMap<EntityUid, Vec<u32>>,
+    by_name: ByName,
     /// Unconstrained.
     any: Vec<u32>,
 }
 
 impl ActionBuckets {
-    fn file(&mut self, scope: &ActionScope, at: u32) {
+    fn file(&mut self, scope: &ActionScope<Name>, at: u32) {
         match scope {
             ActionScope::Any => self.any.push(at),
-            ActionScope::Eq(u) => self.by_uid.entry(u.clone()).or_default().push(at),
-            ActionScope::In(us) => {
-                let mut seen: Vec<&EntityUid> = Vec::with_capacity(us.len());
-                for u in us {
-                    if !seen.contains(&u) {
-                        seen.push(u);
-                        self.by_uid.entry(u.clone()).or_default().push(at);
+            ActionScope::Eq(n) => self.by_name.file(*n, at),
+            ActionScope::In(ns) => {
+                let mut seen: Vec<Name> = Vec::with_capacity(ns.len());
+                for &n in ns {
+                    if !seen.contains(&n) {
+                        seen.push(n);
+                        self.by_name.file(n, at);
                     }
                 }
             }
@@ -347,11 +421,7 @@ impl ActionBuckets {
     /// ancestors is in several of them.
     fn lookup<'s>(&'s self, e: &Lineage<'_>, out: &mut Vec<&'s [u32]>) {
         out.clear();
-        out.extend(
-            e.uids()
-                .filter_map(|u| self.by_uid.get(u))
-                .map(Vec::as_slice),
-        );
+        out.extend(self.by_name.buckets(e));
         out.push(&self.any);
     }
 }
@@ -379,7 +449,7 @@ impl Query<'_> {
     /// The positions of the candidates for `principal`, ascending.
     fn positions(&self, principal: &EntityUid) -> Vec<u32> {
         let index = self.index;
-        let p = Lineage::new(principal, self.entities);
+        let p = Lineage::new(principal, self.entities, &index.names);
         let mut p_buckets: Vec<&[u32]> = Vec::new();
         index.principal.lookup(&p, &mut p_buckets);
         // The scope variable whose buckets hold the fewest policies (the first of
@@ -471,6 +541,7 @@ impl PolicyIndex {
     pub fn with_options(policies: &PolicySet, options: IndexOptions) -> Self {
         let mut index = Self {
             entries: Vec::with_capacity(policies.num_of_policies()),
+            names: Names::default(),
             principal: EntityBuckets::default(),
             action: ActionBuckets::default(),
             resource: EntityBuckets::default(),
@@ -500,13 +571,9 @@ impl PolicyIndex {
                 break;
             };
             let scope = policy.is_static().then(|| Scope {
-                principal: policy.principal_constraint().into(),
-                action: match policy.action_constraint() {
-                    ActionConstraint::Any => ActionScope::Any,
-                    ActionConstraint::Eq(u) => ActionScope::Eq(u),
-                    ActionConstraint::In(us) => ActionScope::In(us),
-                },
-                resource: policy.resource_constraint().into(),
+                principal: EntityScope::from(policy.principal_constraint()).named(&mut index.names),
+                action: ActionScope::from(policy.action_constraint()).named(&mut index.names),
+                resource: EntityScope::from(policy.resource_constraint()).named(&mut index.names),
             });
             match &scope {
                 Some(s) => {
@@ -596,8 +663,8 @@ impl PolicyIndex {
         resource: &'q EntityUid,
         entities: &'q Entities,
     ) -> Query<'q> {
-        let a = Lineage::new(action, entities);
-        let r = Lineage::new(resource, entities);
+        let a = Lineage::new(action, entities, &self.names);
+        let r = Lineage::new(resource, entities, &self.names);
         let mut a_buckets = Vec::new();
         let mut r_buckets = Vec::new();
         self.action.lookup(&a, &mut a_buckets);
