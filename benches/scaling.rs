@@ -2,7 +2,8 @@
 //!
 //! A mesh grows by tools: each size is N tools × 10 groups, one permit per
 //! (tool, group) pair, plus the forbids of the reference policies (`policies/`),
-//! with the reference schema and entity data extended by the mesh's groups,
+//! with the reference schema (and its typed tools, `policies/tools/`) and entity
+//! data extended by the mesh's groups,
 //! users, applications, servers and tools. Sizes: N = 1, 10, 100, 1,000, i.e.
 //! 10, 100, 1,000 and 10,000 generated permits.
 //!
@@ -79,6 +80,16 @@ fn generate(dir: &Path, tools: usize) {
         dir.join("mcp.cedarschema"),
     )
     .expect("schema");
+    // The reference forbids name typed tool actions, declared by the schema fragments
+    // (and tool entities) under `tools/`: copied as they are.
+    let tools_dir = dir.join("tools");
+    std::fs::create_dir_all(&tools_dir).expect("tools dir");
+    for entry in std::fs::read_dir(reference.join("tools")).expect("reference tools") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            std::fs::copy(&path, tools_dir.join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
 
     let text = std::fs::read_to_string(reference.join("entities.json")).expect("entities");
     let mut entities: Vec<Value> = serde_json::from_str(&text).expect("entities json");
@@ -143,7 +154,7 @@ fn generate(dir: &Path, tools: usize) {
             for g in 0..GROUPS {
                 let _ = writeln!(
                     text,
-                    "@id(\"mesh{s}-tool{t}-g{g}\")\npermit (\n  principal in Mcp::Group::\"g{g}\",\n  action == Mcp::Action::\"tools/call\",\n  resource == Mcp::Tool::\"mesh{s}/tool{t}\"\n);\n"
+                    "@id(\"mesh{s}-tool{t}-g{g}\")\npermit (\n  principal in Mcp::Group::\"g{g}\",\n  action in Mcp::Action::\"tools/call\",\n  resource == Mcp::Tool::\"mesh{s}/tool{t}\"\n);\n"
                 );
             }
         }
