@@ -3,9 +3,8 @@
 //! A mesh grows by tools: each size is N tools × 10 groups, one permit per
 //! (tool, group) pair, plus the forbids of the reference policies (`policies/`),
 //! with the reference schema (and its typed tools, `policies/tools/`) and entity
-//! data extended by the mesh's groups,
-//! users, applications, servers and tools. Sizes: N = 1, 10, 100, 1,000, i.e.
-//! 10, 100, 1,000 and 10,000 generated permits.
+//! data extended by the mesh's groups, users, applications, servers and tools.
+//! Sizes: N = 1, 10, 100, 1,000, i.e. 10, 100, 1,000 and 10,000 generated permits.
 //!
 //! Measured, on the same requests:
 //! - `decide/indexed`: `decide()`, the index choosing the policies to evaluate;
@@ -37,6 +36,9 @@ use mcp_authz::authz::{DecisionRequest, RequestEntity, decide, decide_unindexed}
 use mcp_authz::mcp::{Kind, action};
 use mcp_authz::policy::{IndexOptions, PolicyIndex, Snapshot, build, read_sources};
 use serde_json::{Map, Value, json};
+
+#[path = "common/mod.rs"]
+mod common;
 
 const GROUPS: usize = 10;
 const TOOLS_PER_SERVER: usize = 10;
@@ -82,14 +84,8 @@ fn generate(dir: &Path, tools: usize) {
     .expect("schema");
     // The reference forbids name typed tool actions, declared by the schema fragments
     // (and tool entities) under `tools/`: copied as they are.
-    let tools_dir = dir.join("tools");
-    std::fs::create_dir_all(&tools_dir).expect("tools dir");
-    for entry in std::fs::read_dir(reference.join("tools")).expect("reference tools") {
-        let path = entry.expect("entry").path();
-        if path.is_file() {
-            std::fs::copy(&path, tools_dir.join(path.file_name().expect("name"))).expect("copy");
-        }
-    }
+    std::fs::create_dir_all(dir.join("tools")).expect("tools dir");
+    common::copy_dir(&reference.join("tools"), &dir.join("tools"));
 
     let text = std::fs::read_to_string(reference.join("entities.json")).expect("entities");
     let mut entities: Vec<Value> = serde_json::from_str(&text).expect("entities json");

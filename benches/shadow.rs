@@ -12,7 +12,6 @@
 //! `cargo bench --bench shadow`
 
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -21,20 +20,7 @@ use mcp_authz::policy::PolicyStore;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{request, root};
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            std::fs::create_dir_all(&target).expect("mkdir");
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
+use common::{copy_dir, request, root};
 
 /// A shadow: its directory (if any) and sample fraction.
 type ShadowCase = Option<(Option<Arc<PolicyStore>>, f64)>;
