@@ -49,7 +49,7 @@ const REQUESTS: usize = 64;
 const SIZES: [usize; 4] = [1, 10, 100, 1_000];
 
 fn reference_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+    common::root().join("policies")
 }
 
 fn server_of(tool: usize) -> usize {
