@@ -87,6 +87,7 @@ use arc_swap::ArcSwapOption;
 use cedar_policy::EntityUid;
 use serde_json::{Map, Value, json};
 
+use super::log_file::LogFile;
 use super::trace::TraceContext;
 use crate::authz::polling::PollingReceiver;
 use crate::authz::replayable::{ArgumentsForm, JsonWriter, Object, Parts, key, read_back};
@@ -752,12 +753,12 @@ impl DecisionLog {
     /// Open the configured output and start the writer thread.
     pub fn open(config: &DecisionLogConfig) -> std::io::Result<Self> {
         let writer: Box<dyn Write + Send> = match &config.file {
-            Some(path) => Box::new(
+            Some(path) => Box::new(LogFile::new(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)?,
-            ),
+            )),
             None => Box::new(std::io::stdout()),
         };
         Self::with_writer(writer, config)

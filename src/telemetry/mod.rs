@@ -6,6 +6,7 @@
 //! so every interface gets both without doing anything.
 
 pub mod decision_log;
+pub mod log_file;
 pub mod metrics;
 pub mod otlp;
 /// W3C trace context (a leaf module of its own: the decision core carries it).
