@@ -753,12 +753,7 @@ impl DecisionLog {
     /// Open the configured output and start the writer thread.
     pub fn open(config: &DecisionLogConfig) -> std::io::Result<Self> {
         let writer: Box<dyn Write + Send> = match &config.file {
-            Some(path) => Box::new(LogFile::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            )),
+            Some(path) => Box::new(LogFile::open(path)?),
             None => Box::new(std::io::stdout()),
         };
         Self::with_writer(writer, config)

@@ -1,20 +1,21 @@
 //! The decision log's file: appended to, and what it has written let go of.
 //!
 //! The service never reads its decision log back, yet every page it writes stays in
-//! the page cache until memory runs short: gigabytes a day that crowd out the caches
-//! of everything else on the node, and a fresh page of memory to find for every
-//! 4 KiB written, which is where most of the log's cost goes at full load (on a
-//! virtual machine a fresh page is one the hypervisor must back first). So every
-//! [`RELEASE_EVERY`] bytes the file is advised `POSIX_FADV_DONTNEED` from its start:
-//! the kernel starts writing back what is dirty and drops what is already on disk,
-//! and the next pages written reuse the memory just freed. What was written since the
-//! previous advice is still dirty when it is given, so a reader tailing the file (a
-//! log shipper) finds at least the last [`RELEASE_EVERY`] bytes in memory; older ones
-//! it reads from disk. The advice changes no byte of the file, and where it fails
-//! (a file system without it) the file is written as before.
+//! the page cache until memory runs short, and each 4 KiB written needs a fresh page
+//! of memory; on a virtual machine a fresh page is one the hypervisor must back first,
+//! and that is where most of the log's cost went at full load (BENCHMARKS.md). So
+//! every [`RELEASE_EVERY`] bytes the file is advised `POSIX_FADV_DONTNEED` from its
+//! start: the kernel starts writing back what is dirty and drops what is already on
+//! disk, and the next pages written reuse the memory just freed. Only pages already
+//! written back are dropped: those written since the previous advice stay in memory
+//! unless the kernel's own flusher wrote them back first (it writes dirty pages back
+//! after about 30 s), so a reader tailing the file (a log shipper) finds the most
+//! recent bytes in memory and older ones on disk. The advice changes no byte of the
+//! file, and where it is refused the file is written as before.
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::path::Path;
 
 /// Bytes written between two releases of the file's pages.
 pub const RELEASE_EVERY: u64 = 8 << 20;
@@ -30,23 +31,29 @@ pub struct LogFile {
 }
 
 impl LogFile {
-    /// Append to `file`, releasing its pages every [`RELEASE_EVERY`] bytes.
-    pub fn new(file: File) -> Self {
-        Self::releasing_every(file, RELEASE_EVERY)
+    /// Open `path` for appending (created if missing), releasing its pages every
+    /// [`RELEASE_EVERY`] bytes.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        Self::releasing_every(path, RELEASE_EVERY)
     }
 
-    /// Append to `file`, releasing its pages every `bytes` (tests use small steps).
-    pub fn releasing_every(file: File, bytes: u64) -> Self {
-        Self {
+    /// [`LogFile::open`], releasing every `bytes` (tests use small steps).
+    fn releasing_every(path: &Path, bytes: u64) -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self {
             file,
             release_every: bytes.max(1),
             since_release: 0,
             releases: 0,
-        }
+        })
     }
 
     /// How many times the file's pages were released.
-    pub fn releases(&self) -> u64 {
+    #[cfg(test)]
+    fn releases(&self) -> u64 {
         self.releases
     }
 
@@ -80,21 +87,16 @@ mod tests {
 
     use super::LogFile;
 
-    fn append(path: &std::path::Path) -> std::fs::File {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("open the log file")
-    }
-
     #[test]
     fn releasing_pages_keeps_every_byte_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("decisions.jsonl");
         std::fs::write(&path, b"an earlier line\n").expect("an earlier run's log");
         let mut expected = b"an earlier line\n".to_vec();
-        let mut out = BufWriter::with_capacity(1000, LogFile::releasing_every(append(&path), 4096));
+        let mut out = BufWriter::with_capacity(
+            1000,
+            LogFile::releasing_every(&path, 4096).expect("open the log file"),
+        );
         for i in 0..5_000 {
             let line = format!("{{\"decision_id\":\"{i:08}\",\"decision\":\"allow\"}}\n");
             out.write_all(line.as_bytes()).expect("write");
@@ -116,7 +118,7 @@ mod tests {
         // `logrotate`'s copytruncate: the file shrinks to nothing between two writes.
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("decisions.jsonl");
-        let mut log = LogFile::releasing_every(append(&path), 16);
+        let mut log = LogFile::releasing_every(&path, 16).expect("open the log file");
         log.write_all(b"before rotation, long enough to release\n")
             .expect("write");
         std::fs::OpenOptions::new()
