@@ -10,12 +10,6 @@
 //! means no traffic: the receiver then blocks until the next item, so an idle
 //! service never wakes the worker. A bounded queue must hold what arrives during one
 //! `max` pause, or items are dropped by the senders.
-//!
-//! Such a worker also wakes on its own, each time a pause ends, and a thread that
-//! wakes under Linux's default policy may take the core from a thread serving a
-//! request, which then answers later by however long the worker runs. The worker
-//! calls [`behind_requests`] first: it still gets its fair share of the CPU (so it
-//! keeps up at full load), but never preempts on waking.
 
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Duration;
@@ -72,70 +66,9 @@ impl<T> PollingReceiver<T> {
     }
 }
 
-/// Move the calling thread, a worker fed from request threads, to Linux's `SCHED_BATCH` policy at its current nice value:
-/// the scheduler then never lets it preempt a running thread when it wakes (a pause
-/// ending, an item arriving), while its share of the CPU stays a normal thread's.
-/// Elsewhere it changes nothing. An error says why the system refused; the thread
-/// then runs as before, which changes when the worker runs, not what it does.
-#[cfg(target_os = "linux")]
-pub fn behind_requests() -> Result<(), String> {
-    use thread_priority::{
-        NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
-    };
-    let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
-    // Setting a normal policy sets the nice value too, given as a 0–99 priority: keep
-    // the thread's own (an operator may have started the service with `nice`; lowering
-    // it would be refused anyway). getpriority(PRIO_PROCESS, 0) is this thread's.
-    let nice = rustix::process::getpriority_process(None)
-        .map_err(|e| format!("cannot read the thread's nice value: {e}"))?;
-    let priority = (*ThreadPriorityValue::MIN..=*ThreadPriorityValue::MAX)
-        .filter_map(|p| ThreadPriorityValue::try_from(p).ok())
-        .map(ThreadPriority::Crossplatform)
-        .find(|priority| priority.to_posix(batch).ok() == Some(nice))
-        .ok_or_else(|| format!("no priority gives the thread's nice value {nice}"))?;
-    thread_priority::set_thread_priority_and_policy(
-        thread_priority::thread_native_id(),
-        priority,
-        batch,
-    )
-    .map_err(|e| e.to_string())
-}
-
-/// Not Linux: nothing to change (see the Linux version).
-#[cfg(not(target_os = "linux"))]
-pub fn behind_requests() -> Result<(), String> {
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_worker_moves_behind_requests_and_keeps_its_nice_value() {
-        use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
-        let own = thread_priority::thread_schedule_policy().expect("policy");
-        let (before, after) = std::thread::spawn(|| {
-            let nice = || rustix::process::getpriority_process(None).expect("nice value");
-            let before = nice();
-            behind_requests().expect("SCHED_BATCH at the same nice value");
-            let policy = thread_priority::thread_schedule_policy().expect("policy");
-            assert_eq!(
-                policy,
-                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch)
-            );
-            (before, nice())
-        })
-        .join()
-        .expect("worker");
-        assert_eq!(before, after);
-        // Only the calling thread moved.
-        assert_eq!(
-            thread_priority::thread_schedule_policy().expect("policy"),
-            own
-        );
-    }
 
     #[test]
     fn items_come_in_order_and_the_end_is_seen() {

@@ -150,9 +150,6 @@ impl Shadow {
         std::thread::Builder::new()
             .name("shadow".into())
             .spawn(move || {
-                // Refused, the worker runs as any thread: no different answer, no
-                // record lost (the core has no log to say so; `chrt -p` shows it).
-                let _ = super::polling::behind_requests();
                 work(
                     rx,
                     &taken,

@@ -89,7 +89,7 @@ use serde_json::{Map, Value, json};
 
 use super::log_file::LogFile;
 use super::trace::TraceContext;
-use crate::authz::polling::{self, PollingReceiver};
+use crate::authz::polling::PollingReceiver;
 use crate::authz::replayable::{ArgumentsForm, JsonWriter, Object, Parts, key, read_back};
 use crate::authz::{Decision, DecisionRequest, Interface, RequestEntity, TokenFacts};
 
@@ -773,9 +773,6 @@ impl DecisionLog {
         std::thread::Builder::new()
             .name("decision-log".into())
             .spawn(move || {
-                if let Err(error) = polling::behind_requests() {
-                    tracing::debug!(%error, "the decision log's writer keeps the default scheduling policy");
-                }
                 write_loop(rx, writer, &writer_stats, &redactor, dry_run);
                 let _ = done_tx.send(());
             })?;
