@@ -5,7 +5,7 @@
 //! it is full (the writer is slow or blocked, say a pipe nobody reads) the record
 //! is dropped and counted (`mcp_authz_decision_log_records_total{result="dropped"}`).
 //! Serialization happens on the writer thread, straight from the record's fields.
-//! Under traffic the writer polls the queue (pauses of 0.5 ms growing to 5 ms, see
+//! Under traffic the writer polls the queue (pauses of 2 ms growing to 5 ms, see
 //! [`crate::authz::polling`]) rather than sleeping on it, so that queueing a record
 //! never has to wake it, and it writes what queued up meanwhile in one `write`; once
 //! the queue stayed empty through the longest pause it blocks until the next record.
@@ -864,7 +864,7 @@ impl DecisionLog {
 }
 
 /// The writer's first pause on an empty queue.
-const IDLE_MIN: Duration = Duration::from_micros(500);
+const IDLE_MIN: Duration = Duration::from_millis(2);
 /// Its longest pause on an empty queue: the queue must hold what arrives meanwhile.
 const IDLE_MAX: Duration = Duration::from_millis(5);
 
