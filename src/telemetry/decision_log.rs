@@ -5,7 +5,7 @@
 //! it is full (the writer is slow or blocked, say a pipe nobody reads) the record
 //! is dropped and counted (`mcp_authz_decision_log_records_total{result="dropped"}`).
 //! Serialization happens on the writer thread, straight from the record's fields.
-//! Under traffic the writer polls the queue (pauses of 2 ms growing to 5 ms, see
+//! Under traffic the writer polls the queue (a pause of 2 ms, 4 ms after an empty look, see
 //! [`crate::authz::polling`]) rather than sleeping on it, so that queueing a record
 //! never has to wake it, and it writes what queued up meanwhile in one `write`; once
 //! the queue stayed empty through the longest pause it blocks until the next record.
