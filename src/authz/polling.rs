@@ -5,11 +5,13 @@
 //! it asleep wakes it: a system call and a context switch paid on the request's
 //! thread, for nearly every item when the worker keeps up. [`PollingReceiver`] polls
 //! instead while there is traffic: an empty queue is looked at again after a pause
-//! that doubles from `min` up to `max`, so a sender finds no sleeping receiver to
-//! wake, and items arrive in batches. A queue still empty after the longest pause
-//! means no traffic: the receiver then blocks until the next item, so an idle
-//! service never wakes the worker. A bounded queue must hold what arrives during one
-//! `max` pause, or items are dropped by the senders.
+//! of `min`, then `2·min`, `4·min`, … while the pause is below `max`, so a sender
+//! finds no sleeping receiver to wake, and items arrive in batches. Once the next
+//! pause would reach `max` the queue has stayed empty long enough to mean no
+//! traffic: the receiver then blocks until the next item, so an idle service never
+//! wakes the worker. The longest pause is thus the last doubling of `min` below
+//! `max`; a bounded queue must hold what arrives during it, or items are dropped by
+//! the senders.
 
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Duration;
@@ -25,7 +27,8 @@ pub struct PollingReceiver<T> {
 }
 
 impl<T> PollingReceiver<T> {
-    /// Poll `rx` with pauses from `min` doubling up to `max`.
+    /// Poll `rx` with pauses from `min` doubling while below `max` (see the module
+    /// documentation).
     pub fn new(rx: Receiver<T>, min: Duration, max: Duration) -> Self {
         Self {
             rx,

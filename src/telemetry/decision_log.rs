@@ -8,9 +8,9 @@
 //! Under traffic the writer polls the queue (a pause of 2 ms, 4 ms after an empty look, see
 //! [`crate::authz::polling`]) rather than sleeping on it, so that queueing a record
 //! never has to wake it, and it writes what queued up meanwhile in one `write`; once
-//! the queue stayed empty through the longest pause it blocks until the next record.
-//! So the queue must hold what arrives in 5 ms (the default 4,096: 800,000 records a
-//! second).
+//! the queue stayed empty through both pauses it blocks until the next record.
+//! So the queue must hold what arrives during the longest pause (4 ms) and the
+//! write after it: sized for 5 ms, the default 4,096 holds 800,000 records a second.
 //!
 //! A record:
 //!
@@ -865,7 +865,9 @@ impl DecisionLog {
 
 /// The writer's first pause on an empty queue.
 const IDLE_MIN: Duration = Duration::from_millis(2);
-/// Its longest pause on an empty queue: the queue must hold what arrives meanwhile.
+/// Where its pauses stop doubling: with `IDLE_MIN` at 2 ms it pauses 2 ms, then 4 ms,
+/// then blocks (the next pause would reach this). The queue must hold what arrives
+/// during the 4 ms pause.
 const IDLE_MAX: Duration = Duration::from_millis(5);
 
 fn write_loop(
